@@ -1,0 +1,145 @@
+"""Facts of the Flow wire protocol shared by the engine and the local server.
+
+The architecture forbids the server from importing the engine and vice versa;
+what both must agree on (checksum format, filename rules, rate-limit classes
+and their header names, cookie name) lives here, in plain synchronous code
+with no I/O. Keep it tiny: anything that is only one side's business belongs
+to that side.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import xxhash
+
+# --- checksums -------------------------------------------------------------
+
+CHECKSUM_ALGORITHM = "xxh3-128"
+CHECKSUM_PREFIX = CHECKSUM_ALGORITHM + ":"
+_CHECKSUM_RE = re.compile(r"^xxh3-128:([0-9a-f]{32})$")
+
+
+def new_hasher() -> xxhash.xxh3_128:
+    """A fresh xxh3-128 hasher: the only digest the protocol speaks."""
+    return xxhash.xxh3_128()
+
+
+def format_checksum(hexdigest: str) -> str:
+    """``xxh3-128:<32 lowercase hex>`` from a hex digest."""
+    return CHECKSUM_PREFIX + hexdigest.lower()
+
+
+def parse_checksum(value: str) -> str:
+    """The hex digest inside a ``xxh3-128:<hex>`` string.
+
+    :raises ValueError: for any other algorithm or a malformed digest.
+    """
+    match = _CHECKSUM_RE.match(value.strip().lower())
+    if not match:
+        raise ValueError(f"not an {CHECKSUM_ALGORITHM} checksum: {value[:80]!r}")
+    return match.group(1)
+
+
+def checksum_of(data: bytes | memoryview) -> str:
+    """The protocol checksum of a block of bytes."""
+    return format_checksum(xxhash.xxh3_128_hexdigest(data))
+
+
+# --- filenames -------------------------------------------------------------
+
+MAX_FILENAME_BYTES = 255
+
+
+def filename_problem(name: str) -> str | None:
+    """Why Flow would refuse ``name`` as a stored filename, or None if it is fine.
+
+    Hosted Flow refuses spaces and ``/``; we also refuse what no filesystem can
+    hold safely (NUL and control characters, ``.``/``..``, over 255 bytes), so
+    a name accepted here is a valid single path component everywhere.
+    """
+    if not name:
+        return "Empty filename"
+    if " " in name:
+        return "Spaces in filename"
+    if "/" in name:
+        return "Slashes in filename"
+    if name in (".", ".."):
+        return "Filename cannot be . or .."
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "Control characters in filename"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+        return f"Filename longer than {MAX_FILENAME_BYTES} bytes"
+    return None
+
+
+# --- form fields -----------------------------------------------------------
+
+def parse_form_bool(value: str | None) -> bool:
+    """Flow's booleans in multipart forms: ``true``/``True``/``1`` (any case)."""
+    return (value or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+REFRESH_COOKIE = "flow_refresh_token"
+
+# --- rate limits -----------------------------------------------------------
+
+RATE_CLASSES = ("api", "upload", "download", "search")
+DEFAULT_HOURLY_LIMITS: dict[str, int] = {"api": 1000, "upload": 100, "download": 500, "search": 300}
+HEADER_LIMIT = "X-RateLimit-Limit"
+HEADER_REMAINING = "X-RateLimit-Remaining"
+HEADER_RESET = "X-RateLimit-Reset"
+HEADER_CHECKSUM = "X-Checksum"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``count`` requests per ``window`` seconds for one request class."""
+
+    count: int
+    window: float = 3600.0
+
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_window(text: str) -> float:
+    """``10s``, ``5m``, ``1h``, ``3600`` (seconds) -> seconds."""
+    match = _DURATION_RE.match(text.strip().lower())
+    if not match:
+        raise ValueError(f"bad window {text!r}: use e.g. 10s, 5m, 1h")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"window must be positive: {text!r}")
+    return seconds
+
+
+def parse_rate_limit_spec(spec: str) -> dict[str, RateLimit] | None:
+    """Parse ``off``, ``default`` or ``api=1000,upload=100,download=3/10s``.
+
+    Classes not named keep their hosted-Flow default. ``off`` returns None
+    (no limits at all).
+
+    :raises ValueError: on an unknown class, a non-positive count or a bad window.
+    """
+    text = spec.strip().lower()
+    limits = {name: RateLimit(count) for name, count in DEFAULT_HOURLY_LIMITS.items()}
+    if text == "off":
+        return None
+    if text in ("", "default"):
+        return limits
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep or name not in RATE_CLASSES:
+            raise ValueError(f"bad rate-limit item {item!r}: expected CLASS=COUNT[/WINDOW] with CLASS in {', '.join(RATE_CLASSES)}")
+        count_text, _, window_text = value.partition("/")
+        try:
+            count = int(count_text)
+        except ValueError:
+            raise ValueError(f"bad count in {item!r}") from None
+        if count <= 0:
+            raise ValueError(f"count must be positive in {item!r}")
+        limits[name] = RateLimit(count, parse_window(window_text) if window_text else 3600.0)
+    return limits
