@@ -1,0 +1,356 @@
+"""``flowxfer serve`` and ``flowxfer admin``: the local Flow-compatible server, and its users.
+
+Thin: parse, build a :class:`flowxfer.server.ServerConfig`, call the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from flowxfer.protocol import RateLimit, parse_rate_limit_spec
+
+if TYPE_CHECKING:
+    from flowxfer.server import Admin
+
+
+def _parse_size(text: str) -> int:
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1024,
+        "kib": 1024,
+        "kb": 1024,
+        "m": 1024**2,
+        "mib": 1024**2,
+        "mb": 1024**2,
+        "g": 1024**3,
+        "gib": 1024**3,
+        "gb": 1024**3,
+    }
+    stripped = text.strip().lower()
+    number = stripped.rstrip("kmgib")
+    unit = stripped[len(number) :]
+    if unit not in units or not number.isdigit():
+        raise ValueError(f"bad size {text!r}: use e.g. 8M, 64MiB, 1G")
+    value = int(number) * units[unit]
+    if value <= 0:
+        raise ValueError("size must be positive")
+    return value
+
+
+class _Size(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return _parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _RateSpec(click.ParamType):
+    name = "SPEC"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dict[str, RateLimit] | None:
+        if isinstance(value, dict) or value is None:
+            return value  # type: ignore[return-value]
+        try:
+            return parse_rate_limit_spec(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _user(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    from flowxfer.server._auth import password_problem, username_problem
+
+    users: dict[str, str] = {}
+    for item in values:
+        name, sep, password = item.partition(":")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME:PASSWORD", ctx, param)
+        problem = username_problem(name) or password_problem(password)
+        if problem:
+            raise click.BadParameter(f"{name!r}: {problem}", ctx, param)
+        users[name] = password
+    return users
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value <= 0:
+        raise click.BadParameter("must be positive", ctx, param)
+    return value
+
+
+@click.command("serve")
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding the database, the signing secret and every stored byte.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind; 0 picks a free one.",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    callback=_user,
+    metavar="NAME:PASSWORD",
+    help="Create a user (or reset their password) at start-up. Repeatable.",
+)
+@click.option(
+    "--rate-limits",
+    default="default",
+    show_default=True,
+    type=_RateSpec(),
+    help="off, default (hosted Flow's hourly limits) or e.g. api=1000,download=3/10s.",
+)
+@click.option(
+    "--access-ttl",
+    default=300.0,
+    show_default=True,
+    type=float,
+    callback=_positive,
+    help="Access-token lifetime, seconds.",
+)
+@click.option(
+    "--refresh-ttl",
+    default=7 * 86400.0,
+    show_default=True,
+    type=float,
+    callback=_positive,
+    help="Refresh-token lifetime, seconds.",
+)
+@click.option(
+    "--job-ttl",
+    default=3600.0,
+    show_default=True,
+    type=float,
+    callback=_positive,
+    help="Seconds a completed archive is kept before it expires (410).",
+)
+@click.option("--no-extensions", is_flag=True, help="Hide every [ext] feature: behave as hosted Flow.")
+@click.option(
+    "--max-chunk-size",
+    default="64MiB",
+    show_default=True,
+    type=_Size(),
+    help="Largest upload chunk accepted (bigger is 413).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM certificate: serve HTTPS (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM private key for --tls-cert.",
+)
+def serve(
+    root: Path,
+    host: str,
+    port: int,
+    users: dict[str, str],
+    rate_limits: dict[str, RateLimit] | None,
+    access_ttl: float,
+    refresh_ttl: float,
+    job_ttl: float,
+    no_extensions: bool,
+    max_chunk_size: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
+    """Run the local Flow-compatible server until SIGINT or SIGTERM.
+
+    The first line on stdout is exactly ``listening on http://HOST:PORT``
+    (https with --tls-cert); logs go to stderr.
+
+    Example:
+
+    \b
+        flowxfer serve --root ./flow-root --port 0 --user alice:s3cret --rate-limits download=3/10s
+    """
+    from flowxfer.server import ServerConfig, run
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key, or neither")
+    config = ServerConfig(
+        root=root,
+        host=host,
+        port=port,
+        users=users,
+        rate_limits=rate_limits,
+        access_ttl=access_ttl,
+        refresh_ttl=refresh_ttl,
+        job_ttl=job_ttl,
+        extensions=not no_extensions,
+        max_chunk_size=max_chunk_size,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+
+    def announce(url: str) -> None:
+        click.echo(f"listening on {url}")
+        sys.stdout.flush()
+
+    try:
+        run(config, on_listening=announce)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve: {exc}") from None
+
+
+@click.group("admin")
+@click.option(
+    "--root", required=True, type=click.Path(file_okay=False, path_type=Path), help="The server's --root."
+)
+@click.pass_context
+def admin(ctx: click.Context, root: Path) -> None:
+    """Manage the local server's users and groups offline.
+
+    Example:
+
+    \b
+        echo s3cret | flowxfer admin --root ./flow-root user add alice --password-stdin
+        flowxfer admin --root ./flow-root group add lab
+        flowxfer admin --root ./flow-root group add-member lab alice
+    """
+    ctx.obj = root
+
+
+def _admin(root: Path) -> Admin:
+    from flowxfer.server import Admin
+
+    return Admin(root)
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@admin.group("user")
+def user_group() -> None:
+    """Users: add, passwd, remove, list."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin (never a flag).")
+@click.pass_context
+def user_add(ctx: click.Context, name: str, password_stdin: bool) -> None:
+    """Create a user, or set the password of an existing one.
+
+    Example: echo s3cret | flowxfer admin --root R user add alice --password-stdin
+    """
+    from flowxfer.server import AdminError
+
+    password = _read_password(password_stdin)
+    with _admin(ctx.obj) as adm:
+        try:
+            created = adm.add_user(name, password)
+        except AdminError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"{'added' if created else 'updated'} user {name}")
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.pass_context
+def user_passwd(ctx: click.Context, name: str, password_stdin: bool) -> None:
+    """Set a user's password. Example: flowxfer admin --root R user passwd alice"""
+    ctx.invoke(user_add, name=name, password_stdin=password_stdin)
+
+
+@user_group.command("remove")
+@click.argument("name")
+@click.pass_context
+def user_remove(ctx: click.Context, name: str) -> None:
+    """Remove a user. Example: flowxfer admin --root R user remove alice"""
+    with _admin(ctx.obj) as adm:
+        if not adm.remove_user(name):
+            raise click.UsageError(f"no such user: {name}")
+    click.echo(f"removed user {name}")
+
+
+@user_group.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """List users. Example: flowxfer admin --root R user list"""
+    with _admin(ctx.obj) as adm:
+        for name in adm.users():
+            click.echo(name)
+
+
+@admin.group("group")
+def group_group() -> None:
+    """Groups: add, add-member, remove-member, list."""
+
+
+@group_group.command("add")
+@click.argument("name")
+@click.pass_context
+def group_add(ctx: click.Context, name: str) -> None:
+    """Create a group. Example: flowxfer admin --root R group add lab"""
+    from flowxfer.server import AdminError
+
+    with _admin(ctx.obj) as adm:
+        try:
+            adm.add_group(name)
+        except AdminError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"group {name}")
+
+
+@group_group.command("add-member")
+@click.argument("group")
+@click.argument("user")
+@click.pass_context
+def group_add_member(ctx: click.Context, group: str, user: str) -> None:
+    """Add a user to a group. Example: flowxfer admin --root R group add-member lab alice"""
+    from flowxfer.server import AdminError
+
+    with _admin(ctx.obj) as adm:
+        try:
+            adm.add_member(group, user)
+        except AdminError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"{user} is in {group}")
+
+
+@group_group.command("remove-member")
+@click.argument("group")
+@click.argument("user")
+@click.pass_context
+def group_remove_member(ctx: click.Context, group: str, user: str) -> None:
+    """Remove a user from a group. Example: flowxfer admin --root R group remove-member lab alice"""
+    with _admin(ctx.obj) as adm:
+        adm.remove_member(group, user)
+    click.echo(f"{user} is not in {group}")
+
+
+@group_group.command("list")
+@click.pass_context
+def group_list(ctx: click.Context) -> None:
+    """List groups and members. Example: flowxfer admin --root R group list"""
+    with _admin(ctx.obj) as adm:
+        for name, members in adm.groups().items():
+            click.echo(f"{name}: {' '.join(members)}")

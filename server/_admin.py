@@ -1,0 +1,85 @@
+"""Offline user and group management on a server root (no server needs to run).
+
+SQLite serialises writers, so this is also safe while a server runs on the
+same root; the server sees new users and groups at once (it reads them per
+request), and new passwords at the next login.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._auth import hash_password, password_problem, username_problem
+from ._store import Store, StoreError
+
+
+class AdminError(ValueError):
+    """A refused admin operation (bad name, unknown user or group)."""
+
+
+class Admin:
+    """Manage the users and groups of a server root.
+
+    Example::
+
+        with Admin(root) as admin:
+            admin.add_user("alice", "s3cret")
+            admin.add_group("lab")
+            admin.add_member("lab", "alice")
+
+    :param root: the server's ``--root``; created if missing.
+    :param scrypt_n: the scrypt cost for new password hashes.
+    """
+
+    def __init__(self, root: Path | str, scrypt_n: int = 2**14) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._store = Store(self.root)
+        self._scrypt_n = scrypt_n
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._store.close()
+
+    def add_user(self, name: str, password: str) -> bool:
+        """Create ``name`` or set their password; True if the user is new.
+
+        :raises AdminError: for a bad name or password.
+        """
+        problem = username_problem(name) or password_problem(password)
+        if problem:
+            raise AdminError(problem)
+        salt, digest = hash_password(password, n=self._scrypt_n)
+        return self._store.put_user(name, salt, digest, self._scrypt_n)
+
+    set_password = add_user
+
+    def remove_user(self, name: str) -> bool:
+        return self._store.remove_user(name)
+
+    def users(self) -> list[str]:
+        return self._store.list_users()
+
+    def add_group(self, name: str) -> bool:
+        problem = username_problem(name)
+        if problem:
+            raise AdminError(problem.replace("usernames", "group names"))
+        return self._store.add_group(name)
+
+    def add_member(self, group: str, user: str) -> bool:
+        try:
+            return self._store.add_member(group, user)
+        except StoreError as exc:
+            raise AdminError(str(exc)) from None
+
+    def remove_member(self, group: str, user: str) -> bool:
+        return self._store.remove_member(group, user)
+
+    def groups(self) -> dict[str, list[str]]:
+        """``{group: [members]}``."""
+        return self._store.list_groups()

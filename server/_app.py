@@ -1,0 +1,284 @@
+"""The aiohttp application: middleware (auth, rate limits, errors), login, capabilities.
+
+One middleware does, in order: identify the caller (Bearer token, or
+``?token=`` on downloads), count the request against its rate-limit class,
+run the handler, and turn any refusal into ``{"error": ...}`` with the
+``X-RateLimit-*`` headers of the class it counted against. Anything
+unexpected becomes a JSON 500 carrying an id that is also logged; there
+should be none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger, BaseRequest
+
+from flowxfer import __version__
+from flowxfer.protocol import CHECKSUM_ALGORITHM, REFRESH_COOKIE
+
+from ._auth import DUMMY_SALT, TokenError, Tokens, check_password, hash_password, load_or_create_secret
+from ._config import ServerConfig
+from ._data import data_routes
+from ._downloads import download_routes
+from ._http import ApiError, Bare404, bad_request, json_response, read_json
+from ._jobs import JobManager, job_routes
+from ._openapi import openapi_document
+from ._ratelimit import RateLimiter
+from ._regex import RegexWorker
+from ._state import RATE, STATE, USER, Layout, State, apply_rate_headers, charge, state_of
+from ._store import Store
+from ._uploads import UploadManager, upload_routes
+
+log = logging.getLogger("flowxfer.server")
+
+#: Routes anyone may call, and whether they count against the caller IP's api budget.
+_PUBLIC = {"capabilities": False, "openapi": False, "login": True, "token": True}
+#: Routes where the token may also come as ``?token=`` (links handed to browsers, curl).
+_QUERY_TOKEN = {"download", "job_archive"}
+_DOWNLOADS = {"download", "job_archive"}
+
+
+def _rate_class(route: str | None, method: str) -> str | None:
+    """The class a request counts against; None where the handler decides (uploads)."""
+    if route == "upload":
+        return None
+    if route in _DOWNLOADS:
+        return "download" if method == "GET" else "api"
+    if route == "search":
+        return "search"
+    return "api"
+
+
+def _bearer(request: web.Request, route: str | None) -> str | None:
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise ApiError(401, "Authorization must read: Bearer <token>")
+        return value.strip()
+    if route in _QUERY_TOKEN:
+        return request.query.get("token") or None
+    return None
+
+
+def _error_response(
+    status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None
+) -> web.Response:
+    if body is None:
+        return web.Response(status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def flow_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    state = state_of(request)
+    route = request.match_info.route.name
+    response: web.StreamResponse
+    try:
+        if route in _PUBLIC:
+            if _PUBLIC[route]:
+                charge(request, "api")
+        else:
+            token = None
+            try:
+                token = _bearer(request, route)
+                if token is None:
+                    raise ApiError(401, "authentication required: send Authorization: Bearer <token>")
+                request[USER] = state.tokens.verify(token, "access")
+            except TokenError as exc:
+                charge(request, "api")
+                raise ApiError(401, str(exc)) from None
+            except ApiError:
+                charge(request, "api")
+                raise
+            cls = _rate_class(route, request.method)
+            if cls is not None:
+                charge(request, cls)
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error_response(exc.status, exc.body(), exc.headers)
+    except Bare404:
+        response = web.Response(status=404)
+    except web.HTTPException as exc:
+        # The router's own refusals (no such path, method not allowed...), as JSON.
+        if exc.status == 413:
+            message = "request body too large"
+        else:
+            message = exc.reason or "error"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
+        response = _error_response(exc.status, {"error": message}, headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        incident = secrets.token_hex(6)
+        log.exception("internal error %s on %s %s", incident, request.method, request.path)
+        response = _error_response(500, {"error": "internal server error", "incident": incident})
+    apply_rate_headers(request, response)
+    return response
+
+
+class _AccessLog(AbstractAccessLogger):
+    """Access log without query strings: ``?token=`` must never reach a log."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %s %.3f',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+# --- auth endpoints -----------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    body = await read_json(request, state.config.max_json_bytes, state.config.max_json_depth)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        bad_request("username and password are required")
+    if len(username) > 64 or len(password.encode()) > 1024:
+        bad_request("Invalid username or password")
+    user = await state.store.run(state.store.get_user, username)
+    if user is None:
+        # Same work as a real check, so timing does not reveal which users exist.
+        await asyncio.to_thread(hash_password, password, DUMMY_SALT, state.config.scrypt_n)
+        bad_request("Invalid username or password")
+    if not await asyncio.to_thread(check_password, password, user.salt, user.hash, user.scrypt_n):
+        bad_request("Invalid username or password")
+    access = state.tokens.issue(username, "access")
+    refresh = state.tokens.issue(username, "refresh")
+    answer: dict[str, Any] = {"token": access}
+    if state.config.extensions:
+        answer["refresh_token"] = refresh
+    response = json_response(answer)
+    response.set_cookie(
+        REFRESH_COOKIE,
+        refresh,
+        max_age=int(state.config.refresh_ttl),
+        httponly=True,
+        samesite="Strict",
+        secure=state.config.tls_cert is not None,
+        path="/",
+    )
+    return response
+
+
+async def refresh_token(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        raise ApiError(401, f"no {REFRESH_COOKIE} cookie: log in again")
+    try:
+        username = state.tokens.verify(token, "refresh")
+    except TokenError as exc:
+        raise ApiError(401, f"refresh token refused: {exc}") from None
+    if not await state.store.run(state.store.user_exists, username):
+        raise ApiError(401, "refresh token refused: no such user")
+    return json_response({"token": state.tokens.issue(username, "access")})
+
+
+async def capabilities(request: web.Request) -> web.StreamResponse:
+    config = state_of(request).config
+    return json_response(
+        {
+            "server": "flowxfer",
+            "version": __version__,
+            "checksums": [CHECKSUM_ALGORITHM],
+            "upload_status": True,
+            "chunk_maps": True,
+            "directory_listing": True,
+            "max_chunk_size": config.max_chunk_size,
+        }
+    )
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    config = state_of(request).config
+    return json_response(openapi_document(config.max_chunk_size))
+
+
+# --- the application ------------------------------------------------------------------
+
+
+async def _startup(app: web.Application) -> None:
+    state = app[STATE]
+    await asyncio.to_thread(state.uploads.recover)
+    await state.jobs.start()
+
+
+async def _cleanup(app: web.Application) -> None:
+    state = app[STATE]
+    await state.jobs.stop()
+    await state.regex.close()
+    await asyncio.to_thread(state.store.close)
+    state.io.shutdown(wait=False)
+
+
+def _open_state(config: ServerConfig) -> State:
+    """Create the root's folders, the database and the secret (blocking: done before serving)."""
+    config.root.mkdir(parents=True, exist_ok=True)
+    layout = Layout(config.root)
+    for folder in layout.folders():
+        folder.mkdir(exist_ok=True)
+    store = Store(config.root)
+    secret = load_or_create_secret(config.root)
+    for name, password in config.users.items():
+        salt, digest = hash_password(password, n=config.scrypt_n)
+        store.put_user(name, salt, digest, config.scrypt_n)
+    limits = config.limits
+    limiter = RateLimiter(limits, time.time) if limits else None
+    state = State(
+        config,
+        layout,
+        store,
+        Tokens(secret, config.access_ttl, config.refresh_ttl),
+        limiter,
+        ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowxfer-io"),
+    )
+    return state
+
+
+def build_app(state: State) -> web.Application:
+    """The application around an opened :class:`State` (no blocking work here)."""
+    config = state.config
+    app = web.Application(middlewares=[flow_middleware], client_max_size=config.max_json_bytes)
+    app[STATE] = state
+    state.uploads = UploadManager(state)
+    state.jobs = JobManager(state)
+    state.regex = RegexWorker(config.pattern_timeout)
+    routes = [web.post("/login", login, name="login"), web.get("/token", refresh_token, name="token")]
+    if config.extensions:
+        routes += [
+            web.get("/capabilities", capabilities, name="capabilities"),
+            web.get("/openapi.json", openapi, name="openapi"),
+        ]
+    routes += upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
+    app.add_routes(routes)
+    app.on_startup.append(_startup)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+def create_app(config: ServerConfig) -> web.Application:
+    """A ready-to-run application for ``config``.
+
+    Opens the database and the secret synchronously: call it before the
+    event loop serves anything (or use :func:`serve_in_background`, which
+    does that part in a thread).
+    """
+    return build_app(_open_state(config))
+
+
+__all__ = ["create_app", "build_app", "_open_state", "_AccessLog", "RATE"]

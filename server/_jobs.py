@@ -1,0 +1,317 @@
+"""Bulk archive jobs: ``POST /downloads``, ``GET /downloads/jobs/<id>``, the archive URL.
+
+A job is a row in SQLite first (so it survives a restart), then an asyncio
+task that runs :func:`build_archive` in a worker thread: never in the
+request. Archives are ZIP64-capable and stored (bioinformatics files are
+compressed already; storing keeps building disk-bound and ranges cheap),
+written to a temporary name, fsynced, hashed, then renamed into place.
+Completed archives expire ``job_ttl`` seconds after completion: the file is
+deleted and the URL answers 410.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from flowxfer.protocol import filename_problem
+
+from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
+from ._ids import is_id, new_id
+from ._state import State, state_of, user_of
+from ._store import JobRow
+from ._uploads import fsync_dir, hash_file
+
+log = logging.getLogger("flowxfer.server.jobs")
+
+PENDING, RUNNING, COMPLETED, FAILED, EXPIRED = "pending", "running", "completed", "failed", "expired"
+DEFAULT_ARCHIVE_NAME = "flow-download.zip"
+_COPY_BLOCK = 1024 * 1024
+
+
+def unique_archive_names(items: Sequence[tuple[str, str]]) -> list[str]:
+    """Names inside the archive for ``(id, filename)`` pairs, in order (pure).
+
+    The first holder of a filename keeps it; later ones become
+    ``stem (id).ext`` (the extension being everything from the first dot, so
+    ``reads.fastq.gz`` -> ``reads (42).fastq.gz``). Clashes are judged
+    case-insensitively, because the archive may be unpacked on macOS or Windows.
+    """
+    taken: set[str] = set()
+    names: list[str] = []
+    for data_id, filename in items:
+        name = filename
+        if name.casefold() in taken:
+            dot = filename.find(".", 1)
+            stem, ext = (filename, "") if dot < 0 else (filename[:dot], filename[dot:])
+            name = f"{stem} ({data_id}){ext}"
+            counter = 2
+            while name.casefold() in taken:
+                name = f"{stem} ({data_id}-{counter}){ext}"
+                counter += 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class Member:
+    path: Path
+    arcname: str
+    size: int
+    mtime: float
+
+
+def build_archive(
+    members: Sequence[Member], tmp: Path, final: Path, progress: Callable[[float], None]
+) -> tuple[int, str]:
+    """Write the stored ZIP64 archive to ``tmp``, then rename it to ``final`` (blocking).
+
+    :returns: the archive's size and checksum.
+    """
+    total = sum(m.size for m in members) or 1
+    done = 0
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for member in members:
+            info = zipfile.ZipInfo(member.arcname, date_time=time.gmtime(max(member.mtime, 315532800))[:6])
+            info.compress_type = zipfile.ZIP_STORED
+            info.file_size = member.size
+            info.external_attr = 0o644 << 16
+            with (
+                open(member.path, "rb", buffering=0) as src,
+                zf.open(info, "w", force_zip64=member.size >= zipfile.ZIP64_LIMIT) as dst,
+            ):
+                while True:
+                    block = src.read(_COPY_BLOCK)
+                    if not block:
+                        break
+                    dst.write(block)
+                    done += len(block)
+                    progress(min(done / total, 0.99))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    size = tmp.stat().st_size
+    checksum = hash_file(tmp, size)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return size, checksum
+
+
+class JobManager:
+    """Creates, builds, serves and expires archive jobs."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.store = state.store
+        self.folder = state.layout.archives
+        self._progress: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._semaphore = asyncio.Semaphore(state.config.job_concurrency)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def archive_path(self, job: JobRow) -> Path:
+        return self.folder / f"{job.id}.zip"
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild jobs a restart interrupted, and start the expiry sweeper."""
+        for path in await asyncio.to_thread(lambda: list(self.folder.glob("*.tmp"))):
+            await asyncio.to_thread(path.unlink, True)
+        for job in await self.store.run(self.store.jobs_in, [PENDING, RUNNING, COMPLETED]):
+            if job.status == COMPLETED:
+                if not await asyncio.to_thread(self.archive_path(job).exists):
+                    await self.store.run(self.store.update_job, job.id, status=PENDING, progress=0.0)
+                    self._launch(job.id)
+            else:
+                if job.status == RUNNING:
+                    await self.store.run(self.store.update_job, job.id, status=PENDING, progress=0.0)
+                self._launch(job.id)
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks) + ([self._sweeper] if self._sweeper else [])
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _launch(self, job_id: str) -> None:
+        task = asyncio.create_task(self._build(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _build(self, job_id: str) -> None:
+        async with self._semaphore:
+            job = await self.store.run(self.store.get_job, job_id)
+            if job is None or job.status != PENDING:
+                return
+            await self.store.run(self.store.update_job, job_id, status=RUNNING, progress=0.0)
+            self._progress[job_id] = 0.0
+            try:
+                rows = await self.store.run(self.store.data_by_ids, job.items)
+                names = unique_archive_names([(r.id, r.filename) for r in rows])
+                members = [
+                    Member(self.state.layout.data / r.id, name, r.size, r.updated)
+                    for r, name in zip(rows, names, strict=True)
+                ]
+                tmp = self.folder / f"{job_id}.zip.tmp"
+
+                def progress(value: float) -> None:
+                    self._progress[job_id] = value
+
+                size, checksum = await asyncio.to_thread(
+                    build_archive, members, tmp, self.archive_path(job), progress
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("archive job %s failed: %s", job_id, exc)
+                await self.store.run(
+                    self.store.update_job, job_id, status=FAILED, error=f"archive failed: {exc}"
+                )
+            else:
+                now = time.time()
+                await self.store.run(
+                    self.store.update_job,
+                    job_id,
+                    status=COMPLETED,
+                    progress=1.0,
+                    size=size,
+                    checksum=checksum,
+                    completed=now,
+                    expires=now + self.state.config.job_ttl,
+                )
+            finally:
+                self._progress.pop(job_id, None)
+
+    async def _sweep_forever(self) -> None:
+        interval = max(0.5, min(60.0, self.state.config.job_ttl / 2))
+        while True:
+            await asyncio.sleep(interval)
+            for job in await self.store.run(self.store.jobs_in, [COMPLETED]):
+                await self._expire_if_due(job)
+
+    async def _expire_if_due(self, job: JobRow) -> JobRow:
+        if job.status != COMPLETED or job.expires is None or time.time() < job.expires:
+            return job
+        path = self.archive_path(job)
+        await asyncio.to_thread(path.unlink, True)
+        await self.store.run(self.store.update_job, job.id, status=EXPIRED)
+        expired = await self.store.run(self.store.get_job, job.id)
+        assert expired is not None
+        return expired
+
+    # --- handlers ---------------------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        """``POST /downloads {"data_ids": [...], "name": "x.zip"}`` -> 202."""
+        user = user_of(request)
+        config = self.state.config
+        body = await read_json(request, config.max_json_bytes, config.max_json_depth)
+        unknown = set(body) - {"data_ids", "name"}
+        if unknown:
+            bad_request(f"unknown fields: {', '.join(sorted(unknown))}")
+        ids = body.get("data_ids")
+        if not isinstance(ids, list) or not ids:
+            bad_request("data_ids must be a non-empty list of data ids")
+        if len(ids) > config.max_job_items:
+            bad_request(f"at most {config.max_job_items} data ids per job")
+        if not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
+            bad_request("data ids are strings")
+        unique = list(dict.fromkeys(str(i) for i in ids))
+        name = body.get("name", DEFAULT_ARCHIVE_NAME)
+        if not isinstance(name, str):
+            bad_request("name must be a string")
+        problem = filename_problem(name)
+        if problem:
+            bad_request(f"bad archive name: {problem}")
+        if not name.lower().endswith(".zip"):
+            bad_request("the archive name must end in .zip")
+        readable = await self.store.run(self.store.readable_ready, [i for i in unique if is_id(i)], user)
+        missing = [i for i in unique if i not in readable]
+        if missing:
+            raise ApiError(404, f"data not found: {', '.join(m[:40] for m in missing[:10])}")
+        job = JobRow(new_id(), user, name, unique, PENDING, 0.0, None, None, None, time.time(), None, None)
+        await self.store.run(self.store.create_job, job)
+        self._launch(job.id)
+        return json_response(self._job_json(request, job), status=202)
+
+    async def _own_job(self, request: web.Request) -> JobRow:
+        user = user_of(request)
+        job_id = request.match_info["job_id"]
+        job = await self.store.run(self.store.get_job, job_id) if is_id(job_id) else None
+        if job is None or job.owner != user:
+            not_found("no such job")
+        return await self._expire_if_due(job)
+
+    def _job_json(self, request: web.Request, job: JobRow) -> dict[str, Any]:
+        progress = self._progress.get(job.id, job.progress)
+        url = None
+        if job.status == COMPLETED:
+            url = f"{request.url.origin()}/downloads/jobs/{job.id}/{job.name}"
+        return {
+            "id": job.id,
+            "status": job.status,
+            "progress": round(progress, 4),
+            "size": job.size,
+            "name": job.name,
+            "download_url": url,
+            "error": job.error,
+            "created": job.created,
+            "expires": job.expires,
+            "data_ids": job.items,
+        }
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        job = await self._own_job(request)
+        return json_response(self._job_json(request, job))
+
+    async def archive(self, request: web.Request) -> web.StreamResponse:
+        from ._downloads import serve_file
+
+        try:
+            job = await self._own_job(request)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise Bare404 from None
+            raise
+        if job.name != request.match_info["name"]:
+            raise Bare404
+        if job.status == EXPIRED:
+            raise ApiError(410, "this archive has expired; create a new job")
+        if job.status != COMPLETED or job.size is None or job.completed is None:
+            raise Bare404
+        return await serve_file(
+            request,
+            self.archive_path(job),
+            size=job.size,
+            checksum=job.checksum,
+            filename=job.name,
+            last_modified=job.completed,
+            extensions=self.state.config.extensions,
+            disposition=request.query.get("direct") != "yes",
+        )
+
+
+def job_routes(state: State) -> list[web.RouteDef]:
+    jobs = state.jobs
+    return [
+        web.post("/downloads", jobs.create, name="job_create"),
+        web.get("/downloads/jobs/{job_id}", jobs.status, name="job_status"),
+        web.get("/downloads/jobs/{job_id}/{name}", jobs.archive, name="job_archive"),
+    ]
+
+
+__all__ = ["JobManager", "job_routes", "unique_archive_names", "build_archive", "state_of"]

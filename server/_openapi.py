@@ -1,0 +1,535 @@
+"""``GET /openapi.json``: a hand-written OpenAPI 3.1 description of every endpoint.
+
+Kept next to the handlers' contracts rather than generated, so it can say
+what the generated kind cannot (which answers are bare, which fields are
+[ext]). Schemathesis fuzzes the server against it, so it must stay exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowxfer import __version__
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_CHUNK = {
+    "type": "object",
+    "required": ["offset", "size", "checksum"],
+    "properties": {
+        "offset": {"type": "integer"},
+        "size": {"type": "integer"},
+        "checksum": {"type": "string"},
+    },
+}
+_DATA = {
+    "type": "object",
+    "required": ["id", "filename", "size", "created", "private", "owner"],
+    "properties": {
+        "id": {"type": "string"},
+        "filename": {"type": "string"},
+        "size": {"type": "integer"},
+        "created": {"type": "number"},
+        "private": {"type": "boolean"},
+        "owner": {"type": "object", "properties": {"username": {"type": "string"}}},
+        "data_type": {"type": ["string", "null"]},
+        "is_directory": {"type": "boolean"},
+        "is_ready": {"type": "boolean"},
+        "checksum": {"type": ["string", "null"], "description": "[ext]"},
+    },
+}
+_PAGE = {
+    "type": "object",
+    "required": ["count", "page", "data"],
+    "properties": {
+        "count": {"type": "integer"},
+        "page": {"type": "integer"},
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/Data"}},
+    },
+}
+_JOB = {
+    "type": "object",
+    "required": ["id", "status", "progress"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": ["pending", "running", "completed", "failed", "expired"]},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "size": {"type": ["integer", "null"]},
+        "name": {"type": "string"},
+        "download_url": {"type": ["string", "null"]},
+        "error": {"type": ["string", "null"]},
+        "created": {"type": "number"},
+        "expires": {"type": ["number", "null"]},
+        "data_ids": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def _json(schema: dict[str, Any] | str, description: str = "") -> dict[str, Any]:
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description or "OK", "content": {"application/json": {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+_BARE_404 = {"description": "unknown, unreadable, not ready, or wrong filename (no body)"}
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+_RATE_HEADERS = {
+    name: {"schema": {"type": "integer"}}
+    for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+}
+
+
+def _id_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _file_get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    responses = {
+        "200": {"description": "the bytes", "content": {"application/octet-stream": {"schema": {}}}},
+        "206": {"description": "one byte range", "content": {"application/octet-stream": {"schema": {}}}},
+        "304": {"description": "If-None-Match matched"},
+        "401": _err("no, invalid or expired token"),
+        "404": dict(_BARE_404),
+        "416": _err("malformed, multiple or unsatisfiable Range"),
+        "429": _err("rate limited"),
+    }
+    header_params = [
+        {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"}},
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+    ]
+    return {
+        "summary": summary,
+        "security": _AUTH,
+        "responses": responses,
+        "parameters": params
+        + header_params
+        + [
+            _q("token", {"type": "string"}, "access token, instead of the header"),
+            _q("direct", {"type": "string"}, "yes: no Content-Disposition"),
+        ],
+    }
+
+
+def openapi_document(max_chunk_size: int) -> dict[str, Any]:
+    """The OpenAPI document served by the extension-enabled server."""
+    upload_form = {
+        "type": "object",
+        "required": ["filename", "expected_file_size", "blob"],
+        "properties": {
+            "filename": {"type": "string", "maxLength": 255},
+            "expected_file_size": {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "byte offset at which this chunk starts",
+            },
+            "is_last": {"type": "string", "enum": ["true", "false", "True", "False", "1", "0"]},
+            "data": {"type": "string", "description": "the upload's id; empty or absent on the first chunk"},
+            "data_type": {"type": "string"},
+            "is_directory": {"type": "string", "enum": ["true", "false", "True", "False", "1", "0"]},
+            "checksum": {"type": "string", "description": "[ext] xxh3-128:<32 hex> of this chunk"},
+            "file_checksum": {"type": "string", "description": "[ext] xxh3-128:<32 hex> of the whole file"},
+            "blob": {"type": "string", "format": "binary", "maxLength": max_chunk_size},
+        },
+    }
+    upload_answer = {
+        "type": "object",
+        "required": ["id", "data_id", "filename", "size", "is_ready"],
+        "properties": {
+            "id": {"type": "string"},
+            "data_id": {"type": "string"},
+            "filename": {"type": "string"},
+            "size": {"type": "integer"},
+            "is_ready": {"type": "boolean"},
+            "checksum": {"type": "string"},
+        },
+    }
+    paths: dict[str, Any] = {
+        "/login": {
+            "post": {
+                "summary": "log in: an access token, and the refresh token as the flow_refresh_token cookie",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["username", "password"],
+                                "properties": {
+                                    "username": {"type": "string"},
+                                    "password": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["token"],
+                            "properties": {
+                                "token": {"type": "string"},
+                                "refresh_token": {"type": "string", "description": "[ext]"},
+                            },
+                        }
+                    ),
+                    "400": _err("bad credentials or body"),
+                    "413": _err("body too large"),
+                    "429": _err("rate limited (per client address)"),
+                },
+            }
+        },
+        "/token": {
+            "get": {
+                "summary": "a new access token from the flow_refresh_token cookie",
+                "parameters": [
+                    {
+                        "name": "flow_refresh_token",
+                        "in": "cookie",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}
+                    ),
+                    "401": _err("missing, invalid or expired refresh token"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/capabilities": {
+            "get": {
+                "summary": "[ext] what this server offers beyond hosted Flow (no auth)",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["server", "version", "checksums"],
+                            "properties": {
+                                "server": {"type": "string"},
+                                "version": {"type": "string"},
+                                "checksums": {"type": "array", "items": {"type": "string"}},
+                                "upload_status": {"type": "boolean"},
+                                "chunk_maps": {"type": "boolean"},
+                                "directory_listing": {"type": "boolean"},
+                                "max_chunk_size": {"type": "integer"},
+                            },
+                        }
+                    )
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "[ext] this document", "responses": {"200": _json({"type": "object"})}}
+        },
+        "/upload": {
+            "post": {
+                "summary": "one chunk of a chunked upload, strictly in order",
+                "security": _AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": upload_form}},
+                },
+                "responses": {
+                    "200": _json(upload_answer),
+                    "400": _err("bad field, or offset mismatch (then expected_file_size says what is held)"),
+                    "401": _err("no, invalid or expired token"),
+                    "404": _err("unknown upload id, or not the caller's"),
+                    "409": _err("the server lost bytes of this upload"),
+                    "413": _err("chunk larger than max_chunk_size"),
+                    "422": _err("[ext] checksum or file_checksum mismatch; nothing stored"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/upload/{data_id}": {
+            "get": {
+                "summary": "[ext] what the server holds of one of the caller's uploads",
+                "security": _AUTH,
+                "parameters": [_id_param("data_id")],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["id", "filename", "size", "is_ready", "chunks"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "filename": {"type": "string"},
+                                "size": {"type": "integer"},
+                                "is_ready": {"type": "boolean"},
+                                "state": {"type": "string"},
+                                "chunks": {"type": "array", "items": _CHUNK},
+                            },
+                        }
+                    ),
+                    "401": _err("no token"),
+                    "404": _err("unknown, or not the caller's"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/data/search": {
+            "get": {
+                "summary": "search ready data the caller may read, newest first",
+                "security": _AUTH,
+                "parameters": [
+                    _q("filename", {"type": "string"}, "case-insensitive substring"),
+                    _q("pattern", {"type": "string"}, "regular expression (re.search) on the filename"),
+                    _q("owned", {"type": "string", "enum": ["true", "false"]}),
+                    _q("created_gt", {"type": "number"}),
+                    _q("created_lt", {"type": "number"}),
+                    _q("size_gt", {"type": "integer"}),
+                    _q("size_lt", {"type": "integer"}),
+                    _q("page", {"type": "integer", "minimum": 1}),
+                    _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
+                ],
+                "responses": {
+                    "200": _json("Page"),
+                    "400": _err("bad parameter"),
+                    "401": _err("no token"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/data/owned": {
+            "get": {
+                "summary": "the caller's own ready data, newest first",
+                "security": _AUTH,
+                "parameters": [
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _q("offset", {"type": "integer", "minimum": 0}),
+                ],
+                "responses": {
+                    "200": _json("Page"),
+                    "400": _err("bad parameter"),
+                    "401": _err("no token"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/data/{data_id}": {
+            "get": {
+                "summary": "one ready data",
+                "security": _AUTH,
+                "parameters": [_id_param("data_id")],
+                "responses": {
+                    "200": _json("Data"),
+                    "401": _err("no token"),
+                    "404": _err("unknown, not ready, or not readable"),
+                    "429": _err("rate limited"),
+                },
+            },
+            "patch": {
+                "summary": "make data private or public (needs edit)",
+                "security": _AUTH,
+                "parameters": [_id_param("data_id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["private"],
+                                "properties": {"private": {"type": "boolean"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("Data"),
+                    "400": _err("bad body"),
+                    "401": _err("no token"),
+                    "403": _err("readable but not editable"),
+                    "404": _err("not readable"),
+                    "413": _err("body too large"),
+                    "429": _err("rate limited"),
+                },
+            },
+        },
+        "/data/{data_id}/permissions": {
+            "put": {
+                "summary": "grant a user or group a level: 0 none, 1 read, 2 edit, 3 share (needs share)",
+                "security": _AUTH,
+                "parameters": [_id_param("data_id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["level"],
+                                "properties": {
+                                    "user": {"type": "string"},
+                                    "group": {"type": "string"},
+                                    "level": {"type": "integer", "minimum": 0, "maximum": 3},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "private": {"type": "boolean"},
+                                "permissions": {"type": "array", "items": {"type": "object"}},
+                            },
+                        }
+                    ),
+                    "400": _err("bad body, unknown user or group"),
+                    "401": _err("no token"),
+                    "403": _err("readable but not shareable"),
+                    "404": _err("not readable"),
+                    "413": _err("body too large"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/data/{data_id}/chunks": {
+            "get": {
+                "summary": "[ext] the chunk map recorded at upload",
+                "security": _AUTH,
+                "parameters": [_id_param("data_id")],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["checksum", "chunks"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "size": {"type": "integer"},
+                                "checksum": {"type": "string"},
+                                "chunks": {"type": "array", "items": _CHUNK},
+                            },
+                        }
+                    ),
+                    "401": _err("no token"),
+                    "404": _err("not readable"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/data/{data_id}/files": {
+            "get": {
+                "summary": "[ext] the files unpacked from an is_directory upload",
+                "security": _AUTH,
+                "parameters": [
+                    _id_param("data_id"),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                    _q("offset", {"type": "integer", "minimum": 0}),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["count", "files"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "count": {"type": "integer"},
+                                "limit": {"type": "integer"},
+                                "offset": {"type": "integer"},
+                                "files": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "path": {"type": "string"},
+                                            "size": {"type": "integer"},
+                                            "checksum": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    ),
+                    "400": _err("bad parameter"),
+                    "401": _err("no token"),
+                    "404": _err("not readable, or not a directory upload"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/downloads": {
+            "post": {
+                "summary": "start building a zip archive of several data (202: built in the background)",
+                "security": _AUTH,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["data_ids"],
+                                "properties": {
+                                    "data_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                                    "name": {"type": "string", "pattern": "\\.zip$"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json("Job"),
+                    "400": _err("empty list or bad name"),
+                    "401": _err("no token"),
+                    "404": _err("some id is not readable"),
+                    "413": _err("body too large"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/downloads/jobs/{job_id}": {
+            "get": {
+                "summary": "an archive job's state (creator only)",
+                "security": _AUTH,
+                "parameters": [_id_param("job_id")],
+                "responses": {
+                    "200": _json("Job"),
+                    "401": _err("no token"),
+                    "404": _err("unknown or not yours"),
+                    "429": _err("rate limited"),
+                },
+            }
+        },
+        "/downloads/jobs/{job_id}/{name}": {
+            "get": _file_get(
+                "a completed job's archive (410 once expired)", [_id_param("job_id"), _id_param("name")]
+            ),
+        },
+        "/downloads/{data_id}/{filename}": {
+            "get": _file_get("one ready data's bytes", [_id_param("data_id"), _id_param("filename")]),
+        },
+    }
+    paths["/downloads/jobs/{job_id}/{name}"]["get"]["responses"]["410"] = _err("the archive expired")
+    for path, methods in paths.items():
+        for method, operation in list(methods.items()):
+            if path.startswith("/downloads/") and method == "get" and "Range" in str(operation["parameters"]):
+                methods.setdefault("head", {**operation, "summary": "headers only: " + operation["summary"]})
+            for response in operation["responses"].values():
+                if operation.get("security"):
+                    response.setdefault("headers", _RATE_HEADERS)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flowxfer local Flow server",
+            "version": __version__,
+            "description": "Hosted Flow's API plus [ext] extensions; see docs/protocol.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR, "Data": _DATA, "Page": _PAGE, "Job": _JOB},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }

@@ -1,0 +1,113 @@
+"""The per-application state object and the request-level helpers that need it."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ._auth import Tokens
+from ._config import ServerConfig
+from ._http import ApiError
+from ._ratelimit import Decision, RateLimiter
+from ._store import Store
+
+if TYPE_CHECKING:
+    from ._jobs import JobManager
+    from ._regex import RegexWorker
+    from ._uploads import UploadManager
+
+
+@dataclass
+class Layout:
+    """Where bytes live under the root. Partial uploads never share a folder with data."""
+
+    root: Path
+
+    @property
+    def partial(self) -> Path:
+        return self.root / "partial"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def trees(self) -> Path:
+        return self.root / "trees"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def archives(self) -> Path:
+        return self.root / "archives"
+
+    def folders(self) -> list[Path]:
+        return [self.partial, self.data, self.trees, self.spool, self.archives]
+
+
+@dataclass
+class State:
+    """Everything the handlers share; built at start-up, torn down at cleanup."""
+
+    config: ServerConfig
+    layout: Layout
+    store: Store
+    tokens: Tokens
+    limiter: RateLimiter | None
+    io: ThreadPoolExecutor
+    uploads: UploadManager = field(init=False)
+    jobs: JobManager = field(init=False)
+    regex: RegexWorker = field(init=False)
+
+
+STATE = web.AppKey("flowxfer_state", State)
+
+#: request keys set by the middleware
+USER = "flowxfer_user"
+RATE = "flowxfer_rate"
+
+
+def state_of(request: web.Request) -> State:
+    return request.app[STATE]
+
+
+def user_of(request: web.Request) -> str:
+    """The authenticated user (the middleware has refused anonymous calls already)."""
+    user = request.get(USER)
+    if not user:
+        raise ApiError(401, "authentication required")
+    return str(user)
+
+
+def charge(request: web.Request, cls: str, *, count: bool = True) -> None:
+    """Count the request against ``cls`` for its user and remember the headers to send.
+
+    :raises ApiError: 429 with ``Retry-After`` when the budget is spent.
+    """
+    state = state_of(request)
+    if state.limiter is None:
+        return
+    who = f"user:{request[USER]}" if request.get(USER) else f"ip:{request.remote}"
+    decision: Decision | None = state.limiter.hit(who, cls) if count else state.limiter.peek(who, cls)
+    if decision is None:
+        return
+    request[RATE] = decision
+    if not decision.allowed:
+        error = ApiError(
+            429, f"rate limit exceeded for {cls} requests; retry in {int(decision.retry_after)} s"
+        )
+        error.headers["Retry-After"] = str(int(decision.retry_after))
+        raise error
+
+
+def apply_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Put the X-RateLimit-* headers of the class this request counted against on its answer."""
+    decision: Decision | None = request.get(RATE)
+    if decision is not None and not response.prepared:
+        response.headers.update(decision.headers())

@@ -1,0 +1,201 @@
+"""Safe unpacking of ``is_directory`` uploads (.zip, .tar, .tar.gz/.bz2/.xz).
+
+Synchronous and blocking: run it in a worker thread. Refuses absolute
+paths, ``..``, symlinks, hard links, devices and FIFOs, duplicate paths, and
+archives whose member count or unpacked size exceeds the configured bounds
+(the real bytes are counted while writing, so a lying header does not help a
+bomb). Every file is written with ``O_EXCL`` inside a fresh folder we
+created, hashed as it is written, and fsynced so the listing never claims
+more than the disk holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from flowxfer.protocol import format_checksum, new_hasher
+
+from ._store import TreeFile
+
+_BLOCK = 1024 * 1024
+MAX_PATH_BYTES = 4096
+MAX_DEPTH = 64
+
+
+class UnpackError(Exception):
+    """The archive is not one we can unpack safely; the message says why."""
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    max_members: int
+    max_bytes: int
+    max_ratio: float
+
+
+def member_path_problem(name: str) -> str | None:
+    """Why an archive member name cannot be unpacked under a folder, or None."""
+    if not name:
+        return "empty member name"
+    if "\x00" in name or any(ord(c) < 32 for c in name):
+        return "control characters in member name"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return f"absolute member path {name!r}"
+    if "\\" in name:
+        return f"backslash in member path {name!r}"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return "member path too long"
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        return f"'..' in member path {name!r}"
+    if any(len(p.encode("utf-8", "surrogatepass")) > 255 for p in parts):
+        return "member path component longer than 255 bytes"
+    if len(parts) > MAX_DEPTH:
+        return "member path too deep"
+    return None
+
+
+def _normal(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+class _Writer:
+    """Writes members under ``dest`` while enforcing the byte budget."""
+
+    def __init__(self, dest: Path, limits: UnpackLimits, archive_size: int) -> None:
+        self.dest = dest
+        self.budget = min(limits.max_bytes, max(int(archive_size * limits.max_ratio), 1024 * 1024))
+        self.written = 0
+        self.seen: set[str] = set()
+        self.files: list[TreeFile] = []
+
+    def claim(self, name: str) -> str:
+        problem = member_path_problem(name)
+        if problem:
+            raise UnpackError(problem)
+        rel = _normal(name)
+        if rel in self.seen:
+            raise UnpackError(f"duplicate member {rel!r}")
+        self.seen.add(rel)
+        return rel
+
+    def directory(self, rel: str) -> None:
+        if rel:
+            (self.dest / rel).mkdir(parents=True, exist_ok=True)
+
+    def file(self, rel: str, source: IO[bytes]) -> None:
+        if not rel:
+            raise UnpackError("a file member has no name")
+        target = self.dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        hasher = new_hasher()
+        size = 0
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            while True:
+                block = source.read(_BLOCK)
+                if not block:
+                    break
+                size += len(block)
+                self.written += len(block)
+                if self.written > self.budget:
+                    raise UnpackError(f"archive unpacks to more than {self.budget} bytes")
+                hasher.update(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.files.append(TreeFile(rel, size, format_checksum(hasher.hexdigest())))
+
+
+def _zip_members(zf: zipfile.ZipFile, writer: _Writer, limits: UnpackLimits) -> None:
+    infos = zf.infolist()
+    if len(infos) > limits.max_members:
+        raise UnpackError(f"archive has more than {limits.max_members} members")
+    if sum(i.file_size for i in infos) > writer.budget:
+        raise UnpackError(f"archive unpacks to more than {writer.budget} bytes")
+    for info in infos:
+        mode = info.external_attr >> 16
+        kind = stat.S_IFMT(mode)
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+            raise UnpackError(f"member {info.filename!r} is not a regular file or folder")
+        if info.flag_bits & 0x1:
+            raise UnpackError(f"member {info.filename!r} is encrypted")
+        rel = writer.claim(info.filename)
+        if info.is_dir():
+            writer.directory(rel)
+        else:
+            with zf.open(info) as source:
+                writer.file(rel, source)
+
+
+def _tar_members(tf: tarfile.TarFile, limits: UnpackLimits) -> Iterator[tarfile.TarInfo]:
+    count = 0
+    for member in tf:
+        count += 1
+        if count > limits.max_members:
+            raise UnpackError(f"archive has more than {limits.max_members} members")
+        yield member
+
+
+def unpack(archive: Path, dest: Path, limits: UnpackLimits) -> list[TreeFile]:
+    """Unpack ``archive`` into the new folder ``dest``; the files written, sorted by path.
+
+    :raises UnpackError: for an unsupported, corrupt or unsafe archive; ``dest`` is removed.
+    """
+    archive_size = archive.stat().st_size
+    dest.mkdir(parents=True)
+    writer = _Writer(dest, limits, archive_size)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _zip_members(zf, writer, limits)
+        elif archive_size and tarfile.is_tarfile(archive):
+            with tarfile.open(archive, "r:*") as tf:
+                for member in _tar_members(tf, limits):
+                    if member.isdir():
+                        writer.directory(writer.claim(member.name))
+                    elif member.isreg():
+                        rel = writer.claim(member.name)
+                        source = tf.extractfile(member)
+                        if source is None:
+                            raise UnpackError(f"member {member.name!r} has no data")
+                        with source:
+                            writer.file(rel, source)
+                    else:
+                        raise UnpackError(f"member {member.name!r} is a link or special file")
+        else:
+            raise UnpackError("not a .zip, .tar or compressed .tar archive")
+    except UnpackError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+        LookupError,
+    ) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UnpackError(f"corrupt or unsupported archive: {type(exc).__name__}: {exc}") from None
+    with suppress(OSError):
+        fd = os.open(dest, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return sorted(writer.files, key=lambda f: f.path)

@@ -1,0 +1,643 @@
+"""``POST /upload`` (the chunked protocol), ``GET /upload/<id>`` [ext], and finalize/recovery.
+
+The order of operations for one chunk is the durability contract:
+
+1. validate the form fields (and, for a continuation, take the upload's lock
+   and check the offset against what SQLite says is held);
+2. truncate the partial file to the held size (a crash may have left a torn
+   tail beyond it), stream the blob into it at that offset, hashing each
+   block once for the chunk and once more into the upload's running
+   whole-file hasher (a copy, kept only if the chunk is accepted);
+3. ``fdatasync``; check the [ext] checksums (422 and truncate on mismatch);
+   on the last chunk also verify the whole file and unpack directories;
+4. commit the chunk's row (and, on the last chunk, the ``finalizing`` state)
+   in one SQLite transaction;
+5. on the last chunk: rename the partial file into the data folder, fsync
+   the folder, mark the data ``ready``;
+6. only then answer 200.
+
+A ``kill -9`` anywhere leaves either an unrecorded tail (truncated by the next
+chunk) or a recorded chunk whose bytes are on disk; an upload caught between
+4 and 5 is finished by :meth:`UploadManager.recover` at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import xxhash
+from aiohttp import BodyPartReader, web
+
+from flowxfer.protocol import checksum_of, filename_problem, format_checksum, new_hasher, parse_checksum
+
+from ._config import MULTIPART_OVERHEAD
+from ._http import ApiError, bad_request, json_response, not_found
+from ._ids import is_id, new_id
+from ._state import State, charge, state_of, user_of
+from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
+from ._unpack import UnpackError, UnpackLimits, unpack
+
+T = TypeVar("T")
+
+#: Bytes handed to a worker thread per write: large enough that thread hops
+#: cost nothing next to the copy, small enough to bound memory per request.
+WRITE_BLOCK = 1024 * 1024
+#: Bytes asked of the multipart reader per call.
+READ_BLOCK = 256 * 1024
+
+_BOOL_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or creation inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, size: int) -> str:
+    """The protocol checksum of the first ``size`` bytes of ``path`` (blocking)."""
+    hasher = new_hasher()
+    remaining = size
+    with open(path, "rb", buffering=0) as f:
+        while remaining > 0:
+            block = f.read(min(4 * 1024 * 1024, remaining))
+            if not block:
+                raise OSError(f"{path} is shorter than {size} bytes")
+            hasher.update(block)
+            remaining -= len(block)
+    return format_checksum(hasher.hexdigest())
+
+
+def _pwrite_all(fd: int, block: bytes | bytearray, offset: int, hashers: tuple[Any, ...]) -> None:
+    for hasher in hashers:
+        hasher.update(block)
+    view = memoryview(block)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:
+    with open(src, "rb", buffering=0) as f:
+        while size > 0:
+            block = f.read(min(WRITE_BLOCK, size))
+            if not block:
+                raise OSError("spool file shorter than its blob")
+            _pwrite_all(fd, block, offset, (hasher,) if hasher is not None else ())
+            offset += len(block)
+            size -= len(block)
+
+
+@dataclass
+class _Meta:
+    """The validated form fields of one chunk."""
+
+    filename: str
+    offset: int
+    is_last: bool
+    data_id: str | None
+    data_type: str | None
+    is_directory: bool
+    checksum: str | None
+    file_checksum: str | None
+
+
+@dataclass
+class _Target:
+    """Where this chunk's bytes go, and what we hold for the upload so far."""
+
+    data_id: str
+    path: Path
+    offset: int
+    is_new: bool
+    row: DataRow | None
+    fd: int = -1
+    file_hasher: Any | None = None
+    lock: asyncio.Lock | None = None
+    committed: bool = False
+
+
+@dataclass
+class _Received:
+    size: int = 0
+    checksum: str = ""
+    spool: Path | None = None
+
+
+@dataclass
+class _Chunk:
+    """Everything one request accumulated; released in one place whatever happens."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    blob_seen: bool = False
+    target: _Target | None = None
+    received: _Received | None = None
+    tree_tmp: Path | None = None
+
+
+class UploadManager:
+    """Owns the partial folder, the per-upload locks and running hashers."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.config = state.config
+        self.layout = state.layout
+        self.store: Store = state.store
+        self._locks: dict[str, asyncio.Lock] = {}
+        # data id -> (bytes fed, running whole-file hasher); lost on restart by design.
+        self._hashers: dict[str, tuple[int, xxhash.xxh3_128]] = {}
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.state.io, functools.partial(fn, *args))
+
+    # --- POST /upload ------------------------------------------------------------
+
+    async def post_upload(self, request: web.Request) -> web.StreamResponse:
+        user = user_of(request)
+        limit = self.config.max_chunk_size
+        if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+            raise ApiError(413, f"request body larger than the chunk limit of {limit} bytes")
+        if request.content_type != "multipart/form-data":
+            bad_request("POST /upload takes multipart/form-data")
+        chunk = _Chunk()
+        try:
+            try:
+                reader = await request.multipart()
+            except ApiError:
+                raise
+            except Exception:
+                bad_request("malformed multipart body")
+            await self._read_parts(request, user, reader, chunk)
+            return await self._finish(request, user, chunk)
+        finally:
+            await self._release(chunk)
+
+    async def _read_parts(self, request: web.Request, user: str, reader: Any, chunk: _Chunk) -> None:
+        parts = 0
+        while True:
+            try:
+                part = await reader.next()
+            except Exception:
+                bad_request("malformed multipart body")
+            if part is None:
+                return
+            parts += 1
+            if parts > self.config.max_form_parts:
+                bad_request(f"more than {self.config.max_form_parts} form parts")
+            if not isinstance(part, BodyPartReader):
+                bad_request("nested multipart bodies are not accepted")
+            encoding = (part.headers.get("Content-Transfer-Encoding") or "binary").lower()
+            if encoding not in ("binary", "8bit", "7bit"):
+                bad_request(f"Content-Transfer-Encoding {encoding} is not accepted")
+            name = part.name or ""
+            if name == "blob":
+                if chunk.blob_seen:
+                    bad_request("more than one blob")
+                chunk.blob_seen = True
+                if {"filename", "expected_file_size", "data"} <= chunk.fields.keys():
+                    # Metadata came first (flowbio and our engine send it so):
+                    # stream straight into the partial file at the held offset.
+                    meta = self._meta(chunk.fields)
+                    chunk.target = await self._open_target(request, user, meta)
+                    chunk.received = await self._receive(part, chunk.target)
+                else:
+                    chunk.received = await self._spool(part)
+            else:
+                if name in chunk.fields:
+                    bad_request(f"form field {name!r} given twice")
+                chunk.fields[name] = await self._read_field(part, name)
+
+    async def _read_field(self, part: BodyPartReader, name: str) -> str:
+        cap = self.config.max_form_field_bytes
+        value = bytearray()
+        try:
+            while True:
+                block = await part.read_chunk(4096)
+                if not block:
+                    break
+                value += block
+                if len(value) > cap:
+                    bad_request(f"form field {name[:40]!r} longer than {cap} bytes")
+        except ApiError:
+            raise
+        except Exception:
+            bad_request("malformed multipart body")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            bad_request(f"form field {name[:40]!r} is not UTF-8")
+
+    def _meta(self, fields: dict[str, str]) -> _Meta:
+        filename = fields.get("filename")
+        if filename is None:
+            bad_request("filename is required")
+        problem = filename_problem(filename)
+        if problem == "Spaces in filename":
+            # flowbio's callers expect hosted Flow's exact shape for this one.
+            raise ApiError(400, problem, filename=[problem])
+        if problem:
+            bad_request(problem)
+        offset_text = fields.get("expected_file_size")
+        if offset_text is None:
+            bad_request("expected_file_size is required")
+        offset_text = offset_text.strip()
+        if not offset_text.isascii() or not offset_text.isdigit() or len(offset_text) > 19:
+            bad_request("expected_file_size must be a non-negative integer (a byte offset)")
+        flags: dict[str, bool] = {}
+        for name in ("is_last", "is_directory"):
+            word = fields.get(name, "").strip().lower()
+            if word not in _BOOL_WORDS:
+                bad_request(f"{name} must be true or false")
+            flags[name] = _BOOL_WORDS[word]
+        data_id = fields.get("data", "").strip() or None
+        data_type = fields.get("data_type", "").strip() or None
+        if data_type is not None and len(data_type) > 255:
+            bad_request("data_type longer than 255 characters")
+        checksum = file_checksum = None
+        if self.config.extensions:
+            checksum = self._checksum_field(fields, "checksum")
+            file_checksum = self._checksum_field(fields, "file_checksum")
+        return _Meta(
+            filename,
+            int(offset_text),
+            flags["is_last"],
+            data_id,
+            data_type,
+            flags["is_directory"],
+            checksum,
+            file_checksum,
+        )
+
+    @staticmethod
+    def _checksum_field(fields: dict[str, str], name: str) -> str | None:
+        value = fields.get(name, "").strip()
+        if not value:
+            return None
+        try:
+            return format_checksum(parse_checksum(value))
+        except ValueError:
+            bad_request(f"{name} must read xxh3-128:<32 hex digits>")
+
+    async def _open_target(self, request: web.Request, user: str, meta: _Meta) -> _Target:
+        """Validate the chunk against what is held and open the partial file at the held offset."""
+        if meta.data_id is None:
+            charge(request, "upload")
+            if meta.offset != 0:
+                raise ApiError(400, "a new upload starts at offset 0", expected_file_size=0)
+            data_id = new_id()
+            target = _Target(data_id, self.layout.partial / data_id, 0, True, None, file_hasher=new_hasher())
+            target.fd = await self._io(self._open_new, target.path)
+            return target
+
+        data_id = meta.data_id
+        row = await self.store.run(self.store.get_data, data_id) if is_id(data_id) else None
+        if row is None or row.owner != user:
+            charge(request, "upload")
+            not_found("no upload with that id is yours to continue")
+        charge(request, "upload", count=False)
+        lock = self._locks.setdefault(data_id, asyncio.Lock())
+        await lock.acquire()
+        target = _Target(data_id, self.layout.partial / data_id, 0, False, None, lock=lock)
+        # Re-read under the lock: a concurrent chunk may have moved the upload on.
+        row = await self.store.run(self.store.get_data, data_id)
+        assert row is not None
+        target.row = row
+        if row.state == FAILED:
+            bad_request(f"upload failed: {row.error}")
+        if row.state != UPLOADING:
+            raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
+        if meta.offset != row.size:
+            raise ApiError(
+                400,
+                f"offset mismatch: the server holds {row.size} bytes of this upload",
+                expected_file_size=row.size,
+            )
+        if meta.filename != row.filename:
+            bad_request(f"filename differs from the upload's ({row.filename})")
+        target.offset = row.size
+        target.fd = await self._io(self._open_existing, target.path, row.size)
+        fed = self._hashers.get(data_id)
+        if fed is not None and fed[0] == row.size:
+            target.file_hasher = fed[1].copy()
+        return target
+
+    @staticmethod
+    def _open_new(path: Path) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fsync_dir(path.parent)
+        return fd
+
+    @staticmethod
+    def _open_existing(path: Path, held: int) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < held:
+                raise ApiError(409, "the server lost bytes of this upload; start it again")
+            # Drop any torn tail a crash left beyond what was acknowledged.
+            os.ftruncate(fd, held)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    async def _stream(self, part: BodyPartReader, fd: int, offset: int, hashers: tuple[Any, ...]) -> int:
+        """Copy the part's bytes to ``fd`` at ``offset``; the byte count. One write in flight at a time."""
+        limit = self.config.max_chunk_size
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        buffer = bytearray()
+        total = 0
+        try:
+            while True:
+                try:
+                    block = await part.read_chunk(READ_BLOCK)
+                except Exception:
+                    bad_request("malformed multipart body or connection lost")
+                if block:
+                    total += len(block)
+                    if total > limit:
+                        raise ApiError(413, f"chunk larger than the limit of {limit} bytes")
+                    buffer += block
+                if buffer and (len(buffer) >= WRITE_BLOCK or not block):
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(
+                        self.state.io, _pwrite_all, fd, bytes(buffer), offset, hashers
+                    )
+                    offset += len(buffer)
+                    buffer = bytearray()
+                if not block:
+                    break
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+        return total
+
+    async def _receive(self, part: BodyPartReader, target: _Target) -> _Received:
+        chunk_hasher = new_hasher()
+        hashers = (chunk_hasher,) if target.file_hasher is None else (chunk_hasher, target.file_hasher)
+        size = await self._stream(part, target.fd, target.offset, hashers)
+        await self._io(os.fdatasync, target.fd)
+        return _Received(size, format_checksum(chunk_hasher.hexdigest()))
+
+    async def _spool(self, part: BodyPartReader) -> _Received:
+        """Metadata not yet known: keep the blob aside until it is."""
+        path = self.layout.spool / new_id()
+        received = _Received(spool=path)
+        fd = await self._io(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            chunk_hasher = new_hasher()
+            received.size = await self._stream(part, fd, 0, (chunk_hasher,))
+            received.checksum = format_checksum(chunk_hasher.hexdigest())
+        finally:
+            await self._io(os.close, fd)
+        return received
+
+    # --- after the body ---------------------------------------------------------
+
+    async def _finish(self, request: web.Request, user: str, chunk: _Chunk) -> web.StreamResponse:
+        meta = self._meta(chunk.fields)
+        if not chunk.blob_seen or chunk.received is None:
+            bad_request("blob is required")
+        received = chunk.received
+        if chunk.target is None:
+            chunk.target = await self._open_target(request, user, meta)
+            target = chunk.target
+            assert received.spool is not None
+            await self._io(
+                _copy_spool, received.spool, target.fd, target.offset, received.size, target.file_hasher
+            )
+            await self._io(os.fdatasync, target.fd)
+        target = chunk.target
+        if received.size == 0 and not meta.is_last:
+            bad_request("empty chunk (only the last chunk may be empty)")
+        if meta.checksum is not None and meta.checksum != received.checksum:
+            raise ApiError(422, "checksum mismatch", expected=meta.checksum, received=received.checksum)
+        new_size = target.offset + received.size
+        final_checksum: str | None = None
+        tree: list[TreeFile] = []
+        is_directory = meta.is_directory if target.is_new else bool(target.row and target.row.is_directory)
+        if meta.is_last:
+            if target.file_hasher is not None:
+                final_checksum = format_checksum(target.file_hasher.hexdigest())
+            else:
+                # The running hasher was lost (restart): read the file once, in a thread.
+                final_checksum = await self._io(hash_file, target.path, new_size)
+            if meta.file_checksum is not None and meta.file_checksum != final_checksum:
+                raise ApiError(
+                    422, "file checksum mismatch", expected=meta.file_checksum, received=final_checksum
+                )
+            if is_directory:
+                chunk.tree_tmp = self.layout.trees / f"{target.data_id}.tmp"
+                tree = await self._unpack(target.path, chunk.tree_tmp)
+        row = None
+        if target.is_new:
+            now = time.time()
+            row = DataRow(
+                target.data_id,
+                user,
+                meta.filename,
+                meta.data_type,
+                meta.is_directory,
+                True,
+                UPLOADING,
+                0,
+                None,
+                now,
+                now,
+                None,
+            )
+        record = ChunkRow(target.offset, received.size, received.checksum) if received.size else None
+        await self.store.run(
+            self.store.commit_chunk,
+            target.data_id,
+            target.offset,
+            record,
+            new=row,
+            final_checksum=final_checksum,
+            tree=tree,
+        )
+        target.committed = True  # nothing to undo any more
+        if meta.is_last:
+            self._hashers.pop(target.data_id, None)
+            await self._io(os.close, target.fd)
+            target.fd = -1
+            await self._io(self._finalize, target.data_id, chunk.tree_tmp)
+            chunk.tree_tmp = None
+            self._locks.pop(target.data_id, None)
+        elif target.file_hasher is not None:
+            self._hashers[target.data_id] = (new_size, target.file_hasher)
+        else:
+            self._hashers.pop(target.data_id, None)
+        body: dict[str, Any] = {
+            "id": target.data_id,
+            "data_id": target.data_id,
+            "filename": meta.filename,
+            "size": new_size,
+            "is_ready": meta.is_last,
+        }
+        if meta.is_last and self.config.extensions:
+            body["checksum"] = final_checksum
+        return json_response(body)
+
+    async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
+        limits = UnpackLimits(
+            self.config.max_archive_members, self.config.max_unpacked_bytes, self.config.max_unpacked_ratio
+        )
+        await self._io(shutil.rmtree, dest, True)
+        try:
+            return await self._io(unpack, archive, dest, limits)
+        except UnpackError as exc:
+            bad_request(f"cannot unpack the directory archive: {exc}")
+
+    async def _release(self, chunk: _Chunk) -> None:
+        """Undo whatever an unfinished request left: torn tail, spool, temp tree, fd, lock."""
+        target = chunk.target
+        try:
+            if chunk.received is not None and chunk.received.spool is not None:
+                await self._io(self._unlink, chunk.received.spool)
+            if chunk.tree_tmp is not None:
+                await self._io(shutil.rmtree, chunk.tree_tmp, True)
+            if target is not None and target.fd >= 0:
+                await self._io(
+                    self._close,
+                    target.fd,
+                    None if target.committed else target.offset,
+                    target.path if target.is_new and not target.committed else None,
+                )
+        finally:
+            if target is not None and target.lock is not None and target.lock.locked():
+                target.lock.release()
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    @staticmethod
+    def _close(fd: int, truncate_to: int | None, remove: Path | None) -> None:
+        try:
+            if truncate_to is not None:
+                os.ftruncate(fd, truncate_to)
+        finally:
+            os.close(fd)
+        if remove is not None:
+            with contextlib.suppress(FileNotFoundError):
+                remove.unlink()
+
+    def _finalize(self, data_id: str, tree_tmp: Path | None) -> None:
+        """Move a verified upload into the data folder and mark it ready (blocking)."""
+        partial = self.layout.partial / data_id
+        final = self.layout.data / data_id
+        if partial.exists():
+            os.replace(partial, final)
+            fsync_dir(self.layout.data)
+            fsync_dir(self.layout.partial)
+        if tree_tmp is not None:
+            tree_final = self.layout.trees / data_id
+            shutil.rmtree(tree_final, ignore_errors=True)
+            os.replace(tree_tmp, tree_final)
+            fsync_dir(self.layout.trees)
+        self.store.set_state(data_id, READY)
+
+    def recover(self) -> None:
+        """Start-up: finish interrupted finalizes, drop spools, temp trees and orphan partials (blocking)."""
+        for folder in (self.layout.spool,):
+            for path in folder.iterdir():
+                self._unlink(path)
+        for path in self.layout.trees.glob("*.tmp"):
+            shutil.rmtree(path, ignore_errors=True)
+        for row in self.store.data_in_state(FINALIZING):
+            partial = self.layout.partial / row.id
+            final = self.layout.data / row.id
+            if partial.exists():
+                os.replace(partial, final)
+                fsync_dir(self.layout.data)
+            if not final.exists():
+                self.store.set_state(row.id, FAILED, "the upload's bytes were lost")
+                continue
+            tmp = None
+            if row.is_directory:
+                # Rebuild the tree from the archive: a crash may have torn it.
+                shutil.rmtree(self.layout.trees / row.id, ignore_errors=True)
+                tmp = self.layout.trees / f"{row.id}.tmp"
+                limits = UnpackLimits(
+                    self.config.max_archive_members,
+                    self.config.max_unpacked_bytes,
+                    self.config.max_unpacked_ratio,
+                )
+                try:
+                    tree = unpack(final, tmp, limits)
+                except UnpackError as exc:
+                    self.store.set_state(row.id, FAILED, str(exc))
+                    continue
+                self.store.replace_tree(row.id, tree)
+            self._finalize(row.id, tmp)
+        known = self.store.all_data_ids()
+        for path in self.layout.partial.iterdir():
+            if path.name not in known:
+                # A first chunk that never got recorded: nobody was told its id.
+                self._unlink(path)
+
+    # --- GET /upload/<id> [ext] ----------------------------------------------------
+
+    async def get_upload(self, request: web.Request) -> web.StreamResponse:
+        user = user_of(request)
+        data_id = request.match_info["data_id"]
+        row = await self.store.run(self.store.get_data, data_id) if is_id(data_id) else None
+        if row is None or row.owner != user:
+            not_found("no upload with that id is yours")
+        chunks = await self.store.run(self.store.chunks, data_id)
+        body: dict[str, Any] = {
+            "id": row.id,
+            "data_id": row.id,
+            "filename": row.filename,
+            "size": row.size,
+            "is_ready": row.state == READY,
+            "state": row.state,
+            "chunks": [{"offset": c.offset, "size": c.size, "checksum": c.checksum} for c in chunks],
+        }
+        if row.state == READY:
+            body["checksum"] = row.checksum
+        if row.error:
+            body["error_detail"] = row.error
+        return json_response(body)
+
+
+def upload_routes(state: State) -> list[web.RouteDef]:
+    manager = state.uploads
+    routes = [web.post("/upload", manager.post_upload, name="upload")]
+    if state.config.extensions:
+        routes.append(web.get("/upload/{data_id}", manager.get_upload, name="upload_status"))
+    return routes
+
+
+__all__ = ["UploadManager", "upload_routes", "hash_file", "fsync_dir", "checksum_of", "state_of"]
