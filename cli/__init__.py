@@ -14,3 +14,9 @@ from flowxfer import __version__
 @click.version_option(__version__, prog_name="flowxfer")
 def main() -> None:
     """flowxfer: resumable, verified bulk transfers to and from Flow."""
+
+
+from ._serve import admin, serve  # noqa: E402  (commands register after main exists)
+
+main.add_command(serve)
+main.add_command(admin)
