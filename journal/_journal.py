@@ -1,0 +1,837 @@
+"""The SQLite journal: the one module that speaks SQL.
+
+Everything else calls the named operations below. Methods are synchronous
+and thread-safe (one connection guarded by a lock); the async engine calls
+them from worker threads. Hot paths never commit per chunk: progress arrives
+as a :class:`JournalBatch` that :meth:`Journal.commit` applies in one
+transaction, after ``fdatasync``-ing the files whose chunks it marks written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+from ._states import (
+    ChunkState,
+    FileState,
+    TransferState,
+    check_chunk_transition,
+    check_file_transition,
+)
+
+# --- errors ----------------------------------------------------------------
+
+
+class JournalError(Exception):
+    """Any problem with the journal itself (not with a transfer)."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal file is not a database, or not a flowxfer journal, or damaged."""
+
+
+class JournalVersionError(JournalError):
+    """The journal was written by a newer flowxfer than this one."""
+
+
+class JournalBusyError(JournalError):
+    """Another process held the journal's write lock for too long."""
+
+
+class LeaseHeld(JournalError):
+    """Another live process is running this work."""
+
+    def __init__(self, key: str, pid: int, host: str, since: float, what: str) -> None:
+        self.key, self.pid, self.host, self.since, self.what = key, pid, host, since, what
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        super().__init__(f"already running ({what or key}): pid {pid} on {host}, since {started}")
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Map sqlite3 errors to journal errors: callers never see sqlite3."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise JournalBusyError(f"journal {path} is busy (another process holds it): {exc}") from exc
+        if "disk I/O" in str(exc) or "full" in str(exc) or "readonly" in str(exc):
+            raise JournalError(f"journal {path}: {exc}") from exc
+        raise JournalCorruptError(f"journal {path} is damaged: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise JournalCorruptError(f"journal {path} is not a usable flowxfer journal: {exc}") from exc
+
+
+# --- records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    id: str
+    kind: str
+    status: str
+    server: str
+    username: str
+    params: dict[str, Any]
+    params_key: str
+    state: dict[str, Any]
+    created: float
+    updated: float
+    finished: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    id: int
+    transfer_id: str
+    local_path: str
+    remote_name: str
+    data_id: str | None
+    size: int
+    mtime_ns: int | None
+    chunk_size: int
+    checksum: str | None
+    etag: str | None
+    status: FileState
+    bytes_done: int
+    attempts: int
+    error: str | None
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A file to add to a transfer's plan."""
+
+    local_path: str
+    remote_name: str = ""
+    size: int = 0
+    mtime_ns: int | None = None
+    data_id: str | None = None
+    checksum: str | None = None
+    status: FileState = FileState.PLANNED
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    file_id: int
+    idx: int
+    offset: int
+    size: int
+    checksum: str | None
+    state: ChunkState
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRecord:
+    """What this machine knows to be on a server (up) or written from it (down).
+
+    ``remote`` is the stored filename for uploads and the data id for
+    downloads; (local_path, remote) together say "this local file is that
+    remote data".
+    """
+
+    server: str
+    username: str
+    direction: str
+    local_path: str
+    remote: str
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    data_id: str
+    superseded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSummary:
+    """Counts and bytes of one transfer, computed from its file rows."""
+
+    files_total: int
+    files_by_status: dict[str, int]
+    bytes_total: int
+    bytes_done: int
+    bytes_skipped: int
+
+    @property
+    def files_finished(self) -> int:
+        return self.files_by_status.get("done", 0) + self.files_by_status.get("skipped", 0)
+
+
+# --- batches ---------------------------------------------------------------
+
+
+class JournalBatch:
+    """Progress events gathered between two commits.
+
+    Events on the same key coalesce (last write wins), so a chunk that went
+    ``sent`` then ``acked`` within one batch costs one row update. Callers pass
+    the state they are leaving so transitions are checked without a read.
+    Not thread-safe: fill it on one thread, hand it to :meth:`Journal.commit`.
+    """
+
+    __slots__ = ("chunk_plans", "file_updates", "chunk_updates", "verified_files", "inventory", "fds", "_events")
+
+    def __init__(self) -> None:
+        self.chunk_plans: dict[int, list[tuple[int, int]]] = {}
+        self.file_updates: dict[int, dict[str, Any]] = {}
+        self.chunk_updates: dict[tuple[int, int], tuple[ChunkState, str | None]] = {}
+        self.verified_files: set[int] = set()
+        self.inventory: dict[tuple[str, str, str, str, str], InventoryRecord] = {}
+        self.fds: set[int] = set()
+        self._events = 0
+
+    def __len__(self) -> int:
+        return self._events
+
+    def plan_chunks(self, file_id: int, chunks: Sequence[tuple[int, int]]) -> None:
+        """Replace a file's chunk plan with ``(offset, size)`` pairs, all ``planned``.
+
+        Chunk events queued earlier for this file belonged to the old plan and are dropped.
+        """
+        self.chunk_plans[file_id] = list(chunks)
+        for key in [key for key in self.chunk_updates if key[0] == file_id]:
+            del self.chunk_updates[key]
+        self._events += 1
+
+    def update_file(self, file_id: int, **fields: Any) -> None:
+        """Set columns of a file row (``status`` is checked by the caller via :meth:`file_state`)."""
+        self.file_updates.setdefault(file_id, {}).update(fields)
+        self._events += 1
+
+    def file_state(self, file_id: int, current: FileState, new: FileState, **fields: Any) -> None:
+        """Move a file to ``new`` (checked), setting other columns too."""
+        check_file_transition(current, new)
+        self.update_file(file_id, status=new.value, **fields)
+
+    def chunk(
+        self,
+        file_id: int,
+        idx: int,
+        current: ChunkState,
+        new: ChunkState,
+        checksum: str | None = None,
+    ) -> None:
+        """Move chunk ``idx`` of a file from ``current`` to ``new`` (checked)."""
+        check_chunk_transition(current, new)
+        key = (file_id, idx)
+        previous = self.chunk_updates.get(key)
+        if checksum is None and previous is not None:
+            checksum = previous[1]
+        self.chunk_updates[key] = (new, checksum)
+        self._events += 1
+
+    def verify_chunks(self, file_id: int) -> None:
+        """Every ``acked`` chunk of the file is now ``verified`` (its whole file passed its check)."""
+        self.verified_files.add(file_id)
+        self._events += 1
+
+    def remember(self, record: InventoryRecord) -> None:
+        """Record that a local file is (now) the same as remote data."""
+        key = (record.server, record.username, record.direction, record.local_path, record.remote)
+        self.inventory[key] = record
+        self._events += 1
+
+    def sync_before_commit(self, fd: int) -> None:
+        """``fdatasync(fd)`` before this batch commits: its writes must be on disk first."""
+        self.fds.add(fd)
+
+
+# --- leases ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Lease:
+    """The right to run one piece of work; released on exit, taken over when stale."""
+
+    journal: Journal
+    key: str
+    token: str
+
+    def heartbeat(self) -> None:
+        self.journal._heartbeat(self)
+
+    def release(self) -> None:
+        self.journal._release(self)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- the journal -----------------------------------------------------------
+
+
+def default_journal_path() -> Path:
+    """``$XDG_STATE_HOME/flowxfer/journal.db`` (``~/.local/state/...`` by default)."""
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state_home) / "flowxfer" / "journal.db"
+
+
+class Journal:
+    """A flowxfer journal on disk. Open with :meth:`open`; close when done.
+
+    :raises JournalCorruptError: (from :meth:`open`) the file is not a flowxfer journal.
+    :raises JournalVersionError: (from :meth:`open`) it was written by a newer flowxfer.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._db = Database(conn)
+        self._lock = threading.RLock()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    # -- opening -------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, busy_timeout: float = 30.0) -> Journal:
+        path = Path(path) if path is not None else default_journal_path()
+        if path.exists() and path.is_dir():
+            raise JournalError(f"journal path {path} is a directory")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise JournalError(f"cannot create the journal's folder {path.parent}: {exc.strerror}") from exc
+        with _translated(path):
+            try:
+                conn = sqlite3.connect(
+                    path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.OperationalError as exc:
+                raise JournalError(f"cannot open journal {path}: {exc}") from exc
+            try:
+                journal = cls(path, conn)
+                journal._prepare()
+            except BaseException:
+                conn.close()
+                raise
+        return journal
+
+    def _prepare(self) -> None:
+        conn = self._conn
+        # Reading the schema is what fails on a file that is not a database.
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalVersionError(
+                f"journal {self.path} has schema version {version}, newer than this flowxfer "
+                f"understands ({SCHEMA_VERSION}); upgrade flowxfer or use another --journal"
+            )
+        if version == 0 and tables:
+            raise JournalCorruptError(f"{self.path} is an SQLite database but not a flowxfer journal")
+        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise JournalError(f"journal {self.path}: the filesystem does not support WAL mode")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if version < SCHEMA_VERSION:
+            with self._immediate():
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for number in range(version, SCHEMA_VERSION):
+                    for statement in _split_sql(MIGRATIONS[number]):
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock at BEGIN.
+
+        sqlite-utils' ``atomic()`` issues a deferred ``BEGIN``: a transaction
+        that reads then writes can then fail with "database is locked" without
+        waiting, when another process wrote in between (WAL cannot upgrade a
+        stale read snapshot). ``BEGIN IMMEDIATE`` waits for the lock up front,
+        so read-then-write decisions (leases, bucket merges) are atomic across
+        processes. Reads go through sqlite-utils (:meth:`_read`).
+        """
+        with self._lock, _translated(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        with self._lock, _translated(self.path):
+            return list(self._db.query(sql, params))
+
+    def check_integrity(self) -> list[str]:
+        """``PRAGMA quick_check``: an empty list when the file is healthy (for ``doctor``)."""
+        rows = self._read("PRAGMA quick_check")
+        problems = [next(iter(row.values())) for row in rows]
+        return [] if problems == ["ok"] else problems
+
+    # -- transfers -----------------------------------------------------
+
+    def begin_transfer(
+        self,
+        kind: str,
+        server: str,
+        username: str,
+        params: dict[str, Any],
+        params_key: str,
+        *,
+        what: str = "",
+        stale_after: float = 60.0,
+        resumable: bool = True,
+    ) -> tuple[TransferRecord, Lease, bool]:
+        """Continue the unfinished transfer of this exact command, or start a new one.
+
+        Atomic: two processes running the same command at once get one
+        transfer between them; the loser gets :class:`LeaseHeld`.
+
+        :returns: the transfer, its lease, and whether it was resumed.
+        :raises LeaseHeld: another live process runs it.
+        """
+        now = time.time()
+        with self._immediate() as conn:
+            row = None
+            if resumable:
+                row = conn.execute(
+                    "SELECT id FROM transfers WHERE params_key = ? AND status != ? "
+                    "ORDER BY created DESC LIMIT 1",
+                    (params_key, TransferState.COMPLETED.value),
+                ).fetchone()
+            if row is not None:
+                transfer_id = row[0]
+                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+                conn.execute(
+                    "UPDATE transfers SET status = ?, updated = ?, finished = NULL, error = NULL WHERE id = ?",
+                    (TransferState.RUNNING.value, now, transfer_id),
+                )
+                resumed = True
+            else:
+                transfer_id = _new_id()
+                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+                conn.execute(
+                    "INSERT INTO transfers (id, kind, status, server, username, params, params_key, "
+                    "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (transfer_id, kind, TransferState.RUNNING.value, server, username,
+                     json.dumps(params, sort_keys=True), params_key, now, now),
+                )
+                resumed = False
+        record = self.get_transfer(transfer_id)
+        assert record is not None
+        return record, lease, resumed
+
+    def reopen_transfer(self, transfer_id: str, *, what: str = "", stale_after: float = 60.0) -> tuple[
+        TransferRecord, Lease
+    ]:
+        """Take the lease of an existing transfer to resume it (``flowxfer resume ID``).
+
+        :raises KeyError: no such transfer.
+        :raises LeaseHeld: another live process runs it.
+        """
+        now = time.time()
+        with self._immediate() as conn:
+            if conn.execute("SELECT 1 FROM transfers WHERE id = ?", (transfer_id,)).fetchone() is None:
+                raise KeyError(transfer_id)
+            lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+            conn.execute(
+                "UPDATE transfers SET status = ?, updated = ?, finished = NULL, error = NULL WHERE id = ?",
+                (TransferState.RUNNING.value, now, transfer_id),
+            )
+        record = self.get_transfer(transfer_id)
+        assert record is not None
+        return record, lease
+
+    def finish_transfer(self, transfer_id: str, status: TransferState, error: str | None = None) -> None:
+        now = time.time()
+        finished = None if status in (TransferState.RUNNING, TransferState.INTERRUPTED) else now
+        with self._immediate() as conn:
+            conn.execute(
+                "UPDATE transfers SET status = ?, updated = ?, finished = ?, error = ? WHERE id = ?",
+                (status.value, now, finished, error, transfer_id),
+            )
+
+    def update_transfer_state(self, transfer_id: str, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into a transfer's kind-specific state (e.g. a bulk job id); durable on return."""
+        with self._immediate() as conn:
+            row = conn.execute("SELECT state FROM transfers WHERE id = ?", (transfer_id,)).fetchone()
+            if row is None:
+                raise KeyError(transfer_id)
+            state = json.loads(row[0])
+            state.update(changes)
+            conn.execute(
+                "UPDATE transfers SET state = ?, updated = ? WHERE id = ?",
+                (json.dumps(state, sort_keys=True), time.time(), transfer_id),
+            )
+        return state
+
+    def get_transfer(self, transfer_id: str) -> TransferRecord | None:
+        rows = self._read("SELECT * FROM transfers WHERE id = ?", (transfer_id,))
+        return _transfer(rows[0]) if rows else None
+
+    def find_transfers(self, prefix: str) -> list[TransferRecord]:
+        """Transfers whose id starts with ``prefix`` (ids may be abbreviated, like git's)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._read("SELECT * FROM transfers WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",))
+        return [_transfer(row) for row in rows]
+
+    def list_transfers(self, *, include_finished: bool = False, limit: int | None = None) -> list[TransferRecord]:
+        sql = "SELECT * FROM transfers"
+        if not include_finished:
+            sql += " WHERE status != 'completed'"
+        sql += " ORDER BY updated DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_transfer(row) for row in self._read(sql)]
+
+    def unfinished_transfers(self) -> list[TransferRecord]:
+        """Transfers ``resume`` would continue, oldest first."""
+        rows = self._read("SELECT * FROM transfers WHERE status != 'completed' ORDER BY created")
+        return [_transfer(row) for row in rows]
+
+    def summary(self, transfer_id: str) -> TransferSummary:
+        rows = self._read(
+            "SELECT status, count(*) AS n, coalesce(sum(size), 0) AS size, "
+            "coalesce(sum(bytes_done), 0) AS done FROM files WHERE transfer_id = ? GROUP BY status",
+            (transfer_id,),
+        )
+        by_status = {row["status"]: row["n"] for row in rows}
+        skipped = sum(row["size"] for row in rows if row["status"] == FileState.SKIPPED)
+        done = sum(row["size"] if row["status"] == FileState.DONE else row["done"]
+                   for row in rows if row["status"] != FileState.SKIPPED)
+        return TransferSummary(
+            files_total=sum(by_status.values()),
+            files_by_status=by_status,
+            bytes_total=sum(row["size"] for row in rows),
+            bytes_done=done,
+            bytes_skipped=skipped,
+        )
+
+    def delete_transfer(self, transfer_id: str) -> None:
+        with self._immediate() as conn:
+            conn.execute("DELETE FROM transfers WHERE id = ?", (transfer_id,))
+
+    # -- files ---------------------------------------------------------
+
+    def add_files(self, transfer_id: str, files: Iterable[NewFile], *, batch_size: int = 2000) -> int:
+        """Add files to a transfer's plan; a path already planned is left as it is.
+
+        Streams: one transaction per ``batch_size`` files, so a million-file
+        scan never sits in memory. Returns how many rows were added.
+        """
+        added = 0
+        batch: list[tuple[Any, ...]] = []
+        now = time.time()
+
+        def flush() -> None:
+            nonlocal added
+            with self._immediate() as conn:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO files (transfer_id, local_path, remote_name, data_id, size, "
+                    "mtime_ns, checksum, status, error, extra, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    batch,
+                )
+                added += conn.total_changes - before
+            batch.clear()
+
+        for f in files:
+            batch.append((transfer_id, f.local_path, f.remote_name, f.data_id, f.size, f.mtime_ns,
+                          f.checksum, f.status.value, f.error, json.dumps(f.extra), now))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        return added
+
+    def files_page(
+        self, transfer_id: str, statuses: Iterable[FileState] | None = None, *, after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[FileRecord]:
+        """Up to ``limit`` files with id > ``after_id``, in plan order (keyset pagination)."""
+        sql = "SELECT * FROM files WHERE transfer_id = ? AND id > ?"
+        params: list[Any] = [transfer_id, after_id]
+        if statuses is not None:
+            wanted = [s.value for s in statuses]
+            sql += f" AND status IN ({','.join('?' * len(wanted))})"
+            params.extend(wanted)
+        sql += f" ORDER BY id LIMIT {int(limit)}"
+        return [_file(row) for row in self._read(sql, params)]
+
+    def iter_files(
+        self, transfer_id: str, statuses: Iterable[FileState] | None = None, *, page: int = 1000
+    ) -> Iterator[FileRecord]:
+        """The transfer's files in plan order, read a page at a time (flat memory)."""
+        wanted = list(statuses) if statuses is not None else None
+        after = 0
+        while rows := self.files_page(transfer_id, wanted, after_id=after, limit=page):
+            yield from rows
+            after = rows[-1].id
+
+    def get_file(self, file_id: int) -> FileRecord | None:
+        rows = self._read("SELECT * FROM files WHERE id = ?", (file_id,))
+        return _file(rows[0]) if rows else None
+
+    def set_file(self, file_id: int, **fields: Any) -> None:
+        """Update a file row now, in its own transaction (rare events: start, restart, finish)."""
+        batch = JournalBatch()
+        batch.update_file(file_id, **fields)
+        self.commit(batch)
+
+    def reset_interrupted_files(self, transfer_id: str) -> int:
+        """Files left ``active`` by a dead process go back to ``planned``; failed ones are retried."""
+        with self._immediate() as conn:
+            cursor = conn.execute(
+                "UPDATE files SET status = 'planned', error = NULL, updated = ? "
+                "WHERE transfer_id = ? AND status IN ('active', 'failed')",
+                (time.time(), transfer_id),
+            )
+            return cursor.rowcount
+
+    # -- chunks --------------------------------------------------------
+
+    def chunks(self, file_id: int) -> list[ChunkRecord]:
+        rows = self._read("SELECT * FROM chunks WHERE file_id = ? ORDER BY idx", (file_id,))
+        return [ChunkRecord(r["file_id"], r["idx"], r["offset"], r["size"], r["checksum"], ChunkState(r["state"]))
+                for r in rows]
+
+    # -- batches -------------------------------------------------------
+
+    def commit(self, batch: JournalBatch) -> None:
+        """Apply a batch in one transaction, after syncing the files it vouches for.
+
+        The order is the invariant: bytes reach the disk before the journal
+        says they did, so a crash between the two costs a refetch, never a hole.
+        """
+        for fd in batch.fds:
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                raise JournalError(f"cannot sync downloaded data to disk: {exc.strerror}") from exc
+        if not (batch.chunk_plans or batch.file_updates or batch.chunk_updates or batch.verified_files
+                or batch.inventory):
+            return
+        now = time.time()
+        with self._immediate() as conn:
+            for file_id, plan in batch.chunk_plans.items():
+                conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+                conn.executemany(
+                    "INSERT INTO chunks (file_id, idx, offset, size, state) VALUES (?, ?, ?, ?, 'planned')",
+                    [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
+                )
+            if batch.chunk_updates:
+                conn.executemany(
+                    "UPDATE chunks SET state = ?, checksum = coalesce(?, checksum) WHERE file_id = ? AND idx = ?",
+                    [(state.value, checksum, file_id, idx)
+                     for (file_id, idx), (state, checksum) in batch.chunk_updates.items()],
+                )
+            if batch.verified_files:
+                conn.executemany(
+                    "UPDATE chunks SET state = 'verified' WHERE file_id = ? AND state = 'acked'",
+                    [(file_id,) for file_id in batch.verified_files],
+                )
+            for file_id, fields in batch.file_updates.items():
+                _update_file(conn, file_id, {**fields, "updated": now})
+            if batch.inventory:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO inventory (server, username, direction, local_path, remote, size, "
+                    "mtime_ns, checksum, data_id, superseded, recorded) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [(r.server, r.username, r.direction, r.local_path, r.remote, r.size, r.mtime_ns,
+                      r.checksum, r.data_id, json.dumps(list(r.superseded)), now)
+                     for r in batch.inventory.values()],
+                )
+
+    # -- inventory -----------------------------------------------------
+
+    def lookup_inventory(
+        self, server: str, username: str, direction: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], InventoryRecord]:
+        """Known records for many ``(local_path, remote)`` keys at once (one query per 500 keys)."""
+        found: dict[tuple[str, str], InventoryRecord] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            clause = " OR ".join(["(local_path = ? AND remote = ?)"] * len(part))
+            params: list[Any] = [server, username, direction]
+            for local_path, remote in part:
+                params.extend((local_path, remote))
+            rows = self._read(
+                f"SELECT * FROM inventory WHERE server = ? AND username = ? AND direction = ? AND ({clause})",
+                params,
+            )
+            for row in rows:
+                record = _inventory(row)
+                found[(record.local_path, record.remote)] = record
+        return found
+
+    def inventory_for_path(self, server: str, username: str, direction: str, local_path: str) -> list[
+        InventoryRecord
+    ]:
+        """Every record of one local path (any remote name): sync's change detection."""
+        rows = self._read(
+            "SELECT * FROM inventory WHERE server = ? AND username = ? AND direction = ? AND local_path = ?",
+            (server, username, direction, local_path),
+        )
+        return [_inventory(row) for row in rows]
+
+    def iter_inventory(self, server: str, username: str, direction: str, prefix: str = "") -> Iterator[
+        InventoryRecord
+    ]:
+        """Records under a local path prefix, in path order, a page at a time."""
+        last = ("", "")
+        while True:
+            rows = self._read(
+                "SELECT * FROM inventory WHERE server = ? AND username = ? AND direction = ? "
+                "AND local_path >= ? AND (local_path, remote) > (?, ?) ORDER BY local_path, remote LIMIT 1000",
+                (server, username, direction, prefix, *last),
+            )
+            if not rows:
+                return
+            for row in rows:
+                if not row["local_path"].startswith(prefix):
+                    return
+                yield _inventory(row)
+            last = (rows[-1]["local_path"], rows[-1]["remote"])
+
+    # -- rate-limit buckets ---------------------------------------------
+
+    def update_buckets(
+        self,
+        server: str,
+        username: str,
+        merge: Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]],
+    ) -> dict[str, dict[str, Any]]:
+        """Read the stored bucket states, let ``merge`` combine them with ours, store the result.
+
+        One write transaction, so processes sharing a budget never lose each
+        other's spending. ``merge`` receives ``{class: state}`` (possibly empty)
+        and returns the states to store.
+        """
+        with self._immediate() as conn:
+            rows = conn.execute(
+                "SELECT class, state FROM buckets WHERE server = ? AND username = ?", (server, username)
+            ).fetchall()
+            stored = {name: json.loads(state) for name, state in rows}
+            result = merge(stored)
+            now = time.time()
+            conn.executemany(
+                "INSERT OR REPLACE INTO buckets (server, username, class, state, updated) VALUES (?,?,?,?,?)",
+                [(server, username, name, json.dumps(state), now) for name, state in result.items()],
+            )
+        return result
+
+    # -- leases --------------------------------------------------------
+
+    def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
+        """Take the lease ``key``, or raise :class:`LeaseHeld` if a live process has it."""
+        with self._immediate() as conn:
+            return self._take_lease(conn, key, what, stale_after, time.time())
+
+    def _take_lease(self, conn: sqlite3.Connection, key: str, what: str, stale_after: float, now: float) -> Lease:
+        row = conn.execute("SELECT pid, host, since, heartbeat, what FROM leases WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            pid, host, since, heartbeat, held_what = row
+            ours = pid == self.pid and host == self.host
+            dead = host == self.host and not _pid_alive(pid)
+            stale = now - heartbeat > stale_after
+            if not (ours or dead or stale):
+                raise LeaseHeld(key, pid, host, since, held_what)
+        token = secrets.token_hex(8)
+        conn.execute(
+            "INSERT OR REPLACE INTO leases (key, token, pid, host, since, heartbeat, what) VALUES (?,?,?,?,?,?,?)",
+            (key, token, self.pid, self.host, now, now, what),
+        )
+        return Lease(self, key, token)
+
+    def _heartbeat(self, lease: Lease) -> None:
+        with self._immediate() as conn:
+            conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?",
+                         (time.time(), lease.key, lease.token))
+
+    def _release(self, lease: Lease) -> None:
+        with self._immediate() as conn:
+            conn.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
+
+    def lease_holder(self, key: str) -> tuple[int, str, float] | None:
+        rows = self._read("SELECT pid, host, since FROM leases WHERE key = ?", (key,))
+        return (rows[0]["pid"], rows[0]["host"], rows[0]["since"]) if rows else None
+
+
+# --- helpers -----------------------------------------------------------------
+
+_FILE_COLUMNS = frozenset({
+    "local_path", "remote_name", "data_id", "size", "mtime_ns", "chunk_size", "checksum", "etag",
+    "status", "bytes_done", "attempts", "error", "extra", "updated",
+})
+
+
+def _update_file(conn: sqlite3.Connection, file_id: int, fields: dict[str, Any]) -> None:
+    unknown = set(fields) - _FILE_COLUMNS
+    if unknown:
+        raise ValueError(f"unknown file columns: {sorted(unknown)}")
+    values = {k: (json.dumps(v) if k == "extra" else v) for k, v in fields.items()}
+    assignments = ", ".join(f"{column} = :{column}" for column in values)
+    conn.execute(f"UPDATE files SET {assignments} WHERE id = :_id", {**values, "_id": file_id})
+
+
+def _new_id() -> str:
+    """Short, typable, unique enough ids (like git's abbreviated hashes)."""
+    return secrets.token_hex(5)
+
+
+def _split_sql(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+def _transfer(row: dict[str, Any]) -> TransferRecord:
+    return TransferRecord(
+        id=row["id"], kind=row["kind"], status=row["status"], server=row["server"], username=row["username"],
+        params=json.loads(row["params"]), params_key=row["params_key"], state=json.loads(row["state"]),
+        created=row["created"], updated=row["updated"], finished=row["finished"], error=row["error"],
+    )
+
+
+def _file(row: dict[str, Any]) -> FileRecord:
+    return FileRecord(
+        id=row["id"], transfer_id=row["transfer_id"], local_path=row["local_path"],
+        remote_name=row["remote_name"], data_id=row["data_id"], size=row["size"], mtime_ns=row["mtime_ns"],
+        chunk_size=row["chunk_size"], checksum=row["checksum"], etag=row["etag"],
+        status=FileState(row["status"]), bytes_done=row["bytes_done"], attempts=row["attempts"],
+        error=row["error"], extra=json.loads(row["extra"]),
+    )
+
+
+def _inventory(row: dict[str, Any]) -> InventoryRecord:
+    return InventoryRecord(
+        server=row["server"], username=row["username"], direction=row["direction"],
+        local_path=row["local_path"], remote=row["remote"], size=row["size"], mtime_ns=row["mtime_ns"],
+        checksum=row["checksum"], data_id=row["data_id"], superseded=tuple(json.loads(row["superseded"])),
+    )
