@@ -1,22 +1,59 @@
 """The ``flowxfer`` command line: parse, call one library function, render.
 
-Commands live in their own modules and are registered on :data:`main` here.
+Global options (before the command) each have an environment variable; a
+flag beats its variable (``cli.md``). Commands live in their own modules and
+are registered on :data:`main` here.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from flowxfer import __version__
 
+from ._common import GlobalOptions
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="flowxfer")
-def main() -> None:
-    """flowxfer: resumable, verified bulk transfers to and from Flow."""
+@click.option("--base-url", envvar="FLOW_API_URL", default="https://api.flow.bio", show_default=True,
+              help="The Flow server (env FLOW_API_URL).")
+@click.option("--token", envvar="FLOW_API_TOKEN", help="An access token instead of saved credentials "
+              "(env FLOW_API_TOKEN; cannot be refreshed).")
+@click.option("--config-dir", envvar="FLOWXFER_CONFIG_DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Where credentials live, mode 0600 (env FLOWXFER_CONFIG_DIR; default ~/.config/flowxfer).")
+@click.option("--journal", envvar="FLOWXFER_JOURNAL", type=click.Path(dir_okay=False, path_type=Path),
+              help="The journal file (env FLOWXFER_JOURNAL; default $XDG_STATE_HOME/flowxfer/journal.db).")
+@click.option("--json", "json_output", is_flag=True, help="One JSON document on stdout at the end, nothing else.")
+@click.option("--no-progress", is_flag=True, help="No progress display.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary of an incomplete transfer.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show every retry.")
+@click.option("--log-format", envvar="FLOWXFER_LOG_FORMAT", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one event object a line on stderr (env FLOWXFER_LOG_FORMAT).")
+@click.option("--ca-bundle", envvar="FLOWXFER_CA_BUNDLE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificates to verify TLS with (env FLOWXFER_CA_BUNDLE); TLS is always verified.")
+@click.option("--allow-insecure-http", is_flag=True, help="Allow plain http:// to hosts other than loopback.")
+@click.pass_context
+def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path | None, journal: Path | None,
+         json_output: bool, no_progress: bool, quiet: bool, verbose: bool, log_format: str,
+         ca_bundle: Path | None, allow_insecure_http: bool) -> None:
+    """flowxfer: resumable, verified, rate-limit-aware transfers to and from Flow.
+
+    Example: flowxfer demo
+    """
+    ctx.obj = GlobalOptions(
+        base_url=base_url, token=token or None, config_dir=config_dir, journal=journal, json=json_output,
+        no_progress=no_progress, quiet=quiet, verbose=verbose, log_format=log_format, ca_bundle=ca_bundle,
+        allow_insecure_http=allow_insecure_http,
+    )
 
 
-from ._serve import admin, serve  # noqa: E402  (commands register after main exists)
+# Commands register after main exists.
+from ._journal_cmds import jobs, show  # noqa: E402
+from ._serve import admin, serve  # noqa: E402
+from ._transfers import download, login, logout, resume, upload  # noqa: E402
 
-main.add_command(serve)
-main.add_command(admin)
+for _command in (login, logout, upload, download, resume, jobs, show, serve, admin):
+    main.add_command(_command)

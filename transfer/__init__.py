@@ -1,1 +1,76 @@
-"""placeholder"""
+"""The transfer engine: resumable, verified, rate-limit-aware uploads and downloads.
+
+Async use::
+
+    from flowxfer.transfer import Flowxfer
+
+    async with Flowxfer("https://api.flow.bio") as fx:
+        report = await fx.upload(["run42/fastq"])
+
+Blocking use (scripts)::
+
+    from flowxfer.transfer import blocking
+    report = blocking.upload(["run42/fastq"], base_url="https://api.flow.bio")
+
+Progress arrives as event objects (:mod:`flowxfer.transfer.events`) passed
+to the ``progress`` callback. Errors are the exceptions below; nothing here
+prints or exits.
+"""
+
+from __future__ import annotations
+
+from flowxfer.journal import JournalError
+
+from . import _blocking as blocking
+from . import events
+from ._api import DEFAULT_BASE_URL, FileReport, Flowxfer, TransferReport
+from ._client import Capabilities
+from ._config import TransferConfig
+from ._credentials import CredentialStore, Tokens, default_config_dir
+from ._errors import (
+    AlreadyRunning,
+    AuthError,
+    BudgetExhausted,
+    FlowxferError,
+    GoneError,
+    IntegrityError,
+    Interrupted,
+    LocalIOError,
+    NotFoundError,
+    ProtocolError,
+    RejectedError,
+    ServerError,
+    SourceChangedError,
+    UnavailableError,
+    UsageError,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AlreadyRunning",
+    "AuthError",
+    "BudgetExhausted",
+    "Capabilities",
+    "CredentialStore",
+    "FileReport",
+    "Flowxfer",
+    "FlowxferError",
+    "GoneError",
+    "IntegrityError",
+    "JournalError",
+    "Interrupted",
+    "LocalIOError",
+    "NotFoundError",
+    "ProtocolError",
+    "RejectedError",
+    "ServerError",
+    "SourceChangedError",
+    "Tokens",
+    "TransferConfig",
+    "TransferReport",
+    "UnavailableError",
+    "UsageError",
+    "blocking",
+    "default_config_dir",
+    "events",
+]

@@ -12,6 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from flowxfer.journal import (
     ChunkState,
     FileState,
@@ -24,9 +28,6 @@ from flowxfer.journal import (
     check_file_transition,
     transfer_outcome,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 ALL_FILE_STATES = list(FileState)
 ALL_CHUNK_STATES = list(ChunkState)

@@ -1,0 +1,186 @@
+"""Plumbing every transferring command shares: global options, parameter types, the runner.
+
+The runner is where the CLI meets the engine: it opens a :class:`Flowxfer`,
+turns SIGINT/SIGTERM into a graceful stop (a second signal aborts at once,
+still saving the journal), renders progress, and maps the outcome to an exit
+code (:mod:`._exits`). Commands stay three lines: parse, call, render.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import click
+
+from flowxfer.journal import JournalError
+from flowxfer.transfer import DEFAULT_BASE_URL, Flowxfer, FlowxferError, TransferConfig, TransferReport
+from flowxfer.transfer._runtime import task_group
+from flowxfer.transfer._sizes import parse_duration, parse_size
+
+from . import _exits
+from ._render import Output
+
+T = TypeVar("T")
+
+
+class SizeType(click.ParamType):
+    """``8M``, ``8MiB``, ``512k``: binary units."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            size = parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if size <= 0:
+            self.fail("must be more than 0 bytes", param, ctx)
+        return size
+
+
+class DurationType(click.ParamType):
+    """``90s``, ``15m``, ``2h``; a bare number is seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+DURATION = DurationType()
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options given before the command (``cli.md``: Global options)."""
+
+    base_url: str = DEFAULT_BASE_URL
+    token: str | None = None
+    config_dir: Path | None = None
+    journal: Path | None = None
+    json: bool = False
+    no_progress: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    log_format: str = "text"
+    ca_bundle: Path | None = None
+    allow_insecure_http: bool = False
+
+    def progress_mode(self) -> str:
+        if self.log_format == "json":
+            return "json"
+        if self.quiet or self.no_progress:
+            return "none"
+        return "bars" if sys.stderr.isatty() else "plain"
+
+    def flowxfer(self, config: TransferConfig | None = None, progress: Callable[[Any], None] | None = None) -> Flowxfer:
+        return Flowxfer(
+            self.base_url, token=self.token, config_dir=self.config_dir, journal=self.journal,
+            config=config, progress=progress, ca_bundle=self.ca_bundle,
+            allow_insecure_http=self.allow_insecure_http,
+        )
+
+
+def global_options(ctx: click.Context) -> GlobalOptions:
+    options = ctx.find_object(GlobalOptions)
+    return options if options is not None else GlobalOptions()
+
+
+def transfer_config(**overrides: Any) -> TransferConfig:
+    """A TransferConfig from command options; options left unset keep the defaults."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        config = replace(TransferConfig(), **values)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return config
+
+
+def fail(options: GlobalOptions, message: str, code: int) -> NoReturn:
+    Output("", progress=options.progress_mode(), results=False).error(message)
+    sys.exit(code)
+
+
+def run_engine(
+    options: GlobalOptions,
+    output: Output,
+    call: Callable[[Flowxfer], Awaitable[T]],
+    config: TransferConfig | None = None,
+) -> tuple[T | None, int | None]:
+    """Run ``call`` with a Flowxfer, under signal handling; returns (result, signal number or None).
+
+    Engine errors are rendered and turned into the documented exit code here
+    (the process exits); a result is returned only on success or stop.
+    """
+    received: list[int] = []
+
+    async def main() -> T | None:
+        result: T | None = None
+        async with options.flowxfer(config, output.event) as fx:
+            async with task_group() as group:
+
+                async def watch_signals() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            received.append(signum)
+                            if fx.stopping:
+                                output.error("stopping now (journal saved; resume later)")
+                                group.cancel_scope.cancel()
+                                return
+                            fx.stop("stopped")
+                            output.error(f"{signal.Signals(signum).name}: finishing requests in flight and saving "
+                                         "the journal (send again to stop at once)")
+
+                async def work() -> None:
+                    nonlocal result
+                    result = await call(fx)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch_signals)
+                group.start_soon(output.ticker)
+                group.start_soon(work)
+        return result
+
+    try:
+        with output:
+            result = anyio.run(main)
+    except (FlowxferError, JournalError) as exc:
+        output.error(str(exc))
+        if received:
+            sys.exit(_exits.signal_exit_code(received[0]))
+        sys.exit(_exits.exception_exit_code(exc))
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        sys.exit(_exits.signal_exit_code(signal.SIGINT))
+    return result, (received[0] if received else None)
+
+
+def finish_transfer(options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None,
+                    extra: dict[str, Any] | None = None) -> NoReturn:
+    """Print the closing summary (or the JSON document) and exit with the report's code."""
+    if report is None:
+        sys.exit(_exits.signal_exit_code(signum) if signum is not None else _exits.FAILED)
+    if options.json:
+        document = report.to_json()
+        if extra:
+            document.update(extra)
+        print(json.dumps(document))
+    elif not options.quiet or report.status != "completed":
+        print(output.summary_line(report), flush=True)
+    sys.exit(_exits.report_exit_code(report, signum))
+

@@ -1,0 +1,101 @@
+"""``jobs`` and ``show``: read the journal, never the running process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from flowxfer.journal import Journal, JournalError, TransferRecord, default_journal_path
+from flowxfer.transfer._sizes import format_size
+
+from . import _exits
+from ._common import fail, global_options
+
+
+def _open(ctx: click.Context) -> Journal:
+    options = global_options(ctx)
+    try:
+        return Journal.open(options.journal or default_journal_path())
+    except JournalError as exc:
+        fail(options, str(exc), _exits.USAGE)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+def _transfer_json(journal: Journal, record: TransferRecord) -> dict[str, Any]:
+    summary = journal.summary(record.id)
+    return {
+        "transfer_id": record.id, "kind": record.kind, "status": record.status, "server": record.server,
+        "files_done": summary.files_finished, "files_total": summary.files_total,
+        "bytes_done": summary.bytes_done + summary.bytes_skipped, "bytes_total": summary.bytes_total,
+        "created": record.created, "updated": record.updated, "error": record.error,
+        "files_by_status": summary.files_by_status, "params": record.params,
+    }
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="Include completed transfers.")
+@click.pass_context
+def jobs(ctx: click.Context, show_all: bool) -> None:
+    """List transfers in the journal: id, kind, state, files and bytes done, last update.
+
+    Example: flowxfer jobs --all
+    """
+    options = global_options(ctx)
+    with _open(ctx) as journal:
+        records = journal.list_transfers(include_finished=show_all)
+        rows = [_transfer_json(journal, record) for record in records]
+    if options.json:
+        print(json.dumps({"transfers": rows}))
+        return
+    if not rows:
+        print("no transfers" if show_all else "no unfinished transfers (use --all to see finished ones)")
+        return
+    table = Table("id", "kind", "state", "files", "bytes", "updated", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(row["transfer_id"], row["kind"], row["status"], f"{row['files_done']}/{row['files_total']}",
+                      f"{format_size(row['bytes_done'])}/{format_size(row['bytes_total'])}", _when(row["updated"]))
+    Console(file=sys.stdout, width=160).print(table)
+
+
+@click.command()
+@click.argument("transfer_id")
+@click.pass_context
+def show(ctx: click.Context, transfer_id: str) -> None:
+    """Show one transfer, file by file (an id may be abbreviated).
+
+    Example: flowxfer show 3fa9
+    """
+    options = global_options(ctx)
+    with _open(ctx) as journal:
+        matches = journal.find_transfers(transfer_id)
+        if len(matches) != 1:
+            reason = "no such transfer" if not matches else "ambiguous: " + ", ".join(m.id for m in matches)
+            fail(options, f"{transfer_id}: {reason}", _exits.USAGE)
+        record = matches[0]
+        head = _transfer_json(journal, record)
+        files = [{"path": f.local_path, "id": f.data_id, "filename": f.remote_name, "size": f.size,
+                  "status": f.status.value, "bytes_done": f.bytes_done, "error": f.error}
+                 for f in journal.iter_files(record.id)]
+    if options.json:
+        print(json.dumps({**head, "files": files}))
+        return
+    print(f"transfer {record.id}: {record.kind} {record.status} on {record.server}")
+    print(f"  files {head['files_done']}/{head['files_total']}, "
+          f"{format_size(head['bytes_done'])}/{format_size(head['bytes_total'])}; "
+          f"created {_when(record.created)}, updated {_when(record.updated)}")
+    if record.error:
+        print(f"  error: {record.error}")
+    table = Table("status", "size", "done", "id", "path", "error", box=None, pad_edge=False)
+    for f in files:
+        table.add_row(f["status"], format_size(f["size"]), format_size(f["bytes_done"]), f["id"] or "",
+                      f["path"], f["error"] or "")
+    Console(file=sys.stdout, width=200).print(table)

@@ -1,0 +1,191 @@
+"""``login``, ``logout``, ``upload``, ``download``, ``resume``: parse, call the engine, render."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from flowxfer.transfer import Flowxfer, TransferReport
+
+from . import _exits
+from ._common import DURATION, SIZE, GlobalOptions, finish_transfer, global_options, run_engine, transfer_config
+from ._render import Output
+
+
+def _output(options: GlobalOptions, kind: str) -> Output:
+    return Output(kind, progress=options.progress_mode(), results=not options.json and not options.quiet,
+                  verbose=options.verbose)
+
+
+@click.command()
+@click.option("--username", "-u", help="Your Flow username (prompted when missing).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.pass_context
+def login(ctx: click.Context, username: str | None, password_stdin: bool) -> None:
+    """Log in to Flow and save the tokens (mode 0600) for later commands.
+
+    The password is prompted without echo, or read from stdin — never a flag,
+    so it stays out of shell history and process lists.
+
+    Example: echo "$FLOW_PASSWORD" | flowxfer login -u alice --password-stdin
+    """
+    options = global_options(ctx)
+    if not username:
+        username = click.prompt("Username", err=True)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, err=True)
+    if not password:
+        raise click.UsageError("empty password")
+    output = _output(options, "login")
+
+    async def call(fx: Flowxfer) -> str:
+        return await fx.login(username, password)
+
+    run_engine(options, output, call)
+    if options.json:
+        print(json.dumps({"logged_in": True, "username": username, "server": options.base_url}))
+    else:
+        print(f"logged in to {options.base_url} as {username}")
+
+
+@click.command()
+@click.pass_context
+def logout(ctx: click.Context) -> None:
+    """Forget the saved tokens of the server (--base-url).
+
+    Example: flowxfer logout
+    """
+    options = global_options(ctx)
+
+    async def call(fx: Flowxfer) -> bool:
+        return await fx.logout()
+
+    forgot, _ = run_engine(options, _output(options, "logout"), call)
+    print(f"logged out of {options.base_url}" if forgot else f"not logged in to {options.base_url}")
+
+
+def _transfer_options(func: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed([
+        click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 4)."),
+        click.option("--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'),
+        click.option("--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."),
+    ]):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data-type", help="Flow data-type identifier for every file.")
+@click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default 8M).")
+@click.option("--force", is_flag=True, help="Upload even files already uploaded unchanged.")
+@_transfer_options
+@click.pass_context
+def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, chunk_size: int | None, force: bool,
+           concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
+    """Upload files (folders recursively) to Flow, resumably and verified.
+
+    A file already uploaded and unchanged since (same size and modification
+    time, or same checksum) is skipped. Running the same command again after
+    an interruption continues where it stopped.
+
+    Example: flowxfer upload run42/Fastq --data-type fastq
+    """
+    options = global_options(ctx)
+    config = transfer_config(chunk_size=chunk_size, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    output = _output(options, "upload")
+
+    async def call(fx: Flowxfer) -> TransferReport:
+        return await fx.upload([str(p) for p in paths], data_type=data_type, force=force)
+
+    report, signum = run_engine(options, output, call, config)
+    finish_transfer(options, output, report, signum)
+
+
+@click.command()
+@click.argument("ids", nargs=-1)
+@click.option("--filename", help="Search: data whose filename contains this (case-insensitive).")
+@click.option("--pattern", help="Search: data whose filename matches this regular expression.")
+@click.option("--owned", is_flag=True, help="Search: only data you own.")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder to download into.")
+@click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
+@click.option("--force", is_flag=True, help="Download even files already present and identical.")
+@_transfer_options
+@click.pass_context
+def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
+             output_dir: Path, segments: int | None, force: bool, concurrency: int | None, bwlimit: str | None,
+             max_wait: float | None) -> None:
+    """Download data by id, or by search, into a folder under their filenames.
+
+    Each file is fetched as a few ranged streams into NAME.part, every chunk
+    verified, then renamed into place. Identical files already there are skipped.
+
+    Example: flowxfer download 1234567890 -o results/
+    Example: flowxfer download --pattern '_R[12]_001\\.fastq\\.gz$' --owned -o fastq/
+    """
+    options = global_options(ctx)
+    if not ids and not (filename or pattern or owned):
+        raise click.UsageError("name data ids, or a search with --filename, --pattern or --owned")
+    config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    output = _output(options, "download")
+
+    async def call(fx: Flowxfer) -> TransferReport:
+        return await fx.download(list(ids), filename=filename, pattern=pattern, owned=owned,
+                                 output_dir=output_dir, force=force)
+
+    report, signum = run_engine(options, output, call, config)
+    finish_transfer(options, output, report, signum)
+
+
+@click.command()
+@click.argument("transfer_id", required=False)
+@_transfer_options
+@click.pass_context
+def resume(ctx: click.Context, transfer_id: str | None, concurrency: int | None, bwlimit: str | None,
+           max_wait: float | None) -> None:
+    """Continue unfinished transfers from the journal: all of this server's, or one.
+
+    Acknowledged chunks are never sent again; the server is asked what it
+    holds before anything is re-sent.
+
+    Example: flowxfer resume 3fa9c1b2e0
+    """
+    options = global_options(ctx)
+    config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    output = _output(options, "upload")
+
+    async def call(fx: Flowxfer) -> list[TransferReport]:
+        original = output.kind
+
+        def on_kind(kind: str) -> None:
+            output.kind = kind
+
+        reports = []
+        records = await fx.resume_plan(transfer_id)
+        for record in records:
+            if fx.stopping:
+                break
+            on_kind(record.kind)
+            reports.append(await fx.resume_record(record))
+        output.kind = original
+        return reports
+
+    reports, signum = run_engine(options, output, call, config)
+    reports = reports or []
+    if options.json:
+        print(json.dumps({"transfers": [r.to_json() for r in reports]}))
+    else:
+        if not reports:
+            print("nothing to resume")
+        for report in reports:
+            print(output.summary_line(report))
+    codes = [_exits.report_exit_code(r, signum) for r in reports]
+    if signum is not None and not codes:
+        codes.append(_exits.signal_exit_code(signum))
+    sys.exit(_exits.worst(codes) if codes else _exits.OK)

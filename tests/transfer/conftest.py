@@ -1,0 +1,68 @@
+"""Engine test helpers: logged-in Flowxfer clients against the real local server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowxfer.transfer import Flowxfer, TransferConfig
+from tests.support.server import RunningServer, running_server
+
+KiB = 1024
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> Path:
+    """A file of ``size`` pseudo-random bytes (deterministic per seed, incompressible)."""
+    import random
+
+    rng = random.Random(seed * 7919 + size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            block = min(remaining, 1 << 20)
+            handle.write(rng.randbytes(block))
+            remaining -= block
+    return path
+
+
+@asynccontextmanager
+async def client(
+    srv: RunningServer, home: Path, *, user: str = "alice", events: list[Any] | None = None,
+    progress: Callable[[Any], None] | None = None, **config: Any,
+) -> AsyncIterator[Flowxfer]:
+    """A Flowxfer logged in as ``user``, with its own config dir and journal under ``home``."""
+    settings = {"chunk_size": 64 * KiB, "min_segment_size": 64 * KiB, "backoff_base": 0.05,
+                "backoff_cap": 0.5, "journal_flush_interval": 0.05, **config}
+
+    def record(event: Any) -> None:
+        if events is not None:
+            events.append(event)
+        if progress is not None:
+            progress(event)
+
+    fx = Flowxfer(srv.base_url, config_dir=home / "config", journal=home / "journal.db",
+                  config=TransferConfig(**settings), progress=record)
+    async with fx:
+        await fx.login(user, srv.users[user])
+        yield fx
+
+
+@pytest.fixture(params=[True, False], ids=["extensions", "hosted-flow"])
+async def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """The local server with and without our extensions (hosted Flow's behaviour)."""
+    async with running_server(tmp_path / "flow-root", extensions=request.param) as srv:
+        yield srv
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def file_sizes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): os.path.getsize(p) for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,252 @@
+"""The engine end to end against the real local server: real sockets, real files, real journal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowxfer.journal import ChunkState, Journal
+from flowxfer.transfer import Flowxfer, JournalError, NotFoundError, UsageError
+from flowxfer.transfer.events import BytesMoved, FileFinished, Retrying, Waiting
+from tests.support.server import RunningServer, running_server
+
+from .conftest import KiB, client, write_random
+
+CHUNK = 64 * KiB
+SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17, 40 * CHUNK + 5]
+
+
+def make_tree(root: Path) -> dict[str, Path]:
+    files = {}
+    for index, size in enumerate(SIZES):
+        files[f"f{index}_{size}.bin"] = write_random(root / f"sub{index % 2}" / f"f{index}_{size}.bin", size, index)
+    return files
+
+
+async def test_round_trip_every_size_both_modes(any_server: RunningServer, tmp_path: Path) -> None:
+    files = make_tree(tmp_path / "src")
+    async with client(any_server, tmp_path / "home", segments=3) as fx:
+        up = await fx.upload([tmp_path / "src"])
+        assert up.status == "completed", up
+        assert {f.status for f in up.files} == {"done"}
+        ids = [f.id for f in up.files]
+        assert all(ids) and len(set(ids)) == len(ids)
+        down = await fx.download(ids, output_dir=tmp_path / "out")
+        assert down.status == "completed", down
+    for name, path in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == path.read_bytes(), name
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+async def test_rerun_skips_unchanged_and_sends_no_upload(server: RunningServer, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    async with client(server, tmp_path / "home") as fx:
+        first = await fx.upload([tmp_path / "src"])
+        again = await fx.upload([tmp_path / "src"])
+    assert again.status == "completed"
+    assert {f.status for f in again.files} == {"skipped"}
+    assert again.bytes_transferred == 0
+    assert again.requests["upload"] == 0
+    assert sorted(f.id for f in again.files) == sorted(f.id for f in first.files)
+
+
+async def test_changed_file_is_uploaded_again_touched_file_is_not(server: RunningServer, tmp_path: Path) -> None:
+    a = write_random(tmp_path / "a.bin", 5000, 1)
+    b = write_random(tmp_path / "b.bin", 5000, 2)
+    async with client(server, tmp_path / "home") as fx:
+        first = {f.filename: f.id for f in (await fx.upload([a, b])).files}
+        write_random(a, 5000, 99)  # same size, new bytes
+        os.utime(b, ns=(1, 1))  # touched: same bytes, new mtime; the checksum decides
+        second = await fx.upload([a, b])
+    outcome = {f.filename: (f.status, f.id) for f in second.files}
+    assert outcome["a.bin"][0] == "done" and outcome["a.bin"][1] != first["a.bin"]
+    assert outcome["b.bin"] == ("skipped", first["b.bin"])
+
+
+async def test_download_skips_identical_and_replaces_different(server: RunningServer, tmp_path: Path) -> None:
+    src = write_random(tmp_path / "x.bin", 3 * CHUNK, 3)
+    async with client(server, tmp_path / "home") as fx:
+        (uploaded,) = (await fx.upload([src])).files
+        out = tmp_path / "out"
+        await fx.download([uploaded.id], output_dir=out)
+        again = await fx.download([uploaded.id], output_dir=out)
+        assert [f.status for f in again.files] == ["skipped"]
+        (out / "x.bin").write_bytes(b"not the same" + b"\0" * (3 * CHUNK - 12))
+        third = await fx.download([uploaded.id], output_dir=out)
+        assert [f.status for f in third.files] == ["done"]
+    assert (out / "x.bin").read_bytes() == src.read_bytes()
+
+
+async def test_download_by_search_and_clashing_names(server: RunningServer, tmp_path: Path) -> None:
+    one = write_random(tmp_path / "l1" / "S1_R1.fastq.gz", 1000, 1)
+    two = write_random(tmp_path / "l2" / "S1_R1.fastq.gz", 2000, 2)
+    async with client(server, tmp_path / "home") as fx:
+        await fx.upload([one, two])
+        report = await fx.download(filename="s1_r1", output_dir=tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(names) == 2 and "S1_R1.fastq.gz" in names
+    other = next(n for n in names if n != "S1_R1.fastq.gz")
+    assert other.startswith("S1_R1 (") and other.endswith(").fastq.gz")
+    assert sorted(p.stat().st_size for p in (tmp_path / "out").iterdir()) == [1000, 2000]
+    assert report.requests["search"] == 1
+
+
+async def test_unknown_ids_are_named_and_nothing_is_left_to_resume(server: RunningServer, tmp_path: Path) -> None:
+    async with client(server, tmp_path / "home") as fx:
+        with pytest.raises(NotFoundError, match="404404, 505505"):
+            await fx.download(["404404", "505505"], output_dir=tmp_path / "out")
+        journal = await fx.journal()
+        assert journal.list_transfers(include_finished=True) == []
+
+
+async def test_bad_names_refused_before_any_byte(server: RunningServer, tmp_path: Path) -> None:
+    write_random(tmp_path / "src" / "good.bin", 10)
+    write_random(tmp_path / "src" / "bad name.bin", 10)
+    async with client(server, tmp_path / "home") as fx:
+        with pytest.raises(UsageError, match="bad name.bin"):
+            await fx.upload([tmp_path / "src"])
+        with pytest.raises(UsageError, match="no such file"):
+            await fx.upload([tmp_path / "missing"])
+        assert fx.client.limiter.requests_by_class()["upload"] == 0
+
+
+async def _stop_after(fx: Flowxfer, events: list[Any], nbytes: int) -> None:
+    moved = sum(e.nbytes for e in events if isinstance(e, BytesMoved))
+    if moved >= nbytes:
+        fx.stop()
+
+
+@pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
+async def test_stopped_upload_resumes_without_resending(tmp_path: Path, extensions: bool) -> None:
+    big = write_random(tmp_path / "src" / "big.bin", 60 * CHUNK + 3, 7)
+    small = [write_random(tmp_path / "src" / f"s{i}.bin", 3000, i) for i in range(5)]
+    async with running_server(tmp_path / "root", extensions=extensions) as srv:
+        moved = 0
+        holder: dict[str, Flowxfer] = {}
+
+        def progress(event: Any) -> None:
+            nonlocal moved
+            if isinstance(event, BytesMoved):
+                moved += event.nbytes
+                if moved >= 20 * CHUNK:
+                    holder["fx"].stop()
+
+        async with client(srv, tmp_path / "home", progress=progress, concurrency=2, grace_period=5) as fx:
+            holder["fx"] = fx
+            first = await fx.upload([tmp_path / "src"])
+        assert first.status == "interrupted" and first.stop_reason == "stopped"
+        async with client(srv, tmp_path / "home", concurrency=2) as fx:
+            second = await fx.upload([tmp_path / "src"])
+            assert second.status == "completed" and second.resumed
+            assert second.transfer_id == first.transfer_id
+            total = big.stat().st_size + sum(p.stat().st_size for p in small)
+            sent = first.bytes_transferred + second.bytes_transferred
+            # Nothing acknowledged is sent again: at most one chunk per file in flight.
+            assert total <= sent <= total + 2 * CHUNK
+            ids = {f.filename: f.id for f in second.files}
+            out = await fx.download(list(ids.values()), output_dir=tmp_path / "out")
+            assert out.status == "completed"
+    assert (tmp_path / "out" / "big.bin").read_bytes() == big.read_bytes()
+
+
+@pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
+async def test_stopped_download_resumes_from_the_part_file(tmp_path: Path, extensions: bool) -> None:
+    big = write_random(tmp_path / "big.bin", 80 * CHUNK + 11, 8)
+    async with running_server(tmp_path / "root", extensions=extensions) as srv:
+        async with client(srv, tmp_path / "home") as fx:
+            (item,) = (await fx.upload([big])).files
+        moved = 0
+        holder: dict[str, Flowxfer] = {}
+
+        def progress(event: Any) -> None:
+            nonlocal moved
+            if isinstance(event, BytesMoved):
+                moved += event.nbytes
+                if moved >= 30 * CHUNK:
+                    holder["fx"].stop()
+
+        async with client(srv, tmp_path / "home", progress=progress, segments=4, block_size=16 * KiB,
+                          grace_period=0.2) as fx:
+            holder["fx"] = fx
+            first = await fx.download([item.id], output_dir=tmp_path / "out")
+        assert first.status == "interrupted"
+        assert (tmp_path / "out" / "big.bin.part").exists() and not (tmp_path / "out" / "big.bin").exists()
+        async with client(srv, tmp_path / "home", segments=4) as fx:
+            second = await fx.download([item.id], output_dir=tmp_path / "out")
+        assert second.status == "completed" and second.transfer_id == first.transfer_id
+        size = big.stat().st_size
+        # Streams cut mid-chunk lose that chunk only: at most one chunk per stream.
+        assert first.bytes_transferred + second.bytes_transferred <= size + 4 * CHUNK
+    assert (tmp_path / "out" / "big.bin").read_bytes() == big.read_bytes()
+    journal = Journal.open(tmp_path / "home" / "journal.db")
+    try:
+        (row,) = journal.iter_files(second.transfer_id)
+        assert {c.state for c in journal.chunks(row.id)} == {ChunkState.VERIFIED}
+    finally:
+        journal.close()
+
+
+async def test_tokens_expiring_every_two_seconds(tmp_path: Path) -> None:
+    files = [write_random(tmp_path / "src" / f"f{i}.bin", 6 * CHUNK, i) for i in range(3)]
+    async with running_server(tmp_path / "root", access_ttl=2) as srv:
+        # 1.2 MiB at 200 KiB/s: about six seconds, three access-token lifetimes.
+        async with client(srv, tmp_path / "home", bwlimit="200k", concurrency=3) as fx:
+            first_token = fx.client.tokens.access_token
+            report = await fx.upload([tmp_path / "src"])
+            assert report.status == "completed", report
+            assert fx.client.tokens.access_token != first_token
+            down = await fx.download([f.id for f in report.files], output_dir=tmp_path / "out")
+            assert down.status == "completed"
+    for f in files:
+        assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
+
+
+async def test_rate_limit_is_waited_for_and_learned(tmp_path: Path) -> None:
+    files = [write_random(tmp_path / "src" / f"f{i}.bin", 100, i) for i in range(5)]
+    events: list[Any] = []
+    async with running_server(tmp_path / "root", rate_limits="upload=2/2s") as srv:
+        async with client(srv, tmp_path / "home", events=events) as fx:
+            report = await fx.upload([tmp_path / "src"])
+    assert report.status == "completed"
+    assert len([f for f in report.files if f.status == "done"]) == len(files)
+    # Either our bucket (learned from the headers) made us wait, or a 429 did; never a failure.
+    assert any(isinstance(e, Waiting) for e in events) or any(isinstance(e, Retrying) for e in events)
+
+
+async def test_budget_exhausted_stops_cleanly_and_next_run_continues(tmp_path: Path) -> None:
+    for i in range(4):
+        write_random(tmp_path / "src" / f"f{i}.bin", 100, i)
+    async with running_server(tmp_path / "root", rate_limits="upload=2/3s") as srv:
+        async with client(srv, tmp_path / "home", max_wait=0.5) as fx:
+            first = await fx.upload([tmp_path / "src"])
+        assert first.status == "interrupted" and first.stop_reason == "budget"
+        done_first = [f for f in first.files if f.status == "done"]
+        assert len(done_first) == 2
+        async with client(srv, tmp_path / "home") as fx:
+            second = await fx.upload([tmp_path / "src"])
+        assert second.status == "completed" and second.transfer_id == first.transfer_id
+        assert second.requests["upload"] == 2
+
+
+async def test_corrupt_journal_is_an_error_not_a_new_journal(server: RunningServer, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "journal.db").write_bytes(b"\x00garbage" * 512)
+    async with client(server, home) as fx:
+        with pytest.raises(JournalError):
+            await fx.upload([write_random(tmp_path / "a.bin", 10)])
+    assert (home / "journal.db").read_bytes().startswith(b"\x00garbage")
+
+
+async def test_events_report_each_file_once(server: RunningServer, tmp_path: Path) -> None:
+    make_tree(tmp_path / "src")
+    events: list[Any] = []
+    async with client(server, tmp_path / "home", events=events) as fx:
+        await fx.upload([tmp_path / "src"])
+    finished = [e for e in events if isinstance(e, FileFinished)]
+    assert sorted(e.name for e in finished) == sorted(f"f{i}_{s}.bin" for i, s in enumerate(SIZES))
+    assert sum(e.nbytes for e in events if isinstance(e, BytesMoved)) == sum(SIZES)
+

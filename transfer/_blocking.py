@@ -1,0 +1,51 @@
+"""Synchronous wrappers for scripts that do not run an event loop.
+
+Each call starts an event loop, opens a :class:`Flowxfer`, does one thing and
+closes it again. Use the async API directly to do several things at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+
+from ._api import Flowxfer, TransferReport
+
+
+async def _call(method: str, client_options: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    async with Flowxfer(**client_options) as fx:
+        return await getattr(fx, method)(*args, **kwargs)
+
+
+def login(username: str, password: str, **client_options: Any) -> str:
+    """Log in and save the tokens; ``client_options`` are :class:`Flowxfer`'s (``base_url=``...)."""
+    result: str = anyio.run(partial(_call, "login", client_options, username, password))
+    return result
+
+
+def upload(paths: Sequence[str | os.PathLike[str]], *, data_type: str | None = None, force: bool = False,
+           **client_options: Any) -> TransferReport:
+    """Upload files and folders; see :meth:`Flowxfer.upload`."""
+    result: TransferReport = anyio.run(
+        partial(_call, "upload", client_options, paths, data_type=data_type, force=force))
+    return result
+
+
+def download(ids: Sequence[str] = (), *, output_dir: str | os.PathLike[str] = ".", filename: str | None = None,
+             pattern: str | None = None, owned: bool = False, force: bool = False,
+             **client_options: Any) -> TransferReport:
+    """Download data by id or search; see :meth:`Flowxfer.download`."""
+    result: TransferReport = anyio.run(partial(
+        _call, "download", client_options, ids, output_dir=output_dir, filename=filename, pattern=pattern,
+        owned=owned, force=force))
+    return result
+
+
+def resume(transfer_id: str | None = None, **client_options: Any) -> list[TransferReport]:
+    """Continue unfinished transfers; see :meth:`Flowxfer.resume`."""
+    result: list[TransferReport] = anyio.run(partial(_call, "resume", client_options, transfer_id))
+    return result

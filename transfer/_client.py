@@ -1,0 +1,480 @@
+"""The HTTP client for the Flow API: one aiohttp session, auth, retries, throttling.
+
+This is the boundary where aiohttp's exceptions and HTTP statuses become the
+engine's own (:mod:`._errors`). Every request goes through :meth:`FlowClient._send`,
+which takes a rate-limit token, makes sure the access token is fresh, retries
+what is worth retrying with full-jitter backoff, refreshes once on a 401, and
+learns from the rate-limit headers of every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+
+from flowxfer import __version__, protocol
+
+from ._config import TransferConfig
+from ._credentials import CredentialStore, Tokens, token_expiry
+from ._errors import (
+    AuthError,
+    ChecksumMismatchError,
+    GoneError,
+    NotFoundError,
+    ProtocolError,
+    RejectedError,
+    ServerError,
+    UnavailableError,
+    UsageError,
+)
+from ._limiter import RateLimiter
+from ._retry import Retryability, RetryPolicy, classify_status, parse_retry_after
+from .events import ProgressCallback, Retrying, ignore_events
+
+#: Answers larger than this are not read into memory as error text.
+_MAX_ERROR_BODY = 64 * 1024
+#: JSON answers larger than this are refused (a search page is a few hundred KiB at most).
+_MAX_JSON_BODY = 32 * 1024 * 1024
+
+_RETRYABLE_EXCEPTIONS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the server offers beyond hosted Flow (all False against hosted Flow)."""
+
+    extensions: bool = False
+    checksums: bool = False
+    upload_status: bool = False
+    chunk_maps: bool = False
+    max_chunk_size: int | None = None
+    server: str = "flow"
+    version: str = ""
+
+
+def check_base_url(base_url: str, allow_insecure_http: bool) -> str:
+    """Validate and normalise a server URL; plain http only to loopback unless allowed.
+
+    :raises UsageError: not http(s), no host, or plain http to a remote host.
+    """
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"bad server URL {base_url!r}: expected https://host[/path]")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"refusing plain http:// to {parts.hostname}: tokens would cross the network unencrypted; "
+            "use https:// or pass --allow-insecure-http"
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_text(body: bytes, content_type: str, status: int, reason: str) -> dict[str, Any]:
+    """The error body as a dict; HTML or text from proxies becomes ``{"error": "<short text>"}``."""
+    if "json" in content_type or body[:1] in (b"{", b"["):
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+    text = body.decode("utf-8", "replace")
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())[:300]
+    return {"error": f"HTTP {status} {reason}" + (f": {text}" if text else "")}
+
+
+def _message(body: Mapping[str, Any], status: int) -> str:
+    error = body.get("error")
+    if isinstance(error, str) and error:
+        return error
+    if body:
+        return "; ".join(f"{key}: {value}" for key, value in body.items())[:500]
+    return f"HTTP {status}"
+
+
+class FlowClient:
+    """An authenticated, throttled, retrying client for one Flow server.
+
+    Use as ``async with FlowClient(...) as client``. The session is shared by
+    every request of a transfer (one connection pool).
+
+    :param tokens: the access (and refresh) token to use; None to log in first.
+    :param store: where refreshed tokens are saved (None: keep them in memory).
+    :param session: an aiohttp session to use instead of creating one (tests,
+        embedding in another tool); it is not closed by this client.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        tokens: Tokens | None = None,
+        store: CredentialStore | None = None,
+        config: TransferConfig | None = None,
+        limiter: RateLimiter | None = None,
+        events: ProgressCallback = ignore_events,
+        session: aiohttp.ClientSession | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        allow_insecure_http: bool = False,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = check_base_url(base_url, allow_insecure_http)
+        self._origin = urlsplit(self.base_url)[:2]
+        self.tokens = tokens
+        self.store = store
+        self.config = config or TransferConfig()
+        self.limiter = limiter or RateLimiter(clock=clock)
+        self.events = events
+        self._session = session
+        self._own_session = session is None
+        self._ssl = ssl_context
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._policy = RetryPolicy(
+            max_attempts=self.config.max_attempts, base=self.config.backoff_base, cap=self.config.backoff_cap
+        )
+        self._refresh_lock = anyio.Lock()
+        self._capabilities: Capabilities | None = None
+        self.retries = 0
+
+    async def __aenter__(self) -> FlowClient:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=max(8, self.config.concurrency * (self.config.segments + 1) + 4),
+                ssl=self._ssl if self._ssl is not None else True,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the refresh cookie is sent by hand, to this server only
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.config.connect_timeout, sock_read=self.config.read_timeout
+                ),
+                headers={"User-Agent": f"flowxfer/{__version__}"},
+                auto_decompress=False,
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("FlowClient used outside 'async with'")
+        return self._session
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    @property
+    def username(self) -> str:
+        return self.tokens.username if self.tokens else ""
+
+    # -- authentication ------------------------------------------------
+
+    async def login(self, username: str, password: str) -> Tokens:
+        """``POST /login``; keeps the tokens (and saves them when a store is set).
+
+        :raises AuthError: bad credentials.
+        """
+        try:
+            answer, response = await self._json_with_response(
+                "POST", "/login", rate_class="api", json_body={"username": username, "password": password},
+                authenticated=False,
+            )
+        except (RejectedError, ServerError) as exc:
+            if isinstance(exc, UnavailableError) or exc.status >= 500:
+                raise
+            raise AuthError(f"login failed for {username!r}: {exc}") from None
+        token = answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("the server's login answer carries no token")
+        refresh = answer.get("refresh_token")
+        cookie = response.cookies.get(protocol.REFRESH_COOKIE)
+        if not refresh and cookie is not None:
+            refresh = cookie.value
+        self.tokens = Tokens(username=username, access_token=token, refresh_token=refresh or None)
+        if self.store is not None:
+            await anyio.to_thread.run_sync(self.store.save, self.base_url, self.tokens)
+        return self.tokens
+
+    async def _ensure_fresh(self) -> None:
+        """Refresh the access token shortly *before* it expires (read from the JWT's ``exp``)."""
+        if self.tokens is None or not self.tokens.refresh_token:
+            return
+        exp, iat = token_expiry(self.tokens.access_token)
+        if exp is None:
+            return
+        lifetime = exp - iat if iat is not None else 300.0
+        margin = min(30.0, max(0.5, lifetime / 4))
+        if exp - self._clock() <= margin:
+            await self.refresh(self.tokens.access_token)
+
+    async def refresh(self, stale_token: str | None = None) -> None:
+        """``GET /token`` with the refresh cookie; single-flight across concurrent workers.
+
+        :param stale_token: the token the caller saw fail; if another worker
+            already replaced it, nothing is done.
+        :raises AuthError: no refresh token, or the server refused it.
+        """
+        async with self._refresh_lock:
+            if self.tokens is None:
+                raise AuthError("not logged in: run 'flowxfer login' or pass --token")
+            if stale_token is not None and self.tokens.access_token != stale_token:
+                return
+            if not self.tokens.refresh_token:
+                raise AuthError("the server refused the access token, and a token given with --token (or "
+                                "FLOW_API_TOKEN) cannot be refreshed; log in with 'flowxfer login'")
+            headers = {"Cookie": f"{protocol.REFRESH_COOKIE}={self.tokens.refresh_token}"}
+            try:
+                answer = await self.json_request("GET", "/token", rate_class="api", headers=headers,
+                                                 authenticated=False)
+            except (RejectedError, AuthError, NotFoundError) as exc:
+                raise AuthError(f"the login expired ({exc}); run 'flowxfer login' again") from None
+            token = answer.get("token")
+            if not isinstance(token, str) or not token:
+                raise ProtocolError("the server's token answer carries no token")
+            self.tokens = Tokens(self.tokens.username, token, self.tokens.refresh_token)
+            if self.store is not None:
+                await anyio.to_thread.run_sync(self.store.save, self.base_url, self.tokens)
+
+    # -- capabilities --------------------------------------------------
+
+    async def capabilities(self) -> Capabilities:
+        """Probe ``GET /capabilities`` once; hosted Flow has none (404) and gets plain behaviour."""
+        if self._capabilities is not None:
+            return self._capabilities
+        try:
+            answer = await self.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+        except (NotFoundError, RejectedError, ProtocolError, AuthError):
+            # Hosted Flow has no such endpoint (404, or 401 from its auth layer): plain behaviour.
+            answer = {}
+        checksums = answer.get("checksums") if isinstance(answer, dict) else None
+        ours = isinstance(answer, dict) and answer.get("server") == "flowxfer"
+        max_chunk = answer.get("max_chunk_size") if ours else None
+        self._capabilities = Capabilities(
+            extensions=ours,
+            checksums=ours and isinstance(checksums, list) and protocol.CHECKSUM_ALGORITHM in checksums,
+            upload_status=ours and answer.get("upload_status") is True,
+            chunk_maps=ours and answer.get("chunk_maps") is True,
+            max_chunk_size=max_chunk if isinstance(max_chunk, int) and max_chunk > 0 else None,
+            server=str(answer.get("server", "flow")) if ours else "flow",
+            version=str(answer.get("version", "")) if ours else "",
+        )
+        return self._capabilities
+
+    # -- requests ------------------------------------------------------
+
+    async def json_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        rate_class: str | None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> dict[str, Any]:
+        """A request whose answer is a JSON object.
+
+        :param form: builds the multipart body afresh for every attempt (a
+            FormData can be sent only once).
+        :raises ServerError: (a subclass) for every refusal; see :mod:`._errors`.
+        """
+        answer, _ = await self._json_with_response(
+            method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
+            headers=headers, authenticated=authenticated,
+        )
+        return answer
+
+    async def _json_with_response(
+        self,
+        method: str,
+        path: str,
+        *,
+        rate_class: str | None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> tuple[dict[str, Any], aiohttp.ClientResponse]:
+        for attempt in range(1, self._policy.max_attempts + 1):
+            async with self._send(
+                method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
+                headers=headers, authenticated=authenticated,
+            ) as response:
+                try:
+                    body = await response.content.read(_MAX_JSON_BODY + 1)
+                except _RETRYABLE_EXCEPTIONS as exc:
+                    if attempt == self._policy.max_attempts:
+                        raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
+                    await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt,
+                                        None)
+                    continue
+            if len(body) > _MAX_JSON_BODY:
+                raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
+            try:
+                answer = json.loads(body) if body else {}
+            except ValueError:
+                snippet = _error_text(body, response.content_type, response.status, response.reason or "")
+                raise ProtocolError(
+                    f"{method} {path}: the server answered {response.content_type or 'something'} instead of "
+                    f"JSON ({snippet['error'][:120]}); is the server URL right?",
+                    response.status,
+                ) from None
+            if not isinstance(answer, dict):
+                raise ProtocolError(f"{method} {path}: expected a JSON object, got {type(answer).__name__}")
+            return answer, response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        rate_class: str | None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request whose 2xx answer the caller streams; errors are mapped and retried as usual."""
+        async with self._send(method, path, rate_class=rate_class, headers=headers, params=params) as response:
+            yield response
+
+    @asynccontextmanager
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        rate_class: str | None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send until a 2xx answer arrives or retrying stops making sense; yield that answer."""
+        url = self.url(path)
+        what = f"{method} {urlsplit(url).path}"
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limiter.acquire(rate_class)
+            request_headers = dict(headers or {})
+            sent_token: str | None = None
+            if authenticated:
+                await self._ensure_fresh()
+                if self.tokens is None:
+                    raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+                sent_token = self.tokens.access_token
+                request_headers["Authorization"] = f"Bearer {sent_token}"
+            try:
+                response = await self.session.request(
+                    method, url, params=params, json=json_body, data=form() if form else None,
+                    headers=request_headers, allow_redirects=False,
+                )
+            except aiohttp.ClientSSLError as exc:
+                raise UnavailableError(f"{what}: TLS verification failed ({exc}); see --ca-bundle") from None
+            except aiohttp.InvalidURL as exc:
+                raise UsageError(f"bad URL {exc}") from None
+            except _RETRYABLE_EXCEPTIONS as exc:
+                if attempt >= self._policy.max_attempts:
+                    raise UnavailableError(f"{what}: no answer after {attempt} attempts ({_describe(exc)})") from None
+                await self._backoff(what, _describe(exc), attempt, None)
+                continue
+            try:
+                self.limiter.observe(rate_class, response.headers)
+                status = response.status
+                if 200 <= status < 300:
+                    yield response
+                    return
+                body = _error_text(await _read_capped(response), response.content_type, status,
+                                   response.reason or "")
+            finally:
+                response.release()
+            verdict = classify_status(status)
+            message = f"{what}: {_message(body, status)}"
+            if verdict is Retryability.REFRESH_AUTH and authenticated and not refreshed:
+                refreshed = True
+                await self.refresh(sent_token)
+                attempt -= 1  # the refresh-and-retry is not a failed attempt
+                continue
+            if verdict is Retryability.RETRY and attempt < self._policy.max_attempts:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+                if status == 429:
+                    wait = retry_after if retry_after is not None else self._policy.backoff(attempt, self._rng)
+                    self.limiter.penalize(rate_class, wait)
+                    self.limiter.check_wait(rate_class or "api", wait)
+                await self._backoff(what, f"HTTP {status}", attempt, retry_after)
+                continue
+            raise _status_error(status, message, body) from None
+
+    async def _backoff(self, what: str, reason: str, attempt: int, retry_after: float | None) -> None:
+        delay = self._policy.delay(attempt, self._rng, retry_after)
+        self.retries += 1
+        self.events(Retrying(what, reason, attempt, self._policy.max_attempts, delay))
+        await anyio.sleep(delay)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.content.read(_MAX_ERROR_BODY)
+    except _RETRYABLE_EXCEPTIONS:
+        return b""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _status_error(status: int, message: str, body: dict[str, Any]) -> ServerError:
+    if status == 401:
+        return AuthError(message)  # type: ignore[return-value]
+    if status == 404:
+        return NotFoundError(message, status, body)
+    if status == 410:
+        return GoneError(message, status, body)
+    if status == 422:
+        return ChecksumMismatchError(message, status, body)
+    if status >= 500 or status == 429:
+        return UnavailableError(message, status, body)
+    return RejectedError(message, status, body)

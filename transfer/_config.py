@@ -1,0 +1,73 @@
+"""Every bound of the engine, named and documented in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """How a transfer runs. Defaults suit a lab network and hosted Flow.
+
+    Peak memory of the bytes in flight is bounded by ``byte_budget``; with
+    the defaults it is in practice about ``concurrency × 2 × chunk_size``
+    for uploads (the chunk on the wire plus the one read ahead: 64 MiB) and
+    ``concurrency × segments × block_size`` for downloads (64 MiB), well
+    inside the budget.
+
+    :param chunk_size: bytes per upload request; also the unit of download
+        verification when the server gives no chunk map. Bigger chunks mean
+        fewer requests against the hourly API budget.
+    :param concurrency: files transferred at once.
+    :param segments: ranged streams per large download file. Each costs one
+        request against the download budget, hence few and long.
+    :param min_segment_size: a file is split into segments only when each
+        segment would get at least this many bytes.
+    :param block_size: bytes a download stream gathers before one write+hash
+        in a worker thread.
+    :param byte_budget: the most bytes buffered in memory at once, across files.
+    :param max_attempts: attempts per request before giving up (retryable errors).
+    :param backoff_base: first retry waits up to this long (full jitter, doubling).
+    :param backoff_cap: longest wait between two attempts (Retry-After may ask for more).
+    :param connect_timeout: seconds to establish a connection.
+    :param read_timeout: seconds without a byte from the server before a request is abandoned.
+    :param max_wait: longest single wait for rate-limit budget before stopping
+        cleanly (None: wait as long as needed).
+    :param bwlimit: bandwidth timetable text (``10M``, ``"08:00,10M 19:00,off"``), None for no limit.
+    :param journal_flush_interval: seconds between journal commits of progress.
+    :param journal_flush_events: commit earlier when this many events are waiting.
+    :param file_restarts: how often a file that changes under us is restarted before it fails.
+    :param grace_period: after a stop request, how long in-flight requests may take to finish.
+    """
+
+    chunk_size: int = 8 * MiB
+    concurrency: int = 4
+    segments: int = 4
+    min_segment_size: int = 32 * MiB
+    block_size: int = 1 * MiB
+    byte_budget: int = 256 * MiB
+    max_attempts: int = 8
+    backoff_base: float = 0.5
+    backoff_cap: float = 60.0
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    max_wait: float | None = None
+    bwlimit: str | None = None
+    journal_flush_interval: float = 0.1
+    journal_flush_events: int = 512
+    file_restarts: int = 3
+    grace_period: float = 10.0
+    lease_stale_after: float = 60.0
+    heartbeat_interval: float = 15.0
+    bucket_sync_interval: float = 2.0
+    user_agent: str = field(default="flowxfer")
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        if self.concurrency < 1 or self.segments < 1:
+            raise ValueError("concurrency and segments must be at least 1")
+        if self.byte_budget < self.chunk_size:
+            raise ValueError("byte_budget must hold at least one chunk")

@@ -1,0 +1,121 @@
+"""Saved credentials: one mode-0600 JSON file per config directory.
+
+Tokens are secrets: they live only in this file (never in the journal, logs or
+output), which is written atomically with mode 0600 and refused when anyone
+but its owner may read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jwt
+
+from ._errors import AuthError, UsageError
+
+CREDENTIALS_FILE = "credentials.json"
+
+
+def default_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "flowxfer"
+
+
+@dataclass
+class Tokens:
+    """What a login gives: an access token and, usually, a refresh token."""
+
+    username: str
+    access_token: str
+    refresh_token: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        return f"Tokens(username={self.username!r}, access_token=<hidden>, refresh_token=<hidden>)"
+
+
+def token_expiry(token: str) -> tuple[float | None, float | None]:
+    """``(exp, iat)`` from a JWT's payload, without checking its signature.
+
+    The client only needs to know *when* to refresh; the server checks the
+    signature. A token that is not a JWT gives ``(None, None)``.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None, None
+    exp, iat = claims.get("exp"), claims.get("iat")
+    return (float(exp) if isinstance(exp, int | float) else None,
+            float(iat) if isinstance(iat, int | float) else None)
+
+
+class CredentialStore:
+    """Tokens per server URL in ``<config_dir>/credentials.json``."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+        self.path = config_dir / CREDENTIALS_FILE
+
+    def _load_all(self) -> dict[str, dict[str, str | None]]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise UsageError(f"cannot read credentials {self.path}: {exc.strerror}") from exc
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise AuthError(
+                f"refusing credentials file {self.path}: its mode is {stat.S_IMODE(st.st_mode):04o}, "
+                f"readable by others; run: chmod 600 {self.path} (or log in again)"
+            )
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise AuthError(f"credentials file {self.path} is unreadable ({exc}); log in again") from exc
+        servers = data.get("servers", {}) if isinstance(data, dict) else {}
+        return servers if isinstance(servers, dict) else {}
+
+    def load(self, server: str) -> Tokens | None:
+        entry = self._load_all().get(server)
+        if not isinstance(entry, dict) or not entry.get("access_token"):
+            return None
+        return Tokens(
+            username=str(entry.get("username") or ""),
+            access_token=str(entry["access_token"]),
+            refresh_token=str(entry["refresh_token"]) if entry.get("refresh_token") else None,
+        )
+
+    def save(self, server: str, tokens: Tokens) -> None:
+        servers = self._load_all()
+        servers[server] = asdict(tokens)
+        self._write({"servers": servers})
+
+    def forget(self, server: str) -> bool:
+        servers = self._load_all()
+        if server not in servers:
+            return False
+        del servers[server]
+        self._write({"servers": servers})
+        return True
+
+    def _write(self, document: dict[str, object]) -> None:
+        try:
+            self.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.config_dir, prefix=".credentials.", suffix=".tmp")
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(document, handle, indent=1)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise UsageError(f"cannot save credentials in {self.config_dir}: {exc.strerror}") from exc

@@ -1,0 +1,94 @@
+"""The engine's exceptions: what can go wrong, named once.
+
+aiohttp, ``OSError`` and journal errors are translated into these at the
+boundary where they happen; the CLI maps these (and only these) to exit codes
+in one place (``cli/_exits.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowxferError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class UsageError(FlowxferError):
+    """Bad local input: a missing file, a bad name or size, a bad option, an insecure URL."""
+
+
+class AuthError(FlowxferError):
+    """Authentication failed: bad credentials, no credentials, or a refresh token that expired."""
+
+
+class ServerError(FlowxferError):
+    """The server answered with an error (after retries, where retrying made sense).
+
+    :ivar status: the HTTP status (0 when no answer came at all).
+    :ivar body: the decoded JSON error body, or ``{"error": <text>}`` for HTML/text bodies.
+    """
+
+    def __init__(self, message: str, status: int = 0, body: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+class NotFoundError(ServerError):
+    """404: unknown data id, or data the caller may not read (Flow does not tell them apart)."""
+
+
+class RejectedError(ServerError):
+    """400/403/413/422 and other non-retryable refusals: the request itself was refused."""
+
+
+class GoneError(ServerError):
+    """410: an archive job expired."""
+
+
+class ChecksumMismatchError(RejectedError):
+    """422: the server hashed the chunk it received and it did not match what we sent."""
+
+
+class UnavailableError(ServerError):
+    """The server could not be reached or kept failing (5xx, resets, timeouts) after all retries."""
+
+
+class ProtocolError(ServerError):
+    """The server said something impossible: a malformed answer, a lie about sizes or checksums."""
+
+
+class IntegrityError(FlowxferError):
+    """Bytes did not verify (checksum/size) and refetching or resending did not fix it."""
+
+
+class SourceChangedError(FlowxferError):
+    """A local file changed (size or mtime) while it was being read for upload."""
+
+
+class BudgetExhausted(FlowxferError):
+    """The rate-limit budget would make us wait longer than the caller allowed (``--max-wait``).
+
+    :ivar rate_class: which budget ran out.
+    :ivar wait: how long the wait would have been, in seconds.
+    """
+
+    def __init__(self, rate_class: str, wait: float, limit: float) -> None:
+        self.rate_class, self.wait, self.limit = rate_class, wait, limit
+        super().__init__(
+            f"the {rate_class} rate-limit budget is spent: the next request would wait "
+            f"{wait:.0f} s, more than --max-wait {limit:.0f} s; run the same command again later"
+        )
+
+
+class AlreadyRunning(FlowxferError):
+    """Another live process holds the lease for this work."""
+
+
+class Interrupted(FlowxferError):
+    """The transfer was asked to stop (signal); the journal holds where it stopped."""
+
+
+class LocalIOError(FlowxferError):
+    """A local filesystem error (ENOSPC, EACCES, ...) while writing or reading data."""

@@ -1,0 +1,147 @@
+"""What every worker of one transfer shares: the byte budget, the journal writer, the context.
+
+Kept apart from the workers so that uploads, downloads, bulk and sync all run
+on the same few mechanisms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup
+
+from flowxfer.journal import Journal, JournalBatch
+
+from ._client import Capabilities, FlowClient
+from ._config import TransferConfig
+from .events import ProgressCallback
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+@asynccontextmanager
+async def task_group() -> AsyncIterator[TaskGroup]:
+    """An anyio task group that re-raises the first real error instead of an ExceptionGroup.
+
+    Our workers fail one at a time for one reason; callers want ``except
+    StopRequested`` to work, not to unpack groups. Secondary errors (raised
+    while the group was being cancelled because of the first) are chained as
+    the first one's ``__context__`` by Python already, or are cancellations.
+    """
+    try:
+        async with anyio.create_task_group() as group:
+            yield group
+    except BaseExceptionGroup as grouped:
+        leaves = _leaves(grouped)
+        cancelled = anyio.get_cancelled_exc_class()
+        real = [leaf for leaf in leaves if not isinstance(leaf, cancelled)]
+        raise (real or leaves)[0] from None
+
+
+class ByteBudget:
+    """A semaphore counted in bytes: bounds the memory held by reads and writes in flight.
+
+    A request larger than the whole budget is admitted alone (when nothing
+    else is held) instead of waiting forever. :meth:`release` is synchronous
+    so that cleanup code running under cancellation can always give bytes back.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._freed = anyio.Event()
+
+    async def acquire(self, nbytes: int) -> None:
+        while self.used and self.used + nbytes > self.limit:
+            await self._freed.wait()
+        self.used += nbytes
+        self.peak = max(self.peak, self.used)
+
+    def release(self, nbytes: int) -> None:
+        self.used -= nbytes
+        self._freed.set()
+        self._freed = anyio.Event()
+
+
+class JournalWriter:
+    """Batches progress events and commits them every ``interval`` seconds or ``max_events`` events.
+
+    Workers add events to :attr:`batch` (on the event loop) and call
+    :meth:`added`; :meth:`flush` swaps the batch and commits it in a worker
+    thread. After ``await flush()`` returns, every event added before the call
+    is durable — which is what a worker awaits before it closes a file whose
+    descriptor a batch still has to ``fdatasync``.
+    """
+
+    def __init__(self, journal: Journal, interval: float, max_events: int) -> None:
+        self.journal = journal
+        self.interval = interval
+        self.max_events = max_events
+        self.batch = JournalBatch()
+        self.commits = 0
+        self._lock = anyio.Lock()
+        self._wake = anyio.Event()
+
+    def added(self) -> None:
+        if len(self.batch) >= self.max_events:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self.batch = self.batch, JournalBatch()
+            if len(batch) or batch.fds:
+                await anyio.to_thread.run_sync(self.journal.commit, batch)
+                self.commits += 1
+
+    async def run(self) -> None:
+        """Commit periodically until cancelled (the caller does a final shielded flush)."""
+        while True:
+            with anyio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+
+@dataclass
+class Counters:
+    """What a run did, for the report and the closing table."""
+
+    bytes_transferred: int = 0
+    bytes_resent: int = 0
+    chunks_refetched: int = 0
+    files_restarted: int = 0
+
+
+@dataclass
+class TransferContext:
+    """Everything a file worker needs, passed explicitly (no globals, easy to drive in tests)."""
+
+    transfer_id: str
+    client: FlowClient
+    journal: Journal
+    writer: JournalWriter
+    config: TransferConfig
+    capabilities: Capabilities
+    budget: ByteBudget
+    events: ProgressCallback
+    server: str
+    username: str
+    stopping: Callable[[], bool]
+    counters: Counters = field(default_factory=Counters)
+
+    def chunk_size(self) -> int:
+        """The upload chunk size, within what the server accepts."""
+        size = self.config.chunk_size
+        if self.capabilities.max_chunk_size:
+            size = min(size, self.capabilities.max_chunk_size)
+        return max(1, size)
+

@@ -1,0 +1,452 @@
+"""Uploading one file with the Flow chunk protocol.
+
+Chunks go strictly in order (the protocol requires it); the next chunk is
+read and hashed in a worker thread while the current one is on the wire. A
+chunk is ``acked`` in the journal only after the server's 2xx answer. When an
+answer is lost, the server's own account of what it holds (``GET /upload/<id>``
+where offered, otherwise the offset in its ``400`` answer) tells us where to
+go on; we never guess.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import xxhash
+from anyio.abc import ObjectSendStream
+
+from flowxfer import protocol
+from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
+
+from ._chunks import Chunk, plan_chunks
+from ._errors import (
+    ChecksumMismatchError,
+    IntegrityError,
+    NotFoundError,
+    ProtocolError,
+    RejectedError,
+    SourceChangedError,
+)
+from ._runtime import TransferContext, task_group
+from ._sources import Source
+from .events import BytesMoved, FileVerifying, Notice
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    data_type: str | None = None
+    is_directory: bool = False
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    data_id: str
+    checksum: str | None
+
+
+class StopRequested(Exception):
+    """Raised inside a worker when the transfer is stopping; the file stays resumable."""
+
+
+class _Realign(Exception):
+    """The server holds a different number of bytes than we assumed; go on from ``held``."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(held)
+        self.held = held
+
+
+class _UploadLost(Exception):
+    """The server no longer knows the upload (restarted from scratch, expired, not ours)."""
+
+
+def plan_from(size: int, chunk_size: int, boundary: int) -> list[Chunk]:
+    """A chunk plan that has a boundary at ``boundary`` (where a resumed upload continues)."""
+    if boundary <= 0 or boundary >= size:
+        return plan_chunks(size, chunk_size)
+    head = plan_chunks(boundary, chunk_size)
+    tail = plan_chunks(size - boundary, chunk_size)
+    return head + [Chunk(len(head) + c.index, boundary + c.offset, c.size) for c in tail]
+
+
+def _read_chunk(source: Source, chunk: Chunk, whole: xxhash.xxh3_128 | None) -> tuple[bytes, str]:
+    """Read and hash one chunk (in a worker thread): one read, the hashes fed from the same bytes."""
+    data = source.read(chunk.offset, chunk.size)
+    if whole is not None:
+        whole.update(data)
+    return data, protocol.checksum_of(data)
+
+
+async def upload_source(
+    ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions
+) -> UploadResult:
+    """Upload ``source`` as the file ``record``, resuming what the journal and server hold.
+
+    :raises SourceChangedError: the file changed under us (the caller restarts it).
+    :raises StopRequested: the transfer is stopping; the journal says where we were.
+    :raises ServerError: a refusal that retrying did not cure.
+    """
+    await anyio.to_thread.run_sync(source.open)
+    try:
+        return await _upload_open_source(ctx, record, source, options)
+    finally:
+        source.close()
+
+
+@dataclass
+class _Progress:
+    """Where an upload stands, as the server confirmed it."""
+
+    data_id: str | None
+    held: int
+    whole: xxhash.xxh3_128 | None
+
+
+async def _upload_open_source(
+    ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions
+) -> UploadResult:
+    size = source.size
+    chunk_size = record.chunk_size if (record.data_id and record.chunk_size) else ctx.chunk_size()
+    progress = _Progress(None, 0, protocol.new_hasher())
+    existing: list[ChunkRecord] = []
+    if record.data_id:
+        existing = await anyio.to_thread.run_sync(ctx.journal.chunks, record.id)
+        try:
+            held, finished = await _server_progress(ctx, record, record.data_id, existing)
+        except _UploadLost:
+            ctx.events(Notice(f"{record.local_path}: the server no longer holds the partial upload; restarting"))
+        else:
+            if finished is not None:
+                return finished
+            # The whole-file checksum can only be sent when this run reads every byte.
+            progress = _Progress(record.data_id, held, protocol.new_hasher() if held == 0 else None)
+    chunks = plan_from(size, chunk_size, progress.held)
+    _journal_plan(ctx, record, chunks, progress, chunk_size, existing)
+    restarts = 0
+    while True:
+        try:
+            return await _send_chunks(ctx, record, source, options, chunks, progress)
+        except _Realign as realign:
+            if realign.held > size:
+                raise ProtocolError(f"the server claims to hold {realign.held} bytes of a "
+                                    f"{size}-byte file") from None
+            ctx.events(Notice(f"{record.local_path}: the server holds {realign.held} bytes; continuing there"))
+            progress.held, progress.whole = realign.held, None
+        except _UploadLost:
+            restarts += 1
+            if restarts > 2:
+                raise ProtocolError(f"{record.local_path}: the server keeps losing the upload") from None
+            ctx.events(Notice(f"{record.local_path}: the server lost the partial upload; starting it again"))
+            progress = _Progress(None, 0, protocol.new_hasher())
+        chunks = plan_from(size, chunk_size, progress.held)
+        _journal_plan(ctx, record, chunks, progress, chunk_size, [])
+
+
+def _journal_plan(
+    ctx: TransferContext,
+    record: FileRecord,
+    chunks: list[Chunk],
+    progress: _Progress,
+    chunk_size: int,
+    existing: list[ChunkRecord],
+) -> None:
+    """Record the chunk plan (kept when unchanged) and the chunks the server confirmed it holds."""
+    batch = ctx.writer.batch
+    same_plan = [(c.offset, c.size) for c in existing] == [(c.offset, c.size) for c in chunks]
+    states = {c.idx: c.state for c in existing} if same_plan else {}
+    if not same_plan:
+        batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
+    for chunk in chunks:
+        if progress.held and chunk.end <= progress.held:
+            current = states.get(chunk.index, ChunkState.PLANNED)
+            if current not in (ChunkState.ACKED, ChunkState.VERIFIED):
+                batch.chunk(record.id, chunk.index, current, ChunkState.ACKED)
+    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=chunk_size, data_id=progress.data_id,
+                      bytes_done=progress.held, size=record.size)
+    ctx.writer.added()
+
+
+async def _server_progress(
+    ctx: TransferContext, record: FileRecord, data_id: str, ours: list[ChunkRecord]
+) -> tuple[int, UploadResult | None]:
+    """How much of an unfinished upload the server holds, confirmed against our journal.
+
+    With the upload-status extension the server lists its chunks and their
+    checksums, and each must match what we recorded when we sent it; without
+    it we trust our journal's acked prefix and let a ``400`` correct us.
+    """
+    if not ctx.capabilities.upload_status:
+        return record.bytes_done, None
+    try:
+        status = await ctx.client.json_request("GET", f"/upload/{data_id}", rate_class="api")
+    except NotFoundError:
+        raise _UploadLost() from None
+    except RejectedError as exc:
+        if exc.status in (400, 403):
+            raise _UploadLost() from None
+        raise
+    if status.get("is_ready"):
+        if status.get("size") != record.size:
+            raise _UploadLost()
+        return record.size, UploadResult(data_id, None)
+    held = status.get("size")
+    server_chunks = status.get("chunks")
+    if not isinstance(held, int) or held < 0 or held > record.size or not isinstance(server_chunks, list):
+        raise ProtocolError(f"GET /upload/{data_id}: malformed upload status")
+    by_offset = {c.offset: c for c in ours}
+    for entry in server_chunks:
+        if not isinstance(entry, dict):
+            raise ProtocolError(f"GET /upload/{data_id}: malformed chunk list")
+        mine = by_offset.get(entry.get("offset", -1))
+        if mine is None or mine.size != entry.get("size") or mine.checksum is None:
+            # The server holds a chunk our journal never recorded (an answer lost before the
+            # journal flushed): we cannot vouch for it without re-reading it, so read it.
+            return await _confirm_by_reading(ctx, record, server_chunks, held), None
+        if mine.checksum != entry.get("checksum"):
+            raise _UploadLost()
+    return held, None
+
+
+async def _confirm_by_reading(
+    ctx: TransferContext, record: FileRecord, server_chunks: list[Any], held: int
+) -> int:
+    """Hash the local bytes of each server chunk and compare; any mismatch restarts the upload."""
+
+    def compare() -> bool:
+        with open(record.local_path, "rb") as handle:
+            for entry in server_chunks:
+                offset, size, checksum = entry.get("offset"), entry.get("size"), entry.get("checksum")
+                if not isinstance(offset, int) or not isinstance(size, int):
+                    return False
+                if checksum is None:
+                    continue
+                data = os.pread(handle.fileno(), size, offset)
+                if protocol.checksum_of(data) != checksum:
+                    return False
+        return True
+
+    if not await anyio.to_thread.run_sync(compare):
+        raise _UploadLost()
+    return held
+
+
+async def _reader(
+    ctx: TransferContext,
+    source: Source,
+    chunks: list[Chunk],
+    whole: xxhash.xxh3_128 | None,
+    send: ObjectSendStream[tuple[Chunk, bytes, str]],
+) -> None:
+    """Read ahead: the next chunk is read and hashed while the current one is on the wire."""
+    async with send:
+        for chunk in chunks:
+            await ctx.budget.acquire(chunk.size)
+            try:
+                data, digest = await anyio.to_thread.run_sync(_read_chunk, source, chunk, whole)
+                await send.send((chunk, data, digest))
+            except BaseException:
+                ctx.budget.release(chunk.size)
+                raise
+
+
+async def _send_chunks(
+    ctx: TransferContext,
+    record: FileRecord,
+    source: Source,
+    options: UploadOptions,
+    chunks: list[Chunk],
+    progress: _Progress,
+) -> UploadResult:
+    """Send the chunks from ``progress.held`` on, updating ``progress`` as answers arrive."""
+    size = source.size
+    pending = [c for c in chunks if c.offset >= progress.held and (c.size > 0 or size == 0)]
+    if not pending:
+        # Every byte is held but the final answer never reached us: resend the last chunk;
+        # the server's 400 names the full size and we go on to ask whether it is ready.
+        pending = [chunks[-1]]
+    multi_chunk = len(chunks) > 1
+    send, receive = anyio.create_memory_object_stream[tuple[Chunk, bytes, str]](1)
+    async with task_group() as tg:
+        tg.start_soon(_reader, ctx, source, pending, progress.whole, send)
+        async with receive:
+            async for chunk, data, digest in receive:
+                try:
+                    if ctx.stopping():
+                        raise StopRequested()
+                    is_last = chunk.end == size
+                    file_checksum = None
+                    if is_last and progress.whole is not None:
+                        file_checksum = protocol.format_checksum(progress.whole.hexdigest())
+                    answer = await _post_chunk(ctx, record, source, options, chunk, data, digest,
+                                               progress.data_id, is_last, file_checksum)
+                finally:
+                    ctx.budget.release(chunk.size)
+                new_id = answer.get("data_id") or answer.get("id")
+                if not isinstance(new_id, str | int) or str(new_id) == "":
+                    raise ProtocolError("the upload answer carries no data id")
+                first = progress.data_id is None
+                progress.data_id = str(new_id)
+                progress.held = chunk.end
+                batch = ctx.writer.batch
+                batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
+                batch.update_file(record.id, bytes_done=chunk.end, data_id=progress.data_id)
+                ctx.writer.added()
+                ctx.counters.bytes_transferred += chunk.size
+                ctx.events(BytesMoved(record.local_path, chunk.size))
+                if first and multi_chunk and not is_last:
+                    # The upload's id is what makes it resumable: make it durable before the next chunk.
+                    await ctx.writer.flush()
+                if is_last:
+                    tg.cancel_scope.cancel()
+                    return await _finish(ctx, record, answer, progress.data_id, file_checksum)
+    raise ProtocolError("the upload ended without a last chunk")  # pragma: no cover
+
+
+async def _post_chunk(
+    ctx: TransferContext,
+    record: FileRecord,
+    source: Source,
+    options: UploadOptions,
+    chunk: Chunk,
+    data: bytes,
+    digest: str,
+    data_id: str | None,
+    is_last: bool,
+    file_checksum: str | None,
+) -> dict[str, Any]:
+    """POST one chunk; a checksum mismatch re-reads the chunk and sends it again (bounded)."""
+    send_checksums = ctx.capabilities.checksums
+    for attempt in range(1, ctx.config.max_attempts + 1):
+        await ctx.client.limiter.throttle_bytes(len(data))
+        form = _form_factory(record.remote_name, chunk.offset, is_last, data_id, options, data,
+                             digest if send_checksums else None, file_checksum if send_checksums else None)
+        try:
+            answer = await ctx.client.json_request(
+                "POST", "/upload", rate_class="upload" if data_id is None else None, form=form
+            )
+        except ChecksumMismatchError:
+            if attempt == ctx.config.max_attempts:
+                raise IntegrityError(f"{record.local_path}: chunk at {chunk.offset} failed its checksum "
+                                     f"{attempt} times") from None
+            ctx.events(Notice(f"{record.local_path}: chunk at {chunk.offset} arrived damaged; sending it again"))
+            ctx.counters.bytes_resent += chunk.size
+            data = await anyio.to_thread.run_sync(source.read, chunk.offset, chunk.size)
+            digest = protocol.checksum_of(data)
+            continue
+        except RejectedError as exc:
+            expected = exc.body.get("expected_file_size")
+            if exc.status == 400 and isinstance(expected, int | str) and str(expected).isdigit():
+                held = int(expected)
+                if held == chunk.end:
+                    # Our earlier attempt arrived; only its answer was lost. The server has
+                    # this chunk, so acknowledge it from the server's word and go on.
+                    if is_last:
+                        break
+                    return {"id": data_id, "data_id": data_id, "size": held, "is_ready": False}
+                raise _Realign(held) from None
+            if data_id is not None and exc.status in (400, 403):
+                # A continuation refused without an offset: the server does not know this
+                # upload (any more). Start afresh; a real refusal will recur on the first chunk.
+                raise _UploadLost() from None
+            raise
+        except NotFoundError:
+            if data_id is not None:
+                raise _UploadLost() from None
+            raise
+        stored = answer.get("size")
+        if isinstance(stored, int) and stored != chunk.end:
+            if stored > source.size or stored < 0:
+                raise ProtocolError(f"the server claims to hold {stored} bytes of a {source.size}-byte file")
+            raise _Realign(stored)
+        return answer
+    # The last chunk's answer was lost but the server holds every byte: ask it how the file is.
+    assert data_id is not None
+    return await _poll_ready(ctx, record, data_id)
+
+
+def _form_factory(
+    name: str,
+    offset: int,
+    is_last: bool,
+    data_id: str | None,
+    options: UploadOptions,
+    data: bytes,
+    checksum: str | None,
+    file_checksum: str | None,
+) -> Callable[[], aiohttp.FormData]:
+    """The multipart body, rebuilt for each attempt; fields before the blob, as flowbio sends them."""
+
+    def build() -> aiohttp.FormData:
+        form = aiohttp.FormData(quote_fields=False)
+        form.add_field("filename", name)
+        form.add_field("expected_file_size", str(offset))
+        form.add_field("is_last", "true" if is_last else "false")
+        form.add_field("data", data_id or "")
+        if options.data_type:
+            form.add_field("data_type", options.data_type)
+        if options.is_directory:
+            form.add_field("is_directory", "true")
+        if checksum:
+            form.add_field("checksum", checksum)
+        if file_checksum:
+            form.add_field("file_checksum", file_checksum)
+        form.add_field("blob", data, filename=name, content_type="application/octet-stream")
+        return form
+
+    return build
+
+
+async def _poll_ready(ctx: TransferContext, record: FileRecord, data_id: str) -> dict[str, Any]:
+    """Wait (bounded) until the server shows the data as ready, e.g. after a lost final answer."""
+    delay = 0.5
+    for _ in range(12):
+        try:
+            info = await ctx.client.json_request("GET", f"/data/{data_id}", rate_class="api")
+        except NotFoundError:
+            info = None
+        if info is not None:
+            return {"id": data_id, "data_id": data_id, "size": info.get("size"), "is_ready": True,
+                    "checksum": info.get("checksum")}
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+    raise IntegrityError(f"{record.local_path}: every chunk was accepted but the server never made "
+                         f"data {data_id} ready")
+
+
+async def _finish(
+    ctx: TransferContext, record: FileRecord, answer: dict[str, Any], data_id: str, file_checksum: str | None
+) -> UploadResult:
+    if not answer.get("is_ready"):
+        ctx.events(FileVerifying(record.local_path))
+        answer = await _poll_ready(ctx, record, data_id)
+    size = answer.get("size")
+    if isinstance(size, int) and size != record.size:
+        raise IntegrityError(f"{record.local_path}: the server stored {size} bytes of {record.size}")
+    server_checksum = answer.get("checksum")
+    if file_checksum and isinstance(server_checksum, str) and server_checksum != file_checksum:
+        raise IntegrityError(f"{record.local_path}: the server's checksum {server_checksum} differs from "
+                             f"ours {file_checksum}")
+    return UploadResult(data_id, file_checksum or (server_checksum if isinstance(server_checksum, str) else None))
+
+
+def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
+    """Journal a finished upload: the file is done, its chunks verified, the inventory updated."""
+    batch = ctx.writer.batch
+    batch.update_file(record.id, status=FileState.DONE.value, data_id=result.data_id, bytes_done=record.size,
+                      checksum=result.checksum, error=None)
+    batch.verify_chunks(record.id)
+    batch.remember(InventoryRecord(
+        server=ctx.server, username=ctx.username, direction="up", local_path=record.local_path,
+        remote=record.remote_name, size=record.size, mtime_ns=mtime_ns, checksum=result.checksum,
+        data_id=result.data_id, superseded=tuple(record.extra.get("superseded", ())),
+    ))
+    ctx.writer.added()
+
+
+__all__ = ["SourceChangedError", "StopRequested", "UploadOptions", "UploadResult", "remember_upload",
+           "upload_source"]
