@@ -17,7 +17,7 @@ Usage::
         assert proxy.stats.faults_injected["reset"] == 1
         assert sum(e.request_bytes for e in log.select("POST", "^/upload")) < limit
 
-``FaultProxy(upstream_host, upstream_port, *, seed=0, host="127.0.0.1", port=0,
+``FaultProxy(upstream_host="127.0.0.1", upstream_port=None, *, seed=0, host="127.0.0.1", port=0,
 http=True, read_size=256 KiB, flush_timeout=5.0)`` listens on ``host:port``
 (a free port by default) once started (``async with`` or ``await start()``;
 ``await close()`` ends every connection). Attributes: ``url``
@@ -29,7 +29,12 @@ and ``clear()`` work while traffic flows; ``await drop_connections(reset=True)``
 cuts every open connection at once (a network blip).
 
 Every client connection gets its own upstream connection, opened when the
-client connects. "up" is client -> server, "down" is server -> client.
+client connects (if that fails, the client gets a RST). "up" is client ->
+server, "down" is server -> client. Requests are forwarded unchanged, Host
+header included, so URLs the server builds from it point back at the proxy.
+Memory stays bounded whatever the body sizes: per connection and direction at
+most about eight times ``read_size`` (2 MiB by default) is buffered (reader
+buffer, the piece in hand and a copy, writer buffer).
 
 Byte-level rules apply to every forwarded byte, HTTP or not; offsets count the
 bytes forwarded in one direction of one connection since it opened (heads
@@ -1344,6 +1349,8 @@ class _Link:
         proxy = self.proxy
         reset = True
         try:
+            if proxy.upstream_port is None:
+                return  # no server yet: the client gets a RST, as from a dead backend
             try:
                 reader, writer = await asyncio.open_connection(
                     proxy.upstream_host, proxy.upstream_port, limit=proxy.read_size
@@ -1888,7 +1895,9 @@ class FaultProxy:
     """A TCP proxy on loopback that injects faults between a client and a server.
 
     :param upstream_host: the server's host.
-    :param upstream_port: the server's port.
+    :param upstream_port: the server's port; may be set later (``proxy.upstream_port
+        = ...``), e.g. when the server must be told the proxy's URL first. Until
+        it is, connections are reset.
     :param seed: seeds every rule's random generator (with the order of ``add``).
     :param host: the address to listen on.
     :param port: the port to listen on (0: a free one).
@@ -1901,7 +1910,7 @@ class FaultProxy:
     def __init__(
         self,
         upstream_host: str = "127.0.0.1",
-        upstream_port: int = 80,
+        upstream_port: int | None = None,
         *,
         seed: int | str = 0,
         host: str = "127.0.0.1",

@@ -798,7 +798,7 @@ async def test_rules_change_while_running(
     assert proxy.rules == ()
     assert proxy.stats.rule_hits[rule] == 1
     assert proxy.stats.connections == 1
-    FaultProxy().add(rule)  # a removed rule may move to another proxy...
+    FaultProxy(upstream_port=upstream.port).add(rule)  # a removed rule may move to another proxy...
     with pytest.raises(ValueError):
         proxy.add(rule)  # ...but belongs to one at a time
 
@@ -863,3 +863,12 @@ async def test_64_mib_pass_through_intact(
             got.update(chunk)
     assert got.hexdigest() == expected.hexdigest()
     assert proxy.stats.bytes_down > size
+
+
+async def test_upstream_port_can_be_set_after_start(upstream: Upstream) -> None:
+    async with FaultProxy() as proxy:
+        data, exc = await collect(proxy.port, b"GET /bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert data == b"" and isinstance(exc, ConnectionResetError)
+        proxy.upstream_port = upstream.port
+        data, exc = await collect(proxy.port, b"GET /bytes/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert exc is None and data.startswith(b"HTTP/1.1 200 ") and data.endswith(pattern(1))
