@@ -68,9 +68,7 @@ def _bearer(request: web.Request, route: str | None) -> str | None:
     return None
 
 
-def _error_response(
-    status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None
-) -> web.Response:
+def _error_response(status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> web.Response:
     if body is None:
         return web.Response(status=status, headers=headers)
     return json_response(body, status=status, headers=headers)

@@ -117,9 +117,7 @@ async def search(request: web.Request) -> web.StreamResponse:
         total = len(hits)
         page_ids = [names[i][0] for i in hits[offset : offset + count]]
         rows = await state.store.run(state.store.data_by_ids, page_ids)
-    return json_response(
-        {"count": total, "page": page, "data": [data_json(r, state.config.extensions) for r in rows]}
-    )
+    return json_response({"count": total, "page": page, "data": [data_json(r, state.config.extensions) for r in rows]})
 
 
 async def owned(request: web.Request) -> web.StreamResponse:
@@ -128,9 +126,7 @@ async def owned(request: web.Request) -> web.StreamResponse:
     limit = query_int(request, "limit", 20, minimum=1, maximum=MAX_PAGE)
     offset = query_int(request, "offset", 0, minimum=0)
     assert limit is not None and offset is not None
-    total, rows = await state.store.run(
-        state.store.search, SearchFilter(user=user, owned=True), limit, offset
-    )
+    total, rows = await state.store.run(state.store.search, SearchFilter(user=user, owned=True), limit, offset)
     return json_response(
         {
             "count": total,

@@ -171,16 +171,12 @@ class JobManager:
                 def progress(value: float) -> None:
                     self._progress[job_id] = value
 
-                size, checksum = await asyncio.to_thread(
-                    build_archive, members, tmp, self.archive_path(job), progress
-                )
+                size, checksum = await asyncio.to_thread(build_archive, members, tmp, self.archive_path(job), progress)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("archive job %s failed: %s", job_id, exc)
-                await self.store.run(
-                    self.store.update_job, job_id, status=FAILED, error=f"archive failed: {exc}"
-                )
+                await self.store.run(self.store.update_job, job_id, status=FAILED, error=f"archive failed: {exc}")
             else:
                 now = time.time()
                 await self.store.run(

@@ -229,9 +229,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                 },
             }
         },
-        "/openapi.json": {
-            "get": {"summary": "[ext] this document", "responses": {"200": _json({"type": "object"})}}
-        },
+        "/openapi.json": {"get": {"summary": "[ext] this document", "responses": {"200": _json({"type": "object"})}}},
         "/upload": {
             "post": {
                 "summary": "one chunk of a chunked upload, strictly in order",
@@ -504,9 +502,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             }
         },
         "/downloads/jobs/{job_id}/{name}": {
-            "get": _file_get(
-                "a completed job's archive (410 once expired)", [_id_param("job_id"), _id_param("name")]
-            ),
+            "get": _file_get("a completed job's archive (410 once expired)", [_id_param("job_id"), _id_param("name")]),
         },
         "/downloads/{data_id}/{filename}": {
             "get": _file_get("one ready data's bytes", [_id_param("data_id"), _id_param("filename")]),

@@ -69,8 +69,8 @@ class State:
 STATE = web.AppKey("flowxfer_state", State)
 
 #: request keys set by the middleware
-USER = "flowxfer_user"
-RATE = "flowxfer_rate"
+USER = web.RequestKey("flowxfer_user", str)
+RATE = web.RequestKey("flowxfer_rate", Decision)
 
 
 def state_of(request: web.Request) -> State:
@@ -99,9 +99,7 @@ def charge(request: web.Request, cls: str, *, count: bool = True) -> None:
         return
     request[RATE] = decision
     if not decision.allowed:
-        error = ApiError(
-            429, f"rate limit exceeded for {cls} requests; retry in {int(decision.retry_after)} s"
-        )
+        error = ApiError(429, f"rate limit exceeded for {cls} requests; retry in {int(decision.retry_after)} s")
         error.headers["Retry-After"] = str(int(decision.retry_after))
         raise error
 

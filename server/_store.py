@@ -300,9 +300,7 @@ class Store:
                     (salt, hash_, scrypt_n, name),
                 )
             else:
-                c.execute(
-                    "INSERT INTO users VALUES (?, ?, ?, ?, ?)", (name, salt, hash_, scrypt_n, time.time())
-                )
+                c.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?)", (name, salt, hash_, scrypt_n, time.time()))
             return not existed
 
     def remove_user(self, name: str) -> bool:
@@ -337,16 +335,12 @@ class Store:
     def remove_member(self, group: str, user: str) -> bool:
         with self._tx() as c:
             return (
-                c.execute(
-                    "DELETE FROM group_members WHERE group_name = ? AND user_name = ?", (group, user)
-                ).rowcount
+                c.execute("DELETE FROM group_members WHERE group_name = ? AND user_name = ?", (group, user)).rowcount
                 > 0
             )
 
     def list_groups(self) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {
-            r[0]: [] for r in self._query("SELECT name FROM groups ORDER BY name")
-        }
+        groups: dict[str, list[str]] = {r[0]: [] for r in self._query("SELECT name FROM groups ORDER BY name")}
         for group, user in self._query("SELECT group_name, user_name FROM group_members ORDER BY user_name"):
             groups[group].append(user)
         return groups
@@ -358,9 +352,7 @@ class Store:
         return _data(rows[0]) if rows else None
 
     def data_in_state(self, state: str) -> list[DataRow]:
-        return [
-            _data(r) for r in self._query(f"SELECT {_DATA_COLUMNS} FROM data d WHERE d.state = ?", (state,))
-        ]
+        return [_data(r) for r in self._query(f"SELECT {_DATA_COLUMNS} FROM data d WHERE d.state = ?", (state,))]
 
     def all_data_ids(self) -> set[str]:
         return {r[0] for r in self._query("SELECT id FROM data")}
@@ -393,8 +385,7 @@ class Store:
         with self._lock:
             for data_id in data_ids:
                 rows = self._conn.execute(
-                    f"SELECT {_DATA_COLUMNS} FROM data d "
-                    f"WHERE d.id = :id AND d.state = 'ready' AND {_READABLE_SQL}",
+                    f"SELECT {_DATA_COLUMNS} FROM data d WHERE d.id = :id AND d.state = 'ready' AND {_READABLE_SQL}",
                     {"id": data_id, "user": user},
                 ).fetchall()
                 if rows:
@@ -446,8 +437,7 @@ class Store:
                 )
             else:
                 changed = c.execute(
-                    "UPDATE data SET size = size + ?, updated = ? "
-                    "WHERE id = ? AND state = 'uploading' AND size = ?",
+                    "UPDATE data SET size = size + ?, updated = ? WHERE id = ? AND state = 'uploading' AND size = ?",
                     (size, now, data_id, offset),
                 ).rowcount
                 if not changed:
@@ -500,17 +490,13 @@ class Store:
 
     def set_private(self, data_id: str, private: bool) -> None:
         with self._tx() as c:
-            c.execute(
-                "UPDATE data SET private = ?, updated = ? WHERE id = ?", (int(private), time.time(), data_id)
-            )
+            c.execute("UPDATE data SET private = ?, updated = ? WHERE id = ?", (int(private), time.time(), data_id))
 
     def set_grant(self, data_id: str, kind: str, name: str, level: int) -> None:
         """Grant ``level`` (1-3) to a user or group; level 0 removes the grant."""
         with self._tx() as c:
             if level == 0:
-                c.execute(
-                    "DELETE FROM grants WHERE data_id = ? AND kind = ? AND name = ?", (data_id, kind, name)
-                )
+                c.execute("DELETE FROM grants WHERE data_id = ? AND kind = ? AND name = ?", (data_id, kind, name))
             else:
                 c.execute(
                     "INSERT INTO grants VALUES (?, ?, ?, ?) ON CONFLICT (data_id, kind, name) "
@@ -605,9 +591,7 @@ class Store:
         marks = ",".join("?" * len(statuses))
         return [
             _job(r)
-            for r in self._query(
-                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created", tuple(statuses)
-            )
+            for r in self._query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created", tuple(statuses))
         ]
 
     def update_job(self, job_id: str, **fields: Any) -> None:

@@ -26,33 +26,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import xxhash
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from flowxfer.protocol import checksum_of, filename_problem, format_checksum, new_hasher, parse_checksum
+from flowxfer.protocol import filename_problem, format_checksum, new_hasher, parse_checksum
 
 from ._config import MULTIPART_OVERHEAD
 from ._http import ApiError, bad_request, json_response, not_found
 from ._ids import is_id, new_id
-from ._state import State, charge, state_of, user_of
+from ._multipart import MultipartError, MultipartParser, boundary_of, header_params
+from ._state import State, charge, user_of
 from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
 from ._unpack import UnpackError, UnpackLimits, unpack
 
 T = TypeVar("T")
+log = logging.getLogger("flowxfer.server.uploads")
 
 #: Bytes handed to a worker thread per write: large enough that thread hops
 #: cost nothing next to the copy, small enough to bound memory per request.
 WRITE_BLOCK = 1024 * 1024
-#: Bytes asked of the multipart reader per call.
-READ_BLOCK = 256 * 1024
 
 _BOOL_WORDS = {
     "true": True,
@@ -111,6 +112,12 @@ def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) 
             size -= len(block)
 
 
+def _malformed(exc: Exception) -> NoReturn:
+    """aiohttp's multipart reader fails in many ways (ValueError, AssertionError, lost connections)."""
+    log.info("upload body refused: %s: %s", type(exc).__name__, exc)
+    bad_request("malformed multipart body (or the connection was lost)")
+
+
 @dataclass
 class _Meta:
     """The validated form fields of one chunk."""
@@ -144,7 +151,6 @@ class _Target:
 class _Received:
     size: int = 0
     checksum: str = ""
-    spool: Path | None = None
 
 
 @dataclass
@@ -156,6 +162,67 @@ class _Chunk:
     target: _Target | None = None
     received: _Received | None = None
     tree_tmp: Path | None = None
+    spool: Path | None = None
+    spool_fd: int = -1
+
+
+class _Sink:
+    """Writes a blob's blocks at increasing offsets in a worker thread, one write in flight.
+
+    Each block is hashed (chunk hasher, and the running whole-file hasher if
+    any) in the same thread call that writes it, so every byte is read from
+    memory once for hashing and once for the kernel.
+    """
+
+    def __init__(self, manager: UploadManager, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool) -> None:
+        self._manager = manager
+        self._fd = fd
+        self._offset = offset
+        self._hashers = hashers
+        self._fsync = fsync
+        self._pending: asyncio.Future[None] | None = None
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self.size = 0
+
+    async def feed(self, block: bytes) -> None:
+        self.size += len(block)
+        limit = self._manager.config.max_chunk_size
+        if self.size > limit:
+            raise ApiError(413, f"chunk larger than the limit of {limit} bytes")
+        self._buffer.append(block)
+        self._buffered += len(block)
+        if self._buffered >= WRITE_BLOCK:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        if not self._buffer:
+            return
+        block = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+        self._buffer = []
+        self._buffered = 0
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(
+            self._manager.state.io, _pwrite_all, self._fd, block, self._offset, self._hashers
+        )
+        self._offset += len(block)
+
+    async def finish(self) -> _Received:
+        try:
+            await self._flush()
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                await pending
+        finally:
+            if self._pending is not None:
+                with contextlib.suppress(Exception):
+                    await self._pending
+        if self._fsync:
+            await self._manager._io(os.fdatasync, self._fd)
+        return _Received(self.size, format_checksum(self._hashers[0].hexdigest()))
 
 
 class UploadManager:
@@ -181,75 +248,103 @@ class UploadManager:
         limit = self.config.max_chunk_size
         if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
             raise ApiError(413, f"request body larger than the chunk limit of {limit} bytes")
-        if request.content_type != "multipart/form-data":
-            bad_request("POST /upload takes multipart/form-data")
+        try:
+            boundary = boundary_of(request.headers.get("Content-Type", ""))
+        except MultipartError as exc:
+            bad_request(f"POST /upload takes multipart/form-data: {exc}")
         chunk = _Chunk()
         try:
-            try:
-                reader = await request.multipart()
-            except ApiError:
-                raise
-            except Exception:
-                bad_request("malformed multipart body")
-            await self._read_parts(request, user, reader, chunk)
+            await self._read_body(request, user, boundary, chunk)
             return await self._finish(request, user, chunk)
         finally:
             await self._release(chunk)
 
-    async def _read_parts(self, request: web.Request, user: str, reader: Any, chunk: _Chunk) -> None:
-        parts = 0
+    async def _read_body(self, request: web.Request, user: str, boundary: str, chunk: _Chunk) -> None:
+        """Feed the body through the multipart parser, streaming the blob as it comes."""
+        config = self.config
+        parser = MultipartParser(boundary, max_parts=config.max_form_parts)
+        body_limit = config.max_chunk_size + MULTIPART_OVERHEAD
+        total = 0
+        field_name: str | None = None
+        field_value = bytearray()
+        sink: _Sink | None = None
+        stream = request.content
         while True:
             try:
-                part = await reader.next()
-            except Exception:
-                bad_request("malformed multipart body")
-            if part is None:
-                return
-            parts += 1
-            if parts > self.config.max_form_parts:
-                bad_request(f"more than {self.config.max_form_parts} form parts")
-            if not isinstance(part, BodyPartReader):
-                bad_request("nested multipart bodies are not accepted")
-            encoding = (part.headers.get("Content-Transfer-Encoding") or "binary").lower()
-            if encoding not in ("binary", "8bit", "7bit"):
-                bad_request(f"Content-Transfer-Encoding {encoding} is not accepted")
-            name = part.name or ""
-            if name == "blob":
-                if chunk.blob_seen:
-                    bad_request("more than one blob")
-                chunk.blob_seen = True
-                if {"filename", "expected_file_size", "data"} <= chunk.fields.keys():
-                    # Metadata came first (flowbio and our engine send it so):
-                    # stream straight into the partial file at the held offset.
-                    meta = self._meta(chunk.fields)
-                    chunk.target = await self._open_target(request, user, meta)
-                    chunk.received = await self._receive(part, chunk.target)
-                else:
-                    chunk.received = await self._spool(part)
-            else:
-                if name in chunk.fields:
-                    bad_request(f"form field {name!r} given twice")
-                chunk.fields[name] = await self._read_field(part, name)
+                data = await stream.readany()
+            except Exception as exc:
+                _malformed(exc)
+            if not data:
+                break
+            total += len(data)
+            if total > body_limit:
+                raise ApiError(413, f"request body larger than the chunk limit of {config.max_chunk_size} bytes")
+            try:
+                events = parser.feed(data)
+            except MultipartError as exc:
+                _malformed(exc)
+            for event in events:
+                kind = event[0]
+                if kind == "data":
+                    if sink is not None:
+                        await sink.feed(event[1])
+                    else:
+                        field_value += event[1]
+                        if len(field_value) > config.max_form_field_bytes:
+                            bad_request(
+                                f"form field {str(field_name)[:40]!r} longer than {config.max_form_field_bytes} bytes"
+                            )
+                elif kind == "start":
+                    field_name, sink = await self._start_part(request, user, chunk, event[1])
+                    field_value = bytearray()
+                elif kind == "end":
+                    if sink is not None:
+                        chunk.received = await sink.finish()
+                        sink = None
+                    else:
+                        assert field_name is not None
+                        try:
+                            chunk.fields[field_name] = field_value.decode("utf-8")
+                        except UnicodeDecodeError:
+                            bad_request(f"form field {field_name[:40]!r} is not UTF-8")
+        try:
+            parser.close()
+        except MultipartError as exc:
+            _malformed(exc)
 
-    async def _read_field(self, part: BodyPartReader, name: str) -> str:
-        cap = self.config.max_form_field_bytes
-        value = bytearray()
-        try:
-            while True:
-                block = await part.read_chunk(4096)
-                if not block:
-                    break
-                value += block
-                if len(value) > cap:
-                    bad_request(f"form field {name[:40]!r} longer than {cap} bytes")
-        except ApiError:
-            raise
-        except Exception:
-            bad_request("malformed multipart body")
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            bad_request(f"form field {name[:40]!r} is not UTF-8")
+    async def _start_part(
+        self, request: web.Request, user: str, chunk: _Chunk, headers: dict[str, str]
+    ) -> tuple[str | None, _Sink | None]:
+        """A new part: a form field (its name) or the blob (a sink to stream it into)."""
+        encoding = headers.get("content-transfer-encoding", "binary").lower()
+        if encoding not in ("binary", "8bit", "7bit"):
+            bad_request(f"Content-Transfer-Encoding {encoding} is not accepted")
+        disposition = headers.get("content-disposition", "")
+        if not disposition.lower().startswith("form-data"):
+            bad_request("every part needs Content-Disposition: form-data")
+        name = header_params(disposition).get("name")
+        if not name:
+            bad_request("a form part has no name")
+        if name != "blob":
+            if name in chunk.fields:
+                bad_request(f"form field {name[:40]!r} given twice")
+            return name, None
+        if chunk.blob_seen:
+            bad_request("more than one blob")
+        chunk.blob_seen = True
+        if {"filename", "expected_file_size", "data"} <= chunk.fields.keys():
+            # Metadata came first (flowbio and our engine send it so): stream
+            # straight into the partial file at the held offset.
+            meta = self._meta(chunk.fields)
+            chunk.target = target = await self._open_target(request, user, meta)
+            hashers = (new_hasher(),) if target.file_hasher is None else (new_hasher(), target.file_hasher)
+            return None, _Sink(self, target.fd, target.offset, hashers, fsync=True)
+        # Not yet known where the bytes belong: keep them aside until it is.
+        path = self.layout.spool / new_id()
+        chunk.spool = path
+        fd = await self._io(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        chunk.spool_fd = fd
+        return None, _Sink(self, fd, 0, (new_hasher(),), fsync=False)
 
     def _meta(self, fields: dict[str, str]) -> _Meta:
         filename = fields.get("filename")
@@ -321,28 +416,32 @@ class UploadManager:
         charge(request, "upload", count=False)
         lock = self._locks.setdefault(data_id, asyncio.Lock())
         await lock.acquire()
-        target = _Target(data_id, self.layout.partial / data_id, 0, False, None, lock=lock)
-        # Re-read under the lock: a concurrent chunk may have moved the upload on.
-        row = await self.store.run(self.store.get_data, data_id)
-        assert row is not None
-        target.row = row
-        if row.state == FAILED:
-            bad_request(f"upload failed: {row.error}")
-        if row.state != UPLOADING:
-            raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
-        if meta.offset != row.size:
-            raise ApiError(
-                400,
-                f"offset mismatch: the server holds {row.size} bytes of this upload",
-                expected_file_size=row.size,
-            )
-        if meta.filename != row.filename:
-            bad_request(f"filename differs from the upload's ({row.filename})")
-        target.offset = row.size
-        target.fd = await self._io(self._open_existing, target.path, row.size)
-        fed = self._hashers.get(data_id)
-        if fed is not None and fed[0] == row.size:
-            target.file_hasher = fed[1].copy()
+        try:
+            target = _Target(data_id, self.layout.partial / data_id, 0, False, None, lock=lock)
+            # Re-read under the lock: a concurrent chunk may have moved the upload on.
+            row = await self.store.run(self.store.get_data, data_id)
+            assert row is not None
+            target.row = row
+            if row.state == FAILED:
+                bad_request(f"upload failed: {row.error}")
+            if row.state != UPLOADING:
+                raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
+            if meta.offset != row.size:
+                raise ApiError(
+                    400,
+                    f"offset mismatch: the server holds {row.size} bytes of this upload",
+                    expected_file_size=row.size,
+                )
+            if meta.filename != row.filename:
+                bad_request(f"filename differs from the upload's ({row.filename})")
+            target.offset = row.size
+            target.fd = await self._io(self._open_existing, target.path, row.size)
+            fed = self._hashers.get(data_id)
+            if fed is not None and fed[0] == row.size:
+                target.file_hasher = fed[1].copy()
+        except BaseException:
+            lock.release()
+            raise
         return target
 
     @staticmethod
@@ -364,63 +463,6 @@ class UploadManager:
             raise
         return fd
 
-    async def _stream(self, part: BodyPartReader, fd: int, offset: int, hashers: tuple[Any, ...]) -> int:
-        """Copy the part's bytes to ``fd`` at ``offset``; the byte count. One write in flight at a time."""
-        limit = self.config.max_chunk_size
-        loop = asyncio.get_running_loop()
-        pending: asyncio.Future[None] | None = None
-        buffer = bytearray()
-        total = 0
-        try:
-            while True:
-                try:
-                    block = await part.read_chunk(READ_BLOCK)
-                except Exception:
-                    bad_request("malformed multipart body or connection lost")
-                if block:
-                    total += len(block)
-                    if total > limit:
-                        raise ApiError(413, f"chunk larger than the limit of {limit} bytes")
-                    buffer += block
-                if buffer and (len(buffer) >= WRITE_BLOCK or not block):
-                    if pending is not None:
-                        await pending
-                    pending = loop.run_in_executor(
-                        self.state.io, _pwrite_all, fd, bytes(buffer), offset, hashers
-                    )
-                    offset += len(buffer)
-                    buffer = bytearray()
-                if not block:
-                    break
-            if pending is not None:
-                await pending
-                pending = None
-        finally:
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
-        return total
-
-    async def _receive(self, part: BodyPartReader, target: _Target) -> _Received:
-        chunk_hasher = new_hasher()
-        hashers = (chunk_hasher,) if target.file_hasher is None else (chunk_hasher, target.file_hasher)
-        size = await self._stream(part, target.fd, target.offset, hashers)
-        await self._io(os.fdatasync, target.fd)
-        return _Received(size, format_checksum(chunk_hasher.hexdigest()))
-
-    async def _spool(self, part: BodyPartReader) -> _Received:
-        """Metadata not yet known: keep the blob aside until it is."""
-        path = self.layout.spool / new_id()
-        received = _Received(spool=path)
-        fd = await self._io(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            chunk_hasher = new_hasher()
-            received.size = await self._stream(part, fd, 0, (chunk_hasher,))
-            received.checksum = format_checksum(chunk_hasher.hexdigest())
-        finally:
-            await self._io(os.close, fd)
-        return received
-
     # --- after the body ---------------------------------------------------------
 
     async def _finish(self, request: web.Request, user: str, chunk: _Chunk) -> web.StreamResponse:
@@ -429,12 +471,12 @@ class UploadManager:
             bad_request("blob is required")
         received = chunk.received
         if chunk.target is None:
+            assert chunk.spool is not None
+            await self._io(os.close, chunk.spool_fd)
+            chunk.spool_fd = -1
             chunk.target = await self._open_target(request, user, meta)
             target = chunk.target
-            assert received.spool is not None
-            await self._io(
-                _copy_spool, received.spool, target.fd, target.offset, received.size, target.file_hasher
-            )
+            await self._io(_copy_spool, chunk.spool, target.fd, target.offset, received.size, target.file_hasher)
             await self._io(os.fdatasync, target.fd)
         target = chunk.target
         if received.size == 0 and not meta.is_last:
@@ -452,9 +494,7 @@ class UploadManager:
                 # The running hasher was lost (restart): read the file once, in a thread.
                 final_checksum = await self._io(hash_file, target.path, new_size)
             if meta.file_checksum is not None and meta.file_checksum != final_checksum:
-                raise ApiError(
-                    422, "file checksum mismatch", expected=meta.file_checksum, received=final_checksum
-                )
+                raise ApiError(422, "file checksum mismatch", expected=meta.file_checksum, received=final_checksum)
             if is_directory:
                 chunk.tree_tmp = self.layout.trees / f"{target.data_id}.tmp"
                 tree = await self._unpack(target.path, chunk.tree_tmp)
@@ -522,8 +562,10 @@ class UploadManager:
         """Undo whatever an unfinished request left: torn tail, spool, temp tree, fd, lock."""
         target = chunk.target
         try:
-            if chunk.received is not None and chunk.received.spool is not None:
-                await self._io(self._unlink, chunk.received.spool)
+            if chunk.spool_fd >= 0:
+                await self._io(os.close, chunk.spool_fd)
+            if chunk.spool is not None:
+                await self._io(self._unlink, chunk.spool)
             if chunk.tree_tmp is not None:
                 await self._io(shutil.rmtree, chunk.tree_tmp, True)
             if target is not None and target.fd >= 0:
@@ -638,6 +680,3 @@ def upload_routes(state: State) -> list[web.RouteDef]:
     if state.config.extensions:
         routes.append(web.get("/upload/{data_id}", manager.get_upload, name="upload_status"))
     return routes
-
-
-__all__ = ["UploadManager", "upload_routes", "hash_file", "fsync_dir", "checksum_of", "state_of"]

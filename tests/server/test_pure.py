@@ -1,0 +1,154 @@
+"""The server's pure logic, tested directly: multipart parsing, ranges, archive names, budgets, paths."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowxfer.protocol import RateLimit
+from flowxfer.server._downloads import plan_response
+from flowxfer.server._jobs import unique_archive_names
+from flowxfer.server._multipart import MultipartError, MultipartParser, boundary_of
+from flowxfer.server._ratelimit import RateLimiter
+from flowxfer.server._unpack import member_path_problem
+
+BOUNDARY = "----flowxferTestBoundary7MA4YWxk"
+
+
+def _body(parts: list[tuple[str, bytes]]) -> bytes:
+    out = b""
+    for name, value in parts:
+        out += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").encode() + value + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+def _parse(body: bytes, cuts: list[int]) -> list[tuple[dict[str, str], bytes]]:
+    parser = MultipartParser(BOUNDARY)
+    parts: list[tuple[dict[str, str], bytes]] = []
+    points = sorted({c % (len(body) + 1) for c in cuts}) + [len(body)]
+    previous = 0
+    for point in points:
+        for event in parser.feed(body[previous:point]):
+            if event[0] == "start":
+                parts.append((event[1], b""))
+            elif event[0] == "data":
+                parts[-1] = (parts[-1][0], parts[-1][1] + event[1])
+        previous = point
+    parser.close()
+    return parts
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=4), st.lists(st.integers(0, 10_000), max_size=20))
+def test_multipart_parses_the_same_however_the_body_is_cut(values: list[bytes], cuts: list[int]) -> None:
+    # Values that contain the delimiter itself are what a real client would never send.
+    values = [v.replace(BOUNDARY.encode(), b"x") for v in values]
+    body = _body([(f"f{i}", v) for i, v in enumerate(values)])
+    parsed = _parse(body, cuts)
+    assert [p[1] for p in parsed] == values
+    assert [p[0]["content-disposition"] for p in parsed] == [f'form-data; name="f{i}"' for i in range(len(values))]
+
+
+@pytest.mark.parametrize("body", [
+    b"no delimiter here at all" * 400,
+    f"--{BOUNDARY}\r\nBroken header line\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
+    f"--{BOUNDARY}junk\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
+])
+def test_multipart_refuses_garbage(body: bytes) -> None:
+    parser = MultipartParser(BOUNDARY)
+    with pytest.raises(MultipartError):
+        parser.feed(body)
+        parser.close()
+
+
+def test_multipart_refuses_truncation_and_too_many_parts() -> None:
+    body = _body([("a", b"1")])
+    parser = MultipartParser(BOUNDARY)
+    parser.feed(body[:-10])
+    with pytest.raises(MultipartError):
+        parser.close()
+    with pytest.raises(MultipartError):
+        MultipartParser(BOUNDARY, max_parts=2).feed(_body([("a", b"1"), ("b", b"2"), ("c", b"3")]))
+
+
+def test_boundary_of() -> None:
+    assert boundary_of(f"multipart/form-data; boundary={BOUNDARY}") == BOUNDARY
+    assert boundary_of('multipart/form-data; boundary="a b"') == "a b"
+    for bad in ("application/json", "multipart/form-data", "multipart/form-data; boundary=" + "x" * 71):
+        with pytest.raises(MultipartError):
+            boundary_of(bad)
+
+
+ETAG = '"abc"'
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, (200, 0, 100)),
+    ("bytes=0-9", (206, 0, 10)),
+    ("bytes=90-", (206, 90, 10)),
+    ("bytes=-5", (206, 95, 5)),
+    ("bytes=-500", (206, 0, 100)),
+    ("bytes=50-1000", (206, 50, 50)),
+    ("bytes=100-", (416, 0, 0)),
+    ("bytes=9-3", (416, 0, 0)),
+    ("bytes=abc", (416, 0, 0)),
+    ("items=0-1", (416, 0, 0)),
+    ("bytes=0-1,5-6", (416, 0, 0)),
+    ("bytes=-0", (416, 0, 0)),
+])
+def test_plan_response_ranges(header: str | None, expected: tuple[int, int, int]) -> None:
+    plan = plan_response(100, ETAG, 1_700_000_000.0, header, None, None)
+    assert (plan.status, plan.start, plan.count) == expected
+
+
+def test_plan_response_conditionals() -> None:
+    assert plan_response(100, ETAG, 0, "bytes=0-9", ETAG, None).status == 206
+    assert plan_response(100, ETAG, 0, "bytes=0-9", '"other"', None).status == 200
+    assert plan_response(100, ETAG, 0, "bytes=0-9", "W/" + ETAG, None).status == 200
+    assert plan_response(100, ETAG, 1_700_000_000, "bytes=0-9", "Tue, 14 Nov 2023 22:13:20 GMT", None).status == 206
+    assert plan_response(100, ETAG, 1_700_000_000, "bytes=0-9", "Mon, 13 Nov 2023 22:13:20 GMT", None).status == 200
+    assert plan_response(100, ETAG, 0, "bytes=0-9", "garbage", None).status == 200
+    assert plan_response(100, ETAG, 0, None, None, ETAG).status == 304
+    assert plan_response(100, ETAG, 0, None, None, '"x", ' + ETAG).status == 304
+    assert plan_response(0, ETAG, 0, None, None, None).status == 200
+    assert plan_response(0, ETAG, 0, "bytes=0-", None, None).status == 416
+
+
+def test_unique_archive_names() -> None:
+    items = [("1", "reads.fastq.gz"), ("2", "reads.fastq.gz"), ("3", "READS.fastq.gz"), ("4", "x"), ("5", "x"),
+             ("6", ".hidden"), ("7", ".hidden")]
+    assert unique_archive_names(items) == ["reads.fastq.gz", "reads (2).fastq.gz", "READS (3).fastq.gz", "x",
+                                           "x (5)", ".hidden", ".hidden (7)"]
+
+
+@given(st.lists(st.tuples(st.integers(1, 9).map(str), st.sampled_from(["a.txt", "A.txt", "b", "a (1).txt"])),
+                max_size=12, unique_by=lambda t: t[0]))
+def test_unique_archive_names_are_unique(items: list[tuple[str, str]]) -> None:
+    names = unique_archive_names(items)
+    assert len({n.casefold() for n in names}) == len(names)
+
+
+def test_rate_limiter_windows() -> None:
+    now = [1000.0]
+    limiter = RateLimiter({"download": RateLimit(3, 10.0)}, lambda: now[0])
+    assert limiter.hit("u", "api") is None  # unlimited class
+    decisions = [limiter.hit("u", "download") for _ in range(4)]
+    assert [d.allowed for d in decisions if d] == [True, True, True, False]
+    assert [d.remaining for d in decisions if d] == [2, 1, 0, 0]
+    assert decisions[3] is not None and decisions[3].retry_after == 10 and decisions[3].reset == 1010.0
+    assert limiter.hit("other", "download").allowed  # type: ignore[union-attr]
+    peek = limiter.peek("u", "download")
+    assert peek is not None and peek.remaining == 0 and peek.allowed
+    now[0] = 1010.0
+    refilled = limiter.hit("u", "download")
+    assert refilled is not None and refilled.allowed and refilled.remaining == 2 and refilled.reset == 1020.0
+    assert refilled.headers() == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1020"}
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("run/a.txt", True), ("./run/b", True), ("dir/", True), ("with space.txt", True),
+    ("/etc/passwd", False), ("../x", False), ("a/../../x", False), ("C:/x", False), ("a\\b", False),
+    ("nul\x00", False), ("", False), ("a/" * 70 + "x", False), ("x" * 256, False),
+])
+def test_member_path_problem(name: str, ok: bool) -> None:
+    assert (member_path_problem(name) is None) == ok

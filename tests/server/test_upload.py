@@ -1,0 +1,222 @@
+"""The chunked upload protocol: offsets, checksums, visibility, directories, spooling, resume."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import aiohttp
+
+from flowxfer.protocol import checksum_of
+from tests.server.conftest import Api
+from tests.support.server import RunningServer, running_server
+
+
+async def test_chunks_with_checksums_build_the_chunk_map(api: Api) -> None:
+    data = os.urandom(200_000)
+    data_id = await api.upload("alice", data, "reads.fastq.gz", chunk_size=64 * 1024)
+    meta = (await api.call("GET", f"/data/{data_id}", "alice")).json()
+    assert meta["size"] == len(data) and meta["filename"] == "reads.fastq.gz"
+    assert meta["checksum"] == checksum_of(data)
+    chunks = (await api.call("GET", f"/data/{data_id}/chunks", "alice")).json()
+    assert chunks["checksum"] == checksum_of(data)
+    assert [(c["offset"], c["size"]) for c in chunks["chunks"]] == [(0, 65536), (65536, 65536), (131072, 65536),
+                                                                      (196608, 3392)]
+    for c in chunks["chunks"]:
+        assert c["checksum"] == checksum_of(data[c["offset"]:c["offset"] + c["size"]])
+    got = await api.call("GET", f"/downloads/{data_id}/reads.fastq.gz", "alice")
+    assert got.status == 200 and got.body == data
+
+
+async def test_chunk_map_computed_without_client_checksums(api: Api) -> None:
+    data = os.urandom(150_000)
+    data_id = await api.upload("alice", data, chunk_size=100_000, checksums=False)
+    chunks = (await api.call("GET", f"/data/{data_id}/chunks", "alice")).json()
+    assert [c["checksum"] for c in chunks["chunks"]] == [checksum_of(data[:100_000]), checksum_of(data[100_000:])]
+
+
+async def test_checksum_mismatch_is_422_and_nothing_is_stored(api: Api) -> None:
+    first = await api.chunk("alice", b"a" * 1000, extra={"checksum": checksum_of(b"a" * 1000)})
+    data_id = first.json()["id"]
+    bad = await api.chunk("alice", b"b" * 1000, offset=1000, data_id=data_id,
+                          extra={"checksum": checksum_of(b"c" * 1000)})
+    assert bad.status == 422 and bad.json()["error"] == "checksum mismatch"
+    status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+    assert status["size"] == 1000 and len(status["chunks"]) == 1 and status["is_ready"] is False
+    # The same offset is still open, and a good chunk finishes the upload.
+    ok = await api.chunk("alice", b"b" * 1000, offset=1000, data_id=data_id, is_last=True,
+                         extra={"checksum": checksum_of(b"b" * 1000),
+                                "file_checksum": checksum_of(b"a" * 1000 + b"b" * 1000)})
+    assert ok.status == 200 and ok.json()["is_ready"] is True
+    got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
+    assert got.body == b"a" * 1000 + b"b" * 1000
+
+
+async def test_file_checksum_mismatch_is_422_and_upload_stays_open(api: Api) -> None:
+    first = await api.chunk("alice", b"x" * 10)
+    data_id = first.json()["id"]
+    bad = await api.chunk("alice", b"y" * 10, offset=10, data_id=data_id, is_last=True,
+                          extra={"file_checksum": checksum_of(b"nope")})
+    assert bad.status == 422 and bad.json()["error"] == "file checksum mismatch"
+    assert (await api.call("GET", f"/data/{data_id}", "alice")).status == 404
+    assert (await api.call("GET", f"/upload/{data_id}", "alice")).json()["size"] == 10
+
+
+async def test_offset_mismatch_reports_what_is_held(api: Api) -> None:
+    first = await api.chunk("alice", b"x" * 100)
+    data_id = first.json()["id"]
+    for wrong in (0, 50, 200):
+        answer = await api.chunk("alice", b"y" * 10, offset=wrong, data_id=data_id)
+        assert answer.status == 400
+        assert answer.json()["expected_file_size"] == 100 and answer.json()["error"]
+    new_at_offset = await api.chunk("alice", b"y", offset=5)
+    assert new_at_offset.status == 400 and new_at_offset.json()["expected_file_size"] == 0
+
+
+async def test_retrying_the_last_chunk_after_completion_reports_the_size(api: Api) -> None:
+    data_id = await api.upload("alice", b"z" * 100, chunk_size=60)
+    again = await api.chunk("alice", b"z" * 40, offset=60, data_id=data_id, is_last=True)
+    assert again.status == 400 and again.json()["expected_file_size"] == 100
+
+
+async def test_unfinished_upload_is_invisible(api: Api) -> None:
+    first = await api.chunk("alice", b"x" * 100, filename="hidden.txt")
+    data_id = first.json()["id"]
+    assert first.json()["is_ready"] is False
+    assert (await api.call("GET", f"/data/{data_id}", "alice")).status == 404
+    assert (await api.call("GET", f"/downloads/{data_id}/hidden.txt", "alice")).status == 404
+    assert (await api.call("GET", "/data/search?filename=hidden", "alice")).json()["count"] == 0
+    assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
+    assert (await api.call("POST", "/downloads", "alice", json={"data_ids": [data_id]})).status == 404
+
+
+async def test_empty_file_and_exact_multiple(api: Api) -> None:
+    empty = await api.chunk("alice", b"", filename="empty.txt", is_last=True)
+    assert empty.status == 200 and empty.json()["size"] == 0 and empty.json()["is_ready"]
+    data_id = empty.json()["id"]
+    got = await api.call("GET", f"/downloads/{data_id}/empty.txt", "alice")
+    assert got.status == 200 and got.body == b""
+    assert (await api.call("GET", f"/data/{data_id}/chunks", "alice")).json()["chunks"] == []
+    data = os.urandom(3 * 4096)
+    exact = await api.upload("alice", data, "exact.bin", chunk_size=4096)
+    assert (await api.call("GET", f"/downloads/{exact}/exact.bin", "alice")).body == data
+
+
+async def test_blob_before_fields_is_spooled(api: Api, server: RunningServer) -> None:
+    first = await api.chunk("alice", b"a" * 5000, blob_first=True)
+    assert first.status == 200
+    data_id = first.json()["id"]
+    second = await api.chunk("alice", b"b" * 5000, offset=5000, data_id=data_id, is_last=True, blob_first=True,
+                             extra={"checksum": checksum_of(b"b" * 5000)})
+    assert second.status == 200 and second.json()["is_ready"]
+    got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
+    assert got.body == b"a" * 5000 + b"b" * 5000
+    assert not list((server.root / "spool").iterdir())
+
+
+async def test_running_hasher_lost_on_restart_is_recomputed(server_root: Path, http: aiohttp.ClientSession) -> None:
+    data = os.urandom(300_000)
+    async with running_server(server_root) as srv:
+        api = Api(http, srv.base_url, srv.users)
+        first = await api.chunk("alice", data[:100_000])
+        data_id = first.json()["id"]
+    async with running_server(server_root) as srv:
+        api = Api(http, srv.base_url, srv.users)
+        status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+        assert status["size"] == 100_000
+        done = await api.chunk("alice", data[100_000:], offset=100_000, data_id=data_id, is_last=True,
+                               extra={"file_checksum": checksum_of(data)})
+        assert done.status == 200 and done.json()["checksum"] == checksum_of(data)
+        assert (await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")).body == data
+
+
+def _zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _tar_bytes(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tf:  # type: ignore[call-overload]
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tf.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+async def test_directory_uploads_are_unpacked_and_listed(api: Api, server: RunningServer) -> None:
+    files = {"run/a.txt": b"alpha", "run/sub/b.txt": b"beta" * 1000, "run/c d.txt": b""}
+    for archive, name in ((_zip_bytes(files), "run.zip"), (_tar_bytes(files), "run.tar.gz"),
+                          (_tar_bytes(files, "w"), "run.tar")):
+        data_id = await api.upload("alice", archive, name, chunk_size=1000, extra={"is_directory": "true"})
+        meta = (await api.call("GET", f"/data/{data_id}", "alice")).json()
+        assert meta["is_directory"] is True and meta["size"] == len(archive)
+        listing = (await api.call("GET", f"/data/{data_id}/files", "alice")).json()
+        assert listing["count"] == 3
+        assert {f["path"]: (f["size"], f["checksum"]) for f in listing["files"]} == {
+            p: (len(c), checksum_of(c)) for p, c in files.items()}
+        page = (await api.call("GET", f"/data/{data_id}/files?limit=1&offset=1", "alice")).json()
+        assert [f["path"] for f in page["files"]] == ["run/c d.txt"]
+        # The archive bytes stay the data's content.
+        assert (await api.call("GET", f"/downloads/{data_id}/{name}", "alice")).body == archive
+        assert (server.root / "trees" / data_id / "run" / "sub" / "b.txt").read_bytes() == b"beta" * 1000
+    plain = await api.upload("alice", b"plain", "plain.txt")
+    assert (await api.call("GET", f"/data/{plain}/files", "alice")).status == 404
+
+
+async def test_unsafe_or_broken_archives_are_refused(api: Api, server: RunningServer) -> None:
+    evil_tar = io.BytesIO()
+    with tarfile.open(fileobj=evil_tar, mode="w") as tf:
+        link = tarfile.TarInfo("link")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tf.addfile(link)
+    dup_tar = io.BytesIO()
+    with tarfile.open(fileobj=dup_tar, mode="w") as tf:
+        for content in (b"1", b"2"):
+            info = tarfile.TarInfo("a")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(content))
+    cases = {
+        "dotdot.zip": _zip_bytes({"../escape.txt": b"x"}),
+        "abs.tar": _tar_bytes({"/etc/owned": b"x"}, "w"),
+        "link.tar": evil_tar.getvalue(),
+        "junk.zip": b"this is not an archive",
+        "dup.tar": dup_tar.getvalue(),
+    }
+    for name, archive in cases.items():
+        answer = await api.chunk("alice", archive, filename=name, is_last=True, extra={"is_directory": "true"})
+        assert answer.status == 400, (name, answer.body)
+        assert "unpack" in answer.json()["error"]
+    assert not (server.root / "etc").exists() and not (server.root / "escape.txt").exists()
+    assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
+    assert not [p for p in (server.root / "trees").iterdir()]
+
+
+async def test_zip_bomb_is_refused(server_root: Path, http: aiohttp.ClientSession) -> None:
+    bomb = _zip_bytes({"zeros.bin": b"\0" * (20 * 1024 * 1024)})
+    async with running_server(server_root, max_unpacked_ratio=10.0) as srv:
+        api = Api(http, srv.base_url, srv.users)
+        answer = await api.chunk("alice", bomb, filename="bomb.zip", is_last=True, extra={"is_directory": "true"})
+        assert answer.status == 400 and "more than" in answer.json()["error"]
+
+
+async def test_data_type_is_kept(api: Api) -> None:
+    data_id = await api.upload("alice", b"abc", "counts.tsv", extra={"data_type": "counts"})
+    assert (await api.call("GET", f"/data/{data_id}", "alice")).json()["data_type"] == "counts"
+
+
+async def test_upload_status_is_the_starters_only(api: Api) -> None:
+    first = await api.chunk("alice", b"x" * 10)
+    data_id = first.json()["id"]
+    assert (await api.call("GET", f"/upload/{data_id}", "bob")).status == 404
+    assert (await api.call("GET", "/upload/123", "alice")).status == 404
+    cont = await api.chunk("bob", b"y", offset=10, data_id=data_id)
+    assert cont.status == 404 and "error" in cont.json()
