@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,11 +58,11 @@ class Api:
         fields = {"filename": filename, "expected_file_size": str(offset), "is_last": "true" if is_last else "false",
                   "data": data_id, **(extra or {})}
         if blob_first:
-            form.add_field("blob", blob, filename=filename, content_type="application/octet-stream")
+            form.add_field("blob", io.BytesIO(blob), filename=filename, content_type="application/octet-stream")
         for name, value in fields.items():
             form.add_field(name, value)
         if not blob_first:
-            form.add_field("blob", blob, filename=filename, content_type="application/octet-stream")
+            form.add_field("blob", io.BytesIO(blob), filename=filename, content_type="application/octet-stream")
         headers = {"Authorization": f"Bearer {token}"} if token else None
         return await self.call("POST", "/upload", user, data=form, headers=headers)
 
