@@ -256,11 +256,11 @@ def build_app(state: State) -> web.Application:
     state.uploads = UploadManager(state)
     state.jobs = JobManager(state)
     state.regex = RegexWorker(config.pattern_timeout)
-    routes = [web.post("/login", login, name="login"), web.get("/token", refresh_token, name="token")]
+    routes = [web.post("/login", login, name="login"), web.get("/token", refresh_token, name="token", allow_head=False)]
     if config.extensions:
         routes += [
-            web.get("/capabilities", capabilities, name="capabilities"),
-            web.get("/openapi.json", openapi, name="openapi"),
+            web.get("/capabilities", capabilities, name="capabilities", allow_head=False),
+            web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
     routes += upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
     app.add_routes(routes)

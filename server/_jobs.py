@@ -305,7 +305,7 @@ def job_routes(state: State) -> list[web.RouteDef]:
     jobs = state.jobs
     return [
         web.post("/downloads", jobs.create, name="job_create"),
-        web.get("/downloads/jobs/{job_id}", jobs.status, name="job_status"),
+        web.get("/downloads/jobs/{job_id}", jobs.status, name="job_status", allow_head=False),
         web.get("/downloads/jobs/{job_id}/{name}", jobs.archive, name="job_archive"),
     ]
 

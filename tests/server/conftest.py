@@ -42,8 +42,9 @@ class Api:
             self.tokens[user] = answer.json()["token"]
         return self.tokens[user]
 
-    async def call(self, method: str, path: str, user: str | None = None, *, headers: dict[str, str] | None = None,
-                   **kwargs: Any) -> Answer:
+    async def call(
+        self, method: str, path: str, user: str | None = None, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Answer:
         hdrs = dict(headers or {})
         if user is not None:
             hdrs["Authorization"] = f"Bearer {await self.token(user)}"
@@ -51,36 +52,60 @@ class Api:
         async with self.session.request(method, url, headers=hdrs, **kwargs) as resp:
             return Answer(resp.status, resp.headers, await resp.read())
 
-    async def chunk(self, user: str | None, blob: bytes, *, filename: str = "f.bin", offset: int = 0,
-                    data_id: str = "", is_last: bool = False, extra: dict[str, str] | None = None,
-                    blob_first: bool = False, token: str | None = None) -> Answer:
+    async def chunk(
+        self,
+        user: str | None,
+        blob: bytes,
+        *,
+        filename: str = "f.bin",
+        offset: int = 0,
+        data_id: str = "",
+        is_last: bool = False,
+        extra: dict[str, str] | None = None,
+        blob_first: bool = False,
+        token: str | None = None,
+    ) -> Answer:
         form = aiohttp.FormData()
-        fields = {"filename": filename, "expected_file_size": str(offset), "is_last": "true" if is_last else "false",
-                  "data": data_id, **(extra or {})}
+        fields = {
+            "filename": filename,
+            "expected_file_size": str(offset),
+            "is_last": "true" if is_last else "false",
+            "data": data_id,
+            **(extra or {}),
+        }
         if blob_first:
-            form.add_field("blob", io.BytesIO(blob), filename=filename, content_type="application/octet-stream")
+            form.add_field("blob", io.BytesIO(blob), filename="blob", content_type="application/octet-stream")
         for name, value in fields.items():
             form.add_field(name, value)
         if not blob_first:
-            form.add_field("blob", io.BytesIO(blob), filename=filename, content_type="application/octet-stream")
+            form.add_field("blob", io.BytesIO(blob), filename="blob", content_type="application/octet-stream")
         headers = {"Authorization": f"Bearer {token}"} if token else None
         return await self.call("POST", "/upload", user, data=form, headers=headers)
 
-    async def upload(self, user: str, data: bytes, filename: str = "f.bin", chunk_size: int = 64 * 1024, *,
-                     checksums: bool = True, extra: dict[str, str] | None = None) -> str:
+    async def upload(
+        self,
+        user: str,
+        data: bytes,
+        filename: str = "f.bin",
+        chunk_size: int = 64 * 1024,
+        *,
+        checksums: bool = True,
+        extra: dict[str, str] | None = None,
+    ) -> str:
         """A whole upload; returns the data id."""
         data_id = ""
         offset = 0
         while True:
-            blob = data[offset:offset + chunk_size]
+            blob = data[offset : offset + chunk_size]
             last = offset + len(blob) >= len(data)
             fields = dict(extra or {})
             if checksums:
                 fields["checksum"] = checksum_of(blob)
                 if last:
                     fields["file_checksum"] = checksum_of(data)
-            answer = await self.chunk(user, blob, filename=filename, offset=offset, data_id=data_id, is_last=last,
-                                      extra=fields)
+            answer = await self.chunk(
+                user, blob, filename=filename, offset=offset, data_id=data_id, is_last=last, extra=fields
+            )
             assert answer.status == 200, answer.body
             body = answer.json()
             data_id = body["id"]

@@ -24,9 +24,15 @@ async def test_sigkill_mid_upload_then_restart_and_finish(tmp_path: Path) -> Non
         data_id = ""
         acked = 0
         for i in range(4):
-            blob = data[i * CHUNK:(i + 1) * CHUNK]
-            answer = await api.chunk("alice", blob, filename="big.bin", offset=i * CHUNK, data_id=data_id,
-                                     extra={"checksum": checksum_of(blob)})
+            blob = data[i * CHUNK : (i + 1) * CHUNK]
+            answer = await api.chunk(
+                "alice",
+                blob,
+                filename="big.bin",
+                offset=i * CHUNK,
+                data_id=data_id,
+                extra={"checksum": checksum_of(blob)},
+            )
             assert answer.status == 200
             data_id = answer.json()["id"]
             acked = answer.json()["size"]
@@ -34,15 +40,22 @@ async def test_sigkill_mid_upload_then_restart_and_finish(tmp_path: Path) -> Non
         reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
         token = await api.token("alice")
         boundary = "xxBOUNDARYxx"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"\r\n\r\nbig.bin\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"expected_file_size\"\r\n\r\n{acked}\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{data_id}\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"blob\"; filename=\"big.bin\"\r\n\r\n")
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="filename"\r\n\r\nbig.bin\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="expected_file_size"\r\n\r\n{acked}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="data"\r\n\r\n{data_id}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="blob"; filename="big.bin"\r\n\r\n'
+        )
         body_len = len(head) + CHUNK + len(f"\r\n--{boundary}--\r\n")
-        writer.write((f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                      f"Content-Length: {body_len}\r\n\r\n").encode() + head.encode()
-                     + data[acked:acked + CHUNK // 2])
+        writer.write(
+            (
+                f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {body_len}\r\n\r\n"
+            ).encode()
+            + head.encode()
+            + data[acked : acked + CHUNK // 2]
+        )
         await writer.drain()
         await asyncio.sleep(0.3)  # let the server write part of it into the partial file
         assert proc.proc is not None
@@ -59,18 +72,19 @@ async def test_sigkill_mid_upload_then_restart_and_finish(tmp_path: Path) -> Non
         assert status["size"] == acked and status["is_ready"] is False
         assert [c["offset"] for c in status["chunks"]] == [0, CHUNK, 2 * CHUNK, 3 * CHUNK]
         for c in status["chunks"]:
-            assert c["checksum"] == checksum_of(data[c["offset"]:c["offset"] + c["size"]])
+            assert c["checksum"] == checksum_of(data[c["offset"] : c["offset"] + c["size"]])
         assert (await api.call("GET", f"/data/{data_id}", "alice")).status == 404
         assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
         assert not (root / "data" / data_id).exists()
 
         offset = status["size"]
         while offset < len(data):
-            blob = data[offset:offset + CHUNK]
+            blob = data[offset : offset + CHUNK]
             last = offset + len(blob) == len(data)
             extra = {"checksum": checksum_of(blob)} | ({"file_checksum": checksum_of(data)} if last else {})
-            answer = await api.chunk("alice", blob, filename="big.bin", offset=offset, data_id=data_id,
-                                     is_last=last, extra=extra)
+            answer = await api.chunk(
+                "alice", blob, filename="big.bin", offset=offset, data_id=data_id, is_last=last, extra=extra
+            )
             assert answer.status == 200, answer.body
             offset = answer.json()["size"]
         got = await api.call("GET", f"/downloads/{data_id}/big.bin", "alice")
@@ -96,11 +110,11 @@ async def test_restart_finishes_an_interrupted_finalize(tmp_path: Path) -> None:
     root = tmp_path / "root"
     data = b"finished but not yet moved"
     state = _open_state(ServerConfig(root=root, users=DEFAULT_USERS, scrypt_n=2**10))
-    row = DataRow("123456789012345678", "alice", "late.txt", None, False, True, "uploading", 0, None, 0.0, 0.0,
-                  None)
+    row = DataRow("123456789012345678", "alice", "late.txt", None, False, True, "uploading", 0, None, 0.0, 0.0, None)
     (root / "partial" / row.id).write_bytes(data + b"torn tail")
-    state.store.commit_chunk(row.id, 0, ChunkRow(0, len(data), checksum_of(data)), new=row,
-                             final_checksum=checksum_of(data))
+    state.store.commit_chunk(
+        row.id, 0, ChunkRow(0, len(data), checksum_of(data)), new=row, final_checksum=checksum_of(data)
+    )
     (root / "partial" / row.id).write_bytes(data)
     state.store.close()
     state.io.shutdown()

@@ -25,8 +25,12 @@ async def test_ranges_and_headers(api: Api) -> None:
     assert whole.headers["X-Checksum"] == checksum_of(data)
     assert whole.headers["Content-Disposition"].startswith('attachment; filename="r1.fastq.gz"')
     etag = whole.headers["ETag"]
-    for header, expected in (("bytes=0-99", data[:100]), ("bytes=99990-", data[99990:]), ("bytes=-10", data[-10:]),
-                             ("bytes=50000-999999", data[50000:])):
+    for header, expected in (
+        ("bytes=0-99", data[:100]),
+        ("bytes=99990-", data[99990:]),
+        ("bytes=-10", data[-10:]),
+        ("bytes=50000-999999", data[50000:]),
+    ):
         part = await api.call("GET", url, "alice", headers={"Range": header})
         assert part.status == 206 and part.body == expected
         assert part.headers["X-Checksum"] == checksum_of(data)  # whole-file, on ranged answers too
@@ -53,8 +57,12 @@ async def test_token_in_query_and_bare_404s(api: Api) -> None:
     token = await api.token("alice")
     via_query = await api.call("GET", f"/downloads/{data_id}/s.txt?token={token}")
     assert via_query.status == 200 and via_query.body == b"secret bytes"
-    for path, user in ((f"/downloads/{data_id}/other.txt", "alice"), ("/downloads/999999999999999999/s.txt", "alice"),
-                       ("/downloads/nonsense/s.txt", "alice"), (f"/downloads/{data_id}/s.txt", "bob")):
+    for path, user in (
+        (f"/downloads/{data_id}/other.txt", "alice"),
+        ("/downloads/999999999999999999/s.txt", "alice"),
+        ("/downloads/nonsense/s.txt", "alice"),
+        (f"/downloads/{data_id}/s.txt", "bob"),
+    ):
         refused = await api.call("GET", path, user)
         assert refused.status == 404 and refused.body == b"", path
     assert (await api.call("GET", f"/downloads/{data_id}/s.txt")).status == 401

@@ -41,8 +41,9 @@ def _client(srv: RunningServer, chunk_size: int) -> Iterator[Client]:
         (2_500_000, 1_000_000),  # flowbio's default chunk size
     ],
 )
-async def test_flowbio_upload_then_download(server: RunningServer, api: Api, tmp_path: Path, size: int,
-                                            chunk_size: int) -> None:
+async def test_flowbio_upload_then_download(
+    server: RunningServer, api: Api, tmp_path: Path, size: int, chunk_size: int
+) -> None:
     content = os.urandom(size)
     path = tmp_path / "sample_R1.fastq.gz"
     path.write_bytes(content)
@@ -58,9 +59,10 @@ async def test_flowbio_upload_then_download(server: RunningServer, api: Api, tmp
     assert whole.status == 200 and whole.body == content
     if size:
         start, end = size // 3, size - 2
-        part = await api.call("GET", f"/downloads/{data_id}/{path.name}", "alice",
-                              headers={"Range": f"bytes={start}-{end}"})
-        assert part.status == 206 and part.body == content[start:end + 1]
+        part = await api.call(
+            "GET", f"/downloads/{data_id}/{path.name}", "alice", headers={"Range": f"bytes={start}-{end}"}
+        )
+        assert part.status == 206 and part.body == content[start : end + 1]
     chunks = (await api.call("GET", f"/data/{data_id}/chunks", "alice")).json()["chunks"]
     assert len(chunks) == (size + chunk_size - 1) // chunk_size
 
@@ -84,6 +86,7 @@ async def test_flowbio_directory_upload(server: RunningServer, api: Api, tmp_pat
     archive = tmp_path / "run.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("run/SampleSheet.csv", "a,b\n")
+
     def upload() -> str:
         with _client(server, CHUNK) as client:
             return client.data.upload_data(archive, is_directory=True).id
@@ -99,6 +102,7 @@ async def test_flowbio_refreshes_an_expired_token(server_root: Path, tmp_path: P
     path = tmp_path / "late.txt"
     path.write_bytes(b"late bytes")
     async with running_server(server_root, access_ttl=1) as srv:
+
         def late_upload() -> str:
             with _client(srv, CHUNK) as client:
                 time.sleep(2.1)  # the access token is now expired; the refresh cookie is not

@@ -1,4 +1,7 @@
-"""Who may do what: (owner, granted user, group member, stranger, anonymous) x (read, download, continue, share, bulk)."""
+"""Who may do what.
+
+(owner, granted user, group member, stranger, anonymous) x (read, download, continue, share, bulk).
+"""
 
 from __future__ import annotations
 
@@ -26,18 +29,22 @@ async def world(server: RunningServer, api: Api) -> dict[str, str]:
     api.users["dave"] = "dave-pw-4"
     data_id = await api.upload("alice", b"private bytes", "p.txt")
     open_upload = (await api.chunk("alice", b"half", filename="open.txt")).json()["id"]
-    assert (await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "bob", "level": 1})).status == 200
-    assert (await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"group": "lab", "level": 1})).status == 200
+    assert (
+        await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "bob", "level": 1})
+    ).status == 200
+    assert (
+        await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"group": "lab", "level": 1})
+    ).status == 200
     return {"data": data_id, "upload": open_upload}
 
 
 USER_OF = {"owner": "alice", "granted": "bob", "member": "dave", "stranger": "carol", "anonymous": None}
 EXPECTED = {
     #            read  download continue share bulk
-    "owner":     (200, 200, 200, 200, 202),
-    "granted":   (200, 200, 404, 403, 202),
-    "member":    (200, 200, 404, 403, 202),
-    "stranger":  (404, 404, 404, 404, 404),
+    "owner": (200, 200, 200, 200, 202),
+    "granted": (200, 200, 404, 403, 202),
+    "member": (200, 200, 404, 403, 202),
+    "stranger": (404, 404, 404, 404, 404),
     "anonymous": (401, 401, 401, 401, 401),
 }
 
@@ -62,7 +69,9 @@ async def test_levels_public_and_revocation(api: Api, world: dict[str, str]) -> 
     data_id = world["data"]
     # edit lets bob make it public; share is still the owner's.
     assert (await api.call("PATCH", f"/data/{data_id}", "bob", json={"private": False})).status == 403
-    assert (await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "bob", "level": 2})).status == 200
+    assert (
+        await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "bob", "level": 2})
+    ).status == 200
     patched = await api.call("PATCH", f"/data/{data_id}", "bob", json={"private": False})
     assert patched.status == 200 and patched.json()["private"] is False
     assert (await api.call("GET", f"/data/{data_id}", "carol")).status == 200  # public: every user reads
@@ -73,22 +82,36 @@ async def test_levels_public_and_revocation(api: Api, world: dict[str, str]) -> 
     assert (await api.call("PATCH", f"/data/{data_id}", "alice", json={"private": True})).status == 200
     assert (await api.call("GET", f"/data/{data_id}", "carol")).status == 404
     # Share lets the grantee grant; level 0 revokes.
-    assert (await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "bob", "level": 3})).status == 200
+    assert (
+        await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "bob", "level": 3})
+    ).status == 200
     granted = await api.call("PUT", f"/data/{data_id}/permissions", "bob", json={"user": "carol", "level": 1})
     assert granted.status == 200 and {"user": "carol", "level": 1} in granted.json()["permissions"]
     assert (await api.call("GET", f"/data/{data_id}", "carol")).status == 200
-    assert (await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "carol", "level": 0})).status == 200
+    assert (
+        await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"user": "carol", "level": 0})
+    ).status == 200
     assert (await api.call("GET", f"/data/{data_id}", "carol")).status == 404
-    assert (await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"group": "lab", "level": 0})).status == 200
+    assert (
+        await api.call("PUT", f"/data/{data_id}/permissions", "alice", json={"group": "lab", "level": 0})
+    ).status == 200
     assert (await api.call("GET", f"/data/{data_id}", "dave")).status == 404
 
 
 async def test_permission_body_refusals(api: Api, world: dict[str, str]) -> None:
     url = f"/data/{world['data']}/permissions"
-    for body in ({"user": "nobody", "level": 1}, {"group": "nogroup", "level": 1}, {"user": "bob", "level": 4},
-                 {"user": "bob", "level": "1"}, {"user": "bob", "level": True}, {"user": "bob"},
-                 {"user": "bob", "group": "lab", "level": 1}, {"level": 1}, {"user": "alice", "level": 1},
-                 {"user": "bob", "level": 1, "extra": 1}):
+    for body in (
+        {"user": "nobody", "level": 1},
+        {"group": "nogroup", "level": 1},
+        {"user": "bob", "level": 4},
+        {"user": "bob", "level": "1"},
+        {"user": "bob", "level": True},
+        {"user": "bob"},
+        {"user": "bob", "group": "lab", "level": 1},
+        {"level": 1},
+        {"user": "alice", "level": 1},
+        {"user": "bob", "level": 1, "extra": 1},
+    ):
         answer = await api.call("PUT", url, "alice", json=body)
         assert answer.status == 400 and answer.json()["error"], body
     for body in ({"private": "yes"}, {}, {"private": True, "filename": "x"}):

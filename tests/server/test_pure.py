@@ -19,7 +19,7 @@ BOUNDARY = "----flowxferTestBoundary7MA4YWxk"
 def _body(parts: list[tuple[str, bytes]]) -> bytes:
     out = b""
     for name, value in parts:
-        out += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").encode() + value + b"\r\n"
+        out += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n').encode() + value + b"\r\n"
     return out + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -49,11 +49,14 @@ def test_multipart_parses_the_same_however_the_body_is_cut(values: list[bytes], 
     assert [p[0]["content-disposition"] for p in parsed] == [f'form-data; name="f{i}"' for i in range(len(values))]
 
 
-@pytest.mark.parametrize("body", [
-    b"no delimiter here at all" * 400,
-    f"--{BOUNDARY}\r\nBroken header line\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
-    f"--{BOUNDARY}junk\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"no delimiter here at all" * 400,
+        f"--{BOUNDARY}\r\nBroken header line\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
+        f"--{BOUNDARY}junk\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
+    ],
+)
 def test_multipart_refuses_garbage(body: bytes) -> None:
     parser = MultipartParser(BOUNDARY)
     with pytest.raises(MultipartError):
@@ -82,20 +85,23 @@ def test_boundary_of() -> None:
 ETAG = '"abc"'
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    (None, (200, 0, 100)),
-    ("bytes=0-9", (206, 0, 10)),
-    ("bytes=90-", (206, 90, 10)),
-    ("bytes=-5", (206, 95, 5)),
-    ("bytes=-500", (206, 0, 100)),
-    ("bytes=50-1000", (206, 50, 50)),
-    ("bytes=100-", (416, 0, 0)),
-    ("bytes=9-3", (416, 0, 0)),
-    ("bytes=abc", (416, 0, 0)),
-    ("items=0-1", (416, 0, 0)),
-    ("bytes=0-1,5-6", (416, 0, 0)),
-    ("bytes=-0", (416, 0, 0)),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, (200, 0, 100)),
+        ("bytes=0-9", (206, 0, 10)),
+        ("bytes=90-", (206, 90, 10)),
+        ("bytes=-5", (206, 95, 5)),
+        ("bytes=-500", (206, 0, 100)),
+        ("bytes=50-1000", (206, 50, 50)),
+        ("bytes=100-", (416, 0, 0)),
+        ("bytes=9-3", (416, 0, 0)),
+        ("bytes=abc", (416, 0, 0)),
+        ("items=0-1", (416, 0, 0)),
+        ("bytes=0-1,5-6", (416, 0, 0)),
+        ("bytes=-0", (416, 0, 0)),
+    ],
+)
 def test_plan_response_ranges(header: str | None, expected: tuple[int, int, int]) -> None:
     plan = plan_response(100, ETAG, 1_700_000_000.0, header, None, None)
     assert (plan.status, plan.start, plan.count) == expected
@@ -115,14 +121,33 @@ def test_plan_response_conditionals() -> None:
 
 
 def test_unique_archive_names() -> None:
-    items = [("1", "reads.fastq.gz"), ("2", "reads.fastq.gz"), ("3", "READS.fastq.gz"), ("4", "x"), ("5", "x"),
-             ("6", ".hidden"), ("7", ".hidden")]
-    assert unique_archive_names(items) == ["reads.fastq.gz", "reads (2).fastq.gz", "READS (3).fastq.gz", "x",
-                                           "x (5)", ".hidden", ".hidden (7)"]
+    items = [
+        ("1", "reads.fastq.gz"),
+        ("2", "reads.fastq.gz"),
+        ("3", "READS.fastq.gz"),
+        ("4", "x"),
+        ("5", "x"),
+        ("6", ".hidden"),
+        ("7", ".hidden"),
+    ]
+    assert unique_archive_names(items) == [
+        "reads.fastq.gz",
+        "reads (2).fastq.gz",
+        "READS (3).fastq.gz",
+        "x",
+        "x (5)",
+        ".hidden",
+        ".hidden (7)",
+    ]
 
 
-@given(st.lists(st.tuples(st.integers(1, 9).map(str), st.sampled_from(["a.txt", "A.txt", "b", "a (1).txt"])),
-                max_size=12, unique_by=lambda t: t[0]))
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 9).map(str), st.sampled_from(["a.txt", "A.txt", "b", "a (1).txt"])),
+        max_size=12,
+        unique_by=lambda t: t[0],
+    )
+)
 def test_unique_archive_names_are_unique(items: list[tuple[str, str]]) -> None:
     names = unique_archive_names(items)
     assert len({n.casefold() for n in names}) == len(names)
@@ -145,10 +170,23 @@ def test_rate_limiter_windows() -> None:
     assert refilled.headers() == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1020"}
 
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("run/a.txt", True), ("./run/b", True), ("dir/", True), ("with space.txt", True),
-    ("/etc/passwd", False), ("../x", False), ("a/../../x", False), ("C:/x", False), ("a\\b", False),
-    ("nul\x00", False), ("", False), ("a/" * 70 + "x", False), ("x" * 256, False),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("run/a.txt", True),
+        ("./run/b", True),
+        ("dir/", True),
+        ("with space.txt", True),
+        ("/etc/passwd", False),
+        ("../x", False),
+        ("a/../../x", False),
+        ("C:/x", False),
+        ("a\\b", False),
+        ("nul\x00", False),
+        ("", False),
+        ("a/" * 70 + "x", False),
+        ("x" * 256, False),
+    ],
+)
 def test_member_path_problem(name: str, ok: bool) -> None:
     assert (member_path_problem(name) is None) == ok

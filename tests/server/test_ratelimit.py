@@ -18,8 +18,9 @@ async def test_download_window_hit_and_refilled(server_root: Path, http: aiohttp
         data_id = await api.upload("alice", b"bytes", "d.txt")
         url = f"/downloads/{data_id}/d.txt"
         started = time.time()
-        answers = [await api.call("GET", url, "alice", headers={"Range": "bytes=0-1"} if i % 2 else None)
-                   for i in range(3)]
+        answers = [
+            await api.call("GET", url, "alice", headers={"Range": "bytes=0-1"} if i % 2 else None) for i in range(3)
+        ]
         assert [a.status for a in answers] == [200, 206, 200]
         assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0"]
         assert {a.headers["X-RateLimit-Limit"] for a in answers} == {"3"}

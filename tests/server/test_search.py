@@ -15,6 +15,7 @@ async def test_filters_and_pages(api: Api) -> None:
     ids = {}
     for name, size in (("S1_R1.fastq.gz", 10), ("S1_R2.fastq.gz", 20), ("s2_R1.FASTQ.gz", 30), ("notes.txt", 5)):
         ids[name] = await api.upload("alice", b"x" * size, name)
+
     async def names(query: str) -> list[str]:
         answer = await api.call("GET", f"/data/search?{query}", "alice")
         assert answer.status == 200, answer.body
@@ -38,8 +39,18 @@ async def test_filters_and_pages(api: Api) -> None:
 
 
 async def test_refusals(api: Api) -> None:
-    for query in ("count=101", "count=0", "page=0", "count=x", "size_gt=abc", "created_lt=nan", "pattern=(",
-                  "pattern=" + "a" * 300, "owned=maybe", "bogus=1"):
+    for query in (
+        "count=101",
+        "count=0",
+        "page=0",
+        "count=x",
+        "size_gt=abc",
+        "created_lt=nan",
+        "pattern=(",
+        "pattern=" + "a" * 300,
+        "owned=maybe",
+        "bogus=1",
+    ):
         answer = await api.call("GET", f"/data/search?{query}", "alice")
         assert answer.status == 400 and answer.json()["error"], query
     for query in ("limit=101", "limit=0", "offset=-1", "offset=x"):

@@ -23,10 +23,14 @@ async def test_chunks_with_checksums_build_the_chunk_map(api: Api) -> None:
     assert meta["checksum"] == checksum_of(data)
     chunks = (await api.call("GET", f"/data/{data_id}/chunks", "alice")).json()
     assert chunks["checksum"] == checksum_of(data)
-    assert [(c["offset"], c["size"]) for c in chunks["chunks"]] == [(0, 65536), (65536, 65536), (131072, 65536),
-                                                                      (196608, 3392)]
+    assert [(c["offset"], c["size"]) for c in chunks["chunks"]] == [
+        (0, 65536),
+        (65536, 65536),
+        (131072, 65536),
+        (196608, 3392),
+    ]
     for c in chunks["chunks"]:
-        assert c["checksum"] == checksum_of(data[c["offset"]:c["offset"] + c["size"]])
+        assert c["checksum"] == checksum_of(data[c["offset"] : c["offset"] + c["size"]])
     got = await api.call("GET", f"/downloads/{data_id}/reads.fastq.gz", "alice")
     assert got.status == 200 and got.body == data
 
@@ -41,15 +45,21 @@ async def test_chunk_map_computed_without_client_checksums(api: Api) -> None:
 async def test_checksum_mismatch_is_422_and_nothing_is_stored(api: Api) -> None:
     first = await api.chunk("alice", b"a" * 1000, extra={"checksum": checksum_of(b"a" * 1000)})
     data_id = first.json()["id"]
-    bad = await api.chunk("alice", b"b" * 1000, offset=1000, data_id=data_id,
-                          extra={"checksum": checksum_of(b"c" * 1000)})
+    bad = await api.chunk(
+        "alice", b"b" * 1000, offset=1000, data_id=data_id, extra={"checksum": checksum_of(b"c" * 1000)}
+    )
     assert bad.status == 422 and bad.json()["error"] == "checksum mismatch"
     status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
     assert status["size"] == 1000 and len(status["chunks"]) == 1 and status["is_ready"] is False
     # The same offset is still open, and a good chunk finishes the upload.
-    ok = await api.chunk("alice", b"b" * 1000, offset=1000, data_id=data_id, is_last=True,
-                         extra={"checksum": checksum_of(b"b" * 1000),
-                                "file_checksum": checksum_of(b"a" * 1000 + b"b" * 1000)})
+    ok = await api.chunk(
+        "alice",
+        b"b" * 1000,
+        offset=1000,
+        data_id=data_id,
+        is_last=True,
+        extra={"checksum": checksum_of(b"b" * 1000), "file_checksum": checksum_of(b"a" * 1000 + b"b" * 1000)},
+    )
     assert ok.status == 200 and ok.json()["is_ready"] is True
     got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
     assert got.body == b"a" * 1000 + b"b" * 1000
@@ -58,8 +68,9 @@ async def test_checksum_mismatch_is_422_and_nothing_is_stored(api: Api) -> None:
 async def test_file_checksum_mismatch_is_422_and_upload_stays_open(api: Api) -> None:
     first = await api.chunk("alice", b"x" * 10)
     data_id = first.json()["id"]
-    bad = await api.chunk("alice", b"y" * 10, offset=10, data_id=data_id, is_last=True,
-                          extra={"file_checksum": checksum_of(b"nope")})
+    bad = await api.chunk(
+        "alice", b"y" * 10, offset=10, data_id=data_id, is_last=True, extra={"file_checksum": checksum_of(b"nope")}
+    )
     assert bad.status == 422 and bad.json()["error"] == "file checksum mismatch"
     assert (await api.call("GET", f"/data/{data_id}", "alice")).status == 404
     assert (await api.call("GET", f"/upload/{data_id}", "alice")).json()["size"] == 10
@@ -109,8 +120,15 @@ async def test_blob_before_fields_is_spooled(api: Api, server: RunningServer) ->
     first = await api.chunk("alice", b"a" * 5000, blob_first=True)
     assert first.status == 200
     data_id = first.json()["id"]
-    second = await api.chunk("alice", b"b" * 5000, offset=5000, data_id=data_id, is_last=True, blob_first=True,
-                             extra={"checksum": checksum_of(b"b" * 5000)})
+    second = await api.chunk(
+        "alice",
+        b"b" * 5000,
+        offset=5000,
+        data_id=data_id,
+        is_last=True,
+        blob_first=True,
+        extra={"checksum": checksum_of(b"b" * 5000)},
+    )
     assert second.status == 200 and second.json()["is_ready"]
     got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
     assert got.body == b"a" * 5000 + b"b" * 5000
@@ -127,8 +145,14 @@ async def test_running_hasher_lost_on_restart_is_recomputed(server_root: Path, h
         api = Api(http, srv.base_url, srv.users)
         status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
         assert status["size"] == 100_000
-        done = await api.chunk("alice", data[100_000:], offset=100_000, data_id=data_id, is_last=True,
-                               extra={"file_checksum": checksum_of(data)})
+        done = await api.chunk(
+            "alice",
+            data[100_000:],
+            offset=100_000,
+            data_id=data_id,
+            is_last=True,
+            extra={"file_checksum": checksum_of(data)},
+        )
         assert done.status == 200 and done.json()["checksum"] == checksum_of(data)
         assert (await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")).body == data
 
@@ -153,15 +177,19 @@ def _tar_bytes(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
 
 async def test_directory_uploads_are_unpacked_and_listed(api: Api, server: RunningServer) -> None:
     files = {"run/a.txt": b"alpha", "run/sub/b.txt": b"beta" * 1000, "run/c d.txt": b""}
-    for archive, name in ((_zip_bytes(files), "run.zip"), (_tar_bytes(files), "run.tar.gz"),
-                          (_tar_bytes(files, "w"), "run.tar")):
+    for archive, name in (
+        (_zip_bytes(files), "run.zip"),
+        (_tar_bytes(files), "run.tar.gz"),
+        (_tar_bytes(files, "w"), "run.tar"),
+    ):
         data_id = await api.upload("alice", archive, name, chunk_size=1000, extra={"is_directory": "true"})
         meta = (await api.call("GET", f"/data/{data_id}", "alice")).json()
         assert meta["is_directory"] is True and meta["size"] == len(archive)
         listing = (await api.call("GET", f"/data/{data_id}/files", "alice")).json()
         assert listing["count"] == 3
         assert {f["path"]: (f["size"], f["checksum"]) for f in listing["files"]} == {
-            p: (len(c), checksum_of(c)) for p, c in files.items()}
+            p: (len(c), checksum_of(c)) for p, c in files.items()
+        }
         page = (await api.call("GET", f"/data/{data_id}/files?limit=1&offset=1", "alice")).json()
         assert [f["path"] for f in page["files"]] == ["run/c d.txt"]
         # The archive bytes stay the data's content.

@@ -40,6 +40,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+
 from flowxfer.server import ServerConfig, serve_in_background
 
 DEFAULT_USERS: dict[str, str] = {"alice": "alice-pw-1", "bob": "bob-pw-2", "carol": "carol-pw-3"}
