@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +178,12 @@ def login(base: str) -> str:
 async def _post_chunks(url: str, path: Path, chunk: int, token: str | None, flow: bool) -> None:
     import aiohttp
 
-    size = path.stat().st_size
+    # The client reads the file inline on purpose: both servers get the same client.
+    size = path.stat().st_size  # noqa: ASYNC240
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as session:
         data_id = ""
-        with open(path, "rb") as f:
+        with open(path, "rb") as f:  # noqa: ASYNC230
             offset = 0
             while offset < size:
                 blob = f.read(chunk)
@@ -192,7 +194,8 @@ async def _post_chunks(url: str, path: Path, chunk: int, token: str | None, flow
                     form.add_field("expected_file_size", str(offset))
                     form.add_field("is_last", "true" if last else "false")
                     form.add_field("data", data_id)
-                    form.add_field("blob", io.BytesIO(blob), filename=path.name, content_type="application/octet-stream")
+                    form.add_field("blob", io.BytesIO(blob), filename=path.name,
+                                   content_type="application/octet-stream")
                     async with session.post(url, data=form, headers=headers) as resp:
                         body = await resp.json()
                         if resp.status != 200:
@@ -259,8 +262,8 @@ def main() -> None:
                 root = tmp / f"root-{run}"
                 with our_server(root) as base:
                     token = login(base)
-                    times["ours_8mib"].append(timed(lambda: post_chunks(f"{base}/upload", source, 8 * MiB,
-                                                                        token, True)))
+                    times["ours_8mib"].append(timed(partial(post_chunks, f"{base}/upload", source, 8 * MiB,
+                                                            token, True)))
                 shutil.rmtree(root)
                 times["nginx_8mib_aiohttp"].append(timed(lambda: post_chunks(f"{nginx_url}/upload", source,
                                                                              8 * MiB, None, False)))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -256,7 +257,7 @@ class JobManager:
         progress = self._progress.get(job.id, job.progress)
         url = None
         if job.status == COMPLETED:
-            url = f"{request.url.origin()}/downloads/jobs/{job.id}/{job.name}"
+            url = f"{request.url.origin()}/downloads/jobs/{job.id}/{quote(job.name, safe='')}"
         return {
             "id": job.id,
             "status": job.status,

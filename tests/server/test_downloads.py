@@ -92,7 +92,7 @@ async def test_archive_job(api: Api) -> None:
     a = await api.upload("alice", b"A" * 5000, "reads.fastq.gz")
     b = await api.upload("alice", b"B" * 3000, "reads.fastq.gz")
     c = await api.upload("alice", b"", "empty.txt")
-    created = await api.call("POST", "/downloads", "alice", json={"data_ids": [a, b, c, a], "name": "run.zip"})
+    created = await api.call("POST", "/downloads", "alice", json={"data_ids": [a, b, c, a], "name": "run#1%.zip"})
     assert created.status == 202 and created.json()["status"] == "pending"
     job = await _wait_job(api, "alice", created.json()["id"])
     assert job["status"] == "completed" and job["progress"] == 1
