@@ -80,7 +80,11 @@ async def flow_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     route = request.match_info.route.name
     response: web.StreamResponse
     try:
-        if route in _PUBLIC:
+        if request.match_info.http_exception is not None:
+            # No such path or method: say so (404/405) before asking who is calling, so a
+            # client probing /capabilities on a server without extensions sees Flow's 404.
+            charge(request, "api")
+        elif route in _PUBLIC:
             if _PUBLIC[route]:
                 charge(request, "api")
         else:

@@ -131,8 +131,9 @@ async def test_no_extensions_mode(server_root: Path, http: aiohttp.ClientSession
         got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
         assert got.status == 200 and "X-Checksum" not in got.headers and got.headers["ETag"]
         for path in ("/capabilities", "/openapi.json", f"/data/{data_id}/chunks", f"/data/{data_id}/files"):
-            answer = await api.call("GET", path, "alice")
-            assert answer.status == 404 and answer.json()["error"], path
+            for user in ("alice", None):
+                answer = await api.call("GET", path, user)
+                assert answer.status == 404 and answer.json()["error"], path
 
 
 async def test_capabilities(api: Api, server: RunningServer) -> None:

@@ -8,7 +8,9 @@ refresh_ttl=7*86400, job_ttl=3600, extensions=True, max_chunk_size=None) as srv:
     aiohttp's AppRunner/TCPSite (no task group is held across a fixture's
     ``yield``, pytest-asyncio#1191). ``srv.base_url`` (``http://127.0.0.1:PORT``),
     ``srv.root``, ``srv.users`` (``{name: password}``), ``srv.config``.
-    ``users=None`` means :data:`DEFAULT_USERS`.
+    ``users=None`` means :data:`DEFAULT_USERS`. Any further keyword is passed
+    to :class:`flowxfer.server.ServerConfig` (e.g. ``pattern_timeout=0.5``).
+    Password hashing uses a cheap scrypt cost (:data:`TEST_SCRYPT_N`).
 
 ``ServerProcess(root, *args, users=None, port=0, env=None)``
     ``flowxfer serve --root ROOT --port PORT --user ... *args`` as a real
