@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from flowxfer.transfer._bwlimit import BandwidthSchedule
 from hypothesis import given
 from hypothesis import strategies as st
+
+from flowxfer.transfer._bwlimit import BandwidthSchedule
 
 MiB = 1024 * 1024
 MONDAY = datetime(2024, 1, 1)  # a Monday

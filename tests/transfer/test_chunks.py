@@ -4,6 +4,10 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowxfer.protocol import checksum_of
 from flowxfer.transfer._chunks import (
     Chunk,
     Segment,
@@ -13,10 +17,6 @@ from flowxfer.transfer._chunks import (
     plan_segments,
     remaining_ranges,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-from flowxfer.protocol import checksum_of
 
 MiB = 1024 * 1024
 

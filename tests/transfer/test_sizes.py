@@ -3,6 +3,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from flowxfer.transfer._sizes import (
     format_duration,
     format_rate,
@@ -11,8 +14,6 @@ from flowxfer.transfer._sizes import (
     parse_rate,
     parse_size,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 
