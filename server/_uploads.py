@@ -621,6 +621,10 @@ class UploadManager:
             partial = self.layout.partial / row.id
             final = self.layout.data / row.id
             if partial.exists():
+                if partial.stat().st_size < row.size:
+                    self.store.set_state(row.id, FAILED, "the upload's bytes were lost")
+                    continue
+                os.truncate(partial, row.size)  # never more than what was recorded
                 os.replace(partial, final)
                 fsync_dir(self.layout.data)
             if not final.exists():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,15 @@ class Api:
             if last:
                 assert body["is_ready"] is True
                 return data_id
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls_on_the_loop() -> Iterator[None]:
+    """Fail any blocking call (file I/O, sleep, sqlite...) made on the event loop (blockbuster)."""
+    from blockbuster import blockbuster_ctx
+
+    with blockbuster_ctx("flowxfer.server") as bb:
+        yield bb
 
 
 @pytest.fixture

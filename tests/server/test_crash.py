@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import anyio
 
 from flowxfer.protocol import checksum_of
 from tests.server.conftest import Api
@@ -109,15 +110,21 @@ async def test_restart_finishes_an_interrupted_finalize(tmp_path: Path) -> None:
 
     root = tmp_path / "root"
     data = b"finished but not yet moved"
-    state = _open_state(ServerConfig(root=root, users=DEFAULT_USERS, scrypt_n=2**10))
-    row = DataRow("123456789012345678", "alice", "late.txt", None, False, True, "uploading", 0, None, 0.0, 0.0, None)
-    (root / "partial" / row.id).write_bytes(data + b"torn tail")
-    state.store.commit_chunk(
-        row.id, 0, ChunkRow(0, len(data), checksum_of(data)), new=row, final_checksum=checksum_of(data)
-    )
-    (root / "partial" / row.id).write_bytes(data)
-    state.store.close()
-    state.io.shutdown()
+
+    def crash_state() -> DataRow:
+        state = _open_state(ServerConfig(root=root, users=DEFAULT_USERS, scrypt_n=2**10))
+        row = DataRow(
+            "123456789012345678", "alice", "late.txt", None, False, True, "uploading", 0, None, 0.0, 0.0, None
+        )
+        (root / "partial" / row.id).write_bytes(data + b"torn tail")  # recovery must not keep the tail
+        state.store.commit_chunk(
+            row.id, 0, ChunkRow(0, len(data), checksum_of(data)), new=row, final_checksum=checksum_of(data)
+        )
+        state.store.close()
+        state.io.shutdown()
+        return row
+
+    row = await anyio.to_thread.run_sync(crash_state)
     async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
         api = Api(session, proc.base_url, DEFAULT_USERS)
         got = await api.call("GET", f"/downloads/{row.id}/late.txt", "alice")

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from aiohttp import web
+import anyio
 
 from flowxfer.server import ServerConfig
-from flowxfer.server._app import build_app
+from flowxfer.server._app import _open_state, build_app
 from flowxfer.server._openapi import openapi_document
 from tests.server.conftest import Api
 
 
-async def test_openapi_matches_the_routes(api: Api, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    served = (await api.call("GET", "/openapi.json")).json()
-    assert served["openapi"].startswith("3.")
-    documented = {(path, method) for path, methods in served["paths"].items() for method in methods}
-    from flowxfer.server._app import _open_state
-
-    state = _open_state(ServerConfig(root=tmp_path / "r", scrypt_n=2**10))
+def _routes(root: Path) -> set[tuple[str, str]]:
+    state = _open_state(ServerConfig(root=root, scrypt_n=2**10))
     try:
-        app: web.Application = build_app(state)
-        routes = {
+        app = build_app(state)
+        return {
             (re.sub(r"\{(\w+)\}", r"{\1}", r.resource.canonical), r.method.lower())
             for r in app.router.routes()
             if r.resource is not None
@@ -29,5 +25,11 @@ async def test_openapi_matches_the_routes(api: Api, tmp_path) -> None:  # type: 
     finally:
         state.store.close()
         state.io.shutdown()
-    assert routes == documented
+
+
+async def test_openapi_matches_the_routes(api: Api, tmp_path: Path) -> None:
+    served = (await api.call("GET", "/openapi.json")).json()
+    assert served["openapi"].startswith("3.")
+    documented = {(path, method) for path, methods in served["paths"].items() for method in methods}
+    assert await anyio.to_thread.run_sync(_routes, tmp_path / "r") == documented
     assert openapi_document(1)["components"]["schemas"]["Error"]["required"] == ["error"]
