@@ -131,3 +131,70 @@ async def test_restart_finishes_an_interrupted_finalize(tmp_path: Path) -> None:
         assert got.status == 200 and got.body == data
         assert (await api.call("GET", f"/data/{row.id}", "alice")).json()["checksum"] == checksum_of(data)
     assert not (root / "partial" / row.id).exists()
+
+
+async def test_sigkill_at_random_instants(tmp_path: Path) -> None:
+    """A client uploads non-stop; the server is killed at a random moment, three times, then the upload finishes.
+
+    After every restart the server holds at least everything it acknowledged, every recorded chunk matches
+    the source bytes, and nothing is visible as data.
+    """
+    import random
+
+    root = tmp_path / "root"
+    data = os.urandom(48 * CHUNK)
+    rng = random.Random(1234)
+    proc = ServerProcess(root)
+    await proc.astart()
+    data_id = ""
+    acked = 0
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                api = Api(session, proc.base_url, DEFAULT_USERS)
+                await api.token("alice")
+
+                async def pump(api: Api = api) -> None:
+                    nonlocal data_id, acked
+                    while acked < len(data) - CHUNK:
+                        blob = data[acked : acked + CHUNK]
+                        answer = await api.chunk(
+                            "alice",
+                            blob,
+                            filename="r.bin",
+                            offset=acked,
+                            data_id=data_id,
+                            extra={"checksum": checksum_of(blob)},
+                        )
+                        if answer.status != 200:
+                            return
+                        data_id, acked = answer.json()["id"], answer.json()["size"]
+
+                task = asyncio.create_task(pump())
+                await asyncio.sleep(rng.uniform(0.05, 0.4))
+                await proc.akill()
+                try:
+                    await task
+                except (aiohttp.ClientError, OSError):
+                    pass
+                await proc.arestart()
+                api = Api(session, proc.base_url, DEFAULT_USERS)
+                if not data_id:
+                    continue
+                status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+                assert status["size"] >= acked and status["is_ready"] is False
+                for c in status["chunks"]:
+                    assert c["checksum"] == checksum_of(data[c["offset"] : c["offset"] + c["size"]])
+                assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
+                acked = status["size"]
+            api = Api(session, proc.base_url, DEFAULT_USERS)
+            while acked < len(data):
+                blob = data[acked : acked + CHUNK]
+                last = acked + len(blob) == len(data)
+                answer = await api.chunk("alice", blob, filename="r.bin", offset=acked, data_id=data_id, is_last=last)
+                assert answer.status == 200, answer.body
+                data_id, acked = answer.json()["id"], answer.json()["size"]
+            got = await api.call("GET", f"/downloads/{data_id}/r.bin", "alice")
+            assert got.body == data
+    finally:
+        await proc.akill()
