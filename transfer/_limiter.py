@@ -185,7 +185,7 @@ class RateLimiter:
                     # Nobody stored this class yet: ours already includes our spending.
                     bucket = TokenBucket.from_state(local)
                 elif spent:
-                    bucket.reserve(spent, now)
+                    bucket.spend(spent, now)
                 if observation is not None:
                     bucket.observe(observation.limit, observation.remaining, observation.reset_at, now)
                 if retry_until is not None and retry_until > now:
@@ -203,4 +203,4 @@ class RateLimiter:
                 state.bucket = TokenBucket.from_state(merged[name])
                 if state.spent:
                     # Requests taken while the store was busy are not in the merged state yet.
-                    state.bucket.reserve(state.spent, self.clock())
+                    state.bucket.spend(state.spent, self.clock())
