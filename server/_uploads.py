@@ -164,6 +164,7 @@ class _Chunk:
     tree_tmp: Path | None = None
     spool: Path | None = None
     spool_fd: int = -1
+    sink: _Sink | None = None
 
 
 class _Sink:
@@ -209,6 +210,13 @@ class _Sink:
             self._manager.state.io, _pwrite_all, self._fd, block, self._offset, self._hashers
         )
         self._offset += len(block)
+
+    async def drain(self) -> None:
+        """Wait for the write in flight, if any (before its fd may be closed or truncated)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await pending
 
     async def finish(self) -> _Received:
         try:
@@ -296,6 +304,7 @@ class UploadManager:
                             )
                 elif kind == "start":
                     field_name, sink = await self._start_part(request, user, chunk, event[1])
+                    chunk.sink = sink
                     field_value = bytearray()
                 elif kind == "end":
                     if sink is not None:
@@ -562,6 +571,9 @@ class UploadManager:
         """Undo whatever an unfinished request left: torn tail, spool, temp tree, fd, lock."""
         target = chunk.target
         try:
+            if chunk.sink is not None:
+                # A thread may still be writing with the fd we are about to close.
+                await chunk.sink.drain()
             if chunk.spool_fd >= 0:
                 await self._io(os.close, chunk.spool_fd)
             if chunk.spool is not None:
