@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 from flowbio.v2 import Client, ClientConfig
@@ -109,3 +110,21 @@ async def test_flowbio_refreshes_an_expired_token(server_root: Path, tmp_path: P
                 return client.data.upload_data(path).id
 
         assert await anyio.to_thread.run_sync(late_upload)
+
+
+async def test_flowbio_against_a_server_without_extensions(server_root: Path, tmp_path: Path) -> None:
+    from tests.support.server import running_server
+
+    content = os.urandom(3 * CHUNK + 5)
+    path = tmp_path / "plain.bin"
+    path.write_bytes(content)
+    async with running_server(server_root, extensions=False) as srv, aiohttp.ClientSession() as session:
+
+        def upload() -> str:
+            with _client(srv, CHUNK) as client:
+                return client.data.upload_data(path).id
+
+        data_id = await anyio.to_thread.run_sync(upload)
+        api = Api(session, srv.base_url, srv.users)
+        got = await api.call("GET", f"/downloads/{data_id}/plain.bin", "alice", headers={"Range": "bytes=5-"})
+        assert got.status == 206 and got.body == content[5:]
