@@ -88,6 +88,10 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> dic
     return value
 
 
+#: SQLite integers are 64-bit; nothing we count comes near this.
+MAX_QUERY_INT = 2**62
+
+
 def query_int(
     request: web.Request,
     name: str,
@@ -106,7 +110,8 @@ def query_int(
         bad_request(f"{name} must be an integer")
     if value < minimum:
         bad_request(f"{name} must be at least {minimum}")
-    if maximum is not None and value > maximum:
+    maximum = MAX_QUERY_INT if maximum is None else maximum
+    if value > maximum:
         bad_request(f"{name} must be at most {maximum}")
     return value
 
@@ -119,8 +124,8 @@ def query_float(request: web.Request, name: str) -> float | None:
         value = float(text)
     except ValueError:
         bad_request(f"{name} must be a number")
-    if value != value or value in (float("inf"), float("-inf")):
-        bad_request(f"{name} must be a finite number")
+    if value != value or abs(value) > 1e15:
+        bad_request(f"{name} must be a finite number of seconds")
     return value
 
 
