@@ -61,7 +61,7 @@ class ServerConfig:
     job_concurrency: int = 2
     #: Bounds on unpacking an ``is_directory`` upload (zip bombs, tar bombs).
     max_archive_members: int = 100_000
-    max_unpacked_bytes: int = 1024 * GiB
+    max_unpacked_bytes: int = 64 * GiB
     max_unpacked_ratio: float = 1000.0
     #: Longest ``pattern`` regex accepted by /data/search, and the time its
     #: evaluation may take (it runs in a separate process that is killed on
