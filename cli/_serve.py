@@ -217,11 +217,9 @@ def serve(
 
 
 @click.group("admin")
-@click.option(
-    "--root", required=True, type=click.Path(file_okay=False, path_type=Path), help="The server's --root."
-)
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="The server's --root (required).")
 @click.pass_context
-def admin(ctx: click.Context, root: Path) -> None:
+def admin(ctx: click.Context, root: Path | None) -> None:
     """Manage the local server's users and groups offline.
 
     Example:
@@ -234,9 +232,12 @@ def admin(ctx: click.Context, root: Path) -> None:
     ctx.obj = root
 
 
-def _admin(root: Path) -> Admin:
+def _admin(root: Path | None) -> Admin:
     from flowxfer.server import Admin
 
+    if root is None:
+        # Not required=True on the group, so that `admin user add --help` works without it.
+        raise click.UsageError("Missing option '--root'.")
     return Admin(root)
 
 
