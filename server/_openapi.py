@@ -74,6 +74,8 @@ def _err(description: str) -> dict[str, Any]:
     return _json("Error", description)
 
 
+#: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
+_BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"
 _BARE_404 = {"description": "unknown, unreadable, not ready, or wrong filename (no body)"}
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _RATE_HEADERS = {
@@ -130,10 +132,10 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                 "pattern": "^[0-9]+$",
                 "description": "byte offset at which this chunk starts",
             },
-            "is_last": {"type": "string", "enum": ["true", "false", "True", "False", "1", "0"]},
+            "is_last": {"type": "string", "pattern": _BOOL_PATTERN, "description": "absent means false"},
             "data": {"type": "string", "description": "the upload's id; empty or absent on the first chunk"},
             "data_type": {"type": "string"},
-            "is_directory": {"type": "string", "enum": ["true", "false", "True", "False", "1", "0"]},
+            "is_directory": {"type": "string", "pattern": _BOOL_PATTERN},
             "checksum": {"type": "string", "description": "[ext] xxh3-128:<32 hex> of this chunk"},
             "file_checksum": {"type": "string", "description": "[ext] xxh3-128:<32 hex> of the whole file"},
             "blob": {"type": "string", "format": "binary", "maxLength": max_chunk_size},
