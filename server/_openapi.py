@@ -126,7 +126,13 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         "type": "object",
         "required": ["filename", "expected_file_size", "blob"],
         "properties": {
-            "filename": {"type": "string", "maxLength": 255},
+            "filename": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[^ /\\u0000-\\u001f\\u007f]+$",
+                "description": "at most 255 UTF-8 bytes; no spaces, '/' or control characters; not . or ..",
+            },
             "expected_file_size": {
                 "type": "string",
                 "pattern": "^[0-9]+$",
