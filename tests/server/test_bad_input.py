@@ -190,20 +190,47 @@ JUNK = ["", "-1", "0", "1e309", "nan", "99999999999999999999999999", "%00", "%FF
 async def test_junk_never_makes_a_500(api: Api) -> None:
     data_id = await api.upload("alice", b"junk target", "j.txt")
     job = (await api.call("POST", "/downloads", "alice", json={"data_ids": [data_id]})).json()["id"]
-    paths = ["/data/search", "/data/owned", f"/data/{data_id}", f"/data/{data_id}/chunks", f"/data/{data_id}/files",
-             f"/upload/{data_id}", f"/downloads/{data_id}/j.txt", f"/downloads/jobs/{job}", "/capabilities"]
-    params = ["filename", "pattern", "owned", "created_gt", "created_lt", "size_gt", "size_lt", "page", "count",
-              "limit", "offset", "token", "direct"]
+    paths = [
+        "/data/search",
+        "/data/owned",
+        f"/data/{data_id}",
+        f"/data/{data_id}/chunks",
+        f"/data/{data_id}/files",
+        f"/upload/{data_id}",
+        f"/downloads/{data_id}/j.txt",
+        f"/downloads/jobs/{job}",
+        "/capabilities",
+    ]
+    params = [
+        "filename",
+        "pattern",
+        "owned",
+        "created_gt",
+        "created_lt",
+        "size_gt",
+        "size_lt",
+        "page",
+        "count",
+        "limit",
+        "offset",
+        "token",
+        "direct",
+    ]
     for path in paths:
         for i, junk in enumerate(JUNK):
-            query = "&".join(f"{p}={junk}" for p in params[i % 3::3])
+            query = "&".join(f"{p}={junk}" for p in params[i % 3 :: 3])
             answer = await api.call("GET", f"{path}?{query}", "alice", headers={"Range": f"bytes={junk}-"})
             assert answer.status < 500, (path, query, answer.body[:200])
     for junk_id in ["0", "-1", "1" * 40, "%2e%2e", "abc"]:
         for path in (f"/data/{junk_id}", f"/upload/{junk_id}", f"/downloads/jobs/{junk_id}"):
             answer = await api.call("GET", path, "alice")
             assert answer.status == 404 and answer.json()["error"], path
-    for body in ({"data_ids": [None]}, {"data_ids": [1.5]}, {"data_ids": [data_id], "name": None},
-                 {"data_ids": [[data_id]]}, {"data_ids": ["x" * 10000]}):
+    for body in (
+        {"data_ids": [None]},
+        {"data_ids": [1.5]},
+        {"data_ids": [data_id], "name": None},
+        {"data_ids": [[data_id]]},
+        {"data_ids": ["x" * 10000]},
+    ):
         answer = await api.call("POST", "/downloads", "alice", json=body)
         assert 400 <= answer.status < 500, body

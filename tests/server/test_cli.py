@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowxfer.cli import main
+from tests.server.conftest import Api
 from tests.support.server import ServerProcess
 
 FLOWXFER = [sys.executable, "-c", "from flowxfer.cli import main; main()"]
@@ -103,5 +105,14 @@ async def test_serve_https(tmp_path: Path) -> None:
     async with proc:
         assert proc.base_url.startswith("https://127.0.0.1:")
         context = ssl.create_default_context(cafile=str(cert))
-        async with aiohttp.ClientSession() as s, s.get(f"{proc.base_url}/capabilities", ssl=context) as resp:
-            assert resp.status == 200 and (await resp.json())["server"] == "flowxfer"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+            async with session.get(f"{proc.base_url}/capabilities") as resp:
+                assert resp.status == 200 and (await resp.json())["server"] == "flowxfer"
+            # Downloads over TLS cannot use the kernel's sendfile; the fallback must send the same bytes.
+            api = Api(session, proc.base_url, proc.users)
+            data = os.urandom(3 * 1024 * 1024 + 7)
+            data_id = await api.upload("alice", data, "tls.bin", chunk_size=1024 * 1024)
+            whole = await api.call("GET", f"/downloads/{data_id}/tls.bin", "alice")
+            assert whole.status == 200 and whole.body == data
+            part = await api.call("GET", f"/downloads/{data_id}/tls.bin", "alice", headers={"Range": "bytes=1000-"})
+            assert part.status == 206 and part.body == data[1000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import tarfile
@@ -248,3 +249,29 @@ async def test_upload_status_is_the_starters_only(api: Api) -> None:
     assert (await api.call("GET", "/upload/123", "alice")).status == 404
     cont = await api.chunk("bob", b"y", offset=10, data_id=data_id)
     assert cont.status == 404 and "error" in cont.json()
+
+
+async def test_racing_chunks_for_one_offset(api: Api) -> None:
+    """Two copies of the same chunk sent at once: exactly one is stored, the other learns the held size."""
+    first = await api.chunk("alice", b"a" * 1000)
+    data_id = first.json()["id"]
+    blob = os.urandom(200_000)
+    answers = await asyncio.gather(*[api.chunk("alice", blob, offset=1000, data_id=data_id) for _ in range(4)])
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200, 400, 400, 400]
+    for answer in answers:
+        if answer.status == 400:
+            assert answer.json()["expected_file_size"] == 201_000
+    status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+    assert status["size"] == 201_000 and len(status["chunks"]) == 2
+
+
+async def test_parallel_uploads_stay_apart(api: Api) -> None:
+    contents = {f"p{i}.bin": os.urandom(150_000 + i) for i in range(6)}
+    users = ["alice", "bob", "carol"]
+    ids = await asyncio.gather(
+        *[api.upload(users[i % 3], data, name, chunk_size=32 * 1024) for i, (name, data) in enumerate(contents.items())]
+    )
+    for i, ((name, data), data_id) in enumerate(zip(contents.items(), ids, strict=True)):
+        got = await api.call("GET", f"/downloads/{data_id}/{name}", users[i % 3])
+        assert got.body == data
