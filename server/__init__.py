@@ -24,6 +24,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ._admin import Admin, AdminError
 from ._app import _AccessLog, _open_state, build_app, create_app
@@ -37,6 +38,25 @@ log = logging.getLogger("flowxfer.server")
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 100
+
+
+class _ClientErrorsWithoutTracebacks(logging.Filter):
+    """aiohttp logs a traceback for requests its parser refuses (a NUL in a header...).
+
+    Those are the client's fault and already answered with a 400: log one
+    line instead, so a traceback in the log always means a bug of ours.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            log.info("refused a malformed request: %s", exc.message.strip().splitlines()[0] if exc.message else exc)
+            return False
+        return True
+
+
+_HTTP_LOG = logging.getLogger("flowxfer.server.http")
+_HTTP_LOG.addFilter(_ClientErrorsWithoutTracebacks())
 
 
 def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
@@ -64,6 +84,7 @@ async def serve_in_background(config: ServerConfig) -> AsyncIterator[str]:
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
         read_bufsize=config.read_bufsize,
+        logger=_HTTP_LOG,
     )
     await runner.setup()
     try:

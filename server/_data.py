@@ -140,13 +140,13 @@ def data_routes(state: State) -> list[web.RouteDef]:
     routes = [
         web.get("/data/search", search, name="search", allow_head=False),
         web.get("/data/owned", owned, name="owned", allow_head=False),
-        web.get("/data/{data_id}", get_data, name="data", allow_head=False),
-        web.patch("/data/{data_id}", patch_data, name="data_patch"),
-        web.put("/data/{data_id}/permissions", put_permissions, name="permissions"),
+        web.get("/data/{data_id:[0-9]+}", get_data, name="data", allow_head=False),
+        web.patch("/data/{data_id:[0-9]+}", patch_data, name="data_patch"),
+        web.put("/data/{data_id:[0-9]+}/permissions", put_permissions, name="permissions"),
     ]
     if state.config.extensions:
         routes += [
-            web.get("/data/{data_id}/chunks", get_chunks, name="chunks", allow_head=False),
-            web.get("/data/{data_id}/files", get_files, name="files", allow_head=False),
+            web.get("/data/{data_id:[0-9]+}/chunks", get_chunks, name="chunks", allow_head=False),
+            web.get("/data/{data_id:[0-9]+}/files", get_files, name="files", allow_head=False),
         ]
     return routes

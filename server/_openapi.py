@@ -74,6 +74,9 @@ def _err(description: str) -> dict[str, Any]:
     return _json("Error", description)
 
 
+_CHECKSUM_PATTERN = "^xxh3-128:[0-9a-fA-F]{32}$"
+_MAX_INT = 2**62
+_ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.][zZ][iI][pP]$"
 #: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
 _BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"
 _BARE_404 = {"description": "unknown, unreadable, not ready, or wrong filename (no body)"}
@@ -84,8 +87,11 @@ _RATE_HEADERS = {
 }
 
 
-def _id_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _id_param(name: str, pattern: str | None = "^[0-9]+$") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -135,17 +141,26 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             },
             "expected_file_size": {
                 "type": "string",
-                "pattern": "^[0-9]+$",
+                "pattern": "^[0-9]{1,19}$",
                 "description": "byte offset at which this chunk starts",
             },
             "is_last": {"type": "string", "pattern": _BOOL_PATTERN, "description": "absent means false"},
-            "data": {"type": "string", "description": "the upload's id; empty or absent on the first chunk"},
-            "data_type": {"type": "string"},
+            "data": {
+                "type": "string",
+                "pattern": "^([0-9]+)?$",
+                "description": "the upload's id; empty or absent on the first chunk",
+            },
+            "data_type": {"type": "string", "maxLength": 255},
             "is_directory": {"type": "string", "pattern": _BOOL_PATTERN},
-            "checksum": {"type": "string", "description": "[ext] xxh3-128:<32 hex> of this chunk"},
-            "file_checksum": {"type": "string", "description": "[ext] xxh3-128:<32 hex> of the whole file"},
+            "checksum": {"type": "string", "pattern": _CHECKSUM_PATTERN, "description": "[ext] of this chunk"},
+            "file_checksum": {
+                "type": "string",
+                "pattern": _CHECKSUM_PATTERN,
+                "description": "[ext] of the whole file, on the last chunk",
+            },
             "blob": {"type": "string", "format": "binary", "maxLength": max_chunk_size},
         },
+        "additionalProperties": False,
     }
     upload_answer = {
         "type": "object",
@@ -171,8 +186,8 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["username", "password"],
                                 "properties": {
-                                    "username": {"type": "string"},
-                                    "password": {"type": "string"},
+                                    "username": {"type": "string", "minLength": 1, "maxLength": 64},
+                                    "password": {"type": "string", "minLength": 1, "maxLength": 256},
                                 },
                             }
                         }
@@ -289,14 +304,18 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                 "summary": "search ready data the caller may read, newest first",
                 "security": _AUTH,
                 "parameters": [
-                    _q("filename", {"type": "string"}, "case-insensitive substring"),
-                    _q("pattern", {"type": "string"}, "regular expression (re.search) on the filename"),
-                    _q("owned", {"type": "string", "enum": ["true", "false"]}),
-                    _q("created_gt", {"type": "number"}),
-                    _q("created_lt", {"type": "number"}),
-                    _q("size_gt", {"type": "integer"}),
-                    _q("size_lt", {"type": "integer"}),
-                    _q("page", {"type": "integer", "minimum": 1}),
+                    _q("filename", {"type": "string", "maxLength": 255}, "case-insensitive substring"),
+                    _q(
+                        "pattern",
+                        {"type": "string", "format": "regex", "maxLength": 256},
+                        "regular expression (re.search) on the filename",
+                    ),
+                    _q("owned", {"type": "string", "pattern": _BOOL_PATTERN}),
+                    _q("created_gt", {"type": "number", "minimum": -1e15, "maximum": 1e15}),
+                    _q("created_lt", {"type": "number", "minimum": -1e15, "maximum": 1e15}),
+                    _q("size_gt", {"type": "integer", "minimum": -1, "maximum": _MAX_INT}),
+                    _q("size_lt", {"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
+                    _q("page", {"type": "integer", "minimum": 1, "maximum": 10**9}),
                     _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
                 ],
                 "responses": {
@@ -313,7 +332,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                 "security": _AUTH,
                 "parameters": [
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
-                    _q("offset", {"type": "integer", "minimum": 0}),
+                    _q("offset", {"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
                 ],
                 "responses": {
                     "200": _json("Page"),
@@ -347,6 +366,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["private"],
                                 "properties": {"private": {"type": "boolean"}},
+                                "additionalProperties": False,
                             }
                         }
                     },
@@ -375,10 +395,12 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["level"],
                                 "properties": {
-                                    "user": {"type": "string"},
-                                    "group": {"type": "string"},
+                                    "user": {"type": "string", "minLength": 1},
+                                    "group": {"type": "string", "minLength": 1},
                                     "level": {"type": "integer", "minimum": 0, "maximum": 3},
                                 },
+                                "oneOf": [{"required": ["user"]}, {"required": ["group"]}],
+                                "additionalProperties": False,
                             }
                         }
                     },
@@ -434,7 +456,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                 "parameters": [
                     _id_param("data_id"),
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}),
-                    _q("offset", {"type": "integer", "minimum": 0}),
+                    _q("offset", {"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
                 ],
                 "responses": {
                     "200": _json(
@@ -479,9 +501,15 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["data_ids"],
                                 "properties": {
-                                    "data_ids": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                                    "name": {"type": "string", "pattern": "\\.zip$"},
+                                    "data_ids": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": 10000,
+                                        "items": {"type": "string", "minLength": 1},
+                                    },
+                                    "name": {"type": "string", "maxLength": 255, "pattern": _ARCHIVE_NAME_PATTERN},
                                 },
+                                "additionalProperties": False,
                             }
                         }
                     },
@@ -510,10 +538,12 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             }
         },
         "/downloads/jobs/{job_id}/{name}": {
-            "get": _file_get("a completed job's archive (410 once expired)", [_id_param("job_id"), _id_param("name")]),
+            "get": _file_get(
+                "a completed job's archive (410 once expired)", [_id_param("job_id"), _id_param("name", None)]
+            ),
         },
         "/downloads/{data_id}/{filename}": {
-            "get": _file_get("one ready data's bytes", [_id_param("data_id"), _id_param("filename")]),
+            "get": _file_get("one ready data's bytes", [_id_param("data_id", None), _id_param("filename", None)]),
         },
     }
     paths["/downloads/jobs/{job_id}/{name}"]["get"]["responses"]["410"] = _err("the archive expired")

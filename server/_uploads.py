@@ -694,5 +694,5 @@ def upload_routes(state: State) -> list[web.RouteDef]:
     manager = state.uploads
     routes = [web.post("/upload", manager.post_upload, name="upload")]
     if state.config.extensions:
-        routes.append(web.get("/upload/{data_id}", manager.get_upload, name="upload_status", allow_head=False))
+        routes.append(web.get("/upload/{data_id:[0-9]+}", manager.get_upload, name="upload_status", allow_head=False))
     return routes
