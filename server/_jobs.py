@@ -306,8 +306,8 @@ def job_routes(state: State) -> list[web.RouteDef]:
     jobs = state.jobs
     return [
         web.post("/downloads", jobs.create, name="job_create"),
-        web.get("/downloads/jobs/{job_id:[0-9]+}", jobs.status, name="job_status", allow_head=False),
-        web.get("/downloads/jobs/{job_id:[0-9]+}/{name}", jobs.archive, name="job_archive"),
+        web.get("/downloads/jobs/{job_id}", jobs.status, name="job_status", allow_head=False),
+        web.get("/downloads/jobs/{job_id}/{name}", jobs.archive, name="job_archive"),
     ]
 
 

@@ -74,7 +74,7 @@ def _err(description: str) -> dict[str, Any]:
     return _json("Error", description)
 
 
-_CHECKSUM_PATTERN = "^xxh3-128:[0-9a-fA-F]{32}$"
+_CHECKSUM_PATTERN = "^(xxh3-128:[0-9a-fA-F]{32})?$"
 _MAX_INT = 2**62
 _ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.][zZ][iI][pP]$"
 #: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
@@ -528,7 +528,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             "get": {
                 "summary": "an archive job's state (creator only)",
                 "security": _AUTH,
-                "parameters": [_id_param("job_id")],
+                "parameters": [_id_param("job_id", None)],
                 "responses": {
                     "200": _json("Job"),
                     "401": _err("no token"),
@@ -539,7 +539,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         },
         "/downloads/jobs/{job_id}/{name}": {
             "get": _file_get(
-                "a completed job's archive (410 once expired)", [_id_param("job_id"), _id_param("name", None)]
+                "a completed job's archive (410 once expired)", [_id_param("job_id", None), _id_param("name", None)]
             ),
         },
         "/downloads/{data_id}/{filename}": {

@@ -398,9 +398,11 @@ class UploadManager:
 
     @staticmethod
     def _checksum_field(fields: dict[str, str], name: str) -> str | None:
-        value = fields.get(name, "").strip()
+        value = fields.get(name, "")
         if not value:
             return None
+        if value != value.strip():
+            bad_request(f"{name} must read xxh3-128:<32 hex digits>")
         try:
             return format_checksum(parse_checksum(value))
         except ValueError:
