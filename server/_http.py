@@ -102,7 +102,7 @@ def query_int(
 ) -> int | None:
     """An integer query parameter, refused with 400 unless within bounds."""
     text = request.query.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)
@@ -118,7 +118,7 @@ def query_int(
 
 def query_float(request: web.Request, name: str) -> float | None:
     text = request.query.get(name)
-    if text is None or text == "":
+    if text is None:
         return None
     try:
         value = float(text)

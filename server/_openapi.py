@@ -160,7 +160,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             },
             "blob": {"type": "string", "format": "binary", "maxLength": max_chunk_size},
         },
-        "additionalProperties": False,
+        "description": "other fields are ignored, as hosted Flow does",
     }
     upload_answer = {
         "type": "object",

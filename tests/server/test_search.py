@@ -53,7 +53,7 @@ async def test_refusals(api: Api) -> None:
     ):
         answer = await api.call("GET", f"/data/search?{query}", "alice")
         assert answer.status == 400 and answer.json()["error"], query
-    for query in ("limit=101", "limit=0", "offset=-1", "offset=x"):
+    for query in ("limit=101", "limit=0", "offset=-1", "offset=x", "limit=", "offset="):
         answer = await api.call("GET", f"/data/owned?{query}", "alice")
         assert answer.status == 400 and answer.json()["error"], query
 
