@@ -32,7 +32,7 @@ from ._jobs import JobManager, job_routes
 from ._openapi import openapi_document
 from ._ratelimit import RateLimiter
 from ._regex import RegexWorker
-from ._state import RATE, STATE, USER, Layout, State, apply_rate_headers, charge, state_of
+from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, state_of
 from ._store import Store
 from ._uploads import UploadManager, upload_routes
 
@@ -283,4 +283,4 @@ def create_app(config: ServerConfig) -> web.Application:
     return build_app(_open_state(config))
 
 
-__all__ = ["create_app", "build_app", "_open_state", "_AccessLog", "RATE"]
+__all__ = ["build_app", "create_app"]
