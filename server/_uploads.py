@@ -44,7 +44,7 @@ from ._config import MULTIPART_OVERHEAD
 from ._http import ApiError, bad_request, json_response, not_found
 from ._ids import is_id, new_id
 from ._multipart import MultipartError, MultipartParser, boundary_of, header_params
-from ._state import State, charge, user_of
+from ._state import RATE, State, charge, user_of
 from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
 from ._unpack import UnpackError, UnpackLimits, unpack
 
@@ -255,15 +255,23 @@ class UploadManager:
         user = user_of(request)
         limit = self.config.max_chunk_size
         if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+            charge(request, "api")
             raise ApiError(413, f"request body larger than the chunk limit of {limit} bytes")
         try:
             boundary = boundary_of(request.headers.get("Content-Type", ""))
         except MultipartError as exc:
+            charge(request, "api")
             bad_request(f"POST /upload takes multipart/form-data: {exc}")
         chunk = _Chunk()
         try:
             await self._read_body(request, user, boundary, chunk)
             return await self._finish(request, user, chunk)
+        except ApiError:
+            if request.get(RATE) is None:
+                # Refused before we could tell a new upload from a continuation:
+                # count it as an api request, so refusals are neither free nor headerless.
+                charge(request, "api")
+            raise
         finally:
             await self._release(chunk)
 

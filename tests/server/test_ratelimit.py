@@ -75,3 +75,13 @@ async def test_login_is_limited_per_address(server_root: Path, http: aiohttp.Cli
         answers = [await api.call("POST", "/login", json={"username": "alice", "password": "wrong"}) for _ in range(4)]
         assert [a.status for a in answers] == [400, 400, 400, 429]
         assert answers[0].headers["X-RateLimit-Remaining"] == "2"
+
+
+async def test_refused_uploads_count_as_api(server_root: Path, http: aiohttp.ClientSession) -> None:
+    async with running_server(server_root, rate_limits="api=2/60s,upload=50/60s") as srv:
+        api = Api(http, srv.base_url, srv.users)
+        await api.token("alice")
+        bad = await api.chunk("alice", b"x", filename="a b")
+        assert bad.status == 400 and bad.headers["X-RateLimit-Limit"] == "2"
+        assert (await api.call("POST", "/upload", "alice", data=b"{}")).status == 400
+        assert (await api.call("POST", "/upload", "alice", data=b"{}")).status == 429
