@@ -51,7 +51,9 @@ follows its windows instead:
   which its remaining tokens are not granted: a request sent then might
   already count in the server's next window, on top of those queued for it;
 - an answer whose ``Reset`` is already past speaks of a window that is over
-  (it arrived late) and cannot take a fresh window's budget away.
+  (it arrived late) and cannot take a fresh window's budget away; when it is
+  the first word from the server, the whole limit is there at once and the
+  window's length is guessed from it as below (never left at the default hour).
 
 The window's length (``window``) is learned from the distance between two
 different ``Reset`` values (the smallest such distance: a whole number of
@@ -423,11 +425,17 @@ class TokenBucket:
                 # (the server refuses those requests, and their retries take tokens of their own).
                 self.tokens = max(self.tokens, min(before, 0.0))
             self.capacity = float(limit)
+        was_following = self.follows_window
         if reset_at is not None:
             self._learn_window(reset_at, at)
         self.refill_per_second = self.capacity / self.window
         if reset_at is not None:
             if reset_at <= at:
+                if not was_following:
+                    # The first word from the server speaks of a window that is already over (its
+                    # answer arrived late): as when a followed window ends with nothing queued, the
+                    # whole limit is there and our next request opens the next window.
+                    self.tokens = max(self.tokens, self.capacity)
                 return  # the answer describes a window that is over: its remaining is stale
             # Reset is rounded up to whole seconds: the window ends within the second before it.
             self.reset_at, self.grant_until = reset_at, reset_at - RESET_TOLERANCE
@@ -445,19 +453,25 @@ class TokenBucket:
             self.window = min(self.window, distance) if self.window_learned else distance
             self.window_learned = True
         ahead = reset_at - at
+        prior = self.window
         if ahead > 0:
             # The answered request was counted in a window that started before now and ends
             # after ``reset_at - 1``: the window is longer than ``ahead - 1``.
             lower = ahead - RESET_TOLERANCE
             self.window_min = lower if self.window_min is None else max(self.window_min, lower)
-            if not self.window_learned:
-                guess = ahead + RESET_TOLERANCE
-                if new_window and self.opened_at is not None and self.opened_at < reset_at:
-                    # If our request opened this window, it is no longer than from then to its end.
-                    guess = max(guess, reset_at - self.opened_at)
-                # The first Reset replaces the default hour (a 10-second window's queue must not
-                # wait an hour); later guesses only lengthen it.
-                self.window = guess if first else max(self.window, guess)
+        if not self.window_learned and (ahead > 0 or first):
+            # (A first Reset already past -- its answer arrived late -- must still replace the
+            # default hour: following windows with an hour-long guess made a 2-request, 2-second
+            # budget wait an hour for its third request. Guessing short is the cheap error: a 429
+            # then holds the bucket for its Retry-After and the next Reset teaches the window.)
+            guess = max(ahead, 0.0) + RESET_TOLERANCE
+            if new_window and self.opened_at is not None and self.opened_at < reset_at:
+                # If our request opened this window, it is no longer than from then to its end
+                # (and no longer than the prior: an ``opened_at`` older than that is a stale one).
+                guess = max(guess, min(reset_at - self.opened_at, prior))
+            # The first Reset replaces the default hour (a 10-second window's queue must not
+            # wait an hour); later guesses only lengthen it.
+            self.window = guess if first else max(self.window, guess)
         if self.window_min is not None:
             self.window = max(self.window, self.window_min)
         if new_window:

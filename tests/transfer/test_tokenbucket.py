@@ -184,6 +184,21 @@ def test_stale_answer_cannot_take_a_fresh_window_away() -> None:
     assert bucket.available(101) == 10
 
 
+def test_a_late_first_answer_does_not_make_the_default_hour_the_window() -> None:
+    """The first ``Reset`` we hear of may already be past (its answer was slow: a busy server, fsync).
+
+    Regression: the bucket then followed windows with the default hour as their length, and a
+    2-request, 2-second budget made its third request wait an hour (an engine test hung).
+    """
+    bucket = default_buckets()["upload"]
+    assert [bucket.reserve(1, 1000.0) for _ in range(4)] == [0.0] * 4  # before any word: the hourly default
+    bucket.observe(2, 1, 1002.0, now=1002.5)  # the window [1000, 1002) is over when we hear of it
+    assert bucket.window < 10
+    waits = [bucket.reserve(1, 1002.6) for _ in range(5)]
+    assert waits[0] == 0  # that window is over: the next one's budget is there
+    assert max(waits) < 10  # a few windows of seconds, never an hour
+
+
 def test_smaller_limit_shifts_tokens_without_phantom_debt() -> None:
     bucket = TokenBucket(500, 500 / 3600)
     for _ in range(16):
