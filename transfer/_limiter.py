@@ -42,6 +42,8 @@ class _ClassState:
     observation: _Observation | None = None
     retry_until: float | None = None
     requests: int = 0
+    #: The server answered this class successfully without any rate-limit header: it does not limit it.
+    unlimited: bool = False
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -86,6 +88,9 @@ class RateLimiter:
         if rate_class is None:
             return
         state = self._classes[rate_class]
+        if state.unlimited:
+            state.requests += 1
+            return
         now = self.clock()
         wait = state.bucket.reserve(1, now)
         if wait > 0:
@@ -103,17 +108,27 @@ class RateLimiter:
         per_hour = bucket.refill_per_second * 3600
         return f"{per_hour:.0f}/h" if per_hour >= 1 else f"{bucket.capacity:.0f} per window"
 
-    def observe(self, rate_class: str | None, headers: Mapping[str, str]) -> None:
-        """Learn from an answer's ``X-RateLimit-*`` headers (the server is authoritative)."""
+    def observe(self, rate_class: str | None, headers: Mapping[str, str], status: int = 200) -> None:
+        """Learn from an answer's ``X-RateLimit-*`` headers (the server is authoritative).
+
+        Flow sends them on every answer of a limited class. A successful answer
+        without them means the server does not limit that class (a local server
+        run with ``--rate-limits off``): the hourly defaults, which only guess at
+        hosted Flow's budget until it speaks, stop applying. Error answers prove
+        nothing (a proxy's 502 carries no such headers).
+        """
         if rate_class is None:
             return
         limit = _header_int(headers, protocol.HEADER_LIMIT)
         remaining = _header_int(headers, protocol.HEADER_REMAINING)
         reset = _header_int(headers, protocol.HEADER_RESET)
-        if limit is None and remaining is None:
-            return
-        now = self.clock()
         state = self._classes[rate_class]
+        if limit is None and remaining is None:
+            if 200 <= status < 300:
+                state.unlimited = True
+            return
+        state.unlimited = False
+        now = self.clock()
         reset_at = float(reset) if reset is not None else None
         state.bucket.observe(limit, remaining, reset_at, now)
         state.observation = _Observation(limit, remaining, reset_at, now)
@@ -124,6 +139,7 @@ class RateLimiter:
             return
         now = self.clock()
         state = self._classes[rate_class]
+        state.unlimited = False
         state.bucket.penalize(retry_after, now)
         state.retry_until = max(state.retry_until or 0.0, now + retry_after)
 
