@@ -161,6 +161,37 @@ class InventoryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PackRecord:
+    """A packed tar known to be on a server (``sync --pack-small``).
+
+    ``local_path`` is the tar's virtual path (its folder joined with its
+    remote name); ``manifest`` the digest of its member list, which says
+    whether the folder's small files are still exactly what was packed.
+    """
+
+    server: str
+    username: str
+    local_path: str
+    remote: str
+    manifest: str
+    data_id: str
+    size: int
+    checksum: str | None
+    members: int
+    superseded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PackMember:
+    """One file inside a packed tar: its name in the tar and the local file it came from."""
+
+    arcname: str
+    local_path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class TransferSummary:
     """Counts and bytes of one transfer, computed from its file rows."""
 
@@ -721,6 +752,167 @@ class Journal:
                 yield _inventory(row)
             last = (rows[-1]["local_path"], rows[-1]["remote"])
 
+    # -- sync planning -------------------------------------------------
+
+    def upsert_planned_files(
+        self,
+        transfer_id: str,
+        rows: Iterable[tuple[NewFile, str | None]],
+        generation: int,
+        *,
+        batch_size: int = 2000,
+    ) -> int:
+        """Plan ``(file, plan_key)`` rows for a re-plannable transfer (sync), streaming.
+
+        A path not yet in the transfer is added. A path already there keeps
+        its row -- and so an upload in progress -- when its size, mtime,
+        remote name and plan key are unchanged; otherwise the row starts
+        over (planned, no data id, no bytes done). Either way the row is
+        stamped with ``generation``, so :meth:`drop_unplanned_files` can
+        remove what this planning did not ask for. Returns how many rows
+        were added or started over.
+        """
+        changed = 0
+        batch: list[tuple[NewFile, str | None]] = []
+        now = time.time()
+
+        def flush() -> None:
+            nonlocal changed
+            with self._immediate() as conn:
+                existing = conn.execute(
+                    f"SELECT count(*) FROM files WHERE transfer_id = ? AND local_path IN "
+                    f"({','.join('?' * len(batch))})",
+                    [transfer_id, *(f.local_path for f, _ in batch)],
+                ).fetchone()[0]
+                before = conn.total_changes
+                conn.executemany(
+                    "UPDATE files SET remote_name = ?, size = ?, mtime_ns = ?, plan_key = ?, extra = ?, "
+                    "status = ?, data_id = ?, checksum = ?, chunk_size = 0, bytes_done = 0, etag = NULL, "
+                    "error = NULL, attempts = 0, updated = ? WHERE transfer_id = ? AND local_path = ? AND "
+                    "(remote_name IS NOT ? OR size IS NOT ? OR mtime_ns IS NOT ? OR plan_key IS NOT ?)",
+                    [(f.remote_name, f.size, f.mtime_ns, key, json.dumps(f.extra), f.status.value, f.data_id,
+                      f.checksum, now, transfer_id, f.local_path, f.remote_name, f.size, f.mtime_ns, key)
+                     for f, key in batch],
+                )
+                changed += conn.total_changes - before + len(batch) - existing
+                conn.executemany(
+                    "INSERT INTO files (transfer_id, local_path, remote_name, data_id, size, mtime_ns, checksum, "
+                    "status, error, extra, updated, plan_gen, plan_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (transfer_id, local_path) DO UPDATE SET plan_gen = excluded.plan_gen",
+                    [(transfer_id, f.local_path, f.remote_name, f.data_id, f.size, f.mtime_ns, f.checksum,
+                      f.status.value, f.error, json.dumps(f.extra), now, generation, key) for f, key in batch],
+                )
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        return changed
+
+    def drop_unplanned_files(self, transfer_id: str, generation: int) -> int:
+        """Remove unfinished rows that planning ``generation`` did not ask for (gone, excluded, unstable).
+
+        Finished (``done``) rows stay: they are the record of what this transfer did.
+        """
+        with self._immediate() as conn:
+            cursor = conn.execute(
+                "DELETE FROM files WHERE transfer_id = ? AND plan_gen != ? AND status != 'done'",
+                (transfer_id, generation),
+            )
+            return cursor.rowcount
+
+    def add_pack_members(self, manifest: str, members: Iterable[PackMember], *, batch_size: int = 5000) -> None:
+        """Record which files make up the tar with ``manifest`` (once: a manifest never changes)."""
+        if self._read("SELECT 1 FROM pack_members WHERE manifest = ? LIMIT 1", (manifest,)):
+            return
+        batch: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            with self._immediate() as conn:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO pack_members (manifest, arcname, local_path, size, mtime_ns) "
+                    "VALUES (?,?,?,?,?)",
+                    batch,
+                )
+            batch.clear()
+
+        for m in members:
+            batch.append((manifest, m.arcname, m.local_path, m.size, m.mtime_ns))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+
+    def pack_members(self, manifest: str) -> list[PackMember]:
+        """The members of the tar with ``manifest``, in archive order (sorted by name)."""
+        rows = self._read(
+            "SELECT arcname, local_path, size, mtime_ns FROM pack_members WHERE manifest = ? ORDER BY arcname",
+            (manifest,),
+        )
+        return [PackMember(r["arcname"], r["local_path"], r["size"], r["mtime_ns"]) for r in rows]
+
+    def lookup_packs(self, server: str, username: str, local_paths: Sequence[str]) -> dict[str, PackRecord]:
+        """Known packs for many virtual tar paths at once."""
+        found: dict[str, PackRecord] = {}
+        for start in range(0, len(local_paths), 500):
+            part = list(local_paths[start:start + 500])
+            marks = ",".join("?" * len(part))
+            rows = self._read(
+                f"SELECT * FROM packs WHERE server = ? AND username = ? AND local_path IN ({marks})",
+                [server, username, *part],
+            )
+            for row in rows:
+                found[row["local_path"]] = _pack(row)
+        return found
+
+    def iter_packs(self, server: str, username: str, prefix: str = "") -> Iterator[PackRecord]:
+        """Packs under a folder prefix, in path order, a page at a time."""
+        last = prefix
+        first = True
+        while True:
+            rows = self._read(
+                "SELECT * FROM packs WHERE server = ? AND username = ? AND "
+                + ("local_path >= ?" if first else "local_path > ?")
+                + " ORDER BY local_path LIMIT 500",
+                (server, username, last),
+            )
+            first = False
+            if not rows:
+                return
+            for row in rows:
+                if not row["local_path"].startswith(prefix):
+                    return
+                yield _pack(row)
+            last = rows[-1]["local_path"]
+
+    def remember_pack(self, record: PackRecord) -> None:
+        """Record that a packed tar is on the server; forget the member list of the tar it replaces.
+
+        The old manifest's members are kept while an unfinished transfer may still need them.
+        """
+        with self._immediate() as conn:
+            old = conn.execute(
+                "SELECT manifest FROM packs WHERE server = ? AND username = ? AND local_path = ?",
+                (record.server, record.username, record.local_path),
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO packs (server, username, local_path, remote, manifest, data_id, size, "
+                "checksum, members, superseded, recorded) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (record.server, record.username, record.local_path, record.remote, record.manifest,
+                 record.data_id, record.size, record.checksum, record.members,
+                 json.dumps(list(record.superseded)), time.time()),
+            )
+            if old is not None and old[0] != record.manifest:
+                conn.execute(
+                    "DELETE FROM pack_members WHERE manifest = ? "
+                    "AND NOT EXISTS (SELECT 1 FROM packs WHERE manifest = ?) "
+                    "AND NOT EXISTS (SELECT 1 FROM files WHERE plan_key = ? AND status != 'done')",
+                    (old[0], old[0], old[0]),
+                )
+
     # -- rate-limit buckets ---------------------------------------------
 
     def update_buckets(
@@ -826,6 +1018,14 @@ def _file(row: dict[str, Any]) -> FileRecord:
         chunk_size=row["chunk_size"], checksum=row["checksum"], etag=row["etag"],
         status=FileState(row["status"]), bytes_done=row["bytes_done"], attempts=row["attempts"],
         error=row["error"], extra=json.loads(row["extra"]),
+    )
+
+
+def _pack(row: dict[str, Any]) -> PackRecord:
+    return PackRecord(
+        server=row["server"], username=row["username"], local_path=row["local_path"], remote=row["remote"],
+        manifest=row["manifest"], data_id=row["data_id"], size=row["size"], checksum=row["checksum"],
+        members=row["members"], superseded=tuple(json.loads(row["superseded"])),
     )
 
 

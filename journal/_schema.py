@@ -94,6 +94,42 @@ MIGRATIONS: tuple[str, ...] = (
         what        TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
     """,
+    # 2: sync. Files get the planning generation that last wanted them and a
+    #    key saying what exactly was planned (a packed tar's manifest), so a
+    #    re-planned sync keeps in-progress uploads of unchanged files and drops
+    #    rows nothing wants any more. ``packs`` is the inventory of packed tars
+    #    (``sync --pack-small``): one row per tar on a server, keyed by its
+    #    virtual path (folder + tar name); ``pack_members`` lists which files
+    #    went into the tar with a given manifest digest.
+    """
+    ALTER TABLE files ADD COLUMN plan_gen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN plan_key TEXT;
+
+    CREATE TABLE packs (
+        server      TEXT NOT NULL,
+        username    TEXT NOT NULL,
+        local_path  TEXT NOT NULL,
+        remote      TEXT NOT NULL,
+        manifest    TEXT NOT NULL,
+        data_id     TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        checksum    TEXT,
+        members     INTEGER NOT NULL,
+        superseded  TEXT NOT NULL DEFAULT '[]',
+        recorded    REAL NOT NULL,
+        PRIMARY KEY (server, username, local_path)
+    ) WITHOUT ROWID;
+    CREATE INDEX packs_by_manifest ON packs (manifest);
+
+    CREATE TABLE pack_members (
+        manifest    TEXT NOT NULL,
+        arcname     TEXT NOT NULL,
+        local_path  TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        PRIMARY KEY (manifest, arcname)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
