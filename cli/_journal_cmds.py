@@ -8,8 +8,6 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from flowxfer.journal import Journal, JournalError, TransferRecord, default_journal_path
 from flowxfer.transfer._sizes import format_size
@@ -59,6 +57,9 @@ def jobs(ctx: click.Context, show_all: bool) -> None:
     if not rows:
         print("no transfers" if show_all else "no unfinished transfers (use --all to see finished ones)")
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("id", "kind", "state", "files", "bytes", "updated", box=None, pad_edge=False)
     for row in rows:
         table.add_row(row["transfer_id"], row["kind"], row["status"], f"{row['files_done']}/{row['files_total']}",
@@ -94,6 +95,9 @@ def show(ctx: click.Context, transfer_id: str) -> None:
           f"created {_when(record.created)}, updated {_when(record.updated)}")
     if record.error:
         print(f"  error: {record.error}")
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("status", "size", "done", "id", "path", "error", box=None, pad_edge=False)
     for f in files:
         table.add_row(f["status"], format_size(f["size"]), format_size(f["bytes_done"]), f["id"] or "",

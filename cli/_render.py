@@ -13,19 +13,9 @@ import json
 import re
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from flowxfer.transfer import TransferReport
 from flowxfer.transfer._sizes import format_duration, format_rate, format_size
@@ -42,6 +32,9 @@ from flowxfer.transfer.events import (
     TransferStarted,
     Waiting,
 )
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 _PLAIN_INTERVAL = 5.0
 
@@ -81,6 +74,17 @@ class Output:
 
     def __enter__(self) -> Output:
         if self.mode == "bars":
+            # rich is imported only when bars are drawn: plain and JSON runs (cron) start faster.
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             console = Console(file=self.stderr)
             self._bars = Progress(
                 TextColumn("{task.description}", justify="left"), BarColumn(), DownloadColumn(binary_units=True),

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._states import (
     ChunkState,
@@ -332,6 +330,10 @@ class Journal:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        # Imported here: sqlite-utils pulls in dateutil and friends, ~50 ms of start-up that
+        # commands which never open the journal (login, serve) should not pay.
+        from sqlite_utils import Database
+
         self._db = Database(conn)
         self._lock = threading.RLock()
         self.host = socket.gethostname()

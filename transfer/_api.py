@@ -405,7 +405,7 @@ class Flowxfer:
         assert record.data_id is not None
         self._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
         remote = await fetch_remote(ctx, record.data_id, record.remote_name, record.size, record.checksum,
-                                    want_map=record.size > ctx.config.chunk_size)
+                                    want_map=record.size > ctx.config.download_chunk_size)
         await download_file(ctx, record, remote)
         return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")
 

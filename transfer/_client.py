@@ -304,7 +304,7 @@ class FlowClient:
         rate_class: str | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-        form: Callable[[], aiohttp.FormData] | None = None,
+        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> dict[str, Any]:
@@ -328,7 +328,7 @@ class FlowClient:
         rate_class: str | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-        form: Callable[[], aiohttp.FormData] | None = None,
+        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> tuple[dict[str, Any], aiohttp.ClientResponse]:
@@ -338,7 +338,7 @@ class FlowClient:
                 headers=headers, authenticated=authenticated,
             ) as response:
                 try:
-                    body = await response.content.read(_MAX_JSON_BODY + 1)
+                    body = await _read_body(response, _MAX_JSON_BODY + 1)
                 except _RETRYABLE_EXCEPTIONS as exc:
                     if attempt == self._policy.max_attempts:
                         raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
@@ -384,7 +384,7 @@ class FlowClient:
         rate_class: str | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-        form: Callable[[], aiohttp.FormData] | None = None,
+        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -419,7 +419,7 @@ class FlowClient:
                 await self._backoff(what, _describe(exc), attempt, None)
                 continue
             try:
-                self.limiter.observe(rate_class, response.headers)
+                self.limiter.observe(rate_class, response.headers, response.status)
                 status = response.status
                 if 200 <= status < 300:
                     yield response
@@ -452,9 +452,28 @@ class FlowClient:
         await anyio.sleep(delay)
 
 
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or its first ``limit`` bytes when it is longer.
+
+    ``StreamReader.read(n)`` returns whatever has arrived so far, not ``n``
+    bytes: one call was reading answers that came in two TCP segments (or
+    stalled half-way) as if they were whole, and half a JSON document was
+    then "not JSON". A body cut short raises ``ClientPayloadError`` here.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        piece = await response.content.read(limit - size)
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
+
+
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     try:
-        return await response.content.read(_MAX_ERROR_BODY)
+        return await _read_body(response, _MAX_ERROR_BODY)
     except _RETRYABLE_EXCEPTIONS:
         return b""
 

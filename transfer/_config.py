@@ -12,14 +12,16 @@ class TransferConfig:
     """How a transfer runs. Defaults suit a lab network and hosted Flow.
 
     Peak memory of the bytes in flight is bounded by ``byte_budget``; with
-    the defaults it is in practice about ``concurrency × 2 × chunk_size``
-    for uploads (the chunk on the wire plus the one read ahead: 64 MiB) and
-    ``concurrency × segments × block_size`` for downloads (64 MiB), well
-    inside the budget.
+    the defaults it is in practice ``concurrency × block_size`` for uploads
+    (chunks are streamed: 16 MiB) and ``concurrency × segments × block_size``
+    for downloads (64 MiB), plus socket buffers.
 
-    :param chunk_size: bytes per upload request; also the unit of download
-        verification when the server gives no chunk map. Bigger chunks mean
-        fewer requests against the hourly API budget.
+    :param chunk_size: bytes per upload request, or None to choose: the
+        server's advertised maximum up to 64 MiB, else 16 MiB, halved after a
+        413. Chunks are streamed from disk a block at a time, so a large chunk
+        costs no memory; it saves requests and server-side fsyncs.
+    :param download_chunk_size: the unit in which a download is hashed and
+        journaled when the server gives no chunk map of its own.
     :param concurrency: files transferred at once.
     :param segments: ranged streams per large download file. Each costs one
         request against the download budget, hence few and long.
@@ -42,11 +44,12 @@ class TransferConfig:
     :param grace_period: after a stop request, how long in-flight requests may take to finish.
     """
 
-    chunk_size: int = 8 * MiB
+    chunk_size: int | None = None
+    download_chunk_size: int = 8 * MiB
     concurrency: int = 4
     segments: int = 4
     min_segment_size: int = 32 * MiB
-    block_size: int = 1 * MiB
+    block_size: int = 4 * MiB
     byte_budget: int = 256 * MiB
     max_attempts: int = 8
     backoff_base: float = 0.5
@@ -65,9 +68,11 @@ class TransferConfig:
     user_agent: str = field(default="flowxfer")
 
     def __post_init__(self) -> None:
-        if self.chunk_size <= 0:
+        if self.chunk_size is not None and self.chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
+        if self.download_chunk_size <= 0 or self.block_size <= 0:
+            raise ValueError("download_chunk_size and block_size must be positive")
         if self.concurrency < 1 or self.segments < 1:
             raise ValueError("concurrency and segments must be at least 1")
-        if self.byte_budget < self.chunk_size:
-            raise ValueError("byte_budget must hold at least one chunk")
+        if self.byte_budget < self.block_size:
+            raise ValueError("byte_budget must hold at least one block")

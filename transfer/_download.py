@@ -38,6 +38,8 @@ from ._upload import StopRequested
 from .events import BytesMoved, FileVerifying, Notice, Retrying
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+#: pwritev takes at most IOV_MAX (1024 on Linux) buffers; tiny pieces (a slow proxy) flush early.
+_MAX_IOV = 512
 _STREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
@@ -124,13 +126,21 @@ def _preallocate(fd: int, size: int) -> None:
             raise
 
 
-def _write_block(fd: int, offset: int, block: bytearray, hasher: xxhash.xxh3_128) -> None:
-    """Write and hash one block (worker thread): the same bytes feed the disk and the hash."""
-    view = memoryview(block)
-    written = 0
-    while written < len(view):
-        written += os.pwrite(fd, view[written:], offset + written)
-    hasher.update(block)
+def _write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.xxh3_128) -> None:
+    """Write and hash one block (worker thread): the same bytes feed the disk and the hash.
+
+    The pieces are written as they arrived from the socket (``pwritev``), so
+    no byte is copied on its way from aiohttp's buffer to the page cache.
+    """
+    total = 0
+    for piece in pieces:
+        hasher.update(piece)
+        total += len(piece)
+    written = os.pwritev(fd, pieces, offset)
+    while written < total:
+        # A short write (rare: a signal, a full quota) continues where it stopped.
+        rest = b"".join(pieces)[written:]
+        written += os.pwrite(fd, rest, offset + written)
 
 
 def _rehash_chunks(fd: int, chunks: Sequence[Chunk], sums: Sequence[str | None]) -> list[int]:
@@ -179,7 +189,7 @@ async def _download_once(
     ctx: TransferContext, record: FileRecord, remote: RemoteFile, target: Path, fresh: bool
 ) -> DownloadResult:
     part = part_path(target)
-    chunks = remote.chunks or plan_chunks(remote.size, ctx.config.chunk_size)
+    chunks = remote.chunks or plan_chunks(remote.size, ctx.config.download_chunk_size)
     sums = remote.chunk_checksums
     existing: list[ChunkRecord] = []
     if not fresh and record.chunk_size:
@@ -226,7 +236,7 @@ async def _download_into(
 ) -> DownloadResult:
     batch = ctx.writer.batch
     shared = _Shared(etag=record.etag if resumable else None, size=remote.size, whole_checksum=remote.checksum,
-                     chunk_size=ctx.config.chunk_size)
+                     chunk_size=ctx.config.download_chunk_size)
     if resumable:
         shared.acked = {c.idx for c in existing if c.state in (ChunkState.ACKED, ChunkState.VERIFIED)}
         if sums is not None:
@@ -240,7 +250,7 @@ async def _download_into(
     else:
         batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
     shared.bytes_done = sum(c.size for c in chunks if c.index in shared.acked)
-    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=ctx.config.chunk_size,
+    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=ctx.config.download_chunk_size,
                       size=remote.size, etag=shared.etag, bytes_done=shared.bytes_done)
     ctx.writer.added()
 
@@ -334,23 +344,24 @@ async def _stream_segment(
     policy = RetryPolicy(max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base,
                          cap=ctx.config.backoff_cap)
     rng = random.Random()
-    position = 0  # index into chunks of the first chunk not yet complete
+    # Index into chunks of the first chunk not yet complete. A list, so that _consume advances it
+    # in place: a stream cut mid-way must resume after the chunks it completed, not from the start.
+    position = [0]
     failures = 0
-    while position < len(chunks):
+    while position[0] < len(chunks):
         if ctx.stopping():
             raise StopRequested()
-        first, last = chunks[position], chunks[-1]
+        first, last = chunks[position[0]], chunks[-1]
         headers = {"Range": f"bytes={first.offset}-{last.end - 1}"}
         if shared.etag:
             headers["If-Range"] = shared.etag
-        progressed = False
+        before = position[0]
         try:
             async with ctx.client.stream("GET", remote.url, rate_class="download", headers=headers) as response:
                 _check_answer(response, first.offset, last.end, remote.size, shared)
-                before = position
-                position = await _consume(ctx, record, response, fd, chunks, position, sums, shared)
-                progressed = position > before
+                await _consume(ctx, record, response, fd, chunks, position, sums, shared)
         except _STREAM_ERRORS as exc:
+            progressed = position[0] > before
             failures = 0 if progressed else failures + 1
             if failures >= policy.max_attempts:
                 raise UnavailableError(f"{Path(record.local_path).name}: the download kept failing "
@@ -361,9 +372,9 @@ async def _stream_segment(
                                 failures or 1, policy.max_attempts, delay))
             await anyio.sleep(delay)
             continue
-        if position < len(chunks):
+        if position[0] < len(chunks):
             # The server ended the body early without an error: treat like a cut.
-            failures += 1
+            failures = 0 if position[0] > before else failures + 1
             if failures >= policy.max_attempts:
                 raise UnavailableError(f"{Path(record.local_path).name}: the server keeps ending the "
                                        "download early")
@@ -412,17 +423,23 @@ async def _consume(
     response: aiohttp.ClientResponse,
     fd: int,
     chunks: list[Chunk],
-    position: int,
+    cursor: list[int],
     sums: list[str | None] | None,
     shared: _Shared,
-) -> int:
-    """Stream the body into the ``.part`` file; returns the index of the first incomplete chunk."""
+) -> None:
+    """Stream the body into the ``.part`` file, advancing ``cursor[0]`` past every completed chunk.
+
+    The cursor moves in place (not as a return value) so that it is right even when the
+    stream is cut: the caller resumes at the first chunk not yet complete.
+    """
     block_size = ctx.config.block_size
     limiter = ctx.client.limiter
+    position = cursor[0]
     chunk = chunks[position]
     offset = chunk.offset
     hasher = xxhash.xxh3_128()
-    block = bytearray()
+    block: list[memoryview] = []
+    block_bytes = 0
     block_offset = offset
     await ctx.budget.acquire(block_size)
     try:
@@ -433,33 +450,35 @@ async def _consume(
                 take = min(len(view), chunk.end - offset)
                 if take <= 0:
                     raise ProtocolError("the server sent more bytes than it announced")
-                block += view[:take]
+                block.append(view[:take])
+                block_bytes += take
                 view = view[take:]
                 offset += take
                 complete = offset == chunk.end
-                if complete or len(block) >= block_size:
+                if complete or block_bytes >= block_size or len(block) >= _MAX_IOV:
                     try:
                         await anyio.to_thread.run_sync(_write_block, fd, block_offset, block, hasher)
                     except OSError as exc:
                         raise LocalIOError(f"cannot write {part_path(Path(record.local_path))}: "
                                            f"{exc.strerror}") from None
-                    ctx.counters.bytes_transferred += len(block)
-                    ctx.events(BytesMoved(record.local_path, len(block)))
-                    block_offset += len(block)
-                    block = bytearray()
+                    ctx.counters.bytes_transferred += block_bytes
+                    ctx.events(BytesMoved(record.local_path, block_bytes))
+                    block_offset += block_bytes
+                    block = []
+                    block_bytes = 0
                 if complete:
                     _chunk_done(ctx, record, fd, chunk, protocol.format_checksum(hasher.hexdigest()), sums, shared)
                     position += 1
+                    cursor[0] = position
                     if position == len(chunks):
                         if view:
                             raise ProtocolError("the server sent more bytes than it announced")
-                        return position
+                        return
                     if ctx.stopping():
                         # Stop at a chunk boundary: everything received is acknowledged, nothing torn.
                         raise StopRequested()
                     chunk = chunks[position]
                     hasher = xxhash.xxh3_128()
-        return position
     finally:
         ctx.budget.release(block_size)
         if offset > chunks[min(position, len(chunks) - 1)].offset and position < len(chunks):

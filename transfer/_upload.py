@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anyio
 import xxhash
-from anyio.abc import ObjectSendStream
+from aiohttp import MultipartWriter
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 from flowxfer import protocol
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
@@ -27,14 +28,18 @@ from ._chunks import Chunk, plan_chunks
 from ._errors import (
     ChecksumMismatchError,
     IntegrityError,
+    LocalIOError,
     NotFoundError,
     ProtocolError,
     RejectedError,
     SourceChangedError,
 )
-from ._runtime import TransferContext, task_group
+from ._runtime import TransferContext
 from ._sources import Source
 from .events import BytesMoved, FileVerifying, Notice
+
+#: The smallest chunk the automatic size shrinks to after 413 answers.
+MIN_AUTO_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,10 @@ class _Realign(Exception):
         self.held = held
 
 
+class _TooLarge(Exception):
+    """The server refused a chunk as too large (413): try smaller chunks."""
+
+
 class _UploadLost(Exception):
     """The server no longer knows the upload (restarted from scratch, expired, not ours)."""
 
@@ -72,14 +81,6 @@ def plan_from(size: int, chunk_size: int, boundary: int) -> list[Chunk]:
     head = plan_chunks(boundary, chunk_size)
     tail = plan_chunks(size - boundary, chunk_size)
     return head + [Chunk(len(head) + c.index, boundary + c.offset, c.size) for c in tail]
-
-
-def _read_chunk(source: Source, chunk: Chunk, whole: xxhash.xxh3_128 | None) -> tuple[bytes, str]:
-    """Read and hash one chunk (in a worker thread): one read, the hashes fed from the same bytes."""
-    data = source.read(chunk.offset, chunk.size)
-    if whole is not None:
-        whole.update(data)
-    return data, protocol.checksum_of(data)
 
 
 async def upload_source(
@@ -143,6 +144,14 @@ async def _upload_open_source(
                 raise ProtocolError(f"{record.local_path}: the server keeps losing the upload") from None
             ctx.events(Notice(f"{record.local_path}: the server lost the partial upload; starting it again"))
             progress = _Progress(None, 0, protocol.new_hasher())
+        except _TooLarge:
+            # Hosted Flow does not say how large a request may be: halve until it fits.
+            if chunk_size <= MIN_AUTO_CHUNK:
+                raise RejectedError(f"{record.local_path}: the server refuses even {chunk_size}-byte chunks",
+                                    413) from None
+            chunk_size = max(MIN_AUTO_CHUNK, chunk_size // 2)
+            ctx.events(Notice(f"{record.local_path}: the server refused a large chunk; using "
+                              f"{chunk_size // (1024 * 1024)} MiB chunks"))
         chunks = plan_from(size, chunk_size, progress.held)
         _journal_plan(ctx, record, chunks, progress, chunk_size, [])
 
@@ -235,23 +244,95 @@ async def _confirm_by_reading(
     return held
 
 
-async def _reader(
-    ctx: TransferContext,
-    source: Source,
-    chunks: list[Chunk],
-    whole: xxhash.xxh3_128 | None,
-    send: ObjectSendStream[tuple[Chunk, bytes, str]],
-) -> None:
-    """Read ahead: the next chunk is read and hashed while the current one is on the wire."""
-    async with send:
-        for chunk in chunks:
-            await ctx.budget.acquire(chunk.size)
+class _SourceErrorHolder:
+    """Carries a local read error out of a request body.
+
+    aiohttp turns any exception raised while writing a body into a retryable
+    connection error; the form factory re-raises the real one on the retry.
+    """
+
+    error: BaseException | None = None
+
+
+def _read_block(
+    source: Source, offset: int, length: int, hasher: xxhash.xxh3_128, whole: xxhash.xxh3_128 | None
+) -> bytes:
+    """Read one block and feed it to the chunk's and the file's hash (worker thread): one read, no re-read."""
+    data = source.read(offset, length)
+    hasher.update(data)
+    if whole is not None:
+        whole.update(data)
+    return data
+
+
+class _ChunkPayload(Payload):
+    """A chunk's bytes streamed from the source a block at a time, hashed as they go.
+
+    Memory per upload in flight is one block, whatever the chunk size, so
+    chunks can be large (few requests, few server fsyncs) without large RSS.
+    Each attempt is a new payload that starts from a copy of the whole-file
+    hash as it stood before this chunk, so a retried attempt never feeds the
+    file's hash twice.
+    """
+
+    def __init__(self, ctx: TransferContext, record: FileRecord, source: Source, chunk: Chunk,
+                 whole_before: xxhash.xxh3_128 | None, holder: _SourceErrorHolder) -> None:
+        super().__init__(None, size=chunk.size, content_type="application/octet-stream")
+        self._ctx, self._record, self._source, self._chunk = ctx, record, source, chunk
+        self._whole_before = whole_before
+        self._holder = holder
+        self.digest: str | None = None
+        self.whole: xxhash.xxh3_128 | None = None
+        self.sent = 0
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        ctx, chunk = self._ctx, self._chunk
+        hasher = xxhash.xxh3_128()
+        whole = self._whole_before.copy() if self._whole_before is not None else None
+        block = ctx.config.block_size
+        position = chunk.offset
+        while position < chunk.end:
+            length = min(block, chunk.end - position)
             try:
-                data, digest = await anyio.to_thread.run_sync(_read_chunk, source, chunk, whole)
-                await send.send((chunk, data, digest))
-            except BaseException:
-                ctx.budget.release(chunk.size)
+                data = await anyio.to_thread.run_sync(_read_block, self._source, position, length, hasher, whole)
+            except (SourceChangedError, LocalIOError) as exc:
+                self._holder.error = exc
                 raise
+            await ctx.client.limiter.throttle_bytes(length)
+            await writer.write(data)
+            position += length
+            self.sent += length
+            ctx.counters.bytes_transferred += length
+            ctx.events(BytesMoved(self._record.local_path, length))
+        self.digest = protocol.format_checksum(hasher.hexdigest())
+        self.whole = whole
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a streamed chunk cannot be decoded")
+
+
+class _LateField(Payload):
+    """A form field whose value is known only after the blob was sent (its checksum).
+
+    Its length is fixed (``xxh3-128:`` and 32 hex digits), so the request
+    still carries a Content-Length. The server reads every field before it
+    judges a chunk, so checksum fields may follow the blob.
+    """
+
+    LENGTH = len(protocol.CHECKSUM_PREFIX) + 32
+
+    def __init__(self, produce: Callable[[], str]) -> None:
+        super().__init__(None, size=self.LENGTH, content_type="text/plain; charset=utf-8")
+        self._produce = produce
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        data = self._produce().encode("ascii")
+        if len(data) != self.LENGTH:
+            raise AssertionError("checksum field of unexpected length")
+        await writer.write(data)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._produce()
 
 
 async def _send_chunks(
@@ -262,7 +343,7 @@ async def _send_chunks(
     chunks: list[Chunk],
     progress: _Progress,
 ) -> UploadResult:
-    """Send the chunks from ``progress.held`` on, updating ``progress`` as answers arrive."""
+    """Send the chunks from ``progress.held`` on, in order, updating ``progress`` as answers arrive."""
     size = source.size
     pending = [c for c in chunks if c.offset >= progress.held and (c.size > 0 or size == 0)]
     if not pending:
@@ -270,40 +351,28 @@ async def _send_chunks(
         # the server's 400 names the full size and we go on to ask whether it is ready.
         pending = [chunks[-1]]
     multi_chunk = len(chunks) > 1
-    send, receive = anyio.create_memory_object_stream[tuple[Chunk, bytes, str]](1)
-    async with task_group() as tg:
-        tg.start_soon(_reader, ctx, source, pending, progress.whole, send)
-        async with receive:
-            async for chunk, data, digest in receive:
-                try:
-                    if ctx.stopping():
-                        raise StopRequested()
-                    is_last = chunk.end == size
-                    file_checksum = None
-                    if is_last and progress.whole is not None:
-                        file_checksum = protocol.format_checksum(progress.whole.hexdigest())
-                    answer = await _post_chunk(ctx, record, source, options, chunk, data, digest,
-                                               progress.data_id, is_last, file_checksum)
-                finally:
-                    ctx.budget.release(chunk.size)
-                new_id = answer.get("data_id") or answer.get("id")
-                if not isinstance(new_id, str | int) or str(new_id) == "":
-                    raise ProtocolError("the upload answer carries no data id")
-                first = progress.data_id is None
-                progress.data_id = str(new_id)
-                progress.held = chunk.end
-                batch = ctx.writer.batch
-                batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
-                batch.update_file(record.id, bytes_done=chunk.end, data_id=progress.data_id)
-                ctx.writer.added()
-                ctx.counters.bytes_transferred += chunk.size
-                ctx.events(BytesMoved(record.local_path, chunk.size))
-                if first and multi_chunk and not is_last:
-                    # The upload's id is what makes it resumable: make it durable before the next chunk.
-                    await ctx.writer.flush()
-                if is_last:
-                    tg.cancel_scope.cancel()
-                    return await _finish(ctx, record, answer, progress.data_id, file_checksum)
+    for chunk in pending:
+        if ctx.stopping():
+            raise StopRequested()
+        is_last = chunk.end == size
+        answer, digest, whole = await _post_chunk(ctx, record, source, options, chunk, progress, is_last)
+        new_id = answer.get("data_id") or answer.get("id")
+        if not isinstance(new_id, str | int) or str(new_id) == "":
+            raise ProtocolError("the upload answer carries no data id")
+        first = progress.data_id is None
+        progress.data_id = str(new_id)
+        progress.held = chunk.end
+        progress.whole = whole
+        batch = ctx.writer.batch
+        batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
+        batch.update_file(record.id, bytes_done=chunk.end, data_id=progress.data_id)
+        ctx.writer.added()
+        if first and multi_chunk and not is_last:
+            # The upload's id is what makes it resumable: make it durable before the next chunk.
+            await ctx.writer.flush()
+        if is_last:
+            file_checksum = protocol.format_checksum(whole.hexdigest()) if whole is not None else None
+            return await _finish(ctx, record, answer, progress.data_id, file_checksum)
     raise ProtocolError("the upload ended without a last chunk")  # pragma: no cover
 
 
@@ -313,21 +382,34 @@ async def _post_chunk(
     source: Source,
     options: UploadOptions,
     chunk: Chunk,
-    data: bytes,
-    digest: str,
-    data_id: str | None,
+    progress: _Progress,
     is_last: bool,
-    file_checksum: str | None,
-) -> dict[str, Any]:
-    """POST one chunk; a checksum mismatch re-reads the chunk and sends it again (bounded)."""
+) -> tuple[dict[str, Any], str | None, xxhash.xxh3_128 | None]:
+    """POST one chunk, streamed; a checksum mismatch sends it again (bounded).
+
+    :returns: the server's answer, the chunk's checksum and the file's hash after it.
+    """
     send_checksums = ctx.capabilities.checksums
+    data_id = progress.data_id
     for attempt in range(1, ctx.config.max_attempts + 1):
-        await ctx.client.limiter.throttle_bytes(len(data))
-        form = _form_factory(record.remote_name, chunk.offset, is_last, data_id, options, data,
-                             digest if send_checksums else None, file_checksum if send_checksums else None)
+        holder = _SourceErrorHolder()
+        sent: list[_ChunkPayload] = []
+
+        def build(holder: _SourceErrorHolder = holder, sent: list[_ChunkPayload] = sent) -> MultipartWriter:
+            if holder.error is not None:
+                raise holder.error  # a local problem, not the network's: stop retrying
+            if sent:
+                # An earlier attempt's bytes went nowhere: count them as re-sent.
+                ctx.counters.bytes_resent += sent[-1].sent
+            payload = _ChunkPayload(ctx, record, source, chunk, progress.whole, holder)
+            sent.append(payload)
+            return _form(record.remote_name, chunk.offset, is_last, data_id, options, payload,
+                         send_checksums, file_checksum=is_last and progress.whole is not None)
+
+        await ctx.budget.acquire(ctx.config.block_size)
         try:
             answer = await ctx.client.json_request(
-                "POST", "/upload", rate_class="upload" if data_id is None else None, form=form
+                "POST", "/upload", rate_class="upload" if data_id is None else None, form=build
             )
         except ChecksumMismatchError:
             if attempt == ctx.config.max_attempts:
@@ -335,20 +417,22 @@ async def _post_chunk(
                                      f"{attempt} times") from None
             ctx.events(Notice(f"{record.local_path}: chunk at {chunk.offset} arrived damaged; sending it again"))
             ctx.counters.bytes_resent += chunk.size
-            data = await anyio.to_thread.run_sync(source.read, chunk.offset, chunk.size)
-            digest = protocol.checksum_of(data)
             continue
         except RejectedError as exc:
             expected = exc.body.get("expected_file_size")
             if exc.status == 400 and isinstance(expected, int | str) and str(expected).isdigit():
                 held = int(expected)
-                if held == chunk.end:
+                if held == chunk.end and sent and sent[-1].digest is not None:
                     # Our earlier attempt arrived; only its answer was lost. The server has
                     # this chunk, so acknowledge it from the server's word and go on.
                     if is_last:
-                        break
-                    return {"id": data_id, "data_id": data_id, "size": held, "is_ready": False}
+                        assert data_id is not None
+                        return await _poll_ready(ctx, record, data_id), sent[-1].digest, sent[-1].whole
+                    return ({"id": data_id, "data_id": data_id, "size": held, "is_ready": False},
+                            sent[-1].digest, sent[-1].whole)
                 raise _Realign(held) from None
+            if exc.status == 413 and ctx.config.chunk_size is None:
+                raise _TooLarge() from None
             if data_id is not None and exc.status in (400, 403):
                 # A continuation refused without an offset: the server does not know this
                 # upload (any more). Start afresh; a real refusal will recur on the first chunk.
@@ -358,47 +442,52 @@ async def _post_chunk(
             if data_id is not None:
                 raise _UploadLost() from None
             raise
+        finally:
+            ctx.budget.release(ctx.config.block_size)
+        payload = sent[-1]
         stored = answer.get("size")
         if isinstance(stored, int) and stored != chunk.end:
             if stored > source.size or stored < 0:
                 raise ProtocolError(f"the server claims to hold {stored} bytes of a {source.size}-byte file")
             raise _Realign(stored)
-        return answer
-    # The last chunk's answer was lost but the server holds every byte: ask it how the file is.
-    assert data_id is not None
-    return await _poll_ready(ctx, record, data_id)
+        return answer, payload.digest, payload.whole
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _form_factory(
+def _form(
     name: str,
     offset: int,
     is_last: bool,
     data_id: str | None,
     options: UploadOptions,
-    data: bytes,
-    checksum: str | None,
-    file_checksum: str | None,
-) -> Callable[[], aiohttp.FormData]:
-    """The multipart body, rebuilt for each attempt; fields before the blob, as flowbio sends them."""
+    payload: _ChunkPayload,
+    send_checksums: bool,
+    *,
+    file_checksum: bool,
+) -> MultipartWriter:
+    """The multipart body: Flow's fields before the blob (as flowbio sends them), checksums after it."""
+    form = MultipartWriter("form-data")
 
-    def build() -> aiohttp.FormData:
-        form = aiohttp.FormData(quote_fields=False)
-        form.add_field("filename", name)
-        form.add_field("expected_file_size", str(offset))
-        form.add_field("is_last", "true" if is_last else "false")
-        form.add_field("data", data_id or "")
-        if options.data_type:
-            form.add_field("data_type", options.data_type)
-        if options.is_directory:
-            form.add_field("is_directory", "true")
-        if checksum:
-            form.add_field("checksum", checksum)
+    def field(field_name: str, value: str | Payload) -> None:
+        part = form.append_payload(value) if isinstance(value, Payload) else form.append(value)
+        part.set_content_disposition("form-data", name=field_name)
+
+    field("filename", name)
+    field("expected_file_size", str(offset))
+    field("is_last", "true" if is_last else "false")
+    field("data", data_id or "")
+    if options.data_type:
+        field("data_type", options.data_type)
+    if options.is_directory:
+        field("is_directory", "true")
+    blob = form.append_payload(payload)
+    blob.set_content_disposition("form-data", name="blob", filename=name)
+    if send_checksums:
+        field("checksum", _LateField(lambda: payload.digest or ""))
         if file_checksum:
-            form.add_field("file_checksum", file_checksum)
-        form.add_field("blob", data, filename=name, content_type="application/octet-stream")
-        return form
-
-    return build
+            field("file_checksum", _LateField(
+                lambda: protocol.format_checksum(payload.whole.hexdigest()) if payload.whole else ""))
+    return form
 
 
 async def _poll_ready(ctx: TransferContext, record: FileRecord, data_id: str) -> dict[str, Any]:
