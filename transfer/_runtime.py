@@ -104,10 +104,14 @@ class JournalWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            batch, self.batch = self.batch, JournalBatch()
-            if len(batch) or batch.fds:
-                await anyio.to_thread.run_sync(self.journal.commit, batch)
-                self.commits += 1
+            # Once the batch is swapped out nothing may cancel its commit: a flush cancelled
+            # while it waited for a worker thread (the transfer ending under it) lost every
+            # event of the batch, e.g. a finished file's "done".
+            with anyio.CancelScope(shield=True):
+                batch, self.batch = self.batch, JournalBatch()
+                if len(batch) or batch.fds:
+                    await anyio.to_thread.run_sync(self.journal.commit, batch)
+                    self.commits += 1
 
     async def run(self) -> None:
         """Commit periodically until cancelled (the caller does a final shielded flush)."""
