@@ -1,0 +1,71 @@
+"""``flowxfer doctor`` against the real local server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flowxfer.transfer import Flowxfer
+from flowxfer.transfer._doctor import SKEW_FAIL, _clock, run_checks
+from tests.support.server import RunningServer, running_server
+
+from tests.transfer.conftest import client
+
+CLI = [sys.executable, "-c", "from flowxfer.cli import main; main()"]
+
+
+async def test_all_checks_pass_when_logged_in(server: RunningServer, tmp_path: Path) -> None:
+    async with client(server, tmp_path / "home") as fx:
+        checks = await run_checks(fx, tmp_path / "downloads" / "not-yet")
+    by_name = {c.name: c for c in checks}
+    assert [c.name for c in checks] == ["credentials", "server", "capabilities", "clock", "journal", "disk"]
+    assert all(c.status == "ok" for c in checks), checks
+    assert "refresh token works" in by_name["credentials"].detail
+    assert "chunk checksums" in by_name["capabilities"].detail
+
+
+async def test_plain_flow_and_missing_login_are_reported(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "root", extensions=False) as srv:
+        async with Flowxfer(srv.base_url, config_dir=tmp_path / "empty", journal=tmp_path / "j.db") as fx:
+            checks = {c.name: c for c in await run_checks(fx)}
+    assert checks["credentials"].status == "fail" and "flowxfer login" in checks["credentials"].detail
+    assert "plain Flow" in checks["capabilities"].detail
+
+
+async def test_unreachable_server_and_damaged_journal(tmp_path: Path) -> None:
+    (tmp_path / "j.db").write_bytes(b"not sqlite" * 100)
+    async with Flowxfer("http://127.0.0.1:9", config_dir=tmp_path / "c", journal=tmp_path / "j.db") as fx:
+        checks = {c.name: c for c in await run_checks(fx)}
+    assert checks["server"].status == "fail" and "unreachable" in checks["server"].detail
+    assert checks["journal"].status == "fail"
+
+
+def test_clock_skew_is_judged() -> None:
+    import email.utils
+
+    now = time.time()
+    assert _clock(email.utils.formatdate(now, usegmt=True)).status == "ok"
+    assert _clock(email.utils.formatdate(now - SKEW_FAIL - 10, usegmt=True)).status == "fail"
+    assert _clock(None).status == "warn"
+
+
+async def test_cli_exit_codes_and_json(server: RunningServer, tmp_path: Path) -> None:
+    env = {**os.environ, "FLOW_API_URL": server.base_url, "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"),
+           "FLOWXFER_JOURNAL": str(tmp_path / "j.db")}
+    import anyio
+
+    not_logged = await anyio.run_process([*CLI, "--json", "doctor"], env=env, check=False)
+    assert not_logged.returncode == 3
+    document = json.loads(not_logged.stdout)
+    assert document["ok"] is False and document["checks"][0]["status"] == "fail"
+    login = await anyio.run_process([*CLI, "login", "-u", "alice", "--password-stdin"],
+                                    input=(server.users["alice"] + "\n").encode(), env=env, check=False)
+    assert login.returncode == 0, login.stderr
+    healthy = await anyio.run_process([*CLI, "doctor"], env=env, check=False)
+    assert healthy.returncode == 0, healthy.stdout
+    assert b"Traceback" not in healthy.stderr
+    assert healthy.stdout.decode().count("ok  ") == 6

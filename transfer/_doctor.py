@@ -1,0 +1,136 @@
+"""Health checks for an unattended setup: what a cron job needs to succeed.
+
+Each check returns a :class:`Check` (ok / warn / fail, and what to do about
+it); nothing here prints. The checks run in the order a failing cron job
+would hit them: credentials, server, capabilities, clock, journal, disk.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from flowxfer.journal import Journal, JournalError
+
+from ._credentials import token_expiry
+from ._errors import FlowxferError
+
+if TYPE_CHECKING:
+    from ._api import Flowxfer
+
+#: Clock skew beyond which JWT expiry goes wrong (tokens live 5 minutes).
+SKEW_WARN = 30.0
+SKEW_FAIL = 120.0
+#: Free space below which downloads are likely to fail.
+LOW_DISK = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok", "warn" or "fail"
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+
+async def run_checks(fx: Flowxfer, download_dir: Path | None = None) -> list[Check]:
+    """Every check, in order; a failing check does not stop the others."""
+    checks = [await _credentials(fx), *await _server(fx), await _journal(fx),
+              await _disk(download_dir or Path.cwd())]
+    return checks
+
+
+async def _credentials(fx: Flowxfer) -> Check:
+    tokens = fx.client.tokens
+    if tokens is None:
+        return Check("credentials", "fail", f"not logged in to {fx.base_url}: run 'flowxfer login'")
+    if not tokens.refresh_token:
+        exp, _ = token_expiry(tokens.access_token)
+        left = f"; it expires in {max(0, exp - time.time()):.0f} s" if exp else ""
+        return Check("credentials", "warn", f"an access token without a refresh token{left}: "
+                                            "a cron job will fail when it expires; use 'flowxfer login'")
+    try:
+        await fx.client.refresh()
+    except FlowxferError as exc:
+        return Check("credentials", "fail", f"the saved login cannot be refreshed ({exc}); run 'flowxfer login'")
+    return Check("credentials", "ok", f"logged in as {tokens.username or '?'}; the refresh token works")
+
+
+async def _server(fx: Flowxfer) -> list[Check]:
+    client = fx.client
+    started = time.monotonic()
+    try:
+        async with client.session.get(client.url("/capabilities"), allow_redirects=False) as response:
+            date = response.headers.get("Date")
+            await response.read()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
+        return [Check("server", "fail", f"{fx.base_url} is unreachable: {type(exc).__name__}: {exc}")]
+    latency = time.monotonic() - started
+    checks = [Check("server", "ok", f"{fx.base_url} answered in {latency * 1000:.0f} ms")]
+    capabilities = await client.capabilities()
+    if capabilities.extensions:
+        checks.append(Check("capabilities", "ok", f"flowxfer server {capabilities.version}: chunk checksums, "
+                                                  "chunk maps and upload status are used"))
+    else:
+        checks.append(Check("capabilities", "ok", "plain Flow: verification by size, ETag and the server's "
+                                                  "offsets (no checksums offered)"))
+    checks.append(_clock(date))
+    return checks
+
+
+def _clock(date_header: str | None) -> Check:
+    if not date_header:
+        return Check("clock", "warn", "the server sent no Date header: clock skew cannot be checked")
+    try:
+        server_time = email.utils.parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError):
+        return Check("clock", "warn", f"unreadable Date header {date_header!r}")
+    skew = time.time() - server_time
+    text = f"this machine's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the server's"
+    if abs(skew) >= SKEW_FAIL:
+        return Check("clock", "fail", text + ": login tokens (5 min) will look expired or valid wrongly; fix NTP")
+    if abs(skew) >= SKEW_WARN:
+        return Check("clock", "warn", text)
+    return Check("clock", "ok", text if abs(skew) >= 2 else "in step with the server's (within 2 s)")
+
+
+async def _journal(fx: Flowxfer) -> Check:
+    try:
+        journal: Journal = await fx.journal()
+        problems = await anyio.to_thread.run_sync(journal.check_integrity)
+        unfinished = await anyio.to_thread.run_sync(journal.unfinished_transfers)
+    except JournalError as exc:
+        return Check("journal", "fail", str(exc))
+    if problems:
+        return Check("journal", "fail", f"{journal.path} is damaged: {'; '.join(problems[:3])}")
+    if not os.access(journal.path, os.W_OK):
+        return Check("journal", "fail", f"{journal.path} is not writable")
+    mine = [t for t in unfinished if t.server == fx.base_url]
+    note = f"; {len(mine)} unfinished transfer(s) for 'flowxfer resume'" if mine else ""
+    return Check("journal", "ok", f"{journal.path} is healthy and writable{note}")
+
+
+async def _disk(folder: Path) -> Check:
+    def free() -> tuple[Path, int]:
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return probe, shutil.disk_usage(probe).free
+
+    probe, available = await anyio.to_thread.run_sync(free)
+    text = f"{available / 1024 ** 3:.1f} GiB free in {probe.resolve()}"
+    if available < LOW_DISK:
+        return Check("disk", "warn", text + ": downloads may run out of space")
+    if not os.access(probe, os.W_OK):
+        return Check("disk", "fail", f"{probe} is not writable")
+    return Check("disk", "ok", text)
