@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 from flowxfer.transfer import Flowxfer
 from flowxfer.transfer._doctor import SKEW_FAIL, _clock, run_checks
 from tests.support.server import RunningServer, running_server
-
 from tests.transfer.conftest import client
 
 CLI = [sys.executable, "-c", "from flowxfer.cli import main; main()"]
