@@ -1,0 +1,213 @@
+"""Shared helpers for the benchmark scripts: a server subprocess, test data, timing, peak RSS.
+
+Benchmarks are scripts, not tests: they print and record figures, never
+assert wall-clock speed. Everything runs on loopback against the local
+server started as a real subprocess, with rate limits off, its root on disk
+under ``benchmarks/work`` (git-ignored). Runs of the tools being compared
+alternate (A B A B ...) so that disk cache and CPU frequency drift hit each
+tool alike, and the median of the runs is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / "work"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+USER, PASSWORD = "bench", "bench-password-1"
+
+#: How every child process runs the CLI: the console script beside this interpreter.
+_SCRIPT = Path(sys.executable).with_name("flowxfer")
+FLOWXFER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from flowxfer.cli import main; main()"]
+
+# A wrapper that runs one command and reports its exit code, wall time and peak RSS:
+# ru_maxrss of RUSAGE_CHILDREN in a fresh process is exactly that one child's peak.
+_MEASURE = r"""
+import json, os, resource, subprocess, sys, time
+quiet = os.environ.pop("BENCH_QUIET", "") == "1"
+start = time.perf_counter()
+out = subprocess.DEVNULL if quiet else None
+code = subprocess.call(sys.argv[1:], stdout=out, stderr=out)
+seconds = time.perf_counter() - start
+rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"code": code, "seconds": seconds, "rss_mib": rss_kib / 1024}), file=sys.stderr)
+"""
+
+
+@dataclass
+class Run:
+    code: int
+    seconds: float
+    rss_mib: float
+
+
+def measure(command: Sequence[str], *, env: dict[str, str] | None = None, quiet: bool = True,
+            cwd: Path | None = None) -> Run:
+    """Run ``command`` once; its exit code, wall time and peak RSS (MiB)."""
+    environment = {**os.environ, **(env or {})}
+    if quiet:
+        environment["BENCH_QUIET"] = "1"
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=environment, cwd=cwd,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "{}"
+    try:
+        figures = json.loads(last)
+    except ValueError:
+        raise RuntimeError(f"measuring {command[:3]} failed: {done.stderr[-2000:]}") from None
+    return Run(figures["code"], figures["seconds"], figures["rss_mib"])
+
+
+@dataclass
+class Series:
+    """Repeated runs of one tool on one task."""
+
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def peak_rss(self) -> float:
+        return max(r.rss_mib for r in self.runs)
+
+    def rate(self, nbytes: int) -> float:
+        return nbytes / self.median / MiB
+
+
+def alternate(tools: dict[str, Callable[[int], Run]], repeats: int, *,
+              before_each: Callable[[str, int], None] | None = None) -> dict[str, Series]:
+    """Run each tool ``repeats`` times, alternating between tools; failures raise."""
+    series = {name: Series(name) for name in tools}
+    for round_ in range(repeats):
+        for name, run in tools.items():
+            if before_each is not None:
+                before_each(name, round_)
+            result = run(round_)
+            if result.code != 0:
+                raise RuntimeError(f"{name} failed (exit {result.code}) in round {round_}")
+            series[name].runs.append(result)
+            print(f"  {name:<28} round {round_ + 1}: {result.seconds:7.2f} s  peak RSS {result.rss_mib:6.1f} MiB",
+                  flush=True)
+    return series
+
+
+def random_file(path: Path, size: int, seed: int = 0) -> Path:
+    """Incompressible test data, written once and reused while its size matches."""
+    if path.exists() and path.stat().st_size == size:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(4 * MiB) if seed == 0 else bytes((i * 131 + seed) & 0xFF for i in range(4 * MiB))
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            piece = block[: min(remaining, len(block))]
+            handle.write(piece)
+            remaining -= len(piece)
+            block = block[1:] + block[:1]  # rotate so blocks differ
+    return path
+
+
+def drop_file_from_cache(path: Path) -> None:
+    """Ask the kernel to forget a file's cached pages (fairness between runs; best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+class Server:
+    """``flowxfer serve`` as a subprocess with one user and rate limits off."""
+
+    def __init__(self, root: Path, *extra: str) -> None:
+        self.root = root
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> Server:
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        command = [*FLOWXFER, "serve", "--root", str(self.root), "--port", "0", "--user", f"{USER}:{PASSWORD}",
+                   "--rate-limits", "off", *self.extra]
+        self.log = open(self.root.parent / f"{self.root.name}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.url = line.split()[-1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@contextmanager
+def flowxfer_home(name: str, server: Server) -> Iterator[dict[str, str]]:
+    """Environment for CLI runs: their own config dir and journal, logged in to ``server``."""
+    home = WORK / name
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    env = {"FLOW_API_URL": server.url, "FLOWXFER_CONFIG_DIR": str(home / "config"),
+           "FLOWXFER_JOURNAL": str(home / "journal.db")}
+    subprocess.run([*FLOWXFER, "login", "-u", USER, "--password-stdin"], input=PASSWORD + "\n", text=True,
+                   env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+    yield env
+
+
+def login_token(server: Server) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(f"{server.url}/login", data=json.dumps(
+        {"username": USER, "password": PASSWORD}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as answer:  # noqa: S310 - loopback only
+        return str(json.loads(answer.read())["token"])
+
+
+def record_section(heading: str, body: str) -> None:
+    """Replace (or add) one ``## heading`` section of RESULTS.md, leaving the others alone."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    marker = f"## {heading}"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == marker), None)
+    block = [marker, "", *body.strip("\n").splitlines(), ""]
+    if start is None:
+        lines += ["", *block]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = block
+    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def machine_line() -> str:
+    cpus = os.cpu_count()
+    return (f"Machine: {cpus} cores, Python {sys.version.split()[0]}, loopback, "
+            f"{time.strftime('%Y-%m-%d')}.")
