@@ -133,7 +133,8 @@ def parse_rate_limit_spec(spec: str) -> dict[str, RateLimit] | None:
     for item in text.split(","):
         name, sep, value = item.strip().partition("=")
         if not sep or name not in RATE_CLASSES:
-            raise ValueError(f"bad rate-limit item {item!r}: expected CLASS=COUNT[/WINDOW] with CLASS in {', '.join(RATE_CLASSES)}")
+            raise ValueError(f"bad rate-limit item {item!r}: expected CLASS=COUNT[/WINDOW] "
+                             f"with CLASS in {', '.join(RATE_CLASSES)}")
         count_text, _, window_text = value.partition("/")
         try:
             count = int(count_text)

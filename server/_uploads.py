@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -39,6 +38,7 @@ from typing import Any, NoReturn, TypeVar
 import xxhash
 from aiohttp import web
 
+from flowxfer._os import start_writeback
 from flowxfer.protocol import filename_problem, format_checksum, new_hasher, parse_checksum
 
 from ._config import MULTIPART_OVERHEAD
@@ -102,22 +102,6 @@ def _pwrite_all(fd: int, block: bytes | bytearray, offset: int, hashers: tuple[A
         offset += written
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """``sync_file_range(2)`` from libc (Linux), or None where there is none."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
-
-
-_sync_file_range = _load_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
 def _pwrite_and_start_writeback(fd: int, block: bytes | bytearray, offset: int, hashers: tuple[Any, ...]) -> None:
     """Write a block and ask the kernel to start writing it to disk now, without waiting.
 
@@ -127,8 +111,7 @@ def _pwrite_and_start_writeback(fd: int, block: bytes | bytearray, offset: int, 
     a large chunk costs max(network, disk) rather than network + disk.
     """
     _pwrite_all(fd, block, offset, hashers)
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, len(block), _SYNC_FILE_RANGE_WRITE)
+    start_writeback(fd, offset, len(block))
 
 
 def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:

@@ -28,6 +28,7 @@ import anyio
 import xxhash
 
 from flowxfer import protocol
+from flowxfer._os import start_writeback
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
 from ._chunks import Chunk, chunks_from_map, plan_chunks, plan_segments
@@ -141,6 +142,7 @@ def _write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.
         # A short write (rare: a signal, a full quota) continues where it stopped.
         rest = b"".join(pieces)[written:]
         written += os.pwrite(fd, rest, offset + written)
+    start_writeback(fd, offset, total)
 
 
 def _rehash_chunks(fd: int, chunks: Sequence[Chunk], sums: Sequence[str | None]) -> list[int]:
