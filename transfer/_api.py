@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -70,6 +70,10 @@ from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
 from ._sources import FileSource
 from ._upload import StopRequested, UploadOptions, remember_upload, upload_source
 from .events import FileFinished, FilesPlanned, FileStarted, Notice, ProgressCallback, TransferStarted, ignore_events
+
+if TYPE_CHECKING:
+    from ._bulk import DownloadAdvice
+    from ._sync import SyncOptions, SyncPreview
 
 DEFAULT_BASE_URL = "https://api.flow.bio"
 
@@ -396,6 +400,11 @@ class Flowxfer:
             )
             await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, record.id, planned=True))
             self._emit(FilesPlanned(count, total))
+            from ._bulk import bulk_hint
+
+            hint = bulk_hint(items)
+            if hint:
+                self._emit(Notice(hint))
             for row in skipped:
                 self._emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
 
@@ -408,6 +417,100 @@ class Flowxfer:
                                     want_map=record.size > ctx.config.download_chunk_size)
         await download_file(ctx, record, remote)
         return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")
+
+    async def download_advice(
+        self, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
+        owned: bool = False,
+    ) -> DownloadAdvice:
+        """What downloading these would cost one by one and as an archive (``download --dry-run``).
+
+        Sends only metadata requests (``GET /data/<id>``, searches).
+
+        :raises NotFoundError: an id that does not exist or cannot be read.
+        """
+        from ._bulk import advise_download
+
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids and not (filename or pattern or owned):
+            raise UsageError("name data ids, or a search (--filename, --pattern, --owned)")
+        if self.client.tokens is None:
+            raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+        items = await self.describe(ids) if ids else []
+        if filename or pattern or owned:
+            seen = {item.id for item in items}
+            items += [item for item in await self.search(filename=filename, pattern=pattern, owned=owned)
+                      if item.id not in seen]
+        journal = await self.journal()
+        limiter = self.client.limiter
+        limiter.store = partial(journal.update_buckets, self.base_url, self.client.username)
+        await limiter.sync()
+        return advise_download(items, self.config, await self.client.capabilities(), limiter)
+
+    # -- bulk and sync (issue 4) ----------------------------------------------
+
+    async def bulk(
+        self,
+        ids: Sequence[str],
+        *,
+        name: str | None = None,
+        output_dir: Path | str = ".",
+        extract: bool = False,
+        keep_archive: bool = False,
+        poll_interval: float = 1.0,
+        job_timeout: float | None = None,
+        known: Sequence[RemoteData] | None = None,
+        transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Fetch data as one server-built archive: create the job, poll it, download and verify the archive.
+
+        The job id is journaled as soon as the server gives it, so running the
+        same call again (or :meth:`resume`) re-attaches to the same job; a job
+        that expired is created again once. The report's ``extra`` holds
+        ``job_id``, ``archive`` and, with ``extract``, ``extracted``.
+
+        :param name: the archive's name (``.zip``); default ``flow-download.zip``.
+        :param extract: unpack the archive safely into ``output_dir``, verifying
+            each file against its data's checksum where the server gives one.
+        :param keep_archive: keep the archive after a verified extraction.
+        :param poll_interval: first wait between two polls of the job, in seconds (it grows to 30 s).
+        :param job_timeout: stop waiting for the job after this many seconds
+            (the report's ``stop_reason`` is ``"timeout"``; run again to re-attach).
+        :param known: descriptions already fetched for these ids (saves a request each).
+        :raises UsageError: no ids, or a bad archive name.
+        :raises NotFoundError: an id that does not exist or cannot be read (no job is created).
+        """
+        from ._bulk import run_bulk
+
+        return await run_bulk(self, ids, name=name, output_dir=output_dir, extract=extract,
+                              keep_archive=keep_archive, poll_interval=poll_interval, job_timeout=job_timeout,
+                              known=known, transfer_id=transfer_id)
+
+    async def sync(
+        self,
+        root: str | os.PathLike[str],
+        options: SyncOptions | None = None,
+        *,
+        transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Upload what is new or changed in a run folder, once it is ready (``flowxfer sync``).
+
+        A folder still waiting for its ready marker gives a report with status
+        ``"waiting"`` (``extra["waiting_for"]``) and sends nothing. Unchanged
+        files are counted in ``extra["unchanged"]``, not listed.
+
+        :raises UsageError: not a folder, or names that clash or that Flow
+            refuses (all listed, nothing sent).
+        :raises AlreadyRunning: another process is syncing this folder.
+        """
+        from ._sync import SyncOptions, run_sync
+
+        return await run_sync(self, root, options or SyncOptions(), transfer_id=transfer_id)
+
+    async def preview_sync(self, root: str | os.PathLike[str], options: SyncOptions | None = None) -> SyncPreview:
+        """What :meth:`sync` would send and how long the rate limits make it (``sync --dry-run``); sends nothing."""
+        from ._sync import SyncOptions, preview_sync
+
+        return await preview_sync(self, root, options or SyncOptions())
 
     async def describe(self, ids: Sequence[str]) -> list[RemoteData]:
         """``GET /data/<id>`` for each id; every unknown or unreadable id is named at once.
@@ -493,6 +596,13 @@ class Flowxfer:
             return await self.download(params.get("ids", []), filename=params.get("filename"),
                                        pattern=params.get("pattern"), owned=bool(params.get("owned")),
                                        output_dir=params["output_dir"], transfer_id=record.id)
+        if record.kind == "bulk":
+            return await self.bulk(params["ids"], name=params.get("name"), output_dir=params["output_dir"],
+                                   extract=bool(params.get("extract")), transfer_id=record.id)
+        if record.kind == "sync":
+            from ._sync import SyncOptions
+
+            return await self.sync(params["root"], SyncOptions.from_params(params), transfer_id=record.id)
         raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")
 
     # -- the run -------------------------------------------------------
@@ -619,7 +729,10 @@ class Flowxfer:
                 for record in page:
                     if self._stopping:
                         return
-                    await send.send(record)
+                    try:
+                        await send.send(record)
+                    except anyio.BrokenResourceError:
+                        return  # every worker has returned (stopping): nobody is left to feed
                 after = page[-1].id
 
     async def _worker(self, ctx: TransferContext, receive: ObjectReceiveStream[FileRecord], work: Worker) -> None:

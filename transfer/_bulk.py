@@ -1,0 +1,481 @@
+"""``bulk``: many data items as one server-built archive, and when ``download`` should use it.
+
+Each single download costs a request against Flow's 500/hour download
+budget; an archive job costs one ``POST``, a few polls (api class) and a
+few ranged ``GET``s of one file. The flow of a bulk transfer:
+
+1. **create** ``POST /downloads`` and journal the job id at once
+   (``update_transfer_state`` is durable on return): an interrupted run, or
+   ``resume``, re-attaches to the same job instead of creating another;
+2. **poll** ``GET /downloads/jobs/<id>`` with a growing interval
+   (:class:`PollSchedule`: from ``--poll-interval``, times 1.5, capped at
+   30 s; a ``Retry-After`` on the answer is honoured; each poll takes an api
+   token), emitting :class:`~.events.JobProgress`, until ``--timeout``;
+3. an ``expired`` job (or a ``410`` archive, or a job the server no longer
+   knows) is created again, once per run, with a message;
+4. **download** the archive through the same resumable, ranged, verified
+   path as single files, then check it against the server's
+   ``X-Checksum`` as a whole;
+5. with ``--extract``, unpack it safely (:mod:`._extract`), verifying each
+   file against its data item's checksum when the server has checksums,
+   and remove the archive unless ``--keep-archive``.
+
+:func:`advise_download` is the pure arithmetic behind ``download --dry-run``
+and ``--auto-bulk``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import anyio
+
+from flowxfer import protocol
+from flowxfer.journal import FileRecord, InventoryRecord, NewFile, TransferRecord
+
+from ._chunks import plan_chunks, plan_segments
+from ._client import Capabilities
+from ._config import TransferConfig
+from ._download import RemoteFile, download_file, local_checksum
+from ._errors import GoneError, IntegrityError, NotFoundError, ProtocolError, RejectedError, UsageError
+from ._extract import ExpectedMember, ExtractResult, archive_member_names, extract_archive
+from ._plan import RemoteData
+from ._retry import parse_retry_after
+from ._runtime import TransferContext
+from ._sizes import format_duration, format_size
+from ._upload import StopRequested
+from .events import FileStarted, FileVerifying, JobProgress, Notice
+
+if TYPE_CHECKING:
+    from ._api import FileReport, Flowxfer, TransferReport
+    from ._limiter import RateLimiter
+
+__all__ = [
+    "BULK_MIN_FILES",
+    "BULK_SMALL_FILE",
+    "DEFAULT_ARCHIVE_NAME",
+    "DownloadAdvice",
+    "PollSchedule",
+    "advise_download",
+    "bulk_hint",
+    "run_bulk",
+]
+
+#: ``download`` suggests (or with ``--auto-bulk`` takes) the archive path when it is asked
+#: for more than this many files smaller than :data:`BULK_SMALL_FILE`: fifty single
+#: downloads are a tenth of the hourly download budget, and below 8 MiB a file's
+#: request costs more than its bytes.
+BULK_MIN_FILES = 50
+BULK_SMALL_FILE = 8 * 1024 * 1024
+DEFAULT_ARCHIVE_NAME = "flow-download.zip"
+#: Polls a typical job needs (a guess for the dry run's arithmetic).
+_TYPICAL_POLLS = 8
+
+
+# --- polling ------------------------------------------------------------------------
+
+
+@dataclass
+class PollSchedule:
+    """How long to wait before the next poll of a job (pure).
+
+    Starts at ``start`` seconds and grows by ``factor`` to ``cap``; a
+    server's ``Retry-After`` replaces the computed wait when it is longer.
+    """
+
+    start: float = 1.0
+    factor: float = 1.5
+    cap: float = 30.0
+    _next: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.start <= 0 or self.factor < 1 or self.cap < self.start:
+            raise ValueError("poll interval must be positive, grow, and stay under its cap")
+        self._next = self.start
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        delay = self._next
+        self._next = min(self._next * self.factor, self.cap)
+        if retry_after is not None and retry_after > delay:
+            delay = retry_after
+        return delay
+
+
+# --- advice for download -------------------------------------------------------------
+
+
+def _download_chunk(config: TransferConfig) -> int:
+    """The unit of download verification (named differently across engine versions)."""
+    value = getattr(config, "download_chunk_size", None) or getattr(config, "chunk_size", None)
+    return int(value) if value else 8 * 1024 * 1024
+
+
+def download_requests(size: int, config: TransferConfig, capabilities: Capabilities) -> dict[str, int]:
+    """Requests one single download of ``size`` bytes costs, by rate-limit class (pure)."""
+    chunk = _download_chunk(config)
+    segments = len(plan_segments(plan_chunks(size, chunk), config.segments, config.min_segment_size)) \
+        if size > 0 else 0
+    api = 1 if capabilities.chunk_maps and size > chunk else 0
+    return {"download": segments, "api": api}
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0) + value
+
+
+@dataclass(frozen=True)
+class DownloadAdvice:
+    """What a download would cost one by one, and with its small files as one archive.
+
+    :ivar small: the files under :data:`BULK_SMALL_FILE` (what an archive would hold).
+    :ivar bulk_advised: more than :data:`BULK_MIN_FILES` small files.
+    :ivar single: requests by class, every file downloaded on its own.
+    :ivar bulk: requests by class, small files as one archive, large ones on their own.
+    :ivar waits_single, waits_bulk: seconds the rate-limit buckets would make each path wait.
+    """
+
+    files: int
+    bytes: int
+    small: tuple[RemoteData, ...]
+    large: tuple[RemoteData, ...]
+    bulk_advised: bool
+    single: dict[str, int]
+    bulk: dict[str, int]
+    waits_single: dict[str, float]
+    waits_bulk: dict[str, float]
+    limits: dict[str, str]
+
+    def lines(self) -> list[str]:
+        """The arithmetic, for people."""
+
+        def cost(requests: dict[str, int], waits: dict[str, float]) -> str:
+            parts = []
+            for name in ("download", "api"):
+                count = requests.get(name, 0)
+                wait = waits.get(name, 0.0)
+                text = f"{count} {name} request{'s' if count != 1 else ''} (budget {self.limits.get(name, '?')}"
+                text += f": waits ~{format_duration(wait)})" if wait > 0 else ": no wait)"
+                parts.append(text)
+            return ", ".join(parts)
+
+        small_bytes = sum(item.size for item in self.small)
+        lines = [
+            f"{self.files} files, {format_size(self.bytes)}; {len(self.small)} under "
+            f"{format_size(BULK_SMALL_FILE)} ({format_size(small_bytes)})",
+            f"one by one: {cost(self.single, self.waits_single)}",
+            f"small files as one archive: {cost(self.bulk, self.waits_bulk)}",
+        ]
+        if self.bulk_advised:
+            lines.append(f"bulk is advised (more than {BULK_MIN_FILES} files under {format_size(BULK_SMALL_FILE)}):"
+                         " use --auto-bulk, or 'flowxfer bulk ID... --extract'")
+        else:
+            lines.append(f"bulk is not needed (it pays off above {BULK_MIN_FILES} files under "
+                         f"{format_size(BULK_SMALL_FILE)})")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dry_run": True, "files": self.files, "bytes": self.bytes, "small_files": len(self.small),
+                "small_bytes": sum(item.size for item in self.small), "bulk_advised": self.bulk_advised,
+                "threshold": {"files": BULK_MIN_FILES, "size": BULK_SMALL_FILE},
+                "requests_single": self.single, "requests_bulk": self.bulk, "waits_single": self.waits_single,
+                "waits_bulk": self.waits_bulk, "limits": self.limits}
+
+
+def split_small(items: Sequence[RemoteData]) -> tuple[list[RemoteData], list[RemoteData]]:
+    small = [item for item in items if item.size < BULK_SMALL_FILE]
+    large = [item for item in items if item.size >= BULK_SMALL_FILE]
+    return small, large
+
+
+def bulk_hint(items: Sequence[RemoteData]) -> str | None:
+    """The suggestion ``download`` prints when an archive would serve better, or None (pure)."""
+    small, _ = split_small(items)
+    if len(small) <= BULK_MIN_FILES:
+        return None
+    return (f"{len(small)} of these files are under {format_size(BULK_SMALL_FILE)}: each costs a download "
+            "request (500/hour on Flow); 'download --auto-bulk' fetches them as one archive "
+            "(see 'download --dry-run')")
+
+
+def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabilities: Capabilities,
+                    limiter: RateLimiter | None = None, now: float | None = None) -> DownloadAdvice:
+    """The cost of downloading ``items`` one by one and with an archive (pure but for the buckets' copies)."""
+    from ._tokenbucket import TokenBucket
+
+    small, large = split_small(items)
+    single: dict[str, int] = {}
+    for item in items:
+        _add(single, download_requests(item.size, config, capabilities))
+    bulk: dict[str, int] = {"api": 1 + _TYPICAL_POLLS}
+    if small:
+        # A stored zip adds about a hundred bytes per member; the archive has no chunk map.
+        archive = sum(item.size for item in small) + 128 * len(small)
+        _add(bulk, {"download": download_requests(archive, config, Capabilities())["download"]})
+    for item in large:
+        _add(bulk, download_requests(item.size, config, capabilities))
+    waits_single: dict[str, float] = {}
+    waits_bulk: dict[str, float] = {}
+    limits: dict[str, str] = {}
+    if limiter is not None:
+        moment = time.time() if now is None else now
+        for name in ("download", "api"):
+            limits[name] = limiter.describe(name)
+            for requests, waits in ((single, waits_single), (bulk, waits_bulk)):
+                count = requests.get(name, 0)
+                bucket = TokenBucket.from_state(limiter.bucket(name).to_state())
+                waits[name] = round(bucket.reserve(count, moment), 1) if count else 0.0
+    return DownloadAdvice(len(items), sum(item.size for item in items), tuple(small), tuple(large),
+                          len(small) > BULK_MIN_FILES, single, bulk, waits_single, waits_bulk, limits)
+
+
+# --- the bulk transfer -----------------------------------------------------------------
+
+
+def check_archive_name(name: str) -> str:
+    """:raises UsageError: for a name the server would refuse (it must be a Flow filename ending in .zip)."""
+    problem = protocol.filename_problem(name)
+    if problem:
+        raise UsageError(f"bad archive name {name!r}: {problem}")
+    if not name.lower().endswith(".zip"):
+        raise UsageError(f"the archive name must end in .zip: {name!r}")
+    return name
+
+
+class _Job:
+    """One transfer's server-side job: created once, journaled at once, polled, re-created once if it expired."""
+
+    def __init__(self, fx: Flowxfer, ctx: TransferContext, transfer_id: str, ids: list[str], name: str,
+                 job_id: str | None, poll_interval: float, timeout: float | None) -> None:
+        self.fx, self.ctx, self.transfer_id = fx, ctx, transfer_id
+        self.ids, self.name = ids, name
+        self.id = job_id
+        self.poll_interval, self.timeout = poll_interval, timeout
+        self.recreated = False
+        self.size: int | None = None
+
+    async def create(self) -> str:
+        answer = await self.ctx.client.json_request("POST", "/downloads", rate_class="api",
+                                                    json_body={"data_ids": self.ids, "name": self.name})
+        job_id = answer.get("id")
+        if not isinstance(job_id, str | int) or str(job_id) == "":
+            raise ProtocolError("POST /downloads: the answer carries no job id")
+        self.id = str(job_id)
+        # Durable before anything else happens: a crash from here on re-attaches to this job.
+        await anyio.to_thread.run_sync(partial(self.ctx.journal.update_transfer_state, self.transfer_id,
+                                               job_id=self.id, job_created=time.time()))
+        self.fx._emit(Notice(f"archive job {self.id} created for {len(self.ids)} data item(s)"))
+        return self.id
+
+    async def recreate(self, why: str) -> None:
+        if self.recreated:
+            raise GoneError(f"archive job {self.id} {why} again right after it was created anew; "
+                            "run the same command later", 410)
+        self.recreated = True
+        self.fx._emit(Notice(f"archive job {self.id} {why}; creating it again (once)"))
+        await self.create()
+
+    async def completed(self) -> dict[str, Any]:
+        """Poll until the job is completed; returns its description.
+
+        :raises StopRequested: ``timeout`` passed (the transfer stops, re-attachable).
+        """
+        assert self.id is not None
+        schedule = PollSchedule(start=self.poll_interval, cap=max(30.0, self.poll_interval))
+        deadline = time.monotonic() + self.timeout if self.timeout is not None else None
+        while True:
+            if self.ctx.stopping():
+                raise StopRequested()
+            try:
+                job, response = await self.ctx.client._json_with_response(
+                    "GET", f"/downloads/jobs/{quote(self.id, safe='')}", rate_class="api")
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+            except NotFoundError:
+                await self.recreate("is unknown to the server")
+                continue
+            status = job.get("status")
+            progress = job.get("progress")
+            self.fx._emit(JobProgress(self.id, str(status), float(progress) if isinstance(progress, int | float)
+                                      else 0.0))
+            if status == "completed":
+                size = job.get("size")
+                if not isinstance(job.get("download_url"), str) or not isinstance(size, int) or size < 0:
+                    raise ProtocolError(f"archive job {self.id} is completed but names no archive")
+                self.size = size
+                return job
+            if status == "expired":
+                await self.recreate("expired before its archive was downloaded")
+                schedule = PollSchedule(start=self.poll_interval, cap=max(30.0, self.poll_interval))
+                continue
+            if status == "failed":
+                raise RejectedError(f"archive job {self.id} failed on the server: {job.get('error') or 'no reason'}",
+                                    0, job)
+            if status not in ("pending", "running"):
+                raise ProtocolError(f"archive job {self.id} has an unknown status {status!r}")
+            delay = schedule.next_delay(retry_after)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                self.fx._emit(Notice(f"archive job {self.id} is still {status} after --timeout "
+                                     f"{self.timeout:g} s; run the same command again to pick it up"))
+                self.fx.stop("timeout")
+                raise StopRequested()
+            await anyio.sleep(delay)
+
+
+async def run_bulk(
+    fx: Flowxfer,
+    ids: Sequence[str],
+    *,
+    name: str | None = None,
+    output_dir: Path | str = ".",
+    extract: bool = False,
+    keep_archive: bool = False,
+    poll_interval: float = 1.0,
+    job_timeout: float | None = None,
+    known: Sequence[RemoteData] | None = None,
+    transfer_id: str | None = None,
+) -> TransferReport:
+    """See :meth:`Flowxfer.bulk`."""
+    from ._api import FileReport
+
+    unique = list(dict.fromkeys(str(i) for i in ids))
+    if not unique:
+        raise UsageError("name at least one data id")
+    archive_name = check_archive_name(name or DEFAULT_ARCHIVE_NAME)
+    if poll_interval <= 0:
+        raise UsageError("--poll-interval must be more than 0 seconds")
+    out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
+    target = out / archive_name
+    params: dict[str, Any] = {"ids": unique, "name": archive_name, "output_dir": str(out), "extract": extract}
+    outcome: dict[str, Any] = {"job_id": None, "archive": str(target), "archive_removed": False, "extracted": []}
+
+    async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
+        journal = ctx.journal
+        state = record.state
+        if extract and "expected" not in state and ctx.capabilities.checksums:
+            # Each description is an api request: worth it only where it brings a checksum to verify against.
+            items = list(known) if known is not None else await fx.describe(unique)
+            by_id = {item.id: item for item in items}
+            expected = [[i, by_id[i].filename, by_id[i].size, by_id[i].checksum] for i in unique if i in by_id]
+            state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id,
+                                                           expected=expected))
+        try:
+            await anyio.to_thread.run_sync(partial(os.makedirs, out, exist_ok=True))
+        except OSError as exc:
+            raise UsageError(f"cannot create output folder {out}: {exc.strerror}") from None
+        if state.get("job_id"):
+            outcome["job_id"] = state["job_id"]
+            fx._emit(Notice(f"re-attaching to archive job {state['job_id']}"))
+        else:
+            job = _Job(fx, ctx, record.id, unique, archive_name, None, poll_interval, job_timeout)
+            outcome["job_id"] = await job.create()
+        await anyio.to_thread.run_sync(journal.add_files, record.id,
+                                       [NewFile(str(target), archive_name, 0, None)])
+
+    async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
+        current = await anyio.to_thread.run_sync(ctx.journal.get_transfer, ctx.transfer_id)
+        state = current.state if current is not None else {}
+        job = _Job(fx, ctx, ctx.transfer_id, unique, archive_name, state.get("job_id"), poll_interval, job_timeout)
+        fx._emit(FileStarted(record.local_path, archive_name, record.size, record.bytes_done))
+        size, checksum = await _fetch_archive(ctx, record, job, target)
+        outcome["job_id"] = job.id
+        outcome["verified"] = ("xxh3-128 of the whole archive against the server's checksum" if checksum else
+                               "size and ETag (the server offers no checksum)")
+        if extract:
+            expected = None
+            if state.get("expected") is not None:
+                listed = [(str(i), str(n)) for i, n, _s, _c in state["expected"]]
+                names = archive_member_names(listed)
+                expected = [ExpectedMember(member, str(i), int(s), c)
+                            for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)]
+            fx._emit(FileVerifying(record.local_path))
+            result = await anyio.to_thread.run_sync(extract_archive, target, out, expected)
+            await _remember_extracted(ctx, result, expected, out)
+            outcome["extracted"] = result.files
+            outcome["extract_verified"] = result.verified
+            if result.unverified and expected is not None:
+                fx._emit(Notice(f"{len(result.unverified)} extracted file(s) matched no data item's checksum "
+                                "(checked by size and CRC only)"))
+            if not keep_archive:
+                await anyio.to_thread.run_sync(target.unlink)
+                outcome["archive_removed"] = True
+            outcome["verified"] += (f"; {result.verified} extracted file(s) against their data's checksum"
+                                    if result.verified else "; extracted files by size and CRC-32")
+        return FileReport(record.local_path, job.id, archive_name, size, "done")
+
+    report = await fx._run("bulk", params, plan, work, transfer_id=transfer_id)
+    final = await anyio.to_thread.run_sync((await fx.journal()).get_transfer, report.transfer_id)
+    if final is not None and outcome["job_id"] is None:
+        outcome["job_id"] = final.state.get("job_id")
+    report.extra.update(outcome)
+    if report.status == "completed":
+        report.verified = outcome.get("verified") or report.verified
+    return report
+
+
+async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, target: Path) -> tuple[int, str | None]:
+    """The archive on disk, downloaded (or found from an earlier run) and checked whole."""
+    if record.checksum and record.size:
+        # An earlier run downloaded and verified it (its extraction then failed): do not fetch it again.
+        def same() -> bool:
+            try:
+                return os.path.getsize(target) == record.size and local_checksum(target) == record.checksum
+            except OSError:
+                return False
+
+        if await anyio.to_thread.run_sync(same):
+            return record.size, record.checksum
+    if job.id is None:
+        await job.create()
+    while True:
+        description = await job.completed()
+        assert job.size is not None
+        remote = RemoteFile(str(description["download_url"]), job.size)
+        try:
+            result = await download_file(ctx, record, remote)
+        except GoneError:
+            await job.recreate("expired while its archive was being downloaded")
+            continue
+        except NotFoundError:
+            await job.recreate("lost its archive")
+            continue
+        break
+    if result.checksum:
+        ctx.events(FileVerifying(record.local_path))
+        actual = await anyio.to_thread.run_sync(local_checksum, target)
+        if actual != result.checksum:
+            await anyio.to_thread.run_sync(partial(target.unlink, missing_ok=True))
+            raise IntegrityError(f"{target.name}: the downloaded archive's checksum {actual} differs from the "
+                                 f"server's {result.checksum}; it was removed and is fetched again on resume")
+    ctx.writer.batch.update_file(record.id, checksum=result.checksum, size=job.size)
+    ctx.writer.added()
+    return job.size, result.checksum
+
+
+async def _remember_extracted(ctx: TransferContext, result: ExtractResult, expected: list[ExpectedMember] | None,
+                              out: Path) -> None:
+    """Record extracted files as downloaded, so a later ``download`` of those ids skips them."""
+    if not expected:
+        return
+    by_path = {str(out / member.name): member for member in expected}
+
+    def stats() -> list[InventoryRecord]:
+        records = []
+        for path in result.files:
+            member = by_path.get(path)
+            if member is None or member.checksum is None:
+                continue
+            st = os.stat(path)
+            records.append(InventoryRecord(ctx.server, ctx.username, "down", path, member.data_id, st.st_size,
+                                           st.st_mtime_ns, member.checksum, member.data_id))
+        return records
+
+    for record in await anyio.to_thread.run_sync(stats):
+        ctx.writer.batch.remember(record)
+    ctx.writer.added()

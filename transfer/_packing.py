@@ -1,0 +1,187 @@
+"""``sync --pack-small``: which small files go into which tar, and the tar as an upload source.
+
+Flow allows 100 new uploads an hour; a run folder holds 10^5 small files.
+So files smaller than the packing threshold are packed, folder by folder,
+into deterministic tars (:mod:`._tarpack`) uploaded with ``is_directory``:
+the server unpacks them into the run's relative paths.
+
+The rules (also in ``docs/sync-and-bulk.md``):
+
+- Every file under the threshold is packed with the other small files of
+  the *same folder* (not its subfolders: each folder is its own tar, so a
+  change in one folder re-packs only that folder).
+- Members are named by their path relative to the synced folder
+  (``InterOp/ErrorMetricsOut.bin``), sorted, with mtime 0, mode 0644,
+  owner 0:0, no user or group names: the tar's bytes depend only on the
+  member names and contents.
+- One tar holds at most :data:`MAX_MEMBERS` files and about
+  :data:`MAX_PACK_BYTES` of data; a larger folder is cut, in name order,
+  into parts.
+- The tar's Flow name is the synced folder's name and the folder's relative
+  path flattened with ``__`` (``241129_A01234__InterOp.tar``; the folder
+  itself gives ``241129_A01234.tar``); further parts add ``.partNNN``
+  (``...__L001.part002.tar``), the first part keeping the plain name so a
+  folder that grows past one part keeps its first tar.
+- A tar's *manifest* is a digest of its member list (names, sizes,
+  mtimes in nanoseconds): when a re-run finds the same manifest for the
+  same tar, the tar is unchanged and is not sent again.
+
+The pure part (grouping, naming, manifests) does no I/O; :class:`TarSource`
+is the edge that reads member files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flowxfer.journal import PackMember
+
+from ._errors import LocalIOError, SourceChangedError
+from ._names import flatten_relative_path
+from ._tarpack import LiteralPiece, TarLayout, TarMember
+
+__all__ = [
+    "MAX_MEMBERS",
+    "MAX_PACK_BYTES",
+    "PackPlan",
+    "TarSource",
+    "manifest_of",
+    "pack_name",
+    "plan_packs",
+]
+
+#: Members per tar: the local server unpacks at most 100,000; a tar of 20,000
+#: InterOp/BCL-sized files is a few hundred MiB and one upload request.
+MAX_MEMBERS = 20_000
+#: Data per tar before a folder is cut into parts: a resumable upload of
+#: this size is routine, and a part that changes is re-sent whole.
+MAX_PACK_BYTES = 4 * 1024 * 1024 * 1024
+#: Bumped if the tar layout ever changes, so old manifests stop matching.
+_LAYOUT_VERSION = "flowxfer-tar-1"
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    """One tar to upload: its Flow name, its members and where its bytes come from."""
+
+    remote_name: str
+    members: tuple[PackMember, ...]
+    manifest: str
+    layout: TarLayout
+
+    @property
+    def size(self) -> int:
+        return self.layout.size
+
+    @property
+    def data_bytes(self) -> int:
+        return sum(m.size for m in self.members)
+
+
+def manifest_of(members: Sequence[PackMember]) -> str:
+    """The digest of a member list (order-independent): equal manifests mean an unchanged tar."""
+    digest = hashlib.sha256(_LAYOUT_VERSION.encode())
+    for member in sorted(members, key=lambda m: m.arcname):
+        digest.update(f"\0{member.arcname}\0{member.size}\0{member.mtime_ns}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def pack_name(root_name: str, rel_dir: str, part: int) -> str:
+    """The Flow filename of a folder's tar (``part`` counts from 1).
+
+    :raises ValueError: when no valid Flow filename can be made of it (see
+        :func:`flatten_relative_path`).
+    """
+    rel = f"{root_name}/{rel_dir}" if rel_dir else root_name
+    suffix = ".tar" if part == 1 else f".part{part:03d}.tar"
+    return flatten_relative_path(rel) + suffix
+
+
+def plan_packs(root_name: str, rel_dir: str, members: Sequence[PackMember], *,
+               max_members: int = MAX_MEMBERS, max_bytes: int = MAX_PACK_BYTES) -> list[PackPlan]:
+    """Cut one folder's small files into tars (pure).
+
+    :param members: the folder's small files; their ``arcname`` is the path
+        relative to the synced folder.
+    :raises ValueError: for a member name a tar cannot hold, or a folder
+        name that makes no Flow filename.
+    """
+    ordered = sorted(members, key=lambda m: m.arcname)
+    groups: list[list[PackMember]] = []
+    current: list[PackMember] = []
+    current_bytes = 0
+    for member in ordered:
+        if current and (len(current) >= max_members or current_bytes + member.size > max_bytes):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(member)
+        current_bytes += member.size
+    if current:
+        groups.append(current)
+    plans = []
+    for index, group in enumerate(groups, start=1):
+        layout = TarLayout.build([TarMember(m.arcname, m.size, 0) for m in group])
+        plans.append(PackPlan(pack_name(root_name, rel_dir, index), tuple(group), manifest_of(group), layout))
+    return plans
+
+
+class TarSource:
+    """A packed tar as an upload :class:`~._sources.Source`: bytes generated on demand, never stored.
+
+    Any range can be produced again after a crash, byte for byte, so an
+    upload resumes mid-tar like any file. Every member read is checked
+    against the size and mtime it was planned with: a member that changed
+    raises :class:`SourceChangedError` instead of shipping a torn tar.
+    """
+
+    def __init__(self, members: Sequence[PackMember]) -> None:
+        self.members = tuple(sorted(members, key=lambda m: m.arcname))
+        self.layout = TarLayout.build([TarMember(m.arcname, m.size, 0) for m in self.members])
+        self.size = self.layout.size
+
+    def open(self) -> None:
+        for member in self.members:
+            self._check(member)
+
+    def _check(self, member: PackMember) -> None:
+        try:
+            st = os.stat(member.local_path)
+        except FileNotFoundError:
+            raise SourceChangedError(f"{member.local_path} disappeared since it was packed") from None
+        except OSError as exc:
+            raise LocalIOError(f"cannot read {member.local_path}: {exc.strerror}") from None
+        if (st.st_size, st.st_mtime_ns) != (member.size, member.mtime_ns):
+            raise SourceChangedError(f"{member.local_path} changed since it was packed")
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        for piece in self.layout.segments_in(offset, length):
+            if isinstance(piece, LiteralPiece):
+                out += piece.data
+                continue
+            member = self.members[piece.member_index]
+            try:
+                fd = os.open(member.local_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                raise SourceChangedError(f"{member.local_path} disappeared while being packed") from None
+            except OSError as exc:
+                raise LocalIOError(f"cannot read {member.local_path}: {exc.strerror}") from None
+            try:
+                st = os.fstat(fd)
+                if (st.st_size, st.st_mtime_ns) != (member.size, member.mtime_ns):
+                    raise SourceChangedError(f"{member.local_path} changed while being packed")
+                data = os.pread(fd, piece.length, piece.file_offset)
+            except OSError as exc:
+                raise LocalIOError(f"cannot read {member.local_path}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+            if len(data) != piece.length:
+                raise SourceChangedError(f"{member.local_path} shrank while being packed")
+            out += data
+        return bytes(out)
+
+    def close(self) -> None:
+        """Nothing stays open between reads (a tar may have 20,000 members)."""
