@@ -116,15 +116,21 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
               show_default=True, help="Folder to download into.")
 @click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
 @click.option("--force", is_flag=True, help="Download even files already present and identical.")
+@click.option("--auto-bulk", is_flag=True,
+              help="More than 50 files under 8 MiB: fetch those as one server-built archive (extracted).")
+@click.option("--dry-run", is_flag=True,
+              help="Show the requests each way costs against the rate limits; send only metadata requests.")
 @_transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
-             output_dir: Path, segments: int | None, force: bool, concurrency: int | None, bwlimit: str | None,
-             max_wait: float | None) -> None:
+             output_dir: Path, segments: int | None, force: bool, auto_bulk: bool, dry_run: bool,
+             concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
     Each file is fetched as a few ranged streams into NAME.part, every chunk
     verified, then renamed into place. Identical files already there are skipped.
+    Many small files cost one download request each (500/hour on Flow):
+    --dry-run shows the arithmetic, --auto-bulk takes the archive path.
 
     Example: flowxfer download 1234567890 -o results/
     Example: flowxfer download --pattern '_R[12]_001\\.fastq\\.gz$' --owned -o fastq/
@@ -133,6 +139,11 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     if not ids and not (filename or pattern or owned):
         raise click.UsageError("name data ids, or a search with --filename, --pattern or --owned")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    if auto_bulk or dry_run:
+        from ._bulk_sync import download_with_advice
+
+        download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
+                             auto_bulk=auto_bulk)
     output = _output(options, "download")
 
     async def call(fx: Flowxfer) -> TransferReport:
