@@ -1,0 +1,145 @@
+"""The pure decisions of sync and packing, and the tar source's bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowxfer.journal import InventoryRecord, PackMember
+from flowxfer.transfer import SourceChangedError
+from flowxfer.transfer._packing import TarSource, manifest_of, pack_name, plan_packs
+from flowxfer.transfer._sync import ShareGrant, Verdict, compare, parse_share, remote_name_for, stable
+from tests.support.runfolder import make_run_folder, run_files
+
+
+def _record(size: int, mtime_ns: int, checksum: str | None = "xxh3-128:" + "0" * 32) -> InventoryRecord:
+    return InventoryRecord("s", "u", "up", "/p", "x", size, mtime_ns, checksum, "42")
+
+
+def test_compare() -> None:
+    assert compare(10, 5, None) is Verdict.NEW
+    assert compare(10, 5, _record(10, 5)) is Verdict.UNCHANGED
+    assert compare(11, 5, _record(10, 5)) is Verdict.CHANGED
+    assert compare(10, 6, _record(10, 5)) is Verdict.IN_DOUBT
+    assert compare(10, 6, _record(10, 5, None)) is Verdict.CHANGED
+
+
+def test_remote_names() -> None:
+    assert remote_name_for("Fastq/L001/x.fq.gz", False) == ("x.fq.gz", None)
+    assert remote_name_for("Fastq/L001/x.fq.gz", True) == ("Fastq__L001__x.fq.gz", None)
+    assert remote_name_for("Logs/a b.log", True) == ("Logs__a_b.log", None)
+    assert remote_name_for("Logs/a b.log", False) == (None, "Spaces in filename")
+    name, problem = remote_name_for("bad\udcff.bin", False)
+    assert name is None and problem is not None and "UTF-8" in problem
+
+
+def test_stability_uses_the_later_of_mtime_and_ctime() -> None:
+    now = 1000.0
+    assert stable(0, 0, now, None)
+    assert stable(int(900e9), int(900e9), now, 60)
+    assert not stable(int(900e9), int(990e9), now, 60)  # mtime set back by a copy; ctime is recent
+    assert not stable(int(990e9), int(900e9), now, 60)
+
+
+def test_share_specs() -> None:
+    assert parse_share("group:lab=read") == ShareGrant("group", "lab", 1)
+    assert parse_share("user:bob=SHARE") == ShareGrant("user", "bob", 3)
+    assert parse_share("user:a=b=2") == ShareGrant("user", "a=b", 2)
+    assert str(ShareGrant("group", "lab", 2)) == "group:lab=edit"
+    for bad in ("lab=read", "team:lab=read", "group:=read", "group:lab=write", "group:lab"):
+        with pytest.raises(ValueError):
+            parse_share(bad)
+
+
+def test_pack_names_and_parts() -> None:
+    assert pack_name("RUN", "", 1) == "RUN.tar"
+    assert pack_name("RUN", "Data/L001/C1.1", 1) == "RUN__Data__L001__C1.1.tar"
+    assert pack_name("RUN", "InterOp", 2) == "RUN__InterOp.part002.tar"
+    members = [PackMember(f"d/{i:02d}", f"/r/d/{i:02d}", 100, 1) for i in range(5)]
+    plans = plan_packs("RUN", "d", list(reversed(members)), max_members=2)
+    assert [p.remote_name for p in plans] == ["RUN__d.tar", "RUN__d.part002.tar", "RUN__d.part003.tar"]
+    assert [len(p.members) for p in plans] == [2, 2, 1]
+    assert [m.arcname for p in plans for m in p.members] == [m.arcname for m in members]
+    by_bytes = plan_packs("RUN", "d", members, max_bytes=250)
+    assert [len(p.members) for p in by_bytes] == [2, 2, 1]
+
+
+def test_manifest_depends_on_names_sizes_and_mtimes_only() -> None:
+    a = [PackMember("x/a", "/1/a", 1, 10), PackMember("x/b", "/1/b", 2, 20)]
+    assert manifest_of(a) == manifest_of(list(reversed(a)))
+    assert manifest_of(a) == manifest_of([PackMember("x/a", "/elsewhere/a", 1, 10), a[1]])
+    assert manifest_of(a) != manifest_of([PackMember("x/a", "/1/a", 1, 11), a[1]])
+    assert manifest_of(a) != manifest_of([PackMember("x/a", "/1/a", 3, 10), a[1]])
+    assert manifest_of(a) != manifest_of(a[:1])
+
+
+def _members(run: Path, folder: str) -> list[PackMember]:
+    out = []
+    for path in sorted((run / folder).iterdir()):
+        st_ = path.stat()
+        out.append(PackMember(f"{folder}/{path.name}", str(path), st_.st_size, st_.st_mtime_ns))
+    return out
+
+
+def test_tar_source_is_what_tarfile_writes_and_regenerates_identically(tmp_path: Path) -> None:
+    run = make_run_folder(tmp_path, small_files=40)
+    members = _members(run, "InterOp")
+    source = TarSource(list(reversed(members)))
+    source.open()
+    whole = source.read(0, source.size)
+    assert whole == TarSource(members).read(0, source.size)  # regenerated: byte-identical
+    # Any cut of it reads the same bytes (what a resumed upload sends).
+    for offset, length in ((0, 1), (511, 2), (700, 5000), (source.size - 3, 3)):
+        assert source.read(offset, length) == whole[offset:offset + length]
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for member in sorted(members, key=lambda m: m.arcname):
+            info = tarfile.TarInfo(member.arcname)
+            info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = (
+                member.size, 0, 0o644, 0, 0, "", "")
+            with open(member.local_path, "rb") as handle:
+                tf.addfile(info, handle)
+    assert whole == reference.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(whole)) as tf:
+        assert {m.name: m.size for m in tf.getmembers()} == {
+            rel: size for rel, size in run_files(run).items() if rel.startswith("InterOp/")}
+
+
+def test_tar_source_refuses_a_changed_member(tmp_path: Path) -> None:
+    run = make_run_folder(tmp_path, small_files=8)
+    members = _members(run, "InterOp")
+    source = TarSource(members)
+    source.open()
+    target = Path(members[-1].local_path)
+    os.utime(target, ns=(1, 1))  # same size, other mtime: its bytes may differ
+    with pytest.raises(SourceChangedError):
+        source.read(0, source.size)
+    with pytest.raises(SourceChangedError):
+        TarSource(members).open()
+    target.unlink()
+    with pytest.raises(SourceChangedError, match="disappeared"):
+        source.read(0, source.size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=8), st.data())
+def test_tar_source_ranges_property(tmp_path_factory: pytest.TempPathFactory, sizes: list[int],
+                                    data: st.DataObject) -> None:
+    folder = tmp_path_factory.mktemp("tar")
+    members = []
+    for index, size in enumerate(sizes):
+        path = folder / f"f{index}"
+        path.write_bytes(os.urandom(size))
+        stat_ = path.stat()
+        members.append(PackMember(f"d/f{index}", str(path), size, stat_.st_mtime_ns))
+    source = TarSource(members)
+    whole = source.read(0, source.size)
+    offset = data.draw(st.integers(min_value=0, max_value=source.size))
+    length = data.draw(st.integers(min_value=0, max_value=source.size - offset))
+    assert source.read(offset, length) == whole[offset:offset + length]
