@@ -42,8 +42,11 @@ class _ClassState:
     observation: _Observation | None = None
     retry_until: float | None = None
     requests: int = 0
-    #: The server answered this class successfully without any rate-limit header: it does not limit it.
+    #: The server does not limit this class: it answered it successfully without any rate-limit header
+    #: (learned here, or by another process and shared through the journal).
     unlimited: bool = False
+    #: What this process itself saw: True (answers without headers), False (headers), None (nothing yet).
+    evidence: bool | None = None
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -125,9 +128,9 @@ class RateLimiter:
         state = self._classes[rate_class]
         if limit is None and remaining is None:
             if 200 <= status < 300:
-                state.unlimited = True
+                state.unlimited = state.evidence = True
             return
-        state.unlimited = False
+        state.unlimited = state.evidence = False
         now = self.clock()
         reset_at = float(reset) if reset is not None else None
         state.bucket.observe(limit, remaining, reset_at, now)
@@ -139,7 +142,7 @@ class RateLimiter:
             return
         now = self.clock()
         state = self._classes[rate_class]
-        state.unlimited = False
+        state.unlimited = state.evidence = False
         state.bucket.penalize(retry_after, now)
         state.retry_until = max(state.retry_until or 0.0, now + retry_after)
 
@@ -189,6 +192,7 @@ class RateLimiter:
             name: (state.bucket.to_state(), state.spent, state.observation, state.retry_until)
             for name, state in self._classes.items()
         }
+        evidence = {name: state.evidence for name, state in self._classes.items()}
 
         def merge(stored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             result: dict[str, dict[str, Any]] = {}
@@ -206,7 +210,11 @@ class RateLimiter:
                     bucket.observe(observation.limit, observation.remaining, observation.reset_at, now)
                 if retry_until is not None and retry_until > now:
                     bucket.penalize(retry_until - now, now)
-                result[name] = bucket.to_state()
+                # Whether the server limits this class at all is shared too, so that a new process
+                # does not wait on a budget the server never enforces before it can learn so.
+                unlimited = evidence[name] if evidence[name] is not None else bool(
+                    stored.get(name, {}).get("unlimited", False))
+                result[name] = {**bucket.to_state(), "unlimited": unlimited}
             return result
 
         merged = await anyio.to_thread.run_sync(store, merge)
@@ -217,6 +225,8 @@ class RateLimiter:
                 state.observation = None
             if name in merged:
                 state.bucket = TokenBucket.from_state(merged[name])
+                state.unlimited = state.evidence if state.evidence is not None else bool(
+                    merged[name].get("unlimited", False))
                 if state.spent:
                     # Requests taken while the store was busy are not in the merged state yet.
                     state.bucket.spend(state.spent, self.clock())

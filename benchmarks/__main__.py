@@ -1,0 +1,55 @@
+"""Run every benchmark of the project, one after the other, and record them all.
+
+    python -m benchmarks [--quick]
+
+Each part writes its own section of ``benchmarks/RESULTS.md``; the size sweep
+also draws ``benchmarks/plot.png``. Anchors that are missing (nginx, aria2c)
+are installed from Debian by the parts that need them, or skipped with a
+message — never faked. ``--quick`` uses small sizes for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import time
+
+PARTS: list[tuple[str, list[str], list[str]]] = [
+    # (module, full arguments, quick arguments)
+    ("benchmarks.bench_server", [], ["--size-mib", "64", "--runs", "1"]),
+    ("benchmarks.bench_engine", [], ["--size", "64M", "--files", "500", "--repeats", "1"]),
+    ("benchmarks.bench_sync", [], ["--quick"]),
+    ("benchmarks.bench_sizes", [], ["--sizes", "1M,16M", "--repeats", "1"]),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each (a smoke test)")
+    parser.add_argument("--only", help="comma-separated module names to run (e.g. bench_engine)")
+    args = parser.parse_args(argv)
+    failed = []
+    for module, full, quick in PARTS:
+        if args.only and module.split(".")[-1] not in args.only.split(","):
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            print(f"== {module}: not available ({exc}); skipped", flush=True)
+            continue
+        arguments = quick if args.quick else full
+        print(f"\n== {module} {' '.join(arguments)}", flush=True)
+        started = time.monotonic()
+        code = subprocess.call([sys.executable, "-m", module, *arguments])
+        print(f"== {module}: exit {code} after {time.monotonic() - started:.0f} s", flush=True)
+        if code:
+            failed.append(module)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
