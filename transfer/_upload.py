@@ -129,13 +129,21 @@ async def _upload_open_source(
     chunks = plan_from(size, chunk_size, progress.held)
     _journal_plan(ctx, record, chunks, progress, chunk_size, existing)
     restarts = 0
+    stuck = 0  # realignments in a row that moved nothing on
     while True:
+        held_before = progress.held
         try:
             return await _send_chunks(ctx, record, source, options, chunks, progress)
         except _Realign as realign:
             if realign.held > size:
                 raise ProtocolError(f"the server claims to hold {realign.held} bytes of a "
                                     f"{size}-byte file") from None
+            # Bounded: a server that keeps naming an offset we cannot get past must not keep us
+            # resending the same chunk for ever.
+            stuck = stuck + 1 if realign.held <= held_before else 0
+            if stuck > 3:
+                raise ProtocolError(f"{record.local_path}: the server keeps asking for offset "
+                                    f"{realign.held} and refusing what we send there") from None
             ctx.events(Notice(f"{record.local_path}: the server holds {realign.held} bytes; continuing there"))
             progress.held, progress.whole = realign.held, None
         except _UploadLost:
@@ -422,14 +430,16 @@ async def _post_chunk(
             expected = exc.body.get("expected_file_size")
             if exc.status == 400 and isinstance(expected, int | str) and str(expected).isdigit():
                 held = int(expected)
-                if held == chunk.end and sent and sent[-1].digest is not None:
-                    # Our earlier attempt arrived; only its answer was lost. The server has
-                    # this chunk, so acknowledge it from the server's word and go on.
+                if held == chunk.end and data_id is not None:
+                    # An earlier attempt arrived; only its answer was lost. The server has this
+                    # chunk, so acknowledge it from the server's word and go on. (The server may
+                    # refuse this attempt before its body is sent: then hash the chunk from disk.
+                    # Requiring a fully sent attempt here made a lost *last* answer loop for ever:
+                    # realign to the end, resend the last chunk, refused early, realign...)
+                    digest, whole = await _chunk_hashes(ctx, source, chunk, progress.whole, sent)
                     if is_last:
-                        assert data_id is not None
-                        return await _poll_ready(ctx, record, data_id), sent[-1].digest, sent[-1].whole
-                    return ({"id": data_id, "data_id": data_id, "size": held, "is_ready": False},
-                            sent[-1].digest, sent[-1].whole)
+                        return await _poll_ready(ctx, record, data_id), digest, whole
+                    return {"id": data_id, "data_id": data_id, "size": held, "is_ready": False}, digest, whole
                 raise _Realign(held) from None
             if exc.status == 413 and ctx.config.chunk_size is None:
                 raise _TooLarge() from None
@@ -452,6 +462,28 @@ async def _post_chunk(
             raise _Realign(stored)
         return answer, payload.digest, payload.whole
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _chunk_hashes(
+    ctx: TransferContext, source: Source, chunk: Chunk, whole_before: xxhash.xxh3_128 | None,
+    sent: list[_ChunkPayload],
+) -> tuple[str, xxhash.xxh3_128 | None]:
+    """The chunk's checksum and the file's hash after it: from an attempt that sent it whole, or from disk."""
+    for payload in reversed(sent):
+        if payload.digest is not None:
+            return payload.digest, payload.whole
+
+    def read() -> tuple[str, xxhash.xxh3_128 | None]:
+        hasher = xxhash.xxh3_128()
+        whole = whole_before.copy() if whole_before is not None else None
+        position = chunk.offset
+        while position < chunk.end:
+            length = min(ctx.config.block_size, chunk.end - position)
+            _read_block(source, position, length, hasher, whole)
+            position += length
+        return protocol.format_checksum(hasher.hexdigest()), whole
+
+    return await anyio.to_thread.run_sync(read)
 
 
 def _form(

@@ -1,0 +1,330 @@
+"""The engine against a misbehaving network: a real fault-injecting proxy between it and the real server.
+
+Every test puts :class:`~tests.support.faultproxy.FaultProxy` between a
+:class:`Flowxfer` and the local server, injects one kind of fault, and checks
+the two things a user cares about: the bytes that end up on the server (or on
+disk) are exactly the source's, and what was sent again is bounded (about one
+chunk per fault, never the whole file). The proxy's :class:`Record` counts
+the bytes on the wire, so the bound is measured, not taken from the engine's
+own report.
+
+Each test runs twice: against the server with our extensions (chunk
+checksums, upload status, chunk maps) and without them, as hosted Flow
+behaves. Without checksums a flipped byte cannot be detected by anyone: the
+tests assert that documented limit instead of pretending (see
+``test_flipped_upload_byte`` and ``test_flipped_download_byte``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flowxfer.transfer import Flowxfer, TransferReport
+from flowxfer.transfer.events import Retrying, Waiting
+from tests.support.faultproxy import (
+    DropResponse,
+    FaultProxy,
+    FlipBodyByte,
+    Match,
+    Record,
+    ResetMidBody,
+    RespondWith,
+    StallMidBody,
+    TruncateResponse,
+)
+from tests.support.server import RunningServer, login, running_server
+
+from .conftest import KiB, client, write_random
+
+CHUNK = 64 * KiB
+MiB = 1024 * KiB
+#: The multipart envelope and form fields around one chunk's blob (measured: ~600 bytes; generous).
+ENVELOPE = 2 * KiB
+SIZE = 12 * CHUNK + 1234
+#: What aiohttp may hold unread when a response ends early: it raises at once and drops its read
+#: buffer (two 64 KiB reads), and an RST also drops what the kernel had not handed over yet. A cut
+#: download therefore costs the partial chunk plus at most this much on the wire.
+HTTP_BUFFER = 256 * KiB
+
+pytestmark = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
+
+
+@dataclasses.dataclass
+class Rig:
+    """The server, the proxy in front of it, and the proxy's log of every exchange."""
+
+    server: RunningServer
+    proxy: FaultProxy
+    log: Record
+
+    @property
+    def via_proxy(self) -> RunningServer:
+        return dataclasses.replace(self.server, base_url=self.proxy.url)
+
+    def upload_bytes(self) -> int:
+        return sum(e.request_bytes for e in self.log.select("POST", r"^/upload$"))
+
+    def download_bytes(self) -> int:
+        return sum(e.response_bytes for e in self.log.select("GET", r"^/downloads/"))
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path, extensions: bool, **server_config: Any) -> AsyncIterator[Rig]:
+    async with running_server(tmp_path / "root", extensions=extensions, **server_config) as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with FaultProxy("127.0.0.1", port, seed=7) as proxy:
+            log = proxy.add(Record())
+            yield Rig(srv, proxy, log)
+
+
+@asynccontextmanager
+async def engine(r: Rig, home: Path, **config: Any) -> AsyncIterator[Flowxfer]:
+    """A Flowxfer that talks to the server through the proxy (logged in through it too)."""
+    settings: dict[str, Any] = {"read_timeout": 5.0, "connect_timeout": 5.0, **config}
+    async with client(r.via_proxy, home, **settings) as fx:
+        yield fx
+
+
+async def stored(srv: RunningServer, data_id: str, filename: str) -> bytes:
+    """The bytes the server holds, fetched directly (no proxy, no engine)."""
+    async with aiohttp.ClientSession() as session:
+        token = await login(session, srv.base_url, "alice", srv.users["alice"])
+        url = f"{srv.base_url}/downloads/{data_id}/{filename}"
+        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200, response.status
+            return await response.read()
+
+
+def done(report: TransferReport) -> TransferReport:
+    assert report.status == "completed", (report.status, report.stop_reason, [f.error for f in report.files])
+    assert {f.status for f in report.files} == {"done"}, report.files
+    return report
+
+
+async def upload_through(r: Rig, tmp_path: Path, size: int = SIZE, **config: Any) -> tuple[bytes, str]:
+    """Upload one file through the proxy; returns the source bytes and the data id."""
+    src = write_random(tmp_path / "src" / "reads.bin", size, 3)
+    async with engine(r, tmp_path / "home", **config) as fx:
+        report = done(await fx.upload([src]))
+    (item,) = report.files
+    assert item.id
+    return src.read_bytes(), item.id
+
+
+async def upload_direct(srv: RunningServer, tmp_path: Path, size: int = SIZE) -> tuple[bytes, str]:
+    """Upload one file straight to the server (the setup of a download test)."""
+    src = write_random(tmp_path / "src" / "reads.bin", size, 4)
+    async with client(srv, tmp_path / "uploader") as fx:
+        (item,) = done(await fx.upload([src])).files
+    assert item.id
+    return src.read_bytes(), item.id
+
+
+async def download_through(r: Rig, tmp_path: Path, data_id: str, **config: Any) -> tuple[TransferReport, bytes]:
+    out = tmp_path / "out"
+    async with engine(r, tmp_path / "home", **config) as fx:
+        report = await fx.download([data_id], output_dir=out)
+    assert not list(out.glob("*.part")) or report.status != "completed"
+    data = (out / "reads.bin").read_bytes() if (out / "reads.bin").exists() else b""
+    return report, data
+
+
+def assert_download_resumed(r: Rig, cuts: int) -> None:
+    """Each stream after a cut starts at a chunk boundary after the last one's start (progress is kept),
+    and the bytes on the wire exceed the file by at most a chunk plus the HTTP buffer per cut."""
+    starts = [int(dict(e.request_headers)["Range"].split("=")[1].split("-")[0])
+              for e in r.log.select("GET", r"^/downloads/")]
+    assert len(starts) == cuts + 1, starts
+    assert all(start % CHUNK == 0 for start in starts), starts
+    assert starts == sorted(set(starts)), starts
+    assert r.download_bytes() <= SIZE + cuts * (CHUNK + HTTP_BUFFER)
+
+
+def one_byte_differs(a: bytes, b: bytes) -> bool:
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
+
+
+UPLOAD = "POST ^/upload$"
+DOWNLOAD = "GET ^/downloads/"
+
+
+# --- a flipped byte -----------------------------------------------------------------------
+
+
+async def test_flipped_upload_byte(tmp_path: Path, extensions: bool) -> None:
+    """Extensions: the server's 422 makes the engine send that chunk again, once.
+
+    Hosted Flow has no chunk checksums: the damaged chunk is stored as it
+    arrived and nobody can tell (the engine has no checksum to compare the
+    server's copy with). That is the documented limit of the mode.
+    """
+    async with rig(tmp_path, extensions) as r:
+        flip = r.proxy.add(FlipBodyByte(Match("POST", r"^/upload$", nth=3), direction="up", at=4000))
+        source, data_id = await upload_through(r, tmp_path)
+        assert flip.hits == 1
+        server_copy = await stored(r.server, data_id, "reads.bin")
+        requests = r.log.select("POST", r"^/upload$")
+        if extensions:
+            assert server_copy == source
+            assert [e.status for e in requests].count(422) == 1
+            assert r.upload_bytes() <= SIZE + CHUNK + len(requests) * ENVELOPE
+        else:
+            assert one_byte_differs(server_copy, source)
+            assert all(e.status == 200 for e in requests)
+            assert len(requests) == 13
+
+
+async def test_flipped_download_byte(tmp_path: Path, extensions: bool) -> None:
+    """Extensions: the chunk map catches the bad chunk and only that chunk is fetched again.
+
+    Without extensions there is no checksum anywhere (no chunk map, no
+    X-Checksum): size and ETag match, so the damage is not detected. The
+    engine says so: what it verified is "size and ETag only".
+    """
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        flip = r.proxy.add(FlipBodyByte(DOWNLOAD, direction="down", at=5 * CHUNK + 77))
+        report, data = await download_through(r, tmp_path, data_id, segments=1)
+        assert flip.hits == 1
+        done(report)
+        if extensions:
+            assert data == source
+            assert SIZE + CHUNK >= r.download_bytes() >= SIZE + 1
+        else:
+            assert one_byte_differs(data, source)
+            assert r.download_bytes() == SIZE
+
+
+# --- connections cut mid-stream -------------------------------------------------------------
+
+
+async def test_upload_connection_cut_mid_chunk(tmp_path: Path, extensions: bool) -> None:
+    async with rig(tmp_path, extensions) as r:
+        cut = r.proxy.add(ResetMidBody(Match("POST", r"^/upload$", nth=4), direction="up", at_fraction=0.5))
+        source, data_id = await upload_through(r, tmp_path)
+        assert cut.hits == 1
+        assert await stored(r.server, data_id, "reads.bin") == source
+        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+
+
+async def test_download_connection_cut_mid_stream(tmp_path: Path, extensions: bool) -> None:
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        cut = r.proxy.add(ResetMidBody(DOWNLOAD, direction="down", at_bytes=3 * CHUNK + 999, times=2))
+        report, data = await download_through(r, tmp_path, data_id, segments=1)
+        done(report)
+        assert cut.hits == 2
+        assert data == source
+        assert_download_resumed(r, cuts=2)
+
+
+# --- a stall longer than the read timeout ----------------------------------------------------
+
+
+async def test_download_stall_longer_than_read_timeout(tmp_path: Path, extensions: bool) -> None:
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        stall = r.proxy.add(StallMidBody(DOWNLOAD, direction="down", at_bytes=3 * CHUNK + 5, seconds=4.0))
+        report, data = await download_through(r, tmp_path, data_id, segments=1, read_timeout=0.5)
+        done(report)
+        assert stall.hits == 1 and report.retries >= 1
+        assert data == source
+        assert_download_resumed(r, cuts=1)
+
+
+async def test_upload_answer_stalled_longer_than_read_timeout(tmp_path: Path, extensions: bool) -> None:
+    """The chunk arrived, its answer hangs: the engine times out, sends again, and the
+    server's 400 (it already holds those bytes) tells it to go on: nothing stored twice."""
+    async with rig(tmp_path, extensions) as r:
+        stall = r.proxy.add(StallMidBody(Match("POST", r"^/upload$", nth=5), direction="down", at_fraction=0.5,
+                                         seconds=4.0))
+        source, data_id = await upload_through(r, tmp_path, read_timeout=0.5)
+        assert stall.hits == 1
+        assert await stored(r.server, data_id, "reads.bin") == source
+        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+
+
+# --- lost and truncated answers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nth", [1, 2, 7, 13], ids=["first", "second", "middle", "last"])
+async def test_lost_upload_answer(tmp_path: Path, extensions: bool, nth: int) -> None:
+    """The server stored the chunk, the answer never came: realign from the server's word, never
+    duplicate or skip a byte. (A lost answer to the *first* chunk cannot be recovered by any client:
+    the data id was in it. The engine starts a new upload; the orphan stays partial on the server.)"""
+    async with rig(tmp_path, extensions) as r:
+        lost = r.proxy.add(DropResponse(Match("POST", r"^/upload$", nth=nth)))
+        source, data_id = await upload_through(r, tmp_path)
+        assert lost.hits == 1
+        assert await stored(r.server, data_id, "reads.bin") == source
+        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+
+
+@pytest.mark.parametrize("nth", [2, 3], ids=["middle", "last"])
+async def test_lost_answer_to_a_large_chunk(tmp_path: Path, extensions: bool, nth: int) -> None:
+    """With chunks larger than the socket buffers the server refuses the resent chunk (400, it
+    holds those bytes already) before the engine has sent it all. Regression: for the last chunk
+    the engine then realigned, resent it, was refused early again... for ever."""
+    async with rig(tmp_path, extensions) as r:
+        lost = r.proxy.add(DropResponse(Match("POST", r"^/upload$", nth=nth)))
+        size = 5 * MiB + 5
+        source, data_id = await upload_through(r, tmp_path, size=size, chunk_size=2 * MiB)
+        assert lost.hits == 1
+        assert await stored(r.server, data_id, "reads.bin") == source
+        assert r.upload_bytes() <= size + 2 * MiB + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+
+
+async def test_truncated_answers(tmp_path: Path, extensions: bool) -> None:
+    async with rig(tmp_path, extensions) as r:
+        cut_up = r.proxy.add(TruncateResponse(Match("POST", r"^/upload$", nth=6), fraction=0.5))
+        cut_info = r.proxy.add(TruncateResponse("GET ^/data/", fraction=0.5))
+        source, data_id = await upload_through(r, tmp_path)
+        assert cut_up.hits == 1
+        assert await stored(r.server, data_id, "reads.bin") == source
+        cut_down = r.proxy.add(TruncateResponse(DOWNLOAD, keep_bytes=4 * CHUNK + 3, times=2))
+        r.log.clear()
+        report, data = await download_through(r, tmp_path, data_id, segments=1)
+        done(report)
+        assert cut_down.hits == 2 and cut_info.hits == 1
+        assert data == source
+        assert_download_resumed(r, cuts=2)
+
+
+# --- error pages and rate-limit storms -------------------------------------------------------------
+
+
+async def test_bursts_of_html_502_and_503(tmp_path: Path, extensions: bool) -> None:
+    async with rig(tmp_path, extensions) as r:
+        r.proxy.add(RespondWith.html_error(502, match=Match("POST", r"^/upload$", nth=2), times=3))
+        r.proxy.add(RespondWith.html_error(503, match=Match("POST", r"^/upload$", nth=9), times=2))
+        events: list[Any] = []
+        source, data_id = await upload_through(r, tmp_path, events=events)
+        assert sum(isinstance(e, Retrying) for e in events) >= 5
+        assert await stored(r.server, data_id, "reads.bin") == source
+        r.proxy.add(RespondWith.html_error(503, match=DOWNLOAD, times=3))
+        r.proxy.add(RespondWith.html_error(502, match="GET ^/data/", times=2))
+        report, data = await download_through(r, tmp_path, data_id)
+        done(report)
+        assert data == source
+
+
+async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> None:
+    async with rig(tmp_path, extensions) as r:
+        storm = r.proxy.add(RespondWith.rate_limited(retry_after=1, match=Match("POST", r"^/upload$", nth=3),
+                                                     times=3))
+        events: list[Any] = []
+        source, data_id = await upload_through(r, tmp_path, events=events)
+        assert storm.hits == 3
+        assert any(isinstance(e, Retrying | Waiting) for e in events)
+        assert await stored(r.server, data_id, "reads.bin") == source
+        r.proxy.add(RespondWith.rate_limited(retry_after=1, match=DOWNLOAD, times=2))
+        report, data = await download_through(r, tmp_path, data_id)
+        done(report)
+        assert data == source
