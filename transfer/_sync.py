@@ -666,13 +666,16 @@ async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, opti
             result = await _upload_pack(ctx, record, str(manifest), options)
         else:
             record, result = await _upload_file(fx, ctx, record, options)
-        ctx.writer.batch.update_file(record.id, data_id=result.data_id, checksum=result.checksum,
-                                     bytes_done=record.size, extra={**record.extra, "uploaded": True})
-        ctx.writer.added()
-        await ctx.writer.flush()
-        record = dataclasses.replace(record, data_id=result.data_id, checksum=result.checksum,
-                                     extra={**record.extra, "uploaded": True})
-    record = await _grant(ctx, record, result.data_id, options.shares)
+        if options.shares:
+            # Grants follow: make "sent" durable first, so a crash before they are all made
+            # resumes with the grants instead of uploading the item again.
+            ctx.writer.batch.update_file(record.id, data_id=result.data_id, checksum=result.checksum,
+                                         bytes_done=record.size, extra={**record.extra, "uploaded": True})
+            ctx.writer.added()
+            await ctx.writer.flush()
+            record = dataclasses.replace(record, data_id=result.data_id, checksum=result.checksum,
+                                         extra={**record.extra, "uploaded": True})
+            record = await _grant(ctx, record, result.data_id, options.shares)
     if manifest:
         await anyio.to_thread.run_sync(ctx.journal.remember_pack, PackRecord(
             ctx.server, ctx.username, record.local_path, record.remote_name, str(manifest), result.data_id,
@@ -696,27 +699,30 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
     upload_options = UploadOptions(data_type=options.data_type)
     while True:
         try:
-            st = await anyio.to_thread.run_sync(os.stat, record.local_path)
-        except FileNotFoundError:
-            raise LocalIOError(f"{record.local_path} disappeared before it was uploaded") from None
-        except OSError as exc:
-            raise LocalIOError(f"cannot read {record.local_path}: {exc.strerror}") from None
-        if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
+            # The source checks size and mtime when it opens and after every read: a file that
+            # changed since it was planned fails that check before any byte is sent.
+            source = FileSource(record.local_path, record.size, record.mtime_ns)
+            return record, await upload_source(ctx, record, source, upload_options)
+        except SourceChangedError as exc:
+            try:
+                st = await anyio.to_thread.run_sync(os.stat, record.local_path)
+            except FileNotFoundError:
+                raise LocalIOError(f"{record.local_path} disappeared before it was uploaded") from None
+            except OSError as error:
+                raise LocalIOError(f"cannot read {record.local_path}: {error.strerror}") from None
             record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
                                          chunk_size=0, bytes_done=0)
             ctx.writer.batch.update_file(record.id, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
                                          chunk_size=0, bytes_done=0)
-        try:
-            source = FileSource(record.local_path, record.size, record.mtime_ns)
-            return record, await upload_source(ctx, record, source, upload_options)
-        except SourceChangedError as exc:
+            ctx.writer.added()
             restarts += 1
+            if restarts == 1:
+                continue  # usually changed between planning and now: send the new version at once
             ctx.counters.files_restarted += 1
-            if restarts > ctx.config.file_restarts:
+            if restarts > ctx.config.file_restarts + 1:
                 raise SourceChangedError(f"{exc}; it kept changing, giving up after {restarts} tries") from None
             fx._emit(Notice(f"{record.local_path} changed while being uploaded; starting it again"))
-            await anyio.sleep(min(2.0 ** restarts, 10.0))
-            record = dataclasses.replace(record, data_id=None, chunk_size=0, bytes_done=0)
+            await anyio.sleep(min(2.0 ** (restarts - 1), 10.0))
 
 
 async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str,
