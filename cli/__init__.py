@@ -35,10 +35,13 @@ from ._common import GlobalOptions
 @click.option("--ca-bundle", envvar="FLOWXFER_CA_BUNDLE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificates to verify TLS with (env FLOWXFER_CA_BUNDLE); TLS is always verified.")
 @click.option("--allow-insecure-http", is_flag=True, help="Allow plain http:// to hosts other than loopback.")
+@click.option("--max-attempts", envvar="FLOWXFER_MAX_ATTEMPTS", type=click.IntRange(1, 100),
+              help="Attempts per request before giving up on a failing server (env FLOWXFER_MAX_ATTEMPTS; "
+              "default 8, with backoff up to a minute between them).")
 @click.pass_context
 def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path | None, journal: Path | None,
          json_output: bool, no_progress: bool, quiet: bool, verbose: bool, log_format: str,
-         ca_bundle: Path | None, allow_insecure_http: bool) -> None:
+         ca_bundle: Path | None, allow_insecure_http: bool, max_attempts: int | None) -> None:
     """flowxfer: resumable, verified, rate-limit-aware transfers to and from Flow.
 
     Example: flowxfer demo
@@ -46,7 +49,7 @@ def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path 
     ctx.obj = GlobalOptions(
         base_url=base_url, token=token or None, config_dir=config_dir, journal=journal, json=json_output,
         no_progress=no_progress, quiet=quiet, verbose=verbose, log_format=log_format, ca_bundle=ca_bundle,
-        allow_insecure_http=allow_insecure_http,
+        allow_insecure_http=allow_insecure_http, max_attempts=max_attempts,
     )
 
 

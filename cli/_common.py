@@ -80,6 +80,8 @@ class GlobalOptions:
     log_format: str = "text"
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
+    #: Attempts per request (``--max-attempts``): a cron job may rather fail fast than retry for minutes.
+    max_attempts: int | None = None
 
     def progress_mode(self) -> str:
         if self.log_format == "json":
@@ -89,6 +91,8 @@ class GlobalOptions:
         return "bars" if sys.stderr.isatty() else "plain"
 
     def flowxfer(self, config: TransferConfig | None = None, progress: Callable[[Any], None] | None = None) -> Flowxfer:
+        if self.max_attempts is not None:
+            config = replace(config or TransferConfig(), max_attempts=self.max_attempts)
         return Flowxfer(
             self.base_url, token=self.token, config_dir=self.config_dir, journal=self.journal,
             config=config, progress=progress, ca_bundle=self.ca_bundle,

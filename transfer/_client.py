@@ -214,7 +214,8 @@ class FlowClient:
                 authenticated=False,
             )
         except (RejectedError, ServerError) as exc:
-            if isinstance(exc, UnavailableError) or exc.status >= 500:
+            # Only a refusal is a failed login: an HTML page (a wrong URL, a proxy) is not bad credentials.
+            if isinstance(exc, UnavailableError | ProtocolError) or exc.status >= 500:
                 raise
             raise AuthError(f"login failed for {username!r}: {exc}") from None
         token = answer.get("token")

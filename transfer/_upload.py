@@ -285,7 +285,11 @@ class _ChunkPayload(Payload):
 
     def __init__(self, ctx: TransferContext, record: FileRecord, source: Source, chunk: Chunk,
                  whole_before: xxhash.xxh3_128 | None, holder: _SourceErrorHolder) -> None:
-        super().__init__(None, size=chunk.size, content_type="application/octet-stream")
+        super().__init__(None, content_type="application/octet-stream")
+        # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
+        # ``Transfer-Encoding: chunked`` instead of a Content-Length (flowbio sends one; servers
+        # behind WSGI may not take chunked bodies).
+        self._size = chunk.size
         self._ctx, self._record, self._source, self._chunk = ctx, record, source, chunk
         self._whole_before = whole_before
         self._holder = holder
@@ -330,7 +334,8 @@ class _LateField(Payload):
     LENGTH = len(protocol.CHECKSUM_PREFIX) + 32
 
     def __init__(self, produce: Callable[[], str]) -> None:
-        super().__init__(None, size=self.LENGTH, content_type="text/plain; charset=utf-8")
+        super().__init__(None, content_type="text/plain; charset=utf-8")
+        self._size = self.LENGTH  # (see _ChunkPayload: the keyword would be ignored)
         self._produce = produce
 
     async def write(self, writer: AbstractStreamWriter) -> None:

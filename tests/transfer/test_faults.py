@@ -115,6 +115,10 @@ async def upload_through(r: Rig, tmp_path: Path, size: int = SIZE, **config: Any
         report = done(await fx.upload([src]))
     (item,) = report.files
     assert item.id
+    for exchange in r.log.select("POST", r"^/upload$"):
+        # Like flowbio's: a Content-Length, never a chunked body (WSGI servers may refuse those).
+        names = {name.lower() for name, _ in exchange.request_headers}
+        assert "content-length" in names and "transfer-encoding" not in names, exchange.request_headers
     return src.read_bytes(), item.id
 
 
