@@ -197,6 +197,11 @@ class FlowClient:
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    def _same_origin(self, url: str) -> bool:
+        """Whether ``url`` is on this server (scheme, host and port), the only place credentials go."""
+        parts = urlsplit(url)
+        return (parts.scheme.lower(), parts.netloc.lower()) == (self._origin[0].lower(), self._origin[1].lower())
+
     @property
     def username(self) -> str:
         return self.tokens.username if self.tokens else ""
@@ -399,7 +404,9 @@ class FlowClient:
             await self.limiter.acquire(rate_class)
             request_headers = dict(headers or {})
             sent_token: str | None = None
-            if authenticated:
+            # The token is this server's only: an absolute URL it hands out (an archive's
+            # download_url) may name another host, which gets the request without it.
+            if authenticated and self._same_origin(url):
                 await self._ensure_fresh()
                 if self.tokens is None:
                     raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
@@ -431,7 +438,7 @@ class FlowClient:
                 response.release()
             verdict = classify_status(status)
             message = f"{what}: {_message(body, status)}"
-            if verdict is Retryability.REFRESH_AUTH and authenticated and not refreshed:
+            if verdict is Retryability.REFRESH_AUTH and sent_token is not None and not refreshed:
                 refreshed = True
                 await self.refresh(sent_token)
                 attempt -= 1  # the refresh-and-retry is not a failed attempt
