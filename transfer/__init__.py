@@ -12,6 +12,11 @@ Blocking use (scripts)::
     from flowxfer.transfer import blocking
     report = blocking.upload(["run42/fastq"], base_url="https://api.flow.bio")
 
+Run folders and archives::
+
+    report = await fx.sync("run42/", SyncOptions(ready_marker="CopyComplete.txt", pack_small=1 << 20))
+    report = await fx.bulk(ids, output_dir="results/", extract=True)
+
 Progress arrives as event objects (:mod:`flowxfer.transfer.events`) passed
 to the ``progress`` callback. Errors are the exceptions below; nothing here
 prints or exits.
@@ -44,6 +49,8 @@ from ._errors import (
     UnavailableError,
     UsageError,
 )
+from ._extract import UnsafeArchiveError
+from ._sync import ShareGrant, SyncOptions, SyncPreview
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -64,11 +71,15 @@ __all__ = [
     "ProtocolError",
     "RejectedError",
     "ServerError",
+    "ShareGrant",
     "SourceChangedError",
+    "SyncOptions",
+    "SyncPreview",
     "Tokens",
     "TransferConfig",
     "TransferReport",
     "UnavailableError",
+    "UnsafeArchiveError",
     "UsageError",
     "blocking",
     "default_config_dir",

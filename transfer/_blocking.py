@@ -49,3 +49,18 @@ def resume(transfer_id: str | None = None, **client_options: Any) -> list[Transf
     """Continue unfinished transfers; see :meth:`Flowxfer.resume`."""
     result: list[TransferReport] = anyio.run(partial(_call, "resume", client_options, transfer_id))
     return result
+
+
+def sync(root: str | os.PathLike[str], options: Any = None, **client_options: Any) -> TransferReport:
+    """Sync a run folder; see :meth:`Flowxfer.sync` (``options``: a :class:`~flowxfer.transfer.SyncOptions`)."""
+    result: TransferReport = anyio.run(partial(_call, "sync", client_options, root, options))
+    return result
+
+
+def bulk(ids: Sequence[str], *, output_dir: str | os.PathLike[str] = ".", name: str | None = None,
+         extract: bool = False, keep_archive: bool = False, **client_options: Any) -> TransferReport:
+    """Fetch data as one archive; see :meth:`Flowxfer.bulk`."""
+    result: TransferReport = anyio.run(partial(
+        _call, "bulk", client_options, ids, output_dir=output_dir, name=name, extract=extract,
+        keep_archive=keep_archive))
+    return result

@@ -65,7 +65,7 @@ from ._upload import UploadOptions, UploadResult, remember_upload, upload_source
 from .events import FilesPlanned, FileStarted, Notice
 
 if TYPE_CHECKING:
-    from ._api import Flowxfer, TransferReport
+    from ._api import FileReport, Flowxfer, TransferReport
 
 __all__ = [
     "ShareGrant",
@@ -599,7 +599,7 @@ async def preview_sync(fx: Flowxfer, root: str | os.PathLike[str], options: Sync
 async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOptions, *,
                    transfer_id: str | None = None) -> TransferReport:
     """Sync a run folder (see :meth:`Flowxfer.sync`)."""
-    from ._api import FileReport, TransferReport
+    from ._api import TransferReport
 
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     marker = await anyio.to_thread.run_sync(_not_ready, path, options)
@@ -653,7 +653,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
     return report
 
 
-async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, options: SyncOptions) -> Any:
+async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, options: SyncOptions) -> FileReport:
     """Upload one file or tar, grant it to the share targets, then journal it done (in that order)."""
     from ._api import FileReport
 

@@ -142,3 +142,19 @@ def test_overlapping_runs_second_exits_75_at_once_then_resume_finishes(flow: Ser
     assert json.loads(final.stdout)["unchanged"] == 8
     data = json.loads(cli.run("--json", "jobs", "--all").stdout)["transfers"]
     assert [(t["kind"], t["files_done"], t["files_total"]) for t in data] == [("sync", 8, 8)]
+
+
+def test_blocking_api_sync_then_bulk(flow: ServerProcess, tmp_path: Path) -> None:
+    """What a script without an event loop does: the same calls, blocking."""
+    from flowxfer.transfer import SyncOptions, blocking
+
+    options = {"base_url": flow.base_url, "config_dir": tmp_path / "config", "journal": tmp_path / "journal.db"}
+    blocking.login("alice", "alice-pw-1", **options)
+    run = make_run_folder(tmp_path / "runs", lanes=1, samples=1, small_files=4)
+    report = blocking.sync(run, SyncOptions(pack_small=64 * KiB, ready_marker="CopyComplete.txt"), **options)
+    assert report.status == "completed"
+    fastqs = [f.id for f in report.files if f.filename.endswith(".fastq.gz") and f.id]
+    fetched = blocking.bulk(fastqs, output_dir=tmp_path / "back", extract=True, **options)
+    assert fetched.status == "completed" and len(fetched.extra["extracted"]) == 2
+    for path in fetched.extra["extracted"]:
+        assert Path(path).read_bytes() == (run / "Fastq" / "L001" / Path(path).name).read_bytes()
