@@ -1811,9 +1811,16 @@ class _Link:
         n = len(data)
         cursor.pos += n
         if forward:
+            prefix = len(cursor.prefix)
             if cursor.prefix or suffix:
                 data, cursor.prefix = cursor.prefix + data + suffix, b""
-            await self.send(direction, data)
+            before = self.sent[direction]
+            try:
+                await self.send(direction, data)
+            except _Close:
+                # A byte-level rule cut this piece: count the payload that did get through.
+                self._count_body(direction, exchange, min(n, max(0, self.sent[direction] - before - prefix)))
+                raise
         self._count_body(direction, exchange, n)
 
     @staticmethod
