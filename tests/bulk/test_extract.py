@@ -7,9 +7,11 @@ folder; a refused archive writes nothing at all.
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import struct
+import sys
 import warnings
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import pytest
 from aiohttp import web
 
@@ -174,6 +177,24 @@ async def test_job_timeout_stops_and_a_rerun_reattaches(tmp_path: Path) -> None:
     # Hosted Flow gives no checksums: the files were checked by size and CRC-32 only.
     assert second.extra["extract_verified"] == 0 and "CRC-32" in (second.verified or "")
     assert (tmp_path / "out" / "a.txt").read_bytes() == b"alpha"
+
+
+async def test_cli_timeout_is_exit_75_and_json_names_the_job(tmp_path: Path) -> None:
+    body = _zip([("a.txt", b"alpha")])
+    async with archive_server(lambda: body, completes=False) as stand:
+        env = {**os.environ, "FLOW_API_URL": f"http://127.0.0.1:{stand.port}", "FLOW_API_TOKEN": "t",
+               "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"), "FLOWXFER_JOURNAL": str(tmp_path / "journal.db")}
+        command = [sys.executable, "-c", "from flowxfer.cli import main; main()", "--json", "bulk", "1",
+                   "--timeout", "0.5", "--poll-interval", "0.1", "-o", str(tmp_path / "out")]
+        result = await anyio.run_process(command, env=env, check=False)
+        assert result.returncode == 75, result.stderr
+        document = json.loads(result.stdout)
+        assert document["job_id"] == "7" and document["stop_reason"] == "timeout"
+        assert document["archive"] == str(tmp_path / "out" / "flow-download.zip")
+        stand.completes = True
+        result = await anyio.run_process(command[:-6] + ["-o", str(tmp_path / "out")], env=env, check=False)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["status"] == "completed" and stand.seen["create"] == 1
 
 
 # --- the checks themselves --------------------------------------------------------------------

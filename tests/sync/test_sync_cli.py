@@ -158,3 +158,24 @@ def test_blocking_api_sync_then_bulk(flow: ServerProcess, tmp_path: Path) -> Non
     assert fetched.status == "completed" and len(fetched.extra["extracted"]) == 2
     for path in fetched.extra["extracted"]:
         assert Path(path).read_bytes() == (run / "Fastq" / "L001" / Path(path).name).read_bytes()
+
+
+def test_help_and_usage_errors(flow: ServerProcess, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flowxfer.cli import main
+
+    for command in ("sync", "bulk", "download"):
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, command
+    cli = Cli(flow.base_url, tmp_path / "home")
+    for args, message in (
+        (["sync", str(tmp_path), "--share", "team:lab=read"], "group:NAME=LEVEL"),
+        (["sync", str(tmp_path), "--include", "[unclosed"], "unclosed"),
+        (["sync", str(tmp_path / "missing")], "no such folder"),
+        (["bulk", "123", "--name", "x.tar"], "must end in .zip"),
+        (["bulk", "123", "--name", "a b.zip"], "Spaces"),
+    ):
+        result = cli.run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
