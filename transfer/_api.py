@@ -227,11 +227,12 @@ class Flowxfer:
                 bandwidth = BandwidthSchedule.parse(self.config.bwlimit)
             except ValueError as exc:
                 raise UsageError(f"bad bandwidth limit {self.config.bwlimit!r}: {exc}") from None
-        limiter = RateLimiter(max_wait=self.config.max_wait, bandwidth=bandwidth, events=self._emit)
+        limiter = RateLimiter(max_wait=self.config.max_wait, bandwidth=bandwidth, events=self._emit,
+                              pause=self._pause)
         self._client = FlowClient(
             self.base_url, tokens=tokens, store=None if self._token else self.store, config=self.config,
             limiter=limiter, events=self._emit, session=self._session, ssl_context=ssl_context,
-            allow_insecure_http=self._allow_insecure_http,
+            allow_insecure_http=self._allow_insecure_http, pause=self._pause,
         )
         await self._client.__aenter__()
         return self
@@ -259,6 +260,21 @@ class Flowxfer:
             path = Path(arg) if isinstance(arg, str | Path) else None
             self._journal = await anyio.to_thread.run_sync(partial(Journal.open, path))
         return self._journal
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait for rate-limit budget or before a retry -- unless asked to stop.
+
+        Nothing is in flight during such a wait, so a stop ends it at once
+        (a SIGINT used to sit out a 30 s Retry-After, then the grace period).
+
+        :raises StopRequested: the transfer is stopping.
+        """
+        if not self._stopping:
+            with anyio.move_on_after(seconds):
+                await self._stop_event.wait()
+        if self._stopping:
+            raise StopRequested("stopped while waiting (for rate-limit budget, or to retry); "
+                                "the journal holds where it stopped")
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop taking new work; in-flight requests get ``grace_period`` to finish.
@@ -669,6 +685,8 @@ class Flowxfer:
             summary = await anyio.to_thread.run_sync(journal.summary, record.id)
             self._emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed))
             await self._work(ctx, work, held)
+        except StopRequested:
+            pass  # a wait cut short while planning: an interrupted run like any other
         except BaseException as exc:
             failure = exc
             raise

@@ -16,7 +16,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +140,7 @@ class FlowClient:
         allow_insecure_http: bool = False,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        pause: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self._origin = urlsplit(self.base_url)[:2]
@@ -153,6 +154,8 @@ class FlowClient:
         self._ssl = ssl_context
         self._rng = rng or random.Random()
         self._clock = clock
+        #: How waits between attempts are spent (the engine passes one that ends early on stop).
+        self.pause = pause
         self._policy = RetryPolicy(
             max_attempts=self.config.max_attempts, base=self.config.backoff_base, cap=self.config.backoff_cap
         )
@@ -457,7 +460,7 @@ class FlowClient:
         delay = self._policy.delay(attempt, self._rng, retry_after)
         self.retries += 1
         self.events(Retrying(what, reason, attempt, self._policy.max_attempts, delay))
-        await anyio.sleep(delay)
+        await self.pause(delay)
 
 
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:

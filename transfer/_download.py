@@ -372,7 +372,7 @@ async def _stream_segment(
             ctx.client.retries += 1
             ctx.events(Retrying(f"GET {Path(record.local_path).name}", f"stream cut ({type(exc).__name__})",
                                 failures or 1, policy.max_attempts, delay))
-            await anyio.sleep(delay)
+            await ctx.client.pause(delay)
             continue
         if position[0] < len(chunks):
             # The server ended the body early without an error: treat like a cut.

@@ -74,6 +74,10 @@ class RateLimiter:
     bandwidth: BandwidthSchedule | None = None
     clock: Clock = time.time
     sleep: Sleep = anyio.sleep
+    #: How a wait for request budget is spent, when not ``sleep`` (the engine passes one that ends
+    #: early when the transfer stops: nothing is in flight while we wait). Bandwidth pacing,
+    #: inside a request in flight, always uses ``sleep``.
+    pause: Sleep | None = None
     events: ProgressCallback = ignore_events
     store: Callable[[Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]],
                     dict[str, dict[str, Any]]] | None = None
@@ -101,7 +105,7 @@ class RateLimiter:
                 state.bucket.refund(1, now)
                 raise BudgetExhausted(rate_class, wait, self.max_wait)
             self.events(Waiting(rate_class, wait, self.describe(rate_class)))
-            await self.sleep(wait)
+            await (self.pause or self.sleep)(wait)
         state.spent += 1
         state.requests += 1
 

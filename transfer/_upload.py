@@ -28,6 +28,7 @@ from ._chunks import Chunk, plan_chunks
 from ._errors import (
     ChecksumMismatchError,
     IntegrityError,
+    Interrupted,
     LocalIOError,
     NotFoundError,
     ProtocolError,
@@ -54,8 +55,13 @@ class UploadResult:
     checksum: str | None
 
 
-class StopRequested(Exception):
-    """Raised inside a worker when the transfer is stopping; the file stays resumable."""
+class StopRequested(Interrupted):
+    """Raised inside a worker when the transfer is stopping; the file stays resumable.
+
+    An :class:`Interrupted` (so a :class:`FlowxferError`): raised from a wait cut short
+    outside any worker (planning, the capabilities probe), it reaches the caller as an
+    error the CLI renders, never as a traceback.
+    """
 
 
 class _Realign(Exception):

@@ -291,6 +291,24 @@ async def test_a_second_sigint_stops_at_once_and_still_saves_the_journal(tmp_pat
         assert await server_bytes(srv.base_url, srv.users["alice"], data_id, "big.fastq") == src.read_bytes()
 
 
+async def test_sigint_while_waiting_for_rate_limit_budget_exits_at_once(tmp_path: Path) -> None:
+    """Nothing is in flight while the engine waits out a 429's Retry-After (here about 30 s):
+    a SIGINT ends the wait at once instead of sitting it out, then the grace period."""
+    for i in range(3):
+        write_random(tmp_path / "run" / f"f{i}.fastq", 100, i)
+    async with logged_in(tmp_path, rate_limits="upload=1/30s") as (_, cli):
+        async with cli.start("--log-format", "json", "upload", str(tmp_path / "run")) as first:
+            await first.until(lambda r: any(e["event"] in ("waiting", "retrying") for e in r.events()))
+            started = time.monotonic()
+            first.signal(signal.SIGINT)
+            code = await first.wait(within=15)
+            elapsed = time.monotonic() - started
+        assert code == 130, first.stderr
+        assert elapsed < 3, elapsed
+        (job,) = await jobs(cli)
+        assert job["status"] == "interrupted" and job["files_done"] == 1 and job["files_total"] == 3
+
+
 # --- a server that answers HTML -----------------------------------------------------------------------
 
 
