@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl
+import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ from ._plan import (
     scan_local,
 )
 from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
-from ._sources import FileSource
+from ._sources import FileSource, describe_mode
 from ._upload import StopRequested, UploadOptions, remember_upload, upload_source
 from .events import FileFinished, FilesPlanned, FileStarted, Notice, ProgressCallback, TransferStarted, ignore_events
 
@@ -352,6 +353,10 @@ class Flowxfer:
                 raise LocalIOError(f"{record.local_path} disappeared before it was uploaded") from None
             except OSError as exc:
                 raise LocalIOError(f"cannot read {record.local_path}: {exc.strerror}") from None
+            if not stat.S_ISREG(st.st_mode):
+                # Replaced by a folder or a FIFO since it was planned: not a changed file, a gone one.
+                raise LocalIOError(f"cannot read {record.local_path}: not a regular file "
+                                   f"(now {describe_mode(st.st_mode)})")
             if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
                 # Changed since it was planned (or since the interrupted run): a new upload.
                 record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,

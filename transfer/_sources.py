@@ -8,10 +8,20 @@ that changes while it is being uploaded must be restarted, never shipped torn.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Protocol
 
 from ._errors import LocalIOError, SourceChangedError
+
+
+def describe_mode(mode: int) -> str:
+    """What a non-regular file is, in words, for error messages."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 class Source(Protocol):
@@ -36,12 +46,19 @@ class FileSource:
         self._fd: int | None = None
 
     def open(self) -> None:
+        # O_NONBLOCK: a FIFO put where the file was would otherwise block this open for ever
+        # (no writer ever comes); it changes nothing for a regular file.
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._fd = os.open(self.path, flags)
         except FileNotFoundError:
             raise SourceChangedError(f"{self.path} disappeared") from None
         except OSError as exc:
             raise LocalIOError(f"cannot read {self.path}: {exc.strerror}") from None
+        mode = os.fstat(self._fd).st_mode
+        if not stat.S_ISREG(mode):
+            self.close()
+            raise LocalIOError(f"cannot read {self.path}: not a regular file (now {describe_mode(mode)})")
         self._check()
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
