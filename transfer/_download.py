@@ -117,6 +117,28 @@ async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: 
     return remote
 
 
+#: Local errors the user can fix, and what to tell them (the journal keeps everything done so far).
+_FIXABLE = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space (disk quota)",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
+    errno.EACCES: "give this user write permission on the folder",
+    errno.EPERM: "the folder or file refuses changes (immutable?)",
+    errno.EROFS: "the filesystem is read-only",
+}
+
+
+def _write_error(path: Path, exc: OSError, need: int | None, doing: str = "cannot write") -> LocalIOError:
+    """A local write error said plainly: what, where, why, and that running the same command resumes."""
+    message = f"{doing} {path}: {exc.strerror or exc}"
+    if need is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        message += f" ({need} bytes needed)"
+    hint = _FIXABLE.get(exc.errno or 0)
+    if hint:
+        message += f"; {hint}, then run the same command again to resume"
+    return LocalIOError(message)
+
+
 def _preallocate(fd: int, size: int) -> None:
     try:
         os.posix_fallocate(fd, 0, size)
@@ -214,7 +236,7 @@ async def _download_once(
     try:
         fd, resumable = await anyio.to_thread.run_sync(open_part)
     except OSError as exc:
-        raise LocalIOError(f"cannot write {part}: {exc.strerror}") from None
+        raise _write_error(part, exc, remote.size) from None
     try:
         return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable)
     finally:
@@ -299,7 +321,7 @@ async def _download_into(
     try:
         mtime_ns = await anyio.to_thread.run_sync(publish)
     except OSError as exc:
-        raise LocalIOError(f"cannot move {part.name} into place as {target}: {exc.strerror}") from None
+        raise _write_error(target, exc, None, f"cannot move {part.name} into place as") from None
     checksum = remote.checksum or shared.x_checksum
     batch = ctx.writer.batch
     batch.update_file(record.id, status=FileState.DONE.value, bytes_done=remote.size, checksum=checksum,
@@ -461,8 +483,7 @@ async def _consume(
                     try:
                         await anyio.to_thread.run_sync(_write_block, fd, block_offset, block, hasher)
                     except OSError as exc:
-                        raise LocalIOError(f"cannot write {part_path(Path(record.local_path))}: "
-                                           f"{exc.strerror}") from None
+                        raise _write_error(part_path(Path(record.local_path)), exc, None) from None
                     ctx.counters.bytes_transferred += block_bytes
                     ctx.events(BytesMoved(record.local_path, block_bytes))
                     block_offset += block_bytes
