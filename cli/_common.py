@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -171,6 +172,11 @@ def run_engine(
     except KeyboardInterrupt:
         output.error("interrupted")
         sys.exit(_exits.signal_exit_code(signal.SIGINT))
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug must not greet a user with a traceback
+        output.error(f"internal error ({type(exc).__name__}: {exc}); please report it with what -v shows")
+        if options.verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        sys.exit(_exits.FAILED)
     return result, (received[0] if received else None)
 
 

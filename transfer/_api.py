@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import ssl
 import stat
 import time
@@ -77,6 +78,9 @@ if TYPE_CHECKING:
     from ._sync import SyncOptions, SyncPreview
 
 DEFAULT_BASE_URL = "https://api.flow.bio"
+
+#: What an access token may be made of (a JWT is base64url with dots; anything printable is let through).
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
 
 #: The statuses of the files a run still has to work on.
 _TODO = (FileState.PLANNED, FileState.ACTIVE, FileState.FAILED)
@@ -197,6 +201,9 @@ class Flowxfer:
         self.config = config or TransferConfig()
         self.events = progress or ignore_events
         self.store = CredentialStore(Path(config_dir) if config_dir else default_config_dir())
+        if token is not None and not _TOKEN_TEXT.fullmatch(token):
+            # It goes into an Authorization header, where aiohttp would refuse it with a ValueError.
+            raise UsageError("the access token (--token, FLOW_API_TOKEN) contains spaces or control characters")
         self._token = token
         self._journal_arg = journal
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None

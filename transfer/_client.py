@@ -70,7 +70,11 @@ def check_base_url(base_url: str, allow_insecure_http: bool) -> str:
 
     :raises UsageError: not http(s), no host, or plain http to a remote host.
     """
-    parts = urlsplit(base_url.strip())
+    try:
+        parts = urlsplit(base_url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:  # "http://[::1", "http://host:99999"
+        raise UsageError(f"bad server URL {base_url!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"bad server URL {base_url!r}: expected https://host[/path]")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):

@@ -52,7 +52,8 @@ class Result:
 
 
 def no_traceback(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr
+    """Neither a Python traceback nor the CLI's last-resort "internal error" (a bug it caught)."""
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
 
 
 @dataclass

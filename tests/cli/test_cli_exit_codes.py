@@ -23,11 +23,11 @@ import anyio
 import pytest
 from aiohttp import web
 
-from tests.support.faultproxy import FaultProxy, Match, RespondWith
+from tests.support.faultproxy import FaultProxy, Match, RespondWith, StallMidBody
 from tests.support.server import RunningServer, running_server
 from tests.transfer.conftest import write_random
 
-from .conftest import Cli, KiB, MiB, Result, server_bytes
+from .conftest import Cli, KiB, Result, server_bytes
 
 
 @asynccontextmanager
@@ -128,13 +128,26 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
             (["--journal", str(newer), "resume"], "newer than this flowxfer"),
             (["--base-url", "http://flow.example.org", "upload", str(good)], "plain http://"),
             (["--base-url", "ftp://flow.example.org", "upload", str(good)], "bad server URL"),
+            (["--base-url", "http://[::1", "upload", str(good)], "bad server URL"),
+            (["--base-url", "http://127.0.0.1:99999", "upload", str(good)], "bad server URL"),
+            (["--token", "eyJ.a\nX-Injected: 1", "upload", str(good)], "control characters"),
             (["download", "-o", str(tmp_path / "out")], "name data ids"),
             (["resume", "0123456789"], "no transfer"),
             (["show", "0123456789"], "no such transfer"),
             (["no-such-command"], "No such command"),
         ]
-        for args, message in cases:
-            result = await cli.run(*args)
+        results: dict[int, Result] = {}
+        limit = anyio.CapacityLimiter(4)  # independent commands: run a few at once (Python's start-up dominates)
+
+        async def run(index: int, args: list[str]) -> None:
+            async with limit:
+                results[index] = await cli.run(*args)
+
+        async with anyio.create_task_group() as group:
+            for index, (args, _) in enumerate(cases):
+                group.start_soon(run, index, args)
+        for index, (args, message) in enumerate(cases):
+            result = results[index]
             assert result.code == 2, (args, result)
             assert message in result.stderr, (args, result.stderr)
         # The journal that was not one is left alone, never silently replaced.
@@ -193,17 +206,18 @@ async def test_5_when_the_server_rejects(tmp_path: Path) -> None:
 
 
 async def test_75_when_the_same_command_already_runs(tmp_path: Path) -> None:
-    src = write_random(tmp_path / "run" / "a.fastq", 640 * KiB, 1)
+    src = write_random(tmp_path / "run" / "a.fastq", 1024 * KiB, 1)
     async with logged_in(tmp_path) as (srv, cli):
-        command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "64k", "--bwlimit", "320k"]
+        command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "64k", "--bwlimit", "384k"]
         async with cli.start(*command) as first:
             await first.until_moved(64 * KiB)
             started = time.monotonic()
             second = await cli.run(*command)
             elapsed = time.monotonic() - started
             assert second.code == 75, second
-            # At once (the figure includes starting Python), and naming who holds it.
-            assert elapsed < 5, elapsed
+            # At once: the holder is still at work (the figure includes starting Python on a
+            # possibly busy machine, hence no tighter bound), and it says who holds it.
+            assert first.process.returncode is None and elapsed < 10, elapsed
             message = second.stderr
             assert "already running" in message and f"pid {first.process.pid}" in message
             assert socket.gethostname() in message
@@ -264,30 +278,39 @@ async def test_130_143_after_a_signal_and_resume_finishes(tmp_path: Path, signum
 
 
 async def test_a_second_sigint_stops_at_once_and_still_saves_the_journal(tmp_path: Path) -> None:
-    """The first SIGINT waits for the chunk in flight (here 4 s of it); the second does not."""
-    src = write_random(tmp_path / "run" / "big.fastq", 3 * MiB, 1)
-    async with logged_in(tmp_path) as (srv, cli):
-        command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "1M",
-                   "--bwlimit", "256k"]
-        async with cli.start(*command) as first:
-            await first.until_moved(1 * MiB + 64 * KiB)  # the first chunk acknowledged, the second on the wire
-            first.signal(signal.SIGINT)
-            await first.until(lambda r: "send again to stop at once" in r.stderr)
-            started = time.monotonic()
-            first.signal(signal.SIGINT)
-            code = await first.wait(within=15)
-            elapsed = time.monotonic() - started
-        assert code == 130, first.stderr
-        assert elapsed < 2.5, elapsed
-        assert "stopping now" in first.stderr
-        (job,) = await jobs(cli)
-        assert job["status"] == "interrupted" and int(job["bytes_done"]) >= MiB  # type: ignore[call-overload]
-        resumed = await cli.run("--json", "resume")
-        assert resumed.code == 0, resumed
-        (report,) = resumed.json()["transfers"]
-        assert report["status"] == "completed"
-        assert report["bytes_transferred"] <= 2 * MiB  # the first chunk was not sent again
-        data_id = report["files"][0]["id"]
+    """The answer to the second chunk hangs (a proxy stalls it): after the first SIGINT the CLI
+    would wait the whole grace period (10 s) for it; the second SIGINT ends the run at once, and
+    the journal still holds the first chunk."""
+    src = write_random(tmp_path / "run" / "big.fastq", 768 * KiB + 5, 1)
+    async with running_server(tmp_path / "root") as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with FaultProxy("127.0.0.1", port) as proxy:
+            stall = proxy.add(StallMidBody(Match("POST", r"^/upload$", nth=2), direction="down", seconds=60))
+            cli = Cli(proxy.url, tmp_path / "home")
+            await cli.login("alice", srv.users["alice"])
+            command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "256k"]
+            async with cli.start(*command) as first:
+                await first.until_moved(512 * KiB)  # the second chunk sent, its answer stalled
+                first.signal(signal.SIGINT)
+                await first.until(lambda r: "send again to stop at once" in r.stderr)
+                await anyio.sleep(0.5)
+                assert first.process.returncode is None  # still waiting for the stalled answer
+                started = time.monotonic()
+                first.signal(signal.SIGINT)
+                code = await first.wait(within=15)
+                elapsed = time.monotonic() - started
+            assert code == 130, first.stderr
+            assert elapsed < 5, elapsed  # not the 10 s grace period
+            assert "stopping now" in first.stderr and stall.hits == 1
+            (job,) = await jobs(cli)
+            assert job["status"] == "interrupted" and int(job["bytes_done"]) >= 256 * KiB  # type: ignore[call-overload]
+            proxy.remove(stall)
+            resumed = await cli.run("--json", "resume")
+            assert resumed.code == 0, resumed
+            (report,) = resumed.json()["transfers"]
+            assert report["status"] == "completed"
+            assert report["bytes_transferred"] <= 512 * KiB + 5  # the first chunk was not sent again
+            data_id = report["files"][0]["id"]
         assert await server_bytes(srv.base_url, srv.users["alice"], data_id, "big.fastq") == src.read_bytes()
 
 
@@ -304,7 +327,7 @@ async def test_sigint_while_waiting_for_rate_limit_budget_exits_at_once(tmp_path
             code = await first.wait(within=15)
             elapsed = time.monotonic() - started
         assert code == 130, first.stderr
-        assert elapsed < 3, elapsed
+        assert elapsed < 6, elapsed  # not the ~30 s wait, nor the 10 s grace period
         (job,) = await jobs(cli)
         assert job["status"] == "interrupted" and job["files_done"] == 1 and job["files_total"] == 3
 
