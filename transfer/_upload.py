@@ -454,9 +454,10 @@ async def _post_chunk(
                 raise _Realign(held) from None
             if exc.status == 413 and ctx.config.chunk_size is None:
                 raise _TooLarge() from None
-            if data_id is not None and exc.status in (400, 403):
+            if data_id is not None and exc.status in (400, 403, 409):
                 # A continuation refused without an offset: the server does not know this
-                # upload (any more). Start afresh; a real refusal will recur on the first chunk.
+                # upload (any more), or (409) lost bytes of it and asks to start again. Start
+                # afresh; a real refusal will recur on the first chunk.
                 raise _UploadLost() from None
             raise
         except NotFoundError:

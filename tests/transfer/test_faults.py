@@ -206,6 +206,39 @@ async def test_flipped_download_byte(tmp_path: Path, extensions: bool) -> None:
             assert r.download_bytes() == SIZE
 
 
+async def test_flipped_download_byte_with_several_segments(tmp_path: Path, extensions: bool) -> None:
+    """Three ranged streams at once; a byte flipped in the middle one. Extensions: that chunk
+    alone is fetched again (one ranged request for it). Hosted Flow: not detected."""
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        flip = r.proxy.add(FlipBodyByte(Match("GET", r"^/downloads/", nth=2), direction="down", at=CHUNK + 5))
+        report, data = await download_through(r, tmp_path, data_id, segments=3)
+        assert flip.hits == 1
+        done(report)
+        gets = r.log.select("GET", r"^/downloads/")
+        if extensions:
+            assert data == source
+            assert len(gets) == 4 and r.download_bytes() == SIZE + CHUNK
+        else:
+            assert one_byte_differs(data, source)
+            assert len(gets) == 3 and r.download_bytes() == SIZE
+
+
+async def test_flipped_download_byte_of_a_one_chunk_file(tmp_path: Path, extensions: bool) -> None:
+    """A file of one chunk is checked against the whole-file checksum (no chunk map is fetched for
+    it). Extensions: caught and fetched again. Hosted Flow: no checksum, not detected."""
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        flip = r.proxy.add(FlipBodyByte(DOWNLOAD, direction="down", at=1000))
+        report, data = await download_through(r, tmp_path, data_id)
+        assert flip.hits == 1
+        done(report)
+        if extensions:
+            assert data == source and r.download_bytes() == 2 * (CHUNK - 100)
+        else:
+            assert one_byte_differs(data, source)
+
+
 # --- connections cut mid-stream -------------------------------------------------------------
 
 
@@ -283,6 +316,19 @@ async def test_lost_answer_to_a_large_chunk(tmp_path: Path, extensions: bool, nt
         assert lost.hits == 1
         assert await stored(r.server, data_id, "reads.bin") == source
         assert r.upload_bytes() <= size + 2 * MiB + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+
+
+async def test_server_that_lost_the_partial_upload_asks_to_start_again(tmp_path: Path, extensions: bool) -> None:
+    """The local server answers 409 when its partial file is shorter than it recorded (a disk that
+    lied about a sync): the engine starts the upload again instead of failing the file."""
+    async with rig(tmp_path, extensions) as r:
+        lost = r.proxy.add(RespondWith.json(409, {"error": "the server lost bytes of this upload; start it again"},
+                                            match=Match("POST", r"^/upload$", nth=4)))
+        events: list[Any] = []
+        source, data_id = await upload_through(r, tmp_path, events=events)
+        assert lost.hits == 1
+        assert await stored(r.server, data_id, "reads.bin") == source
+        assert any("starting it again" in getattr(e, "message", "") for e in events)
 
 
 async def test_truncated_answers(tmp_path: Path, extensions: bool) -> None:
