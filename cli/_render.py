@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -36,7 +37,15 @@ from flowxfer.transfer.events import (
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+#: Seconds between two plain progress lines; FLOWXFER_PROGRESS_INTERVAL changes it (cron mail, tests).
 _PLAIN_INTERVAL = 5.0
+
+
+def _plain_interval() -> float:
+    try:
+        return max(0.1, float(os.environ.get("FLOWXFER_PROGRESS_INTERVAL", _PLAIN_INTERVAL)))
+    except ValueError:
+        return _PLAIN_INTERVAL
 
 
 def _snake(name: str) -> str:
@@ -69,6 +78,7 @@ class Output:
         self._overall: TaskID | None = None
         self._file_tasks: dict[str, TaskID] = {}
         self._last_plain = time.monotonic()
+        self.interval = _plain_interval()
 
     # -- lifecycle -----------------------------------------------------
 
@@ -104,7 +114,7 @@ class Output:
         if self.mode != "plain":
             return
         while True:
-            await anyio.sleep(_PLAIN_INTERVAL)
+            await anyio.sleep(self.interval)
             self._plain_progress()
 
     # -- events --------------------------------------------------------
@@ -155,7 +165,7 @@ class Output:
             self._notice(self.status, verbose_only=True)
         if self._bars is not None and self._overall is not None:
             self._bars.update(self._overall, description=self._overall_description())
-        if self.mode == "plain" and time.monotonic() - self._last_plain >= _PLAIN_INTERVAL:
+        if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
             self._plain_progress()
 
     def _set_total(self) -> None:

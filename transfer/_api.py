@@ -174,8 +174,11 @@ class Flowxfer:
             report = await fx.upload(["run42/"])
             print(report.status, [f.id for f in report.files])
 
-    :param base_url: the server; plain ``http://`` only to loopback unless
-        ``allow_insecure_http``.
+    :param base_url: the server (default: ``$FLOW_API_URL``, else hosted Flow);
+        plain ``http://`` only to loopback unless ``allow_insecure_http``.
+        ``token``, ``config_dir``, ``journal`` and ``ca_bundle`` likewise
+        default to ``$FLOW_API_TOKEN``, ``$FLOWXFER_CONFIG_DIR``,
+        ``$FLOWXFER_JOURNAL`` and ``$FLOWXFER_CA_BUNDLE``.
     :param token: an access token to use instead of saved credentials (it
         cannot be refreshed).
     :param config_dir: where ``login`` saves credentials (mode 0600).
@@ -186,7 +189,7 @@ class Flowxfer:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         *,
         token: str | None = None,
         config_dir: Path | str | None = None,
@@ -197,6 +200,14 @@ class Flowxfer:
         allow_insecure_http: bool = False,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        # Unset arguments come from the same environment variables as the CLI's options
+        # (as boto3 does), so a script and the command line see the same server and journal.
+        base_url = base_url or os.environ.get("FLOW_API_URL") or DEFAULT_BASE_URL
+        token = token if token is not None else (os.environ.get("FLOW_API_TOKEN") or None)
+        config_dir = config_dir or os.environ.get("FLOWXFER_CONFIG_DIR") or None
+        if journal is None and os.environ.get("FLOWXFER_JOURNAL"):
+            journal = os.environ["FLOWXFER_JOURNAL"]
+        ca_bundle = ca_bundle or os.environ.get("FLOWXFER_CA_BUNDLE") or None
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self.config = config or TransferConfig()
         self.events = progress or ignore_events
