@@ -73,8 +73,8 @@ SCENARIOS: dict[str, Scenario] = {
     "latency+jitter": lambda seed: [Latency(0.004, jitter=0.004)],
     "bandwidth cap": lambda seed: [Bandwidth(6 * MiB)],
     "resets at random offsets": lambda seed: [
-        ResetAtRandom(2_000, 400_000, probability=0.35, direction="down", times=4),
-        ResetAtRandom(2_000, 400_000, probability=0.35, direction="up", times=4),
+        ResetAtRandom(2_000, 400_000, probability=0.6, direction="down", times=4),
+        ResetAtRandom(2_000, 400_000, probability=0.6, direction="up", times=4),
     ],
     "stalls beyond the read timeout": lambda seed: [
         StallMidBody(Match("GET", r"^/downloads/", probability=0.5), direction="down", at_fraction=0.4,
