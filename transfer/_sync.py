@@ -715,6 +715,10 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
             ctx.writer.batch.update_file(record.id, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
                                          chunk_size=0, bytes_done=0)
             ctx.writer.added()
+            if not stable(st.st_mtime_ns, st.st_ctime_ns, time.time(), options.min_age):
+                raise SourceChangedError(f"{record.local_path} changed since it was planned and has not been "
+                                         f"left alone for --min-age {options.min_age:g} s yet; a later run "
+                                         "takes it") from None
             restarts += 1
             if restarts == 1:
                 continue  # usually changed between planning and now: send the new version at once

@@ -14,7 +14,7 @@ from flowxfer.journal import Journal
 from flowxfer.server import Admin
 from flowxfer.transfer import Flowxfer, UsageError
 from flowxfer.transfer._sync import ShareGrant, SyncOptions
-from flowxfer.transfer.events import BytesMoved
+from flowxfer.transfer.events import BytesMoved, FilesPlanned
 from tests.support.runfolder import MARKERS, complete_run, make_run_folder, run_files
 from tests.support.server import RunningServer, running_server
 from tests.transfer.conftest import KiB, client, write_random
@@ -149,6 +149,30 @@ async def test_growing_folder_with_min_age_sends_only_stable_files(server: Runni
         assert report.extra["waiting"] == 0
         (fastq,) = [f for f in report.files if f.filename == fresh.name]
         assert fastq.size == 80 * KiB + 4
+
+
+async def test_file_changed_after_planning_waits_for_min_age(server: RunningServer, tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "r"
+    files = [write_random(run / f"S{i}.fastq.gz", 100 * KiB, seed=i) for i in range(3)]
+    await anyio.sleep(1.1)
+    options = SyncOptions(min_age=1.0)
+
+    def touch_after_planning(event: Any) -> None:
+        if isinstance(event, FilesPlanned):
+            _append(files[1], b"late write")
+
+    async with client(server, tmp_path / "home", progress=touch_after_planning, concurrency=1) as fx:
+        first = await fx.sync(run, options)
+    outcome = {Path(f.path).name: (f.status, f.error) for f in first.files}
+    assert outcome["S0.fastq.gz"][0] == outcome["S2.fastq.gz"][0] == "done"
+    status, error = outcome["S1.fastq.gz"]
+    assert status == "failed" and error is not None and "--min-age" in error
+    await anyio.sleep(1.1)
+    async with client(server, tmp_path / "home") as fx:
+        second = await fx.sync(run, options)
+    assert second.status == "completed" and second.transfer_id == first.transfer_id
+    assert [(Path(f.path).name, f.size) for f in second.files if f.status == "done" and f.id not in
+            {g.id for g in first.files}] == [("S1.fastq.gz", 100 * KiB + 10)]
 
 
 async def test_clashes_and_refused_names_are_listed_before_any_byte(server: RunningServer, tmp_path: Path) -> None:
