@@ -10,7 +10,6 @@ go on; we never guess.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +123,7 @@ async def _upload_open_source(
     if record.data_id:
         existing = await anyio.to_thread.run_sync(ctx.journal.chunks, record.id)
         try:
-            held, finished = await _server_progress(ctx, record, record.data_id, existing)
+            held, finished = await _server_progress(ctx, record, record.data_id, existing, source)
         except _UploadLost:
             ctx.events(Notice(f"{record.local_path}: the server no longer holds the partial upload; restarting"))
         else:
@@ -195,7 +194,7 @@ def _journal_plan(
 
 
 async def _server_progress(
-    ctx: TransferContext, record: FileRecord, data_id: str, ours: list[ChunkRecord]
+    ctx: TransferContext, record: FileRecord, data_id: str, ours: list[ChunkRecord], source: Source
 ) -> tuple[int, UploadResult | None]:
     """How much of an unfinished upload the server holds, confirmed against our journal.
 
@@ -229,28 +228,29 @@ async def _server_progress(
         if mine is None or mine.size != entry.get("size") or mine.checksum is None:
             # The server holds a chunk our journal never recorded (an answer lost before the
             # journal flushed): we cannot vouch for it without re-reading it, so read it.
-            return await _confirm_by_reading(ctx, record, server_chunks, held), None
+            return await _confirm_by_reading(ctx, source, server_chunks, held), None
         if mine.checksum != entry.get("checksum"):
             raise _UploadLost()
     return held, None
 
 
 async def _confirm_by_reading(
-    ctx: TransferContext, record: FileRecord, server_chunks: list[Any], held: int
+    ctx: TransferContext, source: Source, server_chunks: list[Any], held: int
 ) -> int:
-    """Hash the local bytes of each server chunk and compare; any mismatch restarts the upload."""
+    """Hash the local bytes of each server chunk and compare; any mismatch restarts the upload.
+
+    Read through the source, not the path: a packed tar (``sync --pack-small``) has no file of its own.
+    """
 
     def compare() -> bool:
-        with open(record.local_path, "rb") as handle:
-            for entry in server_chunks:
-                offset, size, checksum = entry.get("offset"), entry.get("size"), entry.get("checksum")
-                if not isinstance(offset, int) or not isinstance(size, int):
-                    return False
-                if checksum is None:
-                    continue
-                data = os.pread(handle.fileno(), size, offset)
-                if protocol.checksum_of(data) != checksum:
-                    return False
+        for entry in server_chunks:
+            offset, size, checksum = entry.get("offset"), entry.get("size"), entry.get("checksum")
+            if not isinstance(offset, int) or not isinstance(size, int) or offset + size > source.size:
+                return False
+            if checksum is None:
+                continue
+            if protocol.checksum_of(source.read(offset, size)) != checksum:
+                return False
         return True
 
     if not await anyio.to_thread.run_sync(compare):

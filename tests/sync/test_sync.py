@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from flowxfer.server import Admin
 from flowxfer.transfer import Flowxfer, UsageError
 from flowxfer.transfer._sync import ShareGrant, SyncOptions
 from flowxfer.transfer.events import BytesMoved, FilesPlanned
+from tests.support.faultproxy import DropResponse, FaultProxy, Match
 from tests.support.runfolder import MARKERS, complete_run, make_run_folder, run_files
 from tests.support.server import RunningServer, running_server
 from tests.transfer.conftest import KiB, client, write_random
@@ -291,6 +293,37 @@ async def test_pack_resumes_mid_tar(tmp_path: Path, extensions: bool) -> None:
                 assert listing == {f"C1.1/{p.name}": (p.stat().st_size, _checksum(p))
                                    for p in sorted((run / "C1.1").iterdir())}
             assert len(await owned_data(fx)) == 1
+
+
+async def test_tar_resume_confirms_chunks_the_journal_missed(tmp_path: Path) -> None:
+    """Answers lost after the server stored them: on resume the tar's bytes are regenerated and compared."""
+    run = tmp_path / "runs" / "bcl"
+    for i in range(60):
+        write_random(run / "C1.1" / f"s_1_{1101 + i}.bcl.gz", 7000 + i, seed=i)
+    options = SyncOptions(pack_small=PACK)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            via_proxy = dataclasses.replace(srv, base_url=proxy.url)
+            lost = proxy.add(DropResponse(Match("POST", r"^/upload$", nth=3), times=None))
+            async with client(via_proxy, tmp_path / "home", max_attempts=2, concurrency=1) as fx:
+                first = await fx.sync(run, options)
+            assert lost.hits >= 1 and first.status == "failed"
+            journal = Journal.open(tmp_path / "home" / "journal.db")
+            try:
+                (record,) = journal.files_page(first.transfer_id)
+                server_holds = len(journal.chunks(record.id))
+                acked = sum(1 for c in journal.chunks(record.id) if c.state.value == "acked")
+            finally:
+                journal.close()
+            assert 0 < acked < server_holds
+            proxy.remove(lost)
+            async with client(via_proxy, tmp_path / "home") as fx:
+                second = await fx.sync(run, options)
+                assert second.status == "completed" and second.transfer_id == first.transfer_id
+                assert second.requests["upload"] == 0  # continued, not started again
+                (tar,) = second.files
+                listing = await tree(fx, tar.id)
+        assert listing == {f"C1.1/{p.name}": (p.stat().st_size, _checksum(p)) for p in (run / "C1.1").iterdir()}
 
 
 async def test_marker_names_are_relative_and_markers_are_synced(server: RunningServer, tmp_path: Path) -> None:
