@@ -10,7 +10,7 @@ so nothing in between tidies them up. Two kinds of property:
   *Limits*), the answer flips from accepted to the documented refusal
   exactly at the limit: JSON nesting (16 levels: ``400``), JSON body size
   (64 KiB: ``413``), multipart part count (32: ``400``), one header's size
-  (8190 bytes: ``400``/``431``), header count (100: ``400``/``431``), upload
+  (8190 bytes of value: ``400``/``431``), header count (100: ``400``/``431``), upload
   body (max chunk + 64 KiB: ``413``).
 """
 
@@ -214,17 +214,15 @@ def test_multipart_part_count_bound(raw_server: ServerProcess, token: str, parts
 @example(size=8191)
 @settings(max_examples=10, deadline=None, database=None)
 def test_header_size_bound(raw_server: ServerProcess, token: str, size: int) -> None:
-    name = "X-Pad"
-    value = "v" * (size - len(name) - 2)  # "X-Pad: " minus the space aiohttp strips: name + ":" + value
+    """One header's value may be 8190 bytes (aiohttp's ``max_field_size``, which bounds the value)."""
     status, _ = exchange(raw_server, request("GET", "/data/owned", {"Authorization": f"Bearer {token}",
-                                                                    name: value}))
-    limit_ok = len(name) + 1 + len(value) <= 8190
-    assert (status == 200) if limit_ok else status in (400, 431), (size, status)
+                                                                    "X-Pad": "v" * size}))
+    assert (status == 200) if size <= 8190 else status in (400, 431), (size, status)
 
 
 @given(count=st.integers(80, 120))
-@example(count=96)
-@example(count=97)
+@example(count=100)
+@example(count=101)
 @settings(max_examples=10, deadline=None, database=None)
 def test_header_count_bound(raw_server: ServerProcess, token: str, count: int) -> None:
     # request() adds Host, Connection, Authorization and Content-Length: ``count`` is the total.
