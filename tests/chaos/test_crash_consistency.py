@@ -392,24 +392,36 @@ async def _jobs_are_whole(base_url: str, jobs: list[str], by_name: dict[str, byt
 
 async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
     rng = random.Random(seed)
-    src = sources(tmp_path / "run", seed)
-    by_name = {n: p.read_bytes() for n, p in src.items()}
+    by_name: dict[str, bytes] = {}
     tally = Tally()
     server = ServerProcess(tmp_path / "root")
     await server.astart()
     srv = RunningServer(server.base_url, server.root, server.users, config=None)  # type: ignore[arg-type]
+
+    def batch(number: int) -> dict[str, Path]:
+        """A fresh set of files (their own names), so that every round has something to upload."""
+        files = {f"b{number}_{n}": p for n, p in sources(tmp_path / f"run{number}", seed + 100 * number).items()}
+        for name, path in files.items():
+            path.rename(path.with_name(name))
+        files = {name: path.with_name(name) for name, path in files.items()}
+        by_name.update({n: p.read_bytes() for n, p in files.items()})
+        return files
+
     try:
         home = tmp_path / "home"
-        ids: dict[str, str] = {}
-        # 1. Uploads: the engine keeps going (and resuming) while the server dies under it.
+        number = 0
+        src = batch(number)
+        # 1. Uploads: the engine keeps going (and resuming) while the server dies under it; when a
+        # batch is done, the next one starts, so every kill lands on work in progress.
         for _ in range(kills):
-            async def upload() -> None:
+            finished: list[bool] = []
+
+            async def upload(files: dict[str, Path] = src, finished: list[bool] = finished) -> None:
                 try:
                     async with client(srv, home, max_attempts=3, backoff_base=0.05, backoff_cap=0.2,
                                       bwlimit="1M") as fx:
-                        report = await fx.upload(list(src.values()))
-                    if report.status == "completed":
-                        ids.update({f.filename: f.id or "" for f in report.files})
+                        report = await fx.upload(list(files.values()))
+                    finished.append(report.status == "completed")
                 except (FlowxferError, OSError):
                     pass  # the server died under it: the next round resumes
 
@@ -421,13 +433,21 @@ async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
             await server.arestart()
             await check_uploads(home / "journal.db", server.base_url, server.root, True, tally)
             await _visible_is_whole(server.base_url, by_name)
-            if ids:
-                break
+            if finished and finished[0]:
+                number += 1
+                src = batch(number)
         async with client(srv, home) as fx:
             report = await fx.upload(list(src.values()))
         assert report.status == "completed", [f.error for f in report.files]
         ids = {f.filename: f.id or "" for f in report.files}
         assert await _visible_is_whole(server.base_url, by_name) == set(by_name)
+        tally.extra["batches"] = number + 1
+        # A large member, so that archive builds take long enough for kills to land inside them.
+        big = write_random(tmp_path / "big" / "archive_weight.bin", 48 * MiB, seed)
+        async with client(srv, home, chunk_size=16 * MiB) as fx:
+            (weight,) = (await fx.upload([big])).files
+        ids[weight.filename] = weight.id or ""
+        last = {name: by_name[name] for name in src} | {weight.filename: big.read_bytes()}
 
         # 2. Archive builds: create jobs, kill mid-build, restart; completed archives are whole.
         jobs: list[str] = []
@@ -438,13 +458,14 @@ async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
                                         headers={"Authorization": f"Bearer {token}"}) as r:
                     assert r.status == 202
                     jobs.append((await r.json())["id"])
-                await anyio.sleep(rng.uniform(0.0, 0.3))
+                await anyio.sleep(rng.uniform(0.0, 0.4))
                 await server.akill()
                 tally.kills += 1
                 await server.arestart()
-                await _jobs_are_whole(server.base_url, jobs, by_name)
+                if await _jobs_are_whole(server.base_url, jobs, last) < len(jobs):
+                    tally.extra["builds_cut"] = tally.extra.get("builds_cut", 0) + 1  # killed mid-build
         for _ in range(300):  # a minute at most: every job the server accepted completes, whole
-            if await _jobs_are_whole(server.base_url, jobs, by_name) == len(jobs):
+            if await _jobs_are_whole(server.base_url, jobs, last) == len(jobs):
                 break
             await anyio.sleep(0.2)
         else:
@@ -458,11 +479,13 @@ async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
 async def test_server_kill9(tmp_path: Path) -> None:
     tally = await server_crash(tmp_path, kills=3, seed=21)
     assert tally.kills >= 2, tally
-    record("crash-server", kills=tally.kills, checks=tally.checks, jobs=tally.extra.get("jobs", 0), bytes_lost=0)
+    record("crash-server", kills=tally.kills, checks=tally.checks, jobs=tally.extra.get("jobs", 0),
+           builds_cut=tally.extra.get("builds_cut", 0), batches=tally.extra.get("batches", 0), bytes_lost=0)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(3600)
 async def test_server_kill9_long(tmp_path: Path) -> None:
     tally = await server_crash(tmp_path, kills=LONG_KILLS, seed=22)
-    record("crash-server", kills=tally.kills, checks=tally.checks, jobs=tally.extra.get("jobs", 0), bytes_lost=0)
+    record("crash-server", kills=tally.kills, checks=tally.checks, jobs=tally.extra.get("jobs", 0),
+           builds_cut=tally.extra.get("builds_cut", 0), batches=tally.extra.get("batches", 0), bytes_lost=0)
