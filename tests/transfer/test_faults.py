@@ -72,7 +72,8 @@ class Rig:
         return sum(e.request_bytes for e in self.log.select("POST", r"^/upload$"))
 
     def download_bytes(self) -> int:
-        return sum(e.response_bytes for e in self.log.select("GET", r"^/downloads/"))
+        """File bytes delivered to the engine (error pages not counted)."""
+        return sum(e.response_bytes for e in self.log.select("GET", r"^/downloads/") if e.status in (200, 206))
 
 
 @asynccontextmanager
@@ -358,11 +359,15 @@ async def test_bursts_of_html_502_and_503(tmp_path: Path, extensions: bool) -> N
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert sum(isinstance(e, Retrying) for e in events) >= 5
         assert await stored(r.server, data_id, "reads.bin") == source
+        # Each error page cost the one chunk it answered, no more.
+        assert r.upload_bytes() <= SIZE + 5 * CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        r.log.clear()
         r.proxy.add(RespondWith.html_error(503, match=DOWNLOAD, times=3))
         r.proxy.add(RespondWith.html_error(502, match="GET ^/data/", times=2))
         report, data = await download_through(r, tmp_path, data_id)
         done(report)
         assert data == source
+        assert r.download_bytes() == SIZE  # error pages carry no file bytes: nothing fetched twice
 
 
 async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> None:
@@ -374,7 +379,10 @@ async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> N
         assert storm.hits == 3
         assert any(isinstance(e, Retrying | Waiting) for e in events)
         assert await stored(r.server, data_id, "reads.bin") == source
+        assert r.upload_bytes() <= SIZE + 3 * CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        r.log.clear()
         r.proxy.add(RespondWith.rate_limited(retry_after=1, match=DOWNLOAD, times=2))
         report, data = await download_through(r, tmp_path, data_id)
         done(report)
         assert data == source
+        assert r.download_bytes() == SIZE  # a 429 carries no file bytes: nothing fetched twice
