@@ -70,7 +70,7 @@ from ._plan import (
 )
 from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
 from ._sources import FileSource, describe_mode
-from ._upload import StopRequested, UploadOptions, remember_upload, upload_source
+from ._upload import StopRequested, UploadOptions, remember_upload, upload_source, upload_verification
 from .events import FileFinished, FilesPlanned, FileStarted, Notice, ProgressCallback, TransferStarted, ignore_events
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ class TransferReport:
             "resumed": self.resumed,
             "stop_reason": self.stop_reason,
             "requests": self.requests,
+            "verified": self.verified,
         }
         document.update(self.extra)
         return document
@@ -395,6 +396,7 @@ class Flowxfer:
                 continue
             assert record.mtime_ns is not None
             remember_upload(ctx, record, result, record.mtime_ns)
+            ctx.counters.verified.add(upload_verification(ctx.capabilities))
             return FileReport(record.local_path, result.data_id, record.remote_name, record.size, "done")
 
     # -- downloads -----------------------------------------------------
@@ -454,7 +456,8 @@ class Flowxfer:
         self._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
         remote = await fetch_remote(ctx, record.data_id, record.remote_name, record.size, record.checksum,
                                     want_map=record.size > ctx.config.download_chunk_size)
-        await download_file(ctx, record, remote)
+        result = await download_file(ctx, record, remote)
+        ctx.counters.verified.add(result.verified)
         return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")
 
     async def download_advice(
@@ -859,7 +862,7 @@ class Flowxfer:
             stop_reason=self._stop_reason if self._stopping else None,
             requests={k: v - requests_before.get(k, 0) for k, v in requests.items()},
             error_kinds=kinds,
-            verified=None,
+            verified="; ".join(sorted(ctx.counters.verified)) or None,
         )
 
 

@@ -130,6 +130,8 @@ class Counters:
     bytes_resent: int = 0
     chunks_refetched: int = 0
     files_restarted: int = 0
+    #: How the files of this run were verified (one phrase per method used).
+    verified: set[str] = field(default_factory=set)
 
 
 @dataclass

@@ -61,7 +61,7 @@ from ._packing import PackPlan, TarSource, plan_packs
 from ._runtime import TransferContext
 from ._sources import FileSource
 from ._tokenbucket import TokenBucket
-from ._upload import UploadOptions, UploadResult, remember_upload, upload_source
+from ._upload import UploadOptions, UploadResult, remember_upload, upload_source, upload_verification
 from .events import FilesPlanned, FileStarted, Notice
 
 if TYPE_CHECKING:
@@ -689,6 +689,7 @@ async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, opti
     else:
         assert record.mtime_ns is not None
         remember_upload(ctx, record, result, record.mtime_ns)
+    ctx.counters.verified.add(upload_verification(ctx.capabilities))
     return FileReport(record.local_path, result.data_id, record.remote_name, record.size, "done")
 
 

@@ -24,6 +24,7 @@ from flowxfer import protocol
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
 from ._chunks import Chunk, plan_chunks
+from ._client import Capabilities
 from ._errors import (
     ChecksumMismatchError,
     IntegrityError,
@@ -565,6 +566,13 @@ async def _finish(
         raise IntegrityError(f"{record.local_path}: the server's checksum {server_checksum} differs from "
                              f"ours {file_checksum}")
     return UploadResult(data_id, file_checksum or (server_checksum if isinstance(server_checksum, str) else None))
+
+
+def upload_verification(capabilities: Capabilities) -> str:
+    """What a finished upload proves, in words (for reports)."""
+    if capabilities.checksums:
+        return "the server checked the xxh3-128 of every chunk and of the whole file"
+    return "the size the server stored (hosted Flow offers no checksums)"
 
 
 def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
