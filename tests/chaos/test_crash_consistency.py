@@ -29,7 +29,8 @@ data item listed is whole and exact; every archive a job calls completed is
 a whole, exact zip).
 
 CI kills a few times per case; ``pytest -m long`` kills
-``FLOWXFER_CRASH_KILLS`` times (default 60) per case, hundreds in all.
+``FLOWXFER_CRASH_KILLS`` times (default 50) per case, hundreds in all; each
+cycle of work runs until its transfer completes, then fresh work starts.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from tests.transfer.conftest import client, write_random
 
 KiB = 1024
 MiB = 1024 * KiB
-LONG_KILLS = int(os.environ.get("FLOWXFER_CRASH_KILLS", "60"))
+LONG_KILLS = int(os.environ.get("FLOWXFER_CRASH_KILLS", "50"))
 ACKED = (ChunkState.ACKED, ChunkState.VERIFIED)
 
 
@@ -306,18 +307,29 @@ modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", 
 KINDS = ["upload", "download", "sync"]
 
 
-async def _client_case(tmp_path: Path, kind: str, extensions: bool, kills: int, seed: int) -> None:
+async def _client_cycle(tmp_path: Path, kind: str, extensions: bool, kills: int, seed: int) -> Tally:
     if kind == "upload":
-        tally = await crash_upload(tmp_path, extensions, kills, seed)
-    elif kind == "download":
-        tally = await crash_download(tmp_path, extensions, kills, seed)
-    elif kind == "sync":
-        tally = await crash_sync(tmp_path, extensions, kills, seed)
-    else:
-        tally = await crash_bulk(tmp_path, kills, seed)
-    assert tally.kills >= 1 and tally.checks >= 1, tally
-    record("crash-client", kind=kind, extensions=extensions, seed=seed, kills=tally.kills, checks=tally.checks,
-           finished_before_kill=tally.finished_early, bytes_lost=0)
+        return await crash_upload(tmp_path, extensions, kills, seed)
+    if kind == "download":
+        return await crash_download(tmp_path, extensions, kills, seed)
+    if kind == "sync":
+        return await crash_sync(tmp_path, extensions, kills, seed)
+    return await crash_bulk(tmp_path, kills, seed)
+
+
+async def _client_case(tmp_path: Path, kind: str, extensions: bool, kills: int, seed: int) -> None:
+    """Kill ``kills`` times: a cycle of work ends once its transfer completes, then fresh work starts."""
+    total = Tally()
+    cycle = 0
+    while total.kills < kills:
+        tally = await _client_cycle(tmp_path / f"cycle{cycle}", kind, extensions, kills - total.kills, seed + cycle)
+        assert tally.kills >= 1 and tally.checks >= 1, tally
+        total.kills += tally.kills
+        total.checks += tally.checks
+        total.finished_early += tally.finished_early
+        cycle += 1
+    record("crash-client", kind=kind, extensions=extensions, seed=seed, kills=total.kills, checks=total.checks,
+           cycles=cycle, finished_before_kill=total.finished_early, bytes_lost=0)
 
 
 @modes
