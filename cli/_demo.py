@@ -36,7 +36,6 @@ import anyio
 import click
 
 from flowxfer.protocol import parse_rate_limit_spec
-from flowxfer.server import ServerConfig, serve_in_background
 from flowxfer.transfer import Flowxfer, TransferConfig, TransferReport, events
 from flowxfer.transfer._sizes import format_rate, format_size
 from flowxfer.transfer._sync import SyncOptions
@@ -101,6 +100,9 @@ def _say(text: str) -> None:
 
 async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutcome:
     """Everything the demo does; returns what it found (never raises for a failed check)."""
+    # Imported here, not at the top: every other command would pay for loading the server.
+    from flowxfer.server import ServerConfig, serve_in_background
+
     outcome = DemoOutcome()
     password = secrets.token_urlsafe(12)
     server_root, home, results = workdir / "server", workdir / "home", workdir / "results"
