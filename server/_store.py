@@ -242,6 +242,11 @@ class Store:
         self._conn.create_function(
             "casefold", 1, lambda s: s.casefold() if isinstance(s, str) else s, deterministic=True
         )
+        self._grouping = False
+        self._savepoints = 0
+        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
         self._migrate()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -260,8 +265,25 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (writers queue instead of failing on upgrade)."""
+        """One IMMEDIATE transaction (writers queue instead of failing on upgrade).
+
+        Inside a group commit (:meth:`_run_batch`, which holds the lock) it is a
+        SAVEPOINT instead: the call's changes still stand or fall together, and
+        the batch's one COMMIT makes them durable with the others'.
+        """
         with self._lock:
+            if self._grouping:
+                self._savepoints += 1
+                name = f"call{self._savepoints}"
+                self._conn.execute(f"SAVEPOINT {name}")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {name}")
+                    self._conn.execute(f"RELEASE {name}")
+                    raise
+                self._conn.execute(f"RELEASE {name}")
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -275,11 +297,75 @@ class Store:
             return self._conn.execute(sql, params).fetchall()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run one store method in the store's own thread, off the event loop."""
+        """Run one store method in the store's own thread, off the event loop, with group commit.
+
+        With ``synchronous=FULL`` every COMMIT waits for a disk flush, and one
+        thread commits for every request: concurrent uploads queued behind each
+        other's flushes. Calls that arrive while a batch is being committed now
+        wait together and run as the next batch, in one transaction (each in
+        its own SAVEPOINT, so one call's failure is its own), with one flush.
+        A call returns only after the COMMIT that holds it.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowxfer-store")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((functools.partial(fn, *args, **kwargs), future))
+        if not self._draining:
+            self._draining = True
+            self._drainer = loop.create_task(self._drain())
+        result: T = await future
+        return result
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                assert self._executor is not None
+                outcomes = await loop.run_in_executor(self._executor, self._run_batch, [call for call, _ in batch])
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        except BaseException as exc:  # the executor is gone (shutdown): nobody waiting may hang
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(StoreError(f"the metadata store stopped: {exc!r}"))
+            self._pending = []
+            raise
+        finally:
+            self._draining = False
+
+    def _run_batch(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run calls in one transaction (store thread); (ok, result or exception) for each."""
+        if len(calls) == 1:
+            try:
+                return [(True, calls[0]())]
+            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                return [(False, exc)]
+        outcomes: list[tuple[bool, Any]] = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._grouping = True
+            try:
+                for call in calls:
+                    try:
+                        outcomes.append((True, call()))
+                    except Exception as exc:  # noqa: BLE001 - handed to its caller
+                        outcomes.append((False, exc))
+            finally:
+                self._grouping = False
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                return [(False, StoreError(f"commit failed: {exc}"))] * len(calls)
+        return outcomes
 
     def close(self) -> None:
         if self._executor is not None:

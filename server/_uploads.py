@@ -438,7 +438,7 @@ class UploadManager:
                 raise ApiError(400, "a new upload starts at offset 0", expected_file_size=0)
             data_id = new_id()
             target = _Target(data_id, self.layout.partial / data_id, 0, True, None, file_hasher=new_hasher())
-            target.fd = await self._io(self._open_new, target.path)
+            target.fd = await self._io(self._open_new, target.path, not meta.is_last)
             return target
 
         data_id = meta.data_id
@@ -478,9 +478,17 @@ class UploadManager:
         return target
 
     @staticmethod
-    def _open_new(path: Path) -> int:
+    def _open_new(path: Path, durable_entry: bool = True) -> int:
+        """Create a partial file; make its name durable when a later chunk will need to find it.
+
+        An upload whose first chunk is also its last is renamed into the data
+        folder (and that folder fsynced) before it is answered, so the partial
+        folder's entry never has to survive a crash: one disk flush saved per
+        small file.
+        """
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        fsync_dir(path.parent)
+        if durable_entry:
+            fsync_dir(path.parent)
         return fd
 
     @staticmethod
@@ -637,8 +645,10 @@ class UploadManager:
         final = self.layout.data / data_id
         if partial.exists():
             os.replace(partial, final)
+            # The data folder's flush makes the rename durable (one journaled metadata
+            # operation); should a crash resurrect the partial name anyway, start-up
+            # recovery unlinks it (a second name for the same inode, nothing lost).
             fsync_dir(self.layout.data)
-            fsync_dir(self.layout.partial)
         if tree_tmp is not None:
             tree_final = self.layout.trees / data_id
             shutil.rmtree(tree_final, ignore_errors=True)
@@ -687,6 +697,11 @@ class UploadManager:
         for path in self.layout.partial.iterdir():
             if path.name not in known:
                 # A first chunk that never got recorded: nobody was told its id.
+                self._unlink(path)
+                continue
+            found = self.store.get_data(path.name)
+            if found is not None and found.state == READY and (self.layout.data / path.name).exists():
+                # A rename whose removal of the old name a crash undid: a second name, not data.
                 self._unlink(path)
 
     # --- GET /upload/<id> [ext] ----------------------------------------------------
