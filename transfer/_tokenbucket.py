@@ -41,15 +41,22 @@ follows its windows instead:
 - when the window ends, the first queued window becomes current, with
   whatever room its queued requests left; with nothing queued, the whole
   ``limit`` is available at once, and the next window opens with our next
-  request, as the server's does;
+  request, as the server's does. A queued window may open later than the
+  current one ends (its start was announced when windows seemed longer):
+  requests in between join it and wait for it to open, since sent earlier
+  they would open a server window of their own;
 - a window's end is known only within bounds: ``Reset`` is rounded up to
-  whole seconds, a request reaches the server a little after we send it,
-  the window's length is learned, and a server might align its windows to
-  a clock grid instead. So each window has a latest end (``reset_at``:
-  ``Reset``, or predicted with :data:`RESET_TOLERANCE` of margin), where the
-  next one is taken to start, and an earliest end (``grant_until``), after
-  which its remaining tokens are not granted: a request sent then might
-  already count in the server's next window, on top of those queued for it;
+  whole seconds, the window's length is learned, and a server might align
+  its windows to a clock grid instead. So each window has a latest end
+  (``reset_at``: ``Reset``, or predicted with :data:`RESET_TOLERANCE` of
+  margin), where the next one is taken to start, and an earliest end;
+- the server counts a request when it arrives, up to
+  :data:`LATENCY_ALLOWANCE` after we let it go, so a window's remaining
+  tokens are granted only until that allowance before its earliest end
+  (``grant_until``): a request sent later might arrive after the window
+  ended and count in the next one, on top of those queued for it (latency
+  needs no margin at the other end: a request sent after ``reset_at``
+  arrives after it too);
 - an answer whose ``Reset`` is already past speaks of a window that is over
   (it arrived late) and cannot take a fresh window's budget away; when it is
   the first word from the server, the whole limit is there at once and the
@@ -88,14 +95,20 @@ Known limits (waits already handed out are never revised):
   may be short if our first request did not open its window (clock-aligned
   windows, or another client of the same account), so a queued window may
   open early once;
+- a request that takes longer than :data:`LATENCY_ALLOWANCE` to reach the
+  server may count in the next window; so may one whose latency is much
+  shorter than that of the request that opened the window before (queued
+  windows are spaced by the learned window's length and
+  :data:`RESET_TOLERANCE`, which leaves no room for such jitter when the
+  window was learned exactly);
 - ``spend`` (not ``reserve``) is the way to count requests other processes
   already sent, e.g. when merging shared state: a reservation would queue
   them into a later window as if they were still to be sent.
 
 ``tests/transfer/test_tokenbucket.py`` drives the bucket against simulated
 servers (Flow's windows, and clock-aligned ones once two windows were
-seen), with network latency and late answers, and finds no 429 after the
-first answer.
+seen), with network latency up to half the allowance and late answers, and
+finds no 429 after the first answer.
 
 Times are Unix seconds from the caller's clock; a ``now`` earlier than the
 bucket's last update (clocks of two processes sharing the journal disagree)
@@ -110,11 +123,19 @@ from typing import Any, NamedTuple
 
 from flowxfer.protocol import DEFAULT_HOURLY_LIMITS
 
-__all__ = ["RESET_TOLERANCE", "TokenBucket", "default_buckets"]
+__all__ = ["LATENCY_ALLOWANCE", "RESET_TOLERANCE", "TokenBucket", "default_buckets"]
 
 #: Seconds of slack in predicted window ends, and two ``Reset`` values closer
 #: than this are one window (the server rounds them up to whole seconds).
 RESET_TOLERANCE = 1.0
+
+#: Seconds a request may take from the moment the bucket lets it go (its wait
+#: ends) to the moment the server counts it: the sleep's overshoot, waiting for
+#: a pooled connection or a TLS handshake, the network. Tokens left in a window
+#: are granted only until this long before the window's earliest end. A second
+#: is a few round trips to a distant server; a slower request late in a window
+#: meets one 429, and the bucket learns from it.
+LATENCY_ALLOWANCE = 1.0
 
 _STATE_VERSION = 1
 
@@ -153,8 +174,8 @@ class TokenBucket:
     :param hold_until: nothing is granted before this time (a 429's ``Retry-After``).
     :param reset_at: the latest the server's current window may end (observed or predicted);
         None while unknown or while no window is open.
-    :param grant_until: the earliest it may end: the current window's tokens go only to requests
-        sent before then (later ones may already count in the next window).
+    :param grant_until: the current window's tokens go only to requests sent before then: its
+        earliest end less :data:`LATENCY_ALLOWANCE` (later ones may arrive in the next window).
     :param window: the server's window length in seconds, at most (default ``capacity / refill_per_second``).
     :param window_min: the server's window length in seconds, at least (None while unknown).
     :param window_learned: True once ``window`` comes from two of the server's ``Reset`` values.
@@ -254,18 +275,20 @@ class TokenBucket:
         With Flow's windows the request opens one, so it ends ``window_min``
         to ``window`` later. With windows aligned to a clock grid it ends at
         the grid's next line, which may come sooner. Tokens are granted until
-        the earliest of these ends, and the next window is taken to start at
-        the latest, so that either way no two of our windows share one of the
-        server's. (A grid from an overestimated window, a multiple of the
-        true one, only makes our windows span several of the server's: safe.)
+        :data:`LATENCY_ALLOWANCE` before the earliest of these ends (a request
+        must arrive in time, not just leave in time), and the next window is
+        taken to start at the latest, so that either way no two of our windows
+        share one of the server's. (A grid from an overestimated window, a
+        multiple of the true one, only makes our windows span several of the
+        server's: safe.)
         """
-        grant_until = opened + (self.window_min or 0.0)
+        earliest_end = opened + (self.window_min or 0.0)
         if self.window_learned and self.last_server_reset is not None:
             lines_passed = math.floor((opened - self.last_server_reset) / self.window) + 1
-            grant_until = min(
-                grant_until, self.last_server_reset + lines_passed * self.window - RESET_TOLERANCE
+            earliest_end = min(
+                earliest_end, self.last_server_reset + lines_passed * self.window - RESET_TOLERANCE
             )
-        return grant_until, opened + self.window + RESET_TOLERANCE
+        return earliest_end - LATENCY_ALLOWANCE, opened + self.window + RESET_TOLERANCE
 
     def _project(self, now: float) -> _Projection:
         """The state as it will be at ``now`` if nothing else happens (nothing is stored)."""
@@ -310,9 +333,14 @@ class TokenBucket:
             opened_at = due
             grant_until, reset_at = self._window_from(due)
         assert reset_at is not None and grant_until is not None
-        if not queue and tokens >= amount and (opener or due < grant_until):
+        # A queued window that became current may not have opened yet: its start was announced when
+        # windows seemed longer. A request due before then joins it, sent when it opens (sent now,
+        # it would open a server window of its own, which the queued requests might then share).
+        opens = opened_at if opened_at is not None and opened_at > due else None
+        sent = due if opens is None else opens
+        if not queue and tokens >= amount and (opener or sent < grant_until):
             state = _Projection(tokens - amount, t, reset_at, grant_until, opened_at, queue)
-            return state, self.hold_until
+            return state, self.hold_until if opens is None else max(self.hold_until, opens)
         # Queue it into the windows after this one, filling the last queued window first. The
         # first opens when the current one has surely ended; each further one a window later.
         step = self.window + RESET_TOLERANCE
@@ -437,8 +465,10 @@ class TokenBucket:
                     # whole limit is there and our next request opens the next window.
                     self.tokens = max(self.tokens, self.capacity)
                 return  # the answer describes a window that is over: its remaining is stale
-            # Reset is rounded up to whole seconds: the window ends within the second before it.
-            self.reset_at, self.grant_until = reset_at, reset_at - RESET_TOLERANCE
+            # Reset is rounded up to whole seconds: the window ends within the second before it,
+            # and a request must reach the server before then to count in it.
+            self.reset_at = reset_at
+            self.grant_until = reset_at - RESET_TOLERANCE - LATENCY_ALLOWANCE
         if remaining is not None:
             self.tokens = min(self.tokens, float(max(0, remaining)))
 
@@ -474,7 +504,9 @@ class TokenBucket:
             self.window = guess if first else max(self.window, guess)
         if self.window_min is not None:
             self.window = max(self.window, self.window_min)
-        if new_window:
+        if new_window and (self.opened_at is None or self.opened_at < reset_at):
+            # (A Reset no later than our opener was sent ends an earlier window -- a slow answer --
+            # and must not make a queued window that has not opened yet look open.)
             self.opened_at = None
         if last is None or reset_at > last:
             self.last_server_reset = reset_at
@@ -506,8 +538,11 @@ class TokenBucket:
         if now < self.hold_until:
             return 0.0
         state = self._project(now)
+        at = max(now, state.updated)
         if self.follows_window and (
-            state.queue or (state.grant_until is not None and max(now, state.updated) >= state.grant_until)
+            state.queue
+            or (state.grant_until is not None and at >= state.grant_until)
+            or (state.opened_at is not None and at < state.opened_at)  # the window has not opened yet
         ):
             return 0.0
         return max(0.0, state.tokens)

@@ -6,11 +6,11 @@ import math
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flowxfer.protocol import DEFAULT_HOURLY_LIMITS
-from flowxfer.transfer._tokenbucket import RESET_TOLERANCE, TokenBucket, default_buckets
+from flowxfer.transfer._tokenbucket import LATENCY_ALLOWANCE, RESET_TOLERANCE, TokenBucket, default_buckets
 
 # --- the continuous bucket (no word from the server) ---------------------------------------
 
@@ -133,8 +133,9 @@ def test_remaining_zero_blocks_until_reset_then_the_whole_budget_is_there() -> N
 def test_no_refill_inside_a_known_window() -> None:
     bucket = TokenBucket(100, 100 / 3600)
     bucket.observe(100, 5, 3000.0, now=0)
-    assert bucket.available(2998) == 5  # a continuous bucket would have refilled ~83 tokens
-    assert bucket.available(2999.5) == 0  # the window may end within the second before Reset
+    assert bucket.available(2997) == 5  # a continuous bucket would have refilled ~83 tokens
+    # The window may end within the second before Reset, and a request sent now must arrive by then.
+    assert bucket.available(3000 - RESET_TOLERANCE - LATENCY_ALLOWANCE) == 0
 
 
 def test_debt_beyond_one_window_waits_whole_windows() -> None:
@@ -432,6 +433,12 @@ class Event:
 
 
 @settings(max_examples=200, deadline=None)
+# Found by hypothesis: a request sent 1.5 s before Reset arrived after the window ended ...
+@example(limit=2, window=29, aligned=False, delay_fraction=0.375, latency=0.5, gaps=[19.5, 29.0, 0, 0], start=0)
+# ... and requests due before a queued window opened were sent at once.
+@example(limit=2, window=2, aligned=False, delay_fraction=0, latency=0, gaps=[3, 1, 0, 0, 4, 0, 0, 3], start=0)
+@example(limit=2, window=2, aligned=False, delay_fraction=0, latency=0, gaps=[14, 2, 0, 0, 3, 1, 11, 1], start=0)
+@example(limit=3, window=2, aligned=False, delay_fraction=0, latency=0, gaps=[6, 2, 0, 0, 0, 0, 3, 4, 1], start=0)
 @given(
     limit=st.integers(1, 8),
     window=st.integers(2, 60),
@@ -550,6 +557,47 @@ def test_tokens_late_in_a_window_go_to_the_next() -> None:
     assert bucket.available(109.5) == 0
     assert bucket.reserve(1, 109.5) == pytest.approx(0.5)
     assert bucket.available(110) == 4
+
+
+def test_a_token_late_in_a_window_goes_only_to_a_request_that_arrives_in_it() -> None:
+    """A request is counted when it reaches the server, up to ``LATENCY_ALLOWANCE`` after it is sent.
+
+    Regression (found by the fixed-window property): ``Reset`` 61 for a window that ended at 60.376;
+    the window's last token went to a request sent at 59.876, before ``Reset - RESET_TOLERANCE``,
+    which arrived 0.5 s later in the next window, on top of the two already queued for it: a 429.
+    """
+    bucket = following(2)  # the current window's Reset is 110
+    assert bucket.reserve(1, 100) == 0
+    late = 110 - RESET_TOLERANCE - LATENCY_ALLOWANCE + 0.1
+    assert bucket.available(late) == 0
+    assert bucket.reserve(1, late) == pytest.approx(110 - late)  # queued for the next window
+    assert [start for start, _ in bucket.queue] == [110]
+
+
+def _gap_before_a_queued_window() -> TokenBucket:
+    """2-second windows, the current one ending at 8; a request was queued for 11 when they seemed 4 s long."""
+    return TokenBucket(
+        2, 1, tokens=0, updated=6, reset_at=8, grant_until=6, window=2, window_min=1.999,
+        last_server_reset=6, queue=[(11.0, 1.0)],
+    )  # fmt: skip
+
+
+def test_a_request_due_before_a_queued_window_opens_waits_for_it() -> None:
+    """Regression (found by the fixed-window property): a request due between the current window's end and
+    the next queued window's start was sent at once. It opened a server window of its own, and later
+    requests queued for one of our windows landed in a server window already holding others: a 429.
+    """
+    bucket = _gap_before_a_queued_window()
+    assert bucket.available(8.5) == 0
+    assert bucket.reserve(1, 8.5) == pytest.approx(2.5)  # joins the window that opens at 11
+    assert bucket.queue == ()
+    assert bucket.available(11) == 0  # that window is full now (the queued request and this one)
+
+
+def test_a_slow_answer_about_an_earlier_window_does_not_open_a_queued_one() -> None:
+    bucket = _gap_before_a_queued_window()
+    bucket.observe(2, 0, 8.0, now=8.5)  # the window that ended at 8, heard of late (a Reset new to us)
+    assert bucket.reserve(1, 8.6) >= 11 - 8.6  # still not sent before the window it joins opens
 
 
 def test_refund_takes_back_the_last_queued_place_first() -> None:
