@@ -37,8 +37,9 @@ async def client(
     progress: Callable[[Any], None] | None = None, **config: Any,
 ) -> AsyncIterator[Flowxfer]:
     """A Flowxfer logged in as ``user``, with its own config dir and journal under ``home``."""
-    settings = {"chunk_size": 64 * KiB, "download_chunk_size": 64 * KiB, "block_size": 16 * KiB, "min_segment_size": 64 * KiB, "backoff_base": 0.05,
-                "backoff_cap": 0.5, "journal_flush_interval": 0.05, **config}
+    settings = {"chunk_size": 64 * KiB, "download_chunk_size": 64 * KiB, "block_size": 16 * KiB,
+                "min_segment_size": 64 * KiB, "backoff_base": 0.05, "backoff_cap": 0.5,
+                "journal_flush_interval": 0.05, **config}
 
     def record(event: Any) -> None:
         if events is not None:
