@@ -75,9 +75,18 @@ class MultipartParser:
         return self._state == "epilogue"
 
     def feed(self, data: bytes) -> list[Event]:
-        """Parse ``data``; the events it completes."""
+        """Parse ``data``; the events it completes.
+
+        ``("data", ...)`` payloads are ``bytes`` or read-only ``memoryview``
+        slices of ``data`` itself: in the middle of a large part no byte is
+        copied between the socket and the consumer.
+        """
         if self._state == "epilogue":
             return []  # an epilogue is allowed and ignored
+        if self._state == "body" and len(data) >= 2 * len(self._delimiter):
+            fast = self._body_without_delimiter(data)
+            if fast is not None:
+                return fast
         self._buffer += data
         events: list[Event] = []
         while True:
@@ -136,6 +145,30 @@ class MultipartParser:
                 del self._buffer[: index + len(self._delimiter)]
                 events.append(("end",))
                 self._state = "after_delimiter"
+
+    def _body_without_delimiter(self, data: bytes) -> list[Event] | None:
+        """The fast path: ``data`` lies inside a part's body (no delimiter in it), or ``None``.
+
+        The buffer holds at most ``len(delimiter) - 1`` bytes here (a possible
+        start of a delimiter); a delimiter starting in it ends within the first
+        ``len(delimiter) - 1`` bytes of ``data``, so checking that joint and
+        ``data`` itself rules out any delimiter in buffer + data.
+        """
+        delimiter = self._delimiter
+        keep = len(delimiter) - 1
+        held = self._buffer
+        if held and delimiter in bytes(held) + data[:keep]:
+            return None
+        if delimiter in data:
+            return None
+        events: list[Event] = []
+        if held:
+            events.append(("data", bytes(held)))
+            held.clear()
+        cut = len(data) - keep
+        events.append(("data", memoryview(data)[:cut]))
+        held += data[cut:]
+        return events
 
     def close(self) -> None:
         """The body ended: refuse a truncated one."""

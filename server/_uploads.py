@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -92,26 +92,51 @@ def hash_file(path: Path, size: int) -> str:
     return format_checksum(hasher.hexdigest())
 
 
-def _pwrite_all(fd: int, block: bytes | bytearray, offset: int, hashers: tuple[Any, ...]) -> None:
-    for hasher in hashers:
-        hasher.update(block)
-    view = memoryview(block)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
+#: A piece of a blob: bytes from the socket or a view of them (all lengths in bytes).
+Buffer = bytes | bytearray | memoryview
+#: At most this many pieces go to one ``pwritev`` (IOV_MAX is 1024 on Linux).
+_MAX_IOV = 512
 
 
-def _pwrite_and_start_writeback(fd: int, block: bytes | bytearray, offset: int, hashers: tuple[Any, ...]) -> None:
-    """Write a block and ask the kernel to start writing it to disk now, without waiting.
+def _pwrite_all(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:
+    """Hash and write ``pieces`` back to back at ``offset`` (worker thread); the bytes written.
+
+    The pieces are written as the socket delivered them (``pwritev``), so a
+    blob's bytes are not joined into one block first: each is read once for
+    every hasher and once by the kernel.
+    """
+    total = 0
+    for piece in pieces:
+        for hasher in hashers:
+            hasher.update(piece)
+        total += len(piece)
+    written = 0
+    for start in range(0, len(pieces), _MAX_IOV):
+        batch = pieces[start:start + _MAX_IOV]
+        size = sum(len(p) for p in batch)
+        done = os.pwritev(fd, batch, offset + written)
+        if done < size:
+            # A short write (rare: a signal, a full quota) continues where it stopped.
+            rest = memoryview(b"".join(batch))[done:]
+            while rest:
+                step = os.pwrite(fd, rest, offset + written + done)
+                rest = rest[step:]
+                done += step
+        written += done
+    return total
+
+
+def _pwrite_and_start_writeback(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:
+    """Write the pieces and ask the kernel to start writing them to disk now, without waiting.
 
     A chunk is answered only after ``fdatasync``. Started early, the disk
     writes overlap with receiving the rest of the chunk, and the final
     ``fdatasync`` waits only for the last blocks instead of the whole chunk:
     a large chunk costs max(network, disk) rather than network + disk.
     """
-    _pwrite_all(fd, block, offset, hashers)
-    start_writeback(fd, offset, len(block))
+    total = _pwrite_all(fd, pieces, offset, hashers)
+    start_writeback(fd, offset, total)
+    return total
 
 
 def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:
@@ -120,7 +145,7 @@ def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) 
             block = f.read(min(WRITE_BLOCK, size))
             if not block:
                 raise OSError("spool file shorter than its blob")
-            _pwrite_all(fd, block, offset, (hasher,) if hasher is not None else ())
+            _pwrite_all(fd, (block,), offset, (hasher,) if hasher is not None else ())
             offset += len(block)
             size -= len(block)
 
@@ -194,12 +219,13 @@ class _Sink:
         self._offset = offset
         self._hashers = hashers
         self._fsync = fsync
-        self._pending: asyncio.Future[None] | None = None
-        self._buffer: list[bytes] = []
+        self._pending: asyncio.Future[int] | None = None
+        self._buffer: list[Buffer] = []
         self._buffered = 0
         self.size = 0
 
-    async def feed(self, block: bytes) -> None:
+    async def feed(self, block: Buffer) -> None:
+        """Take one piece of the blob (``bytes``, or a read-only view of the socket's bytes: kept, not copied)."""
         self.size += len(block)
         limit = self._manager.config.max_chunk_size
         if self.size > limit:
@@ -215,15 +241,15 @@ class _Sink:
             await pending
         if not self._buffer:
             return
-        block = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+        pieces, size = self._buffer, self._buffered
         self._buffer = []
         self._buffered = 0
         loop = asyncio.get_running_loop()
         write = _pwrite_and_start_writeback if self._fsync else _pwrite_all
         self._pending = loop.run_in_executor(
-            self._manager.state.io, write, self._fd, block, self._offset, self._hashers
+            self._manager.state.io, write, self._fd, pieces, self._offset, self._hashers
         )
-        self._offset += len(block)
+        self._offset += size
 
     async def drain(self) -> None:
         """Wait for the write in flight, if any (before its fd may be closed or truncated)."""

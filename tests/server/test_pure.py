@@ -49,6 +49,34 @@ def test_multipart_parses_the_same_however_the_body_is_cut(values: list[bytes], 
     assert [p[0]["content-disposition"] for p in parsed] == [f'form-data; name="f{i}"' for i in range(len(values))]
 
 
+_DELIMITER = f"\r\n--{BOUNDARY}".encode()
+#: Pieces of a value that look like the start of a delimiter without being one.
+_NEAR_MISSES = st.sampled_from([_DELIMITER[:n] for n in range(1, len(_DELIMITER))] + [b"\r\n-", b"--", b"\r"])
+
+
+@given(st.lists(st.lists(st.one_of(st.binary(min_size=1, max_size=200), _NEAR_MISSES), max_size=30).map(b"".join),
+                min_size=1, max_size=3),
+       st.lists(st.integers(0, 20_000), max_size=12))
+def test_multipart_large_feeds_keep_every_byte(values: list[bytes], cuts: list[int]) -> None:
+    """Feeds long enough for the no-copy path, with values full of near-delimiters across the cuts."""
+    values = [v.replace(BOUNDARY.encode(), b"x") for v in values]
+    body = _body([(f"f{i}", v) for i, v in enumerate(values)])
+    assert [p[1] for p in _parse(body, cuts)] == values
+
+
+def test_multipart_every_two_piece_cut() -> None:
+    """A cut at every byte after the first part's headers: each delimiter split at each of its positions.
+
+    The first feed ends inside the first body, so the feeds after it start in
+    a body and are long enough for the parser's no-copy path.
+    """
+    values = [bytes(range(256)) * 2, b"\r\n-" * 60]
+    body = _body([(f"f{i}", v) for i, v in enumerate(values)])
+    start = body.index(b"\r\n\r\n") + 4 + 1
+    for cut in range(start, len(body) + 1):
+        assert [p[1] for p in _parse(body, [start, cut])] == values, cut
+
+
 @pytest.mark.parametrize(
     "body",
     [
