@@ -3,9 +3,10 @@
     python -m benchmarks [--quick]
 
 Each part writes its own section of ``benchmarks/RESULTS.md``; the size sweep
-also draws ``benchmarks/plot.png``. Anchors that are missing (nginx, aria2c)
-are installed from Debian by the parts that need them, or skipped with a
-message — never faked. ``--quick`` uses small sizes for a smoke run.
+also draws ``benchmarks/plot.png``; the load run (issue 6) comes last.
+Anchors that are missing (nginx, aria2c) are installed from Debian by the
+parts that need them, or skipped with a message — never faked. ``--quick``
+uses small sizes for a smoke run and leaves RESULTS.md alone.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import time
 
 PARTS: list[tuple[str, list[str], list[str]]] = [
     # (module, full arguments, quick arguments)
-    ("benchmarks.bench_server", [], ["--size-mib", "64", "--runs", "1"]),
-    ("benchmarks.bench_engine", [], ["--size", "64M", "--files", "500", "--repeats", "1"]),
-    ("benchmarks.bench_sync", [], ["--quick"]),
-    ("benchmarks.bench_sizes", [], ["--sizes", "1M,16M", "--repeats", "1"]),
+    ("benchmarks.bench_server", [], ["--size-mib", "64", "--runs", "1", "--no-write"]),
+    ("benchmarks.bench_engine", [], ["--size", "64M", "--files", "500", "--repeats", "1", "--no-record"]),
+    ("benchmarks.bench_sync", [], ["--quick", "--no-record"]),
+    ("benchmarks.bench_sizes", [], ["--sizes", "1M,16M", "--repeats", "1", "--no-record"]),
+    ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
 ]
 
 
