@@ -10,6 +10,7 @@ to that side.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -72,6 +73,35 @@ def filename_problem(name: str) -> str | None:
     if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
         return f"Filename longer than {MAX_FILENAME_BYTES} bytes"
     return None
+
+
+# --- bulk archives ---------------------------------------------------------
+
+def archive_member_names(items: Sequence[tuple[str, str]]) -> list[str]:
+    """Names inside a bulk archive for ``(id, filename)`` pairs, in order (pure).
+
+    The server names members by this rule and the engine predicts them with
+    it, to check an archive's listing before extracting. The first holder of
+    a filename keeps it; later ones become ``stem (id).ext`` (the extension
+    being everything from the first dot after the first character, so
+    ``reads.fastq.gz`` -> ``reads (42).fastq.gz``). Clashes are judged
+    case-insensitively, because the archive may be unpacked on macOS or Windows.
+    """
+    taken: set[str] = set()
+    names: list[str] = []
+    for data_id, filename in items:
+        name = filename
+        if name.casefold() in taken:
+            dot = filename.find(".", 1)
+            stem, ext = (filename, "") if dot < 0 else (filename[:dot], filename[dot:])
+            name = f"{stem} ({data_id}){ext}"
+            counter = 2
+            while name.casefold() in taken:
+                name = f"{stem} ({data_id}-{counter}){ext}"
+                counter += 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
 
 
 # --- form fields -----------------------------------------------------------

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from flowxfer.protocol import filename_problem
+from flowxfer.protocol import archive_member_names, filename_problem
 
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
@@ -38,31 +38,6 @@ log = logging.getLogger("flowxfer.server.jobs")
 PENDING, RUNNING, COMPLETED, FAILED, EXPIRED = "pending", "running", "completed", "failed", "expired"
 DEFAULT_ARCHIVE_NAME = "flow-download.zip"
 _COPY_BLOCK = 1024 * 1024
-
-
-def unique_archive_names(items: Sequence[tuple[str, str]]) -> list[str]:
-    """Names inside the archive for ``(id, filename)`` pairs, in order (pure).
-
-    The first holder of a filename keeps it; later ones become
-    ``stem (id).ext`` (the extension being everything from the first dot, so
-    ``reads.fastq.gz`` -> ``reads (42).fastq.gz``). Clashes are judged
-    case-insensitively, because the archive may be unpacked on macOS or Windows.
-    """
-    taken: set[str] = set()
-    names: list[str] = []
-    for data_id, filename in items:
-        name = filename
-        if name.casefold() in taken:
-            dot = filename.find(".", 1)
-            stem, ext = (filename, "") if dot < 0 else (filename[:dot], filename[dot:])
-            name = f"{stem} ({data_id}){ext}"
-            counter = 2
-            while name.casefold() in taken:
-                name = f"{stem} ({data_id}-{counter}){ext}"
-                counter += 1
-        taken.add(name.casefold())
-        names.append(name)
-    return names
 
 
 @dataclass(frozen=True)
@@ -162,7 +137,7 @@ class JobManager:
             self._progress[job_id] = 0.0
             try:
                 rows = await self.store.run(self.store.data_by_ids, job.items)
-                names = unique_archive_names([(r.id, r.filename) for r in rows])
+                names = archive_member_names([(r.id, r.filename) for r in rows])
                 members = [
                     Member(self.state.layout.data / r.id, name, r.size, r.updated)
                     for r, name in zip(rows, names, strict=True)
@@ -311,4 +286,4 @@ def job_routes(state: State) -> list[web.RouteDef]:
     ]
 
 
-__all__ = ["JobManager", "job_routes", "unique_archive_names", "build_archive", "state_of"]
+__all__ = ["JobManager", "job_routes", "build_archive", "state_of"]

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowxfer import protocol
+from flowxfer.protocol import archive_member_names
 
 
 @given(st.binary(max_size=4096))
@@ -50,3 +51,43 @@ def test_rate_limit_spec() -> None:
     for bad in ("bogus=1", "api=0", "api=x", "api=5/0s", "api"):
         with pytest.raises(ValueError):
             protocol.parse_rate_limit_spec(bad)
+
+
+def test_archive_member_names() -> None:
+    """The rule the server names bulk archive members by and the engine predicts them with."""
+    items = [
+        ("1", "reads.fastq.gz"),
+        ("2", "reads.fastq.gz"),
+        ("3", "READS.fastq.gz"),
+        ("4", "x"),
+        ("5", "x"),
+        ("6", ".hidden"),
+        ("7", ".hidden"),
+    ]
+    assert archive_member_names(items) == [
+        "reads.fastq.gz",
+        "reads (2).fastq.gz",
+        "READS (3).fastq.gz",
+        "x",
+        "x (5)",
+        ".hidden",
+        ".hidden (7)",
+    ]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 9).map(str), st.sampled_from(["a.txt", "A.txt", "b", "a (1).txt"])),
+        max_size=12,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_archive_member_names_are_unique(items: list[tuple[str, str]]) -> None:
+    names = archive_member_names(items)
+    assert len({n.casefold() for n in names}) == len(names)
+
+
+def test_archive_member_names_step_past_a_name_already_taken() -> None:
+    # "a (3).txt" is a real file's name here, so the clash of id 3 takes the counter.
+    assert archive_member_names([("1", "a.txt"), ("9", "a (3).txt"), ("3", "a.txt")]) == [
+        "a.txt", "a (3).txt", "a (3-2).txt"]

@@ -45,7 +45,7 @@ from ._client import Capabilities
 from ._config import TransferConfig
 from ._download import RemoteFile, download_file, local_checksum
 from ._errors import GoneError, IntegrityError, NotFoundError, ProtocolError, RejectedError, UsageError
-from ._extract import ExpectedMember, ExtractResult, archive_member_names, extract_archive
+from ._extract import ExpectedMember, ExtractResult, extract_archive
 from ._plan import RemoteData
 from ._retry import parse_retry_after
 from ._runtime import TransferContext
@@ -391,7 +391,7 @@ async def run_bulk(
             expected = None
             if state.get("expected") is not None:
                 listed = [(str(i), str(n)) for i, n, _s, _c in state["expected"]]
-                names = archive_member_names(listed)
+                names = protocol.archive_member_names(listed)
                 expected = [ExpectedMember(member, str(i), int(s), c)
                             for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)]
             fx._emit(FileVerifying(record.local_path))

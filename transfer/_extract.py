@@ -40,7 +40,7 @@ from flowxfer import protocol
 from ._errors import IntegrityError, LocalIOError
 from ._names import UnsafePathError, archive_member_target
 
-__all__ = ["ExpectedMember", "ExtractResult", "UnsafeArchiveError", "archive_member_names", "check_archive",
+__all__ = ["ExpectedMember", "ExtractResult", "UnsafeArchiveError", "check_archive",
            "extract_archive"]
 
 _BLOCK = 1024 * 1024
@@ -76,31 +76,6 @@ class ExtractResult:
     files: list[str] = field(default_factory=list)
     verified: int = 0
     unverified: list[str] = field(default_factory=list)
-
-
-def archive_member_names(items: Sequence[tuple[str, str]]) -> list[str]:
-    """The names a Flow archive gives ``(id, filename)`` pairs, in order (pure).
-
-    Deliberately the same rule as the server's (``docs/protocol.md``): the
-    first holder of a filename keeps it; a later one, clashing
-    case-insensitively, becomes ``stem (id).ext``, the extension being
-    everything from the first dot after the first character.
-    """
-    taken: set[str] = set()
-    names: list[str] = []
-    for data_id, filename in items:
-        name = filename
-        if name.casefold() in taken:
-            dot = filename.find(".", 1)
-            stem, ext = (filename, "") if dot < 0 else (filename[:dot], filename[dot:])
-            name = f"{stem} ({data_id}){ext}"
-            counter = 2
-            while name.casefold() in taken:
-                name = f"{stem} ({data_id}-{counter}){ext}"
-                counter += 1
-        taken.add(name.casefold())
-        names.append(name)
-    return names
 
 
 @dataclass(frozen=True)

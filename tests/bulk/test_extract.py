@@ -28,7 +28,6 @@ from flowxfer.transfer import Flowxfer, IntegrityError, TransferConfig
 from flowxfer.transfer._extract import (
     ExpectedMember,
     UnsafeArchiveError,
-    archive_member_names,
     check_archive,
     extract_archive,
 )
@@ -245,12 +244,3 @@ def test_folders_and_nested_members(tmp_path: Path) -> None:
     result = extract_archive(archive, tmp_path / "out", None)
     assert result.files == [str(tmp_path / "out" / "d" / "e" / "f.txt")]
     assert (tmp_path / "out" / "d" / "e" / "f.txt").read_bytes() == b"f"
-
-
-def test_member_names_follow_the_servers_rule() -> None:
-    from flowxfer.server._jobs import unique_archive_names
-
-    items = [("1", "reads.fastq.gz"), ("2", "READS.fastq.gz"), ("3", "reads.fastq.gz"), ("4", ".hidden"),
-             ("5", ".hidden"), ("6", "noext"), ("7", "noext"), ("8", "reads (3).fastq.gz")]
-    assert archive_member_names(items) == unique_archive_names(items)
-    assert archive_member_names(items)[1] == "READS (2).fastq.gz"

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from flowxfer.protocol import RateLimit
 from flowxfer.server._downloads import plan_response
-from flowxfer.server._jobs import unique_archive_names
 from flowxfer.server._multipart import MultipartError, MultipartParser, boundary_of
 from flowxfer.server._ratelimit import RateLimiter
 from flowxfer.server._unpack import member_path_problem
@@ -146,39 +145,6 @@ def test_plan_response_conditionals() -> None:
     assert plan_response(100, ETAG, 0, None, None, '"x", ' + ETAG).status == 304
     assert plan_response(0, ETAG, 0, None, None, None).status == 200
     assert plan_response(0, ETAG, 0, "bytes=0-", None, None).status == 416
-
-
-def test_unique_archive_names() -> None:
-    items = [
-        ("1", "reads.fastq.gz"),
-        ("2", "reads.fastq.gz"),
-        ("3", "READS.fastq.gz"),
-        ("4", "x"),
-        ("5", "x"),
-        ("6", ".hidden"),
-        ("7", ".hidden"),
-    ]
-    assert unique_archive_names(items) == [
-        "reads.fastq.gz",
-        "reads (2).fastq.gz",
-        "READS (3).fastq.gz",
-        "x",
-        "x (5)",
-        ".hidden",
-        ".hidden (7)",
-    ]
-
-
-@given(
-    st.lists(
-        st.tuples(st.integers(1, 9).map(str), st.sampled_from(["a.txt", "A.txt", "b", "a (1).txt"])),
-        max_size=12,
-        unique_by=lambda t: t[0],
-    )
-)
-def test_unique_archive_names_are_unique(items: list[tuple[str, str]]) -> None:
-    names = unique_archive_names(items)
-    assert len({n.casefold() for n in names}) == len(names)
 
 
 def test_rate_limiter_windows() -> None:
