@@ -70,7 +70,15 @@ from ._plan import (
 )
 from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
 from ._sources import FileSource, describe_mode
-from ._upload import StopRequested, UploadOptions, remember_upload, upload_source, upload_verification
+from ._upload import (
+    StopRequested,
+    UploadOptions,
+    remember_upload,
+    start_over,
+    stat_source,
+    upload_source,
+    upload_verification,
+)
 from .events import FileFinished, FilesPlanned, FileStarted, Notice, ProgressCallback, TransferStarted, ignore_events
 
 if TYPE_CHECKING:
@@ -366,22 +374,14 @@ class Flowxfer:
         self._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
         restarts = 0
         while True:
-            try:
-                st = await anyio.to_thread.run_sync(os.stat, record.local_path)
-            except FileNotFoundError:
-                raise LocalIOError(f"{record.local_path} disappeared before it was uploaded") from None
-            except OSError as exc:
-                raise LocalIOError(f"cannot read {record.local_path}: {exc.strerror}") from None
+            st = await stat_source(record.local_path)
             if not stat.S_ISREG(st.st_mode):
                 # Replaced by a folder or a FIFO since it was planned: not a changed file, a gone one.
                 raise LocalIOError(f"cannot read {record.local_path}: not a regular file "
                                    f"(now {describe_mode(st.st_mode)})")
             if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
                 # Changed since it was planned (or since the interrupted run): a new upload.
-                record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
-                                             chunk_size=0, bytes_done=0)
-                ctx.writer.batch.update_file(record.id, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
-                                             chunk_size=0, bytes_done=0)
+                record = start_over(ctx, record, st)
             try:
                 result = await upload_source(ctx, record, FileSource(record.local_path, record.size,
                                                                      record.mtime_ns), options)

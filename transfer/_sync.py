@@ -61,7 +61,15 @@ from ._packing import PackPlan, TarSource, plan_packs
 from ._runtime import TransferContext
 from ._sources import FileSource
 from ._tokenbucket import TokenBucket
-from ._upload import UploadOptions, UploadResult, remember_upload, upload_source, upload_verification
+from ._upload import (
+    UploadOptions,
+    UploadResult,
+    remember_upload,
+    start_over,
+    stat_source,
+    upload_source,
+    upload_verification,
+)
 from .events import FilesPlanned, FileStarted, Notice
 
 if TYPE_CHECKING:
@@ -705,17 +713,8 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
             source = FileSource(record.local_path, record.size, record.mtime_ns)
             return record, await upload_source(ctx, record, source, upload_options)
         except SourceChangedError as exc:
-            try:
-                st = await anyio.to_thread.run_sync(os.stat, record.local_path)
-            except FileNotFoundError:
-                raise LocalIOError(f"{record.local_path} disappeared before it was uploaded") from None
-            except OSError as error:
-                raise LocalIOError(f"cannot read {record.local_path}: {error.strerror}") from None
-            record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
-                                         chunk_size=0, bytes_done=0)
-            ctx.writer.batch.update_file(record.id, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None,
-                                         chunk_size=0, bytes_done=0)
-            ctx.writer.added()
+            st = await stat_source(record.local_path)
+            record = start_over(ctx, record, st)
             if not stable(st.st_mtime_ns, st.st_ctime_ns, time.time(), options.min_age):
                 raise SourceChangedError(f"{record.local_path} changed since it was planned and has not been "
                                          f"left alone for --min-age {options.min_age:g} s yet; a later run "

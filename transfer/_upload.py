@@ -10,6 +10,8 @@ go on; we never guess.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -568,6 +570,31 @@ async def _finish(
     return UploadResult(data_id, file_checksum or (server_checksum if isinstance(server_checksum, str) else None))
 
 
+async def stat_source(path: str) -> os.stat_result:
+    """A source's current size and times, before (re)sending it.
+
+    :raises LocalIOError: it is gone or cannot be read (reported for this file alone).
+    """
+    try:
+        return await anyio.to_thread.run_sync(os.stat, path)
+    except FileNotFoundError:
+        raise LocalIOError(f"{path} disappeared before it was uploaded") from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def start_over(ctx: TransferContext, record: FileRecord, st: os.stat_result) -> FileRecord:
+    """The file changed since it was planned: forget its upload, journal the new size and mtime.
+
+    The upload already begun (if any) is abandoned, not continued: its
+    bytes on the server are the old version's.
+    """
+    reset = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "data_id": None, "chunk_size": 0, "bytes_done": 0}
+    ctx.writer.batch.update_file(record.id, **reset)
+    ctx.writer.added()
+    return dataclasses.replace(record, **reset)
+
+
 def upload_verification(capabilities: Capabilities) -> str:
     """What a finished upload proves, in words (for reports)."""
     if capabilities.checksums:
@@ -590,4 +617,4 @@ def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResu
 
 
 __all__ = ["SourceChangedError", "StopRequested", "UploadOptions", "UploadResult", "remember_upload",
-           "upload_source"]
+           "start_over", "stat_source", "upload_source"]
