@@ -10,7 +10,7 @@ import pytest
 
 from flowxfer.journal import ChunkState, Journal
 from flowxfer.transfer import Flowxfer, JournalError, NotFoundError, UsageError
-from flowxfer.transfer.events import BytesMoved, FileFinished, Retrying, Waiting
+from flowxfer.transfer.events import BytesMoved, FileFinished, Notice, Retrying, Waiting
 from tests.support.server import RunningServer, running_server
 
 from .conftest import KiB, client, write_random
@@ -250,3 +250,51 @@ async def test_events_report_each_file_once(server: RunningServer, tmp_path: Pat
     assert sorted(e.name for e in finished) == sorted(f"f{i}_{s}.bin" for i, s in enumerate(SIZES))
     assert sum(e.nbytes for e in events if isinstance(e, BytesMoved)) == sum(SIZES)
 
+
+
+def _rewrite(path: Path, seed: int) -> bytes:
+    """New bytes of the same size and a later mtime: what an instrument still writing a file does."""
+    size = path.stat().st_size
+    write_random(path, size, seed)
+    later = path.stat().st_mtime_ns + 10_000_000_000
+    os.utime(path, ns=(later, later))
+    return path.read_bytes()
+
+
+async def test_file_changed_while_uploading_is_restarted_not_torn(any_server: RunningServer, tmp_path: Path) -> None:
+    src = write_random(tmp_path / "growing.bin", 40 * CHUNK + 5, 1)
+    original = src.read_bytes()
+    final: list[bytes] = []
+
+    def change_once(event: Any) -> None:
+        if isinstance(event, BytesMoved) and event.path == str(src) and not final:
+            final.append(_rewrite(src, 2))  # after the first chunk left: the rest would be the new version
+
+    events: list[Any] = []
+    async with client(any_server, tmp_path / "home", events=events, progress=change_once) as fx:
+        report = await fx.upload([src])
+        assert report.status == "completed", report
+        (uploaded,) = report.files
+        down = await fx.download([uploaded.id or ""], output_dir=tmp_path / "out")
+        assert down.status == "completed", down
+    assert final and final[0] != original
+    assert (tmp_path / "out" / "growing.bin").read_bytes() == final[0]  # the new version, whole: nothing torn
+    assert any(isinstance(e, Notice) and "changed while being uploaded" in e.message for e in events)
+
+
+async def test_file_that_keeps_changing_fails_alone(server: RunningServer, tmp_path: Path) -> None:
+    restless = write_random(tmp_path / "restless.bin", 40 * CHUNK, 3)
+    calm = write_random(tmp_path / "calm.bin", 3 * CHUNK, 4)
+    seeds = iter(range(10, 10_000))
+
+    def change_always(event: Any) -> None:
+        if isinstance(event, BytesMoved) and event.path == str(restless):
+            _rewrite(restless, next(seeds))
+
+    async with client(server, tmp_path / "home", progress=change_always, file_restarts=1, concurrency=1) as fx:
+        report = await fx.upload([restless, calm])
+    outcome = {f.filename: f for f in report.files}
+    assert report.status == "partial", report
+    assert outcome["calm.bin"].status == "done"
+    assert outcome["restless.bin"].status == "failed"
+    assert "kept changing" in str(outcome["restless.bin"].error), outcome["restless.bin"].error
