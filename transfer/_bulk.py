@@ -294,7 +294,7 @@ class _Job:
             if self.ctx.stopping():
                 raise StopRequested()
             try:
-                job, response = await self.ctx.client._json_with_response(
+                job, response = await self.ctx.client.json_request_with_response(
                     "GET", f"/downloads/jobs/{quote(self.id, safe='')}", rate_class="api")
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
             except NotFoundError:

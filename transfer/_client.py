@@ -221,7 +221,7 @@ class FlowClient:
         :raises AuthError: bad credentials.
         """
         try:
-            answer, response = await self._json_with_response(
+            answer, response = await self.json_request_with_response(
                 "POST", "/login", rate_class="api", json_body={"username": username, "password": password},
                 authenticated=False,
             )
@@ -327,13 +327,13 @@ class FlowClient:
             FormData can be sent only once).
         :raises ServerError: (a subclass) for every refusal; see :mod:`._errors`.
         """
-        answer, _ = await self._json_with_response(
+        answer, _ = await self.json_request_with_response(
             method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
             headers=headers, authenticated=authenticated,
         )
         return answer
 
-    async def _json_with_response(
+    async def json_request_with_response(
         self,
         method: str,
         path: str,
@@ -345,6 +345,7 @@ class FlowClient:
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> tuple[dict[str, Any], aiohttp.ClientResponse]:
+        """:meth:`json_request`, and the (released) response, for callers that read its headers."""
         for attempt in range(1, self._policy.max_attempts + 1):
             async with self._send(
                 method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
