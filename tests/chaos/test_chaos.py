@@ -36,24 +36,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from flowxfer.transfer import Flowxfer, TransferReport
 from tests.chaos.figures import record
 from tests.support.faultproxy import (
     Bandwidth,
-    FaultProxy,
     Latency,
     Match,
-    Record,
     ResetAtRandom,
     RespondWith,
     Rule,
     StallMidBody,
     TruncateResponse,
 )
-from tests.support.server import RunningServer, login, running_server
+from tests.support.rig import Rig, rig, stored
 from tests.transfer.conftest import client, write_random
 
 KiB = 1024
@@ -113,47 +110,12 @@ def make_workload(root: Path, seed: int, large: int) -> Workload:
     return Workload(sources, ["one.txt", "small.csv", "chunk1.bin", "mid.fastq.gz"])
 
 
-@dataclasses.dataclass
-class Rig:
-    server: RunningServer
-    proxy: FaultProxy
-    log: Record
-
-    @property
-    def via_proxy(self) -> RunningServer:
-        return dataclasses.replace(self.server, base_url=self.proxy.url)
-
-    def wire(self, method: str, path: str, field: str) -> int:
-        return sum(getattr(e, field) for e in self.log.select(method, path))
-
-
-@asynccontextmanager
-async def rig(tmp_path: Path, extensions: bool, seed: int) -> AsyncIterator[Rig]:
-    async with running_server(tmp_path / "root", extensions=extensions) as srv:
-        port = int(srv.base_url.rsplit(":", 1)[1])
-        async with FaultProxy("127.0.0.1", port, seed=seed) as proxy:
-            yield Rig(srv, proxy, proxy.add(Record()))
-
-
 @asynccontextmanager
 async def engine(r: Rig, home: Path) -> AsyncIterator[Flowxfer]:
     settings: dict[str, Any] = {"read_timeout": 1.0, "connect_timeout": 5.0, "max_attempts": 12,
                                 "segments": 2, "concurrency": 3, "backoff_cap": 0.3}
     async with client(r.via_proxy, home, **settings) as fx:
         yield fx
-
-
-async def stored(srv: RunningServer, ids: dict[str, str]) -> dict[str, bytes]:
-    """What the server holds, fetched directly (no proxy, no engine)."""
-    out = {}
-    async with aiohttp.ClientSession() as session:
-        token = await login(session, srv.base_url, "alice", srv.users["alice"])
-        for name, data_id in ids.items():
-            async with session.get(f"{srv.base_url}/downloads/{data_id}/{name}",
-                                   headers={"Authorization": f"Bearer {token}"}) as response:
-                assert response.status == 200, (name, response.status)
-                out[name] = await response.read()
-    return out
 
 
 def done(report: TransferReport) -> TransferReport:
@@ -169,7 +131,7 @@ async def run_workload(tmp_path: Path, extensions: bool, scenario: str, seed: in
     work = make_workload(tmp_path / "src", seed, large)
     expected = {name: path.read_bytes() for name, path in work.sources.items()}
     started = time.monotonic()
-    async with rig(tmp_path, extensions, seed) as r:
+    async with rig(tmp_path, extensions, seed=seed) as r:
         async with engine(r, tmp_path / "home") as fx:
             rules = [r.proxy.add(rule) for rule in SCENARIOS[scenario](seed)]
             up = done(await fx.upload(list(work.sources.values())))

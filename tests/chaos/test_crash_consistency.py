@@ -55,6 +55,7 @@ from flowxfer.transfer import FlowxferError
 from flowxfer.transfer._download import part_path
 from tests.chaos.figures import record
 from tests.cli.conftest import Cli
+from tests.support.rig import stored
 from tests.support.runfolder import make_run_folder
 from tests.support.server import RunningServer, ServerProcess, login, running_server
 from tests.transfer.conftest import client, write_random
@@ -207,18 +208,6 @@ async def _cli_rig(srv: RunningServer, tmp_path: Path) -> Cli:
     return cli
 
 
-async def stored_by_name(srv: RunningServer, ids: dict[str, str]) -> dict[str, bytes]:
-    out = {}
-    async with aiohttp.ClientSession() as session:
-        token = await login(session, srv.base_url, "alice", srv.users["alice"])
-        for name, data_id in ids.items():
-            async with session.get(f"{srv.base_url}/downloads/{data_id}/{name}",
-                                   headers={"Authorization": f"Bearer {token}"}) as response:
-                assert response.status == 200
-                out[name] = await response.read()
-    return out
-
-
 async def crash_upload(tmp_path: Path, extensions: bool, kills: int, seed: int) -> Tally:
     src = sources(tmp_path / "run", seed)
     tally = Tally()
@@ -235,7 +224,7 @@ async def crash_upload(tmp_path: Path, extensions: bool, kills: int, seed: int) 
         document = final.json()
         assert document["status"] == "completed"
         ids = {Path(f["path"]).name: f["id"] for f in document["files"]}
-        assert await stored_by_name(srv, ids) == {n: p.read_bytes() for n, p in src.items()}
+        assert await stored(srv, ids) == {n: p.read_bytes() for n, p in src.items()}
     return tally
 
 
@@ -301,7 +290,7 @@ async def crash_sync(tmp_path: Path, extensions: bool, kills: int, seed: int) ->
         done = {Path(f.local_path): f for f, _ in rows if f.status is FileState.DONE}
         files = [p for p in run.rglob("*") if p.is_file()]
         assert set(done) == set(files)
-        got = await stored_by_name(srv, {f.remote_name: f.data_id or "" for f in done.values()})
+        got = await stored(srv, {f.remote_name: f.data_id or "" for f in done.values()})
         assert got == {f.remote_name: p.read_bytes() for p, f in done.items()}
     return tally
 

@@ -17,29 +17,26 @@ tests assert that documented limit instead of pretending (see
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from flowxfer.transfer import Flowxfer, TransferReport
 from flowxfer.transfer.events import Retrying, Waiting
 from tests.support.faultproxy import (
     DropResponse,
-    FaultProxy,
     FlipBodyByte,
     Match,
-    Record,
     ResetMidBody,
     RespondWith,
     StallMidBody,
     TruncateResponse,
 )
-from tests.support.server import RunningServer, login, running_server
+from tests.support.rig import Rig, rig, stored
+from tests.support.server import RunningServer
 
 from .conftest import KiB, client, write_random
 
@@ -56,51 +53,12 @@ HTTP_BUFFER = 256 * KiB
 pytestmark = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
 
 
-@dataclasses.dataclass
-class Rig:
-    """The server, the proxy in front of it, and the proxy's log of every exchange."""
-
-    server: RunningServer
-    proxy: FaultProxy
-    log: Record
-
-    @property
-    def via_proxy(self) -> RunningServer:
-        return dataclasses.replace(self.server, base_url=self.proxy.url)
-
-    def upload_bytes(self) -> int:
-        return sum(e.request_bytes for e in self.log.select("POST", r"^/upload$"))
-
-    def download_bytes(self) -> int:
-        """File bytes delivered to the engine (error pages not counted)."""
-        return sum(e.response_bytes for e in self.log.select("GET", r"^/downloads/") if e.status in (200, 206))
-
-
-@asynccontextmanager
-async def rig(tmp_path: Path, extensions: bool, **server_config: Any) -> AsyncIterator[Rig]:
-    async with running_server(tmp_path / "root", extensions=extensions, **server_config) as srv:
-        port = int(srv.base_url.rsplit(":", 1)[1])
-        async with FaultProxy("127.0.0.1", port, seed=7) as proxy:
-            log = proxy.add(Record())
-            yield Rig(srv, proxy, log)
-
-
 @asynccontextmanager
 async def engine(r: Rig, home: Path, **config: Any) -> AsyncIterator[Flowxfer]:
     """A Flowxfer that talks to the server through the proxy (logged in through it too)."""
     settings: dict[str, Any] = {"read_timeout": 5.0, "connect_timeout": 5.0, **config}
     async with client(r.via_proxy, home, **settings) as fx:
         yield fx
-
-
-async def stored(srv: RunningServer, data_id: str, filename: str) -> bytes:
-    """The bytes the server holds, fetched directly (no proxy, no engine)."""
-    async with aiohttp.ClientSession() as session:
-        token = await login(session, srv.base_url, "alice", srv.users["alice"])
-        url = f"{srv.base_url}/downloads/{data_id}/{filename}"
-        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
-            assert response.status == 200, response.status
-            return await response.read()
 
 
 def done(report: TransferReport) -> TransferReport:
@@ -174,7 +132,7 @@ async def test_flipped_upload_byte(tmp_path: Path, extensions: bool) -> None:
         flip = r.proxy.add(FlipBodyByte(Match("POST", r"^/upload$", nth=3), direction="up", at=4000))
         source, data_id = await upload_through(r, tmp_path)
         assert flip.hits == 1
-        server_copy = await stored(r.server, data_id, "reads.bin")
+        server_copy = (await stored(r.server, {"reads.bin": data_id}))["reads.bin"]
         requests = r.log.select("POST", r"^/upload$")
         if extensions:
             assert server_copy == source
@@ -248,7 +206,7 @@ async def test_upload_connection_cut_mid_chunk(tmp_path: Path, extensions: bool)
         cut = r.proxy.add(ResetMidBody(Match("POST", r"^/upload$", nth=4), direction="up", at_fraction=0.5))
         source, data_id = await upload_through(r, tmp_path)
         assert cut.hits == 1
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
 
 
@@ -285,7 +243,7 @@ async def test_upload_answer_stalled_longer_than_read_timeout(tmp_path: Path, ex
                                          seconds=4.0))
         source, data_id = await upload_through(r, tmp_path, read_timeout=0.5)
         assert stall.hits == 1
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
 
 
@@ -301,7 +259,7 @@ async def test_lost_upload_answer(tmp_path: Path, extensions: bool, nth: int) ->
         lost = r.proxy.add(DropResponse(Match("POST", r"^/upload$", nth=nth)))
         source, data_id = await upload_through(r, tmp_path)
         assert lost.hits == 1
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
 
 
@@ -315,7 +273,7 @@ async def test_lost_answer_to_a_large_chunk(tmp_path: Path, extensions: bool, nt
         size = 5 * MiB + 5
         source, data_id = await upload_through(r, tmp_path, size=size, chunk_size=2 * MiB)
         assert lost.hits == 1
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert r.upload_bytes() <= size + 2 * MiB + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
 
 
@@ -328,7 +286,7 @@ async def test_server_that_lost_the_partial_upload_asks_to_start_again(tmp_path:
         events: list[Any] = []
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert lost.hits == 1
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert any("starting it again" in getattr(e, "message", "") for e in events)
 
 
@@ -338,7 +296,7 @@ async def test_truncated_answers(tmp_path: Path, extensions: bool) -> None:
         cut_info = r.proxy.add(TruncateResponse("GET ^/data/", fraction=0.5))
         source, data_id = await upload_through(r, tmp_path)
         assert cut_up.hits == 1
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         cut_down = r.proxy.add(TruncateResponse(DOWNLOAD, keep_bytes=4 * CHUNK + 3, times=2))
         r.log.clear()
         report, data = await download_through(r, tmp_path, data_id, segments=1)
@@ -358,7 +316,7 @@ async def test_bursts_of_html_502_and_503(tmp_path: Path, extensions: bool) -> N
         events: list[Any] = []
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert sum(isinstance(e, Retrying) for e in events) >= 5
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         # Each error page cost the one chunk it answered, no more.
         assert r.upload_bytes() <= SIZE + 5 * CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
         r.log.clear()
@@ -378,7 +336,7 @@ async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> N
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert storm.hits == 3
         assert any(isinstance(e, Retrying | Waiting) for e in events)
-        assert await stored(r.server, data_id, "reads.bin") == source
+        assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert r.upload_bytes() <= SIZE + 3 * CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
         r.log.clear()
         r.proxy.add(RespondWith.rate_limited(retry_after=1, match=DOWNLOAD, times=2))
