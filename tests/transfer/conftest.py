@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from flowxfer.transfer import Flowxfer, TransferConfig
+from flowxfer.transfer.events import BytesMoved
+from tests.support.faultproxy import FaultProxy
 from tests.support.server import RunningServer, running_server
 
 KiB = 1024
@@ -67,3 +69,22 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def file_sizes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): os.path.getsize(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class StopAfter:
+    """A progress callback that stops the transfer once ``threshold`` bytes have moved, noting
+    how many requests had reached the proxy at that moment."""
+
+    def __init__(self, threshold: int, proxy: FaultProxy | None = None) -> None:
+        self.threshold, self.proxy = threshold, proxy
+        self.fx: Flowxfer | None = None
+        self.moved = 0
+        self.requests_at_stop: int | None = None
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, BytesMoved):
+            self.moved += event.nbytes
+            if self.moved >= self.threshold and self.fx is not None and not self.fx.stopping:
+                if self.proxy is not None:
+                    self.requests_at_stop = self.proxy.stats.requests
+                self.fx.stop()

@@ -13,7 +13,7 @@ from flowxfer.transfer import Flowxfer, JournalError, NotFoundError, UsageError
 from flowxfer.transfer.events import BytesMoved, FileFinished, Notice, Retrying, Waiting
 from tests.support.server import RunningServer, running_server
 
-from .conftest import KiB, client, write_random
+from .conftest import KiB, StopAfter, client, write_random
 
 CHUNK = 64 * KiB
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17, 40 * CHUNK + 5]
@@ -124,18 +124,9 @@ async def test_stopped_upload_resumes_without_resending(tmp_path: Path, extensio
     big = write_random(tmp_path / "src" / "big.bin", 60 * CHUNK + 3, 7)
     small = [write_random(tmp_path / "src" / f"s{i}.bin", 3000, i) for i in range(5)]
     async with running_server(tmp_path / "root", extensions=extensions) as srv:
-        moved = 0
-        holder: dict[str, Flowxfer] = {}
-
-        def progress(event: Any) -> None:
-            nonlocal moved
-            if isinstance(event, BytesMoved):
-                moved += event.nbytes
-                if moved >= 20 * CHUNK:
-                    holder["fx"].stop()
-
-        async with client(srv, tmp_path / "home", progress=progress, concurrency=2, grace_period=5) as fx:
-            holder["fx"] = fx
+        stopper = StopAfter(20 * CHUNK)
+        async with client(srv, tmp_path / "home", progress=stopper, concurrency=2, grace_period=5) as fx:
+            stopper.fx = fx
             first = await fx.upload([tmp_path / "src"])
         assert first.status == "interrupted" and first.stop_reason == "stopped"
         async with client(srv, tmp_path / "home", concurrency=2) as fx:
@@ -158,19 +149,10 @@ async def test_stopped_download_resumes_from_the_part_file(tmp_path: Path, exten
     async with running_server(tmp_path / "root", extensions=extensions) as srv:
         async with client(srv, tmp_path / "home") as fx:
             (item,) = (await fx.upload([big])).files
-        moved = 0
-        holder: dict[str, Flowxfer] = {}
-
-        def progress(event: Any) -> None:
-            nonlocal moved
-            if isinstance(event, BytesMoved):
-                moved += event.nbytes
-                if moved >= 30 * CHUNK:
-                    holder["fx"].stop()
-
-        async with client(srv, tmp_path / "home", progress=progress, segments=4, block_size=16 * KiB,
+        stopper = StopAfter(30 * CHUNK)
+        async with client(srv, tmp_path / "home", progress=stopper, segments=4, block_size=16 * KiB,
                           grace_period=0.2) as fx:
-            holder["fx"] = fx
+            stopper.fx = fx
             first = await fx.download([item.id], output_dir=tmp_path / "out")
         assert first.status == "interrupted"
         assert (tmp_path / "out" / "big.bin.part").exists() and not (tmp_path / "out" / "big.bin").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -19,36 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowxfer.journal import ChunkState, Journal
-from flowxfer.transfer import Flowxfer
-from flowxfer.transfer.events import BytesMoved
 from tests.support.faultproxy import FaultProxy
 from tests.support.server import RunningServer, running_server
 
-from .conftest import KiB, client, write_random
+from .conftest import KiB, StopAfter, client, write_random
 
 CHUNK = 64 * KiB
 SIZE = 30 * CHUNK + 123
 
 modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
-
-
-class StopAfter:
-    """A progress callback that stops the transfer once ``threshold`` bytes have moved, noting
-    how many requests had reached the proxy at that moment."""
-
-    def __init__(self, threshold: int, proxy: FaultProxy | None = None) -> None:
-        self.threshold, self.proxy = threshold, proxy
-        self.fx: Flowxfer | None = None
-        self.moved = 0
-        self.requests_at_stop: int | None = None
-
-    def __call__(self, event: Any) -> None:
-        if isinstance(event, BytesMoved):
-            self.moved += event.nbytes
-            if self.moved >= self.threshold and self.fx is not None and not self.fx.stopping:
-                if self.proxy is not None:
-                    self.requests_at_stop = self.proxy.stats.requests
-                self.fx.stop()
 
 
 def acked_bytes(journal_path: Path, transfer_id: str) -> tuple[int, list[tuple[int, int]]]:
