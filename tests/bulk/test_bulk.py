@@ -10,10 +10,10 @@ import anyio
 
 from flowxfer.journal import Journal
 from flowxfer.transfer import Flowxfer
-from flowxfer.transfer.events import BytesMoved, JobProgress, Notice
+from flowxfer.transfer.events import JobProgress, Notice
 from tests.support.faultproxy import FaultProxy, Record, RespondWith
 from tests.support.server import RunningServer, running_server
-from tests.transfer.conftest import KiB, client, write_random
+from tests.transfer.conftest import KiB, StopAfter, client, write_random
 
 
 async def _upload(fx: Flowxfer, files: list[Path]) -> list[str]:
@@ -77,15 +77,9 @@ async def test_interrupted_after_creation_and_mid_download_reattaches_to_one_job
         assert first.status == "interrupted" and first.extra["job_id"]
         assert not log.select("GET", "^/downloads/jobs/")  # stopped before the first poll
 
-        moved: list[int] = []
-
-        def stop_mid_download(event: Any) -> None:
-            if isinstance(event, BytesMoved):
-                moved.append(event.nbytes)
-                if sum(moved) > 300 * KiB:
-                    fx.stop()
-
+        stop_mid_download = StopAfter(300 * KiB + 1)
         async with client(via_proxy, tmp_path / "home", progress=stop_mid_download) as fx:
+            stop_mid_download.fx = fx
             second = await fx.bulk(ids, output_dir=out, extract=True)
         assert second.status == "interrupted" and second.transfer_id == first.transfer_id
         assert second.extra["job_id"] == first.extra["job_id"]
