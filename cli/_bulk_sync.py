@@ -33,6 +33,21 @@ def _log_summary(options: GlobalOptions, document: dict[str, Any]) -> None:
               file=sys.stderr, flush=True)
 
 
+def _answer(options: GlobalOptions, document: dict[str, Any], lines: list[str], *, preview: bool) -> NoReturn:
+    """A run that moved nothing (a preview, a wait): its document or its lines, and exit 0.
+
+    A preview is what was asked for and prints even with ``--quiet``; a wait
+    (cron, nothing ready yet) stays silent then.
+    """
+    _log_summary(options, document)
+    if options.json:
+        print(json.dumps(document))
+    elif preview or not options.quiet:
+        for line in lines:
+            print(line)
+    sys.exit(_exits.OK)
+
+
 def _finish(options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None,
             lines: list[str]) -> NoReturn:
     """Extra result lines, the summary, and the exit code (a job ``--timeout`` is 75: try again later)."""
@@ -216,25 +231,15 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
 
         result, _ = run_engine(options, output, preview, config)
         assert result is not None
-        _log_summary(options, result.to_json())
-        if options.json:
-            print(json.dumps(result.to_json()))
-        else:
-            for line in _preview_lines(result):
-                print(line)
-        sys.exit(_exits.OK)
+        _answer(options, result.to_json(), _preview_lines(result), preview=True)
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.sync(folder, sync_options)
 
     report, signum = run_engine(options, output, call, config)
     if report is not None and report.status == "waiting":
-        _log_summary(options, report.to_json())
-        if options.json:
-            print(json.dumps(report.to_json()))
-        elif not options.quiet:
-            print(f"waiting for {report.extra['waiting_for']} in {report.extra['root']} (nothing sent)")
-        sys.exit(_exits.OK)
+        _answer(options, report.to_json(),
+                [f"waiting for {report.extra['waiting_for']} in {report.extra['root']} (nothing sent)"], preview=False)
     lines = []
     if report is not None:
         extra = report.extra
@@ -265,16 +270,11 @@ def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str
     if dry_run:
         advice, _ = run_engine(options, output, advise, config)
         assert advice is not None
-        _log_summary(options, advice.to_json())
-        if options.json:
-            print(json.dumps(advice.to_json()))
-        else:
-            for line in advice.lines():
-                print(line)
-            if auto_bulk:
-                print("--auto-bulk would take the archive path" if advice.bulk_advised
-                      else "--auto-bulk would download one by one")
-        sys.exit(_exits.OK)
+        lines = list(advice.lines())
+        if auto_bulk:
+            lines.append("--auto-bulk would take the archive path" if advice.bulk_advised
+                         else "--auto-bulk would download one by one")
+        _answer(options, advice.to_json(), lines, preview=True)
 
     async def call(fx: Flowxfer) -> list[TransferReport]:
         advice = await advise(fx)
