@@ -43,6 +43,20 @@ def parse_checksum(value: str) -> str:
     return match.group(1)
 
 
+def canonical_checksum(value: object) -> str | None:
+    """A checksum as a peer sent it, in the one form we compare (``xxh3-128:<lowercase hex>``).
+
+    Peers may differ in case or surrounding blanks; compare only canonical
+    forms. ``None`` when ``value`` is absent or is not a protocol checksum.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        return format_checksum(parse_checksum(value))
+    except ValueError:
+        return None
+
+
 def checksum_of(data: bytes | memoryview) -> str:
     """The protocol checksum of a block of bytes."""
     return format_checksum(xxhash.xxh3_128_hexdigest(data))

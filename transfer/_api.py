@@ -26,6 +26,7 @@ import aiohttp
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from flowxfer import protocol
 from flowxfer.journal import (
     FileRecord,
     FileState,
@@ -874,8 +875,7 @@ def _remote_data(info: dict[str, Any], expected_id: str | None) -> RemoteData:
         raise ProtocolError(f"malformed data description for {expected_id or data_id!r}")
     if expected_id is not None and str(data_id) != expected_id:
         raise ProtocolError(f"asked for data {expected_id}, the server described {data_id}")
-    checksum = info.get("checksum")
-    return RemoteData(str(data_id), name, size, checksum if isinstance(checksum, str) else None)
+    return RemoteData(str(data_id), name, size, protocol.canonical_checksum(info.get("checksum")))
 
 
 def _username_from_token(token: str) -> str:

@@ -14,8 +14,8 @@ few ranged ``GET``s of one file. The flow of a bulk transfer:
 3. an ``expired`` job (or a ``410`` archive, or a job the server no longer
    knows) is created again, once per run, with a message;
 4. **download** the archive through the same resumable, ranged, verified
-   path as single files, then check it against the server's
-   ``X-Checksum`` as a whole;
+   path as single files (which checks it against the server's
+   ``X-Checksum`` as a whole before it takes its name);
 5. with ``--extract``, unpack it safely (:mod:`._extract`), verifying each
    file against its data item's checksum when the server has checksums,
    and remove the archive unless ``--keep-archive``.
@@ -44,7 +44,7 @@ from ._chunks import plan_chunks, plan_segments
 from ._client import Capabilities
 from ._config import TransferConfig
 from ._download import RemoteFile, download_file, local_checksum
-from ._errors import GoneError, IntegrityError, NotFoundError, ProtocolError, RejectedError, UsageError
+from ._errors import GoneError, NotFoundError, ProtocolError, RejectedError, UsageError
 from ._extract import ExpectedMember, ExtractResult, extract_archive
 from ._plan import RemoteData
 from ._retry import parse_retry_after
@@ -446,13 +446,7 @@ async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, ta
             await job.recreate("lost its archive")
             continue
         break
-    if result.checksum:
-        ctx.events(FileVerifying(record.local_path))
-        actual = await anyio.to_thread.run_sync(local_checksum, target)
-        if actual != result.checksum:
-            await anyio.to_thread.run_sync(partial(target.unlink, missing_ok=True))
-            raise IntegrityError(f"{target.name}: the downloaded archive's checksum {actual} differs from the "
-                                 f"server's {result.checksum}; it was removed and is fetched again on resume")
+    # download_file checked the whole archive against the server's X-Checksum before it took its name.
     ctx.writer.batch.update_file(record.id, checksum=result.checksum, size=job.size)
     ctx.writer.added()
     return job.size, result.checksum

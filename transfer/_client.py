@@ -99,7 +99,7 @@ def _error_text(body: bytes, content_type: str, status: int, reason: str) -> dic
     if "json" in content_type or body[:1] in (b"{", b"["):
         try:
             decoded = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested past the parser's stack
             decoded = None
         if isinstance(decoded, dict):
             return decoded
@@ -363,7 +363,7 @@ class FlowClient:
                 raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
             try:
                 answer = json.loads(body) if body else {}
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: JSON nested past the parser's stack
                 snippet = _error_text(body, response.content_type, response.status, response.reason or "")
                 raise ProtocolError(
                     f"{method} {path}: the server answered {response.content_type or 'something'} instead of "

@@ -31,7 +31,7 @@ from flowxfer import protocol
 from flowxfer._os import start_writeback
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
-from ._chunks import Chunk, chunks_from_map, plan_chunks, plan_segments
+from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
 from ._errors import IntegrityError, LocalIOError, ProtocolError, UnavailableError
 from ._retry import RetryPolicy
 from ._runtime import TransferContext, task_group
@@ -85,6 +85,18 @@ class _ContentChanged(Exception):
     """The server's bytes changed under us (ETag differs, or a range was answered with the whole)."""
 
 
+class _WholeMismatch(Exception):
+    """Every chunk arrived but the whole file does not match the server's checksum."""
+
+
+#: What a download's report says was verified.
+_BY_MAP = "xxh3-128 of every chunk against the server's chunk map"
+_BY_WHOLE = "xxh3-128 of the whole file against the server's checksum"
+_SIZE_ONLY = "size and ETag only (the server offers no checksums)"
+#: Read size when a finished file is hashed as a whole.
+_VERIFY_BLOCK = 4 * 1024 * 1024
+
+
 def part_path(target: Path) -> Path:
     """The ``.part`` file beside a target: same folder, so the final rename is atomic."""
     return target.with_name(target.name + ".part")
@@ -97,6 +109,7 @@ async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: 
     :param want_map: fetch the chunk map (one API request). Not worth it for a
         file of one chunk: its whole-file checksum verifies it just as well.
     """
+    checksum = protocol.canonical_checksum(checksum)
     remote = RemoteFile(f"/downloads/{quote(data_id, safe='')}/{quote(filename, safe='')}", size, checksum)
     if want_map and ctx.capabilities.chunk_maps and size > 0:
         answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
@@ -105,12 +118,11 @@ async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: 
             raise ProtocolError(f"data {data_id}: malformed chunk map")
         try:
             remote.chunks = chunks_from_map(entries, size)
+            remote.chunk_checksums = chunk_checksums(entries)
         except ValueError as exc:
             raise ProtocolError(f"data {data_id}: the chunk map does not describe the file ({exc})") from None
-        sums = [entry.get("checksum") if isinstance(entry, dict) else None for entry in entries]
-        remote.chunk_checksums = [s if isinstance(s, str) else None for s in sums]
-        map_checksum = answer.get("checksum")
-        if isinstance(map_checksum, str):
+        map_checksum = protocol.canonical_checksum(answer.get("checksum"))
+        if map_checksum is not None:
             if checksum is not None and map_checksum != checksum:
                 raise ProtocolError(f"data {data_id}: the chunk map's checksum differs from the data's")
             remote.checksum = map_checksum
@@ -205,6 +217,11 @@ async def download_file(ctx: TransferContext, record: FileRecord, remote: Remote
             if restart:
                 raise IntegrityError(f"{target.name}: the server's content keeps changing") from None
             ctx.events(Notice(f"{target.name}: the server's copy changed; downloading it again from the start"))
+            ctx.counters.files_restarted += 1
+        except _WholeMismatch as exc:
+            if restart:
+                raise IntegrityError(f"{exc} (twice); the server's data or checksum is damaged") from None
+            ctx.events(Notice(f"{exc}; downloading it again from the start"))
             ctx.counters.files_restarted += 1
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -306,6 +323,14 @@ async def _download_into(
 
     ctx.events(FileVerifying(record.local_path))
     verified = _final_check(remote, shared, target.name)
+    whole = remote.checksum or shared.x_checksum
+    if verified == _SIZE_ONLY and whole is not None:
+        # No chunk had a reference of its own (no chunk map: a bulk archive, a server without
+        # maps), but the file has one: check every byte before the file takes its name.
+        actual = await anyio.to_thread.run_sync(_checksum_of_fd, fd, remote.size)
+        if actual != whole:
+            raise _WholeMismatch(f"{target.name}: the downloaded bytes hash to {actual}, the server says {whole}")
+        verified = _BY_WHOLE
     await ctx.writer.flush()
 
     def publish() -> int:
@@ -343,11 +368,24 @@ def _final_check(remote: RemoteFile, shared: _Shared, name: str) -> str:
         raise ProtocolError(f"{name}: the server's X-Checksum {shared.x_checksum} contradicts its "
                             f"metadata {remote.checksum}")
     if remote.chunk_checksums is not None and all(s is not None for s in remote.chunk_checksums):
-        return "xxh3-128 of every chunk against the server's chunk map"
+        return _BY_MAP
     single_chunk = remote.chunks is None and remote.size <= shared.chunk_size
     if single_chunk and (shared.whole_checksum or shared.x_checksum):
-        return "xxh3-128 of the whole file against the server's checksum"
-    return "size and ETag only (the server offers no checksums)"
+        return _BY_WHOLE
+    return _SIZE_ONLY
+
+
+def _checksum_of_fd(fd: int, size: int) -> str:
+    """The protocol checksum of the first ``size`` bytes behind ``fd`` (worker thread)."""
+    hasher = protocol.new_hasher()
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(_VERIFY_BLOCK, size - offset), offset)
+        if not block:
+            break
+        hasher.update(block)
+        offset += len(block)
+    return protocol.format_checksum(hasher.hexdigest())
 
 
 async def _stream_segment(
@@ -430,12 +468,11 @@ def _check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: 
             shared.etag = etag
         elif etag != shared.etag:
             raise _ContentChanged()
-    x_checksum = response.headers.get(protocol.HEADER_CHECKSUM)
-    if x_checksum:
-        try:
-            protocol.parse_checksum(x_checksum)
-        except ValueError:
-            raise ProtocolError(f"malformed {protocol.HEADER_CHECKSUM} header") from None
+    header = response.headers.get(protocol.HEADER_CHECKSUM)
+    if header:
+        x_checksum = protocol.canonical_checksum(header)
+        if x_checksum is None:
+            raise ProtocolError(f"malformed {protocol.HEADER_CHECKSUM} header")
         if shared.x_checksum is not None and shared.x_checksum != x_checksum:
             raise _ContentChanged()
         shared.x_checksum = x_checksum

@@ -223,18 +223,24 @@ async def _server_progress(
     server_chunks = status.get("chunks")
     if not isinstance(held, int) or held < 0 or held > record.size or not isinstance(server_chunks, list):
         raise ProtocolError(f"GET /upload/{data_id}: malformed upload status")
+    if not all(isinstance(e, dict) and _is_count(e.get("offset")) and _is_count(e.get("size"))
+               for e in server_chunks):
+        raise ProtocolError(f"GET /upload/{data_id}: malformed chunk list")
     by_offset = {c.offset: c for c in ours}
     for entry in server_chunks:
-        if not isinstance(entry, dict):
-            raise ProtocolError(f"GET /upload/{data_id}: malformed chunk list")
-        mine = by_offset.get(entry.get("offset", -1))
+        mine = by_offset.get(entry["offset"])
         if mine is None or mine.size != entry.get("size") or mine.checksum is None:
             # The server holds a chunk our journal never recorded (an answer lost before the
             # journal flushed): we cannot vouch for it without re-reading it, so read it.
             return await _confirm_by_reading(ctx, source, server_chunks, held), None
-        if mine.checksum != entry.get("checksum"):
+        if mine.checksum != protocol.canonical_checksum(entry.get("checksum")):
             raise _UploadLost()
     return held, None
+
+
+def _is_count(value: object) -> bool:
+    """An offset or a size as JSON should carry it: an integer (not a boolean), not negative."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 async def _confirm_by_reading(
@@ -247,12 +253,12 @@ async def _confirm_by_reading(
 
     def compare() -> bool:
         for entry in server_chunks:
-            offset, size, checksum = entry.get("offset"), entry.get("size"), entry.get("checksum")
-            if not isinstance(offset, int) or not isinstance(size, int) or offset + size > source.size:
+            offset, size, checksum = entry["offset"], entry["size"], entry.get("checksum")
+            if offset + size > source.size:
                 return False
             if checksum is None:
                 continue
-            if protocol.checksum_of(source.read(offset, size)) != checksum:
+            if protocol.checksum_of(source.read(offset, size)) != protocol.canonical_checksum(checksum):
                 return False
         return True
 
@@ -563,11 +569,14 @@ async def _finish(
     size = answer.get("size")
     if isinstance(size, int) and size != record.size:
         raise IntegrityError(f"{record.local_path}: the server stored {size} bytes of {record.size}")
-    server_checksum = answer.get("checksum")
-    if file_checksum and isinstance(server_checksum, str) and server_checksum != file_checksum:
+    raw = answer.get("checksum")
+    server_checksum = protocol.canonical_checksum(raw)
+    if raw is not None and server_checksum is None:
+        raise ProtocolError(f"{record.local_path}: the server answered a malformed checksum {str(raw)[:80]!r}")
+    if file_checksum and server_checksum and server_checksum != file_checksum:
         raise IntegrityError(f"{record.local_path}: the server's checksum {server_checksum} differs from "
                              f"ours {file_checksum}")
-    return UploadResult(data_id, file_checksum or (server_checksum if isinstance(server_checksum, str) else None))
+    return UploadResult(data_id, file_checksum or server_checksum)
 
 
 async def stat_source(path: str) -> os.stat_result:
