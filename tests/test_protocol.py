@@ -91,3 +91,12 @@ def test_archive_member_names_step_past_a_name_already_taken() -> None:
     # "a (3).txt" is a real file's name here, so the clash of id 3 takes the counter.
     assert archive_member_names([("1", "a.txt"), ("9", "a (3).txt"), ("3", "a.txt")]) == [
         "a.txt", "a (3).txt", "a (3-2).txt"]
+
+
+def test_canonical_checksum_is_the_one_form_compared() -> None:
+    text = protocol.checksum_of(b"x")
+    assert protocol.canonical_checksum(text.upper()) == text
+    assert protocol.canonical_checksum(f"  {text} ") == text
+    assert protocol.canonical_checksum(None) is None
+    assert protocol.canonical_checksum(42) is None
+    assert protocol.canonical_checksum("md5:" + "0" * 32) is None

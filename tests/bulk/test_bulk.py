@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import anyio
 from flowxfer.journal import Journal
 from flowxfer.transfer import Flowxfer
 from flowxfer.transfer.events import JobProgress, Notice
-from tests.support.faultproxy import FaultProxy, Record, RespondWith
+from tests.support.faultproxy import FaultProxy, FlipBodyByte, Match, Record, RespondWith
 from tests.support.server import RunningServer, running_server
 from tests.transfer.conftest import KiB, StopAfter, client, write_random
 
@@ -159,3 +160,23 @@ async def test_unknown_ids_create_no_job(server: RunningServer, tmp_path: Path) 
             raise AssertionError("an unknown id must be refused")
         journal = await fx.journal()
         assert journal.list_transfers(include_finished=True) == []
+
+
+async def test_an_archive_damaged_in_transit_never_takes_its_name(server: RunningServer, tmp_path: Path) -> None:
+    """An archive has no chunk map: its whole-file checksum is checked before the rename, and a
+    mismatch fetches it again (a bit flipped by the network, headers intact, as only checksums see)."""
+    files = _files(tmp_path / "src", [200 * KiB, 150 * KiB, 90 * KiB])
+    out = tmp_path / "out"
+    async with FaultProxy("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])) as proxy:
+        via_proxy = dataclasses.replace(server, base_url=proxy.url)
+        events: list[Any] = []
+        async with client(via_proxy, tmp_path / "home", events=events) as fx:
+            ids = await _upload(fx, files)
+            flip = proxy.add(FlipBodyByte(Match("GET", r"^/downloads/jobs/[^/]+/.+"), at=1000))
+            report = await fx.bulk(ids, name="run.zip", output_dir=out, extract=True, keep_archive=True)
+    assert flip.hits == 1
+    assert report.status == "completed", (report.status, [f.error for f in report.files])
+    assert any(isinstance(e, Notice) and "downloading it again" in e.message for e in events)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "run.zip"} == {
+        f.name: f.read_bytes() for f in files}
+    assert zipfile.ZipFile(out / "run.zip").testzip() is None
