@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.abc import AbstractAccessLogger, BaseRequest
 
 from flowxfer import __version__
@@ -252,6 +252,21 @@ def _open_state(config: ServerConfig) -> State:
     return state
 
 
+async def _expect(request: web.Request) -> None:
+    """aiohttp's ``Expect`` handling, without echoing the header back.
+
+    aiohttp's default handler puts an unknown ``Expect`` value into its 417
+    body; a value with bytes that are not UTF-8 then fails to encode and the
+    client got a 500. It runs before any middleware, so it is replaced per route.
+    """
+    if request.version != HttpVersion11:
+        return
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the main body has not started
+
+
 def build_app(state: State) -> web.Application:
     """The application around an opened :class:`State` (no blocking work here)."""
     config = state.config
@@ -267,7 +282,8 @@ def build_app(state: State) -> web.Application:
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
     routes += upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
-    app.add_routes(routes)
+    app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
+                    for r in routes])
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app

@@ -110,6 +110,8 @@ class Tokens:
         """
         if not token or len(token) > 4096:
             raise TokenError("missing or oversized token")
+        if not token.isascii():  # a JWT is base64url and dots; PyJWT fails on others with UnicodeEncodeError
+            raise TokenError("invalid token")
         try:
             payload = jwt.decode(
                 token, self.secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub", "type"]}

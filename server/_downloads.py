@@ -28,7 +28,8 @@ from ._ids import is_id
 from ._state import State, apply_rate_headers, state_of, user_of
 from ._store import READY
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: ASCII digits only, and no more than a 64-bit offset needs (int() of thousands of digits is refused).
+_RANGE_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,11 @@ async def read_json(request: web.Request, max_bytes: int, max_depth: int) -> dic
         bad_request("the JSON body must be an object")
     if _depth(value) > max_depth:
         bad_request(f"JSON nested deeper than {max_depth} levels")
+    try:
+        # json.loads accepts lone surrogates ("\ud800"), which no name, password or path may hold.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        bad_request("JSON strings must be valid Unicode (no lone surrogates)")
     return value
 
 

@@ -319,6 +319,7 @@ class Store:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
@@ -332,7 +333,7 @@ class Store:
                     else:
                         future.set_exception(value)
         except BaseException as exc:  # the executor is gone (shutdown): nobody waiting may hang
-            for _, future in self._pending:
+            for _, future in [*batch, *self._pending]:
                 if not future.done():
                     future.set_exception(StoreError(f"the metadata store stopped: {exc!r}"))
             self._pending = []
@@ -349,7 +350,10 @@ class Store:
                 return [(False, exc)]
         outcomes: list[tuple[bool, Any]] = []
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:  # locked past the busy timeout, an I/O error: every caller hears it
+                return [(False, StoreError(f"cannot start a transaction: {exc}"))] * len(calls)
             self._grouping = True
             try:
                 for call in calls:

@@ -13,11 +13,13 @@ than the disk holds.
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -195,6 +197,8 @@ def unpack(archive: Path, dest: Path, limits: UnpackLimits) -> list[TreeFile]:
         RuntimeError,
         NotImplementedError,
         LookupError,
+        zlib.error,  # a damaged deflate stream inside a zip
+        lzma.LZMAError,  # a damaged .tar.xz or an lzma zip member
     ) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise UnpackError(f"corrupt or unsupported archive: {type(exc).__name__}: {exc}") from None

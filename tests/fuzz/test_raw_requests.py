@@ -95,13 +95,19 @@ _PATHS = st.sampled_from(["/login", "/token", "/upload", "/upload/1", "/data/sea
                           "/downloads/1/x", "/downloads/jobs/1", "/downloads/jobs/1/x.zip", "/capabilities",
                           "/openapi.json", "/", "/%00", "/..%2f..%2fetc%2fpasswd"])
 _METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "BREW"])
-_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+#: Header and query text: printable ASCII and the rest of Latin-1 (raw bytes 0xA0-0xFF on the wire).
+_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_categories=("Cc",)), max_size=40)
 _QUERY = st.lists(st.tuples(st.sampled_from(["count", "page", "limit", "offset", "pattern", "filename",
                                              "size_gt", "created_lt", "owned", "direct", "token"]), _TEXT),
                   max_size=4)
-_HEADERS = st.lists(st.tuples(st.sampled_from(["Content-Type", "Range", "If-Range", "If-None-Match", "Cookie",
-                                               "Authorization", "X-Junk", "Transfer-Encoding", "Expect"]), _TEXT),
-                    max_size=5)
+_HEADERS = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["Content-Type", "Range", "If-Range", "If-None-Match", "Cookie", "Authorization",
+                               "X-Junk", "Transfer-Encoding"]), _TEXT),
+    # Expect stays ASCII: on a path or method no route serves, aiohttp's own handler echoes a non-UTF-8
+    # value into its 417 and fails with a 500 before any code of ours runs (routes we serve use ours;
+    # see test_inputs_once_seen_to_make_500s). A known limit, noted on the issue.
+    st.tuples(st.just("Expect"), st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)),
+), max_size=5)
 
 
 @given(method=_METHODS, path=_PATHS, query=_QUERY, headers=_HEADERS, body=st.binary(max_size=300),
@@ -122,6 +128,32 @@ def test_junk_gets_an_answer_below_500(raw_server: ServerProcess, token: str, me
         safe.append(("Authorization", f"Bearer {token}"))
     status, _ = exchange(raw_server, request(method, target, safe, body))
     assert 100 <= status < 500, (method, target, safe, body[:80])
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "body", "expected"), [
+    ("GET", "/data/owned", [("Authorization", "Bearer ab\xff\xfecd")], b"", 401),  # not UTF-8 on the wire
+    ("GET", "/token", [("Cookie", "flow_refresh_token=\xff\xfe")], b"", 401),
+    ("POST", "/login", [("Content-Type", "application/json")], b'{"username": "\\ud800", "password": "x"}', 400),
+    ("POST", "/upload", [("Expect", "\xa0")], b"", 417),  # aiohttp's default handler echoed it: 500
+])
+def test_inputs_once_seen_to_make_500s(raw_server: ServerProcess, token: str, method: str, path: str,
+                                       headers: list[tuple[str, str]], body: bytes, expected: int) -> None:
+    """Each of these answered 500 once (a review found them by hand); now each is refused plainly."""
+    if path.startswith(("/downloads/", "/upload")):
+        headers = [*headers, ("Authorization", f"Bearer {token}")]
+    status, _ = exchange(raw_server, request(method, path, headers, body))
+    assert status == expected, status
+
+
+@pytest.mark.parametrize("spec", ["bytes=" + "9" * 5000 + "-", "bytes=-" + "9" * 5000, "bytes=\u0661-\u0662"])
+def test_range_digits_are_bounded_ascii(raw_server: ServerProcess, token: str, spec: str) -> None:
+    """int() refuses 4,300+ digits (that was a 500), and a regex's \\d took Arabic-Indic digits."""
+    status, body = _upload(raw_server, token, BASE_FIELDS, b"0123456789")
+    assert status == 200, body
+    path = f"/downloads/{json.loads(body)['data_id']}/f.bin"
+    raw = request("GET", path, {"Authorization": f"Bearer {token}", "Range": "SPEC"})
+    status, _ = exchange(raw_server, raw.replace(b"SPEC", spec.encode()))
+    assert status == 416, status
 
 
 @given(raw=st.binary(min_size=1, max_size=600))

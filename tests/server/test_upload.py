@@ -275,3 +275,22 @@ async def test_parallel_uploads_stay_apart(api: Api) -> None:
     for i, ((name, data), data_id) in enumerate(zip(contents.items(), ids, strict=True)):
         got = await api.call("GET", f"/downloads/{data_id}/{name}", users[i % 3])
         assert got.body == data
+
+
+def _damaged(archive: bytes, start: int = 60, end: int = 400) -> bytes:
+    """The same archive with bytes [start, end) inverted: headers intact, compressed data garbage."""
+    return archive[:start] + bytes(b ^ 0xFF for b in archive[start:end]) + archive[end:]
+
+
+async def test_damaged_compressed_archives_are_refused_not_500(api: Api) -> None:
+    files = {"run/a.txt": os.urandom(3000), "run/b.txt": b"beta" * 2000}
+    xz = _tar_bytes(files, "w:xz")
+    lzma_zip = io.BytesIO()
+    with zipfile.ZipFile(lzma_zip, "w", zipfile.ZIP_LZMA) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    for archive, name in ((_damaged(_zip_bytes(files)), "run.zip"), (_damaged(lzma_zip.getvalue()), "run.zip"),
+                          (_damaged(xz, 40, 200), "run.tar.xz")):
+        answer = await api.chunk("alice", archive, filename=name, is_last=True, extra={"is_directory": "true"})
+        assert answer.status == 400, (name, answer.status, answer.body[:200])
+        assert "corrupt" in answer.json()["error"] or "archive" in answer.json()["error"], answer.json()
