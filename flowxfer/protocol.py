@@ -67,6 +67,15 @@ def checksum_of(data: bytes | memoryview) -> str:
 MAX_FILENAME_BYTES = 255
 
 
+def is_utf8(text: str) -> bool:
+    """False for a str holding lone surrogates: bytes that were not UTF-8 (a name from disk, JSON's ``\\ud800``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def filename_problem(name: str) -> str | None:
     """Why Flow would refuse ``name`` as a stored filename, or None if it is fine.
 
@@ -84,7 +93,9 @@ def filename_problem(name: str) -> str | None:
         return "Filename cannot be . or .."
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "Control characters in filename"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+    if not is_utf8(name):
+        return "Filename is not valid UTF-8"
+    if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
         return f"Filename longer than {MAX_FILENAME_BYTES} bytes"
     return None
 

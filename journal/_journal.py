@@ -375,6 +375,8 @@ class Journal:
                 f"journal {self.path} has schema version {version}, newer than this flowxfer "
                 f"understands ({SCHEMA_VERSION}); upgrade flowxfer or use another --journal"
             )
+        if version < 0:
+            raise JournalCorruptError(f"journal {self.path} has schema version {version}: it is damaged")
         if version == 0 and tables:
             raise JournalCorruptError(f"{self.path} is an SQLite database but not a flowxfer journal")
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":

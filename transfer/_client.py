@@ -510,6 +510,6 @@ def _status_error(status: int, message: str, body: dict[str, Any]) -> ServerErro
         return GoneError(message, status, body)
     if status == 422:
         return ChecksumMismatchError(message, status, body)
-    if status >= 500 or status == 429:
+    if classify_status(status) is Retryability.RETRY:
         return UnavailableError(message, status, body)
     return RejectedError(message, status, body)

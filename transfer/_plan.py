@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowxfer import protocol
 from flowxfer.journal import FileState, InventoryRecord, Journal, JournalBatch, NewFile
 
 from ._download import local_checksum
@@ -148,6 +149,8 @@ def plan_uploads(
 
     for f in files:
         problem = remote_name_problem(f.name)
+        if problem is None and not protocol.is_utf8(f.path):
+            problem = "the path is not valid UTF-8 (rename the folder)"
         if problem:
             problems.append(f"{f.path}: {problem}")
             continue

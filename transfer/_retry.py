@@ -101,11 +101,17 @@ class RetryPolicy:
 _FATAL_CLIENT_ERRORS = frozenset({400, 403, 404, 410, 413, 422})
 
 
+#: Server errors that asking again cannot change.
+_PERMANENT_5XX = frozenset({501, 505})
+
+
 def classify_status(status: int) -> Retryability:
     """What to do about an HTTP error status.
 
-    - 429 and every 5xx (500, 502, 503, 504 and the rest): :attr:`~Retryability.RETRY`;
+    - 429 and the 5xx of an outage (500, 502, 503, 504 and the rest): :attr:`~Retryability.RETRY`;
       408 (Request Timeout, sent by proxies) too: it is a timeout, which the contract retries.
+      Not 501 (Not Implemented) nor 505 (HTTP Version Not Supported): they are the same
+      answer every time (a plain web server, not Flow), so they are :attr:`~Retryability.FATAL`.
     - 401: :attr:`~Retryability.REFRESH_AUTH` (the caller refreshes once, then treats it as fatal).
     - 400, 403, 404, 410, 413, 422 and every other status: :attr:`~Retryability.FATAL`.
       422 is a chunk whose checksum the server found wrong: sending the same
@@ -116,7 +122,7 @@ def classify_status(status: int) -> Retryability:
     has already decided the answer was not what it wanted, and sending again
     will not change it.
     """
-    if status == 429 or status == 408 or 500 <= status <= 599:
+    if status == 429 or status == 408 or (500 <= status <= 599 and status not in _PERMANENT_5XX):
         return Retryability.RETRY
     if status == 401:
         return Retryability.REFRESH_AUTH

@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 import anyio
 
+from flowxfer import protocol
 from flowxfer.journal import (
     FileRecord,
     FileState,
@@ -192,9 +193,7 @@ def remote_name_for(rel: str, name_from_path: bool) -> tuple[str | None, str | N
 
     :returns: ``(name, None)`` or ``(None, problem)``.
     """
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
+    if not protocol.is_utf8(rel):
         return None, "the path is not valid UTF-8"
     if name_from_path:
         try:

@@ -110,6 +110,12 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
     write_random(tmp_path / "named" / "bad name.fastq", 100, 2)
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"\x00this is not sqlite" * 300)
+    negative = tmp_path / "negative.db"
+    with sqlite3.connect(negative) as db:
+        db.execute("PRAGMA user_version = -5")
+    not_utf8 = tmp_path / "names" / "bad\udcff\udcfe.fastq"  # bytes 0xff 0xfe in the name on disk
+    not_utf8.parent.mkdir()
+    not_utf8.write_bytes(b"x")  # os.fsencode turns the surrogates back into the bytes 0xff 0xfe
     newer = tmp_path / "newer.db"
     with sqlite3.connect(newer) as db:
         db.execute("CREATE TABLE t (x)")
@@ -125,6 +131,9 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
             (["--journal", str(corrupt), "upload", str(good)], "not a usable flowxfer journal"),
             (["--journal", str(corrupt), "jobs"], "not a usable flowxfer journal"),
             (["--journal", str(newer), "upload", str(good)], "newer than this flowxfer"),
+            (["--journal", str(negative), "jobs"], "damaged"),
+            (["--journal", str(negative), "upload", str(good)], "damaged"),
+            (["upload", str(not_utf8.parent)], "not valid UTF-8"),
             (["--journal", str(newer), "resume"], "newer than this flowxfer"),
             (["--base-url", "http://flow.example.org", "upload", str(good)], "plain http://"),
             (["--base-url", "ftp://flow.example.org", "upload", str(good)], "bad server URL"),
@@ -355,6 +364,17 @@ async def html_server(status: int) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def test_a_server_that_does_not_implement_the_method_is_not_asked_again(tmp_path: Path) -> None:
+    """501 is an answer, not an outage (a plain web server, not Flow): one request, a message, exit 5."""
+    async with html_server(501) as url:
+        cli = Cli(url, tmp_path / "home")
+        started = time.monotonic()
+        login = await cli.run("login", "-u", "alice", "--password-stdin", stdin="pw\n")
+        assert login.code == 5, login
+        assert "HTTP 501" in login.stderr and "<html" not in login.stderr
+        assert time.monotonic() - started < 10  # retried with backoff, 8 attempts take about a minute
 
 
 @pytest.mark.parametrize("status", [200, 502])

@@ -20,7 +20,7 @@ def test_401_refreshes_auth() -> None:
     assert classify_status(401) is Retryability.REFRESH_AUTH
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 405, 409, 410, 413, 418, 422, 451, 499, 200, 302, 600, 0])
+@pytest.mark.parametrize("status", [400, 403, 404, 405, 409, 410, 413, 418, 422, 451, 499, 501, 505, 200, 302, 600, 0])
 def test_everything_else_is_fatal(status: int) -> None:
     assert classify_status(status) is Retryability.FATAL
 
