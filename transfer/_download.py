@@ -180,14 +180,20 @@ def _write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.
 
 
 def _rehash_chunks(fd: int, chunks: Sequence[Chunk], sums: Sequence[str | None]) -> list[int]:
-    """Indexes of chunks whose bytes on disk already match the map (recovered after a crash)."""
+    """Indexes of chunks whose bytes on disk already match the map (recovered after a crash).
+
+    A stream writes its chunks in order, so chunks written but not yet
+    journaled sit at the start of each run of unacknowledged chunks: each run
+    is read from its start up to its first mismatch, not to its end (the rest
+    of a run is mostly preallocated zeros, which would be read for nothing).
+    """
     good = []
-    for chunk in chunks:
-        expected = sums[chunk.index]
-        if expected is None:
-            continue
-        data = os.pread(fd, chunk.size, chunk.offset)
-        if len(data) == chunk.size and protocol.checksum_of(data) == expected:
+    for run in _contiguous_runs(chunks):
+        for chunk in run:
+            expected = sums[chunk.index]
+            data = os.pread(fd, chunk.size, chunk.offset) if expected is not None else b""
+            if expected is None or len(data) != chunk.size or protocol.checksum_of(data) != expected:
+                break
             good.append(chunk.index)
     return good
 
