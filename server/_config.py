@@ -70,6 +70,10 @@ class ServerConfig:
     pattern_timeout: float = 2.0
     #: scrypt cost (2**14: ~50 ms and 16 MiB per hash, OWASP's floor).
     scrypt_n: int = 2**14
+    #: Seconds an upload body may send nothing before it is dropped. A client
+    #: that vanished (a half-open connection) otherwise holds its upload's
+    #: lock until TCP gives up, hours later, and every retry waits behind it.
+    body_stall_timeout: float = 60.0
     #: Socket read buffer per connection; bigger buffers mean fewer wake-ups
     #: when chunks of several MiB stream in.
     read_bufsize: int = 1 * MiB

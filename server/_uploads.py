@@ -316,7 +316,12 @@ class UploadManager:
             await self._release(chunk)
 
     async def _read_body(self, request: web.Request, user: str, boundary: str, chunk: _Chunk) -> None:
-        """Feed the body through the multipart parser, streaming the blob as it comes."""
+        """Feed the body through the multipart parser, streaming the blob as it comes.
+
+        A body that sends nothing for ``body_stall_timeout`` seconds is dropped
+        with 408, so a client that vanished (a half-open connection) cannot
+        hold its upload's lock, and every retry behind it, until TCP gives up.
+        """
         config = self.config
         parser = MultipartParser(boundary, max_parts=config.max_form_parts)
         body_limit = config.max_chunk_size + MULTIPART_OVERHEAD
@@ -325,45 +330,58 @@ class UploadManager:
         field_value = bytearray()
         sink: _Sink | None = None
         stream = request.content
-        while True:
-            try:
-                data = await stream.readany()
-            except Exception as exc:
-                _malformed(exc)
-            if not data:
-                break
-            total += len(data)
-            if total > body_limit:
-                raise ApiError(413, f"request body larger than the chunk limit of {config.max_chunk_size} bytes")
-            try:
-                events = parser.feed(data)
-            except MultipartError as exc:
-                _malformed(exc)
-            for event in events:
-                kind = event[0]
-                if kind == "data":
-                    if sink is not None:
-                        await sink.feed(event[1])
-                    else:
-                        field_value += event[1]
-                        if len(field_value) > config.max_form_field_bytes:
-                            bad_request(
-                                f"form field {str(field_name)[:40]!r} longer than {config.max_form_field_bytes} bytes"
-                            )
-                elif kind == "start":
-                    field_name, sink = await self._start_part(request, user, chunk, event[1])
-                    chunk.sink = sink
-                    field_value = bytearray()
-                elif kind == "end":
-                    if sink is not None:
-                        chunk.received = await sink.finish()
-                        sink = None
-                    else:
-                        assert field_name is not None
-                        try:
-                            chunk.fields[field_name] = field_value.decode("utf-8")
-                        except UnicodeDecodeError:
-                            bad_request(f"form field {field_name[:40]!r} is not UTF-8")
+        stall = config.body_stall_timeout
+        loop_time = asyncio.get_running_loop().time
+        moved_at = loop_time()
+        try:
+            async with asyncio.timeout(stall) as deadline:
+                while True:
+                    try:
+                        data = await stream.readany()
+                    except Exception as exc:
+                        _malformed(exc)
+                    if not data:
+                        break
+                    now = loop_time()
+                    if now - moved_at > 1.0:  # re-armed about once a second, not on every read
+                        moved_at = now
+                        deadline.reschedule(now + stall)
+                    total += len(data)
+                    if total > body_limit:
+                        raise ApiError(413, f"request body larger than the chunk limit of "
+                                            f"{config.max_chunk_size} bytes")
+                    try:
+                        events = parser.feed(data)
+                    except MultipartError as exc:
+                        _malformed(exc)
+                    for event in events:
+                        kind = event[0]
+                        if kind == "data":
+                            if sink is not None:
+                                await sink.feed(event[1])
+                            else:
+                                field_value += event[1]
+                                if len(field_value) > config.max_form_field_bytes:
+                                    bad_request(
+                                        f"form field {str(field_name)[:40]!r} longer than "
+                                    f"{config.max_form_field_bytes} bytes"
+                                    )
+                        elif kind == "start":
+                            field_name, sink = await self._start_part(request, user, chunk, event[1])
+                            chunk.sink = sink
+                            field_value = bytearray()
+                        elif kind == "end":
+                            if sink is not None:
+                                chunk.received = await sink.finish()
+                                sink = None
+                            else:
+                                assert field_name is not None
+                                try:
+                                    chunk.fields[field_name] = field_value.decode("utf-8")
+                                except UnicodeDecodeError:
+                                    bad_request(f"form field {field_name[:40]!r} is not UTF-8")
+        except TimeoutError:
+            raise ApiError(408, f"the request body sent nothing for {stall:g} s") from None
         try:
             parser.close()
         except MultipartError as exc:

@@ -294,3 +294,36 @@ async def test_damaged_compressed_archives_are_refused_not_500(api: Api) -> None
         answer = await api.chunk("alice", archive, filename=name, is_last=True, extra={"is_directory": "true"})
         assert answer.status == 400, (name, answer.status, answer.body[:200])
         assert "corrupt" in answer.json()["error"] or "archive" in answer.json()["error"], answer.json()
+
+
+async def test_a_stalled_chunk_does_not_hold_its_upload(server_root: Path, http: aiohttp.ClientSession) -> None:
+    """A client that vanished mid-chunk (its connection left half-open) held the upload's lock until
+    TCP gave up, and the retry of that chunk from a new connection waited behind it. Now the stalled
+    body is dropped after ``body_stall_timeout`` and the retry goes through."""
+    async with running_server(server_root, body_stall_timeout=1.0) as srv:
+        api = Api(http, srv.base_url, srv.users)
+        first = await api.chunk("alice", b"a" * 10, filename="s.bin")
+        data_id = first.json()["id"]
+        token = await api.token("alice")
+        boundary = "stall"
+        fields = {"filename": "s.bin", "expected_file_size": "10", "is_last": "true", "data": data_id}
+        head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                       for k, v in fields.items())
+        head += f'--{boundary}\r\nContent-Disposition: form-data; name="blob"; filename="b"\r\n\r\n'
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write((f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                          f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                          f"Content-Length: 100000\r\n\r\n{head}").encode() + b"b" * 5000)
+            await writer.drain()  # ... and then nothing more: the client is gone, the socket is not
+            await asyncio.sleep(0.3)
+            retry = await asyncio.wait_for(
+                api.chunk("alice", b"c" * 20, filename="s.bin", offset=10, data_id=data_id, is_last=True), 10)
+            assert retry.status == 200, retry.body
+            assert retry.json()["size"] == 30
+            stalled = await asyncio.wait_for(reader.read(200), 5)
+            assert stalled.startswith(b"HTTP/1.1 408"), stalled
+        finally:
+            writer.close()
+            await writer.wait_closed()
