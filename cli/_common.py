@@ -118,6 +118,18 @@ def transfer_config(**overrides: Any) -> TransferConfig:
 
 def fail(options: GlobalOptions, message: str, code: int) -> NoReturn:
     Output("", progress=options.progress_mode(), results=False).error(message)
+    _exit_with_error_document(options, message, code)
+
+
+def _exit_with_error_document(options: GlobalOptions, message: str, code: int) -> NoReturn:
+    """Exit with ``code``; under ``--json`` first print the one document a script reads even then.
+
+    ``cli.md`` promises one JSON document on stdout; a command that fails
+    before any transfer exists (an unknown id, a refused login, a server
+    that answers HTML) still gives one, so ``| jq`` never reads nothing.
+    """
+    if options.json:
+        print(json.dumps({"status": "failed", "error": message, "exit_code": code}), flush=True)
     sys.exit(code)
 
 
@@ -166,17 +178,17 @@ def run_engine(
             result = anyio.run(main)
     except (FlowxferError, JournalError) as exc:
         output.error(str(exc))
-        if received:
-            sys.exit(_exits.signal_exit_code(received[0]))
-        sys.exit(_exits.exception_exit_code(exc))
+        code = _exits.signal_exit_code(received[0]) if received else _exits.exception_exit_code(exc)
+        _exit_with_error_document(options, str(exc), code)
     except KeyboardInterrupt:
         output.error("interrupted")
-        sys.exit(_exits.signal_exit_code(signal.SIGINT))
+        _exit_with_error_document(options, "interrupted", _exits.signal_exit_code(signal.SIGINT))
     except Exception as exc:  # noqa: BLE001 - the last resort: a bug must not greet a user with a traceback
-        output.error(f"internal error ({type(exc).__name__}: {exc}); please report it with what -v shows")
+        message = f"internal error ({type(exc).__name__}: {exc}); please report it with what -v shows"
+        output.error(message)
         if options.verbose:
             traceback.print_exception(exc, file=sys.stderr)
-        sys.exit(_exits.FAILED)
+        _exit_with_error_document(options, message, _exits.FAILED)
     return result, (received[0] if received else None)
 
 

@@ -163,6 +163,17 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
         assert corrupt.read_bytes().startswith(b"\x00this is not sqlite")
 
 
+async def test_json_gives_one_document_even_when_the_command_fails(tmp_path: Path) -> None:
+    async with logged_in(tmp_path) as (_, cli):
+        for args, code in ((["upload", str(tmp_path / "missing.fastq")], 2), (["download", "999999999"], 4),
+                           (["show", "0123456789"], 2)):
+            result = await cli.run("--json", *args)
+            assert result.code == code, (args, result)
+            document = result.json()  # stdout is exactly one JSON document
+            assert document["status"] == "failed" and document["exit_code"] == code, document
+            assert document["error"] and document["error"] in result.stderr, (document, result.stderr)
+
+
 # --- 3 ------------------------------------------------------------------------------------------
 
 
