@@ -412,7 +412,13 @@ class UploadManager:
             # straight into the partial file at the held offset.
             meta = self._meta(chunk.fields)
             chunk.target = target = await self._open_target(request, user, meta)
-            hashers = (new_hasher(),) if target.file_hasher is None else (new_hasher(), target.file_hasher)
+            if target.file_hasher is None:
+                hashers: tuple[Any, ...] = (new_hasher(),)
+            elif target.is_new:
+                # The first chunk of a new upload: its hash so far *is* the chunk's; hash once, not twice.
+                hashers = (target.file_hasher,)
+            else:
+                hashers = (new_hasher(), target.file_hasher)
             return None, _Sink(self, target.fd, target.offset, hashers, fsync=True)
         # Not yet known where the bytes belong: keep them aside until it is.
         path = self.layout.spool / new_id()
