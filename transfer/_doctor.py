@@ -20,7 +20,7 @@ import anyio
 from flowxfer.journal import Journal, JournalError
 
 from ._credentials import token_expiry
-from ._errors import FlowxferError
+from ._errors import AuthError, FlowxferError
 
 if TYPE_CHECKING:
     from ._api import Flowxfer
@@ -85,7 +85,21 @@ async def _server(fx: Flowxfer) -> list[Check]:
         checks.append(Check("capabilities", "ok", "plain Flow: verification by size, ETag and the server's "
                                                   "offsets (no checksums offered)"))
     checks.append(_clock(date))
+    checks.append(await _api(fx))
     return checks
+
+
+async def _api(fx: Flowxfer) -> Check:
+    """One authenticated request that only Flow answers in JSON: any web server answers /capabilities."""
+    if fx.client.tokens is None:
+        return Check("api", "warn", "not logged in: no authenticated request was tried")
+    try:
+        await fx.client.json_request("GET", "/data/owned", rate_class="api", params={"count": "1"})
+    except AuthError as exc:
+        return Check("credentials", "fail", f"the server refused the login ({exc}); run 'flowxfer login'")
+    except FlowxferError as exc:
+        return Check("api", "fail", f"{fx.base_url} does not answer as Flow does: {exc}")
+    return Check("api", "ok", "an authenticated request (GET /data/owned) answered as Flow does")
 
 
 def _clock(date_header: str | None) -> Check:

@@ -20,7 +20,7 @@ async def test_all_checks_pass_when_logged_in(server: RunningServer, tmp_path: P
     async with client(server, tmp_path / "home") as fx:
         checks = await run_checks(fx, tmp_path / "downloads" / "not-yet")
     by_name = {c.name: c for c in checks}
-    assert [c.name for c in checks] == ["credentials", "server", "capabilities", "clock", "journal", "disk"]
+    assert [c.name for c in checks] == ["credentials", "server", "capabilities", "clock", "api", "journal", "disk"]
     assert all(c.status == "ok" for c in checks), checks
     assert "refresh token works" in by_name["credentials"].detail
     assert "chunk checksums" in by_name["capabilities"].detail
@@ -40,6 +40,20 @@ async def test_unreachable_server_and_damaged_journal(tmp_path: Path) -> None:
         checks = {c.name: c for c in await run_checks(fx)}
     assert checks["server"].status == "fail" and "unreachable" in checks["server"].detail
     assert checks["journal"].status == "fail"
+
+
+async def test_a_server_that_is_not_flow_or_a_token_it_refuses_fail(server: RunningServer, tmp_path: Path) -> None:
+    """Any web server answers /capabilities (Flow's own 404 included); only Flow answers an API request."""
+    from tests.cli.test_cli_exit_codes import html_server
+
+    async with html_server(200) as url:
+        async with Flowxfer(url, config_dir=tmp_path / "c1", journal=tmp_path / "j1.db", token="a.b.c") as fx:
+            checks = {c.name: c for c in await run_checks(fx)}
+    assert checks["api"].status == "fail" and "does not answer as Flow does" in checks["api"].detail
+    async with Flowxfer(server.base_url, config_dir=tmp_path / "c2", journal=tmp_path / "j2.db",
+                        token="not.a.token") as fx:
+        names = [(c.name, c.status) for c in await run_checks(fx)]
+    assert ("credentials", "fail") in names, names
 
 
 def test_clock_skew_is_judged() -> None:
@@ -66,4 +80,4 @@ async def test_cli_exit_codes_and_json(server: RunningServer, tmp_path: Path) ->
     healthy = await anyio.run_process([*CLI, "doctor"], env=env, check=False)
     assert healthy.returncode == 0, healthy.stdout
     assert b"Traceback" not in healthy.stderr
-    assert healthy.stdout.decode().count("ok  ") == 6
+    assert healthy.stdout.decode().count("ok  ") == 7
