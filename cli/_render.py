@@ -40,6 +40,22 @@ if TYPE_CHECKING:
 #: Seconds between two plain progress lines; FLOWXFER_PROGRESS_INTERVAL changes it (cron mail, tests).
 _PLAIN_INTERVAL = 5.0
 
+#: What a terminal would act on rather than show: C0/C1 controls (ESC sequences can rewrite
+#: the screen) and lone surrogates (bytes of a file name that were not UTF-8; printing them fails).
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` safe to print for a person: names from disk or a server shown, never obeyed."""
+    return _UNSHOWABLE.sub(_escape, text)
+
 
 def _plain_interval() -> float:
     try:
@@ -146,7 +162,7 @@ class Output:
         elif isinstance(event, FileStarted):
             if self._bars is not None:
                 self._file_tasks[event.path] = self._bars.add_task(
-                    f"  {event.name}", total=event.size, completed=event.bytes_done)
+                    f"  {visible(event.name)}", total=event.size, completed=event.bytes_done)
         elif isinstance(event, FileVerifying):
             self._file_description(event.path, "verifying")
         elif isinstance(event, FileFinished):
@@ -208,6 +224,7 @@ class Output:
     def _notice(self, text: str, *, verbose_only: bool = False) -> None:
         if self.mode == "json" or self.mode == "none" or (verbose_only and not self.verbose):
             return
+        text = visible(text)
         if self._bars is not None:
             self._bars.console.print(text, highlight=False, markup=False)
         else:
@@ -232,7 +249,7 @@ class Output:
         if self._bars is not None:
             # Keep stdout lines intact while bars redraw on stderr.
             self._bars.console.file.flush()
-        print(text, file=self.stdout, flush=True)
+        print(visible(text), file=self.stdout, flush=True)
 
     # -- the end -------------------------------------------------------
 
@@ -257,4 +274,4 @@ class Output:
             print(json.dumps({"ts": round(time.time(), 3), "event": "error", "message": message}),
                   file=self.stderr, flush=True)
         else:
-            print(f"flowxfer: error: {message}", file=self.stderr, flush=True)
+            print(f"flowxfer: error: {visible(message)}", file=self.stderr, flush=True)

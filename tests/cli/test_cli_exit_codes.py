@@ -116,6 +116,7 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
     not_utf8 = tmp_path / "names" / "bad\udcff\udcfe.fastq"  # bytes 0xff 0xfe in the name on disk
     not_utf8.parent.mkdir()
     not_utf8.write_bytes(b"x")  # os.fsencode turns the surrogates back into the bytes 0xff 0xfe
+    escapes = write_random(tmp_path / "escapes" / "red\x1b[31mtext.fastq", 10, 3)  # a name that paints the terminal
     newer = tmp_path / "newer.db"
     with sqlite3.connect(newer) as db:
         db.execute("CREATE TABLE t (x)")
@@ -133,7 +134,8 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
             (["--journal", str(newer), "upload", str(good)], "newer than this flowxfer"),
             (["--journal", str(negative), "jobs"], "damaged"),
             (["--journal", str(negative), "upload", str(good)], "damaged"),
-            (["upload", str(not_utf8.parent)], "not valid UTF-8"),
+            (["upload", str(not_utf8.parent)], "bad\\xff\\xfe.fastq: Filename is not valid UTF-8"),
+            (["upload", str(escapes.parent)], "red\\x1b[31mtext.fastq: Control characters"),
             (["--journal", str(newer), "resume"], "newer than this flowxfer"),
             (["--base-url", "http://flow.example.org", "upload", str(good)], "plain http://"),
             (["--base-url", "ftp://flow.example.org", "upload", str(good)], "bad server URL"),
@@ -159,6 +161,7 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
             result = results[index]
             assert result.code == 2, (args, result)
             assert message in result.stderr, (args, result.stderr)
+            assert "\x1b" not in result.stderr, (args, result.stderr)  # shown escaped, never obeyed
         # The journal that was not one is left alone, never silently replaced.
         assert corrupt.read_bytes().startswith(b"\x00this is not sqlite")
 
