@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -320,6 +321,40 @@ def default_journal_path() -> Path:
     return Path(state_home) / "flowxfer" / "journal.db"
 
 
+def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
+    """A sqlite-utils ``Database`` on ``conn``, imported without the array libraries it would load.
+
+    sqlite-utils imports numpy and pandas at import time, when they are
+    installed, only to map their scalar types to column types; the journal
+    never stores such values. In a lab's Python environment both are usually
+    there, and loading them costs 0.1–0.6 s of start-up on every command, and
+    numpy's BLAS starts threads that spin on the two cores the transfer needs.
+    They are hidden from sqlite-utils while it loads (``None`` in
+    ``sys.modules`` makes an import fail at once) and restored after, so code
+    that imports them later still gets them. Where a caller has already
+    imported them, sqlite-utils simply sees them. Imported here, not at module
+    level: commands that never open the journal (login, serve) do not pay for
+    sqlite-utils at all.
+    """
+    if "sqlite_utils" not in sys.modules:
+        hidden = [name for name in _ARRAY_LIBRARIES if name not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]
+        try:
+            import sqlite_utils  # noqa: F401
+        finally:
+            for name in hidden:
+                if sys.modules.get(name, ...) is None:
+                    del sys.modules[name]
+    from sqlite_utils import Database
+
+    return Database(conn)
+
+
+#: Imported by sqlite-utils when present, never needed by the journal (see above).
+_ARRAY_LIBRARIES = ("numpy", "pandas")
+
+
 class Journal:
     """A flowxfer journal on disk. Open with :meth:`open`; close when done.
 
@@ -330,11 +365,7 @@ class Journal:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
-        # Imported here: sqlite-utils pulls in dateutil and friends, ~50 ms of start-up that
-        # commands which never open the journal (login, serve) should not pay.
-        from sqlite_utils import Database
-
-        self._db = Database(conn)
+        self._db = _sqlite_utils_database(conn)
         self._lock = threading.RLock()
         self.host = socket.gethostname()
         self.pid = os.getpid()
