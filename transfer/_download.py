@@ -28,7 +28,7 @@ import anyio
 import xxhash
 
 from flowxfer import protocol
-from flowxfer._os import start_writeback
+from flowxfer._os import write_direct
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
@@ -39,7 +39,7 @@ from ._upload import StopRequested
 from .events import BytesMoved, FileVerifying, Notice, Retrying
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-#: pwritev takes at most IOV_MAX (1024 on Linux) buffers; tiny pieces (a slow proxy) flush early.
+#: Tiny pieces (a slow proxy) flush a block early rather than keep thousands of views alive.
 _MAX_IOV = 512
 _STREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
@@ -164,19 +164,14 @@ def _preallocate(fd: int, size: int) -> None:
 def _write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.xxh3_128) -> None:
     """Write and hash one block (worker thread): the same bytes feed the disk and the hash.
 
-    The pieces are written as they arrived from the socket (``pwritev``), so
-    no byte is copied on its way from aiohttp's buffer to the page cache.
+    The block is about to be ``fdatasync``ed (before the journal says its
+    chunk is acknowledged), so it is written past the page cache where the
+    filesystem allows (:func:`write_direct`): one copy into a reused aligned
+    buffer instead of a copy into fresh page-cache pages and a writeback.
     """
-    total = 0
     for piece in pieces:
         hasher.update(piece)
-        total += len(piece)
-    written = os.pwritev(fd, pieces, offset)
-    while written < total:
-        # A short write (rare: a signal, a full quota) continues where it stopped.
-        rest = b"".join(pieces)[written:]
-        written += os.pwrite(fd, rest, offset + written)
-    start_writeback(fd, offset, total)
+    write_direct(fd, pieces, offset)
 
 
 def _rehash_chunks(fd: int, chunks: Sequence[Chunk], sums: Sequence[str | None]) -> list[int]:
@@ -514,7 +509,9 @@ async def _consume(
             await limiter.throttle_bytes(len(piece))
             view = memoryview(piece)
             while view:
-                take = min(len(view), chunk.end - offset)
+                # Blocks end at block_size boundaries from the chunk's start: aligned on disk, so a
+                # block is written directly, not partly through the page cache.
+                take = min(len(view), chunk.end - offset, block_size - block_bytes)
                 if take <= 0:
                     raise ProtocolError("the server sent more bytes than it announced")
                 block.append(view[:take])
