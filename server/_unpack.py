@@ -32,6 +32,9 @@ from flowxfer.protocol import format_checksum, new_hasher
 from ._store import TreeFile
 
 _BLOCK = 1024 * 1024
+#: Files at least this large have their writeback started as soon as they are written, so the
+#: syncfs at the end waits for less; for smaller ones the call costs more than it overlaps.
+_WRITEBACK_MIN = 1024 * 1024
 MAX_PATH_BYTES = 4096
 MAX_DEPTH = 64
 
@@ -82,6 +85,7 @@ class _Writer:
         self.written = 0
         self.seen: set[str] = set()
         self.files: list[TreeFile] = []
+        self.folders: set[Path] = {dest}
 
     def claim(self, name: str) -> str:
         problem = member_path_problem(name)
@@ -95,13 +99,19 @@ class _Writer:
 
     def directory(self, rel: str) -> None:
         if rel:
-            (self.dest / rel).mkdir(parents=True, exist_ok=True)
+            self._make_folder(self.dest / rel)
+
+    def _make_folder(self, folder: Path) -> None:
+        # Thousands of members share a handful of folders: one mkdir each, not one per member.
+        if folder not in self.folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.folders.add(folder)
 
     def file(self, rel: str, source: IO[bytes]) -> None:
         if not rel:
             raise UnpackError("a file member has no name")
         target = self.dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder(target.parent)
         hasher = new_hasher()
         size = 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -119,7 +129,8 @@ class _Writer:
                 while view:
                     view = view[os.write(fd, view) :]
             if CAN_SYNC_FILESYSTEM:
-                start_writeback(fd, 0, size)  # the one syncfs at the end then finds it written
+                if size >= _WRITEBACK_MIN:
+                    start_writeback(fd, 0, size)  # the one syncfs at the end then finds it written
             else:
                 os.fsync(fd)
         finally:
