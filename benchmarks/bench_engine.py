@@ -34,6 +34,7 @@ from ._common import (
     Series,
     Server,
     alternate,
+    compile_sources,
     flowxfer_home,
     login_token,
     machine_line,
@@ -176,6 +177,7 @@ def bench_many(count: int, repeats: int) -> tuple[list[str], dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    compile_sources()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="1G", help="large file size (default 1G)")
     parser.add_argument("--repeats", type=int, default=5)

@@ -235,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limits", default=DEFAULT_LIMITS)
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
-    from ._common import WORK, machine_line, record_section
+    from ._common import WORK, compile_sources, machine_line, record_section
+
+    compile_sources()
 
     result = run_load(WORK / "load", clients=args.clients, files=args.files, users=args.users,
                       rate_limits=args.rate_limits)

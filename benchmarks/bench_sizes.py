@@ -31,6 +31,7 @@ from ._common import (
     Series,
     Server,
     alternate,
+    compile_sources,
     flowxfer_home,
     login_token,
     machine_line,
@@ -115,6 +116,7 @@ def plot(rates: dict[str, dict[int, float]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    compile_sources()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1M,16M,128M,1G")
     parser.add_argument("--repeats", type=int, default=3)

@@ -14,7 +14,8 @@
 The server runs as a subprocess with rate limits off, on loopback. Peak RSS
 is the measured process's own (``ru_maxrss`` of ``RUSAGE_CHILDREN`` in a
 wrapper process that runs nothing else). Self-contained on purpose: it
-shares no helpers with the other benchmark scripts. Figures go to
+shares no helpers with the other benchmark scripts but one, the
+byte-compilation every benchmark does first. Figures go to
 ``benchmarks/RESULTS.md`` under ``## Sync and bulk (issue 4)``; other sections
 of that file are left as they are.
 """
@@ -35,6 +36,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from ._common import compile_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "sync"
@@ -261,6 +264,7 @@ def record(body: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    compile_sources()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan-files", type=int, default=100_000)
     parser.add_argument("--scan-singles", type=int, default=0,
