@@ -21,6 +21,7 @@ from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.abc import AbstractAccessLogger, BaseRequest
 
 from flowxfer import __version__
+from flowxfer._os import spread_subfolders
 from flowxfer.protocol import CHECKSUM_ALGORITHM, REFRESH_COOKIE
 
 from ._auth import DUMMY_SALT, TokenError, Tokens, check_password, hash_password, load_or_create_secret
@@ -234,6 +235,8 @@ def _open_state(config: ServerConfig) -> State:
     layout = Layout(config.root)
     for folder in layout.folders():
         folder.mkdir(exist_ok=True)
+    # One sub-folder per directory upload, each unrelated to the others.
+    spread_subfolders(layout.trees)
     store = Store(config.root)
     secret = load_or_create_secret(config.root)
     for name, password in config.users.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowxfer._os import DIRECT_ALIGN, _open_direct, _pwrite_aligned, write_direct
+from flowxfer._os import DIRECT_ALIGN, _open_direct, _pwrite_aligned, spread_subfolders, write_direct
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -78,3 +79,37 @@ def test_a_direct_write_the_disk_refuses_falls_back_to_the_page_cache(tmp_path: 
 
 def test_an_empty_run_writes_nothing(tmp_path: Path) -> None:
     _write_and_check(tmp_path / "f", 10, [], views=False)
+
+
+def _topdir_flag(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = bytearray(4)
+        fcntl.ioctl(fd, 0x80086601, flags, True)  # FS_IOC_GETFLAGS
+        return bool(int.from_bytes(flags, "little") & 0x00020000)  # FS_TOPDIR_FL
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_spread_subfolders_says_whether_the_flag_took(tmp_path: Path) -> None:
+    folder = tmp_path / "trees"
+    folder.mkdir()
+    took = spread_subfolders(folder)
+    assert took == _topdir_flag(folder)
+    assert spread_subfolders(tmp_path / "missing") is False
+
+
+def test_the_server_spreads_its_unpacked_trees(tmp_path: Path) -> None:
+    # Where the filesystem has the flag (ext2/3/4), the server sets it on trees/ at start-up.
+    from flowxfer.server._app import _open_state
+    from flowxfer.server._config import ServerConfig
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    state = _open_state(ServerConfig(root=tmp_path / "root", users={}))
+    try:
+        assert _topdir_flag(state.layout.trees) == spread_subfolders(probe)
+    finally:
+        state.store.close()
