@@ -81,7 +81,7 @@ async def flow_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     route = request.match_info.route.name
     response: web.StreamResponse
     try:
-        if request.match_info.http_exception is not None:
+        if request.match_info.http_exception is not None or route == _NO_ROUTE:
             # No such path or method: say so (404/405) before asking who is calling, so a
             # client probing /capabilities on a server without extensions sees Flow's 404.
             charge(request, "api")
@@ -270,6 +270,29 @@ async def _expect(request: web.Request) -> None:
     request.writer.output_size = 0  # the main body has not started
 
 
+#: The name of the last route, which answers every request no other route serves.
+_NO_ROUTE = "no-route"
+
+
+async def _no_route(request: web.Request) -> web.StreamResponse:
+    """404, or 405 with ``Allow`` when the path exists for other methods: what aiohttp's router says.
+
+    A route of our own instead of the router's built-in refusal, because the
+    built-in one answers an ``Expect`` header with aiohttp's default handler
+    (see :func:`_expect`), which fails with a 500 on bytes that are not UTF-8.
+    """
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name == _NO_ROUTE:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
 def build_app(state: State) -> web.Application:
     """The application around an opened :class:`State` (no blocking work here)."""
     config = state.config
@@ -285,6 +308,7 @@ def build_app(state: State) -> web.Application:
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
     routes += upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
+    routes.append(web.route("*", "/{path:.*}", _no_route, name=_NO_ROUTE))
     app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
                     for r in routes])
     app.on_startup.append(_startup)

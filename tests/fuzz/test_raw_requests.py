@@ -103,10 +103,9 @@ _QUERY = st.lists(st.tuples(st.sampled_from(["count", "page", "limit", "offset",
 _HEADERS = st.lists(st.one_of(
     st.tuples(st.sampled_from(["Content-Type", "Range", "If-Range", "If-None-Match", "Cookie", "Authorization",
                                "X-Junk", "Transfer-Encoding"]), _TEXT),
-    # Expect stays ASCII: on a path or method no route serves, aiohttp's own handler echoes a non-UTF-8
-    # value into its 417 and fails with a 500 before any code of ours runs (routes we serve use ours;
-    # see test_inputs_once_seen_to_make_500s). A known limit, noted on the issue.
-    st.tuples(st.just("Expect"), st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)),
+    # Expect in Latin-1 too: aiohttp's own handler, which echoed it into a 417 and failed with a 500, no
+    # longer answers any request (every path, served or not, has ours; see test_inputs_once_seen_to_make_500s).
+    st.tuples(st.just("Expect"), _TEXT),
 ), max_size=5)
 
 
@@ -135,6 +134,8 @@ def test_junk_gets_an_answer_below_500(raw_server: ServerProcess, token: str, me
     ("GET", "/token", [("Cookie", "flow_refresh_token=\xff\xfe")], b"", 401),
     ("POST", "/login", [("Content-Type", "application/json")], b'{"username": "\\ud800", "password": "x"}', 400),
     ("POST", "/upload", [("Expect", "\xa0")], b"", 417),  # aiohttp's default handler echoed it: 500
+    ("POST", "/no/such/path", [("Expect", "\xa0")], b"", 417),  # ... also where no route serves the path
+    ("PUT", "/login", [("Expect", "\xff")], b"", 417),  # ... or not under that method
 ])
 def test_inputs_once_seen_to_make_500s(raw_server: ServerProcess, token: str, method: str, path: str,
                                        headers: list[tuple[str, str]], body: bytes, expected: int) -> None:

@@ -172,6 +172,20 @@ async def test_unknown_things(api: Api) -> None:
         assert 400 <= answer.status < 500 and answer.json()["error"], path
 
 
+async def test_paths_and_methods_no_route_serves(api: Api) -> None:
+    # 404 for a path nothing serves, 405 with Allow for a path served under other methods; with or
+    # without a token, and before any authentication (a client probing learns what exists, not who).
+    for user in ("alice", None):
+        missing = await api.call("GET", "/nothing/here", user)
+        assert missing.status == 404 and missing.json()["error"]
+        wrong = await api.call("PUT", "/login", user)
+        assert wrong.status == 405 and wrong.json()["error"]
+        assert set(wrong.headers["Allow"].split(",")) == {"POST"}
+        put_owned = await api.call("DELETE", "/data/owned", user)
+        assert put_owned.status == 405
+        assert "GET" in put_owned.headers["Allow"]
+
+
 async def test_huge_headers_are_refused(api: Api) -> None:
     answer = await api.call("GET", "/data/owned", "alice", headers={"X-Big": "x" * 20_000})
     assert 400 <= answer.status < 500

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 
 from flowxfer.server import ServerConfig
-from flowxfer.server._app import _open_state, build_app
+from flowxfer.server._app import _NO_ROUTE, _open_state, build_app
 from flowxfer.server._openapi import openapi_document
 from tests.server.conftest import Api
 
@@ -20,7 +20,7 @@ def _routes(root: Path) -> set[tuple[str, str]]:
         return {
             (re.sub(r"\{(\w+)\}", r"{\1}", r.resource.canonical), r.method.lower())
             for r in app.router.routes()
-            if r.resource is not None
+            if r.resource is not None and r.resource.name != _NO_ROUTE  # the refusal of everything else
         }
     finally:
         state.store.close()
