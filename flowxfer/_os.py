@@ -11,6 +11,7 @@ import fcntl
 import mmap
 import os
 import queue
+import sys
 from collections.abc import Callable, Sequence
 
 _SYNC_FILE_RANGE_WRITE = 2
@@ -106,8 +107,8 @@ def spread_subfolders(folder: str | os.PathLike[str]) -> bool:
     try:
         flags = bytearray(4)
         fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        value = int.from_bytes(flags, "little") | _FS_TOPDIR_FL
-        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, value.to_bytes(4, "little"))
+        value = int.from_bytes(flags, sys.byteorder) | _FS_TOPDIR_FL
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, value.to_bytes(4, sys.byteorder))
         return True
     except OSError:
         return False  # not ext2/3/4, or not allowed to set flags here
@@ -143,8 +144,10 @@ def pwrite_pieces(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
 
 
 #: Direct I/O wants the file offset, the length and the buffer's address aligned to the disk's
-#: logical block size; 4096 covers 512-byte and 4K-sector disks alike.
-DIRECT_ALIGN = 4096
+#: logical block size; 4096 covers 512-byte and 4K-sector disks alike. Never less than a memory
+#: page: the unaligned head and tail of a run go through the page cache, and a direct write must
+#: not share a page with them (on 64 KiB-page kernels a 4 KiB unit would let it).
+DIRECT_ALIGN = max(4096, mmap.PAGESIZE)
 #: Bytes gathered into one aligned buffer and written with one direct write.
 _BOUNCE_SIZE = 4 * 1024 * 1024
 #: Runs shorter than this go through the page cache (a small file, a chunk's last bytes):
@@ -152,6 +155,8 @@ _BOUNCE_SIZE = 4 * 1024 * 1024
 _DIRECT_MIN = 256 * 1024
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 _bounce_buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+#: Buffers kept between writes (16 MiB); more exist only while more writes run at once.
+_BOUNCE_KEPT = 4
 
 
 def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
@@ -196,7 +201,12 @@ def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
                 size = min(_BOUNCE_SIZE, remaining)
                 source.copy_into(view, size)
                 if direct_fd >= 0:
-                    direct_fd = _pwrite_aligned(direct_fd, fd, view[:size], position)
+                    if not _pwrite_aligned(direct_fd, fd, view[:size], position):
+                        # The rest of the run goes through the page cache. Forget the descriptor
+                        # before closing it: a close that fails still frees the number, which
+                        # another thread may be given at once, and must not be closed again.
+                        refused, direct_fd = direct_fd, -1
+                        os.close(refused)
                 else:
                     pwrite_pieces(fd, (view[:size],), position)
                     start_writeback(fd, position, size)
@@ -204,14 +214,15 @@ def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
                 remaining -= size
             view.release()
         finally:
-            _bounce_buffers.put(bounce)
+            _release_bounce(bounce)
         tail = total - head - middle
         if tail:
             pwrite_pieces(fd, source.take(tail), position)
             start_writeback(fd, position, tail)
     finally:
         if direct_fd >= 0:
-            os.close(direct_fd)
+            closing, direct_fd = direct_fd, -1
+            os.close(closing)
     return total
 
 
@@ -233,25 +244,33 @@ def _acquire_bounce() -> mmap.mmap:
         return mmap.mmap(-1, _BOUNCE_SIZE)
 
 
-def _pwrite_aligned(direct_fd: int, fd: int, view: memoryview, position: int) -> int:
-    """One direct write of ``view``; the direct descriptor to use next (-1: fall back to the page cache).
+def _release_bounce(bounce: mmap.mmap) -> None:
+    """Keep the buffer for the next write, unless enough are kept (a burst of writers must not stay resident)."""
+    if _bounce_buffers.qsize() < _BOUNCE_KEPT:
+        _bounce_buffers.put(bounce)
+    else:
+        bounce.close()
 
-    A disk that wants a larger alignment answers EINVAL, and a short direct
+
+def _pwrite_aligned(direct_fd: int, fd: int, view: memoryview, position: int) -> bool:
+    """One direct write of ``view``; False if the run must continue through the page cache.
+
+    A disk that wants a larger alignment answers EINVAL (EOPNOTSUPP on some
+    filesystems that accept the open but not the write), and a short direct
     write leaves the rest unaligned: in both cases the remaining bytes go
-    through ``fd`` and the run continues buffered.
+    through ``fd``. The caller closes ``direct_fd``.
     """
     try:
         done = os.pwrite(direct_fd, view, position)
     except OSError as exc:
-        if exc.errno != errno.EINVAL:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
             raise
         done = 0
     if done == len(view):
-        return direct_fd
+        return True
     pwrite_pieces(fd, (view[done:],), position + done)
     start_writeback(fd, position + done, len(view) - done)
-    os.close(direct_fd)
-    return -1
+    return False
 
 
 class _PieceReader:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,10 @@ def test_a_direct_write_the_disk_refuses_falls_back_to_the_page_cache(tmp_path: 
     direct_fd = _open_direct(fd)
     try:
         assert direct_fd >= 0, "this test needs a filesystem with direct I/O (ext4, xfs, tmpfs on Linux)"
-        assert _pwrite_aligned(direct_fd, fd, memoryview(data)[1:], DIRECT_ALIGN) == -1
+        assert _pwrite_aligned(direct_fd, fd, memoryview(data)[1:], DIRECT_ALIGN) is False
         os.fdatasync(fd)
     finally:
+        os.close(direct_fd)
         os.close(fd)
     assert path.read_bytes() == bytes(DIRECT_ALIGN) + bytes(data[1:]) + bytes(DIRECT_ALIGN)
 
@@ -86,7 +88,7 @@ def _topdir_flag(path: Path) -> bool:
     try:
         flags = bytearray(4)
         fcntl.ioctl(fd, 0x80086601, flags, True)  # FS_IOC_GETFLAGS
-        return bool(int.from_bytes(flags, "little") & 0x00020000)  # FS_TOPDIR_FL
+        return bool(int.from_bytes(flags, sys.byteorder) & 0x00020000)  # FS_TOPDIR_FL
     except OSError:
         return False
     finally:
@@ -113,3 +115,29 @@ def test_the_server_spreads_its_unpacked_trees(tmp_path: Path) -> None:
         assert _topdir_flag(state.layout.trees) == spread_subfolders(probe)
     finally:
         state.store.close()
+
+
+def test_a_burst_of_writers_does_not_stay_resident(tmp_path: Path) -> None:
+    # Eight runs written at once take eight aligned buffers; afterwards at most _BOUNCE_KEPT stay.
+    import threading
+
+    from flowxfer._os import _BOUNCE_KEPT, _bounce_buffers
+
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def write(index: int) -> None:
+        try:
+            pieces = _pieces([1024 * KiB - 3] * 3, index)
+            barrier.wait()
+            _write_and_check(tmp_path / f"f{index}", 5, pieces, views=True)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert _bounce_buffers.qsize() <= _BOUNCE_KEPT

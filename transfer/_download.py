@@ -509,9 +509,10 @@ async def _consume(
             await limiter.throttle_bytes(len(piece))
             view = memoryview(piece)
             while view:
-                # Blocks end at block_size boundaries from the chunk's start: aligned on disk, so a
-                # block is written directly, not partly through the page cache.
-                take = min(len(view), chunk.end - offset, block_size - block_bytes)
+                # Blocks end at block_size boundaries counted from the chunk's start (also after a
+                # block flushed early): aligned on disk, so a block is written directly, not partly
+                # through the page cache.
+                take = min(len(view), chunk.end - offset, block_size - (offset - chunk.offset) % block_size)
                 if take <= 0:
                     raise ProtocolError("the server sent more bytes than it announced")
                 block.append(view[:take])
@@ -519,7 +520,7 @@ async def _consume(
                 view = view[take:]
                 offset += take
                 complete = offset == chunk.end
-                if complete or block_bytes >= block_size or len(block) >= _MAX_IOV:
+                if complete or (offset - chunk.offset) % block_size == 0 or len(block) >= _MAX_IOV:
                     try:
                         await anyio.to_thread.run_sync(_write_block, fd, block_offset, block, hasher)
                     except OSError as exc:
