@@ -14,8 +14,9 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.abc import AbstractAccessLogger, BaseRequest
@@ -36,6 +37,9 @@ from ._regex import RegexWorker
 from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, state_of
 from ._store import Store
 from ._uploads import UploadManager, upload_routes
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 log = logging.getLogger("flowxfer.server")
 
@@ -293,6 +297,44 @@ async def _no_route(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
 
+class _EveryTarget(web.AbstractResource):
+    """A resource that every request target matches: any path, a newline in it, ``OPTIONS *``.
+
+    Registered last, it receives exactly the requests no other route
+    serves, so that they too meet our ``Expect`` handler (a pattern route
+    cannot match the asterisk-form target, which has no leading slash).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name=_NO_ROUTE)
+        self._route = web.ResourceRoute(hdrs.METH_ANY, _no_route, self, expect_handler=_expect)
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def url_for(self, **kwargs: Any) -> URL:
+        raise RuntimeError("the catch-all resource has no URL of its own")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise RuntimeError("the catch-all resource cannot live under a prefix")
+
+    def get_info(self) -> Any:
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return True
+
+    async def resolve(self, request: web.Request) -> tuple[web.UrlMappingMatchInfo | None, set[str]]:
+        return web.UrlMappingMatchInfo({}, self._route), set()
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[web.ResourceRoute]:
+        return iter([self._route])
+
+
 def build_app(state: State) -> web.Application:
     """The application around an opened :class:`State` (no blocking work here)."""
     config = state.config
@@ -308,9 +350,9 @@ def build_app(state: State) -> web.Application:
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
     routes += upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
-    routes.append(web.route("*", "/{path:.*}", _no_route, name=_NO_ROUTE))
     app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
                     for r in routes])
+    app.router.register_resource(_EveryTarget())  # last: it answers what nothing above serves
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app

@@ -136,6 +136,8 @@ def test_junk_gets_an_answer_below_500(raw_server: ServerProcess, token: str, me
     ("POST", "/upload", [("Expect", "\xa0")], b"", 417),  # aiohttp's default handler echoed it: 500
     ("POST", "/no/such/path", [("Expect", "\xa0")], b"", 417),  # ... also where no route serves the path
     ("PUT", "/login", [("Expect", "\xff")], b"", 417),  # ... or not under that method
+    ("POST", "/a%0Ab", [("Expect", "\xff")], b"", 417),  # ... or a path with a newline in it
+    ("OPTIONS", "*", [("Expect", "\xff")], b"", 417),  # ... or the asterisk-form target
 ])
 def test_inputs_once_seen_to_make_500s(raw_server: ServerProcess, token: str, method: str, path: str,
                                        headers: list[tuple[str, str]], body: bytes, expected: int) -> None:
