@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from flowxfer import __version__
+from flowxfer.journal import import_sqlite_utils_without_array_libraries
 
 from ._common import GlobalOptions
 
@@ -47,6 +48,8 @@ def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path 
 
     Example: flowxfer demo
     """
+    # This process is ours: the journal may load sqlite-utils without numpy and pandas.
+    import_sqlite_utils_without_array_libraries()
     # The modules, classes and functions loaded so far live as long as the process. Moved out of
     # the collector's generations, they are not traversed again by every full collection that the
     # per-chunk allocations of a long transfer trigger.

@@ -26,6 +26,7 @@ from ._journal import (
     TransferRecord,
     TransferSummary,
     default_journal_path,
+    import_sqlite_utils_without_array_libraries,
 )
 from ._schema import SCHEMA_VERSION
 from ._states import (
@@ -65,5 +66,6 @@ __all__ = [
     "check_chunk_transition",
     "check_file_transition",
     "default_journal_path",
+    "import_sqlite_utils_without_array_libraries",
     "transfer_outcome",
 ]

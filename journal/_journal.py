@@ -322,21 +322,9 @@ def default_journal_path() -> Path:
 
 
 def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
-    """A sqlite-utils ``Database`` on ``conn``, imported without the array libraries it would load.
-
-    sqlite-utils imports numpy and pandas at import time, when they are
-    installed, only to map their scalar types to column types; the journal
-    never stores such values. In a lab's Python environment both are usually
-    there, and loading them costs 0.1–0.6 s of start-up on every command, and
-    numpy's BLAS starts threads that spin on the two cores the transfer needs.
-    They are hidden from sqlite-utils while it loads (``None`` in
-    ``sys.modules`` makes an import fail at once) and restored after, so code
-    that imports them later still gets them. Where a caller has already
-    imported them, sqlite-utils simply sees them. Imported here, not at module
-    level: commands that never open the journal (login, serve) do not pay for
-    sqlite-utils at all.
-    """
-    if "sqlite_utils" not in sys.modules:
+    """A sqlite-utils ``Database`` on ``conn``; imported here, so commands that never open the journal
+    (login, serve) do not pay for sqlite-utils at all."""
+    if _lean_import and "sqlite_utils" not in sys.modules:
         hidden = [name for name in _ARRAY_LIBRARIES if name not in sys.modules]
         for name in hidden:
             sys.modules[name] = None  # type: ignore[assignment]
@@ -351,8 +339,28 @@ def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
     return Database(conn)
 
 
+def import_sqlite_utils_without_array_libraries() -> None:
+    """Have the journal load sqlite-utils without numpy and pandas. For a process flowxfer owns (the CLI).
+
+    sqlite-utils imports numpy and pandas at import time, when they are
+    installed, only to map their scalar types to column types; the journal
+    never stores such values. In a lab's Python environment both are usually
+    there, and loading them costs 0.1–0.6 s of start-up on every command,
+    and numpy's BLAS starts threads that spin on the two cores the transfer
+    needs. With this set, they are hidden while sqlite-utils loads (``None``
+    in ``sys.modules`` makes an import fail at once) and put back after, so
+    a later ``import numpy`` works. Not the default, because the hiding is
+    not undone inside sqlite-utils: a program that uses flowxfer as a library
+    and sqlite-utils with numpy values itself would find them unsupported,
+    and another thread importing numpy during those milliseconds would fail.
+    """
+    global _lean_import
+    _lean_import = True
+
+
 #: Imported by sqlite-utils when present, never needed by the journal (see above).
 _ARRAY_LIBRARIES = ("numpy", "pandas")
+_lean_import = False
 
 
 class Journal:
