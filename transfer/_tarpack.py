@@ -44,6 +44,8 @@ __all__ = [
     "SourceChangedError",
     "TarLayout",
     "TarMember",
+    "header_bytes",
+    "header_size",
     "read_tar_range",
 ]
 
@@ -130,6 +132,31 @@ def _tarinfo(member: TarMember) -> tarfile.TarInfo:
     return info
 
 
+#: Largest size or mtime a ustar header holds in its 11 octal digits; beyond it tarfile adds a PAX header.
+_USTAR_NUMBER_LIMIT = 8**11
+#: Longest name a ustar header holds without a PAX header (tarfile's PAX writer does not split names).
+_USTAR_NAME_LIMIT = 100
+
+
+def header_size(member: TarMember) -> int:
+    """``len(header_bytes(member))``, without formatting the header when it is one plain ustar block.
+
+    Laying out a tar needs every header's length, and formatting one costs
+    ~50 µs in :mod:`tarfile`: a quarter of the client's CPU for ten thousand
+    small files, twice over when the same headers are made again to be sent.
+    tarfile's PAX writer adds an extended header only for a name that is not
+    ASCII or longer than 100 characters, or a number beyond 11 octal digits
+    (uid, gid, user and group names are fixed and fit); otherwise the header
+    is exactly one 512-byte block. The rest goes to tarfile itself. A
+    property test holds this to ``len(header_bytes(...))``.
+    """
+    name = member.arcname
+    if (name.isascii() and len(name) <= _USTAR_NAME_LIMIT and member.size < _USTAR_NUMBER_LIMIT
+            and member.mtime < _USTAR_NUMBER_LIMIT):
+        return BLOCK
+    return len(header_bytes(member))
+
+
 def header_bytes(member: TarMember) -> bytes:
     """The tar header block(s) of ``member`` (PAX extended header first when needed)."""
     return _tarinfo(member).tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
@@ -184,7 +211,7 @@ class TarLayout:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValueError(f"{member.arcname!r}: {what} must be a non-negative integer, not {value!r}")
             header_offsets.append(offset)
-            offset += len(header_bytes(member))
+            offset += header_size(member)
             data_offsets.append(offset)
             offset += member.size + (-member.size % BLOCK)
         end_offset = offset
