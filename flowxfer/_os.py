@@ -169,11 +169,12 @@ def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
     its cost varies from run to run by a factor of five. Here the aligned
     middle of the run is copied into a reused, aligned buffer and written with
     ``O_DIRECT`` (through a second open of the same file, so ``fd`` keeps its
-    flags); the unaligned head and tail (under 4 KiB each) go through the
-    page cache, with writeback started at once. Where direct I/O is not
-    available (not Linux, tmpfs, an alignment the disk refuses) every byte
-    goes through the page cache instead. Either way the caller's
-    ``fdatasync`` is what makes the bytes durable.
+    flags); the unaligned head and tail (under a page each) go through the
+    page cache. Where direct I/O is not available (not Linux, an alignment
+    the disk refuses) or not worth a second open (a run under 256 KiB), the
+    bytes go through the page cache, a large run with its writeback started
+    at once so the ``fdatasync`` finds most of it written. Either way the
+    caller's ``fdatasync`` is what makes the bytes durable.
 
     Runs in a worker thread; returns the bytes written (all of them).
 
@@ -185,40 +186,40 @@ def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
     direct_fd = _open_direct(fd) if total >= _DIRECT_MIN and middle > 0 else -1
     if direct_fd < 0:
         written = pwrite_pieces(fd, pieces, offset)
-        start_writeback(fd, offset, written)
+        if written >= _DIRECT_MIN:
+            start_writeback(fd, offset, written)
         return written
     try:
         source = _PieceReader(pieces)
         if head:
             pwrite_pieces(fd, source.take(head), offset)
-            start_writeback(fd, offset, head)
         position = offset + head
         bounce = _acquire_bounce()
         try:
-            view = memoryview(bounce)
-            remaining = middle
-            while remaining:
-                size = min(_BOUNCE_SIZE, remaining)
-                source.copy_into(view, size)
-                if direct_fd >= 0:
-                    if not _pwrite_aligned(direct_fd, fd, view[:size], position):
-                        # The rest of the run goes through the page cache. Forget the descriptor
-                        # before closing it: a close that fails still frees the number, which
-                        # another thread may be given at once, and must not be closed again.
-                        refused, direct_fd = direct_fd, -1
-                        os.close(refused)
-                else:
-                    pwrite_pieces(fd, (view[:size],), position)
-                    start_writeback(fd, position, size)
-                position += size
-                remaining -= size
-            view.release()
+            # Released on every path: a buffer still exported cannot be closed, and that
+            # BufferError would replace the real error (a full disk) on its way to the caller.
+            with memoryview(bounce) as view:
+                remaining = middle
+                while remaining:
+                    size = min(_BOUNCE_SIZE, remaining)
+                    source.copy_into(view, size)
+                    if direct_fd >= 0:
+                        if not _pwrite_aligned(direct_fd, fd, view[:size], position):
+                            # The rest of the run goes through the page cache. Forget the descriptor
+                            # before closing it: a close that fails still frees the number, which
+                            # another thread may be given at once, and must not be closed again.
+                            refused, direct_fd = direct_fd, -1
+                            os.close(refused)
+                    else:
+                        pwrite_pieces(fd, (view[:size],), position)
+                        start_writeback(fd, position, size)
+                    position += size
+                    remaining -= size
         finally:
             _release_bounce(bounce)
         tail = total - head - middle
         if tail:
             pwrite_pieces(fd, source.take(tail), position)
-            start_writeback(fd, position, tail)
     finally:
         if direct_fd >= 0:
             closing, direct_fd = direct_fd, -1

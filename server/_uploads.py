@@ -125,12 +125,13 @@ def _hash(pieces: Sequence[Buffer], hashers: tuple[Any, ...]) -> None:
 
 
 def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:
+    """Move a spooled blob to its place in the partial file, which is ``fdatasync``ed next (worker thread)."""
     with open(src, "rb", buffering=0) as f:
         while size > 0:
             block = f.read(min(WRITE_BLOCK, size))
             if not block:
                 raise OSError("spool file shorter than its blob")
-            _pwrite_all(fd, (block,), offset, (hasher,) if hasher is not None else ())
+            _write_for_fdatasync(fd, (block,), offset, (hasher,) if hasher is not None else ())
             offset += len(block)
             size -= len(block)
 

@@ -136,6 +136,19 @@ async def test_blob_before_fields_is_spooled(api: Api, server: RunningServer) ->
     assert not list((server.root / "spool").iterdir())
 
 
+async def test_large_spooled_chunks_land_at_unaligned_offsets(api: Api, server: RunningServer) -> None:
+    # Spooled blobs large enough to be moved with direct writes, at an offset that is not page-aligned.
+    first_bytes, second_bytes = os.urandom(300_001), os.urandom(1_200_003)
+    first = await api.chunk("alice", first_bytes, blob_first=True)
+    assert first.status == 200
+    data_id = first.json()["id"]
+    second = await api.chunk("alice", second_bytes, offset=len(first_bytes), data_id=data_id, is_last=True,
+                             blob_first=True, extra={"checksum": checksum_of(second_bytes)})
+    assert second.status == 200 and second.json()["is_ready"]
+    got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
+    assert got.body == first_bytes + second_bytes
+
+
 async def test_running_hasher_lost_on_restart_is_recomputed(server_root: Path, http: aiohttp.ClientSession) -> None:
     data = os.urandom(300_000)
     async with running_server(server_root) as srv:
