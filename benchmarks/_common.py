@@ -33,7 +33,7 @@ USER, PASSWORD = "bench", "bench-password-1"
 
 #: How every child process runs the CLI: the console script beside this interpreter.
 _SCRIPT = Path(sys.executable).with_name("flowxfer")
-FLOWXFER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from flowxfer.cli import main; main()"]
+FLOWXFER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from flowxfer.cli import run; run()"]
 
 # A wrapper that runs one command and reports its exit code, wall time and peak RSS:
 # ru_maxrss of RUSAGE_CHILDREN in a fresh process is exactly that one child's peak.

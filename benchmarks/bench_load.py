@@ -40,7 +40,7 @@ import psutil
 MiB = 1024 * 1024
 KiB = 1024
 #: The command every client runs (the CLI of this interpreter's environment).
-FLOWXFER = [sys.executable, "-c", "from flowxfer.cli import main; main()"]
+FLOWXFER = [sys.executable, "-c", "from flowxfer.cli import run; run()"]
 #: Generous enough to finish, tight enough that the clients sharing a user meet 429s.
 DEFAULT_LIMITS = "api=3000/20s,upload=120/10s,download=600/10s,search=300/10s"
 _ACCESS = re.compile(r'"([A-Z]+) (\S+)" (\d{3}) ')

@@ -60,7 +60,7 @@ def free_port() -> int:
 @contextmanager
 def our_server(root: Path) -> Iterator[str]:
     """``flowxfer serve`` as a subprocess on a fresh root; yields its base URL."""
-    command = [sys.executable, "-c", "from flowxfer.cli import main; main()", "serve", "--root", str(root),
+    command = [sys.executable, "-c", "from flowxfer.cli import run; run()", "serve", "--root", str(root),
                "--port", "0", "--user", f"{USER}:{PASSWORD}", "--rate-limits", "off",
                "--max-chunk-size", "64MiB"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -46,7 +46,7 @@ HEADING = "## Sync and bulk (issue 4)"
 USER, PASSWORD = "bench", "bench-pw-4"
 KiB = 1024
 MiB = 1024 * KiB
-CLI = [sys.executable, "-c", "from flowxfer.cli import main; main()"]
+CLI = [sys.executable, "-c", "from flowxfer.cli import run; run()"]
 
 _MEASURE = r"""
 import json, resource, subprocess, sys, time

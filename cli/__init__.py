@@ -48,12 +48,6 @@ def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path 
 
     Example: flowxfer demo
     """
-    # This process is ours: the journal may load sqlite-utils without numpy and pandas.
-    import_sqlite_utils_without_array_libraries()
-    # The modules, classes and functions loaded so far live as long as the process. Moved out of
-    # the collector's generations, they are not traversed again by every full collection that the
-    # per-chunk allocations of a long transfer trigger.
-    gc.freeze()
     ctx.obj = GlobalOptions(
         base_url=base_url, token=token or None, config_dir=config_dir, journal=journal, json=json_output,
         no_progress=no_progress, quiet=quiet, verbose=verbose, log_format=log_format, ca_bundle=ca_bundle,
@@ -71,3 +65,18 @@ from ._transfers import download, login, logout, resume, upload  # noqa: E402
 
 for _command in (demo, login, logout, upload, download, resume, jobs, show, doctor, serve, admin, bulk, sync):
     main.add_command(_command)
+
+
+def run() -> None:
+    """The ``flowxfer`` console script: :data:`main`, in a process that is flowxfer's alone.
+
+    Only here, not in :data:`main` (which tests and other programs call in
+    their own process), are the process-wide choices made: the journal may
+    load sqlite-utils without numpy and pandas, and the objects loaded at
+    start-up, which live as long as the process, are moved out of the
+    collector's generations so the per-chunk allocations of a long transfer
+    do not make every full collection traverse them again.
+    """
+    import_sqlite_utils_without_array_libraries()
+    gc.freeze()
+    main()

@@ -1,0 +1,35 @@
+"""The console script makes process-wide choices; ``main`` called inside another program does not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_PROBE = """
+import gc, json, sys
+from flowxfer.cli import main, run
+if sys.argv[1] == "script":
+    sys.argv[1:] = ["jobs"]
+    try:
+        run()
+    except SystemExit:
+        pass
+else:
+    main(["jobs"], standalone_mode=False)
+print(json.dumps({"numpy": "numpy" in sys.modules, "frozen": gc.get_freeze_count() > 0}))
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "embedded"])
+def test_process_wide_choices_only_in_the_console_script(tmp_path: Path, how: str) -> None:
+    # The script opens the journal without numpy (sqlite-utils would load it) and freezes start-up
+    # objects; a program calling main() in its own process keeps both as they were.
+    env = {**os.environ, "FLOWXFER_JOURNAL": str(tmp_path / "j.db"), "FLOWXFER_CONFIG_DIR": str(tmp_path / "c")}
+    done = subprocess.run([sys.executable, "-c", _PROBE, how], env=env, capture_output=True, text=True, check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"numpy": how == "embedded", "frozen": how == "script"}
