@@ -274,7 +274,7 @@ async def _expect(request: web.Request) -> None:
     request.writer.output_size = 0  # the main body has not started
 
 
-#: The name of the last route, which answers every request no other route serves.
+#: The name of the catch-all resource (:class:`_EveryTarget`), which answers what no route serves.
 _NO_ROUTE = "no-route"
 
 

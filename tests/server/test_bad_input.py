@@ -181,9 +181,9 @@ async def test_paths_and_methods_no_route_serves(api: Api) -> None:
         wrong = await api.call("PUT", "/login", user)
         assert wrong.status == 405 and wrong.json()["error"]
         assert set(wrong.headers["Allow"].split(",")) == {"POST"}
-        put_owned = await api.call("DELETE", "/data/owned", user)
-        assert put_owned.status == 405
-        assert "GET" in put_owned.headers["Allow"]
+        delete_owned = await api.call("DELETE", "/data/owned", user)
+        assert delete_owned.status == 405
+        assert "GET" in delete_owned.headers["Allow"]
 
 
 async def test_huge_headers_are_refused(api: Api) -> None:
