@@ -491,6 +491,7 @@ class Store:
         new: DataRow | None = None,
         final_checksum: str | None = None,
         tree: Sequence[TreeFile] = (),
+        ready: bool = False,
     ) -> None:
         """Record one received chunk in one transaction.
 
@@ -499,7 +500,9 @@ class Store:
         still sit in the partial folder), with the unpacked ``tree`` of a
         directory upload. Doing all of it in one transaction means a crash
         leaves either the chunk unrecorded (the client resends it) or the
-        upload complete (start-up recovery finishes the move).
+        upload complete (start-up recovery finishes the move). ``ready``: the
+        bytes are in the data folder already (a whole upload in one request),
+        so the upload is recorded ``ready`` at once.
 
         :raises StoreError: if the upload is not open at ``offset`` (the
             caller's lock makes this a bug, not a race).
@@ -539,8 +542,8 @@ class Store:
                 )
             if final_checksum is not None:
                 c.execute(
-                    "UPDATE data SET state = 'finalizing', checksum = ? WHERE id = ?",
-                    (final_checksum, data_id),
+                    "UPDATE data SET state = ?, checksum = ? WHERE id = ?",
+                    (READY if ready else FINALIZING, final_checksum, data_id),
                 )
                 c.executemany(
                     "INSERT INTO tree_files VALUES (?, ?, ?, ?)",

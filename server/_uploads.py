@@ -56,6 +56,13 @@ log = logging.getLogger("flowxfer.server.uploads")
 #: cost nothing next to the copy, small enough to bound memory per request.
 WRITE_BLOCK = 1024 * 1024
 
+#: A new upload sent whole in one request of at most this many body bytes is
+#: kept in memory until its form is read, then verified, written straight into
+#: the data folder and made durable in one worker-thread call, and recorded
+#: ready in one (group) commit (:meth:`UploadManager._store_whole`): for a
+#: folder of small files the server's per-file work, not the bytes, is the cost.
+WHOLE_IN_MEMORY = 1024 * 1024
+
 _BOOL_WORDS = {
     "true": True,
     "1": True,
@@ -124,6 +131,15 @@ def _hash(pieces: Sequence[Buffer], hashers: tuple[Any, ...]) -> None:
             hasher.update(piece)
 
 
+def _write_and_sync(write: Callable[[int, Sequence[Buffer], int, tuple[Any, ...]], int], fd: int,
+                    pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...], sync: bool) -> int:
+    """The last write of a blob and, when it goes to a partial file, its ``fdatasync`` (worker thread)."""
+    written = write(fd, pieces, offset, hashers) if pieces else 0
+    if sync:
+        os.fdatasync(fd)
+    return written
+
+
 def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:
     """Move a spooled blob to its place in the partial file, which is ``fdatasync``ed next (worker thread)."""
     with open(src, "rb", buffering=0) as f:
@@ -169,6 +185,10 @@ class _Target:
     file_hasher: Any | None = None
     lock: asyncio.Lock | None = None
     committed: bool = False
+    #: The whole upload is in this one request and in memory (:data:`WHOLE_IN_MEMORY`);
+    #: ``path`` is its place in the data folder, ``written`` once a file is there.
+    whole: bool = False
+    written: bool = False
 
 
 @dataclass
@@ -189,6 +209,8 @@ class _Chunk:
     spool: Path | None = None
     spool_fd: int = -1
     sink: _Sink | None = None
+    #: The blob of a whole upload kept in memory (``target.whole``).
+    kept: list[Buffer] = field(default_factory=list)
 
 
 class _Sink:
@@ -218,8 +240,13 @@ class _Sink:
             raise ApiError(413, f"chunk larger than the limit of {limit} bytes")
         self._buffer.append(block)
         self._buffered += len(block)
-        if self._buffered >= WRITE_BLOCK:
+        if self._buffered >= WRITE_BLOCK and self._fd >= 0:
             await self._flush()
+
+    def take_all(self) -> list[Buffer]:
+        """A sink without a file (fd -1) keeps the blob: hand it over."""
+        pieces, self._buffer, self._buffered = self._buffer, [], 0
+        return pieces
 
     async def _flush(self) -> None:
         if self._pending is not None:
@@ -245,17 +272,31 @@ class _Sink:
                 await pending
 
     async def finish(self) -> _Received:
+        """Write what is buffered and, for a partial file, ``fdatasync`` it: in one thread call.
+
+        A small blob is then written and made durable in a single hop to the
+        worker thread, not three. A sink without a file keeps its blob for
+        :meth:`take_all`; its checksum is left to the taker.
+        """
+        if self._fd < 0:
+            return _Received(self.size, "")
         try:
-            await self._flush()
             if self._pending is not None:
+                pending, self._pending = self._pending, None
+                await pending
+            pieces, self._buffer, self._buffered = self._buffer, [], 0
+            if pieces or self._fsync:
+                write = _write_for_fdatasync if self._fsync else _pwrite_all
+                self._pending = asyncio.get_running_loop().run_in_executor(
+                    self._manager.state.io, _write_and_sync, write, self._fd, pieces, self._offset, self._hashers,
+                    self._fsync)
+                self._offset += sum(len(piece) for piece in pieces)
                 pending, self._pending = self._pending, None
                 await pending
         finally:
             if self._pending is not None:
                 with contextlib.suppress(Exception):
                     await self._pending
-        if self._fsync:
-            await self._manager._io(os.fdatasync, self._fd)
         return _Received(self.size, format_checksum(self._hashers[0].hexdigest()))
 
 
@@ -359,6 +400,8 @@ class UploadManager:
                         elif kind == "end":
                             if sink is not None:
                                 chunk.received = await sink.finish()
+                                if chunk.target is not None and chunk.target.whole:
+                                    chunk.kept = sink.take_all()
                                 sink = None
                             else:
                                 assert field_name is not None
@@ -397,6 +440,13 @@ class UploadManager:
             # Metadata came first (flowbio and our engine send it so): stream
             # straight into the partial file at the held offset.
             meta = self._meta(chunk.fields)
+            length = request.content_length
+            if (meta.data_id is None and meta.is_last and not meta.is_directory and meta.offset == 0
+                    and length is not None and length <= WHOLE_IN_MEMORY):
+                charge(request, "upload")
+                data_id = new_id()
+                chunk.target = _Target(data_id, self.layout.data / data_id, 0, True, None, whole=True)
+                return None, _Sink(self, -1, 0, (), fsync=False)
             chunk.target = target = await self._open_target(request, user, meta)
             if target.file_hasher is None:
                 hashers: tuple[Any, ...] = (new_hasher(),)
@@ -547,6 +597,8 @@ class UploadManager:
         if not chunk.blob_seen or chunk.received is None:
             bad_request("blob is required")
         received = chunk.received
+        if chunk.target is not None and chunk.target.whole:
+            return await self._store_whole(user, meta, chunk.target, chunk.kept)
         if chunk.target is None:
             assert chunk.spool is not None
             await self._io(os.close, chunk.spool_fd)
@@ -605,10 +657,12 @@ class UploadManager:
         target.committed = True  # nothing to undo any more
         if meta.is_last:
             self._hashers.pop(target.data_id, None)
-            await self._io(os.close, target.fd)
-            target.fd = -1
-            await self._io(self._finalize, target.data_id, chunk.tree_tmp)
+            fd, target.fd = target.fd, -1
+            await self._io(self._move_into_place, target.data_id, chunk.tree_tmp, fd)
             chunk.tree_tmp = None
+            # Grouped with other requests' commits (one flush for all): the upload is durable
+            # already; this only says so.
+            await self.store.run(self.store.set_state, target.data_id, READY)
             self._locks.pop(target.data_id, None)
         elif target.file_hasher is not None:
             self._hashers[target.data_id] = (new_size, target.file_hasher)
@@ -624,6 +678,54 @@ class UploadManager:
         if meta.is_last and self.config.extensions:
             body["checksum"] = final_checksum
         return json_response(body)
+
+    async def _store_whole(self, user: str, meta: _Meta, target: _Target, pieces: list[Buffer]) -> web.StreamResponse:
+        """A new upload that came whole in this request: verify, store, record ready.
+
+        The checksum is computed and compared before a byte is written (a
+        damaged upload leaves nothing behind); the file goes straight into the
+        data folder, ``fdatasync``ed, its name made durable with the folder's
+        ``fsync``; only then is its row committed, directly as ``ready``. A
+        crash before that commit leaves a file nobody was told of, which
+        start-up removes (:meth:`recover`).
+        """
+        size = sum(len(piece) for piece in pieces)
+        if meta.checksum is not None and meta.file_checksum is not None and meta.checksum != meta.file_checksum:
+            # One chunk is the whole file: its two checksums are the same hash.
+            raise ApiError(422, "checksum mismatch", expected=meta.file_checksum, received=meta.checksum)
+        expected = meta.checksum or meta.file_checksum
+        checksum = await self._io(self._write_whole, target.path, pieces, expected)
+        if expected is not None and checksum != expected:
+            raise ApiError(422, "checksum mismatch", expected=expected, received=checksum)
+        target.written = True
+        now = time.time()
+        row = DataRow(target.data_id, user, meta.filename, meta.data_type, False, True, READY, 0, None, now, now,
+                      None)
+        record = ChunkRow(0, size, checksum) if size else None
+        await self.store.run(self.store.commit_chunk, target.data_id, 0, record, new=row, final_checksum=checksum,
+                             ready=True)
+        target.committed = True
+        body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
+                                "size": size, "is_ready": True}
+        if self.config.extensions:
+            body["checksum"] = checksum
+        return json_response(body)
+
+    def _write_whole(self, path: Path, pieces: Sequence[Buffer], expected: str | None) -> str:
+        """Hash; if it matches ``expected`` (or nothing is expected), write ``path`` durably (blocking)."""
+        hasher = new_hasher()
+        _hash(pieces, (hasher,))
+        checksum = format_checksum(hasher.hexdigest())
+        if expected is not None and checksum != expected:
+            return checksum
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            pwrite_pieces(fd, pieces, 0)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+        return checksum
 
     async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
         limits = UnpackLimits(
@@ -648,6 +750,8 @@ class UploadManager:
                 await self._io(self._unlink, chunk.spool)
             if chunk.tree_tmp is not None:
                 await self._io(shutil.rmtree, chunk.tree_tmp, True)
+            if target is not None and target.written and not target.committed:
+                await self._io(self._unlink, target.path)
             if target is not None and target.fd >= 0:
                 await self._io(
                     self._close,
@@ -676,7 +780,18 @@ class UploadManager:
                 remove.unlink()
 
     def _finalize(self, data_id: str, tree_tmp: Path | None) -> None:
-        """Move a verified upload into the data folder and mark it ready (blocking)."""
+        """Move a verified upload into the data folder and mark it ready (blocking; start-up recovery)."""
+        self._move_into_place(data_id, tree_tmp)
+        self.store.set_state(data_id, READY)
+
+    def _move_into_place(self, data_id: str, tree_tmp: Path | None, fd: int = -1) -> None:
+        """Close the partial file, move it (and its unpacked tree) into place, durably (blocking).
+
+        One worker-thread call for all of it: a small upload's finish is one
+        hop, not two.
+        """
+        if fd >= 0:
+            os.close(fd)
         partial = self.layout.partial / data_id
         final = self.layout.data / data_id
         if partial.exists():
@@ -690,7 +805,6 @@ class UploadManager:
             shutil.rmtree(tree_final, ignore_errors=True)
             os.replace(tree_tmp, tree_final)
             fsync_dir(self.layout.trees)
-        self.store.set_state(data_id, READY)
 
     def recover(self) -> None:
         """Start-up: finish interrupted finalizes, drop spools, temp trees and orphan partials (blocking)."""
@@ -730,6 +844,10 @@ class UploadManager:
                 self.store.replace_tree(row.id, tree)
             self._finalize(row.id, tmp)
         known = self.store.all_data_ids()
+        for path in self.layout.data.iterdir():
+            if path.name not in known:
+                # A whole upload written but not recorded (:meth:`_store_whole`): nobody was told its id.
+                self._unlink(path)
         for path in self.layout.partial.iterdir():
             if path.name not in known:
                 # A first chunk that never got recorded: nobody was told its id.

@@ -317,7 +317,7 @@ class FlowClient:
         rate_class: str | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter] | None = None,
+        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter | aiohttp.Payload] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> dict[str, Any]:
@@ -341,7 +341,7 @@ class FlowClient:
         rate_class: str | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter] | None = None,
+        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter | aiohttp.Payload] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> tuple[dict[str, Any], aiohttp.ClientResponse]:
@@ -398,7 +398,7 @@ class FlowClient:
         rate_class: str | None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
-        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter] | None = None,
+        form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter | aiohttp.Payload] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:

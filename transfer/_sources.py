@@ -85,3 +85,34 @@ class FileSource:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def load(self) -> MemorySource:
+        """Open, read whole, check and close (blocking): a small file in one worker-thread call.
+
+        The check after the read holds the bytes to the planned size and
+        mtime, as every :meth:`read` does.
+        """
+        self.open()
+        try:
+            return MemorySource(self.read(0, self.size))
+        finally:
+            self.close()
+
+
+class MemorySource:
+    """A small file's bytes, read once (:meth:`FileSource.load`); reads are slices, no I/O."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def open(self) -> None:
+        pass
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset == 0 and length == self.size:
+            return self.data
+        return self.data[offset:offset + length]
+
+    def close(self) -> None:
+        pass

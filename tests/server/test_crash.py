@@ -133,6 +133,24 @@ async def test_restart_finishes_an_interrupted_finalize(tmp_path: Path) -> None:
     assert not (root / "partial" / row.id).exists()
 
 
+async def test_restart_removes_a_whole_upload_that_was_never_recorded(tmp_path: Path) -> None:
+    """A crash after a whole upload's file was written to data/ but before its row was committed.
+
+    Nobody was told its id, so start-up removes it; recorded data beside it stays.
+    """
+    root = tmp_path / "root"
+    async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
+        api = Api(session, proc.base_url, DEFAULT_USERS)
+        kept = await api.upload("alice", b"recorded", "kept.txt")
+    orphan = root / "data" / "987654321098765432"
+    orphan.write_bytes(b"written, never recorded")
+    async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
+        api = Api(session, proc.base_url, DEFAULT_USERS)
+        assert (await api.call("GET", f"/downloads/{kept}/kept.txt", "alice")).body == b"recorded"
+    assert not orphan.exists()
+    assert sorted(p.name for p in (root / "data").iterdir()) == [kept]
+
+
 async def test_sigkill_at_random_instants(tmp_path: Path) -> None:
     """A client uploads non-stop; the server is killed at a random moment, three times, then the upload finishes.
 

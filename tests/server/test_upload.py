@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -75,6 +76,55 @@ async def test_file_checksum_mismatch_is_422_and_upload_stays_open(api: Api) -> 
     assert bad.status == 422 and bad.json()["error"] == "file checksum mismatch"
     assert (await api.call("GET", f"/data/{data_id}", "alice")).status == 404
     assert (await api.call("GET", f"/upload/{data_id}", "alice")).json()["size"] == 10
+
+
+async def test_a_whole_upload_in_one_request_is_ready_at_once(api: Api, server: RunningServer) -> None:
+    # Fields, blob, then checksums (the engine's order); small enough to be kept in memory and stored whole.
+    data = os.urandom(70_000)
+    answer = await api.chunk("alice", data, filename="whole.fq", is_last=True,
+                             extra={"checksum": checksum_of(data), "file_checksum": checksum_of(data)})
+    assert answer.status == 200 and answer.json()["is_ready"] is True
+    assert answer.json()["checksum"] == checksum_of(data) and answer.json()["size"] == len(data)
+    data_id = answer.json()["id"]
+    assert (server.root / "data" / data_id).read_bytes() == data
+    assert not list((server.root / "partial").iterdir())
+    status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+    assert status["state"] == "ready" and status["chunks"] == [
+        {"offset": 0, "size": len(data), "checksum": checksum_of(data)}]
+    got = await api.call("GET", f"/downloads/{data_id}/whole.fq", "alice")
+    assert got.body == data
+
+
+async def test_a_damaged_whole_upload_writes_nothing(api: Api, server: RunningServer) -> None:
+    data = os.urandom(5000)
+    bad = await api.chunk("alice", data, is_last=True, extra={"checksum": checksum_of(data[:-1] + b"x")})
+    assert bad.status == 422 and bad.json()["received"] == checksum_of(data)
+    bad_file = await api.chunk("alice", data, is_last=True, extra={"file_checksum": checksum_of(b"other")})
+    assert bad_file.status == 422
+    disagree = await api.chunk("alice", data, is_last=True,
+                               extra={"checksum": checksum_of(data), "file_checksum": checksum_of(b"other")})
+    assert disagree.status == 422
+    assert not list((server.root / "data").iterdir()) and not list((server.root / "partial").iterdir())
+    assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
+
+
+async def test_a_whole_upload_without_a_length_streams_as_before(api: Api, server: RunningServer) -> None:
+    """A chunked request body (no Content-Length) cannot be judged small up front: it goes through a partial file."""
+    data = os.urandom(40_000)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield data[:1000]
+        yield data[1000:]
+
+    form = aiohttp.FormData()
+    for name, value in (("filename", "s.bin"), ("expected_file_size", "0"), ("is_last", "true"), ("data", "")):
+        form.add_field(name, value)
+    form.add_field("blob", aiohttp.AsyncIterablePayload(pieces()), filename="s.bin",
+                   content_type="application/octet-stream")
+    form.add_field("file_checksum", checksum_of(data))
+    answer = await api.call("POST", "/upload", "alice", data=form)
+    assert answer.status == 200 and answer.json()["is_ready"] is True
+    assert (server.root / "data" / answer.json()["id"]).read_bytes() == data
 
 
 async def test_offset_mismatch_reports_what_is_held(api: Api) -> None:
