@@ -1,0 +1,153 @@
+"""The fast reader of plain ustar archives gives exactly what the :mod:`tarfile` path gives, or hands over to it.
+
+``sync --pack-small`` sends plain ustar tars; the server reads those itself
+(:func:`flowxfer.server._unpack._plain_tar`) and leaves everything else to
+:mod:`tarfile`. Each test unpacks the same archive both ways, through the
+real :func:`unpack` and through the tarfile path alone, and compares the
+listings, the bytes on disk, or the refusal.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowxfer.server import _unpack
+from flowxfer.server._unpack import UnpackError, UnpackLimits, unpack
+
+LIMITS = UnpackLimits(max_members=10_000, max_bytes=1 << 30, max_ratio=1000.0)
+
+_part = st.text(st.sampled_from("abcXYZ019_-.é"), min_size=1, max_size=12).filter(lambda p: p not in (".", ".."))
+_member = st.tuples(st.lists(_part, min_size=1, max_size=4).map("/".join), st.integers(0, 3000))
+
+
+def _tar(members: list[tuple[str, bytes | None]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _via_tarfile(archive: Path, dest: Path) -> list[_unpack.TreeFile]:
+    dest.mkdir(parents=True)
+    writer = _unpack._Writer(dest, LIMITS, archive.stat().st_size)
+    _unpack._tarfile_members(archive, writer, LIMITS)
+    return sorted(writer.files, key=lambda f: f.path)
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
+
+
+def _outcome(fn, archive: Path, dest: Path) -> tuple[str, object]:  # type: ignore[no-untyped-def]
+    """What unpacking gives: the listing and the tree, or a refusal (unpack() words all of them UnpackError)."""
+    try:
+        return "ok", (fn(archive, dest), _tree(dest))
+    except (UnpackError, tarfile.TarError, EOFError, OSError):
+        return "refused", None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.lists(_member, max_size=25, unique_by=lambda m: m[0].casefold()), folders=st.booleans())
+def test_plain_tars_unpack_as_tarfile_reads_them(tmp_path: Path, members: list[tuple[str, int]],
+                                                  folders: bool) -> None:
+    entries: list[tuple[str, bytes | None]] = [(name, os.urandom(size)) for name, size in members]
+    names = {name for name, _ in entries}
+    if folders:
+        entries = [(parent, None) for parent in sorted({n.rsplit("/", 1)[0] for n in names if "/" in n})
+                   if parent not in names and not any(parent.startswith(n + "/") for n in names)] + entries
+    case = tmp_path / os.urandom(4).hex()
+    archive = case / "a.tar"
+    case.mkdir()
+    archive.write_bytes(_tar(entries))
+    fast = _outcome(lambda a, d: unpack(a, d, LIMITS), archive, case / "fast")
+    slow = _outcome(_via_tarfile, archive, case / "slow")
+    assert fast == slow
+    shutil.rmtree(case)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT])
+def test_long_names_and_other_formats_are_read_the_same(tmp_path: Path, fmt: int) -> None:
+    long_name = "p" * 120 + "/n.bin"  # a PAX or GNU long-name header, or a ustar prefix
+    entries: list[tuple[str, bytes | None]] = [("a.txt", b"alpha"), (long_name, os.urandom(700)), ("d", None)]
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(_tar(entries, fmt))
+    assert _outcome(lambda a, d: unpack(a, d, LIMITS), archive, tmp_path / "fast") == \
+        _outcome(_via_tarfile, archive, tmp_path / "slow")
+    assert (tmp_path / "fast" / long_name).stat().st_size == 700
+
+
+def test_a_member_larger_than_memory_reads_is_streamed(tmp_path: Path) -> None:
+    big = os.urandom(_unpack._IN_MEMORY_MEMBER + 1234)
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(_tar([("big.bin", big), ("small.bin", b"s")]))
+    files = unpack(archive, tmp_path / "out", LIMITS)
+    assert [(f.path, f.size) for f in files] == [("big.bin", len(big)), ("small.bin", 1)]
+    assert (tmp_path / "out" / "big.bin").read_bytes() == big
+
+
+def _damage(data: bytes, at: int, value: bytes) -> bytes:
+    return data[:at] + value + data[at + len(value):]
+
+
+@pytest.mark.parametrize("damage", [
+    "second-header-checksum", "cut-in-member", "cut-in-header", "no-end-blocks", "symlink", "absolute",
+    "dotdot", "duplicate", "hex-size", "folder-with-data"])
+def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> None:
+    entries: list[tuple[str, bytes | None]] = [("a.bin", os.urandom(1000)), ("b.bin", os.urandom(600))]
+    data = _tar(entries)
+    second = 512 + 1024  # a.bin's header and its two data blocks
+    if damage == "second-header-checksum":
+        data = _damage(data, second + 10, b"Z")
+    elif damage == "cut-in-member":
+        data = data[:second + 512 + 100]
+    elif damage == "cut-in-header":
+        data = data[:second + 200]
+    elif damage == "no-end-blocks":
+        data = data[:second + 512 + 1024]
+    elif damage == "hex-size":
+        data = _tar([("a.bin", b"x" * 10)])
+        header = bytearray(data[:512])
+        header[124:136] = b"0000000001a\0"
+        header[148:156] = b" " * 8
+        header[148:156] = f"{sum(header):06o}\0 ".encode()
+        data = bytes(header) + data[512:]
+    else:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            info = tarfile.TarInfo("ok.bin")
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"abc"))
+            bad = tarfile.TarInfo({"symlink": "link", "absolute": "/etc/x", "dotdot": "../x", "duplicate": "ok.bin",
+                                   "folder-with-data": "d"}[damage])
+            if damage == "symlink":
+                bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tf.addfile(bad)
+            elif damage == "folder-with-data":
+                bad.type, bad.size = tarfile.DIRTYPE, 512
+                tf.addfile(bad, io.BytesIO(b"d" * 512))
+            else:
+                bad.size = 3
+                tf.addfile(bad, io.BytesIO(b"xyz"))
+        data = buffer.getvalue()
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(data)
+    fast = _outcome(lambda a, d: unpack(a, d, LIMITS), archive, tmp_path / "fast")
+    slow = _outcome(_via_tarfile, archive, tmp_path / "slow")
+    assert fast == slow
+    if fast[0] == "refused":
+        assert not (tmp_path / "fast").exists()  # nothing stays behind
