@@ -19,6 +19,14 @@ The order of operations for one chunk is the durability contract:
 A ``kill -9`` anywhere leaves either an unrecorded tail (truncated by the next
 chunk) or a recorded chunk whose bytes are on disk; an upload caught between
 4 and 5 is finished by :meth:`UploadManager.recover` at start-up.
+
+A new upload that arrives whole in one small request (a folder of small
+files: most of them) takes a shorter road with the same guarantee: the blob
+stays in memory until the form is read, its checksum is checked before a
+byte is written, the file is written straight into the data folder and
+made durable (file and folder flushed), and only then is its row committed,
+directly as ``ready``. A crash before that commit leaves a file no client was
+told about, which start-up deletes.
 """
 
 from __future__ import annotations
