@@ -150,15 +150,48 @@ def header_size(member: TarMember) -> int:
     is exactly one 512-byte block. The rest goes to tarfile itself. A
     property test holds this to ``len(header_bytes(...))``.
     """
-    name = member.arcname
-    if (name.isascii() and len(name) <= _USTAR_NAME_LIMIT and member.size < _USTAR_NUMBER_LIMIT
-            and member.mtime < _USTAR_NUMBER_LIMIT):
+    if _is_plain(member):
         return BLOCK
     return len(header_bytes(member))
 
 
+def _is_plain(member: TarMember) -> bool:
+    """Whether tarfile's PAX writer makes ``member``'s header one plain ustar block."""
+    name = member.arcname
+    return (name.isascii() and len(name) <= _USTAR_NAME_LIMIT and 0 <= member.size < _USTAR_NUMBER_LIMIT
+            and 0 <= member.mtime < _USTAR_NUMBER_LIMIT)
+
+
+#: The fixed fields of a plain header after the checksum: type "regular file", no link name,
+#: the POSIX magic and version, empty user and group names, no device numbers, no prefix.
+_PLAIN_TAIL = b"0" + bytes(100) + b"ustar\x0000" + bytes(32 + 32 + 8 + 8 + 155) + bytes(BLOCK - 500)
+_PLAIN_TAIL_SUM = sum(_PLAIN_TAIL)
+
+
+def _plain_header(member: TarMember) -> bytes:
+    """The one ustar block tarfile writes for a plain member, made directly (~2 us, not ~30 us).
+
+    Field by field what :meth:`tarfile.TarInfo._create_header` makes for our
+    fixed mode, owner and type; a property test holds it to tarfile's bytes.
+    """
+    head = b"%s0000644\x000000000\x000000000\x00%011o\x00%011o\x00" % (
+        member.arcname.encode("ascii").ljust(100, b"\0"), member.size, member.mtime)
+    checksum = sum(head) + 8 * 32 + _PLAIN_TAIL_SUM  # the checksum field counts as eight spaces
+    return head + b"%06o\x00 " % checksum + _PLAIN_TAIL
+
+
 def header_bytes(member: TarMember) -> bytes:
-    """The tar header block(s) of ``member`` (PAX extended header first when needed)."""
+    """The tar header block(s) of ``member`` (PAX extended header first when needed).
+
+    Sending a pack makes every header again (only offsets are kept): for the
+    common plain member it is made directly, otherwise by tarfile itself.
+    """
+    if _is_plain(member):
+        return _plain_header(member)
+    return _tarfile_header(member)
+
+
+def _tarfile_header(member: TarMember) -> bytes:
     return _tarinfo(member).tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
