@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from flowxfer._os import CAN_SYNC_FILESYSTEM, start_writeback, sync_filesystem
-from flowxfer.protocol import format_checksum, new_hasher
+from flowxfer.protocol import checksum_of, format_checksum, new_hasher
 
 from ._store import TreeFile
 
@@ -50,11 +51,14 @@ class UnpackLimits:
     max_ratio: float
 
 
+_CONTROL = re.compile("[\x00-\x1f]")
+
+
 def member_path_problem(name: str) -> str | None:
     """Why an archive member name cannot be unpacked under a folder, or None."""
     if not name:
         return "empty member name"
-    if "\x00" in name or any(ord(c) < 32 for c in name):
+    if _CONTROL.search(name):
         return "control characters in member name"
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return f"absolute member path {name!r}"
@@ -86,6 +90,8 @@ class _Writer:
         self.seen: set[str] = set()
         self.files: list[TreeFile] = []
         self.folders: set[Path] = {dest}
+        self.dest_name = str(dest)
+        self.folder_names: set[str] = {""}  # relative folders known to exist (file_bytes)
 
     def claim(self, name: str) -> str:
         problem = member_path_problem(name)
@@ -139,15 +145,21 @@ class _Writer:
 
 
     def file_bytes(self, rel: str, data: bytes | memoryview) -> None:
-        """A member whose bytes are already in memory (:func:`_plain_tar`)."""
+        """A member whose bytes are already in memory (:func:`_plain_tar`).
+
+        Paths as strings and the folder cache by name: ten thousand members
+        made ten thousand ``Path`` objects (and hashed them) for nothing.
+        """
         if not rel:
             raise UnpackError("a file member has no name")
         self.written += len(data)
         if self.written > self.budget:
             raise UnpackError(f"archive unpacks to more than {self.budget} bytes")
-        target = self.dest / rel
-        self._make_folder(target.parent)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        folder, _, _ = rel.rpartition("/")
+        if folder not in self.folder_names:
+            self._make_folder(self.dest / folder)
+            self.folder_names.add(folder)
+        fd = os.open(f"{self.dest_name}/{rel}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -159,9 +171,7 @@ class _Writer:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        hasher = new_hasher()
-        hasher.update(data)
-        self.files.append(TreeFile(rel, len(data), format_checksum(hasher.hexdigest())))
+        self.files.append(TreeFile(rel, len(data), checksum_of(data)))
 
 
 class _NotPlain(Exception):
