@@ -119,7 +119,7 @@ class Tokens:
         known = self._verified.get(token)
         if known is not None:
             known_subject, known_kind, known_exp = known
-            if known_exp <= time.time():  # as PyJWT judges it, without leeway
+            if known_exp <= time.time():  # as PyJWT judges it (no leeway)
                 self._verified.pop(token, None)
                 raise TokenError("token expired")
             if known_kind != kind:
@@ -146,5 +146,6 @@ class Tokens:
         if isinstance(exp, int | float) and not isinstance(exp, bool):
             if len(self._verified) >= _VERIFIED_MAX:
                 self._verified.clear()
-            self._verified[token] = (subject, kind, float(exp))
+            # PyJWT judges int(exp) <= now expired (an issued exp is a float): remember it so.
+            self._verified[token] = (subject, kind, float(int(exp)))
         return subject

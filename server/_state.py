@@ -47,6 +47,11 @@ class Layout:
     def archives(self) -> Path:
         return self.root / "archives"
 
+    @property
+    def orphans(self) -> Path:
+        """Files found in ``data/`` that no record names, set aside at start-up (made only when needed)."""
+        return self.root / "orphans"
+
     def folders(self) -> list[Path]:
         return [self.partial, self.data, self.trees, self.spool, self.archives]
 

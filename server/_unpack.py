@@ -181,6 +181,10 @@ class _NotPlain(Exception):
 _TAR_BLOCK = 512
 _ZERO_BLOCK = bytes(_TAR_BLOCK)
 _POSIX_MAGIC = b"ustar\x0000"
+#: A number field as a plain header has it: octal digits, spaces, and anything after a NUL.
+_PLAIN_NUMBER = re.compile(rb" *[0-7]* *(?:\x00[\x00-\xff]*)?")
+#: mode, uid, gid, mtime, devmajor, devminor: read by tarfile, not used by us.
+_OTHER_NUMBERS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))
 #: Members up to this size are read whole; larger ones are copied through :meth:`_Writer.file`.
 _IN_MEMORY_MEMBER = 4 * 1024 * 1024
 
@@ -234,6 +238,8 @@ def _plain_tar(archive: Path, writer: _Writer, limits: UnpackLimits) -> None:
                 raise _NotPlain()
             if _octal(header[148:156]) != sum(header) - sum(header[148:156]) + 8 * 32:
                 raise _NotPlain()
+            if not all(_PLAIN_NUMBER.fullmatch(header, start, end) for start, end in _OTHER_NUMBERS):
+                raise _NotPlain()  # tarfile would read these (mode, owner, mtime, device) and may stop there
             kind = header[156:157]
             name = header[0:100].split(b"\0", 1)[0]
             prefix = header[345:500].split(b"\0", 1)[0]

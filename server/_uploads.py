@@ -26,7 +26,7 @@ stays in memory until the form is read, its checksum is checked before a
 byte is written, the file is written straight into the data folder and
 made durable (file and folder flushed), and only then is its row committed,
 directly as ``ready``. A crash before that commit leaves a file no client was
-told about, which start-up deletes.
+told about, which start-up sets aside in ``orphans/``.
 """
 
 from __future__ import annotations
@@ -197,6 +197,8 @@ class _Target:
     #: ``path`` is its place in the data folder, ``written`` once a file is there.
     whole: bool = False
     written: bool = False
+    #: The commit recording it was handed to the store: it may stand even if this request is cancelled.
+    commit_sent: bool = False
 
 
 @dataclass
@@ -606,7 +608,11 @@ class UploadManager:
             bad_request("blob is required")
         received = chunk.received
         if chunk.target is not None and chunk.target.whole:
-            return await self._store_whole(user, meta, chunk.target, chunk.kept)
+            pieces, chunk.kept = chunk.kept, []
+            if not meta.is_directory:
+                return await self._store_whole(user, meta, chunk.target, pieces)
+            # is_directory came after the blob: the archive takes the regular road (partial file, unpack).
+            chunk.received = received = await self._spill_whole(chunk.target, pieces)
         if chunk.target is None:
             assert chunk.spool is not None
             await self._io(os.close, chunk.spool_fd)
@@ -695,21 +701,23 @@ class UploadManager:
         data folder, ``fdatasync``ed, its name made durable with the folder's
         ``fsync``; only then is its row committed, directly as ``ready``. A
         crash before that commit leaves a file nobody was told of, which
-        start-up removes (:meth:`recover`).
+        start-up sets aside (:meth:`recover`).
         """
         size = sum(len(piece) for piece in pieces)
-        if meta.checksum is not None and meta.file_checksum is not None and meta.checksum != meta.file_checksum:
-            # One chunk is the whole file: its two checksums are the same hash.
-            raise ApiError(422, "checksum mismatch", expected=meta.file_checksum, received=meta.checksum)
-        expected = meta.checksum or meta.file_checksum
-        checksum = await self._io(self._write_whole, target.path, pieces, expected)
-        if expected is not None and checksum != expected:
-            raise ApiError(422, "checksum mismatch", expected=expected, received=checksum)
+        checksum = await self._io(self._write_whole, target.path, pieces, (meta.checksum, meta.file_checksum))
+        if meta.checksum is not None and meta.checksum != checksum:
+            raise ApiError(422, "checksum mismatch", expected=meta.checksum, received=checksum)
+        if meta.file_checksum is not None and meta.file_checksum != checksum:
+            raise ApiError(422, "file checksum mismatch", expected=meta.file_checksum, received=checksum)
         target.written = True
         now = time.time()
         row = DataRow(target.data_id, user, meta.filename, meta.data_type, False, True, READY, 0, None, now, now,
                       None)
         record = ChunkRow(0, size, checksum) if size else None
+        # Once handed over, the commit may stand even if this request is cancelled while it waits:
+        # from here the file is never removed by this request (a failed commit leaves an orphan
+        # that start-up sets aside), so no ready record can lose its file.
+        target.commit_sent = True
         await self.store.run(self.store.commit_chunk, target.data_id, 0, record, new=row, final_checksum=checksum,
                              ready=True)
         target.committed = True
@@ -719,21 +727,37 @@ class UploadManager:
             body["checksum"] = checksum
         return json_response(body)
 
-    def _write_whole(self, path: Path, pieces: Sequence[Buffer], expected: str | None) -> str:
-        """Hash; if it matches ``expected`` (or nothing is expected), write ``path`` durably (blocking)."""
+    def _write_whole(self, path: Path, pieces: Sequence[Buffer], expected: tuple[str | None, ...]) -> str:
+        """Hash; if every ``expected`` checksum given matches, write ``path`` durably (blocking).
+
+        A write that fails (a full disk) removes what it made.
+        """
         hasher = new_hasher()
         _hash(pieces, (hasher,))
         checksum = format_checksum(hasher.hexdigest())
-        if expected is not None and checksum != expected:
+        if any(e is not None and e != checksum for e in expected):
             return checksum
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            pwrite_pieces(fd, pieces, 0)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(path.parent)
+            try:
+                pwrite_pieces(fd, pieces, 0)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(path.parent)
+        except BaseException:
+            self._unlink(path)
+            raise
         return checksum
+
+    async def _spill_whole(self, target: _Target, pieces: list[Buffer]) -> _Received:
+        """Turn a whole upload kept in memory into a regular one: its bytes in a durable partial file."""
+        target.whole = False
+        target.path = self.layout.partial / target.data_id
+        target.file_hasher = hasher = new_hasher()
+        target.fd = await self._io(self._open_new, target.path, False)
+        await self._io(_write_and_sync, _write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
+        return _Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
 
     async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
         limits = UnpackLimits(
@@ -758,7 +782,7 @@ class UploadManager:
                 await self._io(self._unlink, chunk.spool)
             if chunk.tree_tmp is not None:
                 await self._io(shutil.rmtree, chunk.tree_tmp, True)
-            if target is not None and target.written and not target.committed:
+            if target is not None and target.written and not target.commit_sent:
                 await self._io(self._unlink, target.path)
             if target is not None and target.fd >= 0:
                 await self._io(
@@ -852,10 +876,18 @@ class UploadManager:
                 self.store.replace_tree(row.id, tree)
             self._finalize(row.id, tmp)
         known = self.store.all_data_ids()
-        for path in self.layout.data.iterdir():
-            if path.name not in known:
-                # A whole upload written but not recorded (:meth:`_store_whole`): nobody was told its id.
-                self._unlink(path)
+        orphans = [path for path in self.layout.data.iterdir()
+                   if path.name not in known and is_id(path.name) and path.is_file() and not path.is_symlink()]
+        if orphans:
+            # Usually a whole upload written but not recorded (:meth:`_store_whole`): nobody was told
+            # its id. Set aside, not deleted: a database restored from an older backup names fewer
+            # files than data/ holds, and those bytes are worth keeping.
+            self.layout.orphans.mkdir(exist_ok=True)
+            for path in orphans:
+                os.replace(path, self.layout.orphans / path.name)
+            fsync_dir(self.layout.data)
+            log.warning("moved %d file(s) that no record names from %s to %s", len(orphans), self.layout.data,
+                        self.layout.orphans)
         for path in self.layout.partial.iterdir():
             if path.name not in known:
                 # A first chunk that never got recorded: nobody was told its id.

@@ -21,7 +21,7 @@ import xxhash
 from aiohttp import MultipartWriter
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import content_disposition_header
-from aiohttp.payload import BytesPayload, Payload
+from aiohttp.payload import Payload
 
 from flowxfer import protocol
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
@@ -400,7 +400,7 @@ class _InlineChunk:
         self._ctx.events(BytesMoved(self._record.local_path, self.sent))
 
     def body(self, fields: Sequence[tuple[str, str]], blob_name: str, send_checksums: bool,
-             file_checksum: bool) -> BytesPayload:
+             file_checksum: bool) -> Payload:
         boundary = os.urandom(16).hex()
         delimiter = f"--{boundary}\r\n".encode()
         parts: list[bytes] = []
@@ -421,24 +421,30 @@ class _InlineChunk:
         return _InlineBody(b"".join(parts), self, content_type=f"multipart/form-data; boundary={boundary}")
 
 
-class _InlineBody(BytesPayload):
+class _InlineBody(Payload):
     """An :class:`_InlineChunk`'s request body, counted when it is written, not when built.
 
     A request that never reaches the server (connection refused while it
     restarts) builds a body and sends nothing; it must not count as bytes moved.
+    A plain :class:`Payload` with a known size (so a Content-Length), not
+    aiohttp's BytesPayload, which warns about bodies over 1 MiB in memory,
+    as a file just under :data:`INLINE_LIMIT` makes with its form around it.
+    Retries by the client's request loop (a 5xx, a lost connection) send the
+    body again without waiting for ``--bwlimit`` once more: rare, and small.
     """
 
     def __init__(self, value: bytes, chunk: _InlineChunk, *, content_type: str) -> None:
         super().__init__(value, content_type=content_type)
+        self._size = len(value)  # (see _ChunkPayload: the keyword would be ignored)
+        self._body = value
         self._chunk = chunk
 
     async def write(self, writer: AbstractStreamWriter) -> None:
-        await super().write(writer)
+        await writer.write(self._body)
         self._chunk.after_send()
 
-    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
-        await super().write_with_length(writer, content_length)
-        self._chunk.after_send()
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._body.decode(encoding, errors)
 
 
 async def _send_chunks(
@@ -504,7 +510,7 @@ async def _post_chunk(
         sent: list[_ChunkPayload | _InlineChunk] = []
 
         def build(holder: _SourceErrorHolder = holder,
-                  sent: list[_ChunkPayload | _InlineChunk] = sent) -> MultipartWriter | BytesPayload:
+                  sent: list[_ChunkPayload | _InlineChunk] = sent) -> MultipartWriter | Payload:
             if holder.error is not None:
                 raise holder.error  # a local problem, not the network's: stop retrying
             if sent:

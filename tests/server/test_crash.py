@@ -133,10 +133,12 @@ async def test_restart_finishes_an_interrupted_finalize(tmp_path: Path) -> None:
     assert not (root / "partial" / row.id).exists()
 
 
-async def test_restart_removes_a_whole_upload_that_was_never_recorded(tmp_path: Path) -> None:
+async def test_restart_sets_aside_a_whole_upload_that_was_never_recorded(tmp_path: Path) -> None:
     """A crash after a whole upload's file was written to data/ but before its row was committed.
 
-    Nobody was told its id, so start-up removes it; recorded data beside it stays.
+    Nobody was told its id, so start-up moves it to orphans/ (kept: a database restored from a
+    backup also names fewer files); recorded data beside it stays, and what is not an upload's
+    file (a folder, a name that is no id) is left alone and does not stop the start.
     """
     root = tmp_path / "root"
     async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
@@ -144,11 +146,14 @@ async def test_restart_removes_a_whole_upload_that_was_never_recorded(tmp_path: 
         kept = await api.upload("alice", b"recorded", "kept.txt")
     orphan = root / "data" / "987654321098765432"
     orphan.write_bytes(b"written, never recorded")
+    (root / "data" / "lost+found").mkdir()
+    (root / "data" / "README.operator").write_text("not an upload")
     async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
         api = Api(session, proc.base_url, DEFAULT_USERS)
         assert (await api.call("GET", f"/downloads/{kept}/kept.txt", "alice")).body == b"recorded"
     assert not orphan.exists()
-    assert sorted(p.name for p in (root / "data").iterdir()) == [kept]
+    assert (root / "orphans" / orphan.name).read_bytes() == b"written, never recorded"
+    assert sorted(p.name for p in (root / "data").iterdir()) == sorted([kept, "lost+found", "README.operator"])
 
 
 async def test_sigkill_at_random_instants(tmp_path: Path) -> None:

@@ -12,16 +12,22 @@ from flowxfer.server._auth import _VERIFIED_MAX, TokenError, Tokens
 SECRET = b"s" * 64
 
 
-def test_a_remembered_token_still_expires() -> None:
-    tokens = Tokens(SECRET, access_ttl=0.3, refresh_ttl=60)
+def test_a_remembered_token_expires_when_pyjwt_would_expire_it() -> None:
+    # PyJWT compares int(exp) with the clock, and an issued exp has a fraction: wait for that second.
+    tokens = Tokens(SECRET, access_ttl=1.5, refresh_ttl=60)
     token = tokens.issue("alice", "access")
     assert tokens.verify(token, "access") == "alice"
     assert tokens.verify(token, "access") == "alice"  # from memory
-    time.sleep(0.35)
+    expires = int(jwt.decode(token, options={"verify_signature": False})["exp"])
+    time.sleep(max(0.0, expires - time.time() - 0.2))
+    if time.time() < expires:
+        assert tokens.verify(token, "access") == "alice"  # remembered, and PyJWT would agree
+        assert Tokens(SECRET, 1.5, 60).verify(token, "access") == "alice"
+    time.sleep(max(0.0, expires - time.time() + 0.05))
     with pytest.raises(TokenError, match="expired"):
         tokens.verify(token, "access")
     with pytest.raises(TokenError, match="expired"):
-        tokens.verify(token, "access")  # forgotten, and PyJWT agrees
+        Tokens(SECRET, 1.5, 60).verify(token, "access")  # a fresh memory (PyJWT alone) says the same
 
 
 def test_a_remembered_token_keeps_its_kind() -> None:

@@ -108,6 +108,36 @@ async def test_a_damaged_whole_upload_writes_nothing(api: Api, server: RunningSe
     assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
 
 
+async def test_a_whole_upload_names_which_checksum_failed(api: Api) -> None:
+    data = os.urandom(3000)
+    chunk_bad = await api.chunk("alice", data, is_last=True,
+                                extra={"checksum": checksum_of(b"x"), "file_checksum": checksum_of(data)})
+    assert chunk_bad.status == 422 and chunk_bad.json()["error"] == "checksum mismatch"
+    assert chunk_bad.json()["expected"] == checksum_of(b"x") and chunk_bad.json()["received"] == checksum_of(data)
+    file_bad = await api.chunk("alice", data, is_last=True,
+                               extra={"checksum": checksum_of(data), "file_checksum": checksum_of(b"y")})
+    assert file_bad.status == 422 and file_bad.json()["error"] == "file checksum mismatch"
+    assert file_bad.json()["received"] == checksum_of(data)
+
+
+async def test_is_directory_after_the_blob_still_unpacks(api: Api, server: RunningServer) -> None:
+    """The fields before the blob made it look like a plain small file; the form's end says it is an archive."""
+    archive = _tar_bytes({"run/a.txt": b"alpha", "run/b.txt": b"beta"}, mode="w")
+    form = aiohttp.FormData()
+    for name, value in (("filename", "run.tar"), ("expected_file_size", "0"), ("is_last", "true"), ("data", "")):
+        form.add_field(name, value)
+    form.add_field("blob", archive, filename="run.tar", content_type="application/octet-stream")
+    form.add_field("is_directory", "true")
+    form.add_field("file_checksum", checksum_of(archive))
+    answer = await api.call("POST", "/upload", "alice", data=form)
+    assert answer.status == 200 and answer.json()["is_ready"] is True, answer.body
+    data_id = answer.json()["id"]
+    files = (await api.call("GET", f"/data/{data_id}/files", "alice")).json()["files"]
+    assert [(f["path"], f["size"]) for f in files] == [("run/a.txt", 5), ("run/b.txt", 4)]
+    assert (server.root / "data" / data_id).read_bytes() == archive
+    assert not list((server.root / "partial").iterdir())
+
+
 async def test_a_whole_upload_without_a_length_streams_as_before(api: Api, server: RunningServer) -> None:
     """A chunked request body (no Content-Length) cannot be judged small up front: it goes through a partial file."""
     data = os.urandom(40_000)

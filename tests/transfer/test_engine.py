@@ -41,6 +41,23 @@ async def test_round_trip_every_size_both_modes(any_server: RunningServer, tmp_p
     assert not list((tmp_path / "out").glob("*.part"))
 
 
+async def test_files_around_the_in_memory_limit(any_server: RunningServer, tmp_path: Path) -> None:
+    """Files up to INLINE_LIMIT go as one ready-made body (its form makes it a little over 1 MiB); one byte more
+    streams. Warnings are errors here: aiohttp's own bytes payload warned about such bodies."""
+    from flowxfer.transfer._upload import INLINE_LIMIT
+
+    sizes = [INLINE_LIMIT - 300, INLINE_LIMIT, INLINE_LIMIT + 1]
+    files = {size: write_random(tmp_path / "src" / f"s{size}.bin", size, size) for size in sizes}
+    async with client(any_server, tmp_path / "home", chunk_size=16 * 1024 * 1024) as fx:
+        up = await fx.upload([tmp_path / "src"])
+        assert up.status == "completed", up
+        assert up.bytes_transferred == sum(sizes) and up.requests["upload"] == len(sizes)
+        down = await fx.download([f.id for f in up.files], output_dir=tmp_path / "out")
+        assert down.status == "completed", down
+    for path in files.values():
+        assert (tmp_path / "out" / path.name).read_bytes() == path.read_bytes()
+
+
 async def test_rerun_skips_unchanged_and_sends_no_upload(server: RunningServer, tmp_path: Path) -> None:
     make_tree(tmp_path / "src")
     async with client(server, tmp_path / "home") as fx:
