@@ -156,3 +156,31 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
     assert fast == slow
     if fast[0] == "refused":
         assert not (tmp_path / "fast").exists()  # nothing stays behind
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(1, 700_000), min_size=1, max_size=40), seed=st.integers(0, 2**16))
+def test_the_stream_takes_the_archive_in_pieces_of_any_size(tmp_path: Path, cuts: list[int], seed: int) -> None:
+    """Fed in arbitrary pieces (a byte, a block, more than a megabyte), the stream unpacks what the file path does."""
+    rng = __import__("random").Random(seed)
+    entries: list[tuple[str, bytes | None]] = [(f"d{i % 3}/f{i:03d}.bin", rng.randbytes(rng.choice([0, 1, 511, 512,
+                                                                                                 513, 40_000])))
+                                               for i in range(60)] + [("big.bin", rng.randbytes(1_500_000))]
+    data = _tar(sorted(entries, key=lambda e: e[0]))
+    case = tmp_path / os.urandom(4).hex()
+    (case / "file").mkdir(parents=True)
+    archive = case / "a.tar"
+    archive.write_bytes(data)
+    expected = unpack(archive, case / "file" / "out", LIMITS)
+    writer = _unpack._Writer(case / "stream", LIMITS, len(data))
+    (case / "stream").mkdir()
+    stream = _unpack.PlainTarStream(writer, LIMITS)
+    position, index = 0, 0
+    while position < len(data):
+        size = cuts[index % len(cuts)]
+        stream.feed(memoryview(data)[position:position + size])
+        position, index = position + size, index + 1
+    stream.finish()
+    assert sorted(writer.files, key=lambda f: f.path) == expected
+    assert _tree(case / "stream") == _tree(case / "file" / "out")
+    shutil.rmtree(case)
