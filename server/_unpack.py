@@ -81,7 +81,13 @@ def _normal(name: str) -> str:
 
 
 class _Writer:
-    """Writes members under ``dest`` while enforcing the byte budget."""
+    """Writes members under ``dest`` while enforcing the byte budget.
+
+    Paths are strings and folders are remembered by their relative name:
+    ten thousand members made ten thousand ``Path`` objects (and hashed them)
+    for nothing, and thousands of members share a handful of folders (one
+    ``mkdir`` each, not one per member).
+    """
 
     def __init__(self, dest: Path, limits: UnpackLimits, archive_size: int) -> None:
         self.dest = dest
@@ -89,9 +95,8 @@ class _Writer:
         self.written = 0
         self.seen: set[str] = set()
         self.files: list[TreeFile] = []
-        self.folders: set[Path] = {dest}
-        self.dest_name = str(dest)
-        self.folder_names: set[str] = {""}  # relative folders known to exist (file_bytes)
+        self._dest_name = str(dest)
+        self._folders: set[str] = {""}  # relative folders known to exist
 
     def claim(self, name: str) -> str:
         problem = member_path_problem(name)
@@ -104,74 +109,65 @@ class _Writer:
         return rel
 
     def directory(self, rel: str) -> None:
-        if rel:
-            self._make_folder(self.dest / rel)
-
-    def _make_folder(self, folder: Path) -> None:
-        # Thousands of members share a handful of folders: one mkdir each, not one per member.
-        if folder not in self.folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.folders.add(folder)
+        if rel not in self._folders:
+            (self.dest / rel).mkdir(parents=True, exist_ok=True)
+            self._folders.add(rel)
 
     def file(self, rel: str, source: IO[bytes]) -> None:
-        if not rel:
-            raise UnpackError("a file member has no name")
-        target = self.dest / rel
-        self._make_folder(target.parent)
+        """A member read from ``source`` a block at a time (a zip member, a tarfile member)."""
+        fd = self._create(rel)
         hasher = new_hasher()
         size = 0
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
             while True:
                 block = source.read(_BLOCK)
                 if not block:
                     break
                 size += len(block)
-                self.written += len(block)
-                if self.written > self.budget:
-                    raise UnpackError(f"archive unpacks to more than {self.budget} bytes")
+                self._count(len(block))
                 hasher.update(block)
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(fd, view) :]
-            if CAN_SYNC_FILESYSTEM:
-                if size >= _WRITEBACK_MIN:
-                    start_writeback(fd, 0, size)  # the one syncfs at the end then finds it written
-            else:
-                os.fsync(fd)
+                _write_all(fd, block)
+            _written(fd, size)
         finally:
             os.close(fd)
         self.files.append(TreeFile(rel, size, format_checksum(hasher.hexdigest())))
 
-
     def file_bytes(self, rel: str, data: bytes | memoryview) -> None:
-        """A member whose bytes are already in memory (:func:`_plain_tar`).
-
-        Paths as strings and the folder cache by name: ten thousand members
-        made ten thousand ``Path`` objects (and hashed them) for nothing.
-        """
-        if not rel:
-            raise UnpackError("a file member has no name")
-        self.written += len(data)
-        if self.written > self.budget:
-            raise UnpackError(f"archive unpacks to more than {self.budget} bytes")
-        folder, _, _ = rel.rpartition("/")
-        if folder not in self.folder_names:
-            self._make_folder(self.dest / folder)
-            self.folder_names.add(folder)
-        fd = os.open(f"{self.dest_name}/{rel}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        """A member whose bytes are already in memory (:class:`PlainTarStream`)."""
+        self._count(len(data))
+        fd = self._create(rel)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if CAN_SYNC_FILESYSTEM:
-                if len(data) >= _WRITEBACK_MIN:
-                    start_writeback(fd, 0, len(data))
-            else:
-                os.fsync(fd)
+            _write_all(fd, data)
+            _written(fd, len(data))
         finally:
             os.close(fd)
         self.files.append(TreeFile(rel, len(data), checksum_of(data)))
+
+    def _count(self, size: int) -> None:
+        self.written += size
+        if self.written > self.budget:
+            raise UnpackError(f"archive unpacks to more than {self.budget} bytes")
+
+    def _create(self, rel: str) -> int:
+        if not rel:
+            raise UnpackError("a file member has no name")
+        self.directory(rel.rpartition("/")[0])
+        return os.open(f"{self._dest_name}/{rel}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _written(fd: int, size: int) -> None:
+    """A member is written: on its way to disk for the one ``syncfs`` at the end, or flushed now."""
+    if CAN_SYNC_FILESYSTEM:
+        if size >= _WRITEBACK_MIN:
+            start_writeback(fd, 0, size)  # the syncfs at the end then finds it written
+    else:
+        os.fsync(fd)
 
 
 class _NotPlain(Exception):
@@ -185,7 +181,7 @@ _POSIX_MAGIC = b"ustar\x0000"
 _PLAIN_NUMBER = re.compile(rb" *[0-7]* *(?:\x00[\x00-\xff]*)?")
 #: mode, uid, gid, mtime, devmajor, devminor: read by tarfile, not used by us.
 _OTHER_NUMBERS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))
-#: Members up to this size are read whole; larger ones are copied through :meth:`_Writer.file`.
+#: Members up to this size are taken whole by :class:`PlainTarStream`; a larger one sends the archive to tarfile.
 _IN_MEMORY_MEMBER = 4 * 1024 * 1024
 
 
@@ -304,12 +300,6 @@ def _plain_tar(archive: Path, writer: _Writer, limits: UnpackLimits) -> None:
     stream.finish()
 
 
-def _is_plain_tar(archive: Path) -> bool:
-    with open(archive, "rb") as f:
-        head = f.read(_TAR_BLOCK)
-    return len(head) == _TAR_BLOCK and head[257:265] == _POSIX_MAGIC
-
-
 def _zip_members(zf: zipfile.ZipFile, writer: _Writer, limits: UnpackLimits) -> None:
     infos = zf.infolist()
     if len(infos) > limits.max_members:
@@ -369,18 +359,12 @@ def unpack(archive: Path, dest: Path, limits: UnpackLimits) -> list[TreeFile]:
             with zipfile.ZipFile(archive) as zf:
                 _zip_members(zf, writer, limits)
         elif archive_size and tarfile.is_tarfile(archive):
-            if _is_plain_tar(archive):
-                try:
-                    _plain_tar(archive, writer, limits)
-                    plain = True
-                except _NotPlain:
-                    shutil.rmtree(dest, ignore_errors=True)
-                    dest.mkdir(parents=True)
-                    writer = _Writer(dest, limits, archive_size)
-                    plain = False
-            else:
-                plain = False
-            if not plain:
+            try:
+                _plain_tar(archive, writer, limits)  # not plain (compressed, GNU...): says so at once
+            except _NotPlain:
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True)
+                writer = _Writer(dest, limits, archive_size)
                 _tarfile_members(archive, writer, limits)
         else:
             raise UnpackError("not a .zip, .tar or compressed .tar archive")
