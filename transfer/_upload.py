@@ -383,14 +383,18 @@ class _InlineChunk:
     sends the same bytes; ``sent`` counts what an attempt put on the wire.
     """
 
-    def __init__(self, ctx: TransferContext, record: FileRecord, data: bytes,
+    def __init__(self, ctx: TransferContext, record: FileRecord, chunk: Chunk, data: bytes,
                  whole_before: xxhash.xxh3_128 | None) -> None:
         self._ctx, self._record = ctx, record
         self.data = data
         hasher = xxhash.xxh3_128(data)
         self.digest: str | None = protocol.format_checksum(hasher.hexdigest())
-        self.whole = whole_before.copy() if whole_before is not None else None
-        if self.whole is not None:
+        if whole_before is None:
+            self.whole: xxhash.xxh3_128 | None = None
+        elif chunk.offset == 0:
+            self.whole = hasher.copy()  # the file so far is this chunk: hashed once, not twice
+        else:
+            self.whole = whole_before.copy()
             self.whole.update(data)
         self.sent = 0
 
@@ -402,21 +406,20 @@ class _InlineChunk:
     def body(self, fields: Sequence[tuple[str, str]], blob_name: str, send_checksums: bool,
              file_checksum: bool) -> Payload:
         boundary = os.urandom(16).hex()
-        delimiter = f"--{boundary}\r\n".encode()
         parts: list[bytes] = []
+
+        def part(headers: str, value: bytes) -> None:
+            parts.extend((f"--{boundary}\r\n{headers}\r\n\r\n".encode(), value, b"\r\n"))
+
+        late = [("checksum", self.digest or "")] if send_checksums else []
+        if send_checksums and file_checksum and self.whole is not None:
+            late.append(("file_checksum", protocol.format_checksum(self.whole.hexdigest())))
         for name, value in fields:
-            parts += (delimiter, f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode(),
-                      value.encode(), b"\r\n")
-        blob_header = content_disposition_header("form-data", name="blob", filename=blob_name)
-        parts += (delimiter, f"Content-Disposition: {blob_header}\r\n"
-                             "Content-Type: application/octet-stream\r\n\r\n".encode(), self.data, b"\r\n")
-        if send_checksums:
-            late = [("checksum", self.digest or "")]
-            if file_checksum and self.whole is not None:
-                late.append(("file_checksum", protocol.format_checksum(self.whole.hexdigest())))
-            for name, value in late:
-                parts += (delimiter, f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode(),
-                          value.encode(), b"\r\n")
+            part(f'Content-Disposition: form-data; name="{name}"', value.encode())
+        part(f"Content-Disposition: {content_disposition_header('form-data', name='blob', filename=blob_name)}"
+             "\r\nContent-Type: application/octet-stream", self.data)
+        for name, value in late:
+            part(f'Content-Disposition: form-data; name="{name}"', value.encode())
         parts.append(f"--{boundary}--\r\n".encode())
         return _InlineBody(b"".join(parts), self, content_type=f"multipart/form-data; boundary={boundary}")
 
@@ -503,7 +506,7 @@ async def _post_chunk(
     """
     send_checksums = ctx.capabilities.checksums
     data_id = progress.data_id
-    inline = (_InlineChunk(ctx, record, source.read(chunk.offset, chunk.size), progress.whole)
+    inline = (_InlineChunk(ctx, record, chunk, source.read(chunk.offset, chunk.size), progress.whole)
               if isinstance(source, MemorySource) else None)
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = _SourceErrorHolder()
