@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from flowxfer.protocol import RateLimit
 from flowxfer.server._downloads import plan_response
-from flowxfer.server._multipart import MultipartError, MultipartParser, boundary_of
+from flowxfer.server._multipart import MultipartError, MultipartParser, boundary_of, header_params
 from flowxfer.server._ratelimit import RateLimiter
 from flowxfer.server._unpack import member_path_problem
 
@@ -107,6 +107,18 @@ def test_boundary_of() -> None:
     for bad in ("application/json", "multipart/form-data", "multipart/form-data; boundary=" + "x" * 71):
         with pytest.raises(MultipartError):
             boundary_of(bad)
+
+
+def test_header_params_unquote_quoted_pairs_only_inside_quotes() -> None:
+    value = r'; name="blob"; filename="a \"b\" c\\d.fq"; plain=x\y; NAME2="no escapes"'
+    assert header_params(value) == {"name": "blob", "filename": r'a "b" c\d.fq', "plain": r"x\y",
+                                    "name2": "no escapes"}
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=40))
+def test_header_params_round_trip_a_quoted_value(text: str) -> None:
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    assert header_params(f'; filename="{quoted}"') == {"filename": text}
 
 
 ETAG = '"abc"'

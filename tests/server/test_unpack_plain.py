@@ -100,13 +100,42 @@ def test_a_member_larger_than_memory_reads_is_streamed(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "big.bin").read_bytes() == big
 
 
+def _spaced_numbers(data: bytes) -> bytes:
+    """Every header's numbers spelled as old tars do (space-padded, space before the NUL), checksums made right."""
+    out = bytearray(data)
+    at = 0
+    while out[at:at + 512] != bytes(512):
+        header = out[at:at + 512]
+        size = int(header[124:135], 8)
+        for start, end in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148)):
+            value = int(header[start:end].rstrip(b"\0 ") or b"0", 8)
+            header[start:end] = f"{value:o}".rjust(end - start - 2).encode() + b" \0"
+        header[148:156] = b" " * 8
+        header[148:156] = f"{sum(header):6o}\0 ".encode()
+        out[at:at + 512] = header
+        at += 512 + size + (-size % 512)
+    return bytes(out)
+
+
+def test_plain_numbers_spelled_otherwise_are_still_read_by_the_fast_reader(tmp_path: Path) -> None:
+    data = _spaced_numbers(_tar([("a.bin", b"x" * 10), ("d/b.bin", b"y" * 700)]))
+    assert data[100:108] == b"   644 \0"
+    writer = _unpack._Writer(tmp_path / "out", LIMITS, len(data))
+    (tmp_path / "out").mkdir()
+    stream = _unpack.PlainTarStream(writer, LIMITS)
+    stream.feed(data)
+    stream.finish()  # no _NotPlain: the general checks took it
+    assert [(f.path, f.size) for f in writer.files] == [("a.bin", 10), ("d/b.bin", 700)]
+    assert (tmp_path / "out" / "d" / "b.bin").read_bytes() == b"y" * 700
+
+
 def _damage(data: bytes, at: int, value: bytes) -> bytes:
     return data[:at] + value + data[at + len(value):]
 
 
 @pytest.mark.parametrize("damage", [
     "second-header-checksum", "cut-in-member", "cut-in-header", "no-end-blocks", "symlink", "absolute",
-    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later"])
+    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later", "spaced-numbers"])
 def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> None:
     entries: list[tuple[str, bytes | None]] = [("a.bin", os.urandom(1000)), ("b.bin", os.urandom(600))]
     data = _tar(entries)
@@ -131,6 +160,8 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
         header[148:156] = b" " * 8
         header[148:156] = f"{sum(header):06o}\0 ".encode()
         data = data[:at] + bytes(header) + data[at + 512:]
+    elif damage == "spaced-numbers":
+        data = _spaced_numbers(_tar([("a.bin", b"x" * 10), ("b.bin", b"y" * 700)]))
     else:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -184,3 +215,25 @@ def test_the_stream_takes_the_archive_in_pieces_of_any_size(tmp_path: Path, cuts
     assert sorted(writer.files, key=lambda f: f.path) == expected
     assert _tree(case / "stream") == _tree(case / "file" / "out")
     shutil.rmtree(case)
+
+
+_name_piece = st.text(st.sampled_from("aZ09_-.~+,=@%/\\:é\x00\x1f "), max_size=8) | st.sampled_from(
+    ["..", ".", "/", "//", "./", "a" * 255, "b" * 256, "c/" * 64, "d/" * 63 + "d"])
+
+
+@given(st.lists(_name_piece, max_size=6).map("".join))
+def test_the_simple_name_shortcut_agrees_with_the_full_check(name: str) -> None:
+    writer = _unpack._Writer(Path("/nonexistent"), LIMITS, 1)
+    try:
+        fast_or_full = writer.claim(name)
+    except UnpackError as exc:
+        assert str(exc) == _unpack.member_path_problem(name)
+        return
+    assert _unpack.member_path_problem(name) is None
+    assert fast_or_full == _unpack._normal(name)
+
+
+def test_the_simple_name_shortcut_is_taken_for_pack_names() -> None:
+    assert _unpack._SIMPLE_NAME.fullmatch("run_01/Sample-1.R1.fastq.gz")
+    for name in (".hidden", "a/./b", "a//b", "a/../b", "/abs", "C:x", "a\\b", "é", "a" * 256):
+        assert not _unpack._SIMPLE_NAME.fullmatch(name)
