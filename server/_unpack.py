@@ -277,6 +277,8 @@ class PlainTarStream:
             raise _NotPlain()
         usual = _USUAL_NUMBERS.fullmatch(header, 100, 156)
         if usual:
+            if not (_PLAIN_NUMBER.fullmatch(header, 329, 337) and _PLAIN_NUMBER.fullmatch(header, 337, 345)):
+                raise _NotPlain()  # the device numbers, which tarfile reads for every member
             size, checksum = int(usual[1], 8), int(usual[2], 8)
         else:
             if not all(_PLAIN_NUMBER.fullmatch(header, start, end) for start, end in _OTHER_NUMBERS):

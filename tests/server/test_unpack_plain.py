@@ -135,7 +135,7 @@ def _damage(data: bytes, at: int, value: bytes) -> bytes:
 
 @pytest.mark.parametrize("damage", [
     "second-header-checksum", "cut-in-member", "cut-in-header", "no-end-blocks", "symlink", "absolute",
-    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later", "spaced-numbers"])
+    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later", "spaced-numbers", "bad-devmajor"])
 def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> None:
     entries: list[tuple[str, bytes | None]] = [("a.bin", os.urandom(1000)), ("b.bin", os.urandom(600))]
     data = _tar(entries)
@@ -148,13 +148,15 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
         data = data[:second + 200]
     elif damage == "no-end-blocks":
         data = data[:second + 512 + 1024]
-    elif damage in ("hex-size", "bad-mtime-later"):
+    elif damage in ("hex-size", "bad-mtime-later", "bad-devmajor"):
         # A number that is not octal (the checksum made right): tarfile refuses it, or stops there.
         data = _tar([("a.bin", b"x" * 10), ("b.bin", b"y" * 10), ("c.bin", b"z" * 10)])
         at = 0 if damage == "hex-size" else 1024
         header = bytearray(data[at:at + 512])
         if damage == "hex-size":
             header[124:136] = b"0000000001a\0"
+        elif damage == "bad-devmajor":
+            header[329:337] = b"000000z\0"  # the other numbers as tarfile writes them
         else:
             header[136:148] = b"1234567890z\0"
         header[148:156] = b" " * 8
