@@ -191,8 +191,8 @@ class PathFilter:
 
     def _deciding_rule(self, rel_path: str, is_dir: bool) -> int | None:
         """The index of the last rule matching the path or one of its parent directories."""
-        if not rel_path:
-            return None
+        if not rel_path or not self.rules:
+            return None  # no rules (the usual sync): nothing to split or join for each of a million files
         components = rel_path.split("/")
         parents = ["/".join(components[:n]) for n in range(1, len(components))]
         for index in range(len(self.rules) - 1, -1, -1):
