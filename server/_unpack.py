@@ -244,8 +244,9 @@ class PlainTarStream:
             self._pos = 0
         buffer += data
         # Members are written from views of the buffer: slicing the bytearray and then taking
-        # bytes of the slice copied every member twice. No view outlives this call, so the
-        # buffer can be compacted and grown again at the next one.
+        # bytes of the slice copied every member twice. No view outlives a call that returns,
+        # so the buffer can be compacted and grown at the next one. (After a call that raised,
+        # a traceback may still hold one: a stream that raised is dropped, never fed again.)
         with memoryview(buffer) as view:
             while not self.done:
                 pos = self._pos
@@ -288,6 +289,8 @@ class PlainTarStream:
             raise _NotPlain()
         kind = header[156:157]
         name = header[0:100].split(b"\0", 1)[0]
+        if kind == b"\0" and name.endswith(b"/"):
+            kind = b"5"  # an old-style folder entry, as tarfile reads it (the name field alone, not the prefix)
         prefix = header[345:500].split(b"\0", 1)[0]
         if prefix:
             name = prefix + b"/" + name
@@ -295,8 +298,6 @@ class PlainTarStream:
         self._count += 1
         if self._count > self.limits.max_members:
             raise UnpackError(f"archive has more than {self.limits.max_members} members")
-        if kind == b"\0" and text.endswith("/"):
-            kind = b"5"  # an old-style folder entry, as tarfile reads it
         if kind == b"5":
             if size:
                 raise _NotPlain()  # a folder with data: let tarfile judge

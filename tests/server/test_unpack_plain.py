@@ -135,7 +135,8 @@ def _damage(data: bytes, at: int, value: bytes) -> bytes:
 
 @pytest.mark.parametrize("damage", [
     "second-header-checksum", "cut-in-member", "cut-in-header", "no-end-blocks", "symlink", "absolute",
-    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later", "spaced-numbers", "bad-devmajor"])
+    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later", "spaced-numbers", "bad-devmajor",
+    "bad-mode-later", "prefix-only-name", "old-style-folder"])
 def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> None:
     entries: list[tuple[str, bytes | None]] = [("a.bin", os.urandom(1000)), ("b.bin", os.urandom(600))]
     data = _tar(entries)
@@ -148,7 +149,26 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
         data = data[:second + 200]
     elif damage == "no-end-blocks":
         data = data[:second + 512 + 1024]
-    elif damage in ("hex-size", "bad-mtime-later", "bad-devmajor"):
+    elif damage == "old-style-folder":
+        # Type NUL with a name ending in "/": a folder, as old tars wrote them.
+        data = _tar([("a.bin", b"x" * 10), ("d/", b"")])
+        header = bytearray(data[1024:1536])
+        header[156:157] = b"\0"
+        header[148:156] = b" " * 8
+        header[148:156] = f"{sum(header):06o}\0 ".encode()
+        data = data[:1024] + bytes(header) + data[1536:]
+    elif damage == "prefix-only-name":
+        # An old-style entry (type NUL) whose name field is empty and whose prefix holds the name:
+        # tarfile applies the trailing-slash folder rule to the name field only, so this is a file.
+        data = _tar([("a.bin", b"x" * 10), ("b.bin", b"")])
+        header = bytearray(data[1024:1536])
+        header[0:100] = bytes(100)
+        header[156:157] = b"\0"
+        header[345:500] = b"p".ljust(155, b"\0")
+        header[148:156] = b" " * 8
+        header[148:156] = f"{sum(header):06o}\0 ".encode()
+        data = data[:1024] + bytes(header) + data[1536:]
+    elif damage in ("hex-size", "bad-mtime-later", "bad-devmajor", "bad-mode-later"):
         # A number that is not octal (the checksum made right): tarfile refuses it, or stops there.
         data = _tar([("a.bin", b"x" * 10), ("b.bin", b"y" * 10), ("c.bin", b"z" * 10)])
         at = 0 if damage == "hex-size" else 1024
@@ -157,6 +177,8 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
             header[124:136] = b"0000000001a\0"
         elif damage == "bad-devmajor":
             header[329:337] = b"000000z\0"  # the other numbers as tarfile writes them
+        elif damage == "bad-mode-later":
+            header[100:108] = b"000064z\0"
         else:
             header[136:148] = b"1234567890z\0"
         header[148:156] = b" " * 8
@@ -233,6 +255,23 @@ def test_the_simple_name_shortcut_agrees_with_the_full_check(name: str) -> None:
         return
     assert _unpack.member_path_problem(name) is None
     assert fast_or_full == _unpack._normal(name)
+
+
+@pytest.mark.parametrize(("name", "verdict"), [
+    ("d/" * 64 + "d", "member path too deep"),
+    ("d/" * 63 + "d", None),
+    (("e" * 255 + "/") * 16 + "e", "member path too long"),  # 4097 bytes
+    (("x" * 63 + "/") * 63 + "x" * 64, None),  # exactly 4096 bytes in 64 components
+    ("f" * 255, None),
+])
+def test_the_simple_name_shortcut_keeps_the_length_and_depth_limits(name: str, verdict: str | None) -> None:
+    assert _unpack._SIMPLE_NAME.fullmatch(name)  # the shortcut's regex alone would take every one of these
+    writer = _unpack._Writer(Path("/nonexistent"), LIMITS, 1)
+    if verdict is None:
+        assert writer.claim(name) == name
+    else:
+        with pytest.raises(UnpackError, match=verdict):
+            writer.claim(name)
 
 
 def test_the_simple_name_shortcut_is_taken_for_pack_names() -> None:
