@@ -77,6 +77,11 @@ class ServerConfig:
     #: Socket read buffer per connection; bigger buffers mean fewer wake-ups
     #: when chunks of several MiB stream in.
     read_bufsize: int = 1 * MiB
+    #: Bytes of small uploads held in memory at once, across all requests (see
+    #: ``WHOLE_IN_MEMORY`` in the uploads module). Beyond it a small upload is
+    #: written as it arrives, like a large one: memory does not grow with the
+    #: number of clients sending small files at once.
+    whole_uploads_in_memory: int = 64 * MiB
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -84,6 +89,8 @@ class ServerConfig:
             self.rate_limits = parse_rate_limit_spec(self.rate_limits)
         if self.max_chunk_size <= 0:
             raise ValueError("max_chunk_size must be positive")
+        if self.whole_uploads_in_memory < 0:
+            raise ValueError("whole_uploads_in_memory must not be negative")
         for name in ("access_ttl", "refresh_ttl", "job_ttl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

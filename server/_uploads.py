@@ -69,6 +69,8 @@ WRITE_BLOCK = 1024 * 1024
 #: the data folder and made durable in one worker-thread call, and recorded
 #: ready in one (group) commit (:meth:`UploadManager._store_whole`): for a
 #: folder of small files the server's per-file work, not the bytes, is the cost.
+#: All such uploads together hold at most ``config.whole_uploads_in_memory``
+#: bytes; one that would go beyond it takes the streamed road.
 WHOLE_IN_MEMORY = 1024 * 1024
 
 _BOOL_WORDS = {
@@ -221,6 +223,8 @@ class _Chunk:
     sink: _Sink | None = None
     #: The blob of a whole upload kept in memory (``target.whole``).
     kept: list[Buffer] = field(default_factory=list)
+    #: Bytes of the server's in-memory allowance this request holds (given back in ``_release``).
+    held: int = 0
 
 
 class _Sink:
@@ -321,6 +325,9 @@ class UploadManager:
         self._locks: dict[str, asyncio.Lock] = {}
         # data id -> (bytes fed, running whole-file hasher); lost on restart by design.
         self._hashers: dict[str, tuple[int, xxhash.xxh3_128]] = {}
+        #: Bytes of whole uploads held in memory now, across requests (bounded by
+        #: ``config.whole_uploads_in_memory``; only the event loop touches it).
+        self.held_in_memory = 0
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -452,8 +459,11 @@ class UploadManager:
             meta = self._meta(chunk.fields)
             length = request.content_length
             if (meta.data_id is None and meta.is_last and not meta.is_directory and meta.offset == 0
-                    and length is not None and length <= WHOLE_IN_MEMORY):
+                    and length is not None and length <= WHOLE_IN_MEMORY
+                    and self.held_in_memory + length <= self.config.whole_uploads_in_memory):
                 charge(request, "upload")
+                self.held_in_memory += length
+                chunk.held = length
                 data_id = new_id()
                 chunk.target = _Target(data_id, self.layout.data / data_id, 0, True, None, whole=True)
                 return None, _Sink(self, -1, 0, (), fsync=False)
@@ -792,6 +802,8 @@ class UploadManager:
                     target.path if target.is_new and not target.committed else None,
                 )
         finally:
+            self.held_in_memory -= chunk.held
+            chunk.held = 0
             if target is not None and target.lock is not None and target.lock.locked():
                 target.lock.release()
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from flowxfer.protocol import checksum_of
 from tests.server.conftest import Api
@@ -107,6 +108,35 @@ async def test_a_damaged_whole_upload_writes_nothing(api: Api, server: RunningSe
     assert disagree.status == 422
     assert not list((server.root / "data").iterdir()) and not list((server.root / "partial").iterdir())
     assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
+
+
+@pytest.mark.parametrize("allowance", [0, 6000, 64 * 1024 * 1024])
+async def test_small_uploads_beyond_the_memory_allowance_are_streamed_and_exact(tmp_path: Path, allowance: int) -> None:
+    """``whole_uploads_in_memory`` bounds what small uploads hold at once; past it they take the streamed road.
+
+    With no allowance every small upload streams, with room for about one
+    the concurrent ones mix both roads, and damaged ones fail in either:
+    every good file must still be stored and served exactly.
+    """
+    async with running_server(tmp_path / "root", whole_uploads_in_memory=allowance) as srv, \
+            aiohttp.ClientSession() as session:
+        api = Api(session, srv.base_url, srv.users)
+        files = [os.urandom(size) for size in (1, 3000, 5000, 5000, 6000, 100_000, 1024 * 1024 - 500)]
+        good = [api.chunk("alice", data, filename=f"f{i}.bin", is_last=True, extra={"checksum": checksum_of(data)})
+                for i, data in enumerate(files)]
+        bad = [api.chunk("alice", data, is_last=True, extra={"checksum": checksum_of(b"not it")}) for data in files[:3]]
+        answers = await asyncio.gather(*good, *bad)
+        assert [a.status for a in answers] == [200] * len(files) + [422] * 3
+        for i, (data, answer) in enumerate(zip(files, answers, strict=False)):
+            got = await api.call("GET", f"/downloads/{answer.json()['id']}/f{i}.bin", "alice")
+            assert got.status == 200 and got.body == data
+        # The allowance was given back by every request, good or bad: the next ones still get through.
+        again = [os.urandom(4000) for _ in range(3)]
+        for data in again:
+            answer = await api.chunk("alice", data, is_last=True, extra={"checksum": checksum_of(data)})
+            assert answer.status == 200
+            assert (await api.call("GET", f"/downloads/{answer.json()['id']}/f.bin", "alice")).body == data
+        assert not list((srv.root / "partial").iterdir())
 
 
 async def test_a_whole_upload_names_which_checksum_failed(api: Api) -> None:
