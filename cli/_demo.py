@@ -123,7 +123,7 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
 
         def session(progress: Any) -> Flowxfer:
             return Flowxfer(url, config_dir=home / "config", journal=home / "journal.db", config=transfer,
-                            progress=progress)
+                            progress=progress, environment=False)
 
         async with session(output.event) as fx:
             await fx.login(DEMO_USER, password)

@@ -15,7 +15,7 @@ import re
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -189,6 +189,10 @@ class Flowxfer:
         ``token``, ``config_dir``, ``journal`` and ``ca_bundle`` likewise
         default to ``$FLOW_API_TOKEN``, ``$FLOWXFER_CONFIG_DIR``,
         ``$FLOWXFER_JOURNAL`` and ``$FLOWXFER_CA_BUNDLE``.
+    :param environment: read those variables at all. False for a client that
+        must not be steered by its caller's environment: ``flowxfer demo``
+        talks to its own embedded server, and a user's ``FLOW_API_TOKEN`` for
+        hosted Flow must neither be sent there nor replace the demo's login.
     :param token: an access token to use instead of saved credentials (it
         cannot be refreshed).
     :param config_dir: where ``login`` saves credentials (mode 0600).
@@ -209,15 +213,17 @@ class Flowxfer:
         ca_bundle: Path | str | None = None,
         allow_insecure_http: bool = False,
         session: aiohttp.ClientSession | None = None,
+        environment: bool = True,
     ) -> None:
         # Unset arguments come from the same environment variables as the CLI's options
         # (as boto3 does), so a script and the command line see the same server and journal.
-        base_url = base_url or os.environ.get("FLOW_API_URL") or DEFAULT_BASE_URL
-        token = token if token is not None else (os.environ.get("FLOW_API_TOKEN") or None)
-        config_dir = config_dir or os.environ.get("FLOWXFER_CONFIG_DIR") or None
-        if journal is None and os.environ.get("FLOWXFER_JOURNAL"):
-            journal = os.environ["FLOWXFER_JOURNAL"]
-        ca_bundle = ca_bundle or os.environ.get("FLOWXFER_CA_BUNDLE") or None
+        env: Mapping[str, str] = os.environ if environment else {}
+        base_url = base_url or env.get("FLOW_API_URL") or DEFAULT_BASE_URL
+        token = token if token is not None else (env.get("FLOW_API_TOKEN") or None)
+        config_dir = config_dir or env.get("FLOWXFER_CONFIG_DIR") or None
+        if journal is None and env.get("FLOWXFER_JOURNAL"):
+            journal = env["FLOWXFER_JOURNAL"]
+        ca_bundle = ca_bundle or env.get("FLOWXFER_CA_BUNDLE") or None
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self.config = config or TransferConfig()
         self.events = progress or ignore_events

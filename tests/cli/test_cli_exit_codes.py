@@ -229,9 +229,9 @@ async def test_5_when_the_server_rejects(tmp_path: Path) -> None:
 
 
 async def test_75_when_the_same_command_already_runs(tmp_path: Path) -> None:
-    src = write_random(tmp_path / "run" / "a.fastq", 1024 * KiB, 1)
+    src = write_random(tmp_path / "run" / "a.fastq", 512 * KiB, 1)  # ~4 s at 128k: the second run has time
     async with logged_in(tmp_path) as (srv, cli):
-        command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "64k", "--bwlimit", "384k"]
+        command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "64k", "--bwlimit", "128k"]
         async with cli.start(*command) as first:
             await first.until_moved(64 * KiB)
             started = time.monotonic()

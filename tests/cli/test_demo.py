@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,11 @@ def test_demo_passes_every_check_and_reports_json(tmp_path: Path) -> None:
 
 
 def test_demo_human_output_has_the_closing_table(tmp_path: Path) -> None:
-    done = subprocess.run([*CLI, "demo", "--size", "2M"], capture_output=True, text=True, timeout=240, check=False)
+    # A user's settings for hosted Flow must not leak into the demo's own server: its token
+    # would be sent there (and refused) instead of the demo's login.
+    env = {**os.environ, "FLOW_API_TOKEN": "abc.def.ghi", "FLOW_API_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([*CLI, "demo", "--size", "2M"], capture_output=True, text=True, timeout=240, check=False,
+                          env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     for line in ("byte-for-byte identical", "requests spent (against limits)", "every check passed"):
         assert line in done.stdout

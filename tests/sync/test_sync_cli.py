@@ -122,12 +122,17 @@ def test_overlapping_runs_second_exits_75_at_once_then_resume_finishes(flow: Ser
             assert line and time.monotonic() < deadline, "the first sync never started"
             if '"event": "file_started"' in line:
                 break
+        # "Within a second" of starting its work: starting Python and importing flowxfer on a
+        # busy two-core machine takes up to a second by itself, so that is measured alongside.
+        started = time.monotonic()
+        assert cli.run("--version").returncode == 0
+        start_up = time.monotonic() - started
         started = time.monotonic()
         second = cli.run(*args)
         elapsed = time.monotonic() - started
         assert second.returncode == 75, second.stderr
         assert "already running (flowxfer sync): pid" in second.stderr and str(first.pid) in second.stderr
-        assert elapsed < 1.0, f"the second run took {elapsed:.2f} s to give up"
+        assert elapsed < start_up + 1.0, f"the second run took {elapsed:.2f} s to give up ({start_up:.2f} s to start)"
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 143
     finally:

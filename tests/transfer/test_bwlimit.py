@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowxfer.transfer._bwlimit import BandwidthSchedule
@@ -138,6 +138,7 @@ _times = st.tuples(st.integers(0, 6), st.integers(0, 23), st.integers(0, 59))
 _rates = st.sampled_from(["off", "1M", "2M", "512k"])
 
 
+@settings(deadline=None)  # walks a week minute by minute: fast here, not on a loaded CI machine
 @given(
     entries=st.dictionaries(_times, _rates, min_size=1, max_size=6),
     when=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
