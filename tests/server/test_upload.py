@@ -424,7 +424,7 @@ async def test_a_stalled_chunk_does_not_hold_its_upload(server_root: Path, http:
     """A client that vanished mid-chunk (its connection left half-open) held the upload's lock until
     TCP gave up, and the retry of that chunk from a new connection waited behind it. Now the stalled
     body is dropped after ``body_stall_timeout`` and the retry goes through."""
-    async with running_server(server_root, body_stall_timeout=1.0) as srv:
+    async with running_server(server_root, body_stall_timeout=2.0) as srv:
         api = Api(http, srv.base_url, srv.users)
         first = await api.chunk("alice", b"a" * 10, filename="s.bin")
         data_id = first.json()["id"]
@@ -441,7 +441,9 @@ async def test_a_stalled_chunk_does_not_hold_its_upload(server_root: Path, http:
                           f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
                           f"Content-Length: 100000\r\n\r\n{head}").encode() + b"b" * 5000)
             await writer.drain()  # ... and then nothing more: the client is gone, the socket is not
-            await asyncio.sleep(0.3)
+            # Time for the server to read the stalled request's head and take the upload's lock
+            # (0.8 s of the 2 s stall allowance: the retry must arrive while the lock is held).
+            await asyncio.sleep(0.8)
             retry = await asyncio.wait_for(
                 api.chunk("alice", b"c" * 20, filename="s.bin", offset=10, data_id=data_id, is_last=True), 10)
             assert retry.status == 200, retry.body

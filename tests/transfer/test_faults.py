@@ -227,8 +227,9 @@ async def test_download_connection_cut_mid_stream(tmp_path: Path, extensions: bo
 async def test_download_stall_longer_than_read_timeout(tmp_path: Path, extensions: bool) -> None:
     async with rig(tmp_path, extensions) as r:
         source, data_id = await upload_direct(r.server, tmp_path)
-        stall = r.proxy.add(StallMidBody(DOWNLOAD, direction="down", at_bytes=3 * CHUNK + 5, seconds=4.0))
-        report, data = await download_through(r, tmp_path, data_id, segments=1, read_timeout=0.5)
+        # A 2 s read timeout against an 8 s stall: only the stall trips it, not a slow moment of a loaded machine.
+        stall = r.proxy.add(StallMidBody(DOWNLOAD, direction="down", at_bytes=3 * CHUNK + 5, seconds=8.0))
+        report, data = await download_through(r, tmp_path, data_id, segments=1, read_timeout=2.0)
         done(report)
         assert stall.hits == 1 and report.retries >= 1
         assert data == source
@@ -240,8 +241,8 @@ async def test_upload_answer_stalled_longer_than_read_timeout(tmp_path: Path, ex
     server's 400 (it already holds those bytes) tells it to go on: nothing stored twice."""
     async with rig(tmp_path, extensions) as r:
         stall = r.proxy.add(StallMidBody(Match("POST", r"^/upload$", nth=5), direction="down", at_fraction=0.5,
-                                         seconds=4.0))
-        source, data_id = await upload_through(r, tmp_path, read_timeout=0.5)
+                                         seconds=8.0))
+        source, data_id = await upload_through(r, tmp_path, read_timeout=2.0)  # only the stall trips it
         assert stall.hits == 1
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
