@@ -179,8 +179,8 @@ def _plain_header(member: TarMember) -> bytes:
     Field by field what :meth:`tarfile.TarInfo._create_header` makes for our
     fixed mode, owner and type; a property test holds it to tarfile's bytes.
     """
-    head = b"%s0000644\x000000000\x000000000\x00%011o\x00%011o\x00" % (
-        member.arcname.encode("ascii").ljust(100, b"\0"), member.size, member.mtime)
+    head = b"%s%07o\x000000000\x000000000\x00%011o\x00%011o\x00" % (
+        member.arcname.encode("ascii").ljust(100, b"\0"), _MODE, member.size, member.mtime)
     checksum = sum(head) + 8 * 32 + _PLAIN_TAIL_SUM  # the checksum field counts as eight spaces
     return head + b"%06o\x00 " % checksum + _PLAIN_TAIL
 

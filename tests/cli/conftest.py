@@ -69,7 +69,7 @@ class Cli:
         return self.home / "journal.db"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOW_", "FLOWXFER_"))}
+        env = dict(os.environ)  # the caller's FLOW_*/FLOWXFER_* are gone (tests/conftest.py)
         env.update({
             "FLOW_API_URL": self.base_url,
             "FLOWXFER_CONFIG_DIR": str(self.home / "config"),

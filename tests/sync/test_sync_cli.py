@@ -24,7 +24,6 @@ class Cli:
     def __init__(self, base_url: str, home: Path) -> None:
         self.env = {**os.environ, "FLOW_API_URL": base_url, "FLOWXFER_CONFIG_DIR": str(home / "config"),
                     "FLOWXFER_JOURNAL": str(home / "journal.db"), "PYTHONUNBUFFERED": "1"}
-        self.env.pop("FLOW_API_TOKEN", None)
         result = self.run("login", "-u", "alice", "--password-stdin", stdin="alice-pw-1\n")
         assert result.returncode == 0, result.stderr
 
