@@ -70,7 +70,7 @@ from ._plan import (
     scan_local,
 )
 from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
-from ._sources import FileSource, describe_mode
+from ._sources import FileSource, MemorySource, ReadAhead, describe_mode
 from ._upload import (
     StopRequested,
     UploadOptions,
@@ -375,23 +375,31 @@ class Flowxfer:
         async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
             return await self._upload_one(ctx, record, options)
 
-        return await self._run("upload", params, plan, work, transfer_id=transfer_id, extra_state={"force": force})
+        return await self._run("upload", params, plan, work, transfer_id=transfer_id, extra_state={"force": force},
+                               read_ahead=lambda record: not record.data_id)
 
     async def _upload_one(self, ctx: TransferContext, record: FileRecord, options: UploadOptions) -> FileReport:
         self._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
         restarts = 0
+        # Bytes read ahead were checked then against the planned size and mtime: all the stat
+        # below would find out.
+        read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
         while True:
-            st = await stat_source(record.local_path)
-            if not stat.S_ISREG(st.st_mode):
-                # Replaced by a folder or a FIFO since it was planned: not a changed file, a gone one.
-                raise LocalIOError(f"cannot read {record.local_path}: not a regular file "
-                                   f"(now {describe_mode(st.st_mode)})")
-            if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
-                # Changed since it was planned (or since the interrupted run): a new upload.
-                record = start_over(ctx, record, st)
+            source: FileSource | MemorySource
+            if read_ahead is not None:
+                source, read_ahead = read_ahead, None
+            else:
+                st = await stat_source(record.local_path)
+                if not stat.S_ISREG(st.st_mode):
+                    # Replaced by a folder or a FIFO since it was planned: not a changed file, a gone one.
+                    raise LocalIOError(f"cannot read {record.local_path}: not a regular file "
+                                       f"(now {describe_mode(st.st_mode)})")
+                if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
+                    # Changed since it was planned (or since the interrupted run): a new upload.
+                    record = start_over(ctx, record, st)
+                source = FileSource(record.local_path, record.size, record.mtime_ns)
             try:
-                result = await upload_source(ctx, record, FileSource(record.local_path, record.size,
-                                                                     record.mtime_ns), options)
+                result = await upload_source(ctx, record, source, options)
             except SourceChangedError as exc:
                 restarts += 1
                 ctx.counters.files_restarted += 1
@@ -666,8 +674,13 @@ class Flowxfer:
         transfer_id: str | None = None,
         extra_state: dict[str, Any] | None = None,
         leases: Sequence[str] = (),
+        read_ahead: Callable[[FileRecord], bool] | None = None,
     ) -> TransferReport:
-        """Plan, then work every file not yet finished, under a lease; always leave the journal consistent."""
+        """Plan, then work every file not yet finished, under a lease; always leave the journal consistent.
+
+        :param read_ahead: which records are plain local files to upload: small ones are read
+            ahead of their workers (:class:`ReadAhead`).
+        """
         client = self.client
         if client.tokens is None:
             raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
@@ -705,6 +718,7 @@ class Flowxfer:
             transfer_id=record.id, client=client, journal=journal, writer=writer, config=self.config,
             capabilities=capabilities, budget=ByteBudget(self.config.byte_budget), events=self._emit,
             server=server, username=username, stopping=lambda: self._stopping,
+            read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
         )
         started = time.monotonic()
         retries_before = client.retries
@@ -777,13 +791,18 @@ class Flowxfer:
                     partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500))
                 if not page:
                     return
-                for record in page:
-                    if self._stopping:
-                        return
-                    try:
-                        await send.send(record)
-                    except anyio.BrokenResourceError:
-                        return  # every worker has returned (stopping): nobody is left to feed
+                group = ctx.config.concurrency
+                for start in range(0, len(page), group):
+                    records = page[start:start + group]
+                    if ctx.read_ahead is not None and not self._stopping:
+                        await ctx.read_ahead.read(records)
+                    for record in records:
+                        if self._stopping:
+                            return
+                        try:
+                            await send.send(record)
+                        except anyio.BrokenResourceError:
+                            return  # every worker has returned (stopping): nobody is left to feed
                 after = page[-1].id
 
     async def _worker(self, ctx: TransferContext, receive: ObjectReceiveStream[FileRecord], work: Worker) -> None:

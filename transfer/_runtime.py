@@ -17,6 +17,7 @@ from flowxfer.journal import Journal, JournalBatch
 
 from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
+from ._sources import ReadAhead
 from .events import ProgressCallback
 
 
@@ -150,6 +151,7 @@ class TransferContext:
     username: str
     stopping: Callable[[], bool]
     counters: Counters = field(default_factory=Counters)
+    read_ahead: ReadAhead | None = None
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

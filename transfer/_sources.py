@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import anyio
+
+from flowxfer.journal import FileRecord
+
 from ._errors import LocalIOError, SourceChangedError
+
+#: Files up to this size are read by :class:`ReadAhead` before their worker asks.
+READ_AHEAD_LIMIT = 256 * 1024
 
 
 def describe_mode(mode: int) -> str:
@@ -116,3 +124,50 @@ class MemorySource:
 
     def close(self) -> None:
         pass
+
+
+class ReadAhead:
+    """Small files read ahead of the workers that upload them, a group per worker-thread call.
+
+    Why: handing one read to a worker thread costs the event loop more than
+    the read itself (the hand-off, the wake-up and anyio's bookkeeping came
+    to 17% of the client's CPU for 10,000 files of 16 KiB), and a folder of
+    small files is bounded by what each file costs. The transfer's producer
+    reads the next group of files in one call and a worker takes its file's
+    bytes instead of reading them. A file that cannot be read ahead (gone,
+    changed, unreadable) is left out: its worker reads it and reports the
+    problem where it always does. Bytes are taken only for the very size and
+    mtime they were read at, so a record planned again after a change
+    (``start_over``) never gets the old bytes.
+
+    Memory: the producer's lead, at most its group and the workers' queue
+    (2 × ``concurrency`` files), of at most :data:`READ_AHEAD_LIMIT` each.
+    """
+
+    def __init__(self, wanted: Callable[[FileRecord], bool]) -> None:
+        self._wanted = wanted
+        self._loaded: dict[int, tuple[int, int | None, MemorySource]] = {}
+
+    async def read(self, records: Sequence[FileRecord]) -> None:
+        """Read the wanted small files among ``records``, in one worker-thread call."""
+        wanted = [r for r in records if r.size <= READ_AHEAD_LIMIT and r.mtime_ns is not None and self._wanted(r)]
+        if wanted:
+            self._loaded.update(await anyio.to_thread.run_sync(_read_small, wanted))
+
+    def take(self, record: FileRecord) -> MemorySource | None:
+        """``record``'s bytes if they were read ahead for its size and mtime (once; then they are gone)."""
+        loaded = self._loaded.pop(record.id, None)
+        if loaded is None or loaded[:2] != (record.size, record.mtime_ns):
+            return None
+        return loaded[2]
+
+
+def _read_small(records: Sequence[FileRecord]) -> dict[int, tuple[int, int | None, MemorySource]]:
+    loaded = {}
+    for record in records:
+        try:
+            loaded[record.id] = (record.size, record.mtime_ns,
+                                 FileSource(record.local_path, record.size, record.mtime_ns).load())
+        except (LocalIOError, SourceChangedError):
+            pass  # its worker reads it again and reports what is wrong
+    return loaded

@@ -646,7 +646,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
         return await _sync_one(fx, ctx, record, options)
 
     report = await fx._run("sync", options.params(path), plan, work, transfer_id=transfer_id,
-                           leases=[f"sync:{path}"])
+                           leases=[f"sync:{path}"], read_ahead=_plain_and_unsent)
     report.bytes_skipped += found.unchanged_bytes
     report.extra.update({
         "root": path, "unchanged": found.unchanged, "unchanged_bytes": found.unchanged_bytes,
@@ -658,6 +658,11 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
         journal = await fx.journal()
         await anyio.to_thread.run_sync(journal.delete_transfer, report.transfer_id)
     return report
+
+
+def _plain_and_unsent(record: FileRecord) -> bool:
+    """A file (not a tar of a folder's small files) with nothing sent yet: worth reading ahead."""
+    return not record.data_id and "pack" not in record.extra
 
 
 async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, options: SyncOptions) -> FileReport:
@@ -709,7 +714,8 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
         try:
             # The source checks size and mtime when it opens and after every read: a file that
             # changed since it was planned fails that check before any byte is sent.
-            source = FileSource(record.local_path, record.size, record.mtime_ns)
+            read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
+            source = read_ahead or FileSource(record.local_path, record.size, record.mtime_ns)
             return record, await upload_source(ctx, record, source, upload_options)
         except SourceChangedError as exc:
             st = await stat_source(record.local_path)

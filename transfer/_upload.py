@@ -110,7 +110,7 @@ async def upload_source(
     """
     if isinstance(source, FileSource) and source.size <= INLINE_LIMIT:
         source = await anyio.to_thread.run_sync(source.load)
-    else:
+    elif not isinstance(source, MemorySource):
         await anyio.to_thread.run_sync(source.open)
     try:
         return await _upload_open_source(ctx, record, source, options)
