@@ -71,7 +71,7 @@ def logout(ctx: click.Context) -> None:
 
 def _transfer_options(func: click.decorators.FC) -> click.decorators.FC:
     for option in reversed([
-        click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 8)."),
+        click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 16)."),
         click.option("--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'),
         click.option("--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."),
     ]):

@@ -13,8 +13,9 @@ class TransferConfig:
 
     Peak memory of the bytes in flight is bounded by ``byte_budget``; with
     the defaults it is in practice ``concurrency × block_size`` for uploads
-    (chunks are streamed: 32 MiB) and ``concurrency × segments × block_size``
-    for downloads (128 MiB), plus socket buffers.
+    (chunks are streamed: 64 MiB) and ``concurrency × segments × block_size``
+    for downloads of large files (the whole budget, 256 MiB, when 16 files of
+    64 MiB or more download at once), plus socket buffers.
 
     :param chunk_size: bytes per upload request, or None to choose: the
         server's advertised maximum up to 64 MiB, else 16 MiB, halved after a
@@ -22,10 +23,13 @@ class TransferConfig:
         costs no memory; it saves requests and server-side fsyncs.
     :param download_chunk_size: the unit in which a download is hashed and
         journaled when the server gives no chunk map of its own.
-    :param concurrency: files transferred at once. 8, not 4: a small file's
-        upload is mostly waiting for the server's flushes, and with 8 in
-        flight 10,000 files of 16 KiB went 11-14% faster against the local
-        server; a large file's bytes are bounded by ``byte_budget`` either way.
+    :param concurrency: files transferred at once. 16: a small file's upload
+        is mostly waiting for the server's flushes (and, across a network, for
+        the round trip), so requests in flight are what a folder of small
+        files needs. Against the local server 10,000 files of 16 KiB went
+        11-14% faster with 8 than with 4, and ~20% faster again with 16 than
+        with 8; 32 gained nothing over 16. A large file's bytes are bounded
+        by ``byte_budget`` either way.
     :param segments: ranged streams per large download file. Each costs one
         request against the download budget, hence few and long.
     :param min_segment_size: a file is split into segments only when each
@@ -49,7 +53,7 @@ class TransferConfig:
 
     chunk_size: int | None = None
     download_chunk_size: int = 8 * MiB
-    concurrency: int = 8
+    concurrency: int = 16
     segments: int = 4
     min_segment_size: int = 32 * MiB
     block_size: int = 4 * MiB
