@@ -18,7 +18,7 @@ from typing import Any
 
 Event = tuple[Any, ...]
 
-_PARAM_RE = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+_PARAM_RE = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("[^"\\]*(?:\\.[^"\\]*)*"|[^;\s]*)')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
 
