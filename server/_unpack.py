@@ -223,46 +223,67 @@ class PlainTarStream:
     numbers that are not plain octal, PAX/GNU/sparse members, a member over
     :data:`_IN_MEMORY_MEMBER`, an archive cut short) raises :class:`_NotPlain`,
     and the caller starts over with :mod:`tarfile`, whose verdict then stands.
-    Memory: one member at most, besides what was fed and not yet used.
+    Each piece is parsed where it lies and members are written from views of
+    it: only a header or member that a piece cuts short is copied, to be
+    completed from the next. Memory: that one header or member at most.
     """
 
     def __init__(self, writer: _Writer, limits: UnpackLimits) -> None:
         self.writer = writer
         self.limits = limits
         self.done = False
-        self._buffer = bytearray()
-        self._pos = 0
+        self._buffer = bytearray()  # the start of a member or header cut by the end of a piece
         self._member: tuple[str, int] | None = None  # a file member whose bytes are awaited
         self._count = 0
 
     def feed(self, data: Buffer) -> None:
         if self.done:
             return  # the end-of-archive blocks and tarfile's record padding: nothing more to read
-        buffer = self._buffer
-        if self._pos > _BLOCK:
-            del buffer[: self._pos]  # compact now and then, not per member
-            self._pos = 0
-        buffer += data
-        # Members are written from views of the buffer: slicing the bytearray and then taking
-        # bytes of the slice copied every member twice. No view outlives a call that returns,
-        # so the buffer can be compacted and grown at the next one. (After a call that raised,
-        # a traceback may still hold one: a stream that raised is dropped, never fed again.)
-        with memoryview(buffer) as view:
-            while not self.done:
-                pos = self._pos
-                if self._member is None:
-                    if len(buffer) - pos < _TAR_BLOCK:
-                        return
-                    self._pos = pos + _TAR_BLOCK
-                    self._header(bytes(view[pos : pos + _TAR_BLOCK]))
-                else:
-                    rel, size = self._member
-                    padded = size + (-size % _TAR_BLOCK)
-                    if len(buffer) - pos < padded:
-                        return
-                    self._pos = pos + padded
-                    self._member = None
-                    self.writer.file_bytes(rel, view[pos : pos + size])
+        with memoryview(data) as view:
+            start = 0
+            if self._buffer:
+                # A header or member cut by the end of the last piece: complete it from this one.
+                start = self._awaited() - len(self._buffer)
+                if len(view) < start:
+                    self._buffer += view
+                    return
+                self._buffer += view[:start]
+                with memoryview(self._buffer) as whole:
+                    self._parse(whole)
+                self._buffer = bytearray()
+            # The rest is parsed where it lies: only a header or member it cuts short is copied.
+            with view[start:] as rest:
+                used = self._parse(rest)
+                if not self.done and used < len(rest):
+                    self._buffer = bytearray(rest[used:])
+
+    def _awaited(self) -> int:
+        """The bytes of the header or (padded) member that comes next."""
+        if self._member is None:
+            return _TAR_BLOCK
+        size = self._member[1]
+        return size + (-size % _TAR_BLOCK)
+
+    def _parse(self, view: memoryview) -> int:
+        """Unpack what ``view`` holds whole; how many of its bytes that used.
+
+        Members are written from views of ``view``, never copied. No view
+        outlives a call that returns. (After a call that raised, a traceback
+        may still hold one: a stream that raised is dropped, never fed again.)
+        """
+        pos = 0
+        end = len(view)
+        while not self.done:
+            awaited = self._awaited()
+            if end - pos < awaited:
+                break
+            if self._member is None:
+                self._header(bytes(view[pos : pos + _TAR_BLOCK]))
+            else:
+                self.writer.file_bytes(self._member[0], view[pos : pos + self._member[1]])
+                self._member = None
+            pos += awaited
+        return pos
 
     def finish(self) -> None:
         """The archive ended: it must have ended with its end-of-archive block."""
@@ -272,7 +293,6 @@ class PlainTarStream:
     def _header(self, header: bytes) -> None:
         if header == _ZERO_BLOCK:
             self.done = True
-            self._buffer = bytearray()
             return
         if header[257:265] != _POSIX_MAGIC:
             raise _NotPlain()
