@@ -175,6 +175,11 @@ Planner = Callable[[TransferContext, TransferRecord, bool], Awaitable[None]]
 Worker = Callable[[TransferContext, FileRecord], Awaitable[FileReport]]
 
 
+def unsent(record: FileRecord) -> bool:
+    """An ``upload`` record with nothing sent yet: worth reading ahead (a resumed one asks the server first)."""
+    return not record.data_id
+
+
 class Flowxfer:
     """Resumable, verified transfers to and from one Flow server.
 
@@ -376,7 +381,7 @@ class Flowxfer:
             return await self._upload_one(ctx, record, options)
 
         return await self._run("upload", params, plan, work, transfer_id=transfer_id, extra_state={"force": force},
-                               read_ahead=lambda record: not record.data_id)
+                               read_ahead=unsent)
 
     async def _upload_one(self, ctx: TransferContext, record: FileRecord, options: UploadOptions) -> FileReport:
         self._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))

@@ -15,7 +15,9 @@ class TransferConfig:
     the defaults it is in practice ``concurrency × block_size`` for uploads
     (chunks are streamed: 64 MiB) and ``concurrency × segments × block_size``
     for downloads of large files (the whole budget, 256 MiB, when 16 files of
-    64 MiB or more download at once), plus socket buffers.
+    64 MiB or more download at once), plus socket buffers. Uploads also hold
+    the small files read ahead of their workers (``ReadAhead``): at most
+    ``2 × concurrency`` files of up to 256 KiB, 8 MiB at the defaults.
 
     :param chunk_size: bytes per upload request, or None to choose: the
         server's advertised maximum up to 64 MiB, else 16 MiB, halved after a

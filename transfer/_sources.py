@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,15 @@ from ._errors import LocalIOError, SourceChangedError
 
 #: Files up to this size are read by :class:`ReadAhead` before their worker asks.
 READ_AHEAD_LIMIT = 256 * 1024
+#: Reading ahead stops for the rest of a transfer when a group takes longer than this
+#: (seconds: a fixed allowance for the hand-off, and so much per file). A small file in the
+#: page cache of a local disk reads in ~20 us; on a network mount or a cold disk it takes
+#: milliseconds, and then reading a group one file after another keeps the workers waiting,
+#: where each worker reading its own file (all at once) does not.
+READ_AHEAD_SLOW = (0.02, 0.002)
+#: A group not read after this many seconds is abandoned (a mount that hangs), and reading
+#: ahead stops: the files' own workers meet the problem, as they always did.
+READ_AHEAD_PATIENCE = 2.0
 
 
 def describe_mode(mode: int) -> str:
@@ -63,13 +73,16 @@ class FileSource:
             raise SourceChangedError(f"{self.path} disappeared") from None
         except OSError as exc:
             raise LocalIOError(f"cannot read {self.path}: {exc.strerror}") from None
-        mode = os.fstat(self._fd).st_mode
-        if not stat.S_ISREG(mode):
-            self.close()
-            raise LocalIOError(f"cannot read {self.path}: not a regular file (now {describe_mode(mode)})")
-        self._check()
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        try:
+            mode = os.fstat(self._fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise LocalIOError(f"cannot read {self.path}: not a regular file (now {describe_mode(mode)})")
+            self._check()
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except BaseException:
+            self.close()  # a file that changed since it was planned must not cost a descriptor
+            raise
 
     def _check(self) -> None:
         assert self._fd is not None
@@ -140,19 +153,48 @@ class ReadAhead:
     mtime they were read at, so a record planned again after a change
     (``start_over``) never gets the old bytes.
 
+    A file that changes after it was read ahead and before its worker takes
+    it is sent as it was planned (the bytes read then, checked against the
+    planned size and mtime): consistent with what the journal records, and
+    the next run sends the new version.
+
+    Reading ahead pays only where reading is cheap: a group that is slow
+    (:data:`READ_AHEAD_SLOW`) or hangs (:data:`READ_AHEAD_PATIENCE`) turns
+    it off for the rest of the transfer, and every worker reads its own file
+    again, all at once.
+
     Memory: the producer's lead, at most its group and the workers' queue
-    (2 × ``concurrency`` files), of at most :data:`READ_AHEAD_LIMIT` each.
+    (2 × ``concurrency`` files), of at most :data:`READ_AHEAD_LIMIT` each:
+    8 MiB at the default 16 files at once. (A worker holds the small file it
+    sends either way.)
     """
 
-    def __init__(self, wanted: Callable[[FileRecord], bool]) -> None:
+    def __init__(self, wanted: Callable[[FileRecord], bool], *, slow: tuple[float, float] = READ_AHEAD_SLOW,
+                 patience: float = READ_AHEAD_PATIENCE) -> None:
         self._wanted = wanted
+        self._slow = slow
+        self._patience = patience
         self._loaded: dict[int, tuple[int, int | None, MemorySource]] = {}
+        self.enabled = True
 
     async def read(self, records: Sequence[FileRecord]) -> None:
         """Read the wanted small files among ``records``, in one worker-thread call."""
+        if not self.enabled:
+            return
         wanted = [r for r in records if r.size <= READ_AHEAD_LIMIT and r.mtime_ns is not None and self._wanted(r)]
-        if wanted:
-            self._loaded.update(await anyio.to_thread.run_sync(_read_small, wanted))
+        if not wanted:
+            return
+        started = time.monotonic()
+        loaded = None
+        with anyio.move_on_after(self._patience):
+            # Abandoned, not waited for, when the patience runs out: its thread may be stuck in
+            # the file system; what it reads after that is dropped with it.
+            loaded = await anyio.to_thread.run_sync(_read_small, wanted, abandon_on_cancel=True)
+        fixed, per_file = self._slow
+        if loaded is None or time.monotonic() - started > fixed + per_file * len(wanted):
+            self.enabled = False
+        if loaded:
+            self._loaded.update(loaded)
 
     def take(self, record: FileRecord) -> MemorySource | None:
         """``record``'s bytes if they were read ahead for its size and mtime (once; then they are gone)."""
@@ -168,6 +210,6 @@ def _read_small(records: Sequence[FileRecord]) -> dict[int, tuple[int, int | Non
         try:
             loaded[record.id] = (record.size, record.mtime_ns,
                                  FileSource(record.local_path, record.size, record.mtime_ns).load())
-        except (LocalIOError, SourceChangedError):
+        except (LocalIOError, SourceChangedError, OSError):
             pass  # its worker reads it again and reports what is wrong
     return loaded

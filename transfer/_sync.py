@@ -646,7 +646,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
         return await _sync_one(fx, ctx, record, options)
 
     report = await fx._run("sync", options.params(path), plan, work, transfer_id=transfer_id,
-                           leases=[f"sync:{path}"], read_ahead=_plain_and_unsent)
+                           leases=[f"sync:{path}"], read_ahead=plain_and_unsent)
     report.bytes_skipped += found.unchanged_bytes
     report.extra.update({
         "root": path, "unchanged": found.unchanged, "unchanged_bytes": found.unchanged_bytes,
@@ -660,7 +660,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
     return report
 
 
-def _plain_and_unsent(record: FileRecord) -> bool:
+def plain_and_unsent(record: FileRecord) -> bool:
     """A file (not a tar of a folder's small files) with nothing sent yet: worth reading ahead."""
     return not record.data_id and "pack" not in record.extra
 
@@ -712,8 +712,9 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
     upload_options = UploadOptions(data_type=options.data_type)
     while True:
         try:
-            # The source checks size and mtime when it opens and after every read: a file that
-            # changed since it was planned fails that check before any byte is sent.
+            # The source checks size and mtime when it opens and after every read (bytes read
+            # ahead were checked when they were read): a file that changed since it was
+            # planned fails that check before any byte is sent.
             read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
             source = read_ahead or FileSource(record.local_path, record.size, record.mtime_ns)
             return record, await upload_source(ctx, record, source, upload_options)

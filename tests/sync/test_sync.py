@@ -15,7 +15,7 @@ from flowxfer.journal import Journal
 from flowxfer.server import Admin
 from flowxfer.transfer import Flowxfer, UsageError
 from flowxfer.transfer._sync import ShareGrant, SyncOptions
-from flowxfer.transfer.events import BytesMoved, FilesPlanned
+from flowxfer.transfer.events import BytesMoved, FilesPlanned, FileStarted
 from tests.support.faultproxy import DropResponse, FaultProxy, Match
 from tests.support.runfolder import MARKERS, complete_run, make_run_folder, run_files
 from tests.support.server import RunningServer, running_server
@@ -332,3 +332,34 @@ async def test_marker_names_are_relative_and_markers_are_synced(server: RunningS
         report = await fx.sync(run, SyncOptions(pack_small=PACK, ready_marker=MARKERS[1]))
         root_tar = next(f for f in report.files if f.filename == f"{run.name}.tar")
         assert set(await tree(fx, root_tar.id)) == {"RunInfo.xml", "RunParameters.xml", *MARKERS}
+
+
+async def test_a_file_changed_after_it_was_read_ahead_is_sent_as_planned(server: RunningServer,
+                                                                          tmp_path: Path) -> None:
+    """Sync reads small files ahead of its workers too: one that changes after that and before
+    its worker starts is sent as planned, and the next sync sends the new version."""
+    run = tmp_path / "run"
+    write_random(run / "a.bin", 3 * KiB, 1)
+    second = write_random(run / "b.bin", 3 * KiB, 2)
+    planned = second.read_bytes()
+    newer: list[bytes] = []
+
+    def change_second_as_it_starts(event: Any) -> None:
+        if isinstance(event, FileStarted) and event.path == str(second) and not newer:
+            write_random(second, 3 * KiB, 3)
+            later = second.stat().st_mtime_ns + 10_000_000_000
+            os.utime(second, ns=(later, later))
+            newer.append(second.read_bytes())
+
+    async with client(server, tmp_path / "home", progress=change_second_as_it_starts, concurrency=1) as fx:
+        report = await fx.sync(run, SyncOptions())
+        assert report.status == "completed", report
+        sent = {f.path: f.id for f in report.files}
+        down = await fx.download([sent[str(second)] or ""], output_dir=tmp_path / "out")
+        assert down.status == "completed", down
+        assert (tmp_path / "out" / "b.bin").read_bytes() == planned != newer[0]
+
+        again = await fx.sync(run, SyncOptions())
+        assert [(f.path, f.status) for f in again.files] == [(str(second), "done")]
+        down = await fx.download([again.files[0].id or ""], output_dir=tmp_path / "out2")
+        assert (tmp_path / "out2" / "b.bin").read_bytes() == newer[0]

@@ -10,7 +10,7 @@ import pytest
 
 from flowxfer.journal import ChunkState, Journal
 from flowxfer.transfer import Flowxfer, JournalError, NotFoundError, UsageError
-from flowxfer.transfer.events import BytesMoved, FileFinished, Notice, Retrying, Waiting
+from flowxfer.transfer.events import BytesMoved, FileFinished, FileStarted, Notice, Retrying, Waiting
 from tests.support.server import RunningServer, running_server
 
 from .conftest import KiB, StopAfter, client, write_random
@@ -297,3 +297,32 @@ async def test_file_that_keeps_changing_fails_alone(server: RunningServer, tmp_p
     assert outcome["calm.bin"].status == "done"
     assert outcome["restless.bin"].status == "failed"
     assert "kept changing" in str(outcome["restless.bin"].error), outcome["restless.bin"].error
+
+
+async def test_a_small_file_changed_after_it_was_read_ahead_is_sent_as_planned(server: RunningServer,
+                                                                                tmp_path: Path) -> None:
+    """Small files are read ahead of their workers: one that changes after that and before its
+    worker starts is sent as it was planned (the journal says so), and the next run sends the
+    new version. (Without read-ahead the worker would have sent the new version at once.)"""
+    first = write_random(tmp_path / "src" / "a.bin", 3 * KiB, 1)
+    second = write_random(tmp_path / "src" / "b.bin", 3 * KiB, 2)
+    planned = second.read_bytes()
+    changed: list[bytes] = []
+
+    def change_second_as_it_starts(event: Any) -> None:
+        if isinstance(event, FileStarted) and event.path == str(second) and not changed:
+            changed.append(_rewrite(second, 3))  # same size, a later mtime
+
+    async with client(server, tmp_path / "home", progress=change_second_as_it_starts, concurrency=1) as fx:
+        report = await fx.upload([first, second])
+        assert report.status == "completed", report
+        sent = {f.path: f.id for f in report.files}
+        down = await fx.download([sent[str(second)] or ""], output_dir=tmp_path / "out")
+        assert down.status == "completed", down
+        assert (tmp_path / "out" / "b.bin").read_bytes() == planned != changed[0]
+
+        again = await fx.upload([first, second])
+        assert {f.path: f.status for f in again.files} == {str(first): "skipped", str(second): "done"}
+        newer = {f.path: f.id for f in again.files}[str(second)]
+        down = await fx.download([newer or ""], output_dir=tmp_path / "out2")
+        assert (tmp_path / "out2" / "b.bin").read_bytes() == changed[0]
