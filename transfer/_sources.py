@@ -24,10 +24,11 @@ from ._errors import LocalIOError, SourceChangedError
 READ_AHEAD_LIMIT = 256 * 1024
 #: Reading ahead stops for the rest of a transfer when a group takes longer than this
 #: (seconds: a fixed allowance for the hand-off, and so much per file). A small file in the
-#: page cache of a local disk reads in ~20 us; on a network mount or a cold disk it takes
-#: milliseconds, and then reading a group one file after another keeps the workers waiting,
-#: where each worker reading its own file (all at once) does not.
-READ_AHEAD_SLOW = (0.02, 0.002)
+#: page cache of a local disk reads in ~20 us, and a group of 16 took 4-5 ms (30 ms at worst)
+#: on two busy cores; on a network mount or a cold disk a file takes milliseconds, and then
+#: reading a group one file after another keeps the workers waiting, where each worker
+#: reading its own file (all at once) does not.
+READ_AHEAD_SLOW = (0.1, 0.005)
 #: A group not read after this many seconds is abandoned (a mount that hangs), and reading
 #: ahead stops: the files' own workers meet the problem, as they always did.
 READ_AHEAD_PATIENCE = 2.0
