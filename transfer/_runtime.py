@@ -152,6 +152,8 @@ class TransferContext:
     stopping: Callable[[], bool]
     counters: Counters = field(default_factory=Counters)
     read_ahead: ReadAhead | None = None
+    #: Held while a directory archive's body is being sent: one at a time (see :class:`_ChunkPayload`).
+    archive_gate: anyio.Lock = field(default_factory=anyio.Lock)
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

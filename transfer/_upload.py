@@ -307,10 +307,19 @@ class _ChunkPayload(Payload):
     Each attempt is a new payload that starts from a copy of the whole-file
     hash as it stood before this chunk, so a retried attempt never feeds the
     file's hash twice.
+
+    A directory archive's body is sent under ``gate``, one at a time: the
+    server answers an archive's last chunk only after unpacking it, so the
+    next archive's bytes arrive while the last one is unpacked, instead of
+    all of them arriving together and being unpacked together at the end
+    (``sync --pack-small`` of 10,000 files in four tars: 1.40 s instead of
+    1.67 s, medians of four alternating runs). The gate is held for the
+    body only, never while an answer is awaited.
     """
 
     def __init__(self, ctx: TransferContext, record: FileRecord, source: Source, chunk: Chunk,
-                 whole_before: xxhash.xxh3_128 | None, holder: _SourceErrorHolder) -> None:
+                 whole_before: xxhash.xxh3_128 | None, holder: _SourceErrorHolder,
+                 gate: anyio.Lock | None = None) -> None:
         super().__init__(None, content_type="application/octet-stream")
         # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
         # ``Transfer-Encoding: chunked`` instead of a Content-Length (flowbio sends one; servers
@@ -319,11 +328,19 @@ class _ChunkPayload(Payload):
         self._ctx, self._record, self._source, self._chunk = ctx, record, source, chunk
         self._whole_before = whole_before
         self._holder = holder
+        self._gate = gate
         self.digest: str | None = None
         self.whole: xxhash.xxh3_128 | None = None
         self.sent = 0
 
     async def write(self, writer: AbstractStreamWriter) -> None:
+        if self._gate is None:
+            await self._write(writer)
+        else:
+            async with self._gate:
+                await self._write(writer)
+
+    async def _write(self, writer: AbstractStreamWriter) -> None:
         ctx, chunk = self._ctx, self._chunk
         hasher = xxhash.xxh3_128()
         whole = self._whole_before.copy() if self._whole_before is not None else None
@@ -525,7 +542,8 @@ async def _post_chunk(
                 return inline.body(_fields(record.remote_name, chunk.offset, is_last, data_id, options),
                                    record.remote_name, send_checksums,
                                    file_checksum=is_last and progress.whole is not None)
-            payload = _ChunkPayload(ctx, record, source, chunk, progress.whole, holder)
+            payload = _ChunkPayload(ctx, record, source, chunk, progress.whole, holder,
+                                    gate=ctx.archive_gate if options.is_directory else None)
             sent.append(payload)
             return _form(record.remote_name, chunk.offset, is_last, data_id, options, payload,
                          send_checksums, file_checksum=is_last and progress.whole is not None)

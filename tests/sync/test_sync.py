@@ -363,3 +363,27 @@ async def test_a_file_changed_after_it_was_read_ahead_is_sent_as_planned(server:
         assert [(f.path, f.status) for f in again.files] == [(str(second), "done")]
         down = await fx.download([again.files[0].id or ""], output_dir=tmp_path / "out2")
         assert (tmp_path / "out2" / "b.bin").read_bytes() == newer[0]
+
+
+async def test_packed_folders_are_sent_one_archive_body_at_a_time(server: RunningServer, tmp_path: Path) -> None:
+    """The server unpacks an archive before it answers its last chunk: archives' bodies are sent
+    one after another, so it unpacks one while the next arrives (and the answers still overlap)."""
+    run = tmp_path / "run"
+    for folder in range(4):
+        for index in range(20):
+            write_random(run / f"lane{folder}" / f"tile{index:02d}.bcl", 4 * KiB, folder * 100 + index)
+    moved: list[str] = []
+
+    def note(event: Any) -> None:
+        if isinstance(event, BytesMoved):
+            moved.append(event.path)
+
+    async with client(server, tmp_path / "home", progress=note, concurrency=4, chunk_size=1024 * KiB) as fx:
+        report = await fx.sync(run, SyncOptions(pack_small=PACK))
+        assert report.status == "completed", report
+        assert report.extra["packs"] == len(report.files) == 4
+        for archive in report.files:
+            assert len(await tree(fx, archive.id or "")) == 20  # unpacked whole
+    runs = [path for index, path in enumerate(moved) if index == 0 or moved[index - 1] != path]
+    assert len(moved) > len(runs)  # several blocks a body, so a mixed order would show
+    assert sorted(runs) == sorted(set(runs)), runs  # each archive's bytes in one stretch
