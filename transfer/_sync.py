@@ -60,7 +60,7 @@ from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem
 from ._packing import PackPlan, TarSource, plan_packs
 from ._runtime import TransferContext
-from ._sources import FileSource
+from ._sources import FileSource, MemorySource
 from ._tokenbucket import TokenBucket
 from ._upload import (
     UploadOptions,
@@ -716,7 +716,8 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
             # ahead were checked when they were read): a file that changed since it was
             # planned fails that check before any byte is sent.
             read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
-            source = read_ahead or FileSource(record.local_path, record.size, record.mtime_ns)
+            source: FileSource | MemorySource = (
+                read_ahead if read_ahead is not None else FileSource(record.local_path, record.size, record.mtime_ns))
             return record, await upload_source(ctx, record, source, upload_options)
         except SourceChangedError as exc:
             st = await stat_source(record.local_path)
