@@ -165,14 +165,18 @@ def test_stale_heartbeat_lease_is_taken_over(journal: Journal) -> None:
         heir.close()
 
 
-def _race(path: str, barrier_path: str, result_path: str) -> None:
+def _race(path: str, barrier_path: str, result_path: str, other_result_path: str) -> None:
     while not os.path.exists(barrier_path):
         time.sleep(0.001)
     journal = Journal.open(path)
     try:
         record, _lease, _resumed = journal.begin_transfer("sync", "s", "u", {}, "same")
         outcome = {"won": record.id}
-        time.sleep(0.5)  # hold the lease while the other one tries
+        # Hold the lease until the other one has tried (a fixed pause lost the race to a slow
+        # spawn on a busy machine: the second process then found the lease free and won too).
+        deadline = time.monotonic() + 30
+        while not os.path.exists(other_result_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
     except LeaseHeld as exc:
         outcome = {"lost": exc.pid}
     Path(result_path).write_text(json.dumps(outcome))
@@ -184,7 +188,8 @@ def test_two_processes_racing_for_one_transfer_one_wins(tmp_path: Path) -> None:
     Journal.open(path).close()
     barrier = tmp_path / "go"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_race, args=(str(path), str(barrier), str(tmp_path / f"r{i}"))) for i in range(2)]
+    results = [str(tmp_path / f"r{i}") for i in range(2)]
+    procs = [ctx.Process(target=_race, args=(str(path), str(barrier), results[i], results[1 - i])) for i in range(2)]
     for p in procs:
         p.start()
     barrier.touch()
