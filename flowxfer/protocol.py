@@ -57,7 +57,7 @@ def canonical_checksum(value: object) -> str | None:
         return None
 
 
-def checksum_of(data: bytes | memoryview) -> str:
+def checksum_of(data: bytes | bytearray | memoryview) -> str:
     """The protocol checksum of a block of bytes."""
     return format_checksum(xxhash.xxh3_128_hexdigest(data))
 

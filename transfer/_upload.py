@@ -290,7 +290,7 @@ class _SourceErrorHolder:
 
 def _read_block(
     source: Source, offset: int, length: int, hasher: xxhash.xxh3_128, whole: xxhash.xxh3_128 | None
-) -> bytes:
+) -> bytes | bytearray:
     """Read one block and feed it to the chunk's and the file's hash (worker thread): one read, no re-read."""
     data = source.read(offset, length)
     hasher.update(data)

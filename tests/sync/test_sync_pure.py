@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from flowxfer.journal import InventoryRecord, PackMember
 from flowxfer.transfer import SourceChangedError
-from flowxfer.transfer._packing import TarSource, manifest_of, pack_name, plan_packs
+from flowxfer.transfer._packing import TarSource, _pread_into, manifest_of, pack_name, plan_packs
 from flowxfer.transfer._sync import ShareGrant, Verdict, compare, parse_share, remote_name_for, stable
 from tests.support.runfolder import make_run_folder, run_files
 
@@ -125,6 +125,21 @@ def test_tar_source_refuses_a_changed_member(tmp_path: Path) -> None:
     target.unlink()
     with pytest.raises(SourceChangedError, match="disappeared"):
         source.read(0, source.size)
+
+
+@pytest.mark.parametrize("vectored", [True, False] if hasattr(os, "preadv") else [False])
+def test_members_are_read_into_place_and_a_short_file_reads_short(tmp_path: Path, vectored: bool) -> None:
+    path = tmp_path / "member"
+    path.write_bytes(b"0123456789")
+    buffer = bytearray(b"x" * 16)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _pread_into(fd, memoryview(buffer)[2:6], 3, vectored=vectored) == 4
+        assert buffer == b"xx3456" + b"x" * 10
+        assert _pread_into(fd, memoryview(buffer)[4:16], 0, vectored=vectored) == 10  # the file ends first
+        assert buffer == b"xx340123456789xx"
+    finally:
+        os.close(fd)
 
 
 @settings(max_examples=40, deadline=None)
