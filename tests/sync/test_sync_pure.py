@@ -142,6 +142,33 @@ def test_members_are_read_into_place_and_a_short_file_reads_short(tmp_path: Path
         os.close(fd)
 
 
+@pytest.mark.parametrize("vectored", [True, False] if hasattr(os, "preadv") else [False])
+def test_short_reads_are_continued_where_they_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      vectored: bool) -> None:
+    # A regular file reads short only at its end; other files (network mounts, FUSE) may read
+    # short anywhere. Cap every read at 7 bytes: each must continue at the next byte, into the
+    # next part of the buffer.
+    real_preadv, real_pread = getattr(os, "preadv", None), os.pread
+
+    def capped_preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        assert real_preadv is not None
+        return real_preadv(fd, [buffers[0][:7]], offset)
+
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: real_pread(fd, min(n, 7), offset))
+    if real_preadv is not None:
+        monkeypatch.setattr(os, "preadv", capped_preadv)
+    content = bytes(range(256)) * 3
+    path = tmp_path / "member"
+    path.write_bytes(content)
+    buffer = bytearray(len(content))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _pread_into(fd, memoryview(buffer)[5:], 5, vectored=vectored) == len(content) - 5
+    finally:
+        os.close(fd)
+    assert buffer[5:] == content[5:] and buffer[:5] == bytes(5)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=8), st.data())
 def test_tar_source_ranges_property(tmp_path_factory: pytest.TempPathFactory, sizes: list[int],
