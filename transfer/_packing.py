@@ -50,6 +50,7 @@ __all__ = [
     "PackPlan",
     "TarSource",
     "manifest_of",
+    "members_in_folder",
     "pack_name",
     "plan_packs",
 ]
@@ -97,6 +98,23 @@ def manifest_of(members: Sequence[PackMember]) -> str:
     for member in sorted(members, key=lambda m: m.arcname):
         digest.update(f"\0{member.arcname}\0{member.size}\0{member.mtime_ns}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def members_in_folder(tar_path: str, members: Sequence[PackMember]) -> list[PackMember]:
+    """``members`` as files of the folder that holds the tar whose virtual path is ``tar_path``.
+
+    The journal keeps one member list per manifest, and a manifest names
+    members by their path relative to the synced folder, not by where that
+    folder is. A run folder moved with ``mv`` or copied with ``cp -a`` keeps
+    its names, sizes and mtimes, so its tars have the manifests of the
+    original's, and their member lists still named the old place: the
+    upload then failed on every run ("disappeared since it was packed").
+    Every member of a tar comes from the one folder its virtual path names
+    (``<folder>/<tar name>``), so that is where its files are read.
+    """
+    folder = os.path.dirname(tar_path)
+    return [PackMember(m.arcname, os.path.join(folder, m.arcname.rpartition("/")[2]), m.size, m.mtime_ns)
+            for m in members]
 
 
 def pack_name(root_name: str, rel_dir: str, part: int) -> str:

@@ -58,7 +58,7 @@ from ._download import local_checksum
 from ._errors import AuthError, LocalIOError, RejectedError, SourceChangedError, UsageError
 from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem
-from ._packing import PackPlan, TarSource, plan_packs
+from ._packing import PackPlan, TarSource, members_in_folder, plan_packs
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource
 from ._tokenbucket import TokenBucket
@@ -501,7 +501,7 @@ class _Planner:
         for record in self.journal.iter_inventory(self.server, self.username, "up", prefix):
             gone(record.local_path)
         for pack in self.journal.iter_packs(self.server, self.username, prefix):
-            for member in self.journal.pack_members(pack.manifest):
+            for member in members_in_folder(pack.local_path, self.journal.pack_members(pack.manifest)):
                 gone(member.local_path)
 
 
@@ -743,7 +743,7 @@ async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str,
     if not members:
         raise LocalIOError(f"{record.remote_name}: its member list is missing from the journal; "
                            "the next sync packs the folder again")
-    source = TarSource(members)
+    source = TarSource(members_in_folder(record.local_path, members))
     if source.size != record.size:
         raise LocalIOError(f"{record.remote_name}: the tar would be {source.size} bytes, planned "
                            f"{record.size}; the next sync packs the folder again")

@@ -85,6 +85,33 @@ async def test_ready_run_is_sent_once_and_unpacked_where_it_was(server: RunningS
                 assert by_name[Path(rel).name]["checksum"] == _checksum(run / rel)
 
 
+async def test_a_moved_run_folder_is_sent_from_where_it_is_now(server: RunningServer, tmp_path: Path) -> None:
+    """``mv`` (like ``cp -a``) keeps names, sizes and mtimes, so the moved folder's tars have the manifests
+    of the original's, whose member lists in the journal name the old place."""
+    original = make_run_folder(tmp_path / "incoming", lanes=1, samples=1, small_files=12)
+    async with client(server, tmp_path / "home") as fx:
+        assert (await fx.sync(original, OPTIONS)).status == "completed"
+        moved = tmp_path / "archive" / original.name
+        moved.parent.mkdir()
+        original.rename(moved)
+        report = await fx.sync(moved, OPTIONS)
+        assert report.status == "completed", report  # was: every tar failed, "disappeared since it was packed"
+        tars = [f for f in report.files if f.filename.endswith(".tar")]
+        assert tars and {f.status for f in report.files} == {"done"}
+        unpacked: dict[str, tuple[int, str]] = {}
+        for tar in tars:
+            unpacked.update(await tree(fx, tar.id))
+        small = _expected_items(moved)[1]
+        assert {rel: size for rel, (size, _) in unpacked.items()} == small
+        assert all(checksum == _checksum(moved / rel) for rel, (_, checksum) in unpacked.items())
+        again = await fx.sync(moved, OPTIONS)
+        assert again.files == [] and again.extra["deleted_locally"] == 0  # was: the old paths reported gone
+        gone = moved / sorted(rel for rel in small if rel.startswith("InterOp/"))[0]
+        gone.unlink()
+        report = await fx.sync(moved, OPTIONS)
+        assert report.status == "completed" and report.extra["deleted_examples"] == [str(gone)]
+
+
 async def test_rerun_sends_nothing_and_leaves_no_transfer(server: RunningServer, tmp_path: Path) -> None:
     run = make_run_folder(tmp_path / "runs")
     async with client(server, tmp_path / "home") as fx:

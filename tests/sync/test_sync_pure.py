@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from flowxfer.journal import InventoryRecord, PackMember
 from flowxfer.transfer import SourceChangedError
-from flowxfer.transfer._packing import TarSource, _pread_into, manifest_of, pack_name, plan_packs
+from flowxfer.transfer._packing import (
+    TarSource,
+    _pread_into,
+    manifest_of,
+    members_in_folder,
+    pack_name,
+    plan_packs,
+)
 from flowxfer.transfer._sync import ShareGrant, Verdict, compare, parse_share, remote_name_for, stable
 from tests.support.runfolder import make_run_folder, run_files
 
@@ -185,3 +192,14 @@ def test_tar_source_ranges_property(tmp_path_factory: pytest.TempPathFactory, si
     offset = data.draw(st.integers(min_value=0, max_value=source.size))
     length = data.draw(st.integers(min_value=0, max_value=source.size - offset))
     assert source.read(offset, length) == whole[offset:offset + length]
+
+
+def test_members_are_read_from_the_folder_of_their_tar() -> None:
+    """A manifest's member list may name another folder with the same content (moved or copied)."""
+    journaled = [PackMember("InterOp/a.bin", "/old/RUN/InterOp/a.bin", 3, 7),
+                 PackMember("InterOp/b.bin", "/old/RUN/InterOp/b.bin", 4, 8)]
+    assert members_in_folder("/new/place/RUN/InterOp/RUN__InterOp.tar", journaled) == [
+        PackMember("InterOp/a.bin", "/new/place/RUN/InterOp/a.bin", 3, 7),
+        PackMember("InterOp/b.bin", "/new/place/RUN/InterOp/b.bin", 4, 8)]
+    assert members_in_folder("/new/RUN/RUN.tar", [PackMember("x.txt", "/old/RUN/x.txt", 1, 2)]) == [
+        PackMember("x.txt", "/new/RUN/x.txt", 1, 2)]
