@@ -168,10 +168,15 @@ class TarSource:
     raises :class:`SourceChangedError` instead of shipping a torn tar.
     """
 
-    def __init__(self, members: Sequence[PackMember]) -> None:
+    def __init__(self, members: Sequence[PackMember], layout: TarLayout | None = None) -> None:
+        """:param layout: the members' layout when already built (:attr:`PackPlan.layout`)."""
         self.members = tuple(sorted(members, key=lambda m: m.arcname))
-        self.layout = TarLayout.build([TarMember(m.arcname, m.size, 0) for m in self.members])
-        self.size = self.layout.size
+        if layout is None:
+            layout = TarLayout.build([TarMember(m.arcname, m.size, 0) for m in self.members])
+        elif [(m.arcname, m.size) for m in layout.members] != [(m.arcname, m.size) for m in self.members]:
+            raise ValueError("the layout is not of these members")
+        self.layout = layout
+        self.size = layout.size
 
     def open(self) -> None:
         for member in self.members:

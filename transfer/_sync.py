@@ -298,7 +298,7 @@ class SyncSummary:
 
 
 RowSink = Callable[[list[tuple[NewFile, str | None]]], None]
-MemberSink = Callable[[str, Sequence[PackMember]], None]
+MemberSink = Callable[[PackPlan], None]
 
 
 class _Planner:
@@ -483,7 +483,7 @@ class _Planner:
             self.summary.packed_files += len(plan.members)
             self.summary.bytes += plan.size
             if self.members is not None:
-                self.members(plan.manifest, plan.members)
+                self.members(plan)
             rows.append((NewFile(path, plan.remote_name, plan.size, None, extra=extra), plan.manifest))
         if rows and self.rows is not None:
             self.rows(rows)
@@ -510,7 +510,7 @@ def plan_sync(journal: Journal, server: str, username: str, root: str, options: 
     """Walk ``root`` and decide what to upload (blocking: run it in a worker thread).
 
     :param rows: receives the rows to upload, a batch at a time (None: a dry run).
-    :param members: receives each tar's member list before its row.
+    :param members: receives each tar's plan (its member list) before its row.
     :raises UsageError: names that clash or that Flow refuses, listed all at once.
     """
     return _Planner(journal, server, username, root, options, now, rows, members).run(skip)
@@ -603,6 +603,37 @@ async def preview_sync(fx: Flowxfer, root: str | os.PathLike[str], options: Sync
 # --- the run -------------------------------------------------------------------------
 
 
+#: Members of the tars a run keeps in memory from planning to upload (:class:`_PlannedPacks`).
+_HANDED_MEMBERS = 25_000
+
+
+class _PlannedPacks:
+    """The tars this run planned, handed to their uploads as planned (layout included).
+
+    An upload otherwise reads its member list back from the journal and lays
+    the tar out again: for the first tars of a 10,000-file folder, work done
+    on the client's one busy core just before the first byte, and done twice.
+    The journal stays the record (a resume, or a tar beyond the bound, reads it);
+    the bound keeps memory flat for a million small files.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._plans: dict[str, PackPlan] = {}
+        self._room = limit
+
+    def keep(self, plan: PackPlan) -> None:
+        if len(plan.members) <= self._room:
+            self._plans[plan.manifest] = plan
+            self._room -= len(plan.members)
+
+    def take(self, manifest: str) -> PackPlan | None:
+        plan = self._plans.pop(manifest, None)
+        if plan is not None:
+            self._room += len(plan.members)
+        return plan
+
+
+
 async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOptions, *,
                    transfer_id: str | None = None) -> TransferReport:
     """Sync a run folder (see :meth:`Flowxfer.sync`)."""
@@ -614,6 +645,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
         return TransferReport(transfer_id="", kind="sync", status="waiting", files=[], bytes_transferred=0,
                               bytes_skipped=0, seconds=0.0, retries=0, extra={"waiting_for": marker, "root": path})
     found = SyncSummary()
+    planned = _PlannedPacks(_HANDED_MEMBERS)
 
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         nonlocal found
@@ -624,10 +656,14 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
         def rows(batch: list[tuple[NewFile, str | None]]) -> None:
             journal.upsert_planned_files(record.id, batch, generation)
 
+        def members(pack: PackPlan) -> None:
+            journal.add_pack_members(pack.manifest, pack.members)
+            planned.keep(pack)
+
         try:
             found = await anyio.to_thread.run_sync(partial(
                 plan_sync, journal, ctx.server, ctx.username, path, options, now=time.time(), rows=rows,
-                members=journal.add_pack_members, skip=_journal_files(journal)))
+                members=members, skip=_journal_files(journal)))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 # Nothing planned by a failed planning may be worked, now or by a later resume.
@@ -643,7 +679,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
                             + ", ".join(found.deleted_examples[:3])))
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
-        return await _sync_one(fx, ctx, record, options)
+        return await _sync_one(fx, ctx, record, options, planned)
 
     report = await fx._run("sync", options.params(path), plan, work, transfer_id=transfer_id,
                            leases=[f"sync:{path}"], read_ahead=plain_and_unsent)
@@ -665,7 +701,8 @@ def plain_and_unsent(record: FileRecord) -> bool:
     return not record.data_id and "pack" not in record.extra
 
 
-async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, options: SyncOptions) -> FileReport:
+async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, options: SyncOptions,
+                    planned: _PlannedPacks) -> FileReport:
     """Upload one file or tar, grant it to the share targets, then journal it done (in that order)."""
     from ._api import FileReport
 
@@ -675,7 +712,7 @@ async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, opti
         result = UploadResult(record.data_id, record.checksum)  # sent by an earlier run; grants were pending
     else:
         if manifest:
-            result = await _upload_pack(ctx, record, str(manifest), options)
+            result = await _upload_pack(ctx, record, str(manifest), options, planned.take(str(manifest)))
         else:
             record, result = await _upload_file(fx, ctx, record, options)
         if options.shares:
@@ -736,14 +773,20 @@ async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
             await anyio.sleep(min(2.0 ** (restarts - 1), 10.0))
 
 
-async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str,
-                       options: SyncOptions) -> UploadResult:
-    """Upload a packed tar, generated from its members as it goes (resumable mid-tar)."""
-    members = await anyio.to_thread.run_sync(ctx.journal.pack_members, manifest)
-    if not members:
-        raise LocalIOError(f"{record.remote_name}: its member list is missing from the journal; "
-                           "the next sync packs the folder again")
-    source = TarSource(members_in_folder(record.local_path, members))
+async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str, options: SyncOptions,
+                       planned: PackPlan | None) -> UploadResult:
+    """Upload a packed tar, generated from its members as it goes (resumable mid-tar).
+
+    :param planned: the tar as this run planned it, or None: read from the journal.
+    """
+    if planned is not None:
+        source = TarSource(planned.members, planned.layout)
+    else:
+        members = await anyio.to_thread.run_sync(ctx.journal.pack_members, manifest)
+        if not members:
+            raise LocalIOError(f"{record.remote_name}: its member list is missing from the journal; "
+                               "the next sync packs the folder again")
+        source = TarSource(members_in_folder(record.local_path, members))
     if source.size != record.size:
         raise LocalIOError(f"{record.remote_name}: the tar would be {source.size} bytes, planned "
                            f"{record.size}; the next sync packs the folder again")

@@ -14,6 +14,7 @@ from flowxfer import protocol
 from flowxfer.journal import Journal
 from flowxfer.server import Admin
 from flowxfer.transfer import Flowxfer, UsageError
+from flowxfer.transfer import _sync as sync_module
 from flowxfer.transfer._sync import ShareGrant, SyncOptions
 from flowxfer.transfer.events import BytesMoved, FilesPlanned, FileStarted
 from tests.support.faultproxy import DropResponse, FaultProxy, Match
@@ -85,9 +86,14 @@ async def test_ready_run_is_sent_once_and_unpacked_where_it_was(server: RunningS
                 assert by_name[Path(rel).name]["checksum"] == _checksum(run / rel)
 
 
-async def test_a_moved_run_folder_is_sent_from_where_it_is_now(server: RunningServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("handed", [True, False], ids=["as-planned", "from-the-journal"])
+async def test_a_moved_run_folder_is_sent_from_where_it_is_now(server: RunningServer, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, handed: bool) -> None:
     """``mv`` (like ``cp -a``) keeps names, sizes and mtimes, so the moved folder's tars have the manifests
-    of the original's, whose member lists in the journal name the old place."""
+    of the original's, whose member lists in the journal name the old place. A tar is uploaded as this
+    run planned it, or, past the bound of what a run keeps (here: nothing), from the journal's list."""
+    if not handed:
+        monkeypatch.setattr(sync_module, "_HANDED_MEMBERS", 0)
     original = make_run_folder(tmp_path / "incoming", lanes=1, samples=1, small_files=12)
     async with client(server, tmp_path / "home") as fx:
         assert (await fx.sync(original, OPTIONS)).status == "completed"

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from flowxfer.journal import InventoryRecord, PackMember
 from flowxfer.transfer import SourceChangedError
 from flowxfer.transfer._packing import (
+    PackPlan,
     TarSource,
     _pread_into,
     manifest_of,
@@ -21,7 +22,15 @@ from flowxfer.transfer._packing import (
     pack_name,
     plan_packs,
 )
-from flowxfer.transfer._sync import ShareGrant, Verdict, compare, parse_share, remote_name_for, stable
+from flowxfer.transfer._sync import (
+    ShareGrant,
+    Verdict,
+    _PlannedPacks,
+    compare,
+    parse_share,
+    remote_name_for,
+    stable,
+)
 from tests.support.runfolder import make_run_folder, run_files
 
 
@@ -203,3 +212,28 @@ def test_members_are_read_from_the_folder_of_their_tar() -> None:
         PackMember("InterOp/b.bin", "/new/place/RUN/InterOp/b.bin", 4, 8)]
     assert members_in_folder("/new/RUN/RUN.tar", [PackMember("x.txt", "/old/RUN/x.txt", 1, 2)]) == [
         PackMember("x.txt", "/new/RUN/x.txt", 1, 2)]
+
+
+def test_a_run_keeps_planned_tars_within_its_bound() -> None:
+    def plan(name: str, count: int) -> PackPlan:
+        members = tuple(PackMember(f"{name}/{i:03d}", f"/r/{name}/{i:03d}", 10, 1) for i in range(count))
+        return PackPlan(f"{name}.tar", members, manifest_of(members))
+
+    a, b, c = plan("a", 6), plan("b", 5), plan("c", 4)
+    kept = _PlannedPacks(10)
+    kept.keep(a)
+    kept.keep(b)  # 6 + 5 > 10: left to the journal
+    kept.keep(c)
+    assert kept.take(b.manifest) is None
+    assert kept.take(a.manifest) is a and kept.take(a.manifest) is None
+    kept.keep(b)  # a's room is free again
+    assert kept.take(b.manifest) is b and kept.take(c.manifest) is c
+
+
+def test_tar_source_refuses_a_layout_of_other_members(tmp_path: Path) -> None:
+    run = make_run_folder(tmp_path, small_files=8)
+    members = _members(run, "InterOp")
+    (plan,) = plan_packs("run", "InterOp", members)
+    assert TarSource(members, plan.layout).read(0, plan.size) == TarSource(members).read(0, plan.size)
+    with pytest.raises(ValueError, match="not of these members"):
+        TarSource(members[1:], plan.layout)
