@@ -207,8 +207,17 @@ def compile_sources() -> None:
         compileall.compile_dir(ROOT / package, quiet=1)
 
 
+#: In a section of RESULTS.md, what follows this line was written by people (how the figures
+#: came about, what was tried) and is kept when a script records the section again.
+NOTES_MARKER = "<!-- notes: kept when the figures above are recorded again -->"
+
+
 def record_section(heading: str, body: str) -> None:
-    """Replace (or add) one ``## heading`` section of RESULTS.md, leaving the others alone."""
+    """Replace (or add) one ``## heading`` section of RESULTS.md, leaving the others alone.
+
+    The section's notes (from :data:`NOTES_MARKER` to the next section) stay:
+    a re-run used to drop every word written about the figures it replaced.
+    """
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     marker = f"## {heading}"
     lines = text.splitlines()
@@ -218,7 +227,8 @@ def record_section(heading: str, body: str) -> None:
         lines += ["", *block]
     else:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = block
+        notes = next((i for i in range(start + 1, end) if lines[i].strip() == NOTES_MARKER), end)
+        lines[start:end] = [*block, *lines[notes:end]]
     RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 

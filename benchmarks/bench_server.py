@@ -41,10 +41,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._common import compile_sources
+from ._common import compile_sources, record_section
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 WORK = ROOT / "benchmarks" / "work"
 MiB = 1024 * 1024
 USER, PASSWORD = "bench", "bench-password-1"
@@ -304,8 +303,7 @@ def report(size_mib: int, size: int, runs: int, times: dict[str, list[float]], *
         ("download, curl <- our server (/downloads, sendfile)", "dl_ours"),
         ("download, curl <- nginx (static file, sendfile)", "dl_nginx"),
     ]
-    lines = [HEADING, "",
-             f"Loopback, {size_mib} MiB file of random bytes, median of {runs} alternating runs; "
+    lines = [f"Loopback, {size_mib} MiB file of random bytes, median of {runs} alternating runs; "
              f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}. "
              "Produced by `python -m benchmarks.bench_server`.", "",
              "| what | median s | MiB/s | runs (s) |", "|---|---:|---:|---|"]
@@ -320,21 +318,9 @@ def report(size_mib: int, size: int, runs: int, times: dict[str, list[float]], *
               f"- Accepting 8 MiB chunks: our speed = **{up_vs_curl:.0%}** of curl pushing the file into nginx "
               f"(goal >= 50%), and {up_vs_same_client:.0%} of nginx fed by the same aiohttp client loop.", ""]
     text = "\n".join(lines)
-    print(text)
+    print(f"{HEADING}\n\n{text}")
     if write:
-        write_section(text)
-
-
-def write_section(section: str) -> None:
-    """Replace (or append) only our section of RESULTS.md; others own the rest."""
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = existing.find(HEADING)
-    if start < 0:
-        updated = existing.rstrip("\n") + "\n\n" + section
-    else:
-        end = existing.find("\n## ", start + len(HEADING))
-        updated = existing[:start] + section + ("\n" + existing[end + 1:] if end >= 0 else "")
-    RESULTS.write_text(updated.rstrip("\n") + "\n")
+        record_section(HEADING.removeprefix("## "), text)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@
 The server runs as a subprocess with rate limits off, on loopback. Peak RSS
 is the measured process's own (``ru_maxrss`` of ``RUSAGE_CHILDREN`` in a
 wrapper process that runs nothing else). Self-contained on purpose: it
-shares no helpers with the other benchmark scripts but one, the
-byte-compilation every benchmark does first. Figures go to
-``benchmarks/RESULTS.md`` under ``## Sync and bulk (issue 4)``; other sections
-of that file are left as they are.
+shares no helpers with the other benchmark scripts but two, the
+byte-compilation every benchmark does first and the writing of its section.
+Figures go to ``benchmarks/RESULTS.md`` under ``## Sync and bulk (issue 4)``;
+other sections of that file, and the notes under this one's marker, are left
+as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -37,11 +37,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._common import compile_sources
+from ._common import compile_sources, record_section
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "sync"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 TRASH = WORK / "trash"
 HEADING = "## Sync and bulk (issue 4)"
 USER, PASSWORD = "bench", "bench-pw-4"
@@ -275,18 +274,6 @@ def _verdict(figure: float, goal: float) -> str:
     return "met" if figure >= goal else "missed"
 
 
-def record(body: str) -> None:
-    """Replace (or add) this script's section of RESULTS.md, leaving the others alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{HEADING}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     compile_sources()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -346,7 +333,7 @@ def measure_all(args: argparse.Namespace) -> None:
     ])
     print(body)
     if not args.no_record:
-        record(body)
+        record_section(HEADING.removeprefix("## "), body)
 
 
 if __name__ == "__main__":
