@@ -218,7 +218,7 @@ def record_section(heading: str, body: str) -> None:
     The section's notes (from :data:`NOTES_MARKER` to the next section) stay:
     a re-run used to drop every word written about the figures it replaced.
     """
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
     marker = f"## {heading}"
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == marker), None)
@@ -229,7 +229,10 @@ def record_section(heading: str, body: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         notes = next((i for i in range(start + 1, end) if lines[i].strip() == NOTES_MARKER), end)
         lines[start:end] = [*block, *lines[notes:end]]
-    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
+    # Written aside and renamed over: a failed write (a full disk) leaves the old file whole.
+    fresh = RESULTS.with_name(RESULTS.name + ".new")
+    fresh.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
+    os.replace(fresh, RESULTS)
 
 
 def machine_line() -> str:

@@ -298,7 +298,7 @@ class SyncSummary:
 
 
 RowSink = Callable[[list[tuple[NewFile, str | None]]], None]
-MemberSink = Callable[[PackPlan], None]
+MemberSink = Callable[[str, PackPlan], None]
 
 
 class _Planner:
@@ -483,7 +483,7 @@ class _Planner:
             self.summary.packed_files += len(plan.members)
             self.summary.bytes += plan.size
             if self.members is not None:
-                self.members(plan)
+                self.members(path, plan)
             rows.append((NewFile(path, plan.remote_name, plan.size, None, extra=extra), plan.manifest))
         if rows and self.rows is not None:
             self.rows(rows)
@@ -510,7 +510,7 @@ def plan_sync(journal: Journal, server: str, username: str, root: str, options: 
     """Walk ``root`` and decide what to upload (blocking: run it in a worker thread).
 
     :param rows: receives the rows to upload, a batch at a time (None: a dry run).
-    :param members: receives each tar's plan (its member list) before its row.
+    :param members: receives each tar's virtual path and plan (its member list) before its row.
     :raises UsageError: names that clash or that Flow refuses, listed all at once.
     """
     return _Planner(journal, server, username, root, options, now, rows, members).run(skip)
@@ -614,20 +614,21 @@ class _PlannedPacks:
     the tar out again: for the first tars of a 10,000-file folder, work done
     on the client's one busy core just before the first byte, and done twice.
     The journal stays the record (a resume, or a tar beyond the bound, reads it);
-    the bound keeps memory flat for a million small files.
+    the bound keeps memory flat for a million small files. A plan is found by
+    its tar's virtual path (which names its folder) and manifest together.
     """
 
     def __init__(self, limit: int) -> None:
-        self._plans: dict[str, PackPlan] = {}
+        self._plans: dict[tuple[str, str], PackPlan] = {}
         self._room = limit
 
-    def keep(self, plan: PackPlan) -> None:
+    def keep(self, path: str, plan: PackPlan) -> None:
         if len(plan.members) <= self._room:
-            self._plans[plan.manifest] = plan
+            self._plans[(path, plan.manifest)] = plan
             self._room -= len(plan.members)
 
-    def take(self, manifest: str) -> PackPlan | None:
-        plan = self._plans.pop(manifest, None)
+    def take(self, path: str, manifest: str) -> PackPlan | None:
+        plan = self._plans.pop((path, manifest), None)
         if plan is not None:
             self._room += len(plan.members)
         return plan
@@ -656,9 +657,9 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
         def rows(batch: list[tuple[NewFile, str | None]]) -> None:
             journal.upsert_planned_files(record.id, batch, generation)
 
-        def members(pack: PackPlan) -> None:
+        def members(path: str, pack: PackPlan) -> None:
             journal.add_pack_members(pack.manifest, pack.members)
-            planned.keep(pack)
+            planned.keep(path, pack)
 
         try:
             found = await anyio.to_thread.run_sync(partial(
@@ -708,11 +709,13 @@ async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, opti
 
     fx._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
     manifest = record.extra.get("pack")
+    # Taken whatever happens next, so a tar sent by an earlier run does not hold its room.
+    pack = planned.take(record.local_path, str(manifest)) if manifest else None
     if record.extra.get("uploaded") and record.data_id:
         result = UploadResult(record.data_id, record.checksum)  # sent by an earlier run; grants were pending
     else:
         if manifest:
-            result = await _upload_pack(ctx, record, str(manifest), options, planned.take(str(manifest)))
+            result = await _upload_pack(ctx, record, str(manifest), options, pack)
         else:
             record, result = await _upload_file(fx, ctx, record, options)
         if options.shares:

@@ -94,16 +94,26 @@ async def test_a_moved_run_folder_is_sent_from_where_it_is_now(server: RunningSe
     run planned it, or, past the bound of what a run keeps (here: nothing), from the journal's list."""
     if not handed:
         monkeypatch.setattr(sync_module, "_HANDED_MEMBERS", 0)
+    lists_read: list[str] = []
+    read_list = Journal.pack_members
+
+    def counted(journal: Journal, manifest: str) -> list[Any]:
+        lists_read.append(manifest)  # observed only: the journal's own method answers
+        return read_list(journal, manifest)
+
+    monkeypatch.setattr(Journal, "pack_members", counted)
     original = make_run_folder(tmp_path / "incoming", lanes=1, samples=1, small_files=12)
     async with client(server, tmp_path / "home") as fx:
         assert (await fx.sync(original, OPTIONS)).status == "completed"
         moved = tmp_path / "archive" / original.name
         moved.parent.mkdir()
         original.rename(moved)
+        lists_read.clear()
         report = await fx.sync(moved, OPTIONS)
         assert report.status == "completed", report  # was: every tar failed, "disappeared since it was packed"
         tars = [f for f in report.files if f.filename.endswith(".tar")]
         assert tars and {f.status for f in report.files} == {"done"}
+        assert len(lists_read) == (0 if handed else len(tars))
         unpacked: dict[str, tuple[int, str]] = {}
         for tar in tars:
             unpacked.update(await tree(fx, tar.id))

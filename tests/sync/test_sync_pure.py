@@ -212,6 +212,8 @@ def test_members_are_read_from_the_folder_of_their_tar() -> None:
         PackMember("InterOp/b.bin", "/new/place/RUN/InterOp/b.bin", 4, 8)]
     assert members_in_folder("/new/RUN/RUN.tar", [PackMember("x.txt", "/old/RUN/x.txt", 1, 2)]) == [
         PackMember("x.txt", "/new/RUN/x.txt", 1, 2)]
+    assert members_in_folder("/new/RUN/C1.1/RUN__C1.1.part002.tar", [PackMember("C1.1/s.bcl", "/o/C1.1/s.bcl", 1, 2)]
+                             ) == [PackMember("C1.1/s.bcl", "/new/RUN/C1.1/s.bcl", 1, 2)]
 
 
 def test_a_run_keeps_planned_tars_within_its_bound() -> None:
@@ -221,13 +223,14 @@ def test_a_run_keeps_planned_tars_within_its_bound() -> None:
 
     a, b, c = plan("a", 6), plan("b", 5), plan("c", 4)
     kept = _PlannedPacks(10)
-    kept.keep(a)
-    kept.keep(b)  # 6 + 5 > 10: left to the journal
-    kept.keep(c)
-    assert kept.take(b.manifest) is None
-    assert kept.take(a.manifest) is a and kept.take(a.manifest) is None
-    kept.keep(b)  # a's room is free again
-    assert kept.take(b.manifest) is b and kept.take(c.manifest) is c
+    kept.keep("/r/a/a.tar", a)
+    kept.keep("/r/b/b.tar", b)  # 6 + 5 > 10: left to the journal
+    kept.keep("/r/c/c.tar", c)
+    assert kept.take("/r/b/b.tar", b.manifest) is None
+    assert kept.take("/elsewhere/a/a.tar", a.manifest) is None  # the same manifest in another folder
+    assert kept.take("/r/a/a.tar", a.manifest) is a and kept.take("/r/a/a.tar", a.manifest) is None
+    kept.keep("/r/b/b.tar", b)  # a's room is free again
+    assert kept.take("/r/b/b.tar", b.manifest) is b and kept.take("/r/c/c.tar", c.manifest) is c
 
 
 def test_tar_source_refuses_a_layout_of_other_members(tmp_path: Path) -> None:
