@@ -7,7 +7,8 @@ kills land in start-up, planning or job polling, most mid-transfer). After
 each kill, before anything else runs, the journal it left is opened (read
 only use of :class:`flowxfer.journal.Journal`) and checked directly:
 
-- uploads (and sync): for every file, the bytes the journal says were
+- uploads (and sync, one by one or ``--pack-small``, whose tars go in
+  several chunks so that most kills land mid-tar): for every file, the bytes the journal says were
   acknowledged -- its ``bytes_done`` and its acked chunks -- are no more than
   the server holds for that upload (``GET /upload/<id>`` with extensions;
   as hosted Flow exposes nothing of the kind, the server's own record of
@@ -39,6 +40,7 @@ import io
 import os
 import random
 import sqlite3
+import tarfile
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -301,8 +303,46 @@ async def crash_sync(tmp_path: Path, extensions: bool, kills: int, seed: int) ->
     return tally
 
 
+async def crash_sync_packed(tmp_path: Path, extensions: bool, kills: int, seed: int) -> Tally:
+    """``sync --pack-small``, killed mid-tar: a tar of 1.5 MB goes in 256 KiB chunks, so most kills
+    leave some acknowledged; the next run plans again and continues the same tar from them."""
+    rng = random.Random(seed)
+    run = tmp_path / "runs" / "bcl"
+    for folder, count in (("C1.1", 110), ("InterOp", 12)):
+        (run / folder).mkdir(parents=True)
+        for index in range(count):
+            (run / folder / f"s_1_{1101 + index}.bin").write_bytes(rng.randbytes(rng.randint(8 * KiB, 16 * KiB)))
+    (run / "S1_R1.fastq.gz").write_bytes(rng.randbytes(300 * KiB))
+    tally = Tally()
+    async with running_server(tmp_path / "root", extensions=extensions) as srv:
+        cli = await _cli_rig(srv, tmp_path)
+        command = ["--json", "sync", str(run), "--pack-small", "64k", "--chunk-size", "256k",
+                   "--bwlimit", "700k", "--concurrency", "2"]
+
+        async def check() -> None:
+            await check_uploads(cli.journal, srv.base_url, srv.root, extensions, tally, kinds=("sync",))
+
+        await kill_loop(cli, command, kills, seed, check, tally, (0.3, 3.0))
+        # Every file of the run is on the server exactly: the FASTQ as itself, the rest inside the tars.
+        rows = await anyio.to_thread.run_sync(_journal_rows, cli.journal, ("sync",))
+        done = [f for f, _ in rows if f.status is FileState.DONE]
+        got = await stored(srv, {f.remote_name: f.data_id or "" for f in done})
+        held: dict[str, bytes] = {}
+        for f in done:
+            if "pack" not in f.extra:
+                held[Path(f.local_path).relative_to(run).as_posix()] = got[f.remote_name]
+                continue
+            with tarfile.open(fileobj=io.BytesIO(got[f.remote_name])) as tf:
+                for member in tf.getmembers():
+                    data = tf.extractfile(member)
+                    assert data is not None and member.name not in held, member.name
+                    held[member.name] = data.read()
+        assert held == {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    return tally
+
+
 modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
-KINDS = ["upload", "download", "sync"]
+KINDS = ["upload", "download", "sync", "sync-packed"]
 
 
 async def _client_cycle(tmp_path: Path, kind: str, extensions: bool, kills: int, seed: int) -> Tally:
@@ -312,6 +352,8 @@ async def _client_cycle(tmp_path: Path, kind: str, extensions: bool, kills: int,
         return await crash_download(tmp_path, extensions, kills, seed)
     if kind == "sync":
         return await crash_sync(tmp_path, extensions, kills, seed)
+    if kind == "sync-packed":
+        return await crash_sync_packed(tmp_path, extensions, kills, seed)
     return await crash_bulk(tmp_path, kills, seed)
 
 
