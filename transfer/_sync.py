@@ -634,7 +634,6 @@ class _PlannedPacks:
         return plan
 
 
-
 async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOptions, *,
                    transfer_id: str | None = None) -> TransferReport:
     """Sync a run folder (see :meth:`Flowxfer.sync`)."""
