@@ -58,7 +58,7 @@ from ._download import local_checksum
 from ._errors import AuthError, LocalIOError, RejectedError, SourceChangedError, UsageError
 from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem
-from ._packing import PackPlan, TarSource, members_in_folder, plan_packs
+from ._packing import PackPlan, TarSource, member_paths, members_in_folder, plan_packs
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource
 from ._tokenbucket import TokenBucket
@@ -501,8 +501,8 @@ class _Planner:
         for record in self.journal.iter_inventory(self.server, self.username, "up", prefix):
             gone(record.local_path)
         for pack in self.journal.iter_packs(self.server, self.username, prefix):
-            for member in members_in_folder(pack.local_path, self.journal.pack_members(pack.manifest)):
-                gone(member.local_path)
+            for path in member_paths(pack.local_path, self.journal.pack_members(pack.manifest)):
+                gone(path)
 
 
 def plan_sync(journal: Journal, server: str, username: str, root: str, options: SyncOptions, *, now: float,

@@ -18,6 +18,7 @@ from flowxfer.transfer._packing import (
     TarSource,
     _pread_into,
     manifest_of,
+    member_paths,
     members_in_folder,
     pack_name,
     plan_packs,
@@ -214,6 +215,7 @@ def test_members_are_read_from_the_folder_of_their_tar() -> None:
         PackMember("x.txt", "/new/RUN/x.txt", 1, 2)]
     assert members_in_folder("/new/RUN/C1.1/RUN__C1.1.part002.tar", [PackMember("C1.1/s.bcl", "/o/C1.1/s.bcl", 1, 2)]
                              ) == [PackMember("C1.1/s.bcl", "/new/RUN/C1.1/s.bcl", 1, 2)]
+    assert list(member_paths("/RUN.tar", [PackMember("x.txt", "/old/x.txt", 1, 2)])) == ["/x.txt"]  # a root of /
 
 
 def test_a_run_keeps_planned_tars_within_its_bound() -> None:
