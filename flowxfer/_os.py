@@ -48,6 +48,18 @@ _syncfs = _load_syncfs()
 CAN_SYNC_FILESYSTEM = _syncfs is not None
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the names created or renamed inside the folder ``path`` durable.
+
+    :raises OSError: the folder cannot be opened or flushed.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_filesystem(path: str | os.PathLike[str]) -> None:
     """Flush every written byte and name of the filesystem holding ``path`` (one barrier for many files).
 

@@ -25,13 +25,14 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from flowxfer._os import fsync_dir
 from flowxfer.protocol import archive_member_names, filename_problem
 
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
 from ._state import State, state_of, user_of
 from ._store import JobRow
-from ._uploads import fsync_dir, hash_file
+from ._uploads import hash_file
 
 log = logging.getLogger("flowxfer.server.jobs")
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from flowxfer._os import fsync_dir
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -110,6 +112,15 @@ UPLOADING = "uploading"
 FINALIZING = "finalizing"
 READY = "ready"
 FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A store method waiting for its batch; ``flush_first``: a folder to ``fsync`` before the batch's commit."""
+
+    fn: Callable[[], Any]
+    flush_first: Path | None
+    future: asyncio.Future[Any]
 
 
 @dataclass(frozen=True)
@@ -244,7 +255,7 @@ class Store:
         )
         self._grouping = False
         self._savepoints = 0
-        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Call] = []
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
         self._migrate()
@@ -306,11 +317,30 @@ class Store:
         its own SAVEPOINT, so one call's failure is its own), with one flush.
         A call returns only after the COMMIT that holds it.
         """
+        return await self._submit(functools.partial(fn, *args, **kwargs), None)
+
+    async def run_after_flushing(self, folder: Path, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`run`, with ``folder`` ``fsync``ed before the transaction that holds the call begins.
+
+        For a row that names a file just created in ``folder`` (its bytes
+        already flushed): the row is committed only once the file's name is
+        durable too. One flush of a folder serves every call of its batch
+        (3 small uploads at the median, 8 at p90). A flush per small whole
+        upload, in the I/O thread that wrote it, made 10,000 uploads of
+        16 KiB take 10.4 s instead of 8.8 s (medians of five alternating
+        runs of ``flowxfer sync``): each flush wrote the folder's blocks
+        again and cost ~0.15 ms of server CPU.
+
+        :raises StoreError: the flush failed; the call was not run.
+        """
+        return await self._submit(functools.partial(fn, *args, **kwargs), folder)
+
+    async def _submit(self, call: Callable[[], T], flush_first: Path | None) -> T:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowxfer-store")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((functools.partial(fn, *args, **kwargs), future))
+        self._pending.append(_Call(call, flush_first, future))
         if not self._draining:
             self._draining = True
             self._drainer = loop.create_task(self._drain())
@@ -319,30 +349,49 @@ class Store:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        batch: list[_Call] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 assert self._executor is not None
-                outcomes = await loop.run_in_executor(self._executor, self._run_batch, [call for call, _ in batch])
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
+                outcomes = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                for call, (ok, value) in zip(batch, outcomes, strict=True):
+                    if call.future.done():
                         continue
                     if ok:
-                        future.set_result(value)
+                        call.future.set_result(value)
                     else:
-                        future.set_exception(value)
+                        call.future.set_exception(value)
         except BaseException as exc:  # the executor is gone (shutdown): nobody waiting may hang
-            for _, future in [*batch, *self._pending]:
-                if not future.done():
-                    future.set_exception(StoreError(f"the metadata store stopped: {exc!r}"))
+            for call in [*batch, *self._pending]:
+                if not call.future.done():
+                    call.future.set_exception(StoreError(f"the metadata store stopped: {exc!r}"))
             self._pending = []
             raise
         finally:
             self._draining = False
 
-    def _run_batch(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
-        """Run calls in one transaction (store thread); (ok, result or exception) for each."""
+    def _run_batch(self, batch: Sequence[_Call]) -> list[tuple[bool, Any]]:
+        """Flush the folders the batch names, then run its calls in one transaction (store thread).
+
+        (ok, result or exception) for each call; a call whose folder could not
+        be flushed is not run.
+        """
+        unflushed: dict[Path, StoreError] = {}
+        for folder in dict.fromkeys(call.flush_first for call in batch if call.flush_first is not None):
+            try:
+                fsync_dir(folder)
+            except OSError as exc:
+                unflushed[folder] = StoreError(f"cannot make the names in {folder} durable: {exc}")
+        runnable = [call.fn for call in batch if call.flush_first not in unflushed]
+        outcomes = iter(self._run_calls(runnable))
+        return [(False, unflushed[call.flush_first]) if call.flush_first in unflushed else next(outcomes)
+                for call in batch]
+
+    def _run_calls(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run calls in one transaction; (ok, result or exception) for each."""
+        if not calls:
+            return []
         if len(calls) == 1:
             try:
                 return [(True, calls[0]())]

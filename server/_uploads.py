@@ -46,7 +46,7 @@ from typing import Any, NoReturn, TypeVar
 import xxhash
 from aiohttp import web
 
-from flowxfer._os import Buffer, pwrite_pieces, write_direct
+from flowxfer._os import Buffer, fsync_dir, pwrite_pieces, write_direct
 from flowxfer.protocol import filename_problem, format_checksum, new_hasher, parse_checksum
 
 from ._config import MULTIPART_OVERHEAD
@@ -84,15 +84,6 @@ _BOOL_WORDS = {
     "off": False,
     "": False,
 }
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or creation inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def hash_file(path: Path, size: int) -> str:
@@ -708,10 +699,10 @@ class UploadManager:
 
         The checksum is computed and compared before a byte is written (a
         damaged upload leaves nothing behind); the file goes straight into the
-        data folder, ``fdatasync``ed, its name made durable with the folder's
-        ``fsync``; only then is its row committed, directly as ``ready``. A
-        crash before that commit leaves a file nobody was told of, which
-        start-up sets aside (:meth:`recover`).
+        data folder, ``fdatasync``ed; the store then ``fsync``s the folder,
+        once for every upload in its next batch, and only then commits the
+        row, directly as ``ready``. A crash before that commit leaves a file
+        nobody was told of, which start-up sets aside (:meth:`recover`).
         """
         size = sum(len(piece) for piece in pieces)
         checksum = await self._io(self._write_whole, target.path, pieces, (meta.checksum, meta.file_checksum))
@@ -728,8 +719,8 @@ class UploadManager:
         # from here the file is never removed by this request (a failed commit leaves an orphan
         # that start-up sets aside), so no ready record can lose its file.
         target.commit_sent = True
-        await self.store.run(self.store.commit_chunk, target.data_id, 0, record, new=row, final_checksum=checksum,
-                             ready=True)
+        await self.store.run_after_flushing(target.path.parent, self.store.commit_chunk, target.data_id, 0, record,
+                                            new=row, final_checksum=checksum, ready=True)
         target.committed = True
         body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
                                 "size": size, "is_ready": True}
@@ -738,7 +729,9 @@ class UploadManager:
         return json_response(body)
 
     def _write_whole(self, path: Path, pieces: Sequence[Buffer], expected: tuple[str | None, ...]) -> str:
-        """Hash; if every ``expected`` checksum given matches, write ``path`` durably (blocking).
+        """Hash; if every ``expected`` checksum given matches, write ``path``'s bytes durably (blocking).
+
+        Its name is not durable yet: the commit that records it flushes the folder first.
 
         A write that fails (a full disk) removes what it made.
         """
@@ -754,7 +747,6 @@ class UploadManager:
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-            fsync_dir(path.parent)
         except BaseException:
             self._unlink(path)
             raise

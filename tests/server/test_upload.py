@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import sqlite3
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 
 from flowxfer.protocol import checksum_of
+from flowxfer.server._store import DB_NAME
 from tests.server.conftest import Api
 from tests.support.server import RunningServer, running_server
 
@@ -94,6 +96,32 @@ async def test_a_whole_upload_in_one_request_is_ready_at_once(api: Api, server: 
         {"offset": 0, "size": len(data), "checksum": checksum_of(data)}]
     got = await api.call("GET", f"/downloads/{data_id}/whole.fq", "alice")
     assert got.body == data
+
+
+async def test_a_whole_upload_is_recorded_only_after_its_name_is_flushed(
+    api: Api, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash may lose a whole upload's row (the client was not answered), never the file a row names."""
+    data_folder = server.root / "data"
+    wanted = data_folder.stat()
+    flushes: list[tuple[set[str], set[str]]] = []  # (files in the folder, rows committed) at each flush
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
+            with sqlite3.connect(server.root / DB_NAME) as db:
+                rows = {data_id for (data_id,) in db.execute("SELECT id FROM data")}
+            flushes.append((set(os.listdir(data_folder)), rows))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    answers = await asyncio.gather(*(api.chunk("alice", os.urandom(3000), filename=f"s{i}.fq", is_last=True)
+                                     for i in range(8)))
+    assert all(answer.status == 200 for answer in answers)
+    for data_id in (answer.json()["id"] for answer in answers):
+        assert any(data_id in files and data_id not in rows for files, rows in flushes), data_id
+    assert len(flushes) <= len(answers)
 
 
 async def test_a_damaged_whole_upload_writes_nothing(api: Api, server: RunningServer) -> None:
