@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "uploads each: minutes for 100,000).")
     parser.add_argument("--small-files", type=int, default=10_000)
     parser.add_argument("--small-size", type=int, default=16 * KiB)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-flowbio", action="store_true", help="Leave out the official client (slow).")
     parser.add_argument("--no-record", action="store_true", help="Print only; do not touch RESULTS.md.")
     args = parser.parse_args(argv)
