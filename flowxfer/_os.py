@@ -12,7 +12,7 @@ import mmap
 import os
 import queue
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -237,6 +237,64 @@ def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
             closing, direct_fd = direct_fd, -1
             os.close(closing)
     return total
+
+
+#: Bytes asked of each read by :func:`read_direct`.
+_READ_SIZE = 4 * 1024 * 1024
+
+
+def read_direct(path: str | os.PathLike[str]) -> Iterator[memoryview]:
+    """The bytes of the file ``path`` front to back, in views of one buffer, past the page cache where possible.
+
+    For a file that was just written past the page cache (an upload's
+    partial file, :func:`write_direct`) and is read once (a directory
+    archive being unpacked): a buffered read would bring every byte back
+    into freshly allocated page-cache pages and copy it out again. Here each
+    block goes straight from the disk into one aligned buffer. Where direct
+    I/O is not available (not Linux, a filesystem without it, an alignment
+    the disk refuses) the file is read through the page cache into the same
+    buffer.
+
+    Each view is overwritten by the next read: a caller that keeps bytes
+    copies them. The buffer is this call's own (not the write buffers'
+    pool) and is never closed explicitly, so a view that outlives the
+    reading (held by a traceback) stays valid and the buffer is unmapped
+    with the last view of it.
+
+    :raises OSError: the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    direct_fd = -1
+    try:
+        if _O_DIRECT:
+            try:
+                direct_fd = os.open(path, os.O_RDONLY | _O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                direct_fd = -1  # a filesystem without direct I/O
+        view = memoryview(mmap.mmap(-1, _READ_SIZE))  # anonymous mappings are page-aligned, as direct I/O needs
+        position = 0
+        while True:
+            count = -1
+            if direct_fd >= 0:
+                try:
+                    count = os.preadv(direct_fd, [view], position)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    # The rest goes through the page cache. Forget the descriptor before closing
+                    # it (see write_direct): a close that fails still frees the number.
+                    refused, direct_fd = direct_fd, -1
+                    os.close(refused)
+            if count < 0:
+                count = os.preadv(fd, [view], position)
+            if count == 0:
+                return
+            yield view[:count]
+            position += count
+    finally:
+        if direct_fd >= 0:
+            os.close(direct_fd)
+        os.close(fd)
 
 
 def _open_direct(fd: int) -> int:
