@@ -252,8 +252,8 @@ def read_direct(path: str | os.PathLike[str]) -> Iterator[memoryview]:
     into freshly allocated page-cache pages and copy it out again. Here each
     block goes straight from the disk into one aligned buffer. Where direct
     I/O is not available (not Linux, a filesystem without it, an alignment
-    the disk refuses) the file is read through the page cache into the same
-    buffer.
+    the disk refuses) or not worth a second open (a file under 256 KiB), the
+    file is read through the page cache into the same buffer.
 
     Each view is overwritten by the next read: a caller that keeps bytes
     copies them. The buffer is this call's own (not the write buffers'
@@ -266,12 +266,14 @@ def read_direct(path: str | os.PathLike[str]) -> Iterator[memoryview]:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     direct_fd = -1
     try:
-        if _O_DIRECT:
+        size = os.fstat(fd).st_size
+        if _O_DIRECT and size >= _DIRECT_MIN:  # (a small file: a second open costs more than it saves)
             try:
                 direct_fd = os.open(path, os.O_RDONLY | _O_DIRECT | getattr(os, "O_CLOEXEC", 0))
             except OSError:
                 direct_fd = -1  # a filesystem without direct I/O
-        view = memoryview(mmap.mmap(-1, _READ_SIZE))  # anonymous mappings are page-aligned, as direct I/O needs
+        length = min(_READ_SIZE, max(DIRECT_ALIGN, -(-size // DIRECT_ALIGN) * DIRECT_ALIGN))
+        view = memoryview(mmap.mmap(-1, length))  # anonymous mappings are page-aligned, as direct I/O needs
         position = 0
         while True:
             count = -1

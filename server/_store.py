@@ -240,6 +240,10 @@ class StoreError(Exception):
     """A metadata operation refused (unknown user, duplicate name...)."""
 
 
+class FlushError(StoreError):
+    """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
+
+
 class Store:
     """The metadata database under the server's root."""
 
@@ -278,7 +282,7 @@ class Store:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction (writers queue instead of failing on upgrade).
 
-        Inside a group commit (:meth:`_run_batch`, which holds the lock) it is a
+        Inside a group commit (:meth:`_run_calls`, which holds the lock) it is a
         SAVEPOINT instead: the call's changes still stand or fall together, and
         the batch's one COMMIT makes them durable with the others'.
         """
@@ -314,7 +318,8 @@ class Store:
         thread commits for every request: concurrent uploads queued behind each
         other's flushes. Calls that arrive while a batch is being committed now
         wait together and run as the next batch, in one transaction (each in
-        its own SAVEPOINT, so one call's failure is its own), with one flush.
+        its own SAVEPOINT, so one call's failure is its own), with one flush
+        (and, before it, one of each folder :meth:`run_after_flushing` names).
         A call returns only after the COMMIT that holds it.
         """
         return await self._submit(functools.partial(fn, *args, **kwargs), None)
@@ -331,7 +336,7 @@ class Store:
         runs of ``flowxfer sync``): each flush wrote the folder's blocks
         again and cost ~0.15 ms of server CPU.
 
-        :raises StoreError: the flush failed; the call was not run.
+        :raises FlushError: the flush failed; the call was not run.
         """
         return await self._submit(functools.partial(fn, *args, **kwargs), folder)
 
@@ -377,12 +382,12 @@ class Store:
         (ok, result or exception) for each call; a call whose folder could not
         be flushed is not run.
         """
-        unflushed: dict[Path, StoreError] = {}
+        unflushed: dict[Path, FlushError] = {}
         for folder in dict.fromkeys(call.flush_first for call in batch if call.flush_first is not None):
             try:
                 fsync_dir(folder)
             except OSError as exc:
-                unflushed[folder] = StoreError(f"cannot make the names in {folder} durable: {exc}")
+                unflushed[folder] = FlushError(f"cannot make the names in {folder} durable: {exc}")
         runnable = [call.fn for call in batch if call.flush_first not in unflushed]
         outcomes = iter(self._run_calls(runnable))
         return [(False, unflushed[call.flush_first]) if call.flush_first in unflushed else next(outcomes)

@@ -215,10 +215,12 @@ class PlainTarStream:
     The same checks as the :mod:`tarfile` path, without its per-member
     objects: ``tarfile`` cost some 40 us a member before a byte was written,
     most of a 10,000-file pack's unpacking after the file system's own work.
-    Fed in pieces of any size (:func:`_plain_tar` reads the archive a
-    megabyte at a time). Unpacking a pack from the upload's body as it
-    arrives was tried: on two shared cores it only moved the work (1.76 vs
-    1.74 s for a 10,000-file pack), so the archive is read back from its file.
+    Fed in pieces of any size (:func:`_plain_tar` reads the archive four
+    megabytes at a time, into one buffer that the next read overwrites: no
+    view of a piece is kept past :meth:`feed`). Unpacking a pack from the
+    upload's body as it arrives was tried: on two shared cores it only moved
+    the work (1.76 vs 1.74 s for a 10,000-file pack), so the archive is read
+    back from its file.
     Anything irregular (another magic, a checksum only a signed sum matches,
     numbers that are not plain octal, PAX/GNU/sparse members, a member over
     :data:`_IN_MEMORY_MEMBER`, an archive cut short) raises :class:`_NotPlain`,

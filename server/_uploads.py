@@ -54,7 +54,7 @@ from ._http import ApiError, bad_request, json_response, not_found
 from ._ids import is_id, new_id
 from ._multipart import MultipartError, MultipartParser, boundary_of, header_params
 from ._state import RATE, State, charge, user_of
-from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
+from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, FlushError, Store, TreeFile
 from ._unpack import UnpackError, UnpackLimits, unpack
 
 T = TypeVar("T")
@@ -719,8 +719,14 @@ class UploadManager:
         # from here the file is never removed by this request (a failed commit leaves an orphan
         # that start-up sets aside), so no ready record can lose its file.
         target.commit_sent = True
-        await self.store.run_after_flushing(target.path.parent, self.store.commit_chunk, target.data_id, 0, record,
-                                            new=row, final_checksum=checksum, ready=True)
+        try:
+            await self.store.run_after_flushing(target.path.parent, self.store.commit_chunk, target.data_id, 0,
+                                                record, new=row, final_checksum=checksum, ready=True)
+        except FlushError:
+            # The folder could not be flushed, so the commit was never run and no record can name
+            # the file: remove it now, rather than leave one orphan per upload on a failing disk.
+            await self._io(self._unlink, target.path)
+            raise
         target.committed = True
         body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
                                 "size": size, "is_ready": True}

@@ -194,7 +194,44 @@ def test_read_direct_reads_through_the_page_cache_where_a_direct_read_is_refused
 
     monkeypatch.setattr(os, "preadv", preadv)
     assert _read_all(path) == data
-    assert direct_reads == [0, 4 * MiB]
+    assert direct_reads == [0, 4 * MiB], "this test needs a filesystem with direct I/O (ext4, xfs, tmpfs on Linux)"
+
+
+def test_read_direct_continues_after_short_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read may return fewer bytes than asked anywhere, not only at the end: each block starts where
+    # the last one ended (direct reads cut short at an aligned length, buffered ones at any length).
+    path = tmp_path / "f"
+    data = random.Random(10).randbytes(5 * MiB + 11)
+    path.write_bytes(data)
+    real_preadv = os.preadv
+    seen = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+        seen.append(direct)
+        cap = 3 * DIRECT_ALIGN if direct else 1000
+        return real_preadv(fd, [buffers[0][:cap]], offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    assert _read_all(path) == data
+    assert any(seen)
+
+
+def test_read_direct_reads_a_small_file_through_the_page_cache(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f"
+    data = random.Random(11).randbytes(100 * KiB)
+    path.write_bytes(data)
+    real_preadv = os.preadv
+    direct = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        direct.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    assert _read_all(path) == data
+    assert direct and not any(direct)
 
 
 def test_read_direct_stopped_early_closes_what_it_opened(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flowxfer.server._store import DB_NAME, Store, StoreError
+from flowxfer.server._store import DB_NAME, FlushError, Store, StoreError
 
 
 @pytest.fixture
@@ -87,13 +87,14 @@ async def test_a_failed_flush_fails_only_the_calls_that_needed_it(
         store.run(store.add_group, "independent"),
         return_exceptions=True,
     )
-    assert isinstance(outcomes[0], StoreError) and "Input/output error" in str(outcomes[0])
+    assert isinstance(outcomes[0], FlushError) and "Input/output error" in str(outcomes[0])
     assert outcomes[1] is True
     assert committed_groups(tmp_path) == {"independent"}
 
 
 async def test_a_missing_folder_is_a_store_error_not_a_crash(store: Store, tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="durable"):
+    with pytest.raises(FlushError, match="durable"):
         await store.run_after_flushing(tmp_path / "gone", store.add_group, "never")
+    assert issubclass(FlushError, StoreError)
     assert committed_groups(tmp_path) == set()
     assert await store.run(store.add_group, "later") is True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import shutil
 import tarfile
 from pathlib import Path
@@ -98,6 +99,19 @@ def test_a_member_larger_than_memory_reads_is_streamed(tmp_path: Path) -> None:
     files = unpack(archive, tmp_path / "out", LIMITS)
     assert [(f.path, f.size) for f in files] == [("big.bin", len(big)), ("small.bin", 1)]
     assert (tmp_path / "out" / "big.bin").read_bytes() == big
+
+
+def test_members_cut_by_the_archive_reads_come_out_whole(tmp_path: Path) -> None:
+    # The archive is read in 4 MiB blocks into one buffer that each read overwrites: a header or
+    # member cut by a block's end must be copied before the next read, or it lands corrupted.
+    rng = random.Random(12)
+    entries = [(f"d/f{i:04d}", rng.randbytes(rng.randint(1, 50_000))) for i in range(500)]
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(_tar(list(entries), tarfile.USTAR_FORMAT))
+    assert archive.stat().st_size > 3 * 4 * 1024 * 1024
+    files = unpack(archive, tmp_path / "out", LIMITS)
+    assert [(f.path, f.size) for f in files] == [(name, len(data)) for name, data in entries]
+    assert _tree(tmp_path / "out") == {"d": None, **dict(entries)}
 
 
 def _spaced_numbers(data: bytes) -> bytes:

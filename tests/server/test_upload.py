@@ -121,7 +121,29 @@ async def test_a_whole_upload_is_recorded_only_after_its_name_is_flushed(
     assert all(answer.status == 200 for answer in answers)
     for data_id in (answer.json()["id"] for answer in answers):
         assert any(data_id in files and data_id not in rows for files, rows in flushes), data_id
-    assert len(flushes) <= len(answers)
+
+
+async def test_a_whole_upload_whose_folder_cannot_be_flushed_leaves_nothing(
+    api: Api, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never recorded, so never named: the file is removed at once, not left for start-up to set aside."""
+    data_folder = server.root / "data"
+    wanted = data_folder.stat()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    answer = await api.chunk("alice", os.urandom(3000), filename="s.fq", is_last=True)
+    assert answer.status == 500 and "incident" in answer.json()
+    assert not list(data_folder.iterdir())
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    answer = await api.chunk("alice", os.urandom(3000), filename="s.fq", is_last=True)
+    assert answer.status == 200 and [p.name for p in data_folder.iterdir()] == [answer.json()["id"]]
 
 
 async def test_a_damaged_whole_upload_writes_nothing(api: Api, server: RunningServer) -> None:
