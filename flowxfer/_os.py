@@ -12,7 +12,7 @@ import mmap
 import os
 import queue
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -243,7 +243,7 @@ def write_direct(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
 _READ_SIZE = 4 * 1024 * 1024
 
 
-def read_direct(path: str | os.PathLike[str]) -> Iterator[memoryview]:
+def read_direct(path: str | os.PathLike[str]) -> Generator[memoryview, None, None]:
     """The bytes of the file ``path`` front to back, in views of one buffer, past the page cache where possible.
 
     For a file that was just written past the page cache (an upload's

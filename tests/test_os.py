@@ -8,6 +8,7 @@ import gc
 import os
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -174,76 +175,61 @@ def test_read_direct_sees_what_write_direct_just_wrote(tmp_path: Path) -> None:
     assert _read_all(path) == b"".join(pieces) + b"".join(pieces[:3])
 
 
+def _watch_reads(monkeypatch: pytest.MonkeyPatch,
+                 tamper: Callable[[bool, list[memoryview]], list[memoryview]] = lambda direct, buffers: buffers,
+                 ) -> list[tuple[bool, int]]:
+    """Each ``os.preadv`` as (on a direct descriptor?, offset); ``tamper`` may shorten the buffers or raise."""
+    reads: list[tuple[bool, int]] = []
+    real_preadv = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+        reads.append((direct, offset))
+        return real_preadv(fd, tamper(direct, buffers), offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    return reads
+
+
+def _random_file(path: Path, size: int, seed: int) -> bytes:
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
 def test_read_direct_reads_through_the_page_cache_where_a_direct_read_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A disk that wants a larger alignment answers EINVAL to the direct read: the rest is read the
     # ordinary way, from where the direct reads stopped.
-    path = tmp_path / "f"
-    data = random.Random(8).randbytes(9 * MiB + 3)
-    path.write_bytes(data)
-    real_preadv = os.preadv
-    direct_reads = []
+    data = _random_file(tmp_path / "f", 9 * MiB + 3, 8)
 
-    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
-            direct_reads.append(offset)
-            if len(direct_reads) > 1:
-                raise OSError(errno.EINVAL, "Invalid argument")
-        return real_preadv(fd, buffers, offset)
+    def refuse_the_second(direct: bool, buffers: list[memoryview]) -> list[memoryview]:
+        if direct and sum(d for d, _ in reads) > 1:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return buffers
 
-    monkeypatch.setattr(os, "preadv", preadv)
-    assert _read_all(path) == data
-    assert direct_reads == [0, 4 * MiB], "this test needs a filesystem with direct I/O (ext4, xfs, tmpfs on Linux)"
+    reads = _watch_reads(monkeypatch, refuse_the_second)
+    assert _read_all(tmp_path / "f") == data
+    assert [offset for direct, offset in reads if direct] == [0, 4 * MiB], \
+        "this test needs a filesystem with direct I/O (ext4, xfs, tmpfs on Linux)"
 
 
 def test_read_direct_continues_after_short_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A read may return fewer bytes than asked anywhere, not only at the end: each block starts where
     # the last one ended (direct reads cut short at an aligned length, buffered ones at any length).
-    path = tmp_path / "f"
-    data = random.Random(10).randbytes(5 * MiB + 11)
-    path.write_bytes(data)
-    real_preadv = os.preadv
-    seen = []
-
-    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
-        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
-        seen.append(direct)
-        cap = 3 * DIRECT_ALIGN if direct else 1000
-        return real_preadv(fd, [buffers[0][:cap]], offset)
-
-    monkeypatch.setattr(os, "preadv", preadv)
-    assert _read_all(path) == data
-    assert any(seen)
+    data = _random_file(tmp_path / "f", 5 * MiB + 11, 10)
+    reads = _watch_reads(monkeypatch, lambda direct, buffers: [buffers[0][:3 * DIRECT_ALIGN if direct else 1000]])
+    assert _read_all(tmp_path / "f") == data
+    assert any(direct for direct, _ in reads)
 
 
 def test_read_direct_reads_a_small_file_through_the_page_cache(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "f"
-    data = random.Random(11).randbytes(100 * KiB)
-    path.write_bytes(data)
-    real_preadv = os.preadv
-    direct = []
-
-    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
-        direct.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
-        return real_preadv(fd, buffers, offset)
-
-    monkeypatch.setattr(os, "preadv", preadv)
-    assert _read_all(path) == data
-    assert direct and not any(direct)
-
-
-def test_read_direct_stopped_early_closes_what_it_opened(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    path.write_bytes(bytes(9 * MiB))
-    before = len(os.listdir("/proc/self/fd"))
-    blocks = read_direct(path)
-    assert len(next(blocks)) > 0
-    blocks.close()
-    assert len(os.listdir("/proc/self/fd")) == before
-    with pytest.raises(FileNotFoundError):
-        next(read_direct(tmp_path / "missing"))
+    data = _random_file(tmp_path / "f", 100 * KiB, 11)
+    reads = _watch_reads(monkeypatch)
+    assert _read_all(tmp_path / "f") == data
+    assert reads and not any(direct for direct, _ in reads)
 
 
 def test_a_block_kept_past_the_reading_stays_valid(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ is wrapped, to see when a folder is flushed and what was committed by then.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowxfer.server._store import DB_NAME, FlushError, Store, StoreError
+from tests.support.flushes import on_folder_fsync
 
 
 @pytest.fixture
@@ -34,17 +34,12 @@ def watch_folder_flushes(monkeypatch: pytest.MonkeyPatch, folder: Path,
                          on_flush: Callable[[], None] = lambda: None) -> list[set[str]]:
     """Each flush of ``folder``: the groups committed at that instant (``on_flush`` runs first)."""
     flushes: list[set[str]] = []
-    real_fsync = os.fsync
-    wanted = folder.stat()
 
-    def fsync(fd: int) -> None:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
-            on_flush()
-            flushes.append(committed_groups(folder.parent))
-        real_fsync(fd)
+    def seen() -> None:
+        on_flush()
+        flushes.append(committed_groups(folder.parent))
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    on_folder_fsync(monkeypatch, folder, seen)
     return flushes
 
 

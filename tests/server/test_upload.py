@@ -17,6 +17,7 @@ import pytest
 from flowxfer.protocol import checksum_of
 from flowxfer.server._store import DB_NAME
 from tests.server.conftest import Api
+from tests.support.flushes import on_folder_fsync
 from tests.support.server import RunningServer, running_server
 
 
@@ -103,19 +104,14 @@ async def test_a_whole_upload_is_recorded_only_after_its_name_is_flushed(
 ) -> None:
     """A crash may lose a whole upload's row (the client was not answered), never the file a row names."""
     data_folder = server.root / "data"
-    wanted = data_folder.stat()
     flushes: list[tuple[set[str], set[str]]] = []  # (files in the folder, rows committed) at each flush
-    real_fsync = os.fsync
 
-    def fsync(fd: int) -> None:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
-            with sqlite3.connect(server.root / DB_NAME) as db:
-                rows = {data_id for (data_id,) in db.execute("SELECT id FROM data")}
-            flushes.append((set(os.listdir(data_folder)), rows))
-        real_fsync(fd)
+    def seen() -> None:
+        with sqlite3.connect(server.root / DB_NAME) as db:
+            rows = {data_id for (data_id,) in db.execute("SELECT id FROM data")}
+        flushes.append((set(os.listdir(data_folder)), rows))
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    on_folder_fsync(monkeypatch, data_folder, seen)
     answers = await asyncio.gather(*(api.chunk("alice", os.urandom(3000), filename=f"s{i}.fq", is_last=True)
                                      for i in range(8)))
     assert all(answer.status == 200 for answer in answers)
@@ -128,20 +124,15 @@ async def test_a_whole_upload_whose_folder_cannot_be_flushed_leaves_nothing(
 ) -> None:
     """Never recorded, so never named: the file is removed at once, not left for start-up to set aside."""
     data_folder = server.root / "data"
-    wanted = data_folder.stat()
-    real_fsync = os.fsync
 
-    def fsync(fd: int) -> None:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
-            raise OSError(5, "Input/output error")
-        real_fsync(fd)
+    def fail() -> None:
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    answer = await api.chunk("alice", os.urandom(3000), filename="s.fq", is_last=True)
-    assert answer.status == 500 and "incident" in answer.json()
-    assert not list(data_folder.iterdir())
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    with monkeypatch.context() as failing:
+        on_folder_fsync(failing, data_folder, fail)
+        answer = await api.chunk("alice", os.urandom(3000), filename="s.fq", is_last=True)
+        assert answer.status == 500 and "incident" in answer.json()
+        assert not list(data_folder.iterdir())
     answer = await api.chunk("alice", os.urandom(3000), filename="s.fq", is_last=True)
     assert answer.status == 200 and [p.name for p in data_folder.iterdir()] == [answer.json()["id"]]
 
