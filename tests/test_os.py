@@ -232,6 +232,18 @@ def test_read_direct_reads_a_small_file_through_the_page_cache(tmp_path: Path,
     assert reads and not any(direct for direct, _ in reads)
 
 
+def test_read_direct_stopped_early_closes_what_it_opened(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(9 * MiB))
+    before = len(os.listdir("/proc/self/fd"))
+    blocks = read_direct(path)
+    assert len(next(blocks)) > 0
+    blocks.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(FileNotFoundError):
+        next(read_direct(tmp_path / "missing"))
+
+
 def test_a_block_kept_past_the_reading_stays_valid(tmp_path: Path) -> None:
     # A block still referenced when the reader is dropped (an unpacker's traceback holds one):
     # no error while the reader is closed, and the bytes stay readable.
