@@ -102,7 +102,7 @@ class SheetError(UsageError):
         errors = [p for p in self.problems if not p.warning]
         lines = "\n".join(f"  {p}" for p in self.problems)
         count = f"{len(errors)} problem{'s' if len(errors) != 1 else ''}"
-        super().__init__(f"{what}: {count}, nothing was sent:\n{lines}")
+        super().__init__(f"{what}: {count}:\n{lines}")
 
 
 @dataclass(frozen=True)
