@@ -270,11 +270,12 @@ def match_fastqs(sheet: SampleSheet, fastqs: Iterable[Fastq], *, lanes: Lanes = 
             continue
         candidates = list({id(s): s for s in [*([by_id[fastq.sample]] if fastq.sample in by_id else []),
                                                *by_name.get(fastq.sample, [])]}.values())
-        if len(candidates) > 1:
+        several = len(candidates) > 1
+        if several:
             candidates = [s for s in candidates if s.number == fastq.number]
         if len(candidates) != 1:
-            why = (f"no sample of {sheet.name} has this Sample_ID or Sample_Name" if not candidates else
-                   f"its name fits several samples of {sheet.name} and S{fastq.number} decides none")
+            why = (f"its name fits several samples of {sheet.name} and S{fastq.number} decides none" if several
+                   else f"no sample of {sheet.name} has this Sample_ID or Sample_Name")
             problems.append(Problem(f"FASTQ with no sample: {why}", column="FASTQ", value=shown(fastq.path)))
         elif fastq.read not in ("R1", "R2"):
             ignored.append(fastq.path)
@@ -282,10 +283,10 @@ def match_fastqs(sheet: SampleSheet, fastqs: Iterable[Fastq], *, lanes: Lanes = 
             found[candidates[0].sample_id].append(fastq)
     for s in sheet.samples:
         if not found.get(s.sample_id):
-            names = " or ".join(dict.fromkeys(n for n in (s.sample_id, s.sample_name) if n))
-            problems.append(Problem(f"no FASTQ found (line {s.line} of {sheet.name}; looked for "
-                                    f"{names}_S<n>_..._R1_001.fastq.gz at any depth)", column="Sample_ID",
-                                    value=s.sample_id))
+            names = " or ".join(f"{n}_S{s.number}_..._R1_001.fastq.gz"
+                                for n in dict.fromkeys(n for n in (s.sample_id, s.sample_name) if n))
+            problems.append(Problem(f"no FASTQ found (line {s.line} of {sheet.name}; looked for {names} "
+                                    "at any depth)", column="Sample_ID", value=s.sample_id))
     paired = bool(sheet.paired) or any(f.read == "R2" for files in found.values() for f in files)
     samples: list[RunSample] = []
     for s in sheet.samples:
