@@ -70,6 +70,11 @@ SAMPLE_SHEET = "SampleSheet.csv"
 _FASTQ = re.compile(
     r"^(?P<sample>.+)_S(?P<number>\d+)(?:_L(?P<lane>\d{3}))?_(?P<read>[RI]\d)_(?P<chunk>\d{3})\.fastq\.gz$")
 _SECTION = re.compile(r"^\[(?P<name>[^\]]+)\]$")
+#: What the walk looks at: only ``*.fastq.gz`` files are stat'ed, and the folders an instrument fills
+#: with hundreds of thousands of small files (per-cycle base calls, thumbnails, InterOp) are not listed
+#: at all; demultiplexers never write FASTQs there (bcl2fastq writes beside them, in BaseCalls/).
+_FASTQ_FILTER = PathFilter([("include", "*.fastq.gz"), ("exclude", "Data/Intensities/BaseCalls/L*/C*.*/"),
+                            ("exclude", "Thumbnail_Images/"), ("exclude", "InterOp/")])
 
 
 @dataclass(frozen=True)
@@ -370,6 +375,6 @@ def scan_run(run_dir: str | os.PathLike[str], *, sample_sheet: str | os.PathLike
     except OSError as exc:
         raise _error(f"cannot read it: {exc.strerror}", value=str(sheet_path)) from None
     sheet = parse_sample_sheet(text, sheet_path.name)
-    fastqs = [fastq for _, _, files in walk(str(root), PathFilter()) for entry in files
+    fastqs = [fastq for _, _, files in walk(str(root), _FASTQ_FILTER) for entry in files
               if (fastq := parse_fastq_name(Path(entry.path))) is not None]
     return match_fastqs(sheet, fastqs, lanes=lanes, undetermined=undetermined, root=root)

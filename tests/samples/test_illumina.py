@@ -226,3 +226,22 @@ def test_every_generated_run_gives_one_sample_per_sample_id(tmp_path_factory: py
 
 def test_sheet_from_an_empty_sheet_section_is_typed() -> None:
     assert isinstance(parse_sample_sheet("[Data]\nSample_ID\nA\n"), SampleSheet)
+
+
+def test_the_walk_skips_the_instrument_s_small_file_folders_not_bcl2fastq_output(tmp_path: Path) -> None:
+    from flowxfer.transfer._illumina import _FASTQ_FILTER
+
+    for folder in ("Data/Intensities/BaseCalls/L001/C1.1", "Thumbnail_Images", "InterOp"):
+        assert _FASTQ_FILTER.prune_dir(folder), folder
+    for folder in ("Data/Intensities/BaseCalls", "Data/Intensities/BaseCalls/Proj", "Fastq/L001", "Analysis/1"):
+        assert not _FASTQ_FILTER.prune_dir(folder), folder
+    assert not _FASTQ_FILTER.matches("Data/Intensities/BaseCalls/L001/C1.1/s_1_1101.bcl.gz")
+    run = tmp_path / "run"
+    (run / "Data/Intensities/BaseCalls/Proj/A").mkdir(parents=True)
+    (run / "Data/Intensities/BaseCalls/L001/C1.1").mkdir(parents=True)
+    (run / "Data/Intensities/BaseCalls/Proj/A/A_S1_L001_R1_001.fastq.gz").write_bytes(b"x")
+    (run / "Data/Intensities/BaseCalls/L001/C1.1/A_S1_L002_R1_001.fastq.gz").write_bytes(b"x")
+    (run / "SampleSheet.csv").write_text("[Data]\nSample_ID\nA\n")
+    scan = scan_run(run)
+    assert scan.problems == ()
+    assert scan.samples[0].reads1 == (run / "Data/Intensities/BaseCalls/Proj/A/A_S1_L001_R1_001.fastq.gz",)
