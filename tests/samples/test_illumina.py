@@ -245,3 +245,27 @@ def test_the_walk_skips_the_instrument_s_small_file_folders_not_bcl2fastq_output
     scan = scan_run(run)
     assert scan.problems == ()
     assert scan.samples[0].reads1 == (run / "Data/Intensities/BaseCalls/Proj/A/A_S1_L001_R1_001.fastq.gz",)
+
+
+_sample_id = st.text("ABCab01_-", min_size=1, max_size=8).filter(lambda s: s != "Undetermined")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_sample_id, min_size=1, max_size=6, unique=True), st.integers(1, 3), st.booleans())
+def test_ids_with_underscores_and_s_numbers_still_get_their_own_files(ids: list[str], lanes: int,
+                                                                      lane_in_name: bool) -> None:
+    """bcl-convert names files ``<Sample_ID>_S<n>_...``; an id may itself look like ``x_S1``."""
+    sheet = parse_sample_sheet("[BCLConvert_Data]\nSample_ID\n" + "\n".join(ids) + "\n")
+    names = []
+    for number, sample_id in enumerate(ids, start=1):
+        for lane in range(1, (lanes if lane_in_name else 1) + 1):
+            for read in ("R1", "R2"):
+                lane_part = f"_L{lane:03d}" if lane_in_name else ""
+                names.append(f"{sample_id}_S{number}{lane_part}_{read}_001.fastq.gz")
+    scan = match_fastqs(sheet, fastqs(*names))
+    assert scan.problems == ()
+    assert [s.name for s in scan.samples] == ids
+    for number, sample in enumerate(scan.samples, start=1):
+        expected = [f"{sample.sample_id}_S{number}" for _ in sample.reads1]
+        assert [p.name.rsplit("_", 3 if lane_in_name else 2)[0] for p in sample.reads1] == expected
+        assert len(sample.reads1) == len(sample.reads2) == (lanes if lane_in_name else 1)
