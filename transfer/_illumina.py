@@ -154,8 +154,9 @@ class RunScan:
             raise SheetError(self.problems, what="the run folder")
 
 
-def _error(message: str, *, value: str | None = None, column: str | None = None) -> SheetError:
-    return SheetError([Problem(message, column=column, value=value)], what="the sample sheet")
+def _error(message: str, *, value: str | None = None, column: str | None = None,
+           what: str = "the sample sheet") -> SheetError:
+    return SheetError([Problem(message, column=column, value=value)], what=what)
 
 
 def parse_sample_sheet(text: str, name: str = SAMPLE_SHEET) -> SampleSheet:
@@ -363,7 +364,8 @@ def scan_run(run_dir: str | os.PathLike[str], *, sample_sheet: str | os.PathLike
     """
     root = Path(run_dir).absolute()
     if not root.is_dir():
-        raise _error("no such folder", value=str(run_dir))
+        raise _error("not a folder" if root.exists() else "no such folder", value=str(run_dir),
+                     what="the run folder")
     sheet_path = Path(sample_sheet) if sample_sheet is not None else root / SAMPLE_SHEET
     try:
         text = sheet_path.read_bytes().decode("utf-8-sig")
