@@ -35,10 +35,10 @@ from pathlib import Path
 from flowxfer import protocol
 
 from ._catalog import Catalog
-from ._concat import Part
+from ._concat import ConcatSource, Part
 from ._illumina import upload_filename
 from ._sheets import ANNOTATION_SUFFIX, RESERVED_COLUMNS, Problem, ReadsCell, SheetError, SheetRow
-from ._sources import describe_mode
+from ._sources import FileSource, describe_mode
 
 __all__ = [
     "UPLOAD_FIELDS",
@@ -112,6 +112,13 @@ class PlannedFile:
     @property
     def size(self) -> int:
         return sum(part.size for part in self.parts)
+
+    def source(self) -> FileSource | ConcatSource:
+        """Where its bytes come from: the file, or the parts read as one; held to the planned sizes and mtimes."""
+        if len(self.parts) == 1:
+            part = self.parts[0]
+            return FileSource(part.path, part.size, part.mtime_ns)
+        return ConcatSource(self.parts)
 
 
 @dataclass(frozen=True)

@@ -285,3 +285,21 @@ def test_each_fault_is_reported_at_its_row_and_column(case: tuple[int, dict[int,
     untouched = set(range(1, count + 1)) - set(reported)
     assert {s.row for s in plan.samples} == untouched
     assert all(isinstance(p, Problem) for p in plan.problems)
+
+
+def test_a_planned_file_reads_from_its_parts(tmp_path: Path) -> None:
+    from flowxfer.transfer._concat import ConcatSource
+    from flowxfer.transfer._sources import FileSource
+
+    for name, data in (("L1.fq.gz", b"one"), ("L2.fq.gz", b"two!"), ("solo.fq.gz", b"solo")):
+        (tmp_path / name).write_bytes(data)
+    sheet = parse_sheet_text("name,reads1,reads2,sequencer\nS1,L1.fq.gz;L2.fq.gz,,x\nS2,solo.fq.gz,,x\n", tmp_path)
+    plan = plan_samples(sheet.rows, "generic", catalog(), look_at_disk(paths_to_look_at(sheet.rows)))
+    merged, solo = (sample.files[0].source() for sample in plan.samples)
+    assert isinstance(merged, ConcatSource) and isinstance(solo, FileSource)
+    for source, expected in ((merged, b"onetwo!"), (solo, b"solo")):
+        source.open()
+        try:
+            assert source.size == len(expected) and bytes(source.read(0, source.size)) == expected
+        finally:
+            source.close()
