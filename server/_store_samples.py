@@ -218,6 +218,14 @@ class SampleStoreMixin:
             "JOIN samples s ON s.id = f.sample_id WHERE fd.data_id = ?", (data_id,))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def sample_completed_by(self, data_id: str) -> str | None:
+        """The sample whose last linked file is ``data_id`` (the one its final chunk created), if any."""
+        rows = self._query(
+            "SELECT f.sample_id FROM fileset_data fd JOIN filesets f ON f.id = fd.fileset_id WHERE fd.data_id = ? "
+            "AND fd.position = (SELECT MAX(position) FROM fileset_data WHERE fileset_id = fd.fileset_id)",
+            (data_id,))
+        return str(rows[0][0]) if rows else None
+
     def linked_before(self, data_id: str) -> list[str]:
         """The data linked ahead of ``data_id`` in its fileset, in order (its ``previous_data``)."""
         return [r[0] for r in self._query(

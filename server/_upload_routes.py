@@ -137,8 +137,7 @@ class SampleRoute(UploadRoute):
 
     async def replay(self, data_id: str) -> dict[str, Any]:
         store = self.state.store
-        found = await store.run(store.sample_of_data, data_id)
-        return {"sample_id": found[0] if found else None}
+        return {"sample_id": await store.run(store.sample_completed_by, data_id)}
 
 
 class MultiplexedRoute(UploadRoute):
