@@ -191,9 +191,12 @@ def _unix_param(request: web.Request, name: str) -> float | None:
     if text is None:
         return None
     try:
-        return float(int(text))
+        value = int(text)
     except ValueError:
         bad_request(f"{name} must be an integer Unix time")
+    if abs(value) > 10**15:
+        bad_request(f"{name} is beyond any Unix time")
+    return float(value)
 
 
 async def search_samples(request: web.Request) -> web.StreamResponse:
