@@ -209,3 +209,18 @@ async def test_without_extensions_only_the_ext_parts_go(server_root: Path, tmp_p
         assert (await api.call("GET", f"/upload/{made.json()['id']}", "alice")).status == 404
         assert (await api.call("GET", f"/samples/{made.json()['sample_id']}", "alice")).status == 200
         assert (await api.call("GET", "/annotation/RNA-Seq", "alice")).status == 200
+
+
+async def test_concurrent_samples_claiming_one_file_one_wins(server: RunningServer, api: Api) -> None:
+    """Both pass the per-chunk check; the commit's second check refuses one, and its bytes go too."""
+    import asyncio
+
+    for round_number in range(8):
+        earlier = str((await upload_file(api, "alice", b"e", last_file=False))["id"])
+        answers = await asyncio.gather(*(sample_chunk(api, "alice", b"last", previous=[earlier],
+                                                      name=f"S{round_number}_{n}") for n in range(2)))
+        assert sorted(a.status for a in answers) == [200, 400], [a.body for a in answers]
+    owned = (await api.call("GET", "/data/owned?limit=100", "alice")).json()
+    assert owned["count"] == 16  # each round: the shared file and the winner's
+    stored = {path.name for path in (server.root / "data").iterdir()}
+    assert stored == {d["id"] for d in owned["data"]}
