@@ -46,12 +46,21 @@ from typing import Any, NoReturn, TypeVar
 import xxhash
 from aiohttp import web
 
-from flowxfer._os import Buffer, fsync_dir, pwrite_pieces, write_direct
+from flowxfer._os import Buffer, fsync_dir, pwrite_pieces
 from flowxfer.protocol import filename_problem, format_checksum, new_hasher, parse_checksum
 
 from ._http import ApiError, ShapedError, bad_request, json_response, not_found
 from ._ids import is_id, new_id
 from ._multipart import MultipartError, MultipartParser, boundary_of, header_params
+from ._sink import (
+    Received,
+    Sink,
+    copy_spool,
+    hash_file,
+    hash_pieces,
+    write_and_sync,
+    write_for_fdatasync,
+)
 from ._state import RATE, State, charge, user_of
 from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, FlushError, Store, TreeFile
 from ._store_samples import SampleRefused
@@ -60,10 +69,6 @@ from ._upload_routes import ROUTES, Prepared, UploadRoute
 
 T = TypeVar("T")
 log = logging.getLogger("flowxfer.server.uploads")
-
-#: Bytes handed to a worker thread per write: large enough that thread hops
-#: cost nothing next to the copy, small enough to bound memory per request.
-WRITE_BLOCK = 1024 * 1024
 
 #: A new upload sent whole in one request of at most this many body bytes is
 #: kept in memory until its form is read, then verified, written straight into
@@ -85,73 +90,6 @@ _BOOL_WORDS = {
     "off": False,
     "": False,
 }
-
-
-def hash_file(path: Path, size: int) -> str:
-    """The protocol checksum of the first ``size`` bytes of ``path`` (blocking)."""
-    hasher = new_hasher()
-    remaining = size
-    with open(path, "rb", buffering=0) as f:
-        while remaining > 0:
-            block = f.read(min(4 * 1024 * 1024, remaining))
-            if not block:
-                raise OSError(f"{path} is shorter than {size} bytes")
-            hasher.update(block)
-            remaining -= len(block)
-    return format_checksum(hasher.hexdigest())
-
-
-def _pwrite_all(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:
-    """Hash and write ``pieces`` back to back at ``offset`` (worker thread); the bytes written.
-
-    The pieces are written as the socket delivered them (``pwritev``), so a
-    blob's bytes are not joined into one block first: each is read once for
-    every hasher and once by the kernel.
-    """
-    _hash(pieces, hashers)
-    return pwrite_pieces(fd, pieces, offset)
-
-
-def _write_for_fdatasync(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:
-    """Hash and write bytes that will be ``fdatasync``ed before the chunk is answered (worker thread).
-
-    They go past the page cache where the filesystem allows
-    (:func:`write_direct`): one copy into a reused aligned buffer, instead of
-    a copy into fresh page-cache pages that the ``fdatasync`` then writes out,
-    the slowest and least steady part of taking a large chunk on a virtual
-    machine. What is written through the page cache has its writeback started
-    at once, so the ``fdatasync`` waits only for the last blocks: a large
-    chunk costs max(network, disk) rather than network + disk.
-    """
-    _hash(pieces, hashers)
-    return write_direct(fd, pieces, offset)
-
-
-def _hash(pieces: Sequence[Buffer], hashers: tuple[Any, ...]) -> None:
-    for piece in pieces:
-        for hasher in hashers:
-            hasher.update(piece)
-
-
-def _write_and_sync(write: Callable[[int, Sequence[Buffer], int, tuple[Any, ...]], int], fd: int,
-                    pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...], sync: bool) -> int:
-    """The last write of a blob and, when it goes to a partial file, its ``fdatasync`` (worker thread)."""
-    written = write(fd, pieces, offset, hashers) if pieces else 0
-    if sync:
-        os.fdatasync(fd)
-    return written
-
-
-def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:
-    """Move a spooled blob to its place in the partial file, which is ``fdatasync``ed next (worker thread)."""
-    with open(src, "rb", buffering=0) as f:
-        while size > 0:
-            block = f.read(min(WRITE_BLOCK, size))
-            if not block:
-                raise OSError("spool file shorter than its blob")
-            _write_for_fdatasync(fd, (block,), offset, (hasher,) if hasher is not None else ())
-            offset += len(block)
-            size -= len(block)
 
 
 def _malformed(exc: Exception) -> NoReturn:
@@ -199,12 +137,6 @@ class _Target:
 
 
 @dataclass
-class _Received:
-    size: int = 0
-    checksum: str = ""
-
-
-@dataclass
 class _Chunk:
     """Everything one request accumulated; released in one place whatever happens."""
 
@@ -216,108 +148,15 @@ class _Chunk:
     prepared: Prepared | None = None
     blob_seen: bool = False
     target: _Target | None = None
-    received: _Received | None = None
+    received: Received | None = None
     tree_tmp: Path | None = None
     spool: Path | None = None
     spool_fd: int = -1
-    sink: _Sink | None = None
+    sink: Sink | None = None
     #: The blob of a whole upload kept in memory (``target.whole``).
     kept: list[Buffer] = field(default_factory=list)
     #: Bytes of the server's in-memory allowance this request holds (given back in ``_release``).
     held: int = 0
-
-
-class _Sink:
-    """Writes a blob's blocks at increasing offsets in a worker thread, one write in flight.
-
-    Each block is hashed (chunk hasher, and the running whole-file hasher if
-    any) in the same thread call that writes it, so every byte is read from
-    memory once for hashing and once for the kernel.
-    """
-
-    def __init__(self, manager: UploadManager, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool,
-                 keep: bool = True) -> None:
-        self._manager = manager
-        #: Without a file: keep the blob (a whole upload) or only hash it (a replay).
-        self._keep = keep
-        self._fd = fd
-        self._offset = offset
-        self._hashers = hashers
-        self._fsync = fsync
-        self._pending: asyncio.Future[int] | None = None
-        self._buffer: list[Buffer] = []
-        self._buffered = 0
-        self.size = 0
-
-    async def feed(self, block: Buffer) -> None:
-        """Take one piece of the blob (``bytes``, or a read-only view of the socket's bytes: kept, not copied)."""
-        self.size += len(block)
-        limit = self._manager.config.max_chunk_size
-        if self.size > limit:
-            raise ApiError(413, f"chunk larger than the limit of {limit} bytes")
-        if not self._keep:
-            _hash((block,), self._hashers)
-            return
-        self._buffer.append(block)
-        self._buffered += len(block)
-        if self._buffered >= WRITE_BLOCK and self._fd >= 0:
-            await self._flush()
-
-    def take_all(self) -> list[Buffer]:
-        """A sink without a file (fd -1) keeps the blob: hand it over."""
-        pieces, self._buffer, self._buffered = self._buffer, [], 0
-        return pieces
-
-    async def _flush(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-        if not self._buffer:
-            return
-        pieces, size = self._buffer, self._buffered
-        self._buffer = []
-        self._buffered = 0
-        loop = asyncio.get_running_loop()
-        write = _write_for_fdatasync if self._fsync else _pwrite_all
-        self._pending = loop.run_in_executor(
-            self._manager.state.io, write, self._fd, pieces, self._offset, self._hashers
-        )
-        self._offset += size
-
-    async def drain(self) -> None:
-        """Wait for the write in flight, if any (before its fd may be closed or truncated)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await pending
-
-    async def finish(self) -> _Received:
-        """Write what is buffered and, for a partial file, ``fdatasync`` it: in one thread call.
-
-        A small blob is then written and made durable in a single hop to the
-        worker thread, not three. A sink without a file keeps its blob for
-        :meth:`take_all`; its checksum is left to the taker.
-        """
-        if self._fd < 0:
-            return _Received(self.size, "" if self._keep else format_checksum(self._hashers[0].hexdigest()))
-        try:
-            if self._pending is not None:
-                pending, self._pending = self._pending, None
-                await pending
-            pieces, self._buffer, self._buffered = self._buffer, [], 0
-            if pieces or self._fsync:
-                write = _write_for_fdatasync if self._fsync else _pwrite_all
-                self._pending = asyncio.get_running_loop().run_in_executor(
-                    self._manager.state.io, _write_and_sync, write, self._fd, pieces, self._offset, self._hashers,
-                    self._fsync)
-                self._offset += sum(len(piece) for piece in pieces)
-                pending, self._pending = self._pending, None
-                await pending
-        finally:
-            if self._pending is not None:
-                with contextlib.suppress(Exception):
-                    await self._pending
-        return _Received(self.size, format_checksum(self._hashers[0].hexdigest()))
 
 
 class UploadManager:
@@ -335,6 +174,9 @@ class UploadManager:
         #: ``config.whole_uploads_in_memory``; only the event loop touches it).
         self.held_in_memory = 0
         self.routes = [route(state) for route in ROUTES]
+
+    def _sink(self, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool, keep: bool = True) -> Sink:
+        return Sink(self.state.io, self.config.max_chunk_size, fd, offset, hashers, fsync=fsync, keep=keep)
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -385,7 +227,7 @@ class UploadManager:
         total = 0
         field_name: str | None = None
         field_value = bytearray()
-        sink: _Sink | None = None
+        sink: Sink | None = None
         stream = request.content
         stall = config.body_stall_timeout
         loop_time = asyncio.get_running_loop().time
@@ -452,7 +294,7 @@ class UploadManager:
 
     async def _start_part(
         self, request: web.Request, user: str, chunk: _Chunk, headers: dict[str, str]
-    ) -> tuple[str | None, _Sink | None]:
+    ) -> tuple[str | None, Sink | None]:
         """A new part: a form field (its name) or the blob (a sink to stream it into)."""
         encoding = headers.get("content-transfer-encoding", "binary").lower()
         if encoding not in ("binary", "8bit", "7bit"):
@@ -485,10 +327,10 @@ class UploadManager:
                 chunk.held = length
                 data_id = new_id()
                 chunk.target = _Target(data_id, self.layout.data / data_id, 0, True, None, whole=True)
-                return None, _Sink(self, -1, 0, (), fsync=False)
+                return None, self._sink(-1, 0, (), fsync=False)
             chunk.target = target = await self._open_target(request, user, meta, chunk.route)
             if target.replay:
-                return None, _Sink(self, -1, 0, (new_hasher(),), fsync=False, keep=False)
+                return None, self._sink(-1, 0, (new_hasher(),), fsync=False, keep=False)
             if target.file_hasher is None:
                 hashers: tuple[Any, ...] = (new_hasher(),)
             elif target.is_new:
@@ -496,13 +338,13 @@ class UploadManager:
                 hashers = (target.file_hasher,)
             else:
                 hashers = (new_hasher(), target.file_hasher)
-            return None, _Sink(self, target.fd, target.offset, hashers, fsync=True)
+            return None, self._sink(target.fd, target.offset, hashers, fsync=True)
         # Not yet known where the bytes belong: keep them aside until it is.
         path = self.layout.spool / new_id()
         chunk.spool = path
         fd = await self._io(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         chunk.spool_fd = fd
-        return None, _Sink(self, fd, 0, (new_hasher(),), fsync=False)
+        return None, self._sink(fd, 0, (new_hasher(),), fsync=False)
 
     def _meta(self, fields: dict[str, str]) -> _Meta:
         filename = fields.get("filename")
@@ -674,7 +516,7 @@ class UploadManager:
             target = chunk.target
             if target.replay:
                 return await self._replay(chunk.route, meta, target, received)
-            await self._io(_copy_spool, chunk.spool, target.fd, target.offset, received.size, target.file_hasher)
+            await self._io(copy_spool, chunk.spool, target.fd, target.offset, received.size, target.file_hasher)
             await self._io(os.fdatasync, target.fd)
         target = chunk.target
         if received.size == 0 and not meta.is_last:
@@ -756,7 +598,7 @@ class UploadManager:
         return json_response(body)
 
     async def _replay(self, route: UploadRoute, meta: _Meta, target: _Target,
-                      received: _Received) -> web.StreamResponse:
+                      received: Received) -> web.StreamResponse:
         """A repeat of a complete upload's last chunk: the answer it got, if it is the same chunk; else 400.
 
         The client lost that answer (a crash, a dropped connection) and sends
@@ -830,7 +672,7 @@ class UploadManager:
         A write that fails (a full disk) removes what it made.
         """
         hasher = new_hasher()
-        _hash(pieces, (hasher,))
+        hash_pieces(pieces, (hasher,))
         checksum = format_checksum(hasher.hexdigest())
         if any(e is not None and e != checksum for e in expected):
             return checksum
@@ -846,14 +688,14 @@ class UploadManager:
             raise
         return checksum
 
-    async def _spill_whole(self, target: _Target, pieces: list[Buffer]) -> _Received:
+    async def _spill_whole(self, target: _Target, pieces: list[Buffer]) -> Received:
         """Turn a whole upload kept in memory into a regular one: its bytes in a durable partial file."""
         target.whole = False
         target.path = self.layout.partial / target.data_id
         target.file_hasher = hasher = new_hasher()
         target.fd = await self._io(self._open_new, target.path, False)
-        await self._io(_write_and_sync, _write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
-        return _Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
+        await self._io(write_and_sync, write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
+        return Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
 
     async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
         limits = UnpackLimits(
