@@ -66,8 +66,8 @@ def _organism(catalog: Catalog, organism_id: str | None) -> dict[str, str] | Non
     return {"id": organism_id, "name": organism.name if organism else organism_id}
 
 
-def sample_item(catalog: Catalog, row: SampleRow, user: str) -> dict[str, Any]:
-    """One sample as ``/samples/search`` lists it."""
+def sample_item(catalog: Catalog, row: SampleRow, user: str, *, full: bool = False) -> dict[str, Any]:
+    """One sample as ``/samples/search`` lists it (``full``: its metadata as the detail view shows it)."""
     sample_type = catalog.sample_type(row.sample_type)
     return {
         "id": row.id,
@@ -76,7 +76,7 @@ def sample_item(catalog: Catalog, row: SampleRow, user: str) -> dict[str, Any]:
         "can_delete": row.owner == user,
         "organism": _organism(catalog, row.organism),
         "sample_type": {"identifier": row.sample_type, "name": sample_type.name if sample_type else row.sample_type},
-        "metadata": _metadata(catalog, row.metadata, full=False),
+        "metadata": _metadata(catalog, row.metadata, full=full),
         "project_name": row.project_name,
         "owner_name": row.owner,
         "is_paired": row.is_paired,
@@ -209,7 +209,7 @@ async def search_samples(request: web.Request) -> web.StreamResponse:
         bad_request(f"sort must be one of {', '.join(SAMPLE_SORTS)}")
     organism = request.query.get("organism", "").strip()
     has_organism = _flag(request, "organism")
-    for name in ("name", "project"):
+    for name in ("name", "project", "owner"):
         if len(request.query.get(name, "")) > 255:
             bad_request(f"{name} filter longer than 255 characters")
     types = tuple(t for t in request.query.get("sample_types", "").split(",") if t.strip())
@@ -225,11 +225,27 @@ async def search_samples(request: web.Request) -> web.StreamResponse:
         sample_types=tuple(t.strip() for t in types),
         created_gt=_unix_param(request, "created_gt"),
         created_lt=_unix_param(request, "created_lt"),
+        owner=request.query.get("owner") or None,
+        metadata=tuple(_metadata_filters(request, state.catalog)),
         sort=sort,
     )
+    full = _flag(request, "full_metadata") is True
     total, rows = await state.store.run(state.store.search_samples, flt, count, (page - 1) * count)
     return json_response({"count": total, "page": page,
-                          "samples": [sample_item(state.catalog, r, user) for r in rows]})
+                          "samples": [sample_item(state.catalog, r, user, full=full) for r in rows]})
+
+
+def _metadata_filters(request: web.Request, catalog: Catalog) -> list[tuple[str, str | bool]]:
+    """``?<attribute>=<text>`` filters, for the catalog's attributes only (others are ignored, as hosted)."""
+    filters: list[tuple[str, str | bool]] = []
+    for attribute in catalog.attributes:
+        text = request.query.get(attribute.identifier)
+        if text:
+            if len(text) > 255:
+                bad_request(f"{attribute.identifier} filter longer than 255 characters")
+            flag = _flag(request, attribute.identifier)
+            filters.append((attribute.identifier, flag if flag is not None else text))
+    return filters
 
 
 async def owned_samples(request: web.Request) -> web.StreamResponse:

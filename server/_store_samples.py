@@ -103,6 +103,10 @@ class SampleFilter:
     sample_types: tuple[str, ...] = ()
     created_gt: float | None = None
     created_lt: float | None = None
+    owner: str | None = None
+    #: ``(attribute, text)``: a case-insensitive substring of the attribute's value; ``True``/``False``:
+    #: has a value, or has none.
+    metadata: tuple[tuple[str, str | bool], ...] = ()
     sort: str = "-created"
 
 
@@ -262,6 +266,17 @@ class SampleStoreMixin:
             marks = ", ".join(f":type{i}" for i in range(len(flt.sample_types)))
             clauses.append(f"s.sample_type IN ({marks})")
             params.update({f"type{i}": t for i, t in enumerate(flt.sample_types)})
+        if flt.owner:
+            clauses.append("instr(casefold(s.owner), :owner) > 0")
+            params["owner"] = flt.owner.casefold()
+        for i, (attribute, wanted) in enumerate(flt.metadata):
+            # The catalog's identifiers are letters, digits and _ . + -: safe inside a quoted JSON path key.
+            params[f"path{i}"] = f'$."{attribute}".value'
+            if isinstance(wanted, bool):
+                clauses.append(f"json_extract(s.metadata, :path{i}) IS {'NOT ' if wanted else ''}NULL")
+            else:
+                clauses.append(f"instr(casefold(coalesce(json_extract(s.metadata, :path{i}), '')), :meta{i}) > 0")
+                params[f"meta{i}"] = wanted.casefold()
         if flt.created_gt is not None:
             clauses.append("s.created >= :created_gt")
             params["created_gt"] = flt.created_gt

@@ -134,7 +134,7 @@ async def test_search_parameters(server: RunningServer, api: Api, query: str, st
 
 
 async def test_search_filters(server: RunningServer, api: Api) -> None:
-    await sample_chunk(api, "alice", b"1", name="liver_1", fields={"organism": "Hs"})
+    await sample_chunk(api, "alice", b"1", name="liver_1", fields={"organism": "Hs", "strandedness": "reverse"})
     await sample_chunk(api, "alice", b"2", name="brain_1", fields={"sample_type": "ChIP-Seq",
                                                                    "purification_target": "H3K4me3"})
 
@@ -145,6 +145,11 @@ async def test_search_filters(server: RunningServer, api: Api) -> None:
     assert await names("organism=Hs") == ["liver_1"] and await names("organism=false") == ["brain_1"]
     assert await names("sample_types=ChIP-Seq") == ["brain_1"] and await names("name=LIVER") == ["liver_1"]
     assert await names("created_lt=1") == [] and await names("owned=true&count=1&page=2&sort=name") == ["liver_1"]
+    assert await names("strandedness=REV") == ["liver_1"] and await names("purification_target=true") == ["brain_1"]
+    assert await names("purification_target=no") == ["liver_1"] and len(await names("owner=ALI&tissue=x")) == 2
+    assert await names("owner=bob") == []
+    full = (await api.call("GET", "/samples/search?full_metadata=1&name=liver", "alice")).json()["samples"][0]
+    assert full["metadata"]["strandedness"]["attribute_description"]
 
 
 async def test_catalog_is_public_and_options_as_hosted(server: RunningServer, api: Api) -> None:
