@@ -441,7 +441,10 @@ class UploadManager:
                     and meta.filename == row.filename:
                 target.replay = True
                 target.offset = meta.offset
-                lock.release()  # nothing of the upload changes
+                # Nothing of the upload changes: let go of its lock now, and forget it, so that
+                # _release cannot let go of it again while another request holds it.
+                target.lock = None
+                lock.release()
                 return target
             if row.state != UPLOADING:
                 raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
