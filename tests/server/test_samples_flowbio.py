@@ -169,19 +169,44 @@ async def test_flowbio_cli_upload_batch_makes_two_samples(server: RunningServer,
     sheet.write_text("name,reads1,reads2,organism,strandedness,condition\n"
                      "A,A_R1.fq,A_R2.fq,Hs,forward,ctrl\n"
                      "B,B_R1.fq,,Mm,reverse,\n")
-    token = await api.token("alice")
-    env = {**os.environ, "FLOW_API_URL": server.base_url, "FLOW_API_TOKEN": token}
-
-    def run() -> subprocess.CompletedProcess[str]:
-        flowbio = Path(sys.executable).with_name("flowbio")
-        return subprocess.run([str(flowbio), "--json", "--no-progress", "samples", "upload-batch", "--sheet",
-                               str(sheet), "--sample-type", "RNA-Seq"], env=env, capture_output=True, text=True,
-                              timeout=120)
-
-    done = await anyio.to_thread.run_sync(run)
-    assert done.returncode == 0, done.stderr
+    done = await _flowbio_cli(server, api, "samples", "upload-batch", "--sheet", str(sheet),
+                              "--sample-type", "RNA-Seq")
     uploaded = json.loads(done.stdout)
     assert len(uploaded["uploaded"]) == 2, uploaded
     listed = (await api.call("GET", "/samples/owned", "alice")).json()
     assert sorted(s["name"] for s in listed["samples"]) == ["A", "B"]
     assert {s["name"]: s["is_paired"] for s in listed["samples"]} == {"A": True, "B": False}
+
+
+async def _flowbio_cli(server: RunningServer, api: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    """The official CLI as a user runs it (token and URL from the environment); it must succeed."""
+    env = {**os.environ, "FLOW_API_URL": server.base_url, "FLOW_API_TOKEN": await api.token("alice")}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        flowbio = Path(sys.executable).with_name("flowbio")
+        return subprocess.run([str(flowbio), "--json", "--no-progress", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    done = await anyio.to_thread.run_sync(run)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+async def test_flowbio_cli_other_sample_verbs(server: RunningServer, api: Api, tmp_path: Path) -> None:
+    (tmp_path / "one.fq").write_bytes(os.urandom(500))
+    single = await _flowbio_cli(server, api, "samples", "upload", "--name", "solo", "--sample-type", "ChIP-Seq",
+                                "--reads1", str(tmp_path / "one.fq"), "--metadata", "purification_target=CTCF",
+                                "--organism", "Mm")
+    sample_id = json.loads(single.stdout)["id"]
+    detail = (await api.call("GET", f"/samples/{sample_id}", "alice")).json()
+    assert detail["metadata"]["purification_target"]["value"] == "CTCF" and detail["organism"]["id"] == "Mm"
+    await _flowbio_cli(server, api, "samples", "batch-template", "--sample-type", "RNA-Seq", "-o",
+                       str(tmp_path / "batch.csv"))
+    assert "strandedness" in (tmp_path / "batch.csv").read_text().splitlines()[0]
+    await _flowbio_cli(server, api, "samples", "annotation-template", "--sample-type", "RNA-Seq", "-o",
+                       str(tmp_path / "t.xlsx"))
+    assert load_workbook(tmp_path / "t.xlsx").worksheets[0]["A1"].value == "name"
+    (tmp_path / "ann.csv").write_text("name,barcode,organism\nM1,ACGT,Hs\n")
+    mux = await _flowbio_cli(server, api, "samples", "upload-multiplexed", "--reads1", str(tmp_path / "one.fq"),
+                             "--annotation", str(tmp_path / "ann.csv"))
+    assert len(json.loads(mux.stdout)["data_ids"]) == 1
