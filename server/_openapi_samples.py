@@ -179,6 +179,13 @@ def sample_paths(upload_form: dict[str, Any], upload_answer: dict[str, Any],
                 "count": {"type": "integer"}, "page": {"type": "integer"}, "data": {"type": "array", "items": _FILE}}},
             params=[_path("sample_id", "^[0-9]+$"), *_PAGING, _q("filter", _STR)],
             extra={"400": _err("bad page or count"), "404": _err("unknown, or not visible to the caller")})},
+        "/v2/sample-imports": {"post": {
+            "summary": "importing samples from public repositories: not offered here", "security": [{"bearer": []}],
+            "responses": {"501": _err("not offered by this server"), **_AUTHED}}},
+        "/v2/sample-imports/{job_id}": {"get": {
+            "summary": "an import job: not offered here", "security": [{"bearer": []}],
+            "parameters": [_path("job_id")],
+            "responses": {"501": _err("not offered by this server"), **_AUTHED}}},
         "/annotation": {"get": {
             "summary": "the generic annotation template", "security": [{"bearer": []}],
             "responses": {"200": {"description": "an .xlsx workbook", "content": {XLSX: {"schema": {}}}},

@@ -302,8 +302,15 @@ async def sample_data(request: web.Request) -> web.StreamResponse:
         for d, n, s in shown]})
 
 
+async def sample_imports(request: web.Request) -> web.StreamResponse:
+    """flowbio's ``import_samples``/``get_import``: importing from public repositories needs hosted Flow."""
+    raise ApiError(501, "this server does not import samples from public repositories (ENA, SRA, GEO)")
+
+
 def sample_routes(state: State) -> list[web.RouteDef]:
     return [
+        web.post("/v2/sample-imports", sample_imports, name="sample_imports"),
+        web.get("/v2/sample-imports/{job_id}", sample_imports, name="sample_import", allow_head=False),
         web.get("/samples/types", sample_types, name="sample_types", allow_head=False),
         web.get("/samples/metadata", sample_metadata, name="sample_metadata", allow_head=False),
         web.get("/samples/metadata/{identifier}/options", metadata_options, name="metadata_options",

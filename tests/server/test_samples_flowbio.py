@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from flowbio.v2.exceptions import AnnotationValidationError, BadRequestError, NotFoundError
+from flowbio.v2.exceptions import AnnotationValidationError, BadRequestError, FlowApiError, NotFoundError
 from openpyxl import load_workbook
 
 from tests.server.conftest import Api, flowbio_client
@@ -210,3 +210,13 @@ async def test_flowbio_cli_other_sample_verbs(server: RunningServer, api: Api, t
     mux = await _flowbio_cli(server, api, "samples", "upload-multiplexed", "--reads1", str(tmp_path / "one.fq"),
                              "--annotation", str(tmp_path / "ann.csv"))
     assert len(json.loads(mux.stdout)["data_ids"]) == 1
+
+
+async def test_sample_imports_are_a_clear_501(server: RunningServer) -> None:
+    from flowbio.v2.samples import SampleImportSpec
+
+    spec = SampleImportSpec(accession="ERR1160845", sample_type="RNA-Seq")
+    for call in (lambda c: c.samples.import_samples([spec]), lambda c: c.samples.get_import("123")):
+        with pytest.raises(FlowApiError) as caught:
+            await _with_client(server, call)
+        assert caught.value.status_code == 501 and "public repositories" in str(caught.value.message)
