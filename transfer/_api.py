@@ -735,7 +735,8 @@ class Flowxfer:
                 await anyio.to_thread.run_sync(journal.reset_interrupted_files, record.id)
             await plan(ctx, record, resumed)
             summary = await anyio.to_thread.run_sync(journal.summary, record.id)
-            self._emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed))
+            self._emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed,
+                                       summary.files_finished, summary.bytes_done + summary.bytes_skipped))
             await self._work(ctx, work, held)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other
