@@ -69,8 +69,8 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
     assert screen.code == 0, screen.text
     # Nothing drawn before the first step is told.
     assert screen.lines[0].startswith("1. A local Flow server is listening on"), screen.text
-    steps = ["1. A local Flow server", "2. A sequencing run is being written", "3. The instrument wrote",
-             "[ok  ] not ready, nothing sent", "[ok  ] interrupted part-way",
+    steps = ["1. A local Flow server", "2. A sequencing run is being written", "[ok  ] not ready, nothing sent",
+             "3. The instrument wrote", "[ok  ] interrupted part-way",
              "4. A new session resumes from the journal", "[ok  ] resumed to completion",
              "5. Fetching all", "[ok  ] archive downloaded, verified, extracted",
              "6. Comparing every file", "[ok  ] byte-for-byte identical", "result", ]
