@@ -75,7 +75,8 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
              "5. Fetching all", "[ok  ] archive downloaded, verified, extracted",
              "6. Comparing every file", "[ok  ] byte-for-byte identical", "result", ]
     rows = [screen.where(step) for step in steps]
-    assert all(row >= 0 for row in rows), f"missing: {[s for s, r in zip(steps, rows) if r < 0]}\n{screen.text}"
+    missing = [step for step, row in zip(steps, rows, strict=True) if row < 0]
+    assert not missing, f"missing: {missing}\n{screen.text}"
     assert rows == sorted(rows), f"out of order: {rows}\n{screen.text}"
     assert "every check passed" in screen.lines[rows[-1]]
     assert_nothing_unknown_drawn(screen)
