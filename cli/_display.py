@@ -251,7 +251,7 @@ class DisplayModel:
         for row in rows[:MAX_ROWS]:
             lines.append(row_bar(row, now))
         if len(rows) > MAX_ROWS:
-            lines.append(Bar(f"  … and {len(rows) - MAX_ROWS} more file(s) in flight", 0, None, ""))
+            lines.append(Bar("  …", 0, None, f"and {len(rows) - MAX_ROWS} more file(s) in flight"))
         return View(tuple(lines), status)
 
 

@@ -26,6 +26,7 @@ from ._render import visible
 #: Redraws per second.
 _FPS = 8
 _BAR_WIDTH = 32
+_MIN_BAR_WIDTH = 10
 #: The label column at least this wide: the phases' lines align ("archive job" is the longest).
 _PHASE_WIDTH = 11
 _HIDE_CURSOR, _SHOW_CURSOR, _ERASE_DOWN = "\x1b[?25l", "\x1b[?25h", "\x1b[J"
@@ -113,15 +114,18 @@ class LiveRegion:
         return captured.get()
 
     def _table(self, bars: tuple[Bar, ...], width: int) -> Table:
+        """Label, bar, text; the bar gives way first on a narrow terminal, then the label, then the text."""
         label_width = min(max([len(bar.label) for bar in bars] + [_PHASE_WIDTH]), max(_PHASE_WIDTH, width // 3))
+        text_width = max((len(bar.text) for bar in bars), default=0)
+        bar_width = max(_MIN_BAR_WIDTH, min(_BAR_WIDTH, width - 3 - label_width - text_width))
         table = Table.grid(padding=(0, 1))
         table.add_column(width=label_width, no_wrap=True, overflow="ellipsis")
-        table.add_column(width=_BAR_WIDTH, no_wrap=True)
+        table.add_column(width=bar_width, no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis")
         for bar in bars:
-            drawn = (ProgressBar(total=bar.total, completed=bar.completed, width=_BAR_WIDTH)
+            drawn = (ProgressBar(total=bar.total, completed=bar.completed, width=bar_width)
                      if bar.total else Text(""))
-            table.add_row(Text(visible(bar.label)), drawn, Text(bar.text))
+            table.add_row(Text(visible(bar.label)), drawn, Text(visible(bar.text)))
         return table
 
     def _print_ended(self) -> None:

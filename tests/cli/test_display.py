@@ -78,7 +78,7 @@ def test_rows_are_capped_with_a_count_of_the_rest() -> None:
     for index in range(MAX_ROWS + 3):
         model.apply(FileStarted(f"/{index}", f"f{index}", MiB, 0), 0)
     lines = model.view(1).lines
-    assert len(lines) == 1 + MAX_ROWS + 1 and "3 more" in lines[-1].label
+    assert len(lines) == 1 + MAX_ROWS + 1 and "3 more" in lines[-1].text
 
 
 def test_a_wait_is_shown_while_it_lasts() -> None:
