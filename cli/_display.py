@@ -255,13 +255,14 @@ class DisplayModel:
         return View(tuple(lines), status)
 
 
-def _rate(nbytes: int, seconds: float) -> float | None:
-    return nbytes / seconds if seconds >= 0.5 and nbytes else None
+def _rate(nbytes: int, seconds: float, least: float) -> float | None:
+    return nbytes / seconds if seconds >= least and nbytes else None
 
 
 def _progress_text(done: int, total: int, moved: int, seconds: float, ended: bool) -> str:
     text = f"{format_size(min(done, total))}/{format_size(total)}"
-    rate = _rate(moved, seconds)
+    # A live rate over less than half a second swings wildly; an ended phase's is its average.
+    rate = _rate(moved, seconds, 0.05 if ended else 0.5)
     if ended:
         return f"{text} in {format_duration(seconds)}" + (f", {format_rate(rate)}" if rate else "")
     if rate:
