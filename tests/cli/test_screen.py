@@ -64,6 +64,11 @@ def assert_lines_whole(screen: Screen, *prefixes: str) -> None:
                 assert line.startswith(prefix), f"{prefix!r} glued to something: {line.rstrip()!r}\n{screen.text}"
 
 
+def bar_lines(screen: Screen) -> list[str]:
+    """The final screen's lines with a bar: what stays of the live display once it is done."""
+    return [line.split("━")[0].strip() for line in screen.lines if "━" in line]
+
+
 def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: Path) -> None:
     screen = run_on_screen([*CLI, "demo", "--size", "8M"], {**os.environ, "TMPDIR": str(tmp_path)}, within=180)
     assert screen.code == 0, screen.text
@@ -79,6 +84,8 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
     assert not missing, f"missing: {missing}\n{screen.text}"
     assert rows == sorted(rows), f"out of order: {rows}\n{screen.text}"
     assert "every check passed" in screen.lines[rows[-1]]
+    # Of the live display, each phase's final line stays, once: no file row, no stale copy.
+    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
     assert_lines_whole(screen, "1. ", "2. ", "3. ", "4. ", "5. ", "6. ")
@@ -95,6 +102,7 @@ def test_upload_prints_whole_result_lines_below_its_bar(env: dict[str, str], tmp
     assert screen.code == 0, screen.text
     assert_lines_whole(screen, "uploaded ", "completed: ")
     assert screen.where("completed: 1 uploaded") > screen.where(f"uploaded {path} -> ") >= 0, screen.text
+    assert bar_lines(screen) == ["upload"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
 
@@ -110,6 +118,7 @@ def test_download_prints_whole_result_lines_below_its_bar(env: dict[str, str], t
     assert_lines_whole(screen, "downloaded ", "completed: ")
     assert screen.where("completed: 1 downloaded") > screen.where(f"downloaded {data_id} -> {out / 'a.bin'}") >= 0, \
         screen.text
+    assert bar_lines(screen) == ["download"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
 
@@ -158,5 +167,6 @@ def test_sync_prints_its_lines_whole_below_nothing_stale(env: dict[str, str], tm
     assert screen.code == 0, screen.text
     assert_lines_whole(screen, "uploaded ", "sync: ", "completed: ")
     assert screen.where("completed: ") > screen.where("sync: ") >= 0, screen.text
+    assert bar_lines(screen) == ["upload"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
