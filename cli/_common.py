@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -22,11 +23,13 @@ import click
 
 from flowxfer.journal import JournalError
 from flowxfer.transfer import DEFAULT_BASE_URL, Flowxfer, FlowxferError, TransferConfig, TransferReport
+from flowxfer.transfer._credentials import NotLoggedIn
 from flowxfer.transfer._runtime import task_group
 from flowxfer.transfer._sizes import parse_duration, parse_size
 
 from . import _exits
 from ._render import Output
+from ._server_choice import OFFICIAL_TOKEN_FILE, choose_token
 
 T = TypeVar("T")
 
@@ -72,6 +75,12 @@ class GlobalOptions:
 
     base_url: str = DEFAULT_BASE_URL
     token: str | None = None
+    #: ``--token-file``/``FLOW_TOKEN_FILE``: an API key or access token in a file (``_server_choice``).
+    token_file: Path | None = None
+    #: Said once when a command talks to the server: why this server (it came from the last login).
+    server_note: str | None = None
+    #: Whether the official CLI's token file may stand in for a missing login (not for login itself).
+    official_token: bool = True
     config_dir: Path | None = None
     journal: Path | None = None
     json: bool = False
@@ -94,11 +103,29 @@ class GlobalOptions:
     def flowxfer(self, config: TransferConfig | None = None, progress: Callable[[Any], None] | None = None) -> Flowxfer:
         if self.max_attempts is not None:
             config = replace(config or TransferConfig(), max_attempts=self.max_attempts)
+        self._say_server_note()
+        token = choose_token(self.token, self.token_file, self.base_url, self.config_dir,
+                             OFFICIAL_TOKEN_FILE if self.official_token else None)
         return Flowxfer(
-            self.base_url, token=self.token, config_dir=self.config_dir, journal=self.journal,
+            self.base_url, token=token, config_dir=self.config_dir, journal=self.journal,
             config=config, progress=progress, ca_bundle=self.ca_bundle,
             allow_insecure_http=self.allow_insecure_http,
         )
+
+
+    def _say_server_note(self) -> None:
+        if not self.server_note or self.quiet or self.server_note in _SAID:
+            return
+        _SAID.add(self.server_note)
+        if self.log_format == "json":
+            print(json.dumps({"ts": round(time.time(), 3), "event": "notice", "message": self.server_note}),
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"flowxfer: {self.server_note}", file=sys.stderr, flush=True)
+
+
+#: Notes already said in this process (a command may open several sessions).
+_SAID: set[str] = set()
 
 
 def global_options(ctx: click.Context) -> GlobalOptions:
@@ -179,9 +206,10 @@ def run_engine(
         with output:
             result = anyio.run(main)
     except (FlowxferError, JournalError) as exc:
-        output.error(str(exc))
+        message = _explain(exc)
+        output.error(message)
         code = _exits.signal_exit_code(received[0]) if received else _exits.exception_exit_code(exc)
-        _exit_with_error_document(options, str(exc), code)
+        _exit_with_error_document(options, message, code)
     except KeyboardInterrupt:
         output.error("interrupted")
         _exit_with_error_document(options, "interrupted", _exits.signal_exit_code(signal.SIGINT))
@@ -192,6 +220,14 @@ def run_engine(
             traceback.print_exception(exc, file=sys.stderr)
         _exit_with_error_document(options, message, _exits.FAILED)
     return result, (received[0] if received else None)
+
+
+def _explain(exc: BaseException) -> str:
+    """The error's message; a missing login's names the command that was run, to copy and paste."""
+    if isinstance(exc, NotLoggedIn):
+        ctx = click.get_current_context(silent=True)
+        return exc.explain(ctx.info_name if ctx is not None and ctx.info_name else "COMMAND")
+    return str(exc)
 
 
 def finish_transfer(options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None,

@@ -92,10 +92,15 @@ class DemoOutcome:
 
 #: Where the demo's narration goes: stdout, or stderr when --json keeps stdout for the document.
 _NARRATION = sys.stdout
+#: The display the narration is told above (each step ends the live phase before it), while it runs.
+_DISPLAY: Output | None = None
 
 
 def _say(text: str) -> None:
-    print(text, file=_NARRATION, flush=True)
+    if _DISPLAY is not None:
+        _DISPLAY.say(text, _NARRATION)
+    else:
+        print(text, file=_NARRATION, flush=True)
 
 
 async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutcome:
@@ -282,12 +287,16 @@ def demo(ctx: click.Context, size: int, keep: Path | None) -> None:
         workdir = keep
     else:
         workdir = Path(tempfile.mkdtemp(prefix="flowxfer-demo-"))
-    global _NARRATION
+    global _NARRATION, _DISPLAY
     _NARRATION = sys.stderr if options.json else sys.stdout
     output = Output("sync", progress=options.progress_mode(), results=False, verbose=options.verbose)
     try:
         with output:
-            outcome = anyio.run(run_demo, workdir, size, output)
+            _DISPLAY = output
+            try:
+                outcome = anyio.run(run_demo, workdir, size, output)
+            finally:
+                _DISPLAY = None
     except Exception as exc:  # noqa: BLE001 - the demo reports any failure as a failed check
         print(f"flowxfer: error: the demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if keep is None:

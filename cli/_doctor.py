@@ -17,7 +17,7 @@ from ._render import Output
 
 _MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 #: The exit code of the first failing check, by check.
-_CODES = {"credentials": _exits.AUTH, "journal": _exits.USAGE, "disk": _exits.USAGE}
+_CODES = {"credentials": _exits.AUTH, "journal": _exits.USAGE, "disk": _exits.USAGE, "base-url": _exits.USAGE}
 
 
 @click.command()

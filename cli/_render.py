@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -20,22 +21,12 @@ import anyio
 
 from flowxfer.transfer import TransferReport
 from flowxfer.transfer._sizes import format_duration, format_rate, format_size
-from flowxfer.transfer.events import (
-    BytesMoved,
-    Event,
-    FileFinished,
-    FilesPlanned,
-    FileStarted,
-    FileVerifying,
-    JobProgress,
-    Notice,
-    Retrying,
-    TransferStarted,
-    Waiting,
-)
+from flowxfer.transfer.events import Event, FileFinished, JobProgress, Notice, Retrying, Waiting
+
+from ._display import DisplayModel
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    from ._live import LiveRegion
 
 #: Seconds between two plain progress lines; FLOWXFER_PROGRESS_INTERVAL changes it (cron mail, tests).
 _PLAIN_INTERVAL = 5.0
@@ -71,6 +62,10 @@ def _snake(name: str) -> str:
 class Output:
     """Renders events and results for one command run.
 
+    The live display's state is a :class:`~._display.DisplayModel` (the
+    truth of what to show); in ``bars`` mode a :class:`~._live.LiveRegion`
+    draws it, and every line printed meanwhile goes above the region.
+
     :param kind: ``upload``/``download``/``bulk``/``sync`` (how result lines read).
     :param progress: ``bars``, ``plain``, ``json`` or ``none``.
     :param results: print one line per finished file on stdout.
@@ -84,15 +79,10 @@ class Output:
         self.verbose = verbose
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
-        self.files_total = 0
-        self.bytes_total = 0
-        self.files_done = 0
-        self.bytes_done = 0
+        self.model = DisplayModel(kind)
+        self._lock = threading.RLock()
+        self._live: LiveRegion | None = None
         self.started = time.monotonic()
-        self.status = ""
-        self._bars: Progress | None = None
-        self._overall: TaskID | None = None
-        self._file_tasks: dict[str, TaskID] = {}
         self._last_plain = time.monotonic()
         self.interval = _plain_interval()
 
@@ -101,29 +91,16 @@ class Output:
     def __enter__(self) -> Output:
         if self.mode == "bars":
             # rich is imported only when bars are drawn: plain and JSON runs (cron) start faster.
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
+            from ._live import LiveRegion
 
-            console = Console(file=self.stderr)
-            self._bars = Progress(
-                TextColumn("{task.description}", justify="left"), BarColumn(), DownloadColumn(binary_units=True),
-                TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
-            )
-            self._bars.start()
-            self._overall = self._bars.add_task("total", total=None)
+            self._live = LiveRegion(self.stderr, self.model, self._lock)
+            self._live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bars is not None:
-            self._bars.stop()
-            self._bars = None
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
 
     async def ticker(self) -> None:
         """The plain mode's periodic line (runs until cancelled)."""
@@ -132,6 +109,12 @@ class Output:
         while True:
             await anyio.sleep(self.interval)
             self._plain_progress()
+
+    def say(self, text: str, stream: TextIO | None = None) -> None:
+        """A line of a story (``demo``'s steps): it ends the phase before it and stays above the display."""
+        with self._lock:
+            self.model.end(time.monotonic())
+            self._print(text, stream or self.stdout)
 
     # -- events --------------------------------------------------------
 
@@ -145,69 +128,23 @@ class Output:
     def _event(self, event: Event) -> None:
         if self.mode == "json":
             self._json_line(event)
-        if isinstance(event, TransferStarted):
-            self.files_total, self.bytes_total = event.files_total, event.bytes_total
-            self._set_total()
-        elif isinstance(event, FilesPlanned):
-            self.files_total = max(self.files_total, event.files)
-            self.bytes_total = max(self.bytes_total, event.bytes)
-            self._set_total()
-        elif isinstance(event, BytesMoved):
-            self.bytes_done += event.nbytes
-            if self._bars is not None and self._overall is not None:
-                self._bars.advance(self._overall, event.nbytes)
-                task = self._file_tasks.get(event.path)
-                if task is not None:
-                    self._bars.advance(task, event.nbytes)
-        elif isinstance(event, FileStarted):
-            if self._bars is not None:
-                self._file_tasks[event.path] = self._bars.add_task(
-                    f"  {visible(event.name)}", total=event.size, completed=event.bytes_done)
-        elif isinstance(event, FileVerifying):
-            self._file_description(event.path, "verifying")
-        elif isinstance(event, FileFinished):
-            self._finished(event)
+        with self._lock:
+            self.model.apply(event, time.monotonic())
+        if isinstance(event, FileFinished):
+            if self.results:
+                self._print_out(self.result_line(event))
         elif isinstance(event, Waiting):
-            self.status = (f"waiting for {event.rate_class} budget ({event.limit}) — resumes in "
-                           f"{format_duration(event.seconds)}")
-            self._notice(self.status)
+            self._notice(f"waiting for {event.rate_class} budget ({event.limit}) — resumes in "
+                         f"{format_duration(event.seconds)}")
         elif isinstance(event, Retrying):
-            self.status = f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})"
-            self._notice(self.status, verbose_only=event.attempt < 3)
+            self._notice(f"retrying {event.what} after {event.reason} (attempt {event.attempt}/"
+                         f"{event.max_attempts})", verbose_only=event.attempt < 3)
         elif isinstance(event, Notice):
             self._notice(event.message)
         elif isinstance(event, JobProgress):
-            self.status = f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%"
-            self._notice(self.status, verbose_only=True)
-        if self._bars is not None and self._overall is not None:
-            self._bars.update(self._overall, description=self._overall_description())
+            self._notice(f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%", verbose_only=True)
         if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
             self._plain_progress()
-
-    def _set_total(self) -> None:
-        if self._bars is not None and self._overall is not None:
-            self._bars.update(self._overall, total=self.bytes_total or None)
-
-    def _overall_description(self) -> str:
-        text = f"{self.files_done}/{self.files_total} files"
-        return f"{text} · {self.status}" if self.status else text
-
-    def _file_description(self, path: str, state: str) -> None:
-        if self._bars is not None and path in self._file_tasks:
-            task = self._file_tasks[path]
-            description = self._bars.tasks[task].description if task < len(self._bars.tasks) else ""
-            self._bars.update(task, description=f"{description} ({state})")
-
-    def _finished(self, event: FileFinished) -> None:
-        self.files_done += 1
-        if event.status == "skipped" and self._bars is not None and self._overall is not None:
-            self._bars.advance(self._overall, event.size)
-        self.status = ""
-        task = self._file_tasks.pop(event.path, None)
-        if task is not None and self._bars is not None:
-            self._bars.remove_task(task)
-        if self.results:
-            self._print_out(self.result_line(event))
 
     def result_line(self, event: FileFinished) -> str:
         """``cli.md``'s human result lines."""
@@ -224,20 +161,25 @@ class Output:
     def _notice(self, text: str, *, verbose_only: bool = False) -> None:
         if self.mode == "json" or self.mode == "none" or (verbose_only and not self.verbose):
             return
-        text = visible(text)
-        if self._bars is not None:
-            self._bars.console.print(text, highlight=False, markup=False)
+        self._print(visible(text), self.stderr)
+
+    def _print(self, text: str, stream: TextIO) -> None:
+        """A whole line on ``stream``: above the live region while there is one."""
+        live = self._live
+        if live is not None:
+            live.print_above(text, stream)
         else:
-            print(text, file=self.stderr, flush=True)
+            print(text, file=stream, flush=True)
 
     def _plain_progress(self) -> None:
         self._last_plain = time.monotonic()
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.bytes_done / elapsed
-        line = (f"{time.strftime('%H:%M:%S')} {self.files_done}/{self.files_total} files, "
-                f"{format_size(self.bytes_done)} moved, {format_rate(rate)}")
-        if self.status:
-            line += f"; {self.status}"
+        with self._lock:
+            files_done, files_total, moved, seconds, status = self.model.plain_counters(time.monotonic())
+        rate = moved / max(seconds, 1e-6)
+        line = (f"{time.strftime('%H:%M:%S')} {files_done}/{files_total} files, "
+                f"{format_size(moved)} moved, {format_rate(rate)}")
+        if status:
+            line += f"; {status}"
         print(line, file=self.stderr, flush=True)
 
     def _json_line(self, event: Event) -> None:
@@ -246,10 +188,7 @@ class Output:
         print(json.dumps(record, default=str), file=self.stderr, flush=True)
 
     def _print_out(self, text: str) -> None:
-        if self._bars is not None:
-            # Keep stdout lines intact while bars redraw on stderr.
-            self._bars.console.file.flush()
-        print(visible(text), file=self.stdout, flush=True)
+        self._print(visible(text), self.stdout)
 
     # -- the end -------------------------------------------------------
 
@@ -274,4 +213,4 @@ class Output:
             print(json.dumps({"ts": round(time.time(), 3), "event": "error", "message": message}),
                   file=self.stderr, flush=True)
         else:
-            print(f"flowxfer: error: {visible(message)}", file=self.stderr, flush=True)
+            self._print(f"flowxfer: error: {visible(message)}", self.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,6 +14,11 @@ from flowxfer.transfer import Flowxfer, TransferReport
 from . import _exits
 from ._common import DURATION, SIZE, GlobalOptions, finish_transfer, global_options, run_engine, transfer_config
 from ._render import Output
+
+
+def _own_login(options: GlobalOptions) -> GlobalOptions:
+    """``login``/``logout`` handle flowxfer's saved login: no token file stands in for it."""
+    return replace(options, token_file=None, official_token=False)
 
 
 def _output(options: GlobalOptions, kind: str) -> Output:
@@ -41,6 +47,7 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool) -> Non
         password = click.prompt("Password", hide_input=True, err=True)
     if not password:
         raise click.UsageError("empty password")
+    options = _own_login(options)
     output = _output(options, "login")
 
     async def call(fx: Flowxfer) -> str:
@@ -60,7 +67,7 @@ def logout(ctx: click.Context) -> None:
 
     Example: flowxfer logout
     """
-    options = global_options(ctx)
+    options = _own_login(global_options(ctx))
 
     async def call(fx: Flowxfer) -> bool:
         return await fx.logout()

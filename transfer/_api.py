@@ -42,7 +42,7 @@ from flowxfer.journal import (
 from ._bwlimit import BandwidthSchedule
 from ._client import Capabilities, FlowClient, check_base_url
 from ._config import TransferConfig
-from ._credentials import CredentialStore, Tokens, default_config_dir
+from ._credentials import CredentialStore, Tokens, default_config_dir, not_logged_in
 from ._download import download_file, fetch_remote
 from ._errors import (
     AlreadyRunning,
@@ -86,7 +86,8 @@ if TYPE_CHECKING:
     from ._bulk import DownloadAdvice
     from ._sync import SyncOptions, SyncPreview
 
-DEFAULT_BASE_URL = "https://api.flow.bio"
+#: The official client's (flowbio): a flowbio user's habits and scripts carry over.
+DEFAULT_BASE_URL = "https://app.flow.bio/api"
 
 #: What an access token may be made of (a JWT is base64url with dots; anything printable is let through).
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
@@ -496,7 +497,7 @@ class Flowxfer:
         if not ids and not (filename or pattern or owned):
             raise UsageError("name data ids, or a search (--filename, --pattern, --owned)")
         if self.client.tokens is None:
-            raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+            raise not_logged_in(self.store, self.base_url)
         items = await self.describe(ids) if ids else []
         if filename or pattern or owned:
             seen = {item.id for item in items}
@@ -688,7 +689,7 @@ class Flowxfer:
         """
         client = self.client
         if client.tokens is None:
-            raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+            raise not_logged_in(self.store, self.base_url)
         journal = await self.journal()
         capabilities = await client.capabilities()
         server, username = self.base_url, client.username
@@ -735,7 +736,8 @@ class Flowxfer:
                 await anyio.to_thread.run_sync(journal.reset_interrupted_files, record.id)
             await plan(ctx, record, resumed)
             summary = await anyio.to_thread.run_sync(journal.summary, record.id)
-            self._emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed))
+            self._emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed,
+                                       summary.files_finished, summary.bytes_done + summary.bytes_skipped))
             await self._work(ctx, work, held)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other

@@ -382,7 +382,6 @@ async def run_bulk(
         current = await anyio.to_thread.run_sync(ctx.journal.get_transfer, ctx.transfer_id)
         state = current.state if current is not None else {}
         job = _Job(fx, ctx, ctx.transfer_id, unique, archive_name, state.get("job_id"), poll_interval, job_timeout)
-        fx._emit(FileStarted(record.local_path, archive_name, record.size, record.bytes_done))
         size, checksum = await _fetch_archive(ctx, record, job, target)
         outcome["job_id"] = job.id
         outcome["verified"] = ("xxh3-128 of the whole archive against the server's checksum" if checksum else
@@ -437,6 +436,8 @@ async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, ta
         description = await job.completed()
         assert job.size is not None
         remote = RemoteFile(str(description["download_url"]), job.size)
+        # Started once its size is known: before the job completes there is nothing to count against.
+        ctx.events(FileStarted(record.local_path, target.name, job.size, min(record.bytes_done, job.size)))
         try:
             result = await download_file(ctx, record, remote)
         except GoneError:

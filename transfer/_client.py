@@ -28,7 +28,7 @@ import anyio
 from flowxfer import __version__, protocol
 
 from ._config import TransferConfig
-from ._credentials import CredentialStore, Tokens, token_expiry
+from ._credentials import CredentialStore, Tokens, not_logged_in, token_expiry
 from ._errors import (
     AuthError,
     ChecksumMismatchError,
@@ -263,12 +263,13 @@ class FlowClient:
         """
         async with self._refresh_lock:
             if self.tokens is None:
-                raise AuthError("not logged in: run 'flowxfer login' or pass --token")
+                raise not_logged_in(self.store, self.base_url)
             if stale_token is not None and self.tokens.access_token != stale_token:
                 return
             if not self.tokens.refresh_token:
-                raise AuthError("the server refused the access token, and a token given with --token (or "
-                                "FLOW_API_TOKEN) cannot be refreshed; log in with 'flowxfer login'")
+                raise AuthError("the server refused the access token, and a token given with --token, "
+                                "FLOW_API_TOKEN or a token file cannot be refreshed; give a valid API key "
+                                f"or log in with: flowxfer --base-url {self.base_url} login")
             headers = {"Cookie": f"{protocol.REFRESH_COOKIE}={self.tokens.refresh_token}"}
             try:
                 answer = await self.json_request("GET", "/token", rate_class="api", headers=headers,
@@ -417,7 +418,7 @@ class FlowClient:
             if authenticated and self._same_origin(url):
                 await self._ensure_fresh()
                 if self.tokens is None:
-                    raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+                    raise not_logged_in(self.store, self.base_url)
                 sent_token = self.tokens.access_token
                 request_headers["Authorization"] = f"Bearer {sent_token}"
             try:

@@ -65,6 +65,10 @@ class CredentialStore:
         self.path = config_dir / CREDENTIALS_FILE
 
     def _load_all(self) -> dict[str, dict[str, str | None]]:
+        servers = self._load_document().get("servers", {})
+        return servers if isinstance(servers, dict) else {}
+
+    def _load_document(self) -> dict[str, object]:
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -80,8 +84,21 @@ class CredentialStore:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AuthError(f"credentials file {self.path} is unreadable ({exc}); log in again") from exc
-        servers = data.get("servers", {}) if isinstance(data, dict) else {}
-        return servers if isinstance(servers, dict) else {}
+        return data if isinstance(data, dict) else {}
+
+    def servers(self) -> list[str]:
+        """The servers with a saved login, the one logged in to last first."""
+        last = self.last_server()
+        known = sorted(server for server, entry in self._load_all().items()
+                       if isinstance(entry, dict) and entry.get("access_token"))
+        return sorted(known, key=lambda server: server != last)
+
+    def last_server(self) -> str | None:
+        """The server ``login`` saved tokens for last, while that login is still saved."""
+        document = self._load_document()
+        last = document.get("last")
+        servers = document.get("servers")
+        return last if isinstance(last, str) and isinstance(servers, dict) and last in servers else None
 
     def load(self, server: str) -> Tokens | None:
         entry = self._load_all().get(server)
@@ -96,14 +113,15 @@ class CredentialStore:
     def save(self, server: str, tokens: Tokens) -> None:
         servers = self._load_all()
         servers[server] = asdict(tokens)
-        self._write({"servers": servers})
+        self._write({"servers": servers, "last": server})
 
     def forget(self, server: str) -> bool:
         servers = self._load_all()
         if server not in servers:
             return False
         del servers[server]
-        self._write({"servers": servers})
+        last = self.last_server()
+        self._write({"servers": servers, "last": last if last in servers else None})
         return True
 
     def _write(self, document: dict[str, object]) -> None:
@@ -123,3 +141,48 @@ class CredentialStore:
                 raise
         except OSError as exc:
             raise UsageError(f"cannot save credentials in {self.config_dir}: {exc.strerror}") from exc
+
+
+class NotLoggedIn(AuthError):
+    """No login for the server asked; the message names it, the servers logged in to, and the fix."""
+
+    def __init__(self, server: str, others: list[str]) -> None:
+        self.server, self.others = server, others
+        super().__init__(self.explain())
+
+    def explain(self, command: str = "COMMAND") -> str:
+        fix = f"log in there with: flowxfer --base-url {self.server} login"
+        if not self.others:
+            return f"not logged in to {self.server}; {fix} (or give an API key with --token-file)"
+        other = self.others[0]
+        return (f"not logged in to {self.server} (logged in to {', '.join(self.others)}); to use {other}: "
+                f"flowxfer --base-url {other} {command} (or FLOW_API_URL={other}); or {fix}")
+
+
+def not_logged_in(store: CredentialStore | None, server: str) -> NotLoggedIn:
+    """The error for a server without a login (see :class:`NotLoggedIn`)."""
+    return NotLoggedIn(server, [known for known in (store.servers() if store is not None else []) if known != server])
+
+
+def read_token_file(path: Path) -> str:
+    """The API key or access token in ``path`` (its first line), as the official CLI reads it.
+
+    :raises UsageError: the file is missing, unreadable or empty.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UsageError(f"token file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read token file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    token = text.splitlines()[0].strip() if text else ""
+    if not token:
+        raise UsageError(f"token file {path} is empty")
+    return token
+
+
+def readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
+    except OSError:
+        return False

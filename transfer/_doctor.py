@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import anyio
 
 from flowxfer.journal import Journal, JournalError
 
-from ._credentials import token_expiry
+from ._credentials import not_logged_in, token_expiry
 from ._errors import AuthError, FlowxferError
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ async def run_checks(fx: Flowxfer, download_dir: Path | None = None) -> list[Che
 async def _credentials(fx: Flowxfer) -> Check:
     tokens = fx.client.tokens
     if tokens is None:
-        return Check("credentials", "fail", f"not logged in to {fx.base_url}: run 'flowxfer login'")
+        return Check("credentials", "fail", not_logged_in(fx.store, fx.base_url).explain("doctor"))
     if not tokens.refresh_token:
         exp, _ = token_expiry(tokens.access_token)
         left = f"; it expires in {max(0, exp - time.time()):.0f} s" if exp else ""
@@ -74,7 +75,8 @@ async def _server(fx: Flowxfer) -> list[Check]:
             date = response.headers.get("Date")
             await response.read()
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
-        return [Check("server", "fail", f"{fx.base_url} is unreachable: {type(exc).__name__}: {exc}")]
+        return [Check("server", "fail", f"{fx.base_url} is unreachable: {type(exc).__name__}: {exc}"),
+                *await _which_base_url(fx)]
     latency = time.monotonic() - started
     checks = [Check("server", "ok", f"{fx.base_url} answered in {latency * 1000:.0f} ms")]
     capabilities = await client.capabilities()
@@ -85,8 +87,53 @@ async def _server(fx: Flowxfer) -> list[Check]:
         checks.append(Check("capabilities", "ok", "plain Flow: verification by size, ETag and the server's "
                                                   "offsets (no checksums offered)"))
     checks.append(_clock(date))
-    checks.append(await _api(fx))
+    api = await _api(fx)
+    checks.append(api)
+    if api.name == "api" and api.status != "ok":
+        # Not asked with a login (none), or answered by something else: is it Flow at all?
+        checks.extend(await _which_base_url(fx))
     return checks
+
+
+def _candidates(base_url: str) -> list[str]:
+    """Base URLs a person may have meant: with or without ``/api``, and the official client's default."""
+    from ._api import DEFAULT_BASE_URL
+
+    base = base_url.rstrip("/")
+    found = [base[: -len("/api")] if base.endswith("/api") else base + "/api", DEFAULT_BASE_URL]
+    return [url for url in dict.fromkeys(found) if url != base]
+
+
+async def _answers_as_flow(fx: Flowxfer, base_url: str) -> str | None:
+    """None when ``POST {base_url}/login`` (no credentials sent) answers as Flow does, in JSON; else what it was."""
+    try:
+        async with fx.client.session.post(f"{base_url.rstrip('/')}/login", json={}, allow_redirects=False,
+                                          timeout=aiohttp.ClientTimeout(total=10)) as response:
+            kind = response.headers.get("Content-Type", "")
+            await response.read()
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return f"unreachable ({type(exc).__name__})"
+    if response.status == 404:
+        return "a 404 at /login"
+    if "json" not in kind:
+        return f"{'an HTML page' if 'html' in kind else kind or 'no content type'} (HTTP {response.status}) at /login"
+    if response.status >= 500:
+        return f"HTTP {response.status} at /login"
+    return None
+
+
+async def _which_base_url(fx: Flowxfer) -> list[Check]:
+    """When the configured base URL does not answer as Flow: which of the likely ones does."""
+    found = await _answers_as_flow(fx, fx.base_url)
+    if found is None:
+        return []
+    for candidate in _candidates(fx.base_url):
+        if await _answers_as_flow(fx, candidate) is None:
+            return [Check("base-url", "fail", f"{fx.base_url} answers {found}, not as Flow; {candidate} answers as "
+                                              f"Flow: use --base-url {candidate} (or FLOW_API_URL)")]
+    tried = ", ".join(_candidates(fx.base_url))
+    return [Check("base-url", "fail", f"{fx.base_url} answers {found}, not as Flow; neither does {tried}: "
+                                      "check the URL of your Flow server's API")]
 
 
 async def _api(fx: Flowxfer) -> Check:

@@ -54,8 +54,9 @@ from flowxfer.journal import (
     TransferRecord,
 )
 
+from ._credentials import not_logged_in
 from ._download import local_checksum
-from ._errors import AuthError, LocalIOError, RejectedError, SourceChangedError, UsageError
+from ._errors import LocalIOError, RejectedError, SourceChangedError, UsageError
 from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem
 from ._packing import PackPlan, TarSource, member_paths, members_in_folder, plan_packs
@@ -518,7 +519,7 @@ async def preview_sync(fx: Flowxfer, root: str | os.PathLike[str], options: Sync
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     client = fx.client
     if client.tokens is None:
-        raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+        raise not_logged_in(fx.store, fx.base_url)
     journal = await fx.journal()
     marker = await anyio.to_thread.run_sync(_not_ready, path, options)
     summary = await anyio.to_thread.run_sync(partial(

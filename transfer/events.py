@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class TransferStarted:
+    """The plan is made; ``files_done``/``bytes_done`` are what earlier runs (or skips) already did."""
+
     transfer_id: str
     kind: str
     files_total: int
     bytes_total: int
     resumed: bool
+    files_done: int = 0
+    bytes_done: int = 0
 
 
 @dataclass(frozen=True, slots=True)

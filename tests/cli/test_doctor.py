@@ -30,7 +30,8 @@ async def test_plain_flow_and_missing_login_are_reported(tmp_path: Path) -> None
     async with running_server(tmp_path / "root", extensions=False) as srv:
         async with Flowxfer(srv.base_url, config_dir=tmp_path / "empty", journal=tmp_path / "j.db") as fx:
             checks = {c.name: c for c in await run_checks(fx)}
-    assert checks["credentials"].status == "fail" and "flowxfer login" in checks["credentials"].detail
+    assert checks["credentials"].status == "fail"
+    assert f"flowxfer --base-url {srv.base_url} login" in checks["credentials"].detail
     assert "plain Flow" in checks["capabilities"].detail
 
 

@@ -1,0 +1,313 @@
+"""The live display's model: engine events in, what a person should see out.
+
+Plain synchronous code with no terminal in it (``_live.py`` draws it with
+rich), so it is tested directly. The rules it keeps:
+
+- one phase at a time (scan, upload, samples, archive job, download,
+  extract, verify), told apart from the events' order: files planned before
+  a transfer starts are the scan; a transfer's kind names its work; a bulk
+  transfer goes archive job -> download (the archive's file starts) ->
+  extract (the archive is verified and unpacked);
+- counters belong to their phase and start from the journal's truth
+  (a resumed file counts what was done before), never past their total;
+- rows only for files in flight; a finished file's row goes away;
+- a phase that did something ends as one line at its final state, handed out
+  once by :meth:`DisplayModel.take_ended` to be printed above the live region;
+- nothing to show (no phase, no wait) draws nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flowxfer.transfer._sizes import format_duration, format_rate, format_size
+from flowxfer.transfer.events import (
+    BytesMoved,
+    Event,
+    FileFinished,
+    FilesPlanned,
+    FileStarted,
+    FileVerifying,
+    JobProgress,
+    Retrying,
+    TransferStarted,
+    Waiting,
+)
+
+PHASES = ("scan", "upload", "samples", "archive job", "download", "extract", "verify")
+#: The phase a transfer of each kind works in once its plan is made.
+_WORK_PHASE = {"upload": "upload", "sync": "upload", "download": "download", "bulk": "archive job"}
+#: Rows shown at most; the rest are counted on one line.
+MAX_ROWS = 8
+
+
+@dataclass
+class Row:
+    """One file in flight."""
+
+    path: str
+    name: str
+    size: int
+    done: int
+    started: float
+    moved: int = 0
+    verifying: bool = False
+
+
+@dataclass
+class Phase:
+    name: str
+    started: float
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    #: Bytes this run moved (the rate); ``bytes_done`` also counts what earlier runs did.
+    moved: int = 0
+    failed: int = 0
+    #: What the phase works on beyond counters: the job's id and state, the archive's name.
+    detail: str = ""
+    #: A job's own progress (0..1), where bytes say nothing.
+    fraction: float | None = None
+    rows: dict[str, Row] = field(default_factory=dict)
+    ended: float | None = None
+
+    @property
+    def has_bytes(self) -> bool:
+        return self.bytes_total > 0
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One line of the live region: a label, a bar (``total`` None: no bar) and the text after it."""
+
+    label: str
+    completed: float
+    total: float | None
+    text: str
+
+
+@dataclass(frozen=True)
+class View:
+    lines: tuple[Bar, ...]
+    status: str
+
+    @property
+    def empty(self) -> bool:
+        return not self.lines and not self.status
+
+
+class DisplayModel:
+    """What the live region shows, kept from the engine's events (see the module doc)."""
+
+    def __init__(self, kind: str = "") -> None:
+        self.kind = kind
+        self.phase: Phase | None = None
+        #: The phase shown last (the current one, or the one that ended last).
+        self.last: Phase | None = None
+        self._ended: list[Phase] = []
+        self._status = ""
+        self._status_until = 0.0
+        self._transfer_open = False
+
+    # -- events in -----------------------------------------------------
+
+    def apply(self, event: Event, now: float) -> None:
+        if isinstance(event, FilesPlanned):
+            phase = self._phase("scan", now, fresh=self._transfer_open)
+            self._transfer_open = False
+            phase.files_total = max(phase.files_total, event.files)
+            phase.bytes_total = max(phase.bytes_total, event.bytes)
+        elif isinstance(event, TransferStarted):
+            self.kind = event.kind
+            self._transfer_open = True
+            phase = self._begin(_WORK_PHASE.get(event.kind, event.kind), now)
+            phase.files_total, phase.bytes_total = event.files_total, event.bytes_total
+            phase.files_done, phase.bytes_done = event.files_done, event.bytes_done
+            if event.kind == "bulk":
+                phase.files_total = phase.bytes_total = phase.files_done = phase.bytes_done = 0
+        elif isinstance(event, JobProgress):
+            phase = self._phase("archive job", now)
+            phase.detail = f"{event.job_id}: {event.status}"
+            phase.fraction = max(0.0, min(1.0, event.progress))
+        elif isinstance(event, FileStarted):
+            self._started(event, now)
+        elif isinstance(event, BytesMoved):
+            self._moved(event.path, event.nbytes)
+        elif isinstance(event, FileVerifying):
+            if self.kind == "bulk":
+                archive = self.phase.detail if self.phase is not None and self.phase.name == "download" else ""
+                self._begin("extract", now).detail = archive
+            elif self.phase is not None and event.path in self.phase.rows:
+                self.phase.rows[event.path].verifying = True
+        elif isinstance(event, FileFinished):
+            self._finished(event, now)
+        elif isinstance(event, Waiting):
+            self._say(f"waiting for {event.rate_class} budget ({event.limit}) — resumes in "
+                      f"{format_duration(event.seconds)}", now + event.seconds + 1.0)
+        elif isinstance(event, Retrying):
+            self._say(f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})",
+                      now + event.delay + 2.0)
+
+    def _say(self, status: str, until: float) -> None:
+        self._status, self._status_until = status, until
+
+    def _started(self, event: FileStarted, now: float) -> None:
+        if self.kind == "bulk":
+            # The archive's download begins once its job is completed: a phase of its own.
+            phase = self._begin("download", now)
+            phase.detail = event.name
+            phase.files_total, phase.bytes_total, phase.bytes_done = 1, event.size, min(event.bytes_done, event.size)
+            return
+        phase = self.phase if self.phase is not None else self._begin(_WORK_PHASE.get(self.kind, "upload"), now)
+        phase.rows[event.path] = Row(event.path, event.name, event.size, min(event.bytes_done, event.size), now)
+
+    def _moved(self, path: str, nbytes: int) -> None:
+        phase = self.phase
+        if phase is None:
+            return
+        phase.moved += nbytes
+        row = phase.rows.get(path)
+        if row is not None:
+            row.moved += nbytes
+            counted = min(nbytes, max(0, row.size - row.done))  # bytes sent again add nothing done
+            row.done += counted
+        else:
+            counted = nbytes
+        phase.bytes_done = min(phase.bytes_done + counted, max(phase.bytes_total, phase.bytes_done))
+
+    def _finished(self, event: FileFinished, now: float) -> None:
+        phase = self.phase if self.phase is not None else self._phase("scan", now)
+        if self.kind == "bulk" and phase.name in ("download", "extract", "archive job"):
+            if event.status != "failed":
+                phase.bytes_done = phase.bytes_total
+                phase.files_done = phase.files_total
+            self.end(now)
+            return
+        row = phase.rows.pop(event.path, None)
+        if event.status == "failed":
+            phase.failed += 1
+        else:
+            remaining = event.size - (row.done if row is not None else 0)
+            phase.bytes_done += max(0, remaining)
+            phase.bytes_total = max(phase.bytes_total, phase.bytes_done)
+        phase.files_done += 1
+        phase.files_total = max(phase.files_total, phase.files_done)
+
+    def _phase(self, name: str, now: float, *, fresh: bool = False) -> Phase:
+        """The current phase if it is ``name`` (and not ``fresh`` asked), else a new one."""
+        if self.phase is not None and self.phase.name == name and not fresh:
+            return self.phase
+        return self._begin(name, now)
+
+    def _begin(self, name: str, now: float) -> Phase:
+        self.end(now)
+        self.phase = self.last = Phase(name, now)
+        return self.phase
+
+    def end(self, now: float) -> None:
+        """The current phase is over (a transfer ended, a step of a story begins)."""
+        phase, self.phase = self.phase, None
+        self._status = ""
+        if phase is None:
+            return
+        phase.ended = now
+        phase.rows.clear()
+        # A scan is told by the phase after it; a phase that did nothing leaves no line.
+        if phase.name != "scan" and (phase.files_done or phase.bytes_done or phase.detail):
+            self._ended.append(phase)
+
+    # -- what to show --------------------------------------------------
+
+    def take_ended(self) -> list[Bar]:
+        """Lines for the phases ended since the last call, at their final state (each handed out once)."""
+        ended, self._ended = self._ended, []
+        return [phase_bar(phase, phase.ended or phase.started) for phase in ended]
+
+    def status(self, now: float) -> str:
+        """A wait or a retry while it lasts; else what an archive job is doing."""
+        if now < self._status_until:
+            return self._status
+        phase = self.phase
+        if phase is not None and phase.name == "archive job" and phase.detail:
+            return f"archive job {phase.detail} {(phase.fraction or 0) * 100:.0f}%"
+        return ""
+
+    def plain_counters(self, now: float) -> tuple[int, int, int, float, str]:
+        """The periodic plain line's numbers: files done and planned, bytes moved and seconds, of the last phase."""
+        phase = self.last
+        if phase is None:
+            return 0, 0, 0, 0.0, self.status(now)
+        return (min(phase.files_done, phase.files_total), phase.files_total, phase.moved,
+                (phase.ended or now) - phase.started, self.status(now))
+
+    def view(self, now: float) -> View:
+        status = self._status if now < self._status_until else ""
+        phase = self.phase
+        if phase is None or not (phase.files_total or phase.bytes_total or phase.detail or phase.rows):
+            return View((), status)
+        lines = [phase_bar(phase, now)]
+        rows = sorted(phase.rows.values(), key=lambda r: r.started)
+        for row in rows[:MAX_ROWS]:
+            lines.append(row_bar(row, now))
+        if len(rows) > MAX_ROWS:
+            lines.append(Bar("  …", 0, None, f"and {len(rows) - MAX_ROWS} more file(s) in flight"))
+        return View(tuple(lines), status)
+
+
+def _rate(nbytes: int, seconds: float, least: float) -> float | None:
+    return nbytes / seconds if seconds >= least and nbytes else None
+
+
+def _progress_text(done: int, total: int, moved: int, seconds: float, ended: bool) -> str:
+    text = f"{format_size(min(done, total))}/{format_size(total)}"
+    # A live rate over less than half a second swings wildly; an ended phase's is its average.
+    rate = _rate(moved, seconds, 0.05 if ended else 0.5)
+    if ended:
+        return f"{text} in {format_duration(seconds)}" + (f", {format_rate(rate)}" if rate else "")
+    if rate:
+        text += f"  {format_rate(rate)}"
+        if total > done:
+            text += f"  {format_duration((total - done) / rate)} left"
+    return text
+
+
+def phase_bar(phase: Phase, now: float) -> Bar:
+    """The phase's own line: what it is, how far (files and bytes of this phase only)."""
+    seconds = max(0.0, (phase.ended or now) - phase.started)
+    ended = phase.ended is not None
+    if phase.name == "scan":
+        return Bar("scan", 0, None, f"{phase.files_total} file(s), {format_size(phase.bytes_total)} found")
+    if phase.name == "archive job":
+        text = f"{phase.detail}" if phase.detail else "created"
+        if phase.fraction is not None and not ended:
+            text += f" {phase.fraction * 100:.0f}%"
+        if ended:
+            text += f" in {format_duration(seconds)}"
+        return Bar("archive job", phase.fraction or 0.0, 1.0, text)
+    if phase.name == "extract":
+        what = f"{phase.detail}: " if phase.detail else ""
+        text = f"{what}unpacked and verified in {format_duration(seconds)}" if ended else f"{what}unpacking, verifying"
+        return Bar("extract", 1.0 if ended else 0.0, 1.0 if ended else None, text)
+    parts = []
+    if phase.files_total and phase.name != "download" or phase.files_total > 1:
+        parts.append(f"{min(phase.files_done, phase.files_total)}/{phase.files_total} files")
+    if phase.failed:
+        parts.append(f"{phase.failed} failed")
+    if phase.has_bytes:
+        parts.append(_progress_text(phase.bytes_done, phase.bytes_total, phase.moved, seconds, ended))
+    elif ended:
+        parts.append(f"in {format_duration(seconds)}")
+    label = phase.name
+    if phase.detail:
+        parts.insert(0, phase.detail)
+    if phase.has_bytes:
+        return Bar(label, min(phase.bytes_done, phase.bytes_total), phase.bytes_total, "  ".join(parts))
+    return Bar(label, min(phase.files_done, phase.files_total), phase.files_total or None, "  ".join(parts))
+
+
+def row_bar(row: Row, now: float) -> Bar:
+    text = _progress_text(row.done, row.size, row.moved, now - row.started, ended=False)
+    if row.verifying:
+        text += "  verifying"
+    return Bar(f"  {row.name}", min(row.done, row.size), row.size or None, text)
