@@ -252,7 +252,7 @@ class JobManager:
         return json_response(self._job_json(request, job))
 
     async def archive(self, request: web.Request) -> web.StreamResponse:
-        from ._downloads import serve_file
+        from ._downloads import serve_file, wants_direct
 
         try:
             job = await self._own_job(request)
@@ -274,7 +274,7 @@ class JobManager:
             filename=job.name,
             last_modified=job.completed,
             extensions=self.state.config.extensions,
-            disposition=request.query.get("direct") != "yes",
+            disposition=not wants_direct(request),
         )
 
 

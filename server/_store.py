@@ -105,6 +105,18 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX jobs_by_status ON jobs (status);
     """,
+    # Long-lived API keys: only a hash of each secret is kept (see _keys.py).
+    """
+    CREATE TABLE api_keys (
+        id       TEXT PRIMARY KEY,
+        owner    TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        name     TEXT NOT NULL,
+        hash     BLOB NOT NULL,
+        created  REAL NOT NULL,
+        expires  REAL
+    );
+    CREATE INDEX api_keys_by_owner ON api_keys (owner);
+    """,
 )
 
 # Data states. Only 'ready' is ever visible as data.
@@ -188,6 +200,25 @@ class SearchFilter:
     created_lt: float | None = None
     size_gt: int | None = None
     size_lt: int | None = None
+    #: hosted Flow's sort values: ``created``, ``-created``, ``filename``, ``-filename``
+    sort: str = "-created"
+    data_types: tuple[str, ...] = ()
+    #: case-insensitive substring of the owner's name
+    owner: str | None = None
+    category: int | None = None
+    #: True: data alone in its fileset (or in none); False: the first of several
+    is_single: bool | None = None
+    #: a filter no data here can meet (a pipeline or process: nothing is produced by one)
+    nothing: bool = False
+
+
+#: ``ORDER BY`` for each sort hosted Flow documents; id breaks ties so pages never overlap.
+SORTS = {
+    "-created": "d.created DESC, d.id",
+    "created": "d.created ASC, d.id",
+    "-filename": "d.filename DESC, d.id",
+    "filename": "d.filename ASC, d.id",
+}
 
 
 _DATA_COLUMNS = (
@@ -667,11 +698,26 @@ class Store:
         if flt.filename:
             clauses.append("instr(casefold(d.filename), :fname) > 0")
             params["fname"] = flt.filename.casefold()
+        if flt.owner:
+            clauses.append("instr(casefold(d.owner), :owner) > 0")
+            params["owner"] = flt.owner.casefold()
+        if flt.data_types:
+            names = [f":type{i}" for i in range(len(flt.data_types))]
+            clauses.append(f"d.data_type IN ({', '.join(names)})")
+            params.update({name[1:]: value for name, value in zip(names, flt.data_types, strict=True)})
+        # No data here has a category but generic, a fileset or a producing pipeline
+        # (until samples exist: then these read data.category and the filesets).
+        if flt.category is not None:
+            clauses.append(":category = 1")
+            params["category"] = flt.category
+        if flt.is_single is False or flt.nothing:
+            clauses.append("0")
+        # Inclusive bounds, as hosted Flow's (size >= size_gt).
         for column, op, key in (
-            ("created", ">", "created_gt"),
-            ("created", "<", "created_lt"),
-            ("size", ">", "size_gt"),
-            ("size", "<", "size_lt"),
+            ("created", ">=", "created_gt"),
+            ("created", "<=", "created_lt"),
+            ("size", ">=", "size_gt"),
+            ("size", "<=", "size_lt"),
         ):
             value = getattr(flt, key)
             if value is not None:
@@ -680,25 +726,65 @@ class Store:
         return " AND ".join(clauses), params
 
     def search(self, flt: SearchFilter, limit: int, offset: int) -> tuple[int, list[DataRow]]:
-        """One page of ready data readable by the user, newest first, and the total."""
+        """One page of ready data readable by the user, in ``flt.sort`` order, and the total."""
         where, params = self._search_where(flt)
         total = self._query(f"SELECT COUNT(*) FROM data d WHERE {where}", params)[0][0]
         rows = self._query(
             f"SELECT {_DATA_COLUMNS} FROM data d WHERE {where} "
-            "ORDER BY d.created DESC, d.id LIMIT :limit OFFSET :offset",
+            f"ORDER BY {SORTS[flt.sort]} LIMIT :limit OFFSET :offset",
             {**params, "limit": limit, "offset": offset},
         )
         return total, [_data(r) for r in rows]
 
     def search_names(self, flt: SearchFilter) -> list[tuple[str, str]]:
-        """(id, filename) of every match, newest first: the regex filter runs elsewhere."""
+        """(id, filename) of every match, in ``flt.sort`` order: the regex filter runs elsewhere."""
         where, params = self._search_where(flt)
         return [
             (r[0], r[1])
             for r in self._query(
-                f"SELECT d.id, d.filename FROM data d WHERE {where} ORDER BY d.created DESC, d.id", params
+                f"SELECT d.id, d.filename FROM data d WHERE {where} ORDER BY {SORTS[flt.sort]}", params
             )
         ]
+
+    def data_type_counts(self) -> dict[str, int]:
+        """``{data_type: number of ready data}`` for every type some ready data carries."""
+        return dict(self._query(  # type: ignore[arg-type]
+            "SELECT data_type, COUNT(*) FROM data WHERE state = 'ready' AND data_type IS NOT NULL GROUP BY data_type"))
+
+    def user_number(self, name: str) -> int | None:
+        """The user's number (hosted Flow's user ``id``): the row's rowid, stable while the user exists."""
+        rows = self._query("SELECT rowid FROM users WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else None
+
+    def groups_of(self, user: str) -> list[str]:
+        return [r[0] for r in self._query(
+            "SELECT group_name FROM group_members WHERE user_name = ? ORDER BY group_name", (user,))]
+
+    # --- API keys --------------------------------------------------------------
+
+    def add_api_key(self, key_id: str, owner: str, name: str, hash_: bytes, expires: float | None) -> None:
+        with self._tx() as c:
+            if not c.execute("SELECT 1 FROM users WHERE name = ?", (owner,)).fetchone():
+                raise StoreError(f"no such user: {owner}")
+            c.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)",
+                      (key_id, owner, name, hash_, time.time(), expires))
+
+    def api_key(self, key_id: str) -> tuple[str, bytes, float | None] | None:
+        """``(owner, hash, expires)`` of a key."""
+        rows = self._query("SELECT owner, hash, expires FROM api_keys WHERE id = ?", (key_id,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def api_keys(self, owner: str | None = None) -> list[tuple[str, str, str, float, float | None]]:
+        """``(id, owner, name, created, expires)`` of every key (of ``owner``), oldest first."""
+        sql = "SELECT id, owner, name, created, expires FROM api_keys"
+        params: tuple[str, ...] = ()
+        if owner is not None:
+            sql, params = sql + " WHERE owner = ?", (owner,)
+        return [tuple(r) for r in self._query(sql + " ORDER BY created, id", params)]  # type: ignore[misc]
+
+    def remove_api_key(self, key_id: str) -> bool:
+        with self._tx() as c:
+            return c.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount > 0
 
     def data_by_ids(self, ids: Sequence[str]) -> list[DataRow]:
         rows: list[DataRow] = []
