@@ -60,7 +60,8 @@ def _err(description: str) -> dict[str, Any]:
 
 _CHECKSUM_PATTERN = "^(xxh3-128:[0-9a-fA-F]{32})?$"
 _MAX_INT = 2**62
-_ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.][zZ][iI][pP]$"
+#: .zip, .tar.gz or .tgz: the name only; the server's --archive-format decides the content.
+_ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.]([zZ][iI][pP]|[tT][gG][zZ]|[tT][aA][rR][.][gG][zZ])$"
 #: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
 _BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"
 _BARE_404 = {"description": "unknown, unreadable, not ready, or wrong filename (no body)"}
