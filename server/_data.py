@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -22,14 +23,16 @@ DEFAULT_PAGE = 10
 CONTENTS_CHUNK = 10240
 
 
-def record_of(row: DataRow, level: int, extensions: bool) -> dict[str, Any]:
-    """The full record of one ready data (see :mod:`._records`)."""
-    return data_record(row, links_of(row), level=level, extensions=extensions)
+async def records_of(state: State, rows: Sequence[DataRow], level: int | None = None) -> list[dict[str, Any]]:
+    """The full records of ready data (see :mod:`._records`); ``level`` None: the owner's."""
+    links = await links_of(state.store, rows)
+    return [data_record(row, link, level=3 if level is None else level, extensions=state.config.extensions)
+            for row, link in zip(rows, links, strict=True)]
 
 
 async def get_data(request: web.Request) -> web.StreamResponse:
     row, level = await visible(request)
-    return json_response(record_of(row, level, state_of(request).config.extensions))
+    return json_response((await records_of(state_of(request), [row], level))[0])
 
 
 async def get_contents(request: web.Request) -> web.StreamResponse:
@@ -160,7 +163,9 @@ async def search(request: web.Request) -> web.StreamResponse:
         rows = await state.store.run(state.store.data_by_ids, page_ids)
     paired = flt.is_single is False
     extensions = state.config.extensions
-    items = [search_item(r, links_of(r), user=user, paired=paired, extensions=extensions) for r in rows]
+    links = await links_of(state.store, rows)
+    items = [search_item(r, link, user=user, paired=paired, extensions=extensions)
+             for r, link in zip(rows, links, strict=True)]
     return json_response({"count": total, "page": page, "data": items})
 
 
@@ -175,7 +180,7 @@ async def owned(request: web.Request) -> web.StreamResponse:
         {
             "count": total,
             "page": offset // limit + 1,
-            "data": [record_of(r, 3, state.config.extensions) for r in rows],
+            "data": await records_of(state, rows),
         }
     )
 

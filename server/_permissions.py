@@ -83,7 +83,7 @@ async def put_permissions(request: web.Request) -> web.StreamResponse:
 
 async def patch_data(request: web.Request) -> web.StreamResponse:
     """``PATCH /data/<id> {"private": BOOL}`` (needs edit)."""
-    from ._data import record_of
+    from ._data import records_of
 
     state = state_of(request)
     row, level = await visible(request, EDIT)
@@ -96,4 +96,4 @@ async def patch_data(request: web.Request) -> web.StreamResponse:
     await state.store.run(state.store.set_private, row.id, body["private"])
     updated = await state.store.run(state.store.get_data, row.id)
     assert updated is not None
-    return json_response(record_of(updated, level, state.config.extensions))
+    return json_response((await records_of(state, [updated], level))[0])
