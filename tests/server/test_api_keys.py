@@ -124,3 +124,28 @@ async def test_keys_never_reach_the_log(server: RunningServer, api: Api, caplog:
         await api.call("GET", path, headers={"Authorization": f"Bearer {key}"})
     await api.call("GET", "/me", headers={"Authorization": f"Bearer {key}zz"})
     assert key.split("_", 2)[2][:20] not in caplog.text
+
+
+async def test_the_official_cli_reads_as_the_hosted_docs_say(server: RunningServer, api: Api, tmp_path: Path) -> None:
+    """``flowbio api get``, as Goodwright's agent docs use it: anonymous by default, the key from a token file."""
+    public = await api.upload("alice", b"open", "open.txt")
+    await api.upload("alice", b"closed", "closed.txt")
+    assert (await api.call("PATCH", f"/data/{public}", "alice", json={"private": False})).status == 200
+    _, key = await _add_key(server.root, "alice")
+    token_file = tmp_path / "api-token"
+    token_file.write_text(key + "\n")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "FLOW_API_URL": server.base_url}
+    flowbio = [sys.executable, "-m", "flowbio.cli"]
+
+    async def get(*args: str) -> object:
+        done = await anyio.run_process([*flowbio, *args], env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    anonymous = await get("api", "get", "/data/search", "--json")
+    assert [d["id"] for d in anonymous["data"]] == [public]  # type: ignore[index]
+    me = await get("--token-file", str(token_file), "api", "get", "/me", "--json")
+    assert me["username"] == "alice"  # type: ignore[index]
+    mine = await get("--token-file", str(token_file), "api", "get", "/data/search", "--param", "owned=true",
+                     "--param", "count=5", "--json")
+    assert mine["count"] == 2  # type: ignore[index]
