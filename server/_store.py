@@ -28,6 +28,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from flowxfer._os import fsync_dir
 
+from ._store_accounts import AccountStore, StoreError
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -267,16 +269,12 @@ def _job(row: Sequence[Any]) -> JobRow:
     )
 
 
-class StoreError(Exception):
-    """A metadata operation refused (unknown user, duplicate name...)."""
-
-
 class FlushError(StoreError):
     """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
 
 
-class Store:
-    """The metadata database under the server's root."""
+class Store(AccountStore):
+    """The metadata database under the server's root (API keys and ``/me``'s reads: :class:`AccountStore`)."""
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root) / DB_NAME
@@ -750,41 +748,6 @@ class Store:
         """``{data_type: number of ready data}`` for every type some ready data carries."""
         return dict(self._query(  # type: ignore[arg-type]
             "SELECT data_type, COUNT(*) FROM data WHERE state = 'ready' AND data_type IS NOT NULL GROUP BY data_type"))
-
-    def user_number(self, name: str) -> int | None:
-        """The user's number (hosted Flow's user ``id``): the row's rowid, stable while the user exists."""
-        rows = self._query("SELECT rowid FROM users WHERE name = ?", (name,))
-        return int(rows[0][0]) if rows else None
-
-    def groups_of(self, user: str) -> list[str]:
-        return [r[0] for r in self._query(
-            "SELECT group_name FROM group_members WHERE user_name = ? ORDER BY group_name", (user,))]
-
-    # --- API keys --------------------------------------------------------------
-
-    def add_api_key(self, key_id: str, owner: str, name: str, hash_: bytes, expires: float | None) -> None:
-        with self._tx() as c:
-            if not c.execute("SELECT 1 FROM users WHERE name = ?", (owner,)).fetchone():
-                raise StoreError(f"no such user: {owner}")
-            c.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)",
-                      (key_id, owner, name, hash_, time.time(), expires))
-
-    def api_key(self, key_id: str) -> tuple[str, bytes, float | None] | None:
-        """``(owner, hash, expires)`` of a key."""
-        rows = self._query("SELECT owner, hash, expires FROM api_keys WHERE id = ?", (key_id,))
-        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-    def api_keys(self, owner: str | None = None) -> list[tuple[str, str, str, float, float | None]]:
-        """``(id, owner, name, created, expires)`` of every key (of ``owner``), oldest first."""
-        sql = "SELECT id, owner, name, created, expires FROM api_keys"
-        params: tuple[str, ...] = ()
-        if owner is not None:
-            sql, params = sql + " WHERE owner = ?", (owner,)
-        return [tuple(r) for r in self._query(sql + " ORDER BY created, id", params)]  # type: ignore[misc]
-
-    def remove_api_key(self, key_id: str) -> bool:
-        with self._tx() as c:
-            return c.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount > 0
 
     def data_by_ids(self, ids: Sequence[str]) -> list[DataRow]:
         rows: list[DataRow] = []
