@@ -60,10 +60,12 @@ from ._bulk_sync import bulk, sync  # noqa: E402
 from ._demo import demo  # noqa: E402
 from ._doctor import doctor  # noqa: E402
 from ._journal_cmds import jobs, show  # noqa: E402
+from ._samples import samples  # noqa: E402
 from ._serve import admin, serve  # noqa: E402
 from ._transfers import download, login, logout, resume, upload  # noqa: E402
 
-for _command in (demo, login, logout, upload, download, resume, jobs, show, doctor, serve, admin, bulk, sync):
+for _command in (demo, login, logout, upload, download, resume, jobs, show, doctor, serve, admin, bulk, sync,
+                 samples):
     main.add_command(_command)
 
 

@@ -116,12 +116,14 @@ def transfer_config(**overrides: Any) -> TransferConfig:
     return config
 
 
-def fail(options: GlobalOptions, message: str, code: int) -> NoReturn:
+def fail(options: GlobalOptions, message: str, code: int, extra: dict[str, Any] | None = None) -> NoReturn:
+    """Say ``message`` on stderr and exit with ``code`` (``extra`` joins the ``--json`` document)."""
     Output("", progress=options.progress_mode(), results=False).error(message)
-    _exit_with_error_document(options, message, code)
+    _exit_with_error_document(options, message, code, extra)
 
 
-def _exit_with_error_document(options: GlobalOptions, message: str, code: int) -> NoReturn:
+def _exit_with_error_document(options: GlobalOptions, message: str, code: int,
+                              extra: dict[str, Any] | None = None) -> NoReturn:
     """Exit with ``code``; under ``--json`` first print the one document a script reads even then.
 
     ``cli.md`` promises one JSON document on stdout; a command that fails
@@ -129,7 +131,7 @@ def _exit_with_error_document(options: GlobalOptions, message: str, code: int) -
     that answers HTML) still gives one, so ``| jq`` never reads nothing.
     """
     if options.json:
-        print(json.dumps({"status": "failed", "error": message, "exit_code": code}), flush=True)
+        print(json.dumps({"status": "failed", "error": message, "exit_code": code, **(extra or {})}), flush=True)
     sys.exit(code)
 
 

@@ -3,7 +3,7 @@
 Stable API::
 
     make_run_folder(root, *, lanes=2, samples=2, fastq_size=256 * 1024, small_files=40,
-                    complete=True, name=RUN_NAME, seed=0) -> Path
+                    complete=True, name=RUN_NAME, seed=0, sample_sheet=None) -> Path
 
 creates ``root/name`` laid out like a finished (or, with ``complete=False``,
 still running) instrument run after demultiplexing::
@@ -14,6 +14,15 @@ still running) instrument run after demultiplexing::
     Logs/*.log                                       small text
     Fastq/L00<l>/<Sample>_S<n>_L00<l>_R<1|2>_001.fastq.gz   paired reads, ~fastq_size each
     RTAComplete.txt, CopyComplete.txt                markers (only when complete)
+    SampleSheet.csv                                  only with sample_sheet="v1" or "v2"
+
+With ``sample_sheet`` the run has an Illumina sample sheet naming its
+samples (and the run's paired reads in ``[Reads]``): ``"v2"`` a bcl-convert
+sheet (``[BCLConvert_Data]``, Sample_ID ``Sample<n>``, as the FASTQs are
+named), ``"v1"`` a bcl2fastq/IEM sheet (``[Data]``, one line per lane and
+sample, Sample_ID ``LIB<n>`` and Sample_Name ``Sample<n>``: the FASTQs carry
+the Sample_Name, as bcl2fastq names them). Writing it takes nothing from
+the random generator, so every other byte is the same with or without it.
 
 Contents are pseudo-random bytes (incompressible, like gzipped reads) from
 a seeded generator: the same arguments always give the same bytes. Small
@@ -32,7 +41,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-__all__ = ["MARKERS", "RUN_NAME", "complete_run", "make_run_folder", "run_files"]
+__all__ = ["MARKERS", "RUN_NAME", "complete_run", "illumina_sample_sheet", "make_run_folder", "run_files"]
 
 RUN_NAME = "241129_A01234_0042_BHXXXXDSX5"
 MARKERS = ("RTAComplete.txt", "CopyComplete.txt")
@@ -55,10 +64,13 @@ def make_run_folder(
     complete: bool = True,
     name: str = RUN_NAME,
     seed: int = 0,
+    sample_sheet: str | None = None,
 ) -> Path:
     """Create the run folder ``root/name`` (see the module doc) and return its path."""
     if lanes < 1 or samples < 1 or fastq_size < 1 or small_files < 0:
         raise ValueError("lanes, samples and fastq_size must be positive, small_files not negative")
+    if sample_sheet not in (None, "v1", "v2"):
+        raise ValueError(f"sample_sheet must be None, 'v1' or 'v2', not {sample_sheet!r}")
     rng = random.Random(seed)
     run = Path(root) / name
     run.mkdir(parents=True, exist_ok=True)
@@ -91,9 +103,31 @@ def make_run_folder(
                 size = max(1, int(fastq_size * rng.uniform(0.75, 1.25)))
                 _write(run / "Fastq" / f"L{lane:03d}" / f"Sample{sample}_S{sample}_L{lane:03d}_R{read}_001.fastq.gz",
                        rng.randbytes(size))
+    if sample_sheet is not None:
+        _write(run / "SampleSheet.csv", illumina_sample_sheet(sample_sheet, lanes=lanes, samples=samples,
+                                                              name=name).encode())
     if complete:
         complete_run(run)
     return run
+
+
+def illumina_sample_sheet(version: str, *, lanes: int = 2, samples: int = 2, name: str = RUN_NAME) -> str:
+    """The ``SampleSheet.csv`` text of a run made by :func:`make_run_folder` (``version`` "v1" or "v2")."""
+    indexes = ["ACGTACGT", "TGCATGCA", "GATCGATC", "CTAGCTAG", "AACCGGTT", "TTGGCCAA", "AGTCAGTC", "TCAGTCAG"]
+    if version == "v2":
+        lines = ["[Header]", "FileFormatVersion,2", f"RunName,{name}", "InstrumentPlatform,NovaSeqXSeries", "",
+                 "[Reads]", "Read1Cycles,151", "Read2Cycles,151", "Index1Cycles,8", "",
+                 "[BCLConvert_Settings]", "SoftwareVersion,4.2.7", "", "[BCLConvert_Data]",
+                 "Lane,Sample_ID,Index,Sample_Project"]
+        lines += [f"{lane},Sample{sample},{indexes[(sample - 1) % len(indexes)]},Demo"
+                  for lane in range(1, lanes + 1) for sample in range(1, samples + 1)]
+    else:
+        lines = ["[Header],,,,", "IEMFileVersion,4,,,", f"Experiment Name,{name},,,", "Workflow,GenerateFASTQ,,,",
+                 ",,,,", "[Reads],,,,", "151,,,,", "151,,,,", ",,,,", "[Settings],,,,", "Adapter,CTGTCTCTTATA,,,",
+                 ",,,,", "[Data],,,,", "Lane,Sample_ID,Sample_Name,index,Sample_Project"]
+        lines += [f"{lane},LIB{sample:03d},Sample{sample},{indexes[(sample - 1) % len(indexes)]},Demo"
+                  for lane in range(1, lanes + 1) for sample in range(1, samples + 1)]
+    return "\n".join(lines) + "\n"
 
 
 def complete_run(run: Path) -> None:

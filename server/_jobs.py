@@ -32,9 +32,9 @@ from flowxfer.protocol import ARCHIVE_SUFFIXES, archive_member_names, filename_p
 
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
+from ._sink import hash_file
 from ._state import State, state_of, user_of
 from ._store import JobRow
-from ._uploads import hash_file
 
 log = logging.getLogger("flowxfer.server.jobs")
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from flowxfer import __version__
 
+from ._openapi_samples import sample_paths
+
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _CHUNK = {
     "type": "object",
@@ -501,6 +503,11 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     single["security"] = OPTIONAL_AUTH
     single["responses"]["401"] = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
     paths.update(hosted_paths())
+    paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
+    status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    status["properties"].update(sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
+                                previous_data={"type": "array", "items": {"type": "string"},
+                                               "description": "[ext] the files linked before it"})
     for path, methods in paths.items():
         for method, operation in list(methods.items()):
             if path.startswith("/downloads/") and method == "get" and "Range" in str(operation["parameters"]):

@@ -82,14 +82,26 @@ class Links:
 
 
 async def links_of(store: Store, rows: Sequence[DataRow]) -> list[Links]:
-    """The category, sample, fileset, project and paired file of each of ``rows``, in order.
+    """The category, sample, fileset, project and paired file of each of ``rows``, in order (one store call).
 
-    Every data is generic and stands alone until samples exist on this
-    server; samples' ``data.category`` and ``Store.sample_of_data`` belong
-    here (one store call for the whole page: ``await store.run(...)``).
+    A fileset is named after its sample (ours have no names of their own).
     """
-    del store
-    return [Links() for _ in rows]
+    found = await store.run(store.data_links, [row.id for row in rows])
+    links = []
+    for row in rows:
+        link = found.get(row.id)
+        if link is None:  # removed since the page was read: shown as it stood, alone
+            links.append(Links())
+            continue
+        sample = {"id": link.sample[0], "name": link.sample[1]} if link.sample else None
+        links.append(Links(
+            category=link.category,
+            sample=sample,
+            fileset={"id": link.fileset_id, "name": sample["name"]} if link.fileset_id and sample else None,
+            project={"id": link.project[0], "name": link.project[1]} if link.project else None,
+            paired={"id": link.paired[0], "filename": link.paired[1]} if link.paired else None,
+        ))
+    return links
 
 
 def _created(row: DataRow) -> int:

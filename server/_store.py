@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 from flowxfer._os import fsync_dir
 
 from ._store_accounts import AccountStore, StoreError
+from ._store_samples import GENERIC_KIND, DataKind, NewSample, SampleStoreMixin
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -106,6 +107,46 @@ _MIGRATIONS: tuple[str, ...] = (
         expires   REAL
     );
     CREATE INDEX jobs_by_status ON jobs (status);
+    """,
+    # Samples (docs/protocol.md, "Samples"): projects, samples, their filesets and the data
+    # linked into them in order. A data id appears in at most one fileset (UNIQUE), so a ready
+    # file can never be linked twice, whatever a crash or a replay does.
+    """
+    ALTER TABLE data ADD COLUMN category INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE data ADD COLUMN reads1 TEXT;
+    CREATE TABLE projects (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        private     INTEGER NOT NULL DEFAULT 1,
+        created     REAL NOT NULL,
+        UNIQUE (owner, name)
+    );
+    CREATE TABLE samples (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        sample_type TEXT NOT NULL,
+        project_id  TEXT REFERENCES projects (id),
+        organism    TEXT,
+        metadata    TEXT NOT NULL,
+        private     INTEGER NOT NULL DEFAULT 1,
+        created     REAL NOT NULL
+    );
+    CREATE INDEX samples_by_owner ON samples (owner, created);
+    CREATE TABLE filesets (
+        id        TEXT PRIMARY KEY,
+        sample_id TEXT NOT NULL REFERENCES samples (id) ON DELETE CASCADE,
+        created   REAL NOT NULL
+    );
+    CREATE INDEX filesets_by_sample ON filesets (sample_id);
+    CREATE TABLE fileset_data (
+        fileset_id TEXT NOT NULL REFERENCES filesets (id) ON DELETE CASCADE,
+        position   INTEGER NOT NULL,
+        data_id    TEXT NOT NULL UNIQUE REFERENCES data (id),
+        PRIMARY KEY (fileset_id, position)
+    ) WITHOUT ROWID;
     """,
     # Long-lived API keys: only a hash of each secret is kept (see _keys.py).
     """
@@ -273,7 +314,7 @@ class FlushError(StoreError):
     """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
 
 
-class Store(AccountStore):
+class Store(SampleStoreMixin, AccountStore):
     """The metadata database under the server's root (API keys and ``/me``'s reads: :class:`AccountStore`)."""
 
     def __init__(self, root: Path) -> None:
@@ -339,6 +380,12 @@ class Store(AccountStore):
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for several reads in a row (no transaction: each read sees what is committed)."""
+        with self._lock:
+            yield self._conn
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one store method in the store's own thread, off the event loop, with group commit.
@@ -575,6 +622,8 @@ class Store(AccountStore):
         final_checksum: str | None = None,
         tree: Sequence[TreeFile] = (),
         ready: bool = False,
+        kind: DataKind = GENERIC_KIND,
+        sample: NewSample | None = None,
     ) -> None:
         """Record one received chunk in one transaction.
 
@@ -585,8 +634,12 @@ class Store(AccountStore):
         leaves either the chunk unrecorded (the client resends it) or the
         upload complete (start-up recovery finishes the move). ``ready``: the
         bytes are in the data folder already (a whole upload in one request),
-        so the upload is recorded ``ready`` at once.
+        so the upload is recorded ``ready`` at once. ``kind``: the new row's
+        category (and first multiplexed file); ``sample``: with the final
+        chunk, the sample to create and link this upload into, in the same
+        transaction.
 
+        :raises SampleRefused: ``sample`` breaks a rule; nothing is recorded.
         :raises StoreError: if the upload is not open at ``offset`` (the
             caller's lock makes this a bug, not a race).
         """
@@ -595,7 +648,9 @@ class Store(AccountStore):
         with self._tx() as c:
             if new is not None:
                 c.execute(
-                    "INSERT INTO data VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO data (id, owner, filename, data_type, is_directory, private, state, size, "
+                    "checksum, created, updated, error, category, reads1) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.id,
                         new.owner,
@@ -609,6 +664,8 @@ class Store(AccountStore):
                         now,
                         now,
                         None,
+                        kind.category,
+                        kind.reads1,
                     ),
                 )
             else:
@@ -632,6 +689,8 @@ class Store(AccountStore):
                     "INSERT INTO tree_files VALUES (?, ?, ?, ?)",
                     [(data_id, f.path, f.size, f.checksum) for f in tree],
                 )
+                if sample is not None:
+                    self._link_sample(c, sample, data_id)
 
     def replace_tree(self, data_id: str, tree: Sequence[TreeFile]) -> None:
         with self._tx() as c:
@@ -703,12 +762,16 @@ class Store(AccountStore):
             names = [f":type{i}" for i in range(len(flt.data_types))]
             clauses.append(f"d.data_type IN ({', '.join(names)})")
             params.update({name[1:]: value for name, value in zip(names, flt.data_types, strict=True)})
-        # No data here has a category but generic, a fileset or a producing pipeline
-        # (until samples exist: then these read data.category and the filesets).
         if flt.category is not None:
-            clauses.append(":category = 1")
+            clauses.append("d.category = :category")
             params["category"] = flt.category
-        if flt.is_single is False or flt.nothing:
+        if flt.is_single is not None:
+            # Single: alone in its fileset, or in none. Not single: the first of a fileset of several.
+            shared = ("EXISTS (SELECT 1 FROM fileset_data me JOIN fileset_data other ON other.fileset_id = "
+                      "me.fileset_id AND other.data_id != me.data_id WHERE me.data_id = d.id)")
+            clauses.append(f"NOT {shared}" if flt.is_single else
+                           f"{shared} AND (SELECT position FROM fileset_data WHERE data_id = d.id) = 0")
+        if flt.nothing:  # no data here is produced by a pipeline
             clauses.append("0")
         # Inclusive bounds, as hosted Flow's (size >= size_gt).
         for column, op, key in (

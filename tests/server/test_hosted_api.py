@@ -106,7 +106,7 @@ async def test_search_filters(api: Api) -> None:
     assert await ids("owned=true") == [b, a]
     assert await ids("uploaded=true") == [c, b, a]  # nothing here came from a pipeline
     assert await ids("category=1") == [c, b, a] and await ids("category=3") == []
-    assert await ids("is_single=true") == [c, b, a]  # no fileset holds two files
+    assert await ids("is_single=true") == [c, b, a]  # in no fileset
     paired = await api.call("GET", "/data/search?is_single=false", "alice")
     assert paired.json() == {"count": 0, "page": 1, "data": []}
     assert await ids("pipeline=12") == [] and await ids("process_execution=fastqc") == []
@@ -114,18 +114,43 @@ async def test_search_filters(api: Api) -> None:
     assert await ids("", None) == [c] and await ids("owned=true", None) == []
 
 
-async def test_search_paired_filename_appears_only_when_asked(api: Api) -> None:
-    await api.upload("alice", b"x", "x.txt")
-    single = (await api.call("GET", "/data/search?is_single=true", "alice")).json()["data"][0]
-    assert "paired_filename" not in single
-    # The field's presence follows the parameter even when no pair exists yet (no filesets here).
-    from flowxfer.server._records import Links, search_item
-    from flowxfer.server._store import DataRow
+async def test_a_paired_samples_files_link_as_hosted_flow_shows_them(api: Api, server: RunningServer) -> None:
+    import anyio
 
-    row = DataRow("1", "alice", "R1.fq", None, False, False, "ready", 1, None, 1.5, 1.5, None)
-    shown = search_item(row, Links(paired={"id": "2", "filename": "R2.fq"}), user="", paired=True,
-                        extensions=False)
-    assert shown["paired_filename"] == "R2.fq" and shown["can_delete"] is False and shown["created"] == 1
+    from flowxfer.server import Admin
+    from tests.server.test_samples import upload_file
+
+    def project() -> str:
+        with Admin(server.root) as admin:
+            return admin.add_project("alice", "liver")[0]
+
+    project_id = await anyio.to_thread.run_sync(project)
+    r1 = await upload_file(api, "alice", b"@1\nA\n+\nI\n", last_file=False, filename="S1_R1.fq", name="S1",
+                           fields={"project": project_id})
+    r2 = await upload_file(api, "alice", b"@2\nC\n+\nI\n", previous=[str(r1["id"])], filename="S1_R2.fq",
+                           name="S1", fields={"project": project_id})
+    lone = await api.upload("alice", b"x", "lone.txt")
+    sample = {"id": r2["sample_id"], "name": "S1"}
+    record = (await api.call("GET", f"/data/{r1['id']}", "alice")).json()
+    assert record["sample"] == sample and record["project"] == {"id": project_id, "name": "liver"}
+    assert record["fileset"]["name"] == "S1" and record["fileset"]["id"]
+    assert record["paired"] == {"id": r2["id"], "filename": "S1_R2.fq"}
+    assert record["category"] == 4  # demultiplexed reads
+    assert (await api.call("GET", f"/data/{r2['id']}", "alice")).json()["paired"] == {"id": r1["id"],
+                                                                                       "filename": "S1_R1.fq"}
+    alone = (await api.call("GET", f"/data/{lone}", "alice")).json()
+    assert alone["category"] == 1 and alone["sample"] is alone["paired"] is alone["fileset"] is None
+
+    async def search(query: str) -> list[dict[str, Any]]:
+        return list((await api.call("GET", f"/data/search?{query}", "alice")).json()["data"])
+
+    pairs = await search("is_single=false")
+    assert [(d["id"], d["paired_filename"], d["sample_name"]) for d in pairs] == [(r1["id"], "S1_R2.fq", "S1")]
+    singles = await search("is_single=true")
+    assert [d["id"] for d in singles] == [lone] and "paired_filename" not in singles[0]
+    assert {d["id"] for d in await search("category=4")} == {r1["id"], r2["id"]}
+    assert [d["id"] for d in await search("category=1")] == [lone]
+    assert {d["sample_name"] for d in await search("")} == {"S1", None}
 
 
 async def test_bad_search_input_is_400_never_500(api: Api) -> None:
