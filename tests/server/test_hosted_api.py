@@ -151,6 +151,15 @@ async def test_a_paired_samples_files_link_as_hosted_flow_shows_them(api: Api, s
     assert {d["id"] for d in await search("category=4")} == {r1["id"], r2["id"]}
     assert [d["id"] for d in await search("category=1")] == [lone]
     assert {d["sample_name"] for d in await search("")} == {"S1", None}
+    # Three files in one fileset: no "paired" (hosted Flow names a pair only when there are exactly two).
+    t1 = await upload_file(api, "alice", b"1", last_file=False, filename="T_1.fq", name="T")
+    t2 = await upload_file(api, "alice", b"2", last_file=False, filename="T_2.fq", name="T")
+    t3 = await upload_file(api, "alice", b"3", previous=[str(t1["id"]), str(t2["id"])], filename="T_3.fq", name="T")
+    for member in (t1, t2, t3):
+        shown = (await api.call("GET", f"/data/{member['id']}", "alice")).json()
+        assert shown["paired"] is None and shown["sample"] == {"id": t3["sample_id"], "name": "T"}
+    firsts = await search("is_single=false")
+    assert [(d["id"], d["paired_filename"]) for d in firsts] == [(t1["id"], None), (r1["id"], "S1_R2.fq")]
 
 
 async def test_bad_search_input_is_400_never_500(api: Api) -> None:
