@@ -70,7 +70,8 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
 
 @click.command()
 @click.argument("ids", nargs=-1, required=True)
-@click.option("--name", metavar="NAME.zip", help="The archive's name (default flow-download.zip).")
+@click.option("--name", metavar="NAME.zip", help="The archive's name, .zip, .tar.gz or .tgz (default "
+              "flow-download.zip); zip or tar.gz content is told apart by its bytes.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder for the archive (and its files with --extract).")
 @click.option("--extract", is_flag=True, help="Unpack the archive safely into the folder, verifying each file.")

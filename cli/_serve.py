@@ -168,6 +168,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 )
 @click.option("--no-extensions", is_flag=True, help="Hide every [ext] feature: behave as hosted Flow.")
 @click.option(
+    "--archive-format",
+    type=click.Choice(["zip", "tar.gz"]),
+    default="zip",
+    show_default=True,
+    help="What bulk archive jobs build (hosted Flow builds tar.gz).",
+)
+@click.option(
     "--catalog",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     callback=_catalog,
@@ -208,6 +215,7 @@ def serve(
     refresh_ttl: float,
     job_ttl: float,
     no_extensions: bool,
+    archive_format: str,
     catalog: Path | None,
     projects: list[tuple[str, str]],
     max_chunk_size: int,
@@ -239,6 +247,7 @@ def serve(
         refresh_ttl=refresh_ttl,
         job_ttl=job_ttl,
         extensions=not no_extensions,
+        archive_format=archive_format,
         catalog=catalog,
         projects=projects,
         max_chunk_size=max_chunk_size,
@@ -430,3 +439,61 @@ def group_list(ctx: click.Context) -> None:
     with _admin(ctx.obj) as adm:
         for name, members in adm.groups().items():
             click.echo(f"{name}: {' '.join(members)}")
+
+
+@admin.group("token")
+def token_group() -> None:
+    """Long-lived API keys, as hosted Flow issues them: add, list, remove."""
+
+
+@token_group.command("add")
+@click.argument("user")
+@click.option("--name", default="", help="A label for the key (e.g. laptop, AI agent).")
+@click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Days the key stays valid (default: until removed).")
+@click.pass_context
+def token_add(ctx: click.Context, user: str, name: str, expires_in_days: float | None) -> None:
+    """Issue an API key for USER, used as 'Authorization: Bearer KEY' (or FLOW_API_TOKEN).
+
+    The key is printed once, on stdout, and only a hash of it is kept: save it now.
+
+    Example: flowxfer admin --root R token add alice --name laptop > ~/.config/flow/api-token
+    """
+    from flowxfer.server import AdminError
+
+    with _admin(ctx.obj) as adm:
+        try:
+            key_id, key = adm.add_token(user, name, expires_in_days * 86400 if expires_in_days else None)
+        except AdminError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(key)
+    click.echo(f"API key {key_id} for {user}: shown once, only its hash is kept", err=True)
+
+
+@token_group.command("list")
+@click.option("--user", default=None, help="Only this user's keys.")
+@click.pass_context
+def token_list(ctx: click.Context, user: str | None) -> None:
+    """List API keys: id, user, name, created, expires (never a secret).
+
+    Example: flowxfer admin --root R token list
+    """
+    import time
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t is not None else "never"
+
+    with _admin(ctx.obj) as adm:
+        for key_id, owner, name, created, expires in adm.tokens(user):
+            click.echo(f"{key_id}\t{owner}\t{name or '-'}\t{when(created)}\texpires {when(expires)}")
+
+
+@token_group.command("remove")
+@click.argument("key_id")
+@click.pass_context
+def token_remove(ctx: click.Context, key_id: str) -> None:
+    """Revoke an API key at once. Example: flowxfer admin --root R token remove 0123456789abcdef"""
+    with _admin(ctx.obj) as adm:
+        if not adm.remove_token(key_id):
+            raise click.UsageError(f"no such API key: {key_id}")
+    click.echo(f"removed API key {key_id}")

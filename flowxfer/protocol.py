@@ -102,6 +102,11 @@ def filename_problem(name: str) -> str | None:
 
 # --- bulk archives ---------------------------------------------------------
 
+#: Names a bulk archive may take. The name does not decide the content: our
+#: server builds what ``serve --archive-format`` says (hosted Flow builds
+#: tar.gz), and the engine tells zip from tar.gz by the archive's first bytes.
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
+
 def archive_member_names(items: Sequence[tuple[str, str]]) -> list[str]:
     """Names inside a bulk archive for ``(id, filename)`` pairs, in order (pure).
 

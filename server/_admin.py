@@ -7,10 +7,12 @@ request), and new passwords at the next login.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ._auth import hash_password, password_problem, username_problem
 from ._ids import new_id
+from ._keys import MAX_NAME, new_key
 from ._store import Store, StoreError
 
 
@@ -84,6 +86,33 @@ class Admin:
     def groups(self) -> dict[str, list[str]]:
         """``{group: [members]}``."""
         return self._store.list_groups()
+
+    def add_token(self, user: str, name: str = "", expires_in: float | None = None) -> tuple[str, str]:
+        """A new long-lived API key for ``user``: ``(key id, whole key)``.
+
+        The whole key exists only in the answer: show it once; the store keeps a hash.
+
+        :param expires_in: seconds it stays valid (None: until removed).
+        :raises AdminError: an unknown user, a bad name or lifetime.
+        """
+        if len(name) > MAX_NAME or not name.isprintable():
+            raise AdminError(f"token names are at most {MAX_NAME} printable characters")
+        if expires_in is not None and not 0 < expires_in < 1e11:
+            raise AdminError("a token's lifetime must be positive")
+        key, digest = new_key()
+        expires = time.time() + expires_in if expires_in is not None else None
+        try:
+            self._store.add_api_key(key.id, user, name, digest, expires)
+        except StoreError as exc:
+            raise AdminError(str(exc)) from None
+        return key.id, key.key
+
+    def tokens(self, user: str | None = None) -> list[tuple[str, str, str, float, float | None]]:
+        """``(id, user, name, created, expires)`` of every API key (never the secret: it is not kept)."""
+        return self._store.api_keys(user)
+
+    def remove_token(self, key_id: str) -> bool:
+        return self._store.remove_api_key(key_id)
 
     def add_project(self, owner: str, name: str, description: str = "") -> tuple[str, bool]:
         """Create ``owner``'s project ``name`` unless it exists: (its id, whether it is new).

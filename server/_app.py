@@ -1,7 +1,8 @@
 """The aiohttp application: middleware (auth, rate limits, errors), login, capabilities.
 
-One middleware does, in order: identify the caller (Bearer token, or
-``?token=`` on downloads), count the request against its rate-limit class,
+One middleware does, in order: identify the caller (Bearer token or API
+key; on downloads also ``?token=`` or the refresh cookie; nobody, on the
+routes that serve public data), count the request against its rate-limit class,
 run the handler, and turn any refusal into ``{"error": ...}`` with the
 ``X-RateLimit-*`` headers of the class it counted against. Anything
 unexpected becomes a JSON 500 carrying an id that is also logged; there
@@ -33,6 +34,7 @@ from ._downloads import download_routes
 from ._http import ApiError, Bare404, bad_request, json_response, read_json
 from ._ids import new_id
 from ._jobs import JobManager, job_routes
+from ._keys import is_api_key, verify_api_key
 from ._openapi import openapi_document
 from ._ratelimit import RateLimiter
 from ._regex import RegexWorker
@@ -41,6 +43,7 @@ from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, stat
 from ._store import Store
 from ._upload_routes import ROUTES
 from ._uploads import UploadManager, upload_routes
+from ._users import user_routes
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -50,7 +53,11 @@ log = logging.getLogger("flowxfer.server")
 #: Routes anyone may call, and whether they count against the caller IP's api budget.
 _PUBLIC = {"capabilities": False, "openapi": False, "login": True, "token": True,
            **{name: True for name in PUBLIC_ROUTES}}
-#: Routes where the token may also come as ``?token=`` (links handed to browsers, curl).
+#: Routes that serve public data (or, ``/me``, a record of nulls) to a caller with no
+#: token, as hosted Flow's do. A token that is sent must still be good: a bad one is a 401.
+_ANONYMOUS_OK = {"data", "search", "download", "data_types", "data_contents", "me"}
+#: Routes where the token may also come as ``?token=`` or the refresh cookie (links handed
+#: to browsers and curl, as hosted Flow's ``/downloads/<id>/<name>``).
 _QUERY_TOKEN = {"download", "job_archive"}
 _DOWNLOADS = {"download", "job_archive"}
 UPLOAD_ROUTE_NAMES = frozenset(route.name for route in ROUTES)
@@ -67,16 +74,31 @@ def _rate_class(route: str | None, method: str) -> str | None:
     return "api"
 
 
-def _bearer(request: web.Request, route: str | None) -> str | None:
+def _credential(request: web.Request, route: str | None) -> tuple[str, str] | None:
+    """``(token, kind)`` the caller sent, or None: a Bearer header, else on downloads ``?token=``
+    (an access token or API key) or the ``flow_refresh_token`` cookie (a refresh token)."""
     header = request.headers.get("Authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise ApiError(401, "Authorization must read: Bearer <token>")
-        return value.strip()
+        return value.strip(), "access"
     if route in _QUERY_TOKEN:
-        return request.query.get("token") or None
+        if token := request.query.get("token"):
+            return token, "access"
+        if cookie := request.cookies.get(REFRESH_COOKIE):
+            return cookie, "refresh"
     return None
+
+
+async def _identify(state: State, token: str, kind: str) -> str:
+    """The user a token stands for: an access JWT, a refresh JWT (cookie) or an API key.
+
+    :raises TokenError: for anything else.
+    """
+    if kind == "access" and is_api_key(token):
+        return await state.store.run(verify_api_key, state.store, token)
+    return state.tokens.verify(token, kind)
 
 
 def _error_response(status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> web.Response:
@@ -99,12 +121,12 @@ async def flow_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             if _PUBLIC[route]:
                 charge(request, "api")
         else:
-            token = None
             try:
-                token = _bearer(request, route)
-                if token is None:
+                credential = _credential(request, route)
+                if credential is not None:
+                    request[USER] = await _identify(state, *credential)
+                elif route not in _ANONYMOUS_OK:
                     raise ApiError(401, "authentication required: send Authorization: Bearer <token>")
-                request[USER] = state.tokens.verify(token, "access")
             except TokenError as exc:
                 charge(request, "api")
                 raise ApiError(401, str(exc)) from None
@@ -362,7 +384,7 @@ def build_app(state: State) -> web.Application:
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
     routes += (upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
-               + sample_routes(state))
+               + sample_routes(state) + user_routes())
     app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
                     for r in routes])
     app.router.register_resource(_EveryTarget())  # last: it answers what nothing above serves

@@ -61,6 +61,8 @@ class ServerConfig:
     max_job_items: int = 10_000
     #: Archive jobs built at the same time (each is disk-bound).
     job_concurrency: int = 2
+    #: What archive jobs build: "zip" (stored), or "tar.gz" as hosted Flow does.
+    archive_format: str = "zip"
     #: Bounds on unpacking an ``is_directory`` upload (zip bombs, tar bombs).
     max_archive_members: int = 100_000
     max_unpacked_bytes: int = 64 * GiB
@@ -110,6 +112,8 @@ class ServerConfig:
         for name in ("access_ttl", "refresh_ttl", "job_ttl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.archive_format not in ("zip", "tar.gz"):
+            raise ValueError("archive_format must be zip or tar.gz")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither")
 

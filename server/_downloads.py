@@ -25,7 +25,7 @@ from flowxfer.protocol import HEADER_CHECKSUM
 
 from ._http import ApiError, Bare404
 from ._ids import is_id
-from ._state import State, apply_rate_headers, state_of, user_of
+from ._state import State, apply_rate_headers, caller_of, state_of
 from ._store import READY
 
 #: ASCII digits only, and no more than a 64-bit offset needs (int() of thousands of digits is refused).
@@ -104,6 +104,11 @@ def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266)."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def wants_direct(request: web.Request) -> bool:
+    """``?direct=``: any value but an empty or false one serves inline, as hosted Flow's "truthy value"."""
+    return request.query.get("direct", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _open_checked(path: Path, size: int) -> IO[bytes] | None:
@@ -185,7 +190,7 @@ async def serve_file(
 
 async def get_download(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
-    user = user_of(request)
+    user = caller_of(request)
     data_id = request.match_info["data_id"]
     filename = request.match_info["filename"]
     row = await state.store.run(state.store.get_data, data_id) if is_id(data_id) else None
@@ -201,7 +206,7 @@ async def get_download(request: web.Request) -> web.StreamResponse:
         filename=row.filename,
         last_modified=row.updated,
         extensions=state.config.extensions,
-        disposition=request.query.get("direct") != "yes",
+        disposition=not wants_direct(request),
     )
 
 

@@ -4,6 +4,7 @@ A job is a row in SQLite first (so it survives a restart), then an asyncio
 task that runs :func:`build_archive` in a worker thread: never in the
 request. Archives are ZIP64-capable and stored (bioinformatics files are
 compressed already; storing keeps building disk-bound and ranges cheap),
+or, with ``serve --archive-format tar.gz``, tar.gz as hosted Flow builds them,
 written to a temporary name, fsynced, hashed, then renamed into place.
 Completed archives expire ``job_ttl`` seconds after completion: the file is
 deleted and the URL answers 410.
@@ -15,18 +16,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import tarfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from flowxfer._os import fsync_dir
-from flowxfer.protocol import archive_member_names, filename_problem
+from flowxfer.protocol import ARCHIVE_SUFFIXES, archive_member_names, filename_problem
 
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
@@ -49,15 +51,24 @@ class Member:
     mtime: float
 
 
-def build_archive(
-    members: Sequence[Member], tmp: Path, final: Path, progress: Callable[[float], None]
-) -> tuple[int, str]:
-    """Write the stored ZIP64 archive to ``tmp``, then rename it to ``final`` (blocking).
+ZIP, TAR_GZ = "zip", "tar.gz"
+ARCHIVE_FORMATS = (ZIP, TAR_GZ)
 
-    :returns: the archive's size and checksum.
-    """
-    total = sum(m.size for m in members) or 1
-    done = 0
+
+class _Counted:
+    """A file read through for :mod:`tarfile`, reporting each block it hands out."""
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._raw.read(size)
+        self._on_read(len(block))
+        return block
+
+
+def _write_zip(members: Sequence[Member], tmp: Path, copied: Callable[[int], None]) -> None:
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for member in members:
             info = zipfile.ZipInfo(member.arcname, date_time=time.gmtime(max(member.mtime, 315532800))[:6])
@@ -73,8 +84,37 @@ def build_archive(
                     if not block:
                         break
                     dst.write(block)
-                    done += len(block)
-                    progress(min(done / total, 0.99))
+                    copied(len(block))
+
+
+def _write_tar_gz(members: Sequence[Member], tmp: Path, copied: Callable[[int], None]) -> None:
+    """A PAX tar (long and UTF-8 names) gzipped at level 1: most of what Flow holds is compressed already."""
+    with tarfile.open(tmp, "w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tf:
+        for member in members:
+            info = tarfile.TarInfo(member.arcname)
+            info.size = member.size
+            info.mtime = int(member.mtime)
+            info.mode = 0o644
+            with open(member.path, "rb", buffering=_COPY_BLOCK) as src:
+                tf.addfile(info, _Counted(src, copied))  # type: ignore[arg-type]
+
+
+def build_archive(
+    members: Sequence[Member], tmp: Path, final: Path, progress: Callable[[float], None], fmt: str = ZIP
+) -> tuple[int, str]:
+    """Write the archive (stored ZIP64, or tar.gz) to ``tmp``, then rename it to ``final`` (blocking).
+
+    :returns: the archive's size and checksum.
+    """
+    total = sum(m.size for m in members) or 1
+    done = 0
+
+    def copied(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(min(done / total, 0.99))
+
+    (_write_tar_gz if fmt == TAR_GZ else _write_zip)(members, tmp, copied)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     size = tmp.stat().st_size
@@ -97,7 +137,8 @@ class JobManager:
         self._sweeper: asyncio.Task[None] | None = None
 
     def archive_path(self, job: JobRow) -> Path:
-        return self.folder / f"{job.id}.zip"
+        """Where a job's archive lies; named by the format, so a restart in another format rebuilds it."""
+        return self.folder / f"{job.id}.{self.state.config.archive_format}"
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -143,12 +184,13 @@ class JobManager:
                     Member(self.state.layout.data / r.id, name, r.size, r.updated)
                     for r, name in zip(rows, names, strict=True)
                 ]
-                tmp = self.folder / f"{job_id}.zip.tmp"
+                tmp = self.folder / f"{job_id}.archive.tmp"
 
                 def progress(value: float) -> None:
                     self._progress[job_id] = value
 
-                size, checksum = await asyncio.to_thread(build_archive, members, tmp, self.archive_path(job), progress)
+                size, checksum = await asyncio.to_thread(build_archive, members, tmp, self.archive_path(job), progress,
+                                                         self.state.config.archive_format)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -204,14 +246,14 @@ class JobManager:
         if not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
             bad_request("data ids are strings")
         unique = list(dict.fromkeys(str(i) for i in ids))
-        name = body.get("name", DEFAULT_ARCHIVE_NAME)
+        name = body.get("name", DEFAULT_ARCHIVE_NAME if config.archive_format == ZIP else "flow-download.tar.gz")
         if not isinstance(name, str):
             bad_request("name must be a string")
         problem = filename_problem(name)
         if problem:
             bad_request(f"bad archive name: {problem}")
-        if not name.lower().endswith(".zip"):
-            bad_request("the archive name must end in .zip")
+        if not name.lower().endswith(ARCHIVE_SUFFIXES):
+            bad_request(f"the archive name must end in {', '.join(ARCHIVE_SUFFIXES)}")
         readable = await self.store.run(self.store.readable_ready, [i for i in unique if is_id(i)], user)
         missing = [i for i in unique if i not in readable]
         if missing:
@@ -252,7 +294,7 @@ class JobManager:
         return json_response(self._job_json(request, job))
 
     async def archive(self, request: web.Request) -> web.StreamResponse:
-        from ._downloads import serve_file
+        from ._downloads import serve_file, wants_direct
 
         try:
             job = await self._own_job(request)
@@ -274,7 +316,7 @@ class JobManager:
             filename=job.name,
             last_modified=job.completed,
             extensions=self.state.config.extensions,
-            disposition=request.query.get("direct") != "yes",
+            disposition=not wants_direct(request),
         )
 
 

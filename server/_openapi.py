@@ -23,22 +23,6 @@ _CHUNK = {
         "checksum": {"type": "string"},
     },
 }
-_DATA = {
-    "type": "object",
-    "required": ["id", "filename", "size", "created", "private", "owner"],
-    "properties": {
-        "id": {"type": "string"},
-        "filename": {"type": "string"},
-        "size": {"type": "integer"},
-        "created": {"type": "number"},
-        "private": {"type": "boolean"},
-        "owner": {"type": "object", "properties": {"username": {"type": "string"}}},
-        "data_type": {"type": ["string", "null"]},
-        "is_directory": {"type": "boolean"},
-        "is_ready": {"type": "boolean"},
-        "checksum": {"type": ["string", "null"], "description": "[ext]"},
-    },
-}
 _PAGE = {
     "type": "object",
     "required": ["count", "page", "data"],
@@ -78,7 +62,8 @@ def _err(description: str) -> dict[str, Any]:
 
 _CHECKSUM_PATTERN = "^(xxh3-128:[0-9a-fA-F]{32})?$"
 _MAX_INT = 2**62
-_ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.][zZ][iI][pP]$"
+#: .zip, .tar.gz or .tgz: the name only; the server's --archive-format decides the content.
+_ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.]([zZ][iI][pP]|[tT][gG][zZ]|[tT][aA][rR][.][gG][zZ])$"
 #: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
 _BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"
 _BARE_404 = {"description": "unknown, unreadable, not ready, or wrong filename (no body)"}
@@ -123,13 +108,15 @@ def _file_get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
         + header_params
         + [
             _q("token", {"type": "string"}, "access token, instead of the header"),
-            _q("direct", {"type": "string"}, "yes: no Content-Disposition"),
+            _q("direct", {"type": "string"}, "a true value (yes, 1, true...): no Content-Disposition"),
         ],
     }
 
 
 def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     """The OpenAPI document served by the extension-enabled server."""
+    from ._openapi_hosted import OPTIONAL_AUTH, RECORD, SCHEMAS, hosted_paths, record_get
+
     upload_form = {
         "type": "object",
         "required": ["filename", "expected_file_size", "blob"],
@@ -301,33 +288,6 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                 },
             }
         },
-        "/data/search": {
-            "get": {
-                "summary": "search ready data the caller may read, newest first",
-                "security": _AUTH,
-                "parameters": [
-                    _q("filename", {"type": "string", "maxLength": 255}, "case-insensitive substring"),
-                    _q(
-                        "pattern",
-                        {"type": "string", "format": "regex", "maxLength": 256},
-                        "regular expression (re.search) on the filename",
-                    ),
-                    _q("owned", {"type": "string", "pattern": _BOOL_PATTERN}),
-                    _q("created_gt", {"type": "number", "minimum": -1e15, "maximum": 1e15}),
-                    _q("created_lt", {"type": "number", "minimum": -1e15, "maximum": 1e15}),
-                    _q("size_gt", {"type": "integer", "minimum": -1, "maximum": _MAX_INT}),
-                    _q("size_lt", {"type": "integer", "minimum": 0, "maximum": _MAX_INT}),
-                    _q("page", {"type": "integer", "minimum": 1, "maximum": 10**9}),
-                    _q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
-                ],
-                "responses": {
-                    "200": _json("Page"),
-                    "400": _err("bad parameter"),
-                    "401": _err("no token"),
-                    "429": _err("rate limited"),
-                },
-            }
-        },
         "/data/owned": {
             "get": {
                 "summary": "the caller's own ready data, newest first",
@@ -345,17 +305,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             }
         },
         "/data/{data_id}": {
-            "get": {
-                "summary": "one ready data",
-                "security": _AUTH,
-                "parameters": [_id_param("data_id")],
-                "responses": {
-                    "200": _json("Data"),
-                    "401": _err("no token"),
-                    "404": _err("unknown, not ready, or not readable"),
-                    "429": _err("rate limited"),
-                },
-            },
+            "get": record_get(),
             "patch": {
                 "summary": "make data private or public (needs edit)",
                 "security": _AUTH,
@@ -549,6 +499,10 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         },
     }
     paths["/downloads/jobs/{job_id}/{name}"]["get"]["responses"]["410"] = _err("the archive expired")
+    single = paths["/downloads/{data_id}/{filename}"]["get"]
+    single["security"] = OPTIONAL_AUTH
+    single["responses"]["401"] = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
+    paths.update(hosted_paths())
     paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
     status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     status["properties"].update(sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
@@ -570,7 +524,8 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": {"Error": _ERROR, "Data": _DATA, "Page": _PAGE, "Job": _JOB},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {"Error": _ERROR, "Data": RECORD, "Page": _PAGE, "Job": _JOB, **SCHEMAS},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "an access JWT, or an API key (fxk_...)"}},
         },
     }

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ._http import ApiError, bad_request, json_response, not_found, read_json
 from ._ids import is_id
-from ._state import state_of, user_of
+from ._state import caller_of, state_of
 from ._store import READY, DataRow
 
 READ, EDIT, SHARE = 1, 2, 3
@@ -31,7 +31,7 @@ def require(level: int, needed: int) -> None:
 async def visible(request: web.Request, needed: int = READ) -> tuple[DataRow, int]:
     """The ready data named in the URL and the caller's level on it, or the refusal."""
     state = state_of(request)
-    user = user_of(request)
+    user = caller_of(request)
     data_id = request.match_info["data_id"]
     row = await state.store.run(state.store.get_data, data_id) if is_id(data_id) else None
     if row is None or row.state != READY:
@@ -83,10 +83,10 @@ async def put_permissions(request: web.Request) -> web.StreamResponse:
 
 async def patch_data(request: web.Request) -> web.StreamResponse:
     """``PATCH /data/<id> {"private": BOOL}`` (needs edit)."""
-    from ._data import data_json
+    from ._data import records_of
 
     state = state_of(request)
-    row, _ = await visible(request, EDIT)
+    row, level = await visible(request, EDIT)
     body = await read_json(request, state.config.max_json_bytes, state.config.max_json_depth)
     unknown = set(body) - {"private"}
     if unknown:
@@ -96,4 +96,4 @@ async def patch_data(request: web.Request) -> web.StreamResponse:
     await state.store.run(state.store.set_private, row.id, body["private"])
     updated = await state.store.run(state.store.get_data, row.id)
     assert updated is not None
-    return json_response(data_json(updated, state.config.extensions))
+    return json_response((await records_of(state, [updated], level))[0])

@@ -84,6 +84,14 @@ def state_of(request: web.Request) -> State:
     return request.app[STATE]
 
 
+def caller_of(request: web.Request) -> str:
+    """The authenticated user, or ``""`` for an anonymous caller of a route that admits one.
+
+    ``""`` is no user's name, owns nothing and holds no grant: it reads public data only.
+    """
+    return str(request.get(USER) or "")
+
+
 def user_of(request: web.Request) -> str:
     """The authenticated user (the middleware has refused anonymous calls already)."""
     user = request.get(USER)

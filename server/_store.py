@@ -28,6 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from flowxfer._os import fsync_dir
 
+from ._store_accounts import AccountStore, StoreError
 from ._store_samples import GENERIC_KIND, DataKind, NewSample, SampleStoreMixin
 
 P = ParamSpec("P")
@@ -147,6 +148,18 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (fileset_id, position)
     ) WITHOUT ROWID;
     """,
+    # Long-lived API keys: only a hash of each secret is kept (see _keys.py).
+    """
+    CREATE TABLE api_keys (
+        id       TEXT PRIMARY KEY,
+        owner    TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        name     TEXT NOT NULL,
+        hash     BLOB NOT NULL,
+        created  REAL NOT NULL,
+        expires  REAL
+    );
+    CREATE INDEX api_keys_by_owner ON api_keys (owner);
+    """,
 )
 
 # Data states. Only 'ready' is ever visible as data.
@@ -230,6 +243,25 @@ class SearchFilter:
     created_lt: float | None = None
     size_gt: int | None = None
     size_lt: int | None = None
+    #: hosted Flow's sort values: ``created``, ``-created``, ``filename``, ``-filename``
+    sort: str = "-created"
+    data_types: tuple[str, ...] = ()
+    #: case-insensitive substring of the owner's name
+    owner: str | None = None
+    category: int | None = None
+    #: True: data alone in its fileset (or in none); False: the first of several
+    is_single: bool | None = None
+    #: a filter no data here can meet (a pipeline or process: nothing is produced by one)
+    nothing: bool = False
+
+
+#: ``ORDER BY`` for each sort hosted Flow documents; id breaks ties so pages never overlap.
+SORTS = {
+    "-created": "d.created DESC, d.id",
+    "created": "d.created ASC, d.id",
+    "-filename": "d.filename DESC, d.id",
+    "filename": "d.filename ASC, d.id",
+}
 
 
 _DATA_COLUMNS = (
@@ -278,16 +310,12 @@ def _job(row: Sequence[Any]) -> JobRow:
     )
 
 
-class StoreError(Exception):
-    """A metadata operation refused (unknown user, duplicate name...)."""
-
-
 class FlushError(StoreError):
     """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
 
 
-class Store(SampleStoreMixin):
-    """The metadata database under the server's root."""
+class Store(SampleStoreMixin, AccountStore):
+    """The metadata database under the server's root (API keys and ``/me``'s reads: :class:`AccountStore`)."""
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root) / DB_NAME
@@ -727,11 +755,30 @@ class Store(SampleStoreMixin):
         if flt.filename:
             clauses.append("instr(casefold(d.filename), :fname) > 0")
             params["fname"] = flt.filename.casefold()
+        if flt.owner:
+            clauses.append("instr(casefold(d.owner), :owner) > 0")
+            params["owner"] = flt.owner.casefold()
+        if flt.data_types:
+            names = [f":type{i}" for i in range(len(flt.data_types))]
+            clauses.append(f"d.data_type IN ({', '.join(names)})")
+            params.update({name[1:]: value for name, value in zip(names, flt.data_types, strict=True)})
+        if flt.category is not None:
+            clauses.append("d.category = :category")
+            params["category"] = flt.category
+        if flt.is_single is not None:
+            # Single: alone in its fileset, or in none. Not single: the first of a fileset of several.
+            shared = ("EXISTS (SELECT 1 FROM fileset_data me JOIN fileset_data other ON other.fileset_id = "
+                      "me.fileset_id AND other.data_id != me.data_id WHERE me.data_id = d.id)")
+            clauses.append(f"NOT {shared}" if flt.is_single else
+                           f"{shared} AND (SELECT position FROM fileset_data WHERE data_id = d.id) = 0")
+        if flt.nothing:  # no data here is produced by a pipeline
+            clauses.append("0")
+        # Inclusive bounds, as hosted Flow's (size >= size_gt).
         for column, op, key in (
-            ("created", ">", "created_gt"),
-            ("created", "<", "created_lt"),
-            ("size", ">", "size_gt"),
-            ("size", "<", "size_lt"),
+            ("created", ">=", "created_gt"),
+            ("created", "<=", "created_lt"),
+            ("size", ">=", "size_gt"),
+            ("size", "<=", "size_lt"),
         ):
             value = getattr(flt, key)
             if value is not None:
@@ -740,25 +787,30 @@ class Store(SampleStoreMixin):
         return " AND ".join(clauses), params
 
     def search(self, flt: SearchFilter, limit: int, offset: int) -> tuple[int, list[DataRow]]:
-        """One page of ready data readable by the user, newest first, and the total."""
+        """One page of ready data readable by the user, in ``flt.sort`` order, and the total."""
         where, params = self._search_where(flt)
         total = self._query(f"SELECT COUNT(*) FROM data d WHERE {where}", params)[0][0]
         rows = self._query(
             f"SELECT {_DATA_COLUMNS} FROM data d WHERE {where} "
-            "ORDER BY d.created DESC, d.id LIMIT :limit OFFSET :offset",
+            f"ORDER BY {SORTS[flt.sort]} LIMIT :limit OFFSET :offset",
             {**params, "limit": limit, "offset": offset},
         )
         return total, [_data(r) for r in rows]
 
     def search_names(self, flt: SearchFilter) -> list[tuple[str, str]]:
-        """(id, filename) of every match, newest first: the regex filter runs elsewhere."""
+        """(id, filename) of every match, in ``flt.sort`` order: the regex filter runs elsewhere."""
         where, params = self._search_where(flt)
         return [
             (r[0], r[1])
             for r in self._query(
-                f"SELECT d.id, d.filename FROM data d WHERE {where} ORDER BY d.created DESC, d.id", params
+                f"SELECT d.id, d.filename FROM data d WHERE {where} ORDER BY {SORTS[flt.sort]}", params
             )
         ]
+
+    def data_type_counts(self) -> dict[str, int]:
+        """``{data_type: number of ready data}`` for every type some ready data carries."""
+        return dict(self._query(  # type: ignore[arg-type]
+            "SELECT data_type, COUNT(*) FROM data WHERE state = 'ready' AND data_type IS NOT NULL GROUP BY data_type"))
 
     def data_by_ids(self, ids: Sequence[str]) -> list[DataRow]:
         rows: list[DataRow] = []

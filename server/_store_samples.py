@@ -83,6 +83,17 @@ class SampleRow:
 
 
 @dataclass(frozen=True)
+class DataLinks:
+    """A data's category and what links it: (id, name) of its sample and project, (id, filename) of its pair."""
+
+    category: int
+    sample: tuple[str, str] | None
+    fileset_id: str | None
+    project: tuple[str, str] | None
+    paired: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
 class FilesetRow:
     id: str
     created: float
@@ -239,6 +250,40 @@ class SampleStoreMixin:
     def data_category(self, data_id: str) -> int | None:
         rows = self._query("SELECT category FROM data WHERE id = ?", (data_id,))
         return int(rows[0][0]) if rows else None
+
+    def data_links(self, data_ids: Sequence[str]) -> dict[str, DataLinks]:
+        """What ties each of ``data_ids`` to samples: one query for a page of data (``GET /data/<id>``, search).
+
+        ``paired`` is the other file of a fileset holding exactly two ready data, as hosted Flow's.
+        """
+        if not data_ids:
+            return {}
+        marks = ", ".join("?" for _ in data_ids)
+        rows = self._query(
+            "SELECT d.id, d.category, s.id, s.name, f.id, p.id, p.name FROM data d "
+            "LEFT JOIN fileset_data fd ON fd.data_id = d.id LEFT JOIN filesets f ON f.id = fd.fileset_id "
+            "LEFT JOIN samples s ON s.id = f.sample_id LEFT JOIN projects p ON p.id = s.project_id "
+            f"WHERE d.id IN ({marks})", list(data_ids))
+        filesets = {r[4] for r in rows if r[4] is not None}
+        members: dict[str, list[tuple[str, str]]] = {}
+        if filesets:
+            for fileset_id, member_id, filename in self._query(
+                    "SELECT fd.fileset_id, d.id, d.filename FROM fileset_data fd JOIN data d ON d.id = fd.data_id "
+                    f"WHERE d.state = 'ready' AND fd.fileset_id IN ({', '.join('?' for _ in filesets)}) "
+                    "ORDER BY fd.fileset_id, fd.position", list(filesets)):
+                members.setdefault(fileset_id, []).append((member_id, filename))
+        found: dict[str, DataLinks] = {}
+        for data_id, category, sample_id, sample_name, fileset_id, project_id, project_name in rows:
+            pair = members.get(fileset_id, []) if fileset_id is not None else []
+            other = [m for m in pair if m[0] != data_id] if len(pair) == 2 else []
+            found[data_id] = DataLinks(
+                int(category),
+                (sample_id, sample_name) if sample_id is not None else None,
+                fileset_id,
+                (project_id, project_name) if project_id is not None else None,
+                other[0] if other else None,
+            )
+        return found
 
     # --- reading samples --------------------------------------------------------------
 

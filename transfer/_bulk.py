@@ -240,12 +240,15 @@ def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabil
 
 
 def check_archive_name(name: str) -> str:
-    """:raises UsageError: for a name the server would refuse (it must be a Flow filename ending in .zip)."""
+    """:raises UsageError: for a name the server would refuse (a Flow filename ending in .zip, .tar.gz or .tgz).
+
+    The name is only a name: what arrives may be either kind (hosted Flow builds tar.gz).
+    """
     problem = protocol.filename_problem(name)
     if problem:
         raise UsageError(f"bad archive name {name!r}: {problem}")
-    if not name.lower().endswith(".zip"):
-        raise UsageError(f"the archive name must end in .zip: {name!r}")
+    if not name.lower().endswith(protocol.ARCHIVE_SUFFIXES):
+        raise UsageError(f"the archive name must end in {', '.join(protocol.ARCHIVE_SUFFIXES)}: {name!r}")
     return name
 
 

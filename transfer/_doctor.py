@@ -57,6 +57,8 @@ async def _credentials(fx: Flowxfer) -> Check:
         return Check("credentials", "fail", not_logged_in(fx.store, fx.base_url).explain("doctor"))
     if not tokens.refresh_token:
         exp, _ = token_expiry(tokens.access_token)
+        if exp is None:  # not a JWT: a long-lived API key, which needs no refreshing
+            return Check("credentials", "ok", "a long-lived token (an API key): nothing to refresh")
         left = f"; it expires in {max(0, exp - time.time()):.0f} s" if exp else ""
         return Check("credentials", "warn", f"an access token without a refresh token{left}: "
                                             "a cron job will fail when it expires; use 'flowxfer login'")
@@ -137,16 +139,26 @@ async def _which_base_url(fx: Flowxfer) -> list[Check]:
 
 
 async def _api(fx: Flowxfer) -> Check:
-    """One authenticated request that only Flow answers in JSON: any web server answers /capabilities."""
+    """One authenticated request that only Flow answers in JSON: any web server answers /capabilities.
+
+    ``GET /me``, which hosted Flow documents (``/data/owned`` it does not). Hosted
+    Flow answers a bad token there with 200 and a record of nulls, not 401, so
+    the ``id`` is what tells whether the login was accepted.
+    """
     if fx.client.tokens is None:
         return Check("api", "warn", "not logged in: no authenticated request was tried")
     try:
-        await fx.client.json_request("GET", "/data/owned", rate_class="api", params={"count": "1"})
+        me = await fx.client.json_request("GET", "/me", rate_class="api")
     except AuthError as exc:
         return Check("credentials", "fail", f"the server refused the login ({exc}); run 'flowxfer login'")
     except FlowxferError as exc:
         return Check("api", "fail", f"{fx.base_url} does not answer as Flow does: {exc}")
-    return Check("api", "ok", "an authenticated request (GET /data/owned) answered as Flow does")
+    if not isinstance(me, dict) or "id" not in me:
+        return Check("api", "fail", f"{fx.base_url} does not answer as Flow does: GET /me gave no user record")
+    if me["id"] is None:
+        return Check("credentials", "fail", "the server took the request as anonymous (the token is invalid or "
+                                            "expired); run 'flowxfer login'")
+    return Check("api", "ok", f"an authenticated request (GET /me) answered as Flow does, as {me.get('username')}")
 
 
 def _clock(date_header: str | None) -> Check:

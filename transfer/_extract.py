@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
-import stat
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowxfer import protocol
 
+from ._archives import Archive, Entry, open_archive
 from ._errors import IntegrityError, LocalIOError
 from ._names import UnsafePathError, archive_member_target
 
@@ -44,9 +44,8 @@ __all__ = ["ExpectedMember", "ExtractResult", "UnsafeArchiveError", "check_archi
            "extract_archive"]
 
 _BLOCK = 1024 * 1024
-_KNOWN_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
-#: A local file header is at least this long (before its name and extra field).
-_LOCAL_HEADER = 30
+#: A folder entry naming only the archive's top (``./``, as ``tar -C dir .`` writes): nothing to make.
+_TOP = re.compile(r"^[./\\]*$")
 
 
 class UnsafeArchiveError(IntegrityError):
@@ -80,28 +79,14 @@ class ExtractResult:
 
 @dataclass(frozen=True)
 class _Planned:
-    info: zipfile.ZipInfo
+    entry: Entry
     parts: tuple[str, ...]
     is_dir: bool
 
 
-def _member_type_problem(info: zipfile.ZipInfo) -> str | None:
-    mode = info.external_attr >> 16
-    kind = stat.S_IFMT(mode)
-    if kind and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        what = ("a symbolic link" if stat.S_ISLNK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        return f"{info.filename!r} is {what}"
-    if info.flag_bits & 0x1:
-        return f"{info.filename!r} is encrypted"
-    if info.compress_type not in _KNOWN_METHODS:
-        return f"{info.filename!r} uses compression method {info.compress_type}"
-    return None
-
-
-def check_archive(zf: zipfile.ZipFile, out: Path, archive: Path,
+def check_archive(archive: Archive, out: Path, path: Path,
                   expected: dict[str, ExpectedMember] | None) -> list[_Planned]:
-    """Check every entry of an open archive before anything is written.
+    """Check every entry of an open archive (zip or tar.gz) before anything is written.
 
     :raises UnsafeArchiveError: listing every refused entry.
     """
@@ -109,52 +94,40 @@ def check_archive(zf: zipfile.ZipFile, out: Path, archive: Path,
     planned: list[_Planned] = []
     files: set[tuple[str, ...]] = set()
     dirs: set[tuple[str, ...]] = set()
-    infos = zf.infolist()
-    for info in infos:
+    for entry in archive.entries:
+        if entry.is_dir and _TOP.match(entry.name) and ".." not in entry.name:
+            continue
         try:
-            target = archive_member_target(out, info.filename)
+            target = archive_member_target(out, entry.name)
         except UnsafePathError as exc:
             problems.append(str(exc))
             continue
-        problem = _member_type_problem(info)
-        if problem:
-            problems.append(problem)
+        if entry.problem:
+            problems.append(entry.problem)
             continue
         parts = target.relative_to(out).parts
         key = tuple(p.casefold() for p in parts)
-        is_dir = info.filename.endswith(("/", "\\")) or stat.S_ISDIR(info.external_attr >> 16)
-        if is_dir:
+        if entry.is_dir:
             if key in files:
-                problems.append(f"{info.filename!r} is both a file and a folder")
+                problems.append(f"{entry.name!r} is both a file and a folder")
             dirs.add(key)
         else:
             if key in files or key in dirs:
-                problems.append(f"{info.filename!r} appears twice")
+                problems.append(f"{entry.name!r} appears twice")
             files.add(key)
-            if target == archive:
-                problems.append(f"{info.filename!r} would overwrite the archive itself; name it differently")
-            known = expected.get(info.filename) if expected is not None else None
-            if known is not None and info.file_size != known.size:
-                problems.append(f"{info.filename!r} is {info.file_size} bytes in the archive, but data "
+            if target == path:
+                problems.append(f"{entry.name!r} would overwrite the archive itself; name it differently")
+            known = expected.get(entry.name) if expected is not None else None
+            if known is not None and entry.size != known.size:
+                problems.append(f"{entry.name!r} is {entry.size} bytes in the archive, but data "
                                 f"{known.data_id} is {known.size}")
-            if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-                problems.append(f"{info.filename!r}: stored, yet {info.compress_size} bytes hold {info.file_size}")
         for depth in range(1, len(key)):
             dirs.add(key[:depth])
-        planned.append(_Planned(info, parts, is_dir))
+        planned.append(_Planned(entry, parts, entry.is_dir))
     for key in files & dirs:
         problems.append(f"{'/'.join(key)!r} is both a file and a folder")
-    # Member data must lie one after the other, before the central directory: overlapping
-    # members (one compressed run of bytes counted many times) are how zip bombs multiply.
-    ordered = sorted(infos, key=lambda i: i.header_offset)
-    limit = zf.start_dir
-    for info, following in zip(ordered, [*ordered[1:], None], strict=True):
-        end = (info.header_offset + _LOCAL_HEADER + len(info.orig_filename.encode("utf-8", "surrogateescape"))
-               + info.compress_size)
-        boundary = following.header_offset if following is not None else limit
-        if end > boundary:
-            problems.append(f"{info.filename!r}: its data overlaps the next entry or the central directory")
-    total = sum(i.file_size for i in infos)
+    problems += archive.layout_problems()
+    total = sum(e.size for e in archive.entries)
     try:
         free = shutil.disk_usage(out).free
     except OSError:
@@ -162,7 +135,7 @@ def check_archive(zf: zipfile.ZipFile, out: Path, archive: Path,
     if free is not None and total > free:
         problems.append(f"the archive unpacks to {total} bytes; {out} has {free} free")
     if problems:
-        raise UnsafeArchiveError(archive, problems)
+        raise UnsafeArchiveError(path, problems)
     return planned
 
 
@@ -177,9 +150,9 @@ def _open_dir(parent_fd: int, name: str, create: bool) -> int:
                    dir_fd=parent_fd)
 
 
-def _write_member(zf: zipfile.ZipFile, item: _Planned, out_fd: int, expected: ExpectedMember | None) -> bool:
+def _write_member(archive: Archive, item: _Planned, out_fd: int, expected: ExpectedMember | None) -> bool:
     """Extract one file under ``out_fd``; returns whether its checksum was verified."""
-    info = item.info
+    entry = item.entry
     fds: list[int] = []
     try:
         parent = out_fd
@@ -197,20 +170,20 @@ def _write_member(zf: zipfile.ZipFile, item: _Planned, out_fd: int, expected: Ex
         hasher = protocol.new_hasher()
         written = 0
         try:
-            with zf.open(info) as src:
+            with archive.open(entry) as src:
                 while block := src.read(_BLOCK):
                     written += len(block)
-                    if written > info.file_size:
-                        raise IntegrityError(f"{info.filename!r} holds more bytes than its declared {info.file_size}")
+                    if written > entry.size:
+                        raise IntegrityError(f"{entry.name!r} holds more bytes than its declared {entry.size}")
                     hasher.update(block)
                     view = memoryview(block)
                     while view:
                         view = view[os.write(fd, view):]
-            if written != info.file_size:
-                raise IntegrityError(f"{info.filename!r} holds {written} bytes, declared {info.file_size}")
+            if written != entry.size:
+                raise IntegrityError(f"{entry.name!r} holds {written} bytes, declared {entry.size}")
             checksum = protocol.format_checksum(hasher.hexdigest())
             if expected is not None and expected.checksum is not None and checksum != expected.checksum:
-                raise IntegrityError(f"{info.filename!r} does not match data {expected.data_id}: "
+                raise IntegrityError(f"{entry.name!r} does not match data {expected.data_id}: "
                                      f"{checksum} != {expected.checksum}")
             os.fsync(fd)
         except BaseException:
@@ -238,12 +211,9 @@ def extract_archive(archive: Path, out: Path, expected: Sequence[ExpectedMember]
     """
     by_name = {e.name: e for e in expected} if expected is not None else None
     result = ExtractResult()
+    reader = open_archive(archive)
     try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise IntegrityError(f"{archive.name} is not a readable zip archive: {exc}") from None
-    with zf:
-        planned = check_archive(zf, out, archive, by_name)
+        planned = check_archive(reader, out, archive, by_name)
         try:
             out.mkdir(parents=True, exist_ok=True)
             out_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
@@ -262,21 +232,25 @@ def extract_archive(archive: Path, out: Path, expected: Sequence[ExpectedMember]
                         for fd in fds:
                             os.close(fd)
                         continue
-                    known = by_name.get(item.info.filename) if by_name is not None else None
-                    if _write_member(zf, item, out_fd, known):
+                    known = by_name.get(item.entry.name) if by_name is not None else None
+                    if _write_member(reader, item, out_fd, known):
                         result.verified += 1
                     else:
                         result.unverified.append(path)
-                except zipfile.BadZipFile as exc:
-                    raise IntegrityError(f"{item.info.filename!r} is damaged in the archive: {exc}") from None
                 except OSError as exc:
+                    if exc.errno is None and isinstance(exc, reader.damaged):  # gzip's own errors
+                        raise IntegrityError(f"{item.entry.name!r} is damaged in the archive: {exc}") from None
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise LocalIOError(f"cannot extract {item.info.filename!r}: something in {out} that is "
+                        raise LocalIOError(f"cannot extract {item.entry.name!r}: something in {out} that is "
                                            "not a plain folder (a symbolic link?) is in the way") from None
-                    raise LocalIOError(f"cannot extract {item.info.filename!r}: {exc.strerror}") from None
+                    raise LocalIOError(f"cannot extract {item.entry.name!r}: {exc.strerror}") from None
+                except reader.damaged as exc:
+                    raise IntegrityError(f"{item.entry.name!r} is damaged in the archive: {exc}") from None
                 result.files.append(path)
                 if on_file is not None:
-                    on_file(path, item.info.file_size)
+                    on_file(path, item.entry.size)
         finally:
             os.close(out_fd)
+    finally:
+        reader.close()
     return result

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from flowxfer import protocol
 from flowxfer.transfer import Flowxfer, IntegrityError, TransferConfig
+from flowxfer.transfer._archives import open_archive
 from flowxfer.transfer._extract import (
     ExpectedMember,
     UnsafeArchiveError,
@@ -219,8 +220,10 @@ def test_overlapping_members_are_refused(tmp_path: Path) -> None:
 def test_sizes_must_match_the_data(tmp_path: Path) -> None:
     archive = _write(tmp_path / "a.zip", [("x.bin", b"12345")])
     expected = [ExpectedMember("x.bin", "42", 6, None)]
-    with zipfile.ZipFile(archive) as zf, pytest.raises(UnsafeArchiveError, match="data 42 is 6"):
-        check_archive(zf, tmp_path / "out", archive, {m.name: m for m in expected})
+    reader = open_archive(archive)
+    with pytest.raises(UnsafeArchiveError, match="data 42 is 6"):
+        check_archive(reader, tmp_path / "out", archive, {m.name: m for m in expected})
+    reader.close()
 
 
 def test_checksum_mismatch_removes_the_file(tmp_path: Path) -> None:

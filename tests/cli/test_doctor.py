@@ -82,3 +82,48 @@ async def test_cli_exit_codes_and_json(server: RunningServer, tmp_path: Path) ->
     assert healthy.returncode == 0, healthy.stdout
     assert b"Traceback" not in healthy.stderr
     assert healthy.stdout.decode().count("ok  ") == 7
+
+
+async def test_api_check_asks_me_and_reads_hosted_flows_null_record(tmp_path: Path) -> None:
+    """Hosted Flow documents /me, not /data/owned, and answers a bad token there with 200 and nulls."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        if request.path == "/me":
+            return web.json_response({"id": None, "username": None, "name": None})
+        return web.json_response({"error": "Not found"}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with Flowxfer(url, config_dir=tmp_path / "c", journal=tmp_path / "j.db", token="fxk_key") as fx:
+            checks = [(c.name, c.status, c.detail) for c in await run_checks(fx)]
+    finally:
+        await runner.cleanup()
+    assert "/me" in seen and "/data/owned" not in seen
+    assert ("credentials", "ok", "a long-lived token (an API key): nothing to refresh") in checks
+    assert any(name == "credentials" and status == "fail" and "anonymous" in detail
+               for name, status, detail in checks), checks
+
+
+async def test_an_api_key_passes_doctor(server: RunningServer, tmp_path: Path) -> None:
+    import anyio
+
+    from flowxfer.server import Admin
+
+    def add() -> str:
+        with Admin(server.root) as admin:
+            return admin.add_token("alice")[1]
+
+    key = await anyio.to_thread.run_sync(add)
+    async with Flowxfer(server.base_url, config_dir=tmp_path / "c", journal=tmp_path / "j.db", token=key) as fx:
+        checks = {c.name: c for c in await run_checks(fx, tmp_path)}
+    assert all(c.status == "ok" for c in checks.values()), checks
+    assert "GET /me" in checks["api"].detail and "alice" in checks["api"].detail

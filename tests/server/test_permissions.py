@@ -45,7 +45,8 @@ EXPECTED = {
     "granted": (200, 200, 404, 403, 202),
     "member": (200, 200, 404, 403, 202),
     "stranger": (404, 404, 404, 404, 404),
-    "anonymous": (401, 401, 401, 401, 401),
+    # hosted Flow: reads of private data without a token are "not found"; writes need a token
+    "anonymous": (404, 404, 401, 401, 401),
 }
 
 
@@ -76,7 +77,9 @@ async def test_levels_public_and_revocation(api: Api, world: dict[str, str]) -> 
     assert patched.status == 200 and patched.json()["private"] is False
     assert (await api.call("GET", f"/data/{data_id}", "carol")).status == 200  # public: every user reads
     assert (await api.call("PATCH", f"/data/{data_id}", "carol", json={"private": True})).status == 403
-    assert (await api.call("GET", f"/data/{data_id}")).status == 401  # but not anonymous
+    # Public data is anonymous-readable, as on hosted Flow.
+    assert (await api.call("GET", f"/data/{data_id}")).status == 200
+    assert (await api.call("GET", f"/downloads/{data_id}/p.txt")).status == 200
     found = (await api.call("GET", "/data/search?filename=P.TXT", "carol")).json()
     assert [d["id"] for d in found["data"]] == [data_id]
     assert (await api.call("PATCH", f"/data/{data_id}", "alice", json={"private": True})).status == 200

@@ -404,7 +404,8 @@ async def test_zip_bomb_is_refused(server_root: Path, http: aiohttp.ClientSessio
 
 async def test_data_type_is_kept(api: Api) -> None:
     data_id = await api.upload("alice", b"abc", "counts.tsv", extra={"data_type": "counts"})
-    assert (await api.call("GET", f"/data/{data_id}", "alice")).json()["data_type"] == "counts"
+    data_type = (await api.call("GET", f"/data/{data_id}", "alice")).json()["data_type"]
+    assert data_type == {"identifier": "counts", "name": "counts", "description": ""}
 
 
 async def test_upload_status_is_the_starters_only(api: Api) -> None:
