@@ -723,10 +723,12 @@ def start_over(ctx: TransferContext, record: FileRecord, st: os.stat_result) -> 
     The upload already begun (if any) is abandoned, not continued: its
     bytes on the server are the old version's.
     """
-    reset = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "data_id": None, "chunk_size": 0, "bytes_done": 0}
-    ctx.writer.batch.update_file(record.id, **reset)
+    record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None, chunk_size=0,
+                                 bytes_done=0)
+    ctx.writer.batch.update_file(record.id, size=record.size, mtime_ns=record.mtime_ns, data_id=None, chunk_size=0,
+                                 bytes_done=0)
     ctx.writer.added()
-    return dataclasses.replace(record, **reset)
+    return record
 
 
 def upload_verification(capabilities: Capabilities) -> str:
