@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from flowxfer.journal import Journal, JournalError, TransferRecord, default_journal_path
-from flowxfer.transfer._sizes import format_size
+from flowxfer.transfer import format_size
 
 from . import _exits
 from ._common import fail, global_options
