@@ -38,7 +38,7 @@ from urllib.parse import quote
 import anyio
 
 from flowxfer import protocol
-from flowxfer.journal import FileRecord, InventoryRecord, NewFile, TransferRecord
+from flowxfer.journal import FileRecord, FileState, InventoryRecord, NewFile, TransferRecord
 
 from ._chunks import plan_chunks, plan_segments
 from ._client import Capabilities
@@ -373,6 +373,9 @@ async def run_bulk(
         state = current.state if current is not None else {}
         job = _Job(runner, ctx, ctx.transfer_id, unique, archive_name, state.get("job_id"), poll_interval, job_timeout)
         runner.emit(FileStarted(record.local_path, archive_name, record.size, record.bytes_done))
+        # The archive is done once it is extracted (with --extract), not once it is downloaded: a run
+        # that stopped between the two extracts it on resume (a failed extraction left it failed).
+        ctx.writer.batch.file_state(record.id, FileState.ACTIVE)
         size, checksum = await _fetch_archive(ctx, record, job, target)
         outcome["job_id"] = job.id
         outcome["verified"] = ("xxh3-128 of the whole archive against the server's checksum" if checksum else
@@ -397,6 +400,8 @@ async def run_bulk(
                 outcome["archive_removed"] = True
             outcome["verified"] += (f"; {result.verified} extracted file(s) against their data's checksum"
                                     if result.verified else "; extracted files by size and CRC-32")
+        ctx.writer.batch.file_state(record.id, FileState.DONE, error=None)
+        ctx.writer.added()
         return FileReport(record.local_path, job.id, archive_name, size, "done")
 
     report = await runner.run("bulk", params, plan, work, transfer_id=transfer_id)
@@ -425,7 +430,7 @@ async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, ta
         assert job.size is not None
         remote = RemoteFile(str(description["download_url"]), job.size)
         try:
-            result = await download_file(ctx, record, remote)
+            result = await download_file(ctx, record, remote, finish=False)
         except GoneError:
             await job.recreate("expired while its archive was being downloaded")
             continue

@@ -202,8 +202,12 @@ def _contiguous_runs(chunks: Sequence[Chunk]) -> list[list[Chunk]]:
     return runs
 
 
-async def download_file(ctx: TransferContext, record: FileRecord, remote: RemoteFile) -> DownloadResult:
+async def download_file(ctx: TransferContext, record: FileRecord, remote: RemoteFile, *,
+                        finish: bool = True) -> DownloadResult:
     """Fetch ``remote`` into ``record.local_path``, resuming from the journal and the ``.part`` file.
+
+    :param finish: journal the file ``done`` once it is in place; False when the caller has
+        more to do before it is (``bulk --extract`` unpacks the archive first).
 
     :raises StopRequested: the transfer is stopping; acked chunks are durable.
     :raises IntegrityError: bytes kept failing verification.
@@ -212,7 +216,7 @@ async def download_file(ctx: TransferContext, record: FileRecord, remote: Remote
     target = Path(record.local_path)
     for restart in range(2):
         try:
-            return await _download_once(ctx, record, remote, target, fresh=restart > 0)
+            return await _download_once(ctx, record, remote, target, fresh=restart > 0, finish=finish)
         except _ContentChanged:
             if restart:
                 raise IntegrityError(f"{target.name}: the server's content keeps changing") from None
@@ -227,7 +231,7 @@ async def download_file(ctx: TransferContext, record: FileRecord, remote: Remote
 
 
 async def _download_once(
-    ctx: TransferContext, record: FileRecord, remote: RemoteFile, target: Path, fresh: bool
+    ctx: TransferContext, record: FileRecord, remote: RemoteFile, target: Path, fresh: bool, finish: bool
 ) -> DownloadResult:
     part = part_path(target)
     chunks = remote.chunks or plan_chunks(remote.size, ctx.config.download_chunk_size)
@@ -255,7 +259,8 @@ async def _download_once(
     except OSError as exc:
         raise _write_error(part, exc, remote.size) from None
     try:
-        return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable)
+        return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable,
+                                    finish)
     finally:
         # Whatever happened, what the journal was told must be on disk before the fd goes.
         with anyio.CancelScope(shield=True):
@@ -274,6 +279,7 @@ async def _download_into(
     sums: list[str | None] | None,
     existing: list[ChunkRecord],
     resumable: bool,
+    finish: bool,
 ) -> DownloadResult:
     batch = ctx.writer.batch
     shared = _Shared(etag=record.etag if resumable else None, size=remote.size, whole_checksum=remote.checksum,
@@ -285,13 +291,13 @@ async def _download_into(
             # (or not); the map tells which, and a local read is cheaper than a refetch.
             unknown = [c for c in chunks if c.index not in shared.acked]
             for idx in await anyio.to_thread.run_sync(_rehash_chunks, fd, unknown, sums):
-                batch.chunk(record.id, idx, ChunkState.PLANNED, ChunkState.ACKED, sums[idx])
+                batch.chunk(record.id, idx, ChunkState.ACKED, sums[idx])
                 batch.sync_before_commit(fd)
                 shared.acked.add(idx)
     else:
         batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
     shared.bytes_done = sum(c.size for c in chunks if c.index in shared.acked)
-    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=ctx.config.download_chunk_size,
+    batch.file_state(record.id, FileState.ACTIVE, chunk_size=ctx.config.download_chunk_size,
                       size=remote.size, etag=shared.etag, bytes_done=shared.bytes_done)
     ctx.writer.added()
 
@@ -349,8 +355,11 @@ async def _download_into(
         raise _write_error(target, exc, None, f"cannot move {part.name} into place as") from None
     checksum = remote.checksum or shared.x_checksum
     batch = ctx.writer.batch
-    batch.update_file(record.id, status=FileState.DONE.value, bytes_done=remote.size, checksum=checksum,
-                      etag=shared.etag, error=None)
+    fields = {"bytes_done": remote.size, "checksum": checksum, "etag": shared.etag, "error": None}
+    if finish:
+        batch.file_state(record.id, FileState.DONE, **fields)
+    else:
+        batch.update_file(record.id, **fields)
     batch.verify_chunks(record.id)
     if record.data_id:
         batch.remember(InventoryRecord(
@@ -569,7 +578,7 @@ def _chunk_done(
         shared.bad.add(chunk.index)
         return
     batch = ctx.writer.batch
-    batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
+    batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
     batch.sync_before_commit(fd)
     shared.acked.add(chunk.index)
     shared.bytes_done += chunk.size

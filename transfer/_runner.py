@@ -284,7 +284,7 @@ class Runner:
                 except (AuthError, AlreadyRunning):
                     raise
                 except FlowxferError as exc:
-                    ctx.writer.batch.update_file(record.id, status=FileState.FAILED.value, error=str(exc)[:1000],
+                    ctx.writer.batch.file_state(record.id, FileState.FAILED, error=str(exc)[:1000],
                                                  attempts=record.attempts + 1,
                                                  extra={**record.extra, "error_kind": exc.kind})
                     ctx.writer.added()

@@ -718,7 +718,7 @@ async def _sync_one(ctx: TransferContext, record: FileRecord, options: SyncOptio
             record.size, result.checksum, int(record.extra.get("members", 0)),
             tuple(record.extra.get("superseded", ()))))
         batch = ctx.writer.batch
-        batch.update_file(record.id, status=FileState.DONE.value, data_id=result.data_id, bytes_done=record.size,
+        batch.file_state(record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size,
                           checksum=result.checksum, error=None)
         batch.verify_chunks(record.id)
         ctx.writer.added()

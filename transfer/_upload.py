@@ -188,10 +188,9 @@ def _journal_plan(
         batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
     for chunk in chunks:
         if progress.held and chunk.end <= progress.held:
-            current = states.get(chunk.index, ChunkState.PLANNED)
-            if current not in (ChunkState.ACKED, ChunkState.VERIFIED):
-                batch.chunk(record.id, chunk.index, current, ChunkState.ACKED)
-    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=chunk_size, data_id=progress.data_id,
+            if states.get(chunk.index, ChunkState.PLANNED) not in (ChunkState.ACKED, ChunkState.VERIFIED):
+                batch.chunk(record.id, chunk.index, ChunkState.ACKED)
+    batch.file_state(record.id, FileState.ACTIVE, chunk_size=chunk_size, data_id=progress.data_id,
                       bytes_done=progress.held, size=record.size)
     ctx.writer.added()
 
@@ -486,7 +485,7 @@ async def _send_chunks(
         progress.held = chunk.end
         progress.whole = whole
         batch = ctx.writer.batch
-        batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
+        batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
         batch.update_file(record.id, bytes_done=chunk.end, data_id=progress.data_id)
         ctx.writer.added()
         if first and multi_chunk and not is_last:

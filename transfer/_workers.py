@@ -128,7 +128,7 @@ def upload_verification(capabilities: Capabilities) -> str:
 def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
     """Journal a finished upload: the file is done, its chunks verified, the inventory updated."""
     batch = ctx.writer.batch
-    batch.update_file(record.id, status=FileState.DONE.value, data_id=result.data_id, bytes_done=record.size,
+    batch.file_state(record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size,
                       checksum=result.checksum, error=None)
     batch.verify_chunks(record.id)
     batch.remember(InventoryRecord(
