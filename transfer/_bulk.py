@@ -40,10 +40,11 @@ import anyio
 from flowxfer import protocol
 from flowxfer.journal import FileRecord, FileState, InventoryRecord, NewFile, TransferRecord
 
+from ._checksums import local_checksum
 from ._chunks import plan_chunks, plan_segments
 from ._client import Capabilities
 from ._config import TransferConfig
-from ._download import RemoteFile, download_file, local_checksum
+from ._download import RemoteFile, download_file
 from ._errors import GoneError, NotFoundError, ProtocolError, RejectedError, StopRequested, UsageError
 from ._extract import ExpectedMember, ExtractResult, extract_archive
 from ._limiter import RateLimiter

@@ -31,6 +31,7 @@ from flowxfer import protocol
 from flowxfer._os import write_direct
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
+from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
 from ._errors import IntegrityError, LocalIOError, ProtocolError, StopRequested, UnavailableError
 from ._retry import RetryPolicy
@@ -93,7 +94,6 @@ _BY_MAP = "xxh3-128 of every chunk against the server's chunk map"
 _BY_WHOLE = "xxh3-128 of the whole file against the server's checksum"
 _SIZE_ONLY = "size and ETag only (the server offers no checksums)"
 #: Read size when a finished file is hashed as a whole.
-_VERIFY_BLOCK = 4 * 1024 * 1024
 
 
 def part_path(target: Path) -> Path:
@@ -333,7 +333,7 @@ async def _download_into(
     if verified == _SIZE_ONLY and whole is not None:
         # No chunk had a reference of its own (no chunk map: a bulk archive, a server without
         # maps), but the file has one: check every byte before the file takes its name.
-        actual = await anyio.to_thread.run_sync(_checksum_of_fd, fd, remote.size)
+        actual = await anyio.to_thread.run_sync(fd_checksum, fd, remote.size)
         if actual != whole:
             raise _WholeMismatch(f"{target.name}: the downloaded bytes hash to {actual}, the server says {whole}")
         verified = _BY_WHOLE
@@ -382,19 +382,6 @@ def _final_check(remote: RemoteFile, shared: _Shared, name: str) -> str:
     if single_chunk and (shared.whole_checksum or shared.x_checksum):
         return _BY_WHOLE
     return _SIZE_ONLY
-
-
-def _checksum_of_fd(fd: int, size: int) -> str:
-    """The protocol checksum of the first ``size`` bytes behind ``fd`` (worker thread)."""
-    hasher = protocol.new_hasher()
-    offset = 0
-    while offset < size:
-        block = os.pread(fd, min(_VERIFY_BLOCK, size - offset), offset)
-        if not block:
-            break
-        hasher.update(block)
-        offset += len(block)
-    return protocol.format_checksum(hasher.hexdigest())
 
 
 async def _stream_segment(
@@ -586,14 +573,5 @@ def _chunk_done(
     ctx.writer.added()
 
 
-def local_checksum(path: Path) -> str:
-    """The protocol checksum of a local file (one sequential read; for skip decisions)."""
-    hasher = protocol.new_hasher()
-    with open(path, "rb") as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            hasher.update(block)
-    return protocol.format_checksum(hasher.hexdigest())
-
-
-__all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "local_checksum", "part_path"]
+__all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "part_path"]
 

@@ -54,7 +54,7 @@ from flowxfer.journal import (
     TransferRecord,
 )
 
-from ._download import local_checksum
+from ._checksums import local_checksum
 from ._errors import LocalIOError, RejectedError, SourceChangedError, UsageError
 from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem

@@ -25,6 +25,7 @@ from aiohttp.payload import Payload
 from flowxfer import protocol
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState
 
+from ._checksums import hash_range
 from ._chunks import Chunk, plan_chunks
 from ._errors import (
     ChecksumMismatchError,
@@ -602,13 +603,10 @@ async def _chunk_hashes(
             return payload.digest, payload.whole
 
     def read() -> tuple[str, xxhash.xxh3_128 | None]:
-        hasher = xxhash.xxh3_128()
+        hasher = protocol.new_hasher()
         whole = whole_before.copy() if whole_before is not None else None
-        position = chunk.offset
-        while position < chunk.end:
-            length = min(ctx.config.block_size, chunk.end - position)
-            _read_block(source, position, length, hasher, whole)
-            position += length
+        hash_range(source.read, chunk.offset, chunk.size, [h for h in (hasher, whole) if h is not None],
+                   ctx.config.block_size)
         return protocol.format_checksum(hasher.hexdigest()), whole
 
     return await anyio.to_thread.run_sync(read)
