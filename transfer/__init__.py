@@ -61,7 +61,8 @@ from ._globs import PathFilter
 from ._report import FileReport, TransferReport
 from ._runtime import task_group
 from ._sizes import format_duration, format_rate, format_size, parse_duration, parse_size
-from ._sync import ShareGrant, SyncOptions, SyncPreview, parse_share
+from ._sync import SyncPreview
+from ._syncplan import ShareGrant, SyncOptions, parse_share
 
 __all__ = [
     "BULK_MIN_FILES",

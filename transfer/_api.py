@@ -36,7 +36,8 @@ from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
 from ._sizes import format_size
-from ._sync import SyncOptions, SyncPreview, preview_sync, run_sync
+from ._sync import SyncPreview, preview_sync, run_sync
+from ._syncplan import SyncOptions
 from ._upload import UploadOptions
 from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice, ProgressCallback, ignore_events
