@@ -146,7 +146,7 @@ class Flowxfer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner._client is not None:
+        if self._runner.attached:
             await self._runner.client.aclose()
         if self._journal is not None and not isinstance(self._journal_arg, Journal):
             self._journal.close()

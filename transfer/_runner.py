@@ -76,9 +76,13 @@ class Runner:
             raise RuntimeError("use 'async with Flowxfer(...)'")
         return self._client
 
-    def attach(self, client: FlowClient | None) -> None:
-        """The HTTP client transfers use (set when the facade is entered, None once it is left)."""
+    def attach(self, client: FlowClient) -> None:
+        """The HTTP client transfers use (set when the facade is entered)."""
         self._client = client
+
+    @property
+    def attached(self) -> bool:
+        return self._client is not None
 
     async def journal(self) -> Journal:
         return await self._open_journal()
