@@ -371,7 +371,8 @@ async def run_bulk(
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         current = await anyio.to_thread.run_sync(ctx.journal.get_transfer, ctx.transfer_id)
-        state = current.state if current is not None else {}
+        assert current is not None  # the runner holds its lease
+        state = current.state  # planning journaled the job id (created, or re-attached to)
         job = _Job(runner, ctx, ctx.transfer_id, unique, archive_name, state.get("job_id"), poll_interval, job_timeout)
         runner.emit(FileStarted(record.local_path, archive_name, record.size, record.bytes_done))
         # The archive is done once it is extracted (with --extract), not once it is downloaded: a run
@@ -424,8 +425,6 @@ async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, ta
 
         if await anyio.to_thread.run_sync(same):
             return record.size, record.checksum
-    if job.id is None:
-        await job.create()
     while True:
         description = await job.completed()
         assert job.size is not None
