@@ -24,6 +24,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from flowxfer.journal import (
     FileRecord,
     FileState,
+    IllegalTransition,
     Journal,
     JournalError,
     Lease,
@@ -212,12 +213,16 @@ class Runner:
         self, ctx: TransferContext, record: TransferRecord, held: list[Lease], failure: BaseException | None
     ) -> None:
         journal = ctx.journal
+        illegal: IllegalTransition | None = None
         try:
             await ctx.writer.flush()
             await ctx.client.limiter.sync()
         except JournalError:
             if failure is None:
                 raise
+        except IllegalTransition as exc:
+            # A bug, raised below; the batch rolled back, so the run still ends as recorded and frees its leases.
+            illegal = exc
         summary = await anyio.to_thread.run_sync(journal.summary, record.id)
         counts = {FileState(k): v for k, v in summary.files_by_status.items()}
         interrupted = self._stopping or (failure is not None and not isinstance(failure, FlowxferError | JournalError))
@@ -232,6 +237,8 @@ class Runner:
             await anyio.to_thread.run_sync(journal.finish_transfer, record.id, status, error)
         for lease in held:
             await anyio.to_thread.run_sync(lease.release)
+        if illegal is not None and failure is None:
+            raise illegal
 
     async def _work(self, ctx: TransferContext, work: Worker, leases: list[Lease]) -> None:
         async with task_group() as background:

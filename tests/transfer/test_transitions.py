@@ -40,6 +40,7 @@ async def test_an_upload_stepping_a_done_file_back_to_active_raises(server: Runn
     journal = Journal.open(journal_path)
     try:
         (transfer,) = journal.find_transfers("")
+        assert transfer.status != "running"  # the run still ended as recorded (and let its lease go)
         (row,) = journal.files_page(transfer.id, (FileState.DONE,))
         assert row.status is FileState.DONE  # the illegal step was not recorded
     finally:
