@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 
-from flowxfer.transfer._sizes import parse_size
+from flowxfer.transfer import parse_size
 
 from ._common import (
     FLOWXFER,

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flowxfer.transfer._sizes import format_size, parse_size
+from flowxfer.transfer import format_size, parse_size
 
 from ._common import (
     FLOWXFER,

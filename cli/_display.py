@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flowxfer.transfer._sizes import format_duration, format_rate, format_size
+from flowxfer.transfer import format_duration, format_rate, format_size
 from flowxfer.transfer.events import (
     BytesMoved,
     Event,

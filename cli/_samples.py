@@ -17,9 +17,7 @@ from typing import Any
 
 import click
 
-from flowxfer.transfer import FlowxferError
-from flowxfer.transfer._illumina import RunScan, scan_run, sheet_rows
-from flowxfer.transfer._sheets import SheetError, format_sheet
+from flowxfer.transfer import FlowxferError, RunScan, SheetError, format_sheet, scan_run, sheet_rows
 
 from . import _exits
 from ._common import GlobalOptions, fail, global_options

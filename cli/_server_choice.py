@@ -18,8 +18,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowxfer.transfer import DEFAULT_BASE_URL, FlowxferError
-from flowxfer.transfer._credentials import CredentialStore, default_config_dir, read_token_file, readable_by_others
+from flowxfer.transfer import (
+    DEFAULT_BASE_URL,
+    CredentialStore,
+    FlowxferError,
+    default_config_dir,
+    read_token_file,
+    readable_by_others,
+)
 
 #: Where the official CLI (flowbio) keeps an API key; read when nothing closer gives a token.
 OFFICIAL_TOKEN_FILE = Path.home() / ".config" / "flow" / "api-token"

@@ -134,12 +134,7 @@ def archive_member_names(items: Sequence[tuple[str, str]]) -> list[str]:
     return names
 
 
-# --- form fields -----------------------------------------------------------
-
-def parse_form_bool(value: str | None) -> bool:
-    """Flow's booleans in multipart forms: ``true``/``True``/``1`` (any case)."""
-    return (value or "").strip().lower() in ("true", "1", "yes", "on")
-
+# --- cookies ---------------------------------------------------------------
 
 REFRESH_COOKIE = "flow_refresh_token"
 

@@ -211,18 +211,27 @@ class TransferSummary:
 class JournalBatch:
     """Progress events gathered between two commits.
 
-    Events on the same key coalesce (last write wins), so a chunk that went
-    ``sent`` then ``acked`` within one batch costs one row update. Callers pass
-    the state they are leaving so transitions are checked without a read.
+    Events on the same key coalesce (last write wins), so a file that went
+    ``active`` then ``done`` within one batch costs one row update. State
+    changes are checked (:mod:`._states`) against the record's real state: a
+    change following another in the same batch at once, the first one of a
+    batch against the row when :meth:`Journal.commit` applies it, inside the
+    transaction; an illegal one raises :class:`IllegalTransition` and nothing
+    of the batch is written.
     Not thread-safe: fill it on one thread, hand it to :meth:`Journal.commit`.
     """
 
-    __slots__ = ("chunk_plans", "file_updates", "chunk_updates", "verified_files", "inventory", "fds", "_events")
+    __slots__ = ("chunk_plans", "file_updates", "file_from", "chunk_updates", "chunk_from", "verified_files",
+                 "inventory", "fds", "_events")
 
     def __init__(self) -> None:
         self.chunk_plans: dict[int, list[tuple[int, int]]] = {}
         self.file_updates: dict[int, dict[str, Any]] = {}
+        #: The first status each file is given in this batch: checked against its row at commit.
+        self.file_from: dict[int, FileState] = {}
         self.chunk_updates: dict[tuple[int, int], tuple[ChunkState, str | None]] = {}
+        #: The first state each chunk is given in this batch: checked against its row at commit.
+        self.chunk_from: dict[tuple[int, int], ChunkState] = {}
         self.verified_files: set[int] = set()
         self.inventory: dict[tuple[str, str, str, str, str], InventoryRecord] = {}
         self.fds: set[int] = set()
@@ -239,30 +248,45 @@ class JournalBatch:
         self.chunk_plans[file_id] = list(chunks)
         for key in [key for key in self.chunk_updates if key[0] == file_id]:
             del self.chunk_updates[key]
+            self.chunk_from.pop(key, None)
         self._events += 1
 
     def update_file(self, file_id: int, **fields: Any) -> None:
-        """Set columns of a file row (``status`` is checked by the caller via :meth:`file_state`)."""
+        """Set columns of a file row; its status changes only through :meth:`file_state`.
+
+        :raises ValueError: ``status`` among the fields.
+        """
+        if "status" in fields:
+            raise ValueError("a file's status changes through JournalBatch.file_state, which checks it")
         self.file_updates.setdefault(file_id, {}).update(fields)
         self._events += 1
 
-    def file_state(self, file_id: int, current: FileState, new: FileState, **fields: Any) -> None:
-        """Move a file to ``new`` (checked), setting other columns too."""
-        check_file_transition(current, new)
-        self.update_file(file_id, status=new.value, **fields)
+    def file_state(self, file_id: int, new: FileState, **fields: Any) -> None:
+        """Move a file to ``new``, setting other columns too.
 
-    def chunk(
-        self,
-        file_id: int,
-        idx: int,
-        current: ChunkState,
-        new: ChunkState,
-        checksum: str | None = None,
-    ) -> None:
-        """Move chunk ``idx`` of a file from ``current`` to ``new`` (checked)."""
-        check_chunk_transition(current, new)
+        :raises IllegalTransition: at once when the file got another status earlier in this
+            batch and ``new`` may not follow it; otherwise at commit, against its row.
+        """
+        earlier = self.file_updates.get(file_id, {}).get("status")
+        if earlier is not None:
+            check_file_transition(FileState(earlier), new)
+        else:
+            self.file_from[file_id] = new
+        self.file_updates.setdefault(file_id, {}).update(fields, status=new.value)
+        self._events += 1
+
+    def chunk(self, file_id: int, idx: int, new: ChunkState, checksum: str | None = None) -> None:
+        """Move chunk ``idx`` of a file to ``new``.
+
+        :raises IllegalTransition: at once when the chunk changed earlier in this batch and
+            ``new`` may not follow; otherwise at commit, against its row.
+        """
         key = (file_id, idx)
         previous = self.chunk_updates.get(key)
+        if previous is not None:
+            check_chunk_transition(previous[0], new)
+        else:
+            self.chunk_from[key] = new
         if checksum is None and previous is not None:
             checksum = previous[1]
         self.chunk_updates[key] = (new, checksum)
@@ -678,7 +702,11 @@ class Journal:
     def set_file(self, file_id: int, **fields: Any) -> None:
         """Update a file row now, in its own transaction (rare events: start, restart, finish)."""
         batch = JournalBatch()
-        batch.update_file(file_id, **fields)
+        status = fields.pop("status", None)
+        if status is not None:
+            batch.file_state(file_id, FileState(status), **fields)
+        else:
+            batch.update_file(file_id, **fields)
         self.commit(batch)
 
     def reset_interrupted_files(self, transfer_id: str) -> int:
@@ -722,6 +750,7 @@ class Journal:
                     "INSERT INTO chunks (file_id, idx, offset, size, state) VALUES (?, ?, ?, ?, 'planned')",
                     [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
                 )
+            _check_transitions(conn, batch)
             if batch.chunk_updates:
                 conn.executemany(
                     "UPDATE chunks SET state = ?, checksum = coalesce(?, checksum) WHERE file_id = ? AND idx = ?",
@@ -1032,6 +1061,29 @@ _FILE_COLUMNS = frozenset({
     "local_path", "remote_name", "data_id", "size", "mtime_ns", "chunk_size", "checksum", "etag",
     "status", "bytes_done", "attempts", "error", "extra", "updated",
 })
+
+
+def _check_transitions(conn: sqlite3.Connection, batch: JournalBatch) -> None:
+    """Each first state change of the batch against the row it changes (inside the commit's transaction).
+
+    :raises IllegalTransition: the change is not legal from the row's state; the transaction rolls back.
+    """
+    files = list(batch.file_from)
+    for start in range(0, len(files), 500):
+        part = files[start:start + 500]
+        rows = conn.execute(f"SELECT id, status FROM files WHERE id IN ({','.join('?' * len(part))})", part)
+        for file_id, status in rows:
+            check_file_transition(FileState(status), batch.file_from[file_id])
+    by_file: dict[int, list[int]] = {}
+    for file_id, idx in batch.chunk_from:
+        by_file.setdefault(file_id, []).append(idx)
+    for file_id, indexes in by_file.items():
+        for start in range(0, len(indexes), 500):
+            part = indexes[start:start + 500]
+            rows = conn.execute(f"SELECT idx, state FROM chunks WHERE file_id = ? AND idx IN "
+                                f"({','.join('?' * len(part))})", [file_id, *part])
+            for idx, state in rows:
+                check_chunk_transition(ChunkState(state), batch.chunk_from[(file_id, idx)])
 
 
 def _update_file(conn: sqlite3.Connection, file_id: int, fields: dict[str, Any]) -> None:

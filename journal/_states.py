@@ -2,7 +2,10 @@
 
 Pure logic, no I/O. The journal refuses an illegal transition instead of
 silently recording it, because an illegal transition is a bug that could make
-the journal claim more than the server (uploads) or the disk (downloads) holds.
+the journal claim more than the server (uploads) or the disk (downloads) holds:
+every status change goes through :meth:`JournalBatch.file_state` or
+:meth:`JournalBatch.chunk`, checked against the row's state when the batch
+commits (``Journal.commit`` raises :class:`IllegalTransition`).
 
 File states::
 
@@ -13,13 +16,15 @@ File states::
 
 Chunk states (one row per planned chunk)::
 
-    planned ──send──► sent ──ack──► acked ──verify──► verified
-                       └──lose──► planned          (answer lost, data bad)
-    acked ──lose──► planned   (resume found the server/disk holds less)
+    planned ──ack──► acked ──verify──► verified
+                       └──lose──► planned   (resume found the server/disk holds less)
 
 ``acked`` means the server answered 2xx for the chunk (upload) or its bytes
 were written and matched their hash and the file was fsynced (download).
 ``verified`` means the whole file it belongs to passed its final check.
+There is no ``sent`` state: a chunk whose answer is lost is asked about (the
+server says what it holds), so recording "sent" would cost a journal write
+per chunk that nothing reads.
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ class FileState(StrEnum):
 
 class ChunkState(StrEnum):
     PLANNED = "planned"
-    SENT = "sent"
     ACKED = "acked"
     VERIFIED = "verified"
 
@@ -63,8 +67,7 @@ _FILE_TRANSITIONS: dict[FileState, frozenset[FileState]] = {
 }
 
 _CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
-    ChunkState.PLANNED: frozenset({ChunkState.SENT, ChunkState.ACKED}),
-    ChunkState.SENT: frozenset({ChunkState.ACKED, ChunkState.PLANNED}),
+    ChunkState.PLANNED: frozenset({ChunkState.ACKED}),
     ChunkState.ACKED: frozenset({ChunkState.VERIFIED, ChunkState.PLANNED}),
     ChunkState.VERIFIED: frozenset(),
 }

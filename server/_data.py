@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
-from typing import Any
 
 from aiohttp import web
 
 from ._http import bad_request, json_response, not_found, query_bool, query_float, query_int
 from ._permissions import patch_data, put_permissions, visible
-from ._records import KNOWN_TYPES, data_record, data_type_json, is_binary, links_of, search_item
+from ._records import KNOWN_TYPES, data_type_json, is_binary, links_of, records_of, search_item
 from ._regex import check_pattern
 from ._state import State, caller_of, state_of, user_of
-from ._store import SORTS, DataRow, SearchFilter
+from ._store import SORTS, SearchFilter
 
 MAX_PAGE = 100
 #: Hosted Flow's page size when ``count`` is not given.
@@ -22,12 +20,6 @@ DEFAULT_PAGE = 10
 #: ``/data/<id>/contents`` answers this many bytes per ``position``.
 CONTENTS_CHUNK = 10240
 
-
-async def records_of(state: State, rows: Sequence[DataRow], level: int | None = None) -> list[dict[str, Any]]:
-    """The full records of ready data (see :mod:`._records`); ``level`` None: the owner's."""
-    links = await links_of(state.store, rows)
-    return [data_record(row, link, level=3 if level is None else level, extensions=state.config.extensions)
-            for row, link in zip(rows, links, strict=True)]
 
 
 async def get_data(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ._http import ApiError, bad_request, json_response, not_found, read_json
 from ._ids import is_id
+from ._records import records_of
 from ._state import caller_of, state_of
 from ._store import READY, DataRow
 
@@ -83,7 +84,6 @@ async def put_permissions(request: web.Request) -> web.StreamResponse:
 
 async def patch_data(request: web.Request) -> web.StreamResponse:
     """``PATCH /data/<id> {"private": BOOL}`` (needs edit)."""
-    from ._data import records_of
 
     state = state_of(request)
     row, level = await visible(request, EDIT)

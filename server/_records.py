@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._state import State
 from ._store import DataRow, Store
 
 #: Hosted Flow's data categories (``/data/search?category=``).
@@ -161,3 +162,14 @@ def search_item(row: DataRow, links: Links, *, user: str, paired: bool, extensio
     if extensions:
         body["checksum"] = row.checksum
     return body
+
+
+async def records_of(state: State, rows: Sequence[DataRow], level: int | None = None) -> list[dict[str, Any]]:
+    """The full records of ready data (see :func:`data_record`); ``level`` None: the owner's.
+
+    Shared by the data routes and ``PATCH /data/<id>`` (permissions), which is
+    why it lives here and not with either.
+    """
+    links = await links_of(state.store, rows)
+    return [data_record(row, link, level=3 if level is None else level, extensions=state.config.extensions)
+            for row, link in zip(rows, links, strict=True)]

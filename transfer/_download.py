@@ -31,11 +31,11 @@ from flowxfer import protocol
 from flowxfer._os import write_direct
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
+from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
-from ._errors import IntegrityError, LocalIOError, ProtocolError, UnavailableError
+from ._errors import IntegrityError, LocalIOError, ProtocolError, StopRequested, UnavailableError
 from ._retry import RetryPolicy
 from ._runtime import TransferContext, task_group
-from ._upload import StopRequested
 from .events import BytesMoved, FileVerifying, Notice, Retrying
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -94,7 +94,6 @@ _BY_MAP = "xxh3-128 of every chunk against the server's chunk map"
 _BY_WHOLE = "xxh3-128 of the whole file against the server's checksum"
 _SIZE_ONLY = "size and ETag only (the server offers no checksums)"
 #: Read size when a finished file is hashed as a whole.
-_VERIFY_BLOCK = 4 * 1024 * 1024
 
 
 def part_path(target: Path) -> Path:
@@ -203,8 +202,12 @@ def _contiguous_runs(chunks: Sequence[Chunk]) -> list[list[Chunk]]:
     return runs
 
 
-async def download_file(ctx: TransferContext, record: FileRecord, remote: RemoteFile) -> DownloadResult:
+async def download_file(ctx: TransferContext, record: FileRecord, remote: RemoteFile, *,
+                        finish: bool = True) -> DownloadResult:
     """Fetch ``remote`` into ``record.local_path``, resuming from the journal and the ``.part`` file.
+
+    :param finish: journal the file ``done`` once it is in place; False when the caller has
+        more to do before it is (``bulk --extract`` unpacks the archive first).
 
     :raises StopRequested: the transfer is stopping; acked chunks are durable.
     :raises IntegrityError: bytes kept failing verification.
@@ -213,7 +216,7 @@ async def download_file(ctx: TransferContext, record: FileRecord, remote: Remote
     target = Path(record.local_path)
     for restart in range(2):
         try:
-            return await _download_once(ctx, record, remote, target, fresh=restart > 0)
+            return await _download_once(ctx, record, remote, target, fresh=restart > 0, finish=finish)
         except _ContentChanged:
             if restart:
                 raise IntegrityError(f"{target.name}: the server's content keeps changing") from None
@@ -228,7 +231,7 @@ async def download_file(ctx: TransferContext, record: FileRecord, remote: Remote
 
 
 async def _download_once(
-    ctx: TransferContext, record: FileRecord, remote: RemoteFile, target: Path, fresh: bool
+    ctx: TransferContext, record: FileRecord, remote: RemoteFile, target: Path, fresh: bool, finish: bool
 ) -> DownloadResult:
     part = part_path(target)
     chunks = remote.chunks or plan_chunks(remote.size, ctx.config.download_chunk_size)
@@ -256,7 +259,8 @@ async def _download_once(
     except OSError as exc:
         raise _write_error(part, exc, remote.size) from None
     try:
-        return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable)
+        return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable,
+                                    finish)
     finally:
         # Whatever happened, what the journal was told must be on disk before the fd goes.
         with anyio.CancelScope(shield=True):
@@ -275,6 +279,7 @@ async def _download_into(
     sums: list[str | None] | None,
     existing: list[ChunkRecord],
     resumable: bool,
+    finish: bool,
 ) -> DownloadResult:
     batch = ctx.writer.batch
     shared = _Shared(etag=record.etag if resumable else None, size=remote.size, whole_checksum=remote.checksum,
@@ -286,13 +291,13 @@ async def _download_into(
             # (or not); the map tells which, and a local read is cheaper than a refetch.
             unknown = [c for c in chunks if c.index not in shared.acked]
             for idx in await anyio.to_thread.run_sync(_rehash_chunks, fd, unknown, sums):
-                batch.chunk(record.id, idx, ChunkState.PLANNED, ChunkState.ACKED, sums[idx])
+                batch.chunk(record.id, idx, ChunkState.ACKED, sums[idx])
                 batch.sync_before_commit(fd)
                 shared.acked.add(idx)
     else:
         batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
     shared.bytes_done = sum(c.size for c in chunks if c.index in shared.acked)
-    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=ctx.config.download_chunk_size,
+    batch.file_state(record.id, FileState.ACTIVE, chunk_size=ctx.config.download_chunk_size,
                       size=remote.size, etag=shared.etag, bytes_done=shared.bytes_done)
     ctx.writer.added()
 
@@ -328,7 +333,7 @@ async def _download_into(
     if verified == _SIZE_ONLY and whole is not None:
         # No chunk had a reference of its own (no chunk map: a bulk archive, a server without
         # maps), but the file has one: check every byte before the file takes its name.
-        actual = await anyio.to_thread.run_sync(_checksum_of_fd, fd, remote.size)
+        actual = await anyio.to_thread.run_sync(fd_checksum, fd, remote.size)
         if actual != whole:
             raise _WholeMismatch(f"{target.name}: the downloaded bytes hash to {actual}, the server says {whole}")
         verified = _BY_WHOLE
@@ -350,8 +355,11 @@ async def _download_into(
         raise _write_error(target, exc, None, f"cannot move {part.name} into place as") from None
     checksum = remote.checksum or shared.x_checksum
     batch = ctx.writer.batch
-    batch.update_file(record.id, status=FileState.DONE.value, bytes_done=remote.size, checksum=checksum,
-                      etag=shared.etag, error=None)
+    fields = {"bytes_done": remote.size, "checksum": checksum, "etag": shared.etag, "error": None}
+    if finish:
+        batch.file_state(record.id, FileState.DONE, **fields)
+    else:
+        batch.update_file(record.id, **fields)
     batch.verify_chunks(record.id)
     if record.data_id:
         batch.remember(InventoryRecord(
@@ -374,19 +382,6 @@ def _final_check(remote: RemoteFile, shared: _Shared, name: str) -> str:
     if single_chunk and (shared.whole_checksum or shared.x_checksum):
         return _BY_WHOLE
     return _SIZE_ONLY
-
-
-def _checksum_of_fd(fd: int, size: int) -> str:
-    """The protocol checksum of the first ``size`` bytes behind ``fd`` (worker thread)."""
-    hasher = protocol.new_hasher()
-    offset = 0
-    while offset < size:
-        block = os.pread(fd, min(_VERIFY_BLOCK, size - offset), offset)
-        if not block:
-            break
-        hasher.update(block)
-        offset += len(block)
-    return protocol.format_checksum(hasher.hexdigest())
 
 
 async def _stream_segment(
@@ -570,7 +565,7 @@ def _chunk_done(
         shared.bad.add(chunk.index)
         return
     batch = ctx.writer.batch
-    batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
+    batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
     batch.sync_before_commit(fd)
     shared.acked.add(chunk.index)
     shared.bytes_done += chunk.size
@@ -578,14 +573,5 @@ def _chunk_done(
     ctx.writer.added()
 
 
-def local_checksum(path: Path) -> str:
-    """The protocol checksum of a local file (one sequential read; for skip decisions)."""
-    hasher = protocol.new_hasher()
-    with open(path, "rb") as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            hasher.update(block)
-    return protocol.format_checksum(hasher.hexdigest())
-
-
-__all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "local_checksum", "part_path"]
+__all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "part_path"]
 

@@ -22,7 +22,7 @@ from typing import Any
 from flowxfer import protocol
 from flowxfer.journal import FileState, InventoryRecord, Journal, JournalBatch, NewFile
 
-from ._download import local_checksum
+from ._checksums import local_checksum
 from ._errors import UsageError
 from ._names import remote_name_problem, safe_local_name
 

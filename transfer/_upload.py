@@ -10,43 +10,45 @@ go on; we never guess.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import xxhash
 from aiohttp import MultipartWriter
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.helpers import content_disposition_header
 from aiohttp.payload import Payload
 
 from flowxfer import protocol
-from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
+from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState
 
+from ._checksums import hash_range
 from ._chunks import Chunk, plan_chunks
-from ._client import Capabilities
 from ._errors import (
     ChecksumMismatchError,
     IntegrityError,
-    Interrupted,
-    LocalIOError,
     NotFoundError,
     ProtocolError,
     RejectedError,
-    SourceChangedError,
+    StopRequested,
+)
+from ._payloads import (
+    ChunkPayload,
+    InlineChunk,
+    SourceErrorHolder,
+    UploadOptions,
+    chunk_form,
+    form_fields,
 )
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource, Source
-from .events import BytesMoved, FileVerifying, Notice
+from .events import FileVerifying, Notice
 
 #: The smallest chunk the automatic size shrinks to after 413 answers.
 MIN_AUTO_CHUNK = 1024 * 1024
 
 #: Files up to this size are read whole in one worker-thread call and sent as
-#: one ready-made request body (:class:`_InlineChunk`). For a 16 KiB file the
+#: one ready-made request body (:class:`InlineChunk`). For a 16 KiB file the
 #: streamed path cost four thread hops and some thirty socket writes (one per
 #: form part and header); per-file overhead is what bounds a folder of small
 #: files. Small enough that ``concurrency`` of them in memory is nothing.
@@ -54,24 +56,9 @@ INLINE_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class UploadOptions:
-    data_type: str | None = None
-    is_directory: bool = False
-
-
-@dataclass(frozen=True)
 class UploadResult:
     data_id: str
     checksum: str | None
-
-
-class StopRequested(Interrupted):
-    """Raised inside a worker when the transfer is stopping; the file stays resumable.
-
-    An :class:`Interrupted` (so a :class:`FlowxferError`): raised from a wait cut short
-    outside any worker (planning, the capabilities probe), it reaches the caller as an
-    error the CLI renders, never as a traceback.
-    """
 
 
 class _Realign(Exception):
@@ -199,10 +186,9 @@ def _journal_plan(
         batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
     for chunk in chunks:
         if progress.held and chunk.end <= progress.held:
-            current = states.get(chunk.index, ChunkState.PLANNED)
-            if current not in (ChunkState.ACKED, ChunkState.VERIFIED):
-                batch.chunk(record.id, chunk.index, current, ChunkState.ACKED)
-    batch.update_file(record.id, status=FileState.ACTIVE.value, chunk_size=chunk_size, data_id=progress.data_id,
+            if states.get(chunk.index, ChunkState.PLANNED) not in (ChunkState.ACKED, ChunkState.VERIFIED):
+                batch.chunk(record.id, chunk.index, ChunkState.ACKED)
+    batch.file_state(record.id, FileState.ACTIVE, chunk_size=chunk_size, data_id=progress.data_id,
                       bytes_done=progress.held, size=record.size)
     ctx.writer.added()
 
@@ -278,196 +264,6 @@ async def _confirm_by_reading(
     return held
 
 
-class _SourceErrorHolder:
-    """Carries a local read error out of a request body.
-
-    aiohttp turns any exception raised while writing a body into a retryable
-    connection error; the form factory re-raises the real one on the retry.
-    """
-
-    error: BaseException | None = None
-
-
-def _read_block(
-    source: Source, offset: int, length: int, hasher: xxhash.xxh3_128, whole: xxhash.xxh3_128 | None
-) -> bytes | bytearray:
-    """Read one block and feed it to the chunk's and the file's hash (worker thread): one read, no re-read."""
-    data = source.read(offset, length)
-    hasher.update(data)
-    if whole is not None:
-        whole.update(data)
-    return data
-
-
-class _ChunkPayload(Payload):
-    """A chunk's bytes streamed from the source a block at a time, hashed as they go.
-
-    Memory per upload in flight is one block, whatever the chunk size, so
-    chunks can be large (few requests, few server fsyncs) without large RSS.
-    Each attempt is a new payload that starts from a copy of the whole-file
-    hash as it stood before this chunk, so a retried attempt never feeds the
-    file's hash twice.
-
-    A directory archive's body is sent under ``gate``, one at a time: the
-    server answers an archive's last chunk only after unpacking it, so the
-    next archive's bytes arrive while the last one is unpacked, instead of
-    all of them arriving together and being unpacked together at the end
-    (``sync --pack-small`` of 10,000 files in four tars: medians 1.71 s
-    instead of 1.80 s over six alternating runs, 1.97 s instead of 2.15 s
-    over four more). The gate is held for the body only, never while an
-    answer is awaited.
-    """
-
-    def __init__(self, ctx: TransferContext, record: FileRecord, source: Source, chunk: Chunk,
-                 whole_before: xxhash.xxh3_128 | None, holder: _SourceErrorHolder,
-                 gate: anyio.Lock | None = None) -> None:
-        super().__init__(None, content_type="application/octet-stream")
-        # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
-        # ``Transfer-Encoding: chunked`` instead of a Content-Length (flowbio sends one; servers
-        # behind WSGI may not take chunked bodies).
-        self._size = chunk.size
-        self._ctx, self._record, self._source, self._chunk = ctx, record, source, chunk
-        self._whole_before = whole_before
-        self._holder = holder
-        self._gate = gate
-        self.digest: str | None = None
-        self.whole: xxhash.xxh3_128 | None = None
-        self.sent = 0
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        if self._gate is None:
-            await self._write(writer)
-        else:
-            async with self._gate:
-                await self._write(writer)
-
-    async def _write(self, writer: AbstractStreamWriter) -> None:
-        ctx, chunk = self._ctx, self._chunk
-        hasher = xxhash.xxh3_128()
-        whole = self._whole_before.copy() if self._whole_before is not None else None
-        block = ctx.config.block_size
-        position = chunk.offset
-        while position < chunk.end:
-            length = min(block, chunk.end - position)
-            try:
-                data = await anyio.to_thread.run_sync(_read_block, self._source, position, length, hasher, whole)
-            except (SourceChangedError, LocalIOError) as exc:
-                self._holder.error = exc
-                raise
-            await ctx.client.limiter.throttle_bytes(length)
-            await writer.write(data)
-            position += length
-            self.sent += length
-            ctx.counters.bytes_transferred += length
-            ctx.events(BytesMoved(self._record.local_path, length))
-        self.digest = protocol.format_checksum(hasher.hexdigest())
-        self.whole = whole
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a streamed chunk cannot be decoded")
-
-
-class _LateField(Payload):
-    """A form field whose value is known only after the blob was sent (its checksum).
-
-    Its length is fixed (``xxh3-128:`` and 32 hex digits), so the request
-    still carries a Content-Length. The server reads every field before it
-    judges a chunk, so checksum fields may follow the blob.
-    """
-
-    LENGTH = len(protocol.CHECKSUM_PREFIX) + 32
-
-    def __init__(self, produce: Callable[[], str]) -> None:
-        super().__init__(None, content_type="text/plain; charset=utf-8")
-        self._size = self.LENGTH  # (see _ChunkPayload: the keyword would be ignored)
-        self._produce = produce
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        data = self._produce().encode("ascii")
-        if len(data) != self.LENGTH:
-            raise AssertionError("checksum field of unexpected length")
-        await writer.write(data)
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self._produce()
-
-
-class _InlineChunk:
-    """A chunk already in memory (:class:`MemorySource`): hashed once, sent as one ``bytes`` body.
-
-    Its checksums are known before the request, so the whole multipart body
-    (fields, blob, checksums, in the order :func:`_form` uses) is joined once
-    and goes out in one socket write with the request's headers. Every attempt
-    sends the same bytes; ``sent`` counts what an attempt put on the wire.
-    """
-
-    def __init__(self, ctx: TransferContext, record: FileRecord, chunk: Chunk, data: bytes,
-                 whole_before: xxhash.xxh3_128 | None) -> None:
-        self._ctx, self._record = ctx, record
-        self.data = data
-        hasher = xxhash.xxh3_128(data)
-        self.digest: str | None = protocol.format_checksum(hasher.hexdigest())
-        if whole_before is None:
-            self.whole: xxhash.xxh3_128 | None = None
-        elif chunk.offset == 0:
-            self.whole = hasher.copy()  # the file so far is this chunk: hashed once, not twice
-        else:
-            self.whole = whole_before.copy()
-            self.whole.update(data)
-        self.sent = 0
-
-    def after_send(self) -> None:
-        self.sent = len(self.data)
-        self._ctx.counters.bytes_transferred += self.sent
-        self._ctx.events(BytesMoved(self._record.local_path, self.sent))
-
-    def body(self, fields: Sequence[tuple[str, str]], blob_name: str, send_checksums: bool,
-             file_checksum: bool) -> Payload:
-        boundary = os.urandom(16).hex()
-        parts: list[bytes] = []
-
-        def part(headers: str, value: bytes) -> None:
-            parts.extend((f"--{boundary}\r\n{headers}\r\n\r\n".encode(), value, b"\r\n"))
-
-        late = [("checksum", self.digest or "")] if send_checksums else []
-        if send_checksums and file_checksum and self.whole is not None:
-            late.append(("file_checksum", protocol.format_checksum(self.whole.hexdigest())))
-        for name, value in fields:
-            part(f'Content-Disposition: form-data; name="{name}"', value.encode())
-        part(f"Content-Disposition: {content_disposition_header('form-data', name='blob', filename=blob_name)}"
-             "\r\nContent-Type: application/octet-stream", self.data)
-        for name, value in late:
-            part(f'Content-Disposition: form-data; name="{name}"', value.encode())
-        parts.append(f"--{boundary}--\r\n".encode())
-        return _InlineBody(b"".join(parts), self, content_type=f"multipart/form-data; boundary={boundary}")
-
-
-class _InlineBody(Payload):
-    """An :class:`_InlineChunk`'s request body, counted when it is written, not when built.
-
-    A request that never reaches the server (connection refused while it
-    restarts) builds a body and sends nothing; it must not count as bytes moved.
-    A plain :class:`Payload` with a known size (so a Content-Length), not
-    aiohttp's BytesPayload, which warns about bodies over 1 MiB in memory,
-    as a file just under :data:`INLINE_LIMIT` makes with its form around it.
-    Retries by the client's request loop (a 5xx, a lost connection) send the
-    body again without waiting for ``--bwlimit`` once more: rare, and small.
-    """
-
-    def __init__(self, value: bytes, chunk: _InlineChunk, *, content_type: str) -> None:
-        super().__init__(value, content_type=content_type)
-        self._size = len(value)  # (see _ChunkPayload: the keyword would be ignored)
-        self._body = value
-        self._chunk = chunk
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await writer.write(self._body)
-        self._chunk.after_send()
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self._body.decode(encoding, errors)
-
-
 async def _send_chunks(
     ctx: TransferContext,
     record: FileRecord,
@@ -497,7 +293,7 @@ async def _send_chunks(
         progress.held = chunk.end
         progress.whole = whole
         batch = ctx.writer.batch
-        batch.chunk(record.id, chunk.index, ChunkState.PLANNED, ChunkState.ACKED, digest)
+        batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
         batch.update_file(record.id, bytes_done=chunk.end, data_id=progress.data_id)
         ctx.writer.added()
         if first and multi_chunk and not is_last:
@@ -524,14 +320,14 @@ async def _post_chunk(
     """
     send_checksums = ctx.capabilities.checksums
     data_id = progress.data_id
-    inline = (_InlineChunk(ctx, record, chunk, source.read(chunk.offset, chunk.size), progress.whole)
+    inline = (InlineChunk(ctx, record, chunk, source.read(chunk.offset, chunk.size), progress.whole)
               if isinstance(source, MemorySource) else None)
     for attempt in range(1, ctx.config.max_attempts + 1):
-        holder = _SourceErrorHolder()
-        sent: list[_ChunkPayload | _InlineChunk] = []
+        holder = SourceErrorHolder()
+        sent: list[ChunkPayload | InlineChunk] = []
 
-        def build(holder: _SourceErrorHolder = holder,
-                  sent: list[_ChunkPayload | _InlineChunk] = sent) -> MultipartWriter | Payload:
+        def build(holder: SourceErrorHolder = holder,
+                  sent: list[ChunkPayload | InlineChunk] = sent) -> MultipartWriter | Payload:
             if holder.error is not None:
                 raise holder.error  # a local problem, not the network's: stop retrying
             if sent:
@@ -540,13 +336,13 @@ async def _post_chunk(
             if inline is not None:
                 inline.sent = 0  # one object for every attempt: count each attempt's bytes once
                 sent.append(inline)
-                return inline.body(_fields(record.remote_name, chunk.offset, is_last, data_id, options),
+                return inline.body(form_fields(record.remote_name, chunk.offset, is_last, data_id, options),
                                    record.remote_name, send_checksums,
                                    file_checksum=is_last and progress.whole is not None)
-            payload = _ChunkPayload(ctx, record, source, chunk, progress.whole, holder,
+            payload = ChunkPayload(ctx, record, source, chunk, progress.whole, holder,
                                     gate=ctx.archive_gate if options.is_directory else None)
             sent.append(payload)
-            return _form(record.remote_name, chunk.offset, is_last, data_id, options, payload,
+            return chunk_form(record.remote_name, chunk.offset, is_last, data_id, options, payload,
                          send_checksums, file_checksum=is_last and progress.whole is not None)
 
         if inline is not None:
@@ -606,7 +402,7 @@ async def _post_chunk(
 
 async def _chunk_hashes(
     ctx: TransferContext, source: Source, chunk: Chunk, whole_before: xxhash.xxh3_128 | None,
-    sent: Sequence[_ChunkPayload | _InlineChunk],
+    sent: Sequence[ChunkPayload | InlineChunk],
 ) -> tuple[str, xxhash.xxh3_128 | None]:
     """The chunk's checksum and the file's hash after it: from an attempt that sent it whole, or from disk."""
     for payload in reversed(sent):
@@ -614,58 +410,13 @@ async def _chunk_hashes(
             return payload.digest, payload.whole
 
     def read() -> tuple[str, xxhash.xxh3_128 | None]:
-        hasher = xxhash.xxh3_128()
+        hasher = protocol.new_hasher()
         whole = whole_before.copy() if whole_before is not None else None
-        position = chunk.offset
-        while position < chunk.end:
-            length = min(ctx.config.block_size, chunk.end - position)
-            _read_block(source, position, length, hasher, whole)
-            position += length
+        hash_range(source.read, chunk.offset, chunk.size, [h for h in (hasher, whole) if h is not None],
+                   ctx.config.block_size)
         return protocol.format_checksum(hasher.hexdigest()), whole
 
     return await anyio.to_thread.run_sync(read)
-
-
-def _form(
-    name: str,
-    offset: int,
-    is_last: bool,
-    data_id: str | None,
-    options: UploadOptions,
-    payload: _ChunkPayload,
-    send_checksums: bool,
-    *,
-    file_checksum: bool,
-) -> MultipartWriter:
-    """The multipart body: Flow's fields before the blob (as flowbio sends them), checksums after it."""
-    form = MultipartWriter("form-data")
-
-    def field(field_name: str, value: str | Payload) -> None:
-        part = form.append_payload(value) if isinstance(value, Payload) else form.append(value)
-        part.set_content_disposition("form-data", name=field_name)
-
-    for field_name, value in _fields(name, offset, is_last, data_id, options):
-        field(field_name, value)
-    blob = form.append_payload(payload)
-    blob.set_content_disposition("form-data", name="blob", filename=name)
-    if send_checksums:
-        field("checksum", _LateField(lambda: payload.digest or ""))
-        if file_checksum:
-            field("file_checksum", _LateField(
-                lambda: protocol.format_checksum(payload.whole.hexdigest()) if payload.whole else ""))
-    return form
-
-
-def _fields(name: str, offset: int, is_last: bool, data_id: str | None,
-            options: UploadOptions) -> list[tuple[str, str]]:
-    """Flow's form fields before the blob, in the order flowbio sends them."""
-    fields = [("filename", name), ("expected_file_size", str(offset)), ("is_last", "true" if is_last else "false"),
-              ("data", data_id or "")]
-    if options.data_type:
-        fields.append(("data_type", options.data_type))
-    if options.is_directory:
-        fields.append(("is_directory", "true"))
-    return fields
 
 
 async def _poll_ready(ctx: TransferContext, record: FileRecord, data_id: str) -> dict[str, Any]:
@@ -704,51 +455,4 @@ async def _finish(
     return UploadResult(data_id, file_checksum or server_checksum)
 
 
-async def stat_source(path: str) -> os.stat_result:
-    """A source's current size and times, before (re)sending it.
-
-    :raises LocalIOError: it is gone or cannot be read (reported for this file alone).
-    """
-    try:
-        return await anyio.to_thread.run_sync(os.stat, path)
-    except FileNotFoundError:
-        raise LocalIOError(f"{path} disappeared before it was uploaded") from None
-    except OSError as exc:
-        raise LocalIOError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def start_over(ctx: TransferContext, record: FileRecord, st: os.stat_result) -> FileRecord:
-    """The file changed since it was planned: forget its upload, journal the new size and mtime.
-
-    The upload already begun (if any) is abandoned, not continued: its
-    bytes on the server are the old version's.
-    """
-    reset = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "data_id": None, "chunk_size": 0, "bytes_done": 0}
-    ctx.writer.batch.update_file(record.id, **reset)
-    ctx.writer.added()
-    return dataclasses.replace(record, **reset)
-
-
-def upload_verification(capabilities: Capabilities) -> str:
-    """What a finished upload proves, in words (for reports)."""
-    if capabilities.checksums:
-        return "the server checked the xxh3-128 of every chunk and of the whole file"
-    return "the size the server stored (hosted Flow offers no checksums)"
-
-
-def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
-    """Journal a finished upload: the file is done, its chunks verified, the inventory updated."""
-    batch = ctx.writer.batch
-    batch.update_file(record.id, status=FileState.DONE.value, data_id=result.data_id, bytes_done=record.size,
-                      checksum=result.checksum, error=None)
-    batch.verify_chunks(record.id)
-    batch.remember(InventoryRecord(
-        server=ctx.server, username=ctx.username, direction="up", local_path=record.local_path,
-        remote=record.remote_name, size=record.size, mtime_ns=mtime_ns, checksum=result.checksum,
-        data_id=result.data_id, superseded=tuple(record.extra.get("superseded", ())),
-    ))
-    ctx.writer.added()
-
-
-__all__ = ["SourceChangedError", "StopRequested", "UploadOptions", "UploadResult", "remember_upload",
-           "start_over", "stat_source", "upload_source"]
+__all__ = ["UploadOptions", "UploadResult", "upload_source"]

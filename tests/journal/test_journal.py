@@ -220,9 +220,9 @@ def test_batch_commits_plan_chunks_and_files_together(journal: Journal, tmp_path
     (file_row,) = journal.iter_files(tid)
     batch = JournalBatch()
     batch.plan_chunks(file_row.id, [(0, 4), (4, 4), (8, 2)])
-    batch.file_state(file_row.id, FileState.PLANNED, FileState.ACTIVE, bytes_done=0)
-    batch.chunk(file_row.id, 0, ChunkState.PLANNED, ChunkState.SENT, "xxh3-128:" + "0" * 32)
-    batch.chunk(file_row.id, 0, ChunkState.SENT, ChunkState.ACKED)
+    batch.file_state(file_row.id, FileState.ACTIVE, bytes_done=0)
+    batch.chunk(file_row.id, 0, ChunkState.ACKED, "xxh3-128:" + "0" * 32)
+    batch.chunk(file_row.id, 0, ChunkState.ACKED)
     batch.update_file(file_row.id, bytes_done=4)
     part = tmp_path / "x.part"
     with open(part, "wb") as handle:
@@ -243,19 +243,47 @@ def test_replanning_drops_events_of_the_old_plan(journal: Journal) -> None:
     (row,) = journal.iter_files(tid)
     batch = JournalBatch()
     batch.plan_chunks(row.id, [(0, 10)])
-    batch.chunk(row.id, 0, ChunkState.PLANNED, ChunkState.ACKED)
+    batch.chunk(row.id, 0, ChunkState.ACKED)
     batch.plan_chunks(row.id, [(0, 5), (5, 5)])
     journal.commit(batch)
     assert [c.state for c in journal.chunks(row.id)] == [ChunkState.PLANNED, ChunkState.PLANNED]
 
 
-def test_illegal_transitions_are_refused_at_the_call() -> None:
+def test_illegal_transitions_within_a_batch_are_refused_at_the_call() -> None:
     batch = JournalBatch()
+    batch.chunk(1, 0, ChunkState.ACKED)
+    batch.chunk(1, 0, ChunkState.VERIFIED)
     with pytest.raises(IllegalTransition):
-        batch.chunk(1, 0, ChunkState.VERIFIED, ChunkState.PLANNED)
+        batch.chunk(1, 0, ChunkState.PLANNED)
+    batch.file_state(1, FileState.DONE)
     with pytest.raises(IllegalTransition):
-        batch.file_state(1, FileState.DONE, FileState.ACTIVE)
-    assert len(batch) == 0
+        batch.file_state(1, FileState.ACTIVE)
+    with pytest.raises(ValueError, match="file_state"):
+        batch.update_file(1, status="active")
+    assert len(batch) == 3
+
+
+def test_illegal_transitions_against_the_row_are_refused_at_commit(journal: Journal) -> None:
+    """The first change of a batch is checked against the row's real state; nothing of the batch is written."""
+    tid = _begin(journal)
+    journal.add_files(tid, [NewFile("/a", "a", size=8), NewFile("/b", "b", size=8)])
+    a, b = journal.files_page(tid)
+    done = JournalBatch()
+    done.plan_chunks(a.id, [(0, 4), (4, 4)])
+    done.chunk(a.id, 0, ChunkState.ACKED)
+    done.chunk(a.id, 1, ChunkState.ACKED)
+    done.file_state(a.id, FileState.DONE)
+    done.verify_chunks(a.id)
+    journal.commit(done)
+    for illegal in (lambda batch: batch.file_state(a.id, FileState.ACTIVE),
+                    lambda batch: batch.chunk(a.id, 0, ChunkState.ACKED)):
+        batch = JournalBatch()
+        batch.file_state(b.id, FileState.ACTIVE)
+        illegal(batch)
+        with pytest.raises(IllegalTransition):
+            journal.commit(batch)
+        assert journal.get_file(b.id).status is FileState.PLANNED  # rolled back with the rest
+    assert journal.get_file(a.id).status is FileState.DONE
 
 
 def test_verify_chunks_and_summary(journal: Journal) -> None:
@@ -264,9 +292,9 @@ def test_verify_chunks_and_summary(journal: Journal) -> None:
     a = journal.files_page(tid)[0]
     batch = JournalBatch()
     batch.plan_chunks(a.id, [(0, 4), (4, 4)])
-    batch.chunk(a.id, 0, ChunkState.PLANNED, ChunkState.ACKED)
-    batch.chunk(a.id, 1, ChunkState.PLANNED, ChunkState.ACKED)
-    batch.update_file(a.id, status="done", bytes_done=8)
+    batch.chunk(a.id, 0, ChunkState.ACKED)
+    batch.chunk(a.id, 1, ChunkState.ACKED)
+    batch.file_state(a.id, FileState.DONE, bytes_done=8)
     batch.verify_chunks(a.id)
     journal.commit(batch)
     assert {c.state for c in journal.chunks(a.id)} == {ChunkState.VERIFIED}

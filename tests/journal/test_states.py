@@ -45,7 +45,7 @@ def test_chunk_cannot_skip_to_verified() -> None:
     with pytest.raises(IllegalTransition):
         check_chunk_transition(ChunkState.PLANNED, ChunkState.VERIFIED)
     with pytest.raises(IllegalTransition):
-        check_chunk_transition(ChunkState.SENT, ChunkState.VERIFIED)
+        check_chunk_transition(ChunkState.VERIFIED, ChunkState.ACKED)
     check_chunk_transition(ChunkState.ACKED, ChunkState.VERIFIED)
 
 
@@ -104,7 +104,7 @@ class CrashingTransfer(RuleBasedStateMachine):
             return
         idx = data.draw(st.sampled_from(todo))
         self.truth.add(idx)
-        self.batch.chunk(self.file_id, idx, ChunkState.PLANNED, ChunkState.ACKED)
+        self.batch.chunk(self.file_id, idx, ChunkState.ACKED)
 
     @rule()
     def commit(self) -> None:
@@ -129,8 +129,8 @@ class CrashingTransfer(RuleBasedStateMachine):
         self.crash()
         batch = JournalBatch()
         for idx in sorted(set(range(self.count)) - self._claimed_now()):
-            batch.chunk(self.file_id, idx, ChunkState.PLANNED, ChunkState.ACKED)
-        batch.update_file(self.file_id, status="done", bytes_done=self.count * 4)
+            batch.chunk(self.file_id, idx, ChunkState.ACKED)
+        batch.file_state(self.file_id, FileState.DONE, bytes_done=self.count * 4)
         batch.verify_chunks(self.file_id)
         self.journal.commit(batch)
         chunks = self.journal.chunks(self.file_id)

@@ -15,7 +15,7 @@ from flowxfer.journal import Journal
 from flowxfer.server import Admin
 from flowxfer.transfer import Flowxfer, UsageError
 from flowxfer.transfer import _sync as sync_module
-from flowxfer.transfer._sync import ShareGrant, SyncOptions
+from flowxfer.transfer._syncplan import ShareGrant, SyncOptions
 from flowxfer.transfer.events import BytesMoved, FilesPlanned, FileStarted
 from tests.support.faultproxy import DropResponse, FaultProxy, Match
 from tests.support.runfolder import MARKERS, complete_run, make_run_folder, run_files

@@ -23,10 +23,10 @@ from flowxfer.transfer._packing import (
     pack_name,
     plan_packs,
 )
-from flowxfer.transfer._sync import (
+from flowxfer.transfer._sync import _PlannedPacks
+from flowxfer.transfer._syncplan import (
     ShareGrant,
     Verdict,
-    _PlannedPacks,
     compare,
     parse_share,
     remote_name_for,
