@@ -809,7 +809,7 @@ class Store(SampleStoreMixin, AccountStore):
 
     def data_type_counts(self) -> dict[str, int]:
         """``{data_type: number of ready data}`` for every type some ready data carries."""
-        return dict(self._query(  # type: ignore[arg-type]
+        return dict(self._query(
             "SELECT data_type, COUNT(*) FROM data WHERE state = 'ready' AND data_type IS NOT NULL GROUP BY data_type"))
 
     def data_by_ids(self, ids: Sequence[str]) -> list[DataRow]:

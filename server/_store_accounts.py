@@ -50,7 +50,7 @@ class AccountStore:
         params: tuple[str, ...] = ()
         if owner is not None:
             sql, params = sql + " WHERE owner = ?", (owner,)
-        return [tuple(r) for r in self._query(sql + " ORDER BY created, id", params)]  # type: ignore[misc]
+        return [tuple(r) for r in self._query(sql + " ORDER BY created, id", params)]
 
     def remove_api_key(self, key_id: str) -> bool:
         with self._tx() as c:
