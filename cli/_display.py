@@ -18,6 +18,7 @@ rich), so it is tested directly. The rules it keeps:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from flowxfer.transfer import format_duration, format_rate, format_size
@@ -311,3 +312,20 @@ def row_bar(row: Row, now: float) -> Bar:
     if row.verifying:
         text += "  verifying"
     return Bar(f"  {row.name}", min(row.done, row.size), row.size or None, text)
+
+
+# --- text shown to a person -------------------------------------------------------
+
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` safe to print for a person: names from disk or a server shown, never obeyed."""
+    return _UNSHOWABLE.sub(_escape, text)

@@ -20,8 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ._display import Bar, DisplayModel, Phase
-from ._render import visible
+from ._display import Bar, DisplayModel, Phase, visible
 
 #: Redraws per second.
 _FPS = 8

@@ -22,7 +22,7 @@ import anyio
 from flowxfer.transfer import TransferReport, format_duration, format_rate, format_size
 from flowxfer.transfer.events import Event, FileFinished, JobProgress, Notice, Retrying, Waiting
 
-from ._display import DisplayModel
+from ._display import DisplayModel, visible
 
 if TYPE_CHECKING:
     from ._live import LiveRegion
@@ -32,21 +32,6 @@ _PLAIN_INTERVAL = 5.0
 
 #: What a terminal would act on rather than show: C0/C1 controls (ESC sequences can rewrite
 #: the screen) and lone surrogates (bytes of a file name that were not UTF-8; printing them fails).
-_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def visible(text: str) -> str:
-    """``text`` safe to print for a person: names from disk or a server shown, never obeyed."""
-    return _UNSHOWABLE.sub(_escape, text)
-
-
 def _plain_interval() -> float:
     try:
         return max(0.1, float(os.environ.get("FLOWXFER_PROGRESS_INTERVAL", _PLAIN_INTERVAL)))
