@@ -10,20 +10,31 @@ from typing import Any, NoReturn
 
 import click
 
-from flowxfer.transfer import Flowxfer, TransferReport
-from flowxfer.transfer._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
-from flowxfer.transfer._sizes import format_duration, format_size
-from flowxfer.transfer._sync import SyncOptions, SyncPreview, parse_share
+from flowxfer.transfer import (
+    DownloadAdvice,
+    Flowxfer,
+    PathFilter,
+    SyncOptions,
+    SyncPreview,
+    TransferReport,
+    format_duration,
+    format_size,
+    parse_share,
+)
 
 from . import _exits
-from ._common import DURATION, SIZE, GlobalOptions, finish_transfer, global_options, run_engine, transfer_config
+from ._common import (
+    DURATION,
+    SIZE,
+    GlobalOptions,
+    finish_transfer,
+    global_options,
+    output_for,
+    run_engine,
+    transfer_config,
+    transfer_options,
+)
 from ._render import Output
-from ._transfers import _transfer_options
-
-
-def _output(options: GlobalOptions, kind: str) -> Output:
-    return Output(kind, progress=options.progress_mode(), results=not options.json and not options.quiet,
-                  verbose=options.verbose)
 
 
 def _log_summary(options: GlobalOptions, document: dict[str, Any]) -> None:
@@ -79,7 +90,7 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
               help="First wait between polls of the job; it grows to 30 s.")
 @click.option("--timeout", "job_timeout", type=DURATION,
               help="Stop waiting for the job after this long (exit 75; run again to pick the job up).")
-@_transfer_options
+@transfer_options
 @click.pass_context
 def bulk(ctx: click.Context, ids: tuple[str, ...], name: str | None, output_dir: Path, extract: bool,
          keep_archive: bool, poll_interval: float, job_timeout: float | None, concurrency: int | None,
@@ -96,7 +107,7 @@ def bulk(ctx: click.Context, ids: tuple[str, ...], name: str | None, output_dir:
     """
     options = global_options(ctx)
     config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
-    output = _output(options, "bulk")
+    output = output_for(options, "bulk")
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.bulk(list(ids), name=name, output_dir=output_dir, extract=extract,
@@ -194,7 +205,7 @@ def _preview_lines(preview: SyncPreview) -> list[str]:
 @click.option("--data-type", help="Flow data-type identifier for every file.")
 @click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and what the rate limits make of it; send nothing.")
-@_transfer_options
+@transfer_options
 @click.pass_context
 def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tuple[str, ...],
          ready_marker: str | None, min_age: float | None, name_from_path: bool, pack_small: int | None,
@@ -214,8 +225,6 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
     options = global_options(ctx)
     rules = _ordered_rules(ctx, include, exclude)
     try:
-        from flowxfer.transfer._globs import PathFilter
-
         PathFilter(rules)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--include/--exclude") from None
@@ -223,7 +232,7 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
                                name_from_path=name_from_path, pack_small=pack_small,
                                shares=_share_grants(share), data_type=data_type)
     config = transfer_config(chunk_size=chunk_size, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
-    output = _output(options, "sync")
+    output = output_for(options, "sync")
 
     if dry_run:
         async def preview(fx: Flowxfer) -> SyncPreview:
@@ -262,7 +271,7 @@ def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str
                          auto_bulk: bool) -> NoReturn:
     """``download --dry-run`` (the arithmetic only) and ``download --auto-bulk`` (archive for small files)."""
     options = global_options(ctx)
-    output = _output(options, "download")
+    output = output_for(options, "download")
 
     async def advise(fx: Flowxfer) -> DownloadAdvice:
         return await fx.download_advice(list(ids), filename=filename, pattern=pattern, owned=owned)
@@ -276,21 +285,14 @@ def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str
                          else "--auto-bulk would download one by one")
         _answer(options, advice.to_json(), lines, preview=True)
 
+    def on_part(kind: str, why: str | None) -> None:
+        if why:
+            output.error(why)
+        output.kind = kind
+
     async def call(fx: Flowxfer) -> list[TransferReport]:
-        advice = await advise(fx)
-        if not advice.bulk_advised:
-            return [await fx.download([item.id for item in advice.small + advice.large], output_dir=output_dir,
-                                      force=force)]
-        output.error(f"{len(advice.small)} files under {format_size(BULK_SMALL_FILE)} (more than "
-                     f"{BULK_MIN_FILES}): fetching them as one archive")
-        output.kind = "bulk"
-        reports = [await fx.bulk([item.id for item in advice.small], output_dir=output_dir, extract=True,
-                                 known=list(advice.small))]
-        if advice.large and not fx.stopping:
-            output.kind = "download"
-            reports.append(await fx.download([item.id for item in advice.large], output_dir=output_dir,
-                                             force=force))
-        return reports
+        return await fx.download_auto_bulk(list(ids), filename=filename, pattern=pattern, owned=owned,
+                                           output_dir=output_dir, force=force, on_part=on_part)
 
     reports, signum = run_engine(options, output, call, config)
     reports = reports or []

@@ -21,9 +21,16 @@ import anyio
 import click
 
 from flowxfer.journal import JournalError
-from flowxfer.transfer import DEFAULT_BASE_URL, Flowxfer, FlowxferError, TransferConfig, TransferReport
-from flowxfer.transfer._runtime import task_group
-from flowxfer.transfer._sizes import parse_duration, parse_size
+from flowxfer.transfer import (
+    DEFAULT_BASE_URL,
+    Flowxfer,
+    FlowxferError,
+    TransferConfig,
+    TransferReport,
+    parse_duration,
+    parse_size,
+    task_group,
+)
 
 from . import _exits
 from ._render import Output
@@ -104,6 +111,23 @@ class GlobalOptions:
 def global_options(ctx: click.Context) -> GlobalOptions:
     options = ctx.find_object(GlobalOptions)
     return options if options is not None else GlobalOptions()
+
+
+def output_for(options: GlobalOptions, kind: str) -> Output:
+    """The renderer of one command's progress and results, as the global options ask."""
+    return Output(kind, progress=options.progress_mode(), results=not options.json and not options.quiet,
+                  verbose=options.verbose)
+
+
+def transfer_options(func: click.decorators.FC) -> click.decorators.FC:
+    """The options every transferring command takes: ``--concurrency``, ``--bwlimit``, ``--max-wait``."""
+    for option in reversed([
+        click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 16)."),
+        click.option("--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'),
+        click.option("--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."),
+    ]):
+        func = option(func)
+    return func
 
 
 def transfer_config(**overrides: Any) -> TransferConfig:

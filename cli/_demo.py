@@ -36,9 +36,7 @@ import anyio
 import click
 
 from flowxfer.protocol import parse_rate_limit_spec
-from flowxfer.transfer import Flowxfer, TransferConfig, TransferReport, events
-from flowxfer.transfer._sizes import format_rate, format_size
-from flowxfer.transfer._sync import SyncOptions
+from flowxfer.transfer import Flowxfer, SyncOptions, TransferConfig, TransferReport, events, format_rate, format_size
 
 from . import _exits
 from ._common import SIZE, global_options

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from flowxfer.transfer import Flowxfer
-from flowxfer.transfer._doctor import Check, run_checks
+from flowxfer.transfer import Check, Flowxfer, run_checks
 
 from . import _exits
 from ._common import global_options, run_engine

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
-from flowxfer.transfer import TransferReport
-from flowxfer.transfer._sizes import format_duration, format_rate, format_size
+from flowxfer.transfer import TransferReport, format_duration, format_rate, format_size
 from flowxfer.transfer.events import (
     BytesMoved,
     Event,

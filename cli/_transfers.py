@@ -11,13 +11,8 @@ import click
 from flowxfer.transfer import Flowxfer, TransferReport
 
 from . import _exits
-from ._common import DURATION, SIZE, GlobalOptions, finish_transfer, global_options, run_engine, transfer_config
-from ._render import Output
-
-
-def _output(options: GlobalOptions, kind: str) -> Output:
-    return Output(kind, progress=options.progress_mode(), results=not options.json and not options.quiet,
-                  verbose=options.verbose)
+from ._bulk_sync import download_with_advice
+from ._common import SIZE, finish_transfer, global_options, output_for, run_engine, transfer_config, transfer_options
 
 
 @click.command()
@@ -41,7 +36,7 @@ def login(ctx: click.Context, username: str | None, password_stdin: bool) -> Non
         password = click.prompt("Password", hide_input=True, err=True)
     if not password:
         raise click.UsageError("empty password")
-    output = _output(options, "login")
+    output = output_for(options, "login")
 
     async def call(fx: Flowxfer) -> str:
         return await fx.login(username, password)
@@ -65,18 +60,8 @@ def logout(ctx: click.Context) -> None:
     async def call(fx: Flowxfer) -> bool:
         return await fx.logout()
 
-    forgot, _ = run_engine(options, _output(options, "logout"), call)
+    forgot, _ = run_engine(options, output_for(options, "logout"), call)
     print(f"logged out of {options.base_url}" if forgot else f"not logged in to {options.base_url}")
-
-
-def _transfer_options(func: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed([
-        click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 16)."),
-        click.option("--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'),
-        click.option("--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."),
-    ]):
-        func = option(func)
-    return func
 
 
 @click.command()
@@ -85,7 +70,7 @@ def _transfer_options(func: click.decorators.FC) -> click.decorators.FC:
 @click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic, 64 MiB against a "
               "flowxfer server, 16 MiB against hosted Flow, halved on 413).")
 @click.option("--force", is_flag=True, help="Upload even files already uploaded unchanged.")
-@_transfer_options
+@transfer_options
 @click.pass_context
 def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, chunk_size: int | None, force: bool,
            concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
@@ -99,7 +84,7 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
     """
     options = global_options(ctx)
     config = transfer_config(chunk_size=chunk_size, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
-    output = _output(options, "upload")
+    output = output_for(options, "upload")
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.upload([str(p) for p in paths], data_type=data_type, force=force)
@@ -121,7 +106,7 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
               help="More than 50 files under 8 MiB: fetch those as one server-built archive (extracted).")
 @click.option("--dry-run", is_flag=True,
               help="Show the requests each way costs against the rate limits; send only metadata requests.")
-@_transfer_options
+@transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
              output_dir: Path, segments: int | None, force: bool, auto_bulk: bool, dry_run: bool,
@@ -141,11 +126,9 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
         raise click.UsageError("name data ids, or a search with --filename, --pattern or --owned")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     if auto_bulk or dry_run:
-        from ._bulk_sync import download_with_advice
-
         download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
                              auto_bulk=auto_bulk)
-    output = _output(options, "download")
+    output = output_for(options, "download")
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.download(list(ids), filename=filename, pattern=pattern, owned=owned,
@@ -157,7 +140,7 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
 
 @click.command()
 @click.argument("transfer_id", required=False)
-@_transfer_options
+@transfer_options
 @click.pass_context
 def resume(ctx: click.Context, transfer_id: str | None, concurrency: int | None, bwlimit: str | None,
            max_wait: float | None) -> None:
@@ -170,7 +153,7 @@ def resume(ctx: click.Context, transfer_id: str | None, concurrency: int | None,
     """
     options = global_options(ctx)
     config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
-    output = _output(options, "upload")
+    output = output_for(options, "upload")
 
     async def call(fx: Flowxfer) -> list[TransferReport]:
         original = output.kind

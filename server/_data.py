@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from ._data_json import data_json
 from ._http import bad_request, json_response, not_found, query_bool, query_float, query_int
 from ._permissions import patch_data, put_permissions, visible
 from ._regex import check_pattern
 from ._state import State, state_of, user_of
-from ._store import DataRow, SearchFilter
+from ._store import SearchFilter
 
 MAX_PAGE = 100
-
-
-def data_json(row: DataRow, extensions: bool) -> dict[str, Any]:
-    """How one ready data is shown (hosted Flow's fields, plus ``checksum`` [ext])."""
-    body: dict[str, Any] = {
-        "id": row.id,
-        "filename": row.filename,
-        "size": row.size,
-        "created": row.created,
-        "private": row.private,
-        "owner": {"username": row.owner},
-        "data_type": row.data_type,
-        "is_directory": row.is_directory,
-        "is_ready": True,
-    }
-    if extensions:
-        body["checksum"] = row.checksum
-    return body
 
 
 async def get_data(request: web.Request) -> web.StreamResponse:

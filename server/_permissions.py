@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._data_json import data_json
 from ._http import ApiError, bad_request, json_response, not_found, read_json
 from ._ids import is_id
 from ._state import state_of, user_of
@@ -83,8 +84,6 @@ async def put_permissions(request: web.Request) -> web.StreamResponse:
 
 async def patch_data(request: web.Request) -> web.StreamResponse:
     """``PATCH /data/<id> {"private": BOOL}`` (needs edit)."""
-    from ._data import data_json
-
     state = state_of(request)
     row, _ = await visible(request, EDIT)
     body = await read_json(request, state.config.max_json_bytes, state.config.max_json_depth)

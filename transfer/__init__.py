@@ -17,6 +17,11 @@ Run folders and archives::
     report = await fx.sync("run42/", SyncOptions(ready_marker="CopyComplete.txt", pack_small=1 << 20))
     report = await fx.bulk(ids, output_dir="results/", extract=True)
 
+Also here, for front ends such as the CLI: the size and duration formats
+(``parse_size``, ``format_size``, ...), sync's ``--include``/``--exclude``
+rules (:class:`PathFilter`) and ``--share`` grants (:func:`parse_share`),
+the ``doctor`` checks, and :func:`task_group`.
+
 Progress arrives as event objects (:mod:`flowxfer.transfer.events`) passed
 to the ``progress`` callback. Errors are the exceptions below; nothing here
 prints or exits.
@@ -28,10 +33,12 @@ from flowxfer.journal import JournalError
 
 from . import _blocking as blocking
 from . import events
-from ._api import DEFAULT_BASE_URL, FileReport, Flowxfer, TransferReport
+from ._api import DEFAULT_BASE_URL, Flowxfer
+from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
 from ._client import Capabilities
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
+from ._doctor import Check, run_checks
 from ._errors import (
     AlreadyRunning,
     AuthError,
@@ -50,24 +57,33 @@ from ._errors import (
     UsageError,
 )
 from ._extract import UnsafeArchiveError
-from ._sync import ShareGrant, SyncOptions, SyncPreview
+from ._globs import PathFilter
+from ._report import FileReport, TransferReport
+from ._runtime import task_group
+from ._sizes import format_duration, format_rate, format_size, parse_duration, parse_size
+from ._sync import ShareGrant, SyncOptions, SyncPreview, parse_share
 
 __all__ = [
+    "BULK_MIN_FILES",
+    "BULK_SMALL_FILE",
     "DEFAULT_BASE_URL",
     "AlreadyRunning",
     "AuthError",
     "BudgetExhausted",
     "Capabilities",
+    "Check",
     "CredentialStore",
+    "DownloadAdvice",
     "FileReport",
     "Flowxfer",
     "FlowxferError",
     "GoneError",
     "IntegrityError",
-    "JournalError",
     "Interrupted",
+    "JournalError",
     "LocalIOError",
     "NotFoundError",
+    "PathFilter",
     "ProtocolError",
     "RejectedError",
     "ServerError",
@@ -84,4 +100,12 @@ __all__ = [
     "blocking",
     "default_config_dir",
     "events",
+    "format_duration",
+    "format_rate",
+    "format_size",
+    "parse_duration",
+    "parse_share",
+    "parse_size",
+    "run_checks",
+    "task_group",
 ]
