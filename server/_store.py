@@ -28,6 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from flowxfer._os import fsync_dir
 
+from ._store_executions import EXECUTIONS_MIGRATION, ExecutionStoreMixin
 from ._store_samples import GENERIC_KIND, DataKind, NewSample, SampleStoreMixin
 
 P = ParamSpec("P")
@@ -147,6 +148,10 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (fileset_id, position)
     ) WITHOUT ROWID;
     """,
+    # Executions (docs/protocol.md, "Executions"): pipeline runs registered by `admin execution add`
+    # (this server runs no pipelines) and the data each process produced. ``schedule`` is a JSON list
+    # of [unix time, status]: the status an execution shows is the last one whose time has come.
+    EXECUTIONS_MIGRATION,
 )
 
 # Data states. Only 'ready' is ever visible as data.
@@ -286,7 +291,7 @@ class FlushError(StoreError):
     """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
 
 
-class Store(SampleStoreMixin):
+class Store(SampleStoreMixin, ExecutionStoreMixin):
     """The metadata database under the server's root."""
 
     def __init__(self, root: Path) -> None:
