@@ -22,6 +22,7 @@ from flowxfer.transfer import TransferReport, format_duration, format_rate, form
 from flowxfer.transfer.events import (
     BytesMoved,
     Event,
+    ExecutionWaiting,
     FileFinished,
     FilesPlanned,
     FileStarted,
@@ -175,6 +176,8 @@ class Output:
             self._notice(self.status, verbose_only=event.attempt < 3)
         elif isinstance(event, Notice):
             self._notice(event.message)
+        elif isinstance(event, ExecutionWaiting):
+            self._execution(event)
         elif isinstance(event, JobProgress):
             self.status = f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%"
             self._notice(self.status, verbose_only=True)
@@ -182,6 +185,16 @@ class Output:
             self._bars.update(self._overall, description=self._overall_description())
         if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
             self._plain_progress()
+
+    def _execution(self, event: ExecutionWaiting) -> None:
+        """A poll of a pipeline execution: always said (a wait may last hours), quietly repeated."""
+        status = event.status if event.status not in ("", "-") else "running"
+        text = f"execution {event.execution_id} ({event.identifier}): {status}"
+        if event.next_poll is not None:
+            text += (f", waited {format_duration(event.waited)}, next poll in "
+                     f"{format_duration(event.next_poll)}")
+        self.status = text if event.next_poll is not None else ""
+        self._notice(text)
 
     def _set_total(self) -> None:
         if self._bars is not None and self._overall is not None:

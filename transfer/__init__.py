@@ -56,6 +56,7 @@ from ._errors import (
     UnavailableError,
     UsageError,
 )
+from ._executions import ExecutionFailed, ExecutionOutput, ExecutionUnfinished
 from ._extract import UnsafeArchiveError
 from ._globs import PathFilter
 from ._report import FileReport, TransferReport
@@ -74,6 +75,9 @@ __all__ = [
     "Check",
     "CredentialStore",
     "DownloadAdvice",
+    "ExecutionFailed",
+    "ExecutionOutput",
+    "ExecutionUnfinished",
     "FileReport",
     "Flowxfer",
     "FlowxferError",
