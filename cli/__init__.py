@@ -56,13 +56,13 @@ def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path 
 
 
 # Commands register after main exists.
+from . import _admin_executions  # noqa: E402,F401  (admin execution ...)
 from ._bulk_sync import bulk, sync  # noqa: E402
 from ._demo import demo  # noqa: E402
 from ._doctor import doctor  # noqa: E402
 from ._journal_cmds import jobs, show  # noqa: E402
 from ._samples import samples  # noqa: E402
 from ._serve import admin, serve  # noqa: E402
-from . import _admin_executions  # noqa: E402,F401  (admin execution ...)
 from ._transfers import download, login, logout, resume, upload  # noqa: E402
 
 for _command in (demo, login, logout, upload, download, resume, jobs, show, doctor, serve, admin, bulk, sync,

@@ -294,7 +294,8 @@ async def sample_data(request: web.Request) -> web.StreamResponse:
     text = request.query.get("filter", "").casefold()
     filesets = await state.store.run(state.store.filesets, row.id)
     when = min((f.created for f in filesets), default=row.created)
-    files = [(d, n, s, when, None, None, row.owner) for f in filesets for d, n, s in f.data]
+    files: list[tuple[str, str, int, float, str | None, str | None, str]] = [
+        (d, n, s, when, None, None, row.owner) for f in filesets for d, n, s in f.data]
     runs = await state.store.run(state.store.visible_executions, user, row.id)
     outputs = await state.store.run(state.store.execution_outputs, [r.id for r in runs])
     files += [(o.data_id, o.filename, o.size, o.created, r.pipeline_name, o.process_name, r.owner)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import anyio
 
@@ -81,8 +81,9 @@ class ExecutionOutput:
     data: RemoteData
 
 
-def _path(execution_id: str) -> str:
-    return f"/executions/{quote(execution_id, safe='')}"
+def _path(execution_id: str, fields: Sequence[str]) -> str:
+    """The detail's path trimmed to ``fields`` (``include=`` repeats, so it is spelled into the path)."""
+    return f"/executions/{quote(execution_id, safe='')}?{urlencode([('include', f) for f in fields])}"
 
 
 async def poll_execution(client: FlowClient, execution_id: str) -> dict[str, Any]:
@@ -90,8 +91,7 @@ async def poll_execution(client: FlowClient, execution_id: str) -> dict[str, Any
 
     :raises NotFoundError: unknown, or not visible to this user.
     """
-    answer = await client.json_request("GET", _path(execution_id), rate_class="api",
-                                       params=[("include", f) for f in POLL_FIELDS])
+    answer = await client.json_request("GET", _path(execution_id, POLL_FIELDS), rate_class="api")
     status = answer.get("status")
     if not isinstance(status, str):
         raise ProtocolError(f"execution {execution_id}: the answer carries no status")
@@ -124,8 +124,7 @@ async def execution_outputs(client: FlowClient, execution_id: str) -> tuple[str,
     output, as ``download ID`` does, for the checksum each download is
     verified against.
     """
-    answer = await client.json_request("GET", _path(execution_id), rate_class="api",
-                                       params=[("include", f) for f in OUTPUT_FIELDS])
+    answer = await client.json_request("GET", _path(execution_id, OUTPUT_FIELDS), rate_class="api")
     identifier = str(answer.get("identifier") or execution_id)
     listed = _listed(execution_id, answer)
     ids = list(dict.fromkeys(str(item.get("id")) for _, item in listed if item.get("id") is not None))
