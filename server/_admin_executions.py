@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flowxfer._os import fsync_dir
-from flowxfer.protocol import filename_problem
+from flowxfer.protocol import checksum_of, filename_problem, format_checksum, new_hasher
 
 from ._ids import is_id, new_id
-from ._sink import hash_file
 from ._store import Store
 from ._store_executions import TERMINAL, NewExecution, NewOutput
 
@@ -30,6 +28,8 @@ _NOUNS = ("meucci", "curie", "darwin", "franklin", "hodgkin", "mendel", "pasteur
           "watson", "crick", "lovelace", "noether", "ramon", "mcclintock")
 #: Statuses a schedule may name: pending ("" or "-", as hosted shows it) and the terminal ones.
 STATUSES = ("", "-", *TERMINAL)
+#: The chunk map's unit for registered outputs (an upload's, with 1 MiB chunks).
+CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,28 @@ def _filetype(name: str) -> str:
     return name.rpartition(".")[2].lower() if "." in name else ""
 
 
-def _copy_in(source: Path, data_dir: Path, data_id: str) -> tuple[int, str]:
-    """Copy ``source`` to ``data/<data_id>`` durably; (size, checksum)."""
+def _copy_in(source: Path, data_dir: Path, data_id: str) -> tuple[int, str, list[tuple[int, int, str]]]:
+    """Copy ``source`` to ``data/<data_id>`` durably; (size, checksum, chunk map).
+
+    The chunk map is what an upload in :data:`CHUNK` pieces would have left:
+    downloads with extensions verify and resume by it.
+    """
     final = data_dir / data_id
     partial = data_dir / f".{data_id}.admin"
+    whole = new_hasher()
+    chunks: list[tuple[int, int, str]] = []
+    size = 0
     with open(source, "rb") as src, open(partial, "wb") as dst:
-        shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+        while block := src.read(CHUNK):
+            dst.write(block)
+            whole.update(block)
+            chunks.append((size, len(block), checksum_of(block)))
+            size += len(block)
         dst.flush()
         os.fsync(dst.fileno())
     os.replace(partial, final)
     fsync_dir(data_dir)
-    size = final.stat().st_size
-    return size, hash_file(final, size)
+    return size, format_checksum(whole.hexdigest()), chunks
 
 
 def register_execution(store: Store, data_dir: Path, spec: ExecutionSpec) -> tuple[str, str]:
@@ -126,9 +136,9 @@ def register_execution(store: Store, data_dir: Path, spec: ExecutionSpec) -> tup
     outputs = []
     for process, path in spec.outputs:
         data_id = new_id()
-        size, checksum = _copy_in(path, data_dir, data_id)
+        size, checksum, chunks = _copy_in(path, data_dir, data_id)
         outputs.append(NewOutput(process, data_id, path.name, size, checksum,
-                                 spec.filetypes.get(path.name) or _filetype(path.name)))
+                                 spec.filetypes.get(path.name) or _filetype(path.name), tuple(chunks)))
     execution_id = new_id()
     identifier = spec.identifier or _identifier(store)
     try:

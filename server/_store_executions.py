@@ -123,6 +123,8 @@ class NewOutput:
     size: int
     checksum: str
     filetype: str | None
+    #: ``(offset, size, checksum)`` of each chunk, as an upload records them.
+    chunks: tuple[tuple[int, int, str], ...] = ()
 
 
 _EXECUTION_SELECT = (
@@ -178,6 +180,8 @@ class ExecutionStoreMixin:
                     "created, updated) VALUES (?, ?, ?, ?, 0, ?, 'ready', ?, ?, ?, ?)",
                     (output.data_id, execution.owner, output.filename, output.filetype, int(execution.private),
                      output.size, output.checksum, execution.created, execution.created))
+                c.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)",
+                              [(output.data_id, *chunk) for chunk in output.chunks])
                 c.execute("INSERT INTO execution_outputs VALUES (?, ?, ?, ?)",
                           (execution.id, position, output.process_name, output.data_id))
 
