@@ -11,6 +11,7 @@ from typing import Any
 
 from flowxfer import __version__
 
+from ._openapi_executions import execution_paths
 from ._openapi_samples import sample_paths
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
@@ -550,6 +551,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     }
     paths["/downloads/jobs/{job_id}/{name}"]["get"]["responses"]["410"] = _err("the archive expired")
     paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
+    paths.update(execution_paths())
     status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     status["properties"].update(sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
                                 previous_data={"type": "array", "items": {"type": "string"},
