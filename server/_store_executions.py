@@ -69,15 +69,17 @@ class ExecutionRow:
     created: float
 
     def status_at(self, now: float) -> tuple[str, float | None]:
-        """(status, finished): the last scheduled status whose time has come; ``finished`` once terminal."""
+        """(status, finished): the last scheduled status whose time has come; ``finished`` once terminal.
+
+        Nothing follows a terminal status in a schedule (:func:`~._admin_executions.schedule_problem`
+        refuses it), so a terminal status is the last one an execution shows.
+        """
         status, finished = "", None
         for when, scheduled in self.schedule:
             if when > now:
                 break
             status = scheduled
             finished = when if scheduled in TERMINAL else None
-            if finished is not None:
-                break
         return status, finished
 
     def visible_to(self, user: str) -> bool:
