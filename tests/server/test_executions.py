@@ -172,3 +172,28 @@ def test_the_schedule_rules() -> None:
     assert schedule_problem([(5, "-"), (1, "OK")]) is not None
     assert schedule_problem([(0, "RUNNING")]) is not None
     assert schedule_problem([(0, "OK"), (1, "-")]) is not None
+
+
+def test_admin_execution_add_on_the_command_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flowxfer.cli import main
+
+    runner = CliRunner()
+    root = str(tmp_path / "root")
+    with Admin(root) as admin:
+        admin.add_user("alice", "alice-pw-1")
+    (tmp_path / "quant.sf").write_bytes(b"q")
+    base = ["admin", "--root", root, "execution", "add", "alice", "--pipeline", "RNA-Seq", "--version", "3.4"]
+    for bad, why in ((["--output", "quant.sf"], "PROCESS=FILE"), (["--schedule", "soon"], "TIME=STATUS"),
+                     (["--schedule", "1s=RUNNING"], "unknown status"), (["--status", "DONE"], "DONE"),
+                     (["--output", f"salmon={tmp_path / 'nope'}"], "not a file")):
+        result = runner.invoke(main, [*base, *bad])
+        assert result.exit_code == 2 and why in result.output, (bad, result.output)
+    added = runner.invoke(main, [*base, "--output", f"salmon={tmp_path / 'quant.sf'}", "--schedule", "0s=-,1h=OK",
+                                 "--identifier", "small_meucci"])
+    assert added.exit_code == 0 and added.output.startswith("added execution ") and "small_meucci" in added.output
+    listed = runner.invoke(main, ["admin", "--root", root, "execution", "list"])
+    assert listed.output.split()[1:] == ["small_meucci", "alice", "RNA-Seq", "3.4"]
+    again = runner.invoke(main, [*base, "--identifier", "small_meucci"])
+    assert again.exit_code == 2 and "already called" in again.output
