@@ -306,6 +306,8 @@ async def run_execution_download(
 
     report = await runner.run("results", params, plan, download_one, transfer_id=transfer_id,
                               extra_state={"wait": wait, "poll_interval": poll_interval})
+    if report.stop_reason == "max-wait":
+        runner.clear_stop()  # the wait's own end: the client may go on (another call, resume)
     report.extra["executions"] = outcome
     return report
 

@@ -128,6 +128,12 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping
 
+    def clear_stop(self) -> None:
+        """Take work again after a stop that was one transfer's own end (``--max-wait`` on an execution)."""
+        self._stopping = False
+        self._stop_reason = None
+        self._stop_event = anyio.Event()
+
     async def run(
         self,
         kind: str,

@@ -100,6 +100,7 @@ async def test_an_error_after_a_wait_exits_6_naming_the_run(tmp_path: Path) -> N
                                  str(tmp_path / "out"))
         assert result.code == 6, result
         assert f"execution {execution_id} ({identifier}) ended ERROR" in result.stderr
+        assert f"execution {execution_id} ({identifier}): running, waited" in result.stderr  # the wait, shown
         assert not (tmp_path / "out").exists()
         partial = await r.cli.run("download", "--execution", execution_id, "--partial", "-o", str(tmp_path / "out"))
         assert partial.code == 6 and (tmp_path / "out" / "salmon" / "quant.sf").exists(), partial

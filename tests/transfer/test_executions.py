@@ -46,7 +46,9 @@ SAME_NAMES = {"fastqc": {"report.html": 40 * KiB, "reads_fastqc.zip": 3 * KiB}, 
 
 
 async def test_waits_downloads_every_output_by_process_and_a_rerun_moves_nothing(
-        server: RunningServer, tmp_path: Path) -> None:
+        any_server: RunningServer, tmp_path: Path) -> None:
+    """With our extensions and as hosted Flow (executions are hosted Flow's: served either way)."""
+    server = any_server
     execution_id, expected = await register(server, tmp_path, SAME_NAMES, [(1.0, "-"), (1.5, "OK")])
     events: list[Any] = []
     out = tmp_path / "results"
@@ -54,7 +56,7 @@ async def test_waits_downloads_every_output_by_process_and_a_rerun_moves_nothing
         report = await fx.download_executions([execution_id], output_dir=out, wait=True, poll_interval=FAST)
         assert report.status == "completed" and report.kind == "results", report.files
         assert tree_bytes(out) == expected  # both report.html arrive, each in its process's folder
-        assert "checksum" in (report.verified or "")
+        assert ("xxh3" in (report.verified or "")) == server.config.extensions
         waits = [e for e in events if isinstance(e, ExecutionWaiting)]
         assert [w.status for w in waits][0] == "" and waits[-1].status == "OK" and waits[-1].next_poll is None
         assert {w.status for w in waits} == {"", "-", "OK"}
@@ -112,6 +114,17 @@ async def test_max_wait_stops_cleanly_and_the_journal_keeps_the_wait(server: Run
     with Journal.open(tmp_path / "home" / "journal.db") as journal:
         (record,) = journal.unfinished_transfers()
         assert record.kind == "results" and record.state["executions"][execution_id]["status"] == "-"
+
+
+async def test_resume_takes_an_interrupted_wait_up_again(server: RunningServer, tmp_path: Path) -> None:
+    execution_id, expected = await register(server, tmp_path, {"salmon": {"quant.sf": 3 * KiB}}, [(1.5, "OK")])
+    async with client(server, tmp_path / "home") as fx:
+        stopped = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
+                                               poll_interval=FAST, max_wait=0.3)
+        assert stopped.status == "interrupted"
+        (report,) = await fx.resume()
+        assert report.transfer_id == stopped.transfer_id and report.status == "completed"
+        assert tree_bytes(tmp_path / "out") == expected
 
 
 async def test_polling_spends_the_api_budget_never_the_download_one(tmp_path: Path) -> None:
