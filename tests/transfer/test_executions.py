@@ -116,6 +116,31 @@ async def test_max_wait_stops_cleanly_and_the_journal_keeps_the_wait(server: Run
         assert record.kind == "results" and record.state["executions"][execution_id]["status"] == "-"
 
 
+async def test_a_long_wait_keeps_its_lease_fresh(server: RunningServer, tmp_path: Path) -> None:
+    """The workers' heartbeat starts after planning; a wait (hours on hosted Flow) renews the lease itself."""
+    import sqlite3
+    import time
+
+    execution_id, _ = await register(server, tmp_path, {"p": {"f.txt": KiB}}, [(2.0, "OK")])
+    ages: list[float] = []
+
+    async def watch() -> None:
+        while True:
+            await anyio.sleep(0.3)
+            with sqlite3.connect(tmp_path / "home" / "journal.db") as db:
+                rows = db.execute("SELECT heartbeat FROM leases WHERE key LIKE 'transfer:%'").fetchall()
+            ages.extend(time.time() - row[0] for row in rows)
+
+    async with client(server, tmp_path / "home", heartbeat_interval=0.2, lease_stale_after=0.6) as fx, \
+            anyio.create_task_group() as group:
+        group.start_soon(watch)
+        report = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
+                                              poll_interval=1.0)
+        group.cancel_scope.cancel()
+    assert report.status == "completed"
+    assert len(ages) >= 3 and max(ages) < 0.6, ages
+
+
 async def test_resume_takes_an_interrupted_wait_up_again(server: RunningServer, tmp_path: Path) -> None:
     execution_id, expected = await register(server, tmp_path, {"salmon": {"quant.sf": 3 * KiB}}, [(1.5, "OK")])
     async with client(server, tmp_path / "home") as fx:
