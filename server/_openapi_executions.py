@@ -14,7 +14,7 @@ _SECONDS = {"type": "number", "minimum": -10**15, "maximum": 10**15}
 _REF = {"type": ["object", "null"], "properties": {"id": _STR, "identifier": _STR}}
 _OUTPUT = {"type": "object", "required": ["id", "filename", "filetype", "process_execution_name"],
            "properties": {"id": _STR, "filename": _STR, "filetype": _STR, "process_execution_name": _STR}}
-_ITEM = {
+_ITEM: dict[str, Any] = {
     "type": "object",
     "required": ["id", "identifier", "pipeline_name", "pipeline_version", "created", "started", "finished", "status",
                  "can_delete", "retries", "retried_by", "fileset", "sample_name", "owner_name"],
