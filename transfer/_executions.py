@@ -34,7 +34,7 @@ import anyio
 from flowxfer.journal import TransferRecord
 
 from ._client import FlowClient
-from ._errors import FlowxferError, ProtocolError, StopRequested, UsageError
+from ._errors import FlowxferError, NotFoundError, ProtocolError, StopRequested, UsageError
 from ._names import safe_local_name
 from ._plan import RemoteData, plan_downloads, target_names
 from ._remote import describe
@@ -86,12 +86,24 @@ def _path(execution_id: str, fields: Sequence[str]) -> str:
     return f"/executions/{quote(execution_id, safe='')}?{urlencode([('include', f) for f in fields])}"
 
 
+async def _get(client: FlowClient, execution_id: str, fields: Sequence[str]) -> dict[str, Any]:
+    """``GET /executions/<id>`` trimmed to ``fields`` (an ``api`` request).
+
+    :raises NotFoundError: unknown, or not visible to this user (Flow does not tell them apart).
+    """
+    try:
+        return await client.json_request("GET", _path(execution_id, fields), rate_class="api")
+    except NotFoundError as exc:
+        raise NotFoundError(f"no execution {execution_id} that you may see (unknown, or not shared with you)",
+                            exc.status, exc.body) from None
+
+
 async def poll_execution(client: FlowClient, execution_id: str) -> dict[str, Any]:
-    """One trimmed poll: ``{"status", "identifier", "finished"}`` (an ``api`` request).
+    """One trimmed poll: ``{"status", "identifier"}`` (an ``api`` request).
 
     :raises NotFoundError: unknown, or not visible to this user.
     """
-    answer = await client.json_request("GET", _path(execution_id, POLL_FIELDS), rate_class="api")
+    answer = await _get(client, execution_id, POLL_FIELDS)
     status = answer.get("status")
     if not isinstance(status, str):
         raise ProtocolError(f"execution {execution_id}: the answer carries no status")
@@ -124,7 +136,7 @@ async def execution_outputs(client: FlowClient, execution_id: str) -> tuple[str,
     output, as ``download ID`` does, for the checksum each download is
     verified against.
     """
-    answer = await client.json_request("GET", _path(execution_id, OUTPUT_FIELDS), rate_class="api")
+    answer = await _get(client, execution_id, OUTPUT_FIELDS)
     identifier = str(answer.get("identifier") or execution_id)
     listed = _listed(execution_id, answer)
     ids = list(dict.fromkeys(str(item.get("id")) for _, item in listed if item.get("id") is not None))

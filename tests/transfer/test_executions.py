@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from flowxfer.journal import Journal
 from flowxfer.server import Admin
 from flowxfer.server._admin_executions import ExecutionSpec
-from flowxfer.transfer import ExecutionFailed, ExecutionUnfinished, blocking
+from flowxfer.transfer import ExecutionFailed, ExecutionUnfinished, NotFoundError, blocking
 from flowxfer.transfer._executions import ExecutionOutput, output_targets
 from flowxfer.transfer._plan import RemoteData
 from flowxfer.transfer.events import ExecutionWaiting
@@ -94,6 +94,15 @@ async def test_an_error_after_a_wait_names_the_run_and_downloads_nothing(server:
         report = await fx.download_executions([execution_id], output_dir=out, partial=True)
         assert report.status == "completed" and report.extra["executions"][execution_id]["status"] == "ERROR"
         assert tree_bytes(out) == expected
+
+
+async def test_an_execution_nobody_showed_us_is_not_found(server: RunningServer, tmp_path: Path) -> None:
+    execution_id, _ = await register(server, tmp_path, {"p": {"f.txt": KiB}}, [], owner="bob")
+    async with client(server, tmp_path / "home") as fx:
+        for unknown in (execution_id, "123456789012345678", "../data"):
+            with pytest.raises(NotFoundError, match="no execution .* that you may see"):
+                await fx.download_executions([unknown], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 async def test_a_running_execution_without_wait_is_try_later(server: RunningServer, tmp_path: Path) -> None:
