@@ -120,8 +120,11 @@ def _listed(execution_id: str, answer: dict[str, Any]) -> list[tuple[str, dict[s
                 found.append((str(item.get("process_execution_name") or ""), item))
         return found
     steps = answer.get("process_executions")
-    if not isinstance(steps, list):
-        raise ProtocolError(f"execution {execution_id}: the answer lists no outputs")
+    if not isinstance(steps, list) or (steps and not any(
+            isinstance(step, dict) and "downstream_data" in step for step in steps)):
+        # Silence here would read as "no outputs": a shape we do not know is said so.
+        raise ProtocolError(f"execution {execution_id}: the server's answer lists no outputs "
+                            "(neither downstream_data nor process_executions[].downstream_data)")
     for step in steps:
         if isinstance(step, dict) and isinstance(step.get("downstream_data"), list):
             name = str(step.get("process_name") or step.get("name") or "")

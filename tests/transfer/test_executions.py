@@ -213,3 +213,18 @@ def test_the_process_layout_by_example() -> None:
     outputs = _outputs([("1", "NFCORE:FASTQC", "r.html"), ("1", "MULTIQC", "r.html"), ("1", "MULTIQC", "r.html")])
     assert [str(t) for t in output_targets(outputs, Path("/o"), "process")] == [
         "/o/NFCORE_FASTQC/r.html", "/o/MULTIQC/r.html", "/o/MULTIQC/r (2).html"]
+
+
+def test_outputs_are_read_from_either_shape_and_an_unknown_one_is_an_error() -> None:
+    from flowxfer.transfer import ProtocolError
+    from flowxfer.transfer._executions import _listed
+
+    item = {"id": "7", "filename": "a.txt"}
+    assert _listed("1", {"downstream_data": [{**item, "process_execution_name": "p"}]}) == [
+        ("p", {**item, "process_execution_name": "p"})]
+    assert _listed("1", {"process_executions": [{"process_name": "p", "downstream_data": [item]},
+                                                {"name": "q", "downstream_data": []}]}) == [("p", item)]
+    assert _listed("1", {"process_executions": []}) == []  # a run that made nothing
+    for unknown in ({}, {"process_executions": [{"name": "p", "outputs": [item]}]}):
+        with pytest.raises(ProtocolError, match="lists no outputs"):
+            _listed("1", unknown)
