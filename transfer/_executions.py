@@ -299,6 +299,8 @@ async def run_execution_download(
             try:
                 entries[execution_id] = await waiter.terminal(execution_id, started)
             except _WaitedTooLong as exc:
+                outcome.update({k: {"identifier": v["identifier"], "status": v["status"]}
+                                for k, v in waiter.known.items()})
                 runner.emit(Notice(f"{_describe_status(exc.execution_id, exc.entry)} after --max-wait "
                                    f"{max_wait:g} s; run the same command again to keep waiting"))
                 runner.stop("max-wait")

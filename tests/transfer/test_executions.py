@@ -119,6 +119,7 @@ async def test_max_wait_stops_cleanly_and_the_journal_keeps_the_wait(server: Run
             report = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
                                                   poll_interval=FAST, max_wait=1.0)
         assert report.status == "interrupted" and report.stop_reason == "max-wait"
+        assert report.extra["executions"][execution_id]["status"] == "-"
         assert 3 <= report.requests["api"] <= 7 and report.requests["download"] == 0
     with Journal.open(tmp_path / "home" / "journal.db") as journal:
         (record,) = journal.unfinished_transfers()
