@@ -254,6 +254,11 @@ class _WaitedTooLong(Exception):
         self.entry = entry
 
 
+def _statuses(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """What the report says of each execution: ``{id: {identifier, status}}``."""
+    return {k: {"identifier": v["identifier"], "status": v["status"]} for k, v in entries.items()}
+
+
 def _describe_status(execution_id: str, entry: dict[str, Any]) -> str:
     status = entry["status"]
     shown = status if status in TERMINAL else f"still running (status {status!r})"
@@ -290,7 +295,7 @@ async def run_execution_download(
         state = record.state
         known = {k: dict(v) for k, v in (state.get("executions") or {}).items()} if resumed else {}
         if resumed and state.get("planned"):
-            outcome.update({k: {"identifier": v["identifier"], "status": v["status"]} for k, v in known.items()})
+            outcome.update(_statuses(known))
             return
         waiter = _Waiter(runner, ctx, record.id, wait, poll_interval, max_wait, known)
         started = time.monotonic()
@@ -299,13 +304,12 @@ async def run_execution_download(
             try:
                 entries[execution_id] = await waiter.terminal(execution_id, started)
             except _WaitedTooLong as exc:
-                outcome.update({k: {"identifier": v["identifier"], "status": v["status"]}
-                                for k, v in waiter.known.items()})
+                outcome.update(_statuses(waiter.known))
                 runner.emit(Notice(f"{_describe_status(exc.execution_id, exc.entry)} after --max-wait "
                                    f"{max_wait:g} s; run the same command again to keep waiting"))
                 runner.stop("max-wait")
                 raise StopRequested() from None
-        outcome.update({k: {"identifier": v["identifier"], "status": v["status"]} for k, v in entries.items()})
+        outcome.update(_statuses(entries))
         failed = [k for k, v in entries.items() if v["status"] in ("ERROR", "CANCELED")]
         running = [k for k, v in entries.items() if v["status"] not in TERMINAL]
         if failed and not partial_results:
