@@ -25,6 +25,7 @@ from flowxfer.transfer import format_duration, format_rate, format_size
 from flowxfer.transfer.events import (
     BytesMoved,
     Event,
+    ExecutionWaiting,
     FileFinished,
     FilesPlanned,
     FileStarted,
@@ -146,6 +147,8 @@ class DisplayModel:
         elif isinstance(event, Waiting):
             self._say(f"waiting for {event.rate_class} budget ({event.limit}) — resumes in "
                       f"{format_duration(event.seconds)}", now + event.seconds + 1.0)
+        elif isinstance(event, ExecutionWaiting):
+            self._say(execution_text(event), now + event.next_poll + 1.0 if event.next_poll is not None else now)
         elif isinstance(event, Retrying):
             self._say(f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})",
                       now + event.delay + 2.0)
@@ -329,3 +332,12 @@ def _escape(match: re.Match[str]) -> str:
 def visible(text: str) -> str:
     """``text`` safe to print for a person: names from disk or a server shown, never obeyed."""
     return _UNSHOWABLE.sub(_escape, text)
+
+
+def execution_text(event: ExecutionWaiting) -> str:
+    """One poll of a pipeline execution, as said to a person."""
+    status = event.status if event.status not in ("", "-") else "running"
+    text = f"execution {event.execution_id} ({event.identifier}): {status}"
+    if event.next_poll is not None:
+        text += f", waited {format_duration(event.waited)}, next poll in {format_duration(event.next_poll)}"
+    return text

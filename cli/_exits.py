@@ -7,7 +7,9 @@
 | 3 | authentication failed |
 | 4 | not found (unknown or unreadable data id) |
 | 5 | the server rejected the request (400/413/422 after retries) |
-| 75 | try again later: already running elsewhere, or the rate-limit budget ran out |
+| 6 | a pipeline execution ended ERROR or CANCELED (``download --execution``; the message names it) |
+| 75 | try again later: already running elsewhere, the rate-limit budget ran out, an execution is still running
+|    | (no ``--wait``) or ``--max-wait`` ended the wait |
 | 130 / 143 | interrupted by SIGINT / SIGTERM after saving the journal |
 """
 
@@ -24,11 +26,12 @@ USAGE = 2
 AUTH = 3
 NOT_FOUND = 4
 REJECTED = 5
+EXECUTION = 6
 TEMPFAIL = 75
 
 #: Exit codes by :attr:`FlowxferError.kind`; any other kind fails with 1.
 _BY_KIND = {"usage": USAGE, "auth": AUTH, "not_found": NOT_FOUND, "rejected": REJECTED, "busy": TEMPFAIL,
-            "budget": TEMPFAIL}
+            "budget": TEMPFAIL, "execution": EXECUTION}
 
 
 def signal_exit_code(signum: int) -> int:
@@ -48,8 +51,10 @@ def exception_exit_code(exc: BaseException) -> int:
 def report_exit_code(report: TransferReport, signum: int | None) -> int:
     """The exit code of a finished (or stopped) transfer."""
     if report.status == "completed":
-        return OK
-    if report.stop_reason == "budget":
+        # ``download --execution --partial``: the outputs of a failed run arrived, the run still failed.
+        statuses = [e.get("status") for e in report.extra.get("executions", {}).values()]
+        return EXECUTION if any(s in ("ERROR", "CANCELED") for s in statuses) else OK
+    if report.stop_reason in ("budget", "max-wait"):
         return TEMPFAIL
     if signum is not None and report.status == "interrupted":
         return signal_exit_code(signum)
@@ -63,7 +68,7 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
 def worst(codes: list[int]) -> int:
     """The exit code of several transfers (``resume`` of many): the most serious one."""
     order = [signal_exit_code(signal.SIGINT), signal_exit_code(signal.SIGTERM), USAGE, AUTH, FAILED, NOT_FOUND,
-             REJECTED, TEMPFAIL, OK]
+             REJECTED, EXECUTION, TEMPFAIL, OK]
     for code in order:
         if code in codes:
             return code

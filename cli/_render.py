@@ -20,9 +20,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from flowxfer.transfer import TransferReport, format_duration, format_rate, format_size
-from flowxfer.transfer.events import Event, FileFinished, JobProgress, Notice, Retrying, Waiting
+from flowxfer.transfer.events import (
+    Event,
+    ExecutionWaiting,
+    FileFinished,
+    JobProgress,
+    Notice,
+    Retrying,
+    Waiting,
+)
 
-from ._display import DisplayModel, visible
+from ._display import DisplayModel, execution_text, visible
 
 if TYPE_CHECKING:
     from ._live import LiveRegion
@@ -125,10 +133,16 @@ class Output:
                          f"{event.max_attempts})", verbose_only=event.attempt < 3)
         elif isinstance(event, Notice):
             self._notice(event.message)
+        elif isinstance(event, ExecutionWaiting):
+            self._execution(event)
         elif isinstance(event, JobProgress):
             self._notice(f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%", verbose_only=True)
         if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
             self._plain_progress()
+
+    def _execution(self, event: ExecutionWaiting) -> None:
+        """A poll of a pipeline execution: always said (a wait may last hours); the live region shows it too."""
+        self._notice(execution_text(event))
 
     def result_line(self, event: FileFinished) -> str:
         """``cli.md``'s human result lines."""

@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,6 +24,7 @@ from ._common import (
     transfer_config,
     transfer_options,
 )
+from ._results import download_results, execution_options
 
 
 def _own_login(options: GlobalOptions) -> GlobalOptions:
@@ -122,11 +124,13 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
               help="More than 50 files under 8 MiB: fetch those as one server-built archive (extracted).")
 @click.option("--dry-run", is_flag=True,
               help="Show the requests each way costs against the rate limits; send only metadata requests.")
+@execution_options
 @transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
              output_dir: Path, segments: int | None, force: bool, auto_bulk: bool, dry_run: bool,
-             concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
+             concurrency: int | None, bwlimit: str | None, max_wait: float | None, executions: tuple[str, ...],
+             **results: Any) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
     Each file is fetched as a few ranged streams into NAME.part, every chunk
@@ -136,10 +140,16 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
 
     Example: flowxfer download 1234567890 -o results/
     Example: flowxfer download --pattern '_R[12]_001\\.fastq\\.gz$' --owned -o fastq/
+    Example: flowxfer download --execution 1234567890 --wait -o results/
     """
     options = global_options(ctx)
+    if executions:
+        if ids or filename or pattern or owned or auto_bulk or dry_run:
+            raise click.UsageError("--execution takes no data ids, search, --auto-bulk or --dry-run")
+        download_results(ctx, executions, output_dir, force, transfer_config(
+            segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait), **results)
     if not ids and not (filename or pattern or owned):
-        raise click.UsageError("name data ids, or a search with --filename, --pattern or --owned")
+        raise click.UsageError("name data ids, a search with --filename, --pattern or --owned, or --execution")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     if auto_bulk or dry_run:
         download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,

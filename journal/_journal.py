@@ -1041,6 +1041,17 @@ class Journal:
         )
         return Lease(self, key, token)
 
+    def heartbeat_held(self, key: str) -> bool:
+        """Renew the lease ``key`` if this process holds it; whether it does.
+
+        For a long wait before a transfer's workers (and their heartbeat) start:
+        ``download --execution --wait`` polls for hours under its lease.
+        """
+        with self._immediate() as conn:
+            changed = conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
+                                   (time.time(), key, self.pid, self.host)).rowcount
+        return bool(changed)
+
     def _heartbeat(self, lease: Lease) -> None:
         with self._immediate() as conn:
             conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?",

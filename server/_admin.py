@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ._admin_executions import ExecutionSpec, register_execution
 from ._auth import hash_password, password_problem, username_problem
 from ._ids import new_id
 from ._keys import MAX_NAME, new_key
+from ._state import Layout
 from ._store import Store, StoreError
 
 
@@ -129,3 +131,18 @@ class Admin:
     def projects(self) -> list[tuple[str, str, str]]:
         """``(owner, name, id)`` of every project."""
         return [(p.owner, p.name, p.id) for p in self._store.list_projects()]
+
+    def add_execution(self, spec: ExecutionSpec) -> tuple[str, str]:
+        """Register a pipeline run with its outputs (copied in) and its schedule: (its id, its identifier).
+
+        :raises AdminError: a bad name, schedule, user, sample or file (nothing is recorded).
+        """
+        try:
+            return register_execution(self._store, Layout(self.root).data, spec)
+        except (ValueError, OSError) as exc:
+            raise AdminError(str(exc)) from None
+
+    def executions(self) -> list[tuple[str, str, str, str]]:
+        """``(id, identifier, owner, pipeline version)`` of every execution."""
+        return [(e.id, e.identifier, e.owner, f"{e.pipeline_name} {e.pipeline_version}")
+                for e in self._store.list_executions()]

@@ -31,6 +31,7 @@ from ._catalog import DEFAULT, load_catalog
 from ._config import ServerConfig
 from ._data import data_routes
 from ._downloads import download_routes
+from ._executions import execution_routes
 from ._http import ApiError, Bare404, bad_request, json_response, read_json
 from ._ids import new_id
 from ._jobs import JobManager, job_routes
@@ -384,7 +385,7 @@ def build_app(state: State) -> web.Application:
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
     routes += (upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
-               + sample_routes(state) + user_routes())
+               + sample_routes(state) + user_routes() + execution_routes())
     app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
                     for r in routes])
     app.router.register_resource(_EveryTarget())  # last: it answers what nothing above serves

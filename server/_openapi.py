@@ -11,6 +11,7 @@ from typing import Any
 
 from flowxfer import __version__
 
+from ._openapi_executions import execution_paths
 from ._openapi_hosted import OPTIONAL_AUTH, RECORD, SCHEMAS, hosted_paths, record_get
 from ._openapi_parts import _BOOL_PATTERN, _MAX_INT, _err, _id_param, _json, _q
 from ._openapi_samples import sample_paths
@@ -480,6 +481,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     single["responses"]["401"] = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
     paths.update(hosted_paths())
     paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
+    paths.update(execution_paths())
     status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     status["properties"].update(sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
                                 previous_data={"type": "array", "items": {"type": "string"},

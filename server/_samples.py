@@ -286,20 +286,27 @@ async def get_sample(request: web.Request) -> web.StreamResponse:
 
 
 async def sample_data(request: web.Request) -> web.StreamResponse:
-    """``GET /samples/<id>/data``: every data file related to the sample (here: its own; no pipelines run)."""
+    """``GET /samples/<id>/data``: every data file related to the sample: its own, then its runs' outputs."""
     state = state_of(request)
     row = await _visible_sample(request)
+    user = user_of(request)
     page, count = _page(request)
     text = request.query.get("filter", "").casefold()
     filesets = await state.store.run(state.store.filesets, row.id)
-    files = [d for f in filesets for d in f.data if text in d[1].casefold() or text in row.name.casefold()]
-    when = datetime.datetime.fromtimestamp(min((f.created for f in filesets), default=row.created),
-                                           datetime.UTC).isoformat()
+    when = min((f.created for f in filesets), default=row.created)
+    files: list[tuple[str, str, int, float, str | None, str | None, str]] = [
+        (d, n, s, when, None, None, row.owner) for f in filesets for d, n, s in f.data]
+    runs = await state.store.run(state.store.visible_executions, user, row.id)
+    outputs = await state.store.run(state.store.execution_outputs, [r.id for r in runs])
+    files += [(o.data_id, o.filename, o.size, o.created, r.pipeline_name, o.process_name, r.owner)
+              for r in runs for o in outputs[r.id]]
+    files = [f for f in files if any(text in (t or row.name).casefold() for t in (f[1], f[4], f[5], f[6]))]
     shown = files[(page - 1) * count: page * count]
     return json_response({"count": len(files), "page": page, "data": [
-        {"id": d, "filename": n, "size": s, "created": when, "pipeline_name": None, "process_execution_name": None,
-         "sample_name": row.name, "owner_name": row.owner, "can_delete": row.owner == user_of(request)}
-        for d, n, s in shown]})
+        {"id": d, "filename": n, "size": s, "created": datetime.datetime.fromtimestamp(c, datetime.UTC).isoformat(),
+         "pipeline_name": pipeline, "process_execution_name": process, "sample_name": row.name, "owner_name": owner,
+         "can_delete": owner == user}
+        for d, n, s, c, pipeline, process, owner in shown]})
 
 
 async def sample_imports(request: web.Request) -> web.StreamResponse:

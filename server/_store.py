@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 from flowxfer._os import fsync_dir
 
 from ._store_accounts import AccountStore, StoreError
+from ._store_executions import EXECUTIONS_MIGRATION, ExecutionStoreMixin
 from ._store_samples import GENERIC_KIND, DataKind, NewSample, SampleStoreMixin
 
 P = ParamSpec("P")
@@ -160,6 +161,10 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX api_keys_by_owner ON api_keys (owner);
     """,
+    # Executions (docs/protocol.md, "Executions"): pipeline runs registered by `admin execution add`
+    # (this server runs no pipelines) and the data each process produced. ``schedule`` is a JSON list
+    # of [unix time, status]: the status an execution shows is the last one whose time has come.
+    EXECUTIONS_MIGRATION,
 )
 
 # Data states. Only 'ready' is ever visible as data.
@@ -314,7 +319,7 @@ class FlushError(StoreError):
     """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
 
 
-class Store(SampleStoreMixin, AccountStore):
+class Store(SampleStoreMixin, AccountStore, ExecutionStoreMixin):
     """The metadata database under the server's root (API keys and ``/me``'s reads: :class:`AccountStore`)."""
 
     def __init__(self, root: Path) -> None:

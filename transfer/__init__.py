@@ -63,6 +63,7 @@ from ._errors import (
     UnavailableError,
     UsageError,
 )
+from ._executions import ExecutionFailed, ExecutionOutput, ExecutionUnfinished
 from ._extract import UnsafeArchiveError
 from ._globs import PathFilter
 from ._illumina import RunScan, scan_run, sheet_rows
@@ -84,6 +85,9 @@ __all__ = [
     "Check",
     "CredentialStore",
     "DownloadAdvice",
+    "ExecutionFailed",
+    "ExecutionOutput",
+    "ExecutionUnfinished",
     "FileReport",
     "Flowxfer",
     "FlowxferError",

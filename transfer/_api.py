@@ -29,6 +29,7 @@ from ._client import Capabilities, FlowClient, check_base_url
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
 from ._errors import UsageError
+from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
 from ._limiter import RateLimiter
 from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
@@ -332,6 +333,41 @@ class Flowxfer:
                                                force=force))
         return reports
 
+    async def download_executions(
+        self,
+        execution_ids: Sequence[str],
+        *,
+        output_dir: Path | str = ".",
+        layout: str = "process",
+        wait: bool = False,
+        partial: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_wait: float | None = None,
+        force: bool = False,
+        transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Download every output of pipeline executions, once they finish (``download --execution``).
+
+        Outputs land in ``output_dir/<process>/<filename>`` (``layout="process"``)
+        or ``output_dir/<filename>`` (``"flat"``; a name two outputs share gets
+        ``(data id)``); with several executions each has its own folder first.
+        Running the same call again fetches only what is new or changed.
+        The report's ``extra["executions"]`` holds each one's identifier and status.
+
+        :param wait: poll each execution (``api`` budget, every ``poll_interval``
+            seconds) until it is ``OK``, ``ERROR`` or ``CANCELED``; each poll is
+            journaled, so the same call after a crash goes on waiting.
+        :param partial: download what a failed or unfinished execution has.
+        :param max_wait: stop waiting after this many seconds: the report is
+            ``interrupted`` with ``stop_reason == "max-wait"``; call again to go on.
+        :raises ExecutionFailed: an execution ended ``ERROR`` or ``CANCELED`` (nothing downloaded).
+        :raises ExecutionUnfinished: an execution is still running and ``wait`` is off.
+        :raises NotFoundError: an execution is unknown or not visible to this user.
+        """
+        return await run_execution_download(
+            self._runner, execution_ids, output_dir=output_dir, layout=layout, wait=wait, partial_results=partial,
+            poll_interval=poll_interval, max_wait=max_wait, force=force, transfer_id=transfer_id)
+
     # -- bulk and sync (issue 4) ----------------------------------------------
 
     async def bulk(
@@ -458,6 +494,12 @@ class Flowxfer:
         if record.kind == "bulk":
             return await self.bulk(params["ids"], name=params.get("name"), output_dir=params["output_dir"],
                                    extract=bool(params.get("extract")), transfer_id=record.id)
+        if record.kind == "results":
+            return await self.download_executions(
+                params["executions"], output_dir=params["output_dir"], layout=params["layout"],
+                partial=bool(params.get("partial")), wait=bool(record.state.get("wait")),
+                poll_interval=float(record.state.get("poll_interval") or DEFAULT_POLL_INTERVAL),
+                transfer_id=record.id)
         if record.kind == "sync":
             return await self.sync(params["root"], SyncOptions.from_params(params), transfer_id=record.id)
         raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

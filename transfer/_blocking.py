@@ -6,6 +6,7 @@ closes it again. Use the async API directly to do several things at once.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -64,4 +65,16 @@ def bulk(ids: Sequence[str], *, output_dir: str | os.PathLike[str] = ".", name: 
     result: TransferReport = anyio.run(partial(
         _call, "bulk", client_options, ids, output_dir=output_dir, name=name, extract=extract,
         keep_archive=keep_archive))
+    return result
+
+
+def download_executions(execution_ids: Sequence[str], *, output_dir: str | os.PathLike[str] = ".",
+                        layout: str = "process", wait: bool = False, partial: bool = False,
+                        poll_interval: float = 60.0, max_wait: float | None = None, force: bool = False,
+                        **client_options: Any) -> TransferReport:
+    """Download every output of pipeline executions, waiting for them if asked; see
+    :meth:`Flowxfer.download_executions`."""
+    result: TransferReport = anyio.run(functools.partial(
+        _call, "download_executions", client_options, execution_ids, output_dir=output_dir, layout=layout,
+        wait=wait, partial=partial, poll_interval=poll_interval, max_wait=max_wait, force=force))
     return result

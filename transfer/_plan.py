@@ -216,15 +216,19 @@ def plan_downloads(
     output_dir: Path,
     *,
     force: bool,
+    targets: Sequence[str] | None = None,
 ) -> tuple[list[NewFile], int, int]:
     """Add download rows; an identical file already at the target is skipped.
 
     Identical means: same size, and either our inventory says we wrote it
     from this data id and it was not touched since, or its checksum equals
     the server's. Runs in a worker thread.
+
+    :param targets: each item's local path, when the caller lays them out
+        (``download --execution``); default: ``output_dir`` / its unique name.
     """
-    names = target_names(items)
-    targets = [str(output_dir / name) for name in names]
+    if targets is None:
+        targets = [str(output_dir / name) for name in target_names(items)]
     known = {} if force else journal.lookup_inventory(
         server, username, "down", [(t, item.id) for t, item in zip(targets, items, strict=True)]
     )

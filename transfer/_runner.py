@@ -134,6 +134,12 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping
 
+    def clear_stop(self) -> None:
+        """Take work again after a stop that was one transfer's own end (``--max-wait`` on an execution)."""
+        self._stopping = False
+        self._stop_reason = None
+        self._stop_event = anyio.Event()
+
     async def run(
         self,
         kind: str,
@@ -231,6 +237,9 @@ class Runner:
         status = transfer_outcome(counts, interrupted)
         if failure is not None and status is TransferState.COMPLETED and summary.files_total == 0:
             status = TransferState.FAILED
+        if interrupted and status is TransferState.COMPLETED and summary.files_total == 0:
+            # Stopped while planning (a signal, --max-wait on an execution): nothing was done yet.
+            status = TransferState.INTERRUPTED
         error = str(failure) if isinstance(failure, FlowxferError | JournalError) else None
         if failure is not None and summary.files_total == 0 and not record.state.get("planned"):
             # Planning itself failed (a bad id, a bad name): there is nothing to resume.

@@ -93,9 +93,25 @@ class JobProgress:
     progress: float
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutionWaiting:
+    """A pipeline execution polled while we wait for it (``download --execution --wait``).
+
+    ``status`` is the execution's (``""`` or ``"-"`` while it runs; ``OK``,
+    ``ERROR``, ``CANCELED`` at the end); ``next_poll`` the seconds to the next
+    poll, None once it is terminal or we stop waiting.
+    """
+
+    execution_id: str
+    identifier: str
+    status: str
+    waited: float
+    next_poll: float | None
+
+
 Event = (
     TransferStarted | FilesPlanned | FileStarted | BytesMoved | FileVerifying | FileFinished | Waiting
-    | Retrying | Notice | JobProgress
+    | Retrying | Notice | JobProgress | ExecutionWaiting
 )
 ProgressCallback = Callable[[Event], None]
 

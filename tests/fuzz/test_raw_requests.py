@@ -97,13 +97,15 @@ _PATHS = st.sampled_from(["/login", "/token", "/upload", "/upload/1", "/data/sea
                           "/upload/multiplexed", "/upload/annotation", "/samples/search", "/samples/owned",
                           "/samples/1", "/samples/1/data", "/samples/types", "/samples/metadata",
                           "/samples/metadata/strandedness/options", "/organisms", "/projects/owned",
-                          "/annotation", "/annotation/RNA-Seq"])
+                          "/annotation", "/annotation/RNA-Seq", "/executions/search", "/executions/1",
+                          "/executions/123456789012345678", "/samples/1/executions"])
 _METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "BREW"])
 #: Header and query text: printable ASCII and the rest of Latin-1 (raw bytes 0xA0-0xFF on the wire).
 _TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_categories=("Cc",)), max_size=40)
 _QUERY = st.lists(st.tuples(st.sampled_from(["count", "page", "limit", "offset", "pattern", "filename",
                                              "size_gt", "created_lt", "owned", "direct", "token", "sort",
-                                             "organism", "sample_types", "value", "validated"]), _TEXT),
+                                             "organism", "sample_types", "value", "validated", "include",
+                                             "exclude", "log", "return_data", "duration_gt", "status"]), _TEXT),
                   max_size=4)
 _HEADERS = st.lists(st.one_of(
     st.tuples(st.sampled_from(["Content-Type", "Range", "If-Range", "If-None-Match", "Cookie", "Authorization",

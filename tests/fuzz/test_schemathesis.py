@@ -113,4 +113,6 @@ def test_the_schema_is_the_servers(fuzz_server: ServerProcess) -> None:
     assert {"POST /upload", "GET /downloads/{data_id}/{filename}", "POST /downloads"} <= set(OPERATIONS)
     assert {"POST /upload/sample", "POST /upload/multiplexed", "POST /upload/annotation", "GET /samples/search",
             "GET /samples/{sample_id}", "GET /annotation/{sample_type}", "GET /projects/owned"} <= set(OPERATIONS)
+    assert {"GET /executions/search", "GET /executions/{execution_id}",
+            "GET /samples/{sample_id}/executions"} <= set(OPERATIONS)
     assert len(OPERATIONS) >= 30

@@ -1,0 +1,63 @@
+"""``download --execution ID...``: a pipeline run's outputs, fetched when it finishes (results down).
+
+Kept apart from ``download``'s other options so that they stay one small
+decorator and one call (:func:`execution_options`, :func:`download_results`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flowxfer.transfer import Flowxfer, TransferConfig, TransferReport
+
+from ._common import DURATION, finish_transfer, global_options, output_for, run_engine
+
+#: Default seconds between two polls (hosted Flow asks for 60 s or more).
+POLL_INTERVAL = 60.0
+
+
+def execution_options(func: click.decorators.FC) -> click.decorators.FC:
+    """``--execution``, ``--layout``, ``--wait``, ``--partial``, ``--poll-interval``."""
+    for option in reversed([
+        click.option("--execution", "executions", multiple=True, metavar="ID",
+                     help="Every output of this pipeline execution (repeatable)."),
+        click.option("--layout", type=click.Choice(["process", "flat"]), default="process", show_default=True,
+                     help="With --execution: DIR/<process>/<file>, or every file in DIR (a name two processes "
+                          "share gets the data id added)."),
+        click.option("--wait", is_flag=True,
+                     help="With --execution: poll until it is OK, ERROR or CANCELED, then download "
+                          "(--max-wait bounds the wait: exit 75)."),
+        click.option("--partial", is_flag=True,
+                     help="With --execution: download what a failed or unfinished execution has."),
+        click.option("--poll-interval", type=DURATION, default=POLL_INTERVAL, show_default=True,
+                     help="With --wait: time between two polls (one api request each)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def download_results(ctx: click.Context, executions: tuple[str, ...], output_dir: Path, force: bool,
+                     config: TransferConfig, *, layout: str, wait: bool, partial: bool,
+                     poll_interval: float, **_: Any) -> None:
+    """Run ``download --execution`` and exit with its code (6: an execution failed; 75: still running)."""
+    if poll_interval <= 0:
+        raise click.UsageError("--poll-interval must be more than 0 seconds")
+    options = global_options(ctx)
+    output = output_for(options, "download")
+
+    async def call(fx: Flowxfer) -> TransferReport:
+        return await fx.download_executions(list(executions), output_dir=output_dir, layout=layout, wait=wait,
+                                            partial=partial, poll_interval=poll_interval,
+                                            max_wait=config.max_wait, force=force)
+
+    report, signum = run_engine(options, output, call, config)
+    if report is not None and report.status == "completed":
+        for execution_id, state in report.extra.get("executions", {}).items():
+            if state.get("status") in ("ERROR", "CANCELED"):
+                output.error(f"execution {execution_id} ({state.get('identifier')}) ended {state['status']}: "
+                             "its outputs so far were downloaded (--partial)")
+    finish_transfer(options, output, report, signum, extra={"executions": report.extra.get("executions", {})}
+                    if report is not None else None)

@@ -1,0 +1,168 @@
+"""``flowxfer download --execution`` as a lab runs it: the real command against the real server.
+
+The lab scenario end to end (a sample uploaded, a run registered with outputs
+and a delayed OK, ``download --execution ID --wait`` waits, downloads,
+verifies; a re-run moves 0 bytes), the documented exit codes (6: the run
+failed, 75: try later), and ``kill -9`` while waiting and while downloading,
+then the same command: every output exactly once, verified, and no storm of
+polls (each counted on the wire by a recording proxy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.server.conftest import Api
+from tests.server.test_samples import upload_file
+from tests.support.faultproxy import FaultProxy, Record
+from tests.support.server import RunningServer, running_server
+from tests.transfer.conftest import file_sizes, tree_bytes, write_random
+
+from .conftest import Cli, KiB, MiB
+
+
+@dataclass
+class Lab:
+    server: RunningServer
+    cli: Cli
+    log: Record
+
+    async def register(self, *args: str) -> tuple[str, str]:
+        """``flowxfer admin execution add alice ...``: (id, identifier)."""
+        result = await self.cli.run("admin", "--root", str(self.server.root), "execution", "add", "alice",
+                                    "--pipeline", "RNA-Seq", "--version", "3.4", *args)
+        assert result.code == 0, result
+        _, _, execution_id, identifier = result.stdout.split()
+        return execution_id, identifier
+
+    def polls(self, execution_id: str) -> int:
+        """Trimmed polls of the execution that reached the server (``include=finished``: not the listing)."""
+        return sum(1 for e in self.log.select("GET", f"^/executions/{execution_id}$") if "include=finished" in e.path)
+
+
+@asynccontextmanager
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    async with running_server(tmp_path / "root") as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with FaultProxy("127.0.0.1", port) as proxy:
+            log = proxy.add(Record())
+            cli = Cli(proxy.url, tmp_path / "home")
+            await cli.login("alice", srv.users["alice"])
+            yield Lab(srv, cli, log)
+
+
+def outputs(tmp_path: Path, sizes: dict[str, int]) -> tuple[list[str], dict[str, bytes]]:
+    """``--output PROCESS=FILE`` arguments for files of these sizes (``{"process/name": size}``) and their bytes."""
+    args, expected = [], {}
+    for seed, (relative, size) in enumerate(sizes.items()):
+        path = write_random(tmp_path / "made" / relative, size, seed)
+        args += ["--output", f"{relative.split('/')[0]}={path}"]
+        expected[relative] = path.read_bytes()
+    return args, expected
+
+
+async def test_the_lab_scenario_waits_downloads_verifies_and_a_rerun_moves_nothing(tmp_path: Path) -> None:
+    async with lab(tmp_path) as r:
+        async with aiohttp.ClientSession() as http:
+            sample = await upload_file(Api(http, r.server.base_url, r.server.users), "alice", b"ACGT" * 100,
+                                       filename="reads.fq", name="liver1")
+        made, expected = outputs(tmp_path, {"fastqc/report.html": 30 * KiB, "multiqc/report.html": 70 * KiB,
+                                            "salmon/quant.sf": 5 * KiB})
+        execution_id, identifier = await r.register("--sample", str(sample["sample_id"]), *made,
+                                                    "--finish-in", "4s")
+        out = tmp_path / "results"
+        command = ["--json", "download", "--execution", execution_id, "--wait", "--poll-interval", "0.5", "-o",
+                   str(out)]
+        first = await r.cli.run(*command)
+        assert first.code == 0, first.stderr
+        document = first.json()
+        assert document["status"] == "completed" and "checksum" in document["verified"]
+        assert document["executions"] == {execution_id: {"identifier": identifier, "status": "OK"}}
+        assert tree_bytes(out) == expected  # both report.html, each in its process's folder
+        assert r.polls(execution_id) >= 2  # it did wait: the run was pending for 4 s
+        assert r.log.select("GET", "^/downloads/") and not r.log.select("POST", "^/downloads")
+
+        again = await r.cli.run(*command)
+        assert again.code == 0 and again.json()["bytes_transferred"] == 0, again.stderr
+        assert tree_bytes(out) == expected
+
+
+async def test_an_error_after_a_wait_exits_6_naming_the_run(tmp_path: Path) -> None:
+    async with lab(tmp_path) as r:
+        made, _ = outputs(tmp_path, {"salmon/quant.sf": KiB})
+        execution_id, identifier = await r.register(*made, "--schedule", "0s=-,1500ms=ERROR")
+        result = await r.cli.run("download", "--execution", execution_id, "--wait", "--poll-interval", "0.3", "-o",
+                                 str(tmp_path / "out"))
+        assert result.code == 6, result
+        assert f"execution {execution_id} ({identifier}) ended ERROR" in result.stderr
+        assert f"execution {execution_id} ({identifier}): running, waited" in result.stderr  # the wait, shown
+        assert not (tmp_path / "out").exists()
+        partial = await r.cli.run("download", "--execution", execution_id, "--partial", "-o", str(tmp_path / "out"))
+        assert partial.code == 6 and (tmp_path / "out" / "salmon" / "quant.sf").exists(), partial
+
+
+async def test_a_run_that_never_finishes_stops_at_max_wait_with_75(tmp_path: Path) -> None:
+    async with lab(tmp_path) as r:
+        execution_id, _ = await r.register("--status", "-")
+        result = await r.cli.run("download", "--execution", execution_id, "--wait", "--poll-interval", "0.3",
+                                 "--max-wait", "1.5", "-o", str(tmp_path / "out"), within=20)
+        assert result.code == 75, result
+        assert "after --max-wait" in result.stderr and execution_id in result.stderr
+        assert 3 <= r.polls(execution_id) <= 7
+        unfinished = await r.cli.run("download", "--execution", execution_id, "-o", str(tmp_path / "out"))
+        assert unfinished.code == 75 and "still running" in unfinished.stderr, unfinished
+
+
+async def test_kill9_while_waiting_then_the_same_command_polls_on_schedule(tmp_path: Path) -> None:
+    """The kill lands right after the first poll; the run turns OK 2.5 s after it was registered.
+
+    Polling every 3 s, the second run's first poll is due 3 s after the first run's (journaled):
+    it finds OK at once. Without that memory it would poll on start, find it running, and poll again.
+    """
+    async with lab(tmp_path) as r:
+        made, expected = outputs(tmp_path, {"multiqc/report.html": 20 * KiB})
+        execution_id, _ = await r.register(*made, "--finish-in", "2500ms")
+        command = ["--log-format", "json", "--json", "download", "--execution", execution_id, "--wait",
+                   "--poll-interval", "3", "-o", str(tmp_path / "out")]
+        async with r.cli.start(*command) as first:
+            await first.until(lambda run: any(e.get("event") == "execution_waiting" for e in run.events()))
+            await first.kill9()
+        assert r.polls(execution_id) == 1
+        r.log.clear()
+        second = await r.cli.run(*command)
+        assert second.code == 0, second.stderr
+        assert second.json()["resumed"] is True  # the same transfer, whose state holds the first poll
+        assert r.polls(execution_id) == 1, [e.path for e in r.log.entries]
+        waits = [e for e in second.events() if e.get("event") == "execution_waiting"]
+        assert waits[0]["next_poll"] > 0 and waits[-1]["status"] == "OK"
+        assert tree_bytes(tmp_path / "out") == expected
+
+
+async def test_kill9_while_downloading_then_the_same_command_delivers_each_output_once(tmp_path: Path) -> None:
+    async with lab(tmp_path) as r:
+        made, expected = outputs(tmp_path, {"star/aligned.bam": 12 * MiB + 77, "star/log.txt": 3 * KiB,
+                                            "salmon/log.txt": 4 * KiB})
+        execution_id, _ = await r.register(*made)
+        out = tmp_path / "out"
+        command = ["--log-format", "json", "--json", "download", "--execution", execution_id, "--wait", "-o",
+                   str(out), "--bwlimit", "6M", "--concurrency", "1"]
+        async with r.cli.start(*command) as first:
+            await first.until_moved(4 * MiB)
+            await first.kill9()
+        moved_before = first.moved
+        assert (out / "star" / "aligned.bam.part").exists() and not (out / "star" / "aligned.bam").exists()
+        r.log.clear()
+        second = await r.cli.run(*command)
+        assert second.code == 0, second.stderr
+        document = second.json()
+        assert document["transfer_id"] == first.transfer_id() and document["resumed"] is True
+        assert tree_bytes(out) == expected and not list(out.rglob("*.part"))
+        assert not r.log.select("GET", "^/executions/")  # the journal knew the run and its outputs
+        total = sum(file_sizes(out).values())
+        refetched = moved_before + document["bytes_transferred"] - total
+        assert 0 <= refetched <= MiB, (moved_before, document["bytes_transferred"])
