@@ -16,17 +16,7 @@ from __future__ import annotations
 import signal
 
 from flowxfer.journal import JournalError
-from flowxfer.transfer import (
-    AlreadyRunning,
-    AuthError,
-    BudgetExhausted,
-    FlowxferError,
-    GoneError,
-    NotFoundError,
-    RejectedError,
-    TransferReport,
-    UsageError,
-)
+from flowxfer.transfer import FlowxferError, TransferReport
 
 OK = 0
 FAILED = 1
@@ -36,6 +26,10 @@ NOT_FOUND = 4
 REJECTED = 5
 TEMPFAIL = 75
 
+#: Exit codes by :attr:`FlowxferError.kind`; any other kind fails with 1.
+_BY_KIND = {"usage": USAGE, "auth": AUTH, "not_found": NOT_FOUND, "rejected": REJECTED, "busy": TEMPFAIL,
+            "budget": TEMPFAIL}
+
 
 def signal_exit_code(signum: int) -> int:
     """130 for SIGINT, 143 for SIGTERM: 128 + the signal number, as shells do."""
@@ -43,18 +37,11 @@ def signal_exit_code(signum: int) -> int:
 
 
 def exception_exit_code(exc: BaseException) -> int:
-    if isinstance(exc, UsageError | JournalError):
+    """The exit code of an error that ended a command: by the error's kind (a bad journal is a usage error)."""
+    if isinstance(exc, JournalError):
         return USAGE
-    if isinstance(exc, AuthError):
-        return AUTH
-    if isinstance(exc, NotFoundError | GoneError):
-        return NOT_FOUND
-    if isinstance(exc, RejectedError):
-        return REJECTED
-    if isinstance(exc, AlreadyRunning | BudgetExhausted):
-        return TEMPFAIL
     if isinstance(exc, FlowxferError):
-        return FAILED
+        return _BY_KIND.get(exc.kind, FAILED)
     return FAILED
 
 
@@ -67,10 +54,9 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
     if signum is not None and report.status == "interrupted":
         return signal_exit_code(signum)
     failed = sum(report.error_kinds.values())
-    if failed and report.error_kinds.get("not_found", 0) == failed:
-        return NOT_FOUND
-    if failed and report.error_kinds.get("rejected", 0) == failed:
-        return REJECTED
+    for kind in ("not_found", "rejected"):
+        if failed and report.error_kinds.get(kind, 0) == failed:
+            return _BY_KIND[kind]
     return FAILED
 
 

@@ -83,9 +83,10 @@ def show(ctx: click.Context, transfer_id: str) -> None:
             fail(options, f"{transfer_id}: {reason}", _exits.USAGE)
         record = matches[0]
         head = _transfer_json(journal, record)
-        files = [{"path": f.local_path, "id": f.data_id, "filename": f.remote_name, "size": f.size,
-                  "status": f.status.value, "bytes_done": f.bytes_done, "error": f.error}
-                 for f in journal.iter_files(record.id)]
+        files: list[dict[str, Any]] = [
+            {"path": f.local_path, "id": f.data_id, "filename": f.remote_name, "size": f.size,
+             "status": f.status.value, "bytes_done": f.bytes_done, "error": f.error}
+            for f in journal.iter_files(record.id)]
     if options.json:
         print(json.dumps({**head, "files": files}))
         return

@@ -62,7 +62,7 @@ class _RateSpec(click.ParamType):
         self, value: object, param: click.Parameter | None, ctx: click.Context | None
     ) -> dict[str, RateLimit] | None:
         if isinstance(value, dict) or value is None:
-            return value  # type: ignore[return-value]
+            return value
         try:
             return parse_rate_limit_spec(str(value))
         except ValueError as exc:

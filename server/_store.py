@@ -654,7 +654,7 @@ class Store:
     def grants(self, data_id: str) -> list[tuple[str, str, int]]:
         return [
             tuple(r)
-            for r in self._query(  # type: ignore[misc]
+            for r in self._query(
                 "SELECT kind, name, level FROM grants WHERE data_id = ? ORDER BY kind, name", (data_id,)
             )
         ]

@@ -36,6 +36,18 @@ def test_the_first_two_commands_are_the_demo_and_ci_s_test_command() -> None:
     assert re.search(rf"^\s*{re.escape(test_command)}\s*$", ci, re.M), "CI must run the README's test command"
 
 
+def test_ci_runs_the_readme_s_checks_before_the_tests() -> None:
+    """The Development section's lint and type-check line is CI's, word for word, and runs before pytest."""
+    development = README.split("## Development", 1)[1]
+    checks = [line.split("#", 1)[0].strip() for line in development.splitlines() if line.startswith("ruff check")]
+    assert len(checks) == 1, "the README's Development section lost its checks line"
+    assert "python .ci/typecheck.py" in checks[0] and "ruff format --check" in checks[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    found = re.search(rf"^\s*{re.escape(checks[0])}\s*$", ci, re.M)
+    assert found, "CI must run the README's checks"
+    assert found.start() < ci.index("python -m pytest"), "CI must check before it tests"
+
+
 def test_every_runnable_block_runs(tmp_path: Path) -> None:
     runnable = [(lang, body) for marked, lang, body in blocks() if marked]
     assert len(runnable) >= 6, "the README lost its runnable examples"

@@ -28,7 +28,7 @@ from flowxfer.journal import JournalError
 
 from . import _blocking as blocking
 from . import events
-from ._api import DEFAULT_BASE_URL, FileReport, Flowxfer, TransferReport
+from ._api import DEFAULT_BASE_URL, Flowxfer
 from ._client import Capabilities
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
@@ -50,6 +50,7 @@ from ._errors import (
     UsageError,
 )
 from ._extract import UnsafeArchiveError
+from ._report import FileReport, TransferReport
 from ._sync import ShareGrant, SyncOptions, SyncPreview
 
 __all__ = [

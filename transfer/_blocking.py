@@ -13,7 +13,8 @@ from typing import Any
 
 import anyio
 
-from ._api import Flowxfer, TransferReport
+from ._api import Flowxfer
+from ._report import TransferReport
 
 
 async def _call(method: str, client_options: dict[str, Any], *args: Any, **kwargs: Any) -> Any:

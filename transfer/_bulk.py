@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -44,18 +44,18 @@ from ._chunks import plan_chunks, plan_segments
 from ._client import Capabilities
 from ._config import TransferConfig
 from ._download import RemoteFile, download_file, local_checksum
-from ._errors import GoneError, NotFoundError, ProtocolError, RejectedError, UsageError
+from ._errors import GoneError, NotFoundError, ProtocolError, RejectedError, StopRequested, UsageError
 from ._extract import ExpectedMember, ExtractResult, extract_archive
+from ._limiter import RateLimiter
 from ._plan import RemoteData
+from ._remote import describe
+from ._report import FileReport, TransferReport
 from ._retry import parse_retry_after
+from ._runner import Runner
 from ._runtime import TransferContext
 from ._sizes import format_duration, format_size
-from ._upload import StopRequested
+from ._tokenbucket import TokenBucket
 from .events import FileStarted, FileVerifying, JobProgress, Notice
-
-if TYPE_CHECKING:
-    from ._api import FileReport, Flowxfer, TransferReport
-    from ._limiter import RateLimiter
 
 __all__ = [
     "BULK_MIN_FILES",
@@ -111,15 +111,9 @@ class PollSchedule:
 # --- advice for download -------------------------------------------------------------
 
 
-def _download_chunk(config: TransferConfig) -> int:
-    """The unit of download verification (named differently across engine versions)."""
-    value = getattr(config, "download_chunk_size", None) or getattr(config, "chunk_size", None)
-    return int(value) if value else 8 * 1024 * 1024
-
-
 def download_requests(size: int, config: TransferConfig, capabilities: Capabilities) -> dict[str, int]:
     """Requests one single download of ``size`` bytes costs, by rate-limit class (pure)."""
-    chunk = _download_chunk(config)
+    chunk = config.download_chunk_size
     segments = len(plan_segments(plan_chunks(size, chunk), config.segments, config.min_segment_size)) \
         if size > 0 else 0
     api = 1 if capabilities.chunk_maps and size > chunk else 0
@@ -208,8 +202,6 @@ def bulk_hint(items: Sequence[RemoteData]) -> str | None:
 def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabilities: Capabilities,
                     limiter: RateLimiter | None = None, now: float | None = None) -> DownloadAdvice:
     """The cost of downloading ``items`` one by one and with an archive (pure but for the buckets' copies)."""
-    from ._tokenbucket import TokenBucket
-
     small, large = split_small(items)
     single: dict[str, int] = {}
     for item in items:
@@ -252,9 +244,9 @@ def check_archive_name(name: str) -> str:
 class _Job:
     """One transfer's server-side job: created once, journaled at once, polled, re-created once if it expired."""
 
-    def __init__(self, fx: Flowxfer, ctx: TransferContext, transfer_id: str, ids: list[str], name: str,
+    def __init__(self, runner: Runner, ctx: TransferContext, transfer_id: str, ids: list[str], name: str,
                  job_id: str | None, poll_interval: float, timeout: float | None) -> None:
-        self.fx, self.ctx, self.transfer_id = fx, ctx, transfer_id
+        self.runner, self.ctx, self.transfer_id = runner, ctx, transfer_id
         self.ids, self.name = ids, name
         self.id = job_id
         self.poll_interval, self.timeout = poll_interval, timeout
@@ -271,7 +263,7 @@ class _Job:
         # Durable before anything else happens: a crash from here on re-attaches to this job.
         await anyio.to_thread.run_sync(partial(self.ctx.journal.update_transfer_state, self.transfer_id,
                                                job_id=self.id, job_created=time.time()))
-        self.fx._emit(Notice(f"archive job {self.id} created for {len(self.ids)} data item(s)"))
+        self.runner.emit(Notice(f"archive job {self.id} created for {len(self.ids)} data item(s)"))
         return self.id
 
     async def recreate(self, why: str) -> None:
@@ -279,7 +271,7 @@ class _Job:
             raise GoneError(f"archive job {self.id} {why} again right after it was created anew; "
                             "run the same command later", 410)
         self.recreated = True
-        self.fx._emit(Notice(f"archive job {self.id} {why}; creating it again (once)"))
+        self.runner.emit(Notice(f"archive job {self.id} {why}; creating it again (once)"))
         await self.create()
 
     async def completed(self) -> dict[str, Any]:
@@ -302,7 +294,7 @@ class _Job:
                 continue
             status = job.get("status")
             progress = job.get("progress")
-            self.fx._emit(JobProgress(self.id, str(status), float(progress) if isinstance(progress, int | float)
+            self.runner.emit(JobProgress(self.id, str(status), float(progress) if isinstance(progress, int | float)
                                       else 0.0))
             if status == "completed":
                 size = job.get("size")
@@ -321,15 +313,15 @@ class _Job:
                 raise ProtocolError(f"archive job {self.id} has an unknown status {status!r}")
             delay = schedule.next_delay(retry_after)
             if deadline is not None and time.monotonic() + delay > deadline:
-                self.fx._emit(Notice(f"archive job {self.id} is still {status} after --timeout "
+                self.runner.emit(Notice(f"archive job {self.id} is still {status} after --timeout "
                                      f"{self.timeout:g} s; run the same command again to pick it up"))
-                self.fx.stop("timeout")
+                self.runner.stop("timeout")
                 raise StopRequested()
             await anyio.sleep(delay)
 
 
 async def run_bulk(
-    fx: Flowxfer,
+    runner: Runner,
     ids: Sequence[str],
     *,
     name: str | None = None,
@@ -342,8 +334,6 @@ async def run_bulk(
     transfer_id: str | None = None,
 ) -> TransferReport:
     """See :meth:`Flowxfer.bulk`."""
-    from ._api import FileReport
-
     unique = list(dict.fromkeys(str(i) for i in ids))
     if not unique:
         raise UsageError("name at least one data id")
@@ -360,7 +350,7 @@ async def run_bulk(
         state = record.state
         if extract and "expected" not in state and ctx.capabilities.checksums:
             # Each description is an api request: worth it only where it brings a checksum to verify against.
-            items = list(known) if known is not None else await fx.describe(unique)
+            items = list(known) if known is not None else await describe(runner.client, unique)
             by_id = {item.id: item for item in items}
             expected = [[i, by_id[i].filename, by_id[i].size, by_id[i].checksum] for i in unique if i in by_id]
             state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id,
@@ -371,9 +361,9 @@ async def run_bulk(
             raise UsageError(f"cannot create output folder {out}: {exc.strerror}") from None
         if state.get("job_id"):
             outcome["job_id"] = state["job_id"]
-            fx._emit(Notice(f"re-attaching to archive job {state['job_id']}"))
+            runner.emit(Notice(f"re-attaching to archive job {state['job_id']}"))
         else:
-            job = _Job(fx, ctx, record.id, unique, archive_name, None, poll_interval, job_timeout)
+            job = _Job(runner, ctx, record.id, unique, archive_name, None, poll_interval, job_timeout)
             outcome["job_id"] = await job.create()
         await anyio.to_thread.run_sync(journal.add_files, record.id,
                                        [NewFile(str(target), archive_name, 0, None)])
@@ -381,8 +371,8 @@ async def run_bulk(
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         current = await anyio.to_thread.run_sync(ctx.journal.get_transfer, ctx.transfer_id)
         state = current.state if current is not None else {}
-        job = _Job(fx, ctx, ctx.transfer_id, unique, archive_name, state.get("job_id"), poll_interval, job_timeout)
-        fx._emit(FileStarted(record.local_path, archive_name, record.size, record.bytes_done))
+        job = _Job(runner, ctx, ctx.transfer_id, unique, archive_name, state.get("job_id"), poll_interval, job_timeout)
+        runner.emit(FileStarted(record.local_path, archive_name, record.size, record.bytes_done))
         size, checksum = await _fetch_archive(ctx, record, job, target)
         outcome["job_id"] = job.id
         outcome["verified"] = ("xxh3-128 of the whole archive against the server's checksum" if checksum else
@@ -394,13 +384,13 @@ async def run_bulk(
                 names = protocol.archive_member_names(listed)
                 expected = [ExpectedMember(member, str(i), int(s), c)
                             for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)]
-            fx._emit(FileVerifying(record.local_path))
+            runner.emit(FileVerifying(record.local_path))
             result = await anyio.to_thread.run_sync(extract_archive, target, out, expected)
             await _remember_extracted(ctx, result, expected, out)
             outcome["extracted"] = result.files
             outcome["extract_verified"] = result.verified
             if result.unverified and expected is not None:
-                fx._emit(Notice(f"{len(result.unverified)} extracted file(s) matched no data item's checksum "
+                runner.emit(Notice(f"{len(result.unverified)} extracted file(s) matched no data item's checksum "
                                 "(checked by size and CRC only)"))
             if not keep_archive:
                 await anyio.to_thread.run_sync(target.unlink)
@@ -409,10 +399,7 @@ async def run_bulk(
                                     if result.verified else "; extracted files by size and CRC-32")
         return FileReport(record.local_path, job.id, archive_name, size, "done")
 
-    report = await fx._run("bulk", params, plan, work, transfer_id=transfer_id)
-    final = await anyio.to_thread.run_sync((await fx.journal()).get_transfer, report.transfer_id)
-    if final is not None and outcome["job_id"] is None:
-        outcome["job_id"] = final.state.get("job_id")
+    report = await runner.run("bulk", params, plan, work, transfer_id=transfer_id)
     report.extra.update(outcome)
     if report.status == "completed":
         report.verified = outcome.get("verified") or report.verified

@@ -32,10 +32,9 @@ from flowxfer._os import write_direct
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
-from ._errors import IntegrityError, LocalIOError, ProtocolError, UnavailableError
+from ._errors import IntegrityError, LocalIOError, ProtocolError, StopRequested, UnavailableError
 from ._retry import RetryPolicy
 from ._runtime import TransferContext, task_group
-from ._upload import StopRequested
 from .events import BytesMoved, FileVerifying, Notice, Retrying
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -55,27 +55,18 @@ from flowxfer.journal import (
 )
 
 from ._download import local_checksum
-from ._errors import AuthError, LocalIOError, RejectedError, SourceChangedError, UsageError
+from ._errors import LocalIOError, RejectedError, SourceChangedError, UsageError
 from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem
 from ._packing import PackPlan, TarSource, member_paths, members_in_folder, plan_packs
+from ._report import FileReport, TransferReport
+from ._runner import Runner
 from ._runtime import TransferContext
-from ._sources import FileSource, MemorySource
 from ._tokenbucket import TokenBucket
-from ._upload import (
-    UploadOptions,
-    UploadResult,
-    remember_upload,
-    start_over,
-    stat_source,
-    upload_source,
-    upload_verification,
-)
+from ._upload import UploadOptions, UploadResult, upload_source
 from ._walk import Entry, walk
+from ._workers import remember_upload, upload_file, upload_verification
 from .events import FilesPlanned, FileStarted, Notice
-
-if TYPE_CHECKING:
-    from ._api import FileReport, Flowxfer, TransferReport
 
 __all__ = [
     "ShareGrant",
@@ -513,21 +504,18 @@ def _journal_files(journal: Journal) -> frozenset[str]:
     return frozenset({base, base + "-wal", base + "-shm", base + "-journal"})
 
 
-async def preview_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOptions) -> SyncPreview:
+async def preview_sync(runner: Runner, root: str | os.PathLike[str], options: SyncOptions) -> SyncPreview:
     """The plan of a sync and its cost, sending nothing (the journal is only read, buckets aside)."""
     path = await anyio.to_thread.run_sync(_resolve_root, root)
-    client = fx.client
-    if client.tokens is None:
-        raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
-    journal = await fx.journal()
+    client = runner.require_login()
+    journal = await runner.journal()
     marker = await anyio.to_thread.run_sync(_not_ready, path, options)
     summary = await anyio.to_thread.run_sync(partial(
-        plan_sync, journal, fx.base_url, client.username, path, options, now=time.time(), rows=None, members=None,
+        plan_sync, journal, runner.base_url, client.username, path, options, now=time.time(), rows=None, members=None,
         skip=_journal_files(journal)))
     requests = {"upload": summary.uploads, "api": summary.uploads * len(options.shares)}
+    await runner.adopt_budget(journal)  # what other runs left of the hourly budgets
     limiter = client.limiter
-    limiter.store = partial(journal.update_buckets, fx.base_url, client.username)
-    await limiter.sync()  # what other runs left of the hourly budgets
     now = time.time()
     waits: dict[str, float] = {}
     limits: dict[str, str] = {}
@@ -579,11 +567,9 @@ class _PlannedPacks:
         return plan
 
 
-async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOptions, *,
+async def run_sync(runner: Runner, root: str | os.PathLike[str], options: SyncOptions, *,
                    transfer_id: str | None = None) -> TransferReport:
     """Sync a run folder (see :meth:`Flowxfer.sync`)."""
-    from ._api import TransferReport
-
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     marker = await anyio.to_thread.run_sync(_not_ready, path, options)
     if marker is not None:
@@ -615,18 +601,18 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
                 await anyio.to_thread.run_sync(journal.drop_unplanned_files, record.id, -1)
             raise
         await anyio.to_thread.run_sync(journal.drop_unplanned_files, record.id, generation)
-        fx._emit(FilesPlanned(found.files + found.packs, found.bytes))
+        runner.emit(FilesPlanned(found.files + found.packs, found.bytes))
         if found.waiting:
-            fx._emit(Notice(f"{found.waiting} file(s) not yet stable (--min-age {options.min_age:g} s); "
+            runner.emit(Notice(f"{found.waiting} file(s) not yet stable (--min-age {options.min_age:g} s); "
                             "a later run uploads them"))
         if found.deleted:
-            fx._emit(Notice(f"{found.deleted} file(s) uploaded earlier are gone locally (kept on Flow), e.g. "
+            runner.emit(Notice(f"{found.deleted} file(s) uploaded earlier are gone locally (kept on Flow), e.g. "
                             + ", ".join(found.deleted_examples[:3])))
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
-        return await _sync_one(fx, ctx, record, options, planned)
+        return await _sync_one(ctx, record, options, planned)
 
-    report = await fx._run("sync", options.params(path), plan, work, transfer_id=transfer_id,
+    report = await runner.run("sync", options.params(path), plan, work, transfer_id=transfer_id,
                            leases=[f"sync:{path}"], read_ahead=plain_and_unsent)
     report.bytes_skipped += found.unchanged_bytes
     report.extra.update({
@@ -636,7 +622,7 @@ async def run_sync(fx: Flowxfer, root: str | os.PathLike[str], options: SyncOpti
     })
     if report.status == "completed" and not report.files:
         # Nothing to do: leave no trace, or cron every five minutes fills the journal with empty runs.
-        journal = await fx.journal()
+        journal = await runner.journal()
         await anyio.to_thread.run_sync(journal.delete_transfer, report.transfer_id)
     return report
 
@@ -646,12 +632,10 @@ def plain_and_unsent(record: FileRecord) -> bool:
     return not record.data_id and "pack" not in record.extra
 
 
-async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, options: SyncOptions,
+async def _sync_one(ctx: TransferContext, record: FileRecord, options: SyncOptions,
                     planned: _PlannedPacks) -> FileReport:
     """Upload one file or tar, grant it to the share targets, then journal it done (in that order)."""
-    from ._api import FileReport
-
-    fx._emit(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
+    ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
     manifest = record.extra.get("pack")
     # Taken whatever happens next, so a tar sent by an earlier run does not hold its room.
     pack = planned.take(record.local_path, str(manifest)) if manifest else None
@@ -661,7 +645,8 @@ async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, opti
         if manifest:
             result = await _upload_pack(ctx, record, str(manifest), options, pack)
         else:
-            record, result = await _upload_file(fx, ctx, record, options)
+            record, result = await upload_file(ctx, record, UploadOptions(data_type=options.data_type),
+                                               partial(_check_settled, options))
         if options.shares:
             # Grants follow: make "sent" durable first, so a crash before they are all made
             # resumes with the grants instead of uploading the item again.
@@ -689,35 +674,14 @@ async def _sync_one(fx: Flowxfer, ctx: TransferContext, record: FileRecord, opti
     return FileReport(record.local_path, result.data_id, record.remote_name, record.size, "done")
 
 
-async def _upload_file(fx: Flowxfer, ctx: TransferContext, record: FileRecord,
-                       options: SyncOptions) -> tuple[FileRecord, UploadResult]:
-    """Upload a file, starting again (bounded) when it changes while being read."""
-    restarts = 0
-    upload_options = UploadOptions(data_type=options.data_type)
-    while True:
-        try:
-            # The source checks size and mtime when it opens and after every read (bytes read
-            # ahead were checked when they were read): a file that changed since it was
-            # planned fails that check before any byte is sent.
-            read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
-            source: FileSource | MemorySource = (
-                read_ahead if read_ahead is not None else FileSource(record.local_path, record.size, record.mtime_ns))
-            return record, await upload_source(ctx, record, source, upload_options)
-        except SourceChangedError as exc:
-            st = await stat_source(record.local_path)
-            record = start_over(ctx, record, st)
-            if not stable(st.st_mtime_ns, st.st_ctime_ns, time.time(), options.min_age):
-                raise SourceChangedError(f"{record.local_path} changed since it was planned and has not been "
-                                         f"left alone for --min-age {options.min_age:g} s yet; a later run "
-                                         "takes it") from None
-            restarts += 1
-            if restarts == 1:
-                continue  # usually changed between planning and now: send the new version at once
-            ctx.counters.files_restarted += 1
-            if restarts > ctx.config.file_restarts + 1:
-                raise SourceChangedError(f"{exc}; it kept changing, giving up after {restarts} tries") from None
-            fx._emit(Notice(f"{record.local_path} changed while being uploaded; starting it again"))
-            await anyio.sleep(min(2.0 ** (restarts - 1), 10.0))
+def _check_settled(options: SyncOptions, record: FileRecord, st: os.stat_result) -> None:
+    """A file changed since it was planned is uploaded now only if it has been left alone for ``--min-age``.
+
+    :raises SourceChangedError: it is still being written; a later run takes it.
+    """
+    if not stable(st.st_mtime_ns, st.st_ctime_ns, time.time(), options.min_age):
+        raise SourceChangedError(f"{record.local_path} changed since it was planned and has not been "
+                                 f"left alone for --min-age {options.min_age:g} s yet; a later run takes it")
 
 
 async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str, options: SyncOptions,

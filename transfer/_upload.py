@@ -10,7 +10,6 @@ go on; we never guess.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,19 +23,18 @@ from aiohttp.helpers import content_disposition_header
 from aiohttp.payload import Payload
 
 from flowxfer import protocol
-from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
+from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState
 
 from ._chunks import Chunk, plan_chunks
-from ._client import Capabilities
 from ._errors import (
     ChecksumMismatchError,
     IntegrityError,
-    Interrupted,
     LocalIOError,
     NotFoundError,
     ProtocolError,
     RejectedError,
     SourceChangedError,
+    StopRequested,
 )
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource, Source
@@ -63,15 +61,6 @@ class UploadOptions:
 class UploadResult:
     data_id: str
     checksum: str | None
-
-
-class StopRequested(Interrupted):
-    """Raised inside a worker when the transfer is stopping; the file stays resumable.
-
-    An :class:`Interrupted` (so a :class:`FlowxferError`): raised from a wait cut short
-    outside any worker (planning, the capabilities probe), it reaches the caller as an
-    error the CLI renders, never as a traceback.
-    """
 
 
 class _Realign(Exception):
@@ -704,51 +693,4 @@ async def _finish(
     return UploadResult(data_id, file_checksum or server_checksum)
 
 
-async def stat_source(path: str) -> os.stat_result:
-    """A source's current size and times, before (re)sending it.
-
-    :raises LocalIOError: it is gone or cannot be read (reported for this file alone).
-    """
-    try:
-        return await anyio.to_thread.run_sync(os.stat, path)
-    except FileNotFoundError:
-        raise LocalIOError(f"{path} disappeared before it was uploaded") from None
-    except OSError as exc:
-        raise LocalIOError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def start_over(ctx: TransferContext, record: FileRecord, st: os.stat_result) -> FileRecord:
-    """The file changed since it was planned: forget its upload, journal the new size and mtime.
-
-    The upload already begun (if any) is abandoned, not continued: its
-    bytes on the server are the old version's.
-    """
-    reset = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "data_id": None, "chunk_size": 0, "bytes_done": 0}
-    ctx.writer.batch.update_file(record.id, **reset)
-    ctx.writer.added()
-    return dataclasses.replace(record, **reset)
-
-
-def upload_verification(capabilities: Capabilities) -> str:
-    """What a finished upload proves, in words (for reports)."""
-    if capabilities.checksums:
-        return "the server checked the xxh3-128 of every chunk and of the whole file"
-    return "the size the server stored (hosted Flow offers no checksums)"
-
-
-def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
-    """Journal a finished upload: the file is done, its chunks verified, the inventory updated."""
-    batch = ctx.writer.batch
-    batch.update_file(record.id, status=FileState.DONE.value, data_id=result.data_id, bytes_done=record.size,
-                      checksum=result.checksum, error=None)
-    batch.verify_chunks(record.id)
-    batch.remember(InventoryRecord(
-        server=ctx.server, username=ctx.username, direction="up", local_path=record.local_path,
-        remote=record.remote_name, size=record.size, mtime_ns=mtime_ns, checksum=result.checksum,
-        data_id=result.data_id, superseded=tuple(record.extra.get("superseded", ())),
-    ))
-    ctx.writer.added()
-
-
-__all__ = ["SourceChangedError", "StopRequested", "UploadOptions", "UploadResult", "remember_upload",
-           "start_over", "stat_source", "upload_source"]
+__all__ = ["UploadOptions", "UploadResult", "upload_source"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowxfer.journal import FileRecord, FileState
-from flowxfer.transfer._api import unsent
+from flowxfer.transfer._workers import unsent
 from flowxfer.transfer._errors import SourceChangedError
 from flowxfer.transfer._sources import READ_AHEAD_LIMIT, FileSource, ReadAhead
 from flowxfer.transfer._sync import plain_and_unsent

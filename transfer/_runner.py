@@ -1,0 +1,354 @@
+"""The runner: how every transfer runs, whatever it moves.
+
+A transfer is planned into the journal, then worked by a pool of file
+workers under one anyio task group, with a journal writer, a lease heartbeat
+and a bucket-sharing loop beside them; the journal is left consistent
+however the run ends. The facade (:class:`~._api.Flowxfer`) and the parts it
+drives (uploads and downloads in :mod:`._workers`, :mod:`._bulk`,
+:mod:`._sync`) hand the runner a planner and a file worker, and take it as an
+argument for its events, its journal and its stop: none of them imports its
+caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from flowxfer.journal import (
+    FileRecord,
+    FileState,
+    Journal,
+    JournalError,
+    Lease,
+    LeaseHeld,
+    TransferRecord,
+    TransferState,
+    transfer_outcome,
+)
+
+from ._client import FlowClient
+from ._config import TransferConfig
+from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, StopRequested
+from ._plan import params_key
+from ._report import FileReport, TransferReport
+from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
+from ._sources import ReadAhead
+from .events import FileFinished, Notice, ProgressCallback, TransferStarted
+
+__all__ = ["Planner", "Runner", "Worker"]
+
+#: Plans a transfer into the journal: ``(ctx, record, resumed)``.
+Planner = Callable[[TransferContext, TransferRecord, bool], Awaitable[None]]
+#: Works one file to its end and says how it ended.
+Worker = Callable[[TransferContext, FileRecord], Awaitable[FileReport]]
+
+#: The statuses of the files a run still has to work on.
+_TODO = (FileState.PLANNED, FileState.ACTIVE, FileState.FAILED)
+
+
+class Runner:
+    """Runs the transfers of one :class:`~._api.Flowxfer`: its events, its journal, its stop.
+
+    :param open_journal: opens the journal on first use (``login`` never needs one).
+    """
+
+    def __init__(self, base_url: str, config: TransferConfig, events: ProgressCallback,
+                 open_journal: Callable[[], Awaitable[Journal]]) -> None:
+        self.base_url = base_url
+        self.config = config
+        self.events = events
+        self._open_journal = open_journal
+        self._client: FlowClient | None = None
+        self._stopping = False
+        self._stop_reason: str | None = None
+        self._stop_event = anyio.Event()
+
+    @property
+    def client(self) -> FlowClient:
+        if self._client is None:
+            raise RuntimeError("use 'async with Flowxfer(...)'")
+        return self._client
+
+    def attach(self, client: FlowClient | None) -> None:
+        """The HTTP client transfers use (set when the facade is entered, None once it is left)."""
+        self._client = client
+
+    async def journal(self) -> Journal:
+        return await self._open_journal()
+
+    def emit(self, event: Any) -> None:
+        self.events(event)
+
+    def require_login(self) -> FlowClient:
+        """:raises AuthError: no credentials (nothing would get past the server's login)."""
+        client = self.client
+        if client.tokens is None:
+            raise AuthError("not logged in: run 'flowxfer login' (or pass --token)")
+        return client
+
+    async def adopt_budget(self, journal: Journal) -> None:
+        """Share rate-limit buckets through the journal and take what other runs left of them."""
+        limiter = self.client.limiter
+        limiter.store = partial(journal.update_buckets, self.base_url, self.client.username)
+        await limiter.sync()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait for rate-limit budget or before a retry -- unless asked to stop.
+
+        Nothing is in flight during such a wait, so a stop ends it at once
+        (a SIGINT used to sit out a 30 s Retry-After, then the grace period).
+
+        :raises StopRequested: the transfer is stopping.
+        """
+        if not self._stopping:
+            with anyio.move_on_after(seconds):
+                await self._stop_event.wait()
+        if self._stopping:
+            raise StopRequested("stopped while waiting (for rate-limit budget, or to retry); "
+                                "the journal holds where it stopped")
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop taking new work; in-flight requests get ``grace_period`` to finish.
+
+        Call from the event loop's thread (a signal handler task, a callback).
+        """
+        if not self._stopping:
+            self._stopping = True
+            self._stop_reason = self._stop_reason or reason
+            self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def run(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        plan: Planner,
+        work: Worker,
+        *,
+        transfer_id: str | None = None,
+        extra_state: dict[str, Any] | None = None,
+        leases: Sequence[str] = (),
+        read_ahead: Callable[[FileRecord], bool] | None = None,
+    ) -> TransferReport:
+        """Plan, then work every file not yet finished, under a lease; always leave the journal consistent.
+
+        :param read_ahead: which records are plain local files to upload: small ones are read
+            ahead of their workers (:class:`ReadAhead`).
+        """
+        client = self.require_login()
+        journal = await self.journal()
+        capabilities = await client.capabilities()
+        server, username = self.base_url, client.username
+        what = f"flowxfer {kind}"
+        held: list[Lease] = []
+        try:
+            for key in leases:
+                held.append(await anyio.to_thread.run_sync(
+                    partial(journal.acquire_lease, key, what=what, stale_after=self.config.lease_stale_after)))
+            if transfer_id is not None:
+                record, lease = await anyio.to_thread.run_sync(
+                    partial(journal.reopen_transfer, transfer_id, what=what,
+                            stale_after=self.config.lease_stale_after))
+                resumed = True
+            else:
+                record, lease, resumed = await anyio.to_thread.run_sync(partial(
+                    journal.begin_transfer, kind, server, username, params,
+                    params_key(kind, server, username, params), what=what,
+                    stale_after=self.config.lease_stale_after))
+        except LeaseHeld as exc:
+            for other in held:
+                await anyio.to_thread.run_sync(other.release)
+            raise AlreadyRunning(str(exc)) from None
+        held.append(lease)
+        if extra_state:
+            record = dataclasses.replace(record, state=await anyio.to_thread.run_sync(
+                partial(journal.update_transfer_state, record.id, **extra_state)))
+
+        client.limiter.store = partial(journal.update_buckets, server, username)
+        writer = JournalWriter(journal, self.config.journal_flush_interval, self.config.journal_flush_events)
+        ctx = TransferContext(
+            transfer_id=record.id, client=client, journal=journal, writer=writer, config=self.config,
+            capabilities=capabilities, budget=ByteBudget(self.config.byte_budget), events=self.emit,
+            server=server, username=username, stopping=lambda: self._stopping,
+            read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
+        )
+        started = time.monotonic()
+        retries_before = client.retries
+        requests_before = client.limiter.requests_by_class()
+        failure: BaseException | None = None
+        try:
+            await client.limiter.sync()  # adopt the budget other processes left us
+            if resumed:
+                await anyio.to_thread.run_sync(journal.reset_interrupted_files, record.id)
+            await plan(ctx, record, resumed)
+            summary = await anyio.to_thread.run_sync(journal.summary, record.id)
+            self.emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed))
+            await self._work(ctx, work, held)
+        except StopRequested:
+            pass  # a wait cut short while planning: an interrupted run like any other
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(ctx, record, held, failure)
+        return await self._report(ctx, record, resumed, started, retries_before, requests_before)
+
+    async def _finish(
+        self, ctx: TransferContext, record: TransferRecord, held: list[Lease], failure: BaseException | None
+    ) -> None:
+        journal = ctx.journal
+        try:
+            await ctx.writer.flush()
+            await ctx.client.limiter.sync()
+        except JournalError:
+            if failure is None:
+                raise
+        summary = await anyio.to_thread.run_sync(journal.summary, record.id)
+        counts = {FileState(k): v for k, v in summary.files_by_status.items()}
+        interrupted = self._stopping or (failure is not None and not isinstance(failure, FlowxferError | JournalError))
+        status = transfer_outcome(counts, interrupted)
+        if failure is not None and status is TransferState.COMPLETED and summary.files_total == 0:
+            status = TransferState.FAILED
+        error = str(failure) if isinstance(failure, FlowxferError | JournalError) else None
+        if failure is not None and summary.files_total == 0 and not record.state.get("planned"):
+            # Planning itself failed (a bad id, a bad name): there is nothing to resume.
+            await anyio.to_thread.run_sync(journal.delete_transfer, record.id)
+        else:
+            await anyio.to_thread.run_sync(journal.finish_transfer, record.id, status, error)
+        for lease in held:
+            await anyio.to_thread.run_sync(lease.release)
+
+    async def _work(self, ctx: TransferContext, work: Worker, leases: list[Lease]) -> None:
+        async with task_group() as background:
+            background.start_soon(ctx.writer.run)
+            background.start_soon(self._heartbeat, leases)
+            background.start_soon(self._share_budget, ctx)
+            with anyio.CancelScope() as scope:
+                background.start_soon(self._grace_watchdog, scope)
+                async with task_group() as workers:
+                    send, receive = anyio.create_memory_object_stream[FileRecord](ctx.config.concurrency)
+                    workers.start_soon(self._produce, ctx, send)
+                    async with receive:
+                        for _ in range(ctx.config.concurrency):
+                            workers.start_soon(self._worker, ctx, receive.clone(), work)
+            background.cancel_scope.cancel()
+
+    async def _produce(self, ctx: TransferContext, send: ObjectSendStream[FileRecord]) -> None:
+        """Feed workers from the journal a page at a time: memory stays flat for a million files."""
+        async with send:
+            after = 0
+            while not self._stopping:
+                page = await anyio.to_thread.run_sync(
+                    partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500))
+                if not page:
+                    return
+                group = ctx.config.concurrency
+                for start in range(0, len(page), group):
+                    records = page[start:start + group]
+                    if ctx.read_ahead is not None and not self._stopping:
+                        await ctx.read_ahead.read(records)
+                    for record in records:
+                        if self._stopping:
+                            return
+                        try:
+                            await send.send(record)
+                        except anyio.BrokenResourceError:
+                            return  # every worker has returned (stopping): nobody is left to feed
+                after = page[-1].id
+
+    async def _worker(self, ctx: TransferContext, receive: ObjectReceiveStream[FileRecord], work: Worker) -> None:
+        async with receive:
+            async for record in receive:
+                if self._stopping:
+                    return
+                try:
+                    result = await work(ctx, record)
+                except StopRequested:
+                    return
+                except BudgetExhausted as exc:
+                    self.emit(Notice(str(exc)))
+                    self._stop_reason = "budget"
+                    self.stop("budget")
+                    return
+                except (AuthError, AlreadyRunning):
+                    raise
+                except FlowxferError as exc:
+                    ctx.writer.batch.update_file(record.id, status=FileState.FAILED.value, error=str(exc)[:1000],
+                                                 attempts=record.attempts + 1,
+                                                 extra={**record.extra, "error_kind": exc.kind})
+                    ctx.writer.added()
+                    self.emit(FileFinished(record.local_path, record.remote_name, "failed", record.size,
+                                            record.data_id, str(exc)))
+                    continue
+                self.emit(FileFinished(result.path, result.filename, result.status, result.size, result.id,
+                                        None))
+
+    async def _grace_watchdog(self, scope: anyio.CancelScope) -> None:
+        await self._stop_event.wait()
+        await anyio.sleep(self.config.grace_period)
+        scope.cancel()
+
+    async def _heartbeat(self, leases: list[Lease]) -> None:
+        while True:
+            await anyio.sleep(self.config.heartbeat_interval)
+            for lease in leases:
+                await anyio.to_thread.run_sync(lease.heartbeat)
+
+    async def _share_budget(self, ctx: TransferContext) -> None:
+        while True:
+            await anyio.sleep(self.config.bucket_sync_interval)
+            await ctx.client.limiter.sync()
+
+    async def _report(
+        self,
+        ctx: TransferContext,
+        record: TransferRecord,
+        resumed: bool,
+        started: float,
+        retries_before: int,
+        requests_before: dict[str, int],
+    ) -> TransferReport:
+        journal = ctx.journal
+
+        def collect() -> tuple[list[FileReport], dict[str, int], TransferRecord | None]:
+            files = []
+            kinds: dict[str, int] = {}
+            for row in journal.iter_files(record.id):
+                status = row.status.value if row.status in (FileState.DONE, FileState.SKIPPED,
+                                                            FileState.FAILED) else "pending"
+                path = row.local_path
+                files.append(FileReport(path, row.data_id, row.remote_name, row.size, status, row.error))
+                if status == "failed":
+                    kinds[row.extra.get("error_kind", "other")] = kinds.get(row.extra.get("error_kind", "other"),
+                                                                            0) + 1
+            return files, kinds, journal.get_transfer(record.id)
+
+        files, kinds, final = await anyio.to_thread.run_sync(collect)
+        summary = await anyio.to_thread.run_sync(journal.summary, record.id)
+        requests = ctx.client.limiter.requests_by_class()
+        return TransferReport(
+            transfer_id=record.id,
+            kind=record.kind,
+            status=final.status if final else "failed",
+            files=files,
+            bytes_transferred=ctx.counters.bytes_transferred,
+            bytes_skipped=summary.bytes_skipped,
+            seconds=time.monotonic() - started,
+            retries=ctx.client.retries - retries_before,
+            resumed=resumed,
+            stop_reason=self._stop_reason if self._stopping else None,
+            requests={k: v - requests_before.get(k, 0) for k, v in requests.items()},
+            error_kinds=kinds,
+            verified="; ".join(sorted(ctx.counters.verified)) or None,
+        )
