@@ -84,6 +84,28 @@ def _user(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -
     return users
 
 
+def _project(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    projects: list[tuple[str, str]] = []
+    for item in values:
+        owner, sep, name = item.partition(":")
+        if not sep or not owner or not name.strip():
+            raise click.BadParameter(f"{item!r}: expected OWNER:NAME", ctx, param)
+        projects.append((owner, name.strip()))
+    return projects
+
+
+def _catalog(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Read the catalog now, so a bad file is a usage error before anything starts."""
+    from flowxfer.server import CatalogError, load_catalog
+
+    if value is not None:
+        try:
+            load_catalog(value)
+        except CatalogError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
 def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if value <= 0:
         raise click.BadParameter("must be positive", ctx, param)
@@ -146,6 +168,20 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
 )
 @click.option("--no-extensions", is_flag=True, help="Hide every [ext] feature: behave as hosted Flow.")
 @click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    callback=_catalog,
+    help="JSON file of sample types, organisms and metadata attributes (default: a catalog like hosted Flow's).",
+)
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    callback=_project,
+    metavar="OWNER:NAME",
+    help="Create OWNER's project NAME at start-up if missing. Repeatable.",
+)
+@click.option(
     "--max-chunk-size",
     default="64MiB",
     show_default=True,
@@ -172,6 +208,8 @@ def serve(
     refresh_ttl: float,
     job_ttl: float,
     no_extensions: bool,
+    catalog: Path | None,
+    projects: list[tuple[str, str]],
     max_chunk_size: int,
     tls_cert: Path | None,
     tls_key: Path | None,
@@ -185,6 +223,7 @@ def serve(
 
     \b
         flowxfer serve --root ./flow-root --port 0 --user alice:s3cret --rate-limits download=3/10s
+        flowxfer serve --root ./flow-root --user alice:s3cret --project alice:lab --catalog catalog.json
     """
     from flowxfer.server import ServerConfig, run
 
@@ -200,6 +239,8 @@ def serve(
         refresh_ttl=refresh_ttl,
         job_ttl=job_ttl,
         extensions=not no_extensions,
+        catalog=catalog,
+        projects=projects,
         max_chunk_size=max_chunk_size,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -212,7 +253,7 @@ def serve(
 
     try:
         run(config, on_listening=announce)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot serve: {exc}") from None
 
 
@@ -220,7 +261,7 @@ def serve(
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="The server's --root (required).")
 @click.pass_context
 def admin(ctx: click.Context, root: Path | None) -> None:
-    """Manage the local server's users and groups offline.
+    """Manage the local server's users, groups and projects offline.
 
     Example:
 
@@ -299,6 +340,40 @@ def user_list(ctx: click.Context) -> None:
     with _admin(ctx.obj) as adm:
         for name in adm.users():
             click.echo(name)
+
+
+@admin.group("project")
+def project_group() -> None:
+    """Projects (which samples are filed under): add, list."""
+
+
+@project_group.command("add")
+@click.argument("owner")
+@click.argument("name")
+@click.option("--description", default="", help="What the project is for.")
+@click.pass_context
+def project_add(ctx: click.Context, owner: str, name: str, description: str) -> None:
+    """Create OWNER's project NAME (nothing changes if it exists); prints its id.
+
+    Example: flowxfer admin --root R project add alice lab --description "RNA-Seq of 2026"
+    """
+    from flowxfer.server import AdminError
+
+    with _admin(ctx.obj) as adm:
+        try:
+            project_id, created = adm.add_project(owner, name, description)
+        except AdminError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"{'added' if created else 'exists:'} project {owner}:{name} {project_id}")
+
+
+@project_group.command("list")
+@click.pass_context
+def project_list(ctx: click.Context) -> None:
+    """List projects as OWNER:NAME ID. Example: flowxfer admin --root R project list"""
+    with _admin(ctx.obj) as adm:
+        for owner, name, project_id in adm.projects():
+            click.echo(f"{owner}:{name} {project_id}")
 
 
 @admin.group("group")

@@ -7,7 +7,9 @@ What this package offers:
 - :func:`serve_in_background`: ``async with serve_in_background(cfg) as url``
   runs it on the current loop (AppRunner + TCPSite) and yields the base URL.
 - :func:`run`: serve until SIGINT/SIGTERM (what ``flowxfer serve`` calls).
-- :class:`Admin`: offline user and group management on a root.
+- :class:`Admin`: offline user, group and project management on a root.
+- :func:`load_catalog`: read a ``serve --catalog`` file (sample types,
+  organisms, metadata attributes), :class:`CatalogError` if it is bad.
 
 The protocol as implemented is documented in ``docs/protocol.md``. This
 package never imports the engine (``flowxfer.transfer``) or the journal; it
@@ -28,9 +30,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ._admin import Admin, AdminError
 from ._app import _AccessLog, _open_state, build_app, create_app
+from ._catalog import Catalog, CatalogError, load_catalog
 from ._config import ServerConfig
 
-__all__ = ["Admin", "AdminError", "ServerConfig", "create_app", "run", "serve_in_background"]
+__all__ = ["Admin", "AdminError", "Catalog", "CatalogError", "ServerConfig", "create_app", "load_catalog", "run",
+           "serve_in_background"]
 
 log = logging.getLogger("flowxfer.server")
 

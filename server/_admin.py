@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._auth import hash_password, password_problem, username_problem
+from ._ids import new_id
 from ._store import Store, StoreError
 
 
@@ -83,3 +84,19 @@ class Admin:
     def groups(self) -> dict[str, list[str]]:
         """``{group: [members]}``."""
         return self._store.list_groups()
+
+    def add_project(self, owner: str, name: str, description: str = "") -> tuple[str, bool]:
+        """Create ``owner``'s project ``name`` unless it exists: (its id, whether it is new).
+
+        :raises AdminError: no such user, or an empty name.
+        """
+        name = name.strip()
+        if not name or len(name) > 255:
+            raise AdminError("a project name is 1 to 255 characters")
+        if not self._store.user_exists(owner):
+            raise AdminError(f"no such user: {owner}")
+        return self._store.add_project(new_id(), owner, name, description)
+
+    def projects(self) -> list[tuple[str, str, str]]:
+        """``(owner, name, id)`` of every project."""
+        return [(p.owner, p.name, p.id) for p in self._store.list_projects()]

@@ -26,16 +26,20 @@ from flowxfer._os import spread_subfolders
 from flowxfer.protocol import CHECKSUM_ALGORITHM, REFRESH_COOKIE
 
 from ._auth import DUMMY_SALT, TokenError, Tokens, check_password, hash_password, load_or_create_secret
+from ._catalog import DEFAULT, load_catalog
 from ._config import ServerConfig
 from ._data import data_routes
 from ._downloads import download_routes
 from ._http import ApiError, Bare404, bad_request, json_response, read_json
+from ._ids import new_id
 from ._jobs import JobManager, job_routes
 from ._openapi import openapi_document
 from ._ratelimit import RateLimiter
 from ._regex import RegexWorker
+from ._samples import PUBLIC_ROUTES, sample_routes
 from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, state_of
 from ._store import Store
+from ._upload_routes import ROUTES
 from ._uploads import UploadManager, upload_routes
 
 if TYPE_CHECKING:
@@ -44,15 +48,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("flowxfer.server")
 
 #: Routes anyone may call, and whether they count against the caller IP's api budget.
-_PUBLIC = {"capabilities": False, "openapi": False, "login": True, "token": True}
+_PUBLIC = {"capabilities": False, "openapi": False, "login": True, "token": True,
+           **{name: True for name in PUBLIC_ROUTES}}
 #: Routes where the token may also come as ``?token=`` (links handed to browsers, curl).
 _QUERY_TOKEN = {"download", "job_archive"}
 _DOWNLOADS = {"download", "job_archive"}
+UPLOAD_ROUTE_NAMES = frozenset(route.name for route in ROUTES)
 
 
 def _rate_class(route: str | None, method: str) -> str | None:
     """The class a request counts against; None where the handler decides (uploads)."""
-    if route == "upload":
+    if route in UPLOAD_ROUTE_NAMES:
         return None
     if route in _DOWNLOADS:
         return "download" if method == "GET" else "api"
@@ -246,6 +252,11 @@ def _open_state(config: ServerConfig) -> State:
     for name, password in config.users.items():
         salt, digest = hash_password(password, n=config.scrypt_n)
         store.put_user(name, salt, digest, config.scrypt_n)
+    catalog = load_catalog(config.catalog) if config.catalog is not None else DEFAULT
+    for owner, name in config.projects:
+        if not store.user_exists(owner):
+            raise ValueError(f"project {owner}:{name}: no such user {owner!r}")
+        store.add_project(new_id(), owner, name)
     limits = config.limits
     limiter = RateLimiter(limits, time.time) if limits else None
     state = State(
@@ -255,6 +266,7 @@ def _open_state(config: ServerConfig) -> State:
         Tokens(secret, config.access_ttl, config.refresh_ttl),
         limiter,
         ThreadPoolExecutor(max_workers=4, thread_name_prefix="flowxfer-io"),
+        catalog,
     )
     return state
 
@@ -349,7 +361,8 @@ def build_app(state: State) -> web.Application:
             web.get("/capabilities", capabilities, name="capabilities", allow_head=False),
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
-    routes += upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
+    routes += (upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
+               + sample_routes(state))
     app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
                     for r in routes])
     app.router.register_resource(_EveryTarget())  # last: it answers what nothing above serves

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,8 @@ GiB = 1024 * MiB
 #: Room for the multipart envelope and the small form fields around a chunk's
 #: blob: a request may exceed ``max_chunk_size`` by this much before it is a 413.
 MULTIPART_OVERHEAD = 64 * 1024
+#: The same room for a sample's chunk, whose form carries its metadata too.
+SAMPLE_MULTIPART_OVERHEAD = 1024 * 1024
 
 
 @dataclass
@@ -82,6 +84,20 @@ class ServerConfig:
     #: written as it arrives, like a large one: memory does not grow with the
     #: number of clients sending small files at once.
     whole_uploads_in_memory: int = 64 * MiB
+    #: Most multipart parts in one ``POST /upload/sample`` chunk: the base
+    #: fields, ~60 metadata attributes with their annotations, and the
+    #: sample's earlier files.
+    max_sample_form_parts: int = 256
+    #: Largest annotation sheet (``POST /upload/annotation``), checked whole
+    #: when its last chunk arrives; and the rows and columns read from it.
+    max_annotation_bytes: int = 16 * MiB
+    max_annotation_rows: int = 10_000
+    max_annotation_columns: int = 200
+    #: ``serve --catalog``: the sample types, organisms and metadata
+    #: attributes (None: the default catalog, see ``_catalog.py``).
+    catalog: Path | None = None
+    #: ``serve --project OWNER:NAME``: projects created at start-up if missing.
+    projects: Sequence[tuple[str, str]] = ()
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)

@@ -28,6 +28,17 @@ class ApiError(Exception):
         return {"error": self.message, **self.extra}
 
 
+class ShapedError(ApiError):
+    """A refusal whose body is given whole: Django-style field errors, annotation reports without ``error``."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status, str(body))
+        self._body = body
+
+    def body(self) -> dict[str, Any]:
+        return self._body
+
+
 class Bare404(Exception):
     """Hosted Flow's download refusal: a 404 with no body at all."""
 

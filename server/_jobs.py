@@ -30,9 +30,9 @@ from flowxfer.protocol import archive_member_names, filename_problem
 
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
+from ._sink import hash_file
 from ._state import State, state_of, user_of
 from ._store import JobRow
-from ._uploads import hash_file
 
 log = logging.getLogger("flowxfer.server.jobs")
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from flowxfer import __version__
 
+from ._openapi_samples import sample_paths
+
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _CHUNK = {
     "type": "object",
@@ -547,6 +549,11 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         },
     }
     paths["/downloads/jobs/{job_id}/{name}"]["get"]["responses"]["410"] = _err("the archive expired")
+    paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
+    status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    status["properties"].update(sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
+                                previous_data={"type": "array", "items": {"type": "string"},
+                                               "description": "[ext] the files linked before it"})
     for path, methods in paths.items():
         for method, operation in list(methods.items()):
             if path.startswith("/downloads/") and method == "get" and "Range" in str(operation["parameters"]):

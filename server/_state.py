@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ._auth import Tokens
+from ._catalog import DEFAULT, Catalog
 from ._config import ServerConfig
 from ._http import ApiError
 from ._ratelimit import Decision, RateLimiter
@@ -66,6 +67,7 @@ class State:
     tokens: Tokens
     limiter: RateLimiter | None
     io: ThreadPoolExecutor
+    catalog: Catalog = DEFAULT
     uploads: UploadManager = field(init=False)
     jobs: JobManager = field(init=False)
     regex: RegexWorker = field(init=False)

@@ -28,6 +28,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from flowxfer._os import fsync_dir
 
+from ._store_samples import GENERIC_KIND, DataKind, NewSample, SampleStoreMixin
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -104,6 +106,46 @@ _MIGRATIONS: tuple[str, ...] = (
         expires   REAL
     );
     CREATE INDEX jobs_by_status ON jobs (status);
+    """,
+    # Samples (docs/protocol.md, "Samples"): projects, samples, their filesets and the data
+    # linked into them in order. A data id appears in at most one fileset (UNIQUE), so a ready
+    # file can never be linked twice, whatever a crash or a replay does.
+    """
+    ALTER TABLE data ADD COLUMN category INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE data ADD COLUMN reads1 TEXT;
+    CREATE TABLE projects (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        private     INTEGER NOT NULL DEFAULT 1,
+        created     REAL NOT NULL,
+        UNIQUE (owner, name)
+    );
+    CREATE TABLE samples (
+        id          TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        sample_type TEXT NOT NULL,
+        project_id  TEXT REFERENCES projects (id),
+        organism    TEXT,
+        metadata    TEXT NOT NULL,
+        private     INTEGER NOT NULL DEFAULT 1,
+        created     REAL NOT NULL
+    );
+    CREATE INDEX samples_by_owner ON samples (owner, created);
+    CREATE TABLE filesets (
+        id        TEXT PRIMARY KEY,
+        sample_id TEXT NOT NULL REFERENCES samples (id) ON DELETE CASCADE,
+        created   REAL NOT NULL
+    );
+    CREATE INDEX filesets_by_sample ON filesets (sample_id);
+    CREATE TABLE fileset_data (
+        fileset_id TEXT NOT NULL REFERENCES filesets (id) ON DELETE CASCADE,
+        position   INTEGER NOT NULL,
+        data_id    TEXT NOT NULL UNIQUE REFERENCES data (id),
+        PRIMARY KEY (fileset_id, position)
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -244,7 +286,7 @@ class FlushError(StoreError):
     """A folder named by :meth:`Store.run_after_flushing` could not be flushed: the call was not run."""
 
 
-class Store:
+class Store(SampleStoreMixin):
     """The metadata database under the server's root."""
 
     def __init__(self, root: Path) -> None:
@@ -310,6 +352,12 @@ class Store:
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for several reads in a row (no transaction: each read sees what is committed)."""
+        with self._lock:
+            yield self._conn
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run one store method in the store's own thread, off the event loop, with group commit.
@@ -546,6 +594,8 @@ class Store:
         final_checksum: str | None = None,
         tree: Sequence[TreeFile] = (),
         ready: bool = False,
+        kind: DataKind = GENERIC_KIND,
+        sample: NewSample | None = None,
     ) -> None:
         """Record one received chunk in one transaction.
 
@@ -556,8 +606,12 @@ class Store:
         leaves either the chunk unrecorded (the client resends it) or the
         upload complete (start-up recovery finishes the move). ``ready``: the
         bytes are in the data folder already (a whole upload in one request),
-        so the upload is recorded ``ready`` at once.
+        so the upload is recorded ``ready`` at once. ``kind``: the new row's
+        category (and first multiplexed file); ``sample``: with the final
+        chunk, the sample to create and link this upload into, in the same
+        transaction.
 
+        :raises SampleRefused: ``sample`` breaks a rule; nothing is recorded.
         :raises StoreError: if the upload is not open at ``offset`` (the
             caller's lock makes this a bug, not a race).
         """
@@ -566,7 +620,9 @@ class Store:
         with self._tx() as c:
             if new is not None:
                 c.execute(
-                    "INSERT INTO data VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO data (id, owner, filename, data_type, is_directory, private, state, size, "
+                    "checksum, created, updated, error, category, reads1) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.id,
                         new.owner,
@@ -580,6 +636,8 @@ class Store:
                         now,
                         now,
                         None,
+                        kind.category,
+                        kind.reads1,
                     ),
                 )
             else:
@@ -603,6 +661,8 @@ class Store:
                     "INSERT INTO tree_files VALUES (?, ?, ?, ?)",
                     [(data_id, f.path, f.size, f.checksum) for f in tree],
                 )
+                if sample is not None:
+                    self._link_sample(c, sample, data_id)
 
     def replace_tree(self, data_id: str, tree: Sequence[TreeFile]) -> None:
         with self._tx() as c:

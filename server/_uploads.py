@@ -46,23 +46,29 @@ from typing import Any, NoReturn, TypeVar
 import xxhash
 from aiohttp import web
 
-from flowxfer._os import Buffer, fsync_dir, pwrite_pieces, write_direct
+from flowxfer._os import Buffer, fsync_dir, pwrite_pieces
 from flowxfer.protocol import filename_problem, format_checksum, new_hasher, parse_checksum
 
-from ._config import MULTIPART_OVERHEAD
-from ._http import ApiError, bad_request, json_response, not_found
+from ._http import ApiError, ShapedError, bad_request, json_response, not_found
 from ._ids import is_id, new_id
 from ._multipart import MultipartError, MultipartParser, boundary_of, header_params
+from ._sink import (
+    Received,
+    Sink,
+    copy_spool,
+    hash_file,
+    hash_pieces,
+    write_and_sync,
+    write_for_fdatasync,
+)
 from ._state import RATE, State, charge, user_of
 from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, FlushError, Store, TreeFile
+from ._store_samples import SampleRefused
 from ._unpack import UnpackError, UnpackLimits, unpack
+from ._upload_routes import ROUTES, Prepared, UploadRoute
 
 T = TypeVar("T")
 log = logging.getLogger("flowxfer.server.uploads")
-
-#: Bytes handed to a worker thread per write: large enough that thread hops
-#: cost nothing next to the copy, small enough to bound memory per request.
-WRITE_BLOCK = 1024 * 1024
 
 #: A new upload sent whole in one request of at most this many body bytes is
 #: kept in memory until its form is read, then verified, written straight into
@@ -84,73 +90,6 @@ _BOOL_WORDS = {
     "off": False,
     "": False,
 }
-
-
-def hash_file(path: Path, size: int) -> str:
-    """The protocol checksum of the first ``size`` bytes of ``path`` (blocking)."""
-    hasher = new_hasher()
-    remaining = size
-    with open(path, "rb", buffering=0) as f:
-        while remaining > 0:
-            block = f.read(min(4 * 1024 * 1024, remaining))
-            if not block:
-                raise OSError(f"{path} is shorter than {size} bytes")
-            hasher.update(block)
-            remaining -= len(block)
-    return format_checksum(hasher.hexdigest())
-
-
-def _pwrite_all(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:
-    """Hash and write ``pieces`` back to back at ``offset`` (worker thread); the bytes written.
-
-    The pieces are written as the socket delivered them (``pwritev``), so a
-    blob's bytes are not joined into one block first: each is read once for
-    every hasher and once by the kernel.
-    """
-    _hash(pieces, hashers)
-    return pwrite_pieces(fd, pieces, offset)
-
-
-def _write_for_fdatasync(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:
-    """Hash and write bytes that will be ``fdatasync``ed before the chunk is answered (worker thread).
-
-    They go past the page cache where the filesystem allows
-    (:func:`write_direct`): one copy into a reused aligned buffer, instead of
-    a copy into fresh page-cache pages that the ``fdatasync`` then writes out,
-    the slowest and least steady part of taking a large chunk on a virtual
-    machine. What is written through the page cache has its writeback started
-    at once, so the ``fdatasync`` waits only for the last blocks: a large
-    chunk costs max(network, disk) rather than network + disk.
-    """
-    _hash(pieces, hashers)
-    return write_direct(fd, pieces, offset)
-
-
-def _hash(pieces: Sequence[Buffer], hashers: tuple[Any, ...]) -> None:
-    for piece in pieces:
-        for hasher in hashers:
-            hasher.update(piece)
-
-
-def _write_and_sync(write: Callable[[int, Sequence[Buffer], int, tuple[Any, ...]], int], fd: int,
-                    pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...], sync: bool) -> int:
-    """The last write of a blob and, when it goes to a partial file, its ``fdatasync`` (worker thread)."""
-    written = write(fd, pieces, offset, hashers) if pieces else 0
-    if sync:
-        os.fdatasync(fd)
-    return written
-
-
-def _copy_spool(src: Path, fd: int, offset: int, size: int, hasher: Any | None) -> None:
-    """Move a spooled blob to its place in the partial file, which is ``fdatasync``ed next (worker thread)."""
-    with open(src, "rb", buffering=0) as f:
-        while size > 0:
-            block = f.read(min(WRITE_BLOCK, size))
-            if not block:
-                raise OSError("spool file shorter than its blob")
-            _write_for_fdatasync(fd, (block,), offset, (hasher,) if hasher is not None else ())
-            offset += len(block)
-            size -= len(block)
 
 
 def _malformed(exc: Exception) -> NoReturn:
@@ -192,117 +131,32 @@ class _Target:
     written: bool = False
     #: The commit recording it was handed to the store: it may stand even if this request is cancelled.
     commit_sent: bool = False
-
-
-@dataclass
-class _Received:
-    size: int = 0
-    checksum: str = ""
+    #: A replay of a complete upload's last chunk (:attr:`UploadRoute.replayable`): its bytes are
+    #: hashed to compare with the recorded chunk, and dropped.
+    replay: bool = False
 
 
 @dataclass
 class _Chunk:
     """Everything one request accumulated; released in one place whatever happens."""
 
+    route: UploadRoute
     fields: dict[str, str] = field(default_factory=dict)
+    #: The route's repeatable fields (``previous_data``), one item per form part, in order.
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    #: The route's decision for this chunk (:meth:`UploadRoute.prepare`), made before a byte is stored.
+    prepared: Prepared | None = None
     blob_seen: bool = False
     target: _Target | None = None
-    received: _Received | None = None
+    received: Received | None = None
     tree_tmp: Path | None = None
     spool: Path | None = None
     spool_fd: int = -1
-    sink: _Sink | None = None
+    sink: Sink | None = None
     #: The blob of a whole upload kept in memory (``target.whole``).
     kept: list[Buffer] = field(default_factory=list)
     #: Bytes of the server's in-memory allowance this request holds (given back in ``_release``).
     held: int = 0
-
-
-class _Sink:
-    """Writes a blob's blocks at increasing offsets in a worker thread, one write in flight.
-
-    Each block is hashed (chunk hasher, and the running whole-file hasher if
-    any) in the same thread call that writes it, so every byte is read from
-    memory once for hashing and once for the kernel.
-    """
-
-    def __init__(self, manager: UploadManager, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool) -> None:
-        self._manager = manager
-        self._fd = fd
-        self._offset = offset
-        self._hashers = hashers
-        self._fsync = fsync
-        self._pending: asyncio.Future[int] | None = None
-        self._buffer: list[Buffer] = []
-        self._buffered = 0
-        self.size = 0
-
-    async def feed(self, block: Buffer) -> None:
-        """Take one piece of the blob (``bytes``, or a read-only view of the socket's bytes: kept, not copied)."""
-        self.size += len(block)
-        limit = self._manager.config.max_chunk_size
-        if self.size > limit:
-            raise ApiError(413, f"chunk larger than the limit of {limit} bytes")
-        self._buffer.append(block)
-        self._buffered += len(block)
-        if self._buffered >= WRITE_BLOCK and self._fd >= 0:
-            await self._flush()
-
-    def take_all(self) -> list[Buffer]:
-        """A sink without a file (fd -1) keeps the blob: hand it over."""
-        pieces, self._buffer, self._buffered = self._buffer, [], 0
-        return pieces
-
-    async def _flush(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-        if not self._buffer:
-            return
-        pieces, size = self._buffer, self._buffered
-        self._buffer = []
-        self._buffered = 0
-        loop = asyncio.get_running_loop()
-        write = _write_for_fdatasync if self._fsync else _pwrite_all
-        self._pending = loop.run_in_executor(
-            self._manager.state.io, write, self._fd, pieces, self._offset, self._hashers
-        )
-        self._offset += size
-
-    async def drain(self) -> None:
-        """Wait for the write in flight, if any (before its fd may be closed or truncated)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await pending
-
-    async def finish(self) -> _Received:
-        """Write what is buffered and, for a partial file, ``fdatasync`` it: in one thread call.
-
-        A small blob is then written and made durable in a single hop to the
-        worker thread, not three. A sink without a file keeps its blob for
-        :meth:`take_all`; its checksum is left to the taker.
-        """
-        if self._fd < 0:
-            return _Received(self.size, "")
-        try:
-            if self._pending is not None:
-                pending, self._pending = self._pending, None
-                await pending
-            pieces, self._buffer, self._buffered = self._buffer, [], 0
-            if pieces or self._fsync:
-                write = _write_for_fdatasync if self._fsync else _pwrite_all
-                self._pending = asyncio.get_running_loop().run_in_executor(
-                    self._manager.state.io, _write_and_sync, write, self._fd, pieces, self._offset, self._hashers,
-                    self._fsync)
-                self._offset += sum(len(piece) for piece in pieces)
-                pending, self._pending = self._pending, None
-                await pending
-        finally:
-            if self._pending is not None:
-                with contextlib.suppress(Exception):
-                    await self._pending
-        return _Received(self.size, format_checksum(self._hashers[0].hexdigest()))
 
 
 class UploadManager:
@@ -319,6 +173,10 @@ class UploadManager:
         #: Bytes of whole uploads held in memory now, across requests (bounded by
         #: ``config.whole_uploads_in_memory``; only the event loop touches it).
         self.held_in_memory = 0
+        self.routes = [route(state) for route in ROUTES]
+
+    def _sink(self, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool, keep: bool = True) -> Sink:
+        return Sink(self.state.io, self.config.max_chunk_size, fd, offset, hashers, fsync=fsync, keep=keep)
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -326,18 +184,24 @@ class UploadManager:
 
     # --- POST /upload ------------------------------------------------------------
 
-    async def post_upload(self, request: web.Request) -> web.StreamResponse:
+    def handler(self, route: UploadRoute) -> Callable[[web.Request], Any]:
+        """The aiohttp handler of one upload endpoint."""
+        return functools.partial(self.post_upload, route=route)
+
+    async def post_upload(self, request: web.Request, route: UploadRoute | None = None) -> web.StreamResponse:
+        """One chunk of ``route``'s endpoint (``POST /upload`` when None)."""
+        route = route or self.routes[0]
         user = user_of(request)
         limit = self.config.max_chunk_size
-        if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+        if request.content_length is not None and request.content_length > limit + route.overhead():
             charge(request, "api")
             raise ApiError(413, f"request body larger than the chunk limit of {limit} bytes")
         try:
             boundary = boundary_of(request.headers.get("Content-Type", ""))
         except MultipartError as exc:
             charge(request, "api")
-            bad_request(f"POST /upload takes multipart/form-data: {exc}")
-        chunk = _Chunk()
+            bad_request(f"POST {route.path} takes multipart/form-data: {exc}")
+        chunk = _Chunk(route)
         try:
             await self._read_body(request, user, boundary, chunk)
             return await self._finish(request, user, chunk)
@@ -358,12 +222,12 @@ class UploadManager:
         hold its upload's lock, and every retry behind it, until TCP gives up.
         """
         config = self.config
-        parser = MultipartParser(boundary, max_parts=config.max_form_parts)
-        body_limit = config.max_chunk_size + MULTIPART_OVERHEAD
+        parser = MultipartParser(boundary, max_parts=chunk.route.max_parts())
+        body_limit = config.max_chunk_size + chunk.route.overhead()
         total = 0
         field_name: str | None = None
         field_value = bytearray()
-        sink: _Sink | None = None
+        sink: Sink | None = None
         stream = request.content
         stall = config.body_stall_timeout
         loop_time = asyncio.get_running_loop().time
@@ -414,9 +278,13 @@ class UploadManager:
                             else:
                                 assert field_name is not None
                                 try:
-                                    chunk.fields[field_name] = field_value.decode("utf-8")
+                                    text = field_value.decode("utf-8")
                                 except UnicodeDecodeError:
                                     bad_request(f"form field {field_name[:40]!r} is not UTF-8")
+                                if field_name in chunk.route.repeatable:
+                                    chunk.lists.setdefault(field_name, []).append(text)
+                                else:
+                                    chunk.fields[field_name] = text
         except TimeoutError:
             raise ApiError(408, f"the request body sent nothing for {stall:g} s") from None
         try:
@@ -426,7 +294,7 @@ class UploadManager:
 
     async def _start_part(
         self, request: web.Request, user: str, chunk: _Chunk, headers: dict[str, str]
-    ) -> tuple[str | None, _Sink | None]:
+    ) -> tuple[str | None, Sink | None]:
         """A new part: a form field (its name) or the blob (a sink to stream it into)."""
         encoding = headers.get("content-transfer-encoding", "binary").lower()
         if encoding not in ("binary", "8bit", "7bit"):
@@ -438,16 +306,18 @@ class UploadManager:
         if not name:
             bad_request("a form part has no name")
         if name != "blob":
-            if name in chunk.fields:
+            if name in chunk.fields and name not in chunk.route.repeatable:
                 bad_request(f"form field {name[:40]!r} given twice")
             return name, None
         if chunk.blob_seen:
             bad_request("more than one blob")
         chunk.blob_seen = True
-        if {"filename", "expected_file_size", "data"} <= chunk.fields.keys():
+        if {"filename", "expected_file_size", "data"} | chunk.route.before_blob <= chunk.fields.keys():
             # Metadata came first (flowbio and our engine send it so): stream
-            # straight into the partial file at the held offset.
+            # straight into the partial file at the held offset, once the route has
+            # checked its fields (before any byte is stored).
             meta = self._meta(chunk.fields)
+            await self._prepare(chunk, user, meta)
             length = request.content_length
             if (meta.data_id is None and meta.is_last and not meta.is_directory and meta.offset == 0
                     and length is not None and length <= WHOLE_IN_MEMORY
@@ -457,8 +327,10 @@ class UploadManager:
                 chunk.held = length
                 data_id = new_id()
                 chunk.target = _Target(data_id, self.layout.data / data_id, 0, True, None, whole=True)
-                return None, _Sink(self, -1, 0, (), fsync=False)
-            chunk.target = target = await self._open_target(request, user, meta)
+                return None, self._sink(-1, 0, (), fsync=False)
+            chunk.target = target = await self._open_target(request, user, meta, chunk.route)
+            if target.replay:
+                return None, self._sink(-1, 0, (new_hasher(),), fsync=False, keep=False)
             if target.file_hasher is None:
                 hashers: tuple[Any, ...] = (new_hasher(),)
             elif target.is_new:
@@ -466,13 +338,13 @@ class UploadManager:
                 hashers = (target.file_hasher,)
             else:
                 hashers = (new_hasher(), target.file_hasher)
-            return None, _Sink(self, target.fd, target.offset, hashers, fsync=True)
+            return None, self._sink(target.fd, target.offset, hashers, fsync=True)
         # Not yet known where the bytes belong: keep them aside until it is.
         path = self.layout.spool / new_id()
         chunk.spool = path
         fd = await self._io(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         chunk.spool_fd = fd
-        return None, _Sink(self, fd, 0, (new_hasher(),), fsync=False)
+        return None, self._sink(fd, 0, (new_hasher(),), fsync=False)
 
     def _meta(self, fields: dict[str, str]) -> _Meta:
         filename = fields.get("filename")
@@ -527,8 +399,19 @@ class UploadManager:
         except ValueError:
             bad_request(f"{name} must read xxh3-128:<32 hex digits>")
 
-    async def _open_target(self, request: web.Request, user: str, meta: _Meta) -> _Target:
-        """Validate the chunk against what is held and open the partial file at the held offset."""
+    async def _prepare(self, chunk: _Chunk, user: str, meta: _Meta) -> None:
+        """Let the route check its fields (once per request), before a byte of the blob is stored."""
+        if chunk.prepared is None:
+            chunk.prepared = await chunk.route.prepare(user, chunk.fields, chunk.lists, final=meta.is_last,
+                                                       data_id=meta.data_id, offset=meta.offset)
+
+    async def _open_target(self, request: web.Request, user: str, meta: _Meta,
+                           route: UploadRoute | None = None) -> _Target:
+        """Validate the chunk against what is held and open the partial file at the held offset.
+
+        A route that allows replays gets a target marked ``replay`` for a repeat of
+        a complete upload's last chunk (the caller compares it with the record).
+        """
         if meta.data_id is None:
             charge(request, "upload")
             if meta.offset != 0:
@@ -554,6 +437,12 @@ class UploadManager:
             target.row = row
             if row.state == FAILED:
                 bad_request(f"upload failed: {row.error}")
+            if route is not None and route.replayable and row.state == READY and meta.is_last \
+                    and meta.filename == row.filename:
+                target.replay = True
+                target.offset = meta.offset
+                lock.release()  # nothing of the upload changes
+                return target
             if row.state != UPLOADING:
                 raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
             if meta.offset != row.size:
@@ -607,20 +496,27 @@ class UploadManager:
         meta = self._meta(chunk.fields)
         if not chunk.blob_seen or chunk.received is None:
             bad_request("blob is required")
+        await self._prepare(chunk, user, meta)
+        prepared = chunk.prepared
+        assert prepared is not None
         received = chunk.received
+        if chunk.target is not None and chunk.target.replay:
+            return await self._replay(chunk.route, meta, chunk.target, received)
         if chunk.target is not None and chunk.target.whole:
             pieces, chunk.kept = chunk.kept, []
             if not meta.is_directory:
-                return await self._store_whole(user, meta, chunk.target, pieces)
+                return await self._store_whole(user, meta, chunk, pieces)
             # is_directory came after the blob: the archive takes the regular road (partial file, unpack).
             chunk.received = received = await self._spill_whole(chunk.target, pieces)
         if chunk.target is None:
             assert chunk.spool is not None
             await self._io(os.close, chunk.spool_fd)
             chunk.spool_fd = -1
-            chunk.target = await self._open_target(request, user, meta)
+            chunk.target = await self._open_target(request, user, meta, chunk.route)
             target = chunk.target
-            await self._io(_copy_spool, chunk.spool, target.fd, target.offset, received.size, target.file_hasher)
+            if target.replay:
+                return await self._replay(chunk.route, meta, target, received)
+            await self._io(copy_spool, chunk.spool, target.fd, target.offset, received.size, target.file_hasher)
             await self._io(os.fdatasync, target.fd)
         target = chunk.target
         if received.size == 0 and not meta.is_last:
@@ -642,6 +538,7 @@ class UploadManager:
             if is_directory:
                 chunk.tree_tmp = self.layout.trees / f"{target.data_id}.tmp"
                 tree = await self._unpack(target.path, chunk.tree_tmp)
+            await chunk.route.check_file(target.path, meta.filename, chunk.fields)
         row = None
         if target.is_new:
             now = time.time()
@@ -660,15 +557,20 @@ class UploadManager:
                 None,
             )
         record = ChunkRow(target.offset, received.size, received.checksum) if received.size else None
-        await self.store.run(
-            self.store.commit_chunk,
-            target.data_id,
-            target.offset,
-            record,
-            new=row,
-            final_checksum=final_checksum,
-            tree=tree,
-        )
+        try:
+            await self.store.run(
+                self.store.commit_chunk,
+                target.data_id,
+                target.offset,
+                record,
+                new=row,
+                final_checksum=final_checksum,
+                tree=tree,
+                kind=prepared.kind,
+                sample=prepared.sample if meta.is_last else None,
+            )
+        except SampleRefused as exc:
+            raise ShapedError(400, {"error": exc.error}) from None
         target.committed = True  # nothing to undo any more
         if meta.is_last:
             self._hashers.pop(target.data_id, None)
@@ -689,12 +591,32 @@ class UploadManager:
             "filename": meta.filename,
             "size": new_size,
             "is_ready": meta.is_last,
+            **prepared.answer,
         }
         if meta.is_last and self.config.extensions:
             body["checksum"] = final_checksum
         return json_response(body)
 
-    async def _store_whole(self, user: str, meta: _Meta, target: _Target, pieces: list[Buffer]) -> web.StreamResponse:
+    async def _replay(self, route: UploadRoute, meta: _Meta, target: _Target,
+                      received: Received) -> web.StreamResponse:
+        """A repeat of a complete upload's last chunk: the answer it got, if it is the same chunk; else 400.
+
+        The client lost that answer (a crash, a dropped connection) and sends
+        the chunk again: nothing is stored or created twice.
+        """
+        row = await self.store.run(self.store.get_data, target.data_id)
+        chunks = await self.store.run(self.store.chunks, target.data_id)
+        assert row is not None
+        last = chunks[-1] if chunks else ChunkRow(0, 0, format_checksum(new_hasher().hexdigest()))
+        if (last.offset, last.size, last.checksum) != (meta.offset, received.size, received.checksum):
+            raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
+        body: dict[str, Any] = {"id": row.id, "data_id": row.id, "filename": row.filename, "size": row.size,
+                                "is_ready": True, **await route.replay(row.id)}
+        if self.config.extensions:
+            body["checksum"] = row.checksum
+        return json_response(body)
+
+    async def _store_whole(self, user: str, meta: _Meta, chunk: _Chunk, pieces: list[Buffer]) -> web.StreamResponse:
         """A new upload that came whole in this request: verify, store, record ready.
 
         The checksum is computed and compared before a byte is written (a
@@ -704,6 +626,8 @@ class UploadManager:
         row, directly as ``ready``. A crash before that commit leaves a file
         nobody was told of, which start-up sets aside (:meth:`recover`).
         """
+        target, prepared = chunk.target, chunk.prepared
+        assert target is not None and prepared is not None
         size = sum(len(piece) for piece in pieces)
         checksum = await self._io(self._write_whole, target.path, pieces, (meta.checksum, meta.file_checksum))
         if meta.checksum is not None and meta.checksum != checksum:
@@ -711,6 +635,7 @@ class UploadManager:
         if meta.file_checksum is not None and meta.file_checksum != checksum:
             raise ApiError(422, "file checksum mismatch", expected=meta.file_checksum, received=checksum)
         target.written = True
+        await chunk.route.check_file(target.path, meta.filename, chunk.fields)
         now = time.time()
         row = DataRow(target.data_id, user, meta.filename, meta.data_type, False, True, READY, 0, None, now, now,
                       None)
@@ -721,7 +646,12 @@ class UploadManager:
         target.commit_sent = True
         try:
             await self.store.run_after_flushing(target.path.parent, self.store.commit_chunk, target.data_id, 0,
-                                                record, new=row, final_checksum=checksum, ready=True)
+                                                record, new=row, final_checksum=checksum, ready=True,
+                                                kind=prepared.kind, sample=prepared.sample)
+        except SampleRefused as exc:
+            # Checked again in the commit's transaction, which rolled back: no record names the file.
+            await self._io(self._unlink, target.path)
+            raise ShapedError(400, {"error": exc.error}) from None
         except FlushError:
             # The folder could not be flushed, so the commit was never run and no record can name
             # the file: remove it now, rather than leave one orphan per upload on a failing disk.
@@ -729,7 +659,7 @@ class UploadManager:
             raise
         target.committed = True
         body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
-                                "size": size, "is_ready": True}
+                                "size": size, "is_ready": True, **prepared.answer}
         if self.config.extensions:
             body["checksum"] = checksum
         return json_response(body)
@@ -742,7 +672,7 @@ class UploadManager:
         A write that fails (a full disk) removes what it made.
         """
         hasher = new_hasher()
-        _hash(pieces, (hasher,))
+        hash_pieces(pieces, (hasher,))
         checksum = format_checksum(hasher.hexdigest())
         if any(e is not None and e != checksum for e in expected):
             return checksum
@@ -758,14 +688,14 @@ class UploadManager:
             raise
         return checksum
 
-    async def _spill_whole(self, target: _Target, pieces: list[Buffer]) -> _Received:
+    async def _spill_whole(self, target: _Target, pieces: list[Buffer]) -> Received:
         """Turn a whole upload kept in memory into a regular one: its bytes in a durable partial file."""
         target.whole = False
         target.path = self.layout.partial / target.data_id
         target.file_hasher = hasher = new_hasher()
         target.fd = await self._io(self._open_new, target.path, False)
-        await self._io(_write_and_sync, _write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
-        return _Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
+        await self._io(write_and_sync, write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
+        return Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
 
     async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
         limits = UnpackLimits(
@@ -928,6 +858,9 @@ class UploadManager:
         }
         if row.state == READY:
             body["checksum"] = row.checksum
+        sample = await self.store.run(self.store.sample_of_data, data_id)
+        body["sample_id"] = sample[0] if sample else None
+        body["previous_data"] = await self.store.run(self.store.linked_before, data_id)
         if row.error:
             body["error_detail"] = row.error
         return json_response(body)
@@ -935,7 +868,7 @@ class UploadManager:
 
 def upload_routes(state: State) -> list[web.RouteDef]:
     manager = state.uploads
-    routes = [web.post("/upload", manager.post_upload, name="upload")]
+    routes = [web.post(route.path, manager.handler(route), name=route.name) for route in manager.routes]
     if state.config.extensions:
         routes.append(web.get("/upload/{data_id:[0-9]+}", manager.get_upload, name="upload_status", allow_head=False))
     return routes

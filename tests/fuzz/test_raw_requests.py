@@ -93,12 +93,17 @@ def post_json(server: ServerProcess, path: str, document: object, token: str | N
 _PATHS = st.sampled_from(["/login", "/token", "/upload", "/upload/1", "/data/search", "/data/owned", "/data/1",
                           "/data/1/chunks", "/data/1/files", "/data/1/permissions", "/downloads",
                           "/downloads/1/x", "/downloads/jobs/1", "/downloads/jobs/1/x.zip", "/capabilities",
-                          "/openapi.json", "/", "/%00", "/..%2f..%2fetc%2fpasswd"])
+                          "/openapi.json", "/", "/%00", "/..%2f..%2fetc%2fpasswd", "/upload/sample",
+                          "/upload/multiplexed", "/upload/annotation", "/samples/search", "/samples/owned",
+                          "/samples/1", "/samples/1/data", "/samples/types", "/samples/metadata",
+                          "/samples/metadata/strandedness/options", "/organisms", "/projects/owned",
+                          "/annotation", "/annotation/RNA-Seq"])
 _METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "BREW"])
 #: Header and query text: printable ASCII and the rest of Latin-1 (raw bytes 0xA0-0xFF on the wire).
 _TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_categories=("Cc",)), max_size=40)
 _QUERY = st.lists(st.tuples(st.sampled_from(["count", "page", "limit", "offset", "pattern", "filename",
-                                             "size_gt", "created_lt", "owned", "direct", "token"]), _TEXT),
+                                             "size_gt", "created_lt", "owned", "direct", "token", "sort",
+                                             "organism", "sample_types", "value", "validated"]), _TEXT),
                   max_size=4)
 _HEADERS = st.lists(st.one_of(
     st.tuples(st.sampled_from(["Content-Type", "Range", "If-Range", "If-None-Match", "Cookie", "Authorization",
@@ -224,10 +229,11 @@ def _multipart(fields: list[tuple[str, bytes]], blob: bytes) -> tuple[str, bytes
     return f"multipart/form-data; boundary={boundary}", b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
-def _upload(server: ServerProcess, token: str, fields: list[tuple[str, bytes]], blob: bytes) -> tuple[int, bytes]:
+def _upload(server: ServerProcess, token: str, fields: list[tuple[str, bytes]], blob: bytes,
+            path: str = "/upload") -> tuple[int, bytes]:
     content_type, body = _multipart(fields, blob)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
-    return exchange(server, request("POST", "/upload", headers, body))
+    return exchange(server, request("POST", path, headers, body))
 
 
 BASE_FIELDS = [("filename", b"f.bin"), ("expected_file_size", b"0"), ("is_last", b"true"), ("data", b"")]
@@ -242,6 +248,20 @@ def test_multipart_part_count_bound(raw_server: ServerProcess, token: str, parts
     extra = [(f"extra{i}", b"x") for i in range(parts - 5)]
     status, body = _upload(raw_server, token, BASE_FIELDS + extra, b"data")
     assert status == (200 if parts <= 32 else 400), (parts, body)
+
+
+SAMPLE_FIELDS = [("sample_name", b"s"), ("sample_type", b"generic"), ("is_last_sample", b"true")]
+
+
+@given(parts=st.integers(200, 300))
+@example(parts=256)
+@example(parts=257)
+@settings(max_examples=10, deadline=None, database=None)
+def test_sample_upload_part_count_bound(raw_server: ServerProcess, token: str, parts: int) -> None:
+    """``POST /upload/sample`` takes up to 256 parts (~60 attributes with annotations), ``/upload`` 32."""
+    extra = [(f"extra{i}", b"x") for i in range(parts - 8)]
+    status, body = _upload(raw_server, token, BASE_FIELDS + SAMPLE_FIELDS + extra, b"data", "/upload/sample")
+    assert status == (200 if parts <= 256 else 400), (parts, body)
 
 
 @given(size=st.integers(8000, 8400))

@@ -8,9 +8,12 @@ document says, invalid data rejected. One check is excluded where Flow's
 documented behaviour makes it wrong, and only there: ``positive_data_acceptance``
 (schemathesis' "a schema-valid request was rejected") for ``POST /login``
 (schema-valid credentials are still wrong credentials: ``400``) and
-``POST /upload`` (a schema-valid chunk is refused when its offset is not the
-bytes held, its ``data`` is not an upload of the caller's, or its checksum
-does not match: ``400``/``404``/``422``, as ``flow-api.md`` says).
+``POST /upload`` and the three sample uploads built on it (a schema-valid
+chunk is refused when its offset is not the bytes held, its ``data`` is not
+an upload of the caller's, or its checksum does not match:
+``400``/``404``/``422``, as ``flow-api.md`` says; and a sample's type,
+metadata, project or earlier files, or an annotation sheet's rows, are
+checked against the catalog and the store, which no schema can say).
 
 CI: ``FUZZ_EXAMPLES`` examples per operation (default 8). ``pytest -m long``:
 ``FLOWXFER_FUZZ_EXAMPLES`` (default 300) per operation.
@@ -37,7 +40,8 @@ LONG_EXAMPLES = int(os.environ.get("FLOWXFER_FUZZ_EXAMPLES", "300"))
 CALL_TIMEOUT = 15.0
 MAX_CHUNK = 256 * 1024
 #: Operations whose documented refusals of schema-valid input are Flow's behaviour, not bugs.
-DOCUMENTED_REFUSALS = {("POST", "/login"), ("POST", "/upload")}
+DOCUMENTED_REFUSALS = {("POST", "/login"), ("POST", "/upload"), ("POST", "/upload/sample"),
+                       ("POST", "/upload/multiplexed"), ("POST", "/upload/annotation")}
 _TALLY = {"requests": 0, "server_errors": 0}
 
 
@@ -103,4 +107,6 @@ def test_the_schema_is_the_servers(fuzz_server: ServerProcess) -> None:
     with urllib.request.urlopen(f"{fuzz_server.base_url}/openapi.json", timeout=30) as response:
         assert json.loads(response.read()) == openapi_document(MAX_CHUNK)
     assert {"POST /upload", "GET /downloads/{data_id}/{filename}", "POST /downloads"} <= set(OPERATIONS)
-    assert len(OPERATIONS) >= 15
+    assert {"POST /upload/sample", "POST /upload/multiplexed", "POST /upload/annotation", "GET /samples/search",
+            "GET /samples/{sample_id}", "GET /annotation/{sample_type}", "GET /projects/owned"} <= set(OPERATIONS)
+    assert len(OPERATIONS) >= 30

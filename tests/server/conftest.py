@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
 from flowxfer.protocol import checksum_of
 from tests.support.server import RunningServer
+
+if TYPE_CHECKING:
+    from flowbio.v2 import Client
+
+
+@contextlib.contextmanager
+def flowbio_client(srv: RunningServer, chunk_size: int, user: str = "alice") -> Iterator[Client]:
+    """The official client (flowbio v2), logged in to ``srv`` as ``user``; its sockets closed after."""
+    from flowbio.v2 import Client, ClientConfig
+    from flowbio.v2.auth import UsernamePasswordCredentials
+
+    client = Client(base_url=srv.base_url, config=ClientConfig(chunk_size=chunk_size, show_progress=False))
+    try:
+        client.log_in(UsernamePasswordCredentials(username=user, password=srv.users[user]))
+        yield client
+    finally:
+        # flowbio v2 offers no close(); its httpx client must not leak a socket.
+        client._transport._client.close()
 
 
 @dataclass
@@ -64,6 +83,8 @@ class Api:
         extra: dict[str, str] | None = None,
         blob_first: bool = False,
         token: str | None = None,
+        path: str = "/upload",
+        lists: dict[str, Sequence[str]] | None = None,
     ) -> Answer:
         form = aiohttp.FormData()
         fields = {
@@ -77,10 +98,13 @@ class Api:
             form.add_field("blob", io.BytesIO(blob), filename="blob", content_type="application/octet-stream")
         for name, value in fields.items():
             form.add_field(name, value)
+        for name, items in (lists or {}).items():
+            for item in items:
+                form.add_field(name, item)
         if not blob_first:
             form.add_field("blob", io.BytesIO(blob), filename="blob", content_type="application/octet-stream")
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        return await self.call("POST", "/upload", user, data=form, headers=headers)
+        return await self.call("POST", path, user, data=form, headers=headers)
 
     async def upload(
         self,

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import anyio
 import pytest
-from flowbio.v2 import Client, ClientConfig
-from flowbio.v2.auth import UsernamePasswordCredentials
 from flowbio.v2.exceptions import BadRequestError
 
-from tests.server.conftest import Api
+from tests.server.conftest import Api, flowbio_client
 from tests.support.server import RunningServer
 
 CHUNK = 256 * 1024
-
-
-@contextlib.contextmanager
-def _client(srv: RunningServer, chunk_size: int) -> Iterator[Client]:
-    client = Client(base_url=srv.base_url, config=ClientConfig(chunk_size=chunk_size, show_progress=False))
-    try:
-        client.log_in(UsernamePasswordCredentials(username="alice", password=srv.users["alice"]))
-        yield client
-    finally:
-        # flowbio v2 offers no close(); its httpx client must not leak a socket.
-        client._transport._client.close()
 
 
 @pytest.mark.parametrize(
@@ -50,7 +35,7 @@ async def test_flowbio_upload_then_download(
     path.write_bytes(content)
 
     def upload() -> str:
-        with _client(server, chunk_size) as client:
+        with flowbio_client(server, chunk_size) as client:
             return client.data.upload_data(path).id
 
     data_id = await anyio.to_thread.run_sync(upload)
@@ -73,7 +58,7 @@ async def test_flowbio_spaces_in_filename_is_its_bad_request(server: RunningServ
     path.write_bytes(b"x")
 
     def upload() -> None:
-        with _client(server, CHUNK) as client:
+        with flowbio_client(server, CHUNK) as client:
             client.data.upload_data(path)
 
     with pytest.raises(BadRequestError) as caught:
@@ -89,7 +74,7 @@ async def test_flowbio_directory_upload(server: RunningServer, api: Api, tmp_pat
         zf.writestr("run/SampleSheet.csv", "a,b\n")
 
     def upload() -> str:
-        with _client(server, CHUNK) as client:
+        with flowbio_client(server, CHUNK) as client:
             return client.data.upload_data(archive, is_directory=True).id
 
     data_id = await anyio.to_thread.run_sync(upload)
@@ -105,7 +90,7 @@ async def test_flowbio_refreshes_an_expired_token(server_root: Path, tmp_path: P
     async with running_server(server_root, access_ttl=1) as srv:
 
         def late_upload() -> str:
-            with _client(srv, CHUNK) as client:
+            with flowbio_client(srv, CHUNK) as client:
                 time.sleep(2.1)  # the access token is now expired; the refresh cookie is not
                 return client.data.upload_data(path).id
 
@@ -121,7 +106,7 @@ async def test_flowbio_against_a_server_without_extensions(server_root: Path, tm
     async with running_server(server_root, extensions=False) as srv, aiohttp.ClientSession() as session:
 
         def upload() -> str:
-            with _client(srv, CHUNK) as client:
+            with flowbio_client(srv, CHUNK) as client:
                 return client.data.upload_data(path).id
 
         data_id = await anyio.to_thread.run_sync(upload)
