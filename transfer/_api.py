@@ -25,6 +25,7 @@ from flowxfer.journal import FileRecord, Journal, TransferRecord
 
 from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice, advise_download, bulk_hint, run_bulk
 from ._bwlimit import BandwidthSchedule
+from ._catalog import Catalog
 from ._client import Capabilities, FlowClient, check_base_url
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
@@ -35,9 +36,12 @@ from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
+from ._samples import check_samples, sheet_input, upload_samples
+from ._samples_remote import fetch_catalog
 from ._sizes import format_size
 from ._sync import SyncOptions, SyncPreview, preview_sync, run_sync
 from ._upload import UploadOptions
+from ._validate import SamplePlan
 from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice, ProgressCallback, ignore_events
 
@@ -390,6 +394,47 @@ class Flowxfer:
         """What :meth:`sync` would send and how long the rate limits make it (``sync --dry-run``); sends nothing."""
         return await preview_sync(self._runner, root, options or SyncOptions())
 
+    # -- samples (issue 19) ---------------------------------------------
+
+    async def upload_samples(
+        self,
+        sheet: str | os.PathLike[str] | None = None,
+        *,
+        sample_type: str,
+        sample: Mapping[str, Any] | None = None,
+        skip_invalid: bool = False,
+        stop_on_error: bool = False,
+        transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Make one Flow sample per row of a flowbio sample sheet (or of ``sample``), exactly once.
+
+        Every row is checked against the server's catalog and the disk first;
+        samples go up concurrently, each one's files in order. Running it again
+        creates nothing: samples made before are ``skipped`` with their ids.
+        The report's ``extra["samples"]`` holds each row's outcome.
+
+        :param sample: one sample instead of a sheet: ``name``, ``reads1``, optional
+            ``reads2``, ``project``, ``organism`` and ``metadata`` (a dict).
+        :param skip_invalid: send the valid rows when some are not (they are reported).
+        :param stop_on_error: stop at the first sample that fails.
+        :raises SheetError: problems with the sheet or its rows (every one; nothing sent).
+        """
+        return await upload_samples(self._runner, sheet=sheet, sample=sample, sample_type=sample_type,
+                                    skip_invalid=skip_invalid, stop_on_error=stop_on_error,
+                                    transfer_id=transfer_id)
+
+    async def check_samples(
+        self, sheet: str | os.PathLike[str] | None = None, *, sample_type: str,
+        sample: Mapping[str, Any] | None = None,
+    ) -> SamplePlan:
+        """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
+        rows, problems, _ = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
+        return await check_samples(self._runner, rows, sample_type, sheet_problems=problems)
+
+    async def samples_catalog(self) -> Catalog:
+        """The server's sample types, metadata attributes, organisms and the caller's projects."""
+        return await fetch_catalog(self._runner.require_login())
+
     async def describe(self, ids: Sequence[str]) -> list[RemoteData]:
         """``GET /data/<id>`` for each id; every unknown or unreadable id is named at once.
 
@@ -456,6 +501,11 @@ class Flowxfer:
         if record.kind == "bulk":
             return await self.bulk(params["ids"], name=params.get("name"), output_dir=params["output_dir"],
                                    extract=bool(params.get("extract")), transfer_id=record.id)
+        if record.kind == "samples":
+            return await self.upload_samples(params.get("sheet"), sample=params.get("sample"),
+                                             sample_type=params["sample_type"],
+                                             skip_invalid=bool(params.get("skip_invalid")),
+                                             stop_on_error=bool(params.get("stop_on_error")), transfer_id=record.id)
         if record.kind == "sync":
             return await self.sync(params["root"], SyncOptions.from_params(params), transfer_id=record.id)
         raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

@@ -65,3 +65,13 @@ def bulk(ids: Sequence[str], *, output_dir: str | os.PathLike[str] = ".", name: 
         _call, "bulk", client_options, ids, output_dir=output_dir, name=name, extract=extract,
         keep_archive=keep_archive))
     return result
+
+
+def upload_samples(sheet: str | os.PathLike[str] | None = None, *, sample_type: str,
+                   sample: dict[str, Any] | None = None, skip_invalid: bool = False, stop_on_error: bool = False,
+                   **client_options: Any) -> TransferReport:
+    """Make Flow samples from a sample sheet (or one sample); see :meth:`Flowxfer.upload_samples`."""
+    result: TransferReport = anyio.run(partial(
+        _call, "upload_samples", client_options, sheet, sample_type=sample_type, sample=sample,
+        skip_invalid=skip_invalid, stop_on_error=stop_on_error))
+    return result

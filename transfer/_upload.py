@@ -53,14 +53,32 @@ INLINE_LIMIT = 1024 * 1024
 
 @dataclass(frozen=True)
 class UploadOptions:
+    """How a file is sent: its data type, as a directory archive, or to another upload endpoint.
+
+    :ivar endpoint: ``/upload``, or ``/upload/sample`` (same chunk protocol, more fields).
+    :ivar fields: sent after Flow's own fields on every chunk (a sample's fields), in this order;
+        a name may repeat (a list is one form part per item).
+    """
+
     data_type: str | None = None
     is_directory: bool = False
+    endpoint: str = "/upload"
+    fields: tuple[tuple[str, str], ...] = ()
+    #: False: a lost answer to the file's final chunk raises :class:`AnswerLost` instead of
+    #: sending it again (a sample's last file: the server may have made the sample).
+    replay_final: bool = True
 
 
 @dataclass(frozen=True)
 class UploadResult:
+    """What the server said of a finished upload.
+
+    :ivar sample_id: the sample the final chunk made (``/upload/sample``), when its answer said so.
+    """
+
     data_id: str
     checksum: str | None
+    sample_id: str | None = None
 
 
 class _Realign(Exception):
@@ -545,7 +563,8 @@ async def _post_chunk(
         await ctx.budget.acquire(ctx.config.block_size)
         try:
             answer = await ctx.client.json_request(
-                "POST", "/upload", rate_class="upload" if data_id is None else None, form=build
+                "POST", options.endpoint, rate_class="upload" if data_id is None else None, form=build,
+                replay=options.replay_final or not is_last,
             )
         except ChecksumMismatchError:
             if attempt == ctx.config.max_attempts:
@@ -654,6 +673,7 @@ def _fields(name: str, offset: int, is_last: bool, data_id: str | None,
         fields.append(("data_type", options.data_type))
     if options.is_directory:
         fields.append(("is_directory", "true"))
+    fields.extend(options.fields)
     return fields
 
 
@@ -690,7 +710,9 @@ async def _finish(
     if file_checksum and server_checksum and server_checksum != file_checksum:
         raise IntegrityError(f"{record.local_path}: the server's checksum {server_checksum} differs from "
                              f"ours {file_checksum}")
-    return UploadResult(data_id, file_checksum or server_checksum)
+    sample_id = answer.get("sample_id")
+    return UploadResult(data_id, file_checksum or server_checksum,
+                        str(sample_id) if isinstance(sample_id, str | int) and str(sample_id) else None)
 
 
 __all__ = ["UploadOptions", "UploadResult", "upload_source"]
