@@ -1,0 +1,203 @@
+"""``flowxfer samples upload-batch`` and ``samples upload`` as a user (or cron) runs them: real subprocesses.
+
+The server is real (in-process, or behind the recording fault proxy); what it
+holds afterwards is read without the CLI (:func:`server_samples`, :func:`stored`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+
+from tests.cli.conftest import Cli
+from tests.support.faultproxy import FaultProxy, Record
+from tests.support.rig import stored
+from tests.support.samples import server_samples, write_sheet
+from tests.support.server import RunningServer, login, running_server
+from tests.transfer.conftest import KiB, write_random
+
+CHUNK = 64 * KiB
+modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
+
+
+@dataclasses.dataclass
+class Rig:
+    server: RunningServer
+    proxy: FaultProxy
+    log: Record
+    cli: Cli
+
+    def sample_posts(self) -> list[int]:
+        return [e.request_bytes for e in self.log.select("POST", r"^/upload/sample$")]
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path, extensions: bool = True) -> AsyncIterator[Rig]:
+    async with running_server(tmp_path / "root", extensions=extensions) as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with FaultProxy("127.0.0.1", port) as proxy:
+            log = proxy.add(Record())
+            cli = Cli(proxy.url, tmp_path / "home")
+            await cli.login("alice", srv.users["alice"])
+            yield Rig(srv, proxy, log, cli)
+
+
+def paired_sheet(folder: Path, samples: int, size: int) -> tuple[Path, dict[str, tuple[bytes, bytes]]]:
+    """A sheet of paired samples, their reads' bytes by name."""
+    rows, reads = [], {}
+    for n in range(1, samples + 1):
+        r1 = write_random(folder / f"P{n}_R1.fastq.gz", size + n, seed=n)
+        r2 = write_random(folder / f"P{n}_R2.fastq.gz", size - n, seed=100 + n)
+        rows.append([f"P{n}", r1.name, r2.name, "Hs", "reverse"])
+        reads[f"P{n}"] = (r1.read_bytes(), r2.read_bytes())
+    return write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "organism", "strandedness"], rows), reads
+
+
+async def exactly_once(srv: RunningServer, reads: dict[str, tuple[bytes, bytes]]) -> dict[str, str]:
+    """One sample per row, reads1 then reads2 linked, byte for byte."""
+    held = await server_samples(srv)
+    assert sorted(held) == sorted(reads), held
+    ids = {}
+    for name, (r1, r2) in reads.items():
+        assert len(held[name]) == 1, (name, held[name])
+        data = held[name][0]["data"]
+        got = await stored(srv, {d["filename"]: d["id"] for d in data})
+        assert [got[d["filename"]] for d in data] == [r1, r2]
+        ids[name] = held[name][0]["id"]
+    return ids
+
+
+async def test_a_sheet_made_by_flowbio_batch_template_uploads_unchanged(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "root") as srv:
+        async with aiohttp.ClientSession() as session:
+            token = await login(session, srv.base_url, "alice", srv.users["alice"])
+        template = tmp_path / "run" / "sheet.csv"
+        template.parent.mkdir()
+        env = {**os.environ, "FLOW_API_URL": srv.base_url, "FLOW_API_TOKEN": token}
+
+        def flowbio_template() -> subprocess.CompletedProcess[str]:
+            flowbio = Path(sys.executable).with_name("flowbio")
+            return subprocess.run([str(flowbio), "samples", "batch-template", "--sample-type", "RNA-Seq", "-o",
+                                   str(template)], env=env, capture_output=True, text=True, timeout=120)
+
+        done = await anyio.to_thread.run_sync(flowbio_template)
+        assert done.returncode == 0, done.stderr
+        header = template.read_text().strip().split(",")
+        assert header[:5] == ["name", "reads1", "reads2", "project", "organism"]
+        values = {"name": "A", "reads1": "A_R1.fq", "reads2": "A_R2.fq", "organism": "Hs",
+                  "strandedness": "forward", "condition": "ctrl"}
+        b_values = {"name": "B", "reads1": "B_R1.fq", "organism": "Mm", "strandedness": "unstranded"}
+        with open(template, "a") as handle:
+            for row in (values, b_values):
+                handle.write(",".join(row.get(column, "") for column in header) + "\n")
+        for name in ("A_R1.fq", "A_R2.fq", "B_R1.fq"):
+            write_random(tmp_path / "run" / name, 5000, seed=len(name))
+
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        first = await cli.run("--json", "samples", "upload-batch", "--sheet", str(template), "--sample-type",
+                              "RNA-Seq")
+        assert first.code == 0, first.stderr
+        document = first.json()
+        assert document["kind"] == "samples" and document["status"] == "completed"
+        assert [(s["row"], s["name"], s["status"]) for s in document["samples"]] == [(1, "A", "done"),
+                                                                                     (2, "B", "done")]
+        held = await server_samples(srv)
+        assert {name: [d["filename"] for d in s[0]["data"]] for name, s in held.items()} == \
+            {"A": ["A_R1.fq", "A_R2.fq"], "B": ["B_R1.fq"]}
+
+        again = await cli.run("samples", "upload-batch", "--sheet", str(template), "--sample-type", "RNA-Seq")
+        assert again.code == 0, again.stderr
+        assert "0 samples made, 2 already on Flow" in again.stdout
+        assert sorted(await server_samples(srv)) == ["A", "B"]
+
+
+async def test_validation_names_every_problem_exits_2_and_sends_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    write_random(folder / "ok.fq", 1000)
+    write_random(folder / "shared.fq", 1000)
+    write_random(folder / "three.fq", 1000)
+    sheet = write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "organism", "strandedness"], [
+        ["ok", "ok.fq", "", "Hs", "forward"],
+        ["one", "shared.fq", "", "Hs", "forward"],
+        ["two", "shared.fq", "gone.fq", "Zz", "maybe"],
+        ["three", "", "three.fq", "Hs", ""],
+    ])
+    async with rig(tmp_path) as r:
+        result = await r.cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type",
+                                 "RNA-Seq")
+        assert result.code == 2, result
+        problems = result.json()["problems"]
+        named = {(p["row"], p["column"], p["value"]) for p in problems if not p["warning"]}
+        for expected in [(3, "reads2", "gone.fq"), (3, "organism", "Zz"), (3, "strandedness", "maybe")]:
+            assert expected in named, (expected, problems)
+        assert {p["row"] for p in problems} >= {2, 3, 4}
+        assert r.sample_posts() == []
+        human = await r.cli.run("samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq")
+        assert human.code == 2 and "'Zz'" in human.stderr and "'maybe'" in human.stderr
+        unknown_type = await r.cli.run("samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "Nope")
+        assert unknown_type.code == 2 and "'Nope'" in unknown_type.stderr
+        not_csv = await r.cli.run("samples", "upload-batch", "--sheet", str(folder / "ok.fq"), "--sample-type",
+                                  "RNA-Seq")
+        assert not_csv.code == 2 and ".csv" in not_csv.stderr
+        skip = await r.cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type",
+                               "RNA-Seq", "--skip-invalid")
+        assert skip.code == 1, skip
+        assert {s["name"]: s["status"] for s in skip.json()["samples"]} == {
+            "ok": "done", "one": "invalid", "two": "invalid", "three": "invalid"}
+        assert sorted(await server_samples(r.server)) == ["ok"]
+        assert r.sample_posts() != []
+
+
+async def test_samples_upload_one_sample(tmp_path: Path) -> None:
+    r1 = write_random(tmp_path / "s_R1.fq.gz", 3 * CHUNK + 5, seed=1)
+    r2 = write_random(tmp_path / "s_R2.fq.gz", 2 * CHUNK, seed=2)
+    async with rig(tmp_path) as r:
+        args = ["--json", "samples", "upload", "--name", "s1", "--sample-type", "RNA-Seq", "--reads1", str(r1),
+                "--reads2", str(r2), "--organism", "Hs", "--metadata", "strandedness=forward",
+                "--metadata-json", '{"condition": "ctrl"}', "--chunk-size", "64k"]
+        result = await r.cli.run(*args)
+        assert result.code == 0, result.stderr
+        assert await exactly_once(r.server, {"s1": (r1.read_bytes(), r2.read_bytes())}) == \
+            {"s1": result.json()["samples"][0]["id"]}
+        again = await r.cli.run(*args)
+        assert again.code == 0 and again.json()["samples"][0]["status"] == "skipped"
+        clash = await r.cli.run("samples", "upload", "--name", "x", "--sample-type", "RNA-Seq", "--reads1",
+                                str(r1), "--metadata", "a=1", "--metadata-json", '{"a": "2"}')
+        assert clash.code == 2 and "both" in clash.stderr
+
+
+@modes
+@pytest.mark.parametrize("fraction", [0.3, 0.7])
+async def test_kill9_mid_batch_then_the_same_command(tmp_path: Path, extensions: bool, fraction: float) -> None:
+    size = 8 * CHUNK
+    sheet, reads = paired_sheet(tmp_path / "run", 3, size)
+    total = sum(len(a) + len(b) for a, b in reads.values())
+    async with rig(tmp_path, extensions) as r:
+        command = ["samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq", "--chunk-size",
+                   "64k", "--concurrency", "2"]
+        async with r.cli.start("--log-format", "json", *command, "--bwlimit", "768k") as first:
+            await first.until_moved(int(total * fraction))
+            await first.kill9()
+        second = await r.cli.run("--json", *command)
+        assert second.code == 0, second.stderr
+        ids = await exactly_once(r.server, reads)
+        assert {s["name"]: s["id"] for s in second.json()["samples"]} == ids
+        posts = r.sample_posts()
+        envelope = max(posts) - CHUNK
+        assert 0 < envelope < 2 * KiB
+        resent = sum(posts) - total - len(posts) * envelope
+        # At most one chunk per file in flight when killed (two samples at once, one file each).
+        assert resent <= 2 * CHUNK, (resent, len(posts))
+        third = await r.cli.run("--json", *command)
+        assert third.code == 0 and {s["status"] for s in third.json()["samples"]} == {"skipped"}
+        assert len(r.sample_posts()) == len(posts)
