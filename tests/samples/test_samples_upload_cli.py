@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from tests.cli.conftest import Cli
-from tests.support.faultproxy import FaultProxy, Record
+from tests.support.faultproxy import FaultProxy, Match, Record, StallMidBody
 from tests.support.rig import stored
 from tests.support.samples import server_samples, write_sheet
 from tests.support.server import RunningServer, login, running_server
@@ -201,3 +201,36 @@ async def test_kill9_mid_batch_then_the_same_command(tmp_path: Path, extensions:
         third = await r.cli.run("--json", *command)
         assert third.code == 0 and {s["status"] for s in third.json()["samples"]} == {"skipped"}
         assert len(r.sample_posts()) == len(posts)
+
+
+@modes
+@pytest.mark.parametrize("reads2_size", [2 * CHUNK, CHUNK // 2], ids=["several-chunks", "one-chunk"])
+async def test_kill9_after_the_final_chunk_before_its_answer(tmp_path: Path, extensions: bool,
+                                                             reads2_size: int) -> None:
+    """The server made the sample; the CLI dies before the answer reaches it. The same command then
+    asks the server and finds the sample: nothing is sent again, no second sample is made."""
+    folder = tmp_path / "run"
+    r1 = write_random(folder / "k_R1.fq.gz", 2 * CHUNK, seed=1)
+    r2 = write_random(folder / "k_R2.fq.gz", reads2_size, seed=2)
+    sheet = write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "strandedness"],
+                        [["k", r1.name, r2.name, "forward"]])
+    final = 2 + (2 if reads2_size > CHUNK else 1)
+    async with rig(tmp_path, extensions) as r:
+        stall = r.proxy.add(StallMidBody(Match("POST", r"^/upload/sample$", nth=final), direction="down",
+                                         at_bytes=0, seconds=60))
+        command = ["samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq", "--chunk-size",
+                   "64k"]
+        async with r.cli.start(*command) as first:
+            with anyio.fail_after(30):
+                while not stall.hits:
+                    await anyio.sleep(0.02)
+            await first.kill9()
+        r.proxy.remove(stall)
+        made = await server_samples(r.server)
+        assert len(made["k"]) == 1  # the server made it before the answer was lost
+        sent = len(r.sample_posts())
+        second = await r.cli.run("--json", *command)
+        assert second.code == 0, second.stderr
+        assert second.json()["samples"][0]["id"] == made["k"][0]["id"]
+        assert len(r.sample_posts()) == sent  # nothing sent again
+        assert await exactly_once(r.server, {"k": (r1.read_bytes(), r2.read_bytes())}) == {"k": made["k"][0]["id"]}
