@@ -36,6 +36,7 @@ import anyio
 from flowxfer.journal import (
     FileRecord,
     FileState,
+    Journal,
     NewFile,
     NewSample,
     SampleInventoryRecord,
@@ -228,7 +229,7 @@ async def run_samples(
     return report
 
 
-def sample_reports(journal: Any, transfer_id: str) -> list[dict[str, Any]]:
+def sample_reports(journal: Journal, transfer_id: str) -> list[dict[str, Any]]:
     """The ``samples`` of the JSON document (``samples.md``), from the journal (blocking)."""
     by_row: dict[int, list[dict[str, Any]]] = {}
     for record in journal.iter_files(transfer_id):

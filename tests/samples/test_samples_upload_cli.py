@@ -234,3 +234,27 @@ async def test_kill9_after_the_final_chunk_before_its_answer(tmp_path: Path, ext
         assert second.json()["samples"][0]["id"] == made["k"][0]["id"]
         assert len(r.sample_posts()) == sent  # nothing sent again
         assert await exactly_once(r.server, {"k": (r1.read_bytes(), r2.read_bytes())}) == {"k": made["k"][0]["id"]}
+
+
+async def test_jobs_show_and_resume_know_sample_transfers(tmp_path: Path) -> None:
+    sheet, reads = paired_sheet(tmp_path / "run", 2, 6 * CHUNK)
+    total = sum(len(a) + len(b) for a, b in reads.values())
+    async with rig(tmp_path) as r:
+        async with r.cli.start("--log-format", "json", "samples", "upload-batch", "--sheet", str(sheet),
+                               "--sample-type", "RNA-Seq", "--chunk-size", "64k", "--concurrency", "1",
+                               "--bwlimit", "512k") as first:
+            await first.until_moved(total // 3)
+            await first.kill9()
+        transfer_id = first.transfer_id()
+        jobs = await r.cli.run("--json", "jobs")
+        assert [(t["transfer_id"], t["kind"]) for t in jobs.json()["transfers"]] == [(transfer_id, "samples")]
+        shown = await r.cli.run("--json", "show", transfer_id)
+        assert shown.code == 0 and [s["name"] for s in shown.json()["samples"]] == ["P1", "P2"]
+        assert {s["status"] for s in shown.json()["samples"]} <= {"pending", "done"}
+        human = await r.cli.run("show", transfer_id)
+        assert human.code == 0 and "P2" in human.stdout
+        resumed = await r.cli.run("--json", "resume")
+        assert resumed.code == 0, resumed.stderr
+        (report,) = resumed.json()["transfers"]
+        assert report["kind"] == "samples" and report["status"] == "completed"
+        assert await exactly_once(r.server, reads) == {s["name"]: s["id"] for s in report["samples"]}
