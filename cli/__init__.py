@@ -56,7 +56,7 @@ def main(ctx: click.Context, base_url: str, token: str | None, config_dir: Path 
 
 
 # Commands register after main exists.
-from . import _samples_upload  # noqa: E402,F401  (its verbs join the samples group)
+from . import _samples_catalog, _samples_upload  # noqa: E402,F401  (their verbs join the samples group)
 from ._bulk_sync import bulk, sync  # noqa: E402
 from ._demo import demo  # noqa: E402
 from ._doctor import doctor  # noqa: E402

@@ -258,3 +258,39 @@ async def test_jobs_show_and_resume_know_sample_transfers(tmp_path: Path) -> Non
         (report,) = resumed.json()["transfers"]
         assert report["kind"] == "samples" and report["status"] == "completed"
         assert await exactly_once(r.server, reads) == {s["name"]: s["id"] for s in report["samples"]}
+
+
+async def test_the_catalog_and_the_templates(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "root", projects=[("alice", "Liver atlas")]) as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        types = await cli.run("--json", "samples", "types")
+        assert {"RNA-Seq", "ChIP-Seq", "ATAC-Seq", "generic"} <= {t["identifier"] for t in types.json()["sample_types"]}
+        metadata = (await cli.run("--json", "samples", "metadata", "--sample-type", "RNA-Seq")).json()
+        by_id = {a["identifier"]: a for a in metadata["attributes"]}
+        assert by_id["strandedness"]["required_here"] and by_id["strandedness"]["options"] == \
+            ["forward", "reverse", "unstranded"]
+        assert not by_id["condition"]["required_here"]
+        organisms = (await cli.run("--json", "samples", "organisms")).json()["organisms"]
+        assert {o["id"] for o in organisms} >= {"Hs", "Mm"}
+        projects = (await cli.run("--json", "samples", "projects")).json()["projects"]
+        assert [p["name"] for p in projects] == ["Liver atlas"]
+        table = await cli.run("samples", "metadata", "--sample-type", "RNA-Seq")
+        assert table.code == 0 and "strandedness" in table.stdout and "unstranded" in table.stdout
+        unknown = await cli.run("samples", "metadata", "--sample-type", "Nope")
+        assert unknown.code == 2 and "'Nope'" in unknown.stderr
+
+        ours = await cli.run("samples", "batch-template", "--sample-type", "ChIP-Seq")
+        async with aiohttp.ClientSession() as session:
+            token = await login(session, srv.base_url, "alice", srv.users["alice"])
+        env = {**os.environ, "FLOW_API_URL": srv.base_url, "FLOW_API_TOKEN": token}
+
+        def flowbio_header() -> str:
+            flowbio = Path(sys.executable).with_name("flowbio")
+            return subprocess.run([str(flowbio), "samples", "batch-template", "--sample-type", "ChIP-Seq"], env=env,
+                                  capture_output=True, text=True, timeout=120, check=True).stdout
+
+        assert ours.stdout.strip() == (await anyio.to_thread.run_sync(flowbio_header)).strip()
+        template = await cli.run("samples", "annotation-template", "--sample-type", "RNA-Seq", "-o",
+                                 str(tmp_path / "a.xlsx"))
+        assert template.code == 0 and (tmp_path / "a.xlsx").read_bytes()[:2] == b"PK"
