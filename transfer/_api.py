@@ -40,6 +40,7 @@ from ._samples import check_samples, sheet_input, upload_samples
 from ._samples_remote import fetch_catalog
 from ._sizes import format_size
 from ._sync import SyncOptions, SyncPreview, preview_sync, run_sync
+from ._sync_samples import SampleSync, sync_samples
 from ._upload import UploadOptions
 from ._validate import SamplePlan
 from ._workers import download_one, unsent, upload_one
@@ -390,6 +391,17 @@ class Flowxfer:
         """
         return await run_sync(self._runner, root, options or SyncOptions(), transfer_id=transfer_id)
 
+    async def sync_samples(self, root: str | os.PathLike[str], samples: SampleSync,
+                           options: SyncOptions | None = None) -> list[TransferReport]:
+        """``sync --samples``: once the run is ready, its FASTQs become samples and the rest is synced.
+
+        Every sample is checked before any byte moves. Returns the sync's report
+        (``"waiting"`` while the run is not ready: then nothing else), then the samples'.
+
+        :raises SheetError: the run's sample sheet or FASTQs, or the samples, have problems (nothing sent).
+        """
+        return await sync_samples(self._runner, root, options or SyncOptions(), samples)
+
     async def preview_sync(self, root: str | os.PathLike[str], options: SyncOptions | None = None) -> SyncPreview:
         """What :meth:`sync` would send and how long the rate limits make it (``sync --dry-run``); sends nothing."""
         return await preview_sync(self._runner, root, options or SyncOptions())
@@ -402,6 +414,7 @@ class Flowxfer:
         *,
         sample_type: str,
         sample: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
         skip_invalid: bool = False,
         stop_on_error: bool = False,
         transfer_id: str | None = None,
@@ -415,11 +428,13 @@ class Flowxfer:
 
         :param sample: one sample instead of a sheet: ``name``, ``reads1``, optional
             ``reads2``, ``project``, ``organism`` and ``metadata`` (a dict).
+        :param run: a run folder's samples instead (``root``, ``sample_sheet``, ``lanes``, ``project``,
+            ``organism``), as :meth:`sync_samples` makes them.
         :param skip_invalid: send the valid rows when some are not (they are reported).
         :param stop_on_error: stop at the first sample that fails.
         :raises SheetError: problems with the sheet or its rows (every one; nothing sent).
         """
-        return await upload_samples(self._runner, sheet=sheet, sample=sample, sample_type=sample_type,
+        return await upload_samples(self._runner, sheet=sheet, sample=sample, run=run, sample_type=sample_type,
                                     skip_invalid=skip_invalid, stop_on_error=stop_on_error,
                                     transfer_id=transfer_id)
 
@@ -502,7 +517,7 @@ class Flowxfer:
             return await self.bulk(params["ids"], name=params.get("name"), output_dir=params["output_dir"],
                                    extract=bool(params.get("extract")), transfer_id=record.id)
         if record.kind == "samples":
-            return await self.upload_samples(params.get("sheet"), sample=params.get("sample"),
+            return await self.upload_samples(params.get("sheet"), sample=params.get("sample"), run=params.get("run"),
                                              sample_type=params["sample_type"],
                                              skip_invalid=bool(params.get("skip_invalid")),
                                              stop_on_error=bool(params.get("stop_on_error")), transfer_id=record.id)

@@ -58,6 +58,7 @@ from ._errors import (
     StopRequested,
     UsageError,
 )
+from ._illumina import RunScan, scan_run, sheet_rows
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
@@ -90,21 +91,46 @@ def one_sample_row(name: str, reads1: str | os.PathLike[str], reads2: str | os.P
                    project: str | None = None, organism: str | None = None,
                    metadata: Mapping[str, str] | None = None) -> SheetRow:
     """``samples upload``'s one sample as a sheet row (``<id>__annotation`` keys are annotations)."""
-    values = dict(metadata or {})
-    annotations = {k[:-len(ANNOTATION_SUFFIX)]: v for k, v in values.items() if k.endswith(ANNOTATION_SUFFIX)}
-    plain = {k: v for k, v in values.items() if not k.endswith(ANNOTATION_SUFFIX)}
+    plain, annotations = _split_metadata(metadata or {})
     cwd = Path.cwd()
     return SheetRow(1, name, ReadsCell.parse(os.fspath(reads1), cwd),
                     ReadsCell.parse(os.fspath(reads2), cwd) if reads2 else None,
                     project or None, organism or None, plain, annotations)
 
 
-def sheet_input(sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] | None
-                ) -> tuple[list[SheetRow], tuple[Problem, ...], dict[str, Any]]:
-    """The rows to send and the journal parameters that name them: a sheet's, or one sample's (blocking).
+def run_input(run: Mapping[str, Any]) -> tuple[RunScan, list[SheetRow], dict[str, Any]]:
+    """A run folder's samples as rows (``sync --samples``), from ``root`` and the run options (blocking).
+
+    :raises SheetError: the run's sample sheet, or its FASTQs, have problems (all of them).
+    """
+    root = os.path.abspath(os.path.expanduser(os.fspath(run["root"])))
+    lanes = "separate" if run.get("lanes") == "separate" else "merge"
+    scan = scan_run(root, sample_sheet=run.get("sample_sheet"), lanes=lanes)
+    scan.check()
+    metadata = dict(run.get("metadata") or {})
+    plain, annotations = _split_metadata(metadata)
+    rows = [dataclasses.replace(row, metadata=plain, annotations=annotations)
+            for row in sheet_rows(scan, project=run.get("project"), organism=run.get("organism"))]
+    params = {"run": {"root": root, "sample_sheet": run.get("sample_sheet"), "lanes": lanes,
+                      "project": run.get("project"), "organism": run.get("organism"), "metadata": metadata}}
+    return scan, rows, params
+
+
+def _split_metadata(values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``<id>`` values and ``<id>__annotation`` texts apart, as a sheet's columns hold them."""
+    annotations = {k[:-len(ANNOTATION_SUFFIX)]: v for k, v in values.items() if k.endswith(ANNOTATION_SUFFIX)}
+    return {k: v for k, v in values.items() if not k.endswith(ANNOTATION_SUFFIX)}, annotations
+
+
+def sheet_input(sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] | None,
+                run: Mapping[str, Any] | None = None) -> tuple[list[SheetRow], tuple[Problem, ...], dict[str, Any]]:
+    """The rows to send and the journal parameters that name them: a sheet's, one sample's or a run's (blocking).
 
     :raises SheetError: the sheet cannot be read (not CSV, not UTF-8, ...).
     """
+    if run is not None and sheet is None and sample is None:
+        _, rows, params = run_input(run)
+        return rows, (), params
     if (sheet is None) == (sample is None):
         raise UsageError("name a sample sheet or one sample")
     if sheet is not None:
@@ -125,13 +151,14 @@ async def upload_samples(
     *,
     sheet: str | os.PathLike[str] | None = None,
     sample: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
     sample_type: str,
     skip_invalid: bool = False,
     stop_on_error: bool = False,
     transfer_id: str | None = None,
 ) -> TransferReport:
     """See :meth:`Flowxfer.upload_samples`."""
-    rows, sheet_problems, params = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
+    rows, sheet_problems, params = await anyio.to_thread.run_sync(sheet_input, sheet, sample, run)
     params.update(sample_type=sample_type, skip_invalid=skip_invalid, stop_on_error=stop_on_error)
     plan = await check_samples(runner, rows, sample_type, sheet_problems=sheet_problems)
     plan.check(skip_invalid=skip_invalid)

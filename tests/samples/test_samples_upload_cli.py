@@ -21,6 +21,7 @@ import pytest
 from tests.cli.conftest import Cli
 from tests.support.faultproxy import FaultProxy, Match, Record, StallMidBody
 from tests.support.rig import stored
+from tests.support.runfolder import complete_run, make_run_folder
 from tests.support.samples import server_samples, write_sheet
 from tests.support.server import RunningServer, login, running_server
 from tests.transfer.conftest import KiB, write_random
@@ -60,6 +61,17 @@ def paired_sheet(folder: Path, samples: int, size: int) -> tuple[Path, dict[str,
         rows.append([f"P{n}", r1.name, r2.name, "Hs", "reverse"])
         reads[f"P{n}"] = (r1.read_bytes(), r2.read_bytes())
     return write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "organism", "strandedness"], rows), reads
+
+
+async def owned_names(srv: RunningServer, part: str) -> list[str]:
+    """The filenames of alice's data whose name holds ``part`` (read without the CLI)."""
+    async with aiohttp.ClientSession() as session:
+        token = await login(session, srv.base_url, "alice", srv.users["alice"])
+        async with session.get(f"{srv.base_url}/data/search", params={"filename": part, "owned": "true",
+                                                                        "count": "100"},
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            return sorted(item["filename"] for item in (await response.json())["data"])
 
 
 async def exactly_once(srv: RunningServer, reads: dict[str, tuple[bytes, bytes]]) -> dict[str, str]:
@@ -294,3 +306,47 @@ async def test_the_catalog_and_the_templates(tmp_path: Path) -> None:
         template = await cli.run("samples", "annotation-template", "--sample-type", "RNA-Seq", "-o",
                                  str(tmp_path / "a.xlsx"))
         assert template.code == 0 and (tmp_path / "a.xlsx").read_bytes()[:2] == b"PK"
+
+
+@modes
+async def test_sync_samples_from_a_run_with_a_kill9_in_the_middle(tmp_path: Path, extensions: bool) -> None:
+    """A v2 run of two lanes, synced from a cron-like loop: waiting, then killed mid-way, then done; exactly one
+    sample per Sample_ID with its lanes merged, the FASTQs not also loose data, and a re-run that makes nothing."""
+    run = make_run_folder(tmp_path / "runs", lanes=2, samples=2, fastq_size=5 * CHUNK, small_files=10,
+                          complete=False, sample_sheet="v2")
+    command = ["sync", str(run), "--samples", "--sample-type", "RNA-Seq", "--organism", "Hs", "--metadata",
+               "strandedness=reverse", "--ready-marker",
+               "CopyComplete.txt", "--name-from-path", "--chunk-size", "64k", "--concurrency", "2"]
+    fastqs = sorted(run.rglob("*.fastq.gz"))
+    total = sum(p.stat().st_size for p in fastqs)
+    expected = {}
+    for n in (1, 2):
+        r1 = b"".join(p.read_bytes() for p in fastqs if p.name.startswith(f"Sample{n}_") and "_R1_" in p.name)
+        r2 = b"".join(p.read_bytes() for p in fastqs if p.name.startswith(f"Sample{n}_") and "_R2_" in p.name)
+        expected[f"Sample{n}"] = (r1, r2)
+    async with rig(tmp_path, extensions) as r:
+        waiting = await r.cli.run("--json", *command)
+        assert waiting.code == 0 and waiting.json()["status"] == "waiting"
+        assert r.sample_posts() == []
+        complete_run(run)
+        async with r.cli.start("--log-format", "json", *command, "--bwlimit", "512k") as first:
+            await first.until(lambda x: x.moved >= total // 2 and "sample_started" in x.stderr)
+            await first.kill9()
+        second = await r.cli.run("--json", *command)
+        assert second.code == 0, second.stderr
+        document = second.json()
+        ids = await exactly_once(r.server, expected)
+        assert {s["name"]: s["id"] for s in document["samples"]} == ids
+        assert not [f for f in document["files"] if ".fastq" in f["path"]]
+        assert await owned_names(r.server, "RunInfo") == ["RunInfo.xml"]
+        # The only FASTQs on Flow are the samples' (lanes merged): none went up as loose data.
+        assert await owned_names(r.server, "fastq") == sorted(f"Sample{n}_S{n}_R{read}_001.fastq.gz"
+                                                              for n in (1, 2) for read in (1, 2))
+        held = await server_samples(r.server)
+        assert [d["filename"] for d in held["Sample1"][0]["data"]] == ["Sample1_S1_R1_001.fastq.gz",
+                                                                       "Sample1_S1_R2_001.fastq.gz"]
+        posts = len(r.sample_posts())
+        again = await r.cli.run("--json", *command)
+        assert again.code == 0, again.stderr
+        assert {s["status"] for s in again.json()["samples"]} == {"skipped"}
+        assert len(r.sample_posts()) == posts
