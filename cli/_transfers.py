@@ -113,6 +113,9 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @click.option("--filename", help="Search: data whose filename contains this (case-insensitive).")
 @click.option("--pattern", help="Search: data whose filename matches this regular expression.")
 @click.option("--owned", is_flag=True, help="Search: only data you own.")
+@click.option("--sample", "samples", multiple=True, metavar="ID", help="Every data file of this sample; repeatable.")
+@click.option("--project", "projects", multiple=True, metavar="ID",
+              help="Every data file of every sample of this project of yours; repeatable.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder to download into.")
 @click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
@@ -124,7 +127,8 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @_transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
-             output_dir: Path, segments: int | None, force: bool, auto_bulk: bool, dry_run: bool,
+             samples: tuple[str, ...], projects: tuple[str, ...], output_dir: Path, segments: int | None, force: bool,
+             auto_bulk: bool, dry_run: bool,
              concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
@@ -137,8 +141,9 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     Example: flowxfer download --pattern '_R[12]_001\\.fastq\\.gz$' --owned -o fastq/
     """
     options = global_options(ctx)
-    if not ids and not (filename or pattern or owned):
-        raise click.UsageError("name data ids, or a search with --filename, --pattern or --owned")
+    if not ids and not (filename or pattern or owned or samples or projects):
+        raise click.UsageError("name data ids, samples (--sample, --project), or a search with --filename, "
+                               "--pattern or --owned")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     if auto_bulk or dry_run:
         from ._bulk_sync import download_with_advice
@@ -148,7 +153,8 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     output = _output(options, "download")
 
     async def call(fx: Flowxfer) -> TransferReport:
-        return await fx.download(list(ids), filename=filename, pattern=pattern, owned=owned,
+        named = list(ids) + (await fx.samples_data(samples, projects) if samples or projects else [])
+        return await fx.download(named, filename=filename, pattern=pattern, owned=owned,
                                  output_dir=output_dir, force=force)
 
     report, signum = run_engine(options, output, call, config)

@@ -37,7 +37,7 @@ from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
 from ._samples import check_samples, sheet_input, upload_samples
-from ._samples_remote import fetch_catalog
+from ._samples_remote import data_of_samples, fetch_catalog
 from ._sizes import format_size
 from ._sync import SyncOptions, SyncPreview, preview_sync, run_sync
 from ._sync_samples import SampleSync, sync_samples
@@ -445,6 +445,13 @@ class Flowxfer:
         """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
         rows, problems, _ = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
         return await check_samples(self._runner, rows, sample_type, sheet_problems=problems)
+
+    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
+        """The data ids of these samples, and of every sample of these projects (for :meth:`download`).
+
+        :raises NotFoundError: a sample or project that is unknown or not the caller's.
+        """
+        return await data_of_samples(self._runner.require_login(), samples, projects)
 
     async def samples_catalog(self) -> Catalog:
         """The server's sample types, metadata attributes, organisms and the caller's projects."""

@@ -24,7 +24,8 @@ from ._catalog import Catalog, attributes_with_options
 from ._client import FlowClient
 from ._errors import NotFoundError, ProtocolError, RejectedError
 
-__all__ = ["FoundSample", "LostFinal", "fetch_catalog", "find_made_sample", "owned_projects", "sample_data"]
+__all__ = ["FoundSample", "LostFinal", "data_of_samples", "fetch_catalog", "find_made_sample", "owned_projects",
+           "sample_data"]
 
 #: Slack on the clock when a sample's ``created`` is compared with when we began to send it.
 _CLOCK_SLACK = 120.0
@@ -32,18 +33,7 @@ _CLOCK_SLACK = 120.0
 
 async def owned_projects(client: FlowClient) -> list[dict[str, Any]]:
     """Every page of ``GET /projects/owned``."""
-    projects: list[dict[str, Any]] = []
-    page = 1
-    while True:
-        answer = await client.json_request("GET", "/projects/owned", rate_class="api",
-                                           params={"page": str(page), "count": "100"})
-        items, total = answer.get("projects"), answer.get("count")
-        if not isinstance(items, list) or not isinstance(total, int):
-            raise ProtocolError("/projects/owned: malformed answer")
-        projects.extend(items)
-        if not items or len(projects) >= total:
-            return projects
-        page += 1
+    return await _pages(client, "/projects/owned", "projects", {})
 
 
 async def fetch_catalog(client: FlowClient) -> Catalog:
@@ -158,19 +148,55 @@ def _matches(lost: LostFinal, data: Sequence[dict[str, Any]], ids: Sequence[str]
 
 async def _named(client: FlowClient, name: str) -> list[dict[str, Any]]:
     """Every sample of ours named exactly ``name`` (the search matches substrings)."""
-    found: list[dict[str, Any]] = []
-    seen = 0
+    found = await _pages(client, "/samples/search", "samples", {"owned": "true", "name": name}, rate_class="search")
+    return [item for item in found if item.get("name") == name and item.get("id") is not None]
+
+async def _pages(client: FlowClient, path: str, key: str, params: dict[str, str], rate_class: str = "api"
+                 ) -> list[dict[str, Any]]:
+    """Every item of a page-numbered listing (``page``/``count``, 100 a page)."""
+    items: list[dict[str, Any]] = []
     page = 1
     while True:
-        answer = await client.json_request("GET", "/samples/search", rate_class="search",
-                                           params={"owned": "true", "name": name, "count": "100",
-                                                   "page": str(page)})
-        items, total = answer.get("samples"), answer.get("count")
-        if not isinstance(items, list) or not isinstance(total, int):
-            raise ProtocolError("/samples/search: malformed answer")
-        seen += len(items)
-        found += [item for item in items if isinstance(item, dict) and item.get("name") == name
-                  and item.get("id") is not None]
-        if not items or seen >= total:
-            return found
+        answer = await client.json_request("GET", path, rate_class=rate_class,
+                                           params={**params, "count": "100", "page": str(page)})
+        listed, total = answer.get(key), answer.get("count")
+        if not isinstance(listed, list) or not isinstance(total, int):
+            raise ProtocolError(f"{path}: malformed answer")
+        items += [item for item in listed if isinstance(item, dict)]
+        if not listed or len(items) >= total:
+            return items
         page += 1
+
+
+async def data_of_samples(client: FlowClient, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
+    """The ids of every data file of these samples, and of every sample of these projects (``download --sample``).
+
+    A project is named by id; its samples are found by its name among the
+    caller's samples (Flow's search takes a project's name, not its id), so
+    only projects the caller owns can be named.
+
+    :raises NotFoundError: a sample or project that does not exist or is not the caller's (all named at once).
+    """
+    sample_ids = [str(s) for s in samples]
+    missing: list[str] = []
+    if projects:
+        names = {str(p.get("id")): str(p.get("name")) for p in await owned_projects(client)}
+        for project in projects:
+            name = names.get(str(project))
+            if name is None:
+                missing.append(f"project {project}")
+                continue
+            found = await _pages(client, "/samples/search", "samples", {"owned": "true", "project": name},
+                                 rate_class="search")
+            sample_ids += [str(item["id"]) for item in found if item.get("project_name") == name]
+    ids: list[str] = []
+    for sample_id in dict.fromkeys(sample_ids):
+        try:
+            data = await _pages(client, f"/samples/{quote(sample_id, safe='')}/data", "data", {})
+        except NotFoundError:
+            missing.append(f"sample {sample_id}")
+            continue
+        ids += [str(item["id"]) for item in data if item.get("id") is not None]
+    if missing:
+        raise NotFoundError(f"no readable {', '.join(missing)} (unknown, or not yours)", 404)
+    return list(dict.fromkeys(ids))

@@ -350,3 +350,28 @@ async def test_sync_samples_from_a_run_with_a_kill9_in_the_middle(tmp_path: Path
         assert again.code == 0, again.stderr
         assert {s["status"] for s in again.json()["samples"]} == {"skipped"}
         assert len(r.sample_posts()) == posts
+
+
+async def test_download_the_files_of_samples_and_projects(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "root", projects=[("alice", "Atlas")]) as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        project = (await cli.run("--json", "samples", "projects")).json()["projects"][0]["id"]
+        sheet, reads = paired_sheet(tmp_path / "run", 2, CHUNK)
+        made = await cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq")
+        assert made.code == 0, made.stderr
+        ids = {s["name"]: s["id"] for s in made.json()["samples"]}
+        r3 = write_random(tmp_path / "run" / "P3.fq", 5000, seed=3)
+        in_project = await cli.run("--json", "samples", "upload", "--name", "P3", "--sample-type", "RNA-Seq",
+                                   "--reads1", str(r3), "--project", project, "--metadata", "strandedness=forward")
+        assert in_project.code == 0, in_project.stderr
+
+        one = await cli.run("--json", "download", "--sample", ids["P1"], "-o", str(tmp_path / "one"))
+        assert one.code == 0, one.stderr
+        got = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()}
+        assert got == {"P1_R1.fastq.gz": reads["P1"][0], "P1_R2.fastq.gz": reads["P1"][1]}
+        by_project = await cli.run("--json", "download", "--project", project, "-o", str(tmp_path / "proj"))
+        assert by_project.code == 0, by_project.stderr
+        assert [p.name for p in (tmp_path / "proj").iterdir()] == ["P3.fq"]
+        unknown = await cli.run("download", "--sample", "123456789012345678", "-o", str(tmp_path / "none"))
+        assert unknown.code == 4 and "123456789012345678" in unknown.stderr
