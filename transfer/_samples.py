@@ -58,7 +58,7 @@ from ._errors import (
     StopRequested,
     UsageError,
 )
-from ._illumina import RunScan, scan_run, sheet_rows
+from ._illumina import Lanes, RunScan, scan_run, sheet_rows
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
@@ -104,7 +104,7 @@ def run_input(run: Mapping[str, Any]) -> tuple[RunScan, list[SheetRow], dict[str
     :raises SheetError: the run's sample sheet, or its FASTQs, have problems (all of them).
     """
     root = os.path.abspath(os.path.expanduser(os.fspath(run["root"])))
-    lanes = "separate" if run.get("lanes") == "separate" else "merge"
+    lanes: Lanes = "separate" if run.get("lanes") == "separate" else "merge"
     scan = scan_run(root, sample_sheet=run.get("sample_sheet"), lanes=lanes)
     scan.check()
     metadata = dict(run.get("metadata") or {})
@@ -465,5 +465,5 @@ class _Sender:
         await ctx.writer.flush()
         self.runner.emit(SampleFinished(sample.row, sample.name, "done", found.id, None))
         last = files[-1]
-        data_id = found.data_ids[len(files) - 1] if len(found.data_ids) >= len(files) else last.data_id
-        return FileReport(last.local_path, data_id, last.remote_name, last.size, "done")
+        last_id = found.data_ids[len(files) - 1] if len(found.data_ids) >= len(files) else last.data_id
+        return FileReport(last.local_path, last_id, last.remote_name, last.size, "done")
