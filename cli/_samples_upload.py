@@ -22,7 +22,16 @@ from flowxfer.transfer._sizes import format_rate, format_size
 from flowxfer.transfer._validate import SamplePlan
 
 from . import _exits
-from ._common import DURATION, SIZE, GlobalOptions, fail, global_options, run_engine, transfer_config
+from ._common import (
+    DURATION,
+    SIZE,
+    GlobalOptions,
+    fail,
+    finish_transfer,
+    global_options,
+    run_engine,
+    transfer_config,
+)
 from ._render import Output
 from ._samples import samples
 
@@ -208,3 +217,40 @@ def _dry_run(options: GlobalOptions, config: Any, sample_type: str, sheet: Path)
     print(f"dry run: {len(plan.samples)} samples ready, {format_size(total)}; {len(plan.errors)} problems; "
           "nothing sent", file=sys.stderr)
     sys.exit(code)
+
+
+@samples.command("upload-multiplexed")
+@click.option("--reads1", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="First multiplexed reads file.")
+@click.option("--reads2", type=click.Path(path_type=Path), metavar="PATH", help="Second multiplexed reads file.")
+@click.option("--annotation", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="The filled-in annotation sheet (.xlsx or .csv; samples annotation-template).")
+@click.option("--reject-warnings", is_flag=True, help="Refuse the upload if the annotation sheet has warnings.")
+@sample_transfer_options
+@click.pass_context
+def upload_multiplexed(ctx: click.Context, reads1: Path, reads2: Path | None, annotation: Path, reject_warnings: bool,
+                       concurrency: int | None, chunk_size: int | None, bwlimit: str | None,
+                       max_wait: float | None) -> None:
+    """Upload multiplexed reads with the annotation sheet that splits them into samples.
+
+    The sheet goes first and is checked by the server: a refused sheet sends
+    no reads (exit 5, every problem named). Its warnings are accepted unless
+    --reject-warnings.
+
+    Example: flowxfer samples upload-multiplexed --reads1 mux_R1.fastq.gz --reads2 mux_R2.fastq.gz
+    --annotation annotation.xlsx
+    """
+    options = global_options(ctx)
+    config = transfer_config(concurrency=concurrency, chunk_size=chunk_size, bwlimit=bwlimit, max_wait=max_wait)
+    output = _output(options)
+
+    async def call(fx: Flowxfer) -> TransferReport:
+        return await fx.upload_multiplexed(reads1, reads2, annotation=annotation, reject_warnings=reject_warnings)
+
+    report, signum = run_engine(options, output, call, config)
+    if report is not None and not options.json:
+        for warning in report.extra.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+        for problem in report.extra.get("problems", []):
+            print(f"problem: {problem}", file=sys.stderr)
+    finish_transfer(options, output, report, signum)

@@ -31,6 +31,7 @@ from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
 from ._errors import UsageError
 from ._limiter import RateLimiter
+from ._multiplexed import upload_multiplexed
 from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
 from ._report import FileReport, TransferReport
@@ -446,6 +447,21 @@ class Flowxfer:
         rows, problems, _ = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
         return await check_samples(self._runner, rows, sample_type, sheet_problems=problems)
 
+    async def upload_multiplexed(
+        self, reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
+        annotation: str | os.PathLike[str], reject_warnings: bool = False, transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Multiplexed reads and their annotation sheet (the sheet first, then reads1, then reads2).
+
+        The report's ``extra`` holds ``annotation_id``, ``data_ids``, the sheet's
+        accepted ``warnings`` and, when it was refused, its ``problems``.
+
+        :param reject_warnings: refuse the upload when the sheet has warnings (accepted by default).
+        :raises UsageError: a file is missing or unreadable (nothing sent).
+        """
+        return await upload_multiplexed(self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings,
+                                        transfer_id=transfer_id)
+
     async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
         """The data ids of these samples, and of every sample of these projects (for :meth:`download`).
 
@@ -528,6 +544,11 @@ class Flowxfer:
                                              sample_type=params["sample_type"],
                                              skip_invalid=bool(params.get("skip_invalid")),
                                              stop_on_error=bool(params.get("stop_on_error")), transfer_id=record.id)
+        if record.kind == "multiplexed":
+            return await self.upload_multiplexed(params["reads1"], params.get("reads2"),
+                                                 annotation=params["annotation"],
+                                                 reject_warnings=bool(params.get("reject_warnings")),
+                                                 transfer_id=record.id)
         if record.kind == "sync":
             return await self.sync(params["root"], SyncOptions.from_params(params), transfer_id=record.id)
         raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

@@ -75,3 +75,13 @@ def upload_samples(sheet: str | os.PathLike[str] | None = None, *, sample_type: 
         _call, "upload_samples", client_options, sheet, sample_type=sample_type, sample=sample,
         skip_invalid=skip_invalid, stop_on_error=stop_on_error))
     return result
+
+
+def upload_multiplexed(reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
+                       annotation: str | os.PathLike[str], reject_warnings: bool = False,
+                       **client_options: Any) -> TransferReport:
+    """Multiplexed reads and their annotation sheet; see :meth:`Flowxfer.upload_multiplexed`."""
+    result: TransferReport = anyio.run(partial(
+        _call, "upload_multiplexed", client_options, reads1, reads2, annotation=annotation,
+        reject_warnings=reject_warnings))
+    return result

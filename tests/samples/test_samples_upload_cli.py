@@ -375,3 +375,37 @@ async def test_download_the_files_of_samples_and_projects(tmp_path: Path) -> Non
         assert [p.name for p in (tmp_path / "proj").iterdir()] == ["P3.fq"]
         unknown = await cli.run("download", "--sample", "123456789012345678", "-o", str(tmp_path / "none"))
         assert unknown.code == 4 and "123456789012345678" in unknown.stderr
+
+
+async def test_upload_multiplexed_sends_the_sheet_first(tmp_path: Path) -> None:
+    r1 = write_random(tmp_path / "mux_R1.fq.gz", 3 * CHUNK, seed=1)
+    r2 = write_random(tmp_path / "mux_R2.fq.gz", 3 * CHUNK, seed=2)
+    good = tmp_path / "good.csv"
+    good.write_text("name,barcode,organism\nA,ACGTACGT,Hs\nB,TTGGCCAA,Hs\n")
+    warned = tmp_path / "warned.csv"
+    warned.write_text("name,barcode,organism\nA,ACGTACGT,Hs\nB,TTGGCCAA,\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,barcode,organism\nA,NOT-BASES!,Hs\nA,ACGT,Zz\n")
+    async with rig(tmp_path) as r:
+        def mux_posts() -> int:
+            return len(r.log.select("POST", r"^/upload/multiplexed$"))
+
+        refused = await r.cli.run("samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(bad),
+                                  "--chunk-size", "64k")
+        assert refused.code == 5, refused
+        assert "row 2" in refused.stderr and "row 3" in refused.stderr
+        assert mux_posts() == 0
+        rejected = await r.cli.run("samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(warned),
+                                   "--reject-warnings")
+        assert rejected.code == 5 and mux_posts() == 0
+        accepted = await r.cli.run("--json", "samples", "upload-multiplexed", "--reads1", str(r1), "--reads2",
+                                   str(r2), "--annotation", str(warned), "--chunk-size", "64k")
+        assert accepted.code == 0, accepted.stderr
+        document = accepted.json()
+        assert document["kind"] == "multiplexed" and len(document["data_ids"]) == 2 and document["warnings"]
+        assert document["annotation_id"]
+        got = await stored(r.server, {"mux_R1.fq.gz": document["data_ids"][0], "mux_R2.fq.gz": document["data_ids"][1]})
+        assert got == {"mux_R1.fq.gz": r1.read_bytes(), "mux_R2.fq.gz": r2.read_bytes()}
+        clean = await r.cli.run("--json", "samples", "upload-multiplexed", "--reads1", str(r1), "--annotation",
+                                str(good))
+        assert clean.code == 0 and clean.json()["warnings"] == []
