@@ -257,7 +257,8 @@ class Output:
         counts: dict[str, int] = {}
         for f in report.files:
             counts[f.status] = counts.get(f.status, 0) + 1
-        verb = {"upload": "uploaded", "sync": "uploaded"}.get(report.kind, "downloaded")
+        verb = {"upload": "uploaded", "sync": "uploaded", "samples": "uploaded", "multiplexed": "uploaded"}.get(
+            report.kind, "downloaded")
         parts = [f"{counts.get('done', 0)} {verb}", f"{counts.get('skipped', 0)} skipped",
                  f"{counts.get('failed', 0)} failed"]
         if counts.get("pending"):

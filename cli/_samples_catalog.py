@@ -43,6 +43,16 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
     Console(file=sys.stdout, width=200).print(table)
 
 
+def _listing(ctx: click.Context, fetch: Any, key: str, columns: list[tuple[str, str]]) -> None:
+    """A catalog listing: the server's items under ``key`` (``--json``), or a table of ``columns`` (field, title)."""
+    options = global_options(ctx)
+    listed = _call(options, fetch)
+    if options.json:
+        print(json.dumps({key: listed}))
+        return
+    _table([title for _, title in columns], [[str(item.get(field) or "") for field, _ in columns] for item in listed])
+
+
 @samples.command("types")
 @click.pass_context
 def types(ctx: click.Context) -> None:
@@ -50,17 +60,12 @@ def types(ctx: click.Context) -> None:
 
     Example: flowxfer samples types --json
     """
-    options = global_options(ctx)
 
-    async def call(fx: Flowxfer) -> Any:
+    async def fetch(fx: Flowxfer) -> Any:
         return await fx.client.json_value("/samples/types")
 
-    listed = _call(options, call)
-    if options.json:
-        print(json.dumps({"sample_types": listed}))
-        return
-    _table(["identifier", "name", "description"],
-           [[str(t.get("identifier")), str(t.get("name") or ""), str(t.get("description") or "")] for t in listed])
+    _listing(ctx, fetch, "sample_types", [("identifier", "identifier"), ("name", "name"),
+                                          ("description", "description")])
 
 
 def _for_type(item: dict[str, Any], sample_type: str) -> bool:
@@ -121,17 +126,11 @@ def organisms(ctx: click.Context) -> None:
 
     Example: flowxfer samples organisms
     """
-    options = global_options(ctx)
 
-    async def call(fx: Flowxfer) -> Any:
+    async def fetch(fx: Flowxfer) -> Any:
         return await fx.client.json_value("/organisms")
 
-    listed = _call(options, call)
-    if options.json:
-        print(json.dumps({"organisms": listed}))
-        return
-    _table(["id", "name", "latin name"],
-           [[str(o.get("id")), str(o.get("name") or ""), str(o.get("latin_name") or "")] for o in listed])
+    _listing(ctx, fetch, "organisms", [("id", "id"), ("name", "name"), ("latin_name", "latin name")])
 
 
 @samples.command("projects")
@@ -141,17 +140,11 @@ def projects(ctx: click.Context) -> None:
 
     Example: flowxfer samples projects --json
     """
-    options = global_options(ctx)
 
-    async def call(fx: Flowxfer) -> Any:
+    async def fetch(fx: Flowxfer) -> Any:
         return await owned_projects(fx.client)
 
-    listed = _call(options, call)
-    if options.json:
-        print(json.dumps({"projects": listed}))
-        return
-    _table(["id", "name", "description"],
-           [[str(p.get("id")), str(p.get("name") or ""), str(p.get("description") or "")] for p in listed])
+    _listing(ctx, fetch, "projects", [("id", "id"), ("name", "name"), ("description", "description")])
 
 
 @samples.command("batch-template")

@@ -24,7 +24,7 @@ from flowxfer.transfer._sync_samples import SampleSync
 from . import _exits
 from ._common import GlobalOptions, fail, run_engine
 from ._render import Output
-from ._samples_upload import parse_metadata, samples_summary
+from ._samples_upload import parse_metadata, print_samples
 
 
 def sample_sync_options(func: click.decorators.FC) -> click.decorators.FC:
@@ -85,9 +85,5 @@ def sync_with_samples(options: GlobalOptions, output: Output, folder: Path, sync
         if not options.quiet or loose.status != "completed":
             print(output.summary_line(loose), flush=True)
         if made is not None:
-            for sample in made.extra.get("samples", []):
-                if sample["status"] in ("failed", "invalid"):
-                    print(f"{sample['status']}: row {sample['row']} {sample['name']}: {sample['error']}")
-            if not options.quiet or made.status != "completed":
-                print(samples_summary(made), flush=True)
+            print_samples(options, output, made, codes[-1])
     sys.exit(_exits.worst(codes))

@@ -18,7 +18,7 @@ import click
 
 from flowxfer.transfer import Flowxfer, TransferReport
 from flowxfer.transfer._sheets import SheetError
-from flowxfer.transfer._sizes import format_rate, format_size
+from flowxfer.transfer._sizes import format_size
 from flowxfer.transfer._validate import SamplePlan
 
 from . import _exits
@@ -149,46 +149,44 @@ def _run(options: GlobalOptions, config: Any, sample_type: str, *, sheet: Path |
     if isinstance(result, SheetError):
         fail(options, str(result), _exits.USAGE, {"kind": "samples",
                                                    "problems": [p.to_json() for p in result.problems]})
-    finish_samples(options, result, signum)
+    finish_samples(options, output, result, signum)
 
 
-def finish_samples(options: GlobalOptions, report: TransferReport | None, signum: int | None) -> None:
+def finish_samples(options: GlobalOptions, output: Output, report: TransferReport | None,
+                   signum: int | None) -> None:
     """Print the samples' outcome (or the JSON document) and exit with the documented code."""
     if report is None:
         sys.exit(_exits.signal_exit_code(signum) if signum is not None else _exits.FAILED)
-    rows = report.extra.get("samples", [])
-    invalid = [s for s in rows if s["status"] == "invalid"]
     code = _exits.report_exit_code(report, signum)
-    if code == _exits.OK and invalid:
+    if code == _exits.OK and any(s["status"] == "invalid" for s in report.extra.get("samples", [])):
         code = _exits.FAILED  # --skip-invalid: the valid rows went up, but not everything asked for
     if options.json:
         print(json.dumps(report.to_json()))
         sys.exit(code)
-    if not options.quiet:
-        for sample in rows:
-            if sample["status"] in ("failed", "invalid"):
-                print(f"{sample['status']}: row {sample['row']} {sample['name']}: {sample['error']}")
-    if not options.quiet or code != _exits.OK:
-        print(samples_summary(report), flush=True)
+    print_samples(options, output, report, code)
     sys.exit(code)
 
 
+def print_samples(options: GlobalOptions, output: Output, report: TransferReport, code: int) -> None:
+    """The failed and invalid rows, then the files' summary line and the samples' one."""
+    if not options.quiet:
+        for sample in report.extra.get("samples", []):
+            if sample["status"] in ("failed", "invalid"):
+                print(f"{sample['status']}: row {sample['row']} {sample['name']}: {sample['error']}")
+    if not options.quiet or code != _exits.OK:
+        print(output.summary_line(report), flush=True)
+        print(samples_summary(report), flush=True)
+
+
 def samples_summary(report: TransferReport) -> str:
-    """One line: how many samples were made, were there already, failed; bytes and time; the transfer id."""
+    """How many samples were made, were on Flow already, failed (and were invalid or are pending)."""
     counts: dict[str, int] = {}
     for sample in report.extra.get("samples", []):
         counts[sample["status"]] = counts.get(sample["status"], 0) + 1
-    parts = [f"{counts.get('done', 0)} samples made", f"{counts.get('skipped', 0)} already on Flow",
+    parts = [f"{counts.get('done', 0)} made", f"{counts.get('skipped', 0)} already on Flow",
              f"{counts.get('failed', 0)} failed"]
-    for status in ("invalid", "pending"):
-        if counts.get(status):
-            parts.append(f"{counts[status]} {status}")
-    rate = report.bytes_transferred / report.seconds if report.seconds > 0 else 0.0
-    text = (f"{report.status}: {', '.join(parts)}; {format_size(report.bytes_transferred)} in "
-            f"{report.seconds:.1f} s ({format_rate(rate)}); transfer {report.transfer_id}")
-    if report.status == "interrupted":
-        text += " — run the same command again, or 'flowxfer resume', to finish"
-    return text
+    parts += [f"{counts[status]} {status}" for status in ("invalid", "pending") if counts.get(status)]
+    return "samples: " + ", ".join(parts)
 
 
 def _dry_run(options: GlobalOptions, config: Any, sample_type: str, sheet: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from functools import partial
 from typing import Any
 
@@ -21,7 +20,8 @@ import anyio
 
 from flowxfer.journal import FileRecord, FileState, NewFile, TransferRecord
 
-from ._errors import RejectedError, UsageError
+from ._concat import stat_part
+from ._errors import LocalIOError, RejectedError, UsageError
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
@@ -35,25 +35,16 @@ __all__ = ["upload_multiplexed"]
 _ROLES = ("annotation", "reads1", "reads2")
 
 
-def _stat(path: str) -> os.stat_result:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{path}: not a file")
-    return st
-
-
 def _planned(files: dict[str, str]) -> list[NewFile]:
     """The files in the order they go, each with its role (blocking: stats them)."""
     planned = []
     for role in _ROLES:
         if role in files:
-            st = _stat(files[role])
-            planned.append(NewFile(files[role], os.path.basename(files[role]), st.st_size, st.st_mtime_ns,
+            try:
+                part = stat_part(files[role])
+            except LocalIOError as exc:
+                raise UsageError(str(exc)) from None  # an input named on the command line
+            planned.append(NewFile(files[role], os.path.basename(files[role]), part.size, part.mtime_ns,
                                    extra={"role": role}))
     return planned
 

@@ -6,12 +6,9 @@ holds afterwards is read without the CLI (:func:`server_samples`, :func:`stored`
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +16,8 @@ import anyio
 import pytest
 
 from tests.cli.conftest import Cli
-from tests.support.faultproxy import FaultProxy, Match, Record, StallMidBody
+from tests.cli.test_cli_crash import Rig, rig
+from tests.support.faultproxy import Match, StallMidBody
 from tests.support.rig import stored
 from tests.support.runfolder import complete_run, make_run_folder
 from tests.support.samples import server_samples, write_sheet
@@ -30,26 +28,9 @@ CHUNK = 64 * KiB
 modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
 
 
-@dataclasses.dataclass
-class Rig:
-    server: RunningServer
-    proxy: FaultProxy
-    log: Record
-    cli: Cli
-
-    def sample_posts(self) -> list[int]:
-        return [e.request_bytes for e in self.log.select("POST", r"^/upload/sample$")]
-
-
-@asynccontextmanager
-async def rig(tmp_path: Path, extensions: bool = True) -> AsyncIterator[Rig]:
-    async with running_server(tmp_path / "root", extensions=extensions) as srv:
-        port = int(srv.base_url.rsplit(":", 1)[1])
-        async with FaultProxy("127.0.0.1", port) as proxy:
-            log = proxy.add(Record())
-            cli = Cli(proxy.url, tmp_path / "home")
-            await cli.login("alice", srv.users["alice"])
-            yield Rig(srv, proxy, log, cli)
+def sample_posts(r: Rig) -> list[int]:
+    """Request bytes of every ``POST /upload/sample`` that reached the proxy."""
+    return [e.request_bytes for e in r.log.select("POST", r"^/upload/sample$")]
 
 
 def paired_sheet(folder: Path, samples: int, size: int) -> tuple[Path, dict[str, tuple[bytes, bytes]]]:
@@ -129,7 +110,7 @@ async def test_a_sheet_made_by_flowbio_batch_template_uploads_unchanged(tmp_path
 
         again = await cli.run("samples", "upload-batch", "--sheet", str(template), "--sample-type", "RNA-Seq")
         assert again.code == 0, again.stderr
-        assert "0 samples made, 2 already on Flow" in again.stdout
+        assert "samples: 0 made, 2 already on Flow" in again.stdout
         assert sorted(await server_samples(srv)) == ["A", "B"]
 
 
@@ -144,7 +125,7 @@ async def test_validation_names_every_problem_exits_2_and_sends_nothing(tmp_path
         ["two", "shared.fq", "gone.fq", "Zz", "maybe"],
         ["three", "", "three.fq", "Hs", ""],
     ])
-    async with rig(tmp_path) as r:
+    async with rig(tmp_path, True) as r:
         result = await r.cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type",
                                  "RNA-Seq")
         assert result.code == 2, result
@@ -153,7 +134,7 @@ async def test_validation_names_every_problem_exits_2_and_sends_nothing(tmp_path
         for expected in [(3, "reads2", "gone.fq"), (3, "organism", "Zz"), (3, "strandedness", "maybe")]:
             assert expected in named, (expected, problems)
         assert {p["row"] for p in problems} >= {2, 3, 4}
-        assert r.sample_posts() == []
+        assert sample_posts(r) == []
         human = await r.cli.run("samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq")
         assert human.code == 2 and "'Zz'" in human.stderr and "'maybe'" in human.stderr
         unknown_type = await r.cli.run("samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "Nope")
@@ -167,13 +148,13 @@ async def test_validation_names_every_problem_exits_2_and_sends_nothing(tmp_path
         assert {s["name"]: s["status"] for s in skip.json()["samples"]} == {
             "ok": "done", "one": "invalid", "two": "invalid", "three": "invalid"}
         assert sorted(await server_samples(r.server)) == ["ok"]
-        assert r.sample_posts() != []
+        assert sample_posts(r) != []
 
 
 async def test_samples_upload_one_sample(tmp_path: Path) -> None:
     r1 = write_random(tmp_path / "s_R1.fq.gz", 3 * CHUNK + 5, seed=1)
     r2 = write_random(tmp_path / "s_R2.fq.gz", 2 * CHUNK, seed=2)
-    async with rig(tmp_path) as r:
+    async with rig(tmp_path, True) as r:
         args = ["--json", "samples", "upload", "--name", "s1", "--sample-type", "RNA-Seq", "--reads1", str(r1),
                 "--reads2", str(r2), "--organism", "Hs", "--metadata", "strandedness=forward",
                 "--metadata-json", '{"condition": "ctrl"}', "--chunk-size", "64k"]
@@ -204,7 +185,7 @@ async def test_kill9_mid_batch_then_the_same_command(tmp_path: Path, extensions:
         assert second.code == 0, second.stderr
         ids = await exactly_once(r.server, reads)
         assert {s["name"]: s["id"] for s in second.json()["samples"]} == ids
-        posts = r.sample_posts()
+        posts = sample_posts(r)
         envelope = max(posts) - CHUNK
         assert 0 < envelope < 2 * KiB
         resent = sum(posts) - total - len(posts) * envelope
@@ -212,7 +193,7 @@ async def test_kill9_mid_batch_then_the_same_command(tmp_path: Path, extensions:
         assert resent <= 2 * CHUNK, (resent, len(posts))
         third = await r.cli.run("--json", *command)
         assert third.code == 0 and {s["status"] for s in third.json()["samples"]} == {"skipped"}
-        assert len(r.sample_posts()) == len(posts)
+        assert len(sample_posts(r)) == len(posts)
 
 
 @modes
@@ -240,18 +221,18 @@ async def test_kill9_after_the_final_chunk_before_its_answer(tmp_path: Path, ext
         r.proxy.remove(stall)
         made = await server_samples(r.server)
         assert len(made["k"]) == 1  # the server made it before the answer was lost
-        sent = len(r.sample_posts())
+        sent = len(sample_posts(r))
         second = await r.cli.run("--json", *command)
         assert second.code == 0, second.stderr
         assert second.json()["samples"][0]["id"] == made["k"][0]["id"]
-        assert len(r.sample_posts()) == sent  # nothing sent again
+        assert len(sample_posts(r)) == sent  # nothing sent again
         assert await exactly_once(r.server, {"k": (r1.read_bytes(), r2.read_bytes())}) == {"k": made["k"][0]["id"]}
 
 
 async def test_jobs_show_and_resume_know_sample_transfers(tmp_path: Path) -> None:
     sheet, reads = paired_sheet(tmp_path / "run", 2, 6 * CHUNK)
     total = sum(len(a) + len(b) for a, b in reads.values())
-    async with rig(tmp_path) as r:
+    async with rig(tmp_path, True) as r:
         async with r.cli.start("--log-format", "json", "samples", "upload-batch", "--sheet", str(sheet),
                                "--sample-type", "RNA-Seq", "--chunk-size", "64k", "--concurrency", "1",
                                "--bwlimit", "512k") as first:
@@ -327,7 +308,7 @@ async def test_sync_samples_from_a_run_with_a_kill9_in_the_middle(tmp_path: Path
     async with rig(tmp_path, extensions) as r:
         waiting = await r.cli.run("--json", *command)
         assert waiting.code == 0 and waiting.json()["status"] == "waiting"
-        assert r.sample_posts() == []
+        assert sample_posts(r) == []
         complete_run(run)
         async with r.cli.start("--log-format", "json", *command, "--bwlimit", "512k") as first:
             await first.until(lambda x: x.moved >= total // 2 and "sample_started" in x.stderr)
@@ -345,11 +326,11 @@ async def test_sync_samples_from_a_run_with_a_kill9_in_the_middle(tmp_path: Path
         held = await server_samples(r.server)
         assert [d["filename"] for d in held["Sample1"][0]["data"]] == ["Sample1_S1_R1_001.fastq.gz",
                                                                        "Sample1_S1_R2_001.fastq.gz"]
-        posts = len(r.sample_posts())
+        posts = len(sample_posts(r))
         again = await r.cli.run("--json", *command)
         assert again.code == 0, again.stderr
         assert {s["status"] for s in again.json()["samples"]} == {"skipped"}
-        assert len(r.sample_posts()) == posts
+        assert len(sample_posts(r)) == posts
 
 
 async def test_download_the_files_of_samples_and_projects(tmp_path: Path) -> None:
@@ -386,7 +367,7 @@ async def test_upload_multiplexed_sends_the_sheet_first(tmp_path: Path) -> None:
     warned.write_text("name,barcode,organism\nA,ACGTACGT,Hs\nB,TTGGCCAA,\n")
     bad = tmp_path / "bad.csv"
     bad.write_text("name,barcode,organism\nA,NOT-BASES!,Hs\nA,ACGT,Zz\n")
-    async with rig(tmp_path) as r:
+    async with rig(tmp_path, True) as r:
         def mux_posts() -> int:
             return len(r.log.select("POST", r"^/upload/multiplexed$"))
 
