@@ -30,6 +30,7 @@ from flowxfer.transfer.events import (
     JobProgress,
     Notice,
     Retrying,
+    SampleFinished,
     TransferStarted,
     Waiting,
 )
@@ -179,6 +180,8 @@ class Output:
         elif isinstance(event, JobProgress):
             self.status = f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%"
             self._notice(self.status, verbose_only=True)
+        elif isinstance(event, SampleFinished) and self.results:
+            self._print_out(sample_line(event))
         if self._bars is not None and self._overall is not None:
             self._bars.update(self._overall, description=self._overall_description())
         if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
@@ -276,3 +279,12 @@ class Output:
                   file=self.stderr, flush=True)
         else:
             print(f"flowxfer: error: {visible(message)}", file=self.stderr, flush=True)
+
+
+def sample_line(event: SampleFinished) -> str:
+    """A sample's human result line: made (its id), already on Flow, or failed (why)."""
+    if event.status == "done":
+        return f"sample {event.name} (row {event.row}) -> {event.sample_id}"
+    if event.status == "skipped":
+        return f"sample {event.name} (row {event.row}) already on Flow ({event.sample_id})"
+    return f"sample {event.name} (row {event.row}) failed: {event.error}"
