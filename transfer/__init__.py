@@ -51,7 +51,9 @@ from ._errors import (
 )
 from ._extract import UnsafeArchiveError
 from ._report import FileReport, TransferReport
+from ._sheets import Problem, SheetError
 from ._sync import ShareGrant, SyncOptions, SyncPreview
+from ._sync_samples import SampleSync
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -72,7 +74,10 @@ __all__ = [
     "ProtocolError",
     "RejectedError",
     "ServerError",
+    "Problem",
+    "SampleSync",
     "ShareGrant",
+    "SheetError",
     "SourceChangedError",
     "SyncOptions",
     "SyncPreview",

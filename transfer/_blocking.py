@@ -85,3 +85,10 @@ def upload_multiplexed(reads1: str | os.PathLike[str], reads2: str | os.PathLike
         _call, "upload_multiplexed", client_options, reads1, reads2, annotation=annotation,
         reject_warnings=reject_warnings))
     return result
+
+
+def sync_samples(root: str | os.PathLike[str], samples: Any, options: Any = None,
+                 **client_options: Any) -> list[TransferReport]:
+    """``sync --samples``; see :meth:`Flowxfer.sync_samples` (``samples``: a :class:`~flowxfer.transfer.SampleSync`)."""
+    result: list[TransferReport] = anyio.run(partial(_call, "sync_samples", client_options, root, samples, options))
+    return result

@@ -6,6 +6,7 @@ holds afterwards is read without the CLI (:func:`server_samples`, :func:`stored`
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -390,3 +391,23 @@ async def test_upload_multiplexed_sends_the_sheet_first(tmp_path: Path) -> None:
         clean = await r.cli.run("--json", "samples", "upload-multiplexed", "--reads1", str(r1), "--annotation",
                                 str(good))
         assert clean.code == 0 and clean.json()["warnings"] == []
+
+
+async def test_sync_samples_refuses_a_run_it_cannot_make_samples_of(tmp_path: Path) -> None:
+    """A sample without FASTQs, R1 without R2 in a paired run: exit 2, every problem, not a byte sent."""
+    run = make_run_folder(tmp_path / "runs", lanes=1, samples=3, fastq_size=1000, small_files=2, sample_sheet="v2")
+    for path in run.rglob("Sample2_*"):
+        path.unlink()
+    for path in run.rglob("Sample3_*_R2_*"):
+        path.unlink()
+    async with rig(tmp_path, True) as r:
+        base = ["sync", str(run), "--samples", "--metadata", "strandedness=forward", "--name-from-path"]
+        result = await r.cli.run("--json", *base, "--sample-type", "RNA-Seq")
+        assert result.code == 2, result
+        text = json.dumps(result.json()["problems"])
+        assert "Sample2" in text and "Sample3" in text
+        assert r.log.select("POST", r"^/upload") == []
+        missing_type = await r.cli.run(*base)
+        assert missing_type.code == 2 and "--sample-type" in missing_type.stderr
+        no_sheet = await r.cli.run(*base, "--sample-type", "RNA-Seq", "--sample-sheet", str(tmp_path / "none.csv"))
+        assert no_sheet.code == 2 and "none.csv" in no_sheet.stderr
