@@ -253,6 +253,9 @@ async def run_samples(
     journal = await runner.journal()
     report.extra["samples"] = await anyio.to_thread.run_sync(sample_reports, journal, report.transfer_id)
     report.extra["problems"] = [p.to_json() for p in plan.problems]
+    if report.status == "completed" and all(s["status"] == "skipped" for s in report.extra["samples"]):
+        # Nothing made, nothing to resume: leave no trace, or cron every five minutes fills the journal.
+        await anyio.to_thread.run_sync(journal.delete_transfer, report.transfer_id)
     return report
 
 

@@ -78,6 +78,9 @@ async def test_paired_samples_with_merged_lanes_then_a_rerun_creates_nothing(
         assert [f["status"] for f in first] == ["done", "done"] and ";" in first[0]["path"]
 
         again = await fx.upload_samples(sheet, sample_type="RNA-Seq")
+        journal = await fx.journal()
+        assert journal.get_transfer(again.transfer_id) is None  # a re-run that made nothing leaves no trace
+        assert journal.get_transfer(report.transfer_id) is not None
     assert again.status == "completed"
     assert again.bytes_transferred == 0 and again.requests.get("upload", 0) == 0
     assert {s["name"]: (s["id"], s["status"]) for s in again.to_json()["samples"]} == \
