@@ -414,10 +414,10 @@ class _Sender:
         except SourceChangedError as exc:
             raise _FileFailed(record, SourceChangedError(
                 f"{exc}; no sample is made from a changed file (run again to send it as it is now)")) from None
-        except (AnswerLost, RejectedError):
+        except (AnswerLost, RejectedError) as exc:
             if last:
-                raise
-            raise
+                raise  # the sample may have been made: the caller asks the server
+            raise _FileFailed(record, exc) from None
         except _FATAL:
             raise
         except FlowxferError as exc:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flowxfer.transfer._sheets import SheetError
-from tests.support.faultproxy import DropResponse, Match
+from tests.support.faultproxy import DropResponse, Match, RespondWith
 from tests.support.rig import rig, stored
 from tests.support.samples import server_samples, write_sheet
 from tests.support.server import RunningServer
@@ -173,3 +173,25 @@ async def test_a_file_changed_since_it_was_planned_is_not_linked(any_server: Run
     assert statuses["S2"][0] == "failed" and "changed" in statuses["S2"][1]
     assert sorted(await server_samples(any_server)) == ["S1"]
 
+
+
+async def test_a_sample_the_server_refuses_fails_alone(tmp_path: Path) -> None:
+    """The server refuses a sample's first file (400, Django-style): that sample fails with the server's
+    words, the others are made, and the report says which."""
+    sheet = paired_run(tmp_path / "run", samples=3)
+    async with rig(tmp_path, True) as r:
+        refusal = r.proxy.add(RespondWith.json(400, {"error": {"strandedness": ["not today"]}},
+                                               match=Match("POST", r"^/upload/sample$", nth=1)))
+        async with client(r.via_proxy, tmp_path / "home", concurrency=1) as fx:
+            report = await fx.upload_samples(sheet, sample_type="RNA-Seq")
+        assert refusal.hits == 1
+        assert report.status == "partial"
+        samples = {s["name"]: s for s in report.to_json()["samples"]}
+        assert samples["S1"]["status"] == "failed" and "not today" in samples["S1"]["error"]
+        assert [f["status"] for f in samples["S1"]["files"]] == ["failed", "pending"]
+        assert {samples["S2"]["status"], samples["S3"]["status"]} == {"done"}
+        assert sorted(await server_samples(r.server)) == ["S2", "S3"]
+        async with client(r.via_proxy, tmp_path / "home") as fx:
+            again = await fx.upload_samples(sheet, sample_type="RNA-Seq")
+        assert again.status == "completed"
+        assert sorted(await server_samples(r.server)) == ["S1", "S2", "S3"]
