@@ -145,16 +145,21 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
         raise click.UsageError("name data ids, samples (--sample, --project), or a search with --filename, "
                                "--pattern or --owned")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    output = _output(options, "download")
+    if samples or projects:
+        async def resolve(fx: Flowxfer) -> list[str]:
+            return await fx.samples_data(samples, projects)
+
+        found, _ = run_engine(options, output, resolve, config)
+        ids = tuple(dict.fromkeys([*ids, *(found or [])]))
     if auto_bulk or dry_run:
         from ._bulk_sync import download_with_advice
 
         download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
                              auto_bulk=auto_bulk)
-    output = _output(options, "download")
 
     async def call(fx: Flowxfer) -> TransferReport:
-        named = list(ids) + (await fx.samples_data(samples, projects) if samples or projects else [])
-        return await fx.download(named, filename=filename, pattern=pattern, owned=owned,
+        return await fx.download(list(ids), filename=filename, pattern=pattern, owned=owned,
                                  output_dir=output_dir, force=force)
 
     report, signum = run_engine(options, output, call, config)

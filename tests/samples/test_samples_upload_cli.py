@@ -355,6 +355,8 @@ async def test_download_the_files_of_samples_and_projects(tmp_path: Path) -> Non
         by_project = await cli.run("--json", "download", "--project", project, "-o", str(tmp_path / "proj"))
         assert by_project.code == 0, by_project.stderr
         assert [p.name for p in (tmp_path / "proj").iterdir()] == ["P3.fq"]
+        dry = await cli.run("--json", "download", "--sample", ids["P2"], "--dry-run")
+        assert dry.code == 0 and dry.json()["files"] == 2
         unknown = await cli.run("download", "--sample", "123456789012345678", "-o", str(tmp_path / "none"))
         assert unknown.code == 4 and "123456789012345678" in unknown.stderr
 
