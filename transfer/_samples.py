@@ -201,27 +201,30 @@ async def run_samples(
 
     async def plan_journal(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         journal = ctx.journal
-        if not (resumed and record.state.get("planned")):
-            known = await anyio.to_thread.run_sync(partial(
-                journal.lookup_samples, ctx.server, ctx.username, [s.name for s in plan.samples]))
-            samples: list[NewSample] = []
-            files: list[NewFile] = []
-            for sample in plan.samples:
-                found = known.get(sample.name)
-                state = SampleState.SKIPPED if found else SampleState.PLANNED
-                samples.append(NewSample(sample.row, sample.name, dict(sample.fields), state,
-                                         found.sample_id if found else None))
-                ids = list(found.data_ids) if found else []
-                for position, planned in enumerate(sample.files):
-                    files.append(_file_entry(sample, position, planned,
-                                             FileState.SKIPPED if found else FileState.PLANNED,
-                                             ids[position] if position < len(ids) else None))
-            samples += [NewSample(row, names.get(row, ""), {}, SampleState.INVALID,
-                                  error="; ".join(problems_of.get(row, [])))
-                        for row in sorted(plan.invalid_rows)]
-            await anyio.to_thread.run_sync(journal.add_samples, record.id, samples)
-            await anyio.to_thread.run_sync(journal.add_files, record.id, files)
-            await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, planned=True))
+        known = await anyio.to_thread.run_sync(partial(
+            journal.lookup_samples, ctx.server, ctx.username, [s.name for s in plan.samples]))
+        samples: list[NewSample] = []
+        files: list[NewFile] = []
+        for sample in plan.samples:
+            found = known.get(sample.name)
+            state = SampleState.SKIPPED if found else SampleState.PLANNED
+            samples.append(NewSample(sample.row, sample.name, dict(sample.fields), state,
+                                     found.sample_id if found else None))
+            ids = list(found.data_ids) if found else []
+            for position, planned in enumerate(sample.files):
+                files.append(_file_entry(sample, position, planned,
+                                         FileState.SKIPPED if found else FileState.PLANNED,
+                                         ids[position] if position < len(ids) else None))
+        samples += [NewSample(row, names.get(row, ""), {}, SampleState.INVALID,
+                              error="; ".join(problems_of.get(row, [])))
+                    for row in sorted(plan.invalid_rows)]
+        # A resumed transfer keeps its rows (the fields as sent); rows new in the sheet join it,
+        # and what was not sent yet takes the sheet and the disk as they are now.
+        await anyio.to_thread.run_sync(journal.add_samples, record.id, samples)
+        await anyio.to_thread.run_sync(journal.add_files, record.id, files)
+        if resumed:
+            await anyio.to_thread.run_sync(_replan_unsent, journal, record.id, samples, files)
+        await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, planned=True))
         for row_record in await anyio.to_thread.run_sync(lambda: list(journal.iter_files(record.id))):
             files_of.setdefault(int(row_record.extra["sample"]), []).append(row_record.id)
         summary = await anyio.to_thread.run_sync(journal.summary, record.id)
@@ -257,6 +260,49 @@ async def run_samples(
         # Nothing made, nothing to resume: leave no trace, or cron every five minutes fills the journal.
         await anyio.to_thread.run_sync(journal.delete_transfer, report.transfer_id)
     return report
+
+
+def _replan_unsent(journal: Journal, transfer_id: str, samples: Sequence[NewSample], files: Sequence[NewFile]) -> None:
+    """Bring what an earlier run of this transfer has not sent up to date (blocking).
+
+    A sample none of whose bytes left takes the sheet's fields as they are now
+    (a value fixed after the server refused it), or is skipped when the
+    inventory says it was made meanwhile. A file not finished whose parts
+    changed on disk (it failed as changed) is planned again as it is now, its
+    partial upload abandoned (nothing links it). A sample whose last file
+    began is left alone: the server may have made it, and it is looked for.
+    """
+    records = list(journal.iter_files(transfer_id))
+    began = {int(r.extra.get("sample", -1)) for r in records
+             if r.data_id or r.bytes_done or r.status is FileState.DONE}
+    wanted = {s.row: s for s in samples}
+    leave: set[int] = set()
+    for current in journal.samples_of(transfer_id):
+        if current.started is not None or current.status in (SampleState.DONE, SampleState.SKIPPED):
+            leave.add(current.row)
+            continue
+        new = wanted.get(current.row)
+        if new is None or current.row in began:
+            continue
+        if current.status is SampleState.INVALID and new.status is not SampleState.INVALID:
+            journal.update_sample(transfer_id, current.row, status=new.status, fields=new.fields,
+                                  sample_id=new.sample_id, error=None)
+        elif new.status is SampleState.SKIPPED:
+            journal.update_sample(transfer_id, current.row, status=SampleState.SKIPPED, sample_id=new.sample_id)
+            for record in records:
+                if int(record.extra.get("sample", -1)) == current.row:
+                    journal.set_file(record.id, status=FileState.SKIPPED.value)
+        elif new.fields != current.fields:
+            journal.update_sample(transfer_id, current.row, fields=new.fields)
+    by_path = {f.local_path: f for f in files if f.status is FileState.PLANNED}
+    for record in records:
+        new_file = by_path.get(record.local_path)
+        if (new_file is None or int(record.extra.get("sample", -1)) in leave
+                or record.status in (FileState.DONE, FileState.SKIPPED)
+                or record.extra.get("parts") == new_file.extra["parts"]):
+            continue
+        journal.set_file(record.id, size=new_file.size, mtime_ns=new_file.mtime_ns,
+                         extra={**new_file.extra}, data_id=None, bytes_done=0, chunk_size=0)
 
 
 def sample_reports(journal: Journal, transfer_id: str) -> list[dict[str, Any]]:
@@ -412,6 +458,10 @@ class _Sender:
         try:
             return await upload_source(ctx, record, _planned_file(record).source(), options)
         except SourceChangedError as exc:
+            if last:
+                # Its final chunk never went whole (the change was found reading it), so no sample
+                # was made: the next run plans the file again as it is then.
+                await self._update(started=None)
             raise _FileFailed(record, SourceChangedError(
                 f"{exc}; no sample is made from a changed file (run again to send it as it is now)")) from None
         except (AnswerLost, RejectedError) as exc:

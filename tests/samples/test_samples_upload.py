@@ -172,6 +172,12 @@ async def test_a_file_changed_since_it_was_planned_is_not_linked(any_server: Run
     assert statuses["S1"][0] == "done"
     assert statuses["S2"][0] == "failed" and "changed" in statuses["S2"][1]
     assert sorted(await server_samples(any_server)) == ["S1"]
+    async with client(any_server, tmp_path / "home") as fx:
+        again = await fx.upload_samples(sheet, sample_type="RNA-Seq")  # the file as it is now
+    assert again.status == "completed" and again.resumed
+    held = await server_samples(any_server)
+    assert sorted(held) == ["S1", "S2"] and len(held["S2"]) == 1
+    assert held["S2"][0]["data"][1]["size"] == changed.stat().st_size  # noqa: ASYNC240 - a test's stat
 
 
 
