@@ -475,6 +475,9 @@ class FlowClient:
                 await self.refresh(sent_token)
                 attempt -= 1  # the refresh-and-retry is not a failed attempt
                 continue
+            if verdict is Retryability.RETRY and not replay and status in (500, 502, 504):
+                # A gateway's error may stand for a request the server did act on: ask, do not resend.
+                raise AnswerLost(f"{what}: HTTP {status}; the request may have been acted on")
             if verdict is Retryability.RETRY and attempt < self._policy.max_attempts:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
                 if status == 429:

@@ -201,3 +201,17 @@ async def test_a_sample_the_server_refuses_fails_alone(tmp_path: Path) -> None:
             again = await fx.upload_samples(sheet, sample_type="RNA-Seq")
         assert again.status == "completed"
         assert sorted(await server_samples(r.server)) == ["S1", "S2", "S3"]
+
+
+@pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
+async def test_a_gateway_error_on_the_final_chunk_is_asked_about(tmp_path: Path, extensions: bool) -> None:
+    """A 502 instead of the final answer (the server never saw it): the engine asks, finds nothing,
+    then sends the chunk once more; one sample."""
+    sheet = _single_sheet(tmp_path / "run", 10 * KiB)
+    async with rig(tmp_path, extensions) as r:
+        bad = r.proxy.add(RespondWith.html_error(502, match=Match("POST", r"^/upload/sample$", nth=3)))
+        async with client(r.via_proxy, tmp_path / "home") as fx:
+            report = await fx.upload_samples(sheet, sample_type="RNA-Seq")
+        assert bad.hits == 1 and report.status == "completed", report.to_json()
+        assert len(r.log.select("POST", r"^/upload/sample$")) == 4
+        assert len((await server_samples(r.server))["x"]) == 1
