@@ -65,7 +65,11 @@ def main(ctx: click.Context, base_url: str | None, token: str | None, token_file
 
 
 # Commands register after main exists.
-from . import _admin_executions  # noqa: E402,F401  (admin execution ...)
+from . import (  # noqa: E402,F401  (their verbs join the samples group)
+    _admin_executions,  # noqa: E402,F401  (admin execution ...)
+    _samples_catalog,
+    _samples_upload,
+)
 from ._bulk_sync import bulk, sync  # noqa: E402
 from ._demo import demo  # noqa: E402
 from ._doctor import doctor  # noqa: E402

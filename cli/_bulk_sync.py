@@ -35,6 +35,7 @@ from ._common import (
     transfer_options,
 )
 from ._render import Output
+from ._samples_sync import sample_sync_options, sync_with_samples
 
 
 def _log_summary(options: GlobalOptions, document: dict[str, Any]) -> None:
@@ -206,12 +207,13 @@ def _preview_lines(preview: SyncPreview) -> list[str]:
 @click.option("--data-type", help="Flow data-type identifier for every file.")
 @click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and what the rate limits make of it; send nothing.")
+@sample_sync_options
 @transfer_options
 @click.pass_context
 def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tuple[str, ...],
          ready_marker: str | None, min_age: float | None, name_from_path: bool, pack_small: int | None,
          share: tuple[str, ...], data_type: str | None, chunk_size: int | None, dry_run: bool,
-         concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
+         concurrency: int | None, bwlimit: str | None, max_wait: float | None, **samples: Any) -> None:
     """Upload what is new or changed in a run folder, once it is ready (for cron).
 
     Nothing is sent until --ready-marker exists (exit 0, "waiting for ...");
@@ -234,6 +236,8 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
                                shares=_share_grants(share), data_type=data_type)
     config = transfer_config(chunk_size=chunk_size, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "sync")
+    if samples["samples"] and not dry_run:
+        sync_with_samples(options, output, folder, sync_options, config, samples)
 
     if dry_run:
         async def preview(fx: Flowxfer) -> SyncPreview:

@@ -11,9 +11,11 @@ product's point is shown with real bytes through real sockets —
    what the server acknowledged;
 4. ``bulk`` fetches everything back as one server-built archive, downloads it
    through the resumable verified path and extracts it safely;
-5. every file is compared byte for byte with the original, and a closing table
-   shows files, bytes, throughput, requests spent against each rate limit and
-   what was verified.
+5. every file is compared byte for byte with the original;
+6. the run's FASTQs become one Flow sample per Sample_ID of its
+   ``SampleSheet.csv`` (lanes merged), and a second run makes none; a closing
+   table shows files, bytes, throughput, samples, requests spent against each
+   rate limit and what was verified.
 
 It exits 0 only if every check passed. This module may import the server:
 the architecture allows ``cli → server`` for ``serve`` and ``demo`` only.
@@ -71,6 +73,8 @@ class DemoOutcome:
     requests: dict[str, int] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
     verified: list[str] = field(default_factory=list)
+    samples_made: int = 0
+    samples_remade: int = 0
 
     @property
     def ok(self) -> bool:
@@ -116,7 +120,8 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
         samples = 4
         per_fastq = max(1, fastq_bytes // (2 * samples * 2))
         run = await anyio.to_thread.run_sync(lambda: make_run_folder(
-            workdir / "instrument", lanes=2, samples=samples, fastq_size=per_fastq, small_files=120, complete=False))
+            workdir / "instrument", lanes=2, samples=samples, fastq_size=per_fastq, small_files=120, complete=False,
+            sample_sheet="v2"))
         source = await anyio.to_thread.run_sync(run_files, run)
         _say(f"2. A sequencing run is being written: {run}")
         _say(f"   {len(source)} files, {format_size(sum(source.values()))}: paired FASTQs for {samples} samples "
@@ -196,9 +201,27 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
                       f"{matched} of {len(source)} files identical"
                       + (f"; first differences: {problems[:3]}" if problems else ""))
         outcome.verified.append(f"{matched} files compared byte for byte with the originals")
+        await _samples_step(outcome, session, output, run, samples)
     for name, limit in (parse_rate_limit_spec("default") or {}).items():
         outcome.limits[name] = f"{limit.count}/h"
     return outcome
+
+
+async def _samples_step(outcome: DemoOutcome, session: Any, output: Output, run: Path, expected: int) -> None:
+    """7. The run's FASTQs become Flow samples from its SampleSheet.csv, and a second run makes none."""
+    _say(f"7. Making one Flow sample per Sample_ID of {run.name}/SampleSheet.csv (lanes merged), twice ...")
+    wanted = {"root": str(run), "organism": "Hs", "metadata": {"strandedness": "reverse"}}
+    async with session(output.event) as fx:
+        first = await fx.upload_samples(run=wanted, sample_type="RNA-Seq")
+        again = await fx.upload_samples(run=wanted, sample_type="RNA-Seq")
+    outcome.count(first)
+    made = [s for s in first.extra.get("samples", []) if s["status"] == "done"
+            and [f["status"] for f in s["files"]] == ["done", "done"]]
+    repeated = [s for s in again.extra.get("samples", []) if s["status"] != "skipped"]
+    outcome.samples_made, outcome.samples_remade = len(made), len(repeated)
+    outcome.check("samples made exactly once", len(made) == expected and not repeated and again.bytes_transferred == 0,
+                  f"{len(made)} of {expected} samples made, each linking R1 then R2; the second run made "
+                  f"{len(repeated)} and sent {format_size(again.bytes_transferred)}")
 
 
 def _complete(run: Path) -> None:
@@ -247,6 +270,7 @@ def _table(outcome: DemoOutcome) -> list[tuple[str, str]]:
         ("upload (interrupted + resumed)", f"{outcome.upload_seconds:.1f} s, {format_rate(upload_rate)}"),
         ("re-sent after the interruption", format_size(outcome.resent)),
         ("bulk download + extraction", f"{outcome.download_seconds:.1f} s, {format_rate(download_rate)}"),
+        ("samples", f"{outcome.samples_made} made from the run; a re-run made {outcome.samples_remade}"),
         ("requests spent (against limits)", spent or "none"),
         ("retries", str(sum(r.retries for r in outcome.reports))),
         ("verified", "; ".join(outcome.verified) or "nothing"),
@@ -272,8 +296,8 @@ def demo(ctx: click.Context, size: int, keep: Path | None) -> None:
 
     A synthetic sequencing run is synced (waiting for its ready marker,
     interrupted part-way and resumed without re-sending), fetched back as
-    one verified archive, extracted, and compared byte for byte. Exit 0 only
-    if every check passed.
+    one verified archive, extracted, and compared byte for byte; then its
+    FASTQs become Flow samples, once. Exit 0 only if every check passed.
 
     Example: flowxfer demo --size 200M --keep /tmp/flowxfer-demo
     """

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from flowxfer.journal import Journal, JournalError, TransferRecord, default_journal_path
-from flowxfer.transfer import format_size
+from flowxfer.transfer import format_size, sample_reports
 
 from . import _exits
 from ._common import fail, global_options
@@ -87,8 +87,9 @@ def show(ctx: click.Context, transfer_id: str) -> None:
             {"path": f.local_path, "id": f.data_id, "filename": f.remote_name, "size": f.size,
              "status": f.status.value, "bytes_done": f.bytes_done, "error": f.error}
             for f in journal.iter_files(record.id)]
+        extra = {"samples": sample_reports(journal, record.id)} if record.kind == "samples" else {}
     if options.json:
-        print(json.dumps({**head, "files": files}))
+        print(json.dumps({**head, "files": files, **extra}))
         return
     print(f"transfer {record.id}: {record.kind} {record.status} on {record.server}")
     print(f"  files {head['files_done']}/{head['files_total']}, "
@@ -104,3 +105,9 @@ def show(ctx: click.Context, transfer_id: str) -> None:
         table.add_row(f["status"], format_size(f["size"]), format_size(f["bytes_done"]), f["id"] or "",
                       f["path"], f["error"] or "")
     Console(file=sys.stdout, width=200).print(table)
+    if extra:
+        samples = Table("row", "name", "status", "sample id", "error", box=None, pad_edge=False)
+        for sample in extra["samples"]:
+            samples.add_row(str(sample["row"]), sample["name"], sample["status"], sample["id"] or "",
+                            sample["error"] or "")
+        Console(file=sys.stdout, width=200).print(samples)

@@ -27,6 +27,7 @@ from flowxfer.transfer.events import (
     JobProgress,
     Notice,
     Retrying,
+    SampleFinished,
     Waiting,
 )
 
@@ -137,6 +138,8 @@ class Output:
             self._execution(event)
         elif isinstance(event, JobProgress):
             self._notice(f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%", verbose_only=True)
+        elif isinstance(event, SampleFinished) and self.results:
+            self._print_out(sample_line(event))
         if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
             self._plain_progress()
 
@@ -194,7 +197,8 @@ class Output:
         counts: dict[str, int] = {}
         for f in report.files:
             counts[f.status] = counts.get(f.status, 0) + 1
-        verb = {"upload": "uploaded", "sync": "uploaded"}.get(report.kind, "downloaded")
+        verb = {"upload": "uploaded", "sync": "uploaded", "samples": "uploaded", "multiplexed": "uploaded"}.get(
+            report.kind, "downloaded")
         parts = [f"{counts.get('done', 0)} {verb}", f"{counts.get('skipped', 0)} skipped",
                  f"{counts.get('failed', 0)} failed"]
         if counts.get("pending"):
@@ -212,3 +216,12 @@ class Output:
                   file=self.stderr, flush=True)
         else:
             self._print(f"flowxfer: error: {visible(message)}", self.stderr)
+
+
+def sample_line(event: SampleFinished) -> str:
+    """A sample's human result line: made (its id), already on Flow, or failed (why)."""
+    if event.status == "done":
+        return f"sample {event.name} (row {event.row}) -> {event.sample_id}"
+    if event.status == "skipped":
+        return f"sample {event.name} (row {event.row}) already on Flow ({event.sample_id})"
+    return f"sample {event.name} (row {event.row}) failed: {event.error}"

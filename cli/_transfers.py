@@ -116,6 +116,9 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @click.option("--filename", help="Search: data whose filename contains this (case-insensitive).")
 @click.option("--pattern", help="Search: data whose filename matches this regular expression.")
 @click.option("--owned", is_flag=True, help="Search: only data you own.")
+@click.option("--sample", "samples", multiple=True, metavar="ID", help="Every data file of this sample; repeatable.")
+@click.option("--project", "projects", multiple=True, metavar="ID",
+              help="Every data file of every sample of this project of yours; repeatable.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder to download into.")
 @click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
@@ -128,9 +131,9 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
-             output_dir: Path, segments: int | None, force: bool, auto_bulk: bool, dry_run: bool,
-             concurrency: int | None, bwlimit: str | None, max_wait: float | None, executions: tuple[str, ...],
-             **results: Any) -> None:
+             samples: tuple[str, ...], projects: tuple[str, ...], output_dir: Path, segments: int | None, force: bool,
+             auto_bulk: bool, dry_run: bool, concurrency: int | None, bwlimit: str | None, max_wait: float | None,
+             executions: tuple[str, ...], **results: Any) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
     Each file is fetched as a few ranged streams into NAME.part, every chunk
@@ -144,17 +147,25 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     """
     options = global_options(ctx)
     if executions:
-        if ids or filename or pattern or owned or auto_bulk or dry_run:
-            raise click.UsageError("--execution takes no data ids, search, --auto-bulk or --dry-run")
+        if ids or filename or pattern or owned or samples or projects or auto_bulk or dry_run:
+            raise click.UsageError("--execution takes no data ids, samples, search, --auto-bulk or --dry-run")
         download_results(ctx, executions, output_dir, force, transfer_config(
             segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait), **results)
-    if not ids and not (filename or pattern or owned):
-        raise click.UsageError("name data ids, a search with --filename, --pattern or --owned, or --execution")
+    if not ids and not (filename or pattern or owned or samples or projects):
+        raise click.UsageError("name data ids, samples (--sample, --project), a search with --filename, "
+                               "--pattern or --owned, or --execution")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    output = output_for(options, "download")
+    if samples or projects:
+        async def resolve(fx: Flowxfer) -> list[str]:
+            return await fx.samples_data(samples, projects)
+
+        found, _ = run_engine(options, output, resolve, config)
+        ids = tuple(dict.fromkeys([*ids, *(found or [])]))
     if auto_bulk or dry_run:
         download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
                              auto_bulk=auto_bulk)
-    output = output_for(options, "download")
+
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.download(list(ids), filename=filename, pattern=pattern, owned=owned,

@@ -28,6 +28,7 @@ from ._journal import (
     default_journal_path,
     import_sqlite_utils_without_array_libraries,
 )
+from ._samples import NewSample, SampleInventoryRecord, SampleRecord, SampleState
 from ._schema import SCHEMA_VERSION
 from ._states import (
     FINISHED_FILE_STATES,
@@ -58,8 +59,12 @@ __all__ = [
     "Lease",
     "LeaseHeld",
     "NewFile",
+    "NewSample",
     "PackMember",
     "PackRecord",
+    "SampleInventoryRecord",
+    "SampleRecord",
+    "SampleState",
     "TransferRecord",
     "TransferState",
     "TransferSummary",

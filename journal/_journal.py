@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._samples import SampleTables
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._states import (
     ChunkState,
@@ -387,7 +388,7 @@ _ARRAY_LIBRARIES = ("numpy", "pandas")
 _lean_import = False
 
 
-class Journal:
+class Journal(SampleTables):
     """A flowxfer journal on disk. Open with :meth:`open`; close when done.
 
     :raises JournalCorruptError: (from :meth:`open`) the file is not a flowxfer journal.

@@ -130,6 +130,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (manifest, arcname)
     ) WITHOUT ROWID;
     """,
+    # 3: samples (``samples upload-batch``, ``sync --samples``). ``samples``: one
+    #    row per sheet row of a transfer: the fields sent on every chunk, the
+    #    ids of its files sent so far (``previous_data``), the sample's id once
+    #    the server made it, and since when it was being sent (a lost final
+    #    answer is looked for on the server from then on). Its files are rows
+    #    of ``files`` (``extra``: the sample's row and the file's position).
+    #    ``sample_inventory``: the samples known to be on each server, by name,
+    #    so a re-run creates nothing.
+    """
+    CREATE TABLE samples (
+        transfer_id   TEXT NOT NULL REFERENCES transfers (id) ON DELETE CASCADE,
+        row           INTEGER NOT NULL,
+        name          TEXT NOT NULL,
+        fields        TEXT NOT NULL DEFAULT '{}',
+        status        TEXT NOT NULL,
+        previous_data TEXT NOT NULL DEFAULT '[]',
+        sample_id     TEXT,
+        started       REAL,
+        error         TEXT,
+        updated       REAL NOT NULL,
+        PRIMARY KEY (transfer_id, row)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE sample_inventory (
+        server      TEXT NOT NULL,
+        username    TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        sample_id   TEXT NOT NULL,
+        fields      TEXT NOT NULL DEFAULT '{}',
+        data_ids    TEXT NOT NULL DEFAULT '[]',
+        recorded    REAL NOT NULL,
+        PRIMARY KEY (server, username, name)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

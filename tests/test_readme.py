@@ -56,7 +56,7 @@ def test_every_runnable_block_runs(tmp_path: Path) -> None:
     fastq.mkdir(parents=True)
     for read in (1, 2):
         (fastq / f"Sample1_S1_L001_R{read}_001.fastq.gz").write_bytes(os.urandom(70_000 + read))
-    make_run_folder(work / "runs", fastq_size=20_000, small_files=30)
+    make_run_folder(work / "runs", fastq_size=20_000, small_files=30, sample_sheet="v2")
     with ServerProcess(tmp_path / "root") as server:
         env = {
             **os.environ,

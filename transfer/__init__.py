@@ -69,21 +69,26 @@ from ._globs import PathFilter
 from ._illumina import RunScan, scan_run, sheet_rows
 from ._report import FileReport, TransferReport
 from ._runtime import task_group
-from ._sheets import SheetError, format_sheet
+from ._samples import sample_reports
+from ._samples_remote import owned_projects
+from ._sheets import ANNOTATION_SUFFIX, RESERVED_COLUMNS, Problem, SheetError, format_sheet
 from ._sizes import format_duration, format_rate, format_size, parse_duration, parse_size
 from ._sync import SyncPreview
+from ._sync_samples import SampleSync
 from ._syncplan import ShareGrant, SyncOptions, parse_share
+from ._validate import SamplePlan
 
 __all__ = [
-    "BULK_MIN_FILES",
-    "BULK_SMALL_FILE",
-    "DEFAULT_BASE_URL",
+    "ANNOTATION_SUFFIX",
     "AlreadyRunning",
     "AuthError",
+    "BULK_MIN_FILES",
+    "BULK_SMALL_FILE",
     "BudgetExhausted",
     "Capabilities",
     "Check",
     "CredentialStore",
+    "DEFAULT_BASE_URL",
     "DownloadAdvice",
     "ExecutionFailed",
     "ExecutionOutput",
@@ -99,9 +104,13 @@ __all__ = [
     "NotFoundError",
     "NotLoggedIn",
     "PathFilter",
+    "Problem",
     "ProtocolError",
+    "RESERVED_COLUMNS",
     "RejectedError",
     "RunScan",
+    "SamplePlan",
+    "SampleSync",
     "ServerError",
     "ShareGrant",
     "SheetError",
@@ -121,12 +130,14 @@ __all__ = [
     "format_rate",
     "format_sheet",
     "format_size",
+    "owned_projects",
     "parse_duration",
     "parse_share",
     "parse_size",
     "read_token_file",
     "readable_by_others",
     "run_checks",
+    "sample_reports",
     "scan_run",
     "sheet_rows",
     "task_group",

@@ -25,21 +25,27 @@ from flowxfer.journal import FileRecord, Journal, TransferRecord
 
 from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice, advise_download, bulk_hint, run_bulk
 from ._bwlimit import BandwidthSchedule
+from ._catalog import Catalog
 from ._client import Capabilities, FlowClient, check_base_url
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
 from ._errors import UsageError
 from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
 from ._limiter import RateLimiter
+from ._multiplexed import upload_multiplexed
 from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext
+from ._samples import check_samples, sheet_input, upload_samples
+from ._samples_remote import data_of_samples, fetch_catalog
 from ._sizes import format_size
 from ._sync import SyncPreview, preview_sync, run_sync
+from ._sync_samples import SampleSync, sync_samples
 from ._syncplan import SyncOptions
 from ._upload import UploadOptions
+from ._validate import SamplePlan
 from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice, ProgressCallback, ignore_events
 
@@ -424,9 +430,86 @@ class Flowxfer:
         """
         return await run_sync(self._runner, root, options or SyncOptions(), transfer_id=transfer_id)
 
+    async def sync_samples(self, root: str | os.PathLike[str], samples: SampleSync,
+                           options: SyncOptions | None = None) -> list[TransferReport]:
+        """``sync --samples``: once the run is ready, its FASTQs become samples and the rest is synced.
+
+        Every sample is checked before any byte moves. Returns the sync's report
+        (``"waiting"`` while the run is not ready: then nothing else), then the samples'.
+
+        :raises SheetError: the run's sample sheet or FASTQs, or the samples, have problems (nothing sent).
+        """
+        return await sync_samples(self._runner, root, options or SyncOptions(), samples)
+
     async def preview_sync(self, root: str | os.PathLike[str], options: SyncOptions | None = None) -> SyncPreview:
         """What :meth:`sync` would send and how long the rate limits make it (``sync --dry-run``); sends nothing."""
         return await preview_sync(self._runner, root, options or SyncOptions())
+
+    # -- samples (issue 19) ---------------------------------------------
+
+    async def upload_samples(
+        self,
+        sheet: str | os.PathLike[str] | None = None,
+        *,
+        sample_type: str,
+        sample: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
+        skip_invalid: bool = False,
+        stop_on_error: bool = False,
+        transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Make one Flow sample per row of a flowbio sample sheet (or of ``sample``), exactly once.
+
+        Every row is checked against the server's catalog and the disk first;
+        samples go up concurrently, each one's files in order. Running it again
+        creates nothing: samples made before are ``skipped`` with their ids.
+        The report's ``extra["samples"]`` holds each row's outcome.
+
+        :param sample: one sample instead of a sheet: ``name``, ``reads1``, optional
+            ``reads2``, ``project``, ``organism`` and ``metadata`` (a dict).
+        :param run: a run folder's samples instead (``root``, ``sample_sheet``, ``lanes``, ``project``,
+            ``organism``), as :meth:`sync_samples` makes them.
+        :param skip_invalid: send the valid rows when some are not (they are reported).
+        :param stop_on_error: stop at the first sample that fails.
+        :raises SheetError: problems with the sheet or its rows (every one; nothing sent).
+        """
+        return await upload_samples(self._runner, sheet=sheet, sample=sample, run=run, sample_type=sample_type,
+                                    skip_invalid=skip_invalid, stop_on_error=stop_on_error,
+                                    transfer_id=transfer_id)
+
+    async def check_samples(
+        self, sheet: str | os.PathLike[str] | None = None, *, sample_type: str,
+        sample: Mapping[str, Any] | None = None,
+    ) -> SamplePlan:
+        """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
+        rows, problems, _ = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
+        return await check_samples(self._runner, rows, sample_type, sheet_problems=problems)
+
+    async def upload_multiplexed(
+        self, reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
+        annotation: str | os.PathLike[str], reject_warnings: bool = False, transfer_id: str | None = None,
+    ) -> TransferReport:
+        """Multiplexed reads and their annotation sheet (the sheet first, then reads1, then reads2).
+
+        The report's ``extra`` holds ``annotation_id``, ``data_ids``, the sheet's
+        accepted ``warnings`` and, when it was refused, its ``problems``.
+
+        :param reject_warnings: refuse the upload when the sheet has warnings (accepted by default).
+        :raises UsageError: a file is missing or unreadable (nothing sent).
+        """
+        return await upload_multiplexed(self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings,
+                                        transfer_id=transfer_id)
+
+    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
+        """The data ids of these samples, and of every sample of these projects (for :meth:`download`).
+
+        :raises NotFoundError: a sample or project that is unknown or not the caller's.
+        """
+        return await data_of_samples(self._runner.require_login(), samples, projects)
+
+    async def samples_catalog(self) -> Catalog:
+        """The server's sample types, metadata attributes, organisms and the caller's projects."""
+        return await fetch_catalog(self._runner.require_login())
 
     async def describe(self, ids: Sequence[str]) -> list[RemoteData]:
         """``GET /data/<id>`` for each id; every unknown or unreadable id is named at once.
@@ -500,6 +583,16 @@ class Flowxfer:
                 partial=bool(params.get("partial")), wait=bool(record.state.get("wait")),
                 poll_interval=float(record.state.get("poll_interval") or DEFAULT_POLL_INTERVAL),
                 transfer_id=record.id)
+        if record.kind == "samples":
+            return await self.upload_samples(params.get("sheet"), sample=params.get("sample"), run=params.get("run"),
+                                             sample_type=params["sample_type"],
+                                             skip_invalid=bool(params.get("skip_invalid")),
+                                             stop_on_error=bool(params.get("stop_on_error")), transfer_id=record.id)
+        if record.kind == "multiplexed":
+            return await self.upload_multiplexed(params["reads1"], params.get("reads2"),
+                                                 annotation=params["annotation"],
+                                                 reject_warnings=bool(params.get("reject_warnings")),
+                                                 transfer_id=record.id)
         if record.kind == "sync":
             return await self.sync(params["root"], SyncOptions.from_params(params), transfer_id=record.id)
         raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

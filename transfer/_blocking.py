@@ -78,3 +78,30 @@ def download_executions(execution_ids: Sequence[str], *, output_dir: str | os.Pa
         _call, "download_executions", client_options, execution_ids, output_dir=output_dir, layout=layout,
         wait=wait, partial=partial, poll_interval=poll_interval, max_wait=max_wait, force=force))
     return result
+
+
+def upload_samples(sheet: str | os.PathLike[str] | None = None, *, sample_type: str,
+                   sample: dict[str, Any] | None = None, skip_invalid: bool = False, stop_on_error: bool = False,
+                   **client_options: Any) -> TransferReport:
+    """Make Flow samples from a sample sheet (or one sample); see :meth:`Flowxfer.upload_samples`."""
+    result: TransferReport = anyio.run(partial(
+        _call, "upload_samples", client_options, sheet, sample_type=sample_type, sample=sample,
+        skip_invalid=skip_invalid, stop_on_error=stop_on_error))
+    return result
+
+
+def upload_multiplexed(reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
+                       annotation: str | os.PathLike[str], reject_warnings: bool = False,
+                       **client_options: Any) -> TransferReport:
+    """Multiplexed reads and their annotation sheet; see :meth:`Flowxfer.upload_multiplexed`."""
+    result: TransferReport = anyio.run(partial(
+        _call, "upload_multiplexed", client_options, reads1, reads2, annotation=annotation,
+        reject_warnings=reject_warnings))
+    return result
+
+
+def sync_samples(root: str | os.PathLike[str], samples: Any, options: Any = None,
+                 **client_options: Any) -> list[TransferReport]:
+    """``sync --samples``; see :meth:`Flowxfer.sync_samples` (``samples``: a :class:`~flowxfer.transfer.SampleSync`)."""
+    result: list[TransferReport] = anyio.run(partial(_call, "sync_samples", client_options, root, samples, options))
+    return result

@@ -30,6 +30,7 @@ from flowxfer import __version__, protocol
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, not_logged_in, token_expiry
 from ._errors import (
+    AnswerLost,
     AuthError,
     ChecksumMismatchError,
     GoneError,
@@ -321,17 +322,27 @@ class FlowClient:
         form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter | aiohttp.Payload] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
+        replay: bool = True,
     ) -> dict[str, Any]:
         """A request whose answer is a JSON object.
 
         :param form: builds the multipart body afresh for every attempt (a
             FormData can be sent only once).
+        :param replay: send it again when its answer is lost (connection cut after it
+            may have gone out); False raises :class:`AnswerLost` instead.
         :raises ServerError: (a subclass) for every refusal; see :mod:`._errors`.
         """
         answer, _ = await self.json_request_with_response(
             method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
-            headers=headers, authenticated=authenticated,
+            headers=headers, authenticated=authenticated, replay=replay,
         )
+        assert isinstance(answer, dict)
+        return answer
+
+    async def json_value(self, path: str, *, params: Mapping[str, str] | None = None) -> Any:
+        """``GET`` a JSON answer of any shape (an api request), e.g. ``/samples/types``' list."""
+        answer, _ = await self.json_request_with_response("GET", path, rate_class="api", params=params,
+                                                          any_json=True)
         return answer
 
     async def json_request_with_response(
@@ -345,16 +356,23 @@ class FlowClient:
         form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter | aiohttp.Payload] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
-    ) -> tuple[dict[str, Any], aiohttp.ClientResponse]:
-        """:meth:`json_request`, and the (released) response, for callers that read its headers."""
+        any_json: bool = False,
+        replay: bool = True,
+    ) -> tuple[Any, aiohttp.ClientResponse]:
+        """:meth:`json_request`, and the (released) response, for callers that read its headers.
+
+        :param any_json: take any JSON value, not only an object (Flow's catalog answers lists).
+        """
         for attempt in range(1, self._policy.max_attempts + 1):
             async with self._send(
                 method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
-                headers=headers, authenticated=authenticated,
+                headers=headers, authenticated=authenticated, replay=replay,
             ) as response:
                 try:
                     body = await _read_body(response, _MAX_JSON_BODY + 1)
                 except _RETRYABLE_EXCEPTIONS as exc:
+                    if not replay:
+                        raise AnswerLost(f"{method} {path}: the answer was cut off ({exc!r})") from None
                     if attempt == self._policy.max_attempts:
                         raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
                     await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt,
@@ -371,7 +389,7 @@ class FlowClient:
                     f"JSON ({snippet['error'][:120]}); is the server URL right?",
                     response.status,
                 ) from None
-            if not isinstance(answer, dict):
+            if not isinstance(answer, dict) and not any_json:
                 raise ProtocolError(f"{method} {path}: expected a JSON object, got {type(answer).__name__}")
             return answer, response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -402,8 +420,12 @@ class FlowClient:
         form: Callable[[], aiohttp.FormData | aiohttp.MultipartWriter | aiohttp.Payload] | None = None,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
+        replay: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send until a 2xx answer arrives or retrying stops making sense; yield that answer."""
+        """Send until a 2xx answer arrives or retrying stops making sense; yield that answer.
+
+        :param replay: False: a lost answer (anything but a refused connection) raises :class:`AnswerLost`.
+        """
         url = self.url(path)
         what = f"{method} {urlsplit(url).path}"
         refreshed = False
@@ -431,6 +453,8 @@ class FlowClient:
             except aiohttp.InvalidURL as exc:
                 raise UsageError(f"bad URL {exc}") from None
             except _RETRYABLE_EXCEPTIONS as exc:
+                if not replay and not isinstance(exc, aiohttp.ClientConnectorError):
+                    raise AnswerLost(f"{what}: the answer was lost ({_describe(exc)})") from None
                 if attempt >= self._policy.max_attempts:
                     raise UnavailableError(f"{what}: no answer after {attempt} attempts ({_describe(exc)})") from None
                 await self._backoff(what, _describe(exc), attempt, None)
@@ -452,6 +476,9 @@ class FlowClient:
                 await self.refresh(sent_token)
                 attempt -= 1  # the refresh-and-retry is not a failed attempt
                 continue
+            if verdict is Retryability.RETRY and not replay and status in (500, 502, 504):
+                # A gateway's error may stand for a request the server did act on: ask, do not resend.
+                raise AnswerLost(f"{what}: HTTP {status}; the request may have been acted on")
             if verdict is Retryability.RETRY and attempt < self._policy.max_attempts:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
                 if status == 429:

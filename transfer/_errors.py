@@ -76,6 +76,14 @@ class UnavailableError(ServerError):
     kind: ClassVar[str] = "unavailable"
 
 
+class AnswerLost(UnavailableError):
+    """A request that must not be sent twice blindly went out and its answer never came back.
+
+    Raised instead of retrying (``replay=False``): the caller asks the server
+    what the request did (a sample's final chunk: was the sample made?).
+    """
+
+
 class ProtocolError(ServerError):
     """The server said something impossible: a malformed answer, a lie about sizes or checksums."""
 

@@ -36,10 +36,20 @@ __all__ = ["ChunkPayload", "InlineBody", "InlineChunk", "LateField", "SourceErro
 
 @dataclass(frozen=True)
 class UploadOptions:
-    """What every chunk's form says of the upload (Flow's ``data_type``, ``is_directory``)."""
+    """How a file is sent: its data type, as a directory archive, or to another upload endpoint.
+
+    :ivar endpoint: ``/upload``, or ``/upload/sample`` (same chunk protocol, more fields).
+    :ivar fields: sent after Flow's own fields on every chunk (a sample's fields), in this order;
+        a name may repeat (a list is one form part per item).
+    """
 
     data_type: str | None = None
     is_directory: bool = False
+    endpoint: str = "/upload"
+    fields: tuple[tuple[str, str], ...] = ()
+    #: False: a lost answer to the file's final chunk raises :class:`AnswerLost` instead of
+    #: sending it again (a sample's last file: the server may have made the sample).
+    replay_final: bool = True
 
 
 class SourceErrorHolder:
@@ -271,4 +281,5 @@ def form_fields(name: str, offset: int, is_last: bool, data_id: str | None,
         fields.append(("data_type", options.data_type))
     if options.is_directory:
         fields.append(("is_directory", "true"))
+    fields.extend(options.fields)
     return fields

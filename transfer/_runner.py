@@ -151,6 +151,7 @@ class Runner:
         extra_state: dict[str, Any] | None = None,
         leases: Sequence[str] = (),
         read_ahead: Callable[[FileRecord], bool] | None = None,
+        feed: Callable[[FileRecord], bool] | None = None,
     ) -> TransferReport:
         """Plan, then work every file not yet finished, under a lease; always leave the journal consistent.
 
@@ -192,7 +193,7 @@ class Runner:
             transfer_id=record.id, client=client, journal=journal, writer=writer, config=self.config,
             capabilities=capabilities, budget=ByteBudget(self.config.byte_budget), events=self.emit,
             server=server, username=username, stopping=lambda: self._stopping,
-            read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
+            read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None, feed=feed,
         )
         started = time.monotonic()
         retries_before = client.retries
@@ -275,6 +276,9 @@ class Runner:
                     partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500))
                 if not page:
                     return
+                after = page[-1].id
+                if ctx.feed is not None:
+                    page = [record for record in page if ctx.feed(record)]
                 group = ctx.config.concurrency
                 for start in range(0, len(page), group):
                     records = page[start:start + group]
@@ -287,7 +291,6 @@ class Runner:
                             await send.send(record)
                         except anyio.BrokenResourceError:
                             return  # every worker has returned (stopping): nobody is left to feed
-                after = page[-1].id
 
     async def _worker(self, ctx: TransferContext, receive: ObjectReceiveStream[FileRecord], work: Worker) -> None:
         async with receive:

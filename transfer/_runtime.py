@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from flowxfer.journal import Journal, JournalBatch
+from flowxfer.journal import FileRecord, Journal, JournalBatch
 
 from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
@@ -152,6 +152,9 @@ class TransferContext:
     stopping: Callable[[], bool]
     counters: Counters = field(default_factory=Counters)
     read_ahead: ReadAhead | None = None
+    #: Which of the files still to do are handed to workers (None: all). A sample's worker
+    #: takes the whole sample, its files in order, so only one file of each is handed out.
+    feed: Callable[[FileRecord], bool] | None = None
     #: Held while a directory archive's body is being sent: one at a time (see :class:`_ChunkPayload`).
     archive_gate: anyio.Lock = field(default_factory=anyio.Lock)
 

@@ -57,8 +57,14 @@ INLINE_LIMIT = 1024 * 1024
 
 @dataclass(frozen=True)
 class UploadResult:
+    """What the server said of a finished upload.
+
+    :ivar sample_id: the sample the final chunk made (``/upload/sample``), when its answer said so.
+    """
+
     data_id: str
     checksum: str | None
+    sample_id: str | None = None
 
 
 class _Realign(Exception):
@@ -352,7 +358,8 @@ async def _post_chunk(
         await ctx.budget.acquire(ctx.config.block_size)
         try:
             answer = await ctx.client.json_request(
-                "POST", "/upload", rate_class="upload" if data_id is None else None, form=build
+                "POST", options.endpoint, rate_class="upload" if data_id is None else None, form=build,
+                replay=options.replay_final or not is_last,
             )
         except ChecksumMismatchError:
             if attempt == ctx.config.max_attempts:
@@ -452,7 +459,9 @@ async def _finish(
     if file_checksum and server_checksum and server_checksum != file_checksum:
         raise IntegrityError(f"{record.local_path}: the server's checksum {server_checksum} differs from "
                              f"ours {file_checksum}")
-    return UploadResult(data_id, file_checksum or server_checksum)
+    sample_id = answer.get("sample_id")
+    return UploadResult(data_id, file_checksum or server_checksum,
+                        str(sample_id) if isinstance(sample_id, str | int) and str(sample_id) else None)
 
 
 __all__ = ["UploadOptions", "UploadResult", "upload_source"]

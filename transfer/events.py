@@ -118,3 +118,23 @@ ProgressCallback = Callable[[Event], None]
 
 def ignore_events(event: Event) -> None:
     """The default callback: nobody is watching."""
+
+
+@dataclass(frozen=True, slots=True)
+class SampleStarted:
+    """A sample's files begin to go up (``samples upload-batch``): its row, name and file count."""
+
+    row: int
+    name: str
+    files: int
+
+
+@dataclass(frozen=True, slots=True)
+class SampleFinished:
+    """A sample ended: ``done`` (made now), ``skipped`` (made by an earlier run) or ``failed``."""
+
+    row: int
+    name: str
+    status: str
+    sample_id: str | None
+    error: str | None

@@ -19,11 +19,12 @@ def test_demo_passes_every_check_and_reports_json(tmp_path: Path) -> None:
     assert document["ok"] is True
     names = [step["name"] for step in document["steps"]]
     assert names == ["not ready, nothing sent", "interrupted part-way", "resumed to completion",
-                     "archive downloaded, verified, extracted", "byte-for-byte identical"]
+                     "archive downloaded, verified, extracted", "byte-for-byte identical", "samples made exactly once"]
     assert all(step["ok"] for step in document["steps"])
     summary = document["summary"]
     assert summary["result"] == "every check passed"
     assert summary["re-sent after the interruption"] == "0 B"
+    assert summary["samples"] == "4 made from the run; a re-run made 0"
     assert "upload" in summary["requests spent (against limits)"]
     assert "Traceback" not in done.stderr
     kept = tmp_path / "kept"

@@ -1,0 +1,172 @@
+"""The journal's sample tables: each sample of a transfer, and the samples known to be on a server.
+
+A sample is made by the server when the final chunk of its last file
+arrives; everything before that is ordinary file uploads (rows of
+``files``). What has to survive a crash is what that final chunk carried
+and what it answered: the fields sent (the same on every chunk), the ids of
+the earlier files (``previous_data``) and the sample's id. Sample rows are
+written at once, in their own transaction (a handful per sample), not
+batched: the id of a sample the server just made must not wait for a
+flush.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["NewSample", "SampleInventoryRecord", "SampleRecord", "SampleState", "SampleTables"]
+
+
+class SampleState(StrEnum):
+    """A sample's state in one transfer (``samples.md``: its status in the report)."""
+
+    PLANNED = "planned"
+    ACTIVE = "active"  # its first byte may have left: a lost answer is looked for on the server
+    DONE = "done"
+    SKIPPED = "skipped"  # already on the server (an earlier run made it)
+    FAILED = "failed"
+    INVALID = "invalid"  # refused by validation: never sent
+
+
+@dataclass(frozen=True, slots=True)
+class NewSample:
+    row: int
+    name: str
+    fields: dict[str, str]
+    status: SampleState = SampleState.PLANNED
+    sample_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRecord:
+    transfer_id: str
+    row: int
+    name: str
+    fields: dict[str, str]
+    status: SampleState
+    previous_data: tuple[str, ...]
+    sample_id: str | None
+    started: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SampleInventoryRecord:
+    """A sample known to be on a server: its name (unique per user for us), id, fields and files."""
+
+    server: str
+    username: str
+    name: str
+    sample_id: str
+    fields: dict[str, str] = field(default_factory=dict)
+    data_ids: tuple[str, ...] = ()
+
+
+_SAMPLE_COLUMNS = frozenset({"status", "previous_data", "sample_id", "started", "error", "fields"})
+
+
+class SampleTables:
+    """The sample half of :class:`~._journal.Journal` (mixed into it: one object, one connection)."""
+
+    # Provided by Journal.
+    def _immediate(self) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def add_samples(self, transfer_id: str, samples: Iterable[NewSample]) -> None:
+        """Add a transfer's samples; a row already there is left as it is (a resumed plan)."""
+        now = time.time()
+        with self._immediate() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO samples (transfer_id, row, name, fields, status, sample_id, error, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(transfer_id, s.row, s.name, json.dumps(s.fields, sort_keys=True), s.status.value, s.sample_id,
+                  s.error, now) for s in samples],
+            )
+
+    def samples_of(self, transfer_id: str) -> list[SampleRecord]:
+        """The transfer's samples, in sheet order."""
+        rows = self._read("SELECT * FROM samples WHERE transfer_id = ? ORDER BY row", (transfer_id,))
+        return [_sample(row) for row in rows]
+
+    def get_sample(self, transfer_id: str, row: int) -> SampleRecord | None:
+        rows = self._read("SELECT * FROM samples WHERE transfer_id = ? AND row = ?", (transfer_id, row))
+        return _sample(rows[0]) if rows else None
+
+    def update_sample(self, transfer_id: str, row: int, **changes: Any) -> None:
+        """Change a sample's row now, durably (``previous_data`` as a list, ``status`` a :class:`SampleState`)."""
+        unknown = set(changes) - _SAMPLE_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown sample columns: {sorted(unknown)}")
+        values = {k: (json.dumps(list(v) if k == "previous_data" else v) if k in ("previous_data", "fields")
+                      else (v.value if isinstance(v, StrEnum) else v)) for k, v in changes.items()}
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        with self._immediate() as conn:
+            conn.execute(f"UPDATE samples SET {assignments}, updated = :_now WHERE transfer_id = :_t AND row = :_r",
+                         {**values, "_now": time.time(), "_t": transfer_id, "_r": row})
+
+    def sample_finished(self, transfer_id: str, row: int, record: SampleInventoryRecord) -> None:
+        """The server made the sample: its id in the transfer and in the inventory, in one transaction."""
+        now = time.time()
+        with self._immediate() as conn:
+            conn.execute("UPDATE samples SET status = ?, sample_id = ?, error = NULL, updated = ? "
+                         "WHERE transfer_id = ? AND row = ?",
+                         (SampleState.DONE.value, record.sample_id, now, transfer_id, row))
+            _remember(conn, record, now)
+
+    def remember_sample(self, record: SampleInventoryRecord) -> None:
+        """Note a sample found on the server (a lost answer recovered, a listing)."""
+        with self._immediate() as conn:
+            _remember(conn, record, time.time())
+
+    def lookup_samples(self, server: str, username: str, names: Sequence[str]) -> dict[str, SampleInventoryRecord]:
+        """The known samples of these names on this server (one query per 500 names)."""
+        found: dict[str, SampleInventoryRecord] = {}
+        wanted = list(dict.fromkeys(names))
+        for start in range(0, len(wanted), 500):
+            page = wanted[start:start + 500]
+            rows = self._read(
+                f"SELECT * FROM sample_inventory WHERE server = ? AND username = ? "
+                f"AND name IN ({','.join('?' * len(page))})", [server, username, *page])
+            for row in rows:
+                found[row["name"]] = _inventory(row)
+        return found
+
+    def iter_sample_inventory(self, server: str, username: str) -> Iterator[SampleInventoryRecord]:
+        for row in self._read("SELECT * FROM sample_inventory WHERE server = ? AND username = ? ORDER BY name",
+                              (server, username)):
+            yield _inventory(row)
+
+
+def _remember(conn: sqlite3.Connection, record: SampleInventoryRecord, now: float) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO sample_inventory (server, username, name, sample_id, fields, data_ids, recorded) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (record.server, record.username, record.name, record.sample_id, json.dumps(record.fields, sort_keys=True),
+         json.dumps(list(record.data_ids)), now),
+    )
+
+
+def _sample(row: dict[str, Any]) -> SampleRecord:
+    return SampleRecord(
+        transfer_id=row["transfer_id"], row=row["row"], name=row["name"], fields=json.loads(row["fields"]),
+        status=SampleState(row["status"]), previous_data=tuple(json.loads(row["previous_data"])),
+        sample_id=row["sample_id"], started=row["started"], error=row["error"],
+    )
+
+
+def _inventory(row: dict[str, Any]) -> SampleInventoryRecord:
+    return SampleInventoryRecord(
+        server=row["server"], username=row["username"], name=row["name"], sample_id=row["sample_id"],
+        fields=json.loads(row["fields"]), data_ids=tuple(json.loads(row["data_ids"])),
+    )

@@ -1,0 +1,79 @@
+"""``sync RUN_DIR --samples``: a finished run's FASTQs become samples, the rest goes up as ``sync`` sends it.
+
+Once the run is ready (its marker, as ``sync`` waits for it), its
+``SampleSheet.csv`` and FASTQs are read (:func:`~._illumina.scan_run`) and
+every sample checked against the server's catalog before any byte moves.
+Then two transfers run, each resumable on its own: the loose ``sync`` of
+the run with the samples' FASTQs (and ``Undetermined_*``, unless asked for
+as plain data) left out, then the samples (:func:`~._samples.run_samples`),
+which a re-run from cron skips once they are made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._report import TransferReport
+from ._runner import Runner
+from ._samples import check_samples, run_input, run_samples
+from ._sync import SyncOptions, _not_ready, _resolve_root, run_sync
+
+__all__ = ["SampleSync", "literal_rule", "sync_samples"]
+
+
+@dataclass(frozen=True)
+class SampleSync:
+    """What ``--samples`` adds to a sync: the samples' type, their sheet, project, organism and lanes.
+
+    :ivar undetermined: upload ``Undetermined_*`` FASTQs as plain data (left out otherwise).
+    """
+
+    sample_type: str
+    sample_sheet: str | None = None
+    project: str | None = None
+    organism: str | None = None
+    lanes: str = "merge"
+    undetermined: bool = False
+    #: Metadata of every sample (``<id>`` and ``<id>__annotation``), as a sheet's columns would give it.
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def run(self, root: str) -> dict[str, Any]:
+        return {"root": root, "sample_sheet": self.sample_sheet, "project": self.project,
+                "organism": self.organism, "lanes": self.lanes, "metadata": dict(self.metadata)}
+
+
+def literal_rule(relative: str) -> str:
+    """A sync rule that matches exactly this path (relative to the run, ``/`` separators): anchored, escaped."""
+    escaped = "".join(f"\\{char}" if char in "*?[]\\" else char for char in relative)
+    return escaped if "/" in escaped else f"/{escaped}"
+
+
+def _relative(paths: Iterable[Path], root: str) -> list[str]:
+    return sorted({Path(os.path.relpath(path, root)).as_posix() for path in paths})
+
+
+async def sync_samples(runner: Runner, root: str | os.PathLike[str], options: SyncOptions,
+                       samples: SampleSync) -> list[TransferReport]:
+    """See :meth:`Flowxfer.sync_samples`."""
+    path = await anyio.to_thread.run_sync(_resolve_root, root)
+    if await anyio.to_thread.run_sync(_not_ready, path, options):
+        return [await run_sync(runner, path, options)]  # the "waiting" report; nothing is read yet
+    scan, rows, params = await anyio.to_thread.run_sync(run_input, samples.run(path))
+    params.update(sample_type=samples.sample_type, skip_invalid=False, stop_on_error=False)
+    plan = await check_samples(runner, rows, samples.sample_type)
+    plan.check()
+    fastqs = [p for sample in scan.samples for p in (*sample.reads1, *sample.reads2)]
+    if not samples.undetermined:
+        fastqs += scan.undetermined
+    rules = options.rules + tuple(("exclude", literal_rule(rel)) for rel in _relative(fastqs, path))
+    loose = await run_sync(runner, path, dataclasses.replace(options, rules=rules))
+    if runner.stopping:
+        return [loose]
+    return [loose, await run_samples(runner, plan, rows, params)]
