@@ -33,7 +33,7 @@ from flowxfer.protocol import ARCHIVE_SUFFIXES, archive_member_names, filename_p
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
 from ._sink import hash_file
-from ._state import State, state_of, user_of
+from ._state import State, user_of
 from ._store import JobRow
 
 log = logging.getLogger("flowxfer.server.jobs")
@@ -320,8 +320,11 @@ class JobManager:
         )
 
 
-def job_routes(state: State) -> list[web.RouteDef]:
-    jobs = state.jobs
+#: The application's archive-job manager (started at start-up, stopped at cleanup).
+JOBS = web.AppKey("flowxfer_jobs", JobManager)
+
+
+def job_routes(jobs: JobManager) -> list[web.RouteDef]:
     return [
         web.post("/downloads", jobs.create, name="job_create"),
         web.get("/downloads/jobs/{job_id}", jobs.status, name="job_status", allow_head=False),
@@ -329,4 +332,4 @@ def job_routes(state: State) -> list[web.RouteDef]:
     ]
 
 
-__all__ = ["JobManager", "job_routes", "build_archive", "state_of"]
+__all__ = ["JOBS", "JobManager", "job_routes", "build_archive"]

@@ -869,9 +869,12 @@ class UploadManager:
         return json_response(body)
 
 
-def upload_routes(state: State) -> list[web.RouteDef]:
-    manager = state.uploads
+#: The application's upload manager (recovered at start-up, before the first request).
+UPLOADS = web.AppKey("flowxfer_uploads", UploadManager)
+
+
+def upload_routes(manager: UploadManager) -> list[web.RouteDef]:
     routes = [web.post(route.path, manager.handler(route), name=route.name) for route in manager.routes]
-    if state.config.extensions:
+    if manager.config.extensions:
         routes.append(web.get("/upload/{data_id:[0-9]+}", manager.get_upload, name="upload_status", allow_head=False))
     return routes
