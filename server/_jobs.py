@@ -96,7 +96,7 @@ def _write_tar_gz(members: Sequence[Member], tmp: Path, copied: Callable[[int], 
             info.mtime = int(member.mtime)
             info.mode = 0o644
             with open(member.path, "rb", buffering=_COPY_BLOCK) as src:
-                tf.addfile(info, _Counted(src, copied))  # type: ignore[arg-type]
+                tf.addfile(info, _Counted(src, copied))
 
 
 def build_archive(
