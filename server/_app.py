@@ -41,6 +41,7 @@ from ._regex import REGEX, RegexWorker
 from ._samples import PUBLIC_ROUTES, sample_routes
 from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, state_of
 from ._store import Store
+from ._upload_recovery import recover_uploads
 from ._upload_routes import ROUTES
 from ._uploads import UPLOADS, UploadManager, upload_routes
 from ._users import user_routes
@@ -249,7 +250,8 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 async def _startup(app: web.Application) -> None:
     """Finish interrupted uploads before jobs (which read ready data) start; nothing is served yet."""
-    await asyncio.to_thread(app[UPLOADS].recover)
+    state = app[STATE]
+    await asyncio.to_thread(recover_uploads, state.layout, state.store, state.config)
     await app[JOBS].start()
 
 
