@@ -30,6 +30,7 @@ from aiohttp import web
 from flowxfer._os import fsync_dir
 from flowxfer.protocol import ARCHIVE_SUFFIXES, archive_member_names, filename_problem
 
+from ._downloads import serve_file, wants_direct
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
 from ._sink import hash_file
@@ -294,8 +295,6 @@ class JobManager:
         return json_response(self._job_json(request, job))
 
     async def archive(self, request: web.Request) -> web.StreamResponse:
-        from ._downloads import serve_file, wants_direct
-
         try:
             job = await self._own_job(request)
         except ApiError as exc:

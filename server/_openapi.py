@@ -11,9 +11,10 @@ from typing import Any
 
 from flowxfer import __version__
 
+from ._openapi_hosted import OPTIONAL_AUTH, RECORD, SCHEMAS, hosted_paths, record_get
+from ._openapi_parts import _BOOL_PATTERN, _ERROR, _MAX_INT, _err, _id_param, _json, _q
 from ._openapi_samples import sample_paths
 
-_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _CHUNK = {
     "type": "object",
     "required": ["offset", "size", "checksum"],
@@ -50,39 +51,15 @@ _JOB = {
 }
 
 
-def _json(schema: dict[str, Any] | str, description: str = "") -> dict[str, Any]:
-    if isinstance(schema, str):
-        schema = {"$ref": f"#/components/schemas/{schema}"}
-    return {"description": description or "OK", "content": {"application/json": {"schema": schema}}}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return _json("Error", description)
-
-
 _CHECKSUM_PATTERN = "^(xxh3-128:[0-9a-fA-F]{32})?$"
-_MAX_INT = 2**62
 #: .zip, .tar.gz or .tgz: the name only; the server's --archive-format decides the content.
 _ARCHIVE_NAME_PATTERN = "^[^ /\\u0000-\\u001f\\u007f]*[.]([zZ][iI][pP]|[tT][gG][zZ]|[tT][aA][rR][.][gG][zZ])$"
-#: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
-_BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"
 _BARE_404 = {"description": "unknown, unreadable, not ready, or wrong filename (no body)"}
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _RATE_HEADERS = {
     name: {"schema": {"type": "integer"}}
     for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 }
-
-
-def _id_param(name: str, pattern: str | None = "^[0-9]+$") -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "minLength": 1}
-    if pattern:
-        schema["pattern"] = pattern
-    return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 def _file_get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
@@ -115,8 +92,6 @@ def _file_get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
 
 def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     """The OpenAPI document served by the extension-enabled server."""
-    from ._openapi_hosted import OPTIONAL_AUTH, RECORD, SCHEMAS, hosted_paths, record_get
-
     upload_form = {
         "type": "object",
         "required": ["filename", "expected_file_size", "blob"],

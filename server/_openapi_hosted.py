@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._openapi import _BOOL_PATTERN, _MAX_INT, _err, _id_param, _json, _q
+from ._openapi_parts import _BOOL_PATTERN, _MAX_INT, _err, _id_param, _json, _q
 
 #: A token is optional: without one, public data (or a record of nulls) answers.
 OPTIONAL_AUTH: list[dict[str, list[str]]] = [{"bearer": []}, {}]
