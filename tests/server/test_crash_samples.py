@@ -31,7 +31,7 @@ async def _send(api: Api, blob: bytes, **kwargs: object) -> Answer:
     for _ in range(300):
         try:
             return await api.chunk("alice", blob, path="/upload/sample", **kwargs)  # type: ignore[arg-type]
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             await asyncio.sleep(0.1)
     raise AssertionError("the server never came back")
 
