@@ -20,7 +20,6 @@ class UserRow:
     scrypt_n: int
 
 
-
 class AccountStore(StoreBase):
     """Users, groups, API keys."""
 

@@ -81,7 +81,6 @@ def data_row(row: Sequence[Any]) -> DataRow:
     )
 
 
-
 class DataStore(StoreBase):
     """Data records and what hangs off them: chunks, tree files, grants."""
 

@@ -83,7 +83,6 @@ class Chunk:
     held: int = 0
 
 
-
 def parse_meta(fields: dict[str, str], extensions: bool) -> ChunkMeta:
     """The chunk protocol's own fields, checked (400 on anything malformed)."""
     filename = fields.get("filename")
@@ -125,6 +124,7 @@ def parse_meta(fields: dict[str, str], extensions: bool) -> ChunkMeta:
         checksum,
         file_checksum,
     )
+
 
 def _checksum_field(fields: dict[str, str], name: str) -> str | None:
     value = fields.get(name, "")

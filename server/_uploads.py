@@ -79,6 +79,7 @@ log = logging.getLogger("flowxfer.server.uploads")
 #: bytes; one that would go beyond it takes the streamed road.
 WHOLE_IN_MEMORY = 1024 * 1024
 
+
 def _malformed(exc: Exception) -> NoReturn:
     """aiohttp's multipart reader fails in many ways (ValueError, AssertionError, lost connections)."""
     log.info("upload body refused: %s: %s", type(exc).__name__, exc)
