@@ -34,16 +34,17 @@ from ._downloads import download_routes
 from ._executions import execution_routes
 from ._http import ApiError, Bare404, bad_request, json_response, read_json
 from ._ids import new_id
-from ._jobs import JobManager, job_routes
+from ._jobs import JOBS, JobManager, job_routes
 from ._keys import is_api_key, verify_api_key
 from ._openapi import openapi_document
 from ._ratelimit import RateLimiter
-from ._regex import RegexWorker
+from ._regex import REGEX, RegexWorker
 from ._samples import PUBLIC_ROUTES, sample_routes
 from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, state_of
 from ._store import Store
+from ._upload_recovery import recover_uploads
 from ._upload_routes import ROUTES
-from ._uploads import UploadManager, upload_routes
+from ._uploads import UPLOADS, UploadManager, upload_routes
 from ._users import user_routes
 
 if TYPE_CHECKING:
@@ -249,15 +250,17 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def _startup(app: web.Application) -> None:
+    """Finish interrupted uploads before jobs (which read ready data) start; nothing is served yet."""
     state = app[STATE]
-    await asyncio.to_thread(state.uploads.recover)
-    await state.jobs.start()
+    await asyncio.to_thread(recover_uploads, state.layout, state.store, state.config)
+    await app[JOBS].start()
 
 
 async def _cleanup(app: web.Application) -> None:
+    """Stop the managers first (they use the store and the I/O threads), then the store, then the threads."""
     state = app[STATE]
-    await state.jobs.stop()
-    await state.regex.close()
+    await app[JOBS].stop()
+    await app[REGEX].close()
     await asyncio.to_thread(state.store.close)
     state.io.shutdown(wait=False)
 
@@ -375,16 +378,17 @@ def build_app(state: State) -> web.Application:
     config = state.config
     app = web.Application(middlewares=[flow_middleware], client_max_size=config.max_json_bytes)
     app[STATE] = state
-    state.uploads = UploadManager(state)
-    state.jobs = JobManager(state)
-    state.regex = RegexWorker(config.pattern_timeout)
+    # Each manager is built whole on the finished state and registered under its own key.
+    uploads = app[UPLOADS] = UploadManager(state)
+    jobs = app[JOBS] = JobManager(state)
+    app[REGEX] = RegexWorker(config.pattern_timeout)
     routes = [web.post("/login", login, name="login"), web.get("/token", refresh_token, name="token", allow_head=False)]
     if config.extensions:
         routes += [
             web.get("/capabilities", capabilities, name="capabilities", allow_head=False),
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
-    routes += (upload_routes(state) + data_routes(state) + job_routes(state) + download_routes(state)
+    routes += (upload_routes(uploads) + data_routes(state) + job_routes(jobs) + download_routes(state)
                + sample_routes(state) + user_routes() + execution_routes())
     app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
                     for r in routes])

@@ -10,7 +10,7 @@ from aiohttp import web
 from ._http import bad_request, json_response, not_found, query_bool, query_float, query_int
 from ._permissions import patch_data, put_permissions, visible
 from ._records import KNOWN_TYPES, data_type_json, is_binary, links_of, records_of, search_item
-from ._regex import check_pattern
+from ._regex import REGEX, check_pattern
 from ._state import State, caller_of, state_of, user_of
 from ._store import SORTS, SearchFilter
 
@@ -149,7 +149,7 @@ async def search(request: web.Request) -> web.StreamResponse:
         total, rows = await state.store.run(state.store.search, flt, count, offset)
     else:
         names = await state.store.run(state.store.search_names, flt)
-        hits = await state.regex.matching(pattern, [name for _, name in names])
+        hits = await request.app[REGEX].matching(pattern, [name for _, name in names])
         total = len(hits)
         page_ids = [names[i][0] for i in hits[offset : offset + count]]
         rows = await state.store.run(state.store.data_by_ids, page_ids)

@@ -30,10 +30,11 @@ from aiohttp import web
 from flowxfer._os import fsync_dir
 from flowxfer.protocol import ARCHIVE_SUFFIXES, archive_member_names, filename_problem
 
+from ._downloads import serve_file, wants_direct
 from ._http import ApiError, Bare404, bad_request, json_response, not_found, read_json
 from ._ids import is_id, new_id
 from ._sink import hash_file
-from ._state import State, state_of, user_of
+from ._state import State, user_of
 from ._store import JobRow
 
 log = logging.getLogger("flowxfer.server.jobs")
@@ -294,8 +295,6 @@ class JobManager:
         return json_response(self._job_json(request, job))
 
     async def archive(self, request: web.Request) -> web.StreamResponse:
-        from ._downloads import serve_file, wants_direct
-
         try:
             job = await self._own_job(request)
         except ApiError as exc:
@@ -320,8 +319,11 @@ class JobManager:
         )
 
 
-def job_routes(state: State) -> list[web.RouteDef]:
-    jobs = state.jobs
+#: The application's archive-job manager (started at start-up, stopped at cleanup).
+JOBS = web.AppKey("flowxfer_jobs", JobManager)
+
+
+def job_routes(jobs: JobManager) -> list[web.RouteDef]:
     return [
         web.post("/downloads", jobs.create, name="job_create"),
         web.get("/downloads/jobs/{job_id}", jobs.status, name="job_status", allow_head=False),
@@ -329,4 +331,4 @@ def job_routes(state: State) -> list[web.RouteDef]:
     ]
 
 
-__all__ = ["JobManager", "job_routes", "build_archive", "state_of"]
+__all__ = ["JOBS", "JobManager", "job_routes", "build_archive"]

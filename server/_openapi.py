@@ -13,10 +13,9 @@ from flowxfer import __version__
 
 from ._openapi_executions import execution_paths
 from ._openapi_hosted import OPTIONAL_AUTH, RECORD, SCHEMAS, hosted_paths, record_get
-from ._openapi_parts import _BOOL_PATTERN, _MAX_INT, _err, _id_param, _json, _q
+from ._openapi_parts import _BOOL_PATTERN, _ERROR, _MAX_INT, _err, _id_param, _json, _q
 from ._openapi_samples import sample_paths
 
-_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _CHUNK = {
     "type": "object",
     "required": ["offset", "size", "checksum"],

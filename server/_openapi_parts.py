@@ -1,12 +1,17 @@
-"""Building blocks of the OpenAPI document, shared by :mod:`._openapi` and the modules that add paths to it.
+"""The building blocks of the OpenAPI document, shared by the modules that write its parts.
 
-Their own module so that the document and its parts never import each other.
+:mod:`._openapi` (the document and the chunk protocol's paths),
+:mod:`._openapi_hosted` (hosted Flow's data routes) and :mod:`._openapi_samples`
+(samples) all describe parameters and answers the same way; the helpers live
+here, below all three, so that no part of the document imports another to
+borrow them (``_openapi`` assembles the parts).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _MAX_INT = 2**62
 #: Form booleans, any case: true/false, 1/0, yes/no, on/off (empty means false).
 _BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._openapi_parts import _BOOL_PATTERN, _q
 from ._samples import MAX_COUNT, XLSX
 
 _STR = {"type": "string"}
-_BOOL_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff])?$"
 #: Django-style refusals: a message, or field -> messages.
 _FIELD_ERROR = {
     "type": "object",
@@ -63,10 +63,6 @@ def _ok(schema: dict[str, Any]) -> dict[str, Any]:
 def _err(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": schema or {"$ref": "#/components/schemas/Error"}}}}
-
-
-def _q(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 def _path(name: str, pattern: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import json
 import re
 import sys
 
+from aiohttp import web
+
 from ._http import bad_request
 
 _WORKER = (
@@ -79,3 +81,7 @@ class RegexWorker:
 
     async def close(self) -> None:
         """Nothing persistent to stop (children live only as long as their request)."""
+
+
+#: The application's regex worker (``/data/search``'s ``regex`` filter).
+REGEX = web.AppKey("flowxfer_regex", RegexWorker)

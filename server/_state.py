@@ -1,11 +1,17 @@
-"""The per-application state object and the request-level helpers that need it."""
+"""The core state every handler shares, and the request-level helpers that need it.
+
+:class:`State` is built whole before the application exists (:func:`._app._open_state`).
+The managers built on top of it (uploads, archive jobs, the regex worker) are not
+part of it: each is registered on the application under its own typed key
+(``UPLOADS``, ``JOBS``, ``REGEX``, defined next to its class), so no object is
+ever seen half-built and a handler names exactly the manager it uses.
+"""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,11 +21,6 @@ from ._config import ServerConfig
 from ._http import ApiError
 from ._ratelimit import Decision, RateLimiter
 from ._store import Store
-
-if TYPE_CHECKING:
-    from ._jobs import JobManager
-    from ._regex import RegexWorker
-    from ._uploads import UploadManager
 
 
 @dataclass
@@ -57,9 +58,9 @@ class Layout:
         return [self.partial, self.data, self.trees, self.spool, self.archives]
 
 
-@dataclass
+@dataclass(frozen=True)
 class State:
-    """Everything the handlers share; built at start-up, torn down at cleanup."""
+    """What every handler shares; built whole at start-up, torn down at cleanup (the managers: app keys)."""
 
     config: ServerConfig
     layout: Layout
@@ -68,9 +69,6 @@ class State:
     limiter: RateLimiter | None
     io: ThreadPoolExecutor
     catalog: Catalog = DEFAULT
-    uploads: UploadManager = field(init=False)
-    jobs: JobManager = field(init=False)
-    regex: RegexWorker = field(init=False)
 
 
 STATE = web.AppKey("flowxfer_state", State)

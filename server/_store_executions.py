@@ -12,37 +12,11 @@ An output's data id sits in at most one execution (``UNIQUE``).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-EXECUTIONS_MIGRATION = """
-    CREATE TABLE executions (
-        id               TEXT PRIMARY KEY,
-        identifier       TEXT NOT NULL UNIQUE,
-        owner            TEXT NOT NULL,
-        pipeline_name    TEXT NOT NULL,
-        pipeline_version TEXT NOT NULL,
-        sample_id        TEXT REFERENCES samples (id) ON DELETE SET NULL,
-        private          INTEGER NOT NULL DEFAULT 1,
-        nextflow_version TEXT NOT NULL DEFAULT '',
-        schedule         TEXT NOT NULL,
-        stdout           TEXT NOT NULL DEFAULT '',
-        stderr           TEXT NOT NULL DEFAULT '',
-        created          REAL NOT NULL
-    );
-    CREATE INDEX executions_by_owner ON executions (owner, created);
-    CREATE INDEX executions_by_sample ON executions (sample_id, created);
-    CREATE TABLE execution_outputs (
-        execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
-        position     INTEGER NOT NULL,
-        process_name TEXT NOT NULL,
-        data_id      TEXT NOT NULL UNIQUE REFERENCES data (id),
-        PRIMARY KEY (execution_id, position)
-    ) WITHOUT ROWID;
-"""
+from ._store_base import StoreBase
 
 #: The statuses after which an execution never changes (hosted Flow's terminal values).
 TERMINAL = ("OK", "ERROR", "CANCELED")
@@ -151,14 +125,8 @@ def _output(row: Sequence[Any]) -> OutputRow:
     return OutputRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
-class ExecutionStoreMixin:
-    """Executions and their outputs; mixed into :class:`~._store.Store`, whose plumbing it uses."""
-
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:  # provided by Store
-        raise NotImplementedError
-
-    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:  # provided by Store
-        raise NotImplementedError
+class ExecutionStoreMixin(StoreBase):
+    """Executions and their outputs: one part of :class:`~._store.Store`."""
 
     def add_execution(self, execution: NewExecution, outputs: Sequence[NewOutput]) -> None:
         """The execution, its outputs' data rows (ready) and their links, in one transaction.

@@ -5,7 +5,7 @@ transactions), kept apart so each file has one job. The rule the schema
 enforces: a data id sits in at most one fileset (``UNIQUE``), so a ready
 file is never linked twice; the checks a sample's creation needs are run
 inside the very transaction that commits its last chunk
-(:meth:`SampleStoreMixin._link_sample`), so nothing can slip between the
+(:func:`link_sample`), so nothing can slip between the
 check and the link.
 """
 
@@ -15,9 +15,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
+
+from ._store_base import StoreBase
 
 #: Data categories (hosted Flow's ``category``).
 GENERIC, ANNOTATION, MULTIPLEXED, DEMULTIPLEXED = 1, 2, 3, 4
@@ -165,19 +166,26 @@ def link_problems(c: sqlite3.Connection, owner: str, project_id: str | None, pre
     return problems
 
 
-class SampleStoreMixin:
-    """Projects and samples; mixed into :class:`~._store.Store`, whose plumbing it uses."""
+def link_sample(c: sqlite3.Connection, sample: NewSample, data_id: str) -> None:
+    """Check again, then create the sample, its fileset and its links, inside the caller's transaction.
 
-    _conn: sqlite3.Connection
+    :raises SampleRefused: the checks failed; the caller's transaction rolls back.
+    """
+    problems = link_problems(c, sample.owner, sample.project_id, sample.previous_data, data_id)
+    if problems:
+        raise SampleRefused(problems)
+    now = time.time()
+    c.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+              (sample.id, sample.owner, sample.name, sample.sample_type, sample.project_id, sample.organism,
+               json.dumps(sample.metadata), now))
+    c.execute("INSERT INTO filesets VALUES (?, ?, ?)", (sample.fileset_id, sample.id, now))
+    c.executemany("INSERT INTO fileset_data VALUES (?, ?, ?)",
+                  [(sample.fileset_id, position, linked)
+                   for position, linked in enumerate([*sample.previous_data, data_id])])
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:  # provided by Store
-        raise NotImplementedError
 
-    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:  # provided by Store
-        raise NotImplementedError
-
-    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:  # provided by Store
-        raise NotImplementedError
+class SampleStoreMixin(StoreBase):
+    """Projects and samples; a part of :class:`~._store.Store` over the shared connection."""
 
     # --- projects --------------------------------------------------------------
 
@@ -207,24 +215,6 @@ class SampleStoreMixin:
         """:func:`link_problems` outside a transaction: the check made on each file's chunks."""
         with self._reading() as c:
             return link_problems(c, owner, project_id, previous_data)
-
-    @staticmethod
-    def _link_sample(c: sqlite3.Connection, sample: NewSample, data_id: str) -> None:
-        """Check again, then create the sample, its fileset and its links, inside the caller's transaction.
-
-        :raises SampleRefused: the checks failed; the caller's transaction rolls back.
-        """
-        problems = link_problems(c, sample.owner, sample.project_id, sample.previous_data, data_id)
-        if problems:
-            raise SampleRefused(problems)
-        now = time.time()
-        c.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                  (sample.id, sample.owner, sample.name, sample.sample_type, sample.project_id, sample.organism,
-                   json.dumps(sample.metadata), now))
-        c.execute("INSERT INTO filesets VALUES (?, ?, ?)", (sample.fileset_id, sample.id, now))
-        c.executemany("INSERT INTO fileset_data VALUES (?, ?, ?)",
-                      [(sample.fileset_id, position, linked)
-                       for position, linked in enumerate([*sample.previous_data, data_id])])
 
     def sample_of_data(self, data_id: str) -> tuple[str, str] | None:
         """(sample id, sample name) of the sample ``data_id`` is linked into, if any."""

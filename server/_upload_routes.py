@@ -30,16 +30,17 @@ if TYPE_CHECKING:
 #: The chunk protocol's own fields: never metadata.
 BASE_FIELDS = frozenset({"filename", "expected_file_size", "is_last", "data", "data_type", "is_directory",
                          "checksum", "file_checksum", "blob"})
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off", ""})
+#: The words a form boolean may be (case-insensitive; empty is false), as flowbio writes them.
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
 
 
 def form_bool(fields: Mapping[str, str], name: str) -> bool:
     """A form boolean as flowbio (httpx) writes it; anything else is a 400 in Django's shape."""
     word = fields.get(name, "").strip().lower()
-    if word in _TRUE:
+    if word in TRUE_WORDS:
         return True
-    if word not in _FALSE:
+    if word not in FALSE_WORDS:
         raise ShapedError(400, {"error": {name: ["Must be true or false."]}})
     return False
 

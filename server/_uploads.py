@@ -1,4 +1,4 @@
-"""``POST /upload`` (the chunked protocol), ``GET /upload/<id>`` [ext], and finalize/recovery.
+"""``POST /upload`` and its sibling endpoints: one chunk of the chunked protocol, received durably.
 
 The order of operations for one chunk is the durability contract:
 
@@ -18,7 +18,7 @@ The order of operations for one chunk is the durability contract:
 
 A ``kill -9`` anywhere leaves either an unrecorded tail (truncated by the next
 chunk) or a recorded chunk whose bytes are on disk; an upload caught between
-4 and 5 is finished by :meth:`UploadManager.recover` at start-up.
+4 and 5 is finished by :func:`._upload_recovery.recover_uploads` at start-up.
 
 A new upload that arrives whole in one small request (a folder of small
 files: most of them) takes a shorter road with the same guarantee: the blob
@@ -32,22 +32,20 @@ told about, which start-up sets aside in ``orphans/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import xxhash
 from aiohttp import web
 
-from flowxfer._os import Buffer, fsync_dir, pwrite_pieces
-from flowxfer.protocol import filename_problem, format_checksum, new_hasher, parse_checksum
+from flowxfer._os import Buffer
+from flowxfer.protocol import format_checksum, new_hasher
 
 from ._http import ApiError, ShapedError, bad_request, json_response, not_found
 from ._ids import is_id, new_id
@@ -57,15 +55,17 @@ from ._sink import (
     Sink,
     copy_spool,
     hash_file,
-    hash_pieces,
     write_and_sync,
     write_for_fdatasync,
 )
 from ._state import RATE, State, charge, user_of
-from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, FlushError, Store, TreeFile
+from ._store import FAILED, READY, UPLOADING, ChunkRow, DataRow, FlushError, Store, TreeFile
 from ._store_samples import SampleRefused
-from ._unpack import UnpackError, UnpackLimits, unpack
-from ._upload_routes import ROUTES, Prepared, UploadRoute
+from ._unpack import UnpackError, unpack
+from ._upload_chunk import Chunk, ChunkMeta, Target, parse_meta
+from ._upload_disk import close_partial, move_into_place, open_existing, open_new, unlink, unpack_limits, write_whole
+from ._upload_routes import ROUTES, UploadRoute
+from ._upload_status import get_upload
 
 T = TypeVar("T")
 log = logging.getLogger("flowxfer.server.uploads")
@@ -79,84 +79,11 @@ log = logging.getLogger("flowxfer.server.uploads")
 #: bytes; one that would go beyond it takes the streamed road.
 WHOLE_IN_MEMORY = 1024 * 1024
 
-_BOOL_WORDS = {
-    "true": True,
-    "1": True,
-    "yes": True,
-    "on": True,
-    "false": False,
-    "0": False,
-    "no": False,
-    "off": False,
-    "": False,
-}
-
 
 def _malformed(exc: Exception) -> NoReturn:
     """aiohttp's multipart reader fails in many ways (ValueError, AssertionError, lost connections)."""
     log.info("upload body refused: %s: %s", type(exc).__name__, exc)
     bad_request("malformed multipart body (or the connection was lost)")
-
-
-@dataclass
-class _Meta:
-    """The validated form fields of one chunk."""
-
-    filename: str
-    offset: int
-    is_last: bool
-    data_id: str | None
-    data_type: str | None
-    is_directory: bool
-    checksum: str | None
-    file_checksum: str | None
-
-
-@dataclass
-class _Target:
-    """Where this chunk's bytes go, and what we hold for the upload so far."""
-
-    data_id: str
-    path: Path
-    offset: int
-    is_new: bool
-    row: DataRow | None
-    fd: int = -1
-    file_hasher: Any | None = None
-    lock: asyncio.Lock | None = None
-    committed: bool = False
-    #: The whole upload is in this one request and in memory (:data:`WHOLE_IN_MEMORY`);
-    #: ``path`` is its place in the data folder, ``written`` once a file is there.
-    whole: bool = False
-    written: bool = False
-    #: The commit recording it was handed to the store: it may stand even if this request is cancelled.
-    commit_sent: bool = False
-    #: A replay of a complete upload's last chunk (:attr:`UploadRoute.replayable`): its bytes are
-    #: hashed to compare with the recorded chunk, and dropped.
-    replay: bool = False
-
-
-@dataclass
-class _Chunk:
-    """Everything one request accumulated; released in one place whatever happens."""
-
-    route: UploadRoute
-    fields: dict[str, str] = field(default_factory=dict)
-    #: The route's repeatable fields (``previous_data``), one item per form part, in order.
-    lists: dict[str, list[str]] = field(default_factory=dict)
-    #: The route's decision for this chunk (:meth:`UploadRoute.prepare`), made before a byte is stored.
-    prepared: Prepared | None = None
-    blob_seen: bool = False
-    target: _Target | None = None
-    received: Received | None = None
-    tree_tmp: Path | None = None
-    spool: Path | None = None
-    spool_fd: int = -1
-    sink: Sink | None = None
-    #: The blob of a whole upload kept in memory (``target.whole``).
-    kept: list[Buffer] = field(default_factory=list)
-    #: Bytes of the server's in-memory allowance this request holds (given back in ``_release``).
-    held: int = 0
 
 
 class UploadManager:
@@ -201,7 +128,7 @@ class UploadManager:
         except MultipartError as exc:
             charge(request, "api")
             bad_request(f"POST {route.path} takes multipart/form-data: {exc}")
-        chunk = _Chunk(route)
+        chunk = Chunk(route)
         try:
             await self._read_body(request, user, boundary, chunk)
             return await self._finish(request, user, chunk)
@@ -214,7 +141,7 @@ class UploadManager:
         finally:
             await self._release(chunk)
 
-    async def _read_body(self, request: web.Request, user: str, boundary: str, chunk: _Chunk) -> None:
+    async def _read_body(self, request: web.Request, user: str, boundary: str, chunk: Chunk) -> None:
         """Feed the body through the multipart parser, streaming the blob as it comes.
 
         A body that sends nothing for ``body_stall_timeout`` seconds is dropped
@@ -293,7 +220,7 @@ class UploadManager:
             _malformed(exc)
 
     async def _start_part(
-        self, request: web.Request, user: str, chunk: _Chunk, headers: dict[str, str]
+        self, request: web.Request, user: str, chunk: Chunk, headers: dict[str, str]
     ) -> tuple[str | None, Sink | None]:
         """A new part: a form field (its name) or the blob (a sink to stream it into)."""
         encoding = headers.get("content-transfer-encoding", "binary").lower()
@@ -316,7 +243,7 @@ class UploadManager:
             # Metadata came first (flowbio and our engine send it so): stream
             # straight into the partial file at the held offset, once the route has
             # checked its fields (before any byte is stored).
-            meta = self._meta(chunk.fields)
+            meta = parse_meta(chunk.fields, self.config.extensions)
             await self._prepare(chunk, user, meta)
             length = request.content_length
             if (meta.data_id is None and meta.is_last and not meta.is_directory and meta.offset == 0
@@ -326,7 +253,7 @@ class UploadManager:
                 self.held_in_memory += length
                 chunk.held = length
                 data_id = new_id()
-                chunk.target = _Target(data_id, self.layout.data / data_id, 0, True, None, whole=True)
+                chunk.target = Target(data_id, self.layout.data / data_id, 0, True, None, whole=True)
                 return None, self._sink(-1, 0, (), fsync=False)
             chunk.target = target = await self._open_target(request, user, meta, chunk.route)
             if target.replay:
@@ -346,67 +273,14 @@ class UploadManager:
         chunk.spool_fd = fd
         return None, self._sink(fd, 0, (new_hasher(),), fsync=False)
 
-    def _meta(self, fields: dict[str, str]) -> _Meta:
-        filename = fields.get("filename")
-        if filename is None:
-            bad_request("filename is required")
-        problem = filename_problem(filename)
-        if problem == "Spaces in filename":
-            # flowbio's callers expect hosted Flow's exact shape for this one.
-            raise ApiError(400, problem, filename=[problem])
-        if problem:
-            bad_request(problem)
-        offset_text = fields.get("expected_file_size")
-        if offset_text is None:
-            bad_request("expected_file_size is required")
-        offset_text = offset_text.strip()
-        if not offset_text.isascii() or not offset_text.isdigit() or len(offset_text) > 19:
-            bad_request("expected_file_size must be a non-negative integer (a byte offset)")
-        flags: dict[str, bool] = {}
-        for name in ("is_last", "is_directory"):
-            word = fields.get(name, "").strip().lower()
-            if word not in _BOOL_WORDS:
-                bad_request(f"{name} must be true or false")
-            flags[name] = _BOOL_WORDS[word]
-        data_id = fields.get("data", "").strip() or None
-        data_type = fields.get("data_type", "").strip() or None
-        if data_type is not None and len(data_type) > 255:
-            bad_request("data_type longer than 255 characters")
-        checksum = file_checksum = None
-        if self.config.extensions:
-            checksum = self._checksum_field(fields, "checksum")
-            file_checksum = self._checksum_field(fields, "file_checksum")
-        return _Meta(
-            filename,
-            int(offset_text),
-            flags["is_last"],
-            data_id,
-            data_type,
-            flags["is_directory"],
-            checksum,
-            file_checksum,
-        )
-
-    @staticmethod
-    def _checksum_field(fields: dict[str, str], name: str) -> str | None:
-        value = fields.get(name, "")
-        if not value:
-            return None
-        if value != value.strip():
-            bad_request(f"{name} must read xxh3-128:<32 hex digits>")
-        try:
-            return format_checksum(parse_checksum(value))
-        except ValueError:
-            bad_request(f"{name} must read xxh3-128:<32 hex digits>")
-
-    async def _prepare(self, chunk: _Chunk, user: str, meta: _Meta) -> None:
+    async def _prepare(self, chunk: Chunk, user: str, meta: ChunkMeta) -> None:
         """Let the route check its fields (once per request), before a byte of the blob is stored."""
         if chunk.prepared is None:
             chunk.prepared = await chunk.route.prepare(user, chunk.fields, chunk.lists, final=meta.is_last,
                                                        data_id=meta.data_id, offset=meta.offset)
 
-    async def _open_target(self, request: web.Request, user: str, meta: _Meta,
-                           route: UploadRoute | None = None) -> _Target:
+    async def _open_target(self, request: web.Request, user: str, meta: ChunkMeta,
+                           route: UploadRoute | None = None) -> Target:
         """Validate the chunk against what is held and open the partial file at the held offset.
 
         A route that allows replays gets a target marked ``replay`` for a repeat of
@@ -417,8 +291,8 @@ class UploadManager:
             if meta.offset != 0:
                 raise ApiError(400, "a new upload starts at offset 0", expected_file_size=0)
             data_id = new_id()
-            target = _Target(data_id, self.layout.partial / data_id, 0, True, None, file_hasher=new_hasher())
-            target.fd = await self._io(self._open_new, target.path, not meta.is_last)
+            target = Target(data_id, self.layout.partial / data_id, 0, True, None, file_hasher=new_hasher())
+            target.fd = await self._io(open_new, target.path, not meta.is_last)
             return target
 
         data_id = meta.data_id
@@ -430,7 +304,7 @@ class UploadManager:
         lock = self._locks.setdefault(data_id, asyncio.Lock())
         await lock.acquire()
         try:
-            target = _Target(data_id, self.layout.partial / data_id, 0, False, None, lock=lock)
+            target = Target(data_id, self.layout.partial / data_id, 0, False, None, lock=lock)
             # Re-read under the lock: a concurrent chunk may have moved the upload on.
             row = await self.store.run(self.store.get_data, data_id)
             assert row is not None
@@ -457,7 +331,7 @@ class UploadManager:
             if meta.filename != row.filename:
                 bad_request(f"filename differs from the upload's ({row.filename})")
             target.offset = row.size
-            target.fd = await self._io(self._open_existing, target.path, row.size)
+            target.fd = await self._io(open_existing, target.path, row.size)
             fed = self._hashers.get(data_id)
             if fed is not None and fed[0] == row.size:
                 target.file_hasher = fed[1].copy()
@@ -466,37 +340,10 @@ class UploadManager:
             raise
         return target
 
-    @staticmethod
-    def _open_new(path: Path, durable_entry: bool = True) -> int:
-        """Create a partial file; make its name durable when a later chunk will need to find it.
-
-        An upload whose first chunk is also its last is renamed into the data
-        folder (and that folder fsynced) before it is answered, so the partial
-        folder's entry never has to survive a crash: one disk flush saved per
-        small file.
-        """
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        if durable_entry:
-            fsync_dir(path.parent)
-        return fd
-
-    @staticmethod
-    def _open_existing(path: Path, held: int) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            if os.fstat(fd).st_size < held:
-                raise ApiError(409, "the server lost bytes of this upload; start it again")
-            # Drop any torn tail a crash left beyond what was acknowledged.
-            os.ftruncate(fd, held)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
     # --- after the body ---------------------------------------------------------
 
-    async def _finish(self, request: web.Request, user: str, chunk: _Chunk) -> web.StreamResponse:
-        meta = self._meta(chunk.fields)
+    async def _finish(self, request: web.Request, user: str, chunk: Chunk) -> web.StreamResponse:
+        meta = parse_meta(chunk.fields, self.config.extensions)
         if not chunk.blob_seen or chunk.received is None:
             bad_request("blob is required")
         await self._prepare(chunk, user, meta)
@@ -578,7 +425,7 @@ class UploadManager:
         if meta.is_last:
             self._hashers.pop(target.data_id, None)
             fd, target.fd = target.fd, -1
-            await self._io(self._move_into_place, target.data_id, chunk.tree_tmp, fd)
+            await self._io(move_into_place, self.layout, target.data_id, chunk.tree_tmp, fd)
             chunk.tree_tmp = None
             # Grouped with other requests' commits (one flush for all): the upload is durable
             # already; this only says so.
@@ -600,7 +447,7 @@ class UploadManager:
             body["checksum"] = final_checksum
         return json_response(body)
 
-    async def _replay(self, route: UploadRoute, meta: _Meta, target: _Target,
+    async def _replay(self, route: UploadRoute, meta: ChunkMeta, target: Target,
                       received: Received) -> web.StreamResponse:
         """A repeat of a complete upload's last chunk: the answer it got, if it is the same chunk; else 400.
 
@@ -619,7 +466,7 @@ class UploadManager:
             body["checksum"] = row.checksum
         return json_response(body)
 
-    async def _store_whole(self, user: str, meta: _Meta, chunk: _Chunk, pieces: list[Buffer]) -> web.StreamResponse:
+    async def _store_whole(self, user: str, meta: ChunkMeta, chunk: Chunk, pieces: list[Buffer]) -> web.StreamResponse:
         """A new upload that came whole in this request: verify, store, record ready.
 
         The checksum is computed and compared before a byte is written (a
@@ -627,12 +474,12 @@ class UploadManager:
         data folder, ``fdatasync``ed; the store then ``fsync``s the folder,
         once for every upload in its next batch, and only then commits the
         row, directly as ``ready``. A crash before that commit leaves a file
-        nobody was told of, which start-up sets aside (:meth:`recover`).
+        nobody was told of, which start-up sets aside (:func:`._upload_recovery.recover_uploads`).
         """
         target, prepared = chunk.target, chunk.prepared
         assert target is not None and prepared is not None
         size = sum(len(piece) for piece in pieces)
-        checksum = await self._io(self._write_whole, target.path, pieces, (meta.checksum, meta.file_checksum))
+        checksum = await self._io(write_whole, target.path, pieces, (meta.checksum, meta.file_checksum))
         if meta.checksum is not None and meta.checksum != checksum:
             raise ApiError(422, "checksum mismatch", expected=meta.checksum, received=checksum)
         if meta.file_checksum is not None and meta.file_checksum != checksum:
@@ -653,12 +500,12 @@ class UploadManager:
                                                 kind=prepared.kind, sample=prepared.sample)
         except SampleRefused as exc:
             # Checked again in the commit's transaction, which rolled back: no record names the file.
-            await self._io(self._unlink, target.path)
+            await self._io(unlink, target.path)
             raise ShapedError(400, {"error": exc.error}) from None
         except FlushError:
             # The folder could not be flushed, so the commit was never run and no record can name
             # the file: remove it now, rather than leave one orphan per upload on a failing disk.
-            await self._io(self._unlink, target.path)
+            await self._io(unlink, target.path)
             raise
         target.committed = True
         body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
@@ -667,50 +514,24 @@ class UploadManager:
             body["checksum"] = checksum
         return json_response(body)
 
-    def _write_whole(self, path: Path, pieces: Sequence[Buffer], expected: tuple[str | None, ...]) -> str:
-        """Hash; if every ``expected`` checksum given matches, write ``path``'s bytes durably (blocking).
-
-        Its name is not durable yet: the commit that records it flushes the folder first.
-
-        A write that fails (a full disk) removes what it made.
-        """
-        hasher = new_hasher()
-        hash_pieces(pieces, (hasher,))
-        checksum = format_checksum(hasher.hexdigest())
-        if any(e is not None and e != checksum for e in expected):
-            return checksum
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            try:
-                pwrite_pieces(fd, pieces, 0)
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        except BaseException:
-            self._unlink(path)
-            raise
-        return checksum
-
-    async def _spill_whole(self, target: _Target, pieces: list[Buffer]) -> Received:
+    async def _spill_whole(self, target: Target, pieces: list[Buffer]) -> Received:
         """Turn a whole upload kept in memory into a regular one: its bytes in a durable partial file."""
         target.whole = False
         target.path = self.layout.partial / target.data_id
         target.file_hasher = hasher = new_hasher()
-        target.fd = await self._io(self._open_new, target.path, False)
+        target.fd = await self._io(open_new, target.path, False)
         await self._io(write_and_sync, write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
         return Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
 
     async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
-        limits = UnpackLimits(
-            self.config.max_archive_members, self.config.max_unpacked_bytes, self.config.max_unpacked_ratio
-        )
+        limits = unpack_limits(self.config)
         await self._io(shutil.rmtree, dest, True)
         try:
             return await self._io(unpack, archive, dest, limits)
         except UnpackError as exc:
             bad_request(f"cannot unpack the directory archive: {exc}")
 
-    async def _release(self, chunk: _Chunk) -> None:
+    async def _release(self, chunk: Chunk) -> None:
         """Undo whatever an unfinished request left: torn tail, spool, temp tree, fd, lock."""
         target = chunk.target
         try:
@@ -720,14 +541,14 @@ class UploadManager:
             if chunk.spool_fd >= 0:
                 await self._io(os.close, chunk.spool_fd)
             if chunk.spool is not None:
-                await self._io(self._unlink, chunk.spool)
+                await self._io(unlink, chunk.spool)
             if chunk.tree_tmp is not None:
                 await self._io(shutil.rmtree, chunk.tree_tmp, True)
             if target is not None and target.written and not target.commit_sent:
-                await self._io(self._unlink, target.path)
+                await self._io(unlink, target.path)
             if target is not None and target.fd >= 0:
                 await self._io(
-                    self._close,
+                    close_partial,
                     target.fd,
                     None if target.committed else target.offset,
                     target.path if target.is_new and not target.committed else None,
@@ -738,140 +559,13 @@ class UploadManager:
             if target is not None and target.lock is not None and target.lock.locked():
                 target.lock.release()
 
-    @staticmethod
-    def _unlink(path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
-    @staticmethod
-    def _close(fd: int, truncate_to: int | None, remove: Path | None) -> None:
-        try:
-            if truncate_to is not None:
-                os.ftruncate(fd, truncate_to)
-        finally:
-            os.close(fd)
-        if remove is not None:
-            with contextlib.suppress(FileNotFoundError):
-                remove.unlink()
-
-    def _finalize(self, data_id: str, tree_tmp: Path | None) -> None:
-        """Move a verified upload into the data folder and mark it ready (blocking; start-up recovery)."""
-        self._move_into_place(data_id, tree_tmp)
-        self.store.set_state(data_id, READY)
-
-    def _move_into_place(self, data_id: str, tree_tmp: Path | None, fd: int = -1) -> None:
-        """Close the partial file, move it (and its unpacked tree) into place, durably (blocking).
-
-        One worker-thread call for all of it: a small upload's finish is one
-        hop, not two.
-        """
-        if fd >= 0:
-            os.close(fd)
-        partial = self.layout.partial / data_id
-        final = self.layout.data / data_id
-        if partial.exists():
-            os.replace(partial, final)
-            # The data folder's flush makes the rename durable (one journaled metadata
-            # operation); should a crash resurrect the partial name anyway, start-up
-            # recovery unlinks it (a second name for the same inode, nothing lost).
-            fsync_dir(self.layout.data)
-        if tree_tmp is not None:
-            tree_final = self.layout.trees / data_id
-            shutil.rmtree(tree_final, ignore_errors=True)
-            os.replace(tree_tmp, tree_final)
-            fsync_dir(self.layout.trees)
-
-    def recover(self) -> None:
-        """Start-up: finish interrupted finalizes, drop spools, temp trees and orphan partials (blocking)."""
-        for folder in (self.layout.spool,):
-            for path in folder.iterdir():
-                self._unlink(path)
-        for path in self.layout.trees.glob("*.tmp"):
-            shutil.rmtree(path, ignore_errors=True)
-        for row in self.store.data_in_state(FINALIZING):
-            partial = self.layout.partial / row.id
-            final = self.layout.data / row.id
-            if partial.exists():
-                if partial.stat().st_size < row.size:
-                    self.store.set_state(row.id, FAILED, "the upload's bytes were lost")
-                    continue
-                os.truncate(partial, row.size)  # never more than what was recorded
-                os.replace(partial, final)
-                fsync_dir(self.layout.data)
-            if not final.exists():
-                self.store.set_state(row.id, FAILED, "the upload's bytes were lost")
-                continue
-            tmp = None
-            if row.is_directory:
-                # Rebuild the tree from the archive: a crash may have torn it.
-                shutil.rmtree(self.layout.trees / row.id, ignore_errors=True)
-                tmp = self.layout.trees / f"{row.id}.tmp"
-                limits = UnpackLimits(
-                    self.config.max_archive_members,
-                    self.config.max_unpacked_bytes,
-                    self.config.max_unpacked_ratio,
-                )
-                try:
-                    tree = unpack(final, tmp, limits)
-                except UnpackError as exc:
-                    self.store.set_state(row.id, FAILED, str(exc))
-                    continue
-                self.store.replace_tree(row.id, tree)
-            self._finalize(row.id, tmp)
-        known = self.store.all_data_ids()
-        orphans = [path for path in self.layout.data.iterdir()
-                   if path.name not in known and is_id(path.name) and path.is_file() and not path.is_symlink()]
-        if orphans:
-            # Usually a whole upload written but not recorded (:meth:`_store_whole`): nobody was told
-            # its id. Set aside, not deleted: a database restored from an older backup names fewer
-            # files than data/ holds, and those bytes are worth keeping.
-            self.layout.orphans.mkdir(exist_ok=True)
-            for path in orphans:
-                os.replace(path, self.layout.orphans / path.name)
-            fsync_dir(self.layout.data)
-            log.warning("moved %d file(s) that no record names from %s to %s", len(orphans), self.layout.data,
-                        self.layout.orphans)
-        for path in self.layout.partial.iterdir():
-            if path.name not in known:
-                # A first chunk that never got recorded: nobody was told its id.
-                self._unlink(path)
-                continue
-            found = self.store.get_data(path.name)
-            if found is not None and found.state == READY and (self.layout.data / path.name).exists():
-                # A rename whose removal of the old name a crash undid: a second name, not data.
-                self._unlink(path)
-
-    # --- GET /upload/<id> [ext] ----------------------------------------------------
-
-    async def get_upload(self, request: web.Request) -> web.StreamResponse:
-        user = user_of(request)
-        data_id = request.match_info["data_id"]
-        row = await self.store.run(self.store.get_data, data_id) if is_id(data_id) else None
-        if row is None or row.owner != user:
-            not_found("no upload with that id is yours")
-        chunks = await self.store.run(self.store.chunks, data_id)
-        body: dict[str, Any] = {
-            "id": row.id,
-            "data_id": row.id,
-            "filename": row.filename,
-            "size": row.size,
-            "is_ready": row.state == READY,
-            "state": row.state,
-            "chunks": [{"offset": c.offset, "size": c.size, "checksum": c.checksum} for c in chunks],
-        }
-        if row.state == READY:
-            body["checksum"] = row.checksum
-        sample = await self.store.run(self.store.sample_of_data, data_id)
-        body["sample_id"] = sample[0] if sample else None
-        body["previous_data"] = await self.store.run(self.store.linked_before, data_id)
-        if row.error:
-            body["error_detail"] = row.error
-        return json_response(body)
+#: The application's upload manager.
+UPLOADS = web.AppKey("flowxfer_uploads", UploadManager)
 
 
-def upload_routes(state: State) -> list[web.RouteDef]:
-    manager = state.uploads
+def upload_routes(manager: UploadManager) -> list[web.RouteDef]:
     routes = [web.post(route.path, manager.handler(route), name=route.name) for route in manager.routes]
-    if state.config.extensions:
-        routes.append(web.get("/upload/{data_id:[0-9]+}", manager.get_upload, name="upload_status", allow_head=False))
+    if manager.config.extensions:
+        routes.append(web.get("/upload/{data_id:[0-9]+}", get_upload, name="upload_status", allow_head=False))
     return routes

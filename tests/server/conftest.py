@@ -145,8 +145,8 @@ def no_blocking_calls_on_the_loop() -> Iterator[None]:
     """Fail any blocking call (file I/O, sleep, sqlite...) made on the event loop (blockbuster)."""
     from blockbuster import blockbuster_ctx
 
-    with blockbuster_ctx("flowxfer.server") as bb:
-        yield bb
+    with blockbuster_ctx("flowxfer.server"):
+        yield
 
 
 @pytest.fixture

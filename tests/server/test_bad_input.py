@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -107,8 +108,8 @@ async def test_malformed_multipart(server: RunningServer, api: Api) -> None:
         status, answer = await _raw(server, request)
         assert status == 400 and b'"error"' in answer, body
     for content_type in ("application/json", "multipart/form-data", "text/plain"):
-        answer = await api.call("POST", "/upload", "alice", data=b"{}", headers={"Content-Type": content_type})
-        assert answer.status == 400 and answer.json()["error"]
+        refused = await api.call("POST", "/upload", "alice", data=b"{}", headers={"Content-Type": content_type})
+        assert refused.status == 400 and refused.json()["error"]
 
 
 async def test_bodies_over_the_limit(server_root: Path, http: aiohttp.ClientSession) -> None:
@@ -123,7 +124,7 @@ async def test_bodies_over_the_limit(server_root: Path, http: aiohttp.ClientSess
         # Chunked transfer-encoding (no Content-Length) is bounded while streaming.
         token = await api.token("alice")
 
-        async def body():  # type: ignore[no-untyped-def]
+        async def body() -> AsyncIterator[bytes]:
             yield b'--B\r\nContent-Disposition: form-data; name="filename"\r\n\r\nf\r\n'
             yield b'--B\r\nContent-Disposition: form-data; name="expected_file_size"\r\n\r\n0\r\n'
             yield b'--B\r\nContent-Disposition: form-data; name="data"\r\n\r\n\r\n'
