@@ -77,17 +77,20 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
              "3. The instrument wrote", "[ok  ] interrupted part-way",
              "4. A new session resumes from the journal", "[ok  ] resumed to completion",
              "5. Fetching all", "[ok  ] archive downloaded, verified, extracted",
-             "6. Comparing every file", "[ok  ] byte-for-byte identical", "result", ]
+             "6. Comparing every file", "[ok  ] byte-for-byte identical",
+             "7. Making one Flow sample per Sample_ID", "[ok  ] samples made exactly once", "result", ]
     rows = [screen.where(step) for step in steps]
     missing = [step for step, row in zip(steps, rows, strict=True) if row < 0]
     assert not missing, f"missing: {missing}\n{screen.text}"
     assert rows == sorted(rows), f"out of order: {rows}\n{screen.text}"
     assert "every check passed" in screen.lines[rows[-1]]
     # Of the live display, each phase's final line stays, once: no file row, no stale copy.
-    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract"], screen.text
+    # The samples are made twice (the second run makes none): each run's phase ends in its own line.
+    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract", "samples", "samples"], \
+        screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
-    assert_lines_whole(screen, "1. ", "2. ", "3. ", "4. ", "5. ", "6. ")
+    assert_lines_whole(screen, "1. ", "2. ", "3. ", "4. ", "5. ", "6. ", "7. ")
     for number, frame in enumerate(screen.frames):
         bars = [line for line in frame if "━" in line]
         if any("archive" in line or "demo-run.zip" in line for line in bars):
