@@ -110,6 +110,8 @@ class Phase:
     samples_done: int = 0
     samples_total: int = 0
     samples_failed: int = 0
+    #: Samples this run began to send: a batch that had nothing left to send leaves no line.
+    samples_started: int = 0
     samples: dict[int, SampleRow] = field(default_factory=dict)
     #: Every file of the samples started, by path (not drawn: their bytes count for their sample's row).
     reads: dict[str, Row] = field(default_factory=dict)
@@ -300,6 +302,7 @@ class DisplayModel:
         phase.samples[event.row] = SampleRow(event.row, event.name, files, now,
                                              sent=sum(f.finished for f in event.reads))
         phase.reads.update((row.path, row) for row in files)
+        phase.samples_started += 1
         # A sample nobody planned (no plan was told) still counts: the counter stays within its total.
         phase.samples_total = max(phase.samples_total, phase.samples_done + len(phase.samples))
 
@@ -342,8 +345,13 @@ class DisplayModel:
         phase.rows.clear()
         phase.samples.clear()
         phase.reads.clear()
-        # A scan is told by the phase after it; a phase that did nothing leaves no line.
-        if phase.name != "scan" and (phase.files_done or phase.bytes_done or phase.detail or phase.samples_done):
+        # A scan is told by the phase after it; a phase that did nothing leaves no line (a samples
+        # batch whose samples were all made before did nothing, whatever its counters say).
+        if phase.name == "samples" and phase.samples_total:
+            did = phase.samples_started or phase.moved
+        else:
+            did = phase.files_done or phase.bytes_done or phase.detail
+        if phase.name != "scan" and did:
             self._ended.append(phase)
 
     # -- what to show --------------------------------------------------

@@ -143,6 +143,16 @@ def test_a_resumed_batch_counts_what_earlier_runs_made_and_sent() -> None:
     assert model.view(3).lines[0].text.startswith("3/4 samples  24 MiB/32 MiB")
 
 
+def test_a_batch_with_every_sample_made_before_leaves_no_line() -> None:
+    model = DisplayModel("upload")
+    _run(model, [FilesPlanned(4, 8 * MiB), SamplesPlanned(2, 2), SampleFinished(1, "A", "skipped", "s1", None),
+                 SampleFinished(2, "B", "skipped", "s2", None), TransferStarted("t", "samples", 4, 8 * MiB, False, 4,
+                                                                                  8 * MiB)])
+    assert model.view(1).lines[0].text.startswith("2/2 samples")
+    model.end(2)
+    assert model.take_ended() == []
+
+
 def test_samples_in_flight_are_capped_with_a_count_of_the_rest() -> None:
     model = DisplayModel("upload")
     _run(model, [SamplesPlanned(MAX_ROWS + 2, 0), TransferStarted("t", "samples", 0, 0, False)])

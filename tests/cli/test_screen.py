@@ -85,7 +85,8 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
     assert rows == sorted(rows), f"out of order: {rows}\n{screen.text}"
     assert "every check passed" in screen.lines[rows[-1]]
     # Of the live display, each phase's final line stays, once: no file row, no stale copy.
-    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract"], screen.text
+    # The samples re-run made none and sent nothing: it leaves no second line.
+    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract", "samples"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
     assert_lines_whole(screen, "1. ", "2. ", "3. ", "4. ", "5. ", "6. ")
