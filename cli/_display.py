@@ -348,9 +348,9 @@ class DisplayModel:
         # A scan is told by the phase after it; a phase that did nothing leaves no line (a samples
         # batch whose samples were all made before did nothing, whatever its counters say).
         if phase.name == "samples" and phase.samples_total:
-            did = phase.samples_started or phase.moved
+            did = bool(phase.samples_started or phase.moved)
         else:
-            did = phase.files_done or phase.bytes_done or phase.detail
+            did = bool(phase.files_done or phase.bytes_done or phase.detail)
         if phase.name != "scan" and did:
             self._ended.append(phase)
 
