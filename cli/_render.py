@@ -175,12 +175,13 @@ class Output:
     def _plain_progress(self) -> None:
         self._last_plain = time.monotonic()
         with self._lock:
-            files_done, files_total, moved, seconds, status = self.model.plain_counters(time.monotonic())
-        rate = moved / max(seconds, 1e-6)
-        line = (f"{time.strftime('%H:%M:%S')} {files_done}/{files_total} files, "
-                f"{format_size(moved)} moved, {format_rate(rate)}")
-        if status:
-            line += f"; {status}"
+            counted = self.model.plain_counters(time.monotonic())
+        rate = counted.moved / max(counted.seconds, 1e-6)
+        samples = f"{counted.samples_done}/{counted.samples_total} samples, " if counted.samples_total else ""
+        line = (f"{time.strftime('%H:%M:%S')} {samples}{counted.files_done}/{counted.files_total} files, "
+                f"{format_size(counted.moved)} moved, {format_rate(rate)}")
+        if counted.status:
+            line += f"; {counted.status}"
         print(line, file=self.stderr, flush=True)
 
     def _json_line(self, event: Event) -> None:

@@ -67,7 +67,17 @@ from ._sheets import ANNOTATION_SUFFIX, Problem, ReadsCell, SheetRow, parse_shee
 from ._upload import UploadOptions, UploadResult, upload_source
 from ._validate import PlannedFile, PlannedSample, SamplePlan, look_at_disk, paths_to_look_at, plan_samples
 from ._workers import upload_verification
-from .events import FileFinished, FilesPlanned, FileStarted, Notice, SampleFinished, SampleStarted
+from .events import (
+    FileFinished,
+    FilesPlanned,
+    FileStarted,
+    Notice,
+    SampleAsking,
+    SampleFile,
+    SampleFinished,
+    SamplesPlanned,
+    SampleStarted,
+)
 
 __all__ = ["SAMPLE_ENDPOINT", "check_samples", "one_sample_row", "run_samples", "sample_reports", "sheet_input",
            "upload_samples"]
@@ -176,6 +186,13 @@ def _file_entry(sample: PlannedSample, position: int, planned: PlannedFile, stat
                    max(p.mtime_ns for p in planned.parts), data_id=data_id, status=status, extra=extra)
 
 
+def _sample_file(record: FileRecord) -> SampleFile:
+    """A sample's file as a watcher needs it: which sample its bytes count for, and how far it is."""
+    finished = record.status is FileState.DONE
+    return SampleFile(record.local_path, str(record.extra.get("label", "")), record.size,
+                      record.size if finished else record.bytes_done, finished)
+
+
 def _planned_file(record: FileRecord) -> PlannedFile:
     """The file as it was planned, from its journal row (its parts held to their planned sizes and mtimes)."""
     parts = tuple(Part(str(path), int(size), int(mtime)) for path, size, mtime in record.extra["parts"])
@@ -229,7 +246,10 @@ async def run_samples(
             files_of.setdefault(int(row_record.extra["sample"]), []).append(row_record.id)
         summary = await anyio.to_thread.run_sync(journal.summary, record.id)
         runner.emit(FilesPlanned(summary.files_total, summary.bytes_total))
-        for sample_record in await anyio.to_thread.run_sync(journal.samples_of, record.id):
+        made = await anyio.to_thread.run_sync(journal.samples_of, record.id)
+        runner.emit(SamplesPlanned(sum(s.status is not SampleState.INVALID for s in made),
+                                   sum(s.status in (SampleState.DONE, SampleState.SKIPPED) for s in made)))
+        for sample_record in made:
             if sample_record.status is SampleState.SKIPPED:
                 runner.emit(SampleFinished(sample_record.row, sample_record.name, "skipped",
                                            sample_record.sample_id, None))
@@ -354,7 +374,7 @@ class _Sender:
             found = known.get(sample.name)
             return await self._made(sample, files, FoundSample(sample.sample_id, found.data_ids if found else ()),
                                     recovered=False)
-        self.runner.emit(SampleStarted(sample.row, sample.name, len(files)))
+        self.runner.emit(SampleStarted(sample.row, sample.name, len(files), tuple(_sample_file(f) for f in files)))
         try:
             return await self._send(sample, files)
         except _FileFailed as failure:
@@ -492,6 +512,7 @@ class _Sender:
 
     async def _look_for(self, sample: SampleRecord, files: list[FileRecord], previous: list[str],
                         last_data_id: str | None = None) -> FoundSample | None:
+        self.runner.emit(SampleAsking(sample.row, sample.name))
         last = files[-1]
         if last_data_id is None:
             fresh = await anyio.to_thread.run_sync(self.ctx.journal.get_file, last.id)

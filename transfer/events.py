@@ -109,24 +109,46 @@ class ExecutionWaiting:
     next_poll: float | None
 
 
-Event = (
-    TransferStarted | FilesPlanned | FileStarted | BytesMoved | FileVerifying | FileFinished | Waiting
-    | Retrying | Notice | JobProgress | ExecutionWaiting
-)
-ProgressCallback = Callable[[Event], None]
+@dataclass(frozen=True, slots=True)
+class SamplesPlanned:
+    """A samples transfer's plan: ``samples`` to make in all, ``done`` of them made already (earlier runs)."""
+
+    samples: int
+    done: int
 
 
-def ignore_events(event: Event) -> None:
-    """The default callback: nobody is watching."""
+@dataclass(frozen=True, slots=True)
+class SampleFile:
+    """One file of a sample as it stands when the sample starts: ``finished`` when an earlier run sent it."""
+
+    path: str
+    label: str
+    size: int
+    bytes_done: int
+    finished: bool
 
 
 @dataclass(frozen=True, slots=True)
 class SampleStarted:
-    """A sample's files begin to go up (``samples upload-batch``): its row, name and file count."""
+    """A sample's files begin to go up (``samples upload-batch``): its row, name and file count.
+
+    ``reads`` are its files in the order they are sent (``path`` as in
+    ``FileStarted``), so a watcher can tell which sample a file's bytes belong
+    to and how far the whole sample is.
+    """
 
     row: int
     name: str
     files: int
+    reads: tuple[SampleFile, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SampleAsking:
+    """The server is asked whether it made the sample (its final answer may be lost): nothing is sent meanwhile."""
+
+    row: int
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +160,15 @@ class SampleFinished:
     status: str
     sample_id: str | None
     error: str | None
+
+
+Event = (
+    TransferStarted | FilesPlanned | FileStarted | BytesMoved | FileVerifying | FileFinished | Waiting
+    | Retrying | Notice | JobProgress | ExecutionWaiting | SamplesPlanned | SampleStarted | SampleAsking
+    | SampleFinished
+)
+ProgressCallback = Callable[[Event], None]
+
+
+def ignore_events(event: Event) -> None:
+    """The default callback: nobody is watching."""

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.samples.test_samples_upload_cli import paired_sheet
 from tests.support.server import ServerProcess
 from tests.transfer.conftest import write_random
 
@@ -73,6 +74,23 @@ def test_a_pipe_gets_plain_lines_only(tmp_path: Path) -> None:
     assert len(progress) >= 2, done.stderr  # periodic lines while it runs
     assert all("moved" in line for line in progress)
     assert done.stdout.startswith("uploaded ") and "completed:" in done.stdout
+
+
+def test_a_pipe_counts_samples_in_its_plain_lines(tmp_path: Path) -> None:
+    sheet, _ = paired_sheet(tmp_path / "run", 3, 1024 * 1024)
+    with ServerProcess(tmp_path / "root") as server:
+        env = _env(server, tmp_path)
+        done = subprocess.run([*CLI, "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq",
+                               "--bwlimit", "2M", "--chunk-size", "256k"], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if " files, " in line]
+    # Once the batch is planned (a line may come before), every line counts its samples.
+    progress = lines[next((n for n, line in enumerate(lines) if " samples, " in line), len(lines)):]
+    assert len(progress) >= 2, done.stderr
+    counted = [line.split(" ", 2)[1] for line in progress]
+    assert all(line.split(" ", 2)[2].startswith("samples, ") for line in progress), progress
+    assert all(n.endswith("/3") and 0 <= int(n.split("/")[0]) <= 3 for n in counted), progress
 
 
 def test_json_log_lines_parse(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from flowxfer.cli._runfolder import make_run_folder
+from tests.samples.test_samples_upload_cli import paired_sheet
 from tests.support.screen import Screen, counters, run_on_screen
 from tests.support.server import ServerProcess
 from tests.transfer.conftest import write_random
@@ -85,9 +86,8 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
     assert rows == sorted(rows), f"out of order: {rows}\n{screen.text}"
     assert "every check passed" in screen.lines[rows[-1]]
     # Of the live display, each phase's final line stays, once: no file row, no stale copy.
-    # The samples are made twice (the second run makes none): each run's phase ends in its own line.
-    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract", "samples", "samples"], \
-        screen.text
+    # The samples re-run made none and sent nothing: it leaves no second line.
+    assert bar_lines(screen) == ["upload", "upload", "archive job", "download", "extract", "samples"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
     assert_lines_whole(screen, "1. ", "2. ", "3. ", "4. ", "5. ", "6. ", "7. ")
@@ -174,3 +174,31 @@ def test_sync_prints_its_lines_whole_below_nothing_stale(env: dict[str, str], tm
     assert bar_lines(screen) == ["upload"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
+
+
+def test_samples_upload_batch_shows_samples_in_flight_and_each_result_whole(env: dict[str, str],
+                                                                            tmp_path: Path) -> None:
+    sheet, reads = paired_sheet(tmp_path / "run", 4, 1 * MiB)
+    screen = run_on_screen([*CLI, "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq",
+                            "--concurrency", "2", "--bwlimit", "2M", "--chunk-size", "256k"], env)
+    assert screen.code == 0, screen.text
+    results = [screen.where(f"sample {name} (row {name[1:]}) -> ") for name in reads]
+    assert min(results) >= 0, screen.text
+    assert screen.where("samples: 4 made, 0 already on Flow") > screen.where("completed: ") > max(results), \
+        screen.text
+    assert_lines_whole(screen, "sample ", "uploaded ", "completed: ", "samples: ")
+    # What stays of the live display is the samples phase's final line, counting every sample.
+    assert bar_lines(screen) == ["samples"], screen.text
+    assert "4/4 samples" in screen.lines[next(n for n, line in enumerate(screen.lines) if "━" in line)]
+    assert_nothing_unknown_drawn(screen)
+    assert_counters_within_totals(screen)
+    # While it ran: a row per sample in flight (its files, what it is doing, its bytes), none per file.
+    rows = [line.rstrip() for frame in screen.frames for line in frame
+            if "━" in line and re.match(r"\s+P\d\s", line)]
+    assert any(re.search(r"[01]/2 files  sending reads[12]  [\d.]+ \w?i?B/2 MiB", line) for line in rows), rows[:20]
+    for number, frame in enumerate(screen.frames):
+        files = [line.rstrip() for line in frame if "━" in line and ".fastq.gz" in line]
+        assert not files, f"frame {number}: a file row in a samples batch: {files}"
+        in_flight = [line for line in frame if "━" in line and re.match(r"\s+P\d\s", line)]
+        assert len(in_flight) <= 2, f"frame {number}: more samples drawn than in flight:\n" + "\n".join(frame)
+

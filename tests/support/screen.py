@@ -11,7 +11,7 @@ Stable API:
     is called after each read (to send a signal once something shows).
 
 ``counters(line) -> list[tuple[float, float]]``
-    Every ``done/total`` counter on a line: ``3/47 files``, ``17.3/50.8 MiB``,
+    Every ``done/total`` counter on a line: ``3/47 files``, ``2/6 samples``, ``17.3/50.8 MiB``,
     ``1.4 GiB/1.5 GiB``, in bytes for sizes.
 
 The screen is tall (200 rows) so nothing scrolls off it: the final screen
@@ -36,7 +36,7 @@ import pyte
 
 _UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 _SIZE = r"(\d+(?:\.\d+)?) ?(B|KiB|MiB|GiB|TiB)?"
-_COUNTER = re.compile(rf"(\d+)/(\d+) files|([\d,]+)/([\d,]+) bytes|(?<![\w.,]){_SIZE}/{_SIZE}(?![\w.,])")
+_COUNTER = re.compile(rf"(\d+)/(\d+) (?:files|samples)|([\d,]+)/([\d,]+) bytes|(?<![\w.,]){_SIZE}/{_SIZE}(?![\w.,])")
 
 
 @dataclass
