@@ -147,10 +147,11 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     """
     options = global_options(ctx)
     if executions:
-        if ids or filename or pattern or owned or samples or projects or auto_bulk or dry_run:
-            raise click.UsageError("--execution takes no data ids, samples, search, --auto-bulk or --dry-run")
+        if ids or filename or pattern or owned or samples or projects or dry_run:
+            raise click.UsageError("--execution takes no data ids, samples, search or --dry-run")
         download_results(ctx, executions, output_dir, force, transfer_config(
-            segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait), **results)
+            segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait),
+            auto_bulk=auto_bulk, **results)
     if not ids and not (filename or pattern or owned or samples or projects):
         raise click.UsageError("name data ids, samples (--sample, --project), a search with --filename, "
                                "--pattern or --owned, or --execution")
