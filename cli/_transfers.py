@@ -116,9 +116,11 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @click.option("--filename", help="Search: data whose filename contains this (case-insensitive).")
 @click.option("--pattern", help="Search: data whose filename matches this regular expression.")
 @click.option("--owned", is_flag=True, help="Search: only data you own.")
-@click.option("--sample", "samples", multiple=True, metavar="ID", help="Every data file of this sample; repeatable.")
+@click.option("--sample", "samples", multiple=True, metavar="ID",
+              help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.")
 @click.option("--project", "projects", multiple=True, metavar="ID",
-              help="Every data file of every sample of this project of yours; repeatable.")
+              help="Every file of every sample of this project of yours; repeatable.")
+@click.option("--raw-only", is_flag=True, help="With --sample/--project: only the samples' reads, no outputs.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder to download into.")
 @click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
@@ -131,8 +133,9 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
-             samples: tuple[str, ...], projects: tuple[str, ...], output_dir: Path, segments: int | None, force: bool,
-             auto_bulk: bool, dry_run: bool, concurrency: int | None, bwlimit: str | None, max_wait: float | None,
+             samples: tuple[str, ...], projects: tuple[str, ...], raw_only: bool, output_dir: Path,
+             segments: int | None, force: bool, auto_bulk: bool, dry_run: bool, concurrency: int | None,
+             bwlimit: str | None, max_wait: float | None,
              executions: tuple[str, ...], **results: Any) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
@@ -155,11 +158,13 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     if not ids and not (filename or pattern or owned or samples or projects):
         raise click.UsageError("name data ids, samples (--sample, --project), a search with --filename, "
                                "--pattern or --owned, or --execution")
+    if raw_only and not (samples or projects):
+        raise click.UsageError("--raw-only goes with --sample or --project")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "download")
     if samples or projects:
         async def resolve(fx: Flowxfer) -> list[str]:
-            return await fx.samples_data(samples, projects)
+            return await fx.samples_data(samples, projects, raw_only=raw_only)
 
         found, _ = run_engine(options, output, resolve, config)
         ids = tuple(dict.fromkeys([*ids, *(found or [])]))

@@ -527,12 +527,16 @@ class Flowxfer:
         return await upload_multiplexed(self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings,
                                         transfer_id=transfer_id)
 
-    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
+    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = (), *,
+                           raw_only: bool = False) -> list[str]:
         """The data ids of these samples, and of every sample of these projects (for :meth:`download`).
+
+        Every file related to each sample: its raw reads and the outputs of the
+        executions run on it; with ``raw_only``, its reads alone.
 
         :raises NotFoundError: a sample or project that is unknown or not the caller's.
         """
-        return await data_of_samples(self._runner.require_login(), samples, projects)
+        return await data_of_samples(self._runner.require_login(), samples, projects, raw_only=raw_only)
 
     async def samples_catalog(self) -> Catalog:
         """The server's sample types, metadata attributes, organisms and the caller's projects."""
