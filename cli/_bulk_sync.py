@@ -34,6 +34,7 @@ from ._common import (
     run_engine,
     transfer_config,
     transfer_options,
+    with_sample_data,
 )
 from ._render import Output
 from ._results import bulk_results
@@ -82,6 +83,9 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
                    "'download --execution' lays them out (always extracted).")
 @click.option("--layout", type=click.Choice(["process", "flat"]), default="process", show_default=True,
               help="With --execution: DIR/<process>/<file>, or every file in DIR.")
+@click.option("--sample", "samples", multiple=True, metavar="ID",
+              help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.")
+@click.option("--raw-only", is_flag=True, help="With --sample: only the samples' reads, no outputs.")
 @click.option("--partial", is_flag=True, help="With --execution: take what a failed or unfinished run has.")
 @click.option("--name", metavar="NAME.zip", help="The archive's name, .zip, .tar.gz or .tgz (default "
               "flow-download.zip); zip or tar.gz content is told apart by its bytes.")
@@ -95,7 +99,8 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
               help="Stop waiting for the job after this long (exit 75; run again to pick the job up).")
 @transfer_options
 @click.pass_context
-def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], layout: str, partial: bool,
+def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], layout: str,
+         samples: tuple[str, ...], raw_only: bool, partial: bool,
          name: str | None, output_dir: Path, extract: bool, keep_archive: bool, poll_interval: float,
          job_timeout: float | None, concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
     """Download many data items as one archive built by the server.
@@ -110,19 +115,21 @@ def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], 
 
     Example: flowxfer bulk 111 222 333 --name results.zip -o results/ --extract
     Example: flowxfer bulk --execution 1234567890 -o results/
+    Example: flowxfer bulk --sample 1234567890 -o liver/ --extract
     """
     if executions:
-        if ids or extract or keep_archive:
-            raise click.UsageError("--execution takes no data ids, --extract or --keep-archive (its outputs "
-                                   "are always extracted into place)")
+        if ids or samples or extract or keep_archive:
+            raise click.UsageError("--execution takes no data ids, --sample, --extract or --keep-archive (its "
+                                   "outputs are always extracted into place)")
         bulk_results(ctx, executions, output_dir, transfer_config(concurrency=concurrency, bwlimit=bwlimit,
                                                                   max_wait=max_wait),
                      layout=layout, partial=partial, name=name, poll_interval=poll_interval, job_timeout=job_timeout)
-    if not ids:
-        raise click.UsageError("name data ids, or --execution")
+    if not ids and not samples:
+        raise click.UsageError("name data ids, --sample or --execution")
     options = global_options(ctx)
     config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "bulk")
+    ids = with_sample_data(options, output, config, ids, samples, raw_only=raw_only)
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.bulk(list(ids), name=name, output_dir=output_dir, extract=extract,

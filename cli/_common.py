@@ -297,3 +297,19 @@ def finish_reports(options: GlobalOptions, output: Output, reports: list[Transfe
     if signum is not None and not codes:
         codes.append(_exits.signal_exit_code(signum))
     sys.exit(_exits.worst(codes) if codes else _exits.OK)
+
+
+def with_sample_data(options: GlobalOptions, output: Output, config: TransferConfig, ids: tuple[str, ...],
+                     samples: tuple[str, ...], projects: tuple[str, ...] = (), *, raw_only: bool = False
+                     ) -> tuple[str, ...]:
+    """``ids`` and the data ids of these samples and projects (``--sample``, ``--project``, ``--raw-only``)."""
+    if raw_only and not (samples or projects):
+        raise click.UsageError("--raw-only goes with --sample or --project")
+    if not (samples or projects):
+        return ids
+
+    async def resolve(fx: Flowxfer) -> list[str]:
+        return await fx.samples_data(samples, projects, raw_only=raw_only)
+
+    found, _ = run_engine(options, output, resolve, config)
+    return tuple(dict.fromkeys([*ids, *(found or [])]))

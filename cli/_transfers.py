@@ -23,6 +23,7 @@ from ._common import (
     run_engine,
     transfer_config,
     transfer_options,
+    with_sample_data,
 )
 from ._results import download_results, execution_options
 
@@ -158,16 +159,9 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     if not ids and not (filename or pattern or owned or samples or projects):
         raise click.UsageError("name data ids, samples (--sample, --project), a search with --filename, "
                                "--pattern or --owned, or --execution")
-    if raw_only and not (samples or projects):
-        raise click.UsageError("--raw-only goes with --sample or --project")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "download")
-    if samples or projects:
-        async def resolve(fx: Flowxfer) -> list[str]:
-            return await fx.samples_data(samples, projects, raw_only=raw_only)
-
-        found, _ = run_engine(options, output, resolve, config)
-        ids = tuple(dict.fromkeys([*ids, *(found or [])]))
+    ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)
     if auto_bulk or dry_run:
         download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
                              auto_bulk=auto_bulk)

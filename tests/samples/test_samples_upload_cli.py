@@ -445,5 +445,9 @@ async def test_download_sample_takes_its_reads_and_the_outputs_of_its_runs(tmp_p
         raw = await cli.run("--json", "download", "--sample", sample, "--raw-only", "-o", str(tmp_path / "raw"))
         assert raw.code == 0, raw.stderr
         assert [p.name for p in (tmp_path / "raw").iterdir()] == [r1.name]
+        archived = await cli.run("bulk", "--sample", sample, "--extract", "-o", str(tmp_path / "bulk"))
+        assert archived.code == 0, archived.stderr
+        assert {p.name: p.read_bytes() for p in (tmp_path / "bulk").iterdir()} == \
+            {p.name: p.read_bytes() for p in out.iterdir()}  # the archive names same-named files as download does
         alone = await cli.run("download", "--raw-only", "123")
         assert alone.code == 2 and "--raw-only goes with --sample" in alone.stderr
