@@ -71,7 +71,7 @@ def download_results(ctx: click.Context, executions: tuple[str, ...], output_dir
                                             max_wait=config.max_wait, force=force)
 
         reports, signum = run_engine(options, output, archived, config)
-        finish_reports(options, output, reports or [], signum, _say_partial(output, (reports or [None])[0]))
+        finish_reports(options, output, reports or [], signum, _say_partial(output, reports[0] if reports else None))
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.download_executions(list(executions), output_dir=output_dir, layout=layout, wait=wait,
@@ -95,4 +95,4 @@ def bulk_results(ctx: click.Context, executions: tuple[str, ...], output_dir: Pa
                                         max_wait=config.max_wait)
 
     reports, signum = run_engine(options, output, call, config)
-    finish_reports(options, output, reports or [], signum, _say_partial(output, (reports or [None])[0]))
+    finish_reports(options, output, reports or [], signum, _say_partial(output, reports[0] if reports else None))
