@@ -217,3 +217,26 @@ async def test_bulk_execution_refuses_what_it_cannot_do(tmp_path: Path) -> None:
             assert result.code == 2 and "Traceback" not in result.stderr, result
         running = await r.cli.run("bulk", "--execution", execution_id, "-o", str(tmp_path / "out"))
         assert running.code == 75 and "still running" in running.stderr, running
+
+
+async def test_kill9_while_the_archive_downloads_then_the_same_command_reattaches(tmp_path: Path) -> None:
+    """The same ``bulk --execution`` after a kill re-attaches to its job: one POST /downloads, each output once."""
+    async with lab(tmp_path) as r:
+        made, expected = outputs(tmp_path, {f"salmon/s{i}.quant.sf": 40 * KiB + i for i in range(60)}
+                                 | {"multiqc/report.html": 3 * KiB, "salmon/report.html": 4 * KiB})
+        execution_id, _ = await r.register(*made)
+        out = tmp_path / "out"
+        command = ["--log-format", "json", "--json", "bulk", "--execution", execution_id, "--layout", "flat",
+                   "-o", str(out), "--bwlimit", "600k"]
+        async with r.cli.start(*command) as first:
+            await first.until_moved(600 * KiB)
+            await first.kill9()
+        assert not (out / "report.html").exists()  # nothing placed yet: the archive was still coming
+        second = await r.cli.run(*command)
+        assert second.code == 0, second.stderr
+        assert [t["kind"] for t in second.json()["transfers"]] == ["results", "bulk"]
+        assert second.json()["transfers"][1]["resumed"] is True
+        assert len(r.log.select("POST", "^/downloads$")) == 1  # re-attached to the first run's job
+        got = tree_bytes(out)
+        assert sorted(got.values()) == sorted(expected.values()) and len(got) == len(expected)
+        assert "report.html" in got and not (out / ".flowxfer-archive").exists()
