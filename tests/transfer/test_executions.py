@@ -290,3 +290,17 @@ def test_archive_wanted_counts_as_download_does() -> None:
     more = [*small, RemoteData("x", "g", 1, None), large]
     assert archive_wanted(more, "auto") == [True] * (BULK_MIN_FILES + 1) + [False]
     assert archive_wanted(more, "all") == [True] * len(more) and archive_wanted(more, None) == [False] * len(more)
+
+
+async def test_an_output_the_archive_names_otherwise_is_downloaded_singly(server: RunningServer,
+                                                                        tmp_path: Path) -> None:
+    """A backslash is a folder in an archive (Windows-made ones use it): that member is not where it was
+    expected, so the output comes by the single path, to the same place download gives it."""
+    execution_id, _ = await register(server, tmp_path, {"qc": {"a\\b.txt": 3 * KiB, "c.txt": 2 * KiB}}, [])
+    async with client(server, tmp_path / "home") as fx:
+        reports = await fx.bulk_executions([execution_id], output_dir=tmp_path / "archived")
+        assert [r.kind for r in reports] == ["results", "bulk", "results"], reports
+        assert reports[1].extra["unplaced"] and reports[2].bytes_transferred == 3 * KiB
+        await fx.download_executions([execution_id], output_dir=tmp_path / "singly")
+    assert tree_bytes(tmp_path / "archived") == tree_bytes(tmp_path / "singly")
+    assert not (tmp_path / "archived" / ".flowxfer-archive").exists()
