@@ -186,6 +186,10 @@ async def test_the_blocking_wrapper(server: RunningServer, tmp_path: Path) -> No
         [execution_id], output_dir=tmp_path / "out", base_url=server.base_url, config_dir=tmp_path / "home/config",
         journal=tmp_path / "home/journal.db"))
     assert report.status == "completed" and tree_bytes(tmp_path / "out") == expected
+    reports = await anyio.to_thread.run_sync(lambda: blocking.bulk_executions(
+        [execution_id], output_dir=tmp_path / "archived", job_poll_interval=0.2, base_url=server.base_url,
+        config_dir=tmp_path / "home/config", journal=tmp_path / "home/journal.db"))
+    assert [r.kind for r in reports] == ["results", "bulk"] and tree_bytes(tmp_path / "archived") == expected
 
 
 def _outputs(specs: list[tuple[str, str, str]]) -> list[ExecutionOutput]:
