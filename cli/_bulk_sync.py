@@ -126,6 +126,8 @@ def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], 
                      layout=layout, partial=partial, name=name, poll_interval=poll_interval, job_timeout=job_timeout)
     if not ids and not samples:
         raise click.UsageError("name data ids, --sample or --execution")
+    if partial:
+        raise click.UsageError("--partial goes with --execution")
     options = global_options(ctx)
     config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "bulk")

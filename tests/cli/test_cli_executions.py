@@ -212,7 +212,7 @@ async def test_bulk_execution_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     async with lab(tmp_path) as r:
         execution_id, _ = await r.register("--status", "-")
         for args in (["bulk", "--execution", execution_id, "123"], ["bulk", "--execution", execution_id, "--extract"],
-                     ["bulk"]):
+                     ["bulk"], ["bulk", "123", "--partial"]):
             result = await r.cli.run(*args)
             assert result.code == 2 and "Traceback" not in result.stderr, result
         running = await r.cli.run("bulk", "--execution", execution_id, "-o", str(tmp_path / "out"))
