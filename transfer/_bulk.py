@@ -235,6 +235,20 @@ def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabil
 # --- the bulk transfer -----------------------------------------------------------------
 
 
+def staging_name(out: Path, targets: Sequence[str]) -> str:
+    """A folder name under ``out`` that no target path uses as its first part: :data:`STAGING`, or ``-2``... (pure)."""
+    taken = set()
+    for target in targets:
+        path = Path(target)
+        if path.is_relative_to(out) and path != out:
+            taken.add(path.relative_to(out).parts[0].casefold())
+    name, number = STAGING, 1
+    while name.casefold() in taken:
+        number += 1
+        name = f"{STAGING}-{number}"
+    return name
+
+
 def check_archive_name(name: str) -> str:
     """:raises UsageError: for a name the server would refuse (a Flow filename ending in .zip, .tar.gz or .tgz).
 
@@ -344,8 +358,8 @@ async def run_bulk(
     """See :meth:`Flowxfer.bulk`.
 
     :param placements: for each id, its filename and the path it must end at
-        (``bulk --execution``): the archive is extracted into a staging folder
-        under ``output_dir`` (:data:`STAGING`), each member predicted for an id
+        (``bulk --execution``): the archive is downloaded and extracted in a
+        staging folder under ``output_dir`` (:func:`staging_name`), each member predicted for an id
         (:func:`flowxfer.protocol.archive_member_names`) is moved to its path and
         remembered there, and the staging folder is removed. Ids whose member
         was not found are listed in ``extra["unplaced"]``.
@@ -359,7 +373,10 @@ async def run_bulk(
     if poll_interval <= 0:
         raise UsageError("--poll-interval must be more than 0 seconds")
     out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
-    target = out / archive_name
+    # With placements the archive and its members stay in a folder of their own, named so that no output is
+    # in its way (and the same on a re-run, which re-attaches to this transfer by its parameters).
+    staging = out / staging_name(out, [target for _, target in placements]) if placements is not None else None
+    target = (staging or out) / archive_name
     extract = extract or placements is not None
     params: dict[str, Any] = {"ids": unique, "name": archive_name, "output_dir": str(out), "extract": extract}
     if placements is not None:
@@ -377,7 +394,7 @@ async def run_bulk(
             state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id,
                                                            expected=expected))
         try:
-            await anyio.to_thread.run_sync(partial(os.makedirs, out, exist_ok=True))
+            await anyio.to_thread.run_sync(partial(os.makedirs, target.parent, exist_ok=True))
         except OSError as exc:
             raise UsageError(f"cannot create output folder {out}: {exc.strerror}") from None
         if state.get("job_id"):
@@ -409,7 +426,7 @@ async def run_bulk(
                 expected = [ExpectedMember(member, str(i), int(s), c)
                             for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)]
             runner.emit(FileVerifying(record.local_path))
-            into = out / STAGING if placements is not None else out
+            into = staging / "members" if staging is not None else out
             result = await anyio.to_thread.run_sync(extract_archive, target, into, expected)
             if placements is not None:
                 result.files, outcome["unplaced"] = await _place(ctx, expected, into, unique, placements)
@@ -423,8 +440,8 @@ async def run_bulk(
             if not keep_archive or placements is not None:
                 await anyio.to_thread.run_sync(target.unlink)
                 outcome["archive_removed"] = True
-            if placements is not None:
-                await anyio.to_thread.run_sync(partial(shutil.rmtree, into, ignore_errors=True))
+            if staging is not None:
+                await anyio.to_thread.run_sync(partial(shutil.rmtree, staging, ignore_errors=True))
             outcome["verified"] += (f"; {result.verified} extracted file(s) against their data's checksum"
                                     if result.verified else "; extracted files by size and CRC-32")
         ctx.writer.batch.file_state(record.id, FileState.DONE, error=None)

@@ -77,5 +77,6 @@ async def run_results_bulk(
     if archive.status == "completed" and unplaced and not runner.stopping:
         runner.emit(Notice(f"{len(unplaced)} output(s) were not in the archive under the names expected; "
                            "downloading them one by one"))
-        reports.append(await run_execution_download(runner, execution_ids, **common))
+        # Not forced: what the archive placed is in the inventory and skipped; only the missing come.
+        reports.append(await run_execution_download(runner, execution_ids, **{**common, "force": False}))
     return reports

@@ -308,3 +308,15 @@ async def test_an_output_the_archive_names_otherwise_is_downloaded_singly(server
         await fx.download_executions([execution_id], output_dir=tmp_path / "singly")
     assert tree_bytes(tmp_path / "archived") == tree_bytes(tmp_path / "singly")
     assert not (tmp_path / "archived" / ".flowxfer-archive").exists()
+
+
+async def test_an_output_named_like_the_archive_is_not_in_its_way(server: RunningServer, tmp_path: Path) -> None:
+    execution_id, expected = await register(server, tmp_path, {"zip": {"flow-results.zip": 2 * KiB,
+                                                                       ".flowxfer-archive": KiB}}, [])
+    async with client(server, tmp_path / "home") as fx:
+        reports = await fx.bulk_executions([execution_id], output_dir=tmp_path / "out", layout="flat")
+        again = await fx.bulk_executions([execution_id], output_dir=tmp_path / "out", layout="flat", force=True)
+    assert [(r.kind, r.status) for r in reports] == [(r.kind, r.status) for r in again] == [
+        ("results", "completed"), ("bulk", "completed")], (reports, again)
+    assert sorted(tree_bytes(tmp_path / "out").values()) == sorted(expected.values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".flowxfer-archive", "flow-results.zip"]
