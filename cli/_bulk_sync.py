@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,22 +26,19 @@ from ._common import (
     DURATION,
     SIZE,
     GlobalOptions,
+    finish_reports,
     finish_transfer,
     global_options,
+    log_summary,
     output_for,
     run_engine,
     transfer_config,
     transfer_options,
+    with_sample_data,
 )
 from ._render import Output
+from ._results import bulk_results
 from ._samples_sync import sample_sync_options, sync_with_samples
-
-
-def _log_summary(options: GlobalOptions, document: dict[str, Any]) -> None:
-    """``--log-format json``: the run's summary as the last event line on stderr (for log shippers)."""
-    if options.log_format == "json":
-        print(json.dumps({"ts": round(time.time(), 3), "event": "summary", **document}, default=str),
-              file=sys.stderr, flush=True)
 
 
 def _answer(options: GlobalOptions, document: dict[str, Any], lines: list[str], *, preview: bool) -> NoReturn:
@@ -51,7 +47,7 @@ def _answer(options: GlobalOptions, document: dict[str, Any], lines: list[str], 
     A preview is what was asked for and prints even with ``--quiet``; a wait
     (cron, nothing ready yet) stays silent then.
     """
-    _log_summary(options, document)
+    log_summary(options, document)
     if options.json:
         print(json.dumps(document))
     elif preview or not options.quiet:
@@ -64,7 +60,7 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
             lines: list[str]) -> NoReturn:
     """Extra result lines, the summary, and the exit code (a job ``--timeout`` is 75: try again later)."""
     if report is not None:
-        _log_summary(options, report.to_json())
+        log_summary(options, report.to_json())
         if not options.json and not options.quiet:
             for line in lines:
                 print(line, flush=True)
@@ -81,7 +77,16 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
 
 
 @click.command()
-@click.argument("ids", nargs=-1, required=True)
+@click.argument("ids", nargs=-1)
+@click.option("--execution", "executions", multiple=True, metavar="ID",
+              help="Every output of this finished pipeline execution (repeatable), laid out as "
+                   "'download --execution' lays them out (always extracted).")
+@click.option("--layout", type=click.Choice(["process", "flat"]), default="process", show_default=True,
+              help="With --execution: DIR/<process>/<file>, or every file in DIR.")
+@click.option("--sample", "samples", multiple=True, metavar="ID",
+              help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.")
+@click.option("--raw-only", is_flag=True, help="With --sample: only the samples' reads, no outputs.")
+@click.option("--partial", is_flag=True, help="With --execution: take what a failed or unfinished run has.")
 @click.option("--name", metavar="NAME.zip", help="The archive's name, .zip, .tar.gz or .tgz (default "
               "flow-download.zip); zip or tar.gz content is told apart by its bytes.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -94,9 +99,10 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
               help="Stop waiting for the job after this long (exit 75; run again to pick the job up).")
 @transfer_options
 @click.pass_context
-def bulk(ctx: click.Context, ids: tuple[str, ...], name: str | None, output_dir: Path, extract: bool,
-         keep_archive: bool, poll_interval: float, job_timeout: float | None, concurrency: int | None,
-         bwlimit: str | None, max_wait: float | None) -> None:
+def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], layout: str,
+         samples: tuple[str, ...], raw_only: bool, partial: bool,
+         name: str | None, output_dir: Path, extract: bool, keep_archive: bool, poll_interval: float,
+         job_timeout: float | None, concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
     """Download many data items as one archive built by the server.
 
     Creates an archive job, polls it, downloads the archive (resumable,
@@ -104,12 +110,28 @@ def bulk(ctx: click.Context, ids: tuple[str, ...], name: str | None, output_dir:
     unpacks it safely: no absolute paths, '..', links or devices, nothing
     outside the folder, each file checked against its data's checksum. An
     interrupted run, run again (or 'flowxfer resume'), re-attaches to the same job.
+    With --execution the archive holds a finished run's outputs not already
+    in the folder; they land in the folder as 'download --execution' puts them.
 
     Example: flowxfer bulk 111 222 333 --name results.zip -o results/ --extract
+    Example: flowxfer bulk --execution 1234567890 -o results/
+    Example: flowxfer bulk --sample 1234567890 -o liver/ --extract
     """
+    if executions:
+        if ids or samples or extract or keep_archive:
+            raise click.UsageError("--execution takes no data ids, --sample, --extract or --keep-archive (its "
+                                   "outputs are always extracted into place)")
+        bulk_results(ctx, executions, output_dir, transfer_config(concurrency=concurrency, bwlimit=bwlimit,
+                                                                  max_wait=max_wait),
+                     layout=layout, partial=partial, name=name, poll_interval=poll_interval, job_timeout=job_timeout)
+    if not ids and not samples:
+        raise click.UsageError("name data ids, --sample or --execution")
+    if partial:
+        raise click.UsageError("--partial goes with --execution")
     options = global_options(ctx)
     config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "bulk")
+    ids = with_sample_data(options, output, config, ids, samples, raw_only=raw_only)
 
     async def call(fx: Flowxfer) -> TransferReport:
         return await fx.bulk(list(ids), name=name, output_dir=output_dir, extract=extract,
@@ -300,19 +322,4 @@ def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str
                                            output_dir=output_dir, force=force, on_part=on_part)
 
     reports, signum = run_engine(options, output, call, config)
-    reports = reports or []
-    for report in reports:
-        _log_summary(options, report.to_json())
-    if options.json:
-        print(json.dumps({"transfers": [r.to_json() for r in reports]}))
-    else:
-        for report in reports:
-            if not options.quiet:
-                for path in report.extra.get("extracted", []):
-                    print(f"extracted {path}")
-            if not options.quiet or report.status != "completed":
-                print(output.summary_line(report))
-    codes = [_exits.report_exit_code(r, signum) for r in reports]
-    if signum is not None and not codes:
-        codes.append(_exits.signal_exit_code(signum))
-    sys.exit(_exits.worst(codes) if codes else _exits.OK)
+    finish_reports(options, output, reports or [], signum)

@@ -268,3 +268,48 @@ def finish_transfer(options: GlobalOptions, output: Output, report: TransferRepo
         print(output.summary_line(report), flush=True)
     sys.exit(_exits.report_exit_code(report, signum))
 
+
+def log_summary(options: GlobalOptions, document: dict[str, Any]) -> None:
+    """``--log-format json``: the run's summary as the last event line on stderr (for log shippers)."""
+    if options.log_format == "json":
+        print(json.dumps({"ts": round(time.time(), 3), "event": "summary", **document}, default=str),
+              file=sys.stderr, flush=True)
+
+
+def finish_reports(options: GlobalOptions, output: Output, reports: list[TransferReport], signum: int | None,
+                   extra: dict[str, Any] | None = None) -> NoReturn:
+    """A run of several transfers (archive and single downloads): each one's lines, then the worst exit code.
+
+    :param extra: added to the ``--json`` document (``{"transfers": [...]}``).
+    """
+    for report in reports:
+        log_summary(options, report.to_json())
+    if options.json:
+        print(json.dumps({"transfers": [r.to_json() for r in reports], **(extra or {})}))
+    else:
+        for report in reports:
+            if not options.quiet:
+                for path in report.extra.get("extracted", []):
+                    print(f"extracted {path}")
+            if not options.quiet or report.status != "completed":
+                print(output.summary_line(report))
+    codes = [_exits.report_exit_code(r, signum) for r in reports]
+    if signum is not None and not codes:
+        codes.append(_exits.signal_exit_code(signum))
+    sys.exit(_exits.worst(codes) if codes else _exits.OK)
+
+
+def with_sample_data(options: GlobalOptions, output: Output, config: TransferConfig, ids: tuple[str, ...],
+                     samples: tuple[str, ...], projects: tuple[str, ...] = (), *, raw_only: bool = False
+                     ) -> tuple[str, ...]:
+    """``ids`` and the data ids of these samples and projects (``--sample``, ``--project``, ``--raw-only``)."""
+    if raw_only and not (samples or projects):
+        raise click.UsageError("--raw-only goes with --sample or --project")
+    if not (samples or projects):
+        return ids
+
+    async def resolve(fx: Flowxfer) -> list[str]:
+        return await fx.samples_data(samples, projects, raw_only=raw_only)
+
+    found, _ = run_engine(options, output, resolve, config)
+    return tuple(dict.fromkeys([*ids, *(found or [])]))

@@ -23,6 +23,7 @@ from ._common import (
     run_engine,
     transfer_config,
     transfer_options,
+    with_sample_data,
 )
 from ._results import download_results, execution_options
 
@@ -116,9 +117,11 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @click.option("--filename", help="Search: data whose filename contains this (case-insensitive).")
 @click.option("--pattern", help="Search: data whose filename matches this regular expression.")
 @click.option("--owned", is_flag=True, help="Search: only data you own.")
-@click.option("--sample", "samples", multiple=True, metavar="ID", help="Every data file of this sample; repeatable.")
+@click.option("--sample", "samples", multiple=True, metavar="ID",
+              help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.")
 @click.option("--project", "projects", multiple=True, metavar="ID",
-              help="Every data file of every sample of this project of yours; repeatable.")
+              help="Every file of every sample of this project of yours; repeatable.")
+@click.option("--raw-only", is_flag=True, help="With --sample/--project: only the samples' reads, no outputs.")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder to download into.")
 @click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
@@ -131,8 +134,9 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @transfer_options
 @click.pass_context
 def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
-             samples: tuple[str, ...], projects: tuple[str, ...], output_dir: Path, segments: int | None, force: bool,
-             auto_bulk: bool, dry_run: bool, concurrency: int | None, bwlimit: str | None, max_wait: float | None,
+             samples: tuple[str, ...], projects: tuple[str, ...], raw_only: bool, output_dir: Path,
+             segments: int | None, force: bool, auto_bulk: bool, dry_run: bool, concurrency: int | None,
+             bwlimit: str | None, max_wait: float | None,
              executions: tuple[str, ...], **results: Any) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
@@ -147,21 +151,17 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     """
     options = global_options(ctx)
     if executions:
-        if ids or filename or pattern or owned or samples or projects or auto_bulk or dry_run:
-            raise click.UsageError("--execution takes no data ids, samples, search, --auto-bulk or --dry-run")
+        if ids or filename or pattern or owned or samples or projects or dry_run:
+            raise click.UsageError("--execution takes no data ids, samples, search or --dry-run")
         download_results(ctx, executions, output_dir, force, transfer_config(
-            segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait), **results)
+            segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait),
+            auto_bulk=auto_bulk, **results)
     if not ids and not (filename or pattern or owned or samples or projects):
         raise click.UsageError("name data ids, samples (--sample, --project), a search with --filename, "
                                "--pattern or --owned, or --execution")
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "download")
-    if samples or projects:
-        async def resolve(fx: Flowxfer) -> list[str]:
-            return await fx.samples_data(samples, projects)
-
-        found, _ = run_engine(options, output, resolve, config)
-        ids = tuple(dict.fromkeys([*ids, *(found or [])]))
+    ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)
     if auto_bulk or dry_run:
         download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
                              auto_bulk=auto_bulk)

@@ -251,14 +251,6 @@ async def sample_executions(request: web.Request) -> web.StreamResponse:
                           "executions": [_item(r, user, now, iso=True) for r in shown]})
 
 
-async def sample_outputs(request: web.Request, sample_id: str) -> list[tuple[OutputRow, ExecutionRow]]:
-    """The outputs of the runs on a sample the caller may see (for ``/samples/<id>/data``)."""
-    state = state_of(request)
-    rows = await state.store.run(state.store.visible_executions, user_of(request), sample_id)
-    outputs = await state.store.run(state.store.execution_outputs, [r.id for r in rows])
-    return [(o, r) for r in rows for o in outputs[r.id]]
-
-
 def execution_routes() -> list[web.RouteDef]:
     return [
         web.get("/executions/search", search_executions, name="executions_search", allow_head=False),

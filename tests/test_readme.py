@@ -57,7 +57,7 @@ def test_every_runnable_block_runs(tmp_path: Path) -> None:
     for read in (1, 2):
         (fastq / f"Sample1_S1_L001_R{read}_001.fastq.gz").write_bytes(os.urandom(70_000 + read))
     make_run_folder(work / "runs", fastq_size=20_000, small_files=30, sample_sheet="v2")
-    with ServerProcess(tmp_path / "root") as server:
+    with ServerProcess(work / "flow-root") as server:  # the README names the root flow-root (admin --root)
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

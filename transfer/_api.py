@@ -36,6 +36,7 @@ from ._multiplexed import upload_multiplexed
 from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
 from ._report import FileReport, TransferReport
+from ._results_bulk import run_results_bulk
 from ._runner import Runner
 from ._runtime import TransferContext
 from ._samples import check_samples, sheet_input, upload_samples
@@ -374,6 +375,32 @@ class Flowxfer:
             self._runner, execution_ids, output_dir=output_dir, layout=layout, wait=wait, partial_results=partial,
             poll_interval=poll_interval, max_wait=max_wait, force=force, transfer_id=transfer_id)
 
+    async def bulk_executions(
+        self, execution_ids: Sequence[str], *, auto: bool = False, output_dir: Path | str = ".",
+        layout: str = "process", wait: bool = False, partial: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL, max_wait: float | None = None, force: bool = False,
+        name: str | None = None, job_poll_interval: float = 1.0, job_timeout: float | None = None,
+    ) -> list[TransferReport]:
+        """:meth:`download_executions` with the outputs fetched as one server-built archive (``bulk --execution``).
+
+        The outputs land where :meth:`download_executions` puts them (same
+        layout, same-named outputs kept apart); those already there, identical,
+        are not asked for again. Built on ``POST /downloads`` with the outputs'
+        data ids, so it works against hosted Flow too.
+
+        :param auto: archive only the small outputs, and only when there are more
+            than ``download --auto-bulk``'s threshold of them; the rest come one by one.
+        :param name: the archive's name (default ``flow-results.zip``).
+        :returns: one report per transfer run: the ``results`` one, then the
+            ``bulk`` one (when anything was archived), then a ``results`` one
+            for any output the archive did not hold under its expected name.
+        :raises ExecutionFailed, ExecutionUnfinished, NotFoundError: as :meth:`download_executions`.
+        """
+        return await run_results_bulk(
+            self._runner, execution_ids, mode="auto" if auto else "all", output_dir=output_dir, layout=layout,
+            wait=wait, partial_results=partial, poll_interval=poll_interval, max_wait=max_wait, force=force,
+            name=name, job_poll_interval=job_poll_interval, job_timeout=job_timeout)
+
     # -- bulk and sync (issue 4) ----------------------------------------------
 
     async def bulk(
@@ -500,12 +527,16 @@ class Flowxfer:
         return await upload_multiplexed(self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings,
                                         transfer_id=transfer_id)
 
-    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
+    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = (), *,
+                           raw_only: bool = False) -> list[str]:
         """The data ids of these samples, and of every sample of these projects (for :meth:`download`).
+
+        Every file related to each sample: its raw reads and the outputs of the
+        executions run on it; with ``raw_only``, its reads alone.
 
         :raises NotFoundError: a sample or project that is unknown or not the caller's.
         """
-        return await data_of_samples(self._runner.require_login(), samples, projects)
+        return await data_of_samples(self._runner.require_login(), samples, projects, raw_only=raw_only)
 
     async def samples_catalog(self) -> Catalog:
         """The server's sample types, metadata attributes, organisms and the caller's projects."""

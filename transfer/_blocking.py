@@ -80,6 +80,18 @@ def download_executions(execution_ids: Sequence[str], *, output_dir: str | os.Pa
     return result
 
 
+def bulk_executions(execution_ids: Sequence[str], *, auto: bool = False, output_dir: str | os.PathLike[str] = ".",
+                    layout: str = "process", partial: bool = False, **options: Any) -> list[TransferReport]:
+    """Every output of pipeline executions as one archive, laid out as :func:`download_executions` lays them
+    out; see :meth:`Flowxfer.bulk_executions` (``options``: its other arguments, then the client's)."""
+    named = {k: options.pop(k) for k in ("wait", "poll_interval", "max_wait", "force", "name", "job_poll_interval",
+                                         "job_timeout") if k in options}
+    result: list[TransferReport] = anyio.run(functools.partial(
+        _call, "bulk_executions", options, execution_ids, auto=auto, output_dir=output_dir, layout=layout,
+        partial=partial, **named))
+    return result
+
+
 def upload_samples(sheet: str | os.PathLike[str] | None = None, *, sample_type: str,
                    sample: dict[str, Any] | None = None, skip_invalid: bool = False, stop_on_error: bool = False,
                    **client_options: Any) -> TransferReport:

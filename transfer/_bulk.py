@@ -27,6 +27,7 @@ and ``--auto-bulk``.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from ._chunks import plan_chunks, plan_segments
 from ._client import Capabilities
 from ._config import TransferConfig
 from ._download import RemoteFile, download_file
-from ._errors import GoneError, NotFoundError, ProtocolError, RejectedError, StopRequested, UsageError
+from ._errors import GoneError, LocalIOError, NotFoundError, ProtocolError, RejectedError, StopRequested, UsageError
 from ._extract import ExpectedMember, ExtractResult, extract_archive
 from ._limiter import RateLimiter
 from ._plan import RemoteData
@@ -76,6 +77,8 @@ __all__ = [
 BULK_MIN_FILES = 50
 BULK_SMALL_FILE = 8 * 1024 * 1024
 DEFAULT_ARCHIVE_NAME = "flow-download.zip"
+#: Where an archive whose members have set places (``placements``) is unpacked first, under the output folder.
+STAGING = ".flowxfer-archive"
 #: Polls a typical job needs (a guess for the dry run's arithmetic).
 _TYPICAL_POLLS = 8
 
@@ -232,6 +235,20 @@ def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabil
 # --- the bulk transfer -----------------------------------------------------------------
 
 
+def staging_name(out: Path, targets: Sequence[str]) -> str:
+    """A folder name under ``out`` that no target path uses as its first part: :data:`STAGING`, or ``-2``... (pure)."""
+    taken = set()
+    for target in targets:
+        path = Path(target)
+        if path.is_relative_to(out) and path != out:
+            taken.add(path.relative_to(out).parts[0].casefold())
+    name, number = STAGING, 1
+    while name.casefold() in taken:
+        number += 1
+        name = f"{STAGING}-{number}"
+    return name
+
+
 def check_archive_name(name: str) -> str:
     """:raises UsageError: for a name the server would refuse (a Flow filename ending in .zip, .tar.gz or .tgz).
 
@@ -335,18 +352,35 @@ async def run_bulk(
     poll_interval: float = 1.0,
     job_timeout: float | None = None,
     known: Sequence[RemoteData] | None = None,
+    placements: Sequence[tuple[str, str]] | None = None,
     transfer_id: str | None = None,
 ) -> TransferReport:
-    """See :meth:`Flowxfer.bulk`."""
+    """See :meth:`Flowxfer.bulk`.
+
+    :param placements: for each id, its filename and the path it must end at
+        (``bulk --execution``): the archive is downloaded and extracted in a
+        staging folder under ``output_dir`` (:func:`staging_name`), each member predicted for an id
+        (:func:`flowxfer.protocol.archive_member_names`) is moved to its path and
+        remembered there, and the staging folder is removed. Ids whose member
+        was not found are listed in ``extra["unplaced"]``.
+    """
     unique = list(dict.fromkeys(str(i) for i in ids))
     if not unique:
         raise UsageError("name at least one data id")
+    if placements is not None and len(placements) != len(unique):
+        raise UsageError("one placement for each distinct id")
     archive_name = check_archive_name(name or DEFAULT_ARCHIVE_NAME)
     if poll_interval <= 0:
         raise UsageError("--poll-interval must be more than 0 seconds")
     out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
-    target = out / archive_name
+    # With placements the archive and its members stay in a folder of their own, named so that no output is
+    # in its way (and the same on a re-run, which re-attaches to this transfer by its parameters).
+    staging = out / staging_name(out, [target for _, target in placements]) if placements is not None else None
+    target = (staging or out) / archive_name
+    extract = extract or placements is not None
     params: dict[str, Any] = {"ids": unique, "name": archive_name, "output_dir": str(out), "extract": extract}
+    if placements is not None:
+        params["placements"] = [list(p) for p in placements]
     outcome: dict[str, Any] = {"job_id": None, "archive": str(target), "archive_removed": False, "extracted": []}
 
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
@@ -360,7 +394,7 @@ async def run_bulk(
             state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id,
                                                            expected=expected))
         try:
-            await anyio.to_thread.run_sync(partial(os.makedirs, out, exist_ok=True))
+            await anyio.to_thread.run_sync(partial(os.makedirs, target.parent, exist_ok=True))
         except OSError as exc:
             raise UsageError(f"cannot create output folder {out}: {exc.strerror}") from None
         if state.get("job_id"):
@@ -392,16 +426,22 @@ async def run_bulk(
                 expected = [ExpectedMember(member, str(i), int(s), c)
                             for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)]
             runner.emit(FileVerifying(record.local_path))
-            result = await anyio.to_thread.run_sync(extract_archive, target, out, expected)
-            await _remember_extracted(ctx, result, expected, out)
+            into = staging / "members" if staging is not None else out
+            result = await anyio.to_thread.run_sync(extract_archive, target, into, expected)
+            if placements is not None:
+                result.files, outcome["unplaced"] = await _place(ctx, expected, into, unique, placements)
+            else:
+                await _remember_extracted(ctx, result, expected, out)
             outcome["extracted"] = result.files
             outcome["extract_verified"] = result.verified
             if result.unverified and expected is not None:
                 runner.emit(Notice(f"{len(result.unverified)} extracted file(s) matched no data item's checksum "
                                 "(checked by size and CRC only)"))
-            if not keep_archive:
+            if not keep_archive or placements is not None:
                 await anyio.to_thread.run_sync(target.unlink)
                 outcome["archive_removed"] = True
+            if staging is not None:
+                await anyio.to_thread.run_sync(partial(shutil.rmtree, staging, ignore_errors=True))
             outcome["verified"] += (f"; {result.verified} extracted file(s) against their data's checksum"
                                     if result.verified else "; extracted files by size and CRC-32")
         ctx.writer.batch.file_state(record.id, FileState.DONE, error=None)
@@ -446,6 +486,45 @@ async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, ta
     ctx.writer.batch.update_file(record.id, checksum=result.checksum, size=job.size)
     ctx.writer.added()
     return job.size, result.checksum
+
+
+async def _place(ctx: TransferContext, expected: list[ExpectedMember] | None, out: Path, ids: list[str],
+                 placements: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Move each id's member from the staging folder to its path and remember it there.
+
+    The member is found by the name the archive gives it (first holder of a
+    filename keeps it, later ones ``name (id).ext``); extraction checked it
+    against the data's checksum where the server gives one, else by size and
+    CRC. A member never found is left to a single download.
+
+    :returns: the placed paths, and the ids not placed.
+    """
+    checksums = {m.data_id: m.checksum for m in expected or []}
+    names = protocol.archive_member_names([(i, filename) for i, (filename, _) in zip(ids, placements, strict=True)])
+
+    def move() -> tuple[list[str], list[str], list[InventoryRecord]]:
+        placed, unplaced, records = [], [], []
+        for data_id, name, (_, path) in zip(ids, names, placements, strict=True):
+            member = out / name
+            if not member.is_file():
+                unplaced.append(data_id)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(member, path)
+            st = os.stat(path)
+            placed.append(path)
+            records.append(InventoryRecord(ctx.server, ctx.username, "down", path, data_id, st.st_size,
+                                           st.st_mtime_ns, checksums.get(data_id), data_id))
+        return placed, unplaced, records
+
+    try:
+        placed, unplaced, records = await anyio.to_thread.run_sync(move)
+    except OSError as exc:
+        raise LocalIOError(f"cannot move an extracted file into place: {exc}") from None
+    for record in records:
+        ctx.writer.batch.remember(record)
+    ctx.writer.added()
+    return placed, unplaced
 
 
 async def _remember_extracted(ctx: TransferContext, result: ExtractResult, expected: list[ExpectedMember] | None,

@@ -33,10 +33,11 @@ import anyio
 
 from flowxfer.journal import TransferRecord
 
+from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE
 from ._client import FlowClient
 from ._errors import FlowxferError, NotFoundError, ProtocolError, StopRequested, UsageError
 from ._names import safe_local_name
-from ._plan import RemoteData, plan_downloads, target_names
+from ._plan import RemoteData, already_there, plan_downloads, target_names
 from ._remote import describe
 from ._report import TransferReport
 from ._runner import Runner
@@ -45,7 +46,8 @@ from ._workers import download_one
 from .events import ExecutionWaiting, FileFinished, FilesPlanned, Notice
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "LAYOUTS", "TERMINAL", "ExecutionFailed", "ExecutionOutput",
-           "ExecutionUnfinished", "execution_outputs", "output_targets", "poll_execution", "run_execution_download"]
+           "ExecutionUnfinished", "archive_wanted", "execution_outputs", "output_targets", "poll_execution",
+           "run_execution_download"]
 
 #: The statuses after which an execution never changes (hosted Flow's).
 TERMINAL = ("OK", "ERROR", "CANCELED")
@@ -55,6 +57,8 @@ DEFAULT_POLL_INTERVAL = 60.0
 LAYOUTS = ("process", "flat")
 #: The fields a poll asks for (``include=``): the payload is otherwise large.
 POLL_FIELDS = ("status", "identifier", "finished")
+#: Which outputs ``archive=`` takes as one server-built archive (see :func:`archive_wanted`).
+ARCHIVE_MODES = ("all", "auto")
 #: The fields the listing of outputs asks for.
 OUTPUT_FIELDS = ("identifier", "status", "downstream_data", "process_executions")
 
@@ -276,9 +280,17 @@ async def run_execution_download(
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     max_wait: float | None = None,
     force: bool = False,
+    archive: str | None = None,
     transfer_id: str | None = None,
 ) -> TransferReport:
-    """See :meth:`Flowxfer.download_executions`."""
+    """See :meth:`Flowxfer.download_executions`.
+
+    :param archive: ``"all"`` or ``"auto"``: the outputs to fetch as one archive
+        (every one not already there, or the small ones when :func:`archive_wanted`
+        says so) are not downloaded here but journaled and returned in
+        ``extra["archived"]`` (``[id, filename, size, checksum, target]``), for
+        :func:`~._results_bulk.run_results_bulk` to fetch.
+    """
     ids = list(dict.fromkeys(str(i).strip() for i in execution_ids if str(i).strip()))
     if not ids:
         raise UsageError("name at least one execution id")
@@ -286,16 +298,22 @@ async def run_execution_download(
         raise UsageError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     if poll_interval <= 0:
         raise UsageError("the poll interval must be more than 0 seconds")
+    if archive not in (None, *ARCHIVE_MODES):
+        raise UsageError(f"unknown archive mode {archive!r}: use one of {', '.join(ARCHIVE_MODES)}")
     out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
     params: dict[str, Any] = {"executions": ids, "layout": layout, "output_dir": str(out),
                               "partial": partial_results}
+    if archive is not None:
+        params["archive"] = archive
     outcome: dict[str, dict[str, str]] = {}
+    archived: list[list[Any]] = []
 
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         state = record.state
         known = {k: dict(v) for k, v in (state.get("executions") or {}).items()} if resumed else {}
         if resumed and state.get("planned"):
             outcome.update(_statuses(known))
+            archived[:] = state.get("archived") or []
             return
         waiter = _Waiter(runner, ctx, record.id, wait, poll_interval, max_wait, known)
         started = time.monotonic()
@@ -323,19 +341,37 @@ async def run_execution_download(
         for execution_id in ids:
             outputs += (await execution_outputs(runner.client, execution_id))[2]
         targets = output_targets(outputs, out, layout)
-        await _plan_outputs(runner, ctx, record, [o.data for o in outputs], targets, force)
+        archived[:] = await _plan_outputs(runner, ctx, record, [o.data for o in outputs], targets, force, archive)
 
     report = await runner.run("results", params, plan, download_one, transfer_id=transfer_id,
                               extra_state={"wait": wait, "poll_interval": poll_interval})
     if report.stop_reason == "max-wait":
         runner.clear_stop()  # the wait's own end: the client may go on (another call, resume)
     report.extra["executions"] = outcome
+    if archive is not None:
+        report.extra["archived"] = archived
     return report
 
 
+def archive_wanted(items: Sequence[RemoteData], mode: str | None) -> list[bool]:
+    """Which of the outputs still to fetch go into one archive (pure).
+
+    ``all``: every one (``bulk --execution``). ``auto`` (``download --execution
+    --auto-bulk``): the small ones, when there are more than ``download``'s
+    threshold of them (as :func:`~._bulk.bulk_hint` counts). None: none.
+    """
+    if mode == "all":
+        return [True] * len(items)
+    small = [item.size < BULK_SMALL_FILE for item in items]
+    return small if mode == "auto" and sum(small) > BULK_MIN_FILES else [False] * len(items)
+
+
 async def _plan_outputs(runner: Runner, ctx: TransferContext, record: TransferRecord, items: list[RemoteData],
-                        targets: list[Path], force: bool) -> None:
-    """Journal the downloads at their targets (folders made first); identical files already there are skipped."""
+                        targets: list[Path], force: bool, archive: str | None) -> list[list[Any]]:
+    """Journal the downloads at their targets (folders made first); identical files already there are skipped.
+
+    :returns: the outputs left to the archive (see :func:`run_execution_download`), journaled with the plan.
+    """
 
     def make_folders() -> None:
         for folder in dict.fromkeys(t.parent for t in targets):
@@ -345,10 +381,21 @@ async def _plan_outputs(runner: Runner, ctx: TransferContext, record: TransferRe
         await anyio.to_thread.run_sync(make_folders)
     except OSError as exc:
         raise UsageError(f"cannot create an output folder: {exc}") from None
+    paths = [str(t) for t in targets]
+    identical = await anyio.to_thread.run_sync(partial(
+        already_there, ctx.journal, ctx.server, ctx.username, items, paths, force=force))
+    pending = [i for i, same in enumerate(identical) if not same]
+    chosen = {pending[n] for n, wanted in enumerate(archive_wanted([items[i] for i in pending], archive))
+              if wanted}
+    archived = [[items[i].id, items[i].filename, items[i].size, items[i].checksum, paths[i]] for i in sorted(chosen)]
+    keep = [i for i in range(len(items)) if i not in chosen]
     skipped, count, total = await anyio.to_thread.run_sync(partial(
-        plan_downloads, ctx.journal, record.id, ctx.server, ctx.username, items, targets[0].parent if targets
-        else Path("."), force=force, targets=[str(t) for t in targets]))
-    await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, record.id, planned=True))
+        plan_downloads, ctx.journal, record.id, ctx.server, ctx.username, [items[i] for i in keep],
+        targets[0].parent if targets else Path("."), force=force, targets=[paths[i] for i in keep],
+        identical=[identical[i] for i in keep]))
+    await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, record.id, planned=True,
+                                           archived=archived))
     runner.emit(FilesPlanned(count, total))
     for row in skipped:
         runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
+    return archived

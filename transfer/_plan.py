@@ -207,6 +207,37 @@ def target_names(items: Sequence[RemoteData]) -> list[str]:
     return names
 
 
+def already_there(journal: Journal, server: str, username: str, items: Sequence[RemoteData],
+                  targets: Sequence[str], *, force: bool) -> list[bool]:
+    """Whether each item's target already holds it, identical (never with ``force``). Runs in a worker thread.
+
+    Identical means: same size, and either our inventory says we wrote it
+    from this data id and it was not touched since, or its checksum equals
+    the server's.
+    """
+    if force:
+        return [False] * len(items)
+    known = journal.lookup_inventory(server, username, "down",
+                                     [(t, item.id) for t, item in zip(targets, items, strict=True)])
+    found: list[bool] = []
+    for target, item in zip(targets, items, strict=True):
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        same = False
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == item.size:
+            record = known.get((target, item.id))
+            if record is not None and record.mtime_ns == st.st_mtime_ns and (
+                item.checksum is None or record.checksum in (None, item.checksum)
+            ):
+                same = True
+            elif item.checksum is not None and local_checksum(Path(target)) == item.checksum:
+                same = True
+        found.append(same)
+    return found
+
+
 def plan_downloads(
     journal: Journal,
     transfer_id: str,
@@ -217,38 +248,24 @@ def plan_downloads(
     *,
     force: bool,
     targets: Sequence[str] | None = None,
+    identical: Sequence[bool] | None = None,
 ) -> tuple[list[NewFile], int, int]:
-    """Add download rows; an identical file already at the target is skipped.
+    """Add download rows; an identical file already at the target is skipped (:func:`already_there`).
 
-    Identical means: same size, and either our inventory says we wrote it
-    from this data id and it was not touched since, or its checksum equals
-    the server's. Runs in a worker thread.
+    Runs in a worker thread.
 
     :param targets: each item's local path, when the caller lays them out
         (``download --execution``); default: ``output_dir`` / its unique name.
+    :param identical: :func:`already_there`'s answer, when the caller has asked it already.
     """
     if targets is None:
         targets = [str(output_dir / name) for name in target_names(items)]
-    known = {} if force else journal.lookup_inventory(
-        server, username, "down", [(t, item.id) for t, item in zip(targets, items, strict=True)]
-    )
+    if identical is None:
+        identical = already_there(journal, server, username, items, targets, force=force)
     rows: list[NewFile] = []
     skipped: list[NewFile] = []
-    for target, item in zip(targets, items, strict=True):
-        status = FileState.PLANNED
-        if not force:
-            try:
-                st = os.stat(target)
-            except OSError:
-                st = None
-            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == item.size:
-                record = known.get((target, item.id))
-                if record is not None and record.mtime_ns == st.st_mtime_ns and (
-                    item.checksum is None or record.checksum in (None, item.checksum)
-                ):
-                    status = FileState.SKIPPED
-                elif item.checksum is not None and local_checksum(Path(target)) == item.checksum:
-                    status = FileState.SKIPPED
+    for target, item, same in zip(targets, items, identical, strict=True):
+        status = FileState.SKIPPED if same else FileState.PLANNED
         row = NewFile(target, item.filename, item.size, None, data_id=item.id, checksum=item.checksum,
                       status=status)
         rows.append(row)

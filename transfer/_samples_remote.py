@@ -168,8 +168,15 @@ async def _pages(client: FlowClient, path: str, key: str, params: dict[str, str]
         page += 1
 
 
-async def data_of_samples(client: FlowClient, samples: Sequence[str] = (), projects: Sequence[str] = ()) -> list[str]:
+async def data_of_samples(client: FlowClient, samples: Sequence[str] = (), projects: Sequence[str] = (),
+                          *, raw_only: bool = False) -> list[str]:
     """The ids of every data file of these samples, and of every sample of these projects (``download --sample``).
+
+    Every file related to a sample, as hosted Flow's ``GET /samples/<id>/data``
+    lists them: its raw reads and the outputs of every execution run on it
+    (``samples.md``: "raw inputs plus pipeline-produced outputs"). With
+    ``raw_only``, only the reads it was made of: its filesets in
+    ``GET /samples/<id>`` (one request a sample, no paging).
 
     A project is named by id; its samples are found by its name among the
     caller's samples (Flow's search takes a project's name, not its id), so
@@ -192,7 +199,8 @@ async def data_of_samples(client: FlowClient, samples: Sequence[str] = (), proje
     ids: list[str] = []
     for sample_id in dict.fromkeys(sample_ids):
         try:
-            data = await _pages(client, f"/samples/{quote(sample_id, safe='')}/data", "data", {})
+            data = await (sample_data(client, sample_id) if raw_only else
+                          _pages(client, f"/samples/{quote(sample_id, safe='')}/data", "data", {}))
         except NotFoundError:
             missing.append(f"sample {sample_id}")
             continue

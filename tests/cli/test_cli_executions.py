@@ -166,3 +166,77 @@ async def test_kill9_while_downloading_then_the_same_command_delivers_each_outpu
         total = sum(file_sizes(out).values())
         refetched = moved_before + document["bytes_transferred"] - total
         assert 0 <= refetched <= MiB, (moved_before, document["bytes_transferred"])
+
+
+def many_outputs(count: int) -> dict[str, int]:
+    """Many small outputs, and names (report.html, versions.yml) that every process shares."""
+    sizes = {f"fastqc/s{i}_fastqc.zip": KiB + i for i in range(count)}
+    for process in ("fastqc", "multiqc", "salmon"):
+        sizes[f"{process}/report.html"] = 2 * KiB + len(process)
+        sizes[f"{process}/versions.yml"] = 100 + len(process)
+    return sizes
+
+
+async def test_many_small_outputs_come_as_one_archive_laid_out_by_process(tmp_path: Path) -> None:
+    """``download --execution --auto-bulk`` and ``bulk --execution``: one POST /downloads, one archive GET."""
+    async with lab(tmp_path) as r:
+        made, expected = outputs(tmp_path, many_outputs(55))
+        execution_id, identifier = await r.register(*made, "--finish-in", "1s")
+        out = tmp_path / "results"
+        command = ["--json", "download", "--execution", execution_id, "--wait", "--poll-interval", "0.5",
+                   "--auto-bulk", "-o", str(out)]
+        first = await r.cli.run(*command)
+        assert first.code == 0, first.stderr
+        document = first.json()
+        assert [t["kind"] for t in document["transfers"]] == ["results", "bulk"]
+        assert document["executions"] == {execution_id: {"identifier": identifier, "status": "OK"}}
+        assert tree_bytes(out) == expected  # three report.html, three versions.yml, none overwritten
+        assert len(r.log.select("POST", "^/downloads$")) == 1
+        assert not r.log.select("GET", f"^/downloads/(?!jobs/)[^/]+/{'report.html'}$")  # no single downloads
+        r.log.clear()
+        again = await r.cli.run(*command)
+        assert again.code == 0, again.stderr
+        assert [t["bytes_transferred"] for t in again.json()["transfers"]] == [0]
+        assert not r.log.select("POST", "^/downloads$") and tree_bytes(out) == expected
+
+        flat = tmp_path / "flat"
+        archived = await r.cli.run("bulk", "--execution", execution_id, "--layout", "flat", "-o", str(flat))
+        assert archived.code == 0, archived.stderr
+        singly = await r.cli.run("download", "--execution", execution_id, "--layout", "flat", "-o",
+                                 str(tmp_path / "singly"))
+        assert singly.code == 0 and tree_bytes(flat) == tree_bytes(tmp_path / "singly"), singly.stderr
+        assert len(tree_bytes(flat)) == len(expected) and not (flat / ".flowxfer-archive").exists()
+
+
+async def test_bulk_execution_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    async with lab(tmp_path) as r:
+        execution_id, _ = await r.register("--status", "-")
+        for args in (["bulk", "--execution", execution_id, "123"], ["bulk", "--execution", execution_id, "--extract"],
+                     ["bulk"], ["bulk", "123", "--partial"]):
+            result = await r.cli.run(*args)
+            assert result.code == 2 and "Traceback" not in result.stderr, result
+        running = await r.cli.run("bulk", "--execution", execution_id, "-o", str(tmp_path / "out"))
+        assert running.code == 75 and "still running" in running.stderr, running
+
+
+async def test_kill9_while_the_archive_downloads_then_the_same_command_reattaches(tmp_path: Path) -> None:
+    """The same ``bulk --execution`` after a kill re-attaches to its job: one POST /downloads, each output once."""
+    async with lab(tmp_path) as r:
+        made, expected = outputs(tmp_path, {f"salmon/s{i}.quant.sf": 40 * KiB + i for i in range(60)}
+                                 | {"multiqc/report.html": 3 * KiB, "salmon/report.html": 4 * KiB})
+        execution_id, _ = await r.register(*made)
+        out = tmp_path / "out"
+        command = ["--log-format", "json", "--json", "bulk", "--execution", execution_id, "--layout", "flat",
+                   "-o", str(out), "--bwlimit", "600k"]
+        async with r.cli.start(*command) as first:
+            await first.until_moved(600 * KiB)
+            await first.kill9()
+        assert not (out / "report.html").exists()  # nothing placed yet: the archive was still coming
+        second = await r.cli.run(*command)
+        assert second.code == 0, second.stderr
+        assert [t["kind"] for t in second.json()["transfers"]] == ["results", "bulk"]
+        assert second.json()["transfers"][1]["resumed"] is True
+        assert len(r.log.select("POST", "^/downloads$")) == 1  # re-attached to the first run's job
+        got = tree_bytes(out)
+        assert sorted(got.values()) == sorted(expected.values()) and len(got) == len(expected)
+        assert "report.html" in got and not (out / ".flowxfer-archive").exists()

@@ -413,3 +413,41 @@ async def test_sync_samples_refuses_a_run_it_cannot_make_samples_of(tmp_path: Pa
         assert missing_type.code == 2 and "--sample-type" in missing_type.stderr
         no_sheet = await r.cli.run(*base, "--sample-type", "RNA-Seq", "--sample-sheet", str(tmp_path / "none.csv"))
         assert no_sheet.code == 2 and "none.csv" in no_sheet.stderr
+
+
+async def test_download_sample_takes_its_reads_and_the_outputs_of_its_runs(tmp_path: Path) -> None:
+    """``--sample``: every file related to it (hosted's ``/samples/<id>/data``); ``--raw-only``: its reads alone."""
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        r1 = write_random(tmp_path / "liver_R1.fq.gz", CHUNK + 3, seed=1)
+        made = await cli.run("--json", "samples", "upload", "--name", "liver", "--sample-type", "RNA-Seq",
+                             "--reads1", str(r1), "--metadata", "strandedness=reverse")
+        assert made.code == 0, made.stderr
+        sample = made.json()["samples"][0]["id"]
+        fastqc = write_random(tmp_path / "made" / "fastqc" / "report.html", 3000, seed=5)
+        multiqc = write_random(tmp_path / "made" / "multiqc" / "report.html", 4000, seed=6)
+        quant = write_random(tmp_path / "made" / "quant.sf", 500, seed=7)
+        added = await cli.run("admin", "--root", str(srv.root), "execution", "add", "alice", "--pipeline", "RNA-Seq",
+                              "--version", "3.4", "--sample", sample, "--output", f"fastqc={fastqc}",
+                              "--output", f"multiqc={multiqc}", "--output", f"salmon={quant}")
+        assert added.code == 0, added.stderr
+
+        out = tmp_path / "all"
+        every = await cli.run("--json", "download", "--sample", sample, "-o", str(out))
+        assert every.code == 0, every.stderr
+        got = sorted(p.read_bytes() for p in out.iterdir())
+        assert got == sorted(p.read_bytes() for p in (r1, fastqc, multiqc, quant))  # both report.html kept
+        assert "report.html" in {p.name for p in out.iterdir()}
+        again = await cli.run("--json", "download", "--sample", sample, "-o", str(out))
+        assert again.code == 0 and again.json()["bytes_transferred"] == 0, again.stderr
+
+        raw = await cli.run("--json", "download", "--sample", sample, "--raw-only", "-o", str(tmp_path / "raw"))
+        assert raw.code == 0, raw.stderr
+        assert [p.name for p in (tmp_path / "raw").iterdir()] == [r1.name]
+        archived = await cli.run("bulk", "--sample", sample, "--extract", "-o", str(tmp_path / "bulk"))
+        assert archived.code == 0, archived.stderr
+        assert {p.name: p.read_bytes() for p in (tmp_path / "bulk").iterdir()} == \
+            {p.name: p.read_bytes() for p in out.iterdir()}  # the archive names same-named files as download does
+        alone = await cli.run("download", "--raw-only", "123")
+        assert alone.code == 2 and "--raw-only goes with --sample" in alone.stderr

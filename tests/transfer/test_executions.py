@@ -186,6 +186,10 @@ async def test_the_blocking_wrapper(server: RunningServer, tmp_path: Path) -> No
         [execution_id], output_dir=tmp_path / "out", base_url=server.base_url, config_dir=tmp_path / "home/config",
         journal=tmp_path / "home/journal.db"))
     assert report.status == "completed" and tree_bytes(tmp_path / "out") == expected
+    reports = await anyio.to_thread.run_sync(lambda: blocking.bulk_executions(
+        [execution_id], output_dir=tmp_path / "archived", job_poll_interval=0.2, base_url=server.base_url,
+        config_dir=tmp_path / "home/config", journal=tmp_path / "home/journal.db"))
+    assert [r.kind for r in reports] == ["results", "bulk"] and tree_bytes(tmp_path / "archived") == expected
 
 
 def _outputs(specs: list[tuple[str, str, str]]) -> list[ExecutionOutput]:
@@ -229,3 +233,90 @@ def test_outputs_are_read_from_either_shape_and_an_unknown_one_is_an_error() -> 
     for unknown in ({}, {"process_executions": [{"name": "p", "outputs": [item]}]}):
         with pytest.raises(ProtocolError, match="lists no outputs"):
             _listed("1", unknown)
+
+
+def many_small(count: int) -> dict[str, dict[str, int]]:
+    """Outputs as nf-core leaves them: many small files, and names (report.html, versions.yml) every process shares."""
+    shared = {"report.html": 3 * KiB, "versions.yml": 200}
+    return {"fastqc": {**{f"s{i}_fastqc.zip": KiB + i for i in range(count)}, **shared},
+            "multiqc": dict(shared), "salmon": {**{f"s{i}.quant.sf": 2 * KiB + i for i in range(count)}, **shared}}
+
+
+@pytest.mark.parametrize("layout", ["process", "flat"])
+async def test_bulk_executions_lands_every_output_where_download_puts_it(
+        any_server: RunningServer, tmp_path: Path, layout: str) -> None:
+    """One archive (POST /downloads with the outputs' ids, as hosted Flow offers), laid out as download lays it out."""
+    server = any_server
+    execution_id, expected = await register(server, tmp_path, many_small(30), [])
+    out, singly = tmp_path / "archived", tmp_path / "singly"
+    async with client(server, tmp_path / "home") as fx:
+        reports = await fx.bulk_executions([execution_id], output_dir=out, layout=layout)
+        assert [r.kind for r in reports] == ["results", "bulk"] and {r.status for r in reports} == {"completed"}
+        assert reports[0].bytes_transferred == 0 and len(reports[1].files) == 1  # every byte came in the archive
+        single = await fx.download_executions([execution_id], output_dir=singly, layout=layout)
+        assert single.status == "completed"
+        got = tree_bytes(out)
+        assert got == tree_bytes(singly)  # same paths, same bytes: same-named outputs kept apart alike
+        assert len(got) == sum(len(files) for files in many_small(30).values())
+        if layout == "process":
+            assert got == expected
+        assert not (out / ".flowxfer-archive").exists() and not (out / "flow-results.zip").exists()
+
+        again = await fx.bulk_executions([execution_id], output_dir=out, layout=layout)
+        assert [r.kind for r in again] == ["results"] and again[0].bytes_transferred == 0
+        assert {f.status for f in again[0].files} == {"skipped"}  # remembered where the archive put them
+        # One output changed locally: only it is fetched again (in an archive of one).
+        (out / next(iter(got))).write_bytes(b"edited")
+        third = await fx.bulk_executions([execution_id], output_dir=out, layout=layout)
+        assert [r.kind for r in third] == ["results", "bulk"] and tree_bytes(out) == got
+
+
+async def test_auto_bulk_takes_the_archive_only_past_the_threshold(server: RunningServer, tmp_path: Path) -> None:
+    few, _ = await register(server, tmp_path / "few", many_small(5), [])
+    many, expected = await register(server, tmp_path / "many", many_small(30), [(0.5, "OK")])
+    async with client(server, tmp_path / "home") as fx:
+        reports = await fx.bulk_executions([few], auto=True, output_dir=tmp_path / "few-out")
+        assert [r.kind for r in reports] == ["results"] and reports[0].bytes_transferred > 0
+        reports = await fx.bulk_executions([many], auto=True, output_dir=tmp_path / "out", wait=True,
+                                           poll_interval=FAST)
+        assert [r.kind for r in reports] == ["results", "bulk"], reports
+        assert reports[0].extra["executions"][many]["status"] == "OK"
+        assert tree_bytes(tmp_path / "out") == expected
+
+
+def test_archive_wanted_counts_as_download_does() -> None:
+    from flowxfer.transfer._bulk import BULK_MIN_FILES, BULK_SMALL_FILE
+    from flowxfer.transfer._executions import archive_wanted
+
+    small = [RemoteData(str(i), "f", 10, None) for i in range(BULK_MIN_FILES)]
+    large = RemoteData("L", "big", BULK_SMALL_FILE, None)
+    assert archive_wanted([*small, large], "auto") == [False] * (BULK_MIN_FILES + 1)  # 50: not more than 50
+    more = [*small, RemoteData("x", "g", 1, None), large]
+    assert archive_wanted(more, "auto") == [True] * (BULK_MIN_FILES + 1) + [False]
+    assert archive_wanted(more, "all") == [True] * len(more) and archive_wanted(more, None) == [False] * len(more)
+
+
+async def test_an_output_the_archive_names_otherwise_is_downloaded_singly(server: RunningServer,
+                                                                        tmp_path: Path) -> None:
+    """A backslash is a folder in an archive (Windows-made ones use it): that member is not where it was
+    expected, so the output comes by the single path, to the same place download gives it."""
+    execution_id, _ = await register(server, tmp_path, {"qc": {"a\\b.txt": 3 * KiB, "c.txt": 2 * KiB}}, [])
+    async with client(server, tmp_path / "home") as fx:
+        reports = await fx.bulk_executions([execution_id], output_dir=tmp_path / "archived")
+        assert [r.kind for r in reports] == ["results", "bulk", "results"], reports
+        assert reports[1].extra["unplaced"] and reports[2].bytes_transferred == 3 * KiB
+        await fx.download_executions([execution_id], output_dir=tmp_path / "singly")
+    assert tree_bytes(tmp_path / "archived") == tree_bytes(tmp_path / "singly")
+    assert not (tmp_path / "archived" / ".flowxfer-archive").exists()
+
+
+async def test_an_output_named_like_the_archive_is_not_in_its_way(server: RunningServer, tmp_path: Path) -> None:
+    execution_id, expected = await register(server, tmp_path, {"zip": {"flow-results.zip": 2 * KiB,
+                                                                       ".flowxfer-archive": KiB}}, [])
+    async with client(server, tmp_path / "home") as fx:
+        reports = await fx.bulk_executions([execution_id], output_dir=tmp_path / "out", layout="flat")
+        again = await fx.bulk_executions([execution_id], output_dir=tmp_path / "out", layout="flat", force=True)
+    assert [(r.kind, r.status) for r in reports] == [(r.kind, r.status) for r in again] == [
+        ("results", "completed"), ("bulk", "completed")], (reports, again)
+    assert sorted(tree_bytes(tmp_path / "out").values()) == sorted(expected.values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".flowxfer-archive", "flow-results.zip"]
