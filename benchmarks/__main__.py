@@ -3,7 +3,7 @@
     python -m benchmarks [--quick]
 
 Each part writes its own section of ``benchmarks/RESULTS.md``; the size sweep
-also draws ``benchmarks/plot.png``; the load run (issue 6) comes last.
+also draws ``benchmarks/plot.png``; the load run (issue 6) and the WAN path (issue 20) come last.
 Anchors that are missing (nginx, aria2c) are installed from Debian by the
 parts that need them, or skipped with a message — never faked. ``--quick``
 uses small sizes for a smoke run and leaves RESULTS.md alone.
@@ -24,6 +24,7 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_sync", [], ["--quick", "--no-record"]),
     ("benchmarks.bench_sizes", [], ["--sizes", "1M,16M", "--repeats", "1", "--no-record"]),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
+    ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
 ]
 
 

@@ -30,7 +30,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,21 +234,24 @@ def bench_fixed_cost(spec_args: tuple[float, float, float, float], data: Data, r
     return lines
 
 
-def ceiling(data: Data, window_mib: float) -> str:
+def ceiling(data: Data, window_mib: float, repeats: int) -> str:
     """curl through the proxy with no delay and no rate limit: the fastest the proxy itself relays."""
     size = data.large.stat().st_size
-    runs: dict[str, Run] = {}
     with served("wan-direct") as (server, direct), WanProcess(server.url, 0, 0, 0, window_mib) as path:
         data_id = upload_id(data.large, direct)
         token = login_token(server)
-        for where, base in (("direct", server.url), ("through the proxy", path.url)):
-            runs[where] = measure(["curl", "-sS", "--fail", "-o", os.devnull, "-H", f"Authorization: Bearer {token}",
-                                   f"{base}/downloads/{data_id}/{data.large.name}"])
-    rate = {where: size / run.seconds * 8 / 1e9 for where, run in runs.items()}
-    text = (f"The proxy's own ceiling (curl to /dev/null, {size / MiB:.0f} MiB, no delay or rate limit, one run): "
-            f"**{rate['through the proxy']:.1f} Gbit/s** through it, {rate['direct']:.1f} Gbit/s direct.")
-    print("\n" + text, flush=True)
-    return text
+
+        def curl(base: str) -> Callable[[int], Run]:
+            url = f"{base}/downloads/{data_id}/{data.large.name}"
+            return lambda _r: measure(["curl", "-sS", "--fail", "-o", os.devnull, "-H",
+                                       f"Authorization: Bearer {token}", url])
+
+        print(f"\nthe proxy's ceiling: curl to /dev/null, {size / MiB:.0f} MiB (median of {repeats}, alternating)",
+              flush=True)
+        runs = alternate({"direct": curl(server.url), "through the proxy": curl(path.url)}, repeats)
+    rate = {where: size / series.median * 8 / 1e9 for where, series in runs.items()}
+    return (f"The proxy's own ceiling (curl to /dev/null, {size / MiB:.0f} MiB, no delay or rate limit, median of "
+            f"{repeats}): **{rate['through the proxy']:.1f} Gbit/s** through it, {rate['direct']:.1f} Gbit/s direct.")
 
 
 #: The issue's goals for flowxfer's share of the link, by path and task.
@@ -310,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(size, count, file_size)
     aria2c = ensure_aria2c()
     rows: list[Row] = []
-    ceiling_line = ceiling(data, args.window_mib)
+    ceiling_line = ceiling(data, args.window_mib, max(repeats, 7))
     for label in chosen:
         rows += bench_path(label, (args.rtt_ms, args.link_mbit, paths[label], args.window_mib), data, repeats, aria2c)
-    fixed = bench_fixed_cost((args.rtt_ms, args.link_mbit, 0.0, args.window_mib), data, max(repeats, 3))
+    fixed = bench_fixed_cost((args.rtt_ms, args.link_mbit, 0.0, args.window_mib), data, max(repeats, 7))
     clean = PathSpec(rtt=args.rtt_ms / 1000, link_rate=args.link_mbit * 1e6 / 8, window=int(args.window_mib * MiB))
     body = "\n".join([
         machine_line() + f" Medians of {repeats} alternating rounds. Every tool talks to `flowxfer serve` "
@@ -326,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         *(row.render() for row in rows),
         "",
         f"Fixed cost of a command (start to last byte of a 4 KiB file, clean path against plain loopback, "
-        f"medians of {max(repeats, 3)} alternating rounds after one to warm up; the difference counted in "
+        f"medians of {max(repeats, 7)} alternating rounds after one to warm up; the difference counted in "
         "round trips):",
         "",
         "| command | through the path | loopback | extra round trips |",
