@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work"
@@ -164,22 +164,36 @@ class Server:
         command = [*FLOWXFER, "serve", "--root", str(self.root), "--port", "0", "--user", f"{USER}:{PASSWORD}",
                    "--rate-limits", "off", *self.extra]
         self.log = open(self.root.parent / f"{self.root.name}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"server did not start: {line!r}")
-        self.url = line.split()[-1]
+        self.proc, self.url = start_listening(command, self.log)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            stop(self.proc)
         self.log.close()
+
+
+def start_listening(command: Sequence[str], stderr: IO[str] | int) -> tuple[subprocess.Popen[str], str]:
+    """Start a child that prints ``listening on URL`` once it accepts connections; the child and its URL.
+
+    :raises RuntimeError: if its first line says anything else (it is killed).
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        stop(proc)
+        raise RuntimeError(f"{' '.join(command[:4])} did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End a child started by :func:`start_listening`: SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 class Endpoint(Protocol):

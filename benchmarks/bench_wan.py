@@ -54,6 +54,8 @@ from ._common import (
     measure,
     random_file,
     record_section,
+    start_listening,
+    stop,
     upload_tools,
 )
 from .bench_engine import ensure_aria2c
@@ -75,19 +77,13 @@ class WanProcess:
         self.url = ""
 
     def __enter__(self) -> WanProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.wanpath", *self.arguments],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the WAN path did not start: {line!r}")
-        self.url = line.split()[-1]
+        self.proc, self.url = start_listening([sys.executable, "-m", "benchmarks.wanpath", *self.arguments],
+                                              subprocess.DEVNULL)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
+            stop(self.proc)
 
 
 @dataclass
