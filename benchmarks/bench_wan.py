@@ -103,7 +103,8 @@ class Row:
     def render(self) -> str:
         share = f"{self.link_share:.0%}" if self.link_share is not None else ""
         return (f"| {self.path} | {self.task} | {self.tool} | {self.series.median:.2f} s | "
-                f"{self.series.rate(self.nbytes):.0f} MiB/s | {share} | {self.against} |")
+                f"{self.series.rate(self.nbytes):.0f} MiB/s | {share} | {self.series.peak_rss:.0f} MiB | "
+                f"{self.against} |")
 
 
 @dataclass
@@ -320,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Paths: clean = {clean.describe()}; lossy = the same with each connection alone capped at "
         f"{args.lossy_mbit:g} Mbit/s. Share of the link = bytes / median time / link rate.",
         "",
-        "| path | task | tool | median time | throughput | share of the link | against |",
-        "|---|---|---|---|---|---|---|",
+        "| path | task | tool | median time | throughput | share of the link | peak RSS | against |",
+        "|---|---|---|---|---|---|---|---|",
         *(row.render() for row in rows),
         "",
         f"Fixed cost of a command (start to last byte of a 4 KiB file, clean path against plain loopback, "

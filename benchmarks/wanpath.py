@@ -123,14 +123,19 @@ class Slot:
 def schedule(now: float, size: int, link_free_at: float, connection_free_at: float, spec: PathSpec) -> Slot:
     """Where a block of ``size`` bytes, read at ``now``, goes on the path.
 
-    It starts when the link and its connection are both free, holds the
-    shared link for ``size / link_rate`` (others may use the rest of it) and
-    its connection for ``size / connection_rate``, arrives ``rtt / 2`` after
-    the slower of the two, and its window space comes back ``rtt / 2`` later.
+    Two clocks bound it, each a serialisation queue: the link shared by all
+    connections (``size / link_rate`` after the link's earlier blocks) and its
+    own connection (``size / connection_rate`` after that connection's earlier
+    blocks, and not before its handshake). It arrives ``rtt / 2`` after the
+    later of the two, and its window space comes back ``rtt / 2`` after that.
+
+    The two run side by side from ``now``, not one after the other: a
+    connection with a backlog (its cap, its handshake) must not hold the link
+    for the others until its turn comes, as a single start time for both
+    would.
     """
-    start = max(now, link_free_at, connection_free_at)
-    link_done = start + size / spec.link_rate if spec.link_rate else start
-    connection_done = start + size / spec.connection_rate if spec.connection_rate else link_done
+    link_done = max(now, link_free_at) + (size / spec.link_rate if spec.link_rate else 0.0)
+    connection_done = max(now, connection_free_at) + (size / spec.connection_rate if spec.connection_rate else 0.0)
     arrives = max(link_done, connection_done) + spec.one_way
     return Slot(link_done, connection_done, arrives, arrives + spec.one_way)
 

@@ -90,12 +90,23 @@ def test_connections_share_one_link_and_each_keeps_its_own_cap(
             assert slot.arrives_at >= first + per_connection[number] / spec.connection_rate + spec.rtt / 2 - 1e-6
 
 
-def test_a_capped_connection_leaves_the_rest_of_the_link_to_others() -> None:
+def test_capped_connections_share_the_link_each_at_its_cap() -> None:
     spec = PathSpec(rtt=0.0, link_rate=100.0, connection_rate=25.0)
     one = schedule(0.0, 100, 0.0, 0.0, spec)
     other = schedule(0.0, 100, one.link_free_at, 0.0, spec)
     assert one.arrives_at == pytest.approx(4.0)  # 100 bytes at its own 25/s
-    assert other.arrives_at == pytest.approx(5.0)  # waits 1 s for the link, not 4 s for the first connection
+    assert other.arrives_at == pytest.approx(4.0)  # the link carries both at once: 50/s of its 100/s
+
+
+def test_a_connection_with_a_backlog_does_not_hold_the_link_for_the_others() -> None:
+    spec = PathSpec(rtt=0.0, link_rate=100.0, connection_rate=50.0)
+    # One connection is 10 s behind (a deep queue at its cap, or its handshake still under way)...
+    behind = schedule(0.0, 100, 0.0, 10.0, spec)
+    assert behind.arrives_at == pytest.approx(12.0)
+    # ... and another, idle, goes now: the link's clock moved by 1 s, not to 12 s.
+    other = schedule(0.0, 100, behind.link_free_at, 0.0, spec)
+    assert behind.link_free_at == pytest.approx(1.0)
+    assert other.arrives_at == pytest.approx(2.0)
 
 
 @given(connected=st.floats(min_value=0, max_value=1e6), rtt=st.floats(min_value=0, max_value=1))
