@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default="clean,lossy", help="which paths (default clean,lossy)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round, RESULTS.md left alone")
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
     quick = args.quick
     size = parse_size(args.size or ("256M" if quick else "1G"))
     count = args.files or (4 if quick else 16)
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         ceiling_line,
         "",
-        f"Reproduce: `python -m benchmarks.bench_wan --rtt-ms {args.rtt_ms:g}` (`--quick` for a smoke run).",
+        f"Reproduce: `{' '.join(['python -m benchmarks.bench_wan', *given])}` (`--quick` for a smoke run).",
     ])
     print("\n" + body)
     if not (args.no_record or quick):
