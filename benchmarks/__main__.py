@@ -3,7 +3,7 @@
     python -m benchmarks [--quick]
 
 Each part writes its own section of ``benchmarks/RESULTS.md``; the size sweep
-also draws ``benchmarks/plot.png``; the load run (issue 6) comes last.
+also draws ``benchmarks/plot.png``; the load run (issue 6) and the WAN path (issue 20) come last.
 Anchors that are missing (nginx, aria2c) are installed from Debian by the
 parts that need them, or skipped with a message — never faked. ``--quick``
 uses small sizes for a smoke run and leaves RESULTS.md alone.
@@ -26,6 +26,7 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_samples", [], ["--size", "8M", "--samples", "2", "--repeats", "1", "--rerun", "20",
                                       "--no-record"]),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
+    ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
 ]
 
 

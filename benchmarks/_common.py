@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work"
@@ -34,6 +35,17 @@ USER, PASSWORD = "bench", "bench-password-1"
 #: How every child process runs the CLI: the console script beside this interpreter.
 _SCRIPT = Path(sys.executable).with_name("flowxfer")
 FLOWXFER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from flowxfer.cli import run; run()"]
+
+#: The official client uploading the files named after its URL, user and password (flowbio v2, default config).
+FLOWBIO_UPLOAD = """
+import sys
+from pathlib import Path
+from flowbio.v2 import Client, UsernamePasswordCredentials
+client = Client(base_url=sys.argv[1])
+client.log_in(UsernamePasswordCredentials(username=sys.argv[2], password=sys.argv[3]))
+for name in sys.argv[4:]:
+    client.data.upload_data(Path(name))
+"""
 
 # A wrapper that runs one command and reports its exit code, wall time and peak RSS:
 # ru_maxrss of RUSAGE_CHILDREN in a fresh process is exactly that one child's peak.
@@ -152,26 +164,46 @@ class Server:
         command = [*FLOWXFER, "serve", "--root", str(self.root), "--port", "0", "--user", f"{USER}:{PASSWORD}",
                    "--rate-limits", "off", *self.extra]
         self.log = open(self.root.parent / f"{self.root.name}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"server did not start: {line!r}")
-        self.url = line.split()[-1]
+        self.proc, self.url = start_listening(command, self.log)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            stop(self.proc)
         self.log.close()
 
 
+def start_listening(command: Sequence[str], stderr: IO[str] | int) -> tuple[subprocess.Popen[str], str]:
+    """Start a child that prints ``listening on URL`` once it accepts connections; the child and its URL.
+
+    :raises RuntimeError: if its first line says anything else (it is killed).
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        stop(proc)
+        raise RuntimeError(f"{' '.join(command[:4])} did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End a child started by :func:`start_listening`: SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+class Endpoint(Protocol):
+    """Where clients connect: the server itself, or a path in front of it (benchmarks.wanpath)."""
+
+    url: str
+
+
 @contextmanager
-def flowxfer_home(name: str, server: Server) -> Iterator[dict[str, str]]:
+def flowxfer_home(name: str, server: Endpoint) -> Iterator[dict[str, str]]:
     """Environment for CLI runs: their own config dir and journal, logged in to ``server``."""
     home = WORK / name
     if home.exists():
@@ -184,13 +216,51 @@ def flowxfer_home(name: str, server: Server) -> Iterator[dict[str, str]]:
     yield env
 
 
-def login_token(server: Server) -> str:
+def login_token(server: Endpoint) -> str:
     import urllib.request
 
     request = urllib.request.Request(f"{server.url}/login", data=json.dumps(
         {"username": USER, "password": PASSWORD}).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request) as answer:  # noqa: S310 - loopback only
         return str(json.loads(answer.read())["token"])
+
+
+def upload_tools(files: Sequence[Path], url: str, env: dict[str, str]) -> dict[str, Callable[[int], Run]]:
+    """``flowxfer upload --force`` and the official client uploading ``files`` (to ``url`` for flowbio)."""
+    names = [str(f) for f in files]
+    return {
+        "flowxfer upload": lambda _r: measure([*FLOWXFER, "--no-progress", "upload", "--force", *names], env=env),
+        "flowbio upload": lambda _r: measure([sys.executable, "-c", FLOWBIO_UPLOAD, url, USER, PASSWORD, *names]),
+    }
+
+
+def download_tools(data_id: str, url: str, token: str, out: Path, env: dict[str, str],
+                   aria2c: str | None) -> dict[str, Callable[[int], Run]]:
+    """flowxfer, curl and (when installed) ``aria2c -x4`` downloading one file into ``out``.
+
+    :param url: the file's ``/downloads/...`` address as curl and aria2c fetch it.
+    """
+    name = url.rsplit("/", 1)[-1]
+    tools: dict[str, Callable[[int], Run]] = {
+        "flowxfer download": lambda _r: measure([*FLOWXFER, "--no-progress", "download", "--force", data_id,
+                                                 "-o", str(out)], env=env),
+        "curl download": lambda _r: measure(["curl", "-sS", "--fail", "-o", str(out / name), "-H",
+                                             f"Authorization: Bearer {token}", url]),
+    }
+    if aria2c:
+        tools["aria2c -x4 download"] = lambda _r: measure([
+            aria2c, "-q", "-x4", "-s4", "--allow-overwrite=true", "--auto-file-renaming=false",
+            f"--header=Authorization: Bearer {token}", "-d", str(out), "-o", name, url])
+    return tools
+
+
+def emptied(out: Path) -> Callable[[str, int], None]:
+    """A ``before_each`` for downloads into ``out``: start each run with it empty and the disks synced."""
+    def clear(_name: str, _round: int) -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        os.sync()
+    return clear
 
 
 def compile_sources() -> None:

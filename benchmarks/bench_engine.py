@@ -26,6 +26,7 @@ import sys
 from flowxfer.transfer import parse_size
 
 from ._common import (
+    FLOWBIO_UPLOAD,
     FLOWXFER,
     PASSWORD,
     USER,
@@ -42,16 +43,6 @@ from ._common import (
     random_file,
     record_section,
 )
-
-FLOWBIO_UPLOAD = """
-import sys
-from pathlib import Path
-from flowbio.v2 import Client, UsernamePasswordCredentials
-client = Client(base_url=sys.argv[1])
-client.log_in(UsernamePasswordCredentials(username=sys.argv[2], password=sys.argv[3]))
-for name in sys.argv[4:]:
-    client.data.upload_data(Path(name))
-"""
 
 
 def _sync_disks(_name: str = "", _round: int = 0) -> None:

@@ -14,32 +14,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from flowxfer.transfer import format_size, parse_size
 
 from ._common import (
     FLOWXFER,
-    PASSWORD,
     ROOT,
-    USER,
     WORK,
     MiB,
     Series,
     Server,
     alternate,
     compile_sources,
+    download_tools,
+    emptied,
     flowxfer_home,
     login_token,
     machine_line,
-    measure,
     random_file,
     record_section,
+    upload_tools,
 )
-from .bench_engine import FLOWBIO_UPLOAD, ensure_aria2c
+from .bench_engine import ensure_aria2c
 
 PLOT = ROOT / "benchmarks" / "plot.png"
 
@@ -60,33 +58,14 @@ def sweep(sizes: list[int], repeats: int) -> dict[str, dict[int, float]]:
 def _one_size(size: int, repeats: int, server: Server, env: dict[str, str], token: str,
               aria2c: str | None) -> dict[str, Series]:
     data = random_file(WORK / "data" / f"sweep-{size}.bin", size)
-    up = alternate({
-        "flowxfer upload": lambda _r: measure([*FLOWXFER, "--no-progress", "upload", "--force", str(data)], env=env),
-        "flowbio upload": lambda _r: measure([sys.executable, "-c", FLOWBIO_UPLOAD, server.url, USER, PASSWORD,
-                                              str(data)]),
-    }, repeats, before_each=lambda _n, _r: os.sync())
+    up = alternate(upload_tools([data], server.url, env), repeats, before_each=lambda _n, _r: os.sync())
     answer = subprocess.run([*FLOWXFER, "--json", "--no-progress", "upload", str(data)],
                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
     data_id = json.loads(answer.stdout)["files"][0]["id"]
     url = f"{server.url}/downloads/{data_id}/{data.name}"
     out = WORK / "sweep-out"
-
-    def clear(_name: str, _round: int) -> None:
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        os.sync()
-
-    tools = {
-        "flowxfer download": lambda _r: measure([*FLOWXFER, "--no-progress", "download", "--force", data_id,
-                                                 "-o", str(out)], env=env),
-        "curl download": lambda _r: measure(["curl", "-sS", "--fail", "-o", str(out / data.name), "-H",
-                                             f"Authorization: Bearer {token}", url]),
-    }
-    if aria2c:
-        tools["aria2c -x4 download"] = lambda _r: measure([
-            aria2c, "-q", "-x4", "-s4", "--allow-overwrite=true", "--auto-file-renaming=false",
-            f"--header=Authorization: Bearer {token}", "-d", str(out), "-o", data.name, url])
-    return {**up, **alternate(tools, repeats, before_each=clear)}
+    tools = download_tools(data_id, url, token, out, env, aria2c)
+    return {**up, **alternate(tools, repeats, before_each=emptied(out))}
 
 
 def plot(rates: dict[str, dict[int, float]], path: Path) -> None:
