@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from ._errors import UsageError
 from ._globs import PathFilter
 from ._names import flatten_relative_path, remote_name_problem
 from ._packing import PackPlan, member_paths, plan_packs
+from ._walk import Entry, walk
 
 __all__ = [
     "ShareGrant",
@@ -182,62 +183,6 @@ def stable(mtime_ns: int, ctime_ns: int, now: float, min_age: float | None) -> b
     if not min_age:
         return True
     return now - max(mtime_ns, ctime_ns) / 1e9 >= min_age
-
-
-# --- the walk (I/O) ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A regular file found by the walk."""
-
-    name: str
-    path: str
-    rel: str
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-
-
-def walk(root: str, path_filter: PathFilter, skip: frozenset[str] = frozenset()) -> Iterator[
-    tuple[str, str, list[Entry]]
-]:
-    """``(rel_dir, abs_dir, files)`` for every folder under ``root``, depth first, names sorted.
-
-    Only one folder's listing is held at a time (plus the names of folders
-    still to visit). Symbolic links to files are followed, links to folders
-    are not (no cycles); folders the filter excludes entirely are not listed.
-
-    :raises UsageError: a folder cannot be read (files would be missed silently).
-    """
-    stack: list[tuple[str, str]] = [("", root)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        files: list[Entry] = []
-        dirs: list[str] = []
-        try:
-            with os.scandir(abs_dir) as entries:
-                for entry in entries:
-                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if not path_filter.prune_dir(rel):
-                                dirs.append(entry.name)
-                            continue
-                        if not entry.is_file(follow_symlinks=True) or entry.path in skip:
-                            continue
-                        if not path_filter.matches(rel):
-                            continue
-                        st = entry.stat(follow_symlinks=True)
-                    except OSError:
-                        continue  # vanished, or a dangling link, between listing and stat
-                    files.append(Entry(entry.name, entry.path, rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        except OSError as exc:
-            raise UsageError(f"cannot read folder {abs_dir}: {exc.strerror}") from None
-        files.sort(key=lambda e: e.name)
-        yield rel_dir, abs_dir, files
-        for name in sorted(dirs, reverse=True):
-            stack.append((f"{rel_dir}/{name}" if rel_dir else name, os.path.join(abs_dir, name)))
 
 
 # --- planning ------------------------------------------------------------------------
