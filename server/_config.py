@@ -82,7 +82,7 @@ class ServerConfig:
     #: when chunks of several MiB stream in.
     read_bufsize: int = 1 * MiB
     #: Bytes of small uploads held in memory at once, across all requests (see
-    #: ``WHOLE_IN_MEMORY`` in the uploads module). Beyond it a small upload is
+    #: ``WHOLE_IN_MEMORY`` in ``_upload_whole``). Beyond it a small upload is
     #: written as it arrives, like a large one: memory does not grow with the
     #: number of clients sending small files at once.
     whole_uploads_in_memory: int = 64 * MiB

@@ -9,9 +9,13 @@ ever seen half-built and a handler names exactly the manager it uses.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,6 +25,8 @@ from ._config import ServerConfig
 from ._http import ApiError
 from ._ratelimit import Decision, RateLimiter
 from ._store import Store
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,6 +75,11 @@ class State:
     limiter: RateLimiter | None
     io: ThreadPoolExecutor
     catalog: Catalog = DEFAULT
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the file-work threads: blocking disk work never runs on the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io, functools.partial(fn, *args))
 
 
 STATE = web.AppKey("flowxfer_state", State)

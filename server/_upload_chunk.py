@@ -49,7 +49,7 @@ class Target:
     file_hasher: Any | None = None
     lock: asyncio.Lock | None = None
     committed: bool = False
-    #: The whole upload is in this one request and in memory (:data:`WHOLE_IN_MEMORY`);
+    #: The whole upload is in this one request and in memory (:data:`._upload_whole.WHOLE_IN_MEMORY`);
     #: ``path`` is its place in the data folder, ``written`` once a file is there.
     whole: bool = False
     written: bool = False

@@ -62,7 +62,7 @@ def recover_uploads(layout: Layout, store: Store, config: ServerConfig) -> None:
     orphans = [path for path in layout.data.iterdir()
                if path.name not in known and is_id(path.name) and path.is_file() and not path.is_symlink()]
     if orphans:
-        # Usually a whole upload written but not recorded (:meth:`_store_whole`): nobody was told
+        # Usually a whole upload written but not recorded (:func:`._upload_whole.store_whole`): nobody was told
         # its id. Set aside, not deleted: a database restored from an older backup names fewer
         # files than data/ holds, and those bytes are worth keeping.
         layout.orphans.mkdir(exist_ok=True)

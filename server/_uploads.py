@@ -21,12 +21,8 @@ chunk) or a recorded chunk whose bytes are on disk; an upload caught between
 4 and 5 is finished by :func:`._upload_recovery.recover_uploads` at start-up.
 
 A new upload that arrives whole in one small request (a folder of small
-files: most of them) takes a shorter road with the same guarantee: the blob
-stays in memory until the form is read, its checksum is checked before a
-byte is written, the file is written straight into the data folder and
-made durable (file and folder flushed), and only then is its row committed,
-directly as ``ready``. A crash before that commit leaves a file no client was
-told about, which start-up sets aside in ``orphans/``.
+files: most of them) takes a shorter road with the same guarantee
+(:mod:`._upload_whole`).
 """
 
 from __future__ import annotations
@@ -39,12 +35,11 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import xxhash
 from aiohttp import web
 
-from flowxfer._os import Buffer
 from flowxfer.protocol import format_checksum, new_hasher
 
 from ._http import ApiError, ShapedError, bad_request, json_response, not_found
@@ -55,30 +50,18 @@ from ._sink import (
     Sink,
     copy_spool,
     hash_file,
-    write_and_sync,
-    write_for_fdatasync,
 )
 from ._state import RATE, State, charge, user_of
-from ._store import FAILED, READY, UPLOADING, ChunkRow, DataRow, FlushError, Store, TreeFile
+from ._store import FAILED, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
 from ._store_samples import SampleRefused
 from ._unpack import UnpackError, unpack
 from ._upload_chunk import Chunk, ChunkMeta, Target, parse_meta
-from ._upload_disk import close_partial, move_into_place, open_existing, open_new, unlink, unpack_limits, write_whole
+from ._upload_disk import close_partial, move_into_place, open_existing, open_new, unlink, unpack_limits
 from ._upload_routes import ROUTES, UploadRoute
 from ._upload_status import get_upload
+from ._upload_whole import WHOLE_IN_MEMORY, spill_whole, store_whole
 
-T = TypeVar("T")
 log = logging.getLogger("flowxfer.server.uploads")
-
-#: A new upload sent whole in one request of at most this many body bytes is
-#: kept in memory until its form is read, then verified, written straight into
-#: the data folder and made durable in one worker-thread call, and recorded
-#: ready in one (group) commit (:meth:`UploadManager._store_whole`): for a
-#: folder of small files the server's per-file work, not the bytes, is the cost.
-#: All such uploads together hold at most ``config.whole_uploads_in_memory``
-#: bytes; one that would go beyond it takes the streamed road.
-WHOLE_IN_MEMORY = 1024 * 1024
-
 
 def _malformed(exc: Exception) -> NoReturn:
     """aiohttp's multipart reader fails in many ways (ValueError, AssertionError, lost connections)."""
@@ -101,13 +84,10 @@ class UploadManager:
         #: ``config.whole_uploads_in_memory``; only the event loop touches it).
         self.held_in_memory = 0
         self.routes = [route(state) for route in ROUTES]
+        self._io = state.run_io
 
     def _sink(self, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool, keep: bool = True) -> Sink:
         return Sink(self.state.io, self.config.max_chunk_size, fd, offset, hashers, fsync=fsync, keep=keep)
-
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.state.io, functools.partial(fn, *args))
 
     # --- POST /upload ------------------------------------------------------------
 
@@ -355,9 +335,9 @@ class UploadManager:
         if chunk.target is not None and chunk.target.whole:
             pieces, chunk.kept = chunk.kept, []
             if not meta.is_directory:
-                return await self._store_whole(user, meta, chunk, pieces)
+                return await store_whole(self.state, user, meta, chunk, pieces)
             # is_directory came after the blob: the archive takes the regular road (partial file, unpack).
-            chunk.received = received = await self._spill_whole(chunk.target, pieces)
+            chunk.received = received = await spill_whole(self.state, chunk.target, pieces)
         if chunk.target is None:
             assert chunk.spool is not None
             await self._io(os.close, chunk.spool_fd)
@@ -465,63 +445,6 @@ class UploadManager:
         if self.config.extensions:
             body["checksum"] = row.checksum
         return json_response(body)
-
-    async def _store_whole(self, user: str, meta: ChunkMeta, chunk: Chunk, pieces: list[Buffer]) -> web.StreamResponse:
-        """A new upload that came whole in this request: verify, store, record ready.
-
-        The checksum is computed and compared before a byte is written (a
-        damaged upload leaves nothing behind); the file goes straight into the
-        data folder, ``fdatasync``ed; the store then ``fsync``s the folder,
-        once for every upload in its next batch, and only then commits the
-        row, directly as ``ready``. A crash before that commit leaves a file
-        nobody was told of, which start-up sets aside (:func:`._upload_recovery.recover_uploads`).
-        """
-        target, prepared = chunk.target, chunk.prepared
-        assert target is not None and prepared is not None
-        size = sum(len(piece) for piece in pieces)
-        checksum = await self._io(write_whole, target.path, pieces, (meta.checksum, meta.file_checksum))
-        if meta.checksum is not None and meta.checksum != checksum:
-            raise ApiError(422, "checksum mismatch", expected=meta.checksum, received=checksum)
-        if meta.file_checksum is not None and meta.file_checksum != checksum:
-            raise ApiError(422, "file checksum mismatch", expected=meta.file_checksum, received=checksum)
-        target.written = True
-        await chunk.route.check_file(target.path, meta.filename, chunk.fields)
-        now = time.time()
-        row = DataRow(target.data_id, user, meta.filename, meta.data_type, False, True, READY, 0, None, now, now,
-                      None)
-        record = ChunkRow(0, size, checksum) if size else None
-        # Once handed over, the commit may stand even if this request is cancelled while it waits:
-        # from here the file is never removed by this request (a failed commit leaves an orphan
-        # that start-up sets aside), so no ready record can lose its file.
-        target.commit_sent = True
-        try:
-            await self.store.run_after_flushing(target.path.parent, self.store.commit_chunk, target.data_id, 0,
-                                                record, new=row, final_checksum=checksum, ready=True,
-                                                kind=prepared.kind, sample=prepared.sample)
-        except SampleRefused as exc:
-            # Checked again in the commit's transaction, which rolled back: no record names the file.
-            await self._io(unlink, target.path)
-            raise ShapedError(400, {"error": exc.error}) from None
-        except FlushError:
-            # The folder could not be flushed, so the commit was never run and no record can name
-            # the file: remove it now, rather than leave one orphan per upload on a failing disk.
-            await self._io(unlink, target.path)
-            raise
-        target.committed = True
-        body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
-                                "size": size, "is_ready": True, **prepared.answer}
-        if self.config.extensions:
-            body["checksum"] = checksum
-        return json_response(body)
-
-    async def _spill_whole(self, target: Target, pieces: list[Buffer]) -> Received:
-        """Turn a whole upload kept in memory into a regular one: its bytes in a durable partial file."""
-        target.whole = False
-        target.path = self.layout.partial / target.data_id
-        target.file_hasher = hasher = new_hasher()
-        target.fd = await self._io(open_new, target.path, False)
-        await self._io(write_and_sync, write_for_fdatasync, target.fd, pieces, 0, (hasher,), True)
-        return Received(sum(len(piece) for piece in pieces), format_checksum(hasher.hexdigest()))
 
     async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
         limits = unpack_limits(self.config)

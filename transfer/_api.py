@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 import anyio
 
-from flowxfer.journal import FileRecord, Journal, TransferRecord
+from flowxfer.journal import Journal, TransferRecord
 
-from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice, advise_download, bulk_hint, run_bulk
+from ._auto_bulk import download_advice, download_auto_bulk
+from ._bulk import DownloadAdvice, run_bulk
 from ._bwlimit import BandwidthSchedule
 from ._catalog import Catalog
 from ._client import Capabilities, FlowClient, check_base_url
@@ -31,24 +32,23 @@ from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
 from ._errors import UsageError
 from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
+from ._files import run_download, run_upload
 from ._limiter import RateLimiter
 from ._multiplexed import upload_multiplexed
-from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
+from ._plan import RemoteData
 from ._remote import describe, search
-from ._report import FileReport, TransferReport
+from ._report import TransferReport
 from ._results_bulk import run_results_bulk
+from ._resume import resume_all, resume_plan, resume_record
 from ._runner import Runner
-from ._runtime import TransferContext
-from ._samples import check_samples, sheet_input, upload_samples
+from ._samples import upload_samples
 from ._samples_remote import data_of_samples, fetch_catalog
-from ._sizes import format_size
+from ._samples_rows import check_sheet
 from ._sync import SyncPreview, preview_sync, run_sync
 from ._sync_samples import SampleSync, sync_samples
 from ._syncplan import SyncOptions
-from ._upload import UploadOptions
 from ._validate import SamplePlan
-from ._workers import download_one, unsent, upload_one
-from .events import FileFinished, FilesPlanned, Notice, ProgressCallback, ignore_events
+from .events import ProgressCallback, ignore_events
 
 __all__ = ["DEFAULT_BASE_URL", "Flowxfer"]
 
@@ -227,24 +227,7 @@ class Flowxfer:
         :raises AuthError: not logged in, or the login expired.
         :raises AlreadyRunning: another process is running this same upload.
         """
-        resolved = await anyio.to_thread.run_sync(check_upload_paths, list(paths))
-        params: dict[str, Any] = {"paths": resolved, "data_type": data_type}
-        options = UploadOptions(data_type=data_type)
-
-        async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
-            skipped, count, total = await anyio.to_thread.run_sync(
-                partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan_local(resolved),
-                        force=force)
-            )
-            self._runner.emit(FilesPlanned(count, total))
-            for row in skipped:
-                self._runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
-
-        async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
-            return await upload_one(ctx, record, options)
-
-        return await self._runner.run("upload", params, plan, work, transfer_id=transfer_id,
-                                      extra_state={"force": force}, read_ahead=unsent)
+        return await run_upload(self._runner, paths, data_type=data_type, force=force, transfer_id=transfer_id)
 
     # -- downloads -----------------------------------------------------
 
@@ -264,33 +247,8 @@ class Flowxfer:
         :raises UsageError: nothing named.
         :raises NotFoundError: an id that does not exist or cannot be read (nothing is downloaded).
         """
-        ids = list(dict.fromkeys(str(i) for i in ids))
-        if not ids and not (filename or pattern or owned):
-            raise UsageError("name data ids, or a search (--filename, --pattern, --owned)")
-        out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
-        params: dict[str, Any] = {"ids": ids, "filename": filename, "pattern": pattern, "owned": owned,
-                                  "output_dir": str(out)}
-
-        async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
-            if resumed and record.state.get("planned"):
-                return
-            items = await self._named(ids, filename, pattern, owned)
-            try:
-                await anyio.to_thread.run_sync(partial(os.makedirs, out, exist_ok=True))
-            except OSError as exc:
-                raise UsageError(f"cannot create output folder {out}: {exc.strerror}") from None
-            skipped, count, total = await anyio.to_thread.run_sync(
-                partial(plan_downloads, ctx.journal, record.id, ctx.server, ctx.username, items, out, force=force)
-            )
-            await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, record.id, planned=True))
-            self._runner.emit(FilesPlanned(count, total))
-            hint = bulk_hint(items)
-            if hint:
-                self._runner.emit(Notice(hint))
-            for row in skipped:
-                self._runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
-
-        return await self._runner.run("download", params, plan, download_one, transfer_id=transfer_id)
+        return await run_download(self._runner, ids, filename=filename, pattern=pattern, owned=owned,
+                                  output_dir=output_dir, force=force, transfer_id=transfer_id)
 
     async def download_advice(
         self, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
@@ -302,13 +260,7 @@ class Flowxfer:
 
         :raises NotFoundError: an id that does not exist or cannot be read.
         """
-        ids = list(dict.fromkeys(str(i) for i in ids))
-        if not ids and not (filename or pattern or owned):
-            raise UsageError("name data ids, or a search (--filename, --pattern, --owned)")
-        self._runner.require_login()
-        items = await self._named(ids, filename, pattern, owned)
-        await self._runner.adopt_budget(await self.journal())
-        return advise_download(items, self.config, await self.client.capabilities(), self.client.limiter)
+        return await download_advice(self._runner, ids, filename=filename, pattern=pattern, owned=owned)
 
     async def download_auto_bulk(
         self, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
@@ -324,21 +276,8 @@ class Flowxfer:
             or ``"download"``) and, for the archive, why it was chosen.
         :returns: one report per transfer run (one or two).
         """
-        advice = await self.download_advice(ids, filename=filename, pattern=pattern, owned=owned)
-        announce = on_part or (lambda kind, why: None)
-        if not advice.bulk_advised:
-            announce("download", None)
-            return [await self.download([item.id for item in advice.small + advice.large], output_dir=output_dir,
-                                        force=force)]
-        announce("bulk", f"{len(advice.small)} files under {format_size(BULK_SMALL_FILE)} (more than "
-                         f"{BULK_MIN_FILES}): fetching them as one archive")
-        reports = [await self.bulk([item.id for item in advice.small], output_dir=output_dir, extract=True,
-                                   known=list(advice.small))]
-        if advice.large and not self.stopping:
-            announce("download", None)
-            reports.append(await self.download([item.id for item in advice.large], output_dir=output_dir,
-                                               force=force))
-        return reports
+        return await download_auto_bulk(self._runner, ids, filename=filename, pattern=pattern, owned=owned,
+                                        output_dir=output_dir, force=force, on_part=on_part)
 
     async def download_executions(
         self,
@@ -509,8 +448,7 @@ class Flowxfer:
         sample: Mapping[str, Any] | None = None,
     ) -> SamplePlan:
         """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
-        rows, problems, _ = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
-        return await check_samples(self._runner, rows, sample_type, sheet_problems=problems)
+        return await check_sheet(self._runner, sheet, sample, sample_type)
 
     async def upload_multiplexed(
         self, reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
@@ -555,16 +493,6 @@ class Flowxfer:
         """Every data item matching a search, paging through ``/data/search`` (100 a page)."""
         return await search(self.client, filename=filename, pattern=pattern, owned=owned)
 
-    async def _named(self, ids: list[str], filename: str | None, pattern: str | None,
-                     owned: bool) -> list[RemoteData]:
-        """The data named by ids, then by a search (each item once)."""
-        items = await self.describe(ids) if ids else []
-        if filename or pattern or owned:
-            seen = {item.id for item in items}
-            items += [item for item in await self.search(filename=filename, pattern=pattern, owned=owned)
-                      if item.id not in seen]
-        return items
-
     # -- resume --------------------------------------------------------
 
     async def resume(self, transfer_id: str | None = None) -> list[TransferReport]:
@@ -572,61 +500,15 @@ class Flowxfer:
 
         :raises UsageError: the id is unknown, ambiguous, or belongs to another server.
         """
-        reports = []
-        for record in await self.resume_plan(transfer_id):
-            if self.stopping:
-                break
-            reports.append(await self.resume_record(record))
-        return reports
+        return await resume_all(self._runner, transfer_id)
 
     async def resume_plan(self, transfer_id: str | None = None) -> list[TransferRecord]:
         """The transfers :meth:`resume` would continue, oldest first (an id may be abbreviated)."""
-        journal = await self.journal()
-        if transfer_id is None:
-            return [r for r in await anyio.to_thread.run_sync(journal.unfinished_transfers)
-                    if r.server == self.base_url]
-        matches = await anyio.to_thread.run_sync(journal.find_transfers, transfer_id)
-        if not matches:
-            raise UsageError(f"no transfer {transfer_id!r} in the journal {journal.path}")
-        if len(matches) > 1:
-            raise UsageError(f"{transfer_id!r} is ambiguous: {', '.join(m.id for m in matches)}")
-        if matches[0].server != self.base_url:
-            raise UsageError(f"transfer {matches[0].id} belongs to {matches[0].server}; "
-                             f"pass --base-url {matches[0].server}")
-        return matches
+        return await resume_plan(self._runner, transfer_id)
 
     async def resume_record(self, record: TransferRecord) -> TransferReport:
         """Re-run one journaled transfer with the parameters it was started with."""
-        params = record.params
-        if record.kind == "upload":
-            return await self.upload(params["paths"], data_type=params.get("data_type"),
-                                     force=bool(record.state.get("force")), transfer_id=record.id)
-        if record.kind == "download":
-            return await self.download(params.get("ids", []), filename=params.get("filename"),
-                                       pattern=params.get("pattern"), owned=bool(params.get("owned")),
-                                       output_dir=params["output_dir"], transfer_id=record.id)
-        if record.kind == "bulk":
-            return await self.bulk(params["ids"], name=params.get("name"), output_dir=params["output_dir"],
-                                   extract=bool(params.get("extract")), transfer_id=record.id)
-        if record.kind == "results":
-            return await self.download_executions(
-                params["executions"], output_dir=params["output_dir"], layout=params["layout"],
-                partial=bool(params.get("partial")), wait=bool(record.state.get("wait")),
-                poll_interval=float(record.state.get("poll_interval") or DEFAULT_POLL_INTERVAL),
-                transfer_id=record.id)
-        if record.kind == "samples":
-            return await self.upload_samples(params.get("sheet"), sample=params.get("sample"), run=params.get("run"),
-                                             sample_type=params["sample_type"],
-                                             skip_invalid=bool(params.get("skip_invalid")),
-                                             stop_on_error=bool(params.get("stop_on_error")), transfer_id=record.id)
-        if record.kind == "multiplexed":
-            return await self.upload_multiplexed(params["reads1"], params.get("reads2"),
-                                                 annotation=params["annotation"],
-                                                 reject_warnings=bool(params.get("reject_warnings")),
-                                                 transfer_id=record.id)
-        if record.kind == "sync":
-            return await self.sync(params["root"], SyncOptions.from_params(params), transfer_id=record.id)
-        raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")
+        return await resume_record(self._runner, record)
 
 
 def _username_from_token(token: str) -> str:

@@ -8,17 +8,17 @@ against the server's chunk map when there is one. A chunk is ``acked`` in the
 journal only after the ``.part`` file was ``fdatasync``ed (the journal batch
 does that before it commits). The ``.part`` file becomes the target, by an
 atomic rename, only when every chunk checks and the whole file agrees with
-the server's checksum (or, without extensions, its size and ETag).
+the server's checksum (or, without extensions, its size and ETag). The
+``.part`` file's own disk work (preallocation, writing, crash recovery,
+local errors) is :mod:`._partfile`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import random
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -28,12 +28,12 @@ import anyio
 import xxhash
 
 from flowxfer import protocol
-from flowxfer._os import write_direct
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
 from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
-from ._errors import IntegrityError, LocalIOError, ProtocolError, StopRequested, UnavailableError
+from ._errors import IntegrityError, ProtocolError, StopRequested, UnavailableError
+from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_block, write_error
 from ._retry import RetryPolicy
 from ._runtime import TransferContext, task_group
 from .events import BytesMoved, FileVerifying, Notice, Retrying
@@ -93,12 +93,6 @@ class _WholeMismatch(Exception):
 _BY_MAP = "xxh3-128 of every chunk against the server's chunk map"
 _BY_WHOLE = "xxh3-128 of the whole file against the server's checksum"
 _SIZE_ONLY = "size and ETag only (the server offers no checksums)"
-#: Read size when a finished file is hashed as a whole.
-
-
-def part_path(target: Path) -> Path:
-    """The ``.part`` file beside a target: same folder, so the final rename is atomic."""
-    return target.with_name(target.name + ".part")
 
 
 async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: int,
@@ -126,80 +120,6 @@ async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: 
                 raise ProtocolError(f"data {data_id}: the chunk map's checksum differs from the data's")
             remote.checksum = map_checksum
     return remote
-
-
-#: Local errors the user can fix, and what to tell them (the journal keeps everything done so far).
-_FIXABLE = {
-    errno.ENOSPC: "free some space",
-    errno.EDQUOT: "free some space (disk quota)",
-    errno.EFBIG: "the file is larger than this process may write (ulimit -f)",
-    errno.EACCES: "give this user write permission on the folder",
-    errno.EPERM: "the folder or file refuses changes (immutable?)",
-    errno.EROFS: "the filesystem is read-only",
-}
-
-
-def _write_error(path: Path, exc: OSError, need: int | None, doing: str = "cannot write") -> LocalIOError:
-    """A local write error said plainly: what, where, why, and that running the same command resumes."""
-    message = f"{doing} {path}: {exc.strerror or exc}"
-    if need is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        message += f" ({need} bytes needed)"
-    hint = _FIXABLE.get(exc.errno or 0)
-    if hint:
-        message += f"; {hint}, then run the same command again to resume"
-    return LocalIOError(message)
-
-
-def _preallocate(fd: int, size: int) -> None:
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
-            os.ftruncate(fd, size)
-        else:
-            raise
-
-
-def _write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.xxh3_128) -> None:
-    """Write and hash one block (worker thread): the same bytes feed the disk and the hash.
-
-    The block is about to be ``fdatasync``ed (before the journal says its
-    chunk is acknowledged), so it is written past the page cache where the
-    filesystem allows (:func:`write_direct`): one copy into a reused aligned
-    buffer instead of a copy into fresh page-cache pages and a writeback.
-    """
-    for piece in pieces:
-        hasher.update(piece)
-    write_direct(fd, pieces, offset)
-
-
-def _rehash_chunks(fd: int, chunks: Sequence[Chunk], sums: Sequence[str | None]) -> list[int]:
-    """Indexes of chunks whose bytes on disk already match the map (recovered after a crash).
-
-    A stream writes its chunks in order, so chunks written but not yet
-    journaled sit at the start of each run of unacknowledged chunks: each run
-    is read from its start up to its first mismatch, not to its end (the rest
-    of a run is mostly preallocated zeros, which would be read for nothing).
-    """
-    good = []
-    for run in _contiguous_runs(chunks):
-        for chunk in run:
-            expected = sums[chunk.index]
-            data = os.pread(fd, chunk.size, chunk.offset) if expected is not None else b""
-            if expected is None or len(data) != chunk.size or protocol.checksum_of(data) != expected:
-                break
-            good.append(chunk.index)
-    return good
-
-
-def _contiguous_runs(chunks: Sequence[Chunk]) -> list[list[Chunk]]:
-    runs: list[list[Chunk]] = []
-    for chunk in chunks:
-        if runs and runs[-1][-1].end == chunk.offset and runs[-1][-1].index + 1 == chunk.index:
-            runs[-1].append(chunk)
-        else:
-            runs.append([chunk])
-    return runs
 
 
 async def download_file(ctx: TransferContext, record: FileRecord, remote: RemoteFile, *,
@@ -248,7 +168,7 @@ async def _download_once(
             resumable = same_plan and os.fstat(fd).st_size == remote.size
             if not resumable:
                 os.ftruncate(fd, 0)
-                _preallocate(fd, remote.size)
+                preallocate(fd, remote.size)
         except BaseException:
             os.close(fd)
             raise
@@ -257,7 +177,7 @@ async def _download_once(
     try:
         fd, resumable = await anyio.to_thread.run_sync(open_part)
     except OSError as exc:
-        raise _write_error(part, exc, remote.size) from None
+        raise write_error(part, exc, remote.size) from None
     try:
         return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable,
                                     finish)
@@ -290,7 +210,7 @@ async def _download_into(
             # Chunks written but not yet journaled when we stopped: their bytes are on disk
             # (or not); the map tells which, and a local read is cheaper than a refetch.
             unknown = [c for c in chunks if c.index not in shared.acked]
-            for idx in await anyio.to_thread.run_sync(_rehash_chunks, fd, unknown, sums):
+            for idx in await anyio.to_thread.run_sync(rehash_chunks, fd, unknown, sums):
                 batch.chunk(record.id, idx, ChunkState.ACKED, sums[idx])
                 batch.sync_before_commit(fd)
                 shared.acked.add(idx)
@@ -303,7 +223,7 @@ async def _download_into(
 
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
     if todo:
-        runs = _contiguous_runs(todo)
+        runs = contiguous_runs(todo)
         segments: list[list[Chunk]]
         if len(runs) == 1:
             segments = [list(s.chunks) for s in plan_segments(runs[0], ctx.config.segments,
@@ -352,7 +272,7 @@ async def _download_into(
     try:
         mtime_ns = await anyio.to_thread.run_sync(publish)
     except OSError as exc:
-        raise _write_error(target, exc, None, f"cannot move {part.name} into place as") from None
+        raise write_error(target, exc, None, f"cannot move {part.name} into place as") from None
     checksum = remote.checksum or shared.x_checksum
     batch = ctx.writer.batch
     fields = {"bytes_done": remote.size, "checksum": checksum, "etag": shared.etag, "error": None}
@@ -517,9 +437,9 @@ async def _consume(
                 complete = offset == chunk.end
                 if complete or (offset - chunk.offset) % block_size == 0 or len(block) >= _MAX_IOV:
                     try:
-                        await anyio.to_thread.run_sync(_write_block, fd, block_offset, block, hasher)
+                        await anyio.to_thread.run_sync(write_block, fd, block_offset, block, hasher)
                     except OSError as exc:
-                        raise _write_error(part_path(Path(record.local_path)), exc, None) from None
+                        raise write_error(part_path(Path(record.local_path)), exc, None) from None
                     ctx.counters.bytes_transferred += block_bytes
                     ctx.events(BytesMoved(record.local_path, block_bytes))
                     block_offset += block_bytes

@@ -22,7 +22,8 @@ import anyio
 
 from ._report import TransferReport
 from ._runner import Runner
-from ._samples import check_samples, run_input, run_samples
+from ._samples import run_samples
+from ._samples_rows import check_samples, run_input
 from ._sync import SyncOptions, _not_ready, _resolve_root, run_sync
 
 __all__ = ["SampleSync", "literal_rule", "sync_samples"]

@@ -1,0 +1,124 @@
+"""Plain files up and down: what ``upload`` and ``download`` are as transfers.
+
+Each says what its transfer is (the journal parameters that name it, how it
+is planned into the journal, which file worker works a file) and hands that
+to the :class:`~._runner.Runner`, as :mod:`._bulk` and :mod:`._sync` do for
+theirs; the facade (:class:`~._api.Flowxfer`) only delegates here. The files
+themselves are worked by :mod:`._workers`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from flowxfer.journal import FileRecord, TransferRecord
+
+from ._bulk import bulk_hint
+from ._client import FlowClient
+from ._errors import UsageError
+from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
+from ._remote import describe, search
+from ._report import FileReport, TransferReport
+from ._runner import Runner
+from ._runtime import TransferContext
+from ._upload import UploadOptions
+from ._workers import download_one, unsent, upload_one
+from .events import FileFinished, FilesPlanned, Notice
+
+__all__ = ["check_named", "named_data", "run_download", "run_upload"]
+
+
+async def run_upload(
+    runner: Runner,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    data_type: str | None = None,
+    force: bool = False,
+    transfer_id: str | None = None,
+) -> TransferReport:
+    """See :meth:`Flowxfer.upload`."""
+    resolved = await anyio.to_thread.run_sync(check_upload_paths, list(paths))
+    params: dict[str, Any] = {"paths": resolved, "data_type": data_type}
+    options = UploadOptions(data_type=data_type)
+
+    async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
+        skipped, count, total = await anyio.to_thread.run_sync(
+            partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan_local(resolved),
+                    force=force)
+        )
+        runner.emit(FilesPlanned(count, total))
+        for row in skipped:
+            runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
+
+    async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
+        return await upload_one(ctx, record, options)
+
+    return await runner.run("upload", params, plan, work, transfer_id=transfer_id,
+                            extra_state={"force": force}, read_ahead=unsent)
+
+
+def check_named(ids: Sequence[str], filename: str | None, pattern: str | None, owned: bool) -> list[str]:
+    """The ids, each once, in order.
+
+    :raises UsageError: neither ids nor a search named.
+    """
+    unique = list(dict.fromkeys(str(i) for i in ids))
+    if not unique and not (filename or pattern or owned):
+        raise UsageError("name data ids, or a search (--filename, --pattern, --owned)")
+    return unique
+
+
+async def named_data(client: FlowClient, ids: list[str], filename: str | None, pattern: str | None,
+                     owned: bool) -> list[RemoteData]:
+    """The data named by ids, then by a search (each item once)."""
+    items = await describe(client, ids) if ids else []
+    if filename or pattern or owned:
+        seen = {item.id for item in items}
+        items += [item for item in await search(client, filename=filename, pattern=pattern, owned=owned)
+                  if item.id not in seen]
+    return items
+
+
+async def run_download(
+    runner: Runner,
+    ids: Sequence[str] = (),
+    *,
+    filename: str | None = None,
+    pattern: str | None = None,
+    owned: bool = False,
+    output_dir: Path | str = ".",
+    force: bool = False,
+    transfer_id: str | None = None,
+) -> TransferReport:
+    """See :meth:`Flowxfer.download`."""
+    ids = check_named(ids, filename, pattern, owned)
+    out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
+    params: dict[str, Any] = {"ids": ids, "filename": filename, "pattern": pattern, "owned": owned,
+                              "output_dir": str(out)}
+
+    async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
+        if resumed and record.state.get("planned"):
+            return
+        items = await named_data(runner.client, ids, filename, pattern, owned)
+        try:
+            await anyio.to_thread.run_sync(partial(os.makedirs, out, exist_ok=True))
+        except OSError as exc:
+            raise UsageError(f"cannot create output folder {out}: {exc.strerror}") from None
+        skipped, count, total = await anyio.to_thread.run_sync(
+            partial(plan_downloads, ctx.journal, record.id, ctx.server, ctx.username, items, out, force=force)
+        )
+        await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, record.id, planned=True))
+        runner.emit(FilesPlanned(count, total))
+        hint = bulk_hint(items)
+        if hint:
+            runner.emit(Notice(hint))
+        for row in skipped:
+            runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
+
+    return await runner.run("download", params, plan, download_one, transfer_id=transfer_id)
