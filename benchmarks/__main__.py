@@ -23,8 +23,11 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_engine", [], ["--size", "64M", "--files", "500", "--repeats", "1", "--no-record"]),
     ("benchmarks.bench_sync", [], ["--quick", "--no-record"]),
     ("benchmarks.bench_sizes", [], ["--sizes", "1M,16M", "--repeats", "1", "--no-record"]),
-    ("benchmarks.bench_samples", [], ["--size", "8M", "--samples", "2", "--repeats", "1", "--rerun", "20",
-                                      "--no-record"]),
+    (
+        "benchmarks.bench_samples",
+        [],
+        ["--size", "8M", "--samples", "2", "--repeats", "1", "--rerun", "20", "--no-record"],
+    ),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
     ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
 ]

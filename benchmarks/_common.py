@@ -68,14 +68,21 @@ class Run:
     rss_mib: float
 
 
-def measure(command: Sequence[str], *, env: dict[str, str] | None = None, quiet: bool = True,
-            cwd: Path | None = None) -> Run:
+def measure(
+    command: Sequence[str], *, env: dict[str, str] | None = None, quiet: bool = True, cwd: Path | None = None
+) -> Run:
     """Run ``command`` once; its exit code, wall time and peak RSS (MiB)."""
     environment = {**os.environ, **(env or {})}
     if quiet:
         environment["BENCH_QUIET"] = "1"
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=environment, cwd=cwd,
-                          stderr=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command],
+        env=environment,
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "{}"
     try:
         figures = json.loads(last)
@@ -103,8 +110,9 @@ class Series:
         return nbytes / self.median / MiB
 
 
-def alternate(tools: dict[str, Callable[[int], Run]], repeats: int, *,
-              before_each: Callable[[str, int], None] | None = None) -> dict[str, Series]:
+def alternate(
+    tools: dict[str, Callable[[int], Run]], repeats: int, *, before_each: Callable[[str, int], None] | None = None
+) -> dict[str, Series]:
     """Run each tool ``repeats`` times, alternating between tools; failures raise."""
     series = {name: Series(name) for name in tools}
     for round_ in range(repeats):
@@ -115,8 +123,10 @@ def alternate(tools: dict[str, Callable[[int], Run]], repeats: int, *,
             if result.code != 0:
                 raise RuntimeError(f"{name} failed (exit {result.code}) in round {round_}")
             series[name].runs.append(result)
-            print(f"  {name:<28} round {round_ + 1}: {result.seconds:7.2f} s  peak RSS {result.rss_mib:6.1f} MiB",
-                  flush=True)
+            print(
+                f"  {name:<28} round {round_ + 1}: {result.seconds:7.2f} s  peak RSS {result.rss_mib:6.1f} MiB",
+                flush=True,
+            )
     return series
 
 
@@ -161,8 +171,19 @@ class Server:
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        command = [*FLOWXFER, "serve", "--root", str(self.root), "--port", "0", "--user", f"{USER}:{PASSWORD}",
-                   "--rate-limits", "off", *self.extra]
+        command = [
+            *FLOWXFER,
+            "serve",
+            "--root",
+            str(self.root),
+            "--port",
+            "0",
+            "--user",
+            f"{USER}:{PASSWORD}",
+            "--rate-limits",
+            "off",
+            *self.extra,
+        ]
         self.log = open(self.root.parent / f"{self.root.name}.log", "w")  # noqa: SIM115
         self.proc, self.url = start_listening(command, self.log)
         return self
@@ -209,18 +230,30 @@ def flowxfer_home(name: str, server: Endpoint) -> Iterator[dict[str, str]]:
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    env = {"FLOW_API_URL": server.url, "FLOWXFER_CONFIG_DIR": str(home / "config"),
-           "FLOWXFER_JOURNAL": str(home / "journal.db")}
-    subprocess.run([*FLOWXFER, "login", "-u", USER, "--password-stdin"], input=PASSWORD + "\n", text=True,
-                   env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+    env = {
+        "FLOW_API_URL": server.url,
+        "FLOWXFER_CONFIG_DIR": str(home / "config"),
+        "FLOWXFER_JOURNAL": str(home / "journal.db"),
+    }
+    subprocess.run(
+        [*FLOWXFER, "login", "-u", USER, "--password-stdin"],
+        input=PASSWORD + "\n",
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     yield env
 
 
 def login_token(server: Endpoint) -> str:
     import urllib.request
 
-    request = urllib.request.Request(f"{server.url}/login", data=json.dumps(
-        {"username": USER, "password": PASSWORD}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{server.url}/login",
+        data=json.dumps({"username": USER, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request) as answer:  # noqa: S310 - loopback only
         return str(json.loads(answer.read())["token"])
 
@@ -234,32 +267,50 @@ def upload_tools(files: Sequence[Path], url: str, env: dict[str, str]) -> dict[s
     }
 
 
-def download_tools(data_id: str, url: str, token: str, out: Path, env: dict[str, str],
-                   aria2c: str | None) -> dict[str, Callable[[int], Run]]:
+def download_tools(
+    data_id: str, url: str, token: str, out: Path, env: dict[str, str], aria2c: str | None
+) -> dict[str, Callable[[int], Run]]:
     """flowxfer, curl and (when installed) ``aria2c -x4`` downloading one file into ``out``.
 
     :param url: the file's ``/downloads/...`` address as curl and aria2c fetch it.
     """
     name = url.rsplit("/", 1)[-1]
     tools: dict[str, Callable[[int], Run]] = {
-        "flowxfer download": lambda _r: measure([*FLOWXFER, "--no-progress", "download", "--force", data_id,
-                                                 "-o", str(out)], env=env),
-        "curl download": lambda _r: measure(["curl", "-sS", "--fail", "-o", str(out / name), "-H",
-                                             f"Authorization: Bearer {token}", url]),
+        "flowxfer download": lambda _r: measure(
+            [*FLOWXFER, "--no-progress", "download", "--force", data_id, "-o", str(out)], env=env
+        ),
+        "curl download": lambda _r: measure(
+            ["curl", "-sS", "--fail", "-o", str(out / name), "-H", f"Authorization: Bearer {token}", url]
+        ),
     }
     if aria2c:
-        tools["aria2c -x4 download"] = lambda _r: measure([
-            aria2c, "-q", "-x4", "-s4", "--allow-overwrite=true", "--auto-file-renaming=false",
-            f"--header=Authorization: Bearer {token}", "-d", str(out), "-o", name, url])
+        tools["aria2c -x4 download"] = lambda _r: measure(
+            [
+                aria2c,
+                "-q",
+                "-x4",
+                "-s4",
+                "--allow-overwrite=true",
+                "--auto-file-renaming=false",
+                f"--header=Authorization: Bearer {token}",
+                "-d",
+                str(out),
+                "-o",
+                name,
+                url,
+            ]
+        )
     return tools
 
 
 def emptied(out: Path) -> Callable[[str, int], None]:
     """A ``before_each`` for downloads into ``out``: start each run with it empty and the disks synced."""
+
     def clear(_name: str, _round: int) -> None:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         os.sync()
+
     return clear
 
 
@@ -307,5 +358,4 @@ def record_section(heading: str, body: str) -> None:
 
 def machine_line() -> str:
     cpus = os.cpu_count()
-    return (f"Machine: {cpus} cores, Python {sys.version.split()[0]}, loopback, "
-            f"{time.strftime('%Y-%m-%d')}.")
+    return f"Machine: {cpus} cores, Python {sys.version.split()[0]}, loopback, {time.strftime('%Y-%m-%d')}."

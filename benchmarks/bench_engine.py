@@ -55,8 +55,9 @@ def ensure_aria2c() -> str | None:
     if found:
         return found
     print("aria2c is not installed; trying apt-get install -y aria2 ...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "aria2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=False)
+    subprocess.run(
+        ["apt-get", "install", "-y", "aria2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+    )
     found = shutil.which("aria2c")
     if not found:
         print("aria2c could not be installed: its comparison is skipped (not faked).", flush=True)
@@ -71,22 +72,31 @@ def bench_large(size: int, repeats: int) -> tuple[list[str], dict[str, float]]:
     with Server(WORK / "server-large", "--access-ttl", "7200") as server, flowxfer_home("large", server) as env:
         print(f"\nupload of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
         tools = {
-            "flowxfer upload": lambda _r: measure([*FLOWXFER, "--no-progress", "upload", "--force", str(data)],
-                                                  env=env),
-            "flowbio v2 upload": lambda _r: measure([sys.executable, "-c", FLOWBIO_UPLOAD, server.url, USER,
-                                                     PASSWORD, str(data)]),
+            "flowxfer upload": lambda _r: measure(
+                [*FLOWXFER, "--no-progress", "upload", "--force", str(data)], env=env
+            ),
+            "flowbio v2 upload": lambda _r: measure(
+                [sys.executable, "-c", FLOWBIO_UPLOAD, server.url, USER, PASSWORD, str(data)]
+            ),
         }
         up = alternate(tools, repeats, before_each=_sync_disks)
         ratio = up["flowbio v2 upload"].median / up["flowxfer upload"].median
         figures["upload_speedup"] = ratio
         for name, label in (("flowxfer upload", "flowxfer"), ("flowbio v2 upload", "flowbio v2 (1 MB chunks)")):
             series = up[name]
-            lines.append(f"| upload {size / MiB:.0f} MiB | {label} | {series.median:.2f} s | "
-                         f"{series.rate(size):.0f} MiB/s | {series.peak_rss:.0f} MiB |")
+            lines.append(
+                f"| upload {size / MiB:.0f} MiB | {label} | {series.median:.2f} s | "
+                f"{series.rate(size):.0f} MiB/s | {series.peak_rss:.0f} MiB |"
+            )
         lines.append(f"| | **flowxfer / flowbio speed-up** | **{ratio:.1f}×** (goal ≥ 3×) | | |")
 
-        answer = subprocess.run([*FLOWXFER, "--json", "--no-progress", "upload", str(data)], env={**os.environ, **env},
-                                capture_output=True, text=True, check=True)
+        answer = subprocess.run(
+            [*FLOWXFER, "--json", "--no-progress", "upload", str(data)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         data_id = json.loads(answer.stdout)["files"][0]["id"]
         token = login_token(server)
         url = f"{server.url}/downloads/{data_id}/{data.name}"
@@ -100,31 +110,58 @@ def bench_large(size: int, repeats: int) -> tuple[list[str], dict[str, float]]:
 
         print(f"\ndownload of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
         tools = {
-            "flowxfer download": lambda _r: measure([*FLOWXFER, "--no-progress", "download", "--force", data_id,
-                                                     "-o", str(out)], env=env),
-            "curl": lambda _r: measure(["curl", "-sS", "--fail", "-o", str(out / data.name), "-H",
-                                        f"Authorization: Bearer {token}", url]),
+            "flowxfer download": lambda _r: measure(
+                [*FLOWXFER, "--no-progress", "download", "--force", data_id, "-o", str(out)], env=env
+            ),
+            "curl": lambda _r: measure(
+                ["curl", "-sS", "--fail", "-o", str(out / data.name), "-H", f"Authorization: Bearer {token}", url]
+            ),
             # flowxfer syncs the file to disk before it renames it into place (a download it
             # reports is durable); this is curl held to the same promise.
-            "curl + sync FILE": lambda _r: measure(["sh", "-c", 'curl -sS --fail -o "$1" -H "$2" "$3" && sync "$1"',
-                                                    "sh", str(out / data.name), f"Authorization: Bearer {token}",
-                                                    url]),
+            "curl + sync FILE": lambda _r: measure(
+                [
+                    "sh",
+                    "-c",
+                    'curl -sS --fail -o "$1" -H "$2" "$3" && sync "$1"',
+                    "sh",
+                    str(out / data.name),
+                    f"Authorization: Bearer {token}",
+                    url,
+                ]
+            ),
         }
         if aria2c:
-            tools["aria2c -x4"] = lambda _r: measure([
-                aria2c, "-q", "-x4", "-s4", "--allow-overwrite=true", "--auto-file-renaming=false",
-                f"--header=Authorization: Bearer {token}", "-d", str(out), "-o", data.name, url])
+            tools["aria2c -x4"] = lambda _r: measure(
+                [
+                    aria2c,
+                    "-q",
+                    "-x4",
+                    "-s4",
+                    "--allow-overwrite=true",
+                    "--auto-file-renaming=false",
+                    f"--header=Authorization: Bearer {token}",
+                    "-d",
+                    str(out),
+                    "-o",
+                    data.name,
+                    url,
+                ]
+            )
         down = alternate(tools, repeats, before_each=clear)
         fx = down["flowxfer download"]
         ratio_curl = fx.median / down["curl"].median
         figures["download_vs_curl"] = ratio_curl
         for name, series in down.items():
-            lines.append(f"| download {size / MiB:.0f} MiB | {name} | {series.median:.2f} s | "
-                         f"{series.rate(size):.0f} MiB/s | {series.peak_rss:.0f} MiB |")
+            lines.append(
+                f"| download {size / MiB:.0f} MiB | {name} | {series.median:.2f} s | "
+                f"{series.rate(size):.0f} MiB/s | {series.peak_rss:.0f} MiB |"
+            )
         lines.append(f"| | **flowxfer / curl time** | **{ratio_curl:.2f}×** (goal ≤ 1.2×) | | |")
         figures["download_vs_curl_sync"] = fx.median / down["curl + sync FILE"].median
-        lines.append(f"| | **flowxfer / (curl + sync) time** | **{figures['download_vs_curl_sync']:.2f}×** "
-                     "(same durability) | | |")
+        lines.append(
+            f"| | **flowxfer / (curl + sync) time** | **{figures['download_vs_curl_sync']:.2f}×** "
+            "(same durability) | | |"
+        )
         if aria2c:
             figures["download_vs_aria2c"] = fx.median / down["aria2c -x4"].median
             lines.append(f"| | **flowxfer / aria2c time** | **{figures['download_vs_aria2c']:.2f}×** (goal < 1) | | |")
@@ -153,17 +190,27 @@ def bench_many(count: int, repeats: int) -> tuple[list[str], dict[str, float]]:
             run = measure([*FLOWXFER, "--no-progress", "upload", str(folder)], env=env)
             reruns.runs.append(run)
             print(f"  re-run {round_ + 1}: {run.seconds:.2f} s, peak RSS {run.rss_mib:.1f} MiB", flush=True)
-        check = subprocess.run([*FLOWXFER, "--json", "--no-progress", "upload", str(folder)],
-                               env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        check = subprocess.run(
+            [*FLOWXFER, "--json", "--no-progress", "upload", str(folder)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         report = json.loads(check.stdout)
         uploads = report["requests"]["upload"]
         skipped = sum(1 for f in report["files"] if f["status"] == "skipped")
-    figures.update(rss_many=max(first.rss_mib, reruns.peak_rss), rerun_seconds=reruns.median,
-                   rerun_upload_requests=uploads)
-    lines.append(f"| {count} × 4 KiB, first upload | flowxfer | {first.seconds:.2f} s | "
-                 f"{count / first.seconds:.0f} files/s | {first.rss_mib:.0f} MiB |")
-    lines.append(f"| {count} unchanged, re-run | flowxfer | **{reruns.median:.2f} s** (goal ≤ 3 s) | "
-                 f"{skipped} skipped, {uploads} upload requests | {reruns.peak_rss:.0f} MiB |")
+    figures.update(
+        rss_many=max(first.rss_mib, reruns.peak_rss), rerun_seconds=reruns.median, rerun_upload_requests=uploads
+    )
+    lines.append(
+        f"| {count} × 4 KiB, first upload | flowxfer | {first.seconds:.2f} s | "
+        f"{count / first.seconds:.0f} files/s | {first.rss_mib:.0f} MiB |"
+    )
+    lines.append(
+        f"| {count} unchanged, re-run | flowxfer | **{reruns.median:.2f} s** (goal ≤ 3 s) | "
+        f"{skipped} skipped, {uploads} upload requests | {reruns.peak_rss:.0f} MiB |"
+    )
     return lines, figures
 
 
@@ -188,16 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         lines += more
         figures.update(numbers)
     rss = [v for k, v in figures.items() if k.startswith("rss_")]
-    body = "\n".join([
-        machine_line() + f" Medians of {args.repeats} alternating runs; the server is `flowxfer serve` "
-        "(rate limits off) on the same two cores. Peak RSS is the CLI process's own (ru_maxrss).",
-        "",
-        *lines,
-        "",
-        f"Peak RSS of the flowxfer CLI across these runs: {max(rss):.0f} MiB (goal ≤ 200 MiB)." if rss else "",
-        "",
-        "Reproduce: `python -m benchmarks.bench_engine` (add `--size 256M --files 2000` for a quick look).",
-    ])
+    body = "\n".join(
+        [
+            machine_line() + f" Medians of {args.repeats} alternating runs; the server is `flowxfer serve` "
+            "(rate limits off) on the same two cores. Peak RSS is the CLI process's own (ru_maxrss).",
+            "",
+            *lines,
+            "",
+            f"Peak RSS of the flowxfer CLI across these runs: {max(rss):.0f} MiB (goal ≤ 200 MiB)." if rss else "",
+            "",
+            "Reproduce: `python -m benchmarks.bench_engine` (add `--size 256M --files 2000` for a quick look).",
+        ]
+    )
     print("\n" + body)
     if not args.no_record:
         record_section("Engine (issue 3)", body)

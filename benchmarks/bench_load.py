@@ -119,17 +119,25 @@ def _write_files(folder: Path, count: int, seed: int, sizes: tuple[int, int]) ->
     return digests
 
 
-def _run_client(index: int, url: str, user: str, password: str, home: Path, digests: dict[str, str],
-                extra: list[str]) -> tuple[list[str], list[str], int]:
+def _run_client(
+    index: int, url: str, user: str, password: str, home: Path, digests: dict[str, str], extra: list[str]
+) -> tuple[list[str], list[str], int]:
     """One client's whole life: log in, upload, download back, compare. (failures, mismatches, bytes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOW_", "FLOWXFER_"))}
-    env.update({"FLOW_API_URL": url, "FLOWXFER_CONFIG_DIR": str(home / "config"),
-                "FLOWXFER_JOURNAL": str(home / "journal.db"), "XDG_STATE_HOME": str(home / "state")})
+    env.update(
+        {
+            "FLOW_API_URL": url,
+            "FLOWXFER_CONFIG_DIR": str(home / "config"),
+            "FLOWXFER_JOURNAL": str(home / "journal.db"),
+            "XDG_STATE_HOME": str(home / "state"),
+        }
+    )
     failures: list[str] = []
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*FLOWXFER, *args], input=stdin, capture_output=True, text=True, env=env,
-                              check=False, timeout=1800)
+        done = subprocess.run(
+            [*FLOWXFER, *args], input=stdin, capture_output=True, text=True, env=env, check=False, timeout=1800
+        )
         if done.returncode != 0 or "Traceback" in done.stderr:
             failures.append(f"client {index}: {' '.join(args[:3])} exited {done.returncode}: {done.stderr[-500:]}")
         return done
@@ -151,8 +159,16 @@ def _run_client(index: int, url: str, user: str, password: str, home: Path, dige
     return failures, mismatched, moved
 
 
-def run_load(work: Path, *, clients: int = 20, files: int = 50, users: int = 4, rate_limits: str = DEFAULT_LIMITS,
-             sizes: tuple[int, int] = (16 * KiB, 2 * MiB), client_args: tuple[str, ...] = ()) -> LoadResult:
+def run_load(
+    work: Path,
+    *,
+    clients: int = 20,
+    files: int = 50,
+    users: int = 4,
+    rate_limits: str = DEFAULT_LIMITS,
+    sizes: tuple[int, int] = (16 * KiB, 2 * MiB),
+    client_args: tuple[str, ...] = (),
+) -> LoadResult:
     """Run the load once in ``work`` (emptied first) and return what was measured."""
     if work.exists():
         shutil.rmtree(work)
@@ -178,8 +194,10 @@ def run_load(work: Path, *, clients: int = 20, files: int = 50, users: int = 4, 
         watch.start()
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=clients) as pool:
-            futures = [pool.submit(_run_client, i, url, *accounts[i % users], home, digests[i], list(client_args))
-                       for i, home in enumerate(homes)]
+            futures = [
+                pool.submit(_run_client, i, url, *accounts[i % users], home, digests[i], list(client_args))
+                for i, home in enumerate(homes)
+            ]
             outcomes = [f.result() for f in futures]
         seconds = time.monotonic() - started
         watch.stop()
@@ -198,33 +216,45 @@ def run_load(work: Path, *, clients: int = 20, files: int = 50, users: int = 4, 
     if "Traceback" in log_text or "internal error" in log_text:
         failures.append("the server logged a traceback")
     return LoadResult(
-        clients=clients, files_per_client=files, users=users, rate_limits=rate_limits, seconds=seconds,
-        files=clients * files, bytes_up=payload, bytes_down=sum(o[2] for o in outcomes),
-        requests=sum(statuses.values()), statuses=dict(sorted(statuses.items())),
-        server_rss_start_mib=watch.start_rss / MiB, server_rss_peak_mib=watch.peak / MiB,
-        failures=failures, mismatched=[m for outcome in outcomes for m in outcome[1]],
+        clients=clients,
+        files_per_client=files,
+        users=users,
+        rate_limits=rate_limits,
+        seconds=seconds,
+        files=clients * files,
+        bytes_up=payload,
+        bytes_down=sum(o[2] for o in outcomes),
+        requests=sum(statuses.values()),
+        statuses=dict(sorted(statuses.items())),
+        server_rss_start_mib=watch.start_rss / MiB,
+        server_rss_peak_mib=watch.peak / MiB,
+        failures=failures,
+        mismatched=[m for outcome in outcomes for m in outcome[1]],
     )
 
 
 def report(result: LoadResult) -> str:
     ok = not result.failures and not result.mismatched and not result.unexpected_statuses
-    return "\n".join([
-        f"{result.clients} client processes x {result.files_per_client} files (16 KiB-2 MiB, "
-        f"{result.bytes_up / MiB:.0f} MiB up and the same back down), {result.users} users sharing them, "
-        f"rate limits `{result.rate_limits}`; each client: `login`, `upload` its folder, `download` it back.",
-        "",
-        "| figure | value |",
-        "|---|---|",
-        f"| wall time | {result.seconds:.1f} s |",
-        f"| requests answered | {result.requests} ({result.requests_per_second:.0f}/s held) |",
-        f"| bytes moved | {(result.bytes_up + result.bytes_down) / MiB:.0f} MiB "
-        f"({result.mib_per_second:.1f} MiB/s held, both directions) |",
-        f"| 429s met and handled | {result.rate_limited} |",
-        f"| statuses | {', '.join(f'{s}: {n}' for s, n in result.statuses.items())} |",
-        f"| commands failed / files not exact | {len(result.failures)} / {len(result.mismatched)} |",
-        f"| server RSS | {result.server_rss_start_mib:.0f} MiB at start, {result.server_rss_peak_mib:.0f} MiB peak |",
-        f"| verdict | {'held: every file exact, only documented 429s' if ok else 'FAILED'} |",
-    ])
+    return "\n".join(
+        [
+            f"{result.clients} client processes x {result.files_per_client} files (16 KiB-2 MiB, "
+            f"{result.bytes_up / MiB:.0f} MiB up and the same back down), {result.users} users sharing them, "
+            f"rate limits `{result.rate_limits}`; each client: `login`, `upload` its folder, `download` it back.",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| wall time | {result.seconds:.1f} s |",
+            f"| requests answered | {result.requests} ({result.requests_per_second:.0f}/s held) |",
+            f"| bytes moved | {(result.bytes_up + result.bytes_down) / MiB:.0f} MiB "
+            f"({result.mib_per_second:.1f} MiB/s held, both directions) |",
+            f"| 429s met and handled | {result.rate_limited} |",
+            f"| statuses | {', '.join(f'{s}: {n}' for s, n in result.statuses.items())} |",
+            f"| commands failed / files not exact | {len(result.failures)} / {len(result.mismatched)} |",
+            f"| server RSS | {result.server_rss_start_mib:.0f} MiB at start, "
+            f"{result.server_rss_peak_mib:.0f} MiB peak |",
+            f"| verdict | {'held: every file exact, only documented 429s' if ok else 'FAILED'} |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,12 +269,21 @@ def main(argv: list[str] | None = None) -> int:
 
     compile_sources()
 
-    result = run_load(WORK / "load", clients=args.clients, files=args.files, users=args.users,
-                      rate_limits=args.rate_limits)
+    result = run_load(
+        WORK / "load", clients=args.clients, files=args.files, users=args.users, rate_limits=args.rate_limits
+    )
     text = report(result)
     print(text)
-    print(json.dumps({**asdict(result), "requests_per_second": result.requests_per_second,
-                      "mib_per_second": result.mib_per_second}, indent=1))
+    print(
+        json.dumps(
+            {
+                **asdict(result),
+                "requests_per_second": result.requests_per_second,
+                "mib_per_second": result.mib_per_second,
+            },
+            indent=1,
+        )
+    )
     if not args.no_record:
         record_section("Load (issue 6)", f"`python -m benchmarks.bench_load` -- {machine_line()}\n\n{text}")
     failed = result.failures or result.mismatched or result.unexpected_statuses

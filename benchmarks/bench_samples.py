@@ -54,8 +54,13 @@ def write_sheet(path: Path, names: list[str], reads: list[tuple[Path, Path]]) ->
 
 def bench_batch(size: int, samples: int, repeats: int) -> tuple[list[str], dict[str, float]]:
     data = WORK / "samples-data"
-    reads = [(random_file(data / f"S{n}_R1.fastq.gz", size, seed=2 * n + 1),
-              random_file(data / f"S{n}_R2.fastq.gz", size, seed=2 * n + 2)) for n in range(samples)]
+    reads = [
+        (
+            random_file(data / f"S{n}_R1.fastq.gz", size, seed=2 * n + 1),
+            random_file(data / f"S{n}_R2.fastq.gz", size, seed=2 * n + 2),
+        )
+        for n in range(samples)
+    ]
     total = 2 * size * samples
     with Server(WORK / "server-samples", "--access-ttl", "7200") as server, flowxfer_home("samples", server) as env:
         flowbio_env = {"FLOW_API_URL": server.url, "FLOW_API_TOKEN": login_token(server)}
@@ -67,17 +72,40 @@ def bench_batch(size: int, samples: int, repeats: int) -> tuple[list[str], dict[
         print(f"\n{samples} paired samples of 2 x {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
         tools = {
             "flowxfer samples upload-batch": lambda r: measure(
-                [*FLOWXFER, "--no-progress", "samples", "upload-batch", "--sheet", sheet("fx", r), "--sample-type",
-                 "RNA-Seq"], env=env),
+                [
+                    *FLOWXFER,
+                    "--no-progress",
+                    "samples",
+                    "upload-batch",
+                    "--sheet",
+                    sheet("fx", r),
+                    "--sample-type",
+                    "RNA-Seq",
+                ],
+                env=env,
+            ),
             "flowbio samples upload-batch": lambda r: measure(
-                [*FLOWBIO, "--no-progress", "samples", "upload-batch", "--sheet", sheet("fb", r), "--sample-type",
-                 "RNA-Seq"], env=flowbio_env),
+                [
+                    *FLOWBIO,
+                    "--no-progress",
+                    "samples",
+                    "upload-batch",
+                    "--sheet",
+                    sheet("fb", r),
+                    "--sample-type",
+                    "RNA-Seq",
+                ],
+                env=flowbio_env,
+            ),
         }
         runs = alternate(tools, repeats, before_each=lambda _n, _r: os.sync())
     fx, fb = runs["flowxfer samples upload-batch"], runs["flowbio samples upload-batch"]
     speedup = fb.median / fx.median
-    lines = [f"| {samples} x 2 x {size / MiB:.0f} MiB | {name} | {s.median:.2f} s | {s.rate(total):.0f} MiB/s | "
-             f"{s.peak_rss:.0f} MiB |" for name, s in (("flowxfer", fx), ("flowbio 0.14 CLI", fb))]
+    lines = [
+        f"| {samples} x 2 x {size / MiB:.0f} MiB | {name} | {s.median:.2f} s | {s.rate(total):.0f} MiB/s | "
+        f"{s.peak_rss:.0f} MiB |"
+        for name, s in (("flowxfer", fx), ("flowbio 0.14 CLI", fb))
+    ]
     lines.append(f"| | **flowxfer / flowbio speed-up** | **{speedup:.1f}×** (goal ≥ 3×) | | |")
     return lines, {"speedup": speedup, "rss": fx.peak_rss}
 
@@ -85,21 +113,36 @@ def bench_batch(size: int, samples: int, repeats: int) -> tuple[list[str], dict[
 def bench_rerun(count: int) -> tuple[list[str], dict[str, float]]:
     small = WORK / "samples-small"
     small.mkdir(parents=True, exist_ok=True)
-    reads = [(random_file(small / f"T{n}_R1.fq.gz", 1024, seed=n + 1), random_file(small / f"T{n}_R2.fq.gz", 512,
-                                                                                      seed=n + 7))
-             for n in range(count)]
+    reads = [
+        (
+            random_file(small / f"T{n}_R1.fq.gz", 1024, seed=n + 1),
+            random_file(small / f"T{n}_R2.fq.gz", 512, seed=n + 7),
+        )
+        for n in range(count)
+    ]
     sheet = write_sheet(WORK / "sheet-rerun.csv", [f"T{n}" for n in range(count)], reads)
     with Server(WORK / "server-rerun", "--access-ttl", "7200") as server, flowxfer_home("rerun", server) as env:
-        command = [*FLOWXFER, "--no-progress", "--json", "samples", "upload-batch", "--sheet", str(sheet),
-                   "--sample-type", "RNA-Seq"]
+        command = [
+            *FLOWXFER,
+            "--no-progress",
+            "--json",
+            "samples",
+            "upload-batch",
+            "--sheet",
+            str(sheet),
+            "--sample-type",
+            "RNA-Seq",
+        ]
         subprocess.run(command, env={**os.environ, **env}, check=True, capture_output=True)
         timed = measure(command, env=env)
         again = subprocess.run(command, env={**os.environ, **env}, check=True, capture_output=True, text=True)
     document = json.loads(again.stdout)
     uploads = document["requests"].get("upload", 0)
     skipped = sum(1 for s in document["samples"] if s["status"] == "skipped")
-    lines = [f"| re-run over {count} made samples | flowxfer | {timed.seconds:.2f} s (goal ≤ 2 s) | "
-             f"{uploads} upload requests, {skipped} skipped | {timed.rss_mib:.0f} MiB |"]
+    lines = [
+        f"| re-run over {count} made samples | flowxfer | {timed.seconds:.2f} s (goal ≤ 2 s) | "
+        f"{uploads} upload requests, {skipped} skipped | {timed.rss_mib:.0f} MiB |"
+    ]
     return lines, {"rerun_seconds": timed.seconds, "rerun_uploads": uploads}
 
 
@@ -117,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     rerun, more = bench_rerun(args.rerun)
     figures.update(more)
     table = ["| task | tool | time (median) | rate | peak RSS |", "|---|---|---|---|---|", *batch, *rerun]
-    body = "\n".join([machine_line(), "", *table, "",
-                      "The WAN-like path (50 ms, 1 Gbit/s; goal ≥ 7×) is not measured yet."])
+    body = "\n".join(
+        [machine_line(), "", *table, "", "The WAN-like path (50 ms, 1 Gbit/s; goal ≥ 7×) is not measured yet."]
+    )
     print("\n" + body)
     if not args.no_record:
         record_section("Samples (issue 19)", body)

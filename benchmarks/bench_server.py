@@ -59,9 +59,22 @@ def free_port() -> int:
 @contextmanager
 def our_server(root: Path) -> Iterator[str]:
     """``flowxfer serve`` as a subprocess on a fresh root; yields its base URL."""
-    command = [sys.executable, "-c", "from flowxfer.cli import run; run()", "serve", "--root", str(root),
-               "--port", "0", "--user", f"{USER}:{PASSWORD}", "--rate-limits", "off",
-               "--max-chunk-size", "64MiB"]
+    command = [
+        sys.executable,
+        "-c",
+        "from flowxfer.cli import run; run()",
+        "serve",
+        "--root",
+        str(root),
+        "--port",
+        "0",
+        "--user",
+        f"{USER}:{PASSWORD}",
+        "--rate-limits",
+        "off",
+        "--max-chunk-size",
+        "64MiB",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -132,8 +145,9 @@ def nginx(binary: str, www: Path, tmp: Path) -> Iterator[str]:
     (tmp / "body").mkdir(parents=True, exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, www=www))
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(100):
             try:
@@ -195,8 +209,9 @@ async def _post_chunks(url: str, path: Path, chunk: int, token: str | None, flow
                     form.add_field("expected_file_size", str(offset))
                     form.add_field("is_last", "true" if last else "false")
                     form.add_field("data", data_id)
-                    form.add_field("blob", io.BytesIO(blob), filename=path.name,
-                                   content_type="application/octet-stream")
+                    form.add_field(
+                        "blob", io.BytesIO(blob), filename=path.name, content_type="application/octet-stream"
+                    )
                     async with session.post(url, data=form, headers=headers) as resp:
                         body = await resp.json()
                         if resp.status != 200:
@@ -255,8 +270,9 @@ def main() -> None:
         source = www / "big.bin"
         print(f"writing {args.size_mib} MiB of random bytes...", file=sys.stderr)
         make_file(source, size)
-        times: dict[str, list[float]] = {k: [] for k in (
-            "flowbio_1mb", "ours_8mib", "nginx_8mib_aiohttp", "nginx_curl_whole", "dl_ours", "dl_nginx")}
+        times: dict[str, list[float]] = {
+            k: [] for k in ("flowbio_1mb", "ours_8mib", "nginx_8mib_aiohttp", "nginx_curl_whole", "dl_ours", "dl_nginx")
+        }
         with nginx(binary, www, tmp / "nginx") as nginx_url:
             body_dir = tmp / "nginx" / "body"
             # Uploads: a fresh server root per run (every run stores the whole file again).
@@ -264,16 +280,30 @@ def main() -> None:
                 root = tmp / f"root-{run}"
                 with our_server(root) as base:
                     token = login(base)
-                    times["ours_8mib"].append(timed(partial(post_chunks, f"{base}/upload", source, 8 * MiB,
-                                                            token, True)))
+                    times["ours_8mib"].append(
+                        timed(partial(post_chunks, f"{base}/upload", source, 8 * MiB, token, True))
+                    )
                 shutil.rmtree(root)
-                times["nginx_8mib_aiohttp"].append(timed(lambda: post_chunks(f"{nginx_url}/upload", source,
-                                                                             8 * MiB, None, False)))
+                times["nginx_8mib_aiohttp"].append(
+                    timed(lambda: post_chunks(f"{nginx_url}/upload", source, 8 * MiB, None, False))
+                )
                 shutil.rmtree(body_dir)
                 body_dir.mkdir()
-                times["nginx_curl_whole"].append(timed(lambda: curl("-X", "POST", "-T", str(source),
-                                                                    "-H", "Content-Type: application/octet-stream",
-                                                                    "-H", "Expect:", f"{nginx_url}/upload")))
+                times["nginx_curl_whole"].append(
+                    timed(
+                        lambda: curl(
+                            "-X",
+                            "POST",
+                            "-T",
+                            str(source),
+                            "-H",
+                            "Content-Type: application/octet-stream",
+                            "-H",
+                            "Expect:",
+                            f"{nginx_url}/upload",
+                        )
+                    )
+                )
                 shutil.rmtree(body_dir)
                 body_dir.mkdir()
                 root = tmp / f"root-flowbio-{run}"
@@ -303,20 +333,28 @@ def report(size_mib: int, size: int, runs: int, times: dict[str, list[float]], *
         ("download, curl <- our server (/downloads, sendfile)", "dl_ours"),
         ("download, curl <- nginx (static file, sendfile)", "dl_nginx"),
     ]
-    lines = [f"Loopback, {size_mib} MiB file of random bytes, median of {runs} alternating runs; "
-             f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}. "
-             "Produced by `python -m benchmarks.bench_server`.", "",
-             "| what | median s | MiB/s | runs (s) |", "|---|---:|---:|---|"]
+    lines = [
+        f"Loopback, {size_mib} MiB file of random bytes, median of {runs} alternating runs; "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}. "
+        "Produced by `python -m benchmarks.bench_server`.",
+        "",
+        "| what | median s | MiB/s | runs (s) |",
+        "|---|---:|---:|---|",
+    ]
     for label, key in rows:
-        lines.append(f"| {label} | {med[key]:.2f} | {mibs(size, med[key]):.0f} | "
-                     f"{', '.join(f'{t:.2f}' for t in times[key])} |")
+        lines.append(
+            f"| {label} | {med[key]:.2f} | {mibs(size, med[key]):.0f} | {', '.join(f'{t:.2f}' for t in times[key])} |"
+        )
     dl_ratio = med["dl_ours"] / med["dl_nginx"]
     up_vs_curl = med["nginx_curl_whole"] / med["ours_8mib"]
     up_vs_same_client = med["nginx_8mib_aiohttp"] / med["ours_8mib"]
-    lines += ["",
-              f"- Serving a download: our time / nginx's time = **{dl_ratio:.2f}x** (goal <= 1.2x).",
-              f"- Accepting 8 MiB chunks: our speed = **{up_vs_curl:.0%}** of curl pushing the file into nginx "
-              f"(goal >= 50%), and {up_vs_same_client:.0%} of nginx fed by the same aiohttp client loop.", ""]
+    lines += [
+        "",
+        f"- Serving a download: our time / nginx's time = **{dl_ratio:.2f}x** (goal <= 1.2x).",
+        f"- Accepting 8 MiB chunks: our speed = **{up_vs_curl:.0%}** of curl pushing the file into nginx "
+        f"(goal >= 50%), and {up_vs_same_client:.0%} of nginx fed by the same aiohttp client loop.",
+        "",
+    ]
     text = "\n".join(lines)
     print(f"{HEADING}\n\n{text}")
     if write:

@@ -55,12 +55,18 @@ def sweep(sizes: list[int], repeats: int) -> dict[str, dict[int, float]]:
     return rates
 
 
-def _one_size(size: int, repeats: int, server: Server, env: dict[str, str], token: str,
-              aria2c: str | None) -> dict[str, Series]:
+def _one_size(
+    size: int, repeats: int, server: Server, env: dict[str, str], token: str, aria2c: str | None
+) -> dict[str, Series]:
     data = random_file(WORK / "data" / f"sweep-{size}.bin", size)
     up = alternate(upload_tools([data], server.url, env), repeats, before_each=lambda _n, _r: os.sync())
-    answer = subprocess.run([*FLOWXFER, "--json", "--no-progress", "upload", str(data)],
-                            env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    answer = subprocess.run(
+        [*FLOWXFER, "--json", "--no-progress", "upload", str(data)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     data_id = json.loads(answer.stdout)["files"][0]["id"]
     url = f"{server.url}/downloads/{data_id}/{data.name}"
     out = WORK / "sweep-out"
@@ -75,14 +81,17 @@ def plot(rates: dict[str, dict[int, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
-    styles = {"flowxfer upload": ("tab:blue", "-", "o"), "flowbio upload": ("tab:orange", "-", "s"),
-              "flowxfer download": ("tab:blue", "--", "o"), "curl download": ("tab:green", "--", "^"),
-              "aria2c -x4 download": ("tab:red", "--", "v")}
+    styles = {
+        "flowxfer upload": ("tab:blue", "-", "o"),
+        "flowbio upload": ("tab:orange", "-", "s"),
+        "flowxfer download": ("tab:blue", "--", "o"),
+        "curl download": ("tab:green", "--", "^"),
+        "aria2c -x4 download": ("tab:red", "--", "v"),
+    }
     for name, by_size in rates.items():
         sizes = sorted(by_size)
         colour, line, marker = styles.get(name, ("gray", ":", "x"))
-        axes.plot([s / MiB for s in sizes], [by_size[s] for s in sizes], line, color=colour, marker=marker,
-                  label=name)
+        axes.plot([s / MiB for s in sizes], [by_size[s] for s in sizes], line, color=colour, marker=marker, label=name)
     axes.set_xscale("log", base=2)
     axes.set_xlabel("file size (MiB, log scale)")
     axes.set_ylabel("throughput (MiB/s, process start-up included)")
@@ -107,11 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [header, "|---|" + "---:|" * len(sizes)]
     for name, by_size in rates.items():
         rows.append(f"| {name} | " + " | ".join(f"{by_size[s]:.0f}" for s in sizes) + " |")
-    body = "\n".join([
-        machine_line() + f" MiB/s, medians of {args.repeats} alternating runs, process start-up included.",
-        "", *rows, "", "![throughput against file size](plot.png)", "",
-        "Reproduce: `python -m benchmarks.bench_sizes`.",
-    ])
+    body = "\n".join(
+        [
+            machine_line() + f" MiB/s, medians of {args.repeats} alternating runs, process start-up included.",
+            "",
+            *rows,
+            "",
+            "![throughput against file size](plot.png)",
+            "",
+            "Reproduce: `python -m benchmarks.bench_sizes`.",
+        ]
+    )
     print("\n" + body)
     if not args.no_record:
         plot(rates, PLOT)

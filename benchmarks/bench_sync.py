@@ -78,8 +78,9 @@ class Run:
 
 def measure(command: Sequence[str], env: dict[str, str]) -> Run:
     """Run ``command`` in a wrapper process; its exit code, wall time and its own peak RSS."""
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(out.stdout)
     return Run(result["code"], result["seconds"], result["rss_mib"])
 
@@ -92,9 +93,12 @@ class Server:
         discard(root)
         root.mkdir(parents=True)
         self.log = open(root.parent / f"{root.name}.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*CLI, "serve", "--root", str(root), "--port", "0", "--user",
-                                      f"{USER}:{PASSWORD}", "--rate-limits", "off"],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", "--root", str(root), "--port", "0", "--user", f"{USER}:{PASSWORD}", "--rate-limits", "off"],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
@@ -143,10 +147,20 @@ def flowxfer_env(srv: Server, home: Path) -> dict[str, str]:
     """A fresh config dir and journal for ``srv``, logged in."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    env = {**os.environ, "FLOW_API_URL": srv.url, "FLOWXFER_CONFIG_DIR": str(home / "config"),
-           "FLOWXFER_JOURNAL": str(home / "journal.db")}
-    subprocess.run([*CLI, "login", "-u", USER, "--password-stdin"], input=PASSWORD + "\n", text=True, env=env,
-                   check=True, capture_output=True)
+    env = {
+        **os.environ,
+        "FLOW_API_URL": srv.url,
+        "FLOWXFER_CONFIG_DIR": str(home / "config"),
+        "FLOWXFER_JOURNAL": str(home / "journal.db"),
+    }
+    subprocess.run(
+        [*CLI, "login", "-u", USER, "--password-stdin"],
+        input=PASSWORD + "\n",
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return env
 
 
@@ -163,8 +177,7 @@ def make_scan_tree(root: Path, files: int) -> Path:
         folder = root / "Data" / "Intensities" / "BaseCalls" / f"L{lane + 1:03d}" / f"C{rest // per_folder + 1}.1"
         if rest % per_folder == 0:
             folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"s_{lane + 1}_{1101 + rest % per_folder}.bcl.gz").write_bytes(
-            rng.randbytes(rng.randint(100, 2048)))
+        (folder / f"s_{lane + 1}_{1101 + rest % per_folder}.bcl.gz").write_bytes(rng.randbytes(rng.randint(100, 2048)))
     marker.write_text(str(files))
     return root
 
@@ -230,8 +243,9 @@ def bench_small(files: int, size: int, runs: int, skip_flowbio: bool) -> tuple[l
     for index in range(runs):
         if not skip_flowbio:
             with server("server-small") as srv:
-                run = measure([sys.executable, "-c", FLOWBIO_LOOP, srv.url, USER, PASSWORD, str(folder)],
-                              dict(os.environ))
+                run = measure(
+                    [sys.executable, "-c", FLOWBIO_LOOP, srv.url, USER, PASSWORD, str(folder)], dict(os.environ)
+                )
                 if run.code != 0:
                     raise RuntimeError(f"the flowbio loop exited {run.code}")
                 times["flowbio"].append(run.seconds)
@@ -253,15 +267,23 @@ def bench_small(files: int, size: int, runs: int, skip_flowbio: bool) -> tuple[l
     label = f"{files:,} files of {size // KiB} KiB"
     lines = []
     if "flowbio" in med:
-        lines.append(f"| upload {label}: flowbio v2 loop (default config) | {med['flowbio']:.2f} s | "
-                     f"{rss['flowbio']:.0f} MiB | {', '.join(f'{t:.2f}' for t in times['flowbio'])} |")
-    lines.append(f"| upload {label}: `flowxfer sync` (one upload per file) | {med['sync']:.2f} s | "
-                 f"{rss['sync']:.0f} MiB | {', '.join(f'{t:.2f}' for t in times['sync'])} |")
-    lines.append(f"| upload {label}: `flowxfer sync --pack-small 64k` | {med['pack']:.2f} s | "
-                 f"{rss['pack']:.0f} MiB | {', '.join(f'{t:.2f}' for t in times['pack'])} |")
+        lines.append(
+            f"| upload {label}: flowbio v2 loop (default config) | {med['flowbio']:.2f} s | "
+            f"{rss['flowbio']:.0f} MiB | {', '.join(f'{t:.2f}' for t in times['flowbio'])} |"
+        )
+    lines.append(
+        f"| upload {label}: `flowxfer sync` (one upload per file) | {med['sync']:.2f} s | "
+        f"{rss['sync']:.0f} MiB | {', '.join(f'{t:.2f}' for t in times['sync'])} |"
+    )
+    lines.append(
+        f"| upload {label}: `flowxfer sync --pack-small 64k` | {med['pack']:.2f} s | "
+        f"{rss['pack']:.0f} MiB | {', '.join(f'{t:.2f}' for t in times['pack'])} |"
+    )
     if rerun is not None:
-        lines.append(f"| scan + plan, {files:,} files uploaded one by one, unchanged re-run | {rerun.seconds:.2f} s "
-                     f"| {rerun.rss_mib:.0f} MiB | 1 run |")
+        lines.append(
+            f"| scan + plan, {files:,} files uploaded one by one, unchanged re-run | {rerun.seconds:.2f} s "
+            f"| {rerun.rss_mib:.0f} MiB | 1 run |"
+        )
     figures = {f"{k}_seconds": v for k, v in med.items()}
     if "flowbio" in med:
         figures["speedup_sync"] = med["flowbio"] / med["sync"]
@@ -278,9 +300,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     compile_sources()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan-files", type=int, default=100_000)
-    parser.add_argument("--scan-singles", type=int, default=0,
-                        help="Also time the re-run of this many files uploaded one by one (the first sync "
-                             "uploads each: minutes for 100,000).")
+    parser.add_argument(
+        "--scan-singles",
+        type=int,
+        default=0,
+        help="Also time the re-run of this many files uploaded one by one (the first sync "
+        "uploads each: minutes for 100,000).",
+    )
     parser.add_argument("--small-files", type=int, default=10_000)
     parser.add_argument("--small-size", type=int, default=16 * KiB)
     parser.add_argument("--runs", type=int, default=5)
@@ -311,26 +337,32 @@ def measure_all(args: argparse.Namespace) -> None:
         f"**{scan['scan_rss']:.0f} MiB** (goals <= 10 s, <= 200 MiB).",
     ]
     if args.scan_singles:
-        verdicts.append(f"- Unchanged re-run of {args.scan_singles:,} files uploaded one by one: "
-                        f"**{singles['singles_seconds']:.2f} s**, peak RSS **{singles['singles_rss']:.0f} MiB**.")
+        verdicts.append(
+            f"- Unchanged re-run of {args.scan_singles:,} files uploaded one by one: "
+            f"**{singles['singles_seconds']:.2f} s**, peak RSS **{singles['singles_rss']:.0f} MiB**."
+        )
     if "speedup_sync" in small:
-        verdicts.append(f"- {args.small_files:,} small files, flowxfer sync vs the flowbio loop: "
-                        f"**{small['speedup_sync']:.2f}x** faster (goal >= 3x: {_verdict(small['speedup_sync'], 3)}); "
-                        f"with `--pack-small`: **{small['speedup_pack']:.2f}x** "
-                        f"(goal >= 20x: {_verdict(small['speedup_pack'], 20)}).")
+        verdicts.append(
+            f"- {args.small_files:,} small files, flowxfer sync vs the flowbio loop: "
+            f"**{small['speedup_sync']:.2f}x** faster (goal >= 3x: {_verdict(small['speedup_sync'], 3)}); "
+            f"with `--pack-small`: **{small['speedup_pack']:.2f}x** "
+            f"(goal >= 20x: {_verdict(small['speedup_pack'], 20)})."
+        )
     cpus = os.cpu_count()
-    body = "\n".join([
-        f"Loopback, server subprocess with rate limits off, median of {args.runs} runs (each upload into a fresh "
-        f"server root and journal); {cpus} cores, Python {platform.python_version()}, {platform.machine()}. "
-        "Produced by `python -m benchmarks.bench_sync`. Peak RSS is the measured process's own.",
-        "",
-        "| what | median | peak RSS | runs (s) |",
-        "|---|---:|---:|---|",
-        *scan_lines,
-        *small_lines,
-        "",
-        *verdicts,
-    ])
+    body = "\n".join(
+        [
+            f"Loopback, server subprocess with rate limits off, median of {args.runs} runs (each upload into a fresh "
+            f"server root and journal); {cpus} cores, Python {platform.python_version()}, {platform.machine()}. "
+            "Produced by `python -m benchmarks.bench_sync`. Peak RSS is the measured process's own.",
+            "",
+            "| what | median | peak RSS | runs (s) |",
+            "|---|---:|---:|---|",
+            *scan_lines,
+            *small_lines,
+            "",
+            *verdicts,
+        ]
+    )
     print(body)
     if not args.no_record:
         record_section(HEADING.removeprefix("## "), body)

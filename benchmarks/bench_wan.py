@@ -68,17 +68,29 @@ PROBE_SIZE = 4096
 class WanProcess:
     """``python -m benchmarks.wanpath`` in front of ``upstream``, as a subprocess (its own core, not ours)."""
 
-    def __init__(self, upstream: str, rtt_ms: float, link_mbit: float, connection_mbit: float,
-                 window_mib: float) -> None:
-        self.arguments = ["--upstream", upstream, "--rtt-ms", str(rtt_ms), "--link-mbit", str(link_mbit),
-                          "--connection-mbit", str(connection_mbit), "--window-mib", str(window_mib)]
+    def __init__(
+        self, upstream: str, rtt_ms: float, link_mbit: float, connection_mbit: float, window_mib: float
+    ) -> None:
+        self.arguments = [
+            "--upstream",
+            upstream,
+            "--rtt-ms",
+            str(rtt_ms),
+            "--link-mbit",
+            str(link_mbit),
+            "--connection-mbit",
+            str(connection_mbit),
+            "--window-mib",
+            str(window_mib),
+        ]
         self.spec = spec_from_args(rtt_ms, link_mbit, connection_mbit, int(window_mib * MiB))
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def __enter__(self) -> WanProcess:
-        self.proc, self.url = start_listening([sys.executable, "-m", "benchmarks.wanpath", *self.arguments],
-                                              subprocess.DEVNULL)
+        self.proc, self.url = start_listening(
+            [sys.executable, "-m", "benchmarks.wanpath", *self.arguments], subprocess.DEVNULL
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,9 +114,11 @@ class Row:
 
     def render(self) -> str:
         share = f"{self.link_share:.0%}" if self.link_share is not None else ""
-        return (f"| {self.path} | {self.task} | {self.tool} | {self.series.median:.2f} s | "
-                f"{self.series.rate(self.nbytes):.0f} MiB/s | {share} | {self.series.peak_rss:.0f} MiB | "
-                f"{self.against} |")
+        return (
+            f"| {self.path} | {self.task} | {self.tool} | {self.series.median:.2f} s | "
+            f"{self.series.rate(self.nbytes):.0f} MiB/s | {share} | {self.series.peak_rss:.0f} MiB | "
+            f"{self.against} |"
+        )
 
 
 @dataclass
@@ -119,14 +133,22 @@ def prepare(size: int, count: int, file_size: int) -> Data:
     files = [random_file(folder / f"part_{i:02d}.bin", file_size) for i in range(count)]
     for stale in set(folder.iterdir()) - set(files):
         stale.unlink()
-    return Data(random_file(WORK / "data" / f"wan-{size}.bin", size), files,
-                random_file(WORK / "data" / "wan-probe.bin", PROBE_SIZE))
+    return Data(
+        random_file(WORK / "data" / f"wan-{size}.bin", size),
+        files,
+        random_file(WORK / "data" / "wan-probe.bin", PROBE_SIZE),
+    )
 
 
 def upload_id(file: Path, env: dict[str, str]) -> str:
     """Upload ``file`` straight to the server (no path) and return its data id, for the downloads."""
-    answer = subprocess.run([*FLOWXFER, "--json", "--no-progress", "upload", str(file)], env={**os.environ, **env},
-                            capture_output=True, text=True, check=True)
+    answer = subprocess.run(
+        [*FLOWXFER, "--json", "--no-progress", "upload", str(file)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return str(json.loads(answer.stdout)["files"][0]["id"])
 
 
@@ -138,8 +160,9 @@ def served(name: str) -> Iterator[tuple[Server, dict[str, str]]]:
 
 
 @contextmanager
-def through(server: Server, name: str, spec_args: tuple[float, float, float, float]) -> Iterator[
-        tuple[WanProcess, dict[str, str]]]:
+def through(
+    server: Server, name: str, spec_args: tuple[float, float, float, float]
+) -> Iterator[tuple[WanProcess, dict[str, str]]]:
     """A path in front of ``server`` and a flowxfer home logged in through it."""
     with WanProcess(server.url, *spec_args) as path, flowxfer_home(name, path) as env:
         yield path, env
@@ -157,8 +180,9 @@ def time_ratio(ours: Series, anchor: Series) -> str:
     return f"**{ours.median / anchor.median:.2f}×** {anchor.name.split()[0]}'s time"
 
 
-def bench_path(label: str, spec_args: tuple[float, float, float, float], data: Data, repeats: int,
-               aria2c: str | None) -> list[Row]:
+def bench_path(
+    label: str, spec_args: tuple[float, float, float, float], data: Data, repeats: int, aria2c: str | None
+) -> list[Row]:
     """Large file up and down, many files up, through one path."""
     rows: list[Row] = []
     size, many = data.large.stat().st_size, sum(f.stat().st_size for f in data.files)
@@ -170,26 +194,55 @@ def bench_path(label: str, spec_args: tuple[float, float, float, float], data: D
 
         print(f"upload of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
         up = alternate(upload_tools([data.large], path.url, env), repeats, before_each=_sync)
-        rows += [Row(label, f"upload {size / MiB:.0f} MiB", "flowxfer", up["flowxfer upload"], size, link,
-                     speedup(up["flowbio upload"], up["flowxfer upload"])),
-                 Row(label, f"upload {size / MiB:.0f} MiB", "flowbio v2", up["flowbio upload"], size, link)]
+        rows += [
+            Row(
+                label,
+                f"upload {size / MiB:.0f} MiB",
+                "flowxfer",
+                up["flowxfer upload"],
+                size,
+                link,
+                speedup(up["flowbio upload"], up["flowxfer upload"]),
+            ),
+            Row(label, f"upload {size / MiB:.0f} MiB", "flowbio v2", up["flowbio upload"], size, link),
+        ]
 
         out = WORK / "wan-out"
         print(f"download of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
         url = f"{path.url}/downloads/{data_id}/{data.large.name}"
         down = alternate(download_tools(data_id, url, token, out, env, aria2c), repeats, before_each=emptied(out))
         ours = down.pop("flowxfer download")
-        rows.append(Row(label, f"download {size / MiB:.0f} MiB", "flowxfer", ours, size, link,
-                        ", ".join(time_ratio(ours, anchor) for anchor in down.values())))
-        rows += [Row(label, f"download {size / MiB:.0f} MiB", name.removesuffix(" download"), series, size, link)
-                 for name, series in down.items()]
+        rows.append(
+            Row(
+                label,
+                f"download {size / MiB:.0f} MiB",
+                "flowxfer",
+                ours,
+                size,
+                link,
+                ", ".join(time_ratio(ours, anchor) for anchor in down.values()),
+            )
+        )
+        rows += [
+            Row(label, f"download {size / MiB:.0f} MiB", name.removesuffix(" download"), series, size, link)
+            for name, series in down.items()
+        ]
 
         task = f"upload {len(data.files)} × {data.files[0].stat().st_size / MiB:.0f} MiB"
         print(f"{task} (median of {repeats}, alternating)", flush=True)
         files = alternate(upload_tools(data.files, path.url, env), repeats, before_each=_sync)
-        rows += [Row(label, task, "flowxfer", files["flowxfer upload"], many, link,
-                     speedup(files["flowbio upload"], files["flowxfer upload"])),
-                 Row(label, task, "flowbio v2", files["flowbio upload"], many, link)]
+        rows += [
+            Row(
+                label,
+                task,
+                "flowxfer",
+                files["flowxfer upload"],
+                many,
+                link,
+                speedup(files["flowbio upload"], files["flowxfer upload"]),
+            ),
+            Row(label, task, "flowbio v2", files["flowbio upload"], many, link),
+        ]
     return rows
 
 
@@ -207,11 +260,16 @@ def bench_fixed_cost(spec_args: tuple[float, float, float, float], data: Data, r
         token = login_token(server)
         tools = {}
         for where, (url, home) in {"path": (path.url, env), "loopback": (server.url, direct)}.items():
-            mine = {**download_tools(data_id, f"{url}/downloads/{data_id}/{data.probe.name}", token, out, home,
-                                     None), **upload_tools([data.probe], url, home)}
+            mine = {
+                **download_tools(data_id, f"{url}/downloads/{data_id}/{data.probe.name}", token, out, home, None),
+                **upload_tools([data.probe], url, home),
+            }
             tools.update({f"{where}: {name}": run for name, run in mine.items()})
-        print(f"\nfixed cost: {PROBE_SIZE} B down and up, through the path and on loopback "
-              f"(one round to warm up, then the median of {repeats}, alternating)", flush=True)
+        print(
+            f"\nfixed cost: {PROBE_SIZE} B down and up, through the path and on loopback "
+            f"(one round to warm up, then the median of {repeats}, alternating)",
+            flush=True,
+        )
         alternate(tools, 1, before_each=emptied(out))
         results = alternate(tools, repeats, before_each=emptied(out))
     lines = []
@@ -221,13 +279,16 @@ def bench_fixed_cost(spec_args: tuple[float, float, float, float], data: Data, r
         tool = name.removeprefix("path: ")
         local = results[f"loopback: {tool}"]
         extra = on_path.median - local.median
-        lines.append(f"| {tool} {PROBE_SIZE // 1024} KiB | {on_path.median:.2f} s | {local.median:.2f} s | "
-                     f"{extra / rtt:.1f} |")
+        lines.append(
+            f"| {tool} {PROBE_SIZE // 1024} KiB | {on_path.median:.2f} s | {local.median:.2f} s | {extra / rtt:.1f} |"
+        )
     goal = 0.3 + 2 * rtt
     for direction in ("download", "upload"):
         ours = results[f"path: flowxfer {direction}"].median
-        lines.append(f"| **flowxfer {direction}: {ours:.2f} s** against the goal of 0.3 s + 2 round trips = "
-                     f"{goal:.2f} s: **{'met' if ours <= goal else 'missed'}** | | | |")
+        lines.append(
+            f"| **flowxfer {direction}: {ours:.2f} s** against the goal of 0.3 s + 2 round trips = "
+            f"{goal:.2f} s: **{'met' if ours <= goal else 'missed'}** | | | |"
+        )
     return lines
 
 
@@ -240,15 +301,20 @@ def ceiling(data: Data, window_mib: float, repeats: int) -> str:
 
         def curl(base: str) -> Callable[[int], Run]:
             url = f"{base}/downloads/{data_id}/{data.large.name}"
-            return lambda _r: measure(["curl", "-sS", "--fail", "-o", os.devnull, "-H",
-                                       f"Authorization: Bearer {token}", url])
+            return lambda _r: measure(
+                ["curl", "-sS", "--fail", "-o", os.devnull, "-H", f"Authorization: Bearer {token}", url]
+            )
 
-        print(f"\nthe proxy's ceiling: curl to /dev/null, {size / MiB:.0f} MiB (median of {repeats}, alternating)",
-              flush=True)
+        print(
+            f"\nthe proxy's ceiling: curl to /dev/null, {size / MiB:.0f} MiB (median of {repeats}, alternating)",
+            flush=True,
+        )
         runs = alternate({"direct": curl(server.url), "through the proxy": curl(path.url)}, repeats)
     rate = {where: size / series.median * 8 / 1e9 for where, series in runs.items()}
-    return (f"The proxy's own ceiling (curl to /dev/null, {size / MiB:.0f} MiB, no delay or rate limit, median of "
-            f"{repeats}): **{rate['through the proxy']:.1f} Gbit/s** through it, {rate['direct']:.1f} Gbit/s direct.")
+    return (
+        f"The proxy's own ceiling (curl to /dev/null, {size / MiB:.0f} MiB, no delay or rate limit, median of "
+        f"{repeats}): **{rate['through the proxy']:.1f} Gbit/s** through it, {rate['direct']:.1f} Gbit/s direct."
+    )
 
 
 #: The issue's goals for flowxfer's share of the link, by path and task.
@@ -271,12 +337,16 @@ def verdicts(rows: list[Row]) -> list[str]:
     clean = {(r.task.split()[0], "×" in r.task, r.tool): r.series.median for r in rows if r.path == "clean"}
     curl, ours = clean.get(("download", False, "curl")), clean.get(("download", False, "flowxfer"))
     if curl and ours:
-        lines.append(f"- clean, download: {ours / curl:.2f}× curl's time (goal ≤ 1.05×): "
-                     f"{'met' if ours / curl <= 1.05 else 'missed'}.")
+        lines.append(
+            f"- clean, download: {ours / curl:.2f}× curl's time (goal ≤ 1.05×): "
+            f"{'met' if ours / curl <= 1.05 else 'missed'}."
+        )
     flowbio, ours = clean.get(("upload", True, "flowbio v2")), clean.get(("upload", True, "flowxfer"))
     if flowbio and ours:
-        lines.append(f"- clean, many files up: {flowbio / ours:.1f}× the official client (goal ≥ 7×): "
-                     f"{'met' if flowbio / ours >= 7 else 'missed'}.")
+        lines.append(
+            f"- clean, many files up: {flowbio / ours:.1f}× the official client (goal ≥ 7×): "
+            f"{'met' if flowbio / ours >= 7 else 'missed'}."
+        )
     return lines
 
 
@@ -285,12 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round-trip time of both paths (default 50)")
     parser.add_argument("--link-mbit", type=float, default=1000.0, help="the shared link each way (default 1000)")
-    parser.add_argument("--lossy-mbit", type=float, default=250.0,
-                        help="the lossy-like path's cap per connection (default 250)")
+    parser.add_argument(
+        "--lossy-mbit", type=float, default=250.0, help="the lossy-like path's cap per connection (default 250)"
+    )
     parser.add_argument("--window-mib", type=float, default=16.0, help="in flight per connection (default 16)")
     parser.add_argument("--size", default=None, help="the large file (default 1G; --quick 256M)")
-    parser.add_argument("--files", type=int, default=None, help="how many files in the many-files upload "
-                                                                "(default 16; --quick 4)")
+    parser.add_argument(
+        "--files", type=int, default=None, help="how many files in the many-files upload (default 16; --quick 4)"
+    )
     parser.add_argument("--file-size", default=None, help="their size (default 64M; --quick 32M)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 3; --quick 1)")
     parser.add_argument("--paths", default="clean,lossy", help="which paths (default clean,lossy)")
@@ -316,30 +388,32 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_path(label, (args.rtt_ms, args.link_mbit, paths[label], args.window_mib), data, repeats, aria2c)
     fixed = bench_fixed_cost((args.rtt_ms, args.link_mbit, 0.0, args.window_mib), data, max(repeats, 7))
     clean = PathSpec(rtt=args.rtt_ms / 1000, link_rate=args.link_mbit * 1e6 / 8, window=int(args.window_mib * MiB))
-    body = "\n".join([
-        machine_line() + f" Medians of {repeats} alternating rounds. Every tool talks to `flowxfer serve` "
-        "(rate limits off) through `benchmarks/wanpath.py`, a userspace proxy on the same two cores.",
-        f"Paths: clean = {clean.describe()}; lossy = the same with each connection alone capped at "
-        f"{args.lossy_mbit:g} Mbit/s. Share of the link = bytes / median time / link rate.",
-        "",
-        "| path | task | tool | median time | throughput | share of the link | peak RSS | against |",
-        "|---|---|---|---|---|---|---|---|",
-        *(row.render() for row in rows),
-        "",
-        f"Fixed cost of a command (start to last byte of a 4 KiB file, clean path against plain loopback, "
-        f"medians of {max(repeats, 7)} alternating rounds after one to warm up; the difference counted in "
-        "round trips):",
-        "",
-        "| command | through the path | loopback | extra round trips |",
-        "|---|---|---|---|",
-        *fixed,
-        "",
-        *verdicts(rows),
-        "",
-        ceiling_line,
-        "",
-        f"Reproduce: `{' '.join(['python -m benchmarks.bench_wan', *given])}` (`--quick` for a smoke run).",
-    ])
+    body = "\n".join(
+        [
+            machine_line() + f" Medians of {repeats} alternating rounds. Every tool talks to `flowxfer serve` "
+            "(rate limits off) through `benchmarks/wanpath.py`, a userspace proxy on the same two cores.",
+            f"Paths: clean = {clean.describe()}; lossy = the same with each connection alone capped at "
+            f"{args.lossy_mbit:g} Mbit/s. Share of the link = bytes / median time / link rate.",
+            "",
+            "| path | task | tool | median time | throughput | share of the link | peak RSS | against |",
+            "|---|---|---|---|---|---|---|---|",
+            *(row.render() for row in rows),
+            "",
+            f"Fixed cost of a command (start to last byte of a 4 KiB file, clean path against plain loopback, "
+            f"medians of {max(repeats, 7)} alternating rounds after one to warm up; the difference counted in "
+            "round trips):",
+            "",
+            "| command | through the path | loopback | extra round trips |",
+            "|---|---|---|---|",
+            *fixed,
+            "",
+            *verdicts(rows),
+            "",
+            ceiling_line,
+            "",
+            f"Reproduce: `{' '.join(['python -m benchmarks.bench_wan', *given])}` (`--quick` for a smoke run).",
+        ]
+    )
     print("\n" + body)
     if not (args.no_record or quick):
         record_section(f"WAN path (issue 20), {args.rtt_ms:g} ms RTT", body)

@@ -102,9 +102,11 @@ class PathSpec:
 
     def describe(self) -> str:
         """``50 ms RTT, 1000 Mbit/s link, 16 MiB window`` (+ ``, 250 Mbit/s per connection``)."""
-        parts = [f"{self.rtt * 1000:g} ms RTT",
-                 f"{self.link_rate * 8 / 1e6:g} Mbit/s link" if self.link_rate else "unlimited link",
-                 f"{self.window / MiB:g} MiB window"]
+        parts = [
+            f"{self.rtt * 1000:g} ms RTT",
+            f"{self.link_rate * 8 / 1e6:g} Mbit/s link" if self.link_rate else "unlimited link",
+            f"{self.window / MiB:g} MiB window",
+        ]
         if self.connection_rate:
             parts.append(f"{self.connection_rate * 8 / 1e6:g} Mbit/s per connection")
         return ", ".join(parts)
@@ -327,8 +329,15 @@ class WanPath:
     :param upstream_port: the upstream's port.
     """
 
-    def __init__(self, spec: PathSpec, upstream_port: int, upstream_host: str = "127.0.0.1", *,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        spec: PathSpec,
+        upstream_port: int,
+        upstream_host: str = "127.0.0.1",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.spec = spec
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -423,8 +432,12 @@ def _parse_upstream(url: str) -> tuple[str, int]:
 
 def spec_from_args(rtt_ms: float, link_mbit: float, connection_mbit: float, window: int) -> PathSpec:
     """A :class:`PathSpec` from the figures people quote (ms, Mbit/s; 0 for unlimited)."""
-    return PathSpec(rtt=rtt_ms / 1000, link_rate=link_mbit * 1e6 / 8 if link_mbit else None,
-                    connection_rate=connection_mbit * 1e6 / 8 if connection_mbit else None, window=window)
+    return PathSpec(
+        rtt=rtt_ms / 1000,
+        link_rate=link_mbit * 1e6 / 8 if link_mbit else None,
+        connection_rate=connection_mbit * 1e6 / 8 if connection_mbit else None,
+        window=window,
+    )
 
 
 async def _serve(spec: PathSpec, host: str, port: int) -> None:
@@ -438,10 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A WAN path on loopback in front of an HTTP server.")
     parser.add_argument("--upstream", required=True, type=_parse_upstream, help="e.g. http://127.0.0.1:8000")
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="round-trip time (default 50)")
-    parser.add_argument("--link-mbit", type=float, default=1000.0,
-                        help="link rate each way, shared by all connections; 0: unlimited (default 1000)")
-    parser.add_argument("--connection-mbit", type=float, default=0.0,
-                        help="each connection's own cap each way; 0: none (default)")
+    parser.add_argument(
+        "--link-mbit",
+        type=float,
+        default=1000.0,
+        help="link rate each way, shared by all connections; 0: unlimited (default 1000)",
+    )
+    parser.add_argument(
+        "--connection-mbit", type=float, default=0.0, help="each connection's own cap each way; 0: none (default)"
+    )
     parser.add_argument("--window-mib", type=float, default=16.0, help="bytes in flight per connection (default 16)")
     args = parser.parse_args(argv)
     host, port = args.upstream

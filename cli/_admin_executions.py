@@ -43,21 +43,43 @@ def execution_group() -> None:
 @click.option("--pipeline", required=True, help="The pipeline's name, e.g. RNA-Seq.")
 @click.option("--version", "version", required=True, help="The pipeline version's name, e.g. 3.4.")
 @click.option("--sample", "sample_id", help="The sample id the run analysed.")
-@click.option("--output", "outputs", multiple=True, callback=_outputs, metavar="PROCESS=FILE",
-              help="A file a process produced (repeatable; copied into the server).")
-@click.option("--status", type=click.Choice(["OK", "ERROR", "CANCELED", "-"]), default="OK", show_default=True,
-              help="The status it ends with ('-': it never finishes).")
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    callback=_outputs,
+    metavar="PROCESS=FILE",
+    help="A file a process produced (repeatable; copied into the server).",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["OK", "ERROR", "CANCELED", "-"]),
+    default="OK",
+    show_default=True,
+    help="The status it ends with ('-': it never finishes).",
+)
 @click.option("--finish-in", type=DURATION, default=0.0, help="When it reaches --status, e.g. 30s (default: now).")
-@click.option("--schedule", callback=_schedule,
-              help="Instead of --status/--finish-in: statuses by time, e.g. '0s=-,10m=ERROR'.")
+@click.option(
+    "--schedule", callback=_schedule, help="Instead of --status/--finish-in: statuses by time, e.g. '0s=-,10m=ERROR'."
+)
 @click.option("--identifier", help="Its human-readable name (default: a new one like small_meucci).")
 @click.option("--public", is_flag=True, help="Anyone logged in may see it and its outputs.")
 @click.option("--stderr", default="", help="Text its standard error shows (a failure's reason, say).")
 @click.pass_context
-def execution_add(ctx: click.Context, owner: str, pipeline: str, version: str, sample_id: str | None,
-                  outputs: list[tuple[str, Path]], status: str, finish_in: float,
-                  schedule: list[tuple[float, str]] | None, identifier: str | None, public: bool,
-                  stderr: str) -> None:
+def execution_add(
+    ctx: click.Context,
+    owner: str,
+    pipeline: str,
+    version: str,
+    sample_id: str | None,
+    outputs: list[tuple[str, Path]],
+    status: str,
+    finish_in: float,
+    schedule: list[tuple[float, str]] | None,
+    identifier: str | None,
+    public: bool,
+    stderr: str,
+) -> None:
     """Register OWNER's run of a pipeline with its outputs; prints its id and identifier.
 
     Example: flowxfer admin --root R execution add alice --pipeline RNA-Seq --version 3.4 --sample 1234
@@ -67,8 +89,17 @@ def execution_add(ctx: click.Context, owner: str, pipeline: str, version: str, s
     from flowxfer.server._admin_executions import ExecutionSpec
 
     steps = schedule if schedule is not None else [(finish_in, status)]
-    spec = ExecutionSpec(owner=owner, pipeline=pipeline, version=version, sample_id=sample_id, outputs=outputs,
-                         schedule=steps, public=public, identifier=identifier, stderr=stderr)
+    spec = ExecutionSpec(
+        owner=owner,
+        pipeline=pipeline,
+        version=version,
+        sample_id=sample_id,
+        outputs=outputs,
+        schedule=steps,
+        public=public,
+        identifier=identifier,
+        stderr=stderr,
+    )
     with _admin(ctx.obj) as adm:
         try:
             execution_id, name = adm.add_execution(spec)

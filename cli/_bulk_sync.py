@@ -56,8 +56,9 @@ def _answer(options: GlobalOptions, document: dict[str, Any], lines: list[str], 
     sys.exit(_exits.OK)
 
 
-def _finish(options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None,
-            lines: list[str]) -> NoReturn:
+def _finish(
+    options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None, lines: list[str]
+) -> NoReturn:
     """Extra result lines, the summary, and the exit code (a job ``--timeout`` is 75: try again later)."""
     if report is not None:
         log_summary(options, report.to_json())
@@ -78,31 +79,79 @@ def _finish(options: GlobalOptions, output: Output, report: TransferReport | Non
 
 @click.command()
 @click.argument("ids", nargs=-1)
-@click.option("--execution", "executions", multiple=True, metavar="ID",
-              help="Every output of this finished pipeline execution (repeatable), laid out as "
-                   "'download --execution' lays them out (always extracted).")
-@click.option("--layout", type=click.Choice(["process", "flat"]), default="process", show_default=True,
-              help="With --execution: DIR/<process>/<file>, or every file in DIR.")
-@click.option("--sample", "samples", multiple=True, metavar="ID",
-              help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.")
+@click.option(
+    "--execution",
+    "executions",
+    multiple=True,
+    metavar="ID",
+    help="Every output of this finished pipeline execution (repeatable), laid out as "
+    "'download --execution' lays them out (always extracted).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["process", "flat"]),
+    default="process",
+    show_default=True,
+    help="With --execution: DIR/<process>/<file>, or every file in DIR.",
+)
+@click.option(
+    "--sample",
+    "samples",
+    multiple=True,
+    metavar="ID",
+    help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.",
+)
 @click.option("--raw-only", is_flag=True, help="With --sample: only the samples' reads, no outputs.")
 @click.option("--partial", is_flag=True, help="With --execution: take what a failed or unfinished run has.")
-@click.option("--name", metavar="NAME.zip", help="The archive's name, .zip, .tar.gz or .tgz (default "
-              "flow-download.zip); zip or tar.gz content is told apart by its bytes.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder for the archive (and its files with --extract).")
+@click.option(
+    "--name",
+    metavar="NAME.zip",
+    help="The archive's name, .zip, .tar.gz or .tgz (default "
+    "flow-download.zip); zip or tar.gz content is told apart by its bytes.",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the archive (and its files with --extract).",
+)
 @click.option("--extract", is_flag=True, help="Unpack the archive safely into the folder, verifying each file.")
 @click.option("--keep-archive", is_flag=True, help="Keep the archive after a verified --extract.")
-@click.option("--poll-interval", type=DURATION, default=1.0, show_default=True,
-              help="First wait between polls of the job; it grows to 30 s.")
-@click.option("--timeout", "job_timeout", type=DURATION,
-              help="Stop waiting for the job after this long (exit 75; run again to pick the job up).")
+@click.option(
+    "--poll-interval",
+    type=DURATION,
+    default=1.0,
+    show_default=True,
+    help="First wait between polls of the job; it grows to 30 s.",
+)
+@click.option(
+    "--timeout",
+    "job_timeout",
+    type=DURATION,
+    help="Stop waiting for the job after this long (exit 75; run again to pick the job up).",
+)
 @transfer_options
 @click.pass_context
-def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], layout: str,
-         samples: tuple[str, ...], raw_only: bool, partial: bool,
-         name: str | None, output_dir: Path, extract: bool, keep_archive: bool, poll_interval: float,
-         job_timeout: float | None, concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
+def bulk(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    executions: tuple[str, ...],
+    layout: str,
+    samples: tuple[str, ...],
+    raw_only: bool,
+    partial: bool,
+    name: str | None,
+    output_dir: Path,
+    extract: bool,
+    keep_archive: bool,
+    poll_interval: float,
+    job_timeout: float | None,
+    concurrency: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+) -> None:
     """Download many data items as one archive built by the server.
 
     Creates an archive job, polls it, downloads the archive (resumable,
@@ -119,11 +168,21 @@ def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], 
     """
     if executions:
         if ids or samples or extract or keep_archive:
-            raise click.UsageError("--execution takes no data ids, --sample, --extract or --keep-archive (its "
-                                   "outputs are always extracted into place)")
-        bulk_results(ctx, executions, output_dir, transfer_config(concurrency=concurrency, bwlimit=bwlimit,
-                                                                  max_wait=max_wait),
-                     layout=layout, partial=partial, name=name, poll_interval=poll_interval, job_timeout=job_timeout)
+            raise click.UsageError(
+                "--execution takes no data ids, --sample, --extract or --keep-archive (its "
+                "outputs are always extracted into place)"
+            )
+        bulk_results(
+            ctx,
+            executions,
+            output_dir,
+            transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait),
+            layout=layout,
+            partial=partial,
+            name=name,
+            poll_interval=poll_interval,
+            job_timeout=job_timeout,
+        )
     if not ids and not samples:
         raise click.UsageError("name data ids, --sample or --execution")
     if partial:
@@ -134,8 +193,15 @@ def bulk(ctx: click.Context, ids: tuple[str, ...], executions: tuple[str, ...], 
     ids = with_sample_data(options, output, config, ids, samples, raw_only=raw_only)
 
     async def call(fx: Flowxfer) -> TransferReport:
-        return await fx.bulk(list(ids), name=name, output_dir=output_dir, extract=extract,
-                             keep_archive=keep_archive, poll_interval=poll_interval, job_timeout=job_timeout)
+        return await fx.bulk(
+            list(ids),
+            name=name,
+            output_dir=output_dir,
+            extract=extract,
+            keep_archive=keep_archive,
+            poll_interval=poll_interval,
+            job_timeout=job_timeout,
+        )
 
     report, signum = run_engine(options, output, call, config)
     lines = [f"extracted {path}" for path in (report.extra.get("extracted", []) if report else [])]
@@ -173,9 +239,9 @@ class _OrderedRules(click.Command):
         return super().parse_args(ctx, args)
 
 
-def _ordered_rules(ctx: click.Context, include: tuple[str, ...], exclude: tuple[str, ...]) -> tuple[
-    tuple[str, str], ...
-]:
+def _ordered_rules(
+    ctx: click.Context, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
     kinds: list[str] = ctx.meta.get("flowxfer.rule_order", [])
     if kinds.count("include") != len(include) or kinds.count("exclude") != len(exclude):
         kinds = ["include"] * len(include) + ["exclude"] * len(exclude)
@@ -198,44 +264,75 @@ def _preview_lines(preview: SyncPreview) -> list[str]:
     lines = []
     if not preview.ready:
         lines.append(f"waiting for {preview.waiting_for}: a real run sends nothing until it exists")
-    lines.append(f"would upload {s.new + s.changed} file(s), {format_size(s.bytes)}, in {s.uploads} upload(s): "
-                 f"{s.files} file(s) on their own, {s.packed_files} small file(s) packed into {s.packs} tar(s)")
-    lines.append(f"new {s.new}, changed {s.changed}, unchanged {s.unchanged} ({format_size(s.unchanged_bytes)}), "
-                 f"waiting (not yet stable) {s.waiting}, gone locally {s.deleted}")
+    lines.append(
+        f"would upload {s.new + s.changed} file(s), {format_size(s.bytes)}, in {s.uploads} upload(s): "
+        f"{s.files} file(s) on their own, {s.packed_files} small file(s) packed into {s.packs} tar(s)"
+    )
+    lines.append(
+        f"new {s.new}, changed {s.changed}, unchanged {s.unchanged} ({format_size(s.unchanged_bytes)}), "
+        f"waiting (not yet stable) {s.waiting}, gone locally {s.deleted}"
+    )
     parts = []
     for name, count in preview.requests.items():
         wait = preview.waits.get(name, 0.0)
-        parts.append(f"{count} {name} (budget {preview.limits.get(name, '?')}: "
-                     + (f"~{format_duration(wait)} of waiting)" if wait > 0 else "no wait)"))
+        parts.append(
+            f"{count} {name} (budget {preview.limits.get(name, '?')}: "
+            + (f"~{format_duration(wait)} of waiting)" if wait > 0 else "no wait)")
+        )
     lines.append("requests: " + ", ".join(parts))
     if preview.seconds_bandwidth is not None:
         lines.append(f"bandwidth limit: ~{format_duration(preview.seconds_bandwidth)} for the bytes")
-    lines.append(f"the rate limits make it ~{format_duration(preview.seconds)}" if preview.seconds > 0
-                 else "the rate limits allow it at once")
+    lines.append(
+        f"the rate limits make it ~{format_duration(preview.seconds)}"
+        if preview.seconds > 0
+        else "the rate limits allow it at once"
+    )
     return lines
 
 
 @click.command(cls=_OrderedRules)
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (gitignore-like; repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB",
-              help="Leave out matching files (repeatable; the last matching --include/--exclude decides).")
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out matching files (repeatable; the last matching --include/--exclude decides).",
+)
 @click.option("--ready-marker", metavar="NAME", help="Upload nothing until this file exists (e.g. CopyComplete.txt).")
 @click.option("--min-age", type=DURATION, help="Only files left alone (size and time) for this long.")
 @click.option("--name-from-path", is_flag=True, help="Name files by their relative path: a/b/x.gz -> a__b__x.gz.")
 @click.option("--pack-small", type=SIZE, metavar="SIZE", help="Pack files under SIZE per folder into tars.")
-@click.option("--share", multiple=True, metavar="group:NAME=LEVEL",
-              help="Grant each uploaded item: group:NAME=read|edit|share or user:NAME=... (repeatable).")
+@click.option(
+    "--share",
+    multiple=True,
+    metavar="group:NAME=LEVEL",
+    help="Grant each uploaded item: group:NAME=read|edit|share or user:NAME=... (repeatable).",
+)
 @click.option("--data-type", help="Flow data-type identifier for every file.")
 @click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and what the rate limits make of it; send nothing.")
 @sample_sync_options
 @transfer_options
 @click.pass_context
-def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tuple[str, ...],
-         ready_marker: str | None, min_age: float | None, name_from_path: bool, pack_small: int | None,
-         share: tuple[str, ...], data_type: str | None, chunk_size: int | None, dry_run: bool,
-         concurrency: int | None, bwlimit: str | None, max_wait: float | None, **samples: Any) -> None:
+def sync(
+    ctx: click.Context,
+    folder: Path,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    ready_marker: str | None,
+    min_age: float | None,
+    name_from_path: bool,
+    pack_small: int | None,
+    share: tuple[str, ...],
+    data_type: str | None,
+    chunk_size: int | None,
+    dry_run: bool,
+    concurrency: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+    **samples: Any,
+) -> None:
     """Upload what is new or changed in a run folder, once it is ready (for cron).
 
     Nothing is sent until --ready-marker exists (exit 0, "waiting for ...");
@@ -253,15 +350,22 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
         PathFilter(rules)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--include/--exclude") from None
-    sync_options = SyncOptions(rules=rules, ready_marker=ready_marker, min_age=min_age,
-                               name_from_path=name_from_path, pack_small=pack_small,
-                               shares=_share_grants(share), data_type=data_type)
+    sync_options = SyncOptions(
+        rules=rules,
+        ready_marker=ready_marker,
+        min_age=min_age,
+        name_from_path=name_from_path,
+        pack_small=pack_small,
+        shares=_share_grants(share),
+        data_type=data_type,
+    )
     config = transfer_config(chunk_size=chunk_size, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "sync")
     if samples["samples"] and not dry_run:
         sync_with_samples(options, output, folder, sync_options, config, samples)
 
     if dry_run:
+
         async def preview(fx: Flowxfer) -> SyncPreview:
             return await fx.preview_sync(folder, sync_options)
 
@@ -274,8 +378,12 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
 
     report, signum = run_engine(options, output, call, config)
     if report is not None and report.status == "waiting":
-        _answer(options, report.to_json(),
-                [f"waiting for {report.extra['waiting_for']} in {report.extra['root']} (nothing sent)"], preview=False)
+        _answer(
+            options,
+            report.to_json(),
+            [f"waiting for {report.extra['waiting_for']} in {report.extra['root']} (nothing sent)"],
+            preview=False,
+        )
     lines = []
     if report is not None:
         extra = report.extra
@@ -293,9 +401,19 @@ def sync(ctx: click.Context, folder: Path, include: tuple[str, ...], exclude: tu
 # --- download --dry-run / --auto-bulk -----------------------------------------------------
 
 
-def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None,
-                         owned: bool, output_dir: Path, force: bool, config: Any, *, dry_run: bool,
-                         auto_bulk: bool) -> NoReturn:
+def download_with_advice(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    filename: str | None,
+    pattern: str | None,
+    owned: bool,
+    output_dir: Path,
+    force: bool,
+    config: Any,
+    *,
+    dry_run: bool,
+    auto_bulk: bool,
+) -> NoReturn:
     """``download --dry-run`` (the arithmetic only) and ``download --auto-bulk`` (archive for small files)."""
     options = global_options(ctx)
     output = output_for(options, "download")
@@ -308,8 +426,11 @@ def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str
         assert advice is not None
         lines = list(advice.lines())
         if auto_bulk:
-            lines.append("--auto-bulk would take the archive path" if advice.bulk_advised
-                         else "--auto-bulk would download one by one")
+            lines.append(
+                "--auto-bulk would take the archive path"
+                if advice.bulk_advised
+                else "--auto-bulk would download one by one"
+            )
         _answer(options, advice.to_json(), lines, preview=True)
 
     def on_part(kind: str, why: str | None) -> None:
@@ -318,8 +439,15 @@ def download_with_advice(ctx: click.Context, ids: tuple[str, ...], filename: str
         output.kind = kind
 
     async def call(fx: Flowxfer) -> list[TransferReport]:
-        return await fx.download_auto_bulk(list(ids), filename=filename, pattern=pattern, owned=owned,
-                                           output_dir=output_dir, force=force, on_part=on_part)
+        return await fx.download_auto_bulk(
+            list(ids),
+            filename=filename,
+            pattern=pattern,
+            owned=owned,
+            output_dir=output_dir,
+            force=force,
+            on_part=on_part,
+        )
 
     reports, signum = run_engine(options, output, call, config)
     finish_reports(options, output, reports or [], signum)

@@ -111,22 +111,34 @@ class GlobalOptions:
         if self.max_attempts is not None:
             config = replace(config or TransferConfig(), max_attempts=self.max_attempts)
         self._say_server_note()
-        token = choose_token(self.token, self.token_file, self.base_url, self.config_dir,
-                             OFFICIAL_TOKEN_FILE if self.official_token else None)
+        token = choose_token(
+            self.token,
+            self.token_file,
+            self.base_url,
+            self.config_dir,
+            OFFICIAL_TOKEN_FILE if self.official_token else None,
+        )
         return Flowxfer(
-            self.base_url, token=token, config_dir=self.config_dir, journal=self.journal,
-            config=config, progress=progress, ca_bundle=self.ca_bundle,
+            self.base_url,
+            token=token,
+            config_dir=self.config_dir,
+            journal=self.journal,
+            config=config,
+            progress=progress,
+            ca_bundle=self.ca_bundle,
             allow_insecure_http=self.allow_insecure_http,
         )
-
 
     def _say_server_note(self) -> None:
         if not self.server_note or self.quiet or self.server_note in _SAID:
             return
         _SAID.add(self.server_note)
         if self.log_format == "json":
-            print(json.dumps({"ts": round(time.time(), 3), "event": "notice", "message": self.server_note}),
-                  file=sys.stderr, flush=True)
+            print(
+                json.dumps({"ts": round(time.time(), 3), "event": "notice", "message": self.server_note}),
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             print(f"flowxfer: {self.server_note}", file=sys.stderr, flush=True)
 
@@ -142,17 +154,24 @@ def global_options(ctx: click.Context) -> GlobalOptions:
 
 def output_for(options: GlobalOptions, kind: str) -> Output:
     """The renderer of one command's progress and results, as the global options ask."""
-    return Output(kind, progress=options.progress_mode(), results=not options.json and not options.quiet,
-                  verbose=options.verbose)
+    return Output(
+        kind, progress=options.progress_mode(), results=not options.json and not options.quiet, verbose=options.verbose
+    )
 
 
 def transfer_options(func: click.decorators.FC) -> click.decorators.FC:
     """The options every transferring command takes: ``--concurrency``, ``--bwlimit``, ``--max-wait``."""
-    for option in reversed([
-        click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 16)."),
-        click.option("--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'),
-        click.option("--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--concurrency", type=click.IntRange(1, 64), help="Files at once (default 16)."),
+            click.option(
+                "--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'
+            ),
+            click.option(
+                "--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -173,8 +192,9 @@ def fail(options: GlobalOptions, message: str, code: int, extra: dict[str, Any] 
     _exit_with_error_document(options, message, code, extra)
 
 
-def _exit_with_error_document(options: GlobalOptions, message: str, code: int,
-                              extra: dict[str, Any] | None = None) -> NoReturn:
+def _exit_with_error_document(
+    options: GlobalOptions, message: str, code: int, extra: dict[str, Any] | None = None
+) -> NoReturn:
     """Exit with ``code``; under ``--json`` first print the one document a script reads even then.
 
     ``cli.md`` promises one JSON document on stdout; a command that fails
@@ -213,8 +233,10 @@ def run_engine(
                                 group.cancel_scope.cancel()
                                 return
                             fx.stop("stopped")
-                            output.error(f"{signal.Signals(signum).name}: finishing requests in flight and saving "
-                                         "the journal (send again to stop at once)")
+                            output.error(
+                                f"{signal.Signals(signum).name}: finishing requests in flight and saving "
+                                "the journal (send again to stop at once)"
+                            )
 
                 async def work() -> None:
                     nonlocal result
@@ -254,8 +276,13 @@ def _explain(exc: BaseException) -> str:
     return str(exc)
 
 
-def finish_transfer(options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None,
-                    extra: dict[str, Any] | None = None) -> NoReturn:
+def finish_transfer(
+    options: GlobalOptions,
+    output: Output,
+    report: TransferReport | None,
+    signum: int | None,
+    extra: dict[str, Any] | None = None,
+) -> NoReturn:
     """Print the closing summary (or the JSON document) and exit with the report's code."""
     if report is None:
         sys.exit(_exits.signal_exit_code(signum) if signum is not None else _exits.FAILED)
@@ -272,12 +299,20 @@ def finish_transfer(options: GlobalOptions, output: Output, report: TransferRepo
 def log_summary(options: GlobalOptions, document: dict[str, Any]) -> None:
     """``--log-format json``: the run's summary as the last event line on stderr (for log shippers)."""
     if options.log_format == "json":
-        print(json.dumps({"ts": round(time.time(), 3), "event": "summary", **document}, default=str),
-              file=sys.stderr, flush=True)
+        print(
+            json.dumps({"ts": round(time.time(), 3), "event": "summary", **document}, default=str),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def finish_reports(options: GlobalOptions, output: Output, reports: list[TransferReport], signum: int | None,
-                   extra: dict[str, Any] | None = None) -> NoReturn:
+def finish_reports(
+    options: GlobalOptions,
+    output: Output,
+    reports: list[TransferReport],
+    signum: int | None,
+    extra: dict[str, Any] | None = None,
+) -> NoReturn:
     """A run of several transfers (archive and single downloads): each one's lines, then the worst exit code.
 
     :param extra: added to the ``--json`` document (``{"transfers": [...]}``).
@@ -299,9 +334,16 @@ def finish_reports(options: GlobalOptions, output: Output, reports: list[Transfe
     sys.exit(_exits.worst(codes) if codes else _exits.OK)
 
 
-def with_sample_data(options: GlobalOptions, output: Output, config: TransferConfig, ids: tuple[str, ...],
-                     samples: tuple[str, ...], projects: tuple[str, ...] = (), *, raw_only: bool = False
-                     ) -> tuple[str, ...]:
+def with_sample_data(
+    options: GlobalOptions,
+    output: Output,
+    config: TransferConfig,
+    ids: tuple[str, ...],
+    samples: tuple[str, ...],
+    projects: tuple[str, ...] = (),
+    *,
+    raw_only: bool = False,
+) -> tuple[str, ...]:
     """``ids`` and the data ids of these samples and projects (``--sample``, ``--project``, ``--raw-only``)."""
     if raw_only and not (samples or projects):
         raise click.UsageError("--raw-only goes with --sample or --project")

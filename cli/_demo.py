@@ -113,39 +113,61 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
     outcome = DemoOutcome()
     password = secrets.token_urlsafe(12)
     server_root, home, results = workdir / "server", workdir / "home", workdir / "results"
-    config = ServerConfig(root=server_root, host="127.0.0.1", port=0, users={DEMO_USER: password},
-                          rate_limits="default")
+    config = ServerConfig(
+        root=server_root, host="127.0.0.1", port=0, users={DEMO_USER: password}, rate_limits="default"
+    )
     async with serve_in_background(config) as url:
         _say(f"1. A local Flow server is listening on {url} (hosted Flow's rate limits, user {DEMO_USER!r}).")
         samples = 4
         per_fastq = max(1, fastq_bytes // (2 * samples * 2))
-        run = await anyio.to_thread.run_sync(lambda: make_run_folder(
-            workdir / "instrument", lanes=2, samples=samples, fastq_size=per_fastq, small_files=120, complete=False,
-            sample_sheet="v2"))
+        run = await anyio.to_thread.run_sync(
+            lambda: make_run_folder(
+                workdir / "instrument",
+                lanes=2,
+                samples=samples,
+                fastq_size=per_fastq,
+                small_files=120,
+                complete=False,
+                sample_sheet="v2",
+            )
+        )
         source = await anyio.to_thread.run_sync(run_files, run)
         _say(f"2. A sequencing run is being written: {run}")
-        _say(f"   {len(source)} files, {format_size(sum(source.values()))}: paired FASTQs for {samples} samples "
-             "in 2 lanes, InterOp metrics, per-cycle BCLs, logs.")
+        _say(
+            f"   {len(source)} files, {format_size(sum(source.values()))}: paired FASTQs for {samples} samples "
+            "in 2 lanes, InterOp metrics, per-cycle BCLs, logs."
+        )
         options = SyncOptions(ready_marker=MARKERS[-1], pack_small=PACK_SMALL)
         transfer = TransferConfig(chunk_size=DEMO_CHUNK, concurrency=4, grace_period=10.0)
 
         def session(progress: Any) -> Flowxfer:
-            return Flowxfer(url, config_dir=home / "config", journal=home / "journal.db", config=transfer,
-                            progress=progress, environment=False)
+            return Flowxfer(
+                url,
+                config_dir=home / "config",
+                journal=home / "journal.db",
+                config=transfer,
+                progress=progress,
+                environment=False,
+            )
 
         async with session(output.event) as fx:
             await fx.login(DEMO_USER, password)
             waiting = await fx.sync(run, options)
-            outcome.check("not ready, nothing sent", waiting.status == "waiting" and waiting.bytes_transferred == 0,
-                          f"sync found no {MARKERS[-1]} and is {waiting.status}: "
-                          f"{waiting.extra.get('waiting_for')!r} (exit 0 for cron)")
+            outcome.check(
+                "not ready, nothing sent",
+                waiting.status == "waiting" and waiting.bytes_transferred == 0,
+                f"sync found no {MARKERS[-1]} and is {waiting.status}: "
+                f"{waiting.extra.get('waiting_for')!r} (exit 0 for cron)",
+            )
 
         await anyio.to_thread.run_sync(_complete, run)
         source = await anyio.to_thread.run_sync(run_files, run)
         total = sum(source.values())
         outcome.files, outcome.bytes = len(source), total
-        _say(f"3. The instrument wrote {MARKERS[-1]}: syncing {len(source)} files, {format_size(total)} "
-             f"(files under {format_size(PACK_SMALL)} packed into tars per folder) ...")
+        _say(
+            f"3. The instrument wrote {MARKERS[-1]}: syncing {len(source)} files, {format_size(total)} "
+            f"(files under {format_size(PACK_SMALL)} packed into tars per folder) ..."
+        )
 
         holder: dict[str, Flowxfer] = {}
         moved = 0
@@ -163,9 +185,12 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
             holder["fx"] = fx
             first = await fx.sync(run, options)
         outcome.count(first)
-        outcome.check("interrupted part-way", first.status == "interrupted",
-                      f"stopped after {format_size(first.bytes_transferred)} of about {format_size(total)}; "
-                      f"transfer {first.transfer_id} is {first.status} in the journal")
+        outcome.check(
+            "interrupted part-way",
+            first.status == "interrupted",
+            f"stopped after {format_size(first.bytes_transferred)} of about {format_size(total)}; "
+            f"transfer {first.transfer_id} is {first.status} in the journal",
+        )
 
         _say("4. A new session resumes from the journal (as after a crash or a reboot) ...")
         async with session(output.event) as fx:
@@ -178,9 +203,12 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
         planned = sum(f.size for f in (second or first).files)
         outcome.resent = max(0, sent - planned)
         done = second is not None and second.status == "completed"
-        outcome.check("resumed to completion", done,
-                      f"{second.status if second else 'nothing resumed'}; {format_size(sent)} sent for "
-                      f"{format_size(planned)} planned: {format_size(outcome.resent)} re-sent")
+        outcome.check(
+            "resumed to completion",
+            done,
+            f"{second.status if second else 'nothing resumed'}; {format_size(sent)} sent for "
+            f"{format_size(planned)} planned: {format_size(outcome.resent)} re-sent",
+        )
         ids = [f.id for f in (second or first).files if f.id]
 
         _say(f"5. Fetching all {len(ids)} uploaded items back as one archive (bulk job), extracting safely ...")
@@ -189,17 +217,23 @@ async def run_demo(workdir: Path, fastq_bytes: int, output: Output) -> DemoOutco
             bulk = await fx.bulk(ids, name="demo-run.zip", output_dir=results, extract=True)
         outcome.download_seconds = time.monotonic() - started
         outcome.count(bulk)
-        outcome.check("archive downloaded, verified, extracted", bulk.status == "completed",
-                      f"job {bulk.extra.get('job_id')}, {len(bulk.extra.get('extracted', []))} files extracted; "
-                      f"{bulk.extra.get('verified', 'verified')}")
+        outcome.check(
+            "archive downloaded, verified, extracted",
+            bulk.status == "completed",
+            f"job {bulk.extra.get('job_id')}, {len(bulk.extra.get('extracted', []))} files extracted; "
+            f"{bulk.extra.get('verified', 'verified')}",
+        )
         if bulk.extra.get("verified"):
             outcome.verified.append(str(bulk.extra["verified"]))
 
         _say("6. Comparing every file of the run with what came back ...")
         matched, problems = await anyio.to_thread.run_sync(_compare, run, results)
-        outcome.check("byte-for-byte identical", not problems and matched == len(source),
-                      f"{matched} of {len(source)} files identical"
-                      + (f"; first differences: {problems[:3]}" if problems else ""))
+        outcome.check(
+            "byte-for-byte identical",
+            not problems and matched == len(source),
+            f"{matched} of {len(source)} files identical"
+            + (f"; first differences: {problems[:3]}" if problems else ""),
+        )
         outcome.verified.append(f"{matched} files compared byte for byte with the originals")
         await _samples_step(outcome, session, output, run, samples)
     for name, limit in (parse_rate_limit_spec("default") or {}).items():
@@ -215,13 +249,19 @@ async def _samples_step(outcome: DemoOutcome, session: Any, output: Output, run:
         first = await fx.upload_samples(run=wanted, sample_type="RNA-Seq")
         again = await fx.upload_samples(run=wanted, sample_type="RNA-Seq")
     outcome.count(first)
-    made = [s for s in first.extra.get("samples", []) if s["status"] == "done"
-            and [f["status"] for f in s["files"]] == ["done", "done"]]
+    made = [
+        s
+        for s in first.extra.get("samples", [])
+        if s["status"] == "done" and [f["status"] for f in s["files"]] == ["done", "done"]
+    ]
     repeated = [s for s in again.extra.get("samples", []) if s["status"] != "skipped"]
     outcome.samples_made, outcome.samples_remade = len(made), len(repeated)
-    outcome.check("samples made exactly once", len(made) == expected and not repeated and again.bytes_transferred == 0,
-                  f"{len(made)} of {expected} samples made, each linking R1 then R2; the second run made "
-                  f"{len(repeated)} and sent {format_size(again.bytes_transferred)}")
+    outcome.check(
+        "samples made exactly once",
+        len(made) == expected and not repeated and again.bytes_transferred == 0,
+        f"{len(made)} of {expected} samples made, each linking R1 then R2; the second run made "
+        f"{len(repeated)} and sent {format_size(again.bytes_transferred)}",
+    )
 
 
 def _complete(run: Path) -> None:
@@ -262,8 +302,10 @@ def _compare(run: Path, results: Path) -> tuple[int, list[str]]:
 def _table(outcome: DemoOutcome) -> list[tuple[str, str]]:
     upload_rate = outcome.bytes / outcome.upload_seconds if outcome.upload_seconds else 0.0
     download_rate = outcome.bytes / outcome.download_seconds if outcome.download_seconds else 0.0
-    spent = ", ".join(f"{name} {count}" + (f" of {outcome.limits[name]}" if name in outcome.limits else "")
-                      for name, count in sorted(outcome.requests.items()))
+    spent = ", ".join(
+        f"{name} {count}" + (f" of {outcome.limits[name]}" if name in outcome.limits else "")
+        for name, count in sorted(outcome.requests.items())
+    )
     return [
         ("files", f"{outcome.files}"),
         ("bytes", format_size(outcome.bytes)),
@@ -286,10 +328,18 @@ def _print_table(rows: list[tuple[str, str]]) -> None:
 
 
 @click.command()
-@click.option("--size", type=SIZE, default="48M", show_default=True,
-              help="Total size of the run's FASTQ files (the demo moves about this much each way).")
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
-              help="Leave the server root, the run folder, the journal and the results in this folder.")
+@click.option(
+    "--size",
+    type=SIZE,
+    default="48M",
+    show_default=True,
+    help="Total size of the run's FASTQ files (the demo moves about this much each way).",
+)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Leave the server root, the run folder, the journal and the results in this folder.",
+)
 @click.pass_context
 def demo(ctx: click.Context, size: int, keep: Path | None) -> None:
     """Run the main job on an embedded local Flow server: no account, no network.
@@ -330,8 +380,10 @@ def demo(ctx: click.Context, size: int, keep: Path | None) -> None:
     else:
         _print_table(rows)
         if keep is not None:
-            _say(f"\nEverything is kept in {workdir}: server/ (the server's root), instrument/ (the run), "
-                 "home/ (credentials and journal.db), results/.")
+            _say(
+                f"\nEverything is kept in {workdir}: server/ (the server's root), instrument/ (the run), "
+                "home/ (credentials and journal.db), results/."
+            )
     if keep is None:
         shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(_exits.OK if outcome.ok else _exits.FAILED)

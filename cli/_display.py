@@ -216,13 +216,17 @@ class DisplayModel:
         elif isinstance(event, FileFinished):
             self._finished(event, now)
         elif isinstance(event, Waiting):
-            self._say(f"waiting for {event.rate_class} budget ({event.limit}) — resumes in "
-                      f"{format_duration(event.seconds)}", now + event.seconds + 1.0)
+            self._say(
+                f"waiting for {event.rate_class} budget ({event.limit}) — resumes in {format_duration(event.seconds)}",
+                now + event.seconds + 1.0,
+            )
         elif isinstance(event, ExecutionWaiting):
             self._say(execution_text(event), now + event.next_poll + 1.0 if event.next_poll is not None else now)
         elif isinstance(event, Retrying):
-            self._say(f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})",
-                      now + event.delay + 2.0)
+            self._say(
+                f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})",
+                now + event.delay + 2.0,
+            )
 
     def _say(self, status: str, until: float) -> None:
         self._status, self._status_until = status, until
@@ -297,10 +301,13 @@ class DisplayModel:
         if phase is None or phase.name != "samples":
             phase = self._begin("samples", now)
             self._plan_samples(phase)
-        files = [Row(f.path, f.label or os.path.basename(f.path), f.size, min(f.bytes_done, f.size), now)
-                 for f in event.reads]
-        phase.samples[event.row] = SampleRow(event.row, event.name, files, now,
-                                             sent=sum(f.finished for f in event.reads))
+        files = [
+            Row(f.path, f.label or os.path.basename(f.path), f.size, min(f.bytes_done, f.size), now)
+            for f in event.reads
+        ]
+        phase.samples[event.row] = SampleRow(
+            event.row, event.name, files, now, sent=sum(f.finished for f in event.reads)
+        )
         phase.reads.update((row.path, row) for row in files)
         phase.samples_started += 1
         # A sample nobody planned (no plan was told) still counts: the counter stays within its total.
@@ -375,21 +382,28 @@ class DisplayModel:
         phase = self.last
         if phase is None:
             return PlainCounters(0, 0, 0, 0.0, self.status(now))
-        return PlainCounters(min(phase.files_done, phase.files_total), phase.files_total, phase.moved,
-                             (phase.ended or now) - phase.started, self.status(now),
-                             min(phase.samples_done, phase.samples_total), phase.samples_total)
+        return PlainCounters(
+            min(phase.files_done, phase.files_total),
+            phase.files_total,
+            phase.moved,
+            (phase.ended or now) - phase.started,
+            self.status(now),
+            min(phase.samples_done, phase.samples_total),
+            phase.samples_total,
+        )
 
     def view(self, now: float) -> View:
         status = self._status if now < self._status_until else ""
         phase = self.phase
-        if phase is None or not (phase.files_total or phase.bytes_total or phase.detail or phase.rows
-                                 or phase.samples_total):
+        if phase is None or not (
+            phase.files_total or phase.bytes_total or phase.detail or phase.rows or phase.samples_total
+        ):
             return View((), status)
         lines = [phase_bar(phase, now)]
         samples = sorted(phase.samples.values(), key=lambda s: (s.started, s.row))
         rows = sorted(phase.rows.values(), key=lambda r: r.started)
         shown = [sample_bar(sample, now) for sample in samples[:MAX_ROWS]]
-        shown += [row_bar(row, now) for row in rows[:MAX_ROWS - len(shown)]]
+        shown += [row_bar(row, now) for row in rows[: MAX_ROWS - len(shown)]]
         lines += shown
         if len(samples) + len(rows) > len(shown):
             what = "sample(s)" if samples else "file(s)"

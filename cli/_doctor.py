@@ -20,8 +20,14 @@ _CODES = {"credentials": _exits.AUTH, "journal": _exits.USAGE, "disk": _exits.US
 
 
 @click.command()
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Where downloads will land (free space is checked there).")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where downloads will land (free space is checked there).",
+)
 @click.pass_context
 def doctor(ctx: click.Context, output_dir: Path) -> None:
     """Check credentials, server, capabilities, clock skew, journal and disk space.
@@ -40,8 +46,14 @@ def doctor(ctx: click.Context, output_dir: Path) -> None:
     checks, _ = run_engine(options, output, call)
     checks = checks or []
     if options.json:
-        print(json.dumps({"ok": all(c.ok for c in checks),
-                          "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks]}))
+        print(
+            json.dumps(
+                {
+                    "ok": all(c.ok for c in checks),
+                    "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in checks],
+                }
+            )
+        )
     else:
         for check in checks:
             print(f"{_MARK[check.status]}  {check.name:<13} {check.detail}")

@@ -30,8 +30,15 @@ EXECUTION = 6
 TEMPFAIL = 75
 
 #: Exit codes by :attr:`FlowxferError.kind`; any other kind fails with 1.
-_BY_KIND = {"usage": USAGE, "auth": AUTH, "not_found": NOT_FOUND, "rejected": REJECTED, "busy": TEMPFAIL,
-            "budget": TEMPFAIL, "execution": EXECUTION}
+_BY_KIND = {
+    "usage": USAGE,
+    "auth": AUTH,
+    "not_found": NOT_FOUND,
+    "rejected": REJECTED,
+    "busy": TEMPFAIL,
+    "budget": TEMPFAIL,
+    "execution": EXECUTION,
+}
 
 
 def signal_exit_code(signum: int) -> int:
@@ -67,8 +74,18 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
 
 def worst(codes: list[int]) -> int:
     """The exit code of several transfers (``resume`` of many): the most serious one."""
-    order = [signal_exit_code(signal.SIGINT), signal_exit_code(signal.SIGTERM), USAGE, AUTH, FAILED, NOT_FOUND,
-             REJECTED, EXECUTION, TEMPFAIL, OK]
+    order = [
+        signal_exit_code(signal.SIGINT),
+        signal_exit_code(signal.SIGTERM),
+        USAGE,
+        AUTH,
+        FAILED,
+        NOT_FOUND,
+        REJECTED,
+        EXECUTION,
+        TEMPFAIL,
+        OK,
+    ]
     for code in order:
         if code in codes:
             return code

@@ -31,11 +31,19 @@ def _when(ts: float | None) -> str:
 def _transfer_json(journal: Journal, record: TransferRecord) -> dict[str, Any]:
     summary = journal.summary(record.id)
     return {
-        "transfer_id": record.id, "kind": record.kind, "status": record.status, "server": record.server,
-        "files_done": summary.files_finished, "files_total": summary.files_total,
-        "bytes_done": summary.bytes_done + summary.bytes_skipped, "bytes_total": summary.bytes_total,
-        "created": record.created, "updated": record.updated, "error": record.error,
-        "files_by_status": summary.files_by_status, "params": record.params,
+        "transfer_id": record.id,
+        "kind": record.kind,
+        "status": record.status,
+        "server": record.server,
+        "files_done": summary.files_finished,
+        "files_total": summary.files_total,
+        "bytes_done": summary.bytes_done + summary.bytes_skipped,
+        "bytes_total": summary.bytes_total,
+        "created": record.created,
+        "updated": record.updated,
+        "error": record.error,
+        "files_by_status": summary.files_by_status,
+        "params": record.params,
     }
 
 
@@ -62,8 +70,14 @@ def jobs(ctx: click.Context, show_all: bool) -> None:
 
     table = Table("id", "kind", "state", "files", "bytes", "updated", box=None, pad_edge=False)
     for row in rows:
-        table.add_row(row["transfer_id"], row["kind"], row["status"], f"{row['files_done']}/{row['files_total']}",
-                      f"{format_size(row['bytes_done'])}/{format_size(row['bytes_total'])}", _when(row["updated"]))
+        table.add_row(
+            row["transfer_id"],
+            row["kind"],
+            row["status"],
+            f"{row['files_done']}/{row['files_total']}",
+            f"{format_size(row['bytes_done'])}/{format_size(row['bytes_total'])}",
+            _when(row["updated"]),
+        )
     Console(file=sys.stdout, width=160).print(table)
 
 
@@ -84,17 +98,27 @@ def show(ctx: click.Context, transfer_id: str) -> None:
         record = matches[0]
         head = _transfer_json(journal, record)
         files: list[dict[str, Any]] = [
-            {"path": f.local_path, "id": f.data_id, "filename": f.remote_name, "size": f.size,
-             "status": f.status.value, "bytes_done": f.bytes_done, "error": f.error}
-            for f in journal.iter_files(record.id)]
+            {
+                "path": f.local_path,
+                "id": f.data_id,
+                "filename": f.remote_name,
+                "size": f.size,
+                "status": f.status.value,
+                "bytes_done": f.bytes_done,
+                "error": f.error,
+            }
+            for f in journal.iter_files(record.id)
+        ]
         extra = {"samples": sample_reports(journal, record.id)} if record.kind == "samples" else {}
     if options.json:
         print(json.dumps({**head, "files": files, **extra}))
         return
     print(f"transfer {record.id}: {record.kind} {record.status} on {record.server}")
-    print(f"  files {head['files_done']}/{head['files_total']}, "
-          f"{format_size(head['bytes_done'])}/{format_size(head['bytes_total'])}; "
-          f"created {_when(record.created)}, updated {_when(record.updated)}")
+    print(
+        f"  files {head['files_done']}/{head['files_total']}, "
+        f"{format_size(head['bytes_done'])}/{format_size(head['bytes_total'])}; "
+        f"created {_when(record.created)}, updated {_when(record.updated)}"
+    )
     if record.error:
         print(f"  error: {record.error}")
     from rich.console import Console
@@ -102,12 +126,19 @@ def show(ctx: click.Context, transfer_id: str) -> None:
 
     table = Table("status", "size", "done", "id", "path", "error", box=None, pad_edge=False)
     for f in files:
-        table.add_row(f["status"], format_size(f["size"]), format_size(f["bytes_done"]), f["id"] or "",
-                      f["path"], f["error"] or "")
+        table.add_row(
+            f["status"],
+            format_size(f["size"]),
+            format_size(f["bytes_done"]),
+            f["id"] or "",
+            f["path"],
+            f["error"] or "",
+        )
     Console(file=sys.stdout, width=200).print(table)
     if extra:
         samples = Table("row", "name", "status", "sample id", "error", box=None, pad_edge=False)
         for sample in extra["samples"]:
-            samples.add_row(str(sample["row"]), sample["name"], sample["status"], sample["id"] or "",
-                            sample["error"] or "")
+            samples.add_row(
+                str(sample["row"]), sample["name"], sample["status"], sample["id"] or "", sample["error"] or ""
+            )
         Console(file=sys.stdout, width=200).print(samples)

@@ -108,8 +108,9 @@ class LiveRegion:
         with self.console.capture() as captured:
             self.console.print(table, width=width - 1, crop=True, overflow="ellipsis", no_wrap=True)
             if status:
-                self.console.print(Text(visible(status), style="yellow"), width=width - 1, crop=True,
-                                   overflow="ellipsis", no_wrap=True)
+                self.console.print(
+                    Text(visible(status), style="yellow"), width=width - 1, crop=True, overflow="ellipsis", no_wrap=True
+                )
         return captured.get()
 
     def _table(self, bars: tuple[Bar, ...], width: int) -> Table:
@@ -122,8 +123,7 @@ class LiveRegion:
         table.add_column(width=bar_width, no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis")
         for bar in bars:
-            drawn = (ProgressBar(total=bar.total, completed=bar.completed, width=bar_width)
-                     if bar.total else Text(""))
+            drawn = ProgressBar(total=bar.total, completed=bar.completed, width=bar_width) if bar.total else Text("")
             table.add_row(Text(visible(bar.label)), drawn, Text(visible(bar.text)))
         return table
 

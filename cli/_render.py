@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 #: Seconds between two plain progress lines; FLOWXFER_PROGRESS_INTERVAL changes it (cron mail, tests).
 _PLAIN_INTERVAL = 5.0
 
+
 #: What a terminal would act on rather than show: C0/C1 controls (ESC sequences can rewrite
 #: the screen) and lone surrogates (bytes of a file name that were not UTF-8; printing them fails).
 def _plain_interval() -> float:
@@ -64,8 +65,16 @@ class Output:
     :param results: print one line per finished file on stdout.
     """
 
-    def __init__(self, kind: str, *, progress: str, results: bool, verbose: bool = False,
-                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        progress: str,
+        results: bool,
+        verbose: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
         self.kind = kind
         self.mode = progress
         self.results = results
@@ -127,11 +136,14 @@ class Output:
             if self.results:
                 self._print_out(self.result_line(event))
         elif isinstance(event, Waiting):
-            self._notice(f"waiting for {event.rate_class} budget ({event.limit}) — resumes in "
-                         f"{format_duration(event.seconds)}")
+            self._notice(
+                f"waiting for {event.rate_class} budget ({event.limit}) — resumes in {format_duration(event.seconds)}"
+            )
         elif isinstance(event, Retrying):
-            self._notice(f"retrying {event.what} after {event.reason} (attempt {event.attempt}/"
-                         f"{event.max_attempts})", verbose_only=event.attempt < 3)
+            self._notice(
+                f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})",
+                verbose_only=event.attempt < 3,
+            )
         elif isinstance(event, Notice):
             self._notice(event.message)
         elif isinstance(event, ExecutionWaiting):
@@ -178,8 +190,10 @@ class Output:
             counted = self.model.plain_counters(time.monotonic())
         rate = counted.moved / max(counted.seconds, 1e-6)
         samples = f"{counted.samples_done}/{counted.samples_total} samples, " if counted.samples_total else ""
-        line = (f"{time.strftime('%H:%M:%S')} {samples}{counted.files_done}/{counted.files_total} files, "
-                f"{format_size(counted.moved)} moved, {format_rate(rate)}")
+        line = (
+            f"{time.strftime('%H:%M:%S')} {samples}{counted.files_done}/{counted.files_total} files, "
+            f"{format_size(counted.moved)} moved, {format_rate(rate)}"
+        )
         if counted.status:
             line += f"; {counted.status}"
         print(line, file=self.stderr, flush=True)
@@ -199,22 +213,31 @@ class Output:
         for f in report.files:
             counts[f.status] = counts.get(f.status, 0) + 1
         verb = {"upload": "uploaded", "sync": "uploaded", "samples": "uploaded", "multiplexed": "uploaded"}.get(
-            report.kind, "downloaded")
-        parts = [f"{counts.get('done', 0)} {verb}", f"{counts.get('skipped', 0)} skipped",
-                 f"{counts.get('failed', 0)} failed"]
+            report.kind, "downloaded"
+        )
+        parts = [
+            f"{counts.get('done', 0)} {verb}",
+            f"{counts.get('skipped', 0)} skipped",
+            f"{counts.get('failed', 0)} failed",
+        ]
         if counts.get("pending"):
             parts.append(f"{counts['pending']} pending")
         rate = report.bytes_transferred / report.seconds if report.seconds > 0 else 0.0
-        text = (f"{report.status}: {', '.join(parts)}; {format_size(report.bytes_transferred)} in "
-                f"{report.seconds:.1f} s ({format_rate(rate)}); transfer {report.transfer_id}")
+        text = (
+            f"{report.status}: {', '.join(parts)}; {format_size(report.bytes_transferred)} in "
+            f"{report.seconds:.1f} s ({format_rate(rate)}); transfer {report.transfer_id}"
+        )
         if report.status == "interrupted":
             text += " — run the same command again, or 'flowxfer resume', to finish"
         return text
 
     def error(self, message: str) -> None:
         if self.mode == "json":
-            print(json.dumps({"ts": round(time.time(), 3), "event": "error", "message": message}),
-                  file=self.stderr, flush=True)
+            print(
+                json.dumps({"ts": round(time.time(), 3), "event": "error", "message": message}),
+                file=self.stderr,
+                flush=True,
+            )
         else:
             self._print(f"flowxfer: error: {visible(message)}", self.stderr)
 

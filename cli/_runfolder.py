@@ -45,8 +45,16 @@ __all__ = ["MARKERS", "RUN_NAME", "complete_run", "illumina_sample_sheet", "make
 
 RUN_NAME = "241129_A01234_0042_BHXXXXDSX5"
 MARKERS = ("RTAComplete.txt", "CopyComplete.txt")
-_INTEROP = ("ErrorMetricsOut.bin", "ExtractionMetricsOut.bin", "QMetricsOut.bin", "TileMetricsOut.bin",
-            "CorrectedIntMetricsOut.bin", "IndexMetricsOut.bin", "EventMetricsOut.bin", "ImageMetricsOut.bin")
+_INTEROP = (
+    "ErrorMetricsOut.bin",
+    "ExtractionMetricsOut.bin",
+    "QMetricsOut.bin",
+    "TileMetricsOut.bin",
+    "CorrectedIntMetricsOut.bin",
+    "IndexMetricsOut.bin",
+    "EventMetricsOut.bin",
+    "ImageMetricsOut.bin",
+)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -75,12 +83,17 @@ def make_run_folder(
     run = Path(root) / name
     run.mkdir(parents=True, exist_ok=True)
     flowcell = name.rsplit("_", 1)[-1]
-    _write(run / "RunInfo.xml", (
-        f'<?xml version="1.0"?>\n<RunInfo Version="6"><Run Id="{name}" Number="42"><Flowcell>{flowcell}'
-        f'</Flowcell><Instrument>A01234</Instrument><FlowcellLayout LaneCount="{lanes}"/></Run></RunInfo>\n'
-    ).encode())
-    _write(run / "RunParameters.xml", f'<?xml version="1.0"?>\n<RunParameters><Seed>{seed}</Seed>'
-                                      "</RunParameters>\n".encode())
+    _write(
+        run / "RunInfo.xml",
+        (
+            f'<?xml version="1.0"?>\n<RunInfo Version="6"><Run Id="{name}" Number="42"><Flowcell>{flowcell}'
+            f'</Flowcell><Instrument>A01234</Instrument><FlowcellLayout LaneCount="{lanes}"/></Run></RunInfo>\n'
+        ).encode(),
+    )
+    _write(
+        run / "RunParameters.xml",
+        f'<?xml version="1.0"?>\n<RunParameters><Seed>{seed}</Seed></RunParameters>\n'.encode(),
+    )
     # Small files: a quarter InterOp, most per-cycle BCLs, a few logs.
     interop = min(len(_INTEROP), max(1, small_files // 4)) if small_files else 0
     logs = min(4, max(0, (small_files - interop) // 8))
@@ -95,17 +108,23 @@ def make_run_folder(
         path = run / "Data" / "Intensities" / "BaseCalls" / f"L{lane:03d}" / f"C{cycle}.1" / f"s_{lane}_{tile}.bcl.gz"
         _write(path, rng.randbytes(rng.randint(64, 8 * 1024)))
     for index in range(logs):
-        _write(run / "Logs" / f"{name}_Cycle{index + 1}_Log.00.log",
-               f"cycle {index + 1} ok\n".encode() * rng.randint(2, 50))
+        _write(
+            run / "Logs" / f"{name}_Cycle{index + 1}_Log.00.log",
+            f"cycle {index + 1} ok\n".encode() * rng.randint(2, 50),
+        )
     for lane in range(1, lanes + 1):
         for sample in range(1, samples + 1):
             for read in (1, 2):
                 size = max(1, int(fastq_size * rng.uniform(0.75, 1.25)))
-                _write(run / "Fastq" / f"L{lane:03d}" / f"Sample{sample}_S{sample}_L{lane:03d}_R{read}_001.fastq.gz",
-                       rng.randbytes(size))
+                _write(
+                    run / "Fastq" / f"L{lane:03d}" / f"Sample{sample}_S{sample}_L{lane:03d}_R{read}_001.fastq.gz",
+                    rng.randbytes(size),
+                )
     if sample_sheet is not None:
-        _write(run / "SampleSheet.csv", illumina_sample_sheet(sample_sheet, lanes=lanes, samples=samples,
-                                                              name=name).encode())
+        _write(
+            run / "SampleSheet.csv",
+            illumina_sample_sheet(sample_sheet, lanes=lanes, samples=samples, name=name).encode(),
+        )
     if complete:
         complete_run(run)
     return run
@@ -115,18 +134,50 @@ def illumina_sample_sheet(version: str, *, lanes: int = 2, samples: int = 2, nam
     """The ``SampleSheet.csv`` text of a run made by :func:`make_run_folder` (``version`` "v1" or "v2")."""
     indexes = ["ACGTACGT", "TGCATGCA", "GATCGATC", "CTAGCTAG", "AACCGGTT", "TTGGCCAA", "AGTCAGTC", "TCAGTCAG"]
     if version == "v2":
-        lines = ["[Header]", "FileFormatVersion,2", f"RunName,{name}", "InstrumentPlatform,NovaSeqXSeries", "",
-                 "[Reads]", "Read1Cycles,151", "Read2Cycles,151", "Index1Cycles,8", "",
-                 "[BCLConvert_Settings]", "SoftwareVersion,4.2.7", "", "[BCLConvert_Data]",
-                 "Lane,Sample_ID,Index,Sample_Project"]
-        lines += [f"{lane},Sample{sample},{indexes[(sample - 1) % len(indexes)]},Demo"
-                  for lane in range(1, lanes + 1) for sample in range(1, samples + 1)]
+        lines = [
+            "[Header]",
+            "FileFormatVersion,2",
+            f"RunName,{name}",
+            "InstrumentPlatform,NovaSeqXSeries",
+            "",
+            "[Reads]",
+            "Read1Cycles,151",
+            "Read2Cycles,151",
+            "Index1Cycles,8",
+            "",
+            "[BCLConvert_Settings]",
+            "SoftwareVersion,4.2.7",
+            "",
+            "[BCLConvert_Data]",
+            "Lane,Sample_ID,Index,Sample_Project",
+        ]
+        lines += [
+            f"{lane},Sample{sample},{indexes[(sample - 1) % len(indexes)]},Demo"
+            for lane in range(1, lanes + 1)
+            for sample in range(1, samples + 1)
+        ]
     else:
-        lines = ["[Header],,,,", "IEMFileVersion,4,,,", f"Experiment Name,{name},,,", "Workflow,GenerateFASTQ,,,",
-                 ",,,,", "[Reads],,,,", "151,,,,", "151,,,,", ",,,,", "[Settings],,,,", "Adapter,CTGTCTCTTATA,,,",
-                 ",,,,", "[Data],,,,", "Lane,Sample_ID,Sample_Name,index,Sample_Project"]
-        lines += [f"{lane},LIB{sample:03d},Sample{sample},{indexes[(sample - 1) % len(indexes)]},Demo"
-                  for lane in range(1, lanes + 1) for sample in range(1, samples + 1)]
+        lines = [
+            "[Header],,,,",
+            "IEMFileVersion,4,,,",
+            f"Experiment Name,{name},,,",
+            "Workflow,GenerateFASTQ,,,",
+            ",,,,",
+            "[Reads],,,,",
+            "151,,,,",
+            "151,,,,",
+            ",,,,",
+            "[Settings],,,,",
+            "Adapter,CTGTCTCTTATA,,,",
+            ",,,,",
+            "[Data],,,,",
+            "Lane,Sample_ID,Sample_Name,index,Sample_Project",
+        ]
+        lines += [
+            f"{lane},LIB{sample:03d},Sample{sample},{indexes[(sample - 1) % len(indexes)]},Demo"
+            for lane in range(1, lanes + 1)
+            for sample in range(1, samples + 1)
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -39,21 +39,46 @@ def samples() -> None:
 
 @samples.command("sheet")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--sample-type", required=True, metavar="T",
-              help="The Flow sample type the samples will have (say it again to upload-batch).")
-@click.option("--sample-sheet", type=click.Path(dir_okay=False, path_type=Path),
-              help="The run's Illumina sample sheet (default RUN_DIR/SampleSheet.csv).")
+@click.option(
+    "--sample-type",
+    required=True,
+    metavar="T",
+    help="The Flow sample type the samples will have (say it again to upload-batch).",
+)
+@click.option(
+    "--sample-sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run's Illumina sample sheet (default RUN_DIR/SampleSheet.csv).",
+)
 @click.option("--project", metavar="ID", help="Put this project id in every row.")
 @click.option("--organism", metavar="ID", help="Put this organism id in every row.")
-@click.option("--lanes", type=click.Choice(["merge", "separate"]), default="merge", show_default=True,
-              help="merge: one sample per Sample_ID, its lane files sent as one file per read; "
-              "separate: one sample per Sample_ID and lane.")
+@click.option(
+    "--lanes",
+    type=click.Choice(["merge", "separate"]),
+    default="merge",
+    show_default=True,
+    help="merge: one sample per Sample_ID, its lane files sent as one file per read; "
+    "separate: one sample per Sample_ID and lane.",
+)
 @click.option("--undetermined", is_flag=True, help="Also make a sample of the Undetermined_* FASTQs.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the sheet here, paths relative to it (default: stdout, absolute paths).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the sheet here, paths relative to it (default: stdout, absolute paths).",
+)
 @click.pass_context
-def sheet(ctx: click.Context, run_dir: Path, sample_type: str, sample_sheet: Path | None, project: str | None,
-          organism: str | None, lanes: str, undetermined: bool, output: Path | None) -> None:
+def sheet(
+    ctx: click.Context,
+    run_dir: Path,
+    sample_type: str,
+    sample_sheet: Path | None,
+    project: str | None,
+    organism: str | None,
+    lanes: str,
+    undetermined: bool,
+    output: Path | None,
+) -> None:
     """Write a flowbio-format sample sheet from an Illumina run folder.
 
     Samples come from the run's SampleSheet.csv (v1 [Data] or v2
@@ -69,8 +94,12 @@ def sheet(ctx: click.Context, run_dir: Path, sample_type: str, sample_sheet: Pat
     """
     options = global_options(ctx)
     try:
-        scan = scan_run(run_dir, sample_sheet=sample_sheet, lanes="separate" if lanes == "separate" else "merge",
-                        undetermined=undetermined)
+        scan = scan_run(
+            run_dir,
+            sample_sheet=sample_sheet,
+            lanes="separate" if lanes == "separate" else "merge",
+            undetermined=undetermined,
+        )
         scan.check()
         rows = sheet_rows(scan, project=project, organism=organism)
         text = format_sheet(rows, output.absolute().parent if output is not None else None)
@@ -105,12 +134,23 @@ def _report(options: GlobalOptions, scan: RunScan, text: str, output: Path | Non
     merged = sum(1 for s in scan.samples if len(s.reads1) > 1)
     if options.json:
         document: dict[str, Any] = {
-            "status": "completed", "kind": "samples-sheet", "sheet": str(output) if output else None,
-            "sample_type": sample_type, "sample_sheet_version": scan.sheet.version,
-            "samples": [{"name": s.name, "sample_id": s.sample_id, "lane": s.lane,
-                         "reads1": [str(p) for p in s.reads1], "reads2": [str(p) for p in s.reads2]}
-                        for s in scan.samples],
-            "undetermined": [str(p) for p in scan.undetermined], "ignored": [str(p) for p in scan.ignored],
+            "status": "completed",
+            "kind": "samples-sheet",
+            "sheet": str(output) if output else None,
+            "sample_type": sample_type,
+            "sample_sheet_version": scan.sheet.version,
+            "samples": [
+                {
+                    "name": s.name,
+                    "sample_id": s.sample_id,
+                    "lane": s.lane,
+                    "reads1": [str(p) for p in s.reads1],
+                    "reads2": [str(p) for p in s.reads2],
+                }
+                for s in scan.samples
+            ],
+            "undetermined": [str(p) for p in scan.undetermined],
+            "ignored": [str(p) for p in scan.ignored],
         }
         if output is None:
             document["csv"] = text
@@ -119,11 +159,15 @@ def _report(options: GlobalOptions, scan: RunScan, text: str, output: Path | Non
     if output is None:
         sys.stdout.write(text)
     elif not options.quiet:
-        print(f"wrote {output}: {len(scan.samples)} samples"
-              + (f", {merged} with lanes merged" if merged else ""))
+        print(f"wrote {output}: {len(scan.samples)} samples" + (f", {merged} with lanes merged" if merged else ""))
     if not options.quiet:
-        left_out = f"; {len(scan.undetermined)} Undetermined FASTQs left out (--undetermined)" \
-            if scan.undetermined and not any(s.name == "Undetermined" for s in scan.samples) else ""
+        left_out = (
+            f"; {len(scan.undetermined)} Undetermined FASTQs left out (--undetermined)"
+            if scan.undetermined and not any(s.name == "Undetermined" for s in scan.samples)
+            else ""
+        )
         sheet_name = output if output is not None else "SHEET.csv"
-        print(f"next: flowxfer samples upload-batch --sheet {sheet_name} --sample-type {sample_type}{left_out}",
-              file=sys.stderr)
+        print(
+            f"next: flowxfer samples upload-batch --sheet {sheet_name} --sample-type {sample_type}{left_out}",
+            file=sys.stderr,
+        )

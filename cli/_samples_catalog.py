@@ -62,20 +62,28 @@ def types(ctx: click.Context) -> None:
     async def fetch(fx: Flowxfer) -> Any:
         return await fx.client.json_value("/samples/types")
 
-    _listing(ctx, fetch, "sample_types", [("identifier", "identifier"), ("name", "name"),
-                                          ("description", "description")])
+    _listing(
+        ctx, fetch, "sample_types", [("identifier", "identifier"), ("name", "name"), ("description", "description")]
+    )
 
 
 def _for_type(item: dict[str, Any], sample_type: str) -> bool:
     links = item.get("sample_type_links") or []
-    return bool(item.get("all_sample_types")) or not links or any(
-        link.get("sample_type_identifier") == sample_type for link in links)
+    return (
+        bool(item.get("all_sample_types"))
+        or not links
+        or any(link.get("sample_type_identifier") == sample_type for link in links)
+    )
 
 
 def _required(item: dict[str, Any], sample_type: str | None) -> bool:
-    return bool(item.get("required")) or (sample_type is not None and any(
-        link.get("sample_type_identifier") == sample_type and link.get("required")
-        for link in item.get("sample_type_links") or []))
+    return bool(item.get("required")) or (
+        sample_type is not None
+        and any(
+            link.get("sample_type_identifier") == sample_type and link.get("required")
+            for link in item.get("sample_type_links") or []
+        )
+    )
 
 
 async def _metadata(fx: Flowxfer, sample_type: str | None) -> list[dict[str, Any]]:
@@ -84,8 +92,11 @@ async def _metadata(fx: Flowxfer, sample_type: str | None) -> list[dict[str, Any
         known = [t.get("identifier") for t in await fx.client.json_value("/samples/types")]
         if sample_type not in known:
             raise UsageError(f"unknown sample type {sample_type!r}; known: {', '.join(map(str, known))}")
-    items = [item for item in await fx.client.json_value("/samples/metadata")
-             if sample_type is None or _for_type(item, sample_type)]
+    items = [
+        item
+        for item in await fx.client.json_value("/samples/metadata")
+        if sample_type is None or _for_type(item, sample_type)
+    ]
     for item in items:
         if item.get("has_options") and not item.get("allow_user_terms"):
             answer = await fx.client.json_value(f"/samples/metadata/{quote(str(item['identifier']), safe='')}/options")
@@ -111,10 +122,20 @@ def metadata(ctx: click.Context, sample_type: str | None) -> None:
     if options.json:
         print(json.dumps({"sample_type": sample_type, "attributes": items}))
         return
-    _table(["identifier", "name", "required", "values", "annotation"],
-           [[str(i.get("identifier")), str(i.get("name") or ""), "yes" if i["required_here"] else "",
-             ", ".join(map(str, i.get("options") or [])) or ("any" if not i.get("has_options") else "any (or listed)"),
-             "allowed" if i.get("allow_annotation") else ""] for i in items])
+    _table(
+        ["identifier", "name", "required", "values", "annotation"],
+        [
+            [
+                str(i.get("identifier")),
+                str(i.get("name") or ""),
+                "yes" if i["required_here"] else "",
+                ", ".join(map(str, i.get("options") or []))
+                or ("any" if not i.get("has_options") else "any (or listed)"),
+                "allowed" if i.get("allow_annotation") else "",
+            ]
+            for i in items
+        ],
+    )
 
 
 @samples.command("organisms")
@@ -172,22 +193,38 @@ def batch_template(ctx: click.Context, sample_type: str, output: Path | None) ->
         except OSError as exc:
             fail(options, f"cannot write {output}: {exc.strerror}", _exits.USAGE)
     if options.json:
-        print(json.dumps({"sample_type": sample_type, "sheet": str(output) if output else None,
-                          "columns": [{"name": n, "required": r} for n, r in columns]}))
+        print(
+            json.dumps(
+                {
+                    "sample_type": sample_type,
+                    "sheet": str(output) if output else None,
+                    "columns": [{"name": n, "required": r} for n, r in columns],
+                }
+            )
+        )
         return
     if output is None:
         print(header)
     if not options.quiet:
         required = [name for name, needed in columns if needed]
-        print(f"required: {', '.join(required)}; paths relative to the sheet; several files joined by ';' are "
-              "sent as one", file=sys.stderr)
+        print(
+            f"required: {', '.join(required)}; paths relative to the sheet; several files joined by ';' are "
+            "sent as one",
+            file=sys.stderr,
+        )
 
 
 @samples.command("annotation-template")
-@click.option("--sample-type", default="generic", show_default=True, metavar="TYPE",
-              help="The sample type of the samples in the multiplexed reads.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The .xlsx file to write.")
+@click.option(
+    "--sample-type",
+    default="generic",
+    show_default=True,
+    metavar="TYPE",
+    help="The sample type of the samples in the multiplexed reads.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .xlsx file to write."
+)
 @click.pass_context
 def annotation_template(ctx: click.Context, sample_type: str, output: Path) -> None:
     """Save the server's annotation sheet template (.xlsx) for upload-multiplexed.

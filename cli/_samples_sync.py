@@ -25,33 +25,61 @@ from ._samples_upload import parse_metadata, print_samples
 
 
 def sample_sync_options(func: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed([
-        click.option("--samples", is_flag=True, help="Make one Flow sample per Sample_ID of the run's "
-                     "SampleSheet.csv from its FASTQs (which are then not uploaded as loose data)."),
-        click.option("--sample-type", metavar="TYPE", help="With --samples: the samples' type (required)."),
-        click.option("--sample-sheet", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="With --samples: the Illumina sample sheet (default RUN_DIR/SampleSheet.csv)."),
-        click.option("--project", metavar="ID", help="With --samples: put the samples in this project."),
-        click.option("--organism", metavar="ID", help="With --samples: the samples' organism."),
-        click.option("--lanes", type=click.Choice(["merge", "separate"]), default="merge", show_default=True,
-                     help="With --samples: one sample per Sample_ID (lanes sent as one file) or per lane."),
-        click.option("--metadata", multiple=True, metavar="KEY=VALUE",
-                     help="With --samples: a metadata attribute of every sample; repeatable."),
-        click.option("--undetermined", is_flag=True,
-                     help="With --samples: upload Undetermined_* FASTQs as plain data (left out otherwise)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--samples",
+                is_flag=True,
+                help="Make one Flow sample per Sample_ID of the run's "
+                "SampleSheet.csv from its FASTQs (which are then not uploaded as loose data).",
+            ),
+            click.option("--sample-type", metavar="TYPE", help="With --samples: the samples' type (required)."),
+            click.option(
+                "--sample-sheet",
+                type=click.Path(dir_okay=False),
+                metavar="FILE",
+                help="With --samples: the Illumina sample sheet (default RUN_DIR/SampleSheet.csv).",
+            ),
+            click.option("--project", metavar="ID", help="With --samples: put the samples in this project."),
+            click.option("--organism", metavar="ID", help="With --samples: the samples' organism."),
+            click.option(
+                "--lanes",
+                type=click.Choice(["merge", "separate"]),
+                default="merge",
+                show_default=True,
+                help="With --samples: one sample per Sample_ID (lanes sent as one file) or per lane.",
+            ),
+            click.option(
+                "--metadata",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="With --samples: a metadata attribute of every sample; repeatable.",
+            ),
+            click.option(
+                "--undetermined",
+                is_flag=True,
+                help="With --samples: upload Undetermined_* FASTQs as plain data (left out otherwise).",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
 
-def sync_with_samples(options: GlobalOptions, output: Output, folder: Path, sync_options: SyncOptions, config: Any,
-                      flags: dict[str, Any]) -> NoReturn:
+def sync_with_samples(
+    options: GlobalOptions, output: Output, folder: Path, sync_options: SyncOptions, config: Any, flags: dict[str, Any]
+) -> NoReturn:
     if not flags.get("sample_type"):
         raise click.UsageError("--samples needs --sample-type")
-    wanted = SampleSync(sample_type=flags["sample_type"], sample_sheet=flags.get("sample_sheet"),
-                        project=flags.get("project"), organism=flags.get("organism"),
-                        lanes=flags.get("lanes") or "merge", undetermined=bool(flags.get("undetermined")),
-                        metadata=tuple(parse_metadata(flags.get("metadata") or (), None).items()))
+    wanted = SampleSync(
+        sample_type=flags["sample_type"],
+        sample_sheet=flags.get("sample_sheet"),
+        project=flags.get("project"),
+        organism=flags.get("organism"),
+        lanes=flags.get("lanes") or "merge",
+        undetermined=bool(flags.get("undetermined")),
+        metadata=tuple(parse_metadata(flags.get("metadata") or (), None).items()),
+    )
 
     async def call(fx: Flowxfer) -> list[TransferReport] | SheetError:
         try:
@@ -68,8 +96,9 @@ def sync_with_samples(options: GlobalOptions, output: Output, folder: Path, sync
     loose, made = reports[0], (reports[1] if len(reports) > 1 else None)
     document = loose.to_json()
     if made is not None:
-        document.update(samples=made.extra.get("samples", []), samples_transfer_id=made.transfer_id,
-                        samples_status=made.status)
+        document.update(
+            samples=made.extra.get("samples", []), samples_transfer_id=made.transfer_id, samples_status=made.status
+        )
     codes = [_exits.OK if loose.status == "waiting" else _exits.report_exit_code(loose, signum)]
     if made is not None:
         codes.append(_exits.report_exit_code(made, signum))

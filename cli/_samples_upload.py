@@ -36,13 +36,22 @@ from ._samples import samples
 
 def sample_transfer_options(func: click.decorators.FC) -> click.decorators.FC:
     """The transfer options of ``upload``, for the sample verbs."""
-    for option in reversed([
-        click.option("--concurrency", type=click.IntRange(1, 64), help="Samples at once (default 16); each "
-                     "sample's files go one after the other."),
-        click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic, as upload)."),
-        click.option("--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'),
-        click.option("--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--concurrency",
+                type=click.IntRange(1, 64),
+                help="Samples at once (default 16); each sample's files go one after the other.",
+            ),
+            click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic, as upload)."),
+            click.option(
+                "--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'
+            ),
+            click.option(
+                "--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -72,8 +81,13 @@ def parse_metadata(pairs: tuple[str, ...], json_text: str | None) -> dict[str, s
 @samples.command("upload")
 @click.option("--name", required=True, metavar="NAME", help="The sample's name (no spaces).")
 @click.option("--sample-type", required=True, metavar="TYPE", help="Sample type identifier (samples types).")
-@click.option("--reads1", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="First reads file (several joined by ';' are sent as one, in that order).")
+@click.option(
+    "--reads1",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="First reads file (several joined by ';' are sent as one, in that order).",
+)
 @click.option("--reads2", type=click.Path(path_type=Path), metavar="PATH", help="Second reads file (paired-end).")
 @click.option("--project", metavar="ID", help="A project of yours (samples projects).")
 @click.option("--organism", metavar="ID", help="An organism id (samples organisms).")
@@ -81,9 +95,21 @@ def parse_metadata(pairs: tuple[str, ...], json_text: str | None) -> dict[str, s
 @click.option("--metadata-json", metavar="JSON", help="Metadata as a JSON object of identifier to value.")
 @sample_transfer_options
 @click.pass_context
-def upload(ctx: click.Context, name: str, sample_type: str, reads1: Path, reads2: Path | None, project: str | None,
-           organism: str | None, metadata: tuple[str, ...], metadata_json: str | None, concurrency: int | None,
-           chunk_size: int | None, bwlimit: str | None, max_wait: float | None) -> None:
+def upload(
+    ctx: click.Context,
+    name: str,
+    sample_type: str,
+    reads1: Path,
+    reads2: Path | None,
+    project: str | None,
+    organism: str | None,
+    metadata: tuple[str, ...],
+    metadata_json: str | None,
+    concurrency: int | None,
+    chunk_size: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+) -> None:
     """Make one Flow sample from its reads, exactly once.
 
     Running the same command again creates nothing: it reports the sample
@@ -93,24 +119,44 @@ def upload(ctx: click.Context, name: str, sample_type: str, reads1: Path, reads2
     --reads2 liver_1_R2.fastq.gz --organism Hs --metadata strandedness=reverse
     """
     options = global_options(ctx)
-    sample = {"name": name, "reads1": str(reads1), "reads2": str(reads2) if reads2 else None,
-              "project": project, "organism": organism, "metadata": parse_metadata(metadata, metadata_json)}
+    sample = {
+        "name": name,
+        "reads1": str(reads1),
+        "reads2": str(reads2) if reads2 else None,
+        "project": project,
+        "organism": organism,
+        "metadata": parse_metadata(metadata, metadata_json),
+    }
     config = transfer_config(concurrency=concurrency, chunk_size=chunk_size, bwlimit=bwlimit, max_wait=max_wait)
     _run(options, config, sample_type, sheet=None, sample=sample)
 
 
 @samples.command("upload-batch")
-@click.option("--sheet", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="A flowbio sample sheet (CSV; samples batch-template, samples sheet).")
+@click.option(
+    "--sheet",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="A flowbio sample sheet (CSV; samples batch-template, samples sheet).",
+)
 @click.option("--sample-type", required=True, metavar="TYPE", help="Sample type of every row.")
 @click.option("--skip-invalid", is_flag=True, help="Send the valid rows; report the invalid ones (exit 1).")
 @click.option("--stop-on-error", is_flag=True, help="Stop at the first sample that fails to upload.")
 @click.option("--dry-run", is_flag=True, help="Check every row against the server and the disk; send nothing.")
 @sample_transfer_options
 @click.pass_context
-def upload_batch(ctx: click.Context, sheet: Path, sample_type: str, skip_invalid: bool, stop_on_error: bool,
-                 dry_run: bool, concurrency: int | None, chunk_size: int | None, bwlimit: str | None,
-                 max_wait: float | None) -> None:
+def upload_batch(
+    ctx: click.Context,
+    sheet: Path,
+    sample_type: str,
+    skip_invalid: bool,
+    stop_on_error: bool,
+    dry_run: bool,
+    concurrency: int | None,
+    chunk_size: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+) -> None:
     """Make one Flow sample per row of a sample sheet, exactly once, several at a time.
 
     Every row is checked first (catalog, disk): all problems at once, exit 2,
@@ -123,30 +169,38 @@ def upload_batch(ctx: click.Context, sheet: Path, sample_type: str, skip_invalid
     config = transfer_config(concurrency=concurrency, chunk_size=chunk_size, bwlimit=bwlimit, max_wait=max_wait)
     if dry_run:
         _dry_run(options, config, sample_type, sheet)
-    _run(options, config, sample_type, sheet=sheet, sample=None, skip_invalid=skip_invalid,
-         stop_on_error=stop_on_error)
+    _run(options, config, sample_type, sheet=sheet, sample=None, skip_invalid=skip_invalid, stop_on_error=stop_on_error)
 
 
-def _run(options: GlobalOptions, config: Any, sample_type: str, *, sheet: Path | None,
-         sample: dict[str, Any] | None, skip_invalid: bool = False, stop_on_error: bool = False) -> None:
+def _run(
+    options: GlobalOptions,
+    config: Any,
+    sample_type: str,
+    *,
+    sheet: Path | None,
+    sample: dict[str, Any] | None,
+    skip_invalid: bool = False,
+    stop_on_error: bool = False,
+) -> None:
     output = output_for(options, "upload")
 
     async def call(fx: Flowxfer) -> TransferReport | SheetError:
         try:
-            return await fx.upload_samples(sheet, sample=sample, sample_type=sample_type, skip_invalid=skip_invalid,
-                                           stop_on_error=stop_on_error)
+            return await fx.upload_samples(
+                sheet, sample=sample, sample_type=sample_type, skip_invalid=skip_invalid, stop_on_error=stop_on_error
+            )
         except SheetError as exc:
             return exc
 
     result, signum = run_engine(options, output, call, config)
     if isinstance(result, SheetError):
-        fail(options, str(result), _exits.USAGE, {"kind": "samples",
-                                                   "problems": [p.to_json() for p in result.problems]})
+        fail(
+            options, str(result), _exits.USAGE, {"kind": "samples", "problems": [p.to_json() for p in result.problems]}
+        )
     finish_samples(options, output, result, signum)
 
 
-def finish_samples(options: GlobalOptions, output: Output, report: TransferReport | None,
-                   signum: int | None) -> None:
+def finish_samples(options: GlobalOptions, output: Output, report: TransferReport | None, signum: int | None) -> None:
     """Print the samples' outcome (or the JSON document) and exit with the documented code."""
     if report is None:
         sys.exit(_exits.signal_exit_code(signum) if signum is not None else _exits.FAILED)
@@ -176,8 +230,11 @@ def samples_summary(report: TransferReport) -> str:
     counts: dict[str, int] = {}
     for sample in report.extra.get("samples", []):
         counts[sample["status"]] = counts.get(sample["status"], 0) + 1
-    parts = [f"{counts.get('done', 0)} made", f"{counts.get('skipped', 0)} already on Flow",
-             f"{counts.get('failed', 0)} failed"]
+    parts = [
+        f"{counts.get('done', 0)} made",
+        f"{counts.get('skipped', 0)} already on Flow",
+        f"{counts.get('failed', 0)} failed",
+    ]
     parts += [f"{counts[status]} {status}" for status in ("invalid", "pending") if counts.get(status)]
     return "samples: " + ", ".join(parts)
 
@@ -192,12 +249,33 @@ def _dry_run(options: GlobalOptions, config: Any, sample_type: str, sheet: Path)
     assert plan is not None
     code = _exits.USAGE if plan.errors else _exits.OK
     if options.json:
-        print(json.dumps({"dry_run": True, "kind": "samples", "status": "failed" if plan.errors else "completed",
-                          "problems": [p.to_json() for p in plan.problems],
-                          "samples": [{"row": s.row, "name": s.name, "status": "pending",
-                                       "files": [{"path": ";".join(p.path for p in f.parts), "id": None,
-                                                  "size": f.size, "status": "pending"} for f in s.files]}
-                                      for s in plan.samples]}))
+        print(
+            json.dumps(
+                {
+                    "dry_run": True,
+                    "kind": "samples",
+                    "status": "failed" if plan.errors else "completed",
+                    "problems": [p.to_json() for p in plan.problems],
+                    "samples": [
+                        {
+                            "row": s.row,
+                            "name": s.name,
+                            "status": "pending",
+                            "files": [
+                                {
+                                    "path": ";".join(p.path for p in f.parts),
+                                    "id": None,
+                                    "size": f.size,
+                                    "status": "pending",
+                                }
+                                for f in s.files
+                            ],
+                        }
+                        for s in plan.samples
+                    ],
+                }
+            )
+        )
         sys.exit(code)
     for sample in plan.samples:
         sizes = " + ".join(f"{f.filename} ({format_size(f.size)})" for f in sample.files)
@@ -205,23 +283,39 @@ def _dry_run(options: GlobalOptions, config: Any, sample_type: str, sheet: Path)
     for problem in plan.problems:
         print(str(problem), file=sys.stderr)
     total = sum(f.size for s in plan.samples for f in s.files)
-    print(f"dry run: {len(plan.samples)} samples ready, {format_size(total)}; {len(plan.errors)} problems; "
-          "nothing sent", file=sys.stderr)
+    print(
+        f"dry run: {len(plan.samples)} samples ready, {format_size(total)}; {len(plan.errors)} problems; nothing sent",
+        file=sys.stderr,
+    )
     sys.exit(code)
 
 
 @samples.command("upload-multiplexed")
-@click.option("--reads1", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="First multiplexed reads file.")
+@click.option(
+    "--reads1", required=True, type=click.Path(path_type=Path), metavar="PATH", help="First multiplexed reads file."
+)
 @click.option("--reads2", type=click.Path(path_type=Path), metavar="PATH", help="Second multiplexed reads file.")
-@click.option("--annotation", required=True, type=click.Path(path_type=Path), metavar="PATH",
-              help="The filled-in annotation sheet (.xlsx or .csv; samples annotation-template).")
+@click.option(
+    "--annotation",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="The filled-in annotation sheet (.xlsx or .csv; samples annotation-template).",
+)
 @click.option("--reject-warnings", is_flag=True, help="Refuse the upload if the annotation sheet has warnings.")
 @sample_transfer_options
 @click.pass_context
-def upload_multiplexed(ctx: click.Context, reads1: Path, reads2: Path | None, annotation: Path, reject_warnings: bool,
-                       concurrency: int | None, chunk_size: int | None, bwlimit: str | None,
-                       max_wait: float | None) -> None:
+def upload_multiplexed(
+    ctx: click.Context,
+    reads1: Path,
+    reads2: Path | None,
+    annotation: Path,
+    reject_warnings: bool,
+    concurrency: int | None,
+    chunk_size: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+) -> None:
     """Upload multiplexed reads with the annotation sheet that splits them into samples.
 
     The sheet goes first and is checked by the server: a refused sheet sends

@@ -449,8 +449,12 @@ def token_group() -> None:
 @token_group.command("add")
 @click.argument("user")
 @click.option("--name", default="", help="A label for the key (e.g. laptop, AI agent).")
-@click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Days the key stays valid (default: until removed).")
+@click.option(
+    "--expires-in-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Days the key stays valid (default: until removed).",
+)
 @click.pass_context
 def token_add(ctx: click.Context, user: str, name: str, expires_in_days: float | None) -> None:
     """Issue an API key for USER, used as 'Authorization: Bearer KEY' (or FLOW_API_TOKEN).

@@ -47,13 +47,19 @@ def choose_server(given: str | None, config_dir: Path | None) -> ServerChoice:
     except FlowxferError:
         last = None  # an unreadable credentials file is reported when a command needs it
     if last:
-        return ServerChoice(last, f"using {last}, the server you last logged in to "
-                                  "(--base-url or FLOW_API_URL choose another)")
+        return ServerChoice(
+            last, f"using {last}, the server you last logged in to (--base-url or FLOW_API_URL choose another)"
+        )
     return ServerChoice(DEFAULT_BASE_URL)
 
 
-def choose_token(token: str | None, token_file: Path | None, base_url: str, config_dir: Path | None,
-                 official_file: Path | None = OFFICIAL_TOKEN_FILE) -> str | None:
+def choose_token(
+    token: str | None,
+    token_file: Path | None,
+    base_url: str,
+    config_dir: Path | None,
+    official_file: Path | None = OFFICIAL_TOKEN_FILE,
+) -> str | None:
     """The token to send instead of a saved login, or None to use the saved login (see the module doc).
 
     :raises UsageError: a token file named by ``--token-file``/``FLOW_TOKEN_FILE`` is missing or empty.
@@ -79,5 +85,8 @@ def choose_token(token: str | None, token_file: Path | None, base_url: str, conf
 
 def _warn_if_readable(path: Path) -> None:
     if readable_by_others(path):
-        print(f"flowxfer: warning: token file {path} is readable by others; run: chmod 600 {path}",
-              file=sys.stderr, flush=True)
+        print(
+            f"flowxfer: warning: token file {path} is readable by others; run: chmod 600 {path}",
+            file=sys.stderr,
+            flush=True,
+        )

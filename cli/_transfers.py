@@ -86,13 +86,25 @@ def logout(ctx: click.Context) -> None:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data-type", help="Flow data-type identifier for every file.")
-@click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic, 64 MiB against a "
-              "flowxfer server, 16 MiB against hosted Flow, halved on 413).")
+@click.option(
+    "--chunk-size",
+    type=SIZE,
+    help="Bytes per upload request (default: automatic, 64 MiB against a "
+    "flowxfer server, 16 MiB against hosted Flow, halved on 413).",
+)
 @click.option("--force", is_flag=True, help="Upload even files already uploaded unchanged.")
 @transfer_options
 @click.pass_context
-def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, chunk_size: int | None, force: bool,
-           concurrency: int | None, bwlimit: str | None, max_wait: float | None) -> None:
+def upload(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    data_type: str | None,
+    chunk_size: int | None,
+    force: bool,
+    concurrency: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+) -> None:
     """Upload files (folders recursively) to Flow, resumably and verified.
 
     A file already uploaded and unchanged since (same size and modification
@@ -117,27 +129,64 @@ def upload(ctx: click.Context, paths: tuple[Path, ...], data_type: str | None, c
 @click.option("--filename", help="Search: data whose filename contains this (case-insensitive).")
 @click.option("--pattern", help="Search: data whose filename matches this regular expression.")
 @click.option("--owned", is_flag=True, help="Search: only data you own.")
-@click.option("--sample", "samples", multiple=True, metavar="ID",
-              help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.")
-@click.option("--project", "projects", multiple=True, metavar="ID",
-              help="Every file of every sample of this project of yours; repeatable.")
+@click.option(
+    "--sample",
+    "samples",
+    multiple=True,
+    metavar="ID",
+    help="Every file of this sample: its reads and the outputs of the runs on it; repeatable.",
+)
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    metavar="ID",
+    help="Every file of every sample of this project of yours; repeatable.",
+)
 @click.option("--raw-only", is_flag=True, help="With --sample/--project: only the samples' reads, no outputs.")
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder to download into.")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to download into.",
+)
 @click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
 @click.option("--force", is_flag=True, help="Download even files already present and identical.")
-@click.option("--auto-bulk", is_flag=True,
-              help="More than 50 files under 8 MiB: fetch those as one server-built archive (extracted).")
-@click.option("--dry-run", is_flag=True,
-              help="Show the requests each way costs against the rate limits; send only metadata requests.")
+@click.option(
+    "--auto-bulk",
+    is_flag=True,
+    help="More than 50 files under 8 MiB: fetch those as one server-built archive (extracted).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show the requests each way costs against the rate limits; send only metadata requests.",
+)
 @execution_options
 @transfer_options
 @click.pass_context
-def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pattern: str | None, owned: bool,
-             samples: tuple[str, ...], projects: tuple[str, ...], raw_only: bool, output_dir: Path,
-             segments: int | None, force: bool, auto_bulk: bool, dry_run: bool, concurrency: int | None,
-             bwlimit: str | None, max_wait: float | None,
-             executions: tuple[str, ...], **results: Any) -> None:
+def download(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    filename: str | None,
+    pattern: str | None,
+    owned: bool,
+    samples: tuple[str, ...],
+    projects: tuple[str, ...],
+    raw_only: bool,
+    output_dir: Path,
+    segments: int | None,
+    force: bool,
+    auto_bulk: bool,
+    dry_run: bool,
+    concurrency: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+    executions: tuple[str, ...],
+    **results: Any,
+) -> None:
     """Download data by id, or by search, into a folder under their filenames.
 
     Each file is fetched as a few ranged streams into NAME.part, every chunk
@@ -153,23 +202,32 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
     if executions:
         if ids or filename or pattern or owned or samples or projects or dry_run:
             raise click.UsageError("--execution takes no data ids, samples, search or --dry-run")
-        download_results(ctx, executions, output_dir, force, transfer_config(
-            segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait),
-            auto_bulk=auto_bulk, **results)
+        download_results(
+            ctx,
+            executions,
+            output_dir,
+            force,
+            transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait),
+            auto_bulk=auto_bulk,
+            **results,
+        )
     if not ids and not (filename or pattern or owned or samples or projects):
-        raise click.UsageError("name data ids, samples (--sample, --project), a search with --filename, "
-                               "--pattern or --owned, or --execution")
+        raise click.UsageError(
+            "name data ids, samples (--sample, --project), a search with --filename, "
+            "--pattern or --owned, or --execution"
+        )
     config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "download")
     ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)
     if auto_bulk or dry_run:
-        download_with_advice(ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run,
-                             auto_bulk=auto_bulk)
-
+        download_with_advice(
+            ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run, auto_bulk=auto_bulk
+        )
 
     async def call(fx: Flowxfer) -> TransferReport:
-        return await fx.download(list(ids), filename=filename, pattern=pattern, owned=owned,
-                                 output_dir=output_dir, force=force)
+        return await fx.download(
+            list(ids), filename=filename, pattern=pattern, owned=owned, output_dir=output_dir, force=force
+        )
 
     report, signum = run_engine(options, output, call, config)
     finish_transfer(options, output, report, signum)
@@ -179,8 +237,9 @@ def download(ctx: click.Context, ids: tuple[str, ...], filename: str | None, pat
 @click.argument("transfer_id", required=False)
 @transfer_options
 @click.pass_context
-def resume(ctx: click.Context, transfer_id: str | None, concurrency: int | None, bwlimit: str | None,
-           max_wait: float | None) -> None:
+def resume(
+    ctx: click.Context, transfer_id: str | None, concurrency: int | None, bwlimit: str | None, max_wait: float | None
+) -> None:
     """Continue unfinished transfers from the journal: all of this server's, or one.
 
     Acknowledged chunks are never sent again; the server is asked what it

@@ -142,7 +142,7 @@ def pwrite_pieces(fd: int, pieces: Sequence[Buffer], offset: int) -> int:
     """
     written = 0
     for start in range(0, len(pieces), _MAX_IOV):
-        batch = pieces[start:start + _MAX_IOV]
+        batch = pieces[start : start + _MAX_IOV]
         size = sum(len(p) for p in batch)
         done = os.pwritev(fd, batch, offset + written)
         if done < size:
@@ -360,7 +360,7 @@ class _PieceReader:
         while size:
             piece = self._pieces[self._index]
             step = min(size, len(piece) - self._offset)
-            out.append(piece[self._offset:self._offset + step])
+            out.append(piece[self._offset : self._offset + step])
             size -= step
             self._advance(step, len(piece))
         return out
@@ -371,7 +371,7 @@ class _PieceReader:
         while filled < size:
             piece = self._pieces[self._index]
             step = min(size - filled, len(piece) - self._offset)
-            target[filled:filled + step] = piece[self._offset:self._offset + step]
+            target[filled : filled + step] = piece[self._offset : self._offset + step]
             filled += step
             self._advance(step, len(piece))
 

@@ -107,6 +107,7 @@ def filename_problem(name: str) -> str | None:
 #: tar.gz), and the engine tells zip from tar.gz by the archive's first bytes.
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 
+
 def archive_member_names(items: Sequence[tuple[str, str]]) -> list[str]:
     """Names inside a bulk archive for ``(id, filename)`` pairs, in order (pure).
 
@@ -188,8 +189,9 @@ def parse_rate_limit_spec(spec: str) -> dict[str, RateLimit] | None:
     for item in text.split(","):
         name, sep, value = item.strip().partition("=")
         if not sep or name not in RATE_CLASSES:
-            raise ValueError(f"bad rate-limit item {item!r}: expected CLASS=COUNT[/WINDOW] "
-                             f"with CLASS in {', '.join(RATE_CLASSES)}")
+            raise ValueError(
+                f"bad rate-limit item {item!r}: expected CLASS=COUNT[/WINDOW] with CLASS in {', '.join(RATE_CLASSES)}"
+            )
         count_text, _, window_text = value.partition("/")
         try:
             count = int(count_text)

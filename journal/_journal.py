@@ -222,8 +222,17 @@ class JournalBatch:
     Not thread-safe: fill it on one thread, hand it to :meth:`Journal.commit`.
     """
 
-    __slots__ = ("chunk_plans", "file_updates", "file_from", "chunk_updates", "chunk_from", "verified_files",
-                 "inventory", "fds", "_events")
+    __slots__ = (
+        "chunk_plans",
+        "file_updates",
+        "file_from",
+        "chunk_updates",
+        "chunk_from",
+        "verified_files",
+        "inventory",
+        "fds",
+        "_events",
+    )
 
     def __init__(self) -> None:
         self.chunk_plans: dict[int, list[tuple[int, int]]] = {}
@@ -416,9 +425,7 @@ class Journal(SampleTables):
             raise JournalError(f"cannot create the journal's folder {path.parent}: {exc.strerror}") from exc
         with _translated(path):
             try:
-                conn = sqlite3.connect(
-                    path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-                )
+                conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             except sqlite3.OperationalError as exc:
                 raise JournalError(f"cannot open journal {path}: {exc}") from exc
             try:
@@ -523,8 +530,7 @@ class Journal(SampleTables):
             row = None
             if resumable:
                 row = conn.execute(
-                    "SELECT id FROM transfers WHERE params_key = ? AND status != ? "
-                    "ORDER BY created DESC LIMIT 1",
+                    "SELECT id FROM transfers WHERE params_key = ? AND status != ? ORDER BY created DESC LIMIT 1",
                     (params_key, TransferState.COMPLETED.value),
                 ).fetchone()
             if row is not None:
@@ -541,17 +547,26 @@ class Journal(SampleTables):
                 conn.execute(
                     "INSERT INTO transfers (id, kind, status, server, username, params, params_key, "
                     "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (transfer_id, kind, TransferState.RUNNING.value, server, username,
-                     json.dumps(params, sort_keys=True), params_key, now, now),
+                    (
+                        transfer_id,
+                        kind,
+                        TransferState.RUNNING.value,
+                        server,
+                        username,
+                        json.dumps(params, sort_keys=True),
+                        params_key,
+                        now,
+                        now,
+                    ),
                 )
                 resumed = False
         record = self.get_transfer(transfer_id)
         assert record is not None
         return record, lease, resumed
 
-    def reopen_transfer(self, transfer_id: str, *, what: str = "", stale_after: float = 60.0) -> tuple[
-        TransferRecord, Lease
-    ]:
+    def reopen_transfer(
+        self, transfer_id: str, *, what: str = "", stale_after: float = 60.0
+    ) -> tuple[TransferRecord, Lease]:
         """Take the lease of an existing transfer to resume it (``flowxfer resume ID``).
 
         :raises KeyError: no such transfer.
@@ -625,8 +640,11 @@ class Journal(SampleTables):
         )
         by_status = {row["status"]: row["n"] for row in rows}
         skipped = sum(row["size"] for row in rows if row["status"] == FileState.SKIPPED)
-        done = sum(row["size"] if row["status"] == FileState.DONE else row["done"]
-                   for row in rows if row["status"] != FileState.SKIPPED)
+        done = sum(
+            row["size"] if row["status"] == FileState.DONE else row["done"]
+            for row in rows
+            if row["status"] != FileState.SKIPPED
+        )
         return TransferSummary(
             files_total=sum(by_status.values()),
             files_by_status=by_status,
@@ -664,8 +682,21 @@ class Journal(SampleTables):
             batch.clear()
 
         for f in files:
-            batch.append((transfer_id, f.local_path, f.remote_name, f.data_id, f.size, f.mtime_ns,
-                          f.checksum, f.status.value, f.error, json.dumps(f.extra), now))
+            batch.append(
+                (
+                    transfer_id,
+                    f.local_path,
+                    f.remote_name,
+                    f.data_id,
+                    f.size,
+                    f.mtime_ns,
+                    f.checksum,
+                    f.status.value,
+                    f.error,
+                    json.dumps(f.extra),
+                    now,
+                )
+            )
             if len(batch) >= batch_size:
                 flush()
         if batch:
@@ -673,7 +704,11 @@ class Journal(SampleTables):
         return added
 
     def files_page(
-        self, transfer_id: str, statuses: Iterable[FileState] | None = None, *, after_id: int = 0,
+        self,
+        transfer_id: str,
+        statuses: Iterable[FileState] | None = None,
+        *,
+        after_id: int = 0,
         limit: int = 1000,
     ) -> list[FileRecord]:
         """Up to ``limit`` files with id > ``after_id``, in plan order (keyset pagination)."""
@@ -724,8 +759,10 @@ class Journal(SampleTables):
 
     def chunks(self, file_id: int) -> list[ChunkRecord]:
         rows = self._read("SELECT * FROM chunks WHERE file_id = ? ORDER BY idx", (file_id,))
-        return [ChunkRecord(r["file_id"], r["idx"], r["offset"], r["size"], r["checksum"], ChunkState(r["state"]))
-                for r in rows]
+        return [
+            ChunkRecord(r["file_id"], r["idx"], r["offset"], r["size"], r["checksum"], ChunkState(r["state"]))
+            for r in rows
+        ]
 
     # -- batches -------------------------------------------------------
 
@@ -740,8 +777,9 @@ class Journal(SampleTables):
                 os.fdatasync(fd)
             except OSError as exc:
                 raise JournalError(f"cannot sync downloaded data to disk: {exc.strerror}") from exc
-        if not (batch.chunk_plans or batch.file_updates or batch.chunk_updates or batch.verified_files
-                or batch.inventory):
+        if not (
+            batch.chunk_plans or batch.file_updates or batch.chunk_updates or batch.verified_files or batch.inventory
+        ):
             return
         now = time.time()
         with self._immediate() as conn:
@@ -755,8 +793,10 @@ class Journal(SampleTables):
             if batch.chunk_updates:
                 conn.executemany(
                     "UPDATE chunks SET state = ?, checksum = coalesce(?, checksum) WHERE file_id = ? AND idx = ?",
-                    [(state.value, checksum, file_id, idx)
-                     for (file_id, idx), (state, checksum) in batch.chunk_updates.items()],
+                    [
+                        (state.value, checksum, file_id, idx)
+                        for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
+                    ],
                 )
             if batch.verified_files:
                 conn.executemany(
@@ -769,9 +809,22 @@ class Journal(SampleTables):
                 conn.executemany(
                     "INSERT OR REPLACE INTO inventory (server, username, direction, local_path, remote, size, "
                     "mtime_ns, checksum, data_id, superseded, recorded) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [(r.server, r.username, r.direction, r.local_path, r.remote, r.size, r.mtime_ns,
-                      r.checksum, r.data_id, json.dumps(list(r.superseded)), now)
-                     for r in batch.inventory.values()],
+                    [
+                        (
+                            r.server,
+                            r.username,
+                            r.direction,
+                            r.local_path,
+                            r.remote,
+                            r.size,
+                            r.mtime_ns,
+                            r.checksum,
+                            r.data_id,
+                            json.dumps(list(r.superseded)),
+                            now,
+                        )
+                        for r in batch.inventory.values()
+                    ],
                 )
 
     # -- inventory -----------------------------------------------------
@@ -789,7 +842,7 @@ class Journal(SampleTables):
         found: dict[tuple[str, str], InventoryRecord] = {}
         wanted = set(keys)
         for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
+            part = keys[start : start + 500]
             paths = list(dict.fromkeys(local_path for local_path, _ in part))
             rows = self._read(
                 "SELECT * FROM inventory WHERE server = ? AND username = ? AND direction = ? AND local_path IN "
@@ -802,9 +855,7 @@ class Journal(SampleTables):
                     found[(record.local_path, record.remote)] = record
         return found
 
-    def inventory_for_path(self, server: str, username: str, direction: str, local_path: str) -> list[
-        InventoryRecord
-    ]:
+    def inventory_for_path(self, server: str, username: str, direction: str, local_path: str) -> list[InventoryRecord]:
         """Every record of one local path (any remote name): sync's change detection."""
         rows = self._read(
             "SELECT * FROM inventory WHERE server = ? AND username = ? AND direction = ? AND local_path = ?",
@@ -812,9 +863,7 @@ class Journal(SampleTables):
         )
         return [_inventory(row) for row in rows]
 
-    def iter_inventory(self, server: str, username: str, direction: str, prefix: str = "") -> Iterator[
-        InventoryRecord
-    ]:
+    def iter_inventory(self, server: str, username: str, direction: str, prefix: str = "") -> Iterator[InventoryRecord]:
         """Records under a local path prefix, in path order, a page at a time."""
         last = ("", "")
         while True:
@@ -869,17 +918,50 @@ class Journal(SampleTables):
                     "status = ?, data_id = ?, checksum = ?, chunk_size = 0, bytes_done = 0, etag = NULL, "
                     "error = NULL, attempts = 0, updated = ? WHERE transfer_id = ? AND local_path = ? AND "
                     "(remote_name IS NOT ? OR size IS NOT ? OR mtime_ns IS NOT ? OR plan_key IS NOT ?)",
-                    [(f.remote_name, f.size, f.mtime_ns, key, json.dumps(f.extra), f.status.value, f.data_id,
-                      f.checksum, now, transfer_id, f.local_path, f.remote_name, f.size, f.mtime_ns, key)
-                     for f, key in batch],
+                    [
+                        (
+                            f.remote_name,
+                            f.size,
+                            f.mtime_ns,
+                            key,
+                            json.dumps(f.extra),
+                            f.status.value,
+                            f.data_id,
+                            f.checksum,
+                            now,
+                            transfer_id,
+                            f.local_path,
+                            f.remote_name,
+                            f.size,
+                            f.mtime_ns,
+                            key,
+                        )
+                        for f, key in batch
+                    ],
                 )
                 changed += conn.total_changes - before + len(batch) - existing
                 conn.executemany(
                     "INSERT INTO files (transfer_id, local_path, remote_name, data_id, size, mtime_ns, checksum, "
                     "status, error, extra, updated, plan_gen, plan_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (transfer_id, local_path) DO UPDATE SET plan_gen = excluded.plan_gen",
-                    [(transfer_id, f.local_path, f.remote_name, f.data_id, f.size, f.mtime_ns, f.checksum,
-                      f.status.value, f.error, json.dumps(f.extra), now, generation, key) for f, key in batch],
+                    [
+                        (
+                            transfer_id,
+                            f.local_path,
+                            f.remote_name,
+                            f.data_id,
+                            f.size,
+                            f.mtime_ns,
+                            f.checksum,
+                            f.status.value,
+                            f.error,
+                            json.dumps(f.extra),
+                            now,
+                            generation,
+                            key,
+                        )
+                        for f, key in batch
+                    ],
                 )
             batch.clear()
 
@@ -937,7 +1019,7 @@ class Journal(SampleTables):
         """Known packs for many virtual tar paths at once."""
         found: dict[str, PackRecord] = {}
         for start in range(0, len(local_paths), 500):
-            part = list(local_paths[start:start + 500])
+            part = list(local_paths[start : start + 500])
             marks = ",".join("?" * len(part))
             rows = self._read(
                 f"SELECT * FROM packs WHERE server = ? AND username = ? AND local_path IN ({marks})",
@@ -980,9 +1062,19 @@ class Journal(SampleTables):
             conn.execute(
                 "INSERT OR REPLACE INTO packs (server, username, local_path, remote, manifest, data_id, size, "
                 "checksum, members, superseded, recorded) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (record.server, record.username, record.local_path, record.remote, record.manifest,
-                 record.data_id, record.size, record.checksum, record.members,
-                 json.dumps(list(record.superseded)), time.time()),
+                (
+                    record.server,
+                    record.username,
+                    record.local_path,
+                    record.remote,
+                    record.manifest,
+                    record.data_id,
+                    record.size,
+                    record.checksum,
+                    record.members,
+                    json.dumps(list(record.superseded)),
+                    time.time(),
+                ),
             )
             if old is not None and old[0] != record.manifest:
                 conn.execute(
@@ -1049,14 +1141,17 @@ class Journal(SampleTables):
         ``download --execution --wait`` polls for hours under its lease.
         """
         with self._immediate() as conn:
-            changed = conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
-                                   (time.time(), key, self.pid, self.host)).rowcount
+            changed = conn.execute(
+                "UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
+                (time.time(), key, self.pid, self.host),
+            ).rowcount
         return bool(changed)
 
     def _heartbeat(self, lease: Lease) -> None:
         with self._immediate() as conn:
-            conn.execute("UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?",
-                         (time.time(), lease.key, lease.token))
+            conn.execute(
+                "UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?", (time.time(), lease.key, lease.token)
+            )
 
     def _release(self, lease: Lease) -> None:
         with self._immediate() as conn:
@@ -1069,10 +1164,24 @@ class Journal(SampleTables):
 
 # --- helpers -----------------------------------------------------------------
 
-_FILE_COLUMNS = frozenset({
-    "local_path", "remote_name", "data_id", "size", "mtime_ns", "chunk_size", "checksum", "etag",
-    "status", "bytes_done", "attempts", "error", "extra", "updated",
-})
+_FILE_COLUMNS = frozenset(
+    {
+        "local_path",
+        "remote_name",
+        "data_id",
+        "size",
+        "mtime_ns",
+        "chunk_size",
+        "checksum",
+        "etag",
+        "status",
+        "bytes_done",
+        "attempts",
+        "error",
+        "extra",
+        "updated",
+    }
+)
 
 
 def _check_transitions(conn: sqlite3.Connection, batch: JournalBatch) -> None:
@@ -1082,7 +1191,7 @@ def _check_transitions(conn: sqlite3.Connection, batch: JournalBatch) -> None:
     """
     files = list(batch.file_from)
     for start in range(0, len(files), 500):
-        part = files[start:start + 500]
+        part = files[start : start + 500]
         rows = conn.execute(f"SELECT id, status FROM files WHERE id IN ({','.join('?' * len(part))})", part)
         for file_id, status in rows:
             check_file_transition(FileState(status), batch.file_from[file_id])
@@ -1091,9 +1200,11 @@ def _check_transitions(conn: sqlite3.Connection, batch: JournalBatch) -> None:
         by_file.setdefault(file_id, []).append(idx)
     for file_id, indexes in by_file.items():
         for start in range(0, len(indexes), 500):
-            part = indexes[start:start + 500]
-            rows = conn.execute(f"SELECT idx, state FROM chunks WHERE file_id = ? AND idx IN "
-                                f"({','.join('?' * len(part))})", [file_id, *part])
+            part = indexes[start : start + 500]
+            rows = conn.execute(
+                f"SELECT idx, state FROM chunks WHERE file_id = ? AND idx IN ({','.join('?' * len(part))})",
+                [file_id, *part],
+            )
             for idx, state in rows:
                 check_chunk_transition(ChunkState(state), batch.chunk_from[(file_id, idx)])
 
@@ -1118,33 +1229,66 @@ def _split_sql(script: str) -> list[str]:
 
 def _transfer(row: dict[str, Any]) -> TransferRecord:
     return TransferRecord(
-        id=row["id"], kind=row["kind"], status=row["status"], server=row["server"], username=row["username"],
-        params=json.loads(row["params"]), params_key=row["params_key"], state=json.loads(row["state"]),
-        created=row["created"], updated=row["updated"], finished=row["finished"], error=row["error"],
+        id=row["id"],
+        kind=row["kind"],
+        status=row["status"],
+        server=row["server"],
+        username=row["username"],
+        params=json.loads(row["params"]),
+        params_key=row["params_key"],
+        state=json.loads(row["state"]),
+        created=row["created"],
+        updated=row["updated"],
+        finished=row["finished"],
+        error=row["error"],
     )
 
 
 def _file(row: dict[str, Any]) -> FileRecord:
     return FileRecord(
-        id=row["id"], transfer_id=row["transfer_id"], local_path=row["local_path"],
-        remote_name=row["remote_name"], data_id=row["data_id"], size=row["size"], mtime_ns=row["mtime_ns"],
-        chunk_size=row["chunk_size"], checksum=row["checksum"], etag=row["etag"],
-        status=FileState(row["status"]), bytes_done=row["bytes_done"], attempts=row["attempts"],
-        error=row["error"], extra=json.loads(row["extra"]),
+        id=row["id"],
+        transfer_id=row["transfer_id"],
+        local_path=row["local_path"],
+        remote_name=row["remote_name"],
+        data_id=row["data_id"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        chunk_size=row["chunk_size"],
+        checksum=row["checksum"],
+        etag=row["etag"],
+        status=FileState(row["status"]),
+        bytes_done=row["bytes_done"],
+        attempts=row["attempts"],
+        error=row["error"],
+        extra=json.loads(row["extra"]),
     )
 
 
 def _pack(row: dict[str, Any]) -> PackRecord:
     return PackRecord(
-        server=row["server"], username=row["username"], local_path=row["local_path"], remote=row["remote"],
-        manifest=row["manifest"], data_id=row["data_id"], size=row["size"], checksum=row["checksum"],
-        members=row["members"], superseded=tuple(json.loads(row["superseded"])),
+        server=row["server"],
+        username=row["username"],
+        local_path=row["local_path"],
+        remote=row["remote"],
+        manifest=row["manifest"],
+        data_id=row["data_id"],
+        size=row["size"],
+        checksum=row["checksum"],
+        members=row["members"],
+        superseded=tuple(json.loads(row["superseded"])),
     )
 
 
 def _inventory(row: dict[str, Any]) -> InventoryRecord:
     return InventoryRecord(
-        server=row["server"], username=row["username"], direction=row["direction"],
-        local_path=row["local_path"], remote=row["remote"], size=row["size"], mtime_ns=row["mtime_ns"],
-        checksum=row["checksum"], data_id=row["data_id"], superseded=tuple(json.loads(row["superseded"])),
+        server=row["server"],
+        username=row["username"],
+        direction=row["direction"],
+        local_path=row["local_path"],
+        remote=row["remote"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        checksum=row["checksum"],
+        data_id=row["data_id"],
+        superseded=tuple(json.loads(row["superseded"])),
     )

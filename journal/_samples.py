@@ -90,8 +90,19 @@ class SampleTables:
             conn.executemany(
                 "INSERT OR IGNORE INTO samples (transfer_id, row, name, fields, status, sample_id, error, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(transfer_id, s.row, s.name, json.dumps(s.fields, sort_keys=True), s.status.value, s.sample_id,
-                  s.error, now) for s in samples],
+                [
+                    (
+                        transfer_id,
+                        s.row,
+                        s.name,
+                        json.dumps(s.fields, sort_keys=True),
+                        s.status.value,
+                        s.sample_id,
+                        s.error,
+                        now,
+                    )
+                    for s in samples
+                ],
             )
 
     def samples_of(self, transfer_id: str) -> list[SampleRecord]:
@@ -108,20 +119,30 @@ class SampleTables:
         unknown = set(changes) - _SAMPLE_COLUMNS
         if unknown:
             raise ValueError(f"unknown sample columns: {sorted(unknown)}")
-        values = {k: (json.dumps(list(v) if k == "previous_data" else v) if k in ("previous_data", "fields")
-                      else (v.value if isinstance(v, StrEnum) else v)) for k, v in changes.items()}
+        values = {
+            k: (
+                json.dumps(list(v) if k == "previous_data" else v)
+                if k in ("previous_data", "fields")
+                else (v.value if isinstance(v, StrEnum) else v)
+            )
+            for k, v in changes.items()
+        }
         assignments = ", ".join(f"{column} = :{column}" for column in values)
         with self._immediate() as conn:
-            conn.execute(f"UPDATE samples SET {assignments}, updated = :_now WHERE transfer_id = :_t AND row = :_r",
-                         {**values, "_now": time.time(), "_t": transfer_id, "_r": row})
+            conn.execute(
+                f"UPDATE samples SET {assignments}, updated = :_now WHERE transfer_id = :_t AND row = :_r",
+                {**values, "_now": time.time(), "_t": transfer_id, "_r": row},
+            )
 
     def sample_finished(self, transfer_id: str, row: int, record: SampleInventoryRecord) -> None:
         """The server made the sample: its id in the transfer and in the inventory, in one transaction."""
         now = time.time()
         with self._immediate() as conn:
-            conn.execute("UPDATE samples SET status = ?, sample_id = ?, error = NULL, updated = ? "
-                         "WHERE transfer_id = ? AND row = ?",
-                         (SampleState.DONE.value, record.sample_id, now, transfer_id, row))
+            conn.execute(
+                "UPDATE samples SET status = ?, sample_id = ?, error = NULL, updated = ? "
+                "WHERE transfer_id = ? AND row = ?",
+                (SampleState.DONE.value, record.sample_id, now, transfer_id, row),
+            )
             _remember(conn, record, now)
 
     def remember_sample(self, record: SampleInventoryRecord) -> None:
@@ -134,17 +155,20 @@ class SampleTables:
         found: dict[str, SampleInventoryRecord] = {}
         wanted = list(dict.fromkeys(names))
         for start in range(0, len(wanted), 500):
-            page = wanted[start:start + 500]
+            page = wanted[start : start + 500]
             rows = self._read(
                 f"SELECT * FROM sample_inventory WHERE server = ? AND username = ? "
-                f"AND name IN ({','.join('?' * len(page))})", [server, username, *page])
+                f"AND name IN ({','.join('?' * len(page))})",
+                [server, username, *page],
+            )
             for row in rows:
                 found[row["name"]] = _inventory(row)
         return found
 
     def iter_sample_inventory(self, server: str, username: str) -> Iterator[SampleInventoryRecord]:
-        for row in self._read("SELECT * FROM sample_inventory WHERE server = ? AND username = ? ORDER BY name",
-                              (server, username)):
+        for row in self._read(
+            "SELECT * FROM sample_inventory WHERE server = ? AND username = ? ORDER BY name", (server, username)
+        ):
             yield _inventory(row)
 
 
@@ -152,21 +176,38 @@ def _remember(conn: sqlite3.Connection, record: SampleInventoryRecord, now: floa
     conn.execute(
         "INSERT OR REPLACE INTO sample_inventory (server, username, name, sample_id, fields, data_ids, recorded) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (record.server, record.username, record.name, record.sample_id, json.dumps(record.fields, sort_keys=True),
-         json.dumps(list(record.data_ids)), now),
+        (
+            record.server,
+            record.username,
+            record.name,
+            record.sample_id,
+            json.dumps(record.fields, sort_keys=True),
+            json.dumps(list(record.data_ids)),
+            now,
+        ),
     )
 
 
 def _sample(row: dict[str, Any]) -> SampleRecord:
     return SampleRecord(
-        transfer_id=row["transfer_id"], row=row["row"], name=row["name"], fields=json.loads(row["fields"]),
-        status=SampleState(row["status"]), previous_data=tuple(json.loads(row["previous_data"])),
-        sample_id=row["sample_id"], started=row["started"], error=row["error"],
+        transfer_id=row["transfer_id"],
+        row=row["row"],
+        name=row["name"],
+        fields=json.loads(row["fields"]),
+        status=SampleState(row["status"]),
+        previous_data=tuple(json.loads(row["previous_data"])),
+        sample_id=row["sample_id"],
+        started=row["started"],
+        error=row["error"],
     )
 
 
 def _inventory(row: dict[str, Any]) -> SampleInventoryRecord:
     return SampleInventoryRecord(
-        server=row["server"], username=row["username"], name=row["name"], sample_id=row["sample_id"],
-        fields=json.loads(row["fields"]), data_ids=tuple(json.loads(row["data_ids"])),
+        server=row["server"],
+        username=row["username"],
+        name=row["name"],
+        sample_id=row["sample_id"],
+        fields=json.loads(row["fields"]),
+        data_ids=tuple(json.loads(row["data_ids"])),
     )

@@ -33,8 +33,17 @@ from ._app import _AccessLog, _open_state, build_app, create_app
 from ._catalog import Catalog, CatalogError, load_catalog
 from ._config import ServerConfig
 
-__all__ = ["Admin", "AdminError", "Catalog", "CatalogError", "ServerConfig", "create_app", "load_catalog", "run",
-           "serve_in_background"]
+__all__ = [
+    "Admin",
+    "AdminError",
+    "Catalog",
+    "CatalogError",
+    "ServerConfig",
+    "create_app",
+    "load_catalog",
+    "run",
+    "serve_in_background",
+]
 
 log = logging.getLogger("flowxfer.server")
 

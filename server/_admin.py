@@ -144,5 +144,7 @@ class Admin:
 
     def executions(self) -> list[tuple[str, str, str, str]]:
         """``(id, identifier, owner, pipeline version)`` of every execution."""
-        return [(e.id, e.identifier, e.owner, f"{e.pipeline_name} {e.pipeline_version}")
-                for e in self._store.list_executions()]
+        return [
+            (e.id, e.identifier, e.owner, f"{e.pipeline_name} {e.pipeline_version}")
+            for e in self._store.list_executions()
+        ]

@@ -22,10 +22,42 @@ from ._ids import is_id, new_id
 from ._store import Store
 from ._store_executions import TERMINAL, NewExecution, NewOutput
 
-_ADJECTIVES = ("small", "brave", "calm", "eager", "quiet", "bold", "keen", "lucid", "merry", "noble", "proud",
-               "swift", "tidy", "vivid", "wise", "zesty")
-_NOUNS = ("meucci", "curie", "darwin", "franklin", "hodgkin", "mendel", "pasteur", "sanger", "turing", "volta",
-          "watson", "crick", "lovelace", "noether", "ramon", "mcclintock")
+_ADJECTIVES = (
+    "small",
+    "brave",
+    "calm",
+    "eager",
+    "quiet",
+    "bold",
+    "keen",
+    "lucid",
+    "merry",
+    "noble",
+    "proud",
+    "swift",
+    "tidy",
+    "vivid",
+    "wise",
+    "zesty",
+)
+_NOUNS = (
+    "meucci",
+    "curie",
+    "darwin",
+    "franklin",
+    "hodgkin",
+    "mendel",
+    "pasteur",
+    "sanger",
+    "turing",
+    "volta",
+    "watson",
+    "crick",
+    "lovelace",
+    "noether",
+    "ramon",
+    "mcclintock",
+)
 #: Statuses a schedule may name: pending ("" or "-", as hosted shows it) and the terminal ones.
 STATUSES = ("", "-", *TERMINAL)
 #: The chunk map's unit for registered outputs (an upload's, with 1 MiB chunks).
@@ -137,14 +169,36 @@ def register_execution(store: Store, data_dir: Path, spec: ExecutionSpec) -> tup
     for process, path in spec.outputs:
         data_id = new_id()
         size, checksum, chunks = _copy_in(path, data_dir, data_id)
-        outputs.append(NewOutput(process, data_id, path.name, size, checksum,
-                                 spec.filetypes.get(path.name) or _filetype(path.name), tuple(chunks)))
+        outputs.append(
+            NewOutput(
+                process,
+                data_id,
+                path.name,
+                size,
+                checksum,
+                spec.filetypes.get(path.name) or _filetype(path.name),
+                tuple(chunks),
+            )
+        )
     execution_id = new_id()
     identifier = spec.identifier or _identifier(store)
     try:
-        store.add_execution(NewExecution(execution_id, identifier, spec.owner, spec.pipeline, spec.version,
-                                         spec.sample_id, not spec.public, schedule, now, stdout=spec.stdout,
-                                         stderr=spec.stderr), outputs)
+        store.add_execution(
+            NewExecution(
+                execution_id,
+                identifier,
+                spec.owner,
+                spec.pipeline,
+                spec.version,
+                spec.sample_id,
+                not spec.public,
+                schedule,
+                now,
+                stdout=spec.stdout,
+                stderr=spec.stderr,
+            ),
+            outputs,
+        )
     except ValueError:
         for output in outputs:
             (data_dir / output.data_id).unlink(missing_ok=True)

@@ -69,8 +69,12 @@ def _from_table(table: list[list[str]], limits: SheetLimits) -> Sheet:
     for number, values in enumerate(table[1:], start=2):
         if not any(v.strip() for v in values):
             continue
-        sheet.rows.append((number, {column: (values[i].strip() if i < len(values) else "")
-                                    for i, column in enumerate(header) if column}))
+        sheet.rows.append(
+            (
+                number,
+                {column: (values[i].strip() if i < len(values) else "") for i, column in enumerate(header) if column},
+            )
+        )
     if len(sheet.rows) > limits.max_rows:
         sheet.problem = f"the sheet has more than {limits.max_rows} rows"
     return sheet
@@ -101,9 +105,12 @@ def _read_xlsx(path: Path, limits: SheetLimits) -> Sheet:
         workbook = load_workbook(io.BytesIO(path.read_bytes()), read_only=True, data_only=True)
         try:
             worksheet = workbook.worksheets[0]
-            table = [[_cell(v) for v in values]
-                     for values in worksheet.iter_rows(max_row=limits.max_rows + 2, max_col=limits.max_columns,
-                                                        values_only=True)]
+            table = [
+                [_cell(v) for v in values]
+                for values in worksheet.iter_rows(
+                    max_row=limits.max_rows + 2, max_col=limits.max_columns, values_only=True
+                )
+            ]
         finally:
             workbook.close()
     except Exception as exc:  # noqa: BLE001 - openpyxl fails in many ways on a damaged file; each is the sheet's fault
@@ -143,6 +150,7 @@ def check_sheet(catalog: Catalog, sheet: Sheet) -> tuple[list[Problem], list[Pro
     names: dict[str, int] = {}
     barcodes: dict[str, int] = {}
     for number, row in sheet.rows:
+
         def refuse(message: str, number: int = number) -> None:
             errors.append({"row": number, "message": message})
 
@@ -169,8 +177,12 @@ def check_sheet(catalog: Catalog, sheet: Sheet) -> tuple[list[Problem], list[Pro
             value = row.get(attribute.identifier, "")
             if attribute.required and not value:
                 refuse(f"{attribute.identifier} is required")
-            elif value and attribute.options is not None and not attribute.allow_user_terms \
-                    and value not in attribute.options:
+            elif (
+                value
+                and attribute.options is not None
+                and not attribute.allow_user_terms
+                and value not in attribute.options
+            ):
                 refuse(f"{attribute.identifier}: {value[:40]!r} is not one of {', '.join(attribute.options)}")
     return errors, warnings
 

@@ -53,8 +53,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("flowxfer.server")
 
 #: Routes anyone may call, and whether they count against the caller IP's api budget.
-_PUBLIC = {"capabilities": False, "openapi": False, "login": True, "token": True,
-           **{name: True for name in PUBLIC_ROUTES}}
+_PUBLIC = {
+    "capabilities": False,
+    "openapi": False,
+    "login": True,
+    "token": True,
+    **{name: True for name in PUBLIC_ROUTES},
+}
 #: Routes that serve public data (or, ``/me``, a record of nulls) to a caller with no
 #: token, as hosted Flow's do. A token that is sent must still be good: a bad one is a 401.
 _ANONYMOUS_OK = {"data", "search", "download", "data_types", "data_contents", "me"}
@@ -388,10 +393,16 @@ def build_app(state: State) -> web.Application:
             web.get("/capabilities", capabilities, name="capabilities", allow_head=False),
             web.get("/openapi.json", openapi, name="openapi", allow_head=False),
         ]
-    routes += (upload_routes(uploads) + data_routes(state) + job_routes(jobs) + download_routes(state)
-               + sample_routes(state) + user_routes() + execution_routes())
-    app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect})
-                    for r in routes])
+    routes += (
+        upload_routes(uploads)
+        + data_routes(state)
+        + job_routes(jobs)
+        + download_routes(state)
+        + sample_routes(state)
+        + user_routes()
+        + execution_routes()
+    )
+    app.add_routes([web.RouteDef(r.method, r.path, r.handler, {**r.kwargs, "expect_handler": _expect}) for r in routes])
     app.router.register_resource(_EveryTarget())  # last: it answers what nothing above serves
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)

@@ -7,12 +7,22 @@ by the store (:func:`._store_samples.link_problems`).
 
 A catalog file is JSON::
 
-    {"sample_types": [{"identifier": "RNA-Seq", "name": "RNA-Seq", "description": "..."}],
-     "organisms": [{"id": "Hs", "name": "Human", "latin_name": "Homo sapiens"}],
-     "attributes": [{"identifier": "strandedness", "name": "Strandedness", "description": "...",
-                     "required": false, "required_for": ["RNA-Seq"],
-                     "options": ["forward", "reverse", "unstranded"],
-                     "allow_user_terms": false, "allow_annotation": false}]}
+    {
+        "sample_types": [{"identifier": "RNA-Seq", "name": "RNA-Seq", "description": "..."}],
+        "organisms": [{"id": "Hs", "name": "Human", "latin_name": "Homo sapiens"}],
+        "attributes": [
+            {
+                "identifier": "strandedness",
+                "name": "Strandedness",
+                "description": "...",
+                "required": false,
+                "required_for": ["RNA-Seq"],
+                "options": ["forward", "reverse", "unstranded"],
+                "allow_user_terms": false,
+                "allow_annotation": false,
+            }
+        ],
+    }
 """
 
 from __future__ import annotations
@@ -97,10 +107,19 @@ DEFAULT = Catalog(
     ),
     organisms=(Organism("Hs", "Human", "Homo sapiens"), Organism("Mm", "Mouse", "Mus musculus")),
     attributes=(
-        Attribute("strandedness", "Strandedness", "Which strand the reads come from.", required_for=("RNA-Seq",),
-                  options=("forward", "reverse", "unstranded")),
-        Attribute("purification_target", "Purification target", "The protein the antibody targets.",
-                  required_for=("ChIP-Seq",)),
+        Attribute(
+            "strandedness",
+            "Strandedness",
+            "Which strand the reads come from.",
+            required_for=("RNA-Seq",),
+            options=("forward", "reverse", "unstranded"),
+        ),
+        Attribute(
+            "purification_target",
+            "Purification target",
+            "The protein the antibody targets.",
+            required_for=("ChIP-Seq",),
+        ),
         Attribute("condition", "Condition", "The experimental condition.", allow_annotation=True),
         Attribute("scientist", "Scientist", "Who prepared the sample."),
         Attribute("sequencer", "Sequencer", "The instrument that read it."),
@@ -145,13 +164,21 @@ def parse_catalog(document: Any, source: str = "catalog") -> Catalog:
     types = []
     for i, e in enumerate(lists["sample_types"]):
         where = f"{source}: sample_types[{i}]"
-        types.append(SampleType(_identifier(e, "identifier", where), _text(e, "name", where),
-                                _text(e, "description", where, required=False)))
+        types.append(
+            SampleType(
+                _identifier(e, "identifier", where),
+                _text(e, "name", where),
+                _text(e, "description", where, required=False),
+            )
+        )
     organisms = []
     for i, e in enumerate(lists["organisms"]):
         where = f"{source}: organisms[{i}]"
-        organisms.append(Organism(_identifier(e, "id", where), _text(e, "name", where),
-                                  _text(e, "latin_name", where, required=False)))
+        organisms.append(
+            Organism(
+                _identifier(e, "id", where), _text(e, "name", where), _text(e, "latin_name", where, required=False)
+            )
+        )
     known_types = {t.identifier for t in types}
     attributes = []
     for i, e in enumerate(lists["attributes"]):
@@ -161,12 +188,23 @@ def parse_catalog(document: Any, source: str = "catalog") -> Catalog:
         if unknown:
             raise CatalogError(f"{where}: required_for names unknown sample types {sorted(unknown)}")
         options = None if e.get("options") is None else _strings(e, "options", where)
-        attributes.append(Attribute(_identifier(e, "identifier", where), _text(e, "name", where),
-                                    _text(e, "description", where, required=False), _flag(e, "required", where),
-                                    required_for, options, _flag(e, "allow_user_terms", where),
-                                    _flag(e, "allow_annotation", where)))
-    for key, items in (("sample_types", [t.identifier for t in types]), ("organisms", [o.id for o in organisms]),
-                       ("attributes", [a.identifier for a in attributes])):
+        attributes.append(
+            Attribute(
+                _identifier(e, "identifier", where),
+                _text(e, "name", where),
+                _text(e, "description", where, required=False),
+                _flag(e, "required", where),
+                required_for,
+                options,
+                _flag(e, "allow_user_terms", where),
+                _flag(e, "allow_annotation", where),
+            )
+        )
+    for key, items in (
+        ("sample_types", [t.identifier for t in types]),
+        ("organisms", [o.id for o in organisms]),
+        ("attributes", [a.identifier for a in attributes]),
+    ):
         if len(set(items)) != len(items):
             raise CatalogError(f"{source}: {key} has duplicate identifiers")
     return Catalog(tuple(types), tuple(organisms), tuple(attributes))
@@ -216,8 +254,9 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def check_sample_fields(catalog: Catalog, fields: Mapping[str, str], reserved: frozenset[str]
-                        ) -> tuple[SampleFields | None, str | dict[str, list[str]] | None]:
+def check_sample_fields(
+    catalog: Catalog, fields: Mapping[str, str], reserved: frozenset[str]
+) -> tuple[SampleFields | None, str | dict[str, list[str]] | None]:
     """Check a sample's form fields; (the sample's fields, None) or (None, the Django-style error).
 
     ``reserved``: the form's own field names, which are not metadata. Fields
@@ -265,10 +304,14 @@ def check_sample_fields(catalog: Catalog, fields: Mapping[str, str], reserved: f
         else:
             metadata[base]["annotation"] = value.strip()
     for attribute in catalog.attributes:
-        if attribute.is_required(sample_type) and attribute.identifier not in metadata \
-                and attribute.identifier not in problems:
+        if (
+            attribute.is_required(sample_type)
+            and attribute.identifier not in metadata
+            and attribute.identifier not in problems
+        ):
             problems[attribute.identifier] = [
-                "This field is required." if attribute.required else f"required for {sample_type}"]
+                "This field is required." if attribute.required else f"required for {sample_type}"
+            ]
     if problems:
         return None, problems
     return SampleFields(name, sample_type, project, organism, metadata), None

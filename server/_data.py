@@ -21,7 +21,6 @@ DEFAULT_PAGE = 10
 CONTENTS_CHUNK = 10240
 
 
-
 async def get_data(request: web.Request) -> web.StreamResponse:
     row, level = await visible(request)
     return json_response((await records_of(state_of(request), [row], level))[0])
@@ -50,8 +49,7 @@ async def get_contents(request: web.Request) -> web.StreamResponse:
         block = await asyncio.get_running_loop().run_in_executor(state.io, read)
     except OSError:
         not_found()
-    return json_response({"contents": block.decode("utf-8", "replace"),
-                          "has_more": start + CONTENTS_CHUNK < row.size})
+    return json_response({"contents": block.decode("utf-8", "replace"), "has_more": start + CONTENTS_CHUNK < row.size})
 
 
 async def get_types(request: web.Request) -> web.StreamResponse:
@@ -156,8 +154,10 @@ async def search(request: web.Request) -> web.StreamResponse:
     paired = flt.is_single is False
     extensions = state.config.extensions
     links = await links_of(state.store, rows)
-    items = [search_item(r, link, user=user, paired=paired, extensions=extensions)
-             for r, link in zip(rows, links, strict=True)]
+    items = [
+        search_item(r, link, user=user, paired=paired, extensions=extensions)
+        for r, link in zip(rows, links, strict=True)
+    ]
     return json_response({"count": total, "page": page, "data": items})
 
 

@@ -28,9 +28,32 @@ EXECUTION_SORTS = ("-created", "created", "name", "-name")
 MAX_FILTER = 255
 #: The top-level fields of ``GET /executions/<id>`` (what ``include=``/``exclude=`` choose among).
 DETAIL_FIELDS = (
-    "id", "identifier", "uuid", "status", "created", "started", "finished", "nextflow_version", "stdout", "stderr",
-    "log", "command", "params", "data_params", "csv_params", "pipeline", "sample", "project", "fileset", "owner",
-    "group_owner", "retries", "retried_by", "can_edit", "process_executions", "downstream_data",
+    "id",
+    "identifier",
+    "uuid",
+    "status",
+    "created",
+    "started",
+    "finished",
+    "nextflow_version",
+    "stdout",
+    "stderr",
+    "log",
+    "command",
+    "params",
+    "data_params",
+    "csv_params",
+    "pipeline",
+    "sample",
+    "project",
+    "fileset",
+    "owner",
+    "group_owner",
+    "retries",
+    "retried_by",
+    "can_edit",
+    "process_executions",
+    "downstream_data",
 )
 
 
@@ -61,8 +84,15 @@ def _item(row: ExecutionRow, user: str, now: float, iso: bool = False) -> dict[s
 
 
 def _downstream(outputs: list[OutputRow]) -> list[dict[str, Any]]:
-    return [{"id": o.data_id, "filename": o.filename, "filetype": o.filetype or "",
-             "process_execution_name": o.process_name} for o in outputs]
+    return [
+        {
+            "id": o.data_id,
+            "filename": o.filename,
+            "filetype": o.filetype or "",
+            "process_execution_name": o.process_name,
+        }
+        for o in outputs
+    ]
 
 
 def _process_status(status: str, last: bool) -> str:
@@ -81,16 +111,20 @@ def _process_executions(row: ExecutionRow, outputs: list[OutputRow], now: float)
     steps = []
     for number, name in enumerate(names):
         mine = [o for o in outputs if o.process_name == name]
-        steps.append({
-            "id": f"{row.id}-{number + 1}",
-            "name": name,
-            "process_name": name,
-            "status": _process_status(status, number == len(names) - 1),
-            "started": row.created,
-            "finished": finished,
-            "downstream_data": [{"id": o.data_id, "filename": o.filename, "filetype": o.filetype or "",
-                                 "size": o.size} for o in mine],
-        })
+        steps.append(
+            {
+                "id": f"{row.id}-{number + 1}",
+                "name": name,
+                "process_name": name,
+                "status": _process_status(status, number == len(names) - 1),
+                "started": row.created,
+                "finished": finished,
+                "downstream_data": [
+                    {"id": o.data_id, "filename": o.filename, "filetype": o.filetype or "", "size": o.size}
+                    for o in mine
+                ],
+            }
+        )
     return steps
 
 
@@ -127,8 +161,18 @@ def _matches(row: ExecutionRow, outputs: list[OutputRow], request: web.Request, 
 
 
 def _check_filters(request: web.Request) -> None:
-    for name in ("name", "owner", "process_execution", "terminal", "pipeline", "pipeline_version",
-                 "pipeline_versions", "nextflow_version", "status", "filter"):
+    for name in (
+        "name",
+        "owner",
+        "process_execution",
+        "terminal",
+        "pipeline",
+        "pipeline_version",
+        "pipeline_versions",
+        "nextflow_version",
+        "status",
+        "filter",
+    ):
         if len(request.query.get(name, "")) > MAX_FILTER:
             bad_request(f"{name} filter longer than {MAX_FILTER} characters")
 
@@ -150,7 +194,7 @@ async def search_executions(request: web.Request) -> web.StreamResponse:
         rows.sort(key=lambda r: (r.pipeline_name.casefold(), r.identifier), reverse=sort == "-name")
     elif sort == "created":
         rows.reverse()
-    shown = rows[(page - 1) * count: page * count]
+    shown = rows[(page - 1) * count : page * count]
     items = []
     for row in shown:
         item = _item(row, user, now)
@@ -217,8 +261,12 @@ async def get_execution(request: web.Request) -> web.StreamResponse:
         "params": {},
         "data_params": {},
         "csv_params": {},
-        "pipeline": {"id": row.pipeline_name, "name": row.pipeline_version, "pipeline_name": row.pipeline_name,
-                     "schema": {}},
+        "pipeline": {
+            "id": row.pipeline_name,
+            "name": row.pipeline_version,
+            "pipeline_name": row.pipeline_name,
+            "schema": {},
+        },
         "sample": {"id": row.sample_id, "name": row.sample_name} if row.sample_id else None,
         "project": {"id": row.project_id, "name": row.project_name} if row.project_id else None,
         "fileset": None,
@@ -244,17 +292,32 @@ async def sample_executions(request: web.Request) -> web.StreamResponse:
     now = time.time()
     rows = await state.store.run(state.store.visible_executions, user, sample.id)
     if wanted:
-        rows = [r for r in rows if any(wanted in (t or "").casefold() for t in (
-            r.identifier, r.pipeline_name, r.pipeline_version, r.sample_name, r.owner, r.status_at(now)[0]))]
-    shown = rows[(page - 1) * count: page * count]
-    return json_response({"count": len(rows), "page": page,
-                          "executions": [_item(r, user, now, iso=True) for r in shown]})
+        rows = [
+            r
+            for r in rows
+            if any(
+                wanted in (t or "").casefold()
+                for t in (
+                    r.identifier,
+                    r.pipeline_name,
+                    r.pipeline_version,
+                    r.sample_name,
+                    r.owner,
+                    r.status_at(now)[0],
+                )
+            )
+        ]
+    shown = rows[(page - 1) * count : page * count]
+    return json_response(
+        {"count": len(rows), "page": page, "executions": [_item(r, user, now, iso=True) for r in shown]}
+    )
 
 
 def execution_routes() -> list[web.RouteDef]:
     return [
         web.get("/executions/search", search_executions, name="executions_search", allow_head=False),
         web.get("/executions/{execution_id}", get_execution, name="execution", allow_head=False),
-        web.get("/samples/{sample_id:[0-9]+}/executions", sample_executions, name="sample_executions",
-                allow_head=False),
+        web.get(
+            "/samples/{sample_id:[0-9]+}/executions", sample_executions, name="sample_executions", allow_head=False
+        ),
     ]

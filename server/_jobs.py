@@ -190,8 +190,9 @@ class JobManager:
                 def progress(value: float) -> None:
                     self._progress[job_id] = value
 
-                size, checksum = await asyncio.to_thread(build_archive, members, tmp, self.archive_path(job), progress,
-                                                         self.state.config.archive_format)
+                size, checksum = await asyncio.to_thread(
+                    build_archive, members, tmp, self.archive_path(job), progress, self.state.config.archive_format
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

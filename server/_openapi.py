@@ -482,9 +482,10 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
     paths.update(execution_paths())
     status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-    status["properties"].update(sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
-                                previous_data={"type": "array", "items": {"type": "string"},
-                                               "description": "[ext] the files linked before it"})
+    status["properties"].update(
+        sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
+        previous_data={"type": "array", "items": {"type": "string"}, "description": "[ext] the files linked before it"},
+    )
     for path, methods in paths.items():
         for method, operation in list(methods.items()):
             if path.startswith("/downloads/") and method == "get" and "Range" in str(operation["parameters"]):
@@ -502,7 +503,8 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {"Error": _ERROR, "Data": RECORD, "Page": _PAGE, "Job": _JOB, **SCHEMAS},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "an access JWT, or an API key (fxk_...)"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an access JWT, or an API key (fxk_...)"}
+            },
         },
     }

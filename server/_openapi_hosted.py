@@ -19,9 +19,25 @@ _STR_OR_NULL = {"type": ["string", "null"]}
 RECORD = {
     "type": "object",
     "required": [
-        "id", "filename", "filetype", "size", "is_binary", "is_directory", "created", "category", "data_type",
-        "private", "absolute_path", "owner", "group_owner", "paired", "fileset", "execution", "sample",
-        "project", "can_edit",
+        "id",
+        "filename",
+        "filetype",
+        "size",
+        "is_binary",
+        "is_directory",
+        "created",
+        "category",
+        "data_type",
+        "private",
+        "absolute_path",
+        "owner",
+        "group_owner",
+        "paired",
+        "fileset",
+        "execution",
+        "sample",
+        "project",
+        "can_edit",
     ],
     "properties": {
         "id": {"type": "string"},
@@ -36,8 +52,11 @@ RECORD = {
         "data_type": {
             "type": ["object", "null"],
             "required": ["identifier", "name", "description"],
-            "properties": {"identifier": {"type": "string"}, "name": {"type": "string"},
-                           "description": {"type": "string"}},
+            "properties": {
+                "identifier": {"type": "string"},
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+            },
         },
         "private": {"type": "boolean"},
         "absolute_path": {"type": "string", "description": "the data's path under the server's root"},
@@ -46,8 +65,10 @@ RECORD = {
             "properties": {"username": {"type": "string"}, "name": {"type": "string"}, "image": _STR_OR_NULL},
         },
         "group_owner": {"type": ["object", "null"]},
-        "paired": {"type": ["object", "null"],
-                   "properties": {"id": {"type": "string"}, "filename": {"type": "string"}}},
+        "paired": {
+            "type": ["object", "null"],
+            "properties": {"id": {"type": "string"}, "filename": {"type": "string"}},
+        },
         "fileset": _NAMED,
         "execution": {"type": ["object", "null"]},
         "sample": _NAMED,
@@ -58,8 +79,18 @@ RECORD = {
 }
 SEARCH_ITEM = {
     "type": "object",
-    "required": ["id", "filename", "size", "absolute_path", "created", "pipeline_name", "process_execution_name",
-                 "sample_name", "owner_name", "can_delete"],
+    "required": [
+        "id",
+        "filename",
+        "size",
+        "absolute_path",
+        "created",
+        "pipeline_name",
+        "process_execution_name",
+        "sample_name",
+        "owner_name",
+        "can_delete",
+    ],
     "properties": {
         "id": {"type": "string"},
         "filename": {"type": "string"},
@@ -87,13 +118,29 @@ SEARCH_PAGE = {
 _DATA_TYPE = {
     "type": "object",
     "required": ["identifier", "name", "description", "data_count"],
-    "properties": {"identifier": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
-                   "data_count": {"type": "integer"}},
+    "properties": {
+        "identifier": {"type": "string"},
+        "name": {"type": "string"},
+        "description": {"type": "string"},
+        "data_count": {"type": "integer"},
+    },
 }
 _ME = {
     "type": "object",
-    "required": ["id", "username", "name", "image", "is_admin", "can_run_pipelines", "can_impersonate",
-                 "has_ssh_key", "impersonator", "features", "memberships", "notifications"],
+    "required": [
+        "id",
+        "username",
+        "name",
+        "image",
+        "is_admin",
+        "can_run_pipelines",
+        "can_impersonate",
+        "has_ssh_key",
+        "impersonator",
+        "features",
+        "memberships",
+        "notifications",
+    ],
     "properties": {
         "id": _STR_OR_NULL,
         "username": _STR_OR_NULL,
@@ -105,24 +152,33 @@ _ME = {
         "has_ssh_key": {"type": "boolean"},
         "impersonator": {"type": ["object", "null"]},
         "features": {"type": "object"},
-        "memberships": {"type": "array", "items": {
-            "type": "object", "required": ["name", "slug", "is_admin"],
-            "properties": {"name": {"type": "string"}, "slug": {"type": "string"}, "is_admin": {"type": "boolean"}}}},
+        "memberships": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "slug", "is_admin"],
+                "properties": {"name": {"type": "string"}, "slug": {"type": "string"}, "is_admin": {"type": "boolean"}},
+            },
+        },
         "notifications": {"type": "object", "required": ["count", "unread_count", "notifications"]},
     },
 }
 SCHEMAS = {"Record": RECORD, "SearchItem": SEARCH_ITEM, "SearchPage": SEARCH_PAGE}
 
 
-def _anonymous_ok(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any],
-                  refusals: dict[str, str]) -> dict[str, Any]:
+def _anonymous_ok(
+    summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any], refusals: dict[str, str]
+) -> dict[str, Any]:
     return {
         "summary": summary,
         "security": OPTIONAL_AUTH,
         "parameters": parameters,
-        "responses": {"200": ok, **{code: _err(why) for code, why in refusals.items()},
-                      "401": _err("a token was sent and is bad (forged, expired, malformed, revoked)"),
-                      "429": _err("rate limited")},
+        "responses": {
+            "200": ok,
+            **{code: _err(why) for code, why in refusals.items()},
+            "401": _err("a token was sent and is bad (forged, expired, malformed, revoked)"),
+            "429": _err("rate limited"),
+        },
     }
 
 
@@ -130,12 +186,18 @@ def _search_parameters() -> list[dict[str, Any]]:
     number = {"type": "number", "minimum": -1e15, "maximum": 1e15}
     return [
         _q("filename", {"type": "string", "maxLength": 255}, "case-insensitive substring"),
-        _q("pattern", {"type": "string", "format": "regex", "maxLength": 256},
-           "regular expression (re.search) on the filename"),
+        _q(
+            "pattern",
+            {"type": "string", "format": "regex", "maxLength": 256},
+            "regular expression (re.search) on the filename",
+        ),
         _q("owned", {"type": "string", "pattern": _BOOL_PATTERN}),
         _q("uploaded", {"type": "string", "pattern": _BOOL_PATTERN}, "true: not produced by a pipeline"),
-        _q("is_single", {"type": "string", "pattern": _BOOL_PATTERN},
-           "true: alone in its fileset; false: the first of each pair, with paired_filename"),
+        _q(
+            "is_single",
+            {"type": "string", "pattern": _BOOL_PATTERN},
+            "true: alone in its fileset; false: the first of each pair, with paired_filename",
+        ),
         _q("category", {"type": "integer", "minimum": 0, "maximum": 2**31}),
         _q("data_types", {"type": "string", "maxLength": 4096}, "comma-separated identifiers"),
         _q("owner", {"type": "string", "maxLength": 255}, "case-insensitive substring of the owner's name"),
@@ -156,27 +218,53 @@ def hosted_paths() -> dict[str, dict[str, Any]]:
     bad = {"400": "bad parameter"}
     unreadable = {"404": "unknown, not ready, or not readable (private data, anonymous caller)"}
     contents = {
-        "type": "object", "required": ["contents", "has_more"],
+        "type": "object",
+        "required": ["contents", "has_more"],
         "properties": {"contents": {"type": "string"}, "has_more": {"type": "boolean"}},
     }
     return {
-        "/data/search": {"get": _anonymous_ok(
-            "search ready data the caller may read (public data without a token); unknown parameters are ignored",
-            _search_parameters(), _json("SearchPage"), bad)},
-        "/data/types": {"get": _anonymous_ok(
-            "the data types, and how many ready data carry each", [],
-            _json({"type": "array", "items": _DATA_TYPE}), {})},
-        "/data/{data_id}/contents": {"get": _anonymous_ok(
-            "the position-th 10 KB of a text file, decoded",
-            [_id_param("data_id"), _q("position", {"type": "integer", "minimum": 0, "maximum": _MAX_INT},
-                                      "chunk index, not a byte offset")],
-            _json(contents), {"400": "binary or directory data, or a bad position", **unreadable})},
-        "/me": {"get": _anonymous_ok(
-            "the caller's user record; without a token, a record of nulls", [], _json(_ME), {})},
+        "/data/search": {
+            "get": _anonymous_ok(
+                "search ready data the caller may read (public data without a token); unknown parameters are ignored",
+                _search_parameters(),
+                _json("SearchPage"),
+                bad,
+            )
+        },
+        "/data/types": {
+            "get": _anonymous_ok(
+                "the data types, and how many ready data carry each",
+                [],
+                _json({"type": "array", "items": _DATA_TYPE}),
+                {},
+            )
+        },
+        "/data/{data_id}/contents": {
+            "get": _anonymous_ok(
+                "the position-th 10 KB of a text file, decoded",
+                [
+                    _id_param("data_id"),
+                    _q(
+                        "position",
+                        {"type": "integer", "minimum": 0, "maximum": _MAX_INT},
+                        "chunk index, not a byte offset",
+                    ),
+                ],
+                _json(contents),
+                {"400": "binary or directory data, or a bad position", **unreadable},
+            )
+        },
+        "/me": {
+            "get": _anonymous_ok("the caller's user record; without a token, a record of nulls", [], _json(_ME), {})
+        },
     }
 
 
 def record_get() -> dict[str, Any]:
     """``GET /data/<id>``: the full record, public data without a token."""
-    return _anonymous_ok("one ready data's full record", [_id_param("data_id")], _json("Record"),
-                         {"404": "unknown, not ready, or not readable"})
+    return _anonymous_ok(
+        "one ready data's full record",
+        [_id_param("data_id")],
+        _json("Record"),
+        {"404": "unknown, not ready, or not readable"},
+    )

@@ -26,10 +26,39 @@ GENERIC, ANNOTATION, MULTIPLEXED, DEMULTIPLEXED = 1, 2, 3, 4
 _COMPRESSED = frozenset({"gz", "bz2", "xz", "zst", "zip", "bgz"})
 #: Filetypes whose bytes are text. Inferred: Flow's own list is not public; these
 #: are the text formats its pipelines read and write.
-_TEXT = frozenset({
-    "txt", "csv", "tsv", "fastq", "fq", "fasta", "fa", "fna", "sam", "vcf", "bed", "gtf", "gff", "gff3",
-    "json", "html", "htm", "md", "log", "yaml", "yml", "xml", "sh", "nf", "py", "r", "tab", "out", "err",
-})
+_TEXT = frozenset(
+    {
+        "txt",
+        "csv",
+        "tsv",
+        "fastq",
+        "fq",
+        "fasta",
+        "fa",
+        "fna",
+        "sam",
+        "vcf",
+        "bed",
+        "gtf",
+        "gff",
+        "gff3",
+        "json",
+        "html",
+        "htm",
+        "md",
+        "log",
+        "yaml",
+        "yml",
+        "xml",
+        "sh",
+        "nf",
+        "py",
+        "r",
+        "tab",
+        "out",
+        "err",
+    }
+)
 
 #: Data types with a name of their own (``GET /data/types``); any other identifier
 #: a data was uploaded with is listed under its own name.
@@ -95,13 +124,15 @@ async def links_of(store: Store, rows: Sequence[DataRow]) -> list[Links]:
             links.append(Links())
             continue
         sample = {"id": link.sample[0], "name": link.sample[1]} if link.sample else None
-        links.append(Links(
-            category=link.category,
-            sample=sample,
-            fileset={"id": link.fileset_id, "name": sample["name"]} if link.fileset_id and sample else None,
-            project={"id": link.project[0], "name": link.project[1]} if link.project else None,
-            paired={"id": link.paired[0], "filename": link.paired[1]} if link.paired else None,
-        ))
+        links.append(
+            Links(
+                category=link.category,
+                sample=sample,
+                fileset={"id": link.fileset_id, "name": sample["name"]} if link.fileset_id and sample else None,
+                project={"id": link.project[0], "name": link.project[1]} if link.project else None,
+                paired={"id": link.paired[0], "filename": link.paired[1]} if link.paired else None,
+            )
+        )
     return links
 
 
@@ -171,5 +202,7 @@ async def records_of(state: State, rows: Sequence[DataRow], level: int | None = 
     why it lives here and not with either.
     """
     links = await links_of(state.store, rows)
-    return [data_record(row, link, level=3 if level is None else level, extensions=state.config.extensions)
-            for row, link in zip(rows, links, strict=True)]
+    return [
+        data_record(row, link, level=3 if level is None else level, extensions=state.config.extensions)
+        for row, link in zip(rows, links, strict=True)
+    ]

@@ -50,11 +50,15 @@ def _metadata(catalog: Catalog, metadata: dict[str, dict[str, str | None]], *, f
     shown: dict[str, Any] = {}
     for identifier, item in metadata.items():
         attribute = catalog.attribute(identifier)
-        value: dict[str, Any] = {"attribute_name": attribute.name if attribute else identifier,
-                                 "value": item.get("value"), "annotation": item.get("annotation")}
+        value: dict[str, Any] = {
+            "attribute_name": attribute.name if attribute else identifier,
+            "value": item.get("value"),
+            "annotation": item.get("annotation"),
+        }
         if full:
-            value.update(attribute_description=attribute.description if attribute else "", is_list=False,
-                         url_pattern="")
+            value.update(
+                attribute_description=attribute.description if attribute else "", is_list=False, url_pattern=""
+            )
         shown[identifier] = value
     return shown
 
@@ -84,8 +88,14 @@ def sample_item(catalog: Catalog, row: SampleRow, user: str, *, full: bool = Fal
 
 
 def _project(row: ProjectRow) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "description": row.description, "created": _unix(row.created),
-            "private": row.private, "owner_name": row.owner}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "created": _unix(row.created),
+        "private": row.private,
+        "owner_name": row.owner,
+    }
 
 
 async def _visible_sample(request: web.Request) -> SampleRow:
@@ -103,34 +113,47 @@ async def _visible_sample(request: web.Request) -> SampleRow:
 
 async def sample_types(request: web.Request) -> web.StreamResponse:
     catalog = state_of(request).catalog
-    return json_response([{"identifier": t.identifier, "name": t.name, "description": t.description}
-                          for t in sorted(catalog.sample_types, key=lambda t: t.name)])
+    return json_response(
+        [
+            {"identifier": t.identifier, "name": t.name, "description": t.description}
+            for t in sorted(catalog.sample_types, key=lambda t: t.name)
+        ]
+    )
 
 
 async def sample_metadata(request: web.Request) -> web.StreamResponse:
     catalog = state_of(request).catalog
     names = {t.identifier: t.name for t in catalog.sample_types}
-    return json_response([
-        {
-            "identifier": a.identifier,
-            "name": a.name,
-            "description": a.description,
-            "required": a.required,
-            "required_for_public": False,
-            "sample_type_links": [{"sample_type_identifier": t, "sample_type_name": names.get(t, t),
-                                   "required": True, "required_for_public": False} for t in a.required_for],
-            "all_sample_types": True,
-            "has_options": a.options is not None,
-            "allow_user_terms": a.allow_user_terms,
-            "allow_annotation": a.allow_annotation,
-            "in_table": True,
-            "is_list": False,
-            "regex_validator": None,
-            "url_pattern": None,
-            "order": order,
-        }
-        for order, a in enumerate(catalog.attributes)
-    ])
+    return json_response(
+        [
+            {
+                "identifier": a.identifier,
+                "name": a.name,
+                "description": a.description,
+                "required": a.required,
+                "required_for_public": False,
+                "sample_type_links": [
+                    {
+                        "sample_type_identifier": t,
+                        "sample_type_name": names.get(t, t),
+                        "required": True,
+                        "required_for_public": False,
+                    }
+                    for t in a.required_for
+                ],
+                "all_sample_types": True,
+                "has_options": a.options is not None,
+                "allow_user_terms": a.allow_user_terms,
+                "allow_annotation": a.allow_annotation,
+                "in_table": True,
+                "is_list": False,
+                "regex_validator": None,
+                "url_pattern": None,
+                "order": order,
+            }
+            for order, a in enumerate(catalog.attributes)
+        ]
+    )
 
 
 async def metadata_options(request: web.Request) -> web.StreamResponse:
@@ -140,8 +163,9 @@ async def metadata_options(request: web.Request) -> web.StreamResponse:
     if attribute is None:
         raise ApiError(404, "Not found")
     number = catalog.attributes.index(attribute) + 1
-    options = [{"id": str(number * 1000 + i + 1), "value": v, "validated": True}
-               for i, v in enumerate(attribute.options or ())]
+    options = [
+        {"id": str(number * 1000 + i + 1), "value": v, "validated": True} for i, v in enumerate(attribute.options or ())
+    ]
     total = len(options)
     validated = request.query.get("validated")
     if validated is not None and validated != "true":
@@ -155,8 +179,9 @@ async def metadata_options(request: web.Request) -> web.StreamResponse:
 
 async def organisms(request: web.Request) -> web.StreamResponse:
     catalog = state_of(request).catalog
-    return json_response([{"id": o.id, "name": o.name, "latin_name": o.latin_name, "latest_fileset": None}
-                          for o in catalog.organisms])
+    return json_response(
+        [{"id": o.id, "name": o.name, "latin_name": o.latin_name, "latest_fileset": None} for o in catalog.organisms]
+    )
 
 
 async def annotation_template(request: web.Request) -> web.StreamResponse:
@@ -166,8 +191,9 @@ async def annotation_template(request: web.Request) -> web.StreamResponse:
         not_found(f"no sample type {sample_type[:100]!r}")
     # Building a workbook takes some milliseconds of CPU: not on the event loop.
     body = await asyncio.get_running_loop().run_in_executor(state.io, template_xlsx, state.catalog, sample_type)
-    return web.Response(body=body, content_type=XLSX,
-                        headers={"Content-Disposition": f'attachment; filename="{sample_type}.xlsx"'})
+    return web.Response(
+        body=body, content_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{sample_type}.xlsx"'}
+    )
 
 
 # --- projects and samples ----------------------------------------------------------------
@@ -231,8 +257,9 @@ async def search_samples(request: web.Request) -> web.StreamResponse:
     )
     full = _flag(request, "full_metadata") is True
     total, rows = await state.store.run(state.store.search_samples, flt, count, (page - 1) * count)
-    return json_response({"count": total, "page": page,
-                          "samples": [sample_item(state.catalog, r, user, full=full) for r in rows]})
+    return json_response(
+        {"count": total, "page": page, "samples": [sample_item(state.catalog, r, user, full=full) for r in rows]}
+    )
 
 
 def _metadata_filters(request: web.Request, catalog: Catalog) -> list[tuple[str, str | bool]]:
@@ -255,10 +282,10 @@ async def owned_samples(request: web.Request) -> web.StreamResponse:
     limit = query_int(request, "limit", 20, minimum=1, maximum=MAX_COUNT)
     offset = query_int(request, "offset", 0, minimum=0)
     assert limit is not None and offset is not None
-    total, rows = await state.store.run(state.store.search_samples, SampleFilter(user=user, owned=True), limit,
-                                        offset)
-    return json_response({"count": total, "page": offset // limit + 1,
-                          "samples": [sample_item(state.catalog, r, user) for r in rows]})
+    total, rows = await state.store.run(state.store.search_samples, SampleFilter(user=user, owned=True), limit, offset)
+    return json_response(
+        {"count": total, "page": offset // limit + 1, "samples": [sample_item(state.catalog, r, user) for r in rows]}
+    )
 
 
 async def get_sample(request: web.Request) -> web.StreamResponse:
@@ -267,22 +294,30 @@ async def get_sample(request: web.Request) -> web.StreamResponse:
     user = user_of(request)
     filesets = await state.store.run(state.store.filesets, row.id)
     sample_type = state.catalog.sample_type(row.sample_type)
-    return json_response({
-        "id": row.id,
-        "created": _unix(row.created),
-        "name": row.name,
-        "private": row.private,
-        "can_edit": row.owner == user,
-        "pubmed": "",
-        "sample_type": sample_type.name if sample_type else row.sample_type,
-        "metadata": _metadata(state.catalog, row.metadata, full=True),
-        "organism": _organism(state.catalog, row.organism),
-        "filesets": [{"id": f.id, "created": _unix(f.created),
-                      "data": [{"id": d, "filename": n, "size": s} for d, n, s in f.data]} for f in filesets],
-        "owner": {"username": row.owner, "name": row.owner, "image": None},
-        "group_owner": None,
-        "project": {"id": row.project_id, "name": row.project_name} if row.project_id else None,
-    })
+    return json_response(
+        {
+            "id": row.id,
+            "created": _unix(row.created),
+            "name": row.name,
+            "private": row.private,
+            "can_edit": row.owner == user,
+            "pubmed": "",
+            "sample_type": sample_type.name if sample_type else row.sample_type,
+            "metadata": _metadata(state.catalog, row.metadata, full=True),
+            "organism": _organism(state.catalog, row.organism),
+            "filesets": [
+                {
+                    "id": f.id,
+                    "created": _unix(f.created),
+                    "data": [{"id": d, "filename": n, "size": s} for d, n, s in f.data],
+                }
+                for f in filesets
+            ],
+            "owner": {"username": row.owner, "name": row.owner, "image": None},
+            "group_owner": None,
+            "project": {"id": row.project_id, "name": row.project_name} if row.project_id else None,
+        }
+    )
 
 
 async def sample_data(request: web.Request) -> web.StreamResponse:
@@ -295,18 +330,37 @@ async def sample_data(request: web.Request) -> web.StreamResponse:
     filesets = await state.store.run(state.store.filesets, row.id)
     when = min((f.created for f in filesets), default=row.created)
     files: list[tuple[str, str, int, float, str | None, str | None, str]] = [
-        (d, n, s, when, None, None, row.owner) for f in filesets for d, n, s in f.data]
+        (d, n, s, when, None, None, row.owner) for f in filesets for d, n, s in f.data
+    ]
     runs = await state.store.run(state.store.visible_executions, user, row.id)
     outputs = await state.store.run(state.store.execution_outputs, [r.id for r in runs])
-    files += [(o.data_id, o.filename, o.size, o.created, r.pipeline_name, o.process_name, r.owner)
-              for r in runs for o in outputs[r.id]]
+    files += [
+        (o.data_id, o.filename, o.size, o.created, r.pipeline_name, o.process_name, r.owner)
+        for r in runs
+        for o in outputs[r.id]
+    ]
     files = [f for f in files if any(text in (t or row.name).casefold() for t in (f[1], f[4], f[5], f[6]))]
-    shown = files[(page - 1) * count: page * count]
-    return json_response({"count": len(files), "page": page, "data": [
-        {"id": d, "filename": n, "size": s, "created": datetime.datetime.fromtimestamp(c, datetime.UTC).isoformat(),
-         "pipeline_name": pipeline, "process_execution_name": process, "sample_name": row.name, "owner_name": owner,
-         "can_delete": owner == user}
-        for d, n, s, c, pipeline, process, owner in shown]})
+    shown = files[(page - 1) * count : page * count]
+    return json_response(
+        {
+            "count": len(files),
+            "page": page,
+            "data": [
+                {
+                    "id": d,
+                    "filename": n,
+                    "size": s,
+                    "created": datetime.datetime.fromtimestamp(c, datetime.UTC).isoformat(),
+                    "pipeline_name": pipeline,
+                    "process_execution_name": process,
+                    "sample_name": row.name,
+                    "owner_name": owner,
+                    "can_delete": owner == user,
+                }
+                for d, n, s, c, pipeline, process, owner in shown
+            ],
+        }
+    )
 
 
 async def sample_imports(request: web.Request) -> web.StreamResponse:
@@ -320,8 +374,7 @@ def sample_routes(state: State) -> list[web.RouteDef]:
         web.get("/v2/sample-imports/{job_id}", sample_imports, name="sample_import", allow_head=False),
         web.get("/samples/types", sample_types, name="sample_types", allow_head=False),
         web.get("/samples/metadata", sample_metadata, name="sample_metadata", allow_head=False),
-        web.get("/samples/metadata/{identifier}/options", metadata_options, name="metadata_options",
-                allow_head=False),
+        web.get("/samples/metadata/{identifier}/options", metadata_options, name="metadata_options", allow_head=False),
         web.get("/organisms", organisms, name="organisms", allow_head=False),
         web.get("/projects/owned", owned_projects, name="projects_owned", allow_head=False),
         web.get("/samples/search", search_samples, name="samples_search", allow_head=False),

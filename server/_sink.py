@@ -74,8 +74,14 @@ def hash_pieces(pieces: Sequence[Buffer], hashers: tuple[Any, ...]) -> None:
             hasher.update(piece)
 
 
-def write_and_sync(write: Callable[[int, Sequence[Buffer], int, tuple[Any, ...]], int], fd: int,
-                    pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...], sync: bool) -> int:
+def write_and_sync(
+    write: Callable[[int, Sequence[Buffer], int, tuple[Any, ...]], int],
+    fd: int,
+    pieces: Sequence[Buffer],
+    offset: int,
+    hashers: tuple[Any, ...],
+    sync: bool,
+) -> int:
     """The last write of a blob and, when it goes to a partial file, its ``fdatasync`` (worker thread)."""
     written = write(fd, pieces, offset, hashers) if pieces else 0
     if sync:
@@ -109,8 +115,17 @@ class Sink:
     memory once for hashing and once for the kernel.
     """
 
-    def __init__(self, io: Executor, max_size: int, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool,
-                 keep: bool = True) -> None:
+    def __init__(
+        self,
+        io: Executor,
+        max_size: int,
+        fd: int,
+        offset: int,
+        hashers: tuple[Any, ...],
+        *,
+        fsync: bool,
+        keep: bool = True,
+    ) -> None:
         self._io = io
         self._max_size = max_size
         #: Without a file: keep the blob (a whole upload) or only hash it (a replay).
@@ -154,9 +169,7 @@ class Sink:
         self._buffered = 0
         loop = asyncio.get_running_loop()
         write = write_for_fdatasync if self._fsync else pwrite_all
-        self._pending = loop.run_in_executor(
-            self._io, write, self._fd, pieces, self._offset, self._hashers
-        )
+        self._pending = loop.run_in_executor(self._io, write, self._fd, pieces, self._offset, self._hashers)
         self._offset += size
 
     async def drain(self) -> None:
@@ -183,8 +196,8 @@ class Sink:
             if pieces or self._fsync:
                 write = write_for_fdatasync if self._fsync else pwrite_all
                 self._pending = asyncio.get_running_loop().run_in_executor(
-                    self._io, write_and_sync, write, self._fd, pieces, self._offset, self._hashers,
-                    self._fsync)
+                    self._io, write_and_sync, write, self._fd, pieces, self._offset, self._hashers, self._fsync
+                )
                 self._offset += sum(len(piece) for piece in pieces)
                 pending, self._pending = self._pending, None
                 await pending

@@ -36,8 +36,23 @@ from ._store_jobs import JobRow, JobStore
 from ._store_samples import SampleStoreMixin
 from ._store_search import SORTS, SearchFilter, SearchStore
 
-__all__ = ["DB_NAME", "FAILED", "FINALIZING", "READY", "SORTS", "UPLOADING", "ChunkRow", "DataRow", "FlushError",
-           "JobRow", "SearchFilter", "Store", "StoreError", "TreeFile", "UserRow"]
+__all__ = [
+    "DB_NAME",
+    "FAILED",
+    "FINALIZING",
+    "READY",
+    "SORTS",
+    "UPLOADING",
+    "ChunkRow",
+    "DataRow",
+    "FlushError",
+    "JobRow",
+    "SearchFilter",
+    "Store",
+    "StoreError",
+    "TreeFile",
+    "UserRow",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -145,8 +160,9 @@ class Store(SampleStoreMixin, ExecutionStoreMixin, DataStore, SearchStore, JobSt
                 unflushed[folder] = FlushError(f"cannot make the names in {folder} durable: {exc}")
         runnable = [call.fn for call in batch if call.flush_first not in unflushed]
         outcomes = iter(self._run_calls(runnable))
-        return [(False, unflushed[call.flush_first]) if call.flush_first in unflushed else next(outcomes)
-                for call in batch]
+        return [
+            (False, unflushed[call.flush_first]) if call.flush_first in unflushed else next(outcomes) for call in batch
+        ]
 
     def _run_calls(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
         """Run calls in one transaction; (ok, result or exception) for each."""

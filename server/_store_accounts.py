@@ -84,15 +84,20 @@ class AccountStore(StoreBase):
         return int(rows[0][0]) if rows else None
 
     def groups_of(self, user: str) -> list[str]:
-        return [r[0] for r in self._query(
-            "SELECT group_name FROM group_members WHERE user_name = ? ORDER BY group_name", (user,))]
+        return [
+            r[0]
+            for r in self._query(
+                "SELECT group_name FROM group_members WHERE user_name = ? ORDER BY group_name", (user,)
+            )
+        ]
 
     def add_api_key(self, key_id: str, owner: str, name: str, hash_: bytes, expires: float | None) -> None:
         with self._tx() as c:
             if not c.execute("SELECT 1 FROM users WHERE name = ?", (owner,)).fetchone():
                 raise StoreError(f"no such user: {owner}")
-            c.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)",
-                      (key_id, owner, name, hash_, time.time(), expires))
+            c.execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)", (key_id, owner, name, hash_, time.time(), expires)
+            )
 
     def api_key(self, key_id: str) -> tuple[str, bytes, float | None] | None:
         """``(owner, hash, expires)`` of a key."""

@@ -116,9 +116,24 @@ _OUTPUT_SELECT = (
 
 def _execution(row: Sequence[Any]) -> ExecutionRow:
     schedule = tuple((float(when), str(status)) for when, status in json.loads(row[12]))
-    return ExecutionRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                        None if row[7] is None else bool(row[7]), row[8], row[9], bool(row[10]), row[11], schedule,
-                        row[13], row[14], row[15])
+    return ExecutionRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        None if row[7] is None else bool(row[7]),
+        row[8],
+        row[9],
+        bool(row[10]),
+        row[11],
+        schedule,
+        row[13],
+        row[14],
+        row[15],
+    )
 
 
 def _output(row: Sequence[Any]) -> OutputRow:
@@ -136,24 +151,51 @@ class ExecutionStoreMixin(StoreBase):
         with self._tx() as c:
             if c.execute("SELECT 1 FROM executions WHERE identifier = ?", (execution.identifier,)).fetchone():
                 raise ValueError(f"an execution is already called {execution.identifier!r}")
-            if execution.sample_id is not None and not c.execute(
-                    "SELECT 1 FROM samples WHERE id = ?", (execution.sample_id,)).fetchone():
+            if (
+                execution.sample_id is not None
+                and not c.execute("SELECT 1 FROM samples WHERE id = ?", (execution.sample_id,)).fetchone()
+            ):
                 raise ValueError(f"no sample {execution.sample_id}")
-            c.execute("INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (execution.id, execution.identifier, execution.owner, execution.pipeline_name,
-                       execution.pipeline_version, execution.sample_id, int(execution.private),
-                       execution.nextflow_version, json.dumps(execution.schedule), execution.stdout,
-                       execution.stderr, execution.created))
+            c.execute(
+                "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    execution.id,
+                    execution.identifier,
+                    execution.owner,
+                    execution.pipeline_name,
+                    execution.pipeline_version,
+                    execution.sample_id,
+                    int(execution.private),
+                    execution.nextflow_version,
+                    json.dumps(execution.schedule),
+                    execution.stdout,
+                    execution.stderr,
+                    execution.created,
+                ),
+            )
             for position, output in enumerate(outputs):
                 c.execute(
                     "INSERT INTO data (id, owner, filename, data_type, is_directory, private, state, size, checksum, "
                     "created, updated) VALUES (?, ?, ?, ?, 0, ?, 'ready', ?, ?, ?, ?)",
-                    (output.data_id, execution.owner, output.filename, output.filetype, int(execution.private),
-                     output.size, output.checksum, execution.created, execution.created))
-                c.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)",
-                              [(output.data_id, *chunk) for chunk in output.chunks])
-                c.execute("INSERT INTO execution_outputs VALUES (?, ?, ?, ?)",
-                          (execution.id, position, output.process_name, output.data_id))
+                    (
+                        output.data_id,
+                        execution.owner,
+                        output.filename,
+                        output.filetype,
+                        int(execution.private),
+                        output.size,
+                        output.checksum,
+                        execution.created,
+                        execution.created,
+                    ),
+                )
+                c.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?)", [(output.data_id, *chunk) for chunk in output.chunks]
+                )
+                c.execute(
+                    "INSERT INTO execution_outputs VALUES (?, ?, ?, ?)",
+                    (execution.id, position, output.process_name, output.data_id),
+                )
 
     def get_execution(self, execution_id: str) -> ExecutionRow | None:
         rows = self._query(f"{_EXECUTION_SELECT} WHERE e.id = ?", (execution_id,))
@@ -177,10 +219,11 @@ class ExecutionStoreMixin(StoreBase):
         """The ready outputs of each execution, in the order they were registered."""
         found: dict[str, list[OutputRow]] = {i: [] for i in execution_ids}
         for start in range(0, len(execution_ids), 500):
-            part = list(execution_ids[start:start + 500])
+            part = list(execution_ids[start : start + 500])
             marks = ", ".join("?" * len(part))
-            for row in self._query(f"{_OUTPUT_SELECT} WHERE o.execution_id IN ({marks}) "
-                                   "ORDER BY o.execution_id, o.position", part):
+            for row in self._query(
+                f"{_OUTPUT_SELECT} WHERE o.execution_id IN ({marks}) ORDER BY o.execution_id, o.position", part
+            ):
                 found[row[0]].append(_output(row))
         return found
 

@@ -128,22 +128,32 @@ _SAMPLE_COLUMNS = (
     "        WHERE f.sample_id = s.id GROUP BY f.id HAVING COUNT(*) > 1)"
 )
 _SAMPLE_FROM = "samples s LEFT JOIN projects p ON p.id = s.project_id"
-_SORTS = {"-created": "s.created DESC, s.id", "created": "s.created, s.id", "name": "s.name, s.id",
-          "-name": "s.name DESC, s.id"}
+_SORTS = {
+    "-created": "s.created DESC, s.id",
+    "created": "s.created, s.id",
+    "name": "s.name, s.id",
+    "-name": "s.name DESC, s.id",
+}
 SAMPLE_SORTS = tuple(_SORTS)
 
 
 def _sample(row: Sequence[Any]) -> SampleRow:
-    return SampleRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]), bool(row[8]),
-                     row[9], bool(row[10]))
+    return SampleRow(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]), bool(row[8]), row[9], bool(row[10])
+    )
 
 
 def _project(row: Sequence[Any]) -> ProjectRow:
     return ProjectRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
 
 
-def link_problems(c: sqlite3.Connection, owner: str, project_id: str | None, previous_data: Sequence[str],
-                  this_data: str | None = None) -> dict[str, list[str]]:
+def link_problems(
+    c: sqlite3.Connection,
+    owner: str,
+    project_id: str | None,
+    previous_data: Sequence[str],
+    this_data: str | None = None,
+) -> dict[str, list[str]]:
     """What is wrong with a sample's project and earlier files, field by field (empty: nothing)."""
     problems: dict[str, list[str]] = {}
     if project_id is not None:
@@ -175,13 +185,24 @@ def link_sample(c: sqlite3.Connection, sample: NewSample, data_id: str) -> None:
     if problems:
         raise SampleRefused(problems)
     now = time.time()
-    c.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
-              (sample.id, sample.owner, sample.name, sample.sample_type, sample.project_id, sample.organism,
-               json.dumps(sample.metadata), now))
+    c.execute(
+        "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        (
+            sample.id,
+            sample.owner,
+            sample.name,
+            sample.sample_type,
+            sample.project_id,
+            sample.organism,
+            json.dumps(sample.metadata),
+            now,
+        ),
+    )
     c.execute("INSERT INTO filesets VALUES (?, ?, ?)", (sample.fileset_id, sample.id, now))
-    c.executemany("INSERT INTO fileset_data VALUES (?, ?, ?)",
-                  [(sample.fileset_id, position, linked)
-                   for position, linked in enumerate([*sample.previous_data, data_id])])
+    c.executemany(
+        "INSERT INTO fileset_data VALUES (?, ?, ?)",
+        [(sample.fileset_id, position, linked) for position, linked in enumerate([*sample.previous_data, data_id])],
+    )
 
 
 class SampleStoreMixin(StoreBase):
@@ -195,14 +216,16 @@ class SampleStoreMixin(StoreBase):
             found = c.execute("SELECT id FROM projects WHERE owner = ? AND name = ?", (owner, name)).fetchone()
             if found:
                 return str(found[0]), False
-            c.execute("INSERT INTO projects VALUES (?, ?, ?, ?, 1, ?)", (project_id, owner, name, description,
-                                                                      time.time()))
+            c.execute(
+                "INSERT INTO projects VALUES (?, ?, ?, ?, 1, ?)", (project_id, owner, name, description, time.time())
+            )
             return project_id, True
 
     def owned_projects(self, owner: str, limit: int, offset: int) -> tuple[int, list[ProjectRow]]:
         total = self._query("SELECT COUNT(*) FROM projects WHERE owner = ?", (owner,))[0][0]
-        rows = self._query("SELECT * FROM projects WHERE owner = ? ORDER BY created, id LIMIT ? OFFSET ?",
-                           (owner, limit, offset))
+        rows = self._query(
+            "SELECT * FROM projects WHERE owner = ? ORDER BY created, id LIMIT ? OFFSET ?", (owner, limit, offset)
+        )
         return total, [_project(r) for r in rows]
 
     def list_projects(self) -> list[ProjectRow]:
@@ -210,8 +233,9 @@ class SampleStoreMixin(StoreBase):
 
     # --- linking a sample ------------------------------------------------------------
 
-    def sample_link_problems(self, owner: str, project_id: str | None,
-                             previous_data: Sequence[str]) -> dict[str, list[str]]:
+    def sample_link_problems(
+        self, owner: str, project_id: str | None, previous_data: Sequence[str]
+    ) -> dict[str, list[str]]:
         """:func:`link_problems` outside a transaction: the check made on each file's chunks."""
         with self._reading() as c:
             return link_problems(c, owner, project_id, previous_data)
@@ -220,7 +244,9 @@ class SampleStoreMixin(StoreBase):
         """(sample id, sample name) of the sample ``data_id`` is linked into, if any."""
         rows = self._query(
             "SELECT s.id, s.name FROM fileset_data fd JOIN filesets f ON f.id = fd.fileset_id "
-            "JOIN samples s ON s.id = f.sample_id WHERE fd.data_id = ?", (data_id,))
+            "JOIN samples s ON s.id = f.sample_id WHERE fd.data_id = ?",
+            (data_id,),
+        )
         return (rows[0][0], rows[0][1]) if rows else None
 
     def sample_completed_by(self, data_id: str) -> str | None:
@@ -228,14 +254,20 @@ class SampleStoreMixin(StoreBase):
         rows = self._query(
             "SELECT f.sample_id FROM fileset_data fd JOIN filesets f ON f.id = fd.fileset_id WHERE fd.data_id = ? "
             "AND fd.position = (SELECT MAX(position) FROM fileset_data WHERE fileset_id = fd.fileset_id)",
-            (data_id,))
+            (data_id,),
+        )
         return str(rows[0][0]) if rows else None
 
     def linked_before(self, data_id: str) -> list[str]:
         """The data linked ahead of ``data_id`` in its fileset, in order (its ``previous_data``)."""
-        return [r[0] for r in self._query(
-            "SELECT b.data_id FROM fileset_data a JOIN fileset_data b ON b.fileset_id = a.fileset_id "
-            "AND b.position < a.position WHERE a.data_id = ? ORDER BY b.position", (data_id,))]
+        return [
+            r[0]
+            for r in self._query(
+                "SELECT b.data_id FROM fileset_data a JOIN fileset_data b ON b.fileset_id = a.fileset_id "
+                "AND b.position < a.position WHERE a.data_id = ? ORDER BY b.position",
+                (data_id,),
+            )
+        ]
 
     def data_category(self, data_id: str) -> int | None:
         rows = self._query("SELECT category FROM data WHERE id = ?", (data_id,))
@@ -253,14 +285,18 @@ class SampleStoreMixin(StoreBase):
             "SELECT d.id, d.category, s.id, s.name, f.id, p.id, p.name FROM data d "
             "LEFT JOIN fileset_data fd ON fd.data_id = d.id LEFT JOIN filesets f ON f.id = fd.fileset_id "
             "LEFT JOIN samples s ON s.id = f.sample_id LEFT JOIN projects p ON p.id = s.project_id "
-            f"WHERE d.id IN ({marks})", list(data_ids))
+            f"WHERE d.id IN ({marks})",
+            list(data_ids),
+        )
         filesets = {r[4] for r in rows if r[4] is not None}
         members: dict[str, list[tuple[str, str]]] = {}
         if filesets:
             for fileset_id, member_id, filename in self._query(
-                    "SELECT fd.fileset_id, d.id, d.filename FROM fileset_data fd JOIN data d ON d.id = fd.data_id "
-                    f"WHERE d.state = 'ready' AND fd.fileset_id IN ({', '.join('?' for _ in filesets)}) "
-                    "ORDER BY fd.fileset_id, fd.position", list(filesets)):
+                "SELECT fd.fileset_id, d.id, d.filename FROM fileset_data fd JOIN data d ON d.id = fd.data_id "
+                f"WHERE d.state = 'ready' AND fd.fileset_id IN ({', '.join('?' for _ in filesets)}) "
+                "ORDER BY fd.fileset_id, fd.position",
+                list(filesets),
+            ):
                 members.setdefault(fileset_id, []).append((member_id, filename))
         found: dict[str, DataLinks] = {}
         for data_id, category, sample_id, sample_name, fileset_id, project_id, project_name in rows:
@@ -326,7 +362,9 @@ class SampleStoreMixin(StoreBase):
         total = self._query(f"SELECT COUNT(*) FROM {_SAMPLE_FROM} WHERE {where}", params)[0][0]
         rows = self._query(
             f"SELECT {_SAMPLE_COLUMNS} FROM {_SAMPLE_FROM} WHERE {where} ORDER BY {_SORTS[flt.sort]} "
-            "LIMIT :limit OFFSET :offset", {**params, "limit": limit, "offset": offset})
+            "LIMIT :limit OFFSET :offset",
+            {**params, "limit": limit, "offset": offset},
+        )
         return total, [_sample(r) for r in rows]
 
     def filesets(self, sample_id: str) -> list[FilesetRow]:
@@ -336,16 +374,20 @@ class SampleStoreMixin(StoreBase):
         for fileset_id, created in sets:
             data = self._query(
                 "SELECT d.id, d.filename, d.size FROM fileset_data fd JOIN data d ON d.id = fd.data_id "
-                "WHERE fd.fileset_id = ? AND d.state = 'ready' ORDER BY fd.position", (fileset_id,))
+                "WHERE fd.fileset_id = ? AND d.state = 'ready' ORDER BY fd.position",
+                (fileset_id,),
+            )
             found.append(FilesetRow(fileset_id, created, [(r[0], r[1], r[2]) for r in data]))
         return found
 
     def integrity_problems(self) -> Iterator[str]:
         """Links that break the rules (for tests after a crash): a file not ready, a sample with no file."""
         for data_id, state in self._query(
-                "SELECT d.id, d.state FROM fileset_data fd JOIN data d ON d.id = fd.data_id WHERE d.state != 'ready'"):
+            "SELECT d.id, d.state FROM fileset_data fd JOIN data d ON d.id = fd.data_id WHERE d.state != 'ready'"
+        ):
             yield f"{data_id} is linked into a sample but {state}"
         for (sample_id,) in self._query(
-                "SELECT s.id FROM samples s WHERE NOT EXISTS (SELECT 1 FROM filesets f JOIN fileset_data fd "
-                "ON fd.fileset_id = f.id WHERE f.sample_id = s.id)"):
+            "SELECT s.id FROM samples s WHERE NOT EXISTS (SELECT 1 FROM filesets f JOIN fileset_data fd "
+            "ON fd.fileset_id = f.id WHERE f.sample_id = s.id)"
+        ):
             yield f"sample {sample_id} links no file"

@@ -70,10 +70,15 @@ class SearchStore(StoreBase):
             params["category"] = flt.category
         if flt.is_single is not None:
             # Single: alone in its fileset, or in none. Not single: the first of a fileset of several.
-            shared = ("EXISTS (SELECT 1 FROM fileset_data me JOIN fileset_data other ON other.fileset_id = "
-                      "me.fileset_id AND other.data_id != me.data_id WHERE me.data_id = d.id)")
-            clauses.append(f"NOT {shared}" if flt.is_single else
-                           f"{shared} AND (SELECT position FROM fileset_data WHERE data_id = d.id) = 0")
+            shared = (
+                "EXISTS (SELECT 1 FROM fileset_data me JOIN fileset_data other ON other.fileset_id = "
+                "me.fileset_id AND other.data_id != me.data_id WHERE me.data_id = d.id)"
+            )
+            clauses.append(
+                f"NOT {shared}"
+                if flt.is_single
+                else f"{shared} AND (SELECT position FROM fileset_data WHERE data_id = d.id) = 0"
+            )
         if flt.nothing:  # no data here is produced by a pipeline
             clauses.append("0")
         # Inclusive bounds, as hosted Flow's (size >= size_gt).
@@ -94,8 +99,7 @@ class SearchStore(StoreBase):
         where, params = self._search_where(flt)
         total = self._query(f"SELECT COUNT(*) FROM data d WHERE {where}", params)[0][0]
         rows = self._query(
-            f"SELECT {DATA_COLUMNS} FROM data d WHERE {where} "
-            f"ORDER BY {SORTS[flt.sort]} LIMIT :limit OFFSET :offset",
+            f"SELECT {DATA_COLUMNS} FROM data d WHERE {where} ORDER BY {SORTS[flt.sort]} LIMIT :limit OFFSET :offset",
             {**params, "limit": limit, "offset": offset},
         )
         return total, [data_row(r) for r in rows]
@@ -112,5 +116,9 @@ class SearchStore(StoreBase):
 
     def data_type_counts(self) -> dict[str, int]:
         """``{data_type: number of ready data}`` for every type some ready data carries."""
-        return dict(self._query(
-            "SELECT data_type, COUNT(*) FROM data WHERE state = 'ready' AND data_type IS NOT NULL GROUP BY data_type"))
+        return dict(
+            self._query(
+                "SELECT data_type, COUNT(*) FROM data "
+                "WHERE state = 'ready' AND data_type IS NOT NULL GROUP BY data_type"
+            )
+        )

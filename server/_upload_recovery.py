@@ -59,8 +59,11 @@ def recover_uploads(layout: Layout, store: Store, config: ServerConfig) -> None:
         move_into_place(layout, row.id, tmp)
         store.set_state(row.id, READY)
     known = store.all_data_ids()
-    orphans = [path for path in layout.data.iterdir()
-               if path.name not in known and is_id(path.name) and path.is_file() and not path.is_symlink()]
+    orphans = [
+        path
+        for path in layout.data.iterdir()
+        if path.name not in known and is_id(path.name) and path.is_file() and not path.is_symlink()
+    ]
     if orphans:
         # Usually a whole upload written but not recorded (:func:`._upload_whole.store_whole`): nobody was told
         # its id. Set aside, not deleted: a database restored from an older backup names fewer
@@ -69,8 +72,7 @@ def recover_uploads(layout: Layout, store: Store, config: ServerConfig) -> None:
         for path in orphans:
             os.replace(path, layout.orphans / path.name)
         fsync_dir(layout.data)
-        log.warning("moved %d file(s) that no record names from %s to %s", len(orphans), layout.data,
-                    layout.orphans)
+        log.warning("moved %d file(s) that no record names from %s to %s", len(orphans), layout.data, layout.orphans)
     for path in layout.partial.iterdir():
         if path.name not in known:
             # A first chunk that never got recorded: nobody was told its id.

@@ -28,8 +28,19 @@ if TYPE_CHECKING:
     from ._state import State
 
 #: The chunk protocol's own fields: never metadata.
-BASE_FIELDS = frozenset({"filename", "expected_file_size", "is_last", "data", "data_type", "is_directory",
-                         "checksum", "file_checksum", "blob"})
+BASE_FIELDS = frozenset(
+    {
+        "filename",
+        "expected_file_size",
+        "is_last",
+        "data",
+        "data_type",
+        "is_directory",
+        "checksum",
+        "file_checksum",
+        "blob",
+    }
+)
 #: The words a form boolean may be (case-insensitive; empty is false), as flowbio writes them.
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
@@ -75,8 +86,16 @@ class UploadRoute:
     def overhead(self) -> int:
         return MULTIPART_OVERHEAD
 
-    async def prepare(self, user: str, fields: Mapping[str, str], lists: Mapping[str, Sequence[str]],
-                      *, final: bool, data_id: str | None, offset: int) -> Prepared:
+    async def prepare(
+        self,
+        user: str,
+        fields: Mapping[str, str],
+        lists: Mapping[str, Sequence[str]],
+        *,
+        final: bool,
+        data_id: str | None,
+        offset: int,
+    ) -> Prepared:
         """Check the chunk's route fields before a byte is stored.
 
         :raises ApiError: the refusal to answer.
@@ -100,8 +119,7 @@ class SampleRoute(UploadRoute):
     before_blob = frozenset({"sample_name", "sample_type", "is_last_sample"})
     replayable = True
     #: The sample form's own fields (the rest are metadata).
-    RESERVED = BASE_FIELDS | {"sample_name", "sample_type", "is_last_sample", "previous_data", "project",
-                              "organism"}
+    RESERVED = BASE_FIELDS | {"sample_name", "sample_type", "is_last_sample", "previous_data", "project", "organism"}
 
     def max_parts(self) -> int:
         return self.state.config.max_sample_form_parts
@@ -109,8 +127,16 @@ class SampleRoute(UploadRoute):
     def overhead(self) -> int:
         return SAMPLE_MULTIPART_OVERHEAD
 
-    async def prepare(self, user: str, fields: Mapping[str, str], lists: Mapping[str, Sequence[str]],
-                      *, final: bool, data_id: str | None, offset: int) -> Prepared:
+    async def prepare(
+        self,
+        user: str,
+        fields: Mapping[str, str],
+        lists: Mapping[str, Sequence[str]],
+        *,
+        final: bool,
+        data_id: str | None,
+        offset: int,
+    ) -> Prepared:
         store = self.state.store
         if data_id is not None and is_id(data_id) and await store.run(store.sample_of_data, data_id) is not None:
             # Its sample exists: this can only be a replay of the final chunk, which the
@@ -132,8 +158,17 @@ class SampleRoute(UploadRoute):
             raise ShapedError(400, {"error": problems})
         sample = None
         if final and last_file:
-            sample = NewSample(new_id(), new_id(), user, checked.name, checked.sample_type, checked.project_id,
-                               checked.organism, checked.metadata, tuple(previous))
+            sample = NewSample(
+                new_id(),
+                new_id(),
+                user,
+                checked.name,
+                checked.sample_type,
+                checked.project_id,
+                checked.organism,
+                checked.metadata,
+                tuple(previous),
+            )
         return Prepared(DataKind(DEMULTIPLEXED), sample, {"sample_id": sample.id if sample else None})
 
     async def replay(self, data_id: str) -> dict[str, Any]:
@@ -147,15 +182,22 @@ class MultiplexedRoute(UploadRoute):
     name = "upload_multiplexed"
     path = "/upload/multiplexed"
 
-    async def prepare(self, user: str, fields: Mapping[str, str], lists: Mapping[str, Sequence[str]],
-                      *, final: bool, data_id: str | None, offset: int) -> Prepared:
+    async def prepare(
+        self,
+        user: str,
+        fields: Mapping[str, str],
+        lists: Mapping[str, Sequence[str]],
+        *,
+        final: bool,
+        data_id: str | None,
+        offset: int,
+    ) -> Prepared:
         reads1 = fields.get("reads1", "").strip() or None
         if reads1 is not None:
             store = self.state.store
             row = await store.run(store.get_data, reads1) if is_id(reads1) else None
             category = await store.run(store.data_category, reads1) if row is not None else None
-            if row is None or row.owner != user or row.state != "ready" or category != MULTIPLEXED \
-                    or reads1 == data_id:
+            if row is None or row.owner != user or row.state != "ready" or category != MULTIPLEXED or reads1 == data_id:
                 raise ShapedError(400, {"error": {"reads1": ["Not a ready multiplexed reads file of yours"]}})
         return Prepared(DataKind(MULTIPLEXED, reads1))
 
@@ -166,13 +208,22 @@ class AnnotationRoute(UploadRoute):
     name = "upload_annotation"
     path = "/upload/annotation"
 
-    async def prepare(self, user: str, fields: Mapping[str, str], lists: Mapping[str, Sequence[str]],
-                      *, final: bool, data_id: str | None, offset: int) -> Prepared:
+    async def prepare(
+        self,
+        user: str,
+        fields: Mapping[str, str],
+        lists: Mapping[str, Sequence[str]],
+        *,
+        final: bool,
+        data_id: str | None,
+        offset: int,
+    ) -> Prepared:
         form_bool(fields, "ignore_warnings")
         limit = self.state.config.max_annotation_bytes
         if offset > limit:
-            raise ShapedError(400, {"validation": [{"row": None,
-                                                    "message": f"annotation sheets are at most {limit} bytes"}]})
+            raise ShapedError(
+                400, {"validation": [{"row": None, "message": f"annotation sheets are at most {limit} bytes"}]}
+            )
         return Prepared(DataKind(ANNOTATION))
 
     async def check_file(self, path: Path, filename: str, fields: Mapping[str, str]) -> None:

@@ -41,8 +41,9 @@ __all__ = ["WHOLE_IN_MEMORY", "spill_whole", "store_whole"]
 WHOLE_IN_MEMORY = 1024 * 1024
 
 
-async def store_whole(state: State, user: str, meta: ChunkMeta, chunk: Chunk,
-                      pieces: list[Buffer]) -> web.StreamResponse:
+async def store_whole(
+    state: State, user: str, meta: ChunkMeta, chunk: Chunk, pieces: list[Buffer]
+) -> web.StreamResponse:
     """A new upload that came whole in this request: verify, store, record ready.
 
     The checksum is computed and compared before a byte is written (a
@@ -63,17 +64,25 @@ async def store_whole(state: State, user: str, meta: ChunkMeta, chunk: Chunk,
     target.written = True
     await chunk.route.check_file(target.path, meta.filename, chunk.fields)
     now = time.time()
-    row = DataRow(target.data_id, user, meta.filename, meta.data_type, False, True, READY, 0, None, now, now,
-                  None)
+    row = DataRow(target.data_id, user, meta.filename, meta.data_type, False, True, READY, 0, None, now, now, None)
     record = ChunkRow(0, size, checksum) if size else None
     # Once handed over, the commit may stand even if this request is cancelled while it waits:
     # from here the file is never removed by this request (a failed commit leaves an orphan
     # that start-up sets aside), so no ready record can lose its file.
     target.commit_sent = True
     try:
-        await state.store.run_after_flushing(target.path.parent, state.store.commit_chunk, target.data_id, 0,
-                                            record, new=row, final_checksum=checksum, ready=True,
-                                            kind=prepared.kind, sample=prepared.sample)
+        await state.store.run_after_flushing(
+            target.path.parent,
+            state.store.commit_chunk,
+            target.data_id,
+            0,
+            record,
+            new=row,
+            final_checksum=checksum,
+            ready=True,
+            kind=prepared.kind,
+            sample=prepared.sample,
+        )
     except SampleRefused as exc:
         # Checked again in the commit's transaction, which rolled back: no record names the file.
         await state.run_io(unlink, target.path)
@@ -84,11 +93,18 @@ async def store_whole(state: State, user: str, meta: ChunkMeta, chunk: Chunk,
         await state.run_io(unlink, target.path)
         raise
     target.committed = True
-    body: dict[str, Any] = {"id": target.data_id, "data_id": target.data_id, "filename": meta.filename,
-                            "size": size, "is_ready": True, **prepared.answer}
+    body: dict[str, Any] = {
+        "id": target.data_id,
+        "data_id": target.data_id,
+        "filename": meta.filename,
+        "size": size,
+        "is_ready": True,
+        **prepared.answer,
+    }
     if state.config.extensions:
         body["checksum"] = checksum
     return json_response(body)
+
 
 async def spill_whole(state: State, target: Target, pieces: list[Buffer]) -> Received:
     """Turn a whole upload kept in memory into a regular one: its bytes in a durable partial file."""

@@ -63,6 +63,7 @@ from ._upload_whole import WHOLE_IN_MEMORY, spill_whole, store_whole
 
 log = logging.getLogger("flowxfer.server.uploads")
 
+
 def _malformed(exc: Exception) -> NoReturn:
     """aiohttp's multipart reader fails in many ways (ValueError, AssertionError, lost connections)."""
     log.info("upload body refused: %s: %s", type(exc).__name__, exc)
@@ -154,8 +155,9 @@ class UploadManager:
                         deadline.reschedule(now + stall)
                     total += len(data)
                     if total > body_limit:
-                        raise ApiError(413, f"request body larger than the chunk limit of "
-                                            f"{config.max_chunk_size} bytes")
+                        raise ApiError(
+                            413, f"request body larger than the chunk limit of {config.max_chunk_size} bytes"
+                        )
                     try:
                         events = parser.feed(data)
                     except MultipartError as exc:
@@ -170,7 +172,7 @@ class UploadManager:
                                 if len(field_value) > config.max_form_field_bytes:
                                     bad_request(
                                         f"form field {str(field_name)[:40]!r} longer than "
-                                    f"{config.max_form_field_bytes} bytes"
+                                        f"{config.max_form_field_bytes} bytes"
                                     )
                         elif kind == "start":
                             field_name, sink = await self._start_part(request, user, chunk, event[1])
@@ -226,9 +228,15 @@ class UploadManager:
             meta = parse_meta(chunk.fields, self.config.extensions)
             await self._prepare(chunk, user, meta)
             length = request.content_length
-            if (meta.data_id is None and meta.is_last and not meta.is_directory and meta.offset == 0
-                    and length is not None and length <= WHOLE_IN_MEMORY
-                    and self.held_in_memory + length <= self.config.whole_uploads_in_memory):
+            if (
+                meta.data_id is None
+                and meta.is_last
+                and not meta.is_directory
+                and meta.offset == 0
+                and length is not None
+                and length <= WHOLE_IN_MEMORY
+                and self.held_in_memory + length <= self.config.whole_uploads_in_memory
+            ):
                 charge(request, "upload")
                 self.held_in_memory += length
                 chunk.held = length
@@ -256,11 +264,13 @@ class UploadManager:
     async def _prepare(self, chunk: Chunk, user: str, meta: ChunkMeta) -> None:
         """Let the route check its fields (once per request), before a byte of the blob is stored."""
         if chunk.prepared is None:
-            chunk.prepared = await chunk.route.prepare(user, chunk.fields, chunk.lists, final=meta.is_last,
-                                                       data_id=meta.data_id, offset=meta.offset)
+            chunk.prepared = await chunk.route.prepare(
+                user, chunk.fields, chunk.lists, final=meta.is_last, data_id=meta.data_id, offset=meta.offset
+            )
 
-    async def _open_target(self, request: web.Request, user: str, meta: ChunkMeta,
-                           route: UploadRoute | None = None) -> Target:
+    async def _open_target(
+        self, request: web.Request, user: str, meta: ChunkMeta, route: UploadRoute | None = None
+    ) -> Target:
         """Validate the chunk against what is held and open the partial file at the held offset.
 
         A route that allows replays gets a target marked ``replay`` for a repeat of
@@ -291,8 +301,13 @@ class UploadManager:
             target.row = row
             if row.state == FAILED:
                 bad_request(f"upload failed: {row.error}")
-            if route is not None and route.replayable and row.state == READY and meta.is_last \
-                    and meta.filename == row.filename:
+            if (
+                route is not None
+                and route.replayable
+                and row.state == READY
+                and meta.is_last
+                and meta.filename == row.filename
+            ):
                 target.replay = True
                 target.offset = meta.offset
                 # Nothing of the upload changes: let go of its lock now, and forget it, so that
@@ -427,8 +442,9 @@ class UploadManager:
             body["checksum"] = final_checksum
         return json_response(body)
 
-    async def _replay(self, route: UploadRoute, meta: ChunkMeta, target: Target,
-                      received: Received) -> web.StreamResponse:
+    async def _replay(
+        self, route: UploadRoute, meta: ChunkMeta, target: Target, received: Received
+    ) -> web.StreamResponse:
         """A repeat of a complete upload's last chunk: the answer it got, if it is the same chunk; else 400.
 
         The client lost that answer (a crash, a dropped connection) and sends
@@ -440,8 +456,14 @@ class UploadManager:
         last = chunks[-1] if chunks else ChunkRow(0, 0, format_checksum(new_hasher().hexdigest()))
         if (last.offset, last.size, last.checksum) != (meta.offset, received.size, received.checksum):
             raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
-        body: dict[str, Any] = {"id": row.id, "data_id": row.id, "filename": row.filename, "size": row.size,
-                                "is_ready": True, **await route.replay(row.id)}
+        body: dict[str, Any] = {
+            "id": row.id,
+            "data_id": row.id,
+            "filename": row.filename,
+            "size": row.size,
+            "is_ready": True,
+            **await route.replay(row.id),
+        }
         if self.config.extensions:
             body["checksum"] = row.checksum
         return json_response(body)

@@ -33,8 +33,16 @@ async def server(server_root: Path) -> AsyncIterator[RunningServer]:
 
 
 #: Variables the test suite itself reads (how long the long runs are, where figures go); they stay.
-SUITE_KNOBS = frozenset({"FLOWXFER_FIGURES", "FLOWXFER_CRASH_KILLS", "FLOWXFER_CHAOS_SEEDS", "FLOWXFER_TEST_FALLBACKS",
-                         "FLOWXFER_RAW_EXAMPLES", "FLOWXFER_FUZZ_EXAMPLES"})
+SUITE_KNOBS = frozenset(
+    {
+        "FLOWXFER_FIGURES",
+        "FLOWXFER_CRASH_KILLS",
+        "FLOWXFER_CHAOS_SEEDS",
+        "FLOWXFER_TEST_FALLBACKS",
+        "FLOWXFER_RAW_EXAMPLES",
+        "FLOWXFER_FUZZ_EXAMPLES",
+    }
+)
 
 
 @pytest.fixture(autouse=True)

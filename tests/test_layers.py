@@ -94,8 +94,14 @@ GRAPH = imports_of(MODULES)
 
 
 def test_every_package_and_module_is_found() -> None:
-    assert {"flowxfer.transfer._api", "flowxfer.transfer._runner", "flowxfer.cli._common",
-            "flowxfer.server._app", "flowxfer.journal._journal", "flowxfer.protocol"} <= set(MODULES)
+    assert {
+        "flowxfer.transfer._api",
+        "flowxfer.transfer._runner",
+        "flowxfer.cli._common",
+        "flowxfer.server._app",
+        "flowxfer.journal._journal",
+        "flowxfer.protocol",
+    } <= set(MODULES)
     assert any(target == "flowxfer.transfer._runner" for target, _ in GRAPH["flowxfer.transfer._api"])
 
 
@@ -124,8 +130,11 @@ def test_the_cli_uses_only_the_engine_s_public_surface() -> None:
             # `from flowxfer.transfer._sizes import x` and `from flowxfer.transfer import _sizes` alike
             for full in [base] + [f"{base}.{n}" for n in names if n.startswith("_")]:
                 parts = full.split(".")
-                if parts[:2] in (["flowxfer", "transfer"], ["flowxfer", "journal"]) and len(parts) > 2 \
-                        and parts[2].startswith("_"):
+                if (
+                    parts[:2] in (["flowxfer", "transfer"], ["flowxfer", "journal"])
+                    and len(parts) > 2
+                    and parts[2].startswith("_")
+                ):
                     private.append(f"{path.relative_to(ROOT)}:{line} imports {'.'.join(parts[:3])}")
     assert not private, "the CLI reaches into the engine's private modules:\n  " + "\n  ".join(sorted(set(private)))
 
@@ -133,11 +142,13 @@ def test_the_cli_uses_only_the_engine_s_public_surface() -> None:
 def test_the_walk_sees_imports_inside_functions_but_not_type_checking_blocks() -> None:
     """The guard itself: a function-level import counts, an ``if TYPE_CHECKING:`` import does not."""
     visitor = _Imports()
-    visitor.visit(ast.parse(
-        "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from .a import A\n"
-        "def f():\n    from .b import B\n    import c.d\n"
-    ))
+    visitor.visit(
+        ast.parse(
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n    from .a import A\n"
+            "def f():\n    from .b import B\n    import c.d\n"
+        )
+    )
     assert [(m, n) for m, n, _ in visitor.found] == [("typing", ["TYPE_CHECKING"]), (".b", ["B"]), ("c.d", [])]
     assert _absolute(".b", "flowxfer.transfer._api", False) == "flowxfer.transfer.b"
     assert _absolute("..journal", "flowxfer.transfer", True) == "flowxfer.journal"

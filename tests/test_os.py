@@ -40,7 +40,7 @@ def _write_and_check(path: Path, offset: int, pieces: list[bytes], views: bool) 
         os.fdatasync(fd)
     finally:
         os.close(fd)
-    expected = before[:offset] + b"".join(pieces) + before[offset + total:]
+    expected = before[:offset] + b"".join(pieces) + before[offset + total :]
     after = path.read_bytes()
     assert len(after) == len(expected)
     assert after == expected
@@ -175,9 +175,10 @@ def test_read_direct_sees_what_write_direct_just_wrote(tmp_path: Path) -> None:
     assert _read_all(path) == b"".join(pieces) + b"".join(pieces[:3])
 
 
-def _watch_reads(monkeypatch: pytest.MonkeyPatch,
-                 tamper: Callable[[bool, list[memoryview]], list[memoryview]] = lambda direct, buffers: buffers,
-                 ) -> list[tuple[bool, int]]:
+def _watch_reads(
+    monkeypatch: pytest.MonkeyPatch,
+    tamper: Callable[[bool, list[memoryview]], list[memoryview]] = lambda direct, buffers: buffers,
+) -> list[tuple[bool, int]]:
     """Each ``os.preadv`` as (on a direct descriptor?, offset); ``tamper`` may shorten the buffers or raise."""
     reads: list[tuple[bool, int]] = []
     real_preadv = os.preadv
@@ -211,21 +212,21 @@ def test_read_direct_reads_through_the_page_cache_where_a_direct_read_is_refused
 
     reads = _watch_reads(monkeypatch, refuse_the_second)
     assert _read_all(tmp_path / "f") == data
-    assert [offset for direct, offset in reads if direct] == [0, 4 * MiB], \
+    assert [offset for direct, offset in reads if direct] == [0, 4 * MiB], (
         "this test needs a filesystem with direct I/O (ext4, xfs, tmpfs on Linux)"
+    )
 
 
 def test_read_direct_continues_after_short_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A read may return fewer bytes than asked anywhere, not only at the end: each block starts where
     # the last one ended (direct reads cut short at an aligned length, buffered ones at any length).
     data = _random_file(tmp_path / "f", 5 * MiB + 11, 10)
-    reads = _watch_reads(monkeypatch, lambda direct, buffers: [buffers[0][:3 * DIRECT_ALIGN if direct else 1000]])
+    reads = _watch_reads(monkeypatch, lambda direct, buffers: [buffers[0][: 3 * DIRECT_ALIGN if direct else 1000]])
     assert _read_all(tmp_path / "f") == data
     assert any(direct for direct, _ in reads)
 
 
-def test_read_direct_reads_a_small_file_through_the_page_cache(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_direct_reads_a_small_file_through_the_page_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _random_file(tmp_path / "f", 100 * KiB, 11)
     reads = _watch_reads(monkeypatch)
     assert _read_all(tmp_path / "f") == data

@@ -90,7 +90,10 @@ def test_archive_member_names_are_unique(items: list[tuple[str, str]]) -> None:
 def test_archive_member_names_step_past_a_name_already_taken() -> None:
     # "a (3).txt" is a real file's name here, so the clash of id 3 takes the counter.
     assert archive_member_names([("1", "a.txt"), ("9", "a (3).txt"), ("3", "a.txt")]) == [
-        "a.txt", "a (3).txt", "a (3-2).txt"]
+        "a.txt",
+        "a (3).txt",
+        "a (3-2).txt",
+    ]
 
 
 def test_canonical_checksum_is_the_one_form_compared() -> None:

@@ -69,10 +69,10 @@ def test_every_runnable_block_runs(tmp_path: Path) -> None:
         for lang, body in runnable:
             command = ["bash", "-euo", "pipefail", "-c", body] if lang == "sh" else [sys.executable, "-c", body]
             assert lang in ("sh", "python"), f"cannot run a {lang!r} block"
-            done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=120,
-                                  check=False)
-            assert done.returncode == 0, f"README block failed:\n{body}\n--- stdout\n{done.stdout}\n" \
-                                         f"--- stderr\n{done.stderr}"
+            done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, (
+                f"README block failed:\n{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+            )
             assert "Traceback" not in done.stderr, body
     assert sorted(p.name for p in (work / "fastq").iterdir()) == sorted(p.name for p in fastq.iterdir())
     assert sorted(p.name for p in (work / "copy").iterdir()) == sorted(p.name for p in fastq.iterdir())

@@ -17,8 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPECHECK = ROOT / ".ci" / "typecheck.py"
-ERROR = re.compile(r'^front[/\\]__init__\.py:7: error: Incompatible return value type \(got "int", expected "str"\)',
-                   re.M)
+ERROR = re.compile(
+    r'^front[/\\]__init__\.py:7: error: Incompatible return value type \(got "int", expected "str"\)', re.M
+)
 
 
 def project_mypy_config() -> str:
@@ -59,8 +60,9 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_project_check_reports_a_cross_package_type_error(tmp_path: Path) -> None:
     config = project_mypy_config()
-    assert "[tool.mypy]" in config and not re.search(r"(?m)^\[tool\.mypy\][^\[]*ignore_missing_imports", config), \
+    assert "[tool.mypy]" in config and not re.search(r"(?m)^\[tool\.mypy\][^\[]*ignore_missing_imports", config), (
         "ignore_missing_imports belongs only to overrides naming untyped dependencies"
+    )
     project = make_project(tmp_path / "fixture", config)
     done = run(str(TYPECHECK), str(project), cwd=project)
     assert done.returncode == 1, done.stdout + done.stderr

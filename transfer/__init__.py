@@ -10,6 +10,7 @@ Async use::
 Blocking use (scripts)::
 
     from flowxfer.transfer import blocking
+
     report = blocking.upload(["run42/fastq"], base_url="https://api.flow.bio")
 
 Run folders and archives::

@@ -143,12 +143,20 @@ class Flowxfer:
             except ValueError as exc:
                 raise UsageError(f"bad bandwidth limit {self.config.bwlimit!r}: {exc}") from None
         runner = self._runner
-        limiter = RateLimiter(max_wait=self.config.max_wait, bandwidth=bandwidth, events=runner.emit,
-                              pause=runner.pause)
+        limiter = RateLimiter(
+            max_wait=self.config.max_wait, bandwidth=bandwidth, events=runner.emit, pause=runner.pause
+        )
         client = FlowClient(
-            self.base_url, tokens=tokens, store=None if self._token else self.store, config=self.config,
-            limiter=limiter, events=runner.emit, session=self._session, ssl_context=ssl_context,
-            allow_insecure_http=self._allow_insecure_http, pause=runner.pause,
+            self.base_url,
+            tokens=tokens,
+            store=None if self._token else self.store,
+            config=self.config,
+            limiter=limiter,
+            events=runner.emit,
+            session=self._session,
+            ssl_context=ssl_context,
+            allow_insecure_http=self._allow_insecure_http,
+            pause=runner.pause,
         )
         await client.__aenter__()
         runner.attach(client)
@@ -247,11 +255,23 @@ class Flowxfer:
         :raises UsageError: nothing named.
         :raises NotFoundError: an id that does not exist or cannot be read (nothing is downloaded).
         """
-        return await run_download(self._runner, ids, filename=filename, pattern=pattern, owned=owned,
-                                  output_dir=output_dir, force=force, transfer_id=transfer_id)
+        return await run_download(
+            self._runner,
+            ids,
+            filename=filename,
+            pattern=pattern,
+            owned=owned,
+            output_dir=output_dir,
+            force=force,
+            transfer_id=transfer_id,
+        )
 
     async def download_advice(
-        self, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
+        self,
+        ids: Sequence[str] = (),
+        *,
+        filename: str | None = None,
+        pattern: str | None = None,
         owned: bool = False,
     ) -> DownloadAdvice:
         """What downloading these would cost one by one and as an archive (``download --dry-run``).
@@ -263,8 +283,14 @@ class Flowxfer:
         return await download_advice(self._runner, ids, filename=filename, pattern=pattern, owned=owned)
 
     async def download_auto_bulk(
-        self, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
-        owned: bool = False, output_dir: Path | str = ".", force: bool = False,
+        self,
+        ids: Sequence[str] = (),
+        *,
+        filename: str | None = None,
+        pattern: str | None = None,
+        owned: bool = False,
+        output_dir: Path | str = ".",
+        force: bool = False,
         on_part: Callable[[str, str | None], None] | None = None,
     ) -> list[TransferReport]:
         """Download, taking the archive path for the small files when :meth:`download_advice` advises it.
@@ -276,8 +302,16 @@ class Flowxfer:
             or ``"download"``) and, for the archive, why it was chosen.
         :returns: one report per transfer run (one or two).
         """
-        return await download_auto_bulk(self._runner, ids, filename=filename, pattern=pattern, owned=owned,
-                                        output_dir=output_dir, force=force, on_part=on_part)
+        return await download_auto_bulk(
+            self._runner,
+            ids,
+            filename=filename,
+            pattern=pattern,
+            owned=owned,
+            output_dir=output_dir,
+            force=force,
+            on_part=on_part,
+        )
 
     async def download_executions(
         self,
@@ -311,14 +345,33 @@ class Flowxfer:
         :raises NotFoundError: an execution is unknown or not visible to this user.
         """
         return await run_execution_download(
-            self._runner, execution_ids, output_dir=output_dir, layout=layout, wait=wait, partial_results=partial,
-            poll_interval=poll_interval, max_wait=max_wait, force=force, transfer_id=transfer_id)
+            self._runner,
+            execution_ids,
+            output_dir=output_dir,
+            layout=layout,
+            wait=wait,
+            partial_results=partial,
+            poll_interval=poll_interval,
+            max_wait=max_wait,
+            force=force,
+            transfer_id=transfer_id,
+        )
 
     async def bulk_executions(
-        self, execution_ids: Sequence[str], *, auto: bool = False, output_dir: Path | str = ".",
-        layout: str = "process", wait: bool = False, partial: bool = False,
-        poll_interval: float = DEFAULT_POLL_INTERVAL, max_wait: float | None = None, force: bool = False,
-        name: str | None = None, job_poll_interval: float = 1.0, job_timeout: float | None = None,
+        self,
+        execution_ids: Sequence[str],
+        *,
+        auto: bool = False,
+        output_dir: Path | str = ".",
+        layout: str = "process",
+        wait: bool = False,
+        partial: bool = False,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_wait: float | None = None,
+        force: bool = False,
+        name: str | None = None,
+        job_poll_interval: float = 1.0,
+        job_timeout: float | None = None,
     ) -> list[TransferReport]:
         """:meth:`download_executions` with the outputs fetched as one server-built archive (``bulk --execution``).
 
@@ -336,9 +389,20 @@ class Flowxfer:
         :raises ExecutionFailed, ExecutionUnfinished, NotFoundError: as :meth:`download_executions`.
         """
         return await run_results_bulk(
-            self._runner, execution_ids, mode="auto" if auto else "all", output_dir=output_dir, layout=layout,
-            wait=wait, partial_results=partial, poll_interval=poll_interval, max_wait=max_wait, force=force,
-            name=name, job_poll_interval=job_poll_interval, job_timeout=job_timeout)
+            self._runner,
+            execution_ids,
+            mode="auto" if auto else "all",
+            output_dir=output_dir,
+            layout=layout,
+            wait=wait,
+            partial_results=partial,
+            poll_interval=poll_interval,
+            max_wait=max_wait,
+            force=force,
+            name=name,
+            job_poll_interval=job_poll_interval,
+            job_timeout=job_timeout,
+        )
 
     # -- bulk and sync (issue 4) ----------------------------------------------
 
@@ -373,9 +437,18 @@ class Flowxfer:
         :raises UsageError: no ids, or a bad archive name.
         :raises NotFoundError: an id that does not exist or cannot be read (no job is created).
         """
-        return await run_bulk(self._runner, ids, name=name, output_dir=output_dir, extract=extract,
-                              keep_archive=keep_archive, poll_interval=poll_interval, job_timeout=job_timeout,
-                              known=known, transfer_id=transfer_id)
+        return await run_bulk(
+            self._runner,
+            ids,
+            name=name,
+            output_dir=output_dir,
+            extract=extract,
+            keep_archive=keep_archive,
+            poll_interval=poll_interval,
+            job_timeout=job_timeout,
+            known=known,
+            transfer_id=transfer_id,
+        )
 
     async def sync(
         self,
@@ -396,8 +469,9 @@ class Flowxfer:
         """
         return await run_sync(self._runner, root, options or SyncOptions(), transfer_id=transfer_id)
 
-    async def sync_samples(self, root: str | os.PathLike[str], samples: SampleSync,
-                           options: SyncOptions | None = None) -> list[TransferReport]:
+    async def sync_samples(
+        self, root: str | os.PathLike[str], samples: SampleSync, options: SyncOptions | None = None
+    ) -> list[TransferReport]:
         """``sync --samples``: once the run is ready, its FASTQs become samples and the rest is synced.
 
         Every sample is checked before any byte moves. Returns the sync's report
@@ -439,20 +513,35 @@ class Flowxfer:
         :param stop_on_error: stop at the first sample that fails.
         :raises SheetError: problems with the sheet or its rows (every one; nothing sent).
         """
-        return await upload_samples(self._runner, sheet=sheet, sample=sample, run=run, sample_type=sample_type,
-                                    skip_invalid=skip_invalid, stop_on_error=stop_on_error,
-                                    transfer_id=transfer_id)
+        return await upload_samples(
+            self._runner,
+            sheet=sheet,
+            sample=sample,
+            run=run,
+            sample_type=sample_type,
+            skip_invalid=skip_invalid,
+            stop_on_error=stop_on_error,
+            transfer_id=transfer_id,
+        )
 
     async def check_samples(
-        self, sheet: str | os.PathLike[str] | None = None, *, sample_type: str,
+        self,
+        sheet: str | os.PathLike[str] | None = None,
+        *,
+        sample_type: str,
         sample: Mapping[str, Any] | None = None,
     ) -> SamplePlan:
         """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
         return await check_sheet(self._runner, sheet, sample, sample_type)
 
     async def upload_multiplexed(
-        self, reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
-        annotation: str | os.PathLike[str], reject_warnings: bool = False, transfer_id: str | None = None,
+        self,
+        reads1: str | os.PathLike[str],
+        reads2: str | os.PathLike[str] | None = None,
+        *,
+        annotation: str | os.PathLike[str],
+        reject_warnings: bool = False,
+        transfer_id: str | None = None,
     ) -> TransferReport:
         """Multiplexed reads and their annotation sheet (the sheet first, then reads1, then reads2).
 
@@ -462,11 +551,13 @@ class Flowxfer:
         :param reject_warnings: refuse the upload when the sheet has warnings (accepted by default).
         :raises UsageError: a file is missing or unreadable (nothing sent).
         """
-        return await upload_multiplexed(self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings,
-                                        transfer_id=transfer_id)
+        return await upload_multiplexed(
+            self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings, transfer_id=transfer_id
+        )
 
-    async def samples_data(self, samples: Sequence[str] = (), projects: Sequence[str] = (), *,
-                           raw_only: bool = False) -> list[str]:
+    async def samples_data(
+        self, samples: Sequence[str] = (), projects: Sequence[str] = (), *, raw_only: bool = False
+    ) -> list[str]:
         """The data ids of these samples, and of every sample of these projects (for :meth:`download`).
 
         Every file related to each sample: its raw reads and the outputs of the

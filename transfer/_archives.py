@@ -59,8 +59,17 @@ class Archive(Protocol):
 def _type_problem(name: str, mode: int) -> str | None:
     kind = stat.S_IFMT(mode)
     if kind and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        what = ("a symbolic link" if stat.S_ISLNK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        what = (
+            "a symbolic link"
+            if stat.S_ISLNK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
         return f"{name!r} is {what}"
     return None
 
@@ -75,8 +84,16 @@ class _Zip:
         except (zipfile.BadZipFile, OSError) as exc:
             raise IntegrityError(f"{path.name} is not a readable zip archive: {exc}") from None
         self._infos = self._zf.infolist()
-        self.entries = [Entry(i.filename, i.file_size, i.filename.endswith(("/", "\\"))
-                              or stat.S_ISDIR(i.external_attr >> 16), self._problem(i), i) for i in self._infos]
+        self.entries = [
+            Entry(
+                i.filename,
+                i.file_size,
+                i.filename.endswith(("/", "\\")) or stat.S_ISDIR(i.external_attr >> 16),
+                self._problem(i),
+                i,
+            )
+            for i in self._infos
+        ]
 
     @staticmethod
     def _problem(info: zipfile.ZipInfo) -> str | None:
@@ -90,14 +107,21 @@ class _Zip:
         return None
 
     def layout_problems(self) -> list[str]:
-        problems = [f"{i.filename!r}: stored, yet {i.compress_size} bytes hold {i.file_size}"
-                    for i in self._infos if i.compress_type == zipfile.ZIP_STORED and i.compress_size != i.file_size]
+        problems = [
+            f"{i.filename!r}: stored, yet {i.compress_size} bytes hold {i.file_size}"
+            for i in self._infos
+            if i.compress_type == zipfile.ZIP_STORED and i.compress_size != i.file_size
+        ]
         # Member data must lie one after the other, before the central directory: overlapping
         # members (one compressed run of bytes counted many times) are how zip bombs multiply.
         ordered = sorted(self._infos, key=lambda i: i.header_offset)
         for info, following in zip(ordered, [*ordered[1:], None], strict=True):
-            end = (info.header_offset + _LOCAL_HEADER + len(info.orig_filename.encode("utf-8", "surrogateescape"))
-                   + info.compress_size)
+            end = (
+                info.header_offset
+                + _LOCAL_HEADER
+                + len(info.orig_filename.encode("utf-8", "surrogateescape"))
+                + info.compress_size
+            )
             boundary = following.header_offset if following is not None else self._zf.start_dir
             if end > boundary:
                 problems.append(f"{info.filename!r}: its data overlaps the next entry or the central directory")
@@ -128,8 +152,10 @@ class _TarGz:
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             self._tf.close()
             raise IntegrityError(f"{path.name} is a damaged tar.gz archive: {exc}") from None
-        self.entries = [Entry(m.name + ("/" if m.isdir() else ""), m.size if m.isfile() else 0, m.isdir(),
-                              self._problem(m), m) for m in members]
+        self.entries = [
+            Entry(m.name + ("/" if m.isdir() else ""), m.size if m.isfile() else 0, m.isdir(), self._problem(m), m)
+            for m in members
+        ]
 
     def _read_to_the_end(self) -> None:
         """Read past the tar's end marker to the gzip trailer, so its CRC-32 and length are checked."""
@@ -183,4 +209,3 @@ def open_archive(path: Path) -> Archive:
     if head.startswith(_GZIP_MAGIC):
         return _TarGz(path)
     raise IntegrityError(f"{path.name} is neither a zip nor a tar.gz archive (it starts with {head!r})")
-

@@ -22,7 +22,11 @@ __all__ = ["download_advice", "download_auto_bulk"]
 
 
 async def download_advice(
-    runner: Runner, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
+    runner: Runner,
+    ids: Sequence[str] = (),
+    *,
+    filename: str | None = None,
+    pattern: str | None = None,
     owned: bool = False,
 ) -> DownloadAdvice:
     """See :meth:`Flowxfer.download_advice`."""
@@ -34,8 +38,14 @@ async def download_advice(
 
 
 async def download_auto_bulk(
-    runner: Runner, ids: Sequence[str] = (), *, filename: str | None = None, pattern: str | None = None,
-    owned: bool = False, output_dir: Path | str = ".", force: bool = False,
+    runner: Runner,
+    ids: Sequence[str] = (),
+    *,
+    filename: str | None = None,
+    pattern: str | None = None,
+    owned: bool = False,
+    output_dir: Path | str = ".",
+    force: bool = False,
     on_part: Callable[[str, str | None], None] | None = None,
 ) -> list[TransferReport]:
     """See :meth:`Flowxfer.download_auto_bulk`."""
@@ -43,14 +53,24 @@ async def download_auto_bulk(
     announce = on_part or (lambda kind, why: None)
     if not advice.bulk_advised:
         announce("download", None)
-        return [await run_download(runner, [item.id for item in advice.small + advice.large],
-                                   output_dir=output_dir, force=force)]
-    announce("bulk", f"{len(advice.small)} files under {format_size(BULK_SMALL_FILE)} (more than "
-                     f"{BULK_MIN_FILES}): fetching them as one archive")
-    reports = [await run_bulk(runner, [item.id for item in advice.small], output_dir=output_dir, extract=True,
-                              known=list(advice.small))]
+        return [
+            await run_download(
+                runner, [item.id for item in advice.small + advice.large], output_dir=output_dir, force=force
+            )
+        ]
+    announce(
+        "bulk",
+        f"{len(advice.small)} files under {format_size(BULK_SMALL_FILE)} (more than "
+        f"{BULK_MIN_FILES}): fetching them as one archive",
+    )
+    reports = [
+        await run_bulk(
+            runner, [item.id for item in advice.small], output_dir=output_dir, extract=True, known=list(advice.small)
+        )
+    ]
     if advice.large and not runner.stopping:
         announce("download", None)
-        reports.append(await run_download(runner, [item.id for item in advice.large], output_dir=output_dir,
-                                          force=force))
+        reports.append(
+            await run_download(runner, [item.id for item in advice.large], output_dir=output_dir, force=force)
+        )
     return reports

@@ -118,8 +118,7 @@ class PollSchedule:
 def download_requests(size: int, config: TransferConfig, capabilities: Capabilities) -> dict[str, int]:
     """Requests one single download of ``size`` bytes costs, by rate-limit class (pure)."""
     chunk = config.download_chunk_size
-    segments = len(plan_segments(plan_chunks(size, chunk), config.segments, config.min_segment_size)) \
-        if size > 0 else 0
+    segments = len(plan_segments(plan_chunks(size, chunk), config.segments, config.min_segment_size)) if size > 0 else 0
     api = 1 if capabilities.chunk_maps and size > chunk else 0
     return {"download": segments, "api": api}
 
@@ -172,19 +171,31 @@ class DownloadAdvice:
             f"small files as one archive: {cost(self.bulk, self.waits_bulk)}",
         ]
         if self.bulk_advised:
-            lines.append(f"bulk is advised (more than {BULK_MIN_FILES} files under {format_size(BULK_SMALL_FILE)}):"
-                         " use --auto-bulk, or 'flowxfer bulk ID... --extract'")
+            lines.append(
+                f"bulk is advised (more than {BULK_MIN_FILES} files under {format_size(BULK_SMALL_FILE)}):"
+                " use --auto-bulk, or 'flowxfer bulk ID... --extract'"
+            )
         else:
-            lines.append(f"bulk is not needed (it pays off above {BULK_MIN_FILES} files under "
-                         f"{format_size(BULK_SMALL_FILE)})")
+            lines.append(
+                f"bulk is not needed (it pays off above {BULK_MIN_FILES} files under {format_size(BULK_SMALL_FILE)})"
+            )
         return lines
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": True, "files": self.files, "bytes": self.bytes, "small_files": len(self.small),
-                "small_bytes": sum(item.size for item in self.small), "bulk_advised": self.bulk_advised,
-                "threshold": {"files": BULK_MIN_FILES, "size": BULK_SMALL_FILE},
-                "requests_single": self.single, "requests_bulk": self.bulk, "waits_single": self.waits_single,
-                "waits_bulk": self.waits_bulk, "limits": self.limits}
+        return {
+            "dry_run": True,
+            "files": self.files,
+            "bytes": self.bytes,
+            "small_files": len(self.small),
+            "small_bytes": sum(item.size for item in self.small),
+            "bulk_advised": self.bulk_advised,
+            "threshold": {"files": BULK_MIN_FILES, "size": BULK_SMALL_FILE},
+            "requests_single": self.single,
+            "requests_bulk": self.bulk,
+            "waits_single": self.waits_single,
+            "waits_bulk": self.waits_bulk,
+            "limits": self.limits,
+        }
 
 
 def split_small(items: Sequence[RemoteData]) -> tuple[list[RemoteData], list[RemoteData]]:
@@ -198,13 +209,20 @@ def bulk_hint(items: Sequence[RemoteData]) -> str | None:
     small, _ = split_small(items)
     if len(small) <= BULK_MIN_FILES:
         return None
-    return (f"{len(small)} of these files are under {format_size(BULK_SMALL_FILE)}: each costs a download "
-            "request (500/hour on Flow); 'download --auto-bulk' fetches them as one archive "
-            "(see 'download --dry-run')")
+    return (
+        f"{len(small)} of these files are under {format_size(BULK_SMALL_FILE)}: each costs a download "
+        "request (500/hour on Flow); 'download --auto-bulk' fetches them as one archive "
+        "(see 'download --dry-run')"
+    )
 
 
-def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabilities: Capabilities,
-                    limiter: RateLimiter | None = None, now: float | None = None) -> DownloadAdvice:
+def advise_download(
+    items: Sequence[RemoteData],
+    config: TransferConfig,
+    capabilities: Capabilities,
+    limiter: RateLimiter | None = None,
+    now: float | None = None,
+) -> DownloadAdvice:
     """The cost of downloading ``items`` one by one and with an archive (pure but for the buckets' copies)."""
     small, large = split_small(items)
     single: dict[str, int] = {}
@@ -228,8 +246,18 @@ def advise_download(items: Sequence[RemoteData], config: TransferConfig, capabil
                 count = requests.get(name, 0)
                 bucket = TokenBucket.from_state(limiter.bucket(name).to_state())
                 waits[name] = round(bucket.reserve(count, moment), 1) if count else 0.0
-    return DownloadAdvice(len(items), sum(item.size for item in items), tuple(small), tuple(large),
-                          len(small) > BULK_MIN_FILES, single, bulk, waits_single, waits_bulk, limits)
+    return DownloadAdvice(
+        len(items),
+        sum(item.size for item in items),
+        tuple(small),
+        tuple(large),
+        len(small) > BULK_MIN_FILES,
+        single,
+        bulk,
+        waits_single,
+        waits_bulk,
+        limits,
+    )
 
 
 # --- the bulk transfer -----------------------------------------------------------------
@@ -265,8 +293,17 @@ def check_archive_name(name: str) -> str:
 class _Job:
     """One transfer's server-side job: created once, journaled at once, polled, re-created once if it expired."""
 
-    def __init__(self, runner: Runner, ctx: TransferContext, transfer_id: str, ids: list[str], name: str,
-                 job_id: str | None, poll_interval: float, timeout: float | None) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        ctx: TransferContext,
+        transfer_id: str,
+        ids: list[str],
+        name: str,
+        job_id: str | None,
+        poll_interval: float,
+        timeout: float | None,
+    ) -> None:
         self.runner, self.ctx, self.transfer_id = runner, ctx, transfer_id
         self.ids, self.name = ids, name
         self.id = job_id
@@ -275,22 +312,25 @@ class _Job:
         self.size: int | None = None
 
     async def create(self) -> str:
-        answer = await self.ctx.client.json_request("POST", "/downloads", rate_class="api",
-                                                    json_body={"data_ids": self.ids, "name": self.name})
+        answer = await self.ctx.client.json_request(
+            "POST", "/downloads", rate_class="api", json_body={"data_ids": self.ids, "name": self.name}
+        )
         job_id = answer.get("id")
         if not isinstance(job_id, str | int) or str(job_id) == "":
             raise ProtocolError("POST /downloads: the answer carries no job id")
         self.id = str(job_id)
         # Durable before anything else happens: a crash from here on re-attaches to this job.
-        await anyio.to_thread.run_sync(partial(self.ctx.journal.update_transfer_state, self.transfer_id,
-                                               job_id=self.id, job_created=time.time()))
+        await anyio.to_thread.run_sync(
+            partial(self.ctx.journal.update_transfer_state, self.transfer_id, job_id=self.id, job_created=time.time())
+        )
         self.runner.emit(Notice(f"archive job {self.id} created for {len(self.ids)} data item(s)"))
         return self.id
 
     async def recreate(self, why: str) -> None:
         if self.recreated:
-            raise GoneError(f"archive job {self.id} {why} again right after it was created anew; "
-                            "run the same command later", 410)
+            raise GoneError(
+                f"archive job {self.id} {why} again right after it was created anew; run the same command later", 410
+            )
         self.recreated = True
         self.runner.emit(Notice(f"archive job {self.id} {why}; creating it again (once)"))
         await self.create()
@@ -308,15 +348,17 @@ class _Job:
                 raise StopRequested()
             try:
                 job, response = await self.ctx.client.json_request_with_response(
-                    "GET", f"/downloads/jobs/{quote(self.id, safe='')}", rate_class="api")
+                    "GET", f"/downloads/jobs/{quote(self.id, safe='')}", rate_class="api"
+                )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
             except NotFoundError:
                 await self.recreate("is unknown to the server")
                 continue
             status = job.get("status")
             progress = job.get("progress")
-            self.runner.emit(JobProgress(self.id, str(status), float(progress) if isinstance(progress, int | float)
-                                      else 0.0))
+            self.runner.emit(
+                JobProgress(self.id, str(status), float(progress) if isinstance(progress, int | float) else 0.0)
+            )
             if status == "completed":
                 size = job.get("size")
                 if not isinstance(job.get("download_url"), str) or not isinstance(size, int) or size < 0:
@@ -328,14 +370,19 @@ class _Job:
                 schedule = PollSchedule(start=self.poll_interval, cap=max(30.0, self.poll_interval))
                 continue
             if status == "failed":
-                raise RejectedError(f"archive job {self.id} failed on the server: {job.get('error') or 'no reason'}",
-                                    0, job)
+                raise RejectedError(
+                    f"archive job {self.id} failed on the server: {job.get('error') or 'no reason'}", 0, job
+                )
             if status not in ("pending", "running"):
                 raise ProtocolError(f"archive job {self.id} has an unknown status {status!r}")
             delay = schedule.next_delay(retry_after)
             if deadline is not None and time.monotonic() + delay > deadline:
-                self.runner.emit(Notice(f"archive job {self.id} is still {status} after --timeout "
-                                     f"{self.timeout:g} s; run the same command again to pick it up"))
+                self.runner.emit(
+                    Notice(
+                        f"archive job {self.id} is still {status} after --timeout "
+                        f"{self.timeout:g} s; run the same command again to pick it up"
+                    )
+                )
                 self.runner.stop("timeout")
                 raise StopRequested()
             await anyio.sleep(delay)
@@ -391,8 +438,7 @@ async def run_bulk(
             items = list(known) if known is not None else await describe(runner.client, unique)
             by_id = {item.id: item for item in items}
             expected = [[i, by_id[i].filename, by_id[i].size, by_id[i].checksum] for i in unique if i in by_id]
-            state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id,
-                                                           expected=expected))
+            state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, expected=expected))
         try:
             await anyio.to_thread.run_sync(partial(os.makedirs, target.parent, exist_ok=True))
         except OSError as exc:
@@ -403,8 +449,7 @@ async def run_bulk(
         else:
             job = _Job(runner, ctx, record.id, unique, archive_name, None, poll_interval, job_timeout)
             outcome["job_id"] = await job.create()
-        await anyio.to_thread.run_sync(journal.add_files, record.id,
-                                       [NewFile(str(target), archive_name, 0, None)])
+        await anyio.to_thread.run_sync(journal.add_files, record.id, [NewFile(str(target), archive_name, 0, None)])
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         current = await anyio.to_thread.run_sync(ctx.journal.get_transfer, ctx.transfer_id)
@@ -416,15 +461,20 @@ async def run_bulk(
         ctx.writer.batch.file_state(record.id, FileState.ACTIVE)
         size, checksum = await _fetch_archive(ctx, record, job, target)
         outcome["job_id"] = job.id
-        outcome["verified"] = ("xxh3-128 of the whole archive against the server's checksum" if checksum else
-                               "size and ETag (the server offers no checksum)")
+        outcome["verified"] = (
+            "xxh3-128 of the whole archive against the server's checksum"
+            if checksum
+            else "size and ETag (the server offers no checksum)"
+        )
         if extract:
             expected = None
             if state.get("expected") is not None:
                 listed = [(str(i), str(n)) for i, n, _s, _c in state["expected"]]
                 names = protocol.archive_member_names(listed)
-                expected = [ExpectedMember(member, str(i), int(s), c)
-                            for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)]
+                expected = [
+                    ExpectedMember(member, str(i), int(s), c)
+                    for member, (i, _n, s, c) in zip(names, state["expected"], strict=True)
+                ]
             runner.emit(FileVerifying(record.local_path))
             into = staging / "members" if staging is not None else out
             result = await anyio.to_thread.run_sync(extract_archive, target, into, expected)
@@ -435,15 +485,22 @@ async def run_bulk(
             outcome["extracted"] = result.files
             outcome["extract_verified"] = result.verified
             if result.unverified and expected is not None:
-                runner.emit(Notice(f"{len(result.unverified)} extracted file(s) matched no data item's checksum "
-                                "(checked by size and CRC only)"))
+                runner.emit(
+                    Notice(
+                        f"{len(result.unverified)} extracted file(s) matched no data item's checksum "
+                        "(checked by size and CRC only)"
+                    )
+                )
             if not keep_archive or placements is not None:
                 await anyio.to_thread.run_sync(target.unlink)
                 outcome["archive_removed"] = True
             if staging is not None:
                 await anyio.to_thread.run_sync(partial(shutil.rmtree, staging, ignore_errors=True))
-            outcome["verified"] += (f"; {result.verified} extracted file(s) against their data's checksum"
-                                    if result.verified else "; extracted files by size and CRC-32")
+            outcome["verified"] += (
+                f"; {result.verified} extracted file(s) against their data's checksum"
+                if result.verified
+                else "; extracted files by size and CRC-32"
+            )
         ctx.writer.batch.file_state(record.id, FileState.DONE, error=None)
         ctx.writer.added()
         return FileReport(record.local_path, job.id, archive_name, size, "done")
@@ -488,8 +545,13 @@ async def _fetch_archive(ctx: TransferContext, record: FileRecord, job: _Job, ta
     return job.size, result.checksum
 
 
-async def _place(ctx: TransferContext, expected: list[ExpectedMember] | None, out: Path, ids: list[str],
-                 placements: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+async def _place(
+    ctx: TransferContext,
+    expected: list[ExpectedMember] | None,
+    out: Path,
+    ids: list[str],
+    placements: Sequence[tuple[str, str]],
+) -> tuple[list[str], list[str]]:
     """Move each id's member from the staging folder to its path and remember it there.
 
     The member is found by the name the archive gives it (first holder of a
@@ -513,8 +575,19 @@ async def _place(ctx: TransferContext, expected: list[ExpectedMember] | None, ou
             os.replace(member, path)
             st = os.stat(path)
             placed.append(path)
-            records.append(InventoryRecord(ctx.server, ctx.username, "down", path, data_id, st.st_size,
-                                           st.st_mtime_ns, checksums.get(data_id), data_id))
+            records.append(
+                InventoryRecord(
+                    ctx.server,
+                    ctx.username,
+                    "down",
+                    path,
+                    data_id,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    checksums.get(data_id),
+                    data_id,
+                )
+            )
         return placed, unplaced, records
 
     try:
@@ -527,8 +600,9 @@ async def _place(ctx: TransferContext, expected: list[ExpectedMember] | None, ou
     return placed, unplaced
 
 
-async def _remember_extracted(ctx: TransferContext, result: ExtractResult, expected: list[ExpectedMember] | None,
-                              out: Path) -> None:
+async def _remember_extracted(
+    ctx: TransferContext, result: ExtractResult, expected: list[ExpectedMember] | None, out: Path
+) -> None:
     """Record extracted files as downloaded, so a later ``download`` of those ids skips them."""
     if not expected:
         return
@@ -541,8 +615,19 @@ async def _remember_extracted(ctx: TransferContext, result: ExtractResult, expec
             if member is None or member.checksum is None:
                 continue
             st = os.stat(path)
-            records.append(InventoryRecord(ctx.server, ctx.username, "down", path, member.data_id, st.st_size,
-                                           st.st_mtime_ns, member.checksum, member.data_id))
+            records.append(
+                InventoryRecord(
+                    ctx.server,
+                    ctx.username,
+                    "down",
+                    path,
+                    member.data_id,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    member.checksum,
+                    member.data_id,
+                )
+            )
         return records
 
     for record in await anyio.to_thread.run_sync(stats):

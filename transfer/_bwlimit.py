@@ -84,7 +84,7 @@ class BandwidthSchedule:
         """
         stripped = text.strip()
         if not stripped:
-            raise ValueError("empty bandwidth limit: use e.g. 10M, off, or \"08:00,10M 19:00,off\"")
+            raise ValueError('empty bandwidth limit: use e.g. 10M, off, or "08:00,10M 19:00,off"')
         if "," not in stripped:
             return cls.constant(parse_rate(stripped))
         by_minute: dict[int, float | None] = {}

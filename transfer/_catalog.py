@@ -77,8 +77,9 @@ class Catalog:
         :param projects: the ``projects`` of every page of ``GET /projects/owned``, together.
         :raises ProtocolError: an answer does not have the documented shape.
         """
-        sample_types = {_text(t, "identifier", "/samples/types"): str(t.get("name") or "")
-                        for t in _list(types, "/samples/types")}
+        sample_types = {
+            _text(t, "identifier", "/samples/types"): str(t.get("name") or "") for t in _list(types, "/samples/types")
+        }
         attributes = {}
         for item in _list(metadata, "/samples/metadata"):
             identifier = _text(item, "identifier", "/samples/metadata")
@@ -98,7 +99,9 @@ class Catalog:
                 required=bool(item.get("required")),
                 required_for=frozenset(
                     _text(link, "sample_type_identifier", "/samples/metadata")
-                    for link in _list(links, "/samples/metadata") if link.get("required")),
+                    for link in _list(links, "/samples/metadata")
+                    if link.get("required")
+                ),
                 options=values,
                 allow_user_terms=bool(item.get("allow_user_terms")),
                 allow_annotation=bool(item.get("allow_annotation")),
@@ -106,10 +109,14 @@ class Catalog:
         return cls(
             sample_types=sample_types,
             attributes=attributes,
-            organisms={_text(o, "id", "/organisms"): (str(o.get("name") or ""), str(o.get("latin_name") or ""))
-                       for o in _list(organisms, "/organisms")},
-            projects={_text(p, "id", "/projects/owned"): str(p.get("name") or "")
-                      for p in _list(list(projects), "/projects/owned")},
+            organisms={
+                _text(o, "id", "/organisms"): (str(o.get("name") or ""), str(o.get("latin_name") or ""))
+                for o in _list(organisms, "/organisms")
+            },
+            projects={
+                _text(p, "id", "/projects/owned"): str(p.get("name") or "")
+                for p in _list(list(projects), "/projects/owned")
+            },
         )
 
 
@@ -118,8 +125,11 @@ def attributes_with_options(metadata: Any) -> list[str]:
 
     :raises ProtocolError: the answer does not have the documented shape.
     """
-    return [_text(item, "identifier", "/samples/metadata") for item in _list(metadata, "/samples/metadata")
-            if item.get("has_options") and not item.get("allow_user_terms")]
+    return [
+        _text(item, "identifier", "/samples/metadata")
+        for item in _list(metadata, "/samples/metadata")
+        if item.get("has_options") and not item.get("allow_user_terms")
+    ]
 
 
 def _list(value: Any, where: str) -> list[dict[str, Any]]:

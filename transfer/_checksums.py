@@ -21,8 +21,13 @@ __all__ = ["fd_checksum", "hash_range", "local_checksum"]
 BLOCK = 4 * 1024 * 1024
 
 
-def hash_range(read: Callable[[int, int], bytes | bytearray], offset: int, size: int | None,
-               hashers: Sequence[xxhash.xxh3_128], block: int = BLOCK) -> int:
+def hash_range(
+    read: Callable[[int, int], bytes | bytearray],
+    offset: int,
+    size: int | None,
+    hashers: Sequence[xxhash.xxh3_128],
+    block: int = BLOCK,
+) -> int:
     """Feed ``size`` bytes from ``offset`` (None: up to the end) to every hasher, a block at a time.
 
     :param read: ``read(offset, length)``, returning fewer bytes only at the end.

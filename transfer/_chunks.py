@@ -68,8 +68,7 @@ def plan_chunks(size: int, chunk_size: int) -> list[Chunk]:
     if size == 0:
         return [Chunk(0, 0, 0)]
     return [
-        Chunk(index, offset, min(chunk_size, size - offset))
-        for index, offset in enumerate(range(0, size, chunk_size))
+        Chunk(index, offset, min(chunk_size, size - offset)) for index, offset in enumerate(range(0, size, chunk_size))
     ]
 
 

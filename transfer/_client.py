@@ -223,7 +223,10 @@ class FlowClient:
         """
         try:
             answer, response = await self.json_request_with_response(
-                "POST", "/login", rate_class="api", json_body={"username": username, "password": password},
+                "POST",
+                "/login",
+                rate_class="api",
+                json_body={"username": username, "password": password},
                 authenticated=False,
             )
         except (RejectedError, ServerError) as exc:
@@ -268,13 +271,16 @@ class FlowClient:
             if stale_token is not None and self.tokens.access_token != stale_token:
                 return
             if not self.tokens.refresh_token:
-                raise AuthError("the server refused the access token, and a token given with --token, "
-                                "FLOW_API_TOKEN or a token file cannot be refreshed; give a valid API key "
-                                f"or log in with: flowxfer --base-url {self.base_url} login")
+                raise AuthError(
+                    "the server refused the access token, and a token given with --token, "
+                    "FLOW_API_TOKEN or a token file cannot be refreshed; give a valid API key "
+                    f"or log in with: flowxfer --base-url {self.base_url} login"
+                )
             headers = {"Cookie": f"{protocol.REFRESH_COOKIE}={self.tokens.refresh_token}"}
             try:
-                answer = await self.json_request("GET", "/token", rate_class="api", headers=headers,
-                                                 authenticated=False)
+                answer = await self.json_request(
+                    "GET", "/token", rate_class="api", headers=headers, authenticated=False
+                )
             except (RejectedError, AuthError, NotFoundError) as exc:
                 raise AuthError(f"the login expired ({exc}); run 'flowxfer login' again") from None
             token = answer.get("token")
@@ -333,16 +339,22 @@ class FlowClient:
         :raises ServerError: (a subclass) for every refusal; see :mod:`._errors`.
         """
         answer, _ = await self.json_request_with_response(
-            method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
-            headers=headers, authenticated=authenticated, replay=replay,
+            method,
+            path,
+            rate_class=rate_class,
+            json_body=json_body,
+            params=params,
+            form=form,
+            headers=headers,
+            authenticated=authenticated,
+            replay=replay,
         )
         assert isinstance(answer, dict)
         return answer
 
     async def json_value(self, path: str, *, params: Mapping[str, str] | None = None) -> Any:
         """``GET`` a JSON answer of any shape (an api request), e.g. ``/samples/types``' list."""
-        answer, _ = await self.json_request_with_response("GET", path, rate_class="api", params=params,
-                                                          any_json=True)
+        answer, _ = await self.json_request_with_response("GET", path, rate_class="api", params=params, any_json=True)
         return answer
 
     async def json_request_with_response(
@@ -365,8 +377,15 @@ class FlowClient:
         """
         for attempt in range(1, self._policy.max_attempts + 1):
             async with self._send(
-                method, path, rate_class=rate_class, json_body=json_body, params=params, form=form,
-                headers=headers, authenticated=authenticated, replay=replay,
+                method,
+                path,
+                rate_class=rate_class,
+                json_body=json_body,
+                params=params,
+                form=form,
+                headers=headers,
+                authenticated=authenticated,
+                replay=replay,
             ) as response:
                 try:
                     body = await _read_body(response, _MAX_JSON_BODY + 1)
@@ -375,8 +394,7 @@ class FlowClient:
                         raise AnswerLost(f"{method} {path}: the answer was cut off ({exc!r})") from None
                     if attempt == self._policy.max_attempts:
                         raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
-                    await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt,
-                                        None)
+                    await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt, None)
                     continue
             if len(body) > _MAX_JSON_BODY:
                 raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
@@ -445,8 +463,13 @@ class FlowClient:
                 request_headers["Authorization"] = f"Bearer {sent_token}"
             try:
                 response = await self.session.request(
-                    method, url, params=params, json=json_body, data=form() if form else None,
-                    headers=request_headers, allow_redirects=False,
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=form() if form else None,
+                    headers=request_headers,
+                    allow_redirects=False,
                 )
             except aiohttp.ClientSSLError as exc:
                 raise UnavailableError(f"{what}: TLS verification failed ({exc}); see --ca-bundle") from None
@@ -465,8 +488,7 @@ class FlowClient:
                 if 200 <= status < 300:
                     yield response
                     return
-                body = _error_text(await _read_capped(response), response.content_type, status,
-                                   response.reason or "")
+                body = _error_text(await _read_capped(response), response.content_type, status, response.reason or "")
             finally:
                 response.release()
             verdict = classify_status(status)

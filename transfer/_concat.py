@@ -185,4 +185,3 @@ class ConcatSource:
             return MemorySource(bytes(self.read(0, self.size)))
         finally:
             self.close()
-

@@ -53,8 +53,7 @@ def token_expiry(token: str) -> tuple[float | None, float | None]:
     except jwt.PyJWTError:
         return None, None
     exp, iat = claims.get("exp"), claims.get("iat")
-    return (float(exp) if isinstance(exp, int | float) else None,
-            float(iat) if isinstance(iat, int | float) else None)
+    return (float(exp) if isinstance(exp, int | float) else None, float(iat) if isinstance(iat, int | float) else None)
 
 
 class CredentialStore:
@@ -89,8 +88,11 @@ class CredentialStore:
     def servers(self) -> list[str]:
         """The servers with a saved login, the one logged in to last first."""
         last = self.last_server()
-        known = sorted(server for server, entry in self._load_all().items()
-                       if isinstance(entry, dict) and entry.get("access_token"))
+        known = sorted(
+            server
+            for server, entry in self._load_all().items()
+            if isinstance(entry, dict) and entry.get("access_token")
+        )
         return sorted(known, key=lambda server: server != last)
 
     def last_server(self) -> str | None:
@@ -155,8 +157,10 @@ class NotLoggedIn(AuthError):
         if not self.others:
             return f"not logged in to {self.server}; {fix} (or give an API key with --token-file)"
         other = self.others[0]
-        return (f"not logged in to {self.server} (logged in to {', '.join(self.others)}); to use {other}: "
-                f"flowxfer --base-url {other} {command} (or FLOW_API_URL={other}); or {fix}")
+        return (
+            f"not logged in to {self.server} (logged in to {', '.join(self.others)}); to use {other}: "
+            f"flowxfer --base-url {other} {command} (or FLOW_API_URL={other}); or {fix}"
+        )
 
 
 def not_logged_in(store: CredentialStore | None, server: str) -> NotLoggedIn:

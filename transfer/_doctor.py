@@ -46,8 +46,7 @@ class Check:
 
 async def run_checks(fx: Flowxfer, download_dir: Path | None = None) -> list[Check]:
     """Every check, in order; a failing check does not stop the others."""
-    checks = [await _credentials(fx), *await _server(fx), await _journal(fx),
-              await _disk(download_dir or Path.cwd())]
+    checks = [await _credentials(fx), *await _server(fx), await _journal(fx), await _disk(download_dir or Path.cwd())]
     return checks
 
 
@@ -60,8 +59,12 @@ async def _credentials(fx: Flowxfer) -> Check:
         if exp is None:  # not a JWT: a long-lived API key, which needs no refreshing
             return Check("credentials", "ok", "a long-lived token (an API key): nothing to refresh")
         left = f"; it expires in {max(0, exp - time.time()):.0f} s" if exp else ""
-        return Check("credentials", "warn", f"an access token without a refresh token{left}: "
-                                            "a cron job will fail when it expires; use 'flowxfer login'")
+        return Check(
+            "credentials",
+            "warn",
+            f"an access token without a refresh token{left}: "
+            "a cron job will fail when it expires; use 'flowxfer login'",
+        )
     try:
         await fx.client.refresh()
     except FlowxferError as exc:
@@ -77,17 +80,29 @@ async def _server(fx: Flowxfer) -> list[Check]:
             date = response.headers.get("Date")
             await response.read()
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
-        return [Check("server", "fail", f"{fx.base_url} is unreachable: {type(exc).__name__}: {exc}"),
-                *await _which_base_url(fx)]
+        return [
+            Check("server", "fail", f"{fx.base_url} is unreachable: {type(exc).__name__}: {exc}"),
+            *await _which_base_url(fx),
+        ]
     latency = time.monotonic() - started
     checks = [Check("server", "ok", f"{fx.base_url} answered in {latency * 1000:.0f} ms")]
     capabilities = await client.capabilities()
     if capabilities.extensions:
-        checks.append(Check("capabilities", "ok", f"flowxfer server {capabilities.version}: chunk checksums, "
-                                                  "chunk maps and upload status are used"))
+        checks.append(
+            Check(
+                "capabilities",
+                "ok",
+                f"flowxfer server {capabilities.version}: chunk checksums, chunk maps and upload status are used",
+            )
+        )
     else:
-        checks.append(Check("capabilities", "ok", "plain Flow: verification by size, ETag and the server's "
-                                                  "offsets (no checksums offered)"))
+        checks.append(
+            Check(
+                "capabilities",
+                "ok",
+                "plain Flow: verification by size, ETag and the server's offsets (no checksums offered)",
+            )
+        )
     checks.append(_clock(date))
     api = await _api(fx)
     checks.append(api)
@@ -109,8 +124,9 @@ def _candidates(base_url: str) -> list[str]:
 async def _answers_as_flow(fx: Flowxfer, base_url: str) -> str | None:
     """None when ``POST {base_url}/login`` (no credentials sent) answers as Flow does, in JSON; else what it was."""
     try:
-        async with fx.client.session.post(f"{base_url.rstrip('/')}/login", json={}, allow_redirects=False,
-                                          timeout=aiohttp.ClientTimeout(total=10)) as response:
+        async with fx.client.session.post(
+            f"{base_url.rstrip('/')}/login", json={}, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=10)
+        ) as response:
             kind = response.headers.get("Content-Type", "")
             await response.read()
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
@@ -131,11 +147,23 @@ async def _which_base_url(fx: Flowxfer) -> list[Check]:
         return []
     for candidate in _candidates(fx.base_url):
         if await _answers_as_flow(fx, candidate) is None:
-            return [Check("base-url", "fail", f"{fx.base_url} answers {found}, not as Flow; {candidate} answers as "
-                                              f"Flow: use --base-url {candidate} (or FLOW_API_URL)")]
+            return [
+                Check(
+                    "base-url",
+                    "fail",
+                    f"{fx.base_url} answers {found}, not as Flow; {candidate} answers as "
+                    f"Flow: use --base-url {candidate} (or FLOW_API_URL)",
+                )
+            ]
     tried = ", ".join(_candidates(fx.base_url))
-    return [Check("base-url", "fail", f"{fx.base_url} answers {found}, not as Flow; neither does {tried}: "
-                                      "check the URL of your Flow server's API")]
+    return [
+        Check(
+            "base-url",
+            "fail",
+            f"{fx.base_url} answers {found}, not as Flow; neither does {tried}: "
+            "check the URL of your Flow server's API",
+        )
+    ]
 
 
 async def _api(fx: Flowxfer) -> Check:
@@ -156,8 +184,11 @@ async def _api(fx: Flowxfer) -> Check:
     if not isinstance(me, dict) or "id" not in me:
         return Check("api", "fail", f"{fx.base_url} does not answer as Flow does: GET /me gave no user record")
     if me["id"] is None:
-        return Check("credentials", "fail", "the server took the request as anonymous (the token is invalid or "
-                                            "expired); run 'flowxfer login'")
+        return Check(
+            "credentials",
+            "fail",
+            "the server took the request as anonymous (the token is invalid or expired); run 'flowxfer login'",
+        )
     return Check("api", "ok", f"an authenticated request (GET /me) answered as Flow does, as {me.get('username')}")
 
 
@@ -201,7 +232,7 @@ async def _disk(folder: Path) -> Check:
         return probe, shutil.disk_usage(probe).free
 
     probe, available = await anyio.to_thread.run_sync(free)
-    text = f"{available / 1024 ** 3:.1f} GiB free in {probe.resolve()}"
+    text = f"{available / 1024**3:.1f} GiB free in {probe.resolve()}"
     if available < LOW_DISK:
         return Check("disk", "warn", text + ": downloads may run out of space")
     if not os.access(probe, os.W_OK):

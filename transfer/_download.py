@@ -95,8 +95,9 @@ _BY_WHOLE = "xxh3-128 of the whole file against the server's checksum"
 _SIZE_ONLY = "size and ETag only (the server offers no checksums)"
 
 
-async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: int,
-                       checksum: str | None, *, want_map: bool = True) -> RemoteFile:
+async def fetch_remote(
+    ctx: TransferContext, data_id: str, filename: str, size: int, checksum: str | None, *, want_map: bool = True
+) -> RemoteFile:
     """The download URL and, where the server offers it and it helps, the chunk map of one data item.
 
     :param want_map: fetch the chunk map (one API request). Not worth it for a
@@ -122,8 +123,9 @@ async def fetch_remote(ctx: TransferContext, data_id: str, filename: str, size: 
     return remote
 
 
-async def download_file(ctx: TransferContext, record: FileRecord, remote: RemoteFile, *,
-                        finish: bool = True) -> DownloadResult:
+async def download_file(
+    ctx: TransferContext, record: FileRecord, remote: RemoteFile, *, finish: bool = True
+) -> DownloadResult:
     """Fetch ``remote`` into ``record.local_path``, resuming from the journal and the ``.part`` file.
 
     :param finish: journal the file ``done`` once it is in place; False when the caller has
@@ -179,8 +181,7 @@ async def _download_once(
     except OSError as exc:
         raise write_error(part, exc, remote.size) from None
     try:
-        return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable,
-                                    finish)
+        return await _download_into(ctx, record, remote, target, part, fd, chunks, sums, existing, resumable, finish)
     finally:
         # Whatever happened, what the journal was told must be on disk before the fd goes.
         with anyio.CancelScope(shield=True):
@@ -202,8 +203,12 @@ async def _download_into(
     finish: bool,
 ) -> DownloadResult:
     batch = ctx.writer.batch
-    shared = _Shared(etag=record.etag if resumable else None, size=remote.size, whole_checksum=remote.checksum,
-                     chunk_size=ctx.config.download_chunk_size)
+    shared = _Shared(
+        etag=record.etag if resumable else None,
+        size=remote.size,
+        whole_checksum=remote.checksum,
+        chunk_size=ctx.config.download_chunk_size,
+    )
     if resumable:
         shared.acked = {c.idx for c in existing if c.state in (ChunkState.ACKED, ChunkState.VERIFIED)}
         if sums is not None:
@@ -217,8 +222,14 @@ async def _download_into(
     else:
         batch.plan_chunks(record.id, [(c.offset, c.size) for c in chunks])
     shared.bytes_done = sum(c.size for c in chunks if c.index in shared.acked)
-    batch.file_state(record.id, FileState.ACTIVE, chunk_size=ctx.config.download_chunk_size,
-                      size=remote.size, etag=shared.etag, bytes_done=shared.bytes_done)
+    batch.file_state(
+        record.id,
+        FileState.ACTIVE,
+        chunk_size=ctx.config.download_chunk_size,
+        size=remote.size,
+        etag=shared.etag,
+        bytes_done=shared.bytes_done,
+    )
     ctx.writer.added()
 
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
@@ -226,8 +237,9 @@ async def _download_into(
         runs = contiguous_runs(todo)
         segments: list[list[Chunk]]
         if len(runs) == 1:
-            segments = [list(s.chunks) for s in plan_segments(runs[0], ctx.config.segments,
-                                                               ctx.config.min_segment_size)]
+            segments = [
+                list(s.chunks) for s in plan_segments(runs[0], ctx.config.segments, ctx.config.min_segment_size)
+            ]
         else:
             segments = runs
         limiter = anyio.CapacityLimiter(ctx.config.segments)
@@ -244,8 +256,10 @@ async def _download_into(
             for idx in bad:
                 await _stream_segment(ctx, record, remote, fd, [chunks[idx]], sums, shared, None)
         if shared.bad:
-            raise IntegrityError(f"{target.name}: chunks {sorted(shared.bad)[:5]} never matched the server's "
-                                 "chunk map; the server's data or map is damaged")
+            raise IntegrityError(
+                f"{target.name}: chunks {sorted(shared.bad)[:5]} never matched the server's "
+                "chunk map; the server's data or map is damaged"
+            )
 
     ctx.events(FileVerifying(record.local_path))
     verified = _final_check(remote, shared, target.name)
@@ -282,11 +296,19 @@ async def _download_into(
         batch.update_file(record.id, **fields)
     batch.verify_chunks(record.id)
     if record.data_id:
-        batch.remember(InventoryRecord(
-            server=ctx.server, username=ctx.username, direction="down", local_path=str(target),
-            remote=record.data_id, size=remote.size, mtime_ns=mtime_ns, checksum=checksum,
-            data_id=record.data_id,
-        ))
+        batch.remember(
+            InventoryRecord(
+                server=ctx.server,
+                username=ctx.username,
+                direction="down",
+                local_path=str(target),
+                remote=record.data_id,
+                size=remote.size,
+                mtime_ns=mtime_ns,
+                checksum=checksum,
+                data_id=record.data_id,
+            )
+        )
     ctx.writer.added()
     return DownloadResult(checksum, shared.etag, verified)
 
@@ -294,8 +316,9 @@ async def _download_into(
 def _final_check(remote: RemoteFile, shared: _Shared, name: str) -> str:
     """Say what was verified, or raise :class:`ProtocolError` if the server contradicts itself."""
     if remote.checksum and shared.x_checksum and remote.checksum != shared.x_checksum:
-        raise ProtocolError(f"{name}: the server's X-Checksum {shared.x_checksum} contradicts its "
-                            f"metadata {remote.checksum}")
+        raise ProtocolError(
+            f"{name}: the server's X-Checksum {shared.x_checksum} contradicts its metadata {remote.checksum}"
+        )
     if remote.chunk_checksums is not None and all(s is not None for s in remote.chunk_checksums):
         return _BY_MAP
     single_chunk = remote.chunks is None and remote.size <= shared.chunk_size
@@ -319,8 +342,7 @@ async def _stream_segment(
         async with limiter:
             await _stream_segment(ctx, record, remote, fd, chunks, sums, shared, None)
         return
-    policy = RetryPolicy(max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base,
-                         cap=ctx.config.backoff_cap)
+    policy = RetryPolicy(max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base, cap=ctx.config.backoff_cap)
     rng = random.Random()
     # Index into chunks of the first chunk not yet complete. A list, so that _consume advances it
     # in place: a stream cut mid-way must resume after the chunks it completed, not from the start.
@@ -342,20 +364,27 @@ async def _stream_segment(
             progressed = position[0] > before
             failures = 0 if progressed else failures + 1
             if failures >= policy.max_attempts:
-                raise UnavailableError(f"{Path(record.local_path).name}: the download kept failing "
-                                       f"({type(exc).__name__})") from None
+                raise UnavailableError(
+                    f"{Path(record.local_path).name}: the download kept failing ({type(exc).__name__})"
+                ) from None
             delay = policy.delay(failures or 1, rng, None)
             ctx.client.retries += 1
-            ctx.events(Retrying(f"GET {Path(record.local_path).name}", f"stream cut ({type(exc).__name__})",
-                                failures or 1, policy.max_attempts, delay))
+            ctx.events(
+                Retrying(
+                    f"GET {Path(record.local_path).name}",
+                    f"stream cut ({type(exc).__name__})",
+                    failures or 1,
+                    policy.max_attempts,
+                    delay,
+                )
+            )
             await ctx.client.pause(delay)
             continue
         if position[0] < len(chunks):
             # The server ended the body early without an error: treat like a cut.
             failures = 0 if position[0] > before else failures + 1
             if failures >= policy.max_attempts:
-                raise UnavailableError(f"{Path(record.local_path).name}: the server keeps ending the "
-                                       "download early")
+                raise UnavailableError(f"{Path(record.local_path).name}: the server keeps ending the download early")
 
 
 def _check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: int, shared: _Shared) -> None:
@@ -363,8 +392,7 @@ def _check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: 
     if response.status == 206:
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
         if not match or int(match.group(1)) != start or int(match.group(2)) != end - 1:
-            raise ProtocolError(f"asked for bytes {start}-{end - 1}, got "
-                                f"{response.headers.get('Content-Range')!r}")
+            raise ProtocolError(f"asked for bytes {start}-{end - 1}, got {response.headers.get('Content-Range')!r}")
         if match.group(3) != "*" and int(match.group(3)) != size:
             raise _ContentChanged()
     elif response.status == 200:
@@ -494,4 +522,3 @@ def _chunk_done(
 
 
 __all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "part_path"]
-

@@ -45,9 +45,19 @@ from ._runtime import TransferContext
 from ._workers import download_one
 from .events import ExecutionWaiting, FileFinished, FilesPlanned, Notice
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "LAYOUTS", "TERMINAL", "ExecutionFailed", "ExecutionOutput",
-           "ExecutionUnfinished", "archive_wanted", "execution_outputs", "output_targets", "poll_execution",
-           "run_execution_download"]
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "LAYOUTS",
+    "TERMINAL",
+    "ExecutionFailed",
+    "ExecutionOutput",
+    "ExecutionUnfinished",
+    "archive_wanted",
+    "execution_outputs",
+    "output_targets",
+    "poll_execution",
+    "run_execution_download",
+]
 
 #: The statuses after which an execution never changes (hosted Flow's).
 TERMINAL = ("OK", "ERROR", "CANCELED")
@@ -98,8 +108,9 @@ async def _get(client: FlowClient, execution_id: str, fields: Sequence[str]) -> 
     try:
         return await client.json_request("GET", _path(execution_id, fields), rate_class="api")
     except NotFoundError as exc:
-        raise NotFoundError(f"no execution {execution_id} that you may see (unknown, or not shared with you)",
-                            exc.status, exc.body) from None
+        raise NotFoundError(
+            f"no execution {execution_id} that you may see (unknown, or not shared with you)", exc.status, exc.body
+        ) from None
 
 
 async def poll_execution(client: FlowClient, execution_id: str) -> dict[str, Any]:
@@ -124,11 +135,14 @@ def _listed(execution_id: str, answer: dict[str, Any]) -> list[tuple[str, dict[s
                 found.append((str(item.get("process_execution_name") or ""), item))
         return found
     steps = answer.get("process_executions")
-    if not isinstance(steps, list) or (steps and not any(
-            isinstance(step, dict) and "downstream_data" in step for step in steps)):
+    if not isinstance(steps, list) or (
+        steps and not any(isinstance(step, dict) and "downstream_data" in step for step in steps)
+    ):
         # Silence here would read as "no outputs": a shape we do not know is said so.
-        raise ProtocolError(f"execution {execution_id}: the server's answer lists no outputs "
-                            "(neither downstream_data nor process_executions[].downstream_data)")
+        raise ProtocolError(
+            f"execution {execution_id}: the server's answer lists no outputs "
+            "(neither downstream_data nor process_executions[].downstream_data)"
+        )
     for step in steps:
         if isinstance(step, dict) and isinstance(step.get("downstream_data"), list):
             name = str(step.get("process_name") or step.get("name") or "")
@@ -236,19 +250,29 @@ class _Waiter:
                     raise _WaitedTooLong(execution_id, entry)
                 if due > 0:
                     if not entry.get("fresh"):  # journaled by an earlier run: say why we wait before polling
-                        self.runner.emit(ExecutionWaiting(execution_id, entry["identifier"], entry["status"],
-                                                          time.monotonic() - started, due))
+                        self.runner.emit(
+                            ExecutionWaiting(
+                                execution_id, entry["identifier"], entry["status"], time.monotonic() - started, due
+                            )
+                        )
                     await self._sleep(due, started)
             answer = await poll_execution(self.runner.client, execution_id)
             entry = {**answer, "polled": time.time()}
             self.known[execution_id] = entry
-            await anyio.to_thread.run_sync(partial(self.ctx.journal.update_transfer_state, self.transfer_id,
-                                                   executions=dict(self.known)))
+            await anyio.to_thread.run_sync(
+                partial(self.ctx.journal.update_transfer_state, self.transfer_id, executions=dict(self.known))
+            )
             entry = {**entry, "fresh": True}
             terminal = entry["status"] in TERMINAL
-            self.runner.emit(ExecutionWaiting(execution_id, entry["identifier"], entry["status"],
-                                              time.monotonic() - started,
-                                              None if terminal or not self.wait else self.poll_interval))
+            self.runner.emit(
+                ExecutionWaiting(
+                    execution_id,
+                    entry["identifier"],
+                    entry["status"],
+                    time.monotonic() - started,
+                    None if terminal or not self.wait else self.poll_interval,
+                )
+            )
 
 
 class _WaitedTooLong(Exception):
@@ -301,8 +325,7 @@ async def run_execution_download(
     if archive not in (None, *ARCHIVE_MODES):
         raise UsageError(f"unknown archive mode {archive!r}: use one of {', '.join(ARCHIVE_MODES)}")
     out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
-    params: dict[str, Any] = {"executions": ids, "layout": layout, "output_dir": str(out),
-                              "partial": partial_results}
+    params: dict[str, Any] = {"executions": ids, "layout": layout, "output_dir": str(out), "partial": partial_results}
     if archive is not None:
         params["archive"] = archive
     outcome: dict[str, dict[str, str]] = {}
@@ -323,28 +346,41 @@ async def run_execution_download(
                 entries[execution_id] = await waiter.terminal(execution_id, started)
             except _WaitedTooLong as exc:
                 outcome.update(_statuses(waiter.known))
-                runner.emit(Notice(f"{_describe_status(exc.execution_id, exc.entry)} after --max-wait "
-                                   f"{max_wait:g} s; run the same command again to keep waiting"))
+                runner.emit(
+                    Notice(
+                        f"{_describe_status(exc.execution_id, exc.entry)} after --max-wait "
+                        f"{max_wait:g} s; run the same command again to keep waiting"
+                    )
+                )
                 runner.stop("max-wait")
                 raise StopRequested() from None
         outcome.update(_statuses(entries))
         failed = [k for k, v in entries.items() if v["status"] in ("ERROR", "CANCELED")]
         running = [k for k, v in entries.items() if v["status"] not in TERMINAL]
         if failed and not partial_results:
-            raise ExecutionFailed("; ".join(f"execution {k} ({entries[k]['identifier']}) ended "
-                                            f"{entries[k]['status']}" for k in failed)
-                                  + ": nothing downloaded (--partial takes the outputs it has)")
+            raise ExecutionFailed(
+                "; ".join(f"execution {k} ({entries[k]['identifier']}) ended {entries[k]['status']}" for k in failed)
+                + ": nothing downloaded (--partial takes the outputs it has)"
+            )
         if running and not partial_results:
-            raise ExecutionUnfinished("; ".join(_describe_status(k, entries[k]) for k in running)
-                                      + ": not finished; --wait waits for it, --partial takes what it has so far")
+            raise ExecutionUnfinished(
+                "; ".join(_describe_status(k, entries[k]) for k in running)
+                + ": not finished; --wait waits for it, --partial takes what it has so far"
+            )
         outputs: list[ExecutionOutput] = []
         for execution_id in ids:
             outputs += (await execution_outputs(runner.client, execution_id))[2]
         targets = output_targets(outputs, out, layout)
         archived[:] = await _plan_outputs(runner, ctx, record, [o.data for o in outputs], targets, force, archive)
 
-    report = await runner.run("results", params, plan, download_one, transfer_id=transfer_id,
-                              extra_state={"wait": wait, "poll_interval": poll_interval})
+    report = await runner.run(
+        "results",
+        params,
+        plan,
+        download_one,
+        transfer_id=transfer_id,
+        extra_state={"wait": wait, "poll_interval": poll_interval},
+    )
     if report.stop_reason == "max-wait":
         runner.clear_stop()  # the wait's own end: the client may go on (another call, resume)
     report.extra["executions"] = outcome
@@ -366,8 +402,15 @@ def archive_wanted(items: Sequence[RemoteData], mode: str | None) -> list[bool]:
     return small if mode == "auto" and sum(small) > BULK_MIN_FILES else [False] * len(items)
 
 
-async def _plan_outputs(runner: Runner, ctx: TransferContext, record: TransferRecord, items: list[RemoteData],
-                        targets: list[Path], force: bool, archive: str | None) -> list[list[Any]]:
+async def _plan_outputs(
+    runner: Runner,
+    ctx: TransferContext,
+    record: TransferRecord,
+    items: list[RemoteData],
+    targets: list[Path],
+    force: bool,
+    archive: str | None,
+) -> list[list[Any]]:
     """Journal the downloads at their targets (folders made first); identical files already there are skipped.
 
     :returns: the outputs left to the archive (see :func:`run_execution_download`), journaled with the plan.
@@ -382,19 +425,30 @@ async def _plan_outputs(runner: Runner, ctx: TransferContext, record: TransferRe
     except OSError as exc:
         raise UsageError(f"cannot create an output folder: {exc}") from None
     paths = [str(t) for t in targets]
-    identical = await anyio.to_thread.run_sync(partial(
-        already_there, ctx.journal, ctx.server, ctx.username, items, paths, force=force))
+    identical = await anyio.to_thread.run_sync(
+        partial(already_there, ctx.journal, ctx.server, ctx.username, items, paths, force=force)
+    )
     pending = [i for i, same in enumerate(identical) if not same]
-    chosen = {pending[n] for n, wanted in enumerate(archive_wanted([items[i] for i in pending], archive))
-              if wanted}
+    chosen = {pending[n] for n, wanted in enumerate(archive_wanted([items[i] for i in pending], archive)) if wanted}
     archived = [[items[i].id, items[i].filename, items[i].size, items[i].checksum, paths[i]] for i in sorted(chosen)]
     keep = [i for i in range(len(items)) if i not in chosen]
-    skipped, count, total = await anyio.to_thread.run_sync(partial(
-        plan_downloads, ctx.journal, record.id, ctx.server, ctx.username, [items[i] for i in keep],
-        targets[0].parent if targets else Path("."), force=force, targets=[paths[i] for i in keep],
-        identical=[identical[i] for i in keep]))
-    await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, record.id, planned=True,
-                                           archived=archived))
+    skipped, count, total = await anyio.to_thread.run_sync(
+        partial(
+            plan_downloads,
+            ctx.journal,
+            record.id,
+            ctx.server,
+            ctx.username,
+            [items[i] for i in keep],
+            targets[0].parent if targets else Path("."),
+            force=force,
+            targets=[paths[i] for i in keep],
+            identical=[identical[i] for i in keep],
+        )
+    )
+    await anyio.to_thread.run_sync(
+        partial(ctx.journal.update_transfer_state, record.id, planned=True, archived=archived)
+    )
     runner.emit(FilesPlanned(count, total))
     for row in skipped:
         runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))

@@ -40,8 +40,7 @@ from ._archives import Archive, Entry, open_archive
 from ._errors import IntegrityError, LocalIOError
 from ._names import UnsafePathError, archive_member_target
 
-__all__ = ["ExpectedMember", "ExtractResult", "UnsafeArchiveError", "check_archive",
-           "extract_archive"]
+__all__ = ["ExpectedMember", "ExtractResult", "UnsafeArchiveError", "check_archive", "extract_archive"]
 
 _BLOCK = 1024 * 1024
 #: A folder entry naming only the archive's top (``./``, as ``tar -C dir .`` writes): nothing to make.
@@ -84,8 +83,9 @@ class _Planned:
     is_dir: bool
 
 
-def check_archive(archive: Archive, out: Path, path: Path,
-                  expected: dict[str, ExpectedMember] | None) -> list[_Planned]:
+def check_archive(
+    archive: Archive, out: Path, path: Path, expected: dict[str, ExpectedMember] | None
+) -> list[_Planned]:
     """Check every entry of an open archive (zip or tar.gz) before anything is written.
 
     :raises UnsafeArchiveError: listing every refused entry.
@@ -119,8 +119,9 @@ def check_archive(archive: Archive, out: Path, path: Path,
                 problems.append(f"{entry.name!r} would overwrite the archive itself; name it differently")
             known = expected.get(entry.name) if expected is not None else None
             if known is not None and entry.size != known.size:
-                problems.append(f"{entry.name!r} is {entry.size} bytes in the archive, but data "
-                                f"{known.data_id} is {known.size}")
+                problems.append(
+                    f"{entry.name!r} is {entry.size} bytes in the archive, but data {known.data_id} is {known.size}"
+                )
         for depth in range(1, len(key)):
             dirs.add(key[:depth])
         planned.append(_Planned(entry, parts, entry.is_dir))
@@ -146,8 +147,7 @@ def _open_dir(parent_fd: int, name: str, create: bool) -> int:
             os.mkdir(name, 0o755, dir_fd=parent_fd)
         except FileExistsError:
             pass
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                   dir_fd=parent_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=parent_fd)
 
 
 def _write_member(archive: Archive, item: _Planned, out_fd: int, expected: ExpectedMember | None) -> bool:
@@ -165,8 +165,12 @@ def _write_member(archive: Archive, item: _Planned, out_fd: int, expected: Expec
             os.unlink(temp, dir_fd=parent)
         except FileNotFoundError:
             pass
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o644, dir_fd=parent)
+        fd = os.open(
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+            0o644,
+            dir_fd=parent,
+        )
         hasher = protocol.new_hasher()
         written = 0
         try:
@@ -178,13 +182,14 @@ def _write_member(archive: Archive, item: _Planned, out_fd: int, expected: Expec
                     hasher.update(block)
                     view = memoryview(block)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
             if written != entry.size:
                 raise IntegrityError(f"{entry.name!r} holds {written} bytes, declared {entry.size}")
             checksum = protocol.format_checksum(hasher.hexdigest())
             if expected is not None and expected.checksum is not None and checksum != expected.checksum:
-                raise IntegrityError(f"{entry.name!r} does not match data {expected.data_id}: "
-                                     f"{checksum} != {expected.checksum}")
+                raise IntegrityError(
+                    f"{entry.name!r} does not match data {expected.data_id}: {checksum} != {expected.checksum}"
+                )
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -198,8 +203,12 @@ def _write_member(archive: Archive, item: _Planned, out_fd: int, expected: Expec
             os.close(fd)
 
 
-def extract_archive(archive: Path, out: Path, expected: Sequence[ExpectedMember] | None,
-                    on_file: Callable[[str, int], None] | None = None) -> ExtractResult:
+def extract_archive(
+    archive: Path,
+    out: Path,
+    expected: Sequence[ExpectedMember] | None,
+    on_file: Callable[[str, int], None] | None = None,
+) -> ExtractResult:
     """Extract ``archive`` under ``out`` safely (blocking: run it in a worker thread).
 
     :param expected: the data the archive should hold, to verify sizes and
@@ -241,8 +250,10 @@ def extract_archive(archive: Path, out: Path, expected: Sequence[ExpectedMember]
                     if exc.errno is None and isinstance(exc, reader.damaged):  # gzip's own errors
                         raise IntegrityError(f"{item.entry.name!r} is damaged in the archive: {exc}") from None
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise LocalIOError(f"cannot extract {item.entry.name!r}: something in {out} that is "
-                                           "not a plain folder (a symbolic link?) is in the way") from None
+                        raise LocalIOError(
+                            f"cannot extract {item.entry.name!r}: something in {out} that is "
+                            "not a plain folder (a symbolic link?) is in the way"
+                        ) from None
                     raise LocalIOError(f"cannot extract {item.entry.name!r}: {exc.strerror}") from None
                 except reader.damaged as exc:
                     raise IntegrityError(f"{item.entry.name!r} is damaged in the archive: {exc}") from None

@@ -49,8 +49,7 @@ async def run_upload(
 
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         skipped, count, total = await anyio.to_thread.run_sync(
-            partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan_local(resolved),
-                    force=force)
+            partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan_local(resolved), force=force)
         )
         runner.emit(FilesPlanned(count, total))
         for row in skipped:
@@ -59,8 +58,9 @@ async def run_upload(
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         return await upload_one(ctx, record, options)
 
-    return await runner.run("upload", params, plan, work, transfer_id=transfer_id,
-                            extra_state={"force": force}, read_ahead=unsent)
+    return await runner.run(
+        "upload", params, plan, work, transfer_id=transfer_id, extra_state={"force": force}, read_ahead=unsent
+    )
 
 
 def check_named(ids: Sequence[str], filename: str | None, pattern: str | None, owned: bool) -> list[str]:
@@ -74,14 +74,18 @@ def check_named(ids: Sequence[str], filename: str | None, pattern: str | None, o
     return unique
 
 
-async def named_data(client: FlowClient, ids: list[str], filename: str | None, pattern: str | None,
-                     owned: bool) -> list[RemoteData]:
+async def named_data(
+    client: FlowClient, ids: list[str], filename: str | None, pattern: str | None, owned: bool
+) -> list[RemoteData]:
     """The data named by ids, then by a search (each item once)."""
     items = await describe(client, ids) if ids else []
     if filename or pattern or owned:
         seen = {item.id for item in items}
-        items += [item for item in await search(client, filename=filename, pattern=pattern, owned=owned)
-                  if item.id not in seen]
+        items += [
+            item
+            for item in await search(client, filename=filename, pattern=pattern, owned=owned)
+            if item.id not in seen
+        ]
     return items
 
 
@@ -99,8 +103,13 @@ async def run_download(
     """See :meth:`Flowxfer.download`."""
     ids = check_named(ids, filename, pattern, owned)
     out = await anyio.to_thread.run_sync(lambda: Path(output_dir).expanduser().resolve())
-    params: dict[str, Any] = {"ids": ids, "filename": filename, "pattern": pattern, "owned": owned,
-                              "output_dir": str(out)}
+    params: dict[str, Any] = {
+        "ids": ids,
+        "filename": filename,
+        "pattern": pattern,
+        "owned": owned,
+        "output_dir": str(out),
+    }
 
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         if resumed and record.state.get("planned"):

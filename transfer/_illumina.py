@@ -68,13 +68,20 @@ UNDETERMINED = "Undetermined"
 SAMPLE_SHEET = "SampleSheet.csv"
 
 _FASTQ = re.compile(
-    r"^(?P<sample>.+)_S(?P<number>\d+)(?:_L(?P<lane>\d{3}))?_(?P<read>[RI]\d)_(?P<chunk>\d{3})\.fastq\.gz$")
+    r"^(?P<sample>.+)_S(?P<number>\d+)(?:_L(?P<lane>\d{3}))?_(?P<read>[RI]\d)_(?P<chunk>\d{3})\.fastq\.gz$"
+)
 _SECTION = re.compile(r"^\[(?P<name>[^\]]+)\]$")
 #: What the walk looks at: only ``*.fastq.gz`` files are stat'ed, and the folders an instrument fills
 #: with hundreds of thousands of small files (per-cycle base calls, thumbnails, InterOp) are not listed
 #: at all; demultiplexers never write FASTQs there (bcl2fastq writes beside them, in BaseCalls/).
-_FASTQ_FILTER = PathFilter([("include", "*.fastq.gz"), ("exclude", "Data/Intensities/BaseCalls/L*/C*.*/"),
-                            ("exclude", "Thumbnail_Images/"), ("exclude", "InterOp/")])
+_FASTQ_FILTER = PathFilter(
+    [
+        ("include", "*.fastq.gz"),
+        ("exclude", "Data/Intensities/BaseCalls/L*/C*.*/"),
+        ("exclude", "Thumbnail_Images/"),
+        ("exclude", "InterOp/"),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -154,8 +161,9 @@ class RunScan:
             raise SheetError(self.problems, what="the run folder")
 
 
-def _error(message: str, *, value: str | None = None, column: str | None = None,
-           what: str = "the sample sheet") -> SheetError:
+def _error(
+    message: str, *, value: str | None = None, column: str | None = None, what: str = "the sample sheet"
+) -> SheetError:
     return SheetError([Problem(message, column=column, value=value)], what=what)
 
 
@@ -227,8 +235,14 @@ def parse_fastq_name(path: Path) -> Fastq | None:
     if match is None:
         return None
     lane = match.group("lane")
-    return Fastq(match.group("sample"), int(match.group("number")), int(lane) if lane else None,
-                 match.group("read"), int(match.group("chunk")), path)
+    return Fastq(
+        match.group("sample"),
+        int(match.group("number")),
+        int(lane) if lane else None,
+        match.group("read"),
+        int(match.group("chunk")),
+        path,
+    )
 
 
 def upload_filename(paths: Sequence[Path]) -> str:
@@ -251,8 +265,14 @@ def upload_filename(paths: Sequence[Path]) -> str:
     return first
 
 
-def match_fastqs(sheet: SampleSheet, fastqs: Iterable[Fastq], *, lanes: Lanes = "merge",
-                 undetermined: bool = False, root: Path | None = None) -> RunScan:
+def match_fastqs(
+    sheet: SampleSheet,
+    fastqs: Iterable[Fastq],
+    *,
+    lanes: Lanes = "merge",
+    undetermined: bool = False,
+    root: Path | None = None,
+) -> RunScan:
     """Assign FASTQs to the sheet's samples, and say everything that does not fit.
 
     :param root: the run folder, only to name files relative to it in problems.
@@ -274,14 +294,21 @@ def match_fastqs(sheet: SampleSheet, fastqs: Iterable[Fastq], *, lanes: Lanes = 
         if fastq.sample == UNDETERMINED and fastq.sample not in by_id:
             undetermined_files.append(fastq)
             continue
-        candidates = list({id(s): s for s in [*([by_id[fastq.sample]] if fastq.sample in by_id else []),
-                                               *by_name.get(fastq.sample, [])]}.values())
+        candidates = list(
+            {
+                id(s): s
+                for s in [*([by_id[fastq.sample]] if fastq.sample in by_id else []), *by_name.get(fastq.sample, [])]
+            }.values()
+        )
         several = len(candidates) > 1
         if several:
             candidates = [s for s in candidates if s.number == fastq.number]
         if len(candidates) != 1:
-            why = (f"its name fits several samples of {sheet.name} and S{fastq.number} decides none" if several
-                   else f"no sample of {sheet.name} has this Sample_ID or Sample_Name")
+            why = (
+                f"its name fits several samples of {sheet.name} and S{fastq.number} decides none"
+                if several
+                else f"no sample of {sheet.name} has this Sample_ID or Sample_Name"
+            )
             problems.append(Problem(f"FASTQ with no sample: {why}", column="FASTQ", value=shown(fastq.path)))
         elif fastq.read not in ("R1", "R2"):
             ignored.append(fastq.path)
@@ -289,10 +316,17 @@ def match_fastqs(sheet: SampleSheet, fastqs: Iterable[Fastq], *, lanes: Lanes = 
             found[candidates[0].sample_id].append(fastq)
     for s in sheet.samples:
         if not found.get(s.sample_id):
-            names = " or ".join(f"{n}_S{s.number}_..._R1_001.fastq.gz"
-                                for n in dict.fromkeys(n for n in (s.sample_id, s.sample_name) if n))
-            problems.append(Problem(f"no FASTQ found (line {s.line} of {sheet.name}; looked for {names} "
-                                    "at any depth)", column="Sample_ID", value=s.sample_id))
+            names = " or ".join(
+                f"{n}_S{s.number}_..._R1_001.fastq.gz"
+                for n in dict.fromkeys(n for n in (s.sample_id, s.sample_name) if n)
+            )
+            problems.append(
+                Problem(
+                    f"no FASTQ found (line {s.line} of {sheet.name}; looked for {names} at any depth)",
+                    column="Sample_ID",
+                    value=s.sample_id,
+                )
+            )
     paired = bool(sheet.paired) or any(f.read == "R2" for files in found.values() for f in files)
     samples: list[RunSample] = []
     for s in sheet.samples:
@@ -301,60 +335,87 @@ def match_fastqs(sheet: SampleSheet, fastqs: Iterable[Fastq], *, lanes: Lanes = 
             samples += made
             problems += found_problems
     if undetermined and undetermined_files:
-        made, found_problems = _samples_of(UNDETERMINED, [f for f in undetermined_files if f.read in ("R1", "R2")],
-                                           lanes, paired, shown)
+        made, found_problems = _samples_of(
+            UNDETERMINED, [f for f in undetermined_files if f.read in ("R1", "R2")], lanes, paired, shown
+        )
         samples += made
         problems += found_problems
-    return RunScan(sheet, tuple(samples), tuple(f.path for f in undetermined_files), tuple(ignored),
-                   tuple(problems))
+    return RunScan(sheet, tuple(samples), tuple(f.path for f in undetermined_files), tuple(ignored), tuple(problems))
 
 
-def _samples_of(sample_id: str, files: list[Fastq], lanes: Lanes, paired: bool,
-                shown: Callable[[Path], str]) -> tuple[list[RunSample], list[Problem]]:
+def _samples_of(
+    sample_id: str, files: list[Fastq], lanes: Lanes, paired: bool, shown: Callable[[Path], str]
+) -> tuple[list[RunSample], list[Problem]]:
     """One sample's files, grouped into samples by ``lanes``, with what is missing or doubled."""
     problems: list[Problem] = []
     slots: dict[tuple[int, str, int], Fastq] = {}
     for fastq in files:
         key = (fastq.lane or 0, fastq.read, fastq.chunk)
         if key in slots:
-            problems.append(Problem(f"found twice: {shown(slots[key].path)} and {shown(fastq.path)}",
-                                    column="Sample_ID", value=sample_id))
+            problems.append(
+                Problem(
+                    f"found twice: {shown(slots[key].path)} and {shown(fastq.path)}",
+                    column="Sample_ID",
+                    value=sample_id,
+                )
+            )
             continue
         slots[key] = fastq
     r1 = {(lane, chunk) for lane, read, chunk in slots if read == "R1"}
     r2 = {(lane, chunk) for lane, read, chunk in slots if read == "R2"}
     for lane, chunk in sorted(r2 - r1):
-        problems.append(Problem(f"R2 without its R1: {shown(slots[(lane, 'R2', chunk)].path)}",
-                                column="Sample_ID", value=sample_id))
+        problems.append(
+            Problem(f"R2 without its R1: {shown(slots[(lane, 'R2', chunk)].path)}", column="Sample_ID", value=sample_id)
+        )
     if paired:
         for lane, chunk in sorted(r1 - r2):
-            problems.append(Problem(f"R1 without its R2 in a paired run: {shown(slots[(lane, 'R1', chunk)].path)}",
-                                    column="Sample_ID", value=sample_id))
+            problems.append(
+                Problem(
+                    f"R1 without its R2 in a paired run: {shown(slots[(lane, 'R1', chunk)].path)}",
+                    column="Sample_ID",
+                    value=sample_id,
+                )
+            )
     groups: dict[int | None, list[Fastq]] = defaultdict(list)
     for (lane, _, _), fastq in sorted(slots.items()):
         groups[lane if lanes == "separate" else None].append(fastq)
     samples = []
     for group_lane, group in groups.items():
         name = f"{sample_id}_L{group_lane:03d}" if group_lane else sample_id
-        samples.append(RunSample(name, sample_id, group_lane or None,
-                                 tuple(f.path for f in group if f.read == "R1"),
-                                 tuple(f.path for f in group if f.read == "R2")))
+        samples.append(
+            RunSample(
+                name,
+                sample_id,
+                group_lane or None,
+                tuple(f.path for f in group if f.read == "R1"),
+                tuple(f.path for f in group if f.read == "R2"),
+            )
+        )
     return samples, problems
 
 
 def sheet_rows(scan: RunScan, *, project: str | None = None, organism: str | None = None) -> list[SheetRow]:
     """The scan's samples as sample-sheet rows (absolute paths; :func:`~._sheets.format_sheet` makes them relative)."""
     return [
-        SheetRow(row=number, name=sample.name,
-                 reads1=ReadsCell.of(sample.reads1, None) if sample.reads1 else None,
-                 reads2=ReadsCell.of(sample.reads2, None) if sample.reads2 else None,
-                 project=project, organism=organism)
+        SheetRow(
+            row=number,
+            name=sample.name,
+            reads1=ReadsCell.of(sample.reads1, None) if sample.reads1 else None,
+            reads2=ReadsCell.of(sample.reads2, None) if sample.reads2 else None,
+            project=project,
+            organism=organism,
+        )
         for number, sample in enumerate(scan.samples, start=1)
     ]
 
 
-def scan_run(run_dir: str | os.PathLike[str], *, sample_sheet: str | os.PathLike[str] | None = None,
-             lanes: Lanes = "merge", undetermined: bool = False) -> RunScan:
+def scan_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    sample_sheet: str | os.PathLike[str] | None = None,
+    lanes: Lanes = "merge",
+    undetermined: bool = False,
+) -> RunScan:
     """Read the run's sample sheet and find its FASTQs (blocking).
 
     :param sample_sheet: the Illumina sample sheet; default ``RUN_DIR/SampleSheet.csv``.
@@ -364,8 +425,7 @@ def scan_run(run_dir: str | os.PathLike[str], *, sample_sheet: str | os.PathLike
     """
     root = Path(run_dir).absolute()
     if not root.is_dir():
-        raise _error("not a folder" if root.exists() else "no such folder", value=str(run_dir),
-                     what="the run folder")
+        raise _error("not a folder" if root.exists() else "no such folder", value=str(run_dir), what="the run folder")
     sheet_path = Path(sample_sheet) if sample_sheet is not None else root / SAMPLE_SHEET
     try:
         text = sheet_path.read_bytes().decode("utf-8-sig")
@@ -377,6 +437,10 @@ def scan_run(run_dir: str | os.PathLike[str], *, sample_sheet: str | os.PathLike
     except OSError as exc:
         raise _error(f"cannot read it: {exc.strerror}", value=str(sheet_path)) from None
     sheet = parse_sample_sheet(text, sheet_path.name)
-    fastqs = [fastq for _, _, files in walk(str(root), _FASTQ_FILTER) for entry in files
-              if (fastq := parse_fastq_name(Path(entry.path))) is not None]
+    fastqs = [
+        fastq
+        for _, _, files in walk(str(root), _FASTQ_FILTER)
+        for entry in files
+        if (fastq := parse_fastq_name(Path(entry.path))) is not None
+    ]
     return match_fastqs(sheet, fastqs, lanes=lanes, undetermined=undetermined, root=root)

@@ -79,8 +79,9 @@ class RateLimiter:
     #: inside a request in flight, always uses ``sleep``.
     pause: Sleep | None = None
     events: ProgressCallback = ignore_events
-    store: Callable[[Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]],
-                    dict[str, dict[str, Any]]] | None = None
+    store: (
+        Callable[[Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]], dict[str, dict[str, Any]]] | None
+    ) = None
     _classes: dict[str, _ClassState] = field(default_factory=dict)
     _bw_bucket: TokenBucket | None = None
     _bw_rate: float | None = None
@@ -216,8 +217,9 @@ class RateLimiter:
                     bucket.penalize(retry_until - now, now)
                 # Whether the server limits this class at all is shared too, so that a new process
                 # does not wait on a budget the server never enforces before it can learn so.
-                unlimited = evidence[name] if evidence[name] is not None else bool(
-                    stored.get(name, {}).get("unlimited", False))
+                unlimited = (
+                    evidence[name] if evidence[name] is not None else bool(stored.get(name, {}).get("unlimited", False))
+                )
                 result[name] = {**bucket.to_state(), "unlimited": unlimited}
             return result
 
@@ -229,8 +231,9 @@ class RateLimiter:
                 state.observation = None
             if name in merged:
                 state.bucket = TokenBucket.from_state(merged[name])
-                state.unlimited = state.evidence if state.evidence is not None else bool(
-                    merged[name].get("unlimited", False))
+                state.unlimited = (
+                    state.evidence if state.evidence is not None else bool(merged[name].get("unlimited", False))
+                )
                 if state.spent:
                     # Requests taken while the store was busy are not in the merged state yet.
                     state.bucket.spend(state.spent, self.clock())

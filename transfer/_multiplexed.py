@@ -44,19 +44,30 @@ def _planned(files: dict[str, str]) -> list[NewFile]:
                 part = stat_part(files[role])
             except LocalIOError as exc:
                 raise UsageError(str(exc)) from None  # an input named on the command line
-            planned.append(NewFile(files[role], os.path.basename(files[role]), part.size, part.mtime_ns,
-                                   extra={"role": role}))
+            planned.append(
+                NewFile(files[role], os.path.basename(files[role]), part.size, part.mtime_ns, extra={"role": role})
+            )
     return planned
 
 
 def _problems(body: dict[str, Any], key: str) -> list[str]:
-    return [f"row {p.get('row')}: {p.get('message')}" if isinstance(p, dict) and p.get("row") is not None
-            else str(p.get("message") if isinstance(p, dict) else p) for p in body.get(key) or []]
+    return [
+        f"row {p.get('row')}: {p.get('message')}"
+        if isinstance(p, dict) and p.get("row") is not None
+        else str(p.get("message") if isinstance(p, dict) else p)
+        for p in body.get(key) or []
+    ]
 
 
-async def upload_multiplexed(runner: Runner, reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None,
-                             annotation: str | os.PathLike[str], *, reject_warnings: bool = False,
-                             transfer_id: str | None = None) -> TransferReport:
+async def upload_multiplexed(
+    runner: Runner,
+    reads1: str | os.PathLike[str],
+    reads2: str | os.PathLike[str] | None,
+    annotation: str | os.PathLike[str],
+    *,
+    reject_warnings: bool = False,
+    transfer_id: str | None = None,
+) -> TransferReport:
     """See :meth:`Flowxfer.upload_multiplexed`."""
     files = {"annotation": os.path.abspath(annotation), "reads1": os.path.abspath(reads1)}  # noqa: ASYNC240
     if reads2 is not None:
@@ -97,21 +108,31 @@ async def upload_multiplexed(runner: Runner, reads1: str | os.PathLike[str], rea
         outcome["data_ids"] = [ids[r] for r in ("reads1", "reads2") if r in ids]
         return report
 
-    report = await runner.run("multiplexed", {**files, "reject_warnings": reject_warnings}, plan, work,
-                              transfer_id=transfer_id, feed=feed)
+    report = await runner.run(
+        "multiplexed", {**files, "reject_warnings": reject_warnings}, plan, work, transfer_id=transfer_id, feed=feed
+    )
     if not outcome["data_ids"]:
         journal = await runner.journal()
-        done = {str(r.extra.get("role")): r.data_id for r in
-                await anyio.to_thread.run_sync(lambda: list(journal.iter_files(report.transfer_id)))
-                if r.status is FileState.DONE}
+        done = {
+            str(r.extra.get("role")): r.data_id
+            for r in await anyio.to_thread.run_sync(lambda: list(journal.iter_files(report.transfer_id)))
+            if r.status is FileState.DONE
+        }
         outcome["annotation_id"] = done.get("annotation")
         outcome["data_ids"] = [done[r] for r in ("reads1", "reads2") if done.get(r)]
     report.extra.update(outcome)
     return report
 
 
-async def _send(ctx: TransferContext, runner: Runner, record: FileRecord, role: str, ids: dict[str, str],
-                reject_warnings: bool, outcome: dict[str, Any]) -> FileReport:
+async def _send(
+    ctx: TransferContext,
+    runner: Runner,
+    record: FileRecord,
+    role: str,
+    ids: dict[str, str],
+    reject_warnings: bool,
+    outcome: dict[str, Any],
+) -> FileReport:
     endpoint = "/upload/annotation" if role == "annotation" else "/upload/multiplexed"
     fields: tuple[tuple[str, str], ...] = (("reads1", ids["reads1"]),) if role == "reads2" else ()
     if role == "annotation" and record.extra.get("ignore_warnings"):
@@ -126,19 +147,22 @@ async def _send(ctx: TransferContext, runner: Runner, record: FileRecord, role: 
         warnings, problems = _problems(exc.body, "warnings"), _problems(exc.body, "validation")
         if warnings and not problems and not reject_warnings:
             outcome["warnings"] = warnings
-            runner.emit(Notice(f"the annotation sheet has {len(warnings)} warning(s), accepted: "
-                               + "; ".join(warnings[:3])))
+            runner.emit(
+                Notice(f"the annotation sheet has {len(warnings)} warning(s), accepted: " + "; ".join(warnings[:3]))
+            )
             retry = {**record.extra, "ignore_warnings": True}
             ctx.writer.batch.update_file(record.id, extra=retry, data_id=None, bytes_done=0, chunk_size=0)
             ctx.writer.added()
             again = dataclasses.replace(record, extra=retry, data_id=None, bytes_done=0, chunk_size=0)
             return await _send(ctx, runner, again, role, ids, reject_warnings, outcome)
         outcome["problems"] = problems or warnings
-        raise RejectedError("the annotation sheet was refused: " + "; ".join(problems or warnings), 400,
-                            exc.body) from None
+        raise RejectedError(
+            "the annotation sheet was refused: " + "; ".join(problems or warnings), 400, exc.body
+        ) from None
     ctx.counters.verified.add(upload_verification(ctx.capabilities))
-    ctx.writer.batch.file_state(record.id, FileState.DONE, data_id=result.data_id,
-                                 bytes_done=record.size, checksum=result.checksum, error=None)
+    ctx.writer.batch.file_state(
+        record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size, checksum=result.checksum, error=None
+    )
     ctx.writer.batch.verify_chunks(record.id)
     ctx.writer.added()
     await ctx.writer.flush()

@@ -113,8 +113,10 @@ def members_in_folder(tar_path: str, members: Sequence[PackMember]) -> list[Pack
     Every member of a tar comes from the one folder its virtual path names
     (``<folder>/<tar name>``), so that is where its files are read.
     """
-    return [PackMember(m.arcname, path, m.size, m.mtime_ns)
-            for m, path in zip(members, member_paths(tar_path, members), strict=True)]
+    return [
+        PackMember(m.arcname, path, m.size, m.mtime_ns)
+        for m, path in zip(members, member_paths(tar_path, members), strict=True)
+    ]
 
 
 def member_paths(tar_path: str, members: Iterable[PackMember]) -> Iterator[str]:
@@ -140,8 +142,14 @@ def pack_name(root_name: str, rel_dir: str, part: int) -> str:
     return flatten_relative_path(rel) + suffix
 
 
-def plan_packs(root_name: str, rel_dir: str, members: Sequence[PackMember], *,
-               max_members: int = MAX_MEMBERS, max_bytes: int = MAX_PACK_BYTES) -> list[PackPlan]:
+def plan_packs(
+    root_name: str,
+    rel_dir: str,
+    members: Sequence[PackMember],
+    *,
+    max_members: int = MAX_MEMBERS,
+    max_bytes: int = MAX_PACK_BYTES,
+) -> list[PackPlan]:
     """Cut one folder's small files into tars (pure).
 
     :param members: the folder's small files; their ``arcname`` is the path

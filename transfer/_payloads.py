@@ -30,8 +30,17 @@ from ._runtime import TransferContext
 from ._sources import Source
 from .events import BytesMoved
 
-__all__ = ["ChunkPayload", "InlineBody", "InlineChunk", "LateField", "SourceErrorHolder", "UploadOptions", "chunk_form",
-           "form_fields", "read_block"]
+__all__ = [
+    "ChunkPayload",
+    "InlineBody",
+    "InlineChunk",
+    "LateField",
+    "SourceErrorHolder",
+    "UploadOptions",
+    "chunk_form",
+    "form_fields",
+    "read_block",
+]
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,16 @@ class ChunkPayload(Payload):
     answer is awaited.
     """
 
-    def __init__(self, ctx: TransferContext, record: FileRecord, source: Source, chunk: Chunk,
-                 whole_before: xxhash.xxh3_128 | None, holder: SourceErrorHolder,
-                 gate: anyio.Lock | None = None) -> None:
+    def __init__(
+        self,
+        ctx: TransferContext,
+        record: FileRecord,
+        source: Source,
+        chunk: Chunk,
+        whole_before: xxhash.xxh3_128 | None,
+        holder: SourceErrorHolder,
+        gate: anyio.Lock | None = None,
+    ) -> None:
         super().__init__(None, content_type="application/octet-stream")
         # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
         # ``Transfer-Encoding: chunked`` instead of a Content-Length (flowbio sends one; servers
@@ -175,8 +191,9 @@ class InlineChunk:
     sends the same bytes; ``sent`` counts what an attempt put on the wire.
     """
 
-    def __init__(self, ctx: TransferContext, record: FileRecord, chunk: Chunk, data: bytes,
-                 whole_before: xxhash.xxh3_128 | None) -> None:
+    def __init__(
+        self, ctx: TransferContext, record: FileRecord, chunk: Chunk, data: bytes, whole_before: xxhash.xxh3_128 | None
+    ) -> None:
         self._ctx, self._record = ctx, record
         self.data = data
         hasher = xxhash.xxh3_128(data)
@@ -195,8 +212,9 @@ class InlineChunk:
         self._ctx.counters.bytes_transferred += self.sent
         self._ctx.events(BytesMoved(self._record.local_path, self.sent))
 
-    def body(self, fields: Sequence[tuple[str, str]], blob_name: str, send_checksums: bool,
-             file_checksum: bool) -> Payload:
+    def body(
+        self, fields: Sequence[tuple[str, str]], blob_name: str, send_checksums: bool, file_checksum: bool
+    ) -> Payload:
         boundary = os.urandom(16).hex()
         parts: list[bytes] = []
 
@@ -208,8 +226,11 @@ class InlineChunk:
             late.append(("file_checksum", protocol.format_checksum(self.whole.hexdigest())))
         for name, value in fields:
             part(f'Content-Disposition: form-data; name="{name}"', value.encode())
-        part(f"Content-Disposition: {content_disposition_header('form-data', name='blob', filename=blob_name)}"
-             "\r\nContent-Type: application/octet-stream", self.data)
+        part(
+            f"Content-Disposition: {content_disposition_header('form-data', name='blob', filename=blob_name)}"
+            "\r\nContent-Type: application/octet-stream",
+            self.data,
+        )
         for name, value in late:
             part(f'Content-Disposition: form-data; name="{name}"', value.encode())
         parts.append(f"--{boundary}--\r\n".encode())
@@ -267,16 +288,23 @@ def chunk_form(
     if send_checksums:
         field("checksum", LateField(lambda: payload.digest or ""))
         if file_checksum:
-            field("file_checksum", LateField(
-                lambda: protocol.format_checksum(payload.whole.hexdigest()) if payload.whole else ""))
+            field(
+                "file_checksum",
+                LateField(lambda: protocol.format_checksum(payload.whole.hexdigest()) if payload.whole else ""),
+            )
     return form
 
 
-def form_fields(name: str, offset: int, is_last: bool, data_id: str | None,
-            options: UploadOptions) -> list[tuple[str, str]]:
+def form_fields(
+    name: str, offset: int, is_last: bool, data_id: str | None, options: UploadOptions
+) -> list[tuple[str, str]]:
     """Flow's form fields before the blob, in the order flowbio sends them."""
-    fields = [("filename", name), ("expected_file_size", str(offset)), ("is_last", "true" if is_last else "false"),
-              ("data", data_id or "")]
+    fields = [
+        ("filename", name),
+        ("expected_file_size", str(offset)),
+        ("is_last", "true" if is_last else "false"),
+        ("data", data_id or ""),
+    ]
     if options.data_type:
         fields.append(("data_type", options.data_type))
     if options.is_directory:

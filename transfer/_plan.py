@@ -123,17 +123,27 @@ def plan_uploads(
 
     def flush() -> None:
         nonlocal count, total
-        known = {} if force else journal.lookup_inventory(
-            server, username, "up", [(f.path, f.name) for f in batch]
-        )
+        known = {} if force else journal.lookup_inventory(server, username, "up", [(f.path, f.name) for f in batch])
         rows = []
         remember = []
         for f in batch:
             record = known.get((f.path, f.name))
             row = _upload_row(f, record)
             if row.status is FileState.SKIPPED and record is not None and record.mtime_ns != f.mtime_ns:
-                remember.append(InventoryRecord(server, username, "up", f.path, f.name, f.size, f.mtime_ns,
-                                                record.checksum, record.data_id, record.superseded))
+                remember.append(
+                    InventoryRecord(
+                        server,
+                        username,
+                        "up",
+                        f.path,
+                        f.name,
+                        f.size,
+                        f.mtime_ns,
+                        record.checksum,
+                        record.data_id,
+                        record.superseded,
+                    )
+                )
             if row.status is FileState.SKIPPED:
                 skipped.append(row)
             rows.append(row)
@@ -177,8 +187,15 @@ def _upload_row(f: LocalFile, record: InventoryRecord | None) -> NewFile:
             except OSError:
                 same = False
         if same:
-            return NewFile(f.path, f.name, f.size, f.mtime_ns, data_id=record.data_id,
-                           checksum=record.checksum, status=FileState.SKIPPED)
+            return NewFile(
+                f.path,
+                f.name,
+                f.size,
+                f.mtime_ns,
+                data_id=record.data_id,
+                checksum=record.checksum,
+                status=FileState.SKIPPED,
+            )
     extra = {"superseded": [record.data_id, *record.superseded]} if record is not None else {}
     return NewFile(f.path, f.name, f.size, f.mtime_ns, extra=extra)
 
@@ -207,8 +224,9 @@ def target_names(items: Sequence[RemoteData]) -> list[str]:
     return names
 
 
-def already_there(journal: Journal, server: str, username: str, items: Sequence[RemoteData],
-                  targets: Sequence[str], *, force: bool) -> list[bool]:
+def already_there(
+    journal: Journal, server: str, username: str, items: Sequence[RemoteData], targets: Sequence[str], *, force: bool
+) -> list[bool]:
     """Whether each item's target already holds it, identical (never with ``force``). Runs in a worker thread.
 
     Identical means: same size, and either our inventory says we wrote it
@@ -217,8 +235,9 @@ def already_there(journal: Journal, server: str, username: str, items: Sequence[
     """
     if force:
         return [False] * len(items)
-    known = journal.lookup_inventory(server, username, "down",
-                                     [(t, item.id) for t, item in zip(targets, items, strict=True)])
+    known = journal.lookup_inventory(
+        server, username, "down", [(t, item.id) for t, item in zip(targets, items, strict=True)]
+    )
     found: list[bool] = []
     for target, item in zip(targets, items, strict=True):
         try:
@@ -228,8 +247,10 @@ def already_there(journal: Journal, server: str, username: str, items: Sequence[
         same = False
         if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == item.size:
             record = known.get((target, item.id))
-            if record is not None and record.mtime_ns == st.st_mtime_ns and (
-                item.checksum is None or record.checksum in (None, item.checksum)
+            if (
+                record is not None
+                and record.mtime_ns == st.st_mtime_ns
+                and (item.checksum is None or record.checksum in (None, item.checksum))
             ):
                 same = True
             elif item.checksum is not None and local_checksum(Path(target)) == item.checksum:
@@ -266,8 +287,7 @@ def plan_downloads(
     skipped: list[NewFile] = []
     for target, item, same in zip(targets, items, identical, strict=True):
         status = FileState.SKIPPED if same else FileState.PLANNED
-        row = NewFile(target, item.filename, item.size, None, data_id=item.id, checksum=item.checksum,
-                      status=status)
+        row = NewFile(target, item.filename, item.size, None, data_id=item.id, checksum=item.checksum, status=status)
         rows.append(row)
         if status is FileState.SKIPPED:
             skipped.append(row)

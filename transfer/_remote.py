@@ -30,8 +30,7 @@ async def describe(client: FlowClient, ids: Sequence[str]) -> list[RemoteData]:
             continue
         items.append(remote_data(info, data_id))
     if missing:
-        raise NotFoundError(f"no readable data with id {', '.join(missing)} (unknown, or not shared with you)",
-                            404)
+        raise NotFoundError(f"no readable data with id {', '.join(missing)} (unknown, or not shared with you)", 404)
     return items
 
 
@@ -49,8 +48,9 @@ async def search(
     items: list[RemoteData] = []
     page = 1
     while True:
-        answer = await client.json_request("GET", "/data/search", rate_class="search",
-                                           params={**params, "page": str(page)})
+        answer = await client.json_request(
+            "GET", "/data/search", rate_class="search", params={**params, "page": str(page)}
+        )
         data = answer.get("data")
         total = answer.get("count")
         if not isinstance(data, list) or not isinstance(total, int):

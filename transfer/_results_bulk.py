@@ -58,9 +58,15 @@ async def run_results_bulk(
     job_timeout: float | None = None,
 ) -> list[TransferReport]:
     """See :meth:`Flowxfer.bulk_executions`. One report per transfer run (one to three)."""
-    common: dict[str, Any] = {"output_dir": output_dir, "layout": layout, "wait": wait,
-                              "partial_results": partial_results, "poll_interval": poll_interval,
-                              "max_wait": max_wait, "force": force}
+    common: dict[str, Any] = {
+        "output_dir": output_dir,
+        "layout": layout,
+        "wait": wait,
+        "partial_results": partial_results,
+        "poll_interval": poll_interval,
+        "max_wait": max_wait,
+        "force": force,
+    }
     first = await run_execution_download(runner, execution_ids, archive=mode, **common)
     reports = [first]
     archived: list[list[Any]] = first.extra.get("archived") or []
@@ -68,15 +74,25 @@ async def run_results_bulk(
         return reports
     runner.emit(Notice(f"{len(archived)} output(s) to fetch as one archive"))
     known = [RemoteData(str(i), str(f), int(s), c) for i, f, s, c, _ in archived]
-    archive = await run_bulk(runner, [item.id for item in known], name=name or DEFAULT_RESULTS_ARCHIVE,
-                             output_dir=output_dir,
-                             known=known, placements=[(str(f), str(t)) for _, f, _, _, t in archived],
-                             poll_interval=job_poll_interval, job_timeout=job_timeout)
+    archive = await run_bulk(
+        runner,
+        [item.id for item in known],
+        name=name or DEFAULT_RESULTS_ARCHIVE,
+        output_dir=output_dir,
+        known=known,
+        placements=[(str(f), str(t)) for _, f, _, _, t in archived],
+        poll_interval=job_poll_interval,
+        job_timeout=job_timeout,
+    )
     reports.append(archive)
     unplaced = archive.extra.get("unplaced") or []
     if archive.status == "completed" and unplaced and not runner.stopping:
-        runner.emit(Notice(f"{len(unplaced)} output(s) were not in the archive under the names expected; "
-                           "downloading them one by one"))
+        runner.emit(
+            Notice(
+                f"{len(unplaced)} output(s) were not in the archive under the names expected; "
+                "downloading them one by one"
+            )
+        )
         # Not forced: what the archive placed is in the inventory and skipped; only the missing come.
         reports.append(await run_execution_download(runner, execution_ids, **{**common, "force": False}))
     return reports

@@ -41,16 +41,16 @@ async def resume_plan(runner: Runner, transfer_id: str | None = None) -> list[Tr
     """See :meth:`Flowxfer.resume_plan`."""
     journal = await runner.journal()
     if transfer_id is None:
-        return [r for r in await anyio.to_thread.run_sync(journal.unfinished_transfers)
-                if r.server == runner.base_url]
+        return [r for r in await anyio.to_thread.run_sync(journal.unfinished_transfers) if r.server == runner.base_url]
     matches = await anyio.to_thread.run_sync(journal.find_transfers, transfer_id)
     if not matches:
         raise UsageError(f"no transfer {transfer_id!r} in the journal {journal.path}")
     if len(matches) > 1:
         raise UsageError(f"{transfer_id!r} is ambiguous: {', '.join(m.id for m in matches)}")
     if matches[0].server != runner.base_url:
-        raise UsageError(f"transfer {matches[0].id} belongs to {matches[0].server}; "
-                         f"pass --base-url {matches[0].server}")
+        raise UsageError(
+            f"transfer {matches[0].id} belongs to {matches[0].server}; pass --base-url {matches[0].server}"
+        )
     return matches
 
 
@@ -58,28 +58,59 @@ async def resume_record(runner: Runner, record: TransferRecord) -> TransferRepor
     """See :meth:`Flowxfer.resume_record`."""
     params, state, tid = record.params, record.state, record.id
     if record.kind == "upload":
-        return await run_upload(runner, params["paths"], data_type=params.get("data_type"),
-                                force=bool(state.get("force")), transfer_id=tid)
+        return await run_upload(
+            runner, params["paths"], data_type=params.get("data_type"), force=bool(state.get("force")), transfer_id=tid
+        )
     if record.kind == "download":
-        return await run_download(runner, params.get("ids", []), filename=params.get("filename"),
-                                  pattern=params.get("pattern"), owned=bool(params.get("owned")),
-                                  output_dir=params["output_dir"], transfer_id=tid)
+        return await run_download(
+            runner,
+            params.get("ids", []),
+            filename=params.get("filename"),
+            pattern=params.get("pattern"),
+            owned=bool(params.get("owned")),
+            output_dir=params["output_dir"],
+            transfer_id=tid,
+        )
     if record.kind == "bulk":
-        return await run_bulk(runner, params["ids"], name=params.get("name"), output_dir=params["output_dir"],
-                              extract=bool(params.get("extract")), transfer_id=tid)
+        return await run_bulk(
+            runner,
+            params["ids"],
+            name=params.get("name"),
+            output_dir=params["output_dir"],
+            extract=bool(params.get("extract")),
+            transfer_id=tid,
+        )
     if record.kind == "results":
         return await run_execution_download(
-            runner, params["executions"], output_dir=params["output_dir"], layout=params["layout"],
-            partial_results=bool(params.get("partial")), wait=bool(state.get("wait")),
-            poll_interval=float(state.get("poll_interval") or DEFAULT_POLL_INTERVAL), transfer_id=tid)
+            runner,
+            params["executions"],
+            output_dir=params["output_dir"],
+            layout=params["layout"],
+            partial_results=bool(params.get("partial")),
+            wait=bool(state.get("wait")),
+            poll_interval=float(state.get("poll_interval") or DEFAULT_POLL_INTERVAL),
+            transfer_id=tid,
+        )
     if record.kind == "samples":
-        return await upload_samples(runner, sheet=params.get("sheet"), sample=params.get("sample"),
-                                    run=params.get("run"), sample_type=params["sample_type"],
-                                    skip_invalid=bool(params.get("skip_invalid")),
-                                    stop_on_error=bool(params.get("stop_on_error")), transfer_id=tid)
+        return await upload_samples(
+            runner,
+            sheet=params.get("sheet"),
+            sample=params.get("sample"),
+            run=params.get("run"),
+            sample_type=params["sample_type"],
+            skip_invalid=bool(params.get("skip_invalid")),
+            stop_on_error=bool(params.get("stop_on_error")),
+            transfer_id=tid,
+        )
     if record.kind == "multiplexed":
-        return await upload_multiplexed(runner, params["reads1"], params.get("reads2"), params["annotation"],
-                                        reject_warnings=bool(params.get("reject_warnings")), transfer_id=tid)
+        return await upload_multiplexed(
+            runner,
+            params["reads1"],
+            params.get("reads2"),
+            params["annotation"],
+            reject_warnings=bool(params.get("reject_warnings")),
+            transfer_id=tid,
+        )
     if record.kind == "sync":
         return await run_sync(runner, params["root"], SyncOptions.from_params(params), transfer_id=tid)
     raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

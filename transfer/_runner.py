@@ -61,8 +61,13 @@ class Runner:
     :param open_journal: opens the journal on first use (``login`` never needs one).
     """
 
-    def __init__(self, base_url: str, config: TransferConfig, events: ProgressCallback,
-                 open_journal: Callable[[], Awaitable[Journal]]) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        config: TransferConfig,
+        events: ProgressCallback,
+        open_journal: Callable[[], Awaitable[Journal]],
+    ) -> None:
         self.base_url = base_url
         self.config = config
         self.events = events
@@ -117,8 +122,9 @@ class Runner:
             with anyio.move_on_after(seconds):
                 await self._stop_event.wait()
         if self._stopping:
-            raise StopRequested("stopped while waiting (for rate-limit budget, or to retry); "
-                                "the journal holds where it stopped")
+            raise StopRequested(
+                "stopped while waiting (for rate-limit budget, or to retry); the journal holds where it stopped"
+            )
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop taking new work; in-flight requests get ``grace_period`` to finish.
@@ -166,34 +172,56 @@ class Runner:
         held: list[Lease] = []
         try:
             for key in leases:
-                held.append(await anyio.to_thread.run_sync(
-                    partial(journal.acquire_lease, key, what=what, stale_after=self.config.lease_stale_after)))
+                held.append(
+                    await anyio.to_thread.run_sync(
+                        partial(journal.acquire_lease, key, what=what, stale_after=self.config.lease_stale_after)
+                    )
+                )
             if transfer_id is not None:
                 record, lease = await anyio.to_thread.run_sync(
-                    partial(journal.reopen_transfer, transfer_id, what=what,
-                            stale_after=self.config.lease_stale_after))
+                    partial(journal.reopen_transfer, transfer_id, what=what, stale_after=self.config.lease_stale_after)
+                )
                 resumed = True
             else:
-                record, lease, resumed = await anyio.to_thread.run_sync(partial(
-                    journal.begin_transfer, kind, server, username, params,
-                    params_key(kind, server, username, params), what=what,
-                    stale_after=self.config.lease_stale_after))
+                record, lease, resumed = await anyio.to_thread.run_sync(
+                    partial(
+                        journal.begin_transfer,
+                        kind,
+                        server,
+                        username,
+                        params,
+                        params_key(kind, server, username, params),
+                        what=what,
+                        stale_after=self.config.lease_stale_after,
+                    )
+                )
         except LeaseHeld as exc:
             for other in held:
                 await anyio.to_thread.run_sync(other.release)
             raise AlreadyRunning(str(exc)) from None
         held.append(lease)
         if extra_state:
-            record = dataclasses.replace(record, state=await anyio.to_thread.run_sync(
-                partial(journal.update_transfer_state, record.id, **extra_state)))
+            record = dataclasses.replace(
+                record,
+                state=await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state)),
+            )
 
         client.limiter.store = partial(journal.update_buckets, server, username)
         writer = JournalWriter(journal, self.config.journal_flush_interval, self.config.journal_flush_events)
         ctx = TransferContext(
-            transfer_id=record.id, client=client, journal=journal, writer=writer, config=self.config,
-            capabilities=capabilities, budget=ByteBudget(self.config.byte_budget), events=self.emit,
-            server=server, username=username, stopping=lambda: self._stopping,
-            read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None, feed=feed,
+            transfer_id=record.id,
+            client=client,
+            journal=journal,
+            writer=writer,
+            config=self.config,
+            capabilities=capabilities,
+            budget=ByteBudget(self.config.byte_budget),
+            events=self.emit,
+            server=server,
+            username=username,
+            stopping=lambda: self._stopping,
+            read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
+            feed=feed,
         )
         started = time.monotonic()
         retries_before = client.retries
@@ -205,8 +233,17 @@ class Runner:
                 await anyio.to_thread.run_sync(journal.reset_interrupted_files, record.id)
             await plan(ctx, record, resumed)
             summary = await anyio.to_thread.run_sync(journal.summary, record.id)
-            self.emit(TransferStarted(record.id, kind, summary.files_total, summary.bytes_total, resumed,
-                                      summary.files_finished, summary.bytes_done + summary.bytes_skipped))
+            self.emit(
+                TransferStarted(
+                    record.id,
+                    kind,
+                    summary.files_total,
+                    summary.bytes_total,
+                    resumed,
+                    summary.files_finished,
+                    summary.bytes_done + summary.bytes_skipped,
+                )
+            )
             await self._work(ctx, work, held)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other
@@ -273,7 +310,8 @@ class Runner:
             after = 0
             while not self._stopping:
                 page = await anyio.to_thread.run_sync(
-                    partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500))
+                    partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500)
+                )
                 if not page:
                     return
                 after = page[-1].id
@@ -281,7 +319,7 @@ class Runner:
                     page = [record for record in page if ctx.feed(record)]
                 group = ctx.config.concurrency
                 for start in range(0, len(page), group):
-                    records = page[start:start + group]
+                    records = page[start : start + group]
                     if ctx.read_ahead is not None and not self._stopping:
                         await ctx.read_ahead.read(records)
                     for record in records:
@@ -309,15 +347,21 @@ class Runner:
                 except (AuthError, AlreadyRunning):
                     raise
                 except FlowxferError as exc:
-                    ctx.writer.batch.file_state(record.id, FileState.FAILED, error=str(exc)[:1000],
-                                                 attempts=record.attempts + 1,
-                                                 extra={**record.extra, "error_kind": exc.kind})
+                    ctx.writer.batch.file_state(
+                        record.id,
+                        FileState.FAILED,
+                        error=str(exc)[:1000],
+                        attempts=record.attempts + 1,
+                        extra={**record.extra, "error_kind": exc.kind},
+                    )
                     ctx.writer.added()
-                    self.emit(FileFinished(record.local_path, record.remote_name, "failed", record.size,
-                                            record.data_id, str(exc)))
+                    self.emit(
+                        FileFinished(
+                            record.local_path, record.remote_name, "failed", record.size, record.data_id, str(exc)
+                        )
+                    )
                     continue
-                self.emit(FileFinished(result.path, result.filename, result.status, result.size, result.id,
-                                        None))
+                self.emit(FileFinished(result.path, result.filename, result.status, result.size, result.id, None))
 
     async def _grace_watchdog(self, scope: anyio.CancelScope) -> None:
         await self._stop_event.wait()
@@ -350,13 +394,15 @@ class Runner:
             files = []
             kinds: dict[str, int] = {}
             for row in journal.iter_files(record.id):
-                status = row.status.value if row.status in (FileState.DONE, FileState.SKIPPED,
-                                                            FileState.FAILED) else "pending"
+                status = (
+                    row.status.value
+                    if row.status in (FileState.DONE, FileState.SKIPPED, FileState.FAILED)
+                    else "pending"
+                )
                 path = row.local_path
                 files.append(FileReport(path, row.data_id, row.remote_name, row.size, status, row.error))
                 if status == "failed":
-                    kinds[row.extra.get("error_kind", "other")] = kinds.get(row.extra.get("error_kind", "other"),
-                                                                            0) + 1
+                    kinds[row.extra.get("error_kind", "other")] = kinds.get(row.extra.get("error_kind", "other"), 0) + 1
             return files, kinds, journal.get_transfer(record.id)
 
         files, kinds, final = await anyio.to_thread.run_sync(collect)

@@ -170,4 +170,3 @@ class TransferContext:
         if limit:
             size = min(size, limit)
         return max(1, size)
-

@@ -62,15 +62,23 @@ async def upload_samples(
     return await run_samples(runner, plan, rows, params, transfer_id=transfer_id, stop_on_error=stop_on_error)
 
 
-def _file_entry(sample: PlannedSample, position: int, planned: PlannedFile, status: FileState,
-                data_id: str | None) -> NewFile:
+def _file_entry(
+    sample: PlannedSample, position: int, planned: PlannedFile, status: FileState, data_id: str | None
+) -> NewFile:
     """A sample's file as a journal row; a merged file keeps its parts and their identity."""
     parts = [[p.path, p.size, p.mtime_ns] for p in planned.parts]
     extra: dict[str, Any] = {"sample": sample.row, "position": position, "label": planned.label, "parts": parts}
     if len(planned.parts) > 1:
         extra["identity"] = concat_identity(planned.parts)
-    return NewFile(";".join(p.path for p in planned.parts), planned.filename, planned.size,
-                   max(p.mtime_ns for p in planned.parts), data_id=data_id, status=status, extra=extra)
+    return NewFile(
+        ";".join(p.path for p in planned.parts),
+        planned.filename,
+        planned.size,
+        max(p.mtime_ns for p in planned.parts),
+        data_id=data_id,
+        status=status,
+        extra=extra,
+    )
 
 
 async def run_samples(
@@ -92,23 +100,32 @@ async def run_samples(
 
     async def plan_journal(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         journal = ctx.journal
-        known = await anyio.to_thread.run_sync(partial(
-            journal.lookup_samples, ctx.server, ctx.username, [s.name for s in plan.samples]))
+        known = await anyio.to_thread.run_sync(
+            partial(journal.lookup_samples, ctx.server, ctx.username, [s.name for s in plan.samples])
+        )
         samples: list[NewSample] = []
         files: list[NewFile] = []
         for sample in plan.samples:
             found = known.get(sample.name)
             state = SampleState.SKIPPED if found else SampleState.PLANNED
-            samples.append(NewSample(sample.row, sample.name, dict(sample.fields), state,
-                                     found.sample_id if found else None))
+            samples.append(
+                NewSample(sample.row, sample.name, dict(sample.fields), state, found.sample_id if found else None)
+            )
             ids = list(found.data_ids) if found else []
             for position, planned in enumerate(sample.files):
-                files.append(_file_entry(sample, position, planned,
-                                         FileState.SKIPPED if found else FileState.PLANNED,
-                                         ids[position] if position < len(ids) else None))
-        samples += [NewSample(row, names.get(row, ""), {}, SampleState.INVALID,
-                              error="; ".join(problems_of.get(row, [])))
-                    for row in sorted(plan.invalid_rows)]
+                files.append(
+                    _file_entry(
+                        sample,
+                        position,
+                        planned,
+                        FileState.SKIPPED if found else FileState.PLANNED,
+                        ids[position] if position < len(ids) else None,
+                    )
+                )
+        samples += [
+            NewSample(row, names.get(row, ""), {}, SampleState.INVALID, error="; ".join(problems_of.get(row, [])))
+            for row in sorted(plan.invalid_rows)
+        ]
         # A resumed transfer keeps its rows (the fields as sent); rows new in the sheet join it,
         # and what was not sent yet takes the sheet and the disk as they are now.
         await anyio.to_thread.run_sync(journal.add_samples, record.id, samples)
@@ -121,12 +138,17 @@ async def run_samples(
         summary = await anyio.to_thread.run_sync(journal.summary, record.id)
         runner.emit(FilesPlanned(summary.files_total, summary.bytes_total))
         made = await anyio.to_thread.run_sync(journal.samples_of, record.id)
-        runner.emit(SamplesPlanned(sum(s.status is not SampleState.INVALID for s in made),
-                                   sum(s.status in (SampleState.DONE, SampleState.SKIPPED) for s in made)))
+        runner.emit(
+            SamplesPlanned(
+                sum(s.status is not SampleState.INVALID for s in made),
+                sum(s.status in (SampleState.DONE, SampleState.SKIPPED) for s in made),
+            )
+        )
         for sample_record in made:
             if sample_record.status is SampleState.SKIPPED:
-                runner.emit(SampleFinished(sample_record.row, sample_record.name, "skipped",
-                                           sample_record.sample_id, None))
+                runner.emit(
+                    SampleFinished(sample_record.row, sample_record.name, "skipped", sample_record.sample_id, None)
+                )
 
     fed: set[int] = set()
 
@@ -167,8 +189,7 @@ def _replan_unsent(journal: Journal, transfer_id: str, samples: Sequence[NewSamp
     began is left alone: the server may have made it, and it is looked for.
     """
     records = list(journal.iter_files(transfer_id))
-    began = {int(r.extra.get("sample", -1)) for r in records
-             if r.data_id or r.bytes_done or r.status is FileState.DONE}
+    began = {int(r.extra.get("sample", -1)) for r in records if r.data_id or r.bytes_done or r.status is FileState.DONE}
     wanted = {s.row: s for s in samples}
     leave: set[int] = set()
     for current in journal.samples_of(transfer_id):
@@ -179,8 +200,9 @@ def _replan_unsent(journal: Journal, transfer_id: str, samples: Sequence[NewSamp
         if new is None or current.row in began:
             continue
         if current.status is SampleState.INVALID and new.status is not SampleState.INVALID:
-            journal.update_sample(transfer_id, current.row, status=new.status, fields=new.fields,
-                                  sample_id=new.sample_id, error=None)
+            journal.update_sample(
+                transfer_id, current.row, status=new.status, fields=new.fields, sample_id=new.sample_id, error=None
+            )
         elif new.status is SampleState.SKIPPED:
             journal.update_sample(transfer_id, current.row, status=SampleState.SKIPPED, sample_id=new.sample_id)
             for record in records:
@@ -191,24 +213,43 @@ def _replan_unsent(journal: Journal, transfer_id: str, samples: Sequence[NewSamp
     by_path = {f.local_path: f for f in files if f.status is FileState.PLANNED}
     for record in records:
         new_file = by_path.get(record.local_path)
-        if (new_file is None or int(record.extra.get("sample", -1)) in leave
-                or record.status in (FileState.DONE, FileState.SKIPPED)
-                or record.extra.get("parts") == new_file.extra["parts"]):
+        if (
+            new_file is None
+            or int(record.extra.get("sample", -1)) in leave
+            or record.status in (FileState.DONE, FileState.SKIPPED)
+            or record.extra.get("parts") == new_file.extra["parts"]
+        ):
             continue
-        journal.set_file(record.id, size=new_file.size, mtime_ns=new_file.mtime_ns,
-                         extra={**new_file.extra}, data_id=None, bytes_done=0, chunk_size=0)
+        journal.set_file(
+            record.id,
+            size=new_file.size,
+            mtime_ns=new_file.mtime_ns,
+            extra={**new_file.extra},
+            data_id=None,
+            bytes_done=0,
+            chunk_size=0,
+        )
 
 
 def sample_reports(journal: Journal, transfer_id: str) -> list[dict[str, Any]]:
     """The ``samples`` of the JSON document (``samples.md``), from the journal (blocking)."""
     by_row: dict[int, list[dict[str, Any]]] = {}
     for record in journal.iter_files(transfer_id):
-        status = record.status.value if record.status in (FileState.DONE, FileState.SKIPPED,
-                                                           FileState.FAILED) else "pending"
+        status = (
+            record.status.value if record.status in (FileState.DONE, FileState.SKIPPED, FileState.FAILED) else "pending"
+        )
         by_row.setdefault(int(record.extra.get("sample", -1)), []).append(
-            {"path": record.local_path, "id": record.data_id, "size": record.size, "status": status})
+            {"path": record.local_path, "id": record.data_id, "size": record.size, "status": status}
+        )
     shown = {SampleState.PLANNED: "pending", SampleState.ACTIVE: "pending"}
-    return [{"row": s.row, "name": s.name, "id": s.sample_id, "status": shown.get(s.status, s.status.value),
-             "files": by_row.get(s.row, []), "error": s.error}
-            for s in journal.samples_of(transfer_id)]
-
+    return [
+        {
+            "row": s.row,
+            "name": s.name,
+            "id": s.sample_id,
+            "status": shown.get(s.status, s.status.value),
+            "files": by_row.get(s.row, []),
+            "error": s.error,
+        }
+        for s in journal.samples_of(transfer_id)
+    ]

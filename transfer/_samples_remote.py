@@ -24,8 +24,15 @@ from ._catalog import Catalog, attributes_with_options
 from ._client import FlowClient
 from ._errors import NotFoundError, ProtocolError, RejectedError
 
-__all__ = ["FoundSample", "LostFinal", "data_of_samples", "fetch_catalog", "find_made_sample", "owned_projects",
-           "sample_data"]
+__all__ = [
+    "FoundSample",
+    "LostFinal",
+    "data_of_samples",
+    "fetch_catalog",
+    "find_made_sample",
+    "owned_projects",
+    "sample_data",
+]
 
 #: Slack on the clock when a sample's ``created`` is compared with when we began to send it.
 _CLOCK_SLACK = 120.0
@@ -40,8 +47,10 @@ async def fetch_catalog(client: FlowClient) -> Catalog:
     """Sample types, attributes (with the options of closed ones), organisms and the caller's projects."""
     types = await client.json_value("/samples/types")
     metadata = await client.json_value("/samples/metadata")
-    options = {identifier: await client.json_value(f"/samples/metadata/{quote(identifier, safe='')}/options")
-               for identifier in attributes_with_options(metadata)}
+    options = {
+        identifier: await client.json_value(f"/samples/metadata/{quote(identifier, safe='')}/options")
+        for identifier in attributes_with_options(metadata)
+    }
     organisms = await client.json_value("/organisms")
     return Catalog.from_api(types, metadata, options, organisms, await owned_projects(client))
 
@@ -142,8 +151,7 @@ def _matches(lost: LostFinal, data: Sequence[dict[str, Any]], ids: Sequence[str]
         return lost.last_data_id in ids
     if lost.first_data_id is not None:
         return bool(ids) and ids[0] == lost.first_data_id
-    return (len(data) == 1 and data[0].get("filename") == lost.filename
-            and data[0].get("size") == lost.size)
+    return len(data) == 1 and data[0].get("filename") == lost.filename and data[0].get("size") == lost.size
 
 
 async def _named(client: FlowClient, name: str) -> list[dict[str, Any]]:
@@ -151,14 +159,17 @@ async def _named(client: FlowClient, name: str) -> list[dict[str, Any]]:
     found = await _pages(client, "/samples/search", "samples", {"owned": "true", "name": name}, rate_class="search")
     return [item for item in found if item.get("name") == name and item.get("id") is not None]
 
-async def _pages(client: FlowClient, path: str, key: str, params: dict[str, str], rate_class: str = "api"
-                 ) -> list[dict[str, Any]]:
+
+async def _pages(
+    client: FlowClient, path: str, key: str, params: dict[str, str], rate_class: str = "api"
+) -> list[dict[str, Any]]:
     """Every item of a page-numbered listing (``page``/``count``, 100 a page)."""
     items: list[dict[str, Any]] = []
     page = 1
     while True:
-        answer = await client.json_request("GET", path, rate_class=rate_class,
-                                           params={**params, "count": "100", "page": str(page)})
+        answer = await client.json_request(
+            "GET", path, rate_class=rate_class, params={**params, "count": "100", "page": str(page)}
+        )
         listed, total = answer.get(key), answer.get("count")
         if not isinstance(listed, list) or not isinstance(total, int):
             raise ProtocolError(f"{path}: malformed answer")
@@ -168,8 +179,9 @@ async def _pages(client: FlowClient, path: str, key: str, params: dict[str, str]
         page += 1
 
 
-async def data_of_samples(client: FlowClient, samples: Sequence[str] = (), projects: Sequence[str] = (),
-                          *, raw_only: bool = False) -> list[str]:
+async def data_of_samples(
+    client: FlowClient, samples: Sequence[str] = (), projects: Sequence[str] = (), *, raw_only: bool = False
+) -> list[str]:
     """The ids of every data file of these samples, and of every sample of these projects (``download --sample``).
 
     Every file related to a sample, as hosted Flow's ``GET /samples/<id>/data``
@@ -193,14 +205,18 @@ async def data_of_samples(client: FlowClient, samples: Sequence[str] = (), proje
             if name is None:
                 missing.append(f"project {project}")
                 continue
-            found = await _pages(client, "/samples/search", "samples", {"owned": "true", "project": name},
-                                 rate_class="search")
+            found = await _pages(
+                client, "/samples/search", "samples", {"owned": "true", "project": name}, rate_class="search"
+            )
             sample_ids += [str(item["id"]) for item in found if item.get("project_name") == name]
     ids: list[str] = []
     for sample_id in dict.fromkeys(sample_ids):
         try:
-            data = await (sample_data(client, sample_id) if raw_only else
-                          _pages(client, f"/samples/{quote(sample_id, safe='')}/data", "data", {}))
+            data = await (
+                sample_data(client, sample_id)
+                if raw_only
+                else _pages(client, f"/samples/{quote(sample_id, safe='')}/data", "data", {})
+            )
         except NotFoundError:
             missing.append(f"sample {sample_id}")
             continue

@@ -29,8 +29,9 @@ from ._validate import SamplePlan, look_at_disk, paths_to_look_at, plan_samples
 __all__ = ["check_samples", "check_sheet", "one_sample_row", "run_input", "sheet_input"]
 
 
-async def check_samples(runner: Runner, rows: Sequence[SheetRow], sample_type: str, *,
-                        sheet_problems: Sequence[Problem] = ()) -> SamplePlan:
+async def check_samples(
+    runner: Runner, rows: Sequence[SheetRow], sample_type: str, *, sheet_problems: Sequence[Problem] = ()
+) -> SamplePlan:
     """Every row against the server's catalog and the disk (metadata requests only, nothing sent)."""
     client = runner.require_login()
     catalog = await fetch_catalog(client)
@@ -38,15 +39,28 @@ async def check_samples(runner: Runner, rows: Sequence[SheetRow], sample_type: s
     return plan_samples(rows, sample_type, catalog, disk, sheet_problems=sheet_problems)
 
 
-def one_sample_row(name: str, reads1: str | os.PathLike[str], reads2: str | os.PathLike[str] | None = None, *,
-                   project: str | None = None, organism: str | None = None,
-                   metadata: Mapping[str, str] | None = None) -> SheetRow:
+def one_sample_row(
+    name: str,
+    reads1: str | os.PathLike[str],
+    reads2: str | os.PathLike[str] | None = None,
+    *,
+    project: str | None = None,
+    organism: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> SheetRow:
     """``samples upload``'s one sample as a sheet row (``<id>__annotation`` keys are annotations)."""
     plain, annotations = _split_metadata(metadata or {})
     cwd = Path.cwd()
-    return SheetRow(1, name, ReadsCell.parse(os.fspath(reads1), cwd),
-                    ReadsCell.parse(os.fspath(reads2), cwd) if reads2 else None,
-                    project or None, organism or None, plain, annotations)
+    return SheetRow(
+        1,
+        name,
+        ReadsCell.parse(os.fspath(reads1), cwd),
+        ReadsCell.parse(os.fspath(reads2), cwd) if reads2 else None,
+        project or None,
+        organism or None,
+        plain,
+        annotations,
+    )
 
 
 def run_input(run: Mapping[str, Any]) -> tuple[RunScan, list[SheetRow], dict[str, Any]]:
@@ -60,21 +74,32 @@ def run_input(run: Mapping[str, Any]) -> tuple[RunScan, list[SheetRow], dict[str
     scan.check()
     metadata = dict(run.get("metadata") or {})
     plain, annotations = _split_metadata(metadata)
-    rows = [dataclasses.replace(row, metadata=plain, annotations=annotations)
-            for row in sheet_rows(scan, project=run.get("project"), organism=run.get("organism"))]
-    params = {"run": {"root": root, "sample_sheet": run.get("sample_sheet"), "lanes": lanes,
-                      "project": run.get("project"), "organism": run.get("organism"), "metadata": metadata}}
+    rows = [
+        dataclasses.replace(row, metadata=plain, annotations=annotations)
+        for row in sheet_rows(scan, project=run.get("project"), organism=run.get("organism"))
+    ]
+    params = {
+        "run": {
+            "root": root,
+            "sample_sheet": run.get("sample_sheet"),
+            "lanes": lanes,
+            "project": run.get("project"),
+            "organism": run.get("organism"),
+            "metadata": metadata,
+        }
+    }
     return scan, rows, params
 
 
 def _split_metadata(values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """``<id>`` values and ``<id>__annotation`` texts apart, as a sheet's columns hold them."""
-    annotations = {k[:-len(ANNOTATION_SUFFIX)]: v for k, v in values.items() if k.endswith(ANNOTATION_SUFFIX)}
+    annotations = {k[: -len(ANNOTATION_SUFFIX)]: v for k, v in values.items() if k.endswith(ANNOTATION_SUFFIX)}
     return {k: v for k, v in values.items() if not k.endswith(ANNOTATION_SUFFIX)}, annotations
 
 
-def sheet_input(sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] | None,
-                run: Mapping[str, Any] | None = None) -> tuple[list[SheetRow], tuple[Problem, ...], dict[str, Any]]:
+def sheet_input(
+    sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] | None, run: Mapping[str, Any] | None = None
+) -> tuple[list[SheetRow], tuple[Problem, ...], dict[str, Any]]:
     """The rows to send and the journal parameters that name them: a sheet's, one sample's or a run's (blocking).
 
     :raises SheetError: the sheet cannot be read (not CSV, not UTF-8, ...).
@@ -89,17 +114,25 @@ def sheet_input(sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] 
         parsed = parse_sheet(path)
         return list(parsed.rows), parsed.problems, {"sheet": str(path)}
     assert sample is not None
-    resolved = {**sample, "reads1": os.path.abspath(sample["reads1"]),
-                "reads2": os.path.abspath(sample["reads2"]) if sample.get("reads2") else None}
-    row = one_sample_row(resolved["name"], resolved["reads1"], resolved["reads2"],
-                         project=resolved.get("project"), organism=resolved.get("organism"),
-                         metadata=resolved.get("metadata"))
+    resolved = {
+        **sample,
+        "reads1": os.path.abspath(sample["reads1"]),
+        "reads2": os.path.abspath(sample["reads2"]) if sample.get("reads2") else None,
+    }
+    row = one_sample_row(
+        resolved["name"],
+        resolved["reads1"],
+        resolved["reads2"],
+        project=resolved.get("project"),
+        organism=resolved.get("organism"),
+        metadata=resolved.get("metadata"),
+    )
     return [row], (), {"sample": resolved}
 
 
-
-async def check_sheet(runner: Runner, sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] | None,
-                      sample_type: str) -> SamplePlan:
+async def check_sheet(
+    runner: Runner, sheet: str | os.PathLike[str] | None, sample: Mapping[str, Any] | None, sample_type: str
+) -> SamplePlan:
     """A sheet's rows, or one sample, checked (see :meth:`Flowxfer.check_samples`); nothing sent."""
     rows, problems, _ = await anyio.to_thread.run_sync(sheet_input, sheet, sample)
     return await check_samples(runner, rows, sample_type, sheet_problems=problems)

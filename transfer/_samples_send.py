@@ -55,8 +55,13 @@ _FATAL = (AuthError, AlreadyRunning, BudgetExhausted, StopRequested)
 def _sample_file(record: FileRecord) -> SampleFile:
     """A sample's file as a watcher needs it: which sample its bytes count for, and how far it is."""
     finished = record.status is FileState.DONE
-    return SampleFile(record.local_path, str(record.extra.get("label", "")), record.size,
-                      record.size if finished else record.bytes_done, finished)
+    return SampleFile(
+        record.local_path,
+        str(record.extra.get("label", "")),
+        record.size,
+        record.size if finished else record.bytes_done,
+        finished,
+    )
 
 
 def _planned_file(record: FileRecord) -> PlannedFile:
@@ -81,12 +86,14 @@ class SampleSender:
 
     async def _files(self) -> list[FileRecord]:
         journal = self.ctx.journal
-        return [f for f in [await anyio.to_thread.run_sync(journal.get_file, i) for i in self.file_ids]
-                if f is not None]
+        return [
+            f for f in [await anyio.to_thread.run_sync(journal.get_file, i) for i in self.file_ids] if f is not None
+        ]
 
     async def _update(self, **changes: Any) -> None:
-        await anyio.to_thread.run_sync(partial(self.ctx.journal.update_sample, self.ctx.transfer_id, self.row,
-                                               **changes))
+        await anyio.to_thread.run_sync(
+            partial(self.ctx.journal.update_sample, self.ctx.transfer_id, self.row, **changes)
+        )
 
     async def run(self) -> FileReport:
         ctx = self.ctx
@@ -95,26 +102,31 @@ class SampleSender:
         files = await self._files()
         if sample.status in (SampleState.DONE, SampleState.SKIPPED) and sample.sample_id:
             # Made (its id is journaled) before a crash left a file row behind: nothing to send.
-            known = await anyio.to_thread.run_sync(partial(ctx.journal.lookup_samples, ctx.server, ctx.username,
-                                                           [sample.name]))
+            known = await anyio.to_thread.run_sync(
+                partial(ctx.journal.lookup_samples, ctx.server, ctx.username, [sample.name])
+            )
             found = known.get(sample.name)
-            return await self._made(sample, files, FoundSample(sample.sample_id, found.data_ids if found else ()),
-                                    recovered=False)
+            return await self._made(
+                sample, files, FoundSample(sample.sample_id, found.data_ids if found else ()), recovered=False
+            )
         self.runner.emit(SampleStarted(sample.row, sample.name, len(files), tuple(_sample_file(f) for f in files)))
         try:
             return await self._send(sample, files)
         except _FileFailed as failure:
             record, exc = failure.record, failure.error
             message = f"{sample.name}: {exc}"
-            ctx.writer.batch.file_state(record.id, FileState.FAILED, error=str(exc)[:1000],
-                                         attempts=record.attempts + 1,
-                                         extra={**record.extra, "error_kind": exc.kind})
+            ctx.writer.batch.file_state(
+                record.id,
+                FileState.FAILED,
+                error=str(exc)[:1000],
+                attempts=record.attempts + 1,
+                extra={**record.extra, "error_kind": exc.kind},
+            )
             ctx.writer.added()
             await ctx.writer.flush()
             await self._update(status=SampleState.FAILED, error=message[:1000])
             self.runner.emit(SampleFinished(sample.row, sample.name, "failed", None, message))
-            return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "failed",
-                              str(exc))
+            return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "failed", str(exc))
 
     async def _send(self, sample: SampleRecord, files: list[FileRecord]) -> FileReport:
         ctx = self.ctx
@@ -130,7 +142,7 @@ class SampleSender:
             last = position == len(files) - 1
             if not last and record.status is FileState.DONE and record.data_id:
                 # Sent by an earlier run: its id is what the later files name.
-                if previous[position:position + 1] != [record.data_id]:
+                if previous[position : position + 1] != [record.data_id]:
                     previous = previous[:position] + [record.data_id]
                     await self._update(previous_data=previous)
                 continue
@@ -147,8 +159,9 @@ class SampleSender:
             self.runner.emit(FileFinished(record.local_path, record.remote_name, "done", record.size, data_id, None))
         raise AssertionError("a sample without files")  # pragma: no cover
 
-    async def _send_last(self, sample: SampleRecord, files: list[FileRecord], record: FileRecord,
-                         previous: list[str]) -> FileReport:
+    async def _send_last(
+        self, sample: SampleRecord, files: list[FileRecord], record: FileRecord, previous: list[str]
+    ) -> FileReport:
         """Send the file whose final chunk makes the sample; a lost or refused answer is looked for on the server."""
         ctx = self.ctx
         for _ in range(ctx.config.max_attempts):
@@ -172,20 +185,32 @@ class SampleSender:
                     await ctx.writer.flush()
                     found = await self._guarded(record, self._look_for(sample, files, previous, result.data_id))
                     if found is None:
-                        raise _FileFailed(record, ProtocolError(
-                            f"the server holds {record.remote_name} (data {result.data_id}) but made no sample of it"))
+                        raise _FileFailed(
+                            record,
+                            ProtocolError(
+                                f"the server holds {record.remote_name} (data {result.data_id}) "
+                                "but made no sample of it"
+                            ),
+                        )
                 return await self._made(sample, files, found, recovered=result.sample_id is None)
             if found is not None:
                 return await self._made(sample, files, found, recovered=True)
-            ctx.events(Notice(f"{sample.name}: the answer to its final chunk was lost and the server made no "
-                              "sample; sending it again"))
+            ctx.events(
+                Notice(
+                    f"{sample.name}: the answer to its final chunk was lost and the server made no "
+                    "sample; sending it again"
+                )
+            )
             fresh = await anyio.to_thread.run_sync(ctx.journal.get_file, record.id)
             record = fresh or record
-        raise _FileFailed(record, AnswerLost(f"{record.remote_name}: the answer to the final chunk was lost "
-                                             f"{ctx.config.max_attempts} times"))
+        raise _FileFailed(
+            record,
+            AnswerLost(f"{record.remote_name}: the answer to the final chunk was lost {ctx.config.max_attempts} times"),
+        )
 
-    async def _after_loss(self, sample: SampleRecord, files: list[FileRecord],
-                          previous: list[str]) -> FoundSample | None:
+    async def _after_loss(
+        self, sample: SampleRecord, files: list[FileRecord], previous: list[str]
+    ) -> FoundSample | None:
         await self.ctx.writer.flush()  # the last file's data id, if a chunk's answer gave it, is what we ask about
         return await self._guarded(files[-1], self._look_for(sample, files, previous))
 
@@ -194,11 +219,15 @@ class SampleSender:
         self._finished_file(record, result)
         return result.data_id
 
-    async def _upload(self, sample: SampleRecord, record: FileRecord, previous: list[str], *, last: bool
-                      ) -> UploadResult:
+    async def _upload(
+        self, sample: SampleRecord, record: FileRecord, previous: list[str], *, last: bool
+    ) -> UploadResult:
         ctx = self.ctx
-        fields = [("is_last_sample", "true" if last else "false"),
-                  *(("previous_data", data_id) for data_id in previous), *sample.fields.items()]
+        fields = [
+            ("is_last_sample", "true" if last else "false"),
+            *(("previous_data", data_id) for data_id in previous),
+            *sample.fields.items(),
+        ]
         options = UploadOptions(endpoint=SAMPLE_ENDPOINT, fields=tuple(fields), replay_final=not last)
         ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
         try:
@@ -208,8 +237,10 @@ class SampleSender:
                 # Its final chunk never went whole (the change was found reading it), so no sample
                 # was made: the next run plans the file again as it is then.
                 await self._update(started=None)
-            raise _FileFailed(record, SourceChangedError(
-                f"{exc}; no sample is made from a changed file (run again to send it as it is now)")) from None
+            raise _FileFailed(
+                record,
+                SourceChangedError(f"{exc}; no sample is made from a changed file (run again to send it as it is now)"),
+            ) from None
         except (AnswerLost, RejectedError) as exc:
             if last:
                 raise  # the sample may have been made: the caller asks the server
@@ -222,8 +253,14 @@ class SampleSender:
     def _finished_file(self, record: FileRecord, result: UploadResult) -> None:
         ctx = self.ctx
         ctx.counters.verified.add(upload_verification(ctx.capabilities))
-        ctx.writer.batch.file_state(record.id, FileState.DONE, data_id=result.data_id,
-                                     bytes_done=record.size, checksum=result.checksum, error=None)
+        ctx.writer.batch.file_state(
+            record.id,
+            FileState.DONE,
+            data_id=result.data_id,
+            bytes_done=record.size,
+            checksum=result.checksum,
+            error=None,
+        )
         ctx.writer.batch.verify_chunks(record.id)
         ctx.writer.added()
 
@@ -236,31 +273,36 @@ class SampleSender:
         except FlowxferError as exc:
             raise _FileFailed(record, exc) from None
 
-    async def _look_for(self, sample: SampleRecord, files: list[FileRecord], previous: list[str],
-                        last_data_id: str | None = None) -> FoundSample | None:
+    async def _look_for(
+        self, sample: SampleRecord, files: list[FileRecord], previous: list[str], last_data_id: str | None = None
+    ) -> FoundSample | None:
         self.runner.emit(SampleAsking(sample.row, sample.name))
         last = files[-1]
         if last_data_id is None:
             fresh = await anyio.to_thread.run_sync(self.ctx.journal.get_file, last.id)
             last_data_id = fresh.data_id if fresh is not None else None
         first = previous[0] if previous and len(files) > 1 else None
-        lost = LostFinal(sample.name, last_data_id, first, last.remote_name, last.size,
-                         sample.started or time.time())
+        lost = LostFinal(sample.name, last_data_id, first, last.remote_name, last.size, sample.started or time.time())
         return await find_made_sample(self.ctx.client, lost, upload_status=self.ctx.capabilities.upload_status)
 
-    async def _made(self, sample: SampleRecord, files: list[FileRecord], found: FoundSample,
-                    *, recovered: bool) -> FileReport:
+    async def _made(
+        self, sample: SampleRecord, files: list[FileRecord], found: FoundSample, *, recovered: bool
+    ) -> FileReport:
         """The server made the sample: journal its id (and its files' ids), durably, then say so."""
         ctx = self.ctx
         if recovered:
-            self.runner.emit(Notice(f"{sample.name}: the answer that made sample {found.id} was lost; "
-                                    "the server says it was made (nothing sent again)"))
+            self.runner.emit(
+                Notice(
+                    f"{sample.name}: the answer that made sample {found.id} was lost; "
+                    "the server says it was made (nothing sent again)"
+                )
+            )
         for record, data_id in zip(files, found.data_ids, strict=False):
-            ctx.writer.batch.file_state(record.id, FileState.DONE, data_id=data_id,
-                                         bytes_done=record.size, error=None)
+            ctx.writer.batch.file_state(record.id, FileState.DONE, data_id=data_id, bytes_done=record.size, error=None)
         ctx.writer.added()
-        inventory = SampleInventoryRecord(ctx.server, ctx.username, sample.name, found.id, dict(sample.fields),
-                                          found.data_ids)
+        inventory = SampleInventoryRecord(
+            ctx.server, ctx.username, sample.name, found.id, dict(sample.fields), found.data_ids
+        )
         await anyio.to_thread.run_sync(ctx.journal.sample_finished, ctx.transfer_id, self.row, inventory)
         await ctx.writer.flush()
         self.runner.emit(SampleFinished(sample.row, sample.name, "done", found.id, None))

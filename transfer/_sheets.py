@@ -87,8 +87,13 @@ class Problem:
         return f"{prefix}{place}: {self.message}" if place else f"{prefix}{self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"row": self.row, "column": self.column, "value": self.value, "message": self.message,
-                "warning": self.warning}
+        return {
+            "row": self.row,
+            "column": self.column,
+            "value": self.value,
+            "message": self.message,
+            "warning": self.warning,
+        }
 
 
 class SheetError(UsageError):
@@ -206,8 +211,15 @@ def parse_sheet(path: str | os.PathLike[str]) -> Sheet:
     """
     path = Path(path)
     if path.suffix.lower() != ".csv":
-        raise SheetError([Problem(f"a sample sheet must be a .csv file (export the spreadsheet to CSV), "
-                                  f"not {path.suffix or 'a file without extension'}", value=str(path))])
+        raise SheetError(
+            [
+                Problem(
+                    f"a sample sheet must be a .csv file (export the spreadsheet to CSV), "
+                    f"not {path.suffix or 'a file without extension'}",
+                    value=str(path),
+                )
+            ]
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -220,8 +232,9 @@ def parse_sheet(path: str | os.PathLike[str]) -> Sheet:
         # utf-8-sig drops the byte-order mark that Excel's "CSV UTF-8" export writes first.
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SheetError([Problem(f"not UTF-8 text (byte {exc.start}): is it really a CSV?",
-                                  value=str(path))]) from None
+        raise SheetError(
+            [Problem(f"not UTF-8 text (byte {exc.start}): is it really a CSV?", value=str(path))]
+        ) from None
     return parse_sheet_text(text, path.parent.absolute(), path=path)
 
 
@@ -238,8 +251,9 @@ def parse_sheet_text(text: str, base_dir: Path, *, path: Path | None = None) -> 
         list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as exc:
         if "unexpected end of data" in str(exc):
-            raise SheetError([Problem("not valid CSV: a quoted cell is never closed",
-                                      value=str(path) if path else None)]) from None
+            raise SheetError(
+                [Problem("not valid CSV: a quoted cell is never closed", value=str(path) if path else None)]
+            ) from None
     try:
         records = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:  # a cell over csv's field size limit
@@ -254,10 +268,15 @@ def parse_sheet_text(text: str, base_dir: Path, *, path: Path | None = None) -> 
     for number, record in enumerate(records[1:], start=1):
         if not any(cell.strip() for cell in record):
             continue
-        extra = [cell.strip() for cell in record[len(header):] if cell.strip()]
+        extra = [cell.strip() for cell in record[len(header) :] if cell.strip()]
         if extra:
-            problems.append(Problem(f"{len(extra)} more cell(s) than the header has columns (an unquoted "
-                                    "comma in a value?)", row=number, value=extra[0]))
+            problems.append(
+                Problem(
+                    f"{len(extra)} more cell(s) than the header has columns (an unquoted comma in a value?)",
+                    row=number,
+                    value=extra[0],
+                )
+            )
         rows.append(_row(number, header, record, base_dir))
     return Sheet(path, header, tuple(rows), tuple(problems))
 
@@ -313,8 +332,7 @@ def _relative(path: Path, sheet_dir: Path | None) -> str:
         return str(path.absolute())
 
 
-def format_sheet(rows: Iterable[SheetRow], sheet_dir: Path | None, *,
-                 metadata_columns: Sequence[str] = ()) -> str:
+def format_sheet(rows: Iterable[SheetRow], sheet_dir: Path | None, *, metadata_columns: Sequence[str] = ()) -> str:
     """The CSV text of a sample sheet with ``rows``, readable by flowbio and by :func:`parse_sheet`.
 
     Reads paths are written relative to ``sheet_dir`` (the folder the sheet

@@ -36,8 +36,13 @@ READ_AHEAD_PATIENCE = 2.0
 
 def describe_mode(mode: int) -> str:
     """What a non-regular file is, in words, for error messages."""
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -134,7 +139,7 @@ class MemorySource:
     def read(self, offset: int, length: int) -> bytes:
         if offset == 0 and length == self.size:
             return self.data
-        return self.data[offset:offset + length]
+        return self.data[offset : offset + length]
 
     def close(self) -> None:
         pass
@@ -170,8 +175,13 @@ class ReadAhead:
     sends either way.)
     """
 
-    def __init__(self, wanted: Callable[[FileRecord], bool], *, slow: tuple[float, float] = READ_AHEAD_SLOW,
-                 patience: float = READ_AHEAD_PATIENCE) -> None:
+    def __init__(
+        self,
+        wanted: Callable[[FileRecord], bool],
+        *,
+        slow: tuple[float, float] = READ_AHEAD_SLOW,
+        patience: float = READ_AHEAD_PATIENCE,
+    ) -> None:
         self._wanted = wanted
         self._slow = slow
         self._patience = patience
@@ -209,8 +219,11 @@ def _read_small(records: Sequence[FileRecord]) -> dict[int, tuple[int, int | Non
     loaded = {}
     for record in records:
         try:
-            loaded[record.id] = (record.size, record.mtime_ns,
-                                 FileSource(record.local_path, record.size, record.mtime_ns).load())
+            loaded[record.id] = (
+                record.size,
+                record.mtime_ns,
+                FileSource(record.local_path, record.size, record.mtime_ns).load(),
+            )
         except (LocalIOError, SourceChangedError, OSError):
             pass  # its worker reads it again and reports what is wrong
     return loaded

@@ -79,9 +79,18 @@ class SyncPreview:
         return max([*self.waits.values(), self.seconds_bandwidth or 0.0])
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": True, "root": self.root, "ready": self.ready, "waiting_for": self.waiting_for,
-                **self.summary.to_json(), "requests": self.requests, "waits": self.waits, "limits": self.limits,
-                "seconds_bandwidth": self.seconds_bandwidth, "seconds": self.seconds}
+        return {
+            "dry_run": True,
+            "root": self.root,
+            "ready": self.ready,
+            "waiting_for": self.waiting_for,
+            **self.summary.to_json(),
+            "requests": self.requests,
+            "waits": self.waits,
+            "limits": self.limits,
+            "seconds_bandwidth": self.seconds_bandwidth,
+            "seconds": self.seconds,
+        }
 
 
 def _resolve_root(root: str | os.PathLike[str]) -> str:
@@ -110,9 +119,20 @@ async def preview_sync(runner: Runner, root: str | os.PathLike[str], options: Sy
     client = runner.require_login()
     journal = await runner.journal()
     marker = await anyio.to_thread.run_sync(_not_ready, path, options)
-    summary = await anyio.to_thread.run_sync(partial(
-        plan_sync, journal, runner.base_url, client.username, path, options, now=time.time(), rows=None, members=None,
-        skip=_journal_files(journal)))
+    summary = await anyio.to_thread.run_sync(
+        partial(
+            plan_sync,
+            journal,
+            runner.base_url,
+            client.username,
+            path,
+            options,
+            now=time.time(),
+            rows=None,
+            members=None,
+            skip=_journal_files(journal),
+        )
+    )
     requests = {"upload": summary.uploads, "api": summary.uploads * len(options.shares)}
     await runner.adopt_budget(journal)  # what other runs left of the hourly budgets
     limiter = client.limiter
@@ -167,14 +187,24 @@ class _PlannedPacks:
         return plan
 
 
-async def run_sync(runner: Runner, root: str | os.PathLike[str], options: SyncOptions, *,
-                   transfer_id: str | None = None) -> TransferReport:
+async def run_sync(
+    runner: Runner, root: str | os.PathLike[str], options: SyncOptions, *, transfer_id: str | None = None
+) -> TransferReport:
     """Sync a run folder (see :meth:`Flowxfer.sync`)."""
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     marker = await anyio.to_thread.run_sync(_not_ready, path, options)
     if marker is not None:
-        return TransferReport(transfer_id="", kind="sync", status="waiting", files=[], bytes_transferred=0,
-                              bytes_skipped=0, seconds=0.0, retries=0, extra={"waiting_for": marker, "root": path})
+        return TransferReport(
+            transfer_id="",
+            kind="sync",
+            status="waiting",
+            files=[],
+            bytes_transferred=0,
+            bytes_skipped=0,
+            seconds=0.0,
+            retries=0,
+            extra={"waiting_for": marker, "root": path},
+        )
     found = SyncSummary()
     planned = _PlannedPacks(_HANDED_MEMBERS)
 
@@ -192,9 +222,20 @@ async def run_sync(runner: Runner, root: str | os.PathLike[str], options: SyncOp
             planned.keep(path, pack)
 
         try:
-            found = await anyio.to_thread.run_sync(partial(
-                plan_sync, journal, ctx.server, ctx.username, path, options, now=time.time(), rows=rows,
-                members=members, skip=_journal_files(journal)))
+            found = await anyio.to_thread.run_sync(
+                partial(
+                    plan_sync,
+                    journal,
+                    ctx.server,
+                    ctx.username,
+                    path,
+                    options,
+                    now=time.time(),
+                    rows=rows,
+                    members=members,
+                    skip=_journal_files(journal),
+                )
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 # Nothing planned by a failed planning may be worked, now or by a later resume.
@@ -203,23 +244,45 @@ async def run_sync(runner: Runner, root: str | os.PathLike[str], options: SyncOp
         await anyio.to_thread.run_sync(journal.drop_unplanned_files, record.id, generation)
         runner.emit(FilesPlanned(found.files + found.packs, found.bytes))
         if found.waiting:
-            runner.emit(Notice(f"{found.waiting} file(s) not yet stable (--min-age {options.min_age:g} s); "
-                            "a later run uploads them"))
+            runner.emit(
+                Notice(
+                    f"{found.waiting} file(s) not yet stable (--min-age {options.min_age:g} s); "
+                    "a later run uploads them"
+                )
+            )
         if found.deleted:
-            runner.emit(Notice(f"{found.deleted} file(s) uploaded earlier are gone locally (kept on Flow), e.g. "
-                            + ", ".join(found.deleted_examples[:3])))
+            runner.emit(
+                Notice(
+                    f"{found.deleted} file(s) uploaded earlier are gone locally (kept on Flow), e.g. "
+                    + ", ".join(found.deleted_examples[:3])
+                )
+            )
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         return await _sync_one(ctx, record, options, planned)
 
-    report = await runner.run("sync", options.params(path), plan, work, transfer_id=transfer_id,
-                           leases=[f"sync:{path}"], read_ahead=plain_and_unsent)
+    report = await runner.run(
+        "sync",
+        options.params(path),
+        plan,
+        work,
+        transfer_id=transfer_id,
+        leases=[f"sync:{path}"],
+        read_ahead=plain_and_unsent,
+    )
     report.bytes_skipped += found.unchanged_bytes
-    report.extra.update({
-        "root": path, "unchanged": found.unchanged, "unchanged_bytes": found.unchanged_bytes,
-        "packs": found.packs, "packed_files": found.packed_files, "waiting": found.waiting,
-        "deleted_locally": found.deleted, "deleted_examples": found.deleted_examples,
-    })
+    report.extra.update(
+        {
+            "root": path,
+            "unchanged": found.unchanged,
+            "unchanged_bytes": found.unchanged_bytes,
+            "packs": found.packs,
+            "packed_files": found.packed_files,
+            "waiting": found.waiting,
+            "deleted_locally": found.deleted,
+            "deleted_examples": found.deleted_examples,
+        }
+    )
     if report.status == "completed" and not report.files:
         # Nothing to do: leave no trace, or cron every five minutes fills the journal with empty runs.
         journal = await runner.journal()
@@ -232,8 +295,9 @@ def plain_and_unsent(record: FileRecord) -> bool:
     return not record.data_id and "pack" not in record.extra
 
 
-async def _sync_one(ctx: TransferContext, record: FileRecord, options: SyncOptions,
-                    planned: _PlannedPacks) -> FileReport:
+async def _sync_one(
+    ctx: TransferContext, record: FileRecord, options: SyncOptions, planned: _PlannedPacks
+) -> FileReport:
     """Upload one file or tar, grant it to the share targets, then journal it done (in that order)."""
     ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
     manifest = record.extra.get("pack")
@@ -245,26 +309,50 @@ async def _sync_one(ctx: TransferContext, record: FileRecord, options: SyncOptio
         if manifest:
             result = await _upload_pack(ctx, record, str(manifest), options, pack)
         else:
-            record, result = await upload_file(ctx, record, UploadOptions(data_type=options.data_type),
-                                               partial(_check_settled, options))
+            record, result = await upload_file(
+                ctx, record, UploadOptions(data_type=options.data_type), partial(_check_settled, options)
+            )
         if options.shares:
             # Grants follow: make "sent" durable first, so a crash before they are all made
             # resumes with the grants instead of uploading the item again.
-            ctx.writer.batch.update_file(record.id, data_id=result.data_id, checksum=result.checksum,
-                                         bytes_done=record.size, extra={**record.extra, "uploaded": True})
+            ctx.writer.batch.update_file(
+                record.id,
+                data_id=result.data_id,
+                checksum=result.checksum,
+                bytes_done=record.size,
+                extra={**record.extra, "uploaded": True},
+            )
             ctx.writer.added()
             await ctx.writer.flush()
-            record = dataclasses.replace(record, data_id=result.data_id, checksum=result.checksum,
-                                         extra={**record.extra, "uploaded": True})
+            record = dataclasses.replace(
+                record, data_id=result.data_id, checksum=result.checksum, extra={**record.extra, "uploaded": True}
+            )
             record = await _grant(ctx, record, result.data_id, options.shares)
     if manifest:
-        await anyio.to_thread.run_sync(ctx.journal.remember_pack, PackRecord(
-            ctx.server, ctx.username, record.local_path, record.remote_name, str(manifest), result.data_id,
-            record.size, result.checksum, int(record.extra.get("members", 0)),
-            tuple(record.extra.get("superseded", ()))))
+        await anyio.to_thread.run_sync(
+            ctx.journal.remember_pack,
+            PackRecord(
+                ctx.server,
+                ctx.username,
+                record.local_path,
+                record.remote_name,
+                str(manifest),
+                result.data_id,
+                record.size,
+                result.checksum,
+                int(record.extra.get("members", 0)),
+                tuple(record.extra.get("superseded", ())),
+            ),
+        )
         batch = ctx.writer.batch
-        batch.file_state(record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size,
-                          checksum=result.checksum, error=None)
+        batch.file_state(
+            record.id,
+            FileState.DONE,
+            data_id=result.data_id,
+            bytes_done=record.size,
+            checksum=result.checksum,
+            error=None,
+        )
         batch.verify_chunks(record.id)
         ctx.writer.added()
     else:
@@ -280,12 +368,15 @@ def _check_settled(options: SyncOptions, record: FileRecord, st: os.stat_result)
     :raises SourceChangedError: it is still being written; a later run takes it.
     """
     if not stable(st.st_mtime_ns, st.st_ctime_ns, time.time(), options.min_age):
-        raise SourceChangedError(f"{record.local_path} changed since it was planned and has not been "
-                                 f"left alone for --min-age {options.min_age:g} s yet; a later run takes it")
+        raise SourceChangedError(
+            f"{record.local_path} changed since it was planned and has not been "
+            f"left alone for --min-age {options.min_age:g} s yet; a later run takes it"
+        )
 
 
-async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str, options: SyncOptions,
-                       planned: PackPlan | None) -> UploadResult:
+async def _upload_pack(
+    ctx: TransferContext, record: FileRecord, manifest: str, options: SyncOptions, planned: PackPlan | None
+) -> UploadResult:
     """Upload a packed tar, generated from its members as it goes (resumable mid-tar).
 
     :param planned: the tar as this run planned it, or None: read from the journal.
@@ -295,32 +386,41 @@ async def _upload_pack(ctx: TransferContext, record: FileRecord, manifest: str, 
     else:
         members = await anyio.to_thread.run_sync(ctx.journal.pack_members, manifest)
         if not members:
-            raise LocalIOError(f"{record.remote_name}: its member list is missing from the journal; "
-                               "the next sync packs the folder again")
+            raise LocalIOError(
+                f"{record.remote_name}: its member list is missing from the journal; "
+                "the next sync packs the folder again"
+            )
         source = TarSource(members_in_folder(record.local_path, members))
     if source.size != record.size:
-        raise LocalIOError(f"{record.remote_name}: the tar would be {source.size} bytes, planned "
-                           f"{record.size}; the next sync packs the folder again")
+        raise LocalIOError(
+            f"{record.remote_name}: the tar would be {source.size} bytes, planned "
+            f"{record.size}; the next sync packs the folder again"
+        )
     try:
-        return await upload_source(ctx, record, source, UploadOptions(data_type=options.data_type,
-                                                                      is_directory=True))
+        return await upload_source(ctx, record, source, UploadOptions(data_type=options.data_type, is_directory=True))
     except SourceChangedError as exc:
         raise SourceChangedError(f"{exc}; the next sync packs the folder again") from None
 
 
-async def _grant(ctx: TransferContext, record: FileRecord, data_id: str,
-                 shares: Sequence[ShareGrant]) -> FileRecord:
+async def _grant(ctx: TransferContext, record: FileRecord, data_id: str, shares: Sequence[ShareGrant]) -> FileRecord:
     """``PUT /data/<id>/permissions`` for each grant not yet journaled as made."""
     done = list(record.extra.get("shared", []))
     for grant in shares:
         if str(grant) in done:
             continue
         try:
-            await ctx.client.json_request("PUT", f"/data/{quote(data_id, safe='')}/permissions",
-                                          rate_class="api", json_body={grant.kind: grant.name, "level": grant.level})
+            await ctx.client.json_request(
+                "PUT",
+                f"/data/{quote(data_id, safe='')}/permissions",
+                rate_class="api",
+                json_body={grant.kind: grant.name, "level": grant.level},
+            )
         except RejectedError as exc:
-            raise RejectedError(f"{record.local_path} was uploaded as {data_id}, but granting {grant} failed: "
-                                f"{exc}", exc.status, exc.body) from None
+            raise RejectedError(
+                f"{record.local_path} was uploaded as {data_id}, but granting {grant} failed: {exc}",
+                exc.status,
+                exc.body,
+            ) from None
         done.append(str(grant))
         record = dataclasses.replace(record, extra={**record.extra, "shared": done})
         ctx.writer.batch.update_file(record.id, extra=record.extra)

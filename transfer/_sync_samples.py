@@ -46,8 +46,14 @@ class SampleSync:
     metadata: tuple[tuple[str, str], ...] = ()
 
     def run(self, root: str) -> dict[str, Any]:
-        return {"root": root, "sample_sheet": self.sample_sheet, "project": self.project,
-                "organism": self.organism, "lanes": self.lanes, "metadata": dict(self.metadata)}
+        return {
+            "root": root,
+            "sample_sheet": self.sample_sheet,
+            "project": self.project,
+            "organism": self.organism,
+            "lanes": self.lanes,
+            "metadata": dict(self.metadata),
+        }
 
 
 def literal_rule(relative: str) -> str:
@@ -60,8 +66,9 @@ def _relative(paths: Iterable[Path], root: str) -> list[str]:
     return sorted({Path(os.path.relpath(path, root)).as_posix() for path in paths})
 
 
-async def sync_samples(runner: Runner, root: str | os.PathLike[str], options: SyncOptions,
-                       samples: SampleSync) -> list[TransferReport]:
+async def sync_samples(
+    runner: Runner, root: str | os.PathLike[str], options: SyncOptions, samples: SampleSync
+) -> list[TransferReport]:
     """See :meth:`Flowxfer.sync_samples`."""
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     if await anyio.to_thread.run_sync(_not_ready, path, options):

@@ -126,17 +126,27 @@ class SyncOptions:
 
     def params(self, root: str) -> dict[str, Any]:
         """What makes two syncs "the same sync" (the second continues the first)."""
-        return {"root": root, "rules": [list(r) for r in self.rules], "ready_marker": self.ready_marker,
-                "min_age": self.min_age, "name_from_path": self.name_from_path, "pack_small": self.pack_small,
-                "shares": [dataclasses.asdict(s) for s in self.shares], "data_type": self.data_type}
+        return {
+            "root": root,
+            "rules": [list(r) for r in self.rules],
+            "ready_marker": self.ready_marker,
+            "min_age": self.min_age,
+            "name_from_path": self.name_from_path,
+            "pack_small": self.pack_small,
+            "shares": [dataclasses.asdict(s) for s in self.shares],
+            "data_type": self.data_type,
+        }
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SyncOptions:
         return cls(
             rules=tuple((str(k), str(p)) for k, p in params.get("rules", [])),
-            ready_marker=params.get("ready_marker"), min_age=params.get("min_age"),
-            name_from_path=bool(params.get("name_from_path")), pack_small=params.get("pack_small"),
-            shares=tuple(ShareGrant(**s) for s in params.get("shares", [])), data_type=params.get("data_type"),
+            ready_marker=params.get("ready_marker"),
+            min_age=params.get("min_age"),
+            name_from_path=bool(params.get("name_from_path")),
+            pack_small=params.get("pack_small"),
+            shares=tuple(ShareGrant(**s) for s in params.get("shares", [])),
+            data_type=params.get("data_type"),
         )
 
 
@@ -225,8 +235,17 @@ class _Planner:
     ``members`` receive what must be uploaded; None for a dry run.
     """
 
-    def __init__(self, journal: Journal, server: str, username: str, root: str, options: SyncOptions,
-                 now: float, rows: RowSink | None, members: MemberSink | None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        server: str,
+        username: str,
+        root: str,
+        options: SyncOptions,
+        now: float,
+        rows: RowSink | None,
+        members: MemberSink | None,
+    ) -> None:
         self.journal, self.server, self.username = journal, server, username
         self.root = root
         self.root_name = os.path.basename(root.rstrip("/")) or "root"
@@ -245,8 +264,9 @@ class _Planner:
 
     # -- names -------------------------------------------------------------
 
-    def _names_of(self, rel_dir: str, files: list[Entry]) -> tuple[list[tuple[Entry, str]], list[PackPlan],
-                                                                   list[Entry]]:
+    def _names_of(
+        self, rel_dir: str, files: list[Entry]
+    ) -> tuple[list[tuple[Entry, str]], list[PackPlan], list[Entry]]:
         """The folder's files to send singly (with names), its tars, and its files still waiting."""
         opts = self.options
         waiting: list[Entry] = []
@@ -274,8 +294,9 @@ class _Planner:
             waiting.extend(small)
         elif small:
             try:
-                packs = plan_packs(self.root_name, rel_dir, [PackMember(e.rel, e.path, e.size, e.mtime_ns)
-                                                             for e in small])
+                packs = plan_packs(
+                    self.root_name, rel_dir, [PackMember(e.rel, e.path, e.size, e.mtime_ns) for e in small]
+                )
             except ValueError as exc:
                 self._problem(f"{os.path.join(self.root, rel_dir)}: cannot pack its small files: {exc}")
         return singles, packs, waiting
@@ -315,13 +336,22 @@ class _Planner:
         if self.repeated:
             self._find_clashes(path_filter, skip)
         if self.problem_count:
-            shown = self.problems + ([f"... and {self.problem_count - len(self.problems)} more"]
-                                     if self.problem_count > len(self.problems) else [])
-            hint = ("" if self.options.name_from_path else
-                    "; --name-from-path names files by their relative path (Fastq/L001/x.fq.gz -> "
-                    "Fastq__L001__x.fq.gz)")
-            raise UsageError("these files cannot be synced as named (nothing was sent):\n  " + "\n  ".join(shown)
-                             + f"\n(rename or --exclude them{hint})")
+            shown = self.problems + (
+                [f"... and {self.problem_count - len(self.problems)} more"]
+                if self.problem_count > len(self.problems)
+                else []
+            )
+            hint = (
+                ""
+                if self.options.name_from_path
+                else "; --name-from-path names files by their relative path (Fastq/L001/x.fq.gz -> "
+                "Fastq__L001__x.fq.gz)"
+            )
+            raise UsageError(
+                "these files cannot be synced as named (nothing was sent):\n  "
+                + "\n  ".join(shown)
+                + f"\n(rename or --exclude them{hint})"
+            )
         if self.rows is not None and len(self._remember):
             self.journal.commit(self._remember)
         self._find_deleted()
@@ -346,8 +376,9 @@ class _Planner:
     def _decide_singles(self) -> None:
         if not self._singles:
             return
-        known = self.journal.lookup_inventory(self.server, self.username, "up",
-                                              [(e.path, name) for e, name in self._singles])
+        known = self.journal.lookup_inventory(
+            self.server, self.username, "up", [(e.path, name) for e, name in self._singles]
+        )
         rows: list[tuple[NewFile, str | None]] = []
         for entry, name in self._singles:
             record = known.get((entry.path, name))
@@ -389,8 +420,7 @@ class _Planner:
                 self.summary.unchanged += len(plan.members)
                 self.summary.unchanged_bytes += plan.data_bytes
                 continue
-            extra: dict[str, Any] = {"pack": plan.manifest, "members": len(plan.members),
-                                     "data_bytes": plan.data_bytes}
+            extra: dict[str, Any] = {"pack": plan.manifest, "members": len(plan.members), "data_bytes": plan.data_bytes}
             if record is not None:
                 self.summary.changed += len(plan.members)
                 extra["superseded"] = [record.data_id, *record.superseded]
@@ -422,8 +452,18 @@ class _Planner:
                 gone(path)
 
 
-def plan_sync(journal: Journal, server: str, username: str, root: str, options: SyncOptions, *, now: float,
-              rows: RowSink | None, members: MemberSink | None, skip: frozenset[str] = frozenset()) -> SyncSummary:
+def plan_sync(
+    journal: Journal,
+    server: str,
+    username: str,
+    root: str,
+    options: SyncOptions,
+    *,
+    now: float,
+    rows: RowSink | None,
+    members: MemberSink | None,
+    skip: frozenset[str] = frozenset(),
+) -> SyncSummary:
     """Walk ``root`` and decide what to upload (blocking: run it in a worker thread).
 
     :param rows: receives the rows to upload, a batch at a time (None: a dry run).

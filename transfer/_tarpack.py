@@ -163,8 +163,12 @@ def header_size(member: TarMember) -> int:
 def _is_plain(member: TarMember) -> bool:
     """Whether tarfile's PAX writer makes ``member``'s header one plain ustar block."""
     name = member.arcname
-    return (name.isascii() and len(name) <= _USTAR_NAME_LIMIT and 0 <= member.size < _USTAR_NUMBER_LIMIT
-            and 0 <= member.mtime < _USTAR_NUMBER_LIMIT)
+    return (
+        name.isascii()
+        and len(name) <= _USTAR_NAME_LIMIT
+        and 0 <= member.size < _USTAR_NUMBER_LIMIT
+        and 0 <= member.mtime < _USTAR_NUMBER_LIMIT
+    )
 
 
 #: The fixed fields of a plain header after the checksum: type "regular file", no link name,
@@ -180,7 +184,11 @@ def _plain_header(member: TarMember) -> bytes:
     fixed mode, owner and type; a property test holds it to tarfile's bytes.
     """
     head = b"%s%07o\x000000000\x000000000\x00%011o\x00%011o\x00" % (
-        member.arcname.encode("ascii").ljust(100, b"\0"), _MODE, member.size, member.mtime)
+        member.arcname.encode("ascii").ljust(100, b"\0"),
+        _MODE,
+        member.size,
+        member.mtime,
+    )
     checksum = sum(head) + 8 * 32 + _PLAIN_TAIL_SUM  # the checksum field counts as eight spaces
     return head + b"%06o\x00 " % checksum + _PLAIN_TAIL
 
@@ -315,9 +323,7 @@ class TarLayout:
         return pieces
 
 
-def read_tar_range(
-    layout: TarLayout, sources: Sequence[Path] | Mapping[str, Path], offset: int, length: int
-) -> bytes:
+def read_tar_range(layout: TarLayout, sources: Sequence[Path] | Mapping[str, Path], offset: int, length: int) -> bytes:
     """The tar's bytes ``[offset, offset + length)``, read from the members' source files.
 
     This is the I/O edge of the module (blocking: call it in a worker

@@ -162,9 +162,7 @@ class TokenBucket:
     # -- the model ---------------------------------------------------------
 
     def _state(self) -> _Projection:
-        return _Projection(
-            self.tokens, self.updated, self.reset_at, self.grant_until, self.opened_at, self.queue
-        )
+        return _Projection(self.tokens, self.updated, self.reset_at, self.grant_until, self.opened_at, self.queue)
 
     def _store(self, state: _Projection) -> None:
         self.tokens, self.updated, self.reset_at, self.grant_until, self.opened_at, self.queue = state
@@ -185,9 +183,7 @@ class TokenBucket:
         earliest_end = opened + (self.window_min or 0.0)
         if self.window_learned and self.last_server_reset is not None:
             lines_passed = math.floor((opened - self.last_server_reset) / self.window) + 1
-            earliest_end = min(
-                earliest_end, self.last_server_reset + lines_passed * self.window - RESET_TOLERANCE
-            )
+            earliest_end = min(earliest_end, self.last_server_reset + lines_passed * self.window - RESET_TOLERANCE)
         return earliest_end - LATENCY_ALLOWANCE, opened + self.window + RESET_TOLERANCE
 
     def _project(self, now: float) -> _Projection:

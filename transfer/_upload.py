@@ -148,14 +148,15 @@ async def _upload_open_source(
             return await _send_chunks(ctx, record, source, options, chunks, progress)
         except _Realign as realign:
             if realign.held > size:
-                raise ProtocolError(f"the server claims to hold {realign.held} bytes of a "
-                                    f"{size}-byte file") from None
+                raise ProtocolError(f"the server claims to hold {realign.held} bytes of a {size}-byte file") from None
             # Bounded: a server that keeps naming an offset we cannot get past must not keep us
             # resending the same chunk for ever.
             stuck = stuck + 1 if realign.held <= held_before else 0
             if stuck > 3:
-                raise ProtocolError(f"{record.local_path}: the server keeps asking for offset "
-                                    f"{realign.held} and refusing what we send there") from None
+                raise ProtocolError(
+                    f"{record.local_path}: the server keeps asking for offset "
+                    f"{realign.held} and refusing what we send there"
+                ) from None
             ctx.events(Notice(f"{record.local_path}: the server holds {realign.held} bytes; continuing there"))
             progress.held, progress.whole = realign.held, None
         except _UploadLost:
@@ -167,11 +168,16 @@ async def _upload_open_source(
         except _TooLarge:
             # Hosted Flow does not say how large a request may be: halve until it fits.
             if chunk_size <= MIN_AUTO_CHUNK:
-                raise RejectedError(f"{record.local_path}: the server refuses even {chunk_size}-byte chunks",
-                                    413) from None
+                raise RejectedError(
+                    f"{record.local_path}: the server refuses even {chunk_size}-byte chunks", 413
+                ) from None
             chunk_size = max(MIN_AUTO_CHUNK, chunk_size // 2)
-            ctx.events(Notice(f"{record.local_path}: the server refused a large chunk; using "
-                              f"{chunk_size // (1024 * 1024)} MiB chunks"))
+            ctx.events(
+                Notice(
+                    f"{record.local_path}: the server refused a large chunk; using "
+                    f"{chunk_size // (1024 * 1024)} MiB chunks"
+                )
+            )
         chunks = plan_from(size, chunk_size, progress.held)
         _journal_plan(ctx, record, chunks, progress, chunk_size, [])
 
@@ -194,8 +200,14 @@ def _journal_plan(
         if progress.held and chunk.end <= progress.held:
             if states.get(chunk.index, ChunkState.PLANNED) not in (ChunkState.ACKED, ChunkState.VERIFIED):
                 batch.chunk(record.id, chunk.index, ChunkState.ACKED)
-    batch.file_state(record.id, FileState.ACTIVE, chunk_size=chunk_size, data_id=progress.data_id,
-                      bytes_done=progress.held, size=record.size)
+    batch.file_state(
+        record.id,
+        FileState.ACTIVE,
+        chunk_size=chunk_size,
+        data_id=progress.data_id,
+        bytes_done=progress.held,
+        size=record.size,
+    )
     ctx.writer.added()
 
 
@@ -226,8 +238,7 @@ async def _server_progress(
     server_chunks = status.get("chunks")
     if not isinstance(held, int) or held < 0 or held > record.size or not isinstance(server_chunks, list):
         raise ProtocolError(f"GET /upload/{data_id}: malformed upload status")
-    if not all(isinstance(e, dict) and _is_count(e.get("offset")) and _is_count(e.get("size"))
-               for e in server_chunks):
+    if not all(isinstance(e, dict) and _is_count(e.get("offset")) and _is_count(e.get("size")) for e in server_chunks):
         raise ProtocolError(f"GET /upload/{data_id}: malformed chunk list")
     by_offset = {c.offset: c for c in ours}
     for entry in server_chunks:
@@ -246,9 +257,7 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-async def _confirm_by_reading(
-    ctx: TransferContext, source: Source, server_chunks: list[Any], held: int
-) -> int:
+async def _confirm_by_reading(ctx: TransferContext, source: Source, server_chunks: list[Any], held: int) -> int:
     """Hash the local bytes of each server chunk and compare; any mismatch restarts the upload.
 
     Read through the source, not the path: a packed tar (``sync --pack-small``) has no file of its own.
@@ -326,14 +335,18 @@ async def _post_chunk(
     """
     send_checksums = ctx.capabilities.checksums
     data_id = progress.data_id
-    inline = (InlineChunk(ctx, record, chunk, source.read(chunk.offset, chunk.size), progress.whole)
-              if isinstance(source, MemorySource) else None)
+    inline = (
+        InlineChunk(ctx, record, chunk, source.read(chunk.offset, chunk.size), progress.whole)
+        if isinstance(source, MemorySource)
+        else None
+    )
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload | InlineChunk] = []
 
-        def build(holder: SourceErrorHolder = holder,
-                  sent: list[ChunkPayload | InlineChunk] = sent) -> MultipartWriter | Payload:
+        def build(
+            holder: SourceErrorHolder = holder, sent: list[ChunkPayload | InlineChunk] = sent
+        ) -> MultipartWriter | Payload:
             if holder.error is not None:
                 raise holder.error  # a local problem, not the network's: stop retrying
             if sent:
@@ -342,14 +355,32 @@ async def _post_chunk(
             if inline is not None:
                 inline.sent = 0  # one object for every attempt: count each attempt's bytes once
                 sent.append(inline)
-                return inline.body(form_fields(record.remote_name, chunk.offset, is_last, data_id, options),
-                                   record.remote_name, send_checksums,
-                                   file_checksum=is_last and progress.whole is not None)
-            payload = ChunkPayload(ctx, record, source, chunk, progress.whole, holder,
-                                    gate=ctx.archive_gate if options.is_directory else None)
+                return inline.body(
+                    form_fields(record.remote_name, chunk.offset, is_last, data_id, options),
+                    record.remote_name,
+                    send_checksums,
+                    file_checksum=is_last and progress.whole is not None,
+                )
+            payload = ChunkPayload(
+                ctx,
+                record,
+                source,
+                chunk,
+                progress.whole,
+                holder,
+                gate=ctx.archive_gate if options.is_directory else None,
+            )
             sent.append(payload)
-            return chunk_form(record.remote_name, chunk.offset, is_last, data_id, options, payload,
-                         send_checksums, file_checksum=is_last and progress.whole is not None)
+            return chunk_form(
+                record.remote_name,
+                chunk.offset,
+                is_last,
+                data_id,
+                options,
+                payload,
+                send_checksums,
+                file_checksum=is_last and progress.whole is not None,
+            )
 
         if inline is not None:
             # Before the request, not while writing its body: the token goes on the request
@@ -358,13 +389,17 @@ async def _post_chunk(
         await ctx.budget.acquire(ctx.config.block_size)
         try:
             answer = await ctx.client.json_request(
-                "POST", options.endpoint, rate_class="upload" if data_id is None else None, form=build,
+                "POST",
+                options.endpoint,
+                rate_class="upload" if data_id is None else None,
+                form=build,
                 replay=options.replay_final or not is_last,
             )
         except ChecksumMismatchError:
             if attempt == ctx.config.max_attempts:
-                raise IntegrityError(f"{record.local_path}: chunk at {chunk.offset} failed its checksum "
-                                     f"{attempt} times") from None
+                raise IntegrityError(
+                    f"{record.local_path}: chunk at {chunk.offset} failed its checksum {attempt} times"
+                ) from None
             ctx.events(Notice(f"{record.local_path}: chunk at {chunk.offset} arrived damaged; sending it again"))
             ctx.counters.bytes_resent += chunk.size
             continue
@@ -408,7 +443,10 @@ async def _post_chunk(
 
 
 async def _chunk_hashes(
-    ctx: TransferContext, source: Source, chunk: Chunk, whole_before: xxhash.xxh3_128 | None,
+    ctx: TransferContext,
+    source: Source,
+    chunk: Chunk,
+    whole_before: xxhash.xxh3_128 | None,
     sent: Sequence[ChunkPayload | InlineChunk],
 ) -> tuple[str, xxhash.xxh3_128 | None]:
     """The chunk's checksum and the file's hash after it: from an attempt that sent it whole, or from disk."""
@@ -419,8 +457,9 @@ async def _chunk_hashes(
     def read() -> tuple[str, xxhash.xxh3_128 | None]:
         hasher = protocol.new_hasher()
         whole = whole_before.copy() if whole_before is not None else None
-        hash_range(source.read, chunk.offset, chunk.size, [h for h in (hasher, whole) if h is not None],
-                   ctx.config.block_size)
+        hash_range(
+            source.read, chunk.offset, chunk.size, [h for h in (hasher, whole) if h is not None], ctx.config.block_size
+        )
         return protocol.format_checksum(hasher.hexdigest()), whole
 
     return await anyio.to_thread.run_sync(read)
@@ -435,12 +474,18 @@ async def _poll_ready(ctx: TransferContext, record: FileRecord, data_id: str) ->
         except NotFoundError:
             info = None
         if info is not None:
-            return {"id": data_id, "data_id": data_id, "size": info.get("size"), "is_ready": True,
-                    "checksum": info.get("checksum")}
+            return {
+                "id": data_id,
+                "data_id": data_id,
+                "size": info.get("size"),
+                "is_ready": True,
+                "checksum": info.get("checksum"),
+            }
         await anyio.sleep(delay)
         delay = min(delay * 2, 10.0)
-    raise IntegrityError(f"{record.local_path}: every chunk was accepted but the server never made "
-                         f"data {data_id} ready")
+    raise IntegrityError(
+        f"{record.local_path}: every chunk was accepted but the server never made data {data_id} ready"
+    )
 
 
 async def _finish(
@@ -457,11 +502,15 @@ async def _finish(
     if raw is not None and server_checksum is None:
         raise ProtocolError(f"{record.local_path}: the server answered a malformed checksum {str(raw)[:80]!r}")
     if file_checksum and server_checksum and server_checksum != file_checksum:
-        raise IntegrityError(f"{record.local_path}: the server's checksum {server_checksum} differs from "
-                             f"ours {file_checksum}")
+        raise IntegrityError(
+            f"{record.local_path}: the server's checksum {server_checksum} differs from ours {file_checksum}"
+        )
     sample_id = answer.get("sample_id")
-    return UploadResult(data_id, file_checksum or server_checksum,
-                        str(sample_id) if isinstance(sample_id, str | int) and str(sample_id) else None)
+    return UploadResult(
+        data_id,
+        file_checksum or server_checksum,
+        str(sample_id) if isinstance(sample_id, str | int) and str(sample_id) else None,
+    )
 
 
 __all__ = ["UploadOptions", "UploadResult", "upload_source"]

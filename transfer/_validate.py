@@ -53,10 +53,25 @@ __all__ = [
 ]
 
 #: Form fields of ``POST /upload/sample`` that a metadata column must not overwrite.
-UPLOAD_FIELDS = frozenset({
-    "filename", "expected_file_size", "is_last", "data", "blob", "data_type", "is_directory", "checksum",
-    "file_checksum", "sample_name", "sample_type", "is_last_sample", "previous_data", "project", "organism",
-})
+UPLOAD_FIELDS = frozenset(
+    {
+        "filename",
+        "expected_file_size",
+        "is_last",
+        "data",
+        "blob",
+        "data_type",
+        "is_directory",
+        "checksum",
+        "file_checksum",
+        "sample_name",
+        "sample_type",
+        "is_last_sample",
+        "previous_data",
+        "project",
+        "organism",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +89,7 @@ DiskView = Mapping[Path, FileInfo | str]
 
 def paths_to_look_at(rows: Iterable[SheetRow]) -> set[Path]:
     """Every path the rows' reads cells may name (whole cells and their parts)."""
-    return {path for row in rows for cell in (row.reads1, row.reads2) if cell is not None
-            for path in cell.candidates()}
+    return {path for row in rows for cell in (row.reads1, row.reads2) if cell is not None for path in cell.candidates()}
 
 
 def look_at_disk(paths: Iterable[Path]) -> dict[Path, FileInfo | str]:
@@ -180,8 +194,9 @@ def plan_samples(
     problems = list(sheet_problems)
     if sample_type not in catalog.sample_types:
         known = ", ".join(sorted(catalog.sample_types)) or "none"
-        problems.append(Problem(f"not a sample type on this server (known: {known})", column="--sample-type",
-                                value=sample_type))
+        problems.append(
+            Problem(f"not a sample type on this server (known: {known})", column="--sample-type", value=sample_type)
+        )
     problems += _column_problems(rows, catalog)
     problems += _duplicate_names(rows)
     files: dict[int, list[PlannedFile]] = {}
@@ -200,9 +215,15 @@ def plan_samples(
     problems.sort(key=_problem_order)
     invalid = frozenset(p.row for p in problems if p.row is not None and not p.warning)
     sheet_wide = any(p.row is None and not p.warning for p in problems)
-    samples = () if sheet_wide else tuple(
-        PlannedSample(row.row, row.name, _fields(row, sample_type), tuple(files[row.row]))
-        for row in rows if row.row not in invalid)
+    samples = (
+        ()
+        if sheet_wide
+        else tuple(
+            PlannedSample(row.row, row.name, _fields(row, sample_type), tuple(files[row.row]))
+            for row in rows
+            if row.row not in invalid
+        )
+    )
     return SamplePlan(samples, tuple(problems), invalid)
 
 
@@ -232,13 +253,17 @@ def _column_problems(rows: Sequence[SheetRow], catalog: Catalog) -> list[Problem
     columns.update(dict.fromkeys(f"{k}{ANNOTATION_SUFFIX}" for row in rows for k in row.annotations))
     for column in columns:
         if column in UPLOAD_FIELDS:
-            problems.append(Problem("is a field of the upload protocol: a metadata column cannot have this name",
-                                    column=column))
+            problems.append(
+                Problem("is a field of the upload protocol: a metadata column cannot have this name", column=column)
+            )
             continue
         attribute = column.removesuffix(ANNOTATION_SUFFIX)
         if attribute not in catalog.attributes:
-            problems.append(Problem("no metadata attribute on this server has this id; it is sent as it is",
-                                    column=column, warning=True))
+            problems.append(
+                Problem(
+                    "no metadata attribute on this server has this id; it is sent as it is", column=column, warning=True
+                )
+            )
     return problems
 
 
@@ -252,8 +277,14 @@ def _duplicate_names(rows: Sequence[SheetRow]) -> list[Problem]:
         if len(numbers) > 1:
             for number in numbers:
                 others = ", ".join(str(n) for n in numbers if n != number)
-                problems.append(Problem(f"the same name as row {others}: sample names must be unique",
-                                        row=number, column="name", value=name))
+                problems.append(
+                    Problem(
+                        f"the same name as row {others}: sample names must be unique",
+                        row=number,
+                        column="name",
+                        value=name,
+                    )
+                )
     return problems
 
 
@@ -296,8 +327,10 @@ def _row_problems(row: SheetRow, sample_type: str, catalog: Catalog) -> list[Pro
 def _hint(value: str, names: Mapping[str, Sequence[str]]) -> str:
     """`` (did you mean id 'X'?)`` when ``value`` is the name of a known id rather than the id."""
     for identifier, texts in names.items():
-        if any(value.casefold() == text.casefold() for text in texts if text) or \
-                value.casefold() == identifier.casefold():
+        if (
+            any(value.casefold() == text.casefold() for text in texts if text)
+            or value.casefold() == identifier.casefold()
+        ):
             return f" (did you mean the id {identifier!r}?)"
     return ""
 
@@ -321,18 +354,31 @@ def _row_files(row: SheetRow, disk: DiskView) -> tuple[list[PlannedFile], list[P
             planned.append(PlannedFile(label, parts, upload_filename([Path(p.path) for p in parts])))
             problem = protocol.filename_problem(planned[-1].filename)
             if problem is not None:
-                problems.append(Problem(f"Flow refuses the filename {planned[-1].filename!r}: {problem}",
-                                        row=row.row, column=label, value=cell.text))
+                problems.append(
+                    Problem(
+                        f"Flow refuses the filename {planned[-1].filename!r}: {problem}",
+                        row=row.row,
+                        column=label,
+                        value=cell.text,
+                    )
+                )
     if len(counts) == 2 and counts["reads1"] != counts["reads2"] and max(counts.values()) > 1:
         assert row.reads2 is not None
-        problems.append(Problem(f"{counts['reads2']} file(s) here but {counts['reads1']} in reads1: a merged "
-                                "sample needs one reads2 file per reads1 file", row=row.row, column="reads2",
-                                value=row.reads2.text))
+        problems.append(
+            Problem(
+                f"{counts['reads2']} file(s) here but {counts['reads1']} in reads1: a merged "
+                "sample needs one reads2 file per reads1 file",
+                row=row.row,
+                column="reads2",
+                value=row.reads2.text,
+            )
+        )
     return planned, problems
 
 
-def _cell_parts(number: int, label: str, cell: ReadsCell, paths: Sequence[Path],
-                disk: DiskView) -> tuple[tuple[Part, ...] | None, list[Problem]]:
+def _cell_parts(
+    number: int, label: str, cell: ReadsCell, paths: Sequence[Path], disk: DiskView
+) -> tuple[tuple[Part, ...] | None, list[Problem]]:
     problems = []
     parts = []
     for path in paths:
@@ -343,24 +389,33 @@ def _cell_parts(number: int, label: str, cell: ReadsCell, paths: Sequence[Path],
             problems.append(Problem(f"{path}: {info}", row=number, column=label, value=cell.text))
         else:
             if info.size == 0:
-                problems.append(Problem(f"{path} is empty", row=number, column=label, value=cell.text,
-                                        warning=True))
+                problems.append(Problem(f"{path} is empty", row=number, column=label, value=cell.text, warning=True))
             parts.append(Part(str(path), info.size, info.mtime_ns))
     if len({p.path for p in parts}) != len(parts):
         problems.append(Problem("names the same file twice", row=number, column=label, value=cell.text))
     return (tuple(parts) if len(parts) == len(paths) else None), problems
 
 
-def _shared_files(owners: Mapping[tuple[int, int], list[tuple[int, str]]],
-                  rows: Sequence[SheetRow]) -> list[Problem]:
+def _shared_files(owners: Mapping[tuple[int, int], list[tuple[int, str]]], rows: Sequence[SheetRow]) -> list[Problem]:
     """A file named in two places (two rows, or reads1 and reads2): each place is told of all the others."""
-    cells = {(row.row, label): cell for row in rows for label, cell in (("reads1", row.reads1),
-                                                                         ("reads2", row.reads2)) if cell}
+    cells = {
+        (row.row, label): cell
+        for row in rows
+        for label, cell in (("reads1", row.reads1), ("reads2", row.reads2))
+        if cell
+    }
     sharing: dict[tuple[int, str], dict[tuple[int, str], None]] = defaultdict(dict)
     for places in owners.values():
         distinct = list(dict.fromkeys(places))
         for place in distinct if len(distinct) > 1 else ():
             sharing[place].update(dict.fromkeys(other for other in distinct if other != place))
-    return [Problem(f"the same file as {', '.join(f'row {r} {c}' for r, c in sorted(others))}: a file can be "
-                    "in one sample only", row=place[0], column=place[1], value=cells[place].text)
-            for place, others in sorted(sharing.items())]
+    return [
+        Problem(
+            f"the same file as {', '.join(f'row {r} {c}' for r, c in sorted(others))}: a file can be "
+            "in one sample only",
+            row=place[0],
+            column=place[1],
+            value=cells[place].text,
+        )
+        for place, others in sorted(sharing.items())
+    ]

@@ -30,9 +30,9 @@ class Entry:
     ctime_ns: int
 
 
-def walk(root: str, path_filter: PathFilter, skip: frozenset[str] = frozenset()) -> Iterator[
-    tuple[str, str, list[Entry]]
-]:
+def walk(
+    root: str, path_filter: PathFilter, skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, str, list[Entry]]]:
     """``(rel_dir, abs_dir, files)`` for every folder under ``root``, depth first, names sorted.
 
     Only one folder's listing is held at a time (plus the names of folders

@@ -25,8 +25,15 @@ from ._sources import FileSource, MemorySource, describe_mode
 from ._upload import UploadOptions, UploadResult, upload_source
 from .events import FileStarted, Notice
 
-__all__ = ["download_one", "remember_upload", "start_over", "unsent", "upload_file", "upload_one",
-           "upload_verification"]
+__all__ = [
+    "download_one",
+    "remember_upload",
+    "start_over",
+    "unsent",
+    "upload_file",
+    "upload_one",
+    "upload_verification",
+]
 
 #: Called when a file changed since it was planned, with its new stat: raises to give the file up
 #: for this run (``sync --min-age``: a file still being written is taken by a later run).
@@ -48,8 +55,9 @@ async def upload_one(ctx: TransferContext, record: FileRecord, options: UploadOp
     return FileReport(record.local_path, result.data_id, record.remote_name, record.size, "done")
 
 
-async def upload_file(ctx: TransferContext, record: FileRecord, options: UploadOptions,
-                      settled: SettledCheck | None = None) -> tuple[FileRecord, UploadResult]:
+async def upload_file(
+    ctx: TransferContext, record: FileRecord, options: UploadOptions, settled: SettledCheck | None = None
+) -> tuple[FileRecord, UploadResult]:
     """Upload a local file, starting again (bounded) when it changes while being read.
 
     A file changed since it was planned is found by a stat before any byte is
@@ -71,8 +79,9 @@ async def upload_file(ctx: TransferContext, record: FileRecord, options: UploadO
             st = await stat_source(record.local_path)
             if not stat.S_ISREG(st.st_mode):
                 # Replaced by a folder or a FIFO since it was planned: not a changed file, a gone one.
-                raise LocalIOError(f"cannot read {record.local_path}: not a regular file "
-                                   f"(now {describe_mode(st.st_mode)})")
+                raise LocalIOError(
+                    f"cannot read {record.local_path}: not a regular file (now {describe_mode(st.st_mode)})"
+                )
             if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
                 # Changed since it was planned (or since the interrupted run): a new upload.
                 record = start_over(ctx, record, st)
@@ -87,7 +96,7 @@ async def upload_file(ctx: TransferContext, record: FileRecord, options: UploadO
             if restarts > ctx.config.file_restarts:
                 raise SourceChangedError(f"{exc}; it kept changing, giving up after {restarts} tries") from None
             ctx.events(Notice(f"{record.local_path} changed while being uploaded; starting it again"))
-            await anyio.sleep(min(2.0 ** restarts, 10.0))
+            await anyio.sleep(min(2.0**restarts, 10.0))
             record = dataclasses.replace(record, data_id=None, chunk_size=0, bytes_done=0)
 
 
@@ -110,10 +119,12 @@ def start_over(ctx: TransferContext, record: FileRecord, st: os.stat_result) -> 
     The upload already begun (if any) is abandoned, not continued: its
     bytes on the server are the old version's.
     """
-    record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None, chunk_size=0,
-                                 bytes_done=0)
-    ctx.writer.batch.update_file(record.id, size=record.size, mtime_ns=record.mtime_ns, data_id=None, chunk_size=0,
-                                 bytes_done=0)
+    record = dataclasses.replace(
+        record, size=st.st_size, mtime_ns=st.st_mtime_ns, data_id=None, chunk_size=0, bytes_done=0
+    )
+    ctx.writer.batch.update_file(
+        record.id, size=record.size, mtime_ns=record.mtime_ns, data_id=None, chunk_size=0, bytes_done=0
+    )
     ctx.writer.added()
     return record
 
@@ -128,24 +139,39 @@ def upload_verification(capabilities: Capabilities) -> str:
 def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
     """Journal a finished upload: the file is done, its chunks verified, the inventory updated."""
     batch = ctx.writer.batch
-    batch.file_state(record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size,
-                      checksum=result.checksum, error=None)
+    batch.file_state(
+        record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size, checksum=result.checksum, error=None
+    )
     batch.verify_chunks(record.id)
-    batch.remember(InventoryRecord(
-        server=ctx.server, username=ctx.username, direction="up", local_path=record.local_path,
-        remote=record.remote_name, size=record.size, mtime_ns=mtime_ns, checksum=result.checksum,
-        data_id=result.data_id, superseded=tuple(record.extra.get("superseded", ())),
-    ))
+    batch.remember(
+        InventoryRecord(
+            server=ctx.server,
+            username=ctx.username,
+            direction="up",
+            local_path=record.local_path,
+            remote=record.remote_name,
+            size=record.size,
+            mtime_ns=mtime_ns,
+            checksum=result.checksum,
+            data_id=result.data_id,
+            superseded=tuple(record.extra.get("superseded", ())),
+        )
+    )
     ctx.writer.added()
-
 
 
 async def download_one(ctx: TransferContext, record: FileRecord) -> FileReport:
     """``download``'s worker: fetch, verify and rename the file into place."""
     assert record.data_id is not None
     ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
-    remote = await fetch_remote(ctx, record.data_id, record.remote_name, record.size, record.checksum,
-                                want_map=record.size > ctx.config.download_chunk_size)
+    remote = await fetch_remote(
+        ctx,
+        record.data_id,
+        record.remote_name,
+        record.size,
+        record.checksum,
+        want_map=record.size > ctx.config.download_chunk_size,
+    )
     result = await download_file(ctx, record, remote)
     ctx.counters.verified.add(result.verified)
     return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")

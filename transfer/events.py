@@ -163,8 +163,20 @@ class SampleFinished:
 
 
 Event = (
-    TransferStarted | FilesPlanned | FileStarted | BytesMoved | FileVerifying | FileFinished | Waiting
-    | Retrying | Notice | JobProgress | ExecutionWaiting | SamplesPlanned | SampleStarted | SampleAsking
+    TransferStarted
+    | FilesPlanned
+    | FileStarted
+    | BytesMoved
+    | FileVerifying
+    | FileFinished
+    | Waiting
+    | Retrying
+    | Notice
+    | JobProgress
+    | ExecutionWaiting
+    | SamplesPlanned
+    | SampleStarted
+    | SampleAsking
     | SampleFinished
 )
 ProgressCallback = Callable[[Event], None]

@@ -53,8 +53,11 @@ async def test_keep_archive_and_no_extract(server: RunningServer, tmp_path: Path
         kept = await fx.bulk(ids, output_dir=tmp_path / "b", extract=True, keep_archive=True)
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["flow-download.zip"]
     assert plain.extra["extracted"] == [] and not plain.extra["archive_removed"]
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["flow-download.zip", "sample0.fastq.gz",
-                                                                  "sample1.fastq.gz"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "flow-download.zip",
+        "sample0.fastq.gz",
+        "sample1.fastq.gz",
+    ]
     assert not kept.extra["archive_removed"]
 
 
@@ -122,16 +125,21 @@ async def test_an_expired_job_is_created_again(tmp_path: Path) -> None:
     assert second.status == "completed" and second.transfer_id == first.transfer_id
     assert second.extra["job_id"] != first.extra["job_id"]
     notices = [e.message for e in events if isinstance(e, Notice)]
-    assert any(f"archive job {first.extra['job_id']} expired" in n and "creating it again (once)" in n
-               for n in notices)
+    assert any(f"archive job {first.extra['job_id']} expired" in n and "creating it again (once)" in n for n in notices)
 
 
 async def test_a_410_while_downloading_recreates_the_job_once(server: RunningServer, tmp_path: Path) -> None:
     files = _files(tmp_path / "src", [1000, 2000])
     async with FaultProxy("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])) as proxy:
         log = proxy.add(Record())
-        gone = proxy.add(RespondWith.json(410, {"error": "this archive has expired; create a new job"},
-                                          match="GET ^/downloads/jobs/[0-9]+/", times=1))
+        gone = proxy.add(
+            RespondWith.json(
+                410,
+                {"error": "this archive has expired; create a new job"},
+                match="GET ^/downloads/jobs/[0-9]+/",
+                times=1,
+            )
+        )
         via_proxy = dataclasses.replace(server, base_url=proxy.url)
         async with client(via_proxy, tmp_path / "home") as fx:
             ids = await _upload(fx, files)
@@ -178,5 +186,6 @@ async def test_an_archive_damaged_in_transit_never_takes_its_name(server: Runnin
     assert report.status == "completed", (report.status, [f.error for f in report.files])
     assert any(isinstance(e, Notice) and "downloading it again" in e.message for e in events)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "run.zip"} == {
-        f.name: f.read_bytes() for f in files}
+        f.name: f.read_bytes() for f in files
+    }
     assert zipfile.ZipFile(out / "run.zip").testzip() is None

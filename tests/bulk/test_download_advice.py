@@ -19,8 +19,9 @@ MiB = 1024 * 1024
 
 
 def _items(small: int, large: int = 0) -> list[RemoteData]:
-    return ([RemoteData(str(i), f"s{i}.bin", 1000, None) for i in range(small)]
-            + [RemoteData(str(1000 + i), f"l{i}.bam", 100 * MiB, None) for i in range(large)])
+    return [RemoteData(str(i), f"s{i}.bin", 1000, None) for i in range(small)] + [
+        RemoteData(str(1000 + i), f"l{i}.bam", 100 * MiB, None) for i in range(large)
+    ]
 
 
 def test_threshold_is_more_than_fifty_files_under_eight_mib() -> None:
@@ -81,4 +82,5 @@ def test_cli_dry_run_and_auto_bulk(tmp_path: Path) -> None:
         kinds = [(t["kind"], t["status"]) for t in json.loads(result.stdout)["transfers"]]
         assert kinds == [("bulk", "completed"), ("download", "completed")]
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {
-        p.name: p.read_bytes() for p in src.iterdir()}
+        p.name: p.read_bytes() for p in src.iterdir()
+    }

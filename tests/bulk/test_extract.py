@@ -94,16 +94,29 @@ async def archive_server(archive: Callable[[], bytes], *, completes: bool = True
         if not stand.completes:
             return web.json_response({"id": "7", "status": "running", "progress": 0.5})
         body = archive()
-        return web.json_response({"id": "7", "status": "completed", "progress": 1.0, "size": len(body),
-                                  "download_url": f"{request.url.origin()}/downloads/jobs/7/x.zip"})
+        return web.json_response(
+            {
+                "id": "7",
+                "status": "completed",
+                "progress": 1.0,
+                "size": len(body),
+                "download_url": f"{request.url.origin()}/downloads/jobs/7/x.zip",
+            }
+        )
 
     async def fetch(request: web.Request) -> web.Response:
         seen["archive"] += 1
         return web.Response(body=archive(), content_type="application/octet-stream")
 
     app = web.Application()
-    app.add_routes([web.get("/capabilities", capabilities), web.post("/downloads", create),
-                    web.get("/downloads/jobs/7", poll), web.get("/downloads/jobs/7/x.zip", fetch)])
+    app.add_routes(
+        [
+            web.get("/capabilities", capabilities),
+            web.post("/downloads", create),
+            web.get("/downloads/jobs/7", poll),
+            web.get("/downloads/jobs/7/x.zip", fetch),
+        ]
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -130,8 +143,13 @@ async def test_hostile_archive_writes_nothing(tmp_path: Path, case: str) -> None
     out.mkdir(parents=True)
     before = _snapshot(tmp_path)
     async with archive_server(lambda: body) as stand:
-        fx = Flowxfer(f"http://127.0.0.1:{stand.port}", token="not-a-jwt", config_dir=tmp_path / "cfg",
-                      journal=tmp_path / "journal.db", config=TransferConfig(backoff_base=0.01))
+        fx = Flowxfer(
+            f"http://127.0.0.1:{stand.port}",
+            token="not-a-jwt",
+            config_dir=tmp_path / "cfg",
+            journal=tmp_path / "journal.db",
+            config=TransferConfig(backoff_base=0.01),
+        )
         async with fx:
             report = await fx.bulk(["1", "2"], name="x.zip", output_dir=out, extract=True, poll_interval=0.05)
     assert report.status == "failed"
@@ -151,8 +169,9 @@ async def test_a_link_planted_in_the_output_folder_is_not_followed(tmp_path: Pat
     (out / "results").symlink_to(outside)
     body = _zip([("results/report.txt", b"would land outside")])
     async with archive_server(lambda: body) as stand:
-        async with Flowxfer(f"http://127.0.0.1:{stand.port}", token="t", config_dir=tmp_path / "cfg",
-                            journal=tmp_path / "journal.db") as fx:
+        async with Flowxfer(
+            f"http://127.0.0.1:{stand.port}", token="t", config_dir=tmp_path / "cfg", journal=tmp_path / "journal.db"
+        ) as fx:
             report = await fx.bulk(["1"], name="x.zip", output_dir=out, extract=True, poll_interval=0.05)
     assert report.status == "failed" and "symbolic link" in (report.files[0].error or "")
     assert list(outside.iterdir()) == []
@@ -164,14 +183,16 @@ async def test_job_timeout_stops_and_a_rerun_reattaches(tmp_path: Path) -> None:
         seen = stand.seen
         url = f"http://127.0.0.1:{stand.port}"
         async with Flowxfer(url, token="t", config_dir=tmp_path / "cfg", journal=tmp_path / "journal.db") as fx:
-            first = await fx.bulk(["1", "2"], name="x.zip", output_dir=tmp_path / "out", extract=True,
-                                  poll_interval=0.1, job_timeout=0.5)
+            first = await fx.bulk(
+                ["1", "2"], name="x.zip", output_dir=tmp_path / "out", extract=True, poll_interval=0.1, job_timeout=0.5
+            )
         assert first.status == "interrupted" and first.stop_reason == "timeout"
         assert seen["create"] == 1 and seen["poll"] >= 2 and seen["archive"] == 0
         stand.completes = True
         async with Flowxfer(url, token="t", config_dir=tmp_path / "cfg", journal=tmp_path / "journal.db") as fx:
-            second = await fx.bulk(["1", "2"], name="x.zip", output_dir=tmp_path / "out", extract=True,
-                                   poll_interval=0.1, job_timeout=5)
+            second = await fx.bulk(
+                ["1", "2"], name="x.zip", output_dir=tmp_path / "out", extract=True, poll_interval=0.1, job_timeout=5
+            )
     assert second.status == "completed" and second.transfer_id == first.transfer_id
     assert seen["create"] == 1
     # Hosted Flow gives no checksums: the files were checked by size and CRC-32 only.
@@ -182,10 +203,27 @@ async def test_job_timeout_stops_and_a_rerun_reattaches(tmp_path: Path) -> None:
 async def test_cli_timeout_is_exit_75_and_json_names_the_job(tmp_path: Path) -> None:
     body = _zip([("a.txt", b"alpha")])
     async with archive_server(lambda: body, completes=False) as stand:
-        env = {**os.environ, "FLOW_API_URL": f"http://127.0.0.1:{stand.port}", "FLOW_API_TOKEN": "t",
-               "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"), "FLOWXFER_JOURNAL": str(tmp_path / "journal.db")}
-        command = [sys.executable, "-c", "from flowxfer.cli import main; main()", "--json", "bulk", "1",
-                   "--timeout", "0.5", "--poll-interval", "0.1", "-o", str(tmp_path / "out")]
+        env = {
+            **os.environ,
+            "FLOW_API_URL": f"http://127.0.0.1:{stand.port}",
+            "FLOW_API_TOKEN": "t",
+            "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"),
+            "FLOWXFER_JOURNAL": str(tmp_path / "journal.db"),
+        }
+        command = [
+            sys.executable,
+            "-c",
+            "from flowxfer.cli import main; main()",
+            "--json",
+            "bulk",
+            "1",
+            "--timeout",
+            "0.5",
+            "--poll-interval",
+            "0.1",
+            "-o",
+            str(tmp_path / "out"),
+        ]
         result = await anyio.run_process(command, env=env, check=False)
         assert result.returncode == 75, result.stderr
         document = json.loads(result.stdout)
@@ -228,8 +266,10 @@ def test_sizes_must_match_the_data(tmp_path: Path) -> None:
 
 def test_checksum_mismatch_removes_the_file(tmp_path: Path) -> None:
     archive = _write(tmp_path / "a.zip", [("good.bin", b"good"), ("x.bin", b"12345")])
-    expected = [ExpectedMember("good.bin", "1", 4, protocol.checksum_of(b"good")),
-                ExpectedMember("x.bin", "2", 5, protocol.checksum_of(b"54321"))]
+    expected = [
+        ExpectedMember("good.bin", "1", 4, protocol.checksum_of(b"good")),
+        ExpectedMember("x.bin", "2", 5, protocol.checksum_of(b"54321")),
+    ]
     out = tmp_path / "out"
     with pytest.raises(IntegrityError, match="does not match data 2"):
         extract_archive(archive, out, expected)

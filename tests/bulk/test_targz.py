@@ -58,8 +58,15 @@ HOSTILE: dict[str, list[Member]] = {
 }
 
 #: Why each kind of member is refused, where the refusal names it.
-REASON = {"symlink": "symbolic link", "hard link": "hard link", "device": "a device", "fifo": "a FIFO",
-          "duplicate": "appears twice", "file and folder": "both a file and a folder", "tar slip": "'..'"}
+REASON = {
+    "symlink": "symbolic link",
+    "hard link": "hard link",
+    "device": "a device",
+    "fifo": "a FIFO",
+    "duplicate": "appears twice",
+    "file and folder": "both a file and a folder",
+    "tar slip": "'..'",
+}
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -69,8 +76,13 @@ async def test_hostile_targz_writes_nothing(tmp_path: Path, case: str) -> None:
     out.mkdir(parents=True)
     before = _snapshot(tmp_path)
     async with archive_server(lambda: body) as stand:
-        async with Flowxfer(f"http://127.0.0.1:{stand.port}", token="not-a-jwt", config_dir=tmp_path / "cfg",
-                            journal=tmp_path / "journal.db", config=TransferConfig(backoff_base=0.01)) as fx:
+        async with Flowxfer(
+            f"http://127.0.0.1:{stand.port}",
+            token="not-a-jwt",
+            config_dir=tmp_path / "cfg",
+            journal=tmp_path / "journal.db",
+            config=TransferConfig(backoff_base=0.01),
+        ) as fx:
             report = await fx.bulk(["1", "2"], name="x.zip", output_dir=out, extract=True, poll_interval=0.05)
     assert report.status == "failed"
     (archive,) = report.files
@@ -106,8 +118,9 @@ def test_by_content_not_by_name_and_checked_like_zips(tmp_path: Path) -> None:
     expected = [ExpectedMember(n, str(i), len(b), protocol.checksum_of(b)) for i, (n, b) in enumerate(data.items())]
     result = extract_archive(archive, tmp_path / "out", expected)
     assert result.verified == 2 and not result.unverified
-    assert {str(p.relative_to(tmp_path / "out")): p.read_bytes() for p in (tmp_path / "out").rglob("*")
-            if p.is_file()} == data
+    assert {
+        str(p.relative_to(tmp_path / "out")): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()
+    } == data
     wrong = [ExpectedMember("notes.txt", "9", 1, protocol.checksum_of(b"x"))]
     with pytest.raises(IntegrityError, match="does not match data 9"):
         extract_archive(archive, tmp_path / "out2", wrong)
@@ -132,8 +145,11 @@ async def test_bulk_extract_end_to_end_from_a_targz_server(tmp_path: Path, exten
     archive = Path(report.extra["archive"])
 
     def on_disk() -> tuple[bytes, dict[str, bytes], dict[str, bytes]]:
-        return (archive.read_bytes()[:2], {p.name: p.read_bytes() for p in out.iterdir() if p != archive},
-                {f.name: f.read_bytes() for f in files})
+        return (
+            archive.read_bytes()[:2],
+            {p.name: p.read_bytes() for p in out.iterdir() if p != archive},
+            {f.name: f.read_bytes() for f in files},
+        )
 
     head, extracted, sent = await anyio.to_thread.run_sync(on_disk)
     assert archive.name == "flow-download.zip" and head == b"\x1f\x8b"  # a tar.gz, whatever its name says

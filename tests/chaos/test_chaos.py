@@ -74,14 +74,27 @@ SCENARIOS: dict[str, Scenario] = {
         ResetAtRandom(2_000, 400_000, probability=0.6, direction="up", times=4),
     ],
     "stalls beyond the read timeout": lambda seed: [
-        StallMidBody(Match("GET", r"^/downloads/", probability=0.5), direction="down", at_fraction=0.4,
-                     seconds=3.0, then="close", times=2),
-        StallMidBody(Match("POST", r"^/upload$", probability=0.2), direction="down", at_fraction=0.5,
-                     seconds=3.0, then="close", times=1),
+        StallMidBody(
+            Match("GET", r"^/downloads/", probability=0.5),
+            direction="down",
+            at_fraction=0.4,
+            seconds=3.0,
+            then="close",
+            times=2,
+        ),
+        StallMidBody(
+            Match("POST", r"^/upload$", probability=0.2),
+            direction="down",
+            at_fraction=0.5,
+            seconds=3.0,
+            then="close",
+            times=1,
+        ),
     ],
     "503 bursts with HTML": lambda seed: [RespondWith.html_error(503, match=Match(probability=0.2), times=12)],
     "429 storms with Retry-After": lambda seed: [
-        RespondWith.rate_limited(retry_after=1, match=Match(probability=0.15), times=5)],
+        RespondWith.rate_limited(retry_after=1, match=Match(probability=0.15), times=5)
+    ],
     "responses that end early": lambda seed: [
         TruncateResponse(Match("GET", r"^/downloads/", probability=0.4), fraction=0.5, times=3),
         TruncateResponse(Match(probability=0.1), fraction=0.5, times=3),
@@ -103,17 +116,32 @@ class Workload:
 
 def make_workload(root: Path, seed: int, large: int) -> Workload:
     """Large and small files: empty, one byte, exactly one chunk, a chunk and a byte, multi-chunk ones."""
-    sizes = {"empty.txt": 0, "one.txt": 1, "small.csv": 5_000, "chunk.bin": CHUNK, "chunk1.bin": CHUNK + 1,
-             "mid.fastq.gz": 5 * CHUNK + 17, "large_R1.fastq.gz": large + 4321, "large_R2.fastq.gz": large // 2}
-    sources = {name: write_random(root / name, size, seed * 31 + index) for index, (name, size) in
-               enumerate(sizes.items())}
+    sizes = {
+        "empty.txt": 0,
+        "one.txt": 1,
+        "small.csv": 5_000,
+        "chunk.bin": CHUNK,
+        "chunk1.bin": CHUNK + 1,
+        "mid.fastq.gz": 5 * CHUNK + 17,
+        "large_R1.fastq.gz": large + 4321,
+        "large_R2.fastq.gz": large // 2,
+    }
+    sources = {
+        name: write_random(root / name, size, seed * 31 + index) for index, (name, size) in enumerate(sizes.items())
+    }
     return Workload(sources, ["one.txt", "small.csv", "chunk1.bin", "mid.fastq.gz"])
 
 
 @asynccontextmanager
 async def engine(r: Rig, home: Path) -> AsyncIterator[Flowxfer]:
-    settings: dict[str, Any] = {"read_timeout": 1.0, "connect_timeout": 5.0, "max_attempts": 12,
-                                "segments": 2, "concurrency": 3, "backoff_cap": 0.3}
+    settings: dict[str, Any] = {
+        "read_timeout": 1.0,
+        "connect_timeout": 5.0,
+        "max_attempts": 12,
+        "segments": 2,
+        "concurrency": 3,
+        "backoff_cap": 0.3,
+    }
     async with client(r.via_proxy, home, **settings) as fx:
         yield fx
 
@@ -139,8 +167,16 @@ async def run_workload(tmp_path: Path, extensions: bool, scenario: str, seed: in
             out = tmp_path / "out"
             done(await fx.download(list(ids.values()), output_dir=out))
             bulk_dir = tmp_path / "bulk"
-            done(await fx.bulk([ids[n] for n in work.bulk_names], name="mix.zip", output_dir=bulk_dir,
-                               extract=True, keep_archive=True, poll_interval=0.1))
+            done(
+                await fx.bulk(
+                    [ids[n] for n in work.bulk_names],
+                    name="mix.zip",
+                    output_dir=bulk_dir,
+                    extract=True,
+                    keep_archive=True,
+                    poll_interval=0.1,
+                )
+            )
         for rule in rules:
             r.proxy.remove(rule)
         faults = sum(r.proxy.stats.faults_injected.values())
@@ -165,11 +201,22 @@ async def run_workload(tmp_path: Path, extensions: bool, scenario: str, seed: in
             assert faults > 0, "the scenario injected nothing: it tested nothing"
         else:
             assert faults == 0 and resent_down == 0
-    record("chaos", scenario=scenario, extensions=extensions, seed=seed, faults=faults, bytes_lost=0,
-           payload_up=work.payload, wire_up=wire_up, requests_up=len(posts),
-           resent_up_ratio=max(0, resent_up - len(posts) * ENVELOPE) / work.payload,
-           payload_down=payload_down, wire_down=wire_down, resent_down_ratio=resent_down / payload_down,
-           seconds=round(time.monotonic() - started, 2))
+    record(
+        "chaos",
+        scenario=scenario,
+        extensions=extensions,
+        seed=seed,
+        faults=faults,
+        bytes_lost=0,
+        payload_up=work.payload,
+        wire_up=wire_up,
+        requests_up=len(posts),
+        resent_up_ratio=max(0, resent_up - len(posts) * ENVELOPE) / work.payload,
+        payload_down=payload_down,
+        wire_down=wire_down,
+        resent_down_ratio=resent_down / payload_down,
+        seconds=round(time.monotonic() - started, 2),
+    )
 
 
 modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])

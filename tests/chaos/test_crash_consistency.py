@@ -69,8 +69,15 @@ ACKED = (ChunkState.ACKED, ChunkState.VERIFIED)
 
 
 def sources(root: Path, seed: int) -> dict[str, Path]:
-    sizes = {"big_R1.fastq.gz": MiB + 123, "big_R2.fastq.gz": 700 * KiB, "empty.txt": 0, "one.txt": 1,
-             "sheet.csv": 9_000, "chunky.bin": 64 * KiB, "tail.bin": 64 * KiB + 1}
+    sizes = {
+        "big_R1.fastq.gz": MiB + 123,
+        "big_R2.fastq.gz": 700 * KiB,
+        "empty.txt": 0,
+        "one.txt": 1,
+        "sheet.csv": 9_000,
+        "chunky.bin": 64 * KiB,
+        "tail.bin": 64 * KiB + 1,
+    }
     return {name: write_random(root / name, size, seed + i) for i, (name, size) in enumerate(sizes.items())}
 
 
@@ -102,8 +109,9 @@ def _journal_rows(path: Path, kinds: tuple[str, ...]) -> list[tuple[Any, list[An
         journal.close()
 
 
-async def server_holds(srv_url: str, root: Path, extensions: bool, data_id: str, token: str,
-                       session: aiohttp.ClientSession) -> tuple[int, bool]:
+async def server_holds(
+    srv_url: str, root: Path, extensions: bool, data_id: str, token: str, session: aiohttp.ClientSession
+) -> tuple[int, bool]:
     """``(bytes held, ready)`` for an upload: the API where it exists, else the server's own record."""
     if extensions:
         async with session.get(f"{srv_url}/upload/{data_id}", headers={"Authorization": f"Bearer {token}"}) as r:
@@ -123,8 +131,9 @@ async def server_holds(srv_url: str, root: Path, extensions: bool, data_id: str,
     return await anyio.to_thread.run_sync(read)
 
 
-async def check_uploads(journal: Path, srv_url: str, root: Path, extensions: bool, tally: Tally,
-                        kinds: tuple[str, ...] = ("upload",)) -> None:
+async def check_uploads(
+    journal: Path, srv_url: str, root: Path, extensions: bool, tally: Tally, kinds: tuple[str, ...] = ("upload",)
+) -> None:
     """The journal claims no more than the server holds, file by file."""
     rows = await anyio.to_thread.run_sync(_journal_rows, journal, kinds)
     async with aiohttp.ClientSession() as session:
@@ -164,33 +173,44 @@ def _check_part_files(rows: list[tuple[Any, list[Any]]], expected: Callable[[Any
             # The engine renames a verified .part into place first and tells the journal "done"
             # after (the other order could record a file that is not there): a kill between the
             # two leaves every chunk acked, no .part, and the file in place with those bytes.
-            assert len(acked) == len(chunks) and target.exists(), \
+            assert len(acked) == len(chunks) and target.exists(), (
                 f"{held}: the journal acks {len(acked)} of {len(chunks)} chunks of a file that is not there"
+            )
             held = target
         with open(held, "rb") as handle:
             for c in acked:
                 data = os.pread(handle.fileno(), c.size, c.offset)
-                assert len(data) == c.size and protocol.checksum_of(data) == c.checksum, \
+                assert len(data) == c.size and protocol.checksum_of(data) == c.checksum, (
                     f"{held}: acked chunk at {c.offset} is not on disk as journaled"
+                )
                 if source is not None:
-                    assert data == source[c.offset:c.offset + c.size], f"{held}: chunk at {c.offset} differs"
+                    assert data == source[c.offset : c.offset + c.size], f"{held}: chunk at {c.offset} differs"
         checked += 1
     return checked
 
 
-async def check_downloads(journal: Path, by_name: dict[str, bytes], tally: Tally,
-                          kinds: tuple[str, ...] = ("download",)) -> None:
+async def check_downloads(
+    journal: Path, by_name: dict[str, bytes], tally: Tally, kinds: tuple[str, ...] = ("download",)
+) -> None:
     """Every chunk the journal acks is on disk, with the journaled checksum, and is the source's."""
     rows = await anyio.to_thread.run_sync(_journal_rows, journal, kinds)
     tally.checks += await anyio.to_thread.run_sync(
-        _check_part_files, rows, lambda f: by_name.get(Path(f.local_path).name))
+        _check_part_files, rows, lambda f: by_name.get(Path(f.local_path).name)
+    )
 
 
 # --- the client kill loop -------------------------------------------------------------------
 
 
-async def kill_loop(cli: Cli, command: list[str], kills: int, seed: int,
-                    check: Callable[[], Awaitable[None]], tally: Tally, spread: tuple[float, float]) -> None:
+async def kill_loop(
+    cli: Cli,
+    command: list[str],
+    kills: int,
+    seed: int,
+    check: Callable[[], Awaitable[None]],
+    tally: Tally,
+    spread: tuple[float, float],
+) -> None:
     """Run ``command``, SIGKILL it after a random delay, check, repeat; then run it to the end."""
     rng = random.Random(seed)
     for _ in range(kills):
@@ -221,8 +241,17 @@ async def crash_upload(tmp_path: Path, extensions: bool, kills: int, seed: int) 
     tally = Tally()
     async with running_server(tmp_path / "root", extensions=extensions) as srv:
         cli = await _cli_rig(srv, tmp_path)
-        command = ["--json", "upload", str(tmp_path / "run"), "--chunk-size", "64k", "--concurrency", "2",
-                   "--bwlimit", "700k"]
+        command = [
+            "--json",
+            "upload",
+            str(tmp_path / "run"),
+            "--chunk-size",
+            "64k",
+            "--concurrency",
+            "2",
+            "--bwlimit",
+            "700k",
+        ]
 
         async def check() -> None:
             await check_uploads(cli.journal, srv.base_url, srv.root, extensions, tally)
@@ -267,8 +296,20 @@ async def crash_bulk(tmp_path: Path, kills: int, seed: int) -> Tally:
             ids = [f.id or "" for f in (await fx.upload(list(src.values()))).files]
         cli = await _cli_rig(srv, tmp_path)
         out = tmp_path / "out"
-        command = ["bulk", *ids, "--name", "all.zip", "-o", str(out), "--extract", "--keep-archive",
-                   "--poll-interval", "0.1", "--bwlimit", "8M"]
+        command = [
+            "bulk",
+            *ids,
+            "--name",
+            "all.zip",
+            "-o",
+            str(out),
+            "--extract",
+            "--keep-archive",
+            "--poll-interval",
+            "0.1",
+            "--bwlimit",
+            "8M",
+        ]
 
         async def check() -> None:
             # The archive is not any source: its acked chunks must match what the journal recorded.
@@ -316,8 +357,19 @@ async def crash_sync_packed(tmp_path: Path, extensions: bool, kills: int, seed: 
     tally = Tally()
     async with running_server(tmp_path / "root", extensions=extensions) as srv:
         cli = await _cli_rig(srv, tmp_path)
-        command = ["--json", "sync", str(run), "--pack-small", "64k", "--chunk-size", "256k",
-                   "--bwlimit", "700k", "--concurrency", "2"]
+        command = [
+            "--json",
+            "sync",
+            str(run),
+            "--pack-small",
+            "64k",
+            "--chunk-size",
+            "256k",
+            "--bwlimit",
+            "700k",
+            "--concurrency",
+            "2",
+        ]
 
         async def check() -> None:
             await check_uploads(cli.journal, srv.base_url, srv.root, extensions, tally, kinds=("sync",))
@@ -370,8 +422,17 @@ async def _client_case(tmp_path: Path, kind: str, extensions: bool, kills: int, 
         total.checks += tally.checks
         total.finished_early += tally.finished_early
         cycle += 1
-    record("crash-client", kind=kind, extensions=extensions, seed=seed, kills=total.kills, checks=total.checks,
-           cycles=cycle, finished_before_kill=total.finished_early, bytes_lost=0)
+    record(
+        "crash-client",
+        kind=kind,
+        extensions=extensions,
+        seed=seed,
+        kills=total.kills,
+        checks=total.checks,
+        cycles=cycle,
+        finished_before_kill=total.finished_early,
+        bytes_lost=0,
+    )
 
 
 @modes
@@ -390,8 +451,9 @@ LONG_CASES = [(kind, ext) for kind in KINDS for ext in (True, False)] + [("bulk"
 
 @pytest.mark.long
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize(("kind", "extensions"), LONG_CASES,
-                         ids=[f"{k}-{'ext' if e else 'hosted'}" for k, e in LONG_CASES])
+@pytest.mark.parametrize(
+    ("kind", "extensions"), LONG_CASES, ids=[f"{k}-{'ext' if e else 'hosted'}" for k, e in LONG_CASES]
+)
 async def test_client_kill9_long(tmp_path: Path, kind: str, extensions: bool) -> None:
     await _client_case(tmp_path, kind, extensions, kills=LONG_KILLS, seed=100)
 
@@ -477,8 +539,9 @@ async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
 
             async def upload(files: dict[str, Path] = src, finished: list[bool] = finished) -> None:
                 try:
-                    async with client(srv, home, max_attempts=3, backoff_base=0.05, backoff_cap=0.2,
-                                      bwlimit="1M") as fx:
+                    async with client(
+                        srv, home, max_attempts=3, backoff_base=0.05, backoff_cap=0.2, bwlimit="1M"
+                    ) as fx:
                         report = await fx.upload(list(files.values()))
                     finished.append(report.status == "completed")
                 except (FlowxferError, OSError):
@@ -513,8 +576,11 @@ async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
         async with aiohttp.ClientSession() as session:
             for _ in range(max(1, kills // 2)):
                 token = await login(session, server.base_url, "alice", "alice-pw-1")
-                async with session.post(f"{server.base_url}/downloads", json={"data_ids": list(ids.values())},
-                                        headers={"Authorization": f"Bearer {token}"}) as r:
+                async with session.post(
+                    f"{server.base_url}/downloads",
+                    json={"data_ids": list(ids.values())},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
                     assert r.status == 202
                     jobs.append((await r.json())["id"])
                 await anyio.sleep(rng.uniform(0.0, 0.4))
@@ -538,13 +604,27 @@ async def server_crash(tmp_path: Path, kills: int, seed: int) -> Tally:
 async def test_server_kill9(tmp_path: Path) -> None:
     tally = await server_crash(tmp_path, kills=3, seed=21)
     assert tally.kills >= 2, tally
-    record("crash-server", kills=tally.kills, checks=tally.checks, jobs=tally.extra.get("jobs", 0),
-           builds_cut=tally.extra.get("builds_cut", 0), batches=tally.extra.get("batches", 0), bytes_lost=0)
+    record(
+        "crash-server",
+        kills=tally.kills,
+        checks=tally.checks,
+        jobs=tally.extra.get("jobs", 0),
+        builds_cut=tally.extra.get("builds_cut", 0),
+        batches=tally.extra.get("batches", 0),
+        bytes_lost=0,
+    )
 
 
 @pytest.mark.long
 @pytest.mark.timeout(3600)
 async def test_server_kill9_long(tmp_path: Path) -> None:
     tally = await server_crash(tmp_path, kills=LONG_KILLS, seed=22)
-    record("crash-server", kills=tally.kills, checks=tally.checks, jobs=tally.extra.get("jobs", 0),
-           builds_cut=tally.extra.get("builds_cut", 0), batches=tally.extra.get("batches", 0), bytes_lost=0)
+    record(
+        "crash-server",
+        kills=tally.kills,
+        checks=tally.checks,
+        jobs=tally.extra.get("jobs", 0),
+        builds_cut=tally.extra.get("builds_cut", 0),
+        batches=tally.extra.get("batches", 0),
+        bytes_lost=0,
+    )

@@ -49,8 +49,9 @@ NOBODY = 65534
 def _can_mount() -> bool:
     probe = tempfile.mkdtemp(prefix="flowxfer-mount-probe-")
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], capture_output=True,
-                              timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], capture_output=True, timeout=30
+        )
         if done.returncode != 0:
             return False
         subprocess.run(["umount", probe], check=True, capture_output=True, timeout=30)
@@ -134,8 +135,10 @@ async def test_download_hits_a_full_disk_then_resumes(tmp_path: Path) -> None:
             await anyio.run_process(["mount", "-t", "tmpfs", "-o", "size=2560k", "tmpfs", str(out)])
         else:
             mechanism, errno_text = "RLIMIT_FSIZE", "File too large"
-            prelude = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-                       f"resource.setrlimit(resource.RLIMIT_FSIZE, ({2 * MiB}, {2 * MiB}))")
+            prelude = (
+                "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({2 * MiB}, {2 * MiB}))"
+            )
         try:
             full = await run_as(cli, prelude, *command)
             assert full.code == 1, (mechanism, full)
@@ -180,8 +183,19 @@ async def test_download_into_a_refused_folder_then_resumes(tmp_path: Path) -> No
                 os.chown(out, NOBODY, NOBODY)
                 assert (await run_as(cli, prelude, "login", "-u", "alice", "--password-stdin")).code != 0  # no stdin
                 login = await anyio.run_process(
-                    [sys.executable, "-c", f"{prelude}\nfrom flowxfer.cli import main; main()", "login", "-u",
-                     "alice", "--password-stdin"], input=b"alice-pw-1\n", env=cli.env(), check=False)
+                    [
+                        sys.executable,
+                        "-c",
+                        f"{prelude}\nfrom flowxfer.cli import main; main()",
+                        "login",
+                        "-u",
+                        "alice",
+                        "--password-stdin",
+                    ],
+                    input=b"alice-pw-1\n",
+                    env=cli.env(),
+                    check=False,
+                )
                 assert login.returncode == 0, login.stderr
                 out.chmod(0o555)
             else:
@@ -220,14 +234,38 @@ async def test_sources_that_become_unreadable_fail_alone(tmp_path: Path) -> None
                 (world / "home").mkdir()
                 os.chown(world / "home", NOBODY, NOBODY)
                 login = await anyio.run_process(
-                    [sys.executable, "-c", f"{prelude}\nfrom flowxfer.cli import main; main()", "login", "-u",
-                     "alice", "--password-stdin"], input=b"alice-pw-1\n", env=cli.env(), check=False)
+                    [
+                        sys.executable,
+                        "-c",
+                        f"{prelude}\nfrom flowxfer.cli import main; main()",
+                        "login",
+                        "-u",
+                        "alice",
+                        "--password-stdin",
+                    ],
+                    input=b"alice-pw-1\n",
+                    env=cli.env(),
+                    check=False,
+                )
                 assert login.returncode == 0, login.stderr
             else:
                 await cli.login("alice", srv.users["alice"])
-            command = [sys.executable, "-c", f"{prelude}\nfrom flowxfer.cli import main; main()", "--json",
-                       "--log-format", "json", "upload", str(src), "--concurrency", "1", "--bwlimit", "512k",
-                       "--chunk-size", "64k"]
+            command = [
+                sys.executable,
+                "-c",
+                f"{prelude}\nfrom flowxfer.cli import main; main()",
+                "--json",
+                "--log-format",
+                "json",
+                "upload",
+                str(src),
+                "--concurrency",
+                "1",
+                "--bwlimit",
+                "512k",
+                "--chunk-size",
+                "64k",
+            ]
             process = await anyio.open_process(command, env=cli.env())
             stdout = b""
             stderr = b""
@@ -251,6 +289,7 @@ async def test_sources_that_become_unreadable_fail_alone(tmp_path: Path) -> None
                 paths[5].mkdir()
                 with anyio.fail_after(90):
                     async with anyio.create_task_group() as tg:
+
                         async def drain_err() -> None:
                             nonlocal stderr
                             async for data in process.stderr:  # type: ignore[union-attr]
@@ -269,8 +308,11 @@ async def test_sources_that_become_unreadable_fail_alone(tmp_path: Path) -> None
             assert process.returncode == 1, stderr.decode(errors="replace")[-2000:]
             document = json.loads(stdout)
             by_name = {Path(f["path"]).name: f for f in document["files"]}
-            assert {n for n, f in by_name.items() if f["status"] == "done"} == {"f0.fastq.gz", "f1.fastq.gz",
-                                                                               "f6.fastq.gz"}
+            assert {n for n, f in by_name.items() if f["status"] == "done"} == {
+                "f0.fastq.gz",
+                "f1.fastq.gz",
+                "f6.fastq.gz",
+            }
             failed = {n: f["error"] for n, f in by_name.items() if f["status"] == "failed"}
             assert set(failed) == {"f2.fastq.gz", "f3.fastq.gz", "f4.fastq.gz", "f5.fastq.gz"}, failed
             for name, error in failed.items():

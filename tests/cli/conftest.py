@@ -70,21 +70,25 @@ class Cli:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)  # the caller's FLOW_*/FLOWXFER_* are gone (tests/conftest.py)
-        env.update({
-            "FLOW_API_URL": self.base_url,
-            "FLOWXFER_CONFIG_DIR": str(self.home / "config"),
-            "FLOWXFER_JOURNAL": str(self.journal),
-            "XDG_STATE_HOME": str(self.home / "state"),
-            "PYTHONUNBUFFERED": "1",
-            **self.env_extra,
-        })
+        env.update(
+            {
+                "FLOW_API_URL": self.base_url,
+                "FLOWXFER_CONFIG_DIR": str(self.home / "config"),
+                "FLOWXFER_JOURNAL": str(self.journal),
+                "XDG_STATE_HOME": str(self.home / "state"),
+                "PYTHONUNBUFFERED": "1",
+                **self.env_extra,
+            }
+        )
         return env
 
     async def run(self, *args: str, stdin: str | None = None, within: float = 60) -> Result:
         """Run one command to its end, within ``within`` seconds (no traceback allowed)."""
         with anyio.fail_after(within):
             done = await anyio.run_process(
-                [*FLOWXFER, *args], input=stdin.encode() if stdin is not None else b"", check=False,
+                [*FLOWXFER, *args],
+                input=stdin.encode() if stdin is not None else b"",
+                check=False,
                 env=self.env(),
             )
         result = Result(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
@@ -158,8 +162,10 @@ class Running:
         with anyio.fail_after(within):
             while not condition(self):
                 if self.process.returncode is not None:
-                    raise AssertionError(f"the command ended (code {self.process.returncode}) before the "
-                                         f"condition held:\n{self.stderr[-3000:]}")
+                    raise AssertionError(
+                        f"the command ended (code {self.process.returncode}) before the "
+                        f"condition held:\n{self.stderr[-3000:]}"
+                    )
                 with anyio.move_on_after(0.05):
                     await self._changed.wait()
 

@@ -75,8 +75,19 @@ modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", 
 async def test_kill9_mid_upload_then_the_same_command(tmp_path: Path, extensions: bool, fraction: float) -> None:
     src = sources(tmp_path / "run42")
     async with rig(tmp_path, extensions) as r:
-        command = ["--log-format", "json", "--json", "upload", str(tmp_path / "run42"), "--chunk-size", "64k",
-                   "--concurrency", "2", "--bwlimit", "640k"]
+        command = [
+            "--log-format",
+            "json",
+            "--json",
+            "upload",
+            str(tmp_path / "run42"),
+            "--chunk-size",
+            "64k",
+            "--concurrency",
+            "2",
+            "--bwlimit",
+            "640k",
+        ]
         async with r.cli.start(*command) as first:
             await first.until_moved(int(TOTAL * fraction))
             await first.kill9()
@@ -90,8 +101,9 @@ async def test_kill9_mid_upload_then_the_same_command(tmp_path: Path, extensions
         assert document["status"] == "completed"
         ids = {Path(f["path"]).name: f["id"] for f in document["files"]}
         for name, path in src.items():
-            assert await server_bytes(r.server.base_url, r.server.users["alice"], ids[name], name) == \
-                path.read_bytes(), name
+            assert (
+                await server_bytes(r.server.base_url, r.server.users["alice"], ids[name], name) == path.read_bytes()
+            ), name
 
         assert document["bytes_transferred"] > 0  # the kill came before the end
         resent = r.upload_resent()
@@ -113,8 +125,7 @@ async def test_kill9_mid_download_then_the_same_command(tmp_path: Path, extensio
         async with client(r.server, tmp_path / "uploader", chunk_size=MiB) as fx:
             (uploaded,) = (await fx.upload([src])).files
         out = tmp_path / "out"
-        command = ["--log-format", "json", "--json", "download", uploaded.id or "", "-o", str(out),
-                   "--bwlimit", "6M"]
+        command = ["--log-format", "json", "--json", "download", uploaded.id or "", "-o", str(out), "--bwlimit", "6M"]
         async with r.cli.start(*command) as first:
             await first.until_moved(int(size * fraction))
             await first.kill9()

@@ -34,8 +34,19 @@ class Lab:
 
     async def register(self, *args: str) -> tuple[str, str]:
         """``flowxfer admin execution add alice ...``: (id, identifier)."""
-        result = await self.cli.run("admin", "--root", str(self.server.root), "execution", "add", "alice",
-                                    "--pipeline", "RNA-Seq", "--version", "3.4", *args)
+        result = await self.cli.run(
+            "admin",
+            "--root",
+            str(self.server.root),
+            "execution",
+            "add",
+            "alice",
+            "--pipeline",
+            "RNA-Seq",
+            "--version",
+            "3.4",
+            *args,
+        )
         assert result.code == 0, result
         _, _, execution_id, identifier = result.stdout.split()
         return execution_id, identifier
@@ -69,15 +80,25 @@ def outputs(tmp_path: Path, sizes: dict[str, int]) -> tuple[list[str], dict[str,
 async def test_the_lab_scenario_waits_downloads_verifies_and_a_rerun_moves_nothing(tmp_path: Path) -> None:
     async with lab(tmp_path) as r:
         async with aiohttp.ClientSession() as http:
-            sample = await upload_file(Api(http, r.server.base_url, r.server.users), "alice", b"ACGT" * 100,
-                                       filename="reads.fq", name="liver1")
-        made, expected = outputs(tmp_path, {"fastqc/report.html": 30 * KiB, "multiqc/report.html": 70 * KiB,
-                                            "salmon/quant.sf": 5 * KiB})
-        execution_id, identifier = await r.register("--sample", str(sample["sample_id"]), *made,
-                                                    "--finish-in", "4s")
+            sample = await upload_file(
+                Api(http, r.server.base_url, r.server.users), "alice", b"ACGT" * 100, filename="reads.fq", name="liver1"
+            )
+        made, expected = outputs(
+            tmp_path, {"fastqc/report.html": 30 * KiB, "multiqc/report.html": 70 * KiB, "salmon/quant.sf": 5 * KiB}
+        )
+        execution_id, identifier = await r.register("--sample", str(sample["sample_id"]), *made, "--finish-in", "4s")
         out = tmp_path / "results"
-        command = ["--json", "download", "--execution", execution_id, "--wait", "--poll-interval", "0.5", "-o",
-                   str(out)]
+        command = [
+            "--json",
+            "download",
+            "--execution",
+            execution_id,
+            "--wait",
+            "--poll-interval",
+            "0.5",
+            "-o",
+            str(out),
+        ]
         first = await r.cli.run(*command)
         assert first.code == 0, first.stderr
         document = first.json()
@@ -96,8 +117,9 @@ async def test_an_error_after_a_wait_exits_6_naming_the_run(tmp_path: Path) -> N
     async with lab(tmp_path) as r:
         made, _ = outputs(tmp_path, {"salmon/quant.sf": KiB})
         execution_id, identifier = await r.register(*made, "--schedule", "0s=-,1500ms=ERROR")
-        result = await r.cli.run("download", "--execution", execution_id, "--wait", "--poll-interval", "0.3", "-o",
-                                 str(tmp_path / "out"))
+        result = await r.cli.run(
+            "download", "--execution", execution_id, "--wait", "--poll-interval", "0.3", "-o", str(tmp_path / "out")
+        )
         assert result.code == 6, result
         assert f"execution {execution_id} ({identifier}) ended ERROR" in result.stderr
         assert f"execution {execution_id} ({identifier}): running, waited" in result.stderr  # the wait, shown
@@ -109,8 +131,19 @@ async def test_an_error_after_a_wait_exits_6_naming_the_run(tmp_path: Path) -> N
 async def test_a_run_that_never_finishes_stops_at_max_wait_with_75(tmp_path: Path) -> None:
     async with lab(tmp_path) as r:
         execution_id, _ = await r.register("--status", "-")
-        result = await r.cli.run("download", "--execution", execution_id, "--wait", "--poll-interval", "0.3",
-                                 "--max-wait", "1.5", "-o", str(tmp_path / "out"), within=20)
+        result = await r.cli.run(
+            "download",
+            "--execution",
+            execution_id,
+            "--wait",
+            "--poll-interval",
+            "0.3",
+            "--max-wait",
+            "1.5",
+            "-o",
+            str(tmp_path / "out"),
+            within=20,
+        )
         assert result.code == 75, result
         assert "after --max-wait" in result.stderr and execution_id in result.stderr
         assert 3 <= r.polls(execution_id) <= 7
@@ -127,8 +160,19 @@ async def test_kill9_while_waiting_then_the_same_command_polls_on_schedule(tmp_p
     async with lab(tmp_path) as r:
         made, expected = outputs(tmp_path, {"multiqc/report.html": 20 * KiB})
         execution_id, _ = await r.register(*made, "--finish-in", "2500ms")
-        command = ["--log-format", "json", "--json", "download", "--execution", execution_id, "--wait",
-                   "--poll-interval", "3", "-o", str(tmp_path / "out")]
+        command = [
+            "--log-format",
+            "json",
+            "--json",
+            "download",
+            "--execution",
+            execution_id,
+            "--wait",
+            "--poll-interval",
+            "3",
+            "-o",
+            str(tmp_path / "out"),
+        ]
         async with r.cli.start(*command) as first:
             await first.until(lambda run: any(e.get("event") == "execution_waiting" for e in run.events()))
             await first.kill9()
@@ -145,12 +189,26 @@ async def test_kill9_while_waiting_then_the_same_command_polls_on_schedule(tmp_p
 
 async def test_kill9_while_downloading_then_the_same_command_delivers_each_output_once(tmp_path: Path) -> None:
     async with lab(tmp_path) as r:
-        made, expected = outputs(tmp_path, {"star/aligned.bam": 12 * MiB + 77, "star/log.txt": 3 * KiB,
-                                            "salmon/log.txt": 4 * KiB})
+        made, expected = outputs(
+            tmp_path, {"star/aligned.bam": 12 * MiB + 77, "star/log.txt": 3 * KiB, "salmon/log.txt": 4 * KiB}
+        )
         execution_id, _ = await r.register(*made)
         out = tmp_path / "out"
-        command = ["--log-format", "json", "--json", "download", "--execution", execution_id, "--wait", "-o",
-                   str(out), "--bwlimit", "6M", "--concurrency", "1"]
+        command = [
+            "--log-format",
+            "json",
+            "--json",
+            "download",
+            "--execution",
+            execution_id,
+            "--wait",
+            "-o",
+            str(out),
+            "--bwlimit",
+            "6M",
+            "--concurrency",
+            "1",
+        ]
         async with r.cli.start(*command) as first:
             await first.until_moved(4 * MiB)
             await first.kill9()
@@ -183,8 +241,18 @@ async def test_many_small_outputs_come_as_one_archive_laid_out_by_process(tmp_pa
         made, expected = outputs(tmp_path, many_outputs(55))
         execution_id, identifier = await r.register(*made, "--finish-in", "1s")
         out = tmp_path / "results"
-        command = ["--json", "download", "--execution", execution_id, "--wait", "--poll-interval", "0.5",
-                   "--auto-bulk", "-o", str(out)]
+        command = [
+            "--json",
+            "download",
+            "--execution",
+            execution_id,
+            "--wait",
+            "--poll-interval",
+            "0.5",
+            "--auto-bulk",
+            "-o",
+            str(out),
+        ]
         first = await r.cli.run(*command)
         assert first.code == 0, first.stderr
         document = first.json()
@@ -202,8 +270,9 @@ async def test_many_small_outputs_come_as_one_archive_laid_out_by_process(tmp_pa
         flat = tmp_path / "flat"
         archived = await r.cli.run("bulk", "--execution", execution_id, "--layout", "flat", "-o", str(flat))
         assert archived.code == 0, archived.stderr
-        singly = await r.cli.run("download", "--execution", execution_id, "--layout", "flat", "-o",
-                                 str(tmp_path / "singly"))
+        singly = await r.cli.run(
+            "download", "--execution", execution_id, "--layout", "flat", "-o", str(tmp_path / "singly")
+        )
         assert singly.code == 0 and tree_bytes(flat) == tree_bytes(tmp_path / "singly"), singly.stderr
         assert len(tree_bytes(flat)) == len(expected) and not (flat / ".flowxfer-archive").exists()
 
@@ -211,8 +280,12 @@ async def test_many_small_outputs_come_as_one_archive_laid_out_by_process(tmp_pa
 async def test_bulk_execution_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     async with lab(tmp_path) as r:
         execution_id, _ = await r.register("--status", "-")
-        for args in (["bulk", "--execution", execution_id, "123"], ["bulk", "--execution", execution_id, "--extract"],
-                     ["bulk"], ["bulk", "123", "--partial"]):
+        for args in (
+            ["bulk", "--execution", execution_id, "123"],
+            ["bulk", "--execution", execution_id, "--extract"],
+            ["bulk"],
+            ["bulk", "123", "--partial"],
+        ):
             result = await r.cli.run(*args)
             assert result.code == 2 and "Traceback" not in result.stderr, result
         running = await r.cli.run("bulk", "--execution", execution_id, "-o", str(tmp_path / "out"))
@@ -222,12 +295,27 @@ async def test_bulk_execution_refuses_what_it_cannot_do(tmp_path: Path) -> None:
 async def test_kill9_while_the_archive_downloads_then_the_same_command_reattaches(tmp_path: Path) -> None:
     """The same ``bulk --execution`` after a kill re-attaches to its job: one POST /downloads, each output once."""
     async with lab(tmp_path) as r:
-        made, expected = outputs(tmp_path, {f"salmon/s{i}.quant.sf": 40 * KiB + i for i in range(60)}
-                                 | {"multiqc/report.html": 3 * KiB, "salmon/report.html": 4 * KiB})
+        made, expected = outputs(
+            tmp_path,
+            {f"salmon/s{i}.quant.sf": 40 * KiB + i for i in range(60)}
+            | {"multiqc/report.html": 3 * KiB, "salmon/report.html": 4 * KiB},
+        )
         execution_id, _ = await r.register(*made)
         out = tmp_path / "out"
-        command = ["--log-format", "json", "--json", "bulk", "--execution", execution_id, "--layout", "flat",
-                   "-o", str(out), "--bwlimit", "600k"]
+        command = [
+            "--log-format",
+            "json",
+            "--json",
+            "bulk",
+            "--execution",
+            execution_id,
+            "--layout",
+            "flat",
+            "-o",
+            str(out),
+            "--bwlimit",
+            "600k",
+        ]
         async with r.cli.start(*command) as first:
             await first.until_moved(600 * KiB)
             await first.kill9()

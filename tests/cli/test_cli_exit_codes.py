@@ -79,9 +79,13 @@ async def test_1_when_some_files_fail_and_resume_finishes_them(tmp_path: Path) -
     async with running_server(tmp_path / "root") as srv:
         port = int(srv.base_url.rsplit(":", 1)[1])
         async with FaultProxy("127.0.0.1", port) as proxy:
-            refuse = proxy.add(RespondWith.html_error(
-                503, match=Match("POST", r"^/upload$", where=lambda h: int(h.header("Content-Length") or 0) > 40_000),
-                times=None))
+            refuse = proxy.add(
+                RespondWith.html_error(
+                    503,
+                    match=Match("POST", r"^/upload$", where=lambda h: int(h.header("Content-Length") or 0) > 40_000),
+                    times=None,
+                )
+            )
             cli = Cli(proxy.url, tmp_path / "home")
             await cli.login("alice", srv.users["alice"])
             result = await cli.run("--max-attempts", "2", "--json", "upload", str(tmp_path / "run"))
@@ -168,8 +172,11 @@ async def test_2_for_usage_configuration_and_local_input_errors(tmp_path: Path) 
 
 async def test_json_gives_one_document_even_when_the_command_fails(tmp_path: Path) -> None:
     async with logged_in(tmp_path) as (_, cli):
-        for args, code in ((["upload", str(tmp_path / "missing.fastq")], 2), (["download", "999999999"], 4),
-                           (["show", "0123456789"], 2)):
+        for args, code in (
+            (["upload", str(tmp_path / "missing.fastq")], 2),
+            (["download", "999999999"], 4),
+            (["show", "0123456789"], 2),
+        ):
             result = await cli.run("--json", *args)
             assert result.code == code, (args, result)
             document = result.json()  # stdout is exactly one JSON document
@@ -278,8 +285,18 @@ async def test_75_when_the_rate_limit_budget_runs_out_then_the_next_run_finishes
 async def test_130_143_after_a_signal_and_resume_finishes(tmp_path: Path, signum: signal.Signals) -> None:
     files = [write_random(tmp_path / "run" / f"r{i}.fastq", 384 * KiB, i) for i in range(2)]
     async with logged_in(tmp_path) as (srv, cli):
-        command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "64k",
-                   "--bwlimit", "512k", "--concurrency", "2"]
+        command = [
+            "--log-format",
+            "json",
+            "upload",
+            str(tmp_path / "run"),
+            "--chunk-size",
+            "64k",
+            "--bwlimit",
+            "512k",
+            "--concurrency",
+            "2",
+        ]
         async with cli.start(*command) as first:
             await first.until_moved(200 * KiB)
             first.signal(signum)
@@ -364,8 +381,11 @@ async def html_server(status: int) -> AsyncIterator[str]:
 
     async def page(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(status=status, content_type="text/html",
-                            text="<html><head><title>Oops</title></head><body><h1>Bad Gateway</h1></body></html>")
+        return web.Response(
+            status=status,
+            content_type="text/html",
+            text="<html><head><title>Oops</title></head><body><h1>Bad Gateway</h1></body></html>",
+        )
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", page)

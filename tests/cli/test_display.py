@@ -43,8 +43,14 @@ def test_nothing_is_drawn_before_there_is_something_to_show() -> None:
 
 def test_a_resumed_file_counts_what_was_done_before_in_the_overall_bar() -> None:
     model = DisplayModel("upload")
-    _run(model, [TransferStarted("t", "upload", 1, 10 * MiB, True, 0, 7 * MiB),
-                 FileStarted("/a", "a", 10 * MiB, 7 * MiB), BytesMoved("/a", MiB)])
+    _run(
+        model,
+        [
+            TransferStarted("t", "upload", 1, 10 * MiB, True, 0, 7 * MiB),
+            FileStarted("/a", "a", 10 * MiB, 7 * MiB),
+            BytesMoved("/a", MiB),
+        ],
+    )
     overall, row = model.view(1).lines
     assert overall.completed == row.completed == 8 * MiB
     assert overall.text.startswith("0/1 files  8 MiB/10 MiB")
@@ -52,9 +58,16 @@ def test_a_resumed_file_counts_what_was_done_before_in_the_overall_bar() -> None
 
 def test_counters_belong_to_their_phase_and_rows_to_work_in_flight() -> None:
     model = DisplayModel("sync")
-    _run(model, [TransferStarted("t1", "sync", 2, 2 * MiB, False), FileStarted("/a", "a", MiB, 0),
-                 FileStarted("/b", "b", MiB, 0), BytesMoved("/a", MiB),
-                 FileFinished("/a", "a", "done", MiB, "1", None)])
+    _run(
+        model,
+        [
+            TransferStarted("t1", "sync", 2, 2 * MiB, False),
+            FileStarted("/a", "a", MiB, 0),
+            FileStarted("/b", "b", MiB, 0),
+            BytesMoved("/a", MiB),
+            FileFinished("/a", "a", "done", MiB, "1", None),
+        ],
+    )
     assert [bar.label.strip() for bar in model.view(1).lines] == ["upload", "b"]
     # A bulk transfer follows with the upload's row still open (it was interrupted).
     _run(model, [TransferStarted("t2", "bulk", 1, 0, False), JobProgress("j", "running", 0.5)], start=2)
@@ -105,23 +118,44 @@ def _sample_rows(model: DisplayModel, now: float) -> dict[str, str]:
 
 def test_a_samples_phase_draws_a_row_per_sample_in_flight_not_per_file() -> None:
     model = DisplayModel("upload")
-    _run(model, [FilesPlanned(6, 24 * MiB), SamplesPlanned(3, 0), TransferStarted("t", "samples", 6, 24 * MiB, False),
-                 _paired(1, "A"), _paired(2, "B"), FileStarted("/A_R1", "A_R1.fq", 4 * MiB, 0),
-                 BytesMoved("/A_R1", MiB), FileStarted("/B_R1", "B_R1.fq", 4 * MiB, 0)])
+    _run(
+        model,
+        [
+            FilesPlanned(6, 24 * MiB),
+            SamplesPlanned(3, 0),
+            TransferStarted("t", "samples", 6, 24 * MiB, False),
+            _paired(1, "A"),
+            _paired(2, "B"),
+            FileStarted("/A_R1", "A_R1.fq", 4 * MiB, 0),
+            BytesMoved("/A_R1", MiB),
+            FileStarted("/B_R1", "B_R1.fq", 4 * MiB, 0),
+        ],
+    )
     overall = model.view(1).lines[0]
     assert overall.label == "samples" and overall.text.startswith("0/3 samples  1 MiB/24 MiB")
     rows = _sample_rows(model, 1)
     assert list(rows) == ["A", "B"]  # no row for a file
     assert rows["A"].startswith("0/2 files  sending reads1  1 MiB/8 MiB")
-    _run(model, [BytesMoved("/A_R1", 3 * MiB), FileFinished("/A_R1", "A_R1.fq", "done", 4 * MiB, "d1", None),
-                 FileStarted("/A_R2", "A_R2.fq", 4 * MiB, 0), BytesMoved("/A_R2", 4 * MiB),
-                 SampleAsking(2, "B")], start=2)
+    _run(
+        model,
+        [
+            BytesMoved("/A_R1", 3 * MiB),
+            FileFinished("/A_R1", "A_R1.fq", "done", 4 * MiB, "d1", None),
+            FileStarted("/A_R2", "A_R2.fq", 4 * MiB, 0),
+            BytesMoved("/A_R2", 4 * MiB),
+            SampleAsking(2, "B"),
+        ],
+        start=2,
+    )
     rows = _sample_rows(model, 3)
     assert rows["A"].startswith("1/2 files  sending reads2  8 MiB/8 MiB")
     assert rows["B"].startswith("0/2 files  asking the server  0 B/8 MiB")
     # A made sample leaves the region; its last file's end comes after it and counts its bytes once.
-    _run(model, [SampleFinished(1, "A", "done", "s1", None),
-                 FileFinished("/A_R2", "A_R2.fq", "done", 4 * MiB, "d2", None)], start=4)
+    _run(
+        model,
+        [SampleFinished(1, "A", "done", "s1", None), FileFinished("/A_R2", "A_R2.fq", "done", 4 * MiB, "d2", None)],
+        start=4,
+    )
     assert list(_sample_rows(model, 5)) == ["B"]
     assert model.view(5).lines[0].text.startswith("1/3 samples  8 MiB/24 MiB")
     _run(model, [SampleFinished(2, "B", "failed", None, "B: refused")], start=6)
@@ -134,9 +168,17 @@ def test_a_samples_phase_draws_a_row_per_sample_in_flight_not_per_file() -> None
 def test_a_resumed_batch_counts_what_earlier_runs_made_and_sent() -> None:
     model = DisplayModel("upload")
     # Two samples made before, one skipped (on Flow already) told before the transfer starts.
-    _run(model, [FilesPlanned(8, 32 * MiB), SamplesPlanned(4, 2), SampleFinished(3, "C", "skipped", "s3", None),
-                 TransferStarted("t", "samples", 8, 32 * MiB, True, 5, 22 * MiB),
-                 _paired(4, "D", done=(4 * MiB, 2 * MiB)), FileStarted("/D_R2", "D_R2.fq", 4 * MiB, 2 * MiB)])
+    _run(
+        model,
+        [
+            FilesPlanned(8, 32 * MiB),
+            SamplesPlanned(4, 2),
+            SampleFinished(3, "C", "skipped", "s3", None),
+            TransferStarted("t", "samples", 8, 32 * MiB, True, 5, 22 * MiB),
+            _paired(4, "D", done=(4 * MiB, 2 * MiB)),
+            FileStarted("/D_R2", "D_R2.fq", 4 * MiB, 2 * MiB),
+        ],
+    )
     assert model.view(1).lines[0].text.startswith("2/4 samples  22 MiB/32 MiB")
     assert _sample_rows(model, 1)["D"].startswith("1/2 files  sending reads2  6 MiB/8 MiB")
     _run(model, [BytesMoved("/D_R2", 2 * MiB), SampleFinished(4, "D", "done", "s4", None)], start=2)
@@ -145,9 +187,16 @@ def test_a_resumed_batch_counts_what_earlier_runs_made_and_sent() -> None:
 
 def test_a_batch_with_every_sample_made_before_leaves_no_line() -> None:
     model = DisplayModel("upload")
-    _run(model, [FilesPlanned(4, 8 * MiB), SamplesPlanned(2, 2), SampleFinished(1, "A", "skipped", "s1", None),
-                 SampleFinished(2, "B", "skipped", "s2", None), TransferStarted("t", "samples", 4, 8 * MiB, False, 4,
-                                                                                  8 * MiB)])
+    _run(
+        model,
+        [
+            FilesPlanned(4, 8 * MiB),
+            SamplesPlanned(2, 2),
+            SampleFinished(1, "A", "skipped", "s1", None),
+            SampleFinished(2, "B", "skipped", "s2", None),
+            TransferStarted("t", "samples", 4, 8 * MiB, False, 4, 8 * MiB),
+        ],
+    )
     assert model.view(1).lines[0].text.startswith("2/2 samples")
     model.end(2)
     assert model.take_ended() == []
@@ -162,36 +211,88 @@ def test_samples_in_flight_are_capped_with_a_count_of_the_rest() -> None:
 
 
 _transfer_started = st.builds(
-    TransferStarted, st.just("t"), st.sampled_from(["upload", "download", "bulk", "sync", "samples"]),
-    st.integers(0, 5), st.integers(0, 10 * MiB), st.booleans(), st.integers(0, 5), st.integers(0, 10 * MiB))
+    TransferStarted,
+    st.just("t"),
+    st.sampled_from(["upload", "download", "bulk", "sync", "samples"]),
+    st.integers(0, 5),
+    st.integers(0, 10 * MiB),
+    st.booleans(),
+    st.integers(0, 5),
+    st.integers(0, 10 * MiB),
+)
 _file_events = [
     st.builds(FilesPlanned, st.integers(0, 5), st.integers(0, 10 * MiB)),
-    st.builds(FileStarted, st.sampled_from(["/a", "/b"]), st.just("n"), st.integers(0, 4 * MiB),
-              st.integers(0, 4 * MiB)),
+    st.builds(
+        FileStarted, st.sampled_from(["/a", "/b"]), st.just("n"), st.integers(0, 4 * MiB), st.integers(0, 4 * MiB)
+    ),
     st.builds(BytesMoved, st.sampled_from(["/a", "/b", "/c"]), st.integers(0, 2 * MiB)),
     st.builds(FileVerifying, st.sampled_from(["/a", "/b"])),
-    st.builds(FileFinished, st.sampled_from(["/a", "/b"]), st.just("n"), st.sampled_from(["done", "skipped", "failed"]),
-              st.integers(0, 4 * MiB), st.none(), st.none()),
+    st.builds(
+        FileFinished,
+        st.sampled_from(["/a", "/b"]),
+        st.just("n"),
+        st.sampled_from(["done", "skipped", "failed"]),
+        st.integers(0, 4 * MiB),
+        st.none(),
+        st.none(),
+    ),
 ]
 _sample_events = [
     st.builds(SamplesPlanned, st.integers(0, 3), st.integers(0, 4)),
-    st.builds(SampleStarted, st.integers(1, 3), st.just("s"), st.just(2), st.lists(
-        st.builds(SampleFile, st.sampled_from(["/a", "/b", "/c"]), st.just("reads1"), st.integers(0, 4 * MiB),
-                  st.integers(0, 4 * MiB), st.booleans()), max_size=2).map(tuple)),
+    st.builds(
+        SampleStarted,
+        st.integers(1, 3),
+        st.just("s"),
+        st.just(2),
+        st.lists(
+            st.builds(
+                SampleFile,
+                st.sampled_from(["/a", "/b", "/c"]),
+                st.just("reads1"),
+                st.integers(0, 4 * MiB),
+                st.integers(0, 4 * MiB),
+                st.booleans(),
+            ),
+            max_size=2,
+        ).map(tuple),
+    ),
     st.builds(SampleAsking, st.integers(1, 3), st.just("s")),
-    st.builds(SampleFinished, st.integers(1, 3), st.just("s"), st.sampled_from(["done", "skipped", "failed"]),
-              st.none(), st.none()),
+    st.builds(
+        SampleFinished,
+        st.integers(1, 3),
+        st.just("s"),
+        st.sampled_from(["done", "skipped", "failed"]),
+        st.none(),
+        st.none(),
+    ),
 ]
-_events = st.lists(st.one_of(
-    _transfer_started, *_file_events, *_sample_events,
-    st.builds(JobProgress, st.just("j"), st.sampled_from(["running", "completed"]), st.floats(-1, 2)),
-), max_size=40)
+_events = st.lists(
+    st.one_of(
+        _transfer_started,
+        *_file_events,
+        *_sample_events,
+        st.builds(JobProgress, st.just("j"), st.sampled_from(["running", "completed"]), st.floats(-1, 2)),
+    ),
+    max_size=40,
+)
 #: A samples batch's events only (a samples transfer, its files, its samples): what samples upload-batch sees.
-_batch_events = st.lists(st.one_of(
-    st.builds(TransferStarted, st.just("t"), st.just("samples"), st.integers(0, 5), st.integers(0, 10 * MiB),
-              st.booleans(), st.integers(0, 5), st.integers(0, 10 * MiB)),
-    *_file_events, *_sample_events,
-), max_size=40)
+_batch_events = st.lists(
+    st.one_of(
+        st.builds(
+            TransferStarted,
+            st.just("t"),
+            st.just("samples"),
+            st.integers(0, 5),
+            st.integers(0, 10 * MiB),
+            st.booleans(),
+            st.integers(0, 5),
+            st.integers(0, 10 * MiB),
+        ),
+        *_file_events,
+        *_sample_events,
+    ),
+    max_size=40,
+)
 
 
 def _assert_within_totals(events: list[Event]) -> None:

@@ -51,8 +51,9 @@ async def test_a_server_that_is_not_flow_or_a_token_it_refuses_fail(server: Runn
         async with Flowxfer(url, config_dir=tmp_path / "c1", journal=tmp_path / "j1.db", token="a.b.c") as fx:
             checks = {c.name: c for c in await run_checks(fx)}
     assert checks["api"].status == "fail" and "does not answer as Flow does" in checks["api"].detail
-    async with Flowxfer(server.base_url, config_dir=tmp_path / "c2", journal=tmp_path / "j2.db",
-                        token="not.a.token") as fx:
+    async with Flowxfer(
+        server.base_url, config_dir=tmp_path / "c2", journal=tmp_path / "j2.db", token="not.a.token"
+    ) as fx:
         names = [(c.name, c.status) for c in await run_checks(fx)]
     assert ("credentials", "fail") in names, names
 
@@ -67,16 +68,24 @@ def test_clock_skew_is_judged() -> None:
 
 
 async def test_cli_exit_codes_and_json(server: RunningServer, tmp_path: Path) -> None:
-    env = {**os.environ, "FLOW_API_URL": server.base_url, "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "FLOWXFER_JOURNAL": str(tmp_path / "j.db")}
+    env = {
+        **os.environ,
+        "FLOW_API_URL": server.base_url,
+        "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"),
+        "FLOWXFER_JOURNAL": str(tmp_path / "j.db"),
+    }
     import anyio
 
     not_logged = await anyio.run_process([*CLI, "--json", "doctor"], env=env, check=False)
     assert not_logged.returncode == 3
     document = json.loads(not_logged.stdout)
     assert document["ok"] is False and document["checks"][0]["status"] == "fail"
-    login = await anyio.run_process([*CLI, "login", "-u", "alice", "--password-stdin"],
-                                    input=(server.users["alice"] + "\n").encode(), env=env, check=False)
+    login = await anyio.run_process(
+        [*CLI, "login", "-u", "alice", "--password-stdin"],
+        input=(server.users["alice"] + "\n").encode(),
+        env=env,
+        check=False,
+    )
     assert login.returncode == 0, login.stderr
     healthy = await anyio.run_process([*CLI, "doctor"], env=env, check=False)
     assert healthy.returncode == 0, healthy.stdout
@@ -109,8 +118,9 @@ async def test_api_check_asks_me_and_reads_hosted_flows_null_record(tmp_path: Pa
         await runner.cleanup()
     assert "/me" in seen and "/data/owned" not in seen
     assert ("credentials", "ok", "a long-lived token (an API key): nothing to refresh") in checks
-    assert any(name == "credentials" and status == "fail" and "anonymous" in detail
-               for name, status, detail in checks), checks
+    assert any(
+        name == "credentials" and status == "fail" and "anonymous" in detail for name, status, detail in checks
+    ), checks
 
 
 async def test_an_api_key_passes_doctor(server: RunningServer, tmp_path: Path) -> None:

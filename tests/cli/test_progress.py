@@ -19,10 +19,22 @@ CLI = [sys.executable, "-c", "from flowxfer.cli import main; main()"]
 
 
 def _env(server: ServerProcess, tmp: Path) -> dict[str, str]:
-    env = {**os.environ, "FLOW_API_URL": server.base_url, "FLOWXFER_CONFIG_DIR": str(tmp / "cfg"),
-           "FLOWXFER_JOURNAL": str(tmp / "j.db"), "FLOWXFER_PROGRESS_INTERVAL": "0.2", "COLUMNS": "100"}
-    subprocess.run([*CLI, "login", "-u", "alice", "--password-stdin"], input=server.users["alice"] + "\n",
-                   text=True, env=env, check=True, capture_output=True)
+    env = {
+        **os.environ,
+        "FLOW_API_URL": server.base_url,
+        "FLOWXFER_CONFIG_DIR": str(tmp / "cfg"),
+        "FLOWXFER_JOURNAL": str(tmp / "j.db"),
+        "FLOWXFER_PROGRESS_INTERVAL": "0.2",
+        "COLUMNS": "100",
+    }
+    subprocess.run(
+        [*CLI, "login", "-u", "alice", "--password-stdin"],
+        input=server.users["alice"] + "\n",
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return env
 
 
@@ -36,8 +48,9 @@ def test_a_terminal_shows_bars(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "root") as server:
         env = _env(server, tmp_path)
         leader, follower = pty.openpty()
-        proc = subprocess.Popen(_slow_upload(tmp_path, "a.bin"), env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=follower)
+        proc = subprocess.Popen(
+            _slow_upload(tmp_path, "a.bin"), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower
+        )
         os.close(follower)
         seen = b""
         deadline = time.monotonic() + 60
@@ -66,8 +79,9 @@ def test_a_terminal_shows_bars(tmp_path: Path) -> None:
 def test_a_pipe_gets_plain_lines_only(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "root") as server:
         env = _env(server, tmp_path)
-        done = subprocess.run(_slow_upload(tmp_path, "b.bin"), env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            _slow_upload(tmp_path, "b.bin"), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "\x1b" not in done.stderr
     progress = [line for line in done.stderr.splitlines() if " files, " in line]
@@ -80,13 +94,30 @@ def test_a_pipe_counts_samples_in_its_plain_lines(tmp_path: Path) -> None:
     sheet, _ = paired_sheet(tmp_path / "run", 3, 1024 * 1024)
     with ServerProcess(tmp_path / "root") as server:
         env = _env(server, tmp_path)
-        done = subprocess.run([*CLI, "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq",
-                               "--bwlimit", "2M", "--chunk-size", "256k"], env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            [
+                *CLI,
+                "samples",
+                "upload-batch",
+                "--sheet",
+                str(sheet),
+                "--sample-type",
+                "RNA-Seq",
+                "--bwlimit",
+                "2M",
+                "--chunk-size",
+                "256k",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if " files, " in line]
     # Once the batch is planned (a line may come before), every line counts its samples.
-    progress = lines[next((n for n, line in enumerate(lines) if " samples, " in line), len(lines)):]
+    progress = lines[next((n for n, line in enumerate(lines) if " samples, " in line), len(lines)) :]
     assert len(progress) >= 2, done.stderr
     counted = [line.split(" ", 2)[1] for line in progress]
     assert all(line.split(" ", 2)[2].startswith("samples, ") for line in progress), progress
@@ -96,8 +127,14 @@ def test_a_pipe_counts_samples_in_its_plain_lines(tmp_path: Path) -> None:
 def test_json_log_lines_parse(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "root") as server:
         env = _env(server, tmp_path)
-        done = subprocess.run([*CLI, "--log-format", "json", *_slow_upload(tmp_path, "c.bin")[len(CLI):]],
-                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [*CLI, "--log-format", "json", *_slow_upload(tmp_path, "c.bin")[len(CLI) :]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     kinds = {record["event"] for record in records}

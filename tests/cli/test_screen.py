@@ -35,10 +35,21 @@ pytestmark = pytest.mark.timeout(240)
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A logged-in user of a local server (a real subprocess), with their own config and journal."""
     with ServerProcess(tmp_path / "root") as server:
-        environment = {**os.environ, "FLOW_API_URL": server.base_url, "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"),
-                       "FLOWXFER_JOURNAL": str(tmp_path / "j.db"), "XDG_STATE_HOME": str(tmp_path / "state")}
-        subprocess.run([*CLI, "login", "-u", "alice", "--password-stdin"], input=server.users["alice"] + "\n",
-                       text=True, env=environment, check=True, capture_output=True)
+        environment = {
+            **os.environ,
+            "FLOW_API_URL": server.base_url,
+            "FLOWXFER_CONFIG_DIR": str(tmp_path / "cfg"),
+            "FLOWXFER_JOURNAL": str(tmp_path / "j.db"),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+        }
+        subprocess.run(
+            [*CLI, "login", "-u", "alice", "--password-stdin"],
+            input=server.users["alice"] + "\n",
+            text=True,
+            env=environment,
+            check=True,
+            capture_output=True,
+        )
         yield environment
 
 
@@ -74,12 +85,22 @@ def test_demo_shows_every_step_its_checks_and_its_table_top_to_bottom(tmp_path: 
     assert screen.code == 0, screen.text
     # Nothing drawn before the first step is told.
     assert screen.lines[0].startswith("1. A local Flow server is listening on"), screen.text
-    steps = ["1. A local Flow server", "2. A sequencing run is being written", "[ok  ] not ready, nothing sent",
-             "3. The instrument wrote", "[ok  ] interrupted part-way",
-             "4. A new session resumes from the journal", "[ok  ] resumed to completion",
-             "5. Fetching all", "[ok  ] archive downloaded, verified, extracted",
-             "6. Comparing every file", "[ok  ] byte-for-byte identical",
-             "7. Making one Flow sample per Sample_ID", "[ok  ] samples made exactly once", "result", ]
+    steps = [
+        "1. A local Flow server",
+        "2. A sequencing run is being written",
+        "[ok  ] not ready, nothing sent",
+        "3. The instrument wrote",
+        "[ok  ] interrupted part-way",
+        "4. A new session resumes from the journal",
+        "[ok  ] resumed to completion",
+        "5. Fetching all",
+        "[ok  ] archive downloaded, verified, extracted",
+        "6. Comparing every file",
+        "[ok  ] byte-for-byte identical",
+        "7. Making one Flow sample per Sample_ID",
+        "[ok  ] samples made exactly once",
+        "result",
+    ]
     rows = [screen.where(step) for step in steps]
     missing = [step for step, row in zip(steps, rows, strict=True) if row < 0]
     assert not missing, f"missing: {missing}\n{screen.text}"
@@ -111,15 +132,17 @@ def test_upload_prints_whole_result_lines_below_its_bar(env: dict[str, str], tmp
 
 def test_download_prints_whole_result_lines_below_its_bar(env: dict[str, str], tmp_path: Path) -> None:
     path = write_random(tmp_path / "a.bin", 3 * MiB)
-    uploaded = subprocess.run([*CLI, "--json", "upload", str(path)], env=env, capture_output=True, text=True,
-                              check=True)
+    uploaded = subprocess.run(
+        [*CLI, "--json", "upload", str(path)], env=env, capture_output=True, text=True, check=True
+    )
     data_id = json.loads(uploaded.stdout)["files"][0]["id"]
     out = tmp_path / "out"
     screen = run_on_screen([*CLI, "download", "--bwlimit", "2M", "-o", str(out), data_id], env)
     assert screen.code == 0, screen.text
     assert_lines_whole(screen, "downloaded ", "completed: ")
-    assert screen.where("completed: 1 downloaded") > screen.where(f"downloaded {data_id} -> {out / 'a.bin'}") >= 0, \
+    assert screen.where("completed: 1 downloaded") > screen.where(f"downloaded {data_id} -> {out / 'a.bin'}") >= 0, (
         screen.text
+    )
     assert bar_lines(screen) == ["download"], screen.text
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
@@ -166,8 +189,22 @@ def test_a_resumed_upload_shows_the_whole_file_done_so_far(env: dict[str, str], 
 
 def test_sync_prints_its_lines_whole_below_nothing_stale(env: dict[str, str], tmp_path: Path) -> None:
     run = make_run_folder(tmp_path / "instrument", lanes=1, samples=2, fastq_size=1 * MiB, small_files=30)
-    screen = run_on_screen([*CLI, "sync", "--pack-small", "64k", "--bwlimit", "4M", "--chunk-size", "256k",
-                            "--ready-marker", "CopyComplete.txt", str(run)], env)
+    screen = run_on_screen(
+        [
+            *CLI,
+            "sync",
+            "--pack-small",
+            "64k",
+            "--bwlimit",
+            "4M",
+            "--chunk-size",
+            "256k",
+            "--ready-marker",
+            "CopyComplete.txt",
+            str(run),
+        ],
+        env,
+    )
     assert screen.code == 0, screen.text
     assert_lines_whole(screen, "uploaded ", "sync: ", "completed: ")
     assert screen.where("completed: ") > screen.where("sync: ") >= 0, screen.text
@@ -176,16 +213,32 @@ def test_sync_prints_its_lines_whole_below_nothing_stale(env: dict[str, str], tm
     assert_counters_within_totals(screen)
 
 
-def test_samples_upload_batch_shows_samples_in_flight_and_each_result_whole(env: dict[str, str],
-                                                                            tmp_path: Path) -> None:
+def test_samples_upload_batch_shows_samples_in_flight_and_each_result_whole(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     sheet, reads = paired_sheet(tmp_path / "run", 4, 1 * MiB)
-    screen = run_on_screen([*CLI, "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq",
-                            "--concurrency", "2", "--bwlimit", "2M", "--chunk-size", "256k"], env)
+    screen = run_on_screen(
+        [
+            *CLI,
+            "samples",
+            "upload-batch",
+            "--sheet",
+            str(sheet),
+            "--sample-type",
+            "RNA-Seq",
+            "--concurrency",
+            "2",
+            "--bwlimit",
+            "2M",
+            "--chunk-size",
+            "256k",
+        ],
+        env,
+    )
     assert screen.code == 0, screen.text
     results = [screen.where(f"sample {name} (row {name[1:]}) -> ") for name in reads]
     assert min(results) >= 0, screen.text
-    assert screen.where("samples: 4 made, 0 already on Flow") > screen.where("completed: ") > max(results), \
-        screen.text
+    assert screen.where("samples: 4 made, 0 already on Flow") > screen.where("completed: ") > max(results), screen.text
     assert_lines_whole(screen, "sample ", "uploaded ", "completed: ", "samples: ")
     # What stays of the live display is the samples phase's final line, counting every sample.
     assert bar_lines(screen) == ["samples"], screen.text
@@ -193,12 +246,10 @@ def test_samples_upload_batch_shows_samples_in_flight_and_each_result_whole(env:
     assert_nothing_unknown_drawn(screen)
     assert_counters_within_totals(screen)
     # While it ran: a row per sample in flight (its files, what it is doing, its bytes), none per file.
-    rows = [line.rstrip() for frame in screen.frames for line in frame
-            if "━" in line and re.match(r"\s+P\d\s", line)]
+    rows = [line.rstrip() for frame in screen.frames for line in frame if "━" in line and re.match(r"\s+P\d\s", line)]
     assert any(re.search(r"[01]/2 files  sending reads[12]  [\d.]+ \w?i?B/2 MiB", line) for line in rows), rows[:20]
     for number, frame in enumerate(screen.frames):
         files = [line.rstrip() for line in frame if "━" in line and ".fastq.gz" in line]
         assert not files, f"frame {number}: a file row in a samples batch: {files}"
         in_flight = [line for line in frame if "━" in line and re.match(r"\s+P\d\s", line)]
         assert len(in_flight) <= 2, f"frame {number}: more samples drawn than in flight:\n" + "\n".join(frame)
-

@@ -75,8 +75,13 @@ def token(raw_server: ServerProcess) -> str:
 
 def request(method: str, path: str, headers: dict[str, str] | list[tuple[str, str]], body: bytes = b"") -> bytes:
     items = list(headers.items()) if isinstance(headers, dict) else headers
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
-             *(f"{k}: {v}" for k, v in items), f"Content-Length: {len(body)}"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Connection: close",
+        *(f"{k}: {v}" for k, v in items),
+        f"Content-Length: {len(body)}",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
@@ -90,42 +95,135 @@ def post_json(server: ServerProcess, path: str, document: object, token: str | N
 
 # --- junk -------------------------------------------------------------------------------
 
-_PATHS = st.sampled_from(["/login", "/token", "/upload", "/upload/1", "/data/search", "/data/owned", "/data/1",
-                          "/data/1/chunks", "/data/1/files", "/data/1/permissions", "/downloads",
-                          "/downloads/1/x", "/downloads/jobs/1", "/downloads/jobs/1/x.zip", "/capabilities",
-                          "/openapi.json", "/", "/%00", "/..%2f..%2fetc%2fpasswd", "/upload/sample",
-                          "/upload/multiplexed", "/upload/annotation", "/samples/search", "/samples/owned",
-                          "/samples/1", "/samples/1/data", "/samples/types", "/samples/metadata",
-                          "/samples/metadata/strandedness/options", "/organisms", "/projects/owned",
-                          "/annotation", "/annotation/RNA-Seq", "/executions/search", "/executions/1",
-                          "/executions/123456789012345678", "/samples/1/executions"])
+_PATHS = st.sampled_from(
+    [
+        "/login",
+        "/token",
+        "/upload",
+        "/upload/1",
+        "/data/search",
+        "/data/owned",
+        "/data/1",
+        "/data/1/chunks",
+        "/data/1/files",
+        "/data/1/permissions",
+        "/downloads",
+        "/downloads/1/x",
+        "/downloads/jobs/1",
+        "/downloads/jobs/1/x.zip",
+        "/capabilities",
+        "/openapi.json",
+        "/",
+        "/%00",
+        "/..%2f..%2fetc%2fpasswd",
+        "/upload/sample",
+        "/upload/multiplexed",
+        "/upload/annotation",
+        "/samples/search",
+        "/samples/owned",
+        "/samples/1",
+        "/samples/1/data",
+        "/samples/types",
+        "/samples/metadata",
+        "/samples/metadata/strandedness/options",
+        "/organisms",
+        "/projects/owned",
+        "/annotation",
+        "/annotation/RNA-Seq",
+        "/executions/search",
+        "/executions/1",
+        "/executions/123456789012345678",
+        "/samples/1/executions",
+    ]
+)
 _METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "BREW"])
 #: Header and query text: printable ASCII and the rest of Latin-1 (raw bytes 0xA0-0xFF on the wire).
 _TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_categories=("Cc",)), max_size=40)
-_QUERY = st.lists(st.tuples(st.sampled_from(["count", "page", "limit", "offset", "pattern", "filename",
-                                             "size_gt", "created_lt", "owned", "direct", "token", "sort",
-                                             "organism", "sample_types", "value", "validated", "include",
-                                             "exclude", "log", "return_data", "duration_gt", "status"]), _TEXT),
-                  max_size=4)
-_HEADERS = st.lists(st.one_of(
-    st.tuples(st.sampled_from(["Content-Type", "Range", "If-Range", "If-None-Match", "Cookie", "Authorization",
-                               "X-Junk", "Transfer-Encoding"]), _TEXT),
-    # Expect in Latin-1 too: aiohttp's own handler, which echoed it into a 417 and failed with a 500, no
-    # longer answers any request (every path, served or not, has ours; see test_inputs_once_seen_to_make_500s).
-    st.tuples(st.just("Expect"), _TEXT),
-), max_size=5)
+_QUERY = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "count",
+                "page",
+                "limit",
+                "offset",
+                "pattern",
+                "filename",
+                "size_gt",
+                "created_lt",
+                "owned",
+                "direct",
+                "token",
+                "sort",
+                "organism",
+                "sample_types",
+                "value",
+                "validated",
+                "include",
+                "exclude",
+                "log",
+                "return_data",
+                "duration_gt",
+                "status",
+            ]
+        ),
+        _TEXT,
+    ),
+    max_size=4,
+)
+_HEADERS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "Content-Type",
+                    "Range",
+                    "If-Range",
+                    "If-None-Match",
+                    "Cookie",
+                    "Authorization",
+                    "X-Junk",
+                    "Transfer-Encoding",
+                ]
+            ),
+            _TEXT,
+        ),
+        # Expect in Latin-1 too: aiohttp's own handler, which echoed it into a 417 and failed with a 500, no
+        # longer answers any request (every path, served or not, has ours; see test_inputs_once_seen_to_make_500s).
+        st.tuples(st.just("Expect"), _TEXT),
+    ),
+    max_size=5,
+)
 
 
-@given(method=_METHODS, path=_PATHS, query=_QUERY, headers=_HEADERS, body=st.binary(max_size=300),
-       authenticated=st.booleans())
-@example(method="POST", path="/upload", query=[], headers=[("Content-Type", "multipart/form-data; boundary=")],
-         body=b"--\r\n", authenticated=True)
-@example(method="GET", path="/downloads/1/x", query=[], headers=[("Range", "bytes=-0")], body=b"",
-         authenticated=True)
+@given(
+    method=_METHODS,
+    path=_PATHS,
+    query=_QUERY,
+    headers=_HEADERS,
+    body=st.binary(max_size=300),
+    authenticated=st.booleans(),
+)
+@example(
+    method="POST",
+    path="/upload",
+    query=[],
+    headers=[("Content-Type", "multipart/form-data; boundary=")],
+    body=b"--\r\n",
+    authenticated=True,
+)
+@example(method="GET", path="/downloads/1/x", query=[], headers=[("Range", "bytes=-0")], body=b"", authenticated=True)
 @settings(max_examples=JUNK_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-def test_junk_gets_an_answer_below_500(raw_server: ServerProcess, token: str, method: str, path: str,
-                                       query: list[tuple[str, str]], headers: list[tuple[str, str]], body: bytes,
-                                       authenticated: bool) -> None:
+def test_junk_gets_an_answer_below_500(
+    raw_server: ServerProcess,
+    token: str,
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    headers: list[tuple[str, str]],
+    body: bytes,
+    authenticated: bool,
+) -> None:
     from urllib.parse import urlencode
 
     target = path + ("?" + urlencode(query) if query else "")
@@ -136,18 +234,28 @@ def test_junk_gets_an_answer_below_500(raw_server: ServerProcess, token: str, me
     assert 100 <= status < 500, (method, target, safe, body[:80])
 
 
-@pytest.mark.parametrize(("method", "path", "headers", "body", "expected"), [
-    ("GET", "/data/owned", [("Authorization", "Bearer ab\xff\xfecd")], b"", 401),  # not UTF-8 on the wire
-    ("GET", "/token", [("Cookie", "flow_refresh_token=\xff\xfe")], b"", 401),
-    ("POST", "/login", [("Content-Type", "application/json")], b'{"username": "\\ud800", "password": "x"}', 400),
-    ("POST", "/upload", [("Expect", "\xa0")], b"", 417),  # aiohttp's default handler echoed it: 500
-    ("POST", "/no/such/path", [("Expect", "\xa0")], b"", 417),  # ... also where no route serves the path
-    ("PUT", "/login", [("Expect", "\xff")], b"", 417),  # ... or not under that method
-    ("POST", "/a%0Ab", [("Expect", "\xff")], b"", 417),  # ... or a path with a newline in it
-    ("OPTIONS", "*", [("Expect", "\xff")], b"", 417),  # ... or the asterisk-form target
-])
-def test_inputs_once_seen_to_make_500s(raw_server: ServerProcess, token: str, method: str, path: str,
-                                       headers: list[tuple[str, str]], body: bytes, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "expected"),
+    [
+        ("GET", "/data/owned", [("Authorization", "Bearer ab\xff\xfecd")], b"", 401),  # not UTF-8 on the wire
+        ("GET", "/token", [("Cookie", "flow_refresh_token=\xff\xfe")], b"", 401),
+        ("POST", "/login", [("Content-Type", "application/json")], b'{"username": "\\ud800", "password": "x"}', 400),
+        ("POST", "/upload", [("Expect", "\xa0")], b"", 417),  # aiohttp's default handler echoed it: 500
+        ("POST", "/no/such/path", [("Expect", "\xa0")], b"", 417),  # ... also where no route serves the path
+        ("PUT", "/login", [("Expect", "\xff")], b"", 417),  # ... or not under that method
+        ("POST", "/a%0Ab", [("Expect", "\xff")], b"", 417),  # ... or a path with a newline in it
+        ("OPTIONS", "*", [("Expect", "\xff")], b"", 417),  # ... or the asterisk-form target
+    ],
+)
+def test_inputs_once_seen_to_make_500s(
+    raw_server: ServerProcess,
+    token: str,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    expected: int,
+) -> None:
     """Each of these answered 500 once (a review found them by hand); now each is refused plainly."""
     if path.startswith(("/downloads/", "/upload")):
         headers = [*headers, ("Authorization", f"Bearer {token}")]
@@ -201,8 +309,9 @@ def _nested(levels: int) -> object:
 @settings(max_examples=12, deadline=None, database=None)
 def test_json_nesting_bound(raw_server: ServerProcess, depth: int) -> None:
     # The top-level object is level 1; "x" holds the other depth - 1 levels.
-    status, body = post_json(raw_server, "/login", {"username": "alice", "password": "alice-pw-1",
-                                                    "x": _nested(depth - 1)})
+    status, body = post_json(
+        raw_server, "/login", {"username": "alice", "password": "alice-pw-1", "x": _nested(depth - 1)}
+    )
     if depth <= 16:
         assert status == 200, (depth, body)
     else:
@@ -224,15 +333,22 @@ def test_json_size_bound(raw_server: ServerProcess, size: int) -> None:
 
 def _multipart(fields: list[tuple[str, bytes]], blob: bytes) -> tuple[str, bytes]:
     boundary = "fuzzboundary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
-             for name, value in fields]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="blob"; filename="b"\r\n'
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + blob + b"\r\n")
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+        for name, value in fields
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="blob"; filename="b"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + blob
+        + b"\r\n"
+    )
     return f"multipart/form-data; boundary={boundary}", b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
-def _upload(server: ServerProcess, token: str, fields: list[tuple[str, bytes]], blob: bytes,
-            path: str = "/upload") -> tuple[int, bytes]:
+def _upload(
+    server: ServerProcess, token: str, fields: list[tuple[str, bytes]], blob: bytes, path: str = "/upload"
+) -> tuple[int, bytes]:
     content_type, body = _multipart(fields, blob)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
     return exchange(server, request("POST", path, headers, body))
@@ -272,8 +388,9 @@ def test_sample_upload_part_count_bound(raw_server: ServerProcess, token: str, p
 @settings(max_examples=10, deadline=None, database=None)
 def test_header_size_bound(raw_server: ServerProcess, token: str, size: int) -> None:
     """One header's value may be 8190 bytes (aiohttp's ``max_field_size``, which bounds the value)."""
-    status, _ = exchange(raw_server, request("GET", "/data/owned", {"Authorization": f"Bearer {token}",
-                                                                    "X-Pad": "v" * size}))
+    status, _ = exchange(
+        raw_server, request("GET", "/data/owned", {"Authorization": f"Bearer {token}", "X-Pad": "v" * size})
+    )
     assert (status == 200) if size <= 8190 else status in (400, 431), (size, status)
 
 

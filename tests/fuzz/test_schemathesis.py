@@ -40,8 +40,13 @@ LONG_EXAMPLES = int(os.environ.get("FLOWXFER_FUZZ_EXAMPLES", "300"))
 CALL_TIMEOUT = 15.0
 MAX_CHUNK = 256 * 1024
 #: Operations whose documented refusals of schema-valid input are Flow's behaviour, not bugs.
-DOCUMENTED_REFUSALS = {("POST", "/login"), ("POST", "/upload"), ("POST", "/upload/sample"),
-                       ("POST", "/upload/multiplexed"), ("POST", "/upload/annotation")}
+DOCUMENTED_REFUSALS = {
+    ("POST", "/login"),
+    ("POST", "/upload"),
+    ("POST", "/upload/sample"),
+    ("POST", "/upload/multiplexed"),
+    ("POST", "/upload/annotation"),
+}
 _TALLY = {"requests": 0, "server_errors": 0}
 
 
@@ -58,8 +63,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="module")
 def token(fuzz_server: ServerProcess) -> str:
     body = json.dumps({"username": "alice", "password": "alice-pw-1"}).encode()
-    request = urllib.request.Request(f"{fuzz_server.base_url}/login", data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{fuzz_server.base_url}/login", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return str(json.loads(response.read())["token"])
 
@@ -70,8 +76,9 @@ SCHEMA = schemathesis.openapi.from_dict(openapi_document(MAX_CHUNK))
 #: Documented as not offered (a clear 501, hosted Flow's sample imports): fuzzing them would only see the 5xx
 #: they are meant to answer; tests/server/test_samples_flowbio.py checks that answer.
 NOT_OFFERED = {"POST /v2/sample-imports", "GET /v2/sample-imports/{job_id}"}
-OPERATIONS = {op.label: op for op in (result.ok() for result in SCHEMA.get_all_operations())
-              if op.label not in NOT_OFFERED}
+OPERATIONS = {
+    op.label: op for op in (result.ok() for result in SCHEMA.get_all_operations()) if op.label not in NOT_OFFERED
+}
 
 
 def _call(case: schemathesis.Case, token: str, base_url: str) -> None:
@@ -80,8 +87,9 @@ def _call(case: schemathesis.Case, token: str, base_url: str) -> None:
     if case.path in ("/login", "/token", "/capabilities", "/openapi.json"):
         headers = {}
     _TALLY["requests"] += 1
-    response = case.call_and_validate(base_url=base_url, headers=headers, excluded_checks=excluded,
-                                      timeout=CALL_TIMEOUT)
+    response = case.call_and_validate(
+        base_url=base_url, headers=headers, excluded_checks=excluded, timeout=CALL_TIMEOUT
+    )
     assert response.status_code < 500
 
 
@@ -111,8 +119,16 @@ def test_the_schema_is_the_servers(fuzz_server: ServerProcess) -> None:
     with urllib.request.urlopen(f"{fuzz_server.base_url}/openapi.json", timeout=30) as response:
         assert json.loads(response.read()) == openapi_document(MAX_CHUNK)
     assert {"POST /upload", "GET /downloads/{data_id}/{filename}", "POST /downloads"} <= set(OPERATIONS)
-    assert {"POST /upload/sample", "POST /upload/multiplexed", "POST /upload/annotation", "GET /samples/search",
-            "GET /samples/{sample_id}", "GET /annotation/{sample_type}", "GET /projects/owned"} <= set(OPERATIONS)
-    assert {"GET /executions/search", "GET /executions/{execution_id}",
-            "GET /samples/{sample_id}/executions"} <= set(OPERATIONS)
+    assert {
+        "POST /upload/sample",
+        "POST /upload/multiplexed",
+        "POST /upload/annotation",
+        "GET /samples/search",
+        "GET /samples/{sample_id}",
+        "GET /annotation/{sample_type}",
+        "GET /projects/owned",
+    } <= set(OPERATIONS)
+    assert {"GET /executions/search", "GET /executions/{execution_id}", "GET /samples/{sample_id}/executions"} <= set(
+        OPERATIONS
+    )
     assert len(OPERATIONS) >= 30

@@ -231,7 +231,10 @@ def test_batch_commits_plan_chunks_and_files_together(journal: Journal, tmp_path
         journal.commit(batch)
     chunks = journal.chunks(file_row.id)
     assert [(c.offset, c.size, c.state) for c in chunks] == [
-        (0, 4, ChunkState.ACKED), (4, 4, ChunkState.PLANNED), (8, 2, ChunkState.PLANNED)]
+        (0, 4, ChunkState.ACKED),
+        (4, 4, ChunkState.PLANNED),
+        (8, 2, ChunkState.PLANNED),
+    ]
     assert chunks[0].checksum == "xxh3-128:" + "0" * 32  # kept through the coalesced second event
     assert journal.get_file(file_row.id).bytes_done == 4
     assert journal.summary(tid).bytes_done == 4
@@ -275,8 +278,10 @@ def test_illegal_transitions_against_the_row_are_refused_at_commit(journal: Jour
     done.file_state(a.id, FileState.DONE)
     done.verify_chunks(a.id)
     journal.commit(done)
-    for illegal in (lambda batch: batch.file_state(a.id, FileState.ACTIVE),
-                    lambda batch: batch.chunk(a.id, 0, ChunkState.ACKED)):
+    for illegal in (
+        lambda batch: batch.file_state(a.id, FileState.ACTIVE),
+        lambda batch: batch.chunk(a.id, 0, ChunkState.ACKED),
+    ):
         batch = JournalBatch()
         batch.file_state(b.id, FileState.ACTIVE)
         illegal(batch)
@@ -341,6 +346,7 @@ def test_update_buckets_merges_inside_one_transaction(journal: Journal) -> None:
         def merge(stored: dict) -> dict:
             tokens = stored.get("upload", {"tokens": 100})["tokens"]
             return {"upload": {"tokens": tokens - amount}}
+
         return merge
 
     journal.update_buckets("s", "alice", spend(10))
@@ -374,7 +380,11 @@ def test_array_libraries_are_hidden_only_when_asked(tmp_path: Path, mode: str) -
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _ARRAY_PROBE, str(tmp_path / f"{mode}.db"), mode],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _ARRAY_PROBE, str(tmp_path / f"{mode}.db"), mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     seen = json.loads(done.stdout)
     assert seen == {"loaded": mode == "library", "sqlite_utils_sees_numpy": mode == "library"}

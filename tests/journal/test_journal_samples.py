@@ -23,8 +23,11 @@ def test_a_journal_of_schema_2_is_migrated_keeping_its_transfers(tmp_path: Path)
     conn = sqlite3.connect(path)
     for script in MIGRATIONS[:2]:
         conn.executescript(script)
-    conn.execute("INSERT INTO transfers (id, kind, status, server, params, params_key, created, updated) "
-                 "VALUES ('t1', 'upload', 'interrupted', ?, '{}', 'k', 1, 1)", (SERVER,))
+    conn.execute(
+        "INSERT INTO transfers (id, kind, status, server, params, params_key, created, updated) "
+        "VALUES ('t1', 'upload', 'interrupted', ?, '{}', 'k', 1, 1)",
+        (SERVER,),
+    )
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()
@@ -41,8 +44,9 @@ def test_a_sample_keeps_its_fields_previous_data_and_id(tmp_path: Path) -> None:
     with Journal.open(tmp_path / "j.db") as journal:
         record, _lease, _ = journal.begin_transfer("samples", SERVER, "alice", {"sheet": "s.csv"}, "key")
         fields = {"sample_name": "S1", "sample_type": "RNA-Seq", "strandedness": "forward"}
-        journal.add_samples(record.id, [NewSample(1, "S1", fields), NewSample(2, "S2", {}, SampleState.INVALID,
-                                                                               error="row 2: bad")])
+        journal.add_samples(
+            record.id, [NewSample(1, "S1", fields), NewSample(2, "S2", {}, SampleState.INVALID, error="row 2: bad")]
+        )
         journal.add_samples(record.id, [NewSample(1, "S1", {"changed": "no"})])  # a resumed plan keeps the row
         journal.add_files(record.id, [NewFile("/r1", "r1.fq", 10, 1, extra={"sample": 1, "position": 0})])
         journal.update_sample(record.id, 1, status=SampleState.ACTIVE, previous_data=["111"], started=5.0)

@@ -148,5 +148,6 @@ class CrashingTransfer(RuleBasedStateMachine):
 
 
 TestCrashingTransfer = CrashingTransfer.TestCase
-TestCrashingTransfer.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
-                                         suppress_health_check=[HealthCheck.too_slow])
+TestCrashingTransfer.settings = settings(
+    max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

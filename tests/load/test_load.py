@@ -31,17 +31,30 @@ def _check(result: object) -> None:
     assert result.rate_limited > 0, "no 429 was met: the limits did not bite, nothing was tested"
     assert result.bytes_down == result.bytes_up
     assert result.server_rss_peak_mib < RSS_BOUND_MIB, result.server_rss_peak_mib
-    record("load", clients=result.clients, files=result.files, requests=result.requests,
-           rate_limited=result.rate_limited, seconds=round(result.seconds, 1),
-           max_requests_per_second=round(result.requests_per_second, 1),
-           max_mib_per_second=round(result.mib_per_second, 2), max_server_rss_mib=round(result.server_rss_peak_mib),
-           bytes_lost=0)
+    record(
+        "load",
+        clients=result.clients,
+        files=result.files,
+        requests=result.requests,
+        rate_limited=result.rate_limited,
+        seconds=round(result.seconds, 1),
+        max_requests_per_second=round(result.requests_per_second, 1),
+        max_mib_per_second=round(result.mib_per_second, 2),
+        max_server_rss_mib=round(result.server_rss_peak_mib),
+        bytes_lost=0,
+    )
 
 
 @pytest.mark.timeout(300)
 def test_load_small(tmp_path: Path) -> None:
-    result = run_load(tmp_path / "load", clients=6, files=8, users=2, sizes=(4 * KiB, 256 * KiB),
-                      rate_limits="api=2000/20s,upload=10/4s,download=400/10s,search=300/10s")
+    result = run_load(
+        tmp_path / "load",
+        clients=6,
+        files=8,
+        users=2,
+        sizes=(4 * KiB, 256 * KiB),
+        rate_limits="api=2000/20s,upload=10/4s,download=400/10s,search=300/10s",
+    )
     _check(result)
 
 

@@ -35,9 +35,10 @@ def test_layout_pieces_cover_exactly_the_range(sizes: list[int], data: st.DataOb
     pieces = layout.pieces(offset, length)
     whole = b"".join(bytes([i]) * size for i, size in enumerate(sizes))
     rebuilt = b"".join(bytes([p.member_index]) * p.length for p in pieces)
-    assert rebuilt == whole[offset:offset + length]
-    assert all(p.length > 0 and 0 <= p.file_offset and p.file_offset + p.length <= sizes[p.member_index]
-               for p in pieces)
+    assert rebuilt == whole[offset : offset + length]
+    assert all(
+        p.length > 0 and 0 <= p.file_offset and p.file_offset + p.length <= sizes[p.member_index] for p in pieces
+    )
     assert [p.member_index for p in pieces] == sorted({p.member_index for p in pieces})
 
 
@@ -69,15 +70,20 @@ def test_reads_are_the_concatenation(contents: list[bytes], data: st.DataObject)
             for _ in range(5):
                 offset = data.draw(st.integers(0, len(whole)))
                 length = data.draw(st.integers(0, len(whole) - offset))
-                assert bytes(source.read(offset, length)) == whole[offset:offset + length]
+                assert bytes(source.read(offset, length)) == whole[offset : offset + length]
         finally:
             checked.close()
 
 
 def test_gzip_lanes_joined_are_one_valid_fastq_gz(tmp_path: Path) -> None:
     rng = random.Random(7)
-    lanes = [b"".join(b"@r%d\n%s\n+\n%s\n" % (i, bytes(rng.choice(b"ACGT") for _ in range(50)), b"I" * 50)
-                      for i in range(200 * lane, 200 * lane + 200)) for lane in range(3)]
+    lanes = [
+        b"".join(
+            b"@r%d\n%s\n+\n%s\n" % (i, bytes(rng.choice(b"ACGT") for _ in range(50)), b"I" * 50)
+            for i in range(200 * lane, 200 * lane + 200)
+        )
+        for lane in range(3)
+    ]
     source = ConcatSource(parts_of(tmp_path, [gzip.compress(lane, mtime=0) for lane in lanes]))
     source.open()
     try:
@@ -114,8 +120,18 @@ def test_identity_names_exactly_these_parts(tmp_path: Path) -> None:
     assert identity == ConcatSource(parts).identity == concat_identity(list(parts))
     assert identity.startswith("concat:2:")
     changed = [parts[0], Part(parts[1].path, parts[1].size, parts[1].mtime_ns + 1)]
-    assert len({identity, concat_identity(changed), concat_identity(parts[::-1]), concat_identity(parts[:1]),
-                concat_identity([parts[0], Part(parts[1].path + "x", parts[1].size, parts[1].mtime_ns)])}) == 5
+    assert (
+        len(
+            {
+                identity,
+                concat_identity(changed),
+                concat_identity(parts[::-1]),
+                concat_identity(parts[:1]),
+                concat_identity([parts[0], Part(parts[1].path + "x", parts[1].size, parts[1].mtime_ns)]),
+            }
+        )
+        == 5
+    )
     assert ConcatSource(parts).mtime_ns == max(p.mtime_ns for p in parts)
 
 

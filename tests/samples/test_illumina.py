@@ -53,18 +53,24 @@ def test_v1_sample_sheet_with_trailing_commas_and_names() -> None:
     sheet = parse_sample_sheet(illumina_sample_sheet("v1", lanes=2, samples=3))
     assert sheet.version == 1 and sheet.paired is True
     assert [(s.sample_id, s.sample_name, s.number) for s in sheet.samples] == [
-        ("LIB001", "Sample1", 1), ("LIB002", "Sample2", 2), ("LIB003", "Sample3", 3)]
+        ("LIB001", "Sample1", 1),
+        ("LIB002", "Sample2", 2),
+        ("LIB003", "Sample3", 3),
+    ]
     single = parse_sample_sheet("[Reads]\n75\n\n[Data]\nSampleID,SampleName\nA,a\n")
     assert single.paired is False and single.samples[0].sample_name == "a"
     assert parse_sample_sheet("[Data]\nSample_ID\nA\n").paired is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[Header]\nFileFormatVersion,2\n", r"no \[Data\]"),
-    ("[Data]\nLane,Sample_Name\n1,A\n", "no Sample_ID column"),
-    ("[Data]\nLane,Sample_ID\n1,A\n2,\n", "line 4: no Sample_ID"),
-    ("[BCLConvert_Data]\n", r"no \[Data\]"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[Header]\nFileFormatVersion,2\n", r"no \[Data\]"),
+        ("[Data]\nLane,Sample_Name\n1,A\n", "no Sample_ID column"),
+        ("[Data]\nLane,Sample_ID\n1,A\n2,\n", "line 4: no Sample_ID"),
+        ("[BCLConvert_Data]\n", r"no \[Data\]"),
+    ],
+)
 def test_sample_sheets_that_name_no_samples(text: str, message: str) -> None:
     with pytest.raises(SheetError, match=message) as caught:
         parse_sample_sheet(text)
@@ -99,44 +105,74 @@ SHEET = parse_sample_sheet("[Data]\nSample_ID,Sample_Name\nLIB1,Liver\nLIB2,Brai
 
 
 def test_lanes_merged_in_lane_order_matched_by_id_or_name() -> None:
-    scan = match_fastqs(SHEET, fastqs(
-        "b/L002/Liver_S1_L002_R1_001.fastq.gz", "a/L001/Liver_S1_L001_R1_001.fastq.gz",
-        "a/L001/Liver_S1_L001_R2_001.fastq.gz", "b/L002/Liver_S1_L002_R2_001.fastq.gz",
-        "LIB2_S2_L001_R1_001.fastq.gz", "LIB2_S2_L001_R2_001.fastq.gz", "LIB2_S2_L001_I1_001.fastq.gz",
-        "Undetermined_S0_L001_R1_001.fastq.gz"))
+    scan = match_fastqs(
+        SHEET,
+        fastqs(
+            "b/L002/Liver_S1_L002_R1_001.fastq.gz",
+            "a/L001/Liver_S1_L001_R1_001.fastq.gz",
+            "a/L001/Liver_S1_L001_R2_001.fastq.gz",
+            "b/L002/Liver_S1_L002_R2_001.fastq.gz",
+            "LIB2_S2_L001_R1_001.fastq.gz",
+            "LIB2_S2_L001_R2_001.fastq.gz",
+            "LIB2_S2_L001_I1_001.fastq.gz",
+            "Undetermined_S0_L001_R1_001.fastq.gz",
+        ),
+    )
     assert scan.problems == ()
     liver, brain = scan.samples
     assert liver.name == "LIB1" and liver.lane is None
-    assert liver.reads1 == (Path("/run/a/L001/Liver_S1_L001_R1_001.fastq.gz"),
-                            Path("/run/b/L002/Liver_S1_L002_R1_001.fastq.gz"))
-    assert liver.reads2 == (Path("/run/a/L001/Liver_S1_L001_R2_001.fastq.gz"),
-                            Path("/run/b/L002/Liver_S1_L002_R2_001.fastq.gz"))
+    assert liver.reads1 == (
+        Path("/run/a/L001/Liver_S1_L001_R1_001.fastq.gz"),
+        Path("/run/b/L002/Liver_S1_L002_R1_001.fastq.gz"),
+    )
+    assert liver.reads2 == (
+        Path("/run/a/L001/Liver_S1_L001_R2_001.fastq.gz"),
+        Path("/run/b/L002/Liver_S1_L002_R2_001.fastq.gz"),
+    )
     assert brain.name == "LIB2" and len(brain.reads1) == 1 and len(brain.reads2) == 1
     assert scan.ignored == (Path("/run/LIB2_S2_L001_I1_001.fastq.gz"),)
     assert scan.undetermined == (Path("/run/Undetermined_S0_L001_R1_001.fastq.gz"),)
 
 
 def test_lanes_separate_and_undetermined_on_request() -> None:
-    scan = match_fastqs(SHEET, fastqs(
-        "Liver_S1_L001_R1_001.fastq.gz", "Liver_S1_L002_R1_001.fastq.gz", "LIB2_S2_R1_001.fastq.gz",
-        "Undetermined_S0_L001_R1_001.fastq.gz", "Undetermined_S0_L002_R1_001.fastq.gz"),
-        lanes="separate", undetermined=True)
+    scan = match_fastqs(
+        SHEET,
+        fastqs(
+            "Liver_S1_L001_R1_001.fastq.gz",
+            "Liver_S1_L002_R1_001.fastq.gz",
+            "LIB2_S2_R1_001.fastq.gz",
+            "Undetermined_S0_L001_R1_001.fastq.gz",
+            "Undetermined_S0_L002_R1_001.fastq.gz",
+        ),
+        lanes="separate",
+        undetermined=True,
+    )
     assert scan.problems == ()
     assert [(s.name, s.lane, [p.name for p in s.reads1]) for s in scan.samples] == [
-        ("LIB1_L001", 1, ["Liver_S1_L001_R1_001.fastq.gz"]), ("LIB1_L002", 2, ["Liver_S1_L002_R1_001.fastq.gz"]),
+        ("LIB1_L001", 1, ["Liver_S1_L001_R1_001.fastq.gz"]),
+        ("LIB1_L002", 2, ["Liver_S1_L002_R1_001.fastq.gz"]),
         ("LIB2", None, ["LIB2_S2_R1_001.fastq.gz"]),
         ("Undetermined_L001", 1, ["Undetermined_S0_L001_R1_001.fastq.gz"]),
-        ("Undetermined_L002", 2, ["Undetermined_S0_L002_R1_001.fastq.gz"])]
+        ("Undetermined_L002", 2, ["Undetermined_S0_L002_R1_001.fastq.gz"]),
+    ]
 
 
 def test_everything_that_does_not_fit_is_reported_at_once() -> None:
     sheet = parse_sample_sheet("[Data]\nSample_ID,Sample_Name\nA,X\nX,Y\nC,\nD,\n")
-    scan = match_fastqs(sheet, fastqs(
-        "X_S9_L001_R1_001.fastq.gz",            # X is A's name and another's id; S9 decides neither
-        "Stray_S5_L001_R1_001.fastq.gz",        # no such sample
-        "C_S3_L001_R1_001.fastq.gz", "again/C_S3_L001_R1_001.fastq.gz", "C_S3_L001_R2_001.fastq.gz",
-        "D_S4_L001_R1_001.fastq.gz", "D_S4_L002_R1_001.fastq.gz", "D_S4_L002_R2_001.fastq.gz",
-        "Y_S2_L001_R2_001.fastq.gz"))
+    scan = match_fastqs(
+        sheet,
+        fastqs(
+            "X_S9_L001_R1_001.fastq.gz",  # X is A's name and another's id; S9 decides neither
+            "Stray_S5_L001_R1_001.fastq.gz",  # no such sample
+            "C_S3_L001_R1_001.fastq.gz",
+            "again/C_S3_L001_R1_001.fastq.gz",
+            "C_S3_L001_R2_001.fastq.gz",
+            "D_S4_L001_R1_001.fastq.gz",
+            "D_S4_L002_R1_001.fastq.gz",
+            "D_S4_L002_R2_001.fastq.gz",
+            "Y_S2_L001_R2_001.fastq.gz",
+        ),
+    )
     text = [str(p) for p in scan.problems]
     assert any("X_S9_L001_R1_001.fastq.gz'" in t and "fits several samples" in t for t in text), text
     assert any("Stray_S5_L001_R1_001.fastq.gz'" in t and "no sample" in t for t in text), text
@@ -156,7 +192,9 @@ def test_the_s_number_decides_between_an_id_and_a_name() -> None:
     scan = match_fastqs(sheet, fastqs("B_S1_R1_001.fastq.gz", "B_S2_R1_001.fastq.gz"))
     assert scan.problems == ()
     assert [(s.name, [p.name for p in s.reads1]) for s in scan.samples] == [
-        ("A", ["B_S1_R1_001.fastq.gz"]), ("B", ["B_S2_R1_001.fastq.gz"])]
+        ("A", ["B_S1_R1_001.fastq.gz"]),
+        ("B", ["B_S2_R1_001.fastq.gz"]),
+    ]
 
 
 def test_a_paired_sample_sheet_needs_r2_even_when_none_was_found() -> None:
@@ -174,11 +212,13 @@ def test_scan_a_generated_run(tmp_path: Path, version: str) -> None:
     assert [s.name for s in scan.samples] == expected_ids
     for number, sample in enumerate(scan.samples, start=1):
         assert [p.relative_to(run).as_posix() for p in sample.reads1] == [
-            f"Fastq/L00{lane}/Sample{number}_S{number}_L00{lane}_R1_001.fastq.gz" for lane in (1, 2)]
+            f"Fastq/L00{lane}/Sample{number}_S{number}_L00{lane}_R1_001.fastq.gz" for lane in (1, 2)
+        ]
         assert len(sample.reads2) == 2
     rows = sheet_rows(scan, project="11", organism="Hs")
     assert [(r.row, r.name, r.project, r.organism) for r in rows] == [
-        (i + 1, name, "11", "Hs") for i, name in enumerate(expected_ids)]
+        (i + 1, name, "11", "Hs") for i, name in enumerate(expected_ids)
+    ]
     assert rows[0].reads1 is not None and rows[0].reads1.parts == scan.samples[0].reads1
 
 
@@ -206,14 +246,23 @@ def test_scan_errors(tmp_path: Path) -> None:
     assert isinstance(scan, RunScan) and "no FASTQ found" in scan.problems[0].message
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(lanes=st.integers(1, 4), samples=st.integers(1, 5), version=st.sampled_from(["v1", "v2"]),
-       separate=st.booleans())
-def test_every_generated_run_gives_one_sample_per_sample_id(tmp_path_factory: pytest.TempPathFactory, lanes: int,
-                                                            samples: int, version: str, separate: bool) -> None:
-    run = make_run_folder(tmp_path_factory.mktemp("runs"), lanes=lanes, samples=samples, fastq_size=16,
-                          small_files=0, sample_sheet=version)
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    lanes=st.integers(1, 4), samples=st.integers(1, 5), version=st.sampled_from(["v1", "v2"]), separate=st.booleans()
+)
+def test_every_generated_run_gives_one_sample_per_sample_id(
+    tmp_path_factory: pytest.TempPathFactory, lanes: int, samples: int, version: str, separate: bool
+) -> None:
+    run = make_run_folder(
+        tmp_path_factory.mktemp("runs"),
+        lanes=lanes,
+        samples=samples,
+        fastq_size=16,
+        small_files=0,
+        sample_sheet=version,
+    )
     scan = scan_run(run, lanes="separate" if separate else "merge")
     assert scan.problems == ()
     per_sample = lanes if separate else 1
@@ -252,8 +301,9 @@ _sample_id = st.text("ABCab01_-", min_size=1, max_size=8).filter(lambda s: s != 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_sample_id, min_size=1, max_size=6, unique=True), st.integers(1, 3), st.booleans())
-def test_ids_with_underscores_and_s_numbers_still_get_their_own_files(ids: list[str], lanes: int,
-                                                                      lane_in_name: bool) -> None:
+def test_ids_with_underscores_and_s_numbers_still_get_their_own_files(
+    ids: list[str], lanes: int, lane_in_name: bool
+) -> None:
     """bcl-convert names files ``<Sample_ID>_S<n>_...``; an id may itself look like ``x_S1``."""
     sheet = parse_sample_sheet("[BCLConvert_Data]\nSample_ID\n" + "\n".join(ids) + "\n")
     names = []

@@ -44,8 +44,9 @@ async def one_each(srv: RunningServer, reads: dict[str, list[bytes]]) -> None:
 async def test_expiring_tokens_and_429s_mid_batch(tmp_path: Path, extensions: bool) -> None:
     sheet, reads = batch(tmp_path / "run")
     async with rig(tmp_path, extensions, access_ttl=2) as r:
-        limited = r.proxy.add(RespondWith.rate_limited(retry_after=1, match=Match("POST", r"^/upload/sample$",
-                                                                                   probability=0.15), times=4))
+        limited = r.proxy.add(
+            RespondWith.rate_limited(retry_after=1, match=Match("POST", r"^/upload/sample$", probability=0.15), times=4)
+        )
         async with client(r.via_proxy, tmp_path / "home", concurrency=2, bwlimit="300k", max_wait=30.0) as fx:
             report = await fx.upload_samples(sheet, sample_type="RNA-Seq")
         assert report.status == "completed", report.to_json()
@@ -65,8 +66,9 @@ async def test_server_killed_and_restarted_mid_batch(tmp_path: Path, extensions:
                 moved[0] += event.nbytes
 
         done = anyio.Event()
-        async with client(as_running(proc), tmp_path / "home", progress=progress, bwlimit="1M", concurrency=2,
-                          **PATIENT) as fx:
+        async with client(
+            as_running(proc), tmp_path / "home", progress=progress, bwlimit="1M", concurrency=2, **PATIENT
+        ) as fx:
             async with anyio.create_task_group() as group:
                 group.start_soon(kill_and_restart_when, moved, 1200 * KiB, proc, done)
                 report = await fx.upload_samples(sheet, sample_type="RNA-Seq")

@@ -37,17 +37,30 @@ def test_a_v2_run_with_two_lanes_becomes_a_sheet_of_merged_cells(tmp_path: Path)
     run = make_run_folder(tmp_path / "runs", lanes=2, samples=2, fastq_size=100, small_files=4, sample_sheet="v2")
     out_path = tmp_path / "sheets" / "run42.csv"
     out_path.parent.mkdir()
-    code, out, err = run_cli("samples", "sheet", str(run), "--sample-type", "RNA-Seq", "--project", "11",
-                             "--organism", "Hs", "-o", str(out_path))
+    code, out, err = run_cli(
+        "samples",
+        "sheet",
+        str(run),
+        "--sample-type",
+        "RNA-Seq",
+        "--project",
+        "11",
+        "--organism",
+        "Hs",
+        "-o",
+        str(out_path),
+    )
     assert code == 0, err
     assert out.strip() == f"wrote {out_path}: 2 samples, 2 with lanes merged"
     assert f"flowxfer samples upload-batch --sheet {out_path} --sample-type RNA-Seq" in err
     lines = out_path.read_text().splitlines()
     assert lines[0] == "name,reads1,reads2,project,organism"
     fastq = "../runs/241129_A01234_0042_BHXXXXDSX5/Fastq"
-    assert lines[1] == (f"Sample1,{fastq}/L001/Sample1_S1_L001_R1_001.fastq.gz;{fastq}/L002/Sample1_S1_L002_R1_001."
-                        f"fastq.gz,{fastq}/L001/Sample1_S1_L001_R2_001.fastq.gz;{fastq}/L002/Sample1_S1_L002_R2_001."
-                        "fastq.gz,11,Hs")
+    assert lines[1] == (
+        f"Sample1,{fastq}/L001/Sample1_S1_L001_R1_001.fastq.gz;{fastq}/L002/Sample1_S1_L002_R1_001."
+        f"fastq.gz,{fastq}/L001/Sample1_S1_L001_R2_001.fastq.gz;{fastq}/L002/Sample1_S1_L002_R2_001."
+        "fastq.gz,11,Hs"
+    )
     sheet = parse_sheet(out_path)
     assert [row.name for row in sheet.rows] == ["Sample1", "Sample2"]
     cell = sheet.rows[1].reads2
@@ -61,14 +74,18 @@ def test_a_v2_run_with_two_lanes_becomes_a_sheet_of_merged_cells(tmp_path: Path)
 def test_separate_lanes_make_a_sheet_flowbio_itself_reads(tmp_path: Path) -> None:
     run = make_run_folder(tmp_path, lanes=2, samples=1, fastq_size=100, small_files=0, sample_sheet="v1")
     out_path = tmp_path / "lanes.csv"
-    code, _, err = run_cli("samples", "sheet", str(run), "--sample-type", "generic", "--lanes", "separate",
-                           "-o", str(out_path))
+    code, _, err = run_cli(
+        "samples", "sheet", str(run), "--sample-type", "generic", "--lanes", "separate", "-o", str(out_path)
+    )
     assert code == 0, err
     theirs = flowbio_parse_sheet(out_path)
     assert [(r.name, r.reads1.name if r.reads1 else None) for r in theirs.rows] == [
-        ("LIB001_L001", "Sample1_S1_L001_R1_001.fastq.gz"), ("LIB001_L002", "Sample1_S1_L002_R1_001.fastq.gz")]
-    assert all(r.reads1 is not None and r.reads1.is_file() and r.reads2 is not None and r.reads2.is_file()
-               for r in theirs.rows)
+        ("LIB001_L001", "Sample1_S1_L001_R1_001.fastq.gz"),
+        ("LIB001_L002", "Sample1_S1_L002_R1_001.fastq.gz"),
+    ]
+    assert all(
+        r.reads1 is not None and r.reads1.is_file() and r.reads2 is not None and r.reads2.is_file() for r in theirs.rows
+    )
 
 
 def test_stdout_sheet_has_absolute_paths_and_json_describes_the_samples(tmp_path: Path) -> None:
@@ -105,17 +122,23 @@ def test_every_problem_of_a_run_is_reported_with_exit_2_and_no_sheet(tmp_path: P
     code, out, _ = run_cli("--json", "samples", "sheet", str(run), "--sample-type", "RNA-Seq")
     document = json.loads(out)
     assert code == 2 and document["exit_code"] == 2 and len(document["problems"]) == 3
-    assert {p["value"] for p in document["problems"]} == {"Fastq/L001/Extra_S9_L001_R1_001.fastq.gz", "Sample2",
-                                                          "Sample3"}
+    assert {p["value"] for p in document["problems"]} == {
+        "Fastq/L001/Extra_S9_L001_R1_001.fastq.gz",
+        "Sample2",
+        "Sample3",
+    }
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["samples", "sheet", "MISSING", "--sample-type", "T"], "no such folder"),
-    (["samples", "sheet", "RUN", "--sample-type", "T"], "SampleSheet.csv': no such file (name another with"),
-    (["samples", "sheet", "RUN", "--sample-type", "T", "--sample-sheet", "BAD"], "no [Data] (v1) or"),
-    (["samples", "sheet", "RUN", "--sample-type", "T", "--lanes", "both"], "Invalid value for '--lanes'"),
-    (["samples", "sheet", "RUN"], "Missing option '--sample-type'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["samples", "sheet", "MISSING", "--sample-type", "T"], "no such folder"),
+        (["samples", "sheet", "RUN", "--sample-type", "T"], "SampleSheet.csv': no such file (name another with"),
+        (["samples", "sheet", "RUN", "--sample-type", "T", "--sample-sheet", "BAD"], "no [Data] (v1) or"),
+        (["samples", "sheet", "RUN", "--sample-type", "T", "--lanes", "both"], "Invalid value for '--lanes'"),
+        (["samples", "sheet", "RUN"], "Missing option '--sample-type'"),
+    ],
+)
 def test_bad_input_is_exit_2_with_a_message_in_a_real_process(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "RUN").mkdir()
     (tmp_path / "BAD").write_text("[Header]\nx,y\n")
@@ -128,6 +151,7 @@ def test_bad_input_is_exit_2_with_a_message_in_a_real_process(tmp_path: Path, ar
 
 def test_an_output_that_cannot_be_written_is_exit_2(tmp_path: Path) -> None:
     run = make_run_folder(tmp_path, lanes=1, samples=1, fastq_size=10, small_files=0, sample_sheet="v2")
-    code, _, err = run_cli("samples", "sheet", str(run), "--sample-type", "T", "-o",
-                           str(tmp_path / "no" / "such" / "dir.csv"))
+    code, _, err = run_cli(
+        "samples", "sheet", str(run), "--sample-type", "T", "-o", str(tmp_path / "no" / "such" / "dir.csv")
+    )
     assert code == 2 and "cannot write" in err

@@ -30,15 +30,28 @@ def paired_run(folder: Path, samples: int = 2, size: int = 150 * KiB) -> Path:
     rows = []
     for n in range(1, samples + 1):
         if n == 1:
-            r1 = [write_random(folder / f"S{n}_L00{lane}_R1.fastq.gz", size + lane, seed=10 * n + lane)
-                  for lane in (1, 2)]
-            r2 = [write_random(folder / f"S{n}_L00{lane}_R2.fastq.gz", size + 7 * lane, seed=20 * n + lane)
-                  for lane in (1, 2)]
+            r1 = [
+                write_random(folder / f"S{n}_L00{lane}_R1.fastq.gz", size + lane, seed=10 * n + lane) for lane in (1, 2)
+            ]
+            r2 = [
+                write_random(folder / f"S{n}_L00{lane}_R2.fastq.gz", size + 7 * lane, seed=20 * n + lane)
+                for lane in (1, 2)
+            ]
         else:
             r1 = [write_random(folder / f"S{n}_R1.fastq.gz", size, seed=10 * n)]
             r2 = [write_random(folder / f"S{n}_R2.fastq.gz", size // 3, seed=20 * n)]
-        rows.append([f"S{n}", ";".join(p.name for p in r1), ";".join(p.name for p in r2), "", "Hs", "forward",
-                     "treated", "24 h"])
+        rows.append(
+            [
+                f"S{n}",
+                ";".join(p.name for p in r1),
+                ";".join(p.name for p in r2),
+                "",
+                "Hs",
+                "forward",
+                "treated",
+                "24 h",
+            ]
+        )
     return write_sheet(folder / "sheet.csv", HEADER, rows)
 
 
@@ -64,7 +77,8 @@ async def check_server(srv: RunningServer, folder: Path, sheet: Path) -> dict[st
 
 
 async def test_paired_samples_with_merged_lanes_then_a_rerun_creates_nothing(
-        any_server: RunningServer, tmp_path: Path) -> None:
+    any_server: RunningServer, tmp_path: Path
+) -> None:
     sheet = paired_run(tmp_path / "run", samples=3)
     async with client(any_server, tmp_path / "home", concurrency=3) as fx:
         report = await fx.upload_samples(sheet, sample_type="RNA-Seq")
@@ -83,33 +97,43 @@ async def test_paired_samples_with_merged_lanes_then_a_rerun_creates_nothing(
         assert journal.get_transfer(report.transfer_id) is not None
     assert again.status == "completed"
     assert again.bytes_transferred == 0 and again.requests.get("upload", 0) == 0
-    assert {s["name"]: (s["id"], s["status"]) for s in again.to_json()["samples"]} == \
-        {name: (sample_id, "skipped") for name, sample_id in ids.items()}
+    assert {s["name"]: (s["id"], s["status"]) for s in again.to_json()["samples"]} == {
+        name: (sample_id, "skipped") for name, sample_id in ids.items()
+    }
     assert await check_server(any_server, tmp_path / "run", sheet) == ids
 
 
 async def test_one_sample_with_metadata(any_server: RunningServer, tmp_path: Path) -> None:
     reads = write_random(tmp_path / "one.fastq.gz", 70 * KiB)
     async with client(any_server, tmp_path / "home") as fx:
-        report = await fx.upload_samples(sample={"name": "single", "reads1": str(reads), "organism": "Mm",
-                                                 "metadata": {"purification_target": "H3K4me3"}},
-                                         sample_type="ChIP-Seq")
+        report = await fx.upload_samples(
+            sample={
+                "name": "single",
+                "reads1": str(reads),
+                "organism": "Mm",
+                "metadata": {"purification_target": "H3K4me3"},
+            },
+            sample_type="ChIP-Seq",
+        )
     assert report.status == "completed"
     (sample,) = (await server_samples(any_server))["single"]
     assert [d["filename"] for d in sample["data"]] == ["one.fastq.gz"]
     assert report.to_json()["samples"][0]["id"] == sample["id"]
 
 
-async def test_invalid_rows_stop_everything_and_name_every_problem(any_server: RunningServer,
-                                                                   tmp_path: Path) -> None:
+async def test_invalid_rows_stop_everything_and_name_every_problem(any_server: RunningServer, tmp_path: Path) -> None:
     folder = tmp_path / "run"
     write_random(folder / "a.fq.gz", 10 * KiB)
     write_random(folder / "b.fq.gz", 10 * KiB)
-    sheet = write_sheet(folder / "sheet.csv", ["name", "reads1", "organism", "strandedness"], [
-        ["good", "a.fq.gz", "Hs", "forward"],
-        ["bad name", "missing.fq.gz", "Xx", "sideways"],
-        ["good", "b.fq.gz", "Hs", ""],
-    ])
+    sheet = write_sheet(
+        folder / "sheet.csv",
+        ["name", "reads1", "organism", "strandedness"],
+        [
+            ["good", "a.fq.gz", "Hs", "forward"],
+            ["bad name", "missing.fq.gz", "Xx", "sideways"],
+            ["good", "b.fq.gz", "Hs", ""],
+        ],
+    )
     async with client(any_server, tmp_path / "home") as fx:
         with pytest.raises(SheetError) as caught:
             await fx.upload_samples(sheet, sample_type="RNA-Seq")
@@ -119,22 +143,25 @@ async def test_invalid_rows_stop_everything_and_name_every_problem(any_server: R
         assert await server_samples(any_server) == {}
         skipped = await fx.upload_samples(sheet, sample_type="RNA-Seq", skip_invalid=True)
     # Rows 1 and 3 share a name: both are invalid; row 2 is invalid; nothing is valid.
-    assert {s["row"]: s["status"] for s in skipped.to_json()["samples"]} == {1: "invalid", 2: "invalid",
-                                                                              3: "invalid"}
+    assert {s["row"]: s["status"] for s in skipped.to_json()["samples"]} == {1: "invalid", 2: "invalid", 3: "invalid"}
     assert await server_samples(any_server) == {}
 
 
 def _single_sheet(folder: Path, reads2_size: int) -> Path:
     write_random(folder / "x_R1.fq.gz", 100 * KiB, seed=1)
     write_random(folder / "x_R2.fq.gz", reads2_size, seed=2)
-    return write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "strandedness"],
-                       [["x", "x_R1.fq.gz", "x_R2.fq.gz", "reverse"]])
+    return write_sheet(
+        folder / "sheet.csv",
+        ["name", "reads1", "reads2", "strandedness"],
+        [["x", "x_R1.fq.gz", "x_R2.fq.gz", "reverse"]],
+    )
 
 
 @pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])
 @pytest.mark.parametrize("reads2_size", [100 * KiB, 10 * KiB], ids=["several-chunks", "one-chunk"])
-async def test_a_lost_final_answer_is_asked_about_not_resent(tmp_path: Path, extensions: bool,
-                                                            reads2_size: int) -> None:
+async def test_a_lost_final_answer_is_asked_about_not_resent(
+    tmp_path: Path, extensions: bool, reads2_size: int
+) -> None:
     """The proxy drops the answer of the chunk that made the sample: the engine asks the server
     (GET /upload/<id>, or GET /data/<id> and /samples/search) instead of sending it again."""
     sheet = _single_sheet(tmp_path / "run", reads2_size)
@@ -152,8 +179,7 @@ async def test_a_lost_final_answer_is_asked_about_not_resent(tmp_path: Path, ext
         assert any("was lost" in getattr(e, "message", "") for e in events)
 
 
-async def test_a_file_changed_since_it_was_planned_is_not_linked(any_server: RunningServer,
-                                                                 tmp_path: Path) -> None:
+async def test_a_file_changed_since_it_was_planned_is_not_linked(any_server: RunningServer, tmp_path: Path) -> None:
     sheet = paired_run(tmp_path / "run", samples=2)
     changed = tmp_path / "run" / "S2_R2.fastq.gz"
     seen: list[Any] = []
@@ -180,14 +206,16 @@ async def test_a_file_changed_since_it_was_planned_is_not_linked(any_server: Run
     assert held["S2"][0]["data"][1]["size"] == changed.stat().st_size  # noqa: ASYNC240 - a test's stat
 
 
-
 async def test_a_sample_the_server_refuses_fails_alone(tmp_path: Path) -> None:
     """The server refuses a sample's first file (400, Django-style): that sample fails with the server's
     words, the others are made, and the report says which."""
     sheet = paired_run(tmp_path / "run", samples=3)
     async with rig(tmp_path, True) as r:
-        refusal = r.proxy.add(RespondWith.json(400, {"error": {"strandedness": ["not today"]}},
-                                               match=Match("POST", r"^/upload/sample$", nth=1)))
+        refusal = r.proxy.add(
+            RespondWith.json(
+                400, {"error": {"strandedness": ["not today"]}}, match=Match("POST", r"^/upload/sample$", nth=1)
+            )
+        )
         async with client(r.via_proxy, tmp_path / "home", concurrency=1) as fx:
             report = await fx.upload_samples(sheet, sample_type="RNA-Seq")
         assert refusal.hits == 1

@@ -49,9 +49,11 @@ async def owned_names(srv: RunningServer, part: str) -> list[str]:
     """The filenames of alice's data whose name holds ``part`` (read without the CLI)."""
     async with aiohttp.ClientSession() as session:
         token = await login(session, srv.base_url, "alice", srv.users["alice"])
-        async with session.get(f"{srv.base_url}/data/search", params={"filename": part, "owned": "true",
-                                                                        "count": "100"},
-                               headers={"Authorization": f"Bearer {token}"}) as response:
+        async with session.get(
+            f"{srv.base_url}/data/search",
+            params={"filename": part, "owned": "true", "count": "100"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
             assert response.status == 200
             return sorted(item["filename"] for item in (await response.json())["data"])
 
@@ -80,15 +82,26 @@ async def test_a_sheet_made_by_flowbio_batch_template_uploads_unchanged(tmp_path
 
         def flowbio_template() -> subprocess.CompletedProcess[str]:
             flowbio = Path(sys.executable).with_name("flowbio")
-            return subprocess.run([str(flowbio), "samples", "batch-template", "--sample-type", "RNA-Seq", "-o",
-                                   str(template)], env=env, capture_output=True, text=True, timeout=120)
+            return subprocess.run(
+                [str(flowbio), "samples", "batch-template", "--sample-type", "RNA-Seq", "-o", str(template)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
 
         done = await anyio.to_thread.run_sync(flowbio_template)
         assert done.returncode == 0, done.stderr
         header = template.read_text().strip().split(",")
         assert header[:5] == ["name", "reads1", "reads2", "project", "organism"]
-        values = {"name": "A", "reads1": "A_R1.fq", "reads2": "A_R2.fq", "organism": "Hs",
-                  "strandedness": "forward", "condition": "ctrl"}
+        values = {
+            "name": "A",
+            "reads1": "A_R1.fq",
+            "reads2": "A_R2.fq",
+            "organism": "Hs",
+            "strandedness": "forward",
+            "condition": "ctrl",
+        }
         b_values = {"name": "B", "reads1": "B_R1.fq", "organism": "Mm", "strandedness": "unstranded"}
         with open(template, "a") as handle:  # noqa: ASYNC230 - a two-line test file
             for row in (values, b_values):
@@ -98,16 +111,16 @@ async def test_a_sheet_made_by_flowbio_batch_template_uploads_unchanged(tmp_path
 
         cli = Cli(srv.base_url, tmp_path / "home")
         await cli.login("alice", srv.users["alice"])
-        first = await cli.run("--json", "samples", "upload-batch", "--sheet", str(template), "--sample-type",
-                              "RNA-Seq")
+        first = await cli.run("--json", "samples", "upload-batch", "--sheet", str(template), "--sample-type", "RNA-Seq")
         assert first.code == 0, first.stderr
         document = first.json()
         assert document["kind"] == "samples" and document["status"] == "completed"
-        assert [(s["row"], s["name"], s["status"]) for s in document["samples"]] == [(1, "A", "done"),
-                                                                                     (2, "B", "done")]
+        assert [(s["row"], s["name"], s["status"]) for s in document["samples"]] == [(1, "A", "done"), (2, "B", "done")]
         held = await server_samples(srv)
-        assert {name: [d["filename"] for d in s[0]["data"]] for name, s in held.items()} == \
-            {"A": ["A_R1.fq", "A_R2.fq"], "B": ["B_R1.fq"]}
+        assert {name: [d["filename"] for d in s[0]["data"]] for name, s in held.items()} == {
+            "A": ["A_R1.fq", "A_R2.fq"],
+            "B": ["B_R1.fq"],
+        }
 
         again = await cli.run("samples", "upload-batch", "--sheet", str(template), "--sample-type", "RNA-Seq")
         assert again.code == 0, again.stderr
@@ -120,15 +133,18 @@ async def test_validation_names_every_problem_exits_2_and_sends_nothing(tmp_path
     write_random(folder / "ok.fq", 1000)
     write_random(folder / "shared.fq", 1000)
     write_random(folder / "three.fq", 1000)
-    sheet = write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "organism", "strandedness"], [
-        ["ok", "ok.fq", "", "Hs", "forward"],
-        ["one", "shared.fq", "", "Hs", "forward"],
-        ["two", "shared.fq", "gone.fq", "Zz", "maybe"],
-        ["three", "", "three.fq", "Hs", ""],
-    ])
+    sheet = write_sheet(
+        folder / "sheet.csv",
+        ["name", "reads1", "reads2", "organism", "strandedness"],
+        [
+            ["ok", "ok.fq", "", "Hs", "forward"],
+            ["one", "shared.fq", "", "Hs", "forward"],
+            ["two", "shared.fq", "gone.fq", "Zz", "maybe"],
+            ["three", "", "three.fq", "Hs", ""],
+        ],
+    )
     async with rig(tmp_path, True) as r:
-        result = await r.cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type",
-                                 "RNA-Seq")
+        result = await r.cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq")
         assert result.code == 2, result
         problems = result.json()["problems"]
         named = {(p["row"], p["column"], p["value"]) for p in problems if not p["warning"]}
@@ -140,14 +156,20 @@ async def test_validation_names_every_problem_exits_2_and_sends_nothing(tmp_path
         assert human.code == 2 and "'Zz'" in human.stderr and "'maybe'" in human.stderr
         unknown_type = await r.cli.run("samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "Nope")
         assert unknown_type.code == 2 and "'Nope'" in unknown_type.stderr
-        not_csv = await r.cli.run("samples", "upload-batch", "--sheet", str(folder / "ok.fq"), "--sample-type",
-                                  "RNA-Seq")
+        not_csv = await r.cli.run(
+            "samples", "upload-batch", "--sheet", str(folder / "ok.fq"), "--sample-type", "RNA-Seq"
+        )
         assert not_csv.code == 2 and ".csv" in not_csv.stderr
-        skip = await r.cli.run("--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type",
-                               "RNA-Seq", "--skip-invalid")
+        skip = await r.cli.run(
+            "--json", "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq", "--skip-invalid"
+        )
         assert skip.code == 1, skip
         assert {s["name"]: s["status"] for s in skip.json()["samples"]} == {
-            "ok": "done", "one": "invalid", "two": "invalid", "three": "invalid"}
+            "ok": "done",
+            "one": "invalid",
+            "two": "invalid",
+            "three": "invalid",
+        }
         assert sorted(await server_samples(r.server)) == ["ok"]
         assert sample_posts(r) != []
 
@@ -156,17 +178,48 @@ async def test_samples_upload_one_sample(tmp_path: Path) -> None:
     r1 = write_random(tmp_path / "s_R1.fq.gz", 3 * CHUNK + 5, seed=1)
     r2 = write_random(tmp_path / "s_R2.fq.gz", 2 * CHUNK, seed=2)
     async with rig(tmp_path, True) as r:
-        args = ["--json", "samples", "upload", "--name", "s1", "--sample-type", "RNA-Seq", "--reads1", str(r1),
-                "--reads2", str(r2), "--organism", "Hs", "--metadata", "strandedness=forward",
-                "--metadata-json", '{"condition": "ctrl"}', "--chunk-size", "64k"]
+        args = [
+            "--json",
+            "samples",
+            "upload",
+            "--name",
+            "s1",
+            "--sample-type",
+            "RNA-Seq",
+            "--reads1",
+            str(r1),
+            "--reads2",
+            str(r2),
+            "--organism",
+            "Hs",
+            "--metadata",
+            "strandedness=forward",
+            "--metadata-json",
+            '{"condition": "ctrl"}',
+            "--chunk-size",
+            "64k",
+        ]
         result = await r.cli.run(*args)
         assert result.code == 0, result.stderr
-        assert await exactly_once(r.server, {"s1": (r1.read_bytes(), r2.read_bytes())}) == \
-            {"s1": result.json()["samples"][0]["id"]}
+        assert await exactly_once(r.server, {"s1": (r1.read_bytes(), r2.read_bytes())}) == {
+            "s1": result.json()["samples"][0]["id"]
+        }
         again = await r.cli.run(*args)
         assert again.code == 0 and again.json()["samples"][0]["status"] == "skipped"
-        clash = await r.cli.run("samples", "upload", "--name", "x", "--sample-type", "RNA-Seq", "--reads1",
-                                str(r1), "--metadata", "a=1", "--metadata-json", '{"a": "2"}')
+        clash = await r.cli.run(
+            "samples",
+            "upload",
+            "--name",
+            "x",
+            "--sample-type",
+            "RNA-Seq",
+            "--reads1",
+            str(r1),
+            "--metadata",
+            "a=1",
+            "--metadata-json",
+            '{"a": "2"}',
+        )
         assert clash.code == 2 and "both" in clash.stderr
 
 
@@ -177,8 +230,18 @@ async def test_kill9_mid_batch_then_the_same_command(tmp_path: Path, extensions:
     sheet, reads = paired_sheet(tmp_path / "run", 3, size)
     total = sum(len(a) + len(b) for a, b in reads.values())
     async with rig(tmp_path, extensions) as r:
-        command = ["samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq", "--chunk-size",
-                   "64k", "--concurrency", "2"]
+        command = [
+            "samples",
+            "upload-batch",
+            "--sheet",
+            str(sheet),
+            "--sample-type",
+            "RNA-Seq",
+            "--chunk-size",
+            "64k",
+            "--concurrency",
+            "2",
+        ]
         async with r.cli.start("--log-format", "json", *command, "--bwlimit", "768k") as first:
             await first.until_moved(int(total * fraction))
             await first.kill9()
@@ -199,21 +262,23 @@ async def test_kill9_mid_batch_then_the_same_command(tmp_path: Path, extensions:
 
 @modes
 @pytest.mark.parametrize("reads2_size", [2 * CHUNK, CHUNK // 2], ids=["several-chunks", "one-chunk"])
-async def test_kill9_after_the_final_chunk_before_its_answer(tmp_path: Path, extensions: bool,
-                                                             reads2_size: int) -> None:
+async def test_kill9_after_the_final_chunk_before_its_answer(
+    tmp_path: Path, extensions: bool, reads2_size: int
+) -> None:
     """The server made the sample; the CLI dies before the answer reaches it. The same command then
     asks the server and finds the sample: nothing is sent again, no second sample is made."""
     folder = tmp_path / "run"
     r1 = write_random(folder / "k_R1.fq.gz", 2 * CHUNK, seed=1)
     r2 = write_random(folder / "k_R2.fq.gz", reads2_size, seed=2)
-    sheet = write_sheet(folder / "sheet.csv", ["name", "reads1", "reads2", "strandedness"],
-                        [["k", r1.name, r2.name, "forward"]])
+    sheet = write_sheet(
+        folder / "sheet.csv", ["name", "reads1", "reads2", "strandedness"], [["k", r1.name, r2.name, "forward"]]
+    )
     final = 2 + (2 if reads2_size > CHUNK else 1)
     async with rig(tmp_path, extensions) as r:
-        stall = r.proxy.add(StallMidBody(Match("POST", r"^/upload/sample$", nth=final), direction="down",
-                                         at_bytes=0, seconds=60))
-        command = ["samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq", "--chunk-size",
-                   "64k"]
+        stall = r.proxy.add(
+            StallMidBody(Match("POST", r"^/upload/sample$", nth=final), direction="down", at_bytes=0, seconds=60)
+        )
+        command = ["samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq", "--chunk-size", "64k"]
         async with r.cli.start(*command) as first:
             with anyio.fail_after(30):
                 while not stall.hits:  # noqa: ASYNC110 - the proxy's rules count, they signal nothing
@@ -234,9 +299,22 @@ async def test_jobs_show_and_resume_know_sample_transfers(tmp_path: Path) -> Non
     sheet, reads = paired_sheet(tmp_path / "run", 2, 6 * CHUNK)
     total = sum(len(a) + len(b) for a, b in reads.values())
     async with rig(tmp_path, True) as r:
-        async with r.cli.start("--log-format", "json", "samples", "upload-batch", "--sheet", str(sheet),
-                               "--sample-type", "RNA-Seq", "--chunk-size", "64k", "--concurrency", "1",
-                               "--bwlimit", "512k") as first:
+        async with r.cli.start(
+            "--log-format",
+            "json",
+            "samples",
+            "upload-batch",
+            "--sheet",
+            str(sheet),
+            "--sample-type",
+            "RNA-Seq",
+            "--chunk-size",
+            "64k",
+            "--concurrency",
+            "1",
+            "--bwlimit",
+            "512k",
+        ) as first:
             await first.until_moved(total // 3)
             await first.kill9()
         transfer_id = first.transfer_id()
@@ -262,8 +340,11 @@ async def test_the_catalog_and_the_templates(tmp_path: Path) -> None:
         assert {"RNA-Seq", "ChIP-Seq", "ATAC-Seq", "generic"} <= {t["identifier"] for t in types.json()["sample_types"]}
         metadata = (await cli.run("--json", "samples", "metadata", "--sample-type", "RNA-Seq")).json()
         by_id = {a["identifier"]: a for a in metadata["attributes"]}
-        assert by_id["strandedness"]["required_here"] and by_id["strandedness"]["options"] == \
-            ["forward", "reverse", "unstranded"]
+        assert by_id["strandedness"]["required_here"] and by_id["strandedness"]["options"] == [
+            "forward",
+            "reverse",
+            "unstranded",
+        ]
         assert not by_id["condition"]["required_here"]
         organisms = (await cli.run("--json", "samples", "organisms")).json()["organisms"]
         assert {o["id"] for o in organisms} >= {"Hs", "Mm"}
@@ -281,12 +362,19 @@ async def test_the_catalog_and_the_templates(tmp_path: Path) -> None:
 
         def flowbio_header() -> str:
             flowbio = Path(sys.executable).with_name("flowbio")
-            return subprocess.run([str(flowbio), "samples", "batch-template", "--sample-type", "ChIP-Seq"], env=env,
-                                  capture_output=True, text=True, timeout=120, check=True).stdout
+            return subprocess.run(
+                [str(flowbio), "samples", "batch-template", "--sample-type", "ChIP-Seq"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
 
         assert ours.stdout.strip() == (await anyio.to_thread.run_sync(flowbio_header)).strip()
-        template = await cli.run("samples", "annotation-template", "--sample-type", "RNA-Seq", "-o",
-                                 str(tmp_path / "a.xlsx"))
+        template = await cli.run(
+            "samples", "annotation-template", "--sample-type", "RNA-Seq", "-o", str(tmp_path / "a.xlsx")
+        )
         assert template.code == 0 and (tmp_path / "a.xlsx").read_bytes()[:2] == b"PK"
 
 
@@ -294,11 +382,27 @@ async def test_the_catalog_and_the_templates(tmp_path: Path) -> None:
 async def test_sync_samples_from_a_run_with_a_kill9_in_the_middle(tmp_path: Path, extensions: bool) -> None:
     """A v2 run of two lanes, synced from a cron-like loop: waiting, then killed mid-way, then done; exactly one
     sample per Sample_ID with its lanes merged, the FASTQs not also loose data, and a re-run that makes nothing."""
-    run = make_run_folder(tmp_path / "runs", lanes=2, samples=2, fastq_size=5 * CHUNK, small_files=10,
-                          complete=False, sample_sheet="v2")
-    command = ["sync", str(run), "--samples", "--sample-type", "RNA-Seq", "--organism", "Hs", "--metadata",
-               "strandedness=reverse", "--ready-marker",
-               "CopyComplete.txt", "--name-from-path", "--chunk-size", "64k", "--concurrency", "2"]
+    run = make_run_folder(
+        tmp_path / "runs", lanes=2, samples=2, fastq_size=5 * CHUNK, small_files=10, complete=False, sample_sheet="v2"
+    )
+    command = [
+        "sync",
+        str(run),
+        "--samples",
+        "--sample-type",
+        "RNA-Seq",
+        "--organism",
+        "Hs",
+        "--metadata",
+        "strandedness=reverse",
+        "--ready-marker",
+        "CopyComplete.txt",
+        "--name-from-path",
+        "--chunk-size",
+        "64k",
+        "--concurrency",
+        "2",
+    ]
     fastqs = sorted(run.rglob("*.fastq.gz"))
     total = sum(p.stat().st_size for p in fastqs)
     expected = {}
@@ -322,11 +426,14 @@ async def test_sync_samples_from_a_run_with_a_kill9_in_the_middle(tmp_path: Path
         assert not [f for f in document["files"] if ".fastq" in f["path"]]
         assert await owned_names(r.server, "RunInfo") == ["RunInfo.xml"]
         # The only FASTQs on Flow are the samples' (lanes merged): none went up as loose data.
-        assert await owned_names(r.server, "fastq") == sorted(f"Sample{n}_S{n}_R{read}_001.fastq.gz"
-                                                              for n in (1, 2) for read in (1, 2))
+        assert await owned_names(r.server, "fastq") == sorted(
+            f"Sample{n}_S{n}_R{read}_001.fastq.gz" for n in (1, 2) for read in (1, 2)
+        )
         held = await server_samples(r.server)
-        assert [d["filename"] for d in held["Sample1"][0]["data"]] == ["Sample1_S1_R1_001.fastq.gz",
-                                                                       "Sample1_S1_R2_001.fastq.gz"]
+        assert [d["filename"] for d in held["Sample1"][0]["data"]] == [
+            "Sample1_S1_R1_001.fastq.gz",
+            "Sample1_S1_R2_001.fastq.gz",
+        ]
         posts = len(sample_posts(r))
         again = await r.cli.run("--json", *command)
         assert again.code == 0, again.stderr
@@ -344,8 +451,21 @@ async def test_download_the_files_of_samples_and_projects(tmp_path: Path) -> Non
         assert made.code == 0, made.stderr
         ids = {s["name"]: s["id"] for s in made.json()["samples"]}
         r3 = write_random(tmp_path / "run" / "P3.fq", 5000, seed=3)
-        in_project = await cli.run("--json", "samples", "upload", "--name", "P3", "--sample-type", "RNA-Seq",
-                                   "--reads1", str(r3), "--project", project, "--metadata", "strandedness=forward")
+        in_project = await cli.run(
+            "--json",
+            "samples",
+            "upload",
+            "--name",
+            "P3",
+            "--sample-type",
+            "RNA-Seq",
+            "--reads1",
+            str(r3),
+            "--project",
+            project,
+            "--metadata",
+            "strandedness=forward",
+        )
         assert in_project.code == 0, in_project.stderr
 
         one = await cli.run("--json", "download", "--sample", ids["P1"], "-o", str(tmp_path / "one"))
@@ -371,27 +491,42 @@ async def test_upload_multiplexed_sends_the_sheet_first(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("name,barcode,organism\nA,NOT-BASES!,Hs\nA,ACGT,Zz\n")
     async with rig(tmp_path, True) as r:
+
         def mux_posts() -> int:
             return len(r.log.select("POST", r"^/upload/multiplexed$"))
 
-        refused = await r.cli.run("samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(bad),
-                                  "--chunk-size", "64k")
+        refused = await r.cli.run(
+            "samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(bad), "--chunk-size", "64k"
+        )
         assert refused.code == 5, refused
         assert "row 2" in refused.stderr and "row 3" in refused.stderr
         assert mux_posts() == 0
-        rejected = await r.cli.run("samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(warned),
-                                   "--reject-warnings")
+        rejected = await r.cli.run(
+            "samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(warned), "--reject-warnings"
+        )
         assert rejected.code == 5 and mux_posts() == 0
-        accepted = await r.cli.run("--json", "samples", "upload-multiplexed", "--reads1", str(r1), "--reads2",
-                                   str(r2), "--annotation", str(warned), "--chunk-size", "64k")
+        accepted = await r.cli.run(
+            "--json",
+            "samples",
+            "upload-multiplexed",
+            "--reads1",
+            str(r1),
+            "--reads2",
+            str(r2),
+            "--annotation",
+            str(warned),
+            "--chunk-size",
+            "64k",
+        )
         assert accepted.code == 0, accepted.stderr
         document = accepted.json()
         assert document["kind"] == "multiplexed" and len(document["data_ids"]) == 2 and document["warnings"]
         assert document["annotation_id"]
         got = await stored(r.server, {"mux_R1.fq.gz": document["data_ids"][0], "mux_R2.fq.gz": document["data_ids"][1]})
         assert got == {"mux_R1.fq.gz": r1.read_bytes(), "mux_R2.fq.gz": r2.read_bytes()}
-        clean = await r.cli.run("--json", "samples", "upload-multiplexed", "--reads1", str(r1), "--annotation",
-                                str(good))
+        clean = await r.cli.run(
+            "--json", "samples", "upload-multiplexed", "--reads1", str(r1), "--annotation", str(good)
+        )
         assert clean.code == 0 and clean.json()["warnings"] == []
 
 
@@ -421,16 +556,44 @@ async def test_download_sample_takes_its_reads_and_the_outputs_of_its_runs(tmp_p
         cli = Cli(srv.base_url, tmp_path / "home")
         await cli.login("alice", srv.users["alice"])
         r1 = write_random(tmp_path / "liver_R1.fq.gz", CHUNK + 3, seed=1)
-        made = await cli.run("--json", "samples", "upload", "--name", "liver", "--sample-type", "RNA-Seq",
-                             "--reads1", str(r1), "--metadata", "strandedness=reverse")
+        made = await cli.run(
+            "--json",
+            "samples",
+            "upload",
+            "--name",
+            "liver",
+            "--sample-type",
+            "RNA-Seq",
+            "--reads1",
+            str(r1),
+            "--metadata",
+            "strandedness=reverse",
+        )
         assert made.code == 0, made.stderr
         sample = made.json()["samples"][0]["id"]
         fastqc = write_random(tmp_path / "made" / "fastqc" / "report.html", 3000, seed=5)
         multiqc = write_random(tmp_path / "made" / "multiqc" / "report.html", 4000, seed=6)
         quant = write_random(tmp_path / "made" / "quant.sf", 500, seed=7)
-        added = await cli.run("admin", "--root", str(srv.root), "execution", "add", "alice", "--pipeline", "RNA-Seq",
-                              "--version", "3.4", "--sample", sample, "--output", f"fastqc={fastqc}",
-                              "--output", f"multiqc={multiqc}", "--output", f"salmon={quant}")
+        added = await cli.run(
+            "admin",
+            "--root",
+            str(srv.root),
+            "execution",
+            "add",
+            "alice",
+            "--pipeline",
+            "RNA-Seq",
+            "--version",
+            "3.4",
+            "--sample",
+            sample,
+            "--output",
+            f"fastqc={fastqc}",
+            "--output",
+            f"multiqc={multiqc}",
+            "--output",
+            f"salmon={quant}",
+        )
         assert added.code == 0, added.stderr
 
         out = tmp_path / "all"
@@ -447,7 +610,8 @@ async def test_download_sample_takes_its_reads_and_the_outputs_of_its_runs(tmp_p
         assert [p.name for p in (tmp_path / "raw").iterdir()] == [r1.name]
         archived = await cli.run("bulk", "--sample", sample, "--extract", "-o", str(tmp_path / "bulk"))
         assert archived.code == 0, archived.stderr
-        assert {p.name: p.read_bytes() for p in (tmp_path / "bulk").iterdir()} == \
-            {p.name: p.read_bytes() for p in out.iterdir()}  # the archive names same-named files as download does
+        assert {p.name: p.read_bytes() for p in (tmp_path / "bulk").iterdir()} == {
+            p.name: p.read_bytes() for p in out.iterdir()
+        }  # the archive names same-named files as download does
         alone = await cli.run("download", "--raw-only", "123")
         assert alone.code == 2 and "--raw-only goes with --sample" in alone.stderr

@@ -32,11 +32,14 @@ def write(path: Path, text: str | bytes) -> Path:
 
 
 def test_a_flowbio_batch_template_sheet(tmp_path: Path) -> None:
-    sheet_path = write(tmp_path / "sheets" / "batch.csv", (
-        "name,reads1,reads2,project,organism,strandedness,condition,condition__annotation\n"
-        "S1,../reads/S1_R1.fastq.gz,../reads/S1_R2.fastq.gz,7,Hs,reverse,treated,2h heat\n"
-        "S2,/abs/S2_R1.fastq.gz,,,, , ,\n"
-    ))
+    sheet_path = write(
+        tmp_path / "sheets" / "batch.csv",
+        (
+            "name,reads1,reads2,project,organism,strandedness,condition,condition__annotation\n"
+            "S1,../reads/S1_R1.fastq.gz,../reads/S1_R2.fastq.gz,7,Hs,reverse,treated,2h heat\n"
+            "S2,/abs/S2_R1.fastq.gz,,,, , ,\n"
+        ),
+    )
     sheet = parse_sheet(sheet_path)
     assert sheet.problems == () and sheet.columns[:5] == ("name", "reads1", "reads2", "project", "organism")
     first, second = sheet.rows
@@ -45,8 +48,11 @@ def test_a_flowbio_batch_template_sheet(tmp_path: Path) -> None:
     assert first.reads1.parts == (first.reads1.whole,)
     assert first.metadata == {"strandedness": "reverse", "condition": "treated"}
     assert first.annotations == {"condition": "2h heat"}
-    assert first.metadata_fields() == {"strandedness": "reverse", "condition": "treated",
-                                       "condition__annotation": "2h heat"}
+    assert first.metadata_fields() == {
+        "strandedness": "reverse",
+        "condition": "treated",
+        "condition__annotation": "2h heat",
+    }
     # Empty (and blank) cells are absent, as in flowbio.
     assert second.reads2 is None and second.project is None and second.metadata == {} and second.annotations == {}
     assert second.reads1 is not None and second.reads1.whole == Path("/abs/S2_R1.fastq.gz")
@@ -68,13 +74,16 @@ def test_a_byte_order_mark_and_all_empty_rows(tmp_path: Path) -> None:
     assert [(r.row, r.name) for r in sheet.rows] == [(1, "A"), (3, "B")]
 
 
-@pytest.mark.parametrize(("name", "data", "message"), [
-    ("samples.xlsx", b"PK\x03\x04", "must be a .csv file"),
-    ("samples.tsv", b"name\treads1\n", "must be a .csv file"),
-    ("binary.csv", b"PK\x03\x04\x14\x00\xff\xfe", "not UTF-8"),
-    ("nul.csv", b"name,reads1\nA,a\x00b\n", "NUL"),
-    ("quote.csv", b'name,reads1\nA,"a.fq\nB,b.fq\n', "never closed"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("samples.xlsx", b"PK\x03\x04", "must be a .csv file"),
+        ("samples.tsv", b"name\treads1\n", "must be a .csv file"),
+        ("binary.csv", b"PK\x03\x04\x14\x00\xff\xfe", "not UTF-8"),
+        ("nul.csv", b"name,reads1\nA,a\x00b\n", "NUL"),
+        ("quote.csv", b'name,reads1\nA,"a.fq\nB,b.fq\n', "never closed"),
+    ],
+)
 def test_not_a_csv_is_a_usage_error_naming_the_file(tmp_path: Path, name: str, data: bytes, message: str) -> None:
     with pytest.raises(SheetError) as caught:
         parse_sheet(write(tmp_path / name, data))
@@ -91,8 +100,7 @@ def test_missing_sheet_and_folder(tmp_path: Path) -> None:
 
 
 def test_sheet_problems_name_row_column_and_value(tmp_path: Path) -> None:
-    sheet = parse_sheet_text("name,reads1,name,,strandedness\nA,a.fq,A2,x,forward\nB,b.fq,,,reverse,extra,\n",
-                             tmp_path)
+    sheet = parse_sheet_text("name,reads1,name,,strandedness\nA,a.fq,A2,x,forward\nB,b.fq,,,reverse,extra,\n", tmp_path)
     messages = [str(p) for p in sheet.problems]
     assert messages[0] == "name: two columns have this name"
     assert any(p.row == 2 and p.value == "extra" and "more cell" in p.message for p in sheet.problems)
@@ -104,14 +112,20 @@ def test_problem_text() -> None:
     assert str(problem) == "row 3, reads1 'a b.fq': no such file"
     assert str(Problem("unknown", column="--sample-type", value="X")) == "--sample-type 'X': unknown"
     assert str(Problem("odd", warning=True)) == "warning: odd"
-    assert Problem("m", row=1).to_json() == {"row": 1, "column": None, "value": None, "message": "m",
-                                             "warning": False}
+    assert Problem("m", row=1).to_json() == {"row": 1, "column": None, "value": None, "message": "m", "warning": False}
 
 
 def test_format_writes_paths_relative_to_the_sheet_and_joins_parts(tmp_path: Path) -> None:
     reads = tmp_path / "run" / "Fastq"
-    row = SheetRow(1, "S1", ReadsCell.of([reads / "L001/a.fq.gz", reads / "L002/a.fq.gz"], None), None,
-                   project="p", metadata={"strandedness": "forward"}, annotations={"condition": "note"})
+    row = SheetRow(
+        1,
+        "S1",
+        ReadsCell.of([reads / "L001/a.fq.gz", reads / "L002/a.fq.gz"], None),
+        None,
+        project="p",
+        metadata={"strandedness": "forward"},
+        annotations={"condition": "note"},
+    )
     text = format_sheet([row], tmp_path / "sheets")
     assert text.splitlines() == [
         "name,reads1,reads2,project,organism,strandedness,condition,condition__annotation",
@@ -133,8 +147,9 @@ def test_cells_that_cannot_be_written() -> None:
 # --- properties ----------------------------------------------------------------------------------
 
 _word = st.text(string.ascii_letters + string.digits + "-_.", min_size=1, max_size=8)
-_value = st.text(string.ascii_letters + string.digits + " ,\"'-_.é", min_size=1, max_size=12).map(
-    str.strip).filter(bool)
+_value = (
+    st.text(string.ascii_letters + string.digits + " ,\"'-_.é", min_size=1, max_size=12).map(str.strip).filter(bool)
+)
 _rel_path = st.lists(_word.filter(lambda w: w not in (".", "..")), min_size=1, max_size=3).map("/".join)
 _attribute = st.sampled_from(["strandedness", "condition", "scientist", "sequencer"])
 
@@ -144,15 +159,27 @@ def rows(draw: st.DrawFn, *, multi: bool) -> list[SheetRow]:
     count = draw(st.integers(1, 5))
     made = []
     for number in range(1, count + 1):
+
         def cell() -> ReadsCell | None:
             if not draw(st.booleans()):
                 return None
             paths = draw(st.lists(_rel_path, min_size=1, max_size=3 if multi else 1))
             return ReadsCell.of([Path("/base") / p for p in paths], None)
+
         metadata = draw(st.dictionaries(_attribute, _value, max_size=3))
         annotations = draw(st.dictionaries(_attribute, _value, max_size=2))
-        made.append(SheetRow(number, draw(_word), cell(), cell(), draw(st.none() | _word), draw(st.none() | _word),
-                             metadata, annotations))
+        made.append(
+            SheetRow(
+                number,
+                draw(_word),
+                cell(),
+                cell(),
+                draw(st.none() | _word),
+                draw(st.none() | _word),
+                metadata,
+                annotations,
+            )
+        )
     return made
 
 
@@ -169,8 +196,9 @@ def test_format_then_parse_gives_the_rows_back(made: list[SheetRow]) -> None:
             assert (was is None and now is None) or (was is not None and now is not None and was.parts == now.parts)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(rows(multi=False))
 def test_a_flowbio_sheet_reads_as_flowbio_reads_it(tmp_path: Path, made: list[SheetRow]) -> None:
     """Differential: the official client's parser and ours agree on every sheet it can read."""

@@ -19,30 +19,79 @@ from flowxfer.transfer._validate import FileInfo, look_at_disk, paths_to_look_at
 BASE = Path("/runs")
 
 METADATA: list[dict[str, Any]] = [
-    {"identifier": "strandedness", "name": "Strandedness", "description": "", "required": False,
-     "sample_type_links": [{"sample_type_identifier": "RNA-Seq", "required": True}], "has_options": True,
-     "allow_user_terms": False, "allow_annotation": False},
-    {"identifier": "purification_target", "name": "Target", "description": "", "required": False,
-     "sample_type_links": [{"sample_type_identifier": "ChIP-Seq", "required": True}], "has_options": False,
-     "allow_user_terms": False, "allow_annotation": False},
-    {"identifier": "condition", "name": "Condition", "description": "", "required": False, "sample_type_links": [],
-     "has_options": False, "allow_user_terms": True, "allow_annotation": True},
-    {"identifier": "scientist", "name": "Scientist", "description": "", "required": False, "sample_type_links": [],
-     "has_options": True, "allow_user_terms": True, "allow_annotation": False},
-    {"identifier": "sequencer", "name": "Sequencer", "description": "", "required": True, "sample_type_links": [],
-     "has_options": False, "allow_user_terms": False, "allow_annotation": False},
+    {
+        "identifier": "strandedness",
+        "name": "Strandedness",
+        "description": "",
+        "required": False,
+        "sample_type_links": [{"sample_type_identifier": "RNA-Seq", "required": True}],
+        "has_options": True,
+        "allow_user_terms": False,
+        "allow_annotation": False,
+    },
+    {
+        "identifier": "purification_target",
+        "name": "Target",
+        "description": "",
+        "required": False,
+        "sample_type_links": [{"sample_type_identifier": "ChIP-Seq", "required": True}],
+        "has_options": False,
+        "allow_user_terms": False,
+        "allow_annotation": False,
+    },
+    {
+        "identifier": "condition",
+        "name": "Condition",
+        "description": "",
+        "required": False,
+        "sample_type_links": [],
+        "has_options": False,
+        "allow_user_terms": True,
+        "allow_annotation": True,
+    },
+    {
+        "identifier": "scientist",
+        "name": "Scientist",
+        "description": "",
+        "required": False,
+        "sample_type_links": [],
+        "has_options": True,
+        "allow_user_terms": True,
+        "allow_annotation": False,
+    },
+    {
+        "identifier": "sequencer",
+        "name": "Sequencer",
+        "description": "",
+        "required": True,
+        "sample_type_links": [],
+        "has_options": False,
+        "allow_user_terms": False,
+        "allow_annotation": False,
+    },
 ]
-OPTIONS = {"strandedness": {"count": 3, "total_count": 3, "options": [
-    {"id": "1", "value": "forward", "validated": True}, {"id": "2", "value": "reverse", "validated": True},
-    {"id": "3", "value": "unstranded", "validated": True}]}}
+OPTIONS = {
+    "strandedness": {
+        "count": 3,
+        "total_count": 3,
+        "options": [
+            {"id": "1", "value": "forward", "validated": True},
+            {"id": "2", "value": "reverse", "validated": True},
+            {"id": "3", "value": "unstranded", "validated": True},
+        ],
+    }
+}
 
 
 def catalog() -> Catalog:
     return Catalog.from_api(
         [{"identifier": t, "name": t, "description": ""} for t in ("RNA-Seq", "ChIP-Seq", "ATAC-Seq", "generic")],
-        METADATA, OPTIONS,
-        [{"id": "Hs", "name": "Human", "latin_name": "Homo sapiens"},
-         {"id": "Mm", "name": "Mouse", "latin_name": "Mus musculus"}],
+        METADATA,
+        OPTIONS,
+        [
+            {"id": "Hs", "name": "Human", "latin_name": "Homo sapiens"},
+            {"id": "Mm", "name": "Mouse", "latin_name": "Mus musculus"},
+        ],
         [{"id": "11", "name": "Liver", "description": ""}, {"id": "12", "name": "Brain", "description": ""}],
     )
 
@@ -66,13 +115,16 @@ def test_catalog_from_the_api_answers() -> None:
     assert attributes_with_options(METADATA) == ["strandedness"]
 
 
-@pytest.mark.parametrize("broken", [
-    {"types": {"identifier": "x"}},
-    {"metadata": [{"name": "no identifier"}]},
-    {"options": {}},
-    {"organisms": [{"id": 5, "name": "numeric id"}]},
-    {"projects": ["not an object"]},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"types": {"identifier": "x"}},
+        {"metadata": [{"name": "no identifier"}]},
+        {"options": {}},
+        {"organisms": [{"id": 5, "name": "numeric id"}]},
+        {"projects": ["not an object"]},
+    ],
+)
 def test_a_malformed_catalog_answer_is_a_protocol_error(broken: dict[str, Any]) -> None:
     answers: dict[str, Any] = {"types": [], "metadata": METADATA, "options": OPTIONS, "organisms": [], "projects": []}
     answers.update(broken)
@@ -82,30 +134,48 @@ def test_a_malformed_catalog_answer_is_a_protocol_error(broken: dict[str, Any]) 
 
 def test_a_valid_sheet_becomes_planned_samples() -> None:
     sheet = parse_sheet_text(
-        HEADER
-        + "S1,Fastq/L001/S1_S1_L001_R1_001.fastq.gz;Fastq/L002/S1_S1_L002_R1_001.fastq.gz,"
-          "Fastq/L001/S1_S1_L001_R2_001.fastq.gz;Fastq/L002/S1_S1_L002_R2_001.fastq.gz,"
-          "11,Hs,reverse,NovaSeq,ko,by hand\n"
-        + "S2,single.fq.gz,,,,forward,MiSeq,,\n",
-        BASE)
-    disk = disk_of({"Fastq/L001/S1_S1_L001_R1_001.fastq.gz": 10, "Fastq/L002/S1_S1_L002_R1_001.fastq.gz": 20,
-                    "Fastq/L001/S1_S1_L001_R2_001.fastq.gz": 30, "Fastq/L002/S1_S1_L002_R2_001.fastq.gz": 40,
-                    "single.fq.gz": 5})
+        HEADER + "S1,Fastq/L001/S1_S1_L001_R1_001.fastq.gz;Fastq/L002/S1_S1_L002_R1_001.fastq.gz,"
+        "Fastq/L001/S1_S1_L001_R2_001.fastq.gz;Fastq/L002/S1_S1_L002_R2_001.fastq.gz,"
+        "11,Hs,reverse,NovaSeq,ko,by hand\n" + "S2,single.fq.gz,,,,forward,MiSeq,,\n",
+        BASE,
+    )
+    disk = disk_of(
+        {
+            "Fastq/L001/S1_S1_L001_R1_001.fastq.gz": 10,
+            "Fastq/L002/S1_S1_L002_R1_001.fastq.gz": 20,
+            "Fastq/L001/S1_S1_L001_R2_001.fastq.gz": 30,
+            "Fastq/L002/S1_S1_L002_R2_001.fastq.gz": 40,
+            "single.fq.gz": 5,
+        }
+    )
     plan = plan_samples(sheet.rows, "RNA-Seq", catalog(), disk)
     assert plan.problems == () and plan.invalid_rows == frozenset()
     plan.check()
     first, second = plan.samples
-    assert first.fields == {"sample_name": "S1", "sample_type": "RNA-Seq", "project": "11", "organism": "Hs",
-                            "strandedness": "reverse", "sequencer": "NovaSeq", "condition": "ko",
-                            "condition__annotation": "by hand"}
+    assert first.fields == {
+        "sample_name": "S1",
+        "sample_type": "RNA-Seq",
+        "project": "11",
+        "organism": "Hs",
+        "strandedness": "reverse",
+        "sequencer": "NovaSeq",
+        "condition": "ko",
+        "condition__annotation": "by hand",
+    }
     reads1, reads2 = first.files
     assert (reads1.label, reads1.filename, reads1.size) == ("reads1", "S1_S1_R1_001.fastq.gz", 30)
-    assert reads1.parts == (Part(str(BASE / "Fastq/L001/S1_S1_L001_R1_001.fastq.gz"), 10, 1000),
-                            Part(str(BASE / "Fastq/L002/S1_S1_L002_R1_001.fastq.gz"), 20, 1001))
+    assert reads1.parts == (
+        Part(str(BASE / "Fastq/L001/S1_S1_L001_R1_001.fastq.gz"), 10, 1000),
+        Part(str(BASE / "Fastq/L002/S1_S1_L002_R1_001.fastq.gz"), 20, 1001),
+    )
     assert (reads2.filename, reads2.size) == ("S1_S1_R2_001.fastq.gz", 70)
     assert [(f.label, f.filename) for f in second.files] == [("reads1", "single.fq.gz")]
-    assert second.fields == {"sample_name": "S2", "sample_type": "RNA-Seq", "strandedness": "forward",
-                             "sequencer": "MiSeq"}
+    assert second.fields == {
+        "sample_name": "S2",
+        "sample_type": "RNA-Seq",
+        "strandedness": "forward",
+        "sequencer": "MiSeq",
+    }
 
 
 def test_every_problem_at_once_each_with_row_column_and_value() -> None:
@@ -119,25 +189,39 @@ def test_every_problem_at_once_each_with_row_column_and_value() -> None:
         + "S3,missing.fq.gz,a.fq.gz,,,,x,,\n"
         # 4: no name, a folder, parts mismatch, bad option, no sequencer
         + ",dir.fq.gz,c.fq.gz;d.fq.gz,,Mm,sideways,,,\n",
-        BASE)
-    disk: dict[Path, FileInfo | str] = {**disk_of({"a.fq.gz": 1, "b.fq.gz": 1, "c.fq.gz": 1, "d.fq.gz": 1}),
-                                        BASE / "dir.fq.gz": "a folder, not a file"}
+        BASE,
+    )
+    disk: dict[Path, FileInfo | str] = {
+        **disk_of({"a.fq.gz": 1, "b.fq.gz": 1, "c.fq.gz": 1, "d.fq.gz": 1}),
+        BASE / "dir.fq.gz": "a folder, not a file",
+    }
     plan = plan_samples(sheet.rows, "RNA-Seq", catalog(), disk)
     found = {(p.row, p.column, p.value) for p in plan.problems}
     assert found == {
-        (1, "name", "S 1"), (1, "project", "99"), (1, "organism", "Human"), (1, "strandedness", "Reverse"),
+        (1, "name", "S 1"),
+        (1, "project", "99"),
+        (1, "organism", "Human"),
+        (1, "strandedness", "Reverse"),
         (1, "reads1", "a.fq.gz"),
-        (2, "reads1", None), (2, "condition__annotation", "note"),
-        (2, "name", "S3"), (3, "name", "S3"),
-        (3, "reads1", "missing.fq.gz"), (3, "reads2", "a.fq.gz"), (3, "strandedness", None),
-        (4, "name", None), (4, "reads1", "dir.fq.gz"), (4, "reads2", "c.fq.gz;d.fq.gz"),
+        (2, "reads1", None),
+        (2, "condition__annotation", "note"),
+        (2, "name", "S3"),
+        (3, "name", "S3"),
+        (3, "reads1", "missing.fq.gz"),
+        (3, "reads2", "a.fq.gz"),
+        (3, "strandedness", None),
+        (4, "name", None),
+        (4, "reads1", "dir.fq.gz"),
+        (4, "reads2", "c.fq.gz;d.fq.gz"),
         (4, "strandedness", "sideways"),
         (4, "sequencer", None),
     }
     text = {str(p) for p in plan.problems}
     assert "row 1, organism 'Human': not an organism on this server (did you mean the id 'Hs'?)" in text
-    assert "row 1, strandedness 'Reverse': not one of the options: forward, reverse, unstranded " \
-           "(did you mean 'reverse'?)" in text
+    assert (
+        "row 1, strandedness 'Reverse': not one of the options: forward, reverse, unstranded "
+        "(did you mean 'reverse'?)" in text
+    )
     assert "row 1, reads1 'a.fq.gz': the same file as row 3 reads2: a file can be in one sample only" in text
     assert "row 2, reads1: missing: reads2 is given, and reads1 is sent first" in text
     assert "row 3, strandedness: missing: required for RNA-Seq" in text
@@ -154,15 +238,17 @@ def test_sheet_wide_problems_stop_everything_even_when_skipping_invalid_rows() -
     sheet = parse_sheet_text("name,reads1,sequencer,filename,colour\nS1,a.fq.gz,x,f,red\n", BASE)
     plan = plan_samples(sheet.rows, "Nanopore", catalog(), disk_of({"a.fq.gz": 3}))
     assert [(p.column, p.value, p.warning) for p in plan.problems] == [
-        ("--sample-type", "Nanopore", False), ("filename", None, False), ("colour", None, True)]
+        ("--sample-type", "Nanopore", False),
+        ("filename", None, False),
+        ("colour", None, True),
+    ]
     assert plan.samples == () and plan.invalid_rows == frozenset()
     with pytest.raises(SheetError, match="not a sample type on this server"):
         plan.check(skip_invalid=True)
 
 
 def test_skip_invalid_sends_the_valid_rows_and_warnings_do_not_stop() -> None:
-    sheet = parse_sheet_text("name,reads1,sequencer,colour\nS1,a.fq.gz,x,red\nS2,gone.fq.gz,x,\nS3,e.fq.gz,x,\n",
-                             BASE)
+    sheet = parse_sheet_text("name,reads1,sequencer,colour\nS1,a.fq.gz,x,red\nS2,gone.fq.gz,x,\nS3,e.fq.gz,x,\n", BASE)
     plan = plan_samples(sheet.rows, "generic", catalog(), disk_of({"a.fq.gz": 3, "e.fq.gz": 0}))
     assert [p.warning for p in plan.problems] == [True, False, True]  # colour, gone, empty file
     assert [s.name for s in plan.samples] == ["S1", "S3"] and plan.invalid_rows == {2}
@@ -184,8 +270,10 @@ def test_look_at_disk(tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     (tmp_path / "secret.fq.gz").write_bytes(b"x")
     (tmp_path / "secret.fq.gz").chmod(0)
-    sheet = parse_sheet_text("name,reads1,reads2,sequencer\nA,a.fq.gz,folder,x\nB,link.fq.gz,secret.fq.gz,x\n"
-                             "C,none.fq.gz;a.fq.gz,,x\n", tmp_path)
+    sheet = parse_sheet_text(
+        "name,reads1,reads2,sequencer\nA,a.fq.gz,folder,x\nB,link.fq.gz,secret.fq.gz,x\nC,none.fq.gz;a.fq.gz,,x\n",
+        tmp_path,
+    )
     paths = paths_to_look_at(sheet.rows)
     assert tmp_path / "none.fq.gz;a.fq.gz" in paths and tmp_path / "none.fq.gz" in paths
     disk = look_at_disk(paths)
@@ -203,13 +291,29 @@ def test_look_at_disk(tmp_path: Path) -> None:
 
 # --- the property: whatever is broken, it is reported at its row and column ----------------------
 
-FAULTS = ["space", "no_name", "duplicate", "no_reads1", "missing_file", "folder", "shared_file", "project",
-          "organism", "option", "required", "annotation", "parts"]
+FAULTS = [
+    "space",
+    "no_name",
+    "duplicate",
+    "no_reads1",
+    "missing_file",
+    "folder",
+    "shared_file",
+    "project",
+    "organism",
+    "option",
+    "required",
+    "annotation",
+    "parts",
+]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(2, 6).flatmap(lambda n: st.tuples(
-    st.just(n), st.dictionaries(st.integers(1, n), st.sampled_from(FAULTS), max_size=n))))
+@given(
+    st.integers(2, 6).flatmap(
+        lambda n: st.tuples(st.just(n), st.dictionaries(st.integers(1, n), st.sampled_from(FAULTS), max_size=n))
+    )
+)
 def test_each_fault_is_reported_at_its_row_and_column(case: tuple[int, dict[int, str]]) -> None:
     count, faults = case
     rows: list[SheetRow] = []
@@ -228,10 +332,21 @@ def test_each_fault_is_reported_at_its_row_and_column(case: tuple[int, dict[int,
         project, organism = "11", "Hs"
         metadata = {"strandedness": "forward", "sequencer": "NovaSeq"}
         annotations: dict[str, str] = {}
-        column = {"space": "name", "no_name": "name", "duplicate": "name", "no_reads1": "reads1",
-                  "missing_file": "reads1", "folder": "reads2", "shared_file": "reads2", "project": "project",
-                  "organism": "organism", "option": "strandedness", "required": "sequencer",
-                  "annotation": "strandedness__annotation", "parts": "reads2"}.get(fault or "")
+        column = {
+            "space": "name",
+            "no_name": "name",
+            "duplicate": "name",
+            "no_reads1": "reads1",
+            "missing_file": "reads1",
+            "folder": "reads2",
+            "shared_file": "reads2",
+            "project": "project",
+            "organism": "organism",
+            "option": "strandedness",
+            "required": "sequencer",
+            "annotation": "strandedness__annotation",
+            "parts": "reads2",
+        }.get(fault or "")
         if fault == "space":
             name = f"S {number}"
         elif fault == "no_name":
@@ -269,8 +384,12 @@ def test_each_fault_is_reported_at_its_row_and_column(case: tuple[int, dict[int,
         if fault == "duplicate" and other.name == row.name:
             expected.setdefault(number, set()).add("name")
             expected.setdefault(other.row, set()).add("name")
-        if fault == "shared_file" and other.reads1 is not None and row.reads2 is not None \
-                and other.reads1.parts == row.reads2.parts:
+        if (
+            fault == "shared_file"
+            and other.reads1 is not None
+            and row.reads2 is not None
+            and other.reads1.parts == row.reads2.parts
+        ):
             expected.setdefault(number, set()).add("reads2")
             expected.setdefault(other.row, set()).add("reads1")
     plan = plan_samples(rows, "RNA-Seq", catalog(), disk)

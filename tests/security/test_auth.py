@@ -37,8 +37,10 @@ def _claims(kind: str = "access", user: str = "alice") -> dict[str, object]:
 
 #: A public key as an attacker would find it published: the classic RS256 -> HS256 confusion signs
 #: an HS256 token with the PEM text as the HMAC secret.
-PUBLIC_KEY_PEM = (b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf1a0e2Gv2Q2Lw0m3f4o6hPp0u7cV\n"
-                  b"QvM3m8C9b2yJH1oW0i5b7cDqK1JY7Yl8rQX3tqQ4c2gO5a8VbL1qkzv3xA==\n-----END PUBLIC KEY-----\n")
+PUBLIC_KEY_PEM = (
+    b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEf1a0e2Gv2Q2Lw0m3f4o6hPp0u7cV\n"
+    b"QvM3m8C9b2yJH1oW0i5b7cDqK1JY7Yl8rQX3tqQ4c2gO5a8VbL1qkzv3xA==\n-----END PUBLIC KEY-----\n"
+)
 
 
 def _forged(secret: bytes) -> dict[str, str]:
@@ -49,11 +51,17 @@ def _forged(secret: bytes) -> dict[str, str]:
     return {
         "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
         "alg None, signature kept": f"{_b64({'alg': 'None', 'typ': 'JWT'})}.{_b64(claims)}.c2ln",
-        "HS256 with a public key as secret": hmac_pem.encode(json.dumps(claims).encode(), PUBLIC_KEY_PEM,
-                                                             algorithm="HS256", headers={"typ": "JWT"}),
-        "RS256 header, HMAC signature": (lambda h, p: f"{h}.{p}." + jwt.api_jws.base64url_encode(
-            __import__("hmac").new(secret, f"{h}.{p}".encode(), "sha256").digest()).decode())(
-            _b64({"alg": "RS256", "typ": "JWT"}), _b64(claims)),
+        "HS256 with a public key as secret": hmac_pem.encode(
+            json.dumps(claims).encode(), PUBLIC_KEY_PEM, algorithm="HS256", headers={"typ": "JWT"}
+        ),
+        "RS256 header, HMAC signature": (
+            lambda h, p: (
+                f"{h}.{p}."
+                + jwt.api_jws.base64url_encode(
+                    __import__("hmac").new(secret, f"{h}.{p}".encode(), "sha256").digest()
+                ).decode()
+            )
+        )(_b64({"alg": "RS256", "typ": "JWT"}), _b64(claims)),
         "HS512 with the real secret": jwt.encode(claims, secret, algorithm="HS512"),
         "HS256 with another secret": jwt.encode(claims, b"x" * 64, algorithm="HS256"),
         "refresh token as access": jwt.encode(_claims("refresh"), secret, algorithm="HS256"),
@@ -61,7 +69,8 @@ def _forged(secret: bytes) -> dict[str, str]:
         "no exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, secret, algorithm="HS256"),
         "bad subject": jwt.encode({**claims, "sub": "../alice"}, secret, algorithm="HS256"),
         "payload swapped": (lambda t: t.split(".")[0] + "." + _b64(_claims(user="bob")) + "." + t.split(".")[2])(
-            jwt.encode(claims, secret, algorithm="HS256")),
+            jwt.encode(claims, secret, algorithm="HS256")
+        ),
         "garbage": "eyJhbGciOi.not.a.token",
     }
 
@@ -141,6 +150,7 @@ async def test_credentials_file_is_0600_and_refused_when_wider(server: RunningSe
 
 async def test_rate_limits_are_per_user_and_survive_refreshes(tmp_path: Path) -> None:
     async with running_server(tmp_path / "root", rate_limits="api=6/60s") as srv, aiohttp.ClientSession() as http:
+
         async def owned(token: str) -> int:
             async with http.get(f"{srv.base_url}/data/owned", headers={"Authorization": f"Bearer {token}"}) as r:
                 return r.status

@@ -120,14 +120,17 @@ async def hostile_pair(redirect: set[str]) -> AsyncIterator[tuple[Host, Host]]:
         if "download" in redirect:
             raise web.HTTPFound(f"{other.origin}/downloads/{data_id}/x?token=from-the-redirect")
         body = _content(data_id)
-        headers = {"Content-Disposition": 'attachment; filename="../../../disposition.txt"',
-                   "ETag": f'"{data_id}"', "Accept-Ranges": "bytes"}
+        headers = {
+            "Content-Disposition": 'attachment; filename="../../../disposition.txt"',
+            "ETag": f'"{data_id}"',
+            "Accept-Ranges": "bytes",
+        }
         rng = request.headers.get("Range")
         if rng:
             start, _, end = rng.removeprefix("bytes=").partition("-")
             first, last = int(start), int(end) if end else len(body) - 1
             headers["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
-            return web.Response(status=206, body=body[first:last + 1], headers=headers)
+            return web.Response(status=206, body=body[first : last + 1], headers=headers)
         return web.Response(body=body, headers=headers)
 
     async def create_job(request: web.Request) -> web.Response:
@@ -135,13 +138,26 @@ async def hostile_pair(redirect: set[str]) -> AsyncIterator[tuple[Host, Host]]:
 
     async def job(request: web.Request) -> web.Response:
         body = _archive()
-        return web.json_response({"id": "9", "status": "completed", "progress": 1.0, "size": len(body),
-                                  "download_url": f"{other.origin}/downloads/jobs/9/../../../../x.zip"})
+        return web.json_response(
+            {
+                "id": "9",
+                "status": "completed",
+                "progress": 1.0,
+                "size": len(body),
+                "download_url": f"{other.origin}/downloads/jobs/9/../../../../x.zip",
+            }
+        )
 
     app = web.Application()
-    app.add_routes([web.get("/capabilities", capabilities), web.get("/data/{id}", data),
-                    web.get("/downloads/{id}/{name:[\\s\\S]*}", download), web.post("/downloads", create_job),
-                    web.get("/downloads/jobs/9", job)])
+    app.add_routes(
+        [
+            web.get("/capabilities", capabilities),
+            web.get("/data/{id}", data),
+            web.get("/downloads/{id}/{name:[\\s\\S]*}", download),
+            web.post("/downloads", create_job),
+            web.get("/downloads/jobs/9", job),
+        ]
+    )
     async with _serve(other_app, other), _serve(app, liar):
         yield liar, other
 
@@ -155,8 +171,13 @@ def _lexists(path: str) -> bool:
 
 
 def _fx(liar: Host, tmp_path: Path) -> Flowxfer:
-    return Flowxfer(liar.origin, token=TOKEN, config_dir=tmp_path / "cfg", journal=tmp_path / "journal.db",
-                    config=TransferConfig(backoff_base=0.01, backoff_cap=0.05, max_attempts=2))
+    return Flowxfer(
+        liar.origin,
+        token=TOKEN,
+        config_dir=tmp_path / "cfg",
+        journal=tmp_path / "journal.db",
+        config=TransferConfig(backoff_base=0.01, backoff_cap=0.05, max_attempts=2),
+    )
 
 
 async def test_hostile_names_stay_inside_the_output_folder(tmp_path: Path) -> None:
@@ -209,4 +230,9 @@ async def test_archive_url_on_another_host_gets_no_token(tmp_path: Path) -> None
     if report.status == "completed":
         assert (out / "a.txt").read_bytes() == b"alpha"
     assert {p for p in _snapshot(tmp_path) if (tmp_path / p).is_file()} <= {
-        "journal.db", "journal.db-wal", "journal.db-shm", "out/x.zip", "out/a.txt"}
+        "journal.db",
+        "journal.db-wal",
+        "journal.db-shm",
+        "out/x.zip",
+        "out/a.txt",
+    }

@@ -66,23 +66,28 @@ async def test_a_stranger_reaches_nothing_of_bobs(server: RunningServer, tmp_pat
             "download": await api.call("GET", f"/downloads/{data_id}/secret.txt", "carol"),
             "download HEAD": await api.call("HEAD", f"/downloads/{data_id}/secret.txt", "carol"),
             "download ?token=": await api.call("GET", f"/downloads/{data_id}/secret.txt?token={carol}"),
-            "ranged download": await api.call("GET", f"/downloads/{data_id}/secret.txt", "carol",
-                                              headers={"Range": "bytes=0-3"}),
+            "ranged download": await api.call(
+                "GET", f"/downloads/{data_id}/secret.txt", "carol", headers={"Range": "bytes=0-3"}
+            ),
             "upload status": await api.call("GET", f"/upload/{open_upload}", "carol"),
-            "continue upload": await api.chunk("carol", b"mine now", filename="open.txt", offset=10,
-                                               data_id=open_upload),
-            "finish upload": await api.chunk("carol", b"", filename="open.txt", offset=10, data_id=open_upload,
-                                             is_last=True),
+            "continue upload": await api.chunk(
+                "carol", b"mine now", filename="open.txt", offset=10, data_id=open_upload
+            ),
+            "finish upload": await api.chunk(
+                "carol", b"", filename="open.txt", offset=10, data_id=open_upload, is_last=True
+            ),
             "bulk": await api.call("POST", "/downloads", "carol", json={"data_ids": [data_id]}),
             "bulk, mixed with her own": await api.call(
-                "POST", "/downloads", "carol",
-                json={"data_ids": [await api.upload("carol", b"carol's", "c.txt"), data_id]}),
+                "POST",
+                "/downloads",
+                "carol",
+                json={"data_ids": [await api.upload("carol", b"carol's", "c.txt"), data_id]},
+            ),
             "job": await api.call("GET", f"/downloads/jobs/{job['id']}", "carol"),
             "archive": await api.call("GET", archive, "carol"),
             "archive HEAD": await api.call("HEAD", archive, "carol"),
             "archive ?token=": await api.call("GET", f"{archive}?token={carol}"),
-            "share": await api.call("PUT", f"/data/{data_id}/permissions", "carol",
-                                    json={"user": "carol", "level": 3}),
+            "share": await api.call("PUT", f"/data/{data_id}/permissions", "carol", json={"user": "carol", "level": 3}),
             "make public": await api.call("PATCH", f"/data/{data_id}", "carol", json={"private": False}),
         }
         leaked = {what: a.status for what, a in attempts.items() if a.status != 404}
@@ -111,9 +116,25 @@ async def test_a_stranger_reaches_nothing_of_bobs(server: RunningServer, tmp_pat
 
 
 HOSTILE_NAMES = [
-    "..", ".", "../escape.txt", "../../escape.txt", "/etc/passwd", "a/b.txt", "..\\..\\escape.txt", "C:\\escape.txt",
-    "%2e%2e%2fescape.txt", "nul\x00byte.txt", "new\nline.txt", "ｆｕｌｌｗｉｄｔｈ.txt", ".hidden", "-rf", "CON",
-    "x" * 300, "é" * 128, "trailing.", "tab\there.txt",
+    "..",
+    ".",
+    "../escape.txt",
+    "../../escape.txt",
+    "/etc/passwd",
+    "a/b.txt",
+    "..\\..\\escape.txt",
+    "C:\\escape.txt",
+    "%2e%2e%2fescape.txt",
+    "nul\x00byte.txt",
+    "new\nline.txt",
+    "ｆｕｌｌｗｉｄｔｈ.txt",
+    ".hidden",
+    "-rf",
+    "CON",
+    "x" * 300,
+    "é" * 128,
+    "trailing.",
+    "tab\there.txt",
 ]
 
 

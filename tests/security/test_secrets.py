@@ -57,12 +57,14 @@ async def test_no_secret_in_any_artefact(tmp_path: Path) -> None:
         src = tmp_path / "run"
         for index in range(3):
             write_random(src / f"reads_{index}.fastq.gz", 600 * KiB + index, index)
-        up = await run("--json", "--log-format", "json", "-v", "upload", str(src), "--chunk-size", "64k",
-                       "--bwlimit", "400k")
+        up = await run(
+            "--json", "--log-format", "json", "-v", "upload", str(src), "--chunk-size", "64k", "--bwlimit", "400k"
+        )
         assert up.code == 0, up.stderr
         ids = [f["id"] for f in up.json()["files"]]
-        down = await run("--log-format", "json", "-v", "download", *ids, "-o", str(tmp_path / "out"),
-                         "--bwlimit", "600k")
+        down = await run(
+            "--log-format", "json", "-v", "download", *ids, "-o", str(tmp_path / "out"), "--bwlimit", "600k"
+        )
         assert down.code == 0, down.stderr
         bulk = await run("--json", "bulk", *ids, "-o", str(tmp_path / "bulk"), "--extract", "--poll-interval", "0.2")
         assert bulk.code == 0, bulk.stderr
@@ -99,8 +101,7 @@ async def test_no_secret_in_any_artefact(tmp_path: Path) -> None:
                 leaks[f"{what}: {stream}"] = found
     artefacts = [server.log_path]
     for folder in (tmp_path / "home", tmp_path / "home2"):
-        artefacts += [p for p in folder.rglob("*") if p.is_file() and p != credentials
-                      and p.name != "credentials.json"]
+        artefacts += [p for p in folder.rglob("*") if p.is_file() and p != credentials and p.name != "credentials.json"]
     journal_files = [p for p in artefacts if p.name.startswith("journal.db")]
     assert {p.name for p in journal_files} >= {"journal.db"}
     for path in artefacts:

@@ -32,21 +32,84 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``ca.pem``; ``server.pem``/``server.key`` signed by it for 127.0.0.1; ``self.pem``/``self.key`` self-signed."""
     d = tmp_path_factory.mktemp("certs")
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=flowxfer test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1", cwd=d)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "self.key", "-out", "self.pem",
-             "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=flowxfer test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=d,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "self.key",
+        "-out",
+        "self.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        cwd=d,
+    )
     return d
 
 
 def _listening(pid: int) -> set[tuple[str, int]]:
-    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="inet")
-            if c.status == psutil.CONN_LISTEN}
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
 
 
 async def test_plain_http_only_to_loopback(tmp_path: Path) -> None:
@@ -64,8 +127,9 @@ async def test_plain_http_only_to_loopback(tmp_path: Path) -> None:
         assert "refusing plain http://" in refused.stderr and "--allow-insecure-http" in refused.stderr
         assert "POST /login" not in server.log_path.read_text()
 
-        allowed = await cli.run("--allow-insecure-http", "login", "-u", "alice", "--password-stdin",
-                                stdin="alice-pw-1\n")
+        allowed = await cli.run(
+            "--allow-insecure-http", "login", "-u", "alice", "--password-stdin", stdin="alice-pw-1\n"
+        )
         assert allowed.code == 0, allowed.stderr
         assert "POST /login" in server.log_path.read_text()
 
@@ -106,8 +170,9 @@ async def test_self_signed_server_refused(tmp_path: Path, certs: Path) -> None:
         assert result.code != 0
         assert "TLS verification failed" in result.stderr and "self" in result.stderr.lower()
         # A bundle that does not vouch for this certificate changes nothing.
-        other = await cli.run("--ca-bundle", str(certs / "ca.pem"), "login", "-u", "alice", "--password-stdin",
-                              stdin="alice-pw-1\n")
+        other = await cli.run(
+            "--ca-bundle", str(certs / "ca.pem"), "login", "-u", "alice", "--password-stdin", stdin="alice-pw-1\n"
+        )
         assert other.code != 0 and "TLS verification failed" in other.stderr
         assert "POST /login" not in server.log_path.read_text()
 

@@ -52,8 +52,9 @@ async def test_cli_prints_the_key_once_and_keeps_only_a_hash(server: RunningServ
     assert unknown.returncode == 2 and b"no such user" in unknown.stderr and not unknown.stdout
 
 
-async def test_a_key_works_for_uploads_downloads_and_the_official_client(server: RunningServer, api: Api,
-                                                                          tmp_path: Path) -> None:
+async def test_a_key_works_for_uploads_downloads_and_the_official_client(
+    server: RunningServer, api: Api, tmp_path: Path
+) -> None:
     from flowbio.v2 import Client, ClientConfig
     from flowbio.v2.auth import TokenCredentials
 
@@ -146,6 +147,16 @@ async def test_the_official_cli_reads_as_the_hosted_docs_say(server: RunningServ
     assert [d["id"] for d in anonymous["data"]] == [public]  # type: ignore[index]
     me = await get("--token-file", str(token_file), "api", "get", "/me", "--json")
     assert me["username"] == "alice"  # type: ignore[index]
-    mine = await get("--token-file", str(token_file), "api", "get", "/data/search", "--param", "owned=true",
-                     "--param", "count=5", "--json")
+    mine = await get(
+        "--token-file",
+        str(token_file),
+        "api",
+        "get",
+        "/data/search",
+        "--param",
+        "owned=true",
+        "--param",
+        "count=5",
+        "--json",
+    )
     assert mine["count"] == 2  # type: ignore[index]

@@ -18,25 +18,39 @@ LIMITS = SheetLimits(1 << 20, 100, 50)
 
 def test_a_catalog_document_round_trips() -> None:
     document = {
-        "sample_types": [{"identifier": t.identifier, "name": t.name, "description": t.description}
-                         for t in DEFAULT.sample_types],
+        "sample_types": [
+            {"identifier": t.identifier, "name": t.name, "description": t.description} for t in DEFAULT.sample_types
+        ],
         "organisms": [{"id": o.id, "name": o.name, "latin_name": o.latin_name} for o in DEFAULT.organisms],
-        "attributes": [{"identifier": a.identifier, "name": a.name, "description": a.description,
-                        "required": a.required, "required_for": list(a.required_for),
-                        "options": None if a.options is None else list(a.options),
-                        "allow_user_terms": a.allow_user_terms, "allow_annotation": a.allow_annotation}
-                       for a in DEFAULT.attributes],
+        "attributes": [
+            {
+                "identifier": a.identifier,
+                "name": a.name,
+                "description": a.description,
+                "required": a.required,
+                "required_for": list(a.required_for),
+                "options": None if a.options is None else list(a.options),
+                "allow_user_terms": a.allow_user_terms,
+                "allow_annotation": a.allow_annotation,
+            }
+            for a in DEFAULT.attributes
+        ],
     }
     assert parse_catalog(document) == DEFAULT
 
 
-@pytest.mark.parametrize("document", [
-    [], {"sample_types": {}}, {"organisms": [{"id": "", "name": "x"}]},
-    {"sample_types": [{"identifier": "a", "name": "A"}, {"identifier": "a", "name": "B"}]},
-    {"attributes": [{"identifier": "x__annotation", "name": "x"}]},
-    {"attributes": [{"identifier": "x", "name": "x", "required": "yes"}]},
-    {"attributes": [{"identifier": "x", "name": "x", "options": [1, 2]}]},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"sample_types": {}},
+        {"organisms": [{"id": "", "name": "x"}]},
+        {"sample_types": [{"identifier": "a", "name": "A"}, {"identifier": "a", "name": "B"}]},
+        {"attributes": [{"identifier": "x__annotation", "name": "x"}]},
+        {"attributes": [{"identifier": "x", "name": "x", "required": "yes"}]},
+        {"attributes": [{"identifier": "x", "name": "x", "options": [1, 2]}]},
+    ],
+)
 def test_bad_catalogs_say_what_is_wrong(document: object) -> None:
     with pytest.raises(CatalogError):
         parse_catalog(document)
@@ -51,16 +65,25 @@ def test_fields_that_name_no_attribute_are_ignored(extra: dict[str, str]) -> Non
     assert set(checked.metadata) == {"strandedness"}
 
 
-@given(sample_type=st.sampled_from([t.identifier for t in DEFAULT.sample_types]),
-       given_values=st.dictionaries(st.sampled_from([a.identifier for a in DEFAULT.attributes]),
-                                    st.sampled_from(["forward", "x"]), max_size=5))
+@given(
+    sample_type=st.sampled_from([t.identifier for t in DEFAULT.sample_types]),
+    given_values=st.dictionaries(
+        st.sampled_from([a.identifier for a in DEFAULT.attributes]), st.sampled_from(["forward", "x"]), max_size=5
+    ),
+)
 def test_required_attributes_and_options(sample_type: str, given_values: dict[str, str]) -> None:
-    checked, error = check_sample_fields(DEFAULT, {"sample_name": "s", "sample_type": sample_type,
-                                                   **given_values}, RESERVED)
-    missing = [a.identifier for a in DEFAULT.attributes if a.is_required(sample_type)
-               and a.identifier not in given_values]
-    bad = [k for k, v in given_values.items() if DEFAULT.attribute(k).options and  # type: ignore[union-attr]
-           v not in DEFAULT.attribute(k).options]  # type: ignore[union-attr,operator]
+    checked, error = check_sample_fields(
+        DEFAULT, {"sample_name": "s", "sample_type": sample_type, **given_values}, RESERVED
+    )
+    missing = [
+        a.identifier for a in DEFAULT.attributes if a.is_required(sample_type) and a.identifier not in given_values
+    ]
+    bad = [
+        k
+        for k, v in given_values.items()
+        if DEFAULT.attribute(k).options  # type: ignore[union-attr]
+        and v not in DEFAULT.attribute(k).options
+    ]  # type: ignore[union-attr,operator]
     if missing or bad:
         assert checked is None and isinstance(error, dict) and set(error) == set(missing) | set(bad)
     else:
@@ -79,8 +102,14 @@ def test_csv_with_a_bom_and_an_xlsx_read_alike(tmp_path: Path) -> None:
         sheet.append(row)
     workbook.save(tmp_path / "x")
     from_xlsx = read_sheet(tmp_path / "x", "sheet.xlsx", LIMITS)
-    assert from_csv.rows == from_xlsx.rows == [(2, {"name": "A", "barcode": "ACGT", "organism": "Hs"}),
-                                               (4, {"name": "B", "barcode": "TTTT+GGGG", "organism": "Mm"})]
+    assert (
+        from_csv.rows
+        == from_xlsx.rows
+        == [
+            (2, {"name": "A", "barcode": "ACGT", "organism": "Hs"}),
+            (4, {"name": "B", "barcode": "TTTT+GGGG", "organism": "Mm"}),
+        ]
+    )
     assert check_sheet(DEFAULT, from_csv) == ([], [])
 
 

@@ -36,15 +36,24 @@ async def _send(api: Api, blob: bytes, **kwargs: object) -> Answer:
     raise AssertionError("the server never came back")
 
 
-async def _upload_file(api: Api, content: bytes, filename: str, fields: dict[str, str],
-                       previous: list[str]) -> dict[str, object]:
+async def _upload_file(
+    api: Api, content: bytes, filename: str, fields: dict[str, str], previous: list[str]
+) -> dict[str, object]:
     """A file of a sample as a careful client sends it: resume at the server's offset, replay a lost last chunk."""
     data_id, offset = "", 0
     while True:
-        blob = content[offset: offset + CHUNK]
+        blob = content[offset : offset + CHUNK]
         last = offset + len(blob) >= len(content)
-        answer = await _send(api, blob, filename=filename, offset=offset, data_id=data_id, is_last=last,
-                             extra=fields, lists={"previous_data": previous})
+        answer = await _send(
+            api,
+            blob,
+            filename=filename,
+            offset=offset,
+            data_id=data_id,
+            is_last=last,
+            extra=fields,
+            lists={"previous_data": previous},
+        )
         body = answer.json()
         if answer.status == 400 and "expected_file_size" in body and body["expected_file_size"] > offset:
             offset = body["expected_file_size"]  # a chunk the server kept but whose answer was lost

@@ -39,11 +39,13 @@ def outputs(tmp_path: Path, *pairs: tuple[str, str, bytes]) -> list[tuple[str, P
     return found
 
 
-async def test_a_run_turns_ok_on_schedule_and_shows_its_outputs(server: RunningServer, api: Api,
-                                                                tmp_path: Path) -> None:
+async def test_a_run_turns_ok_on_schedule_and_shows_its_outputs(
+    server: RunningServer, api: Api, tmp_path: Path
+) -> None:
     files = outputs(tmp_path, ("fastqc", "report.html", b"a" * 10), ("multiqc", "report.html", b"b" * 20))
-    execution_id = await register(server.root, ExecutionSpec("alice", "RNA-Seq", "3.4", outputs=files,
-                                                             schedule=[(1.5, "OK")]))
+    execution_id = await register(
+        server.root, ExecutionSpec("alice", "RNA-Seq", "3.4", outputs=files, schedule=[(1.5, "OK")])
+    )
     pending = await api.call("GET", f"/executions/{execution_id}", "alice")
     assert pending.status == 200
     body = pending.json()
@@ -86,8 +88,22 @@ async def test_search_has_hosted_flows_envelope_and_filters(server: RunningServe
     assert set(page) == {"count", "page", "executions"} and page["count"] == 2 and page["page"] == 1
     assert [e["id"] for e in page["executions"]] == [failed, ok]  # newest first
     item = page["executions"][1]
-    assert {"id", "identifier", "pipeline_name", "pipeline_version", "created", "started", "finished", "status",
-            "can_delete", "retries", "retried_by", "fileset", "sample_name", "owner_name"} <= set(item)
+    assert {
+        "id",
+        "identifier",
+        "pipeline_name",
+        "pipeline_version",
+        "created",
+        "started",
+        "finished",
+        "status",
+        "can_delete",
+        "retries",
+        "retried_by",
+        "fileset",
+        "sample_name",
+        "owner_name",
+    } <= set(item)
     assert isinstance(item["created"], int) and "downstream_data" not in item
     with_data = (await api.call("GET", "/executions/search?return_data=true&status=OK", "alice")).json()
     assert with_data["count"] == 1
@@ -100,13 +116,13 @@ async def test_search_has_hosted_flows_envelope_and_filters(server: RunningServe
         assert (await api.call("GET", f"/executions/search?{bad}", "alice")).status == 400, bad
 
 
-async def test_a_samples_runs_and_their_outputs_join_its_data(server: RunningServer, api: Api,
-                                                               tmp_path: Path) -> None:
+async def test_a_samples_runs_and_their_outputs_join_its_data(server: RunningServer, api: Api, tmp_path: Path) -> None:
     sample = await upload_file(api, "alice", b"ACGT" * 10, filename="reads.fq")
     sample_id = str(sample["sample_id"])
     files = outputs(tmp_path, ("salmon", "quant.sf", b"q" * 3))
-    execution_id = await register(server.root, ExecutionSpec("alice", "RNA-Seq", "3.4", sample_id=sample_id,
-                                                             outputs=files))
+    execution_id = await register(
+        server.root, ExecutionSpec("alice", "RNA-Seq", "3.4", sample_id=sample_id, outputs=files)
+    )
     runs = (await api.call("GET", f"/samples/{sample_id}/executions", "alice")).json()
     assert runs["count"] == 1 and runs["executions"][0]["id"] == execution_id
     assert runs["executions"][0]["created"].endswith("+00:00")  # ISO-8601 here, as hosted documents
@@ -125,8 +141,10 @@ async def test_a_samples_runs_and_their_outputs_join_its_data(server: RunningSer
 async def test_polling_a_run_counts_against_the_api_class(server_root: Path, tmp_path: Path) -> None:
     import aiohttp
 
-    async with running_server(server_root, rate_limits="api=50/60s,download=2/60s,search=2/60s") as srv, \
-            aiohttp.ClientSession() as http:
+    async with (
+        running_server(server_root, rate_limits="api=50/60s,download=2/60s,search=2/60s") as srv,
+        aiohttp.ClientSession() as http,
+    ):
         api = Api(http, srv.base_url, srv.users)
         execution_id = await register(srv.root, ExecutionSpec("alice", "RNA-Seq", "3.4"))
         for _ in range(4):
@@ -151,14 +169,13 @@ def test_admin_refuses_what_it_cannot_register(tmp_path: Path) -> None:
         assert not list((tmp_path / "root" / "data").glob("*"))
 
 
-@given(st.lists(st.tuples(st.floats(0, 100), st.sampled_from(["", "-", *TERMINAL])), max_size=5),
-       st.floats(-10, 200))
-def test_a_schedule_shows_one_status_and_never_leaves_a_terminal_one(steps: list[tuple[float, str]],
-                                                                     now: float) -> None:
+@given(st.lists(st.tuples(st.floats(0, 100), st.sampled_from(["", "-", *TERMINAL])), max_size=5), st.floats(-10, 200))
+def test_a_schedule_shows_one_status_and_never_leaves_a_terminal_one(
+    steps: list[tuple[float, str]], now: float
+) -> None:
     if schedule_problem(steps) is not None:
         return
-    row = ExecutionRow("1", "x", "alice", "P", "1", None, None, None, None, None, True, "", tuple(steps), "", "",
-                       0.0)
+    row = ExecutionRow("1", "x", "alice", "P", "1", None, None, None, None, None, True, "", tuple(steps), "", "", 0.0)
     status, finished = row.status_at(now)
     later_status, later_finished = row.status_at(now + 50)
     if status in TERMINAL:
@@ -185,13 +202,27 @@ def test_admin_execution_add_on_the_command_line(tmp_path: Path) -> None:
         admin.add_user("alice", "alice-pw-1")
     (tmp_path / "quant.sf").write_bytes(b"q")
     base = ["admin", "--root", root, "execution", "add", "alice", "--pipeline", "RNA-Seq", "--version", "3.4"]
-    for bad, why in ((["--output", "quant.sf"], "PROCESS=FILE"), (["--schedule", "soon"], "TIME=STATUS"),
-                     (["--schedule", "1s=RUNNING"], "unknown status"), (["--status", "DONE"], "DONE"),
-                     (["--output", f"salmon={tmp_path / 'nope'}"], "not a file")):
+    for bad, why in (
+        (["--output", "quant.sf"], "PROCESS=FILE"),
+        (["--schedule", "soon"], "TIME=STATUS"),
+        (["--schedule", "1s=RUNNING"], "unknown status"),
+        (["--status", "DONE"], "DONE"),
+        (["--output", f"salmon={tmp_path / 'nope'}"], "not a file"),
+    ):
         result = runner.invoke(main, [*base, *bad])
         assert result.exit_code == 2 and why in result.output, (bad, result.output)
-    added = runner.invoke(main, [*base, "--output", f"salmon={tmp_path / 'quant.sf'}", "--schedule", "0s=-,1h=OK",
-                                 "--identifier", "small_meucci"])
+    added = runner.invoke(
+        main,
+        [
+            *base,
+            "--output",
+            f"salmon={tmp_path / 'quant.sf'}",
+            "--schedule",
+            "0s=-,1h=OK",
+            "--identifier",
+            "small_meucci",
+        ],
+    )
     assert added.exit_code == 0 and added.output.startswith("added execution ") and "small_meucci" in added.output
     listed = runner.invoke(main, ["admin", "--root", root, "execution", "list"])
     assert listed.output.split()[1:] == ["small_meucci", "alice", "RNA-Seq", "3.4"]

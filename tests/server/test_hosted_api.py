@@ -18,19 +18,53 @@ from tests.support.server import RunningServer, running_server
 
 #: ``GET /data/<id>``'s top-level fields, as ``endpoints/data.md`` lists them.
 RECORD_FIELDS = {
-    "id", "filename", "filetype", "size", "is_binary", "is_directory", "created", "category", "data_type",
-    "private", "absolute_path", "owner", "group_owner", "paired", "fileset", "execution", "sample", "project",
+    "id",
+    "filename",
+    "filetype",
+    "size",
+    "is_binary",
+    "is_directory",
+    "created",
+    "category",
+    "data_type",
+    "private",
+    "absolute_path",
+    "owner",
+    "group_owner",
+    "paired",
+    "fileset",
+    "execution",
+    "sample",
+    "project",
     "can_edit",
 }
 #: ``/data/search``'s per-item fields (``data_list()``).
 SEARCH_FIELDS = {
-    "id", "filename", "size", "absolute_path", "created", "pipeline_name", "process_execution_name",
-    "sample_name", "owner_name", "can_delete",
+    "id",
+    "filename",
+    "size",
+    "absolute_path",
+    "created",
+    "pipeline_name",
+    "process_execution_name",
+    "sample_name",
+    "owner_name",
+    "can_delete",
 }
 #: ``GET /me``'s fields (``endpoints/users.md``).
 ME_FIELDS = {
-    "id", "username", "name", "image", "is_admin", "can_run_pipelines", "can_impersonate", "has_ssh_key",
-    "impersonator", "features", "memberships", "notifications",
+    "id",
+    "username",
+    "name",
+    "image",
+    "is_admin",
+    "can_run_pipelines",
+    "can_impersonate",
+    "has_ssh_key",
+    "impersonator",
+    "features",
+    "memberships",
+    "notifications",
 }
 
 
@@ -51,8 +85,11 @@ async def test_data_record_has_the_documented_fields(hosted: tuple[Api, RunningS
     assert record["filetype"] == "fastq" and record["is_binary"] is True  # gzip: binary whatever it wraps
     assert record["is_directory"] is False and record["private"] is True
     assert record["category"] == 1  # generic
-    assert record["data_type"] == {"identifier": "fastq", "name": "FASTQ", "description": record["data_type"][
-        "description"]} and record["data_type"]["description"]
+    assert (
+        record["data_type"]
+        == {"identifier": "fastq", "name": "FASTQ", "description": record["data_type"]["description"]}
+        and record["data_type"]["description"]
+    )
     assert record["owner"] == {"username": "alice", "name": "alice", "image": None}
     assert record["absolute_path"] == f"data/{data_id}" and str(srv.root) not in str(record)
     for link in ("group_owner", "paired", "fileset", "execution", "sample", "project"):
@@ -125,10 +162,18 @@ async def test_a_paired_samples_files_link_as_hosted_flow_shows_them(api: Api, s
             return admin.add_project("alice", "liver")[0]
 
     project_id = await anyio.to_thread.run_sync(project)
-    r1 = await upload_file(api, "alice", b"@1\nA\n+\nI\n", last_file=False, filename="S1_R1.fq", name="S1",
-                           fields={"project": project_id})
-    r2 = await upload_file(api, "alice", b"@2\nC\n+\nI\n", previous=[str(r1["id"])], filename="S1_R2.fq",
-                           name="S1", fields={"project": project_id})
+    r1 = await upload_file(
+        api, "alice", b"@1\nA\n+\nI\n", last_file=False, filename="S1_R1.fq", name="S1", fields={"project": project_id}
+    )
+    r2 = await upload_file(
+        api,
+        "alice",
+        b"@2\nC\n+\nI\n",
+        previous=[str(r1["id"])],
+        filename="S1_R2.fq",
+        name="S1",
+        fields={"project": project_id},
+    )
     lone = await api.upload("alice", b"x", "lone.txt")
     sample = {"id": r2["sample_id"], "name": "S1"}
     record = (await api.call("GET", f"/data/{r1['id']}", "alice")).json()
@@ -136,8 +181,10 @@ async def test_a_paired_samples_files_link_as_hosted_flow_shows_them(api: Api, s
     assert record["fileset"]["name"] == "S1" and record["fileset"]["id"]
     assert record["paired"] == {"id": r2["id"], "filename": "S1_R2.fq"}
     assert record["category"] == 4  # demultiplexed reads
-    assert (await api.call("GET", f"/data/{r2['id']}", "alice")).json()["paired"] == {"id": r1["id"],
-                                                                                       "filename": "S1_R1.fq"}
+    assert (await api.call("GET", f"/data/{r2['id']}", "alice")).json()["paired"] == {
+        "id": r1["id"],
+        "filename": "S1_R1.fq",
+    }
     alone = (await api.call("GET", f"/data/{lone}", "alice")).json()
     assert alone["category"] == 1 and alone["sample"] is alone["paired"] is alone["fileset"] is None
 
@@ -163,13 +210,23 @@ async def test_a_paired_samples_files_link_as_hosted_flow_shows_them(api: Api, s
 
 
 async def test_bad_search_input_is_400_never_500(api: Api) -> None:
-    for query in ("sort=size", "sort=-id", "sort=created;drop", "created_gt=2026-01-01T00:00:00",
-                  "created_lt=yesterday", "page=two", "page=1.5", "count=ten", "category=x", "is_single=maybe",
-                  "uploaded=perhaps", "size_gt=1e3"):
+    for query in (
+        "sort=size",
+        "sort=-id",
+        "sort=created;drop",
+        "created_gt=2026-01-01T00:00:00",
+        "created_lt=yesterday",
+        "page=two",
+        "page=1.5",
+        "count=ten",
+        "category=x",
+        "is_single=maybe",
+        "uploaded=perhaps",
+        "size_gt=1e3",
+    ):
         answer = await api.call("GET", f"/data/search?{query}", "alice")
         assert answer.status == 400 and answer.json()["error"], query
-    position = await api.call("GET", f"/data/{await api.upload('alice', b'x', 'x.txt')}/contents?position=a",
-                              "alice")
+    position = await api.call("GET", f"/data/{await api.upload('alice', b'x', 'x.txt')}/contents?position=a", "alice")
     assert position.status == 400
 
 
@@ -250,8 +307,14 @@ async def test_public_data_reads_without_a_token_and_bad_tokens_are_401(api: Api
     assert (await api.call("GET", f"/data/{private}")).status == 404
     assert (await api.call("GET", f"/downloads/{private}/closed.txt")).status == 404
     for bad in ("forged.token.here", "x", _foreign_token(), "fxk_0123456789abcdef_" + "A" * 43, "fxk_short"):
-        for path in (f"/data/{public}", "/data/search", f"/downloads/{public}/open.txt", "/me", "/data/types",
-                     f"/data/{public}/contents"):
+        for path in (
+            f"/data/{public}",
+            "/data/search",
+            f"/downloads/{public}/open.txt",
+            "/me",
+            "/data/types",
+            f"/data/{public}/contents",
+        ):
             answer = await api.call("GET", path, headers={"Authorization": f"Bearer {bad}"})
             assert answer.status == 401, (bad, path)
         assert (await api.call("GET", f"/downloads/{public}/open.txt?token={bad}")).status == 401
@@ -264,8 +327,9 @@ def _foreign_token() -> str:
     """An expired access token signed with a key that is not the server's."""
     import jwt
 
-    return jwt.encode({"sub": "alice", "type": "access", "exp": time.time() - 10}, "not-the-secret" * 4,
-                      algorithm="HS256")
+    return jwt.encode(
+        {"sub": "alice", "type": "access", "exp": time.time() - 10}, "not-the-secret" * 4, algorithm="HS256"
+    )
 
 
 async def test_expired_token_signed_by_the_server_is_401(api: Api, server: RunningServer) -> None:
@@ -284,8 +348,7 @@ async def test_expired_token_signed_by_the_server_is_401(api: Api, server: Runni
 
 async def test_downloads_take_the_refresh_cookie_and_direct(api: Api, server: RunningServer) -> None:
     data_id = await api.upload("alice", b"cookie bytes", "c.txt")
-    login = await api.session.post(f"{api.base}/login",
-                                   json={"username": "alice", "password": server.users["alice"]})
+    login = await api.session.post(f"{api.base}/login", json={"username": "alice", "password": server.users["alice"]})
     refresh = login.cookies[REFRESH_COOKIE].value
     login.release()
     url = f"{api.base}/downloads/{data_id}/c.txt"

@@ -53,9 +53,14 @@ _DELIMITER = f"\r\n--{BOUNDARY}".encode()
 _NEAR_MISSES = st.sampled_from([_DELIMITER[:n] for n in range(1, len(_DELIMITER))] + [b"\r\n-", b"--", b"\r"])
 
 
-@given(st.lists(st.lists(st.one_of(st.binary(min_size=1, max_size=200), _NEAR_MISSES), max_size=30).map(b"".join),
-                min_size=1, max_size=3),
-       st.lists(st.integers(0, 20_000), max_size=12))
+@given(
+    st.lists(
+        st.lists(st.one_of(st.binary(min_size=1, max_size=200), _NEAR_MISSES), max_size=30).map(b"".join),
+        min_size=1,
+        max_size=3,
+    ),
+    st.lists(st.integers(0, 20_000), max_size=12),
+)
 def test_multipart_large_feeds_keep_every_byte(values: list[bytes], cuts: list[int]) -> None:
     """Feeds long enough for the no-copy path, with values full of near-delimiters across the cuts."""
     values = [v.replace(BOUNDARY.encode(), b"x") for v in values]
@@ -111,8 +116,7 @@ def test_boundary_of() -> None:
 
 def test_header_params_unquote_quoted_pairs_only_inside_quotes() -> None:
     value = r'; name="blob"; filename="a \"b\" c\\d.fq"; plain=x\y; NAME2="no escapes"'
-    assert header_params(value) == {"name": "blob", "filename": r'a "b" c\d.fq', "plain": r"x\y",
-                                    "name2": "no escapes"}
+    assert header_params(value) == {"name": "blob", "filename": r'a "b" c\d.fq', "plain": r"x\y", "name2": "no escapes"}
 
 
 @given(st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=40))

@@ -18,22 +18,41 @@ CHUNK = 32 * 1024
 RNA = {"sample_type": "RNA-Seq", "strandedness": "forward"}
 
 
-async def sample_chunk(api: Api, user: str, blob: bytes, *, name: str = "S", last_file: bool = True,
-                       previous: Sequence[str] = (), offset: int = 0, data_id: str = "", is_last: bool = True,
-                       filename: str = "r.fq", fields: dict[str, str] | None = None) -> Answer:
+async def sample_chunk(
+    api: Api,
+    user: str,
+    blob: bytes,
+    *,
+    name: str = "S",
+    last_file: bool = True,
+    previous: Sequence[str] = (),
+    offset: int = 0,
+    data_id: str = "",
+    is_last: bool = True,
+    filename: str = "r.fq",
+    fields: dict[str, str] | None = None,
+) -> Answer:
     extra = {"sample_name": name, "is_last_sample": "true" if last_file else "false", **RNA, **(fields or {})}
-    return await api.chunk(user, blob, filename=filename, offset=offset, data_id=data_id, is_last=is_last,
-                           extra=extra, path="/upload/sample", lists={"previous_data": list(previous)})
+    return await api.chunk(
+        user,
+        blob,
+        filename=filename,
+        offset=offset,
+        data_id=data_id,
+        is_last=is_last,
+        extra=extra,
+        path="/upload/sample",
+        lists={"previous_data": list(previous)},
+    )
 
 
 async def upload_file(api: Api, user: str, content: bytes, **kwargs: object) -> dict[str, object]:
     """One file of a sample in chunks of CHUNK; the last answer."""
     data_id, offset = "", 0
     while True:
-        blob = content[offset: offset + CHUNK]
+        blob = content[offset : offset + CHUNK]
         last = offset + len(blob) >= len(content)
-        answer = await sample_chunk(api, user, blob, offset=offset, data_id=data_id, is_last=last,
-                                    **kwargs)  # type: ignore[arg-type]
+        answer = await sample_chunk(api, user, blob, offset=offset, data_id=data_id, is_last=last, **kwargs)  # type: ignore[arg-type]
         assert answer.status == 200, answer.body
         body = answer.json()
         assert set(body) >= {"id", "data_id", "sample_id", "filename", "size", "is_ready"}
@@ -49,18 +68,33 @@ async def test_a_replayed_final_chunk_answers_the_same_sample(server: RunningSer
     assert first["sample_id"] is None and first["is_ready"] is True
     last = await upload_file(api, "alice", reads2, previous=[str(first["id"])], filename="r2.fq")
     assert isinstance(last["sample_id"], str) and last["sample_id"]
-    replay = await sample_chunk(api, "alice", reads2[2 * CHUNK:], offset=2 * CHUNK, data_id=str(last["id"]),
-                                previous=[str(first["id"])], filename="r2.fq")
+    replay = await sample_chunk(
+        api,
+        "alice",
+        reads2[2 * CHUNK :],
+        offset=2 * CHUNK,
+        data_id=str(last["id"]),
+        previous=[str(first["id"])],
+        filename="r2.fq",
+    )
     assert replay.status == 200 and replay.json()["sample_id"] == last["sample_id"]
     assert replay.json()["id"] == last["id"] and replay.json()["size"] == len(reads2)
-    other = await sample_chunk(api, "alice", b"different", offset=2 * CHUNK, data_id=str(last["id"]),
-                               previous=[str(first["id"])], filename="r2.fq")
+    other = await sample_chunk(
+        api,
+        "alice",
+        b"different",
+        offset=2 * CHUNK,
+        data_id=str(last["id"]),
+        previous=[str(first["id"])],
+        filename="r2.fq",
+    )
     assert other.status == 400  # not the chunk it got: refused, as for any complete upload
     owned = (await api.call("GET", "/samples/owned", "alice")).json()
     assert owned["count"] == 1
     # A replay of the first file's final chunk says what it said then: no sample.
-    again = await sample_chunk(api, "alice", reads1[2 * CHUNK:], offset=2 * CHUNK, data_id=str(first["id"]),
-                               last_file=False, filename="r1.fq")
+    again = await sample_chunk(
+        api, "alice", reads1[2 * CHUNK :], offset=2 * CHUNK, data_id=str(first["id"]), last_file=False, filename="r1.fq"
+    )
     assert again.status == 200 and again.json()["sample_id"] is None
 
 
@@ -69,8 +103,13 @@ async def test_previous_data_must_be_the_callers_ready_unlinked_data(server: Run
     bobs = str((await upload_file(api, "bob", b"b" * 10, last_file=False))["id"])
     open_one = await sample_chunk(api, "alice", b"c" * 10, is_last=False, last_file=False)
     unready = str(open_one.json()["id"])
-    for previous, why in (([bobs], "not your data"), ([unready], "not ready"), ([mine, mine], "given twice"),
-                          (["12"], "not a data id"), ([new_id()], "not your data")):
+    for previous, why in (
+        ([bobs], "not your data"),
+        ([unready], "not ready"),
+        ([mine, mine], "given twice"),
+        (["12"], "not a data id"),
+        ([new_id()], "not your data"),
+    ):
         answer = await sample_chunk(api, "alice", b"x", previous=previous)
         assert answer.status == 400, previous
         assert why in str(answer.json()["error"]["previous_data"]), answer.body
@@ -86,11 +125,11 @@ def test_the_link_is_checked_again_in_the_commit(tmp_path: Path) -> None:
     """The store refuses a sample whose earlier file was linked since the chunks were checked; nothing stays."""
     store = Store(tmp_path)
     try:
+
         def commit(sample: NewSample | None = None) -> str:
             data_id = new_id()
             row = DataRow(data_id, "alice", "f", None, False, True, "uploading", 0, None, 0.0, 0.0, None)
-            store.commit_chunk(data_id, 0, ChunkRow(0, 1, "c"), new=row, final_checksum="c", ready=True,
-                               sample=sample)
+            store.commit_chunk(data_id, 0, ChunkRow(0, 1, "c"), new=row, final_checksum="c", ready=True, sample=sample)
             return data_id
 
         def sample(previous: str) -> NewSample:
@@ -122,9 +161,17 @@ async def test_samples_are_private_to_their_owner(server: RunningServer, api: Ap
 @pytest.mark.parametrize(
     ("query", "status"),
     [
-        ("count=101", 400), ("count=0", 400), ("page=x", 400), ("page=0", 400), ("sort=owner", 400),
-        ("created_gt=2026-01-01", 400), ("count=100&page=2", 200), ("tissue=brain&owned=maybe", 200),
-        ("organism=true", 200), ("organism=Hs&sample_types=RNA-Seq,ChIP-Seq", 200), ("sort=-name", 200),
+        ("count=101", 400),
+        ("count=0", 400),
+        ("page=x", 400),
+        ("page=0", 400),
+        ("sort=owner", 400),
+        ("created_gt=2026-01-01", 400),
+        ("count=100&page=2", 200),
+        ("tissue=brain&owned=maybe", 200),
+        ("organism=true", 200),
+        ("organism=Hs&sample_types=RNA-Seq,ChIP-Seq", 200),
+        ("sort=-name", 200),
     ],
 )
 async def test_search_parameters(server: RunningServer, api: Api, query: str, status: int) -> None:
@@ -135,8 +182,9 @@ async def test_search_parameters(server: RunningServer, api: Api, query: str, st
 
 async def test_search_filters(server: RunningServer, api: Api) -> None:
     await sample_chunk(api, "alice", b"1", name="liver_1", fields={"organism": "Hs", "strandedness": "reverse"})
-    await sample_chunk(api, "alice", b"2", name="brain_1", fields={"sample_type": "ChIP-Seq",
-                                                                   "purification_target": "H3K4me3"})
+    await sample_chunk(
+        api, "alice", b"2", name="brain_1", fields={"sample_type": "ChIP-Seq", "purification_target": "H3K4me3"}
+    )
 
     async def names(query: str) -> list[str]:
         return [s["name"] for s in (await api.call("GET", f"/samples/search?{query}", "alice")).json()["samples"]]
@@ -170,14 +218,15 @@ async def test_multiplexed_second_file_names_the_first(server: RunningServer, ap
     assert first.status == 200
     plain = await api.chunk("alice", b"plain", is_last=True)
     for reads1 in (str(plain.json()["id"]), "nope", new_id()):
-        refused = await api.chunk("alice", b"r2", is_last=True, path="/upload/multiplexed",
-                                  extra={"reads1": reads1})
+        refused = await api.chunk("alice", b"r2", is_last=True, path="/upload/multiplexed", extra={"reads1": reads1})
         assert refused.status == 400 and "reads1" in refused.json()["error"]
-    bob = await api.chunk("bob", b"r2", is_last=True, path="/upload/multiplexed",
-                          extra={"reads1": str(first.json()["id"])})
+    bob = await api.chunk(
+        "bob", b"r2", is_last=True, path="/upload/multiplexed", extra={"reads1": str(first.json()["id"])}
+    )
     assert bob.status == 400
-    second = await api.chunk("alice", b"r2", is_last=True, path="/upload/multiplexed",
-                             extra={"reads1": str(first.json()["id"])})
+    second = await api.chunk(
+        "alice", b"r2", is_last=True, path="/upload/multiplexed", extra={"reads1": str(first.json()["id"])}
+    )
     assert second.status == 200 and second.json()["id"]
 
 
@@ -192,15 +241,22 @@ async def test_multiplexed_second_file_names_the_first(server: RunningServer, ap
         (b"", "a.csv", "validation"),
     ],
 )
-async def test_annotation_bodies_have_no_error_key(server: RunningServer, api: Api, sheet: bytes, filename: str,
-                                                   key: str) -> None:
+async def test_annotation_bodies_have_no_error_key(
+    server: RunningServer, api: Api, sheet: bytes, filename: str, key: str
+) -> None:
     answer = await api.chunk("alice", sheet, filename=filename, is_last=True, path="/upload/annotation")
     assert answer.status == 400 and list(answer.json()) == [key], answer.body
     assert all(set(item) == {"row", "message"} for item in answer.json()[key])
     assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
     if key == "warnings":
-        accepted = await api.chunk("alice", sheet, filename=filename, is_last=True, path="/upload/annotation",
-                                   extra={"ignore_warnings": "true"})
+        accepted = await api.chunk(
+            "alice",
+            sheet,
+            filename=filename,
+            is_last=True,
+            path="/upload/annotation",
+            extra={"ignore_warnings": "true"},
+        )
         assert accepted.status == 200
 
 
@@ -222,8 +278,9 @@ async def test_concurrent_samples_claiming_one_file_one_wins(server: RunningServ
 
     for round_number in range(8):
         earlier = str((await upload_file(api, "alice", b"e", last_file=False))["id"])
-        answers = await asyncio.gather(*(sample_chunk(api, "alice", b"last", previous=[earlier],
-                                                      name=f"S{round_number}_{n}") for n in range(2)))
+        answers = await asyncio.gather(
+            *(sample_chunk(api, "alice", b"last", previous=[earlier], name=f"S{round_number}_{n}") for n in range(2))
+        )
         assert sorted(a.status for a in answers) == [200, 400], [a.body for a in answers]
     owned = (await api.call("GET", "/data/owned?limit=100", "alice")).json()
     assert owned["count"] == 16  # each round: the shared file and the winner's

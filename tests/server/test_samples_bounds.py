@@ -15,11 +15,17 @@ ATTRIBUTES = 60
 
 
 def _wide_catalog(path: Path) -> Path:
-    path.write_text(json.dumps({
-        "sample_types": [{"identifier": "wide", "name": "Wide"}],
-        "attributes": [{"identifier": f"a{i}", "name": f"A {i}", "allow_annotation": True, "required": i < 5}
-                       for i in range(ATTRIBUTES)],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "sample_types": [{"identifier": "wide", "name": "Wide"}],
+                "attributes": [
+                    {"identifier": f"a{i}", "name": f"A {i}", "allow_annotation": True, "required": i < 5}
+                    for i in range(ATTRIBUTES)
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -29,8 +35,9 @@ async def _nothing_left(api: Api, root: Path) -> None:
     assert not list((root / "partial").iterdir())
 
 
-async def test_sixty_attributes_with_annotations_fit(server_root: Path, tmp_path: Path,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_sixty_attributes_with_annotations_fit(
+    server_root: Path, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
     async with running_server(server_root, catalog=_wide_catalog(tmp_path / "c.json")) as srv:
         api = Api(http, srv.base_url, srv.users)
         fields = {"sample_type": "wide"}
@@ -59,9 +66,14 @@ async def test_part_and_field_bounds(server_root: Path, http: aiohttp.ClientSess
         assert too_many.status == 400 and too_many.json()["error"]
         plain = await api.chunk("alice", b"x", is_last=True, extra={f"junk{i}": "v" for i in range(40)})
         assert plain.status == 400  # /upload keeps its own bound
-        for fields in ({"sample_name": "n" * 251}, {"condition": "c" * 1001},
-                       {"scientist": "s" * (srv.config.max_form_field_bytes + 1)},
-                       {"is_last_sample": "maybe"}, {"sample_name": "tab\there"}, {"sample_name": ""}):
+        for fields in (
+            {"sample_name": "n" * 251},
+            {"condition": "c" * 1001},
+            {"scientist": "s" * (srv.config.max_form_field_bytes + 1)},
+            {"is_last_sample": "maybe"},
+            {"sample_name": "tab\there"},
+            {"sample_name": ""},
+        ):
             answer = await sample_chunk(api, "alice", b"x", fields=fields)
             assert answer.status == 400 and answer.json()["error"], fields
         await _nothing_left(api, srv.root)
@@ -71,15 +83,24 @@ async def test_annotation_sheet_bounds(server_root: Path, http: aiohttp.ClientSe
     async with running_server(server_root, max_annotation_bytes=2048, max_annotation_rows=5) as srv:
         api = Api(http, srv.base_url, srv.users)
         rows = "".join(f"S{i},ACGT{'ACGT' * i}\n" for i in range(6))
-        answer = await api.chunk("alice", f"name,barcode\n{rows}".encode(), filename="s.csv", is_last=True,
-                                 path="/upload/annotation")
+        answer = await api.chunk(
+            "alice", f"name,barcode\n{rows}".encode(), filename="s.csv", is_last=True, path="/upload/annotation"
+        )
         assert answer.status == 400 and "more than 5 rows" in answer.json()["validation"][0]["message"]
-        big = await api.chunk("alice", b"name,barcode\n" + b"x" * 3000, filename="s.csv", is_last=True,
-                              path="/upload/annotation")
+        big = await api.chunk(
+            "alice", b"name,barcode\n" + b"x" * 3000, filename="s.csv", is_last=True, path="/upload/annotation"
+        )
         assert big.status == 400 and "at most 2048 bytes" in big.json()["validation"][0]["message"]
         first = await api.chunk("alice", b"n" * 2049, filename="s.csv", path="/upload/annotation")
         assert first.status == 200  # the first chunk of a sheet, not yet known too big
-        beyond = await api.chunk("alice", b"n", filename="s.csv", offset=2049, data_id=str(first.json()["id"]),
-                                 is_last=True, path="/upload/annotation")
+        beyond = await api.chunk(
+            "alice",
+            b"n",
+            filename="s.csv",
+            offset=2049,
+            data_id=str(first.json()["id"]),
+            is_last=True,
+            path="/upload/annotation",
+        )
         assert beyond.status == 400 and "validation" in beyond.json()
         assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0

@@ -18,16 +18,21 @@ from tests.support.server import ServerProcess
 CATALOG = {
     "sample_types": [{"identifier": "Hi-C", "name": "Hi-C", "description": "Chromosome conformation"}],
     "organisms": [{"id": "Dm", "name": "Fly", "latin_name": "Drosophila melanogaster"}],
-    "attributes": [{"identifier": "enzyme", "name": "Enzyme", "required_for": ["Hi-C"],
-                    "options": ["DpnII", "HindIII"]}],
+    "attributes": [
+        {"identifier": "enzyme", "name": "Enzyme", "required_for": ["Hi-C"], "options": ["DpnII", "HindIII"]}
+    ],
 }
 
 
 def test_admin_project_add_and_list(tmp_path: Path) -> None:
     runner = CliRunner()
     root = str(tmp_path / "root")
-    assert runner.invoke(main, ["admin", "--root", root, "user", "add", "eve", "--password-stdin"],
-                         input="pw-eve\n").exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["admin", "--root", root, "user", "add", "eve", "--password-stdin"], input="pw-eve\n"
+        ).exit_code
+        == 0
+    )
     added = runner.invoke(main, ["admin", "--root", root, "project", "add", "eve", "lab", "--description", "d"])
     assert added.exit_code == 0 and added.output.startswith("added project eve:lab ")
     again = runner.invoke(main, ["admin", "--root", root, "project", "add", "eve", "lab"])
@@ -50,8 +55,13 @@ async def test_serve_with_a_catalog_and_projects(tmp_path: Path) -> None:
         assert [o["id"] for o in organisms] == ["Dm"]
         projects = (await api.call("GET", "/projects/owned", "alice")).json()
         assert projects["count"] == 1 and projects["projects"][0]["name"] == "lab"
-        refused = await api.chunk("alice", b"x", path="/upload/sample", is_last=True,
-                                  extra={"sample_name": "s", "sample_type": "Hi-C", "is_last_sample": "true"})
+        refused = await api.chunk(
+            "alice",
+            b"x",
+            path="/upload/sample",
+            is_last=True,
+            extra={"sample_name": "s", "sample_type": "Hi-C", "is_last_sample": "true"},
+        )
         assert refused.status == 400 and refused.json() == {"error": {"enzyme": ["required for Hi-C"]}}
 
 
@@ -65,12 +75,15 @@ async def test_serve_with_a_catalog_and_projects(tmp_path: Path) -> None:
         (None, ["--project", "alice"], 2),
     ],
 )
-def test_bad_catalogs_and_projects_are_refused(tmp_path: Path, catalog: str | None, args: list[str],
-                                               code: int) -> None:
+def test_bad_catalogs_and_projects_are_refused(tmp_path: Path, catalog: str | None, args: list[str], code: int) -> None:
     if catalog is not None:
         (tmp_path / "c.json").write_text(catalog)
         args = [*args, "--catalog", str(tmp_path / "c.json")]
-    result = subprocess.run([*FLOWXFER, "serve", "--root", str(tmp_path / "R"), "--port", "0", "--user",
-                             "alice:alice-pw", *args], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*FLOWXFER, "serve", "--root", str(tmp_path / "R"), "--port", "0", "--user", "alice:alice-pw", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "Error" in result.stderr

@@ -49,17 +49,24 @@ async def _nothing_left(api: Api, user: str = "alice") -> None:
     assert data["count"] == 0, data
 
 
-async def test_paired_sample_with_metadata_project_and_organism(server: RunningServer, api: Api,
-                                                                tmp_path: Path) -> None:
+async def test_paired_sample_with_metadata_project_and_organism(
+    server: RunningServer, api: Api, tmp_path: Path
+) -> None:
     reads1, reads2 = os.urandom(3 * CHUNK + 17), os.urandom(2 * CHUNK)
     (tmp_path / "S1_R1.fastq.gz").write_bytes(reads1)
     (tmp_path / "S1_R2.fastq.gz").write_bytes(reads2)
     lab = await _project_id(server, "alice", "lab")
-    sample = await _with_client(server, lambda c: c.samples.upload_sample(
-        name="S1", sample_type="RNA-Seq",
-        data={"reads2": tmp_path / "S1_R2.fastq.gz", "reads1": tmp_path / "S1_R1.fastq.gz"},
-        metadata={"strandedness": "reverse", "condition": "treated", "condition__annotation": "2 h"},
-        project_id=lab, organism_id="Hs"))
+    sample = await _with_client(
+        server,
+        lambda c: c.samples.upload_sample(
+            name="S1",
+            sample_type="RNA-Seq",
+            data={"reads2": tmp_path / "S1_R2.fastq.gz", "reads1": tmp_path / "S1_R1.fastq.gz"},
+            metadata={"strandedness": "reverse", "condition": "treated", "condition__annotation": "2 h"},
+            project_id=lab,
+            organism_id="Hs",
+        ),
+    )
     detail = (await api.call("GET", f"/samples/{sample.id}", "alice")).json()
     assert detail["name"] == "S1" and detail["sample_type"] == "RNA-Seq"
     assert detail["project"] == {"id": lab, "name": "lab"}
@@ -93,8 +100,10 @@ async def test_the_catalog_as_flowbio_reads_it(server: RunningServer) -> None:
     assert by_id["strandedness"].required_for_sample_types == ["RNA-Seq"]
     assert by_id["purification_target"].required_for_sample_types == ["ChIP-Seq"]
     assert by_id["condition"].allow_annotation and by_id["scientist"].options is None
-    assert {(o.id, o.name, o.latin_name) for o in organisms} >= {("Hs", "Human", "Homo sapiens"),
-                                                                ("Mm", "Mouse", "Mus musculus")}
+    assert {(o.id, o.name, o.latin_name) for o in organisms} >= {
+        ("Hs", "Human", "Homo sapiens"),
+        ("Mm", "Mouse", "Mus musculus"),
+    }
     assert [p.name for p in projects] == ["lab"]
 
 
@@ -106,16 +115,23 @@ async def test_the_catalog_as_flowbio_reads_it(server: RunningServer) -> None:
         ("unknown organism", {"organism_id": "Xx"}),
         ("another user's project", {"project": "bob"}),
         ("option outside the list", {"metadata": {"strandedness": "sideways"}}),
-        ("annotation not allowed", {"metadata": {"strandedness": "forward", "scientist__annotation": "x",
-                                                 "scientist": "ada"}}),
+        (
+            "annotation not allowed",
+            {"metadata": {"strandedness": "forward", "scientist__annotation": "x", "scientist": "ada"}},
+        ),
     ],
 )
-async def test_refusals_are_bad_requests_and_leave_nothing(server: RunningServer, api: Api, tmp_path: Path,
-                                                           case: str, fields: dict[str, Any]) -> None:
+async def test_refusals_are_bad_requests_and_leave_nothing(
+    server: RunningServer, api: Api, tmp_path: Path, case: str, fields: dict[str, Any]
+) -> None:
     (tmp_path / "R1.fq").write_bytes(os.urandom(2 * CHUNK + 3))
     (tmp_path / "R2.fq").write_bytes(os.urandom(100))
-    kwargs: dict[str, Any] = {"name": "bad", "sample_type": "RNA-Seq", "metadata": {"strandedness": "forward"},
-                              "data": {"reads1": tmp_path / "R1.fq", "reads2": tmp_path / "R2.fq"}}
+    kwargs: dict[str, Any] = {
+        "name": "bad",
+        "sample_type": "RNA-Seq",
+        "metadata": {"strandedness": "forward"},
+        "data": {"reads1": tmp_path / "R1.fq", "reads2": tmp_path / "R2.fq"},
+    }
     if fields.pop("project", None):
         kwargs["project_id"] = await _project_id(server, "bob", "theirs")
     kwargs.update(fields)
@@ -149,7 +165,11 @@ async def test_annotation_sheet_as_xlsx_and_the_template(server: RunningServer, 
     assert header[:2] == ["name", "barcode"] and "strandedness" in header and "purification_target" not in header
     generic = await _with_client(server, lambda c: c.samples.get_annotation_template())
     assert [c.value for c in load_workbook(io.BytesIO(generic)).worksheets[0][1]] == [
-        "name", "barcode", "organism", "project"]
+        "name",
+        "barcode",
+        "organism",
+        "project",
+    ]
     with pytest.raises(NotFoundError):
         await _with_client(server, lambda c: c.samples.get_annotation_template("no-such-type"))
     sheet = workbook.worksheets[0]
@@ -157,8 +177,9 @@ async def test_annotation_sheet_as_xlsx_and_the_template(server: RunningServer, 
     path = tmp_path / "filled.xlsx"
     workbook.save(path)
     (tmp_path / "mux.fq").write_bytes(b"@r\nACGT\n+\nIIII\n")
-    result = await _with_client(server, lambda c: c.samples.upload_multiplexed_data(
-        {"reads1": tmp_path / "mux.fq"}, path))
+    result = await _with_client(
+        server, lambda c: c.samples.upload_multiplexed_data({"reads1": tmp_path / "mux.fq"}, path)
+    )
     assert result.warnings == [] and len(result.data_ids) == 1
 
 
@@ -166,11 +187,12 @@ async def test_flowbio_cli_upload_batch_makes_two_samples(server: RunningServer,
     for name in ("A_R1.fq", "A_R2.fq", "B_R1.fq"):
         (tmp_path / name).write_bytes(os.urandom(1000))
     sheet = tmp_path / "sheet.csv"
-    sheet.write_text("name,reads1,reads2,organism,strandedness,condition\n"
-                     "A,A_R1.fq,A_R2.fq,Hs,forward,ctrl\n"
-                     "B,B_R1.fq,,Mm,reverse,\n")
-    done = await _flowbio_cli(server, api, "samples", "upload-batch", "--sheet", str(sheet),
-                              "--sample-type", "RNA-Seq")
+    sheet.write_text(
+        "name,reads1,reads2,organism,strandedness,condition\n"
+        "A,A_R1.fq,A_R2.fq,Hs,forward,ctrl\n"
+        "B,B_R1.fq,,Mm,reverse,\n"
+    )
+    done = await _flowbio_cli(server, api, "samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq")
     uploaded = json.loads(done.stdout)
     assert len(uploaded["uploaded"]) == 2, uploaded
     listed = (await api.call("GET", "/samples/owned", "alice")).json()
@@ -184,8 +206,9 @@ async def _flowbio_cli(server: RunningServer, api: Api, *args: str) -> subproces
 
     def run() -> subprocess.CompletedProcess[str]:
         flowbio = Path(sys.executable).with_name("flowbio")
-        return subprocess.run([str(flowbio), "--json", "--no-progress", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [str(flowbio), "--json", "--no-progress", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     done = await anyio.to_thread.run_sync(run)
     assert done.returncode == 0, done.stderr
@@ -194,21 +217,44 @@ async def _flowbio_cli(server: RunningServer, api: Api, *args: str) -> subproces
 
 async def test_flowbio_cli_other_sample_verbs(server: RunningServer, api: Api, tmp_path: Path) -> None:
     (tmp_path / "one.fq").write_bytes(os.urandom(500))
-    single = await _flowbio_cli(server, api, "samples", "upload", "--name", "solo", "--sample-type", "ChIP-Seq",
-                                "--reads1", str(tmp_path / "one.fq"), "--metadata", "purification_target=CTCF",
-                                "--organism", "Mm")
+    single = await _flowbio_cli(
+        server,
+        api,
+        "samples",
+        "upload",
+        "--name",
+        "solo",
+        "--sample-type",
+        "ChIP-Seq",
+        "--reads1",
+        str(tmp_path / "one.fq"),
+        "--metadata",
+        "purification_target=CTCF",
+        "--organism",
+        "Mm",
+    )
     sample_id = json.loads(single.stdout)["id"]
     detail = (await api.call("GET", f"/samples/{sample_id}", "alice")).json()
     assert detail["metadata"]["purification_target"]["value"] == "CTCF" and detail["organism"]["id"] == "Mm"
-    await _flowbio_cli(server, api, "samples", "batch-template", "--sample-type", "RNA-Seq", "-o",
-                       str(tmp_path / "batch.csv"))
+    await _flowbio_cli(
+        server, api, "samples", "batch-template", "--sample-type", "RNA-Seq", "-o", str(tmp_path / "batch.csv")
+    )
     assert "strandedness" in (tmp_path / "batch.csv").read_text().splitlines()[0]
-    await _flowbio_cli(server, api, "samples", "annotation-template", "--sample-type", "RNA-Seq", "-o",
-                       str(tmp_path / "t.xlsx"))
+    await _flowbio_cli(
+        server, api, "samples", "annotation-template", "--sample-type", "RNA-Seq", "-o", str(tmp_path / "t.xlsx")
+    )
     assert load_workbook(tmp_path / "t.xlsx").worksheets[0]["A1"].value == "name"
     (tmp_path / "ann.csv").write_text("name,barcode,organism\nM1,ACGT,Hs\n")
-    mux = await _flowbio_cli(server, api, "samples", "upload-multiplexed", "--reads1", str(tmp_path / "one.fq"),
-                             "--annotation", str(tmp_path / "ann.csv"))
+    mux = await _flowbio_cli(
+        server,
+        api,
+        "samples",
+        "upload-multiplexed",
+        "--reads1",
+        str(tmp_path / "one.fq"),
+        "--annotation",
+        str(tmp_path / "ann.csv"),
+    )
     assert len(json.loads(mux.stdout)["data_ids"]) == 1
 
 

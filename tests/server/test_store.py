@@ -30,8 +30,9 @@ def committed_groups(root: Path) -> set[str]:
         return {name for (name,) in db.execute("SELECT name FROM groups")}
 
 
-def watch_folder_flushes(monkeypatch: pytest.MonkeyPatch, folder: Path,
-                         on_flush: Callable[[], None] = lambda: None) -> list[set[str]]:
+def watch_folder_flushes(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, on_flush: Callable[[], None] = lambda: None
+) -> list[set[str]]:
     """Each flush of ``folder``: the groups committed at that instant (``on_flush`` runs first)."""
     flushes: list[set[str]] = []
 

@@ -64,13 +64,15 @@ def _outcome(fn, archive: Path, dest: Path) -> tuple[str, object]:  # type: igno
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(members=st.lists(_member, max_size=25, unique_by=lambda m: m[0].casefold()), folders=st.booleans())
-def test_plain_tars_unpack_as_tarfile_reads_them(tmp_path: Path, members: list[tuple[str, int]],
-                                                  folders: bool) -> None:
+def test_plain_tars_unpack_as_tarfile_reads_them(tmp_path: Path, members: list[tuple[str, int]], folders: bool) -> None:
     entries: list[tuple[str, bytes | None]] = [(name, os.urandom(size)) for name, size in members]
     names = {name for name, _ in entries}
     if folders:
-        entries = [(parent, None) for parent in sorted({n.rsplit("/", 1)[0] for n in names if "/" in n})
-                   if parent not in names and not any(parent.startswith(n + "/") for n in names)] + entries
+        entries = [
+            (parent, None)
+            for parent in sorted({n.rsplit("/", 1)[0] for n in names if "/" in n})
+            if parent not in names and not any(parent.startswith(n + "/") for n in names)
+        ] + entries
     case = tmp_path / os.urandom(4).hex()
     archive = case / "a.tar"
     case.mkdir()
@@ -87,8 +89,9 @@ def test_long_names_and_other_formats_are_read_the_same(tmp_path: Path, fmt: int
     entries: list[tuple[str, bytes | None]] = [("a.txt", b"alpha"), (long_name, os.urandom(700)), ("d", None)]
     archive = tmp_path / "a.tar"
     archive.write_bytes(_tar(entries, fmt))
-    assert _outcome(lambda a, d: unpack(a, d, LIMITS), archive, tmp_path / "fast") == \
-        _outcome(_via_tarfile, archive, tmp_path / "slow")
+    assert _outcome(lambda a, d: unpack(a, d, LIMITS), archive, tmp_path / "fast") == _outcome(
+        _via_tarfile, archive, tmp_path / "slow"
+    )
     assert (tmp_path / "fast" / long_name).stat().st_size == 700
 
 
@@ -118,15 +121,15 @@ def _spaced_numbers(data: bytes) -> bytes:
     """Every header's numbers spelled as old tars do (space-padded, space before the NUL), checksums made right."""
     out = bytearray(data)
     at = 0
-    while out[at:at + 512] != bytes(512):
-        header = out[at:at + 512]
+    while out[at : at + 512] != bytes(512):
+        header = out[at : at + 512]
         size = int(header[124:135], 8)
         for start, end in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148)):
             value = int(header[start:end].rstrip(b"\0 ") or b"0", 8)
             header[start:end] = f"{value:o}".rjust(end - start - 2).encode() + b" \0"
         header[148:156] = b" " * 8
         header[148:156] = f"{sum(header):6o}\0 ".encode()
-        out[at:at + 512] = header
+        out[at : at + 512] = header
         at += 512 + size + (-size % 512)
     return bytes(out)
 
@@ -144,13 +147,30 @@ def test_plain_numbers_spelled_otherwise_are_still_read_by_the_fast_reader(tmp_p
 
 
 def _damage(data: bytes, at: int, value: bytes) -> bytes:
-    return data[:at] + value + data[at + len(value):]
+    return data[:at] + value + data[at + len(value) :]
 
 
-@pytest.mark.parametrize("damage", [
-    "second-header-checksum", "cut-in-member", "cut-in-header", "no-end-blocks", "symlink", "absolute",
-    "dotdot", "duplicate", "hex-size", "folder-with-data", "bad-mtime-later", "spaced-numbers", "bad-devmajor",
-    "bad-mode-later", "prefix-only-name", "old-style-folder"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "second-header-checksum",
+        "cut-in-member",
+        "cut-in-header",
+        "no-end-blocks",
+        "symlink",
+        "absolute",
+        "dotdot",
+        "duplicate",
+        "hex-size",
+        "folder-with-data",
+        "bad-mtime-later",
+        "spaced-numbers",
+        "bad-devmajor",
+        "bad-mode-later",
+        "prefix-only-name",
+        "old-style-folder",
+    ],
+)
 def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> None:
     entries: list[tuple[str, bytes | None]] = [("a.bin", os.urandom(1000)), ("b.bin", os.urandom(600))]
     data = _tar(entries)
@@ -158,11 +178,11 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
     if damage == "second-header-checksum":
         data = _damage(data, second + 10, b"Z")
     elif damage == "cut-in-member":
-        data = data[:second + 512 + 100]
+        data = data[: second + 512 + 100]
     elif damage == "cut-in-header":
-        data = data[:second + 200]
+        data = data[: second + 200]
     elif damage == "no-end-blocks":
-        data = data[:second + 512 + 1024]
+        data = data[: second + 512 + 1024]
     elif damage == "old-style-folder":
         # Type NUL with a name ending in "/": a folder, as old tars wrote them.
         data = _tar([("a.bin", b"x" * 10), ("d/", b"")])
@@ -186,7 +206,7 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
         # A number that is not octal (the checksum made right): tarfile refuses it, or stops there.
         data = _tar([("a.bin", b"x" * 10), ("b.bin", b"y" * 10), ("c.bin", b"z" * 10)])
         at = 0 if damage == "hex-size" else 1024
-        header = bytearray(data[at:at + 512])
+        header = bytearray(data[at : at + 512])
         if damage == "hex-size":
             header[124:136] = b"0000000001a\0"
         elif damage == "bad-devmajor":
@@ -197,7 +217,7 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
             header[136:148] = b"1234567890z\0"
         header[148:156] = b" " * 8
         header[148:156] = f"{sum(header):06o}\0 ".encode()
-        data = data[:at] + bytes(header) + data[at + 512:]
+        data = data[:at] + bytes(header) + data[at + 512 :]
     elif damage == "spaced-numbers":
         data = _spaced_numbers(_tar([("a.bin", b"x" * 10), ("b.bin", b"y" * 700)]))
     else:
@@ -206,8 +226,15 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
             info = tarfile.TarInfo("ok.bin")
             info.size = 3
             tf.addfile(info, io.BytesIO(b"abc"))
-            bad = tarfile.TarInfo({"symlink": "link", "absolute": "/etc/x", "dotdot": "../x", "duplicate": "ok.bin",
-                                   "folder-with-data": "d"}[damage])
+            bad = tarfile.TarInfo(
+                {
+                    "symlink": "link",
+                    "absolute": "/etc/x",
+                    "dotdot": "../x",
+                    "duplicate": "ok.bin",
+                    "folder-with-data": "d",
+                }[damage]
+            )
             if damage == "symlink":
                 bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/passwd"
                 tf.addfile(bad)
@@ -232,9 +259,9 @@ def test_irregular_tars_get_the_tarfile_verdict(tmp_path: Path, damage: str) -> 
 def test_the_stream_takes_the_archive_in_pieces_of_any_size(tmp_path: Path, cuts: list[int], seed: int) -> None:
     """Fed in arbitrary pieces (a byte, a block, more than a megabyte), the stream unpacks what the file path does."""
     rng = __import__("random").Random(seed)
-    entries: list[tuple[str, bytes | None]] = [(f"d{i % 3}/f{i:03d}.bin", rng.randbytes(rng.choice([0, 1, 511, 512,
-                                                                                                 513, 40_000])))
-                                               for i in range(60)] + [("big.bin", rng.randbytes(1_500_000))]
+    entries: list[tuple[str, bytes | None]] = [
+        (f"d{i % 3}/f{i:03d}.bin", rng.randbytes(rng.choice([0, 1, 511, 512, 513, 40_000]))) for i in range(60)
+    ] + [("big.bin", rng.randbytes(1_500_000))]
     data = _tar(sorted(entries, key=lambda e: e[0]))
     case = tmp_path / os.urandom(4).hex()
     (case / "file").mkdir(parents=True)
@@ -247,7 +274,7 @@ def test_the_stream_takes_the_archive_in_pieces_of_any_size(tmp_path: Path, cuts
     position, index = 0, 0
     while position < len(data):
         size = cuts[index % len(cuts)]
-        stream.feed(memoryview(data)[position:position + size])
+        stream.feed(memoryview(data)[position : position + size])
         position, index = position + size, index + 1
     stream.finish()
     assert sorted(writer.files, key=lambda f: f.path) == expected
@@ -256,7 +283,8 @@ def test_the_stream_takes_the_archive_in_pieces_of_any_size(tmp_path: Path, cuts
 
 
 _name_piece = st.text(st.sampled_from("aZ09_-.~+,=@%/\\:é\x00\x1f "), max_size=8) | st.sampled_from(
-    ["..", ".", "/", "//", "./", "a" * 255, "b" * 256, "c/" * 64, "d/" * 63 + "d"])
+    ["..", ".", "/", "//", "./", "a" * 255, "b" * 256, "c/" * 64, "d/" * 63 + "d"]
+)
 
 
 @given(st.lists(_name_piece, max_size=6).map("".join))
@@ -271,13 +299,16 @@ def test_the_simple_name_shortcut_agrees_with_the_full_check(name: str) -> None:
     assert fast_or_full == _unpack._normal(name)
 
 
-@pytest.mark.parametrize(("name", "verdict"), [
-    ("d/" * 64 + "d", "member path too deep"),
-    ("d/" * 63 + "d", None),
-    (("e" * 255 + "/") * 16 + "e", "member path too long"),  # 4097 bytes
-    (("x" * 63 + "/") * 63 + "x" * 64, None),  # exactly 4096 bytes in 64 components
-    ("f" * 255, None),
-])
+@pytest.mark.parametrize(
+    ("name", "verdict"),
+    [
+        ("d/" * 64 + "d", "member path too deep"),
+        ("d/" * 63 + "d", None),
+        (("e" * 255 + "/") * 16 + "e", "member path too long"),  # 4097 bytes
+        (("x" * 63 + "/") * 63 + "x" * 64, None),  # exactly 4096 bytes in 64 components
+        ("f" * 255, None),
+    ],
+)
 def test_the_simple_name_shortcut_keeps_the_length_and_depth_limits(name: str, verdict: str | None) -> None:
     assert _unpack._SIMPLE_NAME.fullmatch(name)  # the shortcut's regex alone would take every one of these
     writer = _unpack._Writer(Path("/nonexistent"), LIMITS, 1)

@@ -85,8 +85,13 @@ async def test_file_checksum_mismatch_is_422_and_upload_stays_open(api: Api) -> 
 async def test_a_whole_upload_in_one_request_is_ready_at_once(api: Api, server: RunningServer) -> None:
     # Fields, blob, then checksums (the engine's order); small enough to be kept in memory and stored whole.
     data = os.urandom(70_000)
-    answer = await api.chunk("alice", data, filename="whole.fq", is_last=True,
-                             extra={"checksum": checksum_of(data), "file_checksum": checksum_of(data)})
+    answer = await api.chunk(
+        "alice",
+        data,
+        filename="whole.fq",
+        is_last=True,
+        extra={"checksum": checksum_of(data), "file_checksum": checksum_of(data)},
+    )
     assert answer.status == 200 and answer.json()["is_ready"] is True
     assert answer.json()["checksum"] == checksum_of(data) and answer.json()["size"] == len(data)
     data_id = answer.json()["id"]
@@ -94,7 +99,8 @@ async def test_a_whole_upload_in_one_request_is_ready_at_once(api: Api, server: 
     assert not list((server.root / "partial").iterdir())
     status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
     assert status["state"] == "ready" and status["chunks"] == [
-        {"offset": 0, "size": len(data), "checksum": checksum_of(data)}]
+        {"offset": 0, "size": len(data), "checksum": checksum_of(data)}
+    ]
     got = await api.call("GET", f"/downloads/{data_id}/whole.fq", "alice")
     assert got.body == data
 
@@ -112,8 +118,9 @@ async def test_a_whole_upload_is_recorded_only_after_its_name_is_flushed(
         flushes.append((set(os.listdir(data_folder)), rows))
 
     on_folder_fsync(monkeypatch, data_folder, seen)
-    answers = await asyncio.gather(*(api.chunk("alice", os.urandom(3000), filename=f"s{i}.fq", is_last=True)
-                                     for i in range(8)))
+    answers = await asyncio.gather(
+        *(api.chunk("alice", os.urandom(3000), filename=f"s{i}.fq", is_last=True) for i in range(8))
+    )
     assert all(answer.status == 200 for answer in answers)
     for data_id in (answer.json()["id"] for answer in answers):
         assert any(data_id in files and data_id not in rows for files, rows in flushes), data_id
@@ -144,8 +151,9 @@ async def test_a_damaged_whole_upload_writes_nothing(api: Api, server: RunningSe
     assert bad.status == 422 and bad.json()["received"] == checksum_of(data)
     bad_file = await api.chunk("alice", data, is_last=True, extra={"file_checksum": checksum_of(b"other")})
     assert bad_file.status == 422
-    disagree = await api.chunk("alice", data, is_last=True,
-                               extra={"checksum": checksum_of(data), "file_checksum": checksum_of(b"other")})
+    disagree = await api.chunk(
+        "alice", data, is_last=True, extra={"checksum": checksum_of(data), "file_checksum": checksum_of(b"other")}
+    )
     assert disagree.status == 422
     assert not list((server.root / "data").iterdir()) and not list((server.root / "partial").iterdir())
     assert (await api.call("GET", "/data/owned", "alice")).json()["count"] == 0
@@ -159,12 +167,16 @@ async def test_small_uploads_beyond_the_memory_allowance_are_streamed_and_exact(
     the concurrent ones mix both roads, and damaged ones fail in either:
     every good file must still be stored and served exactly.
     """
-    async with running_server(tmp_path / "root", whole_uploads_in_memory=allowance) as srv, \
-            aiohttp.ClientSession() as session:
+    async with (
+        running_server(tmp_path / "root", whole_uploads_in_memory=allowance) as srv,
+        aiohttp.ClientSession() as session,
+    ):
         api = Api(session, srv.base_url, srv.users)
         files = [os.urandom(size) for size in (1, 3000, 5000, 5000, 6000, 100_000, 1024 * 1024 - 500)]
-        good = [api.chunk("alice", data, filename=f"f{i}.bin", is_last=True, extra={"checksum": checksum_of(data)})
-                for i, data in enumerate(files)]
+        good = [
+            api.chunk("alice", data, filename=f"f{i}.bin", is_last=True, extra={"checksum": checksum_of(data)})
+            for i, data in enumerate(files)
+        ]
         bad = [api.chunk("alice", data, is_last=True, extra={"checksum": checksum_of(b"not it")}) for data in files[:3]]
         answers = await asyncio.gather(*good, *bad)
         assert [a.status for a in answers] == [200] * len(files) + [422] * 3
@@ -182,12 +194,14 @@ async def test_small_uploads_beyond_the_memory_allowance_are_streamed_and_exact(
 
 async def test_a_whole_upload_names_which_checksum_failed(api: Api) -> None:
     data = os.urandom(3000)
-    chunk_bad = await api.chunk("alice", data, is_last=True,
-                                extra={"checksum": checksum_of(b"x"), "file_checksum": checksum_of(data)})
+    chunk_bad = await api.chunk(
+        "alice", data, is_last=True, extra={"checksum": checksum_of(b"x"), "file_checksum": checksum_of(data)}
+    )
     assert chunk_bad.status == 422 and chunk_bad.json()["error"] == "checksum mismatch"
     assert chunk_bad.json()["expected"] == checksum_of(b"x") and chunk_bad.json()["received"] == checksum_of(data)
-    file_bad = await api.chunk("alice", data, is_last=True,
-                               extra={"checksum": checksum_of(data), "file_checksum": checksum_of(b"y")})
+    file_bad = await api.chunk(
+        "alice", data, is_last=True, extra={"checksum": checksum_of(data), "file_checksum": checksum_of(b"y")}
+    )
     assert file_bad.status == 422 and file_bad.json()["error"] == "file checksum mismatch"
     assert file_bad.json()["received"] == checksum_of(data)
 
@@ -221,8 +235,9 @@ async def test_a_whole_upload_without_a_length_streams_as_before(api: Api, serve
     form = aiohttp.FormData()
     for name, value in (("filename", "s.bin"), ("expected_file_size", "0"), ("is_last", "true"), ("data", "")):
         form.add_field(name, value)
-    form.add_field("blob", aiohttp.AsyncIterablePayload(pieces()), filename="s.bin",
-                   content_type="application/octet-stream")
+    form.add_field(
+        "blob", aiohttp.AsyncIterablePayload(pieces()), filename="s.bin", content_type="application/octet-stream"
+    )
     form.add_field("file_checksum", checksum_of(data))
     answer = await api.call("POST", "/upload", "alice", data=form)
     assert answer.status == 200 and answer.json()["is_ready"] is True
@@ -294,8 +309,15 @@ async def test_large_spooled_chunks_land_at_unaligned_offsets(api: Api, server: 
     first = await api.chunk("alice", first_bytes, blob_first=True)
     assert first.status == 200
     data_id = first.json()["id"]
-    second = await api.chunk("alice", second_bytes, offset=len(first_bytes), data_id=data_id, is_last=True,
-                             blob_first=True, extra={"checksum": checksum_of(second_bytes)})
+    second = await api.chunk(
+        "alice",
+        second_bytes,
+        offset=len(first_bytes),
+        data_id=data_id,
+        is_last=True,
+        blob_first=True,
+        extra={"checksum": checksum_of(second_bytes)},
+    )
     assert second.status == 200 and second.json()["is_ready"]
     got = await api.call("GET", f"/downloads/{data_id}/f.bin", "alice")
     assert got.body == first_bytes + second_bytes
@@ -455,8 +477,11 @@ async def test_damaged_compressed_archives_are_refused_not_500(api: Api) -> None
     with zipfile.ZipFile(lzma_zip, "w", zipfile.ZIP_LZMA) as zf:
         for name, content in files.items():
             zf.writestr(name, content)
-    for archive, name in ((_damaged(_zip_bytes(files)), "run.zip"), (_damaged(lzma_zip.getvalue()), "run.zip"),
-                          (_damaged(xz, 40, 200), "run.tar.xz")):
+    for archive, name in (
+        (_damaged(_zip_bytes(files)), "run.zip"),
+        (_damaged(lzma_zip.getvalue()), "run.zip"),
+        (_damaged(xz, 40, 200), "run.tar.xz"),
+    ):
         answer = await api.chunk("alice", archive, filename=name, is_last=True, extra={"is_directory": "true"})
         assert answer.status == 400, (name, answer.status, answer.body[:200])
         assert "corrupt" in answer.json()["error"] or "archive" in answer.json()["error"], answer.json()
@@ -473,21 +498,28 @@ async def test_a_stalled_chunk_does_not_hold_its_upload(server_root: Path, http:
         token = await api.token("alice")
         boundary = "stall"
         fields = {"filename": "s.bin", "expected_file_size": "10", "is_last": "true", "data": data_id}
-        head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                       for k, v in fields.items())
+        head = "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+        )
         head += f'--{boundary}\r\nContent-Disposition: form-data; name="blob"; filename="b"\r\n\r\n'
         port = int(srv.base_url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write((f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                          f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                          f"Content-Length: 100000\r\n\r\n{head}").encode() + b"b" * 5000)
+            writer.write(
+                (
+                    f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                    f"Content-Length: 100000\r\n\r\n{head}"
+                ).encode()
+                + b"b" * 5000
+            )
             await writer.drain()  # ... and then nothing more: the client is gone, the socket is not
             # Time for the server to read the stalled request's head and take the upload's lock
             # (0.8 s of the 2 s stall allowance: the retry must arrive while the lock is held).
             await asyncio.sleep(0.8)
             retry = await asyncio.wait_for(
-                api.chunk("alice", b"c" * 20, filename="s.bin", offset=10, data_id=data_id, is_last=True), 10)
+                api.chunk("alice", b"c" * 20, filename="s.bin", offset=10, data_id=data_id, is_last=True), 10
+            )
             assert retry.status == 200, retry.body
             assert retry.json()["size"] == 30
             stalled = await asyncio.wait_for(reader.read(200), 5)

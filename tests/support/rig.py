@@ -34,8 +34,7 @@ class Rig:
 
     def wire(self, method: str, path: str, field: str, statuses: tuple[int, ...] | None = None) -> int:
         """Bytes of ``field`` (``request_bytes`` or ``response_bytes``) over the matching exchanges."""
-        return sum(getattr(e, field) for e in self.log.select(method, path)
-                   if statuses is None or e.status in statuses)
+        return sum(getattr(e, field) for e in self.log.select(method, path) if statuses is None or e.status in statuses)
 
     def upload_bytes(self) -> int:
         """Request-body bytes of every ``POST /upload`` (payload, envelopes and re-sends)."""
@@ -60,8 +59,9 @@ async def stored(srv: RunningServer, ids: dict[str, str], user: str = "alice") -
     async with aiohttp.ClientSession() as session:
         token = await login(session, srv.base_url, user, srv.users[user])
         for name, data_id in ids.items():
-            async with session.get(f"{srv.base_url}/downloads/{data_id}/{name}",
-                                   headers={"Authorization": f"Bearer {token}"}) as response:
+            async with session.get(
+                f"{srv.base_url}/downloads/{data_id}/{name}", headers={"Authorization": f"Bearer {token}"}
+            ) as response:
                 assert response.status == 200, (name, response.status)
                 out[name] = await response.read()
     return out

@@ -21,8 +21,9 @@ async def server_samples(srv: RunningServer, user: str = "alice") -> dict[str, l
         headers = {"Authorization": f"Bearer {token}"}
         offset = 0
         while True:
-            async with session.get(f"{srv.base_url}/samples/owned", params={"limit": "100", "offset": str(offset)},
-                                   headers=headers) as response:
+            async with session.get(
+                f"{srv.base_url}/samples/owned", params={"limit": "100", "offset": str(offset)}, headers=headers
+            ) as response:
                 assert response.status == 200
                 page = await response.json()
             for item in page["samples"]:

@@ -79,8 +79,9 @@ def run_on_screen(
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     environment = {**env, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)}
-    process = subprocess.Popen(list(argv), env=environment, stdin=follower, stdout=follower, stderr=follower,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        list(argv), env=environment, stdin=follower, stdout=follower, stderr=follower, start_new_session=True
+    )
     os.close(follower)
     terminal = pyte.Screen(columns, rows)
     stream = pyte.ByteStream(terminal)

@@ -87,8 +87,9 @@ async def test_ready_run_is_sent_once_and_unpacked_where_it_was(server: RunningS
 
 
 @pytest.mark.parametrize("handed", [True, False], ids=["as-planned", "from-the-journal"])
-async def test_a_moved_run_folder_is_sent_from_where_it_is_now(server: RunningServer, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch, handed: bool) -> None:
+async def test_a_moved_run_folder_is_sent_from_where_it_is_now(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handed: bool
+) -> None:
     """``mv`` (like ``cp -a``) keeps names, sizes and mtimes, so the moved folder's tars have the manifests
     of the original's, whose member lists in the journal name the old place. A tar is uploaded as this
     run planned it, or, past the bound of what a run keeps (here: nothing), from the journal's list."""
@@ -159,7 +160,8 @@ async def test_one_changed_file_is_sent_alone_and_supersedes(server: RunningServ
         report = await fx.sync(run, OPTIONS)
         (tar,) = report.files
         assert tar.filename == f"{run.name}__InterOp.tar" and report.extra["packed_files"] == len(
-            list((run / "InterOp").iterdir()))
+            list((run / "InterOp").iterdir())
+        )
         (pack,) = journal.lookup_packs(server.base_url, "alice", [tar.path]).values()
         assert pack.superseded == (first[tar.filename],)
         assert (await tree(fx, tar.id))["InterOp/QMetricsOut.bin"] == (100, _checksum(interop))
@@ -216,8 +218,11 @@ async def test_file_changed_after_planning_waits_for_min_age(server: RunningServ
     async with client(server, tmp_path / "home") as fx:
         second = await fx.sync(run, options)
     assert second.status == "completed" and second.transfer_id == first.transfer_id
-    assert [(Path(f.path).name, f.size) for f in second.files if f.status == "done" and f.id not in
-            {g.id for g in first.files}] == [("S1.fastq.gz", 100 * KiB + 10)]
+    assert [
+        (Path(f.path).name, f.size)
+        for f in second.files
+        if f.status == "done" and f.id not in {g.id for g in first.files}
+    ] == [("S1.fastq.gz", 100 * KiB + 10)]
 
 
 async def test_clashes_and_refused_names_are_listed_before_any_byte(server: RunningServer, tmp_path: Path) -> None:
@@ -244,8 +249,10 @@ async def test_clashes_and_refused_names_are_listed_before_any_byte(server: Runn
 async def test_excludes_and_deleted_files(server: RunningServer, tmp_path: Path) -> None:
     run = make_run_folder(tmp_path / "runs")
     # The last matching rule decides: everything, but not Data/, except its C1.1 folders, and no logs.
-    options = SyncOptions(pack_small=PACK, rules=(("include", "*"), ("exclude", "Data/"),
-                                                  ("include", "Data/**/C1.1/"), ("exclude", "*.log")))
+    options = SyncOptions(
+        pack_small=PACK,
+        rules=(("include", "*"), ("exclude", "Data/"), ("include", "Data/**/C1.1/"), ("exclude", "*.log")),
+    )
     async with client(server, tmp_path / "home") as fx:
         report = await fx.sync(run, options)
         packed = {rel for item in report.files if item.filename.endswith(".tar") for rel in await tree(fx, item.id)}
@@ -333,8 +340,9 @@ async def test_pack_resumes_mid_tar(tmp_path: Path, extensions: bool) -> None:
             (tar,) = second.files
             if extensions:
                 listing = await tree(fx, tar.id)
-                assert listing == {f"C1.1/{p.name}": (p.stat().st_size, _checksum(p))
-                                   for p in sorted((run / "C1.1").iterdir())}
+                assert listing == {
+                    f"C1.1/{p.name}": (p.stat().st_size, _checksum(p)) for p in sorted((run / "C1.1").iterdir())
+                }
             assert len(await owned_data(fx)) == 1
 
 
@@ -377,8 +385,7 @@ async def test_marker_names_are_relative_and_markers_are_synced(server: RunningS
         assert set(await tree(fx, root_tar.id)) == {"RunInfo.xml", "RunParameters.xml", *MARKERS}
 
 
-async def test_a_file_changed_after_it_was_read_ahead_is_sent_as_planned(server: RunningServer,
-                                                                          tmp_path: Path) -> None:
+async def test_a_file_changed_after_it_was_read_ahead_is_sent_as_planned(server: RunningServer, tmp_path: Path) -> None:
     """Sync reads small files ahead of its workers too: one that changes after that and before
     its worker starts is sent as planned, and the next sync sends the new version."""
     run = tmp_path / "run"

@@ -22,8 +22,13 @@ class Cli:
     """``flowxfer`` subprocesses sharing one config dir and journal, logged in as alice."""
 
     def __init__(self, base_url: str, home: Path) -> None:
-        self.env = {**os.environ, "FLOW_API_URL": base_url, "FLOWXFER_CONFIG_DIR": str(home / "config"),
-                    "FLOWXFER_JOURNAL": str(home / "journal.db"), "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "FLOW_API_URL": base_url,
+            "FLOWXFER_CONFIG_DIR": str(home / "config"),
+            "FLOWXFER_JOURNAL": str(home / "journal.db"),
+            "PYTHONUNBUFFERED": "1",
+        }
         result = self.run("login", "-u", "alice", "--password-stdin", stdin="alice-pw-1\n")
         assert result.returncode == 0, result.stderr
 
@@ -31,12 +36,14 @@ class Cli:
         return [sys.executable, "-c", "from flowxfer.cli import main; main()", *args]
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), input=stdin, capture_output=True, text=True, env=self.env,
-                              timeout=timeout)
+        return subprocess.run(
+            self.command(*args), input=stdin, capture_output=True, text=True, env=self.env, timeout=timeout
+        )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=self.env)
+        return subprocess.Popen(
+            self.command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+        )
 
 
 @pytest.fixture

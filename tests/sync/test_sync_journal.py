@@ -33,8 +33,10 @@ def test_version_one_journal_is_migrated_forward(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.executescript(MIGRATIONS[0])
     conn.execute("PRAGMA user_version=1")
-    conn.execute("INSERT INTO transfers (id, kind, status, server, params, params_key, created, updated) "
-                 "VALUES ('t1', 'upload', 'running', 's', '{}', 'k', 0, 0)")
+    conn.execute(
+        "INSERT INTO transfers (id, kind, status, server, params, params_key, created, updated) "
+        "VALUES ('t1', 'upload', 'running', 's', '{}', 'k', 0, 0)"
+    )
     conn.execute("INSERT INTO files (transfer_id, local_path, status, updated) VALUES ('t1', '/a', 'planned', 0)")
     conn.commit()
     conn.close()
@@ -52,8 +54,11 @@ def test_replanning_keeps_unchanged_rows_resets_changed_drops_unwanted(journal: 
     journal.set_file(a.id, status="active", data_id="777", bytes_done=5, chunk_size=5)
     journal.set_file(c.id, status="done", data_id="888", bytes_done=10)
     # Generation 2: a unchanged (keeps its partial upload), b changed (starts over), c not wanted.
-    again = [(NewFile("/r/a", "a", 10, 1), None), (NewFile("/r/b", "b", 11, 2), None),
-             (NewFile("/r/d", "d", 1, 1), None)]
+    again = [
+        (NewFile("/r/a", "a", 10, 1), None),
+        (NewFile("/r/b", "b", 11, 2), None),
+        (NewFile("/r/d", "d", 1, 1), None),
+    ]
     assert journal.upsert_planned_files(tid, again, 2) == 2  # b reset, d new
     assert journal.drop_unplanned_files(tid, 2) == 0  # c is done: it stays as the record of what was done
     by_path = {f.local_path: f for f in journal.files_page(tid)}

@@ -113,19 +113,27 @@ def test_tar_source_is_what_tarfile_writes_and_regenerates_identically(tmp_path:
     assert whole == TarSource(members).read(0, source.size)  # regenerated: byte-identical
     # Any cut of it reads the same bytes (what a resumed upload sends).
     for offset, length in ((0, 1), (511, 2), (700, 5000), (source.size - 3, 3)):
-        assert source.read(offset, length) == whole[offset:offset + length]
+        assert source.read(offset, length) == whole[offset : offset + length]
     reference = io.BytesIO()
     with tarfile.open(fileobj=reference, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for member in sorted(members, key=lambda m: m.arcname):
             info = tarfile.TarInfo(member.arcname)
             info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = (
-                member.size, 0, 0o644, 0, 0, "", "")
+                member.size,
+                0,
+                0o644,
+                0,
+                0,
+                "",
+                "",
+            )
             with open(member.local_path, "rb") as handle:
                 tf.addfile(info, handle)
     assert whole == reference.getvalue()
     with tarfile.open(fileobj=io.BytesIO(whole)) as tf:
         assert {m.name: m.size for m in tf.getmembers()} == {
-            rel: size for rel, size in run_files(run).items() if rel.startswith("InterOp/")}
+            rel: size for rel, size in run_files(run).items() if rel.startswith("InterOp/")
+        }
 
 
 def test_tar_source_refuses_a_changed_member(tmp_path: Path) -> None:
@@ -160,8 +168,9 @@ def test_members_are_read_into_place_and_a_short_file_reads_short(tmp_path: Path
 
 
 @pytest.mark.parametrize("vectored", [True, False] if hasattr(os, "preadv") else [False])
-def test_short_reads_are_continued_where_they_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      vectored: bool) -> None:
+def test_short_reads_are_continued_where_they_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vectored: bool
+) -> None:
     # A regular file reads short only at its end; other files (network mounts, FUSE) may read
     # short anywhere. Cap every read at 7 bytes: each must continue at the next byte, into the
     # next part of the buffer.
@@ -188,8 +197,9 @@ def test_short_reads_are_continued_where_they_stopped(tmp_path: Path, monkeypatc
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=8), st.data())
-def test_tar_source_ranges_property(tmp_path_factory: pytest.TempPathFactory, sizes: list[int],
-                                    data: st.DataObject) -> None:
+def test_tar_source_ranges_property(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], data: st.DataObject
+) -> None:
     folder = tmp_path_factory.mktemp("tar")
     members = []
     for index, size in enumerate(sizes):
@@ -201,20 +211,25 @@ def test_tar_source_ranges_property(tmp_path_factory: pytest.TempPathFactory, si
     whole = source.read(0, source.size)
     offset = data.draw(st.integers(min_value=0, max_value=source.size))
     length = data.draw(st.integers(min_value=0, max_value=source.size - offset))
-    assert source.read(offset, length) == whole[offset:offset + length]
+    assert source.read(offset, length) == whole[offset : offset + length]
 
 
 def test_members_are_read_from_the_folder_of_their_tar() -> None:
     """A manifest's member list may name another folder with the same content (moved or copied)."""
-    journaled = [PackMember("InterOp/a.bin", "/old/RUN/InterOp/a.bin", 3, 7),
-                 PackMember("InterOp/b.bin", "/old/RUN/InterOp/b.bin", 4, 8)]
+    journaled = [
+        PackMember("InterOp/a.bin", "/old/RUN/InterOp/a.bin", 3, 7),
+        PackMember("InterOp/b.bin", "/old/RUN/InterOp/b.bin", 4, 8),
+    ]
     assert members_in_folder("/new/place/RUN/InterOp/RUN__InterOp.tar", journaled) == [
         PackMember("InterOp/a.bin", "/new/place/RUN/InterOp/a.bin", 3, 7),
-        PackMember("InterOp/b.bin", "/new/place/RUN/InterOp/b.bin", 4, 8)]
+        PackMember("InterOp/b.bin", "/new/place/RUN/InterOp/b.bin", 4, 8),
+    ]
     assert members_in_folder("/new/RUN/RUN.tar", [PackMember("x.txt", "/old/RUN/x.txt", 1, 2)]) == [
-        PackMember("x.txt", "/new/RUN/x.txt", 1, 2)]
-    assert members_in_folder("/new/RUN/C1.1/RUN__C1.1.part002.tar", [PackMember("C1.1/s.bcl", "/o/C1.1/s.bcl", 1, 2)]
-                             ) == [PackMember("C1.1/s.bcl", "/new/RUN/C1.1/s.bcl", 1, 2)]
+        PackMember("x.txt", "/new/RUN/x.txt", 1, 2)
+    ]
+    assert members_in_folder(
+        "/new/RUN/C1.1/RUN__C1.1.part002.tar", [PackMember("C1.1/s.bcl", "/o/C1.1/s.bcl", 1, 2)]
+    ) == [PackMember("C1.1/s.bcl", "/new/RUN/C1.1/s.bcl", 1, 2)]
     assert list(member_paths("/RUN.tar", [PackMember("x.txt", "/old/x.txt", 1, 2)])) == ["/x.txt"]  # a root of /
 
 

@@ -35,13 +35,25 @@ def write_random(path: Path, size: int, seed: int = 0) -> Path:
 
 @asynccontextmanager
 async def client(
-    srv: RunningServer, home: Path, *, user: str = "alice", events: list[Any] | None = None,
-    progress: Callable[[Any], None] | None = None, **config: Any,
+    srv: RunningServer,
+    home: Path,
+    *,
+    user: str = "alice",
+    events: list[Any] | None = None,
+    progress: Callable[[Any], None] | None = None,
+    **config: Any,
 ) -> AsyncIterator[Flowxfer]:
     """A Flowxfer logged in as ``user``, with its own config dir and journal under ``home``."""
-    settings = {"chunk_size": 64 * KiB, "download_chunk_size": 64 * KiB, "block_size": 16 * KiB,
-                "min_segment_size": 64 * KiB, "backoff_base": 0.05, "backoff_cap": 0.5,
-                "journal_flush_interval": 0.05, **config}
+    settings = {
+        "chunk_size": 64 * KiB,
+        "download_chunk_size": 64 * KiB,
+        "block_size": 16 * KiB,
+        "min_segment_size": 64 * KiB,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.5,
+        "journal_flush_interval": 0.05,
+        **config,
+    }
 
     def record(event: Any) -> None:
         if events is not None:
@@ -49,8 +61,13 @@ async def client(
         if progress is not None:
             progress(event)
 
-    fx = Flowxfer(srv.base_url, config_dir=home / "config", journal=home / "journal.db",
-                  config=TransferConfig(**settings), progress=record)
+    fx = Flowxfer(
+        srv.base_url,
+        config_dir=home / "config",
+        journal=home / "journal.db",
+        config=TransferConfig(**settings),
+        progress=record,
+    )
     async with fx:
         await fx.login(user, srv.users[user])
         yield fx

@@ -167,8 +167,9 @@ async def test_stopped_download_resumes_from_the_part_file(tmp_path: Path, exten
         async with client(srv, tmp_path / "home") as fx:
             (item,) = (await fx.upload([big])).files
         stopper = StopAfter(30 * CHUNK)
-        async with client(srv, tmp_path / "home", progress=stopper, segments=4, block_size=16 * KiB,
-                          grace_period=0.2) as fx:
+        async with client(
+            srv, tmp_path / "home", progress=stopper, segments=4, block_size=16 * KiB, grace_period=0.2
+        ) as fx:
             stopper.fx = fx
             first = await fx.download([item.id], output_dir=tmp_path / "out")
         assert first.status == "interrupted"
@@ -250,7 +251,6 @@ async def test_events_report_each_file_once(server: RunningServer, tmp_path: Pat
     assert sum(e.nbytes for e in events if isinstance(e, BytesMoved)) == sum(SIZES)
 
 
-
 def _rewrite(path: Path, seed: int) -> bytes:
     """New bytes of the same size and a later mtime: what an instrument still writing a file does."""
     size = path.stat().st_size
@@ -299,8 +299,9 @@ async def test_file_that_keeps_changing_fails_alone(server: RunningServer, tmp_p
     assert "kept changing" in str(outcome["restless.bin"].error), outcome["restless.bin"].error
 
 
-async def test_a_small_file_changed_after_it_was_read_ahead_is_sent_as_planned(server: RunningServer,
-                                                                                tmp_path: Path) -> None:
+async def test_a_small_file_changed_after_it_was_read_ahead_is_sent_as_planned(
+    server: RunningServer, tmp_path: Path
+) -> None:
     """Small files are read ahead of their workers: one that changes after that and before its
     worker starts is sent as it was planned (the journal says so), and the next run sends the
     new version. (Without read-ahead the worker would have sent the new version at once.)"""

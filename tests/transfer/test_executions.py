@@ -24,8 +24,13 @@ from .conftest import KiB, client, tree_bytes, write_random
 FAST = 0.2  # seconds between polls: hosted's 60 s, accelerated
 
 
-async def register(srv: RunningServer, tmp_path: Path, outputs: dict[str, dict[str, int]],
-                   schedule: list[tuple[float, str]], owner: str = "alice") -> tuple[str, dict[str, bytes]]:
+async def register(
+    srv: RunningServer,
+    tmp_path: Path,
+    outputs: dict[str, dict[str, int]],
+    schedule: list[tuple[float, str]],
+    owner: str = "alice",
+) -> tuple[str, dict[str, bytes]]:
     """An execution whose processes made these files (``{process: {filename: size}}``); its id and their bytes."""
     made: list[tuple[str, Path]] = []
     expected: dict[str, bytes] = {}
@@ -46,7 +51,8 @@ SAME_NAMES = {"fastqc": {"report.html": 40 * KiB, "reads_fastqc.zip": 3 * KiB}, 
 
 
 async def test_waits_downloads_every_output_by_process_and_a_rerun_moves_nothing(
-        any_server: RunningServer, tmp_path: Path) -> None:
+    any_server: RunningServer, tmp_path: Path
+) -> None:
     """With our extensions and as hosted Flow (executions are hosted Flow's: served either way)."""
     server = any_server
     execution_id, expected = await register(server, tmp_path, SAME_NAMES, [(1.0, "-"), (1.5, "OK")])
@@ -83,8 +89,7 @@ async def test_flat_layout_keeps_same_named_outputs_apart(server: RunningServer,
     assert "report.html" in got and any(n.startswith("report (") and n.endswith(").html") for n in got)
 
 
-async def test_an_error_after_a_wait_names_the_run_and_downloads_nothing(server: RunningServer,
-                                                                         tmp_path: Path) -> None:
+async def test_an_error_after_a_wait_names_the_run_and_downloads_nothing(server: RunningServer, tmp_path: Path) -> None:
     execution_id, expected = await register(server, tmp_path, {"salmon": {"quant.sf": 5 * KiB}}, [(0.8, "ERROR")])
     out = tmp_path / "results"
     async with client(server, tmp_path / "home") as fx:
@@ -116,8 +121,9 @@ async def test_max_wait_stops_cleanly_and_the_journal_keeps_the_wait(server: Run
     execution_id, _ = await register(server, tmp_path, {"salmon": {"quant.sf": KiB}}, [(0, "-")])
     async with client(server, tmp_path / "home") as fx:
         with anyio.fail_after(10):
-            report = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
-                                                  poll_interval=FAST, max_wait=1.0)
+            report = await fx.download_executions(
+                [execution_id], output_dir=tmp_path / "out", wait=True, poll_interval=FAST, max_wait=1.0
+            )
         assert report.status == "interrupted" and report.stop_reason == "max-wait"
         assert report.extra["executions"][execution_id]["status"] == "-"
         assert 3 <= report.requests["api"] <= 7 and report.requests["download"] == 0
@@ -141,11 +147,12 @@ async def test_a_long_wait_keeps_its_lease_fresh(server: RunningServer, tmp_path
                 rows = db.execute("SELECT heartbeat FROM leases WHERE key LIKE 'transfer:%'").fetchall()
             ages.extend(time.time() - row[0] for row in rows)
 
-    async with client(server, tmp_path / "home", heartbeat_interval=0.2, lease_stale_after=0.6) as fx, \
-            anyio.create_task_group() as group:
+    async with (
+        client(server, tmp_path / "home", heartbeat_interval=0.2, lease_stale_after=0.6) as fx,
+        anyio.create_task_group() as group,
+    ):
         group.start_soon(watch)
-        report = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
-                                              poll_interval=1.0)
+        report = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True, poll_interval=1.0)
         group.cancel_scope.cancel()
     assert report.status == "completed"
     assert len(ages) >= 3 and max(ages) < 0.6, ages
@@ -154,8 +161,9 @@ async def test_a_long_wait_keeps_its_lease_fresh(server: RunningServer, tmp_path
 async def test_resume_takes_an_interrupted_wait_up_again(server: RunningServer, tmp_path: Path) -> None:
     execution_id, expected = await register(server, tmp_path, {"salmon": {"quant.sf": 3 * KiB}}, [(1.5, "OK")])
     async with client(server, tmp_path / "home") as fx:
-        stopped = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
-                                               poll_interval=FAST, max_wait=0.3)
+        stopped = await fx.download_executions(
+            [execution_id], output_dir=tmp_path / "out", wait=True, poll_interval=FAST, max_wait=0.3
+        )
         assert stopped.status == "interrupted"
         (report,) = await fx.resume()
         assert report.transfer_id == stopped.transfer_id and report.status == "completed"
@@ -165,11 +173,13 @@ async def test_resume_takes_an_interrupted_wait_up_again(server: RunningServer, 
 async def test_polling_spends_the_api_budget_never_the_download_one(tmp_path: Path) -> None:
     """Two downloads allowed an hour: a wait of many polls must leave both to the outputs."""
     async with running_server(tmp_path / "root", rate_limits="download=2/3600s,api=200/60s,search=5/60s") as srv:
-        execution_id, expected = await register(srv, tmp_path, {"a": {"x.txt": KiB}, "b": {"y.txt": KiB}},
-                                                [(1.2, "OK")])
+        execution_id, expected = await register(
+            srv, tmp_path, {"a": {"x.txt": KiB}, "b": {"y.txt": KiB}}, [(1.2, "OK")]
+        )
         async with client(srv, tmp_path / "home", max_wait=0.5) as fx:
-            report = await fx.download_executions([execution_id], output_dir=tmp_path / "out", wait=True,
-                                                  poll_interval=FAST)
+            report = await fx.download_executions(
+                [execution_id], output_dir=tmp_path / "out", wait=True, poll_interval=FAST
+            )
             assert report.status == "completed", report
             assert report.requests["download"] == 2 and report.requests["api"] >= 5
             assert tree_bytes(tmp_path / "out") == expected
@@ -182,27 +192,47 @@ async def test_the_blocking_wrapper(server: RunningServer, tmp_path: Path) -> No
     execution_id, expected = await register(server, tmp_path, {"p": {"f.txt": 2 * KiB}}, [])
     async with client(server, tmp_path / "home"):
         pass  # logs in, saving the tokens the wrapper uses
-    report = await anyio.to_thread.run_sync(lambda: blocking.download_executions(
-        [execution_id], output_dir=tmp_path / "out", base_url=server.base_url, config_dir=tmp_path / "home/config",
-        journal=tmp_path / "home/journal.db"))
+    report = await anyio.to_thread.run_sync(
+        lambda: blocking.download_executions(
+            [execution_id],
+            output_dir=tmp_path / "out",
+            base_url=server.base_url,
+            config_dir=tmp_path / "home/config",
+            journal=tmp_path / "home/journal.db",
+        )
+    )
     assert report.status == "completed" and tree_bytes(tmp_path / "out") == expected
-    reports = await anyio.to_thread.run_sync(lambda: blocking.bulk_executions(
-        [execution_id], output_dir=tmp_path / "archived", job_poll_interval=0.2, base_url=server.base_url,
-        config_dir=tmp_path / "home/config", journal=tmp_path / "home/journal.db"))
+    reports = await anyio.to_thread.run_sync(
+        lambda: blocking.bulk_executions(
+            [execution_id],
+            output_dir=tmp_path / "archived",
+            job_poll_interval=0.2,
+            base_url=server.base_url,
+            config_dir=tmp_path / "home/config",
+            journal=tmp_path / "home/journal.db",
+        )
+    )
     assert [r.kind for r in reports] == ["results", "bulk"] and tree_bytes(tmp_path / "archived") == expected
 
 
 def _outputs(specs: list[tuple[str, str, str]]) -> list[ExecutionOutput]:
-    return [ExecutionOutput(run, f"run_{run}", process, RemoteData(str(i), name, 1, None))
-            for i, (run, process, name) in enumerate(specs)]
+    return [
+        ExecutionOutput(run, f"run_{run}", process, RemoteData(str(i), name, 1, None))
+        for i, (run, process, name) in enumerate(specs)
+    ]
 
 
 NAMES = st.sampled_from(["report.html", "Report.html", "a.txt", "a:b", "CON", "x" * 300 + ".gz", ".", "-rf"])
 
 
-@given(st.lists(st.tuples(st.sampled_from(["1", "2"]), st.sampled_from(["fastqc", "FastQC", "a:b", "a_b", "multiqc"]),
-                          NAMES), min_size=1, max_size=12),
-       st.sampled_from(["process", "flat"]))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["1", "2"]), st.sampled_from(["fastqc", "FastQC", "a:b", "a_b", "multiqc"]), NAMES),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["process", "flat"]),
+)
 def test_no_two_outputs_ever_share_a_path(specs: list[tuple[str, str, str]], layout: str) -> None:
     outputs = _outputs(specs)
     targets = output_targets(outputs, Path("/out"), layout)
@@ -217,7 +247,10 @@ def test_no_two_outputs_ever_share_a_path(specs: list[tuple[str, str, str]], lay
 def test_the_process_layout_by_example() -> None:
     outputs = _outputs([("1", "NFCORE:FASTQC", "r.html"), ("1", "MULTIQC", "r.html"), ("1", "MULTIQC", "r.html")])
     assert [str(t) for t in output_targets(outputs, Path("/o"), "process")] == [
-        "/o/NFCORE_FASTQC/r.html", "/o/MULTIQC/r.html", "/o/MULTIQC/r (2).html"]
+        "/o/NFCORE_FASTQC/r.html",
+        "/o/MULTIQC/r.html",
+        "/o/MULTIQC/r (2).html",
+    ]
 
 
 def test_outputs_are_read_from_either_shape_and_an_unknown_one_is_an_error() -> None:
@@ -226,9 +259,17 @@ def test_outputs_are_read_from_either_shape_and_an_unknown_one_is_an_error() -> 
 
     item = {"id": "7", "filename": "a.txt"}
     assert _listed("1", {"downstream_data": [{**item, "process_execution_name": "p"}]}) == [
-        ("p", {**item, "process_execution_name": "p"})]
-    assert _listed("1", {"process_executions": [{"process_name": "p", "downstream_data": [item]},
-                                                {"name": "q", "downstream_data": []}]}) == [("p", item)]
+        ("p", {**item, "process_execution_name": "p"})
+    ]
+    assert _listed(
+        "1",
+        {
+            "process_executions": [
+                {"process_name": "p", "downstream_data": [item]},
+                {"name": "q", "downstream_data": []},
+            ]
+        },
+    ) == [("p", item)]
     assert _listed("1", {"process_executions": []}) == []  # a run that made nothing
     for unknown in ({}, {"process_executions": [{"name": "p", "outputs": [item]}]}):
         with pytest.raises(ProtocolError, match="lists no outputs"):
@@ -238,13 +279,17 @@ def test_outputs_are_read_from_either_shape_and_an_unknown_one_is_an_error() -> 
 def many_small(count: int) -> dict[str, dict[str, int]]:
     """Outputs as nf-core leaves them: many small files, and names (report.html, versions.yml) every process shares."""
     shared = {"report.html": 3 * KiB, "versions.yml": 200}
-    return {"fastqc": {**{f"s{i}_fastqc.zip": KiB + i for i in range(count)}, **shared},
-            "multiqc": dict(shared), "salmon": {**{f"s{i}.quant.sf": 2 * KiB + i for i in range(count)}, **shared}}
+    return {
+        "fastqc": {**{f"s{i}_fastqc.zip": KiB + i for i in range(count)}, **shared},
+        "multiqc": dict(shared),
+        "salmon": {**{f"s{i}.quant.sf": 2 * KiB + i for i in range(count)}, **shared},
+    }
 
 
 @pytest.mark.parametrize("layout", ["process", "flat"])
 async def test_bulk_executions_lands_every_output_where_download_puts_it(
-        any_server: RunningServer, tmp_path: Path, layout: str) -> None:
+    any_server: RunningServer, tmp_path: Path, layout: str
+) -> None:
     """One archive (POST /downloads with the outputs' ids, as hosted Flow offers), laid out as download lays it out."""
     server = any_server
     execution_id, expected = await register(server, tmp_path, many_small(30), [])
@@ -277,8 +322,9 @@ async def test_auto_bulk_takes_the_archive_only_past_the_threshold(server: Runni
     async with client(server, tmp_path / "home") as fx:
         reports = await fx.bulk_executions([few], auto=True, output_dir=tmp_path / "few-out")
         assert [r.kind for r in reports] == ["results"] and reports[0].bytes_transferred > 0
-        reports = await fx.bulk_executions([many], auto=True, output_dir=tmp_path / "out", wait=True,
-                                           poll_interval=FAST)
+        reports = await fx.bulk_executions(
+            [many], auto=True, output_dir=tmp_path / "out", wait=True, poll_interval=FAST
+        )
         assert [r.kind for r in reports] == ["results", "bulk"], reports
         assert reports[0].extra["executions"][many]["status"] == "OK"
         assert tree_bytes(tmp_path / "out") == expected
@@ -296,8 +342,9 @@ def test_archive_wanted_counts_as_download_does() -> None:
     assert archive_wanted(more, "all") == [True] * len(more) and archive_wanted(more, None) == [False] * len(more)
 
 
-async def test_an_output_the_archive_names_otherwise_is_downloaded_singly(server: RunningServer,
-                                                                        tmp_path: Path) -> None:
+async def test_an_output_the_archive_names_otherwise_is_downloaded_singly(
+    server: RunningServer, tmp_path: Path
+) -> None:
     """A backslash is a folder in an archive (Windows-made ones use it): that member is not where it was
     expected, so the output comes by the single path, to the same place download gives it."""
     execution_id, _ = await register(server, tmp_path, {"qc": {"a\\b.txt": 3 * KiB, "c.txt": 2 * KiB}}, [])
@@ -311,12 +358,16 @@ async def test_an_output_the_archive_names_otherwise_is_downloaded_singly(server
 
 
 async def test_an_output_named_like_the_archive_is_not_in_its_way(server: RunningServer, tmp_path: Path) -> None:
-    execution_id, expected = await register(server, tmp_path, {"zip": {"flow-results.zip": 2 * KiB,
-                                                                       ".flowxfer-archive": KiB}}, [])
+    execution_id, expected = await register(
+        server, tmp_path, {"zip": {"flow-results.zip": 2 * KiB, ".flowxfer-archive": KiB}}, []
+    )
     async with client(server, tmp_path / "home") as fx:
         reports = await fx.bulk_executions([execution_id], output_dir=tmp_path / "out", layout="flat")
         again = await fx.bulk_executions([execution_id], output_dir=tmp_path / "out", layout="flat", force=True)
-    assert [(r.kind, r.status) for r in reports] == [(r.kind, r.status) for r in again] == [
-        ("results", "completed"), ("bulk", "completed")], (reports, again)
+    assert (
+        [(r.kind, r.status) for r in reports]
+        == [(r.kind, r.status) for r in again]
+        == [("results", "completed"), ("bulk", "completed")]
+    ), (reports, again)
     assert sorted(tree_bytes(tmp_path / "out").values()) == sorted(expected.values())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".flowxfer-archive", "flow-results.zip"]

@@ -102,8 +102,9 @@ async def download_through(r: Rig, tmp_path: Path, data_id: str, **config: Any) 
 def assert_download_resumed(r: Rig, cuts: int) -> None:
     """Each stream after a cut starts at a chunk boundary after the last one's start (progress is kept),
     and the bytes on the wire exceed the file by at most a chunk plus the HTTP buffer per cut."""
-    starts = [int(dict(e.request_headers)["Range"].split("=")[1].split("-")[0])
-              for e in r.log.select("GET", r"^/downloads/")]
+    starts = [
+        int(dict(e.request_headers)["Range"].split("=")[1].split("-")[0]) for e in r.log.select("GET", r"^/downloads/")
+    ]
     assert len(starts) == cuts + 1, starts
     assert all(start % CHUNK == 0 for start in starts), starts
     assert starts == sorted(set(starts)), starts
@@ -240,8 +241,9 @@ async def test_upload_answer_stalled_longer_than_read_timeout(tmp_path: Path, ex
     """The chunk arrived, its answer hangs: the engine times out, sends again, and the
     server's 400 (it already holds those bytes) tells it to go on: nothing stored twice."""
     async with rig(tmp_path, extensions) as r:
-        stall = r.proxy.add(StallMidBody(Match("POST", r"^/upload$", nth=5), direction="down", at_fraction=0.5,
-                                         seconds=8.0))
+        stall = r.proxy.add(
+            StallMidBody(Match("POST", r"^/upload$", nth=5), direction="down", at_fraction=0.5, seconds=8.0)
+        )
         source, data_id = await upload_through(r, tmp_path, read_timeout=2.0)  # only the stall trips it
         assert stall.hits == 1
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
@@ -282,8 +284,13 @@ async def test_server_that_lost_the_partial_upload_asks_to_start_again(tmp_path:
     """The local server answers 409 when its partial file is shorter than it recorded (a disk that
     lied about a sync): the engine starts the upload again instead of failing the file."""
     async with rig(tmp_path, extensions) as r:
-        lost = r.proxy.add(RespondWith.json(409, {"error": "the server lost bytes of this upload; start it again"},
-                                            match=Match("POST", r"^/upload$", nth=4)))
+        lost = r.proxy.add(
+            RespondWith.json(
+                409,
+                {"error": "the server lost bytes of this upload; start it again"},
+                match=Match("POST", r"^/upload$", nth=4),
+            )
+        )
         events: list[Any] = []
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert lost.hits == 1
@@ -331,8 +338,7 @@ async def test_bursts_of_html_502_and_503(tmp_path: Path, extensions: bool) -> N
 
 async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> None:
     async with rig(tmp_path, extensions) as r:
-        storm = r.proxy.add(RespondWith.rate_limited(retry_after=1, match=Match("POST", r"^/upload$", nth=3),
-                                                     times=3))
+        storm = r.proxy.add(RespondWith.rate_limited(retry_after=1, match=Match("POST", r"^/upload$", nth=3), times=3))
         events: list[Any] = []
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert storm.hits == 3

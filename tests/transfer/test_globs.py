@@ -132,8 +132,17 @@ def test_paths_are_normalised() -> None:
 
 
 @pytest.mark.parametrize(
-    "rule", [("include", ""), ("exclude", "/"), ("exclude", "//"), ("keep", "*.x"), ("include", "a//b"),
-             ("include", "[abc"), ("include", "a\\"), ("include", "[z-a]")],
+    "rule",
+    [
+        ("include", ""),
+        ("exclude", "/"),
+        ("exclude", "//"),
+        ("keep", "*.x"),
+        ("include", "a//b"),
+        ("include", "[abc"),
+        ("include", "a\\"),
+        ("include", "[z-a]"),
+    ],
 )
 def test_bad_rules(rule: tuple[str, str]) -> None:
     with pytest.raises(ValueError):
@@ -181,9 +190,9 @@ def test_no_prune_without_an_exclude_rule() -> None:
 _segments = st.sampled_from(["a", "b", "ab", "x.y", ".h"])
 _paths = st.lists(_segments, min_size=1, max_size=4).map("/".join)
 _pattern_parts = st.sampled_from(["a", "b", "*", "?", "**", "a*", "*.y", "[ab]", ".h", "x.y"])
-_patterns = st.tuples(
-    st.booleans(), st.lists(_pattern_parts, min_size=1, max_size=3), st.booleans()
-).map(lambda t: ("/" if t[0] else "") + "/".join(t[1]) + ("/" if t[2] else ""))
+_patterns = st.tuples(st.booleans(), st.lists(_pattern_parts, min_size=1, max_size=3), st.booleans()).map(
+    lambda t: ("/" if t[0] else "") + "/".join(t[1]) + ("/" if t[2] else "")
+)
 _rules = st.lists(st.tuples(st.sampled_from(["include", "exclude"]), _patterns), max_size=5)
 
 

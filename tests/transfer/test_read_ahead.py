@@ -20,9 +20,23 @@ KiB = 1024
 def planned(path: Path, record_id: int, **changes: object) -> FileRecord:
     """The journal's record of ``path`` as planned now (its size and mtime)."""
     st = path.stat()
-    record = FileRecord(id=record_id, transfer_id="t", local_path=str(path), remote_name=path.name, data_id=None,
-                        size=st.st_size, mtime_ns=st.st_mtime_ns, chunk_size=0, checksum=None, etag=None,
-                        status=FileState.PLANNED, bytes_done=0, attempts=0, error=None, extra={})
+    record = FileRecord(
+        id=record_id,
+        transfer_id="t",
+        local_path=str(path),
+        remote_name=path.name,
+        data_id=None,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        chunk_size=0,
+        checksum=None,
+        etag=None,
+        status=FileState.PLANNED,
+        bytes_done=0,
+        attempts=0,
+        error=None,
+        extra={},
+    )
     return dataclasses.replace(record, **changes)  # type: ignore[arg-type]
 
 

@@ -54,8 +54,15 @@ async def test_server_killed_and_restarted_mid_upload(tmp_path: Path, extensions
                 moved[0] += event.nbytes
 
         done = anyio.Event()
-        async with client(as_running(proc), tmp_path / "home", progress=progress, events=events, bwlimit="1M",
-                          concurrency=2, **PATIENT) as fx:
+        async with client(
+            as_running(proc),
+            tmp_path / "home",
+            progress=progress,
+            events=events,
+            bwlimit="1M",
+            concurrency=2,
+            **PATIENT,
+        ) as fx:
             async with anyio.create_task_group() as group:
                 group.start_soon(kill_and_restart_when, moved, 800 * KiB, proc, done)
                 report = await fx.upload([tmp_path / "src"])
@@ -90,8 +97,15 @@ async def test_server_killed_and_restarted_mid_download(tmp_path: Path, extensio
                 moved[0] += event.nbytes
 
         done = anyio.Event()
-        async with client(as_running(proc), tmp_path / "home", progress=progress, events=events, bwlimit="2M",
-                          concurrency=2, **PATIENT) as fx2:
+        async with client(
+            as_running(proc),
+            tmp_path / "home",
+            progress=progress,
+            events=events,
+            bwlimit="2M",
+            concurrency=2,
+            **PATIENT,
+        ) as fx2:
             async with anyio.create_task_group() as group:
                 group.start_soon(kill_and_restart_when, moved, 1 * MiB, proc, done)
                 report = await fx2.download(ids, output_dir=tmp_path / "out")

@@ -55,8 +55,28 @@ def test_parse_size(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "-1", "-8M", "M", "8X", "8MM", "8 M B", "1e3", "inf", "nan", "1.5", "0.5B", "8MiBs", "8iB",
-     "8 /s", "٣", "1,000", "0x10", "+5"],
+    [
+        "",
+        "   ",
+        "-1",
+        "-8M",
+        "M",
+        "8X",
+        "8MM",
+        "8 M B",
+        "1e3",
+        "inf",
+        "nan",
+        "1.5",
+        "0.5B",
+        "8MiBs",
+        "8iB",
+        "8 /s",
+        "٣",
+        "1,000",
+        "0x10",
+        "+5",
+    ],
 )
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(ValueError):

@@ -34,8 +34,9 @@ def acked_bytes(journal_path: Path, transfer_id: str) -> tuple[int, list[tuple[i
     journal = Journal.open(journal_path)
     try:
         (row,) = journal.iter_files(transfer_id)
-        chunks = [(c.offset, c.size) for c in journal.chunks(row.id)
-                  if c.state in (ChunkState.ACKED, ChunkState.VERIFIED)]
+        chunks = [
+            (c.offset, c.size) for c in journal.chunks(row.id) if c.state in (ChunkState.ACKED, ChunkState.VERIFIED)
+        ]
         return row.bytes_done, chunks
     finally:
         journal.close()
@@ -82,8 +83,7 @@ async def test_stop_is_honoured_at_download_chunk_boundaries(tmp_path: Path, ext
             stopper = StopAfter(12 * CHUNK, proxy)
             out = tmp_path / "out"
             # Slow enough that the stop comes long before the stream could end by itself.
-            async with client(via, tmp_path / "home", progress=stopper, segments=1, bwlimit="1M",
-                              grace_period=5) as fx:
+            async with client(via, tmp_path / "home", progress=stopper, segments=1, bwlimit="1M", grace_period=5) as fx:
                 stopper.fx = fx
                 first = await fx.download([item.id or ""], output_dir=out)
             assert first.status == "interrupted"
@@ -129,8 +129,7 @@ async def _stop_and_resume(root: Path, extensions: bool, stops: list[int], size:
     size=st.integers(1, 12 * CHUNK),
     stops=st.lists(st.integers(1, 12 * CHUNK), min_size=1, max_size=4),
 )
-def test_any_sequence_of_stops_then_resume_gives_the_exact_bytes(extensions: bool, size: int,
-                                                                   stops: list[int]) -> None:
+def test_any_sequence_of_stops_then_resume_gives_the_exact_bytes(extensions: bool, size: int, stops: list[int]) -> None:
     """Stop after any number of bytes, run again, stop again...: the server ends with the source's bytes."""
     with tempfile.TemporaryDirectory() as tmp:
         anyio.run(_stop_and_resume, Path(tmp), extensions, stops, size)

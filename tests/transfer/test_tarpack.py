@@ -90,9 +90,7 @@ def test_two_builds_are_identical_whatever_the_order(tmp_path: Path) -> None:
     forward = build(CONTENTS)
     backward = TarLayout.build([TarMember(n, len(d)) for n, d in reversed(list(CONTENTS.items()))])
     assert forward == backward
-    assert read_tar_range(forward, sources, 0, forward.size) == read_tar_range(
-        backward, sources, 0, backward.size
-    )
+    assert read_tar_range(forward, sources, 0, forward.size) == read_tar_range(backward, sources, 0, backward.size)
 
 
 def test_sources_in_member_order(tmp_path: Path) -> None:
@@ -242,15 +240,17 @@ def test_any_slicing_concatenates_to_the_whole(
         else:
             member = layout.members[piece.member_index]
             assert 0 <= piece.file_offset and piece.file_offset + piece.length <= member.size
-            assert whole[position : position + piece.length] == contents[member.arcname][
-                piece.file_offset : piece.file_offset + piece.length
-            ]
+            assert (
+                whole[position : position + piece.length]
+                == contents[member.arcname][piece.file_offset : piece.file_offset + piece.length]
+            )
             position += piece.length
     assert position == offset + length
 
 
-_NAME_PART = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF, blacklist_characters="/\\"),
-                     min_size=1, max_size=60)
+_NAME_PART = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x2FF, blacklist_characters="/\\"), min_size=1, max_size=60
+)
 
 
 @settings(max_examples=300, deadline=None)

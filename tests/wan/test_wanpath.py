@@ -23,8 +23,13 @@ from benchmarks.wanpath import MiB, PathSpec, WanPath, first_departure, schedule
 EARLY = 0.01
 
 rates = st.one_of(st.none(), st.floats(min_value=1e3, max_value=1e10))
-specs = st.builds(PathSpec, rtt=st.floats(min_value=0, max_value=1), link_rate=rates, connection_rate=rates,
-                  window=st.integers(min_value=1, max_value=64 * MiB))
+specs = st.builds(
+    PathSpec,
+    rtt=st.floats(min_value=0, max_value=1),
+    link_rate=rates,
+    connection_rate=rates,
+    window=st.integers(min_value=1, max_value=64 * MiB),
+)
 sizes = st.integers(min_value=1, max_value=4 * MiB)
 
 
@@ -40,7 +45,8 @@ def slowest(spec: PathSpec) -> float | None:
 
 @given(spec=specs, size=sizes, now=st.floats(min_value=0, max_value=1e6))
 def test_a_block_on_an_idle_path_takes_its_serialisation_and_half_the_round_trip(
-        spec: PathSpec, size: int, now: float) -> None:
+    spec: PathSpec, size: int, now: float
+) -> None:
     slot = schedule(now, size, 0.0, 0.0, spec)
     rate = slowest(spec)
     expected = now + (size / rate if rate else 0.0) + spec.rtt / 2
@@ -50,7 +56,8 @@ def test_a_block_on_an_idle_path_takes_its_serialisation_and_half_the_round_trip
 
 @given(spec=specs, blocks=st.lists(st.tuples(sizes, st.floats(min_value=0, max_value=0.5)), min_size=1, max_size=40))
 def test_one_connection_never_beats_its_rate_and_keeps_its_order(
-        spec: PathSpec, blocks: list[tuple[int, float]]) -> None:
+    spec: PathSpec, blocks: list[tuple[int, float]]
+) -> None:
     now = first = 10.0
     link = connection = 0.0
     arrivals = []
@@ -68,10 +75,15 @@ def test_one_connection_never_beats_its_rate_and_keeps_its_order(
     assert arrivals == sorted(arrivals)
 
 
-@given(spec=specs, blocks=st.lists(st.tuples(st.integers(0, 7), sizes, st.floats(min_value=0, max_value=0.01)),
-                                   min_size=1, max_size=60))
+@given(
+    spec=specs,
+    blocks=st.lists(
+        st.tuples(st.integers(0, 7), sizes, st.floats(min_value=0, max_value=0.01)), min_size=1, max_size=60
+    ),
+)
 def test_connections_share_one_link_and_each_keeps_its_own_cap(
-        spec: PathSpec, blocks: list[tuple[int, int, float]]) -> None:
+    spec: PathSpec, blocks: list[tuple[int, int, float]]
+) -> None:
     now = first = 5.0
     link = 0.0
     connections: dict[int, float] = {}
