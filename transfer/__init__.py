@@ -34,8 +34,8 @@ from flowxfer.journal import JournalError
 
 from . import _blocking as blocking
 from . import events
+from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
 from ._api import DEFAULT_BASE_URL, Flowxfer
-from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
 from ._client import Capabilities
 from ._config import TransferConfig
 from ._credentials import (

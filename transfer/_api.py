@@ -23,8 +23,9 @@ import anyio
 
 from flowxfer.journal import Journal, TransferRecord
 
+from ._advice import DownloadAdvice
 from ._auto_bulk import download_advice, download_auto_bulk
-from ._bulk import DownloadAdvice, run_bulk
+from ._bulk import run_bulk
 from ._bwlimit import BandwidthSchedule
 from ._catalog import Catalog
 from ._client import Capabilities, FlowClient, check_base_url

@@ -1,6 +1,6 @@
 """One by one or as an archive: ``download --dry-run`` and ``download --auto-bulk``.
 
-:func:`~._bulk.advise_download` does the arithmetic on data already
+:func:`~._advice.advise_download` does the arithmetic on data already
 described; here the data is looked up (metadata requests only) and, for
 ``--auto-bulk``, the download is split between a ``bulk`` transfer for the
 many small files and a plain ``download`` for the rest. It sits above both
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice, advise_download, run_bulk
+from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice, advise_download
+from ._bulk import run_bulk
 from ._files import check_named, named_data, run_download
 from ._report import TransferReport
 from ._runner import Runner

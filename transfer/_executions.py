@@ -33,7 +33,7 @@ import anyio
 
 from flowxfer.journal import TransferRecord
 
-from ._bulk import BULK_MIN_FILES, BULK_SMALL_FILE
+from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE
 from ._client import FlowClient
 from ._errors import FlowxferError, NotFoundError, ProtocolError, StopRequested, UsageError
 from ._names import safe_local_name
@@ -394,7 +394,7 @@ def archive_wanted(items: Sequence[RemoteData], mode: str | None) -> list[bool]:
 
     ``all``: every one (``bulk --execution``). ``auto`` (``download --execution
     --auto-bulk``): the small ones, when there are more than ``download``'s
-    threshold of them (as :func:`~._bulk.bulk_hint` counts). None: none.
+    threshold of them (as :func:`~._advice.bulk_hint` counts). None: none.
     """
     if mode == "all":
         return [True] * len(items)

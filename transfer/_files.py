@@ -19,7 +19,7 @@ import anyio
 
 from flowxfer.journal import FileRecord, TransferRecord
 
-from ._bulk import bulk_hint
+from ._advice import bulk_hint
 from ._client import FlowClient
 from ._errors import UsageError
 from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from flowxfer.transfer import TransferConfig
-from flowxfer.transfer._bulk import BULK_MIN_FILES, BULK_SMALL_FILE, PollSchedule, advise_download, bulk_hint
+from flowxfer.transfer._advice import BULK_MIN_FILES, BULK_SMALL_FILE, advise_download, bulk_hint
+from flowxfer.transfer._bulk import PollSchedule
 from flowxfer.transfer._client import Capabilities
 from flowxfer.transfer._plan import RemoteData
 from flowxfer.transfer.events import Notice

@@ -331,7 +331,7 @@ async def test_auto_bulk_takes_the_archive_only_past_the_threshold(server: Runni
 
 
 def test_archive_wanted_counts_as_download_does() -> None:
-    from flowxfer.transfer._bulk import BULK_MIN_FILES, BULK_SMALL_FILE
+    from flowxfer.transfer._advice import BULK_MIN_FILES, BULK_SMALL_FILE
     from flowxfer.transfer._executions import archive_wanted
 
     small = [RemoteData(str(i), "f", 10, None) for i in range(BULK_MIN_FILES)]
