@@ -25,6 +25,9 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
     ("benchmarks.bench_sizes", [], ["--sizes", "1M,16M", "--repeats", "1", "--no-record"]),
     ("benchmarks.bench_samples", [], ["--size", "8M", "--samples", "2", "--repeats", "1", "--rerun", "20",
                                       "--no-record"]),
+    # Through the WAN path flowbio takes ~2.5 min a round at full size: one round.
+    ("benchmarks.bench_samples", ["--wan", "--repeats", "1"], ["--wan", "--size", "8M", "--samples", "2",
+                                                               "--repeats", "1", "--rerun", "20", "--no-record"]),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
     ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
 ]
