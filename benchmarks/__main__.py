@@ -28,6 +28,12 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
         [],
         ["--size", "8M", "--samples", "2", "--repeats", "1", "--rerun", "20", "--no-record"],
     ),
+    # Through the WAN path flowbio takes ~2.5 min a round at full size: one round.
+    (
+        "benchmarks.bench_samples",
+        ["--wan", "--repeats", "1"],
+        ["--wan", "--size", "8M", "--samples", "2", "--repeats", "1", "--rerun", "20", "--no-record"],
+    ),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
     ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
 ]
