@@ -36,6 +36,23 @@ from ._states import (
 # --- errors ----------------------------------------------------------------
 
 
+def _file_row(transfer_id: str, f: NewFile, now: float) -> tuple[Any, ...]:
+    """A new ``files`` row's first eleven columns, in the order every ``INSERT INTO files`` names them."""
+    return (
+        transfer_id,
+        f.local_path,
+        f.remote_name,
+        f.data_id,
+        f.size,
+        f.mtime_ns,
+        f.checksum,
+        f.status.value,
+        f.error,
+        json.dumps(f.extra),
+        now,
+    )
+
+
 class JournalError(Exception):
     """Any problem with the journal itself (not with a transfer)."""
 
@@ -682,21 +699,7 @@ class Journal(SampleTables):
             batch.clear()
 
         for f in files:
-            batch.append(
-                (
-                    transfer_id,
-                    f.local_path,
-                    f.remote_name,
-                    f.data_id,
-                    f.size,
-                    f.mtime_ns,
-                    f.checksum,
-                    f.status.value,
-                    f.error,
-                    json.dumps(f.extra),
-                    now,
-                )
-            )
+            batch.append(_file_row(transfer_id, f, now))
             if len(batch) >= batch_size:
                 flush()
         if batch:
@@ -944,24 +947,7 @@ class Journal(SampleTables):
                     "INSERT INTO files (transfer_id, local_path, remote_name, data_id, size, mtime_ns, checksum, "
                     "status, error, extra, updated, plan_gen, plan_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (transfer_id, local_path) DO UPDATE SET plan_gen = excluded.plan_gen",
-                    [
-                        (
-                            transfer_id,
-                            f.local_path,
-                            f.remote_name,
-                            f.data_id,
-                            f.size,
-                            f.mtime_ns,
-                            f.checksum,
-                            f.status.value,
-                            f.error,
-                            json.dumps(f.extra),
-                            now,
-                            generation,
-                            key,
-                        )
-                        for f, key in batch
-                    ],
+                    [(*_file_row(transfer_id, f, now), generation, key) for f, key in batch],
                 )
             batch.clear()
 
