@@ -36,23 +36,6 @@ from ._states import (
 # --- errors ----------------------------------------------------------------
 
 
-def _file_row(transfer_id: str, f: NewFile, now: float) -> tuple[Any, ...]:
-    """A new ``files`` row's first eleven columns, in the order every ``INSERT INTO files`` names them."""
-    return (
-        transfer_id,
-        f.local_path,
-        f.remote_name,
-        f.data_id,
-        f.size,
-        f.mtime_ns,
-        f.checksum,
-        f.status.value,
-        f.error,
-        json.dumps(f.extra),
-        now,
-    )
-
-
 class JournalError(Exception):
     """Any problem with the journal itself (not with a transfer)."""
 
@@ -412,6 +395,23 @@ def import_sqlite_utils_without_array_libraries() -> None:
 #: Imported by sqlite-utils when present, never needed by the journal (see above).
 _ARRAY_LIBRARIES = ("numpy", "pandas")
 _lean_import = False
+
+
+def _file_row(transfer_id: str, f: NewFile, now: float) -> tuple[Any, ...]:
+    """A new ``files`` row's first eleven columns, in the order every ``INSERT INTO files`` names them."""
+    return (
+        transfer_id,
+        f.local_path,
+        f.remote_name,
+        f.data_id,
+        f.size,
+        f.mtime_ns,
+        f.checksum,
+        f.status.value,
+        f.error,
+        json.dumps(f.extra),
+        now,
+    )
 
 
 class Journal(SampleTables):
