@@ -59,7 +59,11 @@ async def resume_record(runner: Runner, record: TransferRecord) -> TransferRepor
     params, state, tid = record.params, record.state, record.id
     if record.kind == "upload":
         return await run_upload(
-            runner, params["paths"], data_type=params.get("data_type"), force=bool(state.get("force")), transfer_id=tid
+            runner,
+            [runner.paths.to_local(p) for p in params["paths"]],
+            data_type=params.get("data_type"),
+            force=bool(state.get("force")),
+            transfer_id=tid,
         )
     if record.kind == "download":
         return await run_download(

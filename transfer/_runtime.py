@@ -17,6 +17,7 @@ from flowxfer.journal import FileRecord, Journal, JournalBatch
 
 from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
+from ._pathmap import PathMap
 from ._sources import ReadAhead
 from .events import ProgressCallback
 
@@ -157,6 +158,8 @@ class TransferContext:
     feed: Callable[[FileRecord], bool] | None = None
     #: Held while a directory archive's body is being sent: one at a time (see :class:`_ChunkPayload`).
     archive_gate: anyio.Lock = field(default_factory=anyio.Lock)
+    #: ``--path-map``: workers get records with this host's paths; the journal keeps the journal form.
+    paths: PathMap = field(default_factory=PathMap)
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""
