@@ -187,8 +187,9 @@ class Flowxfer:
         """The journal, opened on first use (``login`` never needs it)."""
         if self._journal is None:
             arg = self._journal_arg
-            path = Path(arg) if isinstance(arg, str | Path) else None
-            self._journal = await anyio.to_thread.run_sync(partial(Journal.open, path))
+            # A string stays a string: Journal.open parses URLs (postgresql://...) out of it.
+            location = arg if isinstance(arg, str | Path) else None
+            self._journal = await anyio.to_thread.run_sync(partial(Journal.open, location))
         return self._journal
 
     def stop(self, reason: str = "stopped") -> None:
