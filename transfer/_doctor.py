@@ -216,12 +216,12 @@ async def _journal(fx: Flowxfer) -> Check:
     except JournalError as exc:
         return Check("journal", "fail", str(exc))
     if problems:
-        return Check("journal", "fail", f"{journal.path} is damaged: {'; '.join(problems[:3])}")
-    if not os.access(journal.path, os.W_OK):
+        return Check("journal", "fail", f"{journal.location} is damaged: {'; '.join(problems[:3])}")
+    if journal.path is not None and not os.access(journal.path, os.W_OK):
         return Check("journal", "fail", f"{journal.path} is not writable")
     mine = [t for t in unfinished if t.server == fx.base_url]
     note = f"; {len(mine)} unfinished transfer(s) for 'flowxfer resume'" if mine else ""
-    return Check("journal", "ok", f"{journal.path} is healthy and writable{note}")
+    return Check("journal", "ok", f"{journal.location} is healthy and writable{note}")
 
 
 async def _disk(folder: Path) -> Check:
