@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from flowxfer.journal import JournalError, migrate_journal, parse_journal_location
+from flowxfer.journal import Journal, JournalError, migrate_journal, parse_journal_location
 
 from . import _exits
 from ._common import JOURNAL, fail, global_options
@@ -54,7 +54,11 @@ def migrate(ctx: click.Context, destination: str) -> None:
     if source.display == target.display:
         fail(options, f"the destination is the source ({source.display})", _exits.USAGE)
     try:
-        counts = migrate_journal(source, target)
+        with (
+            Journal.open(source, host_id=options.host_id) as old,
+            Journal.open(target, host_id=options.host_id) as new,
+        ):
+            counts = migrate_journal(old, new)
     except JournalError as exc:
         fail(options, str(exc), _exits.exception_exit_code(exc))
     document: dict[str, Any] = {

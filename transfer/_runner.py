@@ -229,7 +229,9 @@ class Runner:
             )
 
         client.limiter.store = partial(journal.update_buckets, server, username)
-        writer = JournalWriter(journal, self.config.journal_flush_interval, self.config.journal_flush_events)
+        writer = JournalWriter(
+            journal, self.config.journal_flush_interval, self.config.journal_flush_events, self._database_gone
+        )
         ctx = TransferContext(
             transfer_id=record.id,
             client=client,
@@ -342,9 +344,13 @@ class Runner:
         async with send:
             after = 0
             while not self._stopping:
-                page = await anyio.to_thread.run_sync(
-                    partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500)
-                )
+                try:
+                    page = await anyio.to_thread.run_sync(
+                        partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500)
+                    )
+                except JournalUnavailableError as exc:
+                    self._database_gone(exc)
+                    return
                 if not page:
                     return
                 after = page[-1].id
@@ -408,6 +414,8 @@ class Runner:
 
     def _database_gone(self, exc: JournalUnavailableError) -> None:
         """The journal database stayed away past ``--max-wait``: stop taking work (exit 75)."""
+        if self._stopping and self._stop_reason == "database":
+            return  # said already; the writer keeps trying once per interval
         self.emit(Notice(f"the journal database stayed unreachable: {exc}; stopping after the requests in flight"))
         self.stop("database")
 
@@ -445,7 +453,10 @@ class Runner:
     async def _share_budget(self, ctx: TransferContext) -> None:
         while True:
             await anyio.sleep(self.config.bucket_sync_interval)
-            await ctx.client.limiter.sync()
+            try:
+                await ctx.client.limiter.sync()
+            except JournalUnavailableError as exc:
+                self._database_gone(exc)
 
     async def _report(
         self,
