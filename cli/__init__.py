@@ -8,6 +8,7 @@ are registered on :data:`main` here.
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
 
 import click
@@ -115,6 +116,9 @@ def main(
 
     Example: flowxfer demo
     """
+    # The connection pool would log every failed reconnect to stderr as raw text (breaking
+    # --log-format json); a run says once that the journal database is away (a notice) instead.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     if lease_ttl is not None and lease_ttl <= 0:
         raise click.BadParameter("must be more than 0 seconds", param_hint="'--lease-ttl'")
     server = choose_server(base_url, config_dir)

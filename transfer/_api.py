@@ -202,7 +202,9 @@ class Flowxfer:
             arg = self._journal_arg
             # A string stays a string: Path() would fold "postgresql://h/db" into "postgresql:/h/db".
             location = arg if isinstance(arg, str | Path) else None
-            self._journal = await anyio.to_thread.run_sync(partial(Journal.open, location, host_id=self._host_id))
+            self._journal = await anyio.to_thread.run_sync(
+                partial(Journal.open, location, host_id=self._host_id, connect_timeout=self.config.journal_timeout)
+            )
         return self._journal
 
     def stop(self, reason: str = "stopped") -> None:

@@ -79,11 +79,12 @@ class PatientJournal:
         def patiently(*args: Any, **kwargs: Any) -> Any:
             attempt = 0
             while True:
+                began = time.monotonic()
                 try:
                     result = value(*args, **kwargs)
                 except JournalUnavailableError:
                     attempt += 1
-                    if not self._may_wait():
+                    if not self._may_wait(began):
                         raise
                     time.sleep(min(max(0.05, _POLICY.backoff(attempt, self._rng)), self._time_left()))
                     continue
@@ -92,12 +93,12 @@ class PatientJournal:
 
         return patiently
 
-    def _may_wait(self) -> bool:
-        """Note the outage; whether one more attempt is allowed."""
+    def _may_wait(self, began: float) -> bool:
+        """Note the outage (it began when the failed call did); whether one more attempt is allowed."""
         with self._lock:
             now = time.monotonic()
             if self._away_since is None:
-                self._away_since = now
+                self._away_since = began
                 if not self._gave_up:
                     self._on_wait(database_wait_message(self._max_wait))
             if self._gave_up or self._stopping():
