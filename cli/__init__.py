@@ -8,6 +8,7 @@ are registered on :data:`main` here.
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ from flowxfer import __version__
 from flowxfer.journal import import_sqlite_utils_without_array_libraries
 from flowxfer.transfer import DEFAULT_BASE_URL
 
-from ._common import GlobalOptions
+from ._common import DURATION, JOURNAL, GlobalOptions
 from ._server_choice import choose_server
 
 
@@ -49,8 +50,22 @@ from ._server_choice import choose_server
 @click.option(
     "--journal",
     envvar="FLOWXFER_JOURNAL",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The journal file (env FLOWXFER_JOURNAL; default $XDG_STATE_HOME/flowxfer/journal.db).",
+    type=JOURNAL,
+    help="The journal: a file, sqlite:///PATH, or postgresql://USER@HOST/DB shared by many hosts "
+    "(env FLOWXFER_JOURNAL; default $XDG_STATE_HOME/flowxfer/journal.db).",
+)
+@click.option(
+    "--host-id",
+    envvar="FLOWXFER_HOST_ID",
+    metavar="NAME",
+    help="This host's name in a shared journal (env FLOWXFER_HOST_ID; default the hostname).",
+)
+@click.option(
+    "--lease-ttl",
+    envvar="FLOWXFER_LEASE_TTL",
+    type=DURATION,
+    help="How long a silent host keeps its transfers before another host takes them over "
+    "(env FLOWXFER_LEASE_TTL; default 60s).",
 )
 @click.option("--json", "json_output", is_flag=True, help="One JSON document on stdout at the end, nothing else.")
 @click.option("--no-progress", is_flag=True, help="No progress display.")
@@ -85,7 +100,9 @@ def main(
     token: str | None,
     token_file: Path | None,
     config_dir: Path | None,
-    journal: Path | None,
+    journal: str | None,
+    host_id: str | None,
+    lease_ttl: float | None,
     json_output: bool,
     no_progress: bool,
     quiet: bool,
@@ -99,6 +116,11 @@ def main(
 
     Example: flowxfer demo
     """
+    # The connection pool would log every failed reconnect to stderr as raw text (breaking
+    # --log-format json); a run says once that the journal database is away (a notice) instead.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    if lease_ttl is not None and lease_ttl <= 0:
+        raise click.BadParameter("must be more than 0 seconds", param_hint="'--lease-ttl'")
     server = choose_server(base_url, config_dir)
     ctx.obj = GlobalOptions(
         base_url=server.base_url,
@@ -107,6 +129,8 @@ def main(
         token_file=token_file,
         config_dir=config_dir,
         journal=journal,
+        host_id=host_id or None,
+        lease_ttl=lease_ttl,
         json=json_output,
         no_progress=no_progress,
         quiet=quiet,
@@ -128,11 +152,28 @@ from ._bulk_sync import bulk, sync  # noqa: E402
 from ._demo import demo  # noqa: E402
 from ._doctor import doctor  # noqa: E402
 from ._journal_cmds import jobs, show  # noqa: E402
+from ._journal_migrate import journal_group  # noqa: E402
 from ._samples import samples  # noqa: E402
 from ._serve import admin, serve  # noqa: E402
 from ._transfers import download, login, logout, resume, upload  # noqa: E402
 
-for _command in (demo, login, logout, upload, download, resume, jobs, show, doctor, serve, admin, bulk, sync, samples):
+for _command in (
+    demo,
+    login,
+    logout,
+    upload,
+    download,
+    resume,
+    jobs,
+    show,
+    journal_group,
+    doctor,
+    serve,
+    admin,
+    bulk,
+    sync,
+    samples,
+):
     main.add_command(_command)
 
 

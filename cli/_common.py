@@ -9,6 +9,7 @@ code (:mod:`._exits`). Commands stay three lines: parse, call, render.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 import click
 
-from flowxfer.journal import JournalError
+from flowxfer.journal import JournalError, parse_journal_location
 from flowxfer.transfer import (
     DEFAULT_BASE_URL,
     Flowxfer,
@@ -72,8 +73,28 @@ class DurationType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class JournalType(click.ParamType):
+    """A journal location: a path, or a URL checked here (an unknown scheme is a usage error, exit 2).
+
+    The text itself is kept: the engine and ``jobs`` open it as given.
+    """
+
+    name = "journal"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = os.fspath(value)
+        if not text:
+            self.fail("must not be empty", param, ctx)
+        try:
+            parse_journal_location(text)
+        except JournalError as exc:
+            self.fail(str(exc), param, ctx)
+        return text
+
+
 SIZE = SizeType()
 DURATION = DurationType()
+JOURNAL = JournalType()
 
 
 @dataclass(frozen=True)
@@ -89,7 +110,14 @@ class GlobalOptions:
     #: Whether the official CLI's token file may stand in for a missing login (not for login itself).
     official_token: bool = True
     config_dir: Path | None = None
-    journal: Path | None = None
+    #: ``--journal``: a path or a URL, as given (``Journal.open`` parses it).
+    journal: str | None = None
+    #: ``--host-id``/``FLOWXFER_HOST_ID``: this host's name in a shared journal (None: the journal's default).
+    host_id: str | None = None
+    #: ``--lease-ttl``/``FLOWXFER_LEASE_TTL``: seconds before a silent host's transfers may be taken over.
+    lease_ttl: float | None = None
+    #: ``--path-map FROM=TO`` of the command (``upload``, ``resume``): see ``transfer/_pathmap.py``.
+    path_map: tuple[str, ...] = ()
     json: bool = False
     no_progress: bool = False
     quiet: bool = False
@@ -110,6 +138,8 @@ class GlobalOptions:
     def flowxfer(self, config: TransferConfig | None = None, progress: Callable[[Any], None] | None = None) -> Flowxfer:
         if self.max_attempts is not None:
             config = replace(config or TransferConfig(), max_attempts=self.max_attempts)
+        if self.lease_ttl is not None:
+            config = replace(config or TransferConfig(), lease_stale_after=self.lease_ttl)
         self._say_server_note()
         token = choose_token(
             self.token,
@@ -123,6 +153,8 @@ class GlobalOptions:
             token=token,
             config_dir=self.config_dir,
             journal=self.journal,
+            host_id=self.host_id,
+            path_map=self.path_map,
             config=config,
             progress=progress,
             ca_bundle=self.ca_bundle,
@@ -174,6 +206,18 @@ def transfer_options(func: click.decorators.FC) -> click.decorators.FC:
     ):
         func = option(func)
     return func
+
+
+def path_map_option(func: click.decorators.FC) -> click.decorators.FC:
+    """``--path-map FROM=TO``: a fleet host reads the journal's paths under FROM at TO on its own disk."""
+    return click.option(
+        "--path-map",
+        "path_map",
+        multiple=True,
+        metavar="FROM=TO",
+        help="Paths the shared journal names under FROM are at TO on this host (the same storage "
+        "mounted elsewhere); repeatable.",
+    )(func)
 
 
 def transfer_config(**overrides: Any) -> TransferConfig:

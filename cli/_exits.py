@@ -9,7 +9,8 @@
 | 5 | the server rejected the request (400/413/422 after retries) |
 | 6 | a pipeline execution ended ERROR or CANCELED (``download --execution``; the message names it) |
 | 75 | try again later: already running elsewhere, the rate-limit budget ran out, an execution is still running
-|    | (no ``--wait``) or ``--max-wait`` ended the wait |
+|    | (no ``--wait``), ``--max-wait`` ended the wait, the journal database stayed away past ``--max-wait``,
+|    | or another host took over a transfer whose lease this one could not renew |
 | 130 / 143 | interrupted by SIGINT / SIGTERM after saving the journal |
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import signal
 
-from flowxfer.journal import JournalError
+from flowxfer.journal import JournalError, JournalUnavailableError
 from flowxfer.transfer import FlowxferError, TransferReport
 
 OK = 0
@@ -48,6 +49,8 @@ def signal_exit_code(signum: int) -> int:
 
 def exception_exit_code(exc: BaseException) -> int:
     """The exit code of an error that ended a command: by the error's kind (a bad journal is a usage error)."""
+    if isinstance(exc, JournalUnavailableError):
+        return TEMPFAIL  # the shared journal's database is away: try again later, like a spent budget
     if isinstance(exc, JournalError):
         return USAGE
     if isinstance(exc, FlowxferError):
@@ -61,7 +64,7 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
         # ``download --execution --partial``: the outputs of a failed run arrived, the run still failed.
         statuses = [e.get("status") for e in report.extra.get("executions", {}).values()]
         return EXECUTION if any(s in ("ERROR", "CANCELED") for s in statuses) else OK
-    if report.stop_reason in ("budget", "max-wait"):
+    if report.stop_reason in ("budget", "max-wait", "database", "lease-lost"):
         return TEMPFAIL
     if signum is not None and report.status == "interrupted":
         return signal_exit_code(signum)

@@ -16,12 +16,17 @@ from . import _exits
 from ._common import fail, global_options
 
 
-def _open(ctx: click.Context) -> Journal:
+def open_journal(ctx: click.Context) -> Journal:
+    """The journal ``--journal`` names (a path or a URL); a journal that cannot be opened ends the command.
+
+    A database that is unreachable is a "try again later" (75), any other
+    journal problem a configuration error (2).
+    """
     options = global_options(ctx)
     try:
-        return Journal.open(options.journal or default_journal_path())
+        return Journal.open(options.journal or default_journal_path(), host_id=options.host_id)
     except JournalError as exc:
-        fail(options, str(exc), _exits.USAGE)
+        fail(options, str(exc), _exits.exception_exit_code(exc))
 
 
 def _when(ts: float | None) -> str:
@@ -35,6 +40,7 @@ def _transfer_json(journal: Journal, record: TransferRecord) -> dict[str, Any]:
         "kind": record.kind,
         "status": record.status,
         "server": record.server,
+        "host": record.host,
         "files_done": summary.files_finished,
         "files_total": summary.files_total,
         "bytes_done": summary.bytes_done + summary.bytes_skipped,
@@ -51,12 +57,12 @@ def _transfer_json(journal: Journal, record: TransferRecord) -> dict[str, Any]:
 @click.option("--all", "show_all", is_flag=True, help="Include completed transfers.")
 @click.pass_context
 def jobs(ctx: click.Context, show_all: bool) -> None:
-    """List transfers in the journal: id, kind, state, files and bytes done, last update.
+    """List transfers in the journal: id, kind, state, host, files and bytes done, last update.
 
     Example: flowxfer jobs --all
     """
     options = global_options(ctx)
-    with _open(ctx) as journal:
+    with open_journal(ctx) as journal:
         records = journal.list_transfers(include_finished=show_all)
         rows = [_transfer_json(journal, record) for record in records]
     if options.json:
@@ -68,12 +74,13 @@ def jobs(ctx: click.Context, show_all: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "kind", "state", "files", "bytes", "updated", box=None, pad_edge=False)
+    table = Table("id", "kind", "state", "host", "files", "bytes", "updated", box=None, pad_edge=False)
     for row in rows:
         table.add_row(
             row["transfer_id"],
             row["kind"],
             row["status"],
+            row["host"] or "",
             f"{row['files_done']}/{row['files_total']}",
             f"{format_size(row['bytes_done'])}/{format_size(row['bytes_total'])}",
             _when(row["updated"]),
@@ -90,7 +97,7 @@ def show(ctx: click.Context, transfer_id: str) -> None:
     Example: flowxfer show 3fa9
     """
     options = global_options(ctx)
-    with _open(ctx) as journal:
+    with open_journal(ctx) as journal:
         matches = journal.find_transfers(transfer_id)
         if len(matches) != 1:
             reason = "no such transfer" if not matches else "ambiguous: " + ", ".join(m.id for m in matches)
@@ -113,7 +120,7 @@ def show(ctx: click.Context, transfer_id: str) -> None:
     if options.json:
         print(json.dumps({**head, "files": files, **extra}))
         return
-    print(f"transfer {record.id}: {record.kind} {record.status} on {record.server}")
+    print(f"transfer {record.id}: {record.kind} {record.status} on {record.server}, host {record.host or '?'}")
     print(
         f"  files {head['files_done']}/{head['files_total']}, "
         f"{format_size(head['bytes_done'])}/{format_size(head['bytes_total'])}; "

@@ -20,6 +20,7 @@ from ._common import (
     finish_transfer,
     global_options,
     output_for,
+    path_map_option,
     run_engine,
     transfer_config,
     transfer_options,
@@ -94,6 +95,7 @@ def logout(ctx: click.Context) -> None:
 )
 @click.option("--force", is_flag=True, help="Upload even files already uploaded unchanged.")
 @transfer_options
+@path_map_option
 @click.pass_context
 def upload(
     ctx: click.Context,
@@ -104,6 +106,7 @@ def upload(
     concurrency: int | None,
     bwlimit: str | None,
     max_wait: float | None,
+    path_map: tuple[str, ...],
 ) -> None:
     """Upload files (folders recursively) to Flow, resumably and verified.
 
@@ -113,7 +116,7 @@ def upload(
 
     Example: flowxfer upload run42/Fastq --data-type fastq
     """
-    options = global_options(ctx)
+    options = replace(global_options(ctx), path_map=path_map)
     config = transfer_config(chunk_size=chunk_size, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "upload")
 
@@ -236,18 +239,28 @@ def download(
 @click.command()
 @click.argument("transfer_id", required=False)
 @transfer_options
+@path_map_option
 @click.pass_context
 def resume(
-    ctx: click.Context, transfer_id: str | None, concurrency: int | None, bwlimit: str | None, max_wait: float | None
+    ctx: click.Context,
+    transfer_id: str | None,
+    concurrency: int | None,
+    bwlimit: str | None,
+    max_wait: float | None,
+    path_map: tuple[str, ...],
 ) -> None:
     """Continue unfinished transfers from the journal: all of this server's, or one.
 
     Acknowledged chunks are never sent again; the server is asked what it
     holds before anything is re-sent.
 
+    A host of a fleet resumes another host's transfer once that host's lease
+    has gone stale (--lease-ttl); --path-map says where it sees the other
+    host's files.
+
     Example: flowxfer resume 3fa9c1b2e0
     """
-    options = global_options(ctx)
+    options = replace(global_options(ctx), path_map=path_map)
     config = transfer_config(concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "upload")
 

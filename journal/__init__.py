@@ -1,35 +1,43 @@
-"""The SQLite journal: what was planned, sent, acknowledged and verified.
+"""The journal: what was planned, sent, acknowledged and verified.
 
-Imports nothing else of flowxfer's. :class:`Journal` owns all SQL; the engine
-records progress in :class:`JournalBatch` objects that commit in one
-transaction each, and takes :class:`Lease` objects so one process at a time
-runs a given piece of work.
+Imports nothing else of flowxfer's. :class:`Journal` owns all SQL, on SQLite
+(a file: the default) or PostgreSQL (a database a fleet of hosts shares:
+``Journal.open("postgresql://USER@HOST/DB")``); the engine records progress
+in :class:`JournalBatch` objects that commit in one transaction each, and
+takes :class:`Lease` objects so one process at a time, on any host, runs a
+given piece of work. :func:`parse_journal_location` says what a
+``--journal`` value names; :func:`migrate_journal` copies a journal into
+another.
 """
 
 from __future__ import annotations
 
-from ._journal import (
-    ChunkRecord,
-    FileRecord,
-    InventoryRecord,
-    Journal,
-    JournalBatch,
+from ._batch import JournalBatch
+from ._errors import (
     JournalBusyError,
     JournalCorruptError,
     JournalError,
+    JournalLocationError,
+    JournalUnavailableError,
     JournalVersionError,
-    Lease,
     LeaseHeld,
+)
+from ._journal import Journal, Lease, resolve_host_id
+from ._location import JournalLocation, default_journal_path, mask_password, parse_journal_location
+from ._migrate import migrate_journal
+from ._records import (
+    ChunkRecord,
+    FileRecord,
+    InventoryRecord,
     NewFile,
     PackMember,
     PackRecord,
     TransferRecord,
     TransferSummary,
-    default_journal_path,
-    import_sqlite_utils_without_array_libraries,
 )
 from ._samples import NewSample, SampleInventoryRecord, SampleRecord, SampleState
 from ._schema import SCHEMA_VERSION
+from ._sqlite import import_sqlite_utils_without_array_libraries
 from ._states import (
     FINISHED_FILE_STATES,
     ChunkState,
@@ -55,6 +63,9 @@ __all__ = [
     "JournalBusyError",
     "JournalCorruptError",
     "JournalError",
+    "JournalLocation",
+    "JournalLocationError",
+    "JournalUnavailableError",
     "JournalVersionError",
     "Lease",
     "LeaseHeld",
@@ -72,5 +83,9 @@ __all__ = [
     "check_file_transition",
     "default_journal_path",
     "import_sqlite_utils_without_array_libraries",
+    "mask_password",
+    "migrate_journal",
+    "parse_journal_location",
+    "resolve_host_id",
     "transfer_outcome",
 ]

@@ -13,13 +13,14 @@ flush.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from ._backend import Params, Transaction
 
 __all__ = ["NewSample", "SampleInventoryRecord", "SampleRecord", "SampleState", "SampleTables"]
 
@@ -76,11 +77,13 @@ _SAMPLE_COLUMNS = frozenset({"status", "previous_data", "sample_id", "started", 
 class SampleTables:
     """The sample half of :class:`~._journal.Journal` (mixed into it: one object, one connection)."""
 
+    host: str
+
     # Provided by Journal.
-    def _immediate(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _immediate(self) -> AbstractContextManager[Transaction]:
         raise NotImplementedError
 
-    def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    def _read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def add_samples(self, transfer_id: str, samples: Iterable[NewSample]) -> None:
@@ -88,8 +91,8 @@ class SampleTables:
         now = time.time()
         with self._immediate() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO samples (transfer_id, row, name, fields, status, sample_id, error, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                'INSERT INTO samples (transfer_id, "row", name, fields, status, sample_id, error, updated, host) '
+                'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (transfer_id, "row") DO NOTHING',
                 [
                     (
                         transfer_id,
@@ -100,6 +103,7 @@ class SampleTables:
                         s.sample_id,
                         s.error,
                         now,
+                        self.host,
                     )
                     for s in samples
                 ],
@@ -107,11 +111,11 @@ class SampleTables:
 
     def samples_of(self, transfer_id: str) -> list[SampleRecord]:
         """The transfer's samples, in sheet order."""
-        rows = self._read("SELECT * FROM samples WHERE transfer_id = ? ORDER BY row", (transfer_id,))
+        rows = self._read('SELECT * FROM samples WHERE transfer_id = ? ORDER BY "row"', (transfer_id,))
         return [_sample(row) for row in rows]
 
     def get_sample(self, transfer_id: str, row: int) -> SampleRecord | None:
-        rows = self._read("SELECT * FROM samples WHERE transfer_id = ? AND row = ?", (transfer_id, row))
+        rows = self._read('SELECT * FROM samples WHERE transfer_id = ? AND "row" = ?', (transfer_id, row))
         return _sample(rows[0]) if rows else None
 
     def update_sample(self, transfer_id: str, row: int, **changes: Any) -> None:
@@ -130,8 +134,9 @@ class SampleTables:
         assignments = ", ".join(f"{column} = :{column}" for column in values)
         with self._immediate() as conn:
             conn.execute(
-                f"UPDATE samples SET {assignments}, updated = :_now WHERE transfer_id = :_t AND row = :_r",
-                {**values, "_now": time.time(), "_t": transfer_id, "_r": row},
+                f"UPDATE samples SET {assignments}, updated = :_now, host = :_host "
+                'WHERE transfer_id = :_t AND "row" = :_r',
+                {**values, "_now": time.time(), "_host": self.host, "_t": transfer_id, "_r": row},
             )
 
     def sample_finished(self, transfer_id: str, row: int, record: SampleInventoryRecord) -> None:
@@ -139,16 +144,16 @@ class SampleTables:
         now = time.time()
         with self._immediate() as conn:
             conn.execute(
-                "UPDATE samples SET status = ?, sample_id = ?, error = NULL, updated = ? "
-                "WHERE transfer_id = ? AND row = ?",
-                (SampleState.DONE.value, record.sample_id, now, transfer_id, row),
+                "UPDATE samples SET status = ?, sample_id = ?, error = NULL, updated = ?, host = ? "
+                'WHERE transfer_id = ? AND "row" = ?',
+                (SampleState.DONE.value, record.sample_id, now, self.host, transfer_id, row),
             )
-            _remember(conn, record, now)
+            _remember(conn, record, now, self.host)
 
     def remember_sample(self, record: SampleInventoryRecord) -> None:
         """Note a sample found on the server (a lost answer recovered, a listing)."""
         with self._immediate() as conn:
-            _remember(conn, record, time.time())
+            _remember(conn, record, time.time(), self.host)
 
     def lookup_samples(self, server: str, username: str, names: Sequence[str]) -> dict[str, SampleInventoryRecord]:
         """The known samples of these names on this server (one query per 500 names)."""
@@ -172,10 +177,12 @@ class SampleTables:
             yield _inventory(row)
 
 
-def _remember(conn: sqlite3.Connection, record: SampleInventoryRecord, now: float) -> None:
+def _remember(conn: Transaction, record: SampleInventoryRecord, now: float, host: str) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO sample_inventory (server, username, name, sample_id, fields, data_ids, recorded) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO sample_inventory (server, username, name, sample_id, fields, data_ids, recorded, host) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (server, username, name) DO UPDATE SET "
+        "sample_id = excluded.sample_id, fields = excluded.fields, data_ids = excluded.data_ids, "
+        "recorded = excluded.recorded, host = excluded.host",
         (
             record.server,
             record.username,
@@ -184,6 +191,7 @@ def _remember(conn: sqlite3.Connection, record: SampleInventoryRecord, now: floa
             json.dumps(record.fields, sort_keys=True),
             json.dumps(list(record.data_ids)),
             now,
+            host,
         ),
     )
 

@@ -20,6 +20,9 @@ import pytest
 
 from tests.support.server import RunningServer, running_server
 
+#: ``postgres_cluster`` / ``postgres_url``: a throwaway PostgreSQL cluster (tests/support/postgres.py).
+pytest_plugins = ["tests.support.postgres"]
+
 
 @pytest.fixture
 def server_root(tmp_path: Path) -> Path:

@@ -36,6 +36,7 @@ from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
 from ._files import run_download, run_upload
 from ._limiter import RateLimiter
 from ._multiplexed import upload_multiplexed
+from ._pathmap import PathMap
 from ._plan import RemoteData
 from ._remote import describe, search
 from ._report import TransferReport
@@ -81,7 +82,12 @@ class Flowxfer:
     :param token: an access token to use instead of saved credentials (it
         cannot be refreshed).
     :param config_dir: where ``login`` saves credentials (mode 0600).
-    :param journal: a journal path, an open :class:`Journal`, or None for the default path.
+    :param journal: a journal path, a URL (``postgresql://USER@HOST/DB``, ``sqlite:///PATH``),
+        an open :class:`Journal`, or None for the default path.
+    :param host_id: this host's name in a shared journal (default ``$FLOWXFER_HOST_ID``, else
+        the hostname): the host column of ``jobs``, and who holds a lease.
+    :param path_map: ``"FROM=TO"`` texts: journal paths under FROM are read under TO on this
+        host (a shared journal, the same storage mounted elsewhere; see :mod:`._pathmap`).
     :param progress: called with every progress event; must be quick.
     :param session: an aiohttp session to reuse (not closed by us).
     """
@@ -93,6 +99,8 @@ class Flowxfer:
         token: str | None = None,
         config_dir: Path | str | None = None,
         journal: Path | str | Journal | None = None,
+        host_id: str | None = None,
+        path_map: Sequence[str] = (),
         config: TransferConfig | None = None,
         progress: ProgressCallback | None = None,
         ca_bundle: Path | str | None = None,
@@ -117,11 +125,16 @@ class Flowxfer:
             raise UsageError("the access token (--token, FLOW_API_TOKEN) contains spaces or control characters")
         self._token = token
         self._journal_arg = journal
+        self._host_id = host_id or env.get("FLOWXFER_HOST_ID") or None
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
         self._ca_bundle = Path(ca_bundle) if ca_bundle else None
         self._allow_insecure_http = allow_insecure_http
         self._session = session
         self._runner = Runner(self.base_url, self.config, progress or ignore_events, self.journal)
+        try:
+            self._runner.paths = PathMap.parse(path_map)
+        except ValueError as exc:
+            raise UsageError(f"bad --path-map {exc}") from None
 
     # -- lifecycle -----------------------------------------------------
 
@@ -187,8 +200,11 @@ class Flowxfer:
         """The journal, opened on first use (``login`` never needs it)."""
         if self._journal is None:
             arg = self._journal_arg
-            path = Path(arg) if isinstance(arg, str | Path) else None
-            self._journal = await anyio.to_thread.run_sync(partial(Journal.open, path))
+            # A string stays a string: Path() would fold "postgresql://h/db" into "postgresql:/h/db".
+            location = arg if isinstance(arg, str | Path) else None
+            self._journal = await anyio.to_thread.run_sync(
+                partial(Journal.open, location, host_id=self._host_id, connect_timeout=self.config.journal_timeout)
+            )
         return self._journal
 
     def stop(self, reason: str = "stopped") -> None:

@@ -51,6 +51,16 @@ class TransferConfig:
     :param journal_flush_events: commit earlier when this many events are waiting.
     :param file_restarts: how often a file that changes under us is restarted before it fails.
     :param grace_period: after a stop request, how long in-flight requests may take to finish.
+    :param lease_stale_after: the lease TTL: a lease whose heartbeat is older than this is
+        taken over by another process or host (``--lease-ttl``). A run that could not renew
+        its own lease for this long stops working the transfer, since another host may now
+        hold it.
+    :param journal_timeout: how long one journal call waits for a database server (PostgreSQL)
+        that does not answer before the run's outage handling takes over: that says so once,
+        then retries with backoff for up to ``max_wait`` (see ``_journal_wait.py``).
+    :param heartbeat_interval: the longest time between two heartbeats; the runner beats
+        at least four times per TTL (:attr:`heartbeat_period`), so a short TTL in tests, or
+        one a database outage eats into, still leaves room for a few missed beats.
     """
 
     chunk_size: int | None = None
@@ -73,6 +83,7 @@ class TransferConfig:
     grace_period: float = 10.0
     lease_stale_after: float = 60.0
     heartbeat_interval: float = 15.0
+    journal_timeout: float = 2.0
     bucket_sync_interval: float = 2.0
     user_agent: str = field(default="flowxfer")
 
@@ -85,3 +96,10 @@ class TransferConfig:
             raise ValueError("concurrency and segments must be at least 1")
         if self.byte_budget < self.block_size:
             raise ValueError("byte_budget must hold at least one block")
+        if self.lease_stale_after <= 0:
+            raise ValueError("the lease TTL must be more than 0 seconds")
+
+    @property
+    def heartbeat_period(self) -> float:
+        """Seconds between two lease heartbeats: ``heartbeat_interval``, or a quarter of the TTL if shorter."""
+        return min(self.heartbeat_interval, self.lease_stale_after / 4)

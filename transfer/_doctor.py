@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import anyio
 
-from flowxfer.journal import Journal, JournalError
+from flowxfer.journal import SCHEMA_VERSION, Journal, JournalError
 
 from ._credentials import not_logged_in, token_expiry
 from ._errors import AuthError, FlowxferError
@@ -209,19 +209,28 @@ def _clock(date_header: str | None) -> Check:
 
 
 async def _journal(fx: Flowxfer) -> Check:
+    """The journal ``--journal`` names, file or database: reachable, its schema current, intact, writable.
+
+    Messages name the journal by its display form, which never shows a
+    database password.
+    """
     try:
         journal: Journal = await fx.journal()
         problems = await anyio.to_thread.run_sync(journal.check_integrity)
         unfinished = await anyio.to_thread.run_sync(journal.unfinished_transfers)
+        if not problems and (journal.path is None or os.access(journal.path, os.W_OK)):
+            # A write transaction that changes nothing: a read-only database user or file fails here.
+            await anyio.to_thread.run_sync(journal.heartbeat_held, "doctor:write-probe")
     except JournalError as exc:
         return Check("journal", "fail", str(exc))
     if problems:
-        return Check("journal", "fail", f"{journal.path} is damaged: {'; '.join(problems[:3])}")
-    if not os.access(journal.path, os.W_OK):
+        return Check("journal", "fail", f"{journal.location} is damaged: {'; '.join(problems[:3])}")
+    if journal.path is not None and not os.access(journal.path, os.W_OK):
         return Check("journal", "fail", f"{journal.path} is not writable")
     mine = [t for t in unfinished if t.server == fx.base_url]
     note = f"; {len(mine)} unfinished transfer(s) for 'flowxfer resume'" if mine else ""
-    return Check("journal", "ok", f"{journal.path} is healthy and writable{note}")
+    kind = f"{journal.location.backend}, schema version {SCHEMA_VERSION}, this host {journal.host!r}"
+    return Check("journal", "ok", f"{journal.location} ({kind}) is healthy and writable{note}")
 
 
 async def _disk(folder: Path) -> Check:

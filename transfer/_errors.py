@@ -144,3 +144,14 @@ class StopRequested(Interrupted):
     outside any worker (planning, the capabilities probe), it reaches the caller as an
     error the CLI renders, never as a traceback.
     """
+
+
+class JournalUnreachable(FlowxferError):
+    """The shared journal's database stayed away too long (``--max-wait``), or the run lost its lease.
+
+    A "try again later" like a spent rate-limit budget: everything the server
+    acknowledged and the journal could record is kept, and the same command
+    (or ``flowxfer resume``) continues once the database is back.
+    """
+
+    kind: ClassVar[str] = "busy"

@@ -234,7 +234,7 @@ class _Waiter:
         """Wait ``seconds`` in slices, renewing the transfer's lease (its workers' heartbeat has not started)."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            await self.runner.pause(min(left, self.ctx.config.heartbeat_interval))
+            await self.runner.pause(min(left, self.ctx.config.heartbeat_period))
             await anyio.to_thread.run_sync(self.ctx.journal.heartbeat_held, f"transfer:{self.transfer_id}")
 
     async def terminal(self, execution_id: str, started: float) -> dict[str, Any]:

@@ -9,8 +9,9 @@ themselves are worked by :mod:`._workers`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from flowxfer.journal import FileRecord, TransferRecord
 from ._advice import bulk_hint
 from ._client import FlowClient
 from ._errors import UsageError
-from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
+from ._plan import LocalFile, RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
@@ -44,12 +45,17 @@ async def run_upload(
 ) -> TransferReport:
     """See :meth:`Flowxfer.upload`."""
     resolved = await anyio.to_thread.run_sync(check_upload_paths, list(paths))
-    params: dict[str, Any] = {"paths": resolved, "data_type": data_type}
+    # Named in the journal's form (``--path-map``): the same upload on every host of a fleet.
+    params: dict[str, Any] = {"paths": [runner.paths.to_journal(p) for p in resolved], "data_type": data_type}
     options = UploadOptions(data_type=data_type)
+
+    def scan() -> Iterator[LocalFile]:
+        for found in scan_local(resolved):
+            yield dataclasses.replace(found, path=runner.paths.to_journal(found.path))
 
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         skipped, count, total = await anyio.to_thread.run_sync(
-            partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan_local(resolved), force=force)
+            partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan(), force=force)
         )
         runner.emit(FilesPlanned(count, total))
         for row in skipped:

@@ -44,7 +44,7 @@ async def resume_plan(runner: Runner, transfer_id: str | None = None) -> list[Tr
         return [r for r in await anyio.to_thread.run_sync(journal.unfinished_transfers) if r.server == runner.base_url]
     matches = await anyio.to_thread.run_sync(journal.find_transfers, transfer_id)
     if not matches:
-        raise UsageError(f"no transfer {transfer_id!r} in the journal {journal.path}")
+        raise UsageError(f"no transfer {transfer_id!r} in the journal {journal.location}")
     if len(matches) > 1:
         raise UsageError(f"{transfer_id!r} is ambiguous: {', '.join(m.id for m in matches)}")
     if matches[0].server != runner.base_url:
@@ -59,7 +59,11 @@ async def resume_record(runner: Runner, record: TransferRecord) -> TransferRepor
     params, state, tid = record.params, record.state, record.id
     if record.kind == "upload":
         return await run_upload(
-            runner, params["paths"], data_type=params.get("data_type"), force=bool(state.get("force")), transfer_id=tid
+            runner,
+            [runner.paths.to_local(p) for p in params["paths"]],
+            data_type=params.get("data_type"),
+            force=bool(state.get("force")),
+            transfer_id=tid,
         )
     if record.kind == "download":
         return await run_download(

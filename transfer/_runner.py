@@ -16,7 +16,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -27,6 +27,7 @@ from flowxfer.journal import (
     IllegalTransition,
     Journal,
     JournalError,
+    JournalUnavailableError,
     Lease,
     LeaseHeld,
     TransferRecord,
@@ -37,7 +38,9 @@ from flowxfer.journal import (
 from ._client import FlowClient
 from ._config import TransferConfig
 from ._credentials import not_logged_in
-from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, StopRequested
+from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
+from ._journal_wait import PatientJournal
+from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
 from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
@@ -72,10 +75,14 @@ class Runner:
         self.config = config
         self.events = events
         self._open_journal = open_journal
+        #: ``--path-map``: how this host's paths and the journal's differ (see :mod:`._pathmap`).
+        self.paths = PathMap()
         self._client: FlowClient | None = None
         self._stopping = False
         self._stop_reason: str | None = None
         self._stop_event = anyio.Event()
+        #: Set when this run's lease may be another host's now: the run must not write its end.
+        self.lease_lost = False
 
     @property
     def client(self) -> FlowClient:
@@ -96,6 +103,13 @@ class Runner:
 
     def emit(self, event: Any) -> None:
         self.events(event)
+
+    def _notice_from_any_thread(self, message: str) -> None:
+        """Emit a :class:`Notice` from a worker thread (journal calls run there) or the event loop."""
+        try:
+            anyio.from_thread.run_sync(self.emit, Notice(message))
+        except RuntimeError:  # already on the event loop's thread
+            self.emit(Notice(message))
 
     def require_login(self) -> FlowClient:
         """:raises AuthError: no credentials (nothing would get past the server's login)."""
@@ -165,11 +179,19 @@ class Runner:
             ahead of their workers (:class:`ReadAhead`).
         """
         client = self.require_login()
-        journal = await self.journal()
+        raw_journal = await self.journal()
+        patient = PatientJournal(
+            raw_journal,
+            max_wait=self.config.max_wait,
+            stopping=lambda: self._stopping,
+            on_wait=self._notice_from_any_thread,
+        )
+        journal = cast(Journal, patient)
         capabilities = await client.capabilities()
         server, username = self.base_url, client.username
         what = f"flowxfer {kind}"
         held: list[Lease] = []
+        self.lease_lost = False
         try:
             for key in leases:
                 held.append(
@@ -207,7 +229,9 @@ class Runner:
             )
 
         client.limiter.store = partial(journal.update_buckets, server, username)
-        writer = JournalWriter(journal, self.config.journal_flush_interval, self.config.journal_flush_events)
+        writer = JournalWriter(
+            journal, self.config.journal_flush_interval, self.config.journal_flush_events, self._database_gone
+        )
         ctx = TransferContext(
             transfer_id=record.id,
             client=client,
@@ -222,6 +246,7 @@ class Runner:
             stopping=lambda: self._stopping,
             read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
             feed=feed,
+            paths=self.paths,
         )
         started = time.monotonic()
         retries_before = client.retries
@@ -244,7 +269,7 @@ class Runner:
                     summary.bytes_done + summary.bytes_skipped,
                 )
             )
-            await self._work(ctx, work, held)
+            await self._work(ctx, work, held, raw_journal)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other
         except BaseException as exc:
@@ -252,7 +277,14 @@ class Runner:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._finish(ctx, record, held, failure)
+                try:
+                    await self._finish(ctx, record, held, failure)
+                except JournalUnavailableError as exc:
+                    if failure is None:
+                        raise JournalUnreachable(
+                            f"the journal database is unreachable ({exc}); what the server acknowledged is safe "
+                            "on the server, and the same command (or 'flowxfer resume') continues once it is back"
+                        ) from None
         return await self._report(ctx, record, resumed, started, retries_before, requests_before)
 
     async def _finish(
@@ -279,6 +311,9 @@ class Runner:
             # Stopped while planning (a signal, --max-wait on an execution): nothing was done yet.
             status = TransferState.INTERRUPTED
         error = str(failure) if isinstance(failure, FlowxferError | JournalError) else None
+        if self.lease_lost:
+            # Another host may be running it now: its row, its leases and its end are that host's to write.
+            return
         if failure is not None and summary.files_total == 0 and not record.state.get("planned"):
             # Planning itself failed (a bad id, a bad name): there is nothing to resume.
             await anyio.to_thread.run_sync(journal.delete_transfer, record.id)
@@ -289,10 +324,10 @@ class Runner:
         if illegal is not None and failure is None:
             raise illegal
 
-    async def _work(self, ctx: TransferContext, work: Worker, leases: list[Lease]) -> None:
+    async def _work(self, ctx: TransferContext, work: Worker, leases: list[Lease], raw_journal: Journal) -> None:
         async with task_group() as background:
             background.start_soon(ctx.writer.run)
-            background.start_soon(self._heartbeat, leases)
+            background.start_soon(self._heartbeat, raw_journal, leases)
             background.start_soon(self._share_budget, ctx)
             with anyio.CancelScope() as scope:
                 background.start_soon(self._grace_watchdog, scope)
@@ -309,14 +344,20 @@ class Runner:
         async with send:
             after = 0
             while not self._stopping:
-                page = await anyio.to_thread.run_sync(
-                    partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500)
-                )
+                try:
+                    page = await anyio.to_thread.run_sync(
+                        partial(ctx.journal.files_page, ctx.transfer_id, _TODO, after_id=after, limit=500)
+                    )
+                except JournalUnavailableError as exc:
+                    self._database_gone(exc)
+                    return
                 if not page:
                     return
                 after = page[-1].id
                 if ctx.feed is not None:
                     page = [record for record in page if ctx.feed(record)]
+                if ctx.paths:
+                    page = [dataclasses.replace(r, local_path=ctx.paths.to_local(r.local_path)) for r in page]
                 group = ctx.config.concurrency
                 for start in range(0, len(page), group):
                     records = page[start : start + group]
@@ -344,6 +385,9 @@ class Runner:
                     self._stop_reason = "budget"
                     self.stop("budget")
                     return
+                except JournalUnavailableError as exc:
+                    self._database_gone(exc)
+                    return
                 except (AuthError, AlreadyRunning):
                     raise
                 except FlowxferError as exc:
@@ -368,16 +412,51 @@ class Runner:
         await anyio.sleep(self.config.grace_period)
         scope.cancel()
 
-    async def _heartbeat(self, leases: list[Lease]) -> None:
+    def _database_gone(self, exc: JournalUnavailableError) -> None:
+        """The journal database stayed away past ``--max-wait``: stop taking work (exit 75)."""
+        if self._stopping and self._stop_reason == "database":
+            return  # said already; the writer keeps trying once per interval
+        self.emit(Notice(f"the journal database stayed unreachable: {exc}; stopping after the requests in flight"))
+        self.stop("database")
+
+    async def _heartbeat(self, journal: Journal, leases: list[Lease]) -> None:
+        """Renew the leases; stop working the transfer as soon as they may be another host's.
+
+        Against the raw journal, not the patient one: a heartbeat must not wait
+        out a database outage, it must notice that the outage has lasted longer
+        than the lease TTL, after which another host may rightly have taken
+        the transfer over.
+        """
+        renewed = time.monotonic()
         while True:
-            await anyio.sleep(self.config.heartbeat_interval)
-            for lease in leases:
-                await anyio.to_thread.run_sync(lease.heartbeat)
+            await anyio.sleep(self.config.heartbeat_period)
+            try:
+                held = [await anyio.to_thread.run_sync(journal.heartbeat_held, lease.key) for lease in leases]
+            except JournalUnavailableError:
+                if time.monotonic() - renewed > self.config.lease_stale_after:
+                    self._lose_lease(
+                        f"could not renew the lease for {self.config.lease_stale_after:g} s (the lease TTL) "
+                        "while the journal database was unreachable: another host may have taken over"
+                    )
+                    return
+                continue
+            if not all(held):
+                self._lose_lease("another host or process has taken over this transfer (its lease was stale)")
+                return
+            renewed = time.monotonic()
+
+    def _lose_lease(self, why: str) -> None:
+        self.lease_lost = True
+        self.emit(Notice(f"{why}; stopping work on it"))
+        self.stop("lease-lost")
 
     async def _share_budget(self, ctx: TransferContext) -> None:
         while True:
             await anyio.sleep(self.config.bucket_sync_interval)
-            await ctx.client.limiter.sync()
+            try:
+                await ctx.client.limiter.sync()
+            except JournalUnavailableError as exc:
+                self._database_gone(exc)
 
     async def _report(
         self,

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from flowxfer.journal import FileRecord, Journal, JournalBatch
+from flowxfer.journal import FileRecord, Journal, JournalBatch, JournalUnavailableError
 
 from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
+from ._pathmap import PathMap
 from ._sources import ReadAhead
 from .events import ProgressCallback
 
@@ -90,12 +91,21 @@ class JournalWriter:
     descriptor a batch still has to ``fdatasync``.
     """
 
-    def __init__(self, journal: Journal, interval: float, max_events: int) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        interval: float,
+        max_events: int,
+        on_unavailable: Callable[[JournalUnavailableError], None] | None = None,
+    ) -> None:
         self.journal = journal
         self.interval = interval
         self.max_events = max_events
         self.batch = JournalBatch()
         self.commits = 0
+        #: Batches a commit failed for (the database away): committed first, in order, by the next flush.
+        self._unsaved: list[JournalBatch] = []
+        self._on_unavailable = on_unavailable
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
 
@@ -108,10 +118,16 @@ class JournalWriter:
             # Once the batch is swapped out nothing may cancel its commit: a flush cancelled
             # while it waited for a worker thread (the transfer ending under it) lost every
             # event of the batch, e.g. a finished file's "done".
+            # A batch whose commit failed (the journal's database away past --max-wait) is kept,
+            # not dropped: the next flush commits it first, so a database that comes back in time
+            # for the run's last flush loses nothing.
             with anyio.CancelScope(shield=True):
                 batch, self.batch = self.batch, JournalBatch()
                 if len(batch) or batch.fds:
-                    await anyio.to_thread.run_sync(self.journal.commit, batch)
+                    self._unsaved.append(batch)
+                while self._unsaved:
+                    await anyio.to_thread.run_sync(self.journal.commit, self._unsaved[0])
+                    self._unsaved.pop(0)
                     self.commits += 1
 
     async def run(self) -> None:
@@ -120,7 +136,12 @@ class JournalWriter:
             with anyio.move_on_after(self.interval):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            await self.flush()
+            try:
+                await self.flush()
+            except JournalUnavailableError as exc:
+                if self._on_unavailable is None:
+                    raise
+                self._on_unavailable(exc)
 
 
 @dataclass
@@ -157,6 +178,8 @@ class TransferContext:
     feed: Callable[[FileRecord], bool] | None = None
     #: Held while a directory archive's body is being sent: one at a time (see :class:`_ChunkPayload`).
     archive_gate: anyio.Lock = field(default_factory=anyio.Lock)
+    #: ``--path-map``: workers get records with this host's paths; the journal keeps the journal form.
+    paths: PathMap = field(default_factory=PathMap)
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

@@ -109,6 +109,8 @@ def _not_ready(root: str, options: SyncOptions) -> str | None:
 
 def _journal_files(journal: Journal) -> frozenset[str]:
     """The journal's own files: never synced, even when the journal lives inside the folder."""
+    if journal.path is None:  # a database server: no file of its own in any folder
+        return frozenset()
     base = str(journal.path.resolve())
     return frozenset({base, base + "-wal", base + "-shm", base + "-journal"})
 

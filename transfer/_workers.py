@@ -148,7 +148,7 @@ def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResu
             server=ctx.server,
             username=ctx.username,
             direction="up",
-            local_path=record.local_path,
+            local_path=ctx.paths.to_journal(record.local_path),
             remote=record.remote_name,
             size=record.size,
             mtime_ns=mtime_ns,

@@ -26,13 +26,6 @@ from flowxfer.journal import (
 )
 
 
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    j = Journal.open(tmp_path / "state" / "journal.db")
-    yield j
-    j.close()
-
-
 def _begin(journal: Journal, key: str = "k") -> str:
     record, _lease, _resumed = journal.begin_transfer("upload", "http://127.0.0.1:1", "alice", {"p": 1}, key)
     return record.id
@@ -123,7 +116,7 @@ def test_same_command_resumes_until_completed(journal: Journal) -> None:
 
 def test_lease_held_by_a_live_process_is_refused(journal: Journal, tmp_path: Path) -> None:
     tid = _begin(journal, "key")
-    other = Journal.open(journal.path)
+    other = Journal.open(journal.location)
     other.pid = os.getppid()  # a live process that is not us
     try:
         with pytest.raises(LeaseHeld) as info:
@@ -143,7 +136,7 @@ def test_lease_of_a_dead_process_is_taken_over(journal: Journal) -> None:
     assert dead_pid is not None
     journal.pid = dead_pid
     _begin(journal, "key")
-    heir = Journal.open(journal.path)
+    heir = Journal.open(journal.location)
     try:
         record, lease, resumed = heir.begin_transfer("upload", "s", "u", {}, "key")
         assert resumed
@@ -155,7 +148,7 @@ def test_lease_of_a_dead_process_is_taken_over(journal: Journal) -> None:
 def test_stale_heartbeat_lease_is_taken_over(journal: Journal) -> None:
     journal.host = "another-host"  # pid liveness cannot be checked across hosts
     _begin(journal, "key")
-    heir = Journal.open(journal.path)
+    heir = Journal.open(journal.location)
     try:
         with pytest.raises(LeaseHeld):
             heir.begin_transfer("upload", "s", "u", {}, "key", stale_after=60)
@@ -183,8 +176,8 @@ def _race(path: str, barrier_path: str, result_path: str, other_result_path: str
     journal.close()
 
 
-def test_two_processes_racing_for_one_transfer_one_wins(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_two_processes_racing_for_one_transfer_one_wins(tmp_path: Path, journal_location: Path | str) -> None:
+    path = journal_location
     Journal.open(path).close()
     barrier = tmp_path / "go"
     ctx = multiprocessing.get_context("spawn")
@@ -350,7 +343,7 @@ def test_update_buckets_merges_inside_one_transaction(journal: Journal) -> None:
         return merge
 
     journal.update_buckets("s", "alice", spend(10))
-    other = Journal.open(journal.path)
+    other = Journal.open(journal.location)
     try:
         other.update_buckets("s", "alice", spend(5))
     finally:

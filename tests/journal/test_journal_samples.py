@@ -36,12 +36,12 @@ def test_a_journal_of_schema_2_is_migrated_keeping_its_transfers(tmp_path: Path)
         journal.add_samples("t1", [NewSample(1, "S1", {"sample_type": "RNA-Seq"})])
         assert [s.name for s in journal.samples_of("t1")] == ["S1"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 
-def test_a_sample_keeps_its_fields_previous_data_and_id(tmp_path: Path) -> None:
-    with Journal.open(tmp_path / "j.db") as journal:
+def test_a_sample_keeps_its_fields_previous_data_and_id(journal_location: Path | str) -> None:
+    with Journal.open(journal_location) as journal:
         record, _lease, _ = journal.begin_transfer("samples", SERVER, "alice", {"sheet": "s.csv"}, "key")
         fields = {"sample_name": "S1", "sample_type": "RNA-Seq", "strandedness": "forward"}
         journal.add_samples(

@@ -1,0 +1,85 @@
+"""What a journal backend offers the journal's operations: transactions, reads, its own checks.
+
+The operations (:mod:`._journal`, :mod:`._inventory`, :mod:`._samples`) are
+written once, in the SQL both SQLite and PostgreSQL accept: ``?`` and
+``:name`` placeholders (PostgreSQL's backend translates them, once per
+statement), ``INSERT ... ON CONFLICT``, ``IS DISTINCT FROM``, quoted
+``"offset"``/``"row"``. Where the engines truly differ, the backend says how:
+:attr:`Transaction.for_update` (row locks PostgreSQL needs, SQLite's
+``BEGIN IMMEDIATE`` makes needless) and :meth:`Transaction.lock` (a named
+lock for read-then-insert decisions, which row locks cannot cover).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from ._location import JournalLocation
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Transaction(Protocol):
+    """One write transaction; rows come back as tuples."""
+
+    #: ``" FOR UPDATE"`` where a read inside a transaction must lock its rows, ``""`` where the
+    #: whole transaction already holds the database's write lock (SQLite).
+    for_update: str
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Run ``sql`` once per row; the number of rows changed."""
+        ...
+
+    def lock(self, name: str) -> None:
+        """Hold the lock ``name`` until the transaction ends (no-op where transactions are serial)."""
+        ...
+
+
+class Backend(Protocol):
+    location: JournalLocation
+
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+    def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        """Rows as dicts, outside any write transaction."""
+        ...
+
+    def check_integrity(self) -> list[str]: ...
+
+    def columns(self, table: str) -> list[str]: ...
+
+    def after_copy(self, table: str) -> None:
+        """Called after rows with explicit ids were copied into ``table`` (identity sequences move on)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: Tables in the order rows may be copied (parents before children); ``leases`` belong to live
+#: processes and are never copied.
+TABLES = (
+    "transfers",
+    "files",
+    "chunks",
+    "inventory",
+    "buckets",
+    "packs",
+    "pack_members",
+    "samples",
+    "sample_inventory",
+)

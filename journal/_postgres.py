@@ -1,0 +1,185 @@
+"""The PostgreSQL backend: a journal a fleet of hosts shares (psycopg 3, a connection pool).
+
+Each write transaction takes a pooled connection; rows a transaction reads
+to decide on are locked (``SELECT ... FOR UPDATE``), and decisions about
+rows that may not exist yet (a lease, a transfer for a command, a bucket
+budget) take a transaction-scoped advisory lock on their name, since a row
+lock cannot lock a row that is not there. Migrations run under an advisory
+lock too, so hosts starting at once on an empty database create the schema
+once; ``schema_migrations`` records each version applied.
+
+A server that is down or restarting raises :class:`JournalUnavailableError`
+from whichever call met it; the pool checks a connection before lending it
+and opens new ones as the server comes back, so the same journal object
+works again without being reopened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ._backend import Params
+from ._errors import JournalCorruptError, JournalError, JournalUnavailableError, JournalVersionError
+from ._location import JournalLocation
+from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
+
+#: Strings and quoted names pass through; ``?`` and ``:name`` become psycopg's placeholders; a
+#: literal ``%`` is doubled (psycopg reads ``%`` as a placeholder's start).
+_TOKENS = re.compile(r"""('(?:[^']|'')*'|"[^"]*")|(\?)|(?<![:\w]):([A-Za-z_]\w*)|(%)""")
+
+
+@functools.lru_cache(maxsize=2048)
+def to_pyformat(sql: str) -> str:
+    """``sql`` written for SQLite's placeholders, as psycopg takes it (once per distinct statement)."""
+
+    def replace(match: re.Match[str]) -> str:
+        quoted, question, name, percent = match.groups()
+        if quoted is not None:
+            return quoted
+        if question is not None:
+            return "%s"
+        if name is not None:
+            return f"%({name})s"
+        return "%%"
+
+    return _TOKENS.sub(replace, sql)
+
+
+class _PostgresTransaction:
+    for_update = " FOR UPDATE"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
+        return self.conn.execute(to_pyformat(sql), params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(to_pyformat(sql), rows)
+            return cursor.rowcount
+
+    def lock(self, name: str) -> None:
+        """A transaction-scoped advisory lock on ``name``'s 64-bit hash: waits for whoever holds it."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowxfer:{name}",))
+
+
+def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
+    row = tx.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+class PostgresBackend:
+    """A journal in a PostgreSQL database. :meth:`open` connects and migrates it."""
+
+    def __init__(self, location: JournalLocation, pool: ConnectionPool[Any]) -> None:
+        self.location = location
+        self._pool = pool
+
+    @classmethod
+    def open(cls, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> PostgresBackend:
+        assert location.url is not None
+        pool: ConnectionPool[Any] = ConnectionPool(
+            location.url,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            timeout=connect_timeout,
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
+            name="flowxfer-journal",
+        )
+        backend = cls(location, pool)
+        try:
+            with backend._errors():
+                pool.open(wait=True, timeout=connect_timeout)
+            backend._prepare()
+        except BaseException:
+            pool.close()
+            raise
+        return backend
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Map driver errors to journal errors, naming the database without its password."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise JournalUnavailableError(f"journal {self.location.display} is unreachable: {exc}") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise JournalUnavailableError(f"journal {self.location.display} is unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise JournalError(f"journal {self.location.display}: {exc}") from exc
+
+    def _prepare(self) -> None:
+        with self.transaction() as tx:
+            # Before anything else: hosts starting at once wait here, then find the schema made.
+            tx.lock("schema")
+            if _scalar(tx, "SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                version = _scalar(tx, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+            else:
+                if _scalar(tx, "SELECT to_regclass('transfers') IS NOT NULL"):
+                    raise JournalCorruptError(
+                        f"{self.location.display} has a transfers table but no schema_migrations: "
+                        "not a flowxfer journal"
+                    )
+                tx.execute(
+                    "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
+                )
+                version = 0
+            if version > SCHEMA_VERSION:
+                raise JournalVersionError(
+                    f"journal {self.location.display} has schema version {version}, newer than this flowxfer "
+                    f"understands ({SCHEMA_VERSION}); upgrade flowxfer or use another --journal"
+                )
+            for target, script in POSTGRES_MIGRATIONS:
+                if target > version:
+                    for statement in split_sql(script):
+                        tx.execute(statement)
+                    tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", (target, time.time()))
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_PostgresTransaction]:
+        with self._errors(), self._pool.connection() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        with self._errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(to_pyformat(sql), params)
+            return cursor.fetchall()
+
+    def check_integrity(self) -> list[str]:
+        """The server answers and the schema is the one this flowxfer writes."""
+        version = self.read("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[0]["v"]
+        if version != SCHEMA_VERSION:
+            return [f"schema version {version}, expected {SCHEMA_VERSION}"]
+        return []
+
+    def columns(self, table: str) -> list[str]:
+        rows = self.read(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        )
+        return [row["column_name"] for row in rows]
+
+    def after_copy(self, table: str) -> None:
+        """Move ``files``' identity past the ids copied in, so the next new file gets a fresh one."""
+        if table == "files":
+            with self.transaction() as tx:
+                tx.execute(
+                    "SELECT setval(pg_get_serial_sequence('files', 'id'), coalesce(max(id), 0) + 1, false) FROM files"
+                )

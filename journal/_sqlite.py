@@ -1,0 +1,199 @@
+"""The SQLite backend: one file, WAL mode, one connection guarded by a lock.
+
+``PRAGMA user_version`` holds the schema version; every write transaction
+starts with ``BEGIN IMMEDIATE`` (see :meth:`SqliteBackend.transaction`), so
+read-then-write decisions are atomic across processes and
+:attr:`Transaction.for_update` / :meth:`Transaction.lock` have nothing to add.
+Reads go through sqlite-utils.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._backend import Params
+from ._errors import JournalBusyError, JournalCorruptError, JournalError, JournalVersionError
+from ._location import JournalLocation
+from ._schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Map sqlite3 errors to journal errors: callers never see sqlite3."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise JournalBusyError(f"journal {path} is busy (another process holds it): {exc}") from exc
+        if "disk I/O" in str(exc) or "full" in str(exc) or "readonly" in str(exc):
+            raise JournalError(f"journal {path}: {exc}") from exc
+        raise JournalCorruptError(f"journal {path} is damaged: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise JournalCorruptError(f"journal {path} is not a usable flowxfer journal: {exc}") from exc
+
+
+def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
+    """A sqlite-utils ``Database`` on ``conn``; imported here, so commands that never open the journal
+    (login, serve) do not pay for sqlite-utils at all."""
+    if _lean_import and "sqlite_utils" not in sys.modules:
+        hidden = [name for name in _ARRAY_LIBRARIES if name not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]
+        try:
+            import sqlite_utils  # noqa: F401
+        finally:
+            for name in hidden:
+                if sys.modules.get(name, ...) is None:
+                    del sys.modules[name]
+    from sqlite_utils import Database
+
+    return Database(conn)
+
+
+def import_sqlite_utils_without_array_libraries() -> None:
+    """Have the journal load sqlite-utils without numpy and pandas. For a process flowxfer owns (the CLI).
+
+    sqlite-utils imports numpy and pandas at import time, when they are
+    installed, only to map their scalar types to column types; the journal
+    never stores such values. In a lab's Python environment both are usually
+    there, and loading them costs 0.1–0.6 s of start-up on every command,
+    and numpy's BLAS starts threads that spin on the two cores the transfer
+    needs. With this set, they are hidden while sqlite-utils loads (``None``
+    in ``sys.modules`` makes an import fail at once) and put back after, so
+    a later ``import numpy`` works. Not the default, because the hiding is
+    not undone inside sqlite-utils: a program that uses flowxfer as a library
+    and sqlite-utils with numpy values itself would find them unsupported,
+    and another thread importing numpy during those milliseconds would fail.
+    """
+    global _lean_import
+    _lean_import = True
+
+
+#: Imported by sqlite-utils when present, never needed by the journal (see above).
+_ARRAY_LIBRARIES = ("numpy", "pandas")
+_lean_import = False
+
+
+class _SqliteTransaction:
+    for_update = ""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return self.conn.executemany(sql, rows).rowcount
+
+    def lock(self, name: str) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's one write lock."""
+
+
+class SqliteBackend:
+    """A journal file. :meth:`open` creates or migrates it."""
+
+    def __init__(self, location: JournalLocation, conn: sqlite3.Connection) -> None:
+        assert location.path is not None
+        self.location = location
+        self.path = location.path
+        self._conn = conn
+        self._db = _sqlite_utils_database(conn)
+        self._lock = threading.RLock()
+        self._tx = _SqliteTransaction(conn)
+
+    @classmethod
+    def open(cls, location: JournalLocation, *, busy_timeout: float) -> SqliteBackend:
+        path = location.path
+        assert path is not None
+        if path.exists() and path.is_dir():
+            raise JournalError(f"journal path {path} is a directory")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise JournalError(f"cannot create the journal's folder {path.parent}: {exc.strerror}") from exc
+        with _translated(path):
+            try:
+                conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise JournalError(f"cannot open journal {path}: {exc}") from exc
+            try:
+                backend = cls(location, conn)
+                backend._prepare()
+            except BaseException:
+                conn.close()
+                raise
+        return backend
+
+    def _prepare(self) -> None:
+        conn = self._conn
+        # Reading the schema is what fails on a file that is not a database.
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalVersionError(
+                f"journal {self.path} has schema version {version}, newer than this flowxfer "
+                f"understands ({SCHEMA_VERSION}); upgrade flowxfer or use another --journal"
+            )
+        if version < 0:
+            raise JournalCorruptError(f"journal {self.path} has schema version {version}: it is damaged")
+        if version == 0 and tables:
+            raise JournalCorruptError(f"{self.path} is an SQLite database but not a flowxfer journal")
+        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise JournalError(f"journal {self.path}: the filesystem does not support WAL mode")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if version < SCHEMA_VERSION:
+            with self.transaction():
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for number in range(version, SCHEMA_VERSION):
+                    for statement in split_sql(MIGRATIONS[number]):
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_SqliteTransaction]:
+        """A write transaction that takes the write lock at BEGIN.
+
+        sqlite-utils' ``atomic()`` issues a deferred ``BEGIN``: a transaction
+        that reads then writes can then fail with "database is locked" without
+        waiting, when another process wrote in between (WAL cannot upgrade a
+        stale read snapshot). ``BEGIN IMMEDIATE`` waits for the lock up front,
+        so read-then-write decisions (leases, bucket merges) are atomic across
+        processes.
+        """
+        with self._lock, _translated(self.path):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._tx
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        with self._lock, _translated(self.path):
+            return list(self._db.query(sql, params))
+
+    def check_integrity(self) -> list[str]:
+        """``PRAGMA quick_check``: an empty list when the file is healthy."""
+        rows = self.read("PRAGMA quick_check")
+        problems = [next(iter(row.values())) for row in rows]
+        return [] if problems == ["ok"] else problems
+
+    def columns(self, table: str) -> list[str]:
+        return [row["name"] for row in self.read(f"PRAGMA table_info({table})")]
+
+    def after_copy(self, table: str) -> None:
+        """Nothing to do: an ``INTEGER PRIMARY KEY`` continues after the largest id by itself."""

@@ -1,0 +1,73 @@
+"""The journal's PostgreSQL server goes away mid-upload: briefly (wait and finish) or for too long (exit 75).
+
+The cluster is stopped with ``pg_ctl -m fast`` (sessions cut, as in a crash
+or a failover) while the real CLI uploads through the local server, and
+started again on the same port.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+
+from flowxfer.journal import Journal
+from tests.cli.conftest import Result
+from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
+from tests.support.postgres import PostgresCluster
+from tests.support.server import RunningServer
+
+KiB = 1024
+
+
+def _statuses(journal_url: str) -> list[str]:
+    with Journal.open(journal_url, host_id="observer") as journal:
+        return [t.status for t in journal.list_transfers(include_finished=True)]
+
+
+async def test_a_restart_mid_run_is_waited_out_and_nothing_is_lost(
+    server: RunningServer, tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    expected = make_run(tmp_path / "run")
+    a = await host(server, tmp_path / "a", "a", postgres_url)
+    async with a.start("--json", "--log-format", "json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD) as running:
+        await running.until_moved(300 * KiB)
+        await anyio.to_thread.run_sync(postgres_cluster.stop)
+        moved = running.moved
+        await anyio.sleep(3)
+        assert running.process.returncode is None, running.stderr[-2000:]
+        assert running.moved > moved, "the transfer stopped moving while the database was away"
+        await anyio.to_thread.run_sync(postgres_cluster.start)
+        code = await running.wait(120)
+    await assert_uploaded(server, Result(code, running.stdout, running.stderr), expected)
+    notices = [e["message"] for e in running.events() if e.get("event") == "notice"]
+    said = "\n".join(line for line in running.stderr.splitlines() if "bytes_moved" not in line)
+    assert sum("journal database is unreachable" in m for m in notices) == 1, said
+    assert await anyio.to_thread.run_sync(_statuses, postgres_url) == ["completed"]
+
+
+async def test_an_outage_longer_than_max_wait_exits_75_and_a_rerun_finishes(
+    server: RunningServer, tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    expected = make_run(tmp_path / "run")
+    a = await host(server, tmp_path / "a", "a", postgres_url)
+    command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD, "--max-wait", "3s"]
+    try:
+        async with a.start("--log-format", "json", *command) as running:
+            await running.until_moved(300 * KiB)
+            await anyio.to_thread.run_sync(postgres_cluster.stop)
+            stopped = time.monotonic()
+            code = await running.wait(60)
+        took = time.monotonic() - stopped
+    finally:
+        await anyio.to_thread.run_sync(postgres_cluster.start)
+    assert code == 75, running.stderr[-3000:]
+    assert took < 30, took
+    assert "journal database" in running.stderr and "flowxfer resume" in running.stderr
+    document = running.stdout and Result(code, running.stdout, "").json()
+    assert document["exit_code"] == 75, document
+
+    again = await a.run(*command)
+    await assert_uploaded(server, again, expected)
+    assert await anyio.to_thread.run_sync(_statuses, postgres_url) == ["completed"]

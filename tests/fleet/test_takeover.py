@@ -1,0 +1,104 @@
+"""kill -9 of one host mid-upload: another host waits out the lease TTL, then finishes the work.
+
+Two hosts (``FLOWXFER_HOST_ID`` a and b) share one PostgreSQL journal and
+see the run folder either at the same path or, with ``--path-map``, under
+their own mount point. While a's lease is live, b exits 75 at once; once its
+heartbeat is older than the TTL, b resumes a's transfer: the server ends up
+with exactly the files' bytes, and b sends no more than a single-host
+resume would (what the journal had not yet seen acknowledged).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+
+from flowxfer.journal import Journal
+from tests.cli.conftest import Cli
+from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
+from tests.support.server import RunningServer
+
+KiB = 1024
+#: Short enough for a test, long enough that b's start-up (~1-2 s) lands inside it after the kill.
+TTL = 8.0
+
+
+def _remaining(journal_url: str) -> tuple[str, int]:
+    """The one unfinished transfer and the bytes the journal has not seen acknowledged."""
+    with Journal.open(journal_url, host_id="observer") as journal:
+        (record,) = journal.unfinished_transfers()
+        summary = journal.summary(record.id)
+        return record.id, summary.bytes_total - summary.bytes_done - summary.bytes_skipped
+
+
+async def _kill_mid_upload(a: Cli, *command: str) -> float:
+    """Run ``command`` on host a and kill -9 it once some of it is sent; when it died (monotonic)."""
+    async with a.start("--log-format", "json", *command) as running:
+        await running.until_moved(300 * KiB)
+        await running.kill9()
+    return time.monotonic()
+
+
+async def _refused_while_live(b: Cli, killed: float, *command: str) -> None:
+    result = await b.run(*command)
+    assert time.monotonic() - killed < TTL, "b started too late to see a's lease live"
+    assert result.code == 75, result
+    assert "already running" in result.stderr and " on a," in result.stderr, result.stderr
+
+
+async def test_a_dead_hosts_upload_is_finished_by_another_after_the_ttl(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    expected = make_run(tmp_path / "shared" / "run1")
+    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    command = ["upload", str(tmp_path / "shared" / "run1"), *SLOW_UPLOAD]
+
+    killed = await _kill_mid_upload(a, *command)
+    await _refused_while_live(b, killed, "--json", *command)
+    await _refused_while_live(b, killed, "--json", "resume")
+
+    transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
+    assert remaining > 0
+    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    finished = await b.run("--json", "resume")
+    await assert_uploaded(server, finished, expected)
+    (report,) = finished.json()["transfers"]
+    assert report["transfer_id"] == transfer_id and report["resumed"] is True
+    assert report["bytes_transferred"] <= remaining, (report["bytes_transferred"], remaining)
+
+    jobs = (await b.run("--json", "jobs", "--all")).json()["transfers"]
+    assert [(j["transfer_id"], j["status"], j["host"]) for j in jobs] == [(transfer_id, "completed", "b")]
+
+
+async def test_a_path_map_makes_both_mounts_one_piece_of_work(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """a sees the run at mnt_a/run1, b at data/run1: one transfer, one lease, b finishes a's."""
+    mnt_a, data = tmp_path / "mnt_a", tmp_path / "data"
+    expected = make_run(mnt_a / "run1")
+    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    mapping = ("--path-map", f"{mnt_a}={data}")
+
+    killed = await _kill_mid_upload(a, "upload", str(mnt_a / "run1"), *SLOW_UPLOAD)
+    # Host b's mount: the same files (same sizes and times), another path; a's path is gone here.
+    (mnt_a).rename(data)
+    await _refused_while_live(b, killed, "--json", "upload", str(data / "run1"), *SLOW_UPLOAD, *mapping)
+
+    transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
+    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    without = await b.run("--json", "resume")
+    assert without.code != 0, "b resumed a's files without knowing where they are"
+    finished = await b.run("--json", "upload", str(data / "run1"), *SLOW_UPLOAD, *mapping)
+    await assert_uploaded(server, finished, expected)
+    report = finished.json()
+    assert report["transfer_id"] == transfer_id
+    assert report["bytes_transferred"] <= remaining, (report["bytes_transferred"], remaining)
+    # The journal keeps a's form of the paths: the same run for every host.
+    shown = (await b.run("--json", "show", transfer_id)).json()
+    assert {Path(f["path"]).parent for f in shown["files"]} == {mnt_a / "run1"}

@@ -1,0 +1,121 @@
+"""Riding out a journal database that is briefly away (PostgreSQL restarting, a failover).
+
+A shared journal lives on a server that can restart under a running transfer.
+Every journal call a transfer makes goes through :class:`PatientJournal`,
+which retries a call that raised :class:`JournalUnavailableError` with
+backoff, in the worker thread the call already runs in, so no caller needs a
+retry loop of its own and a progress batch is committed exactly as it would
+have been. It gives up (raising the error) once the database has been away
+longer than ``--max-wait``, or when the run is stopping; after that every
+call is tried once and fails at once, so the run's last flush records what
+it can instead of waiting again.
+
+Journal calls are retried whole: each is one transaction, and a transaction
+cut by a lost connection was rolled back by the server.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flowxfer.journal import Journal, JournalUnavailableError
+
+from ._retry import RetryPolicy
+
+__all__ = ["PatientJournal", "database_wait_message"]
+
+#: The longest pause between two attempts to reach the database.
+_RETRY_CAP = 5.0
+#: Full-jitter backoff between attempts (many worker threads find the database gone at once).
+_POLICY = RetryPolicy(base=0.2, cap=_RETRY_CAP)
+
+
+def database_wait_message(max_wait: float | None) -> str:
+    """What a run says once when the journal database goes away."""
+    limit = f"up to {max_wait:g} s (--max-wait)" if max_wait is not None else "until it is back"
+    return f"the journal database is unreachable; waiting {limit}, transfers in flight carry on"
+
+
+class PatientJournal:
+    """A :class:`Journal` whose calls wait for an unreachable database instead of failing.
+
+    :param max_wait: seconds the database may stay away before a call fails
+        (None: as long as it takes, unless the run stops).
+    :param stopping: whether the run is stopping: a stopping run waits no more.
+    :param on_wait: called once, on the first wait of an outage (to tell the user).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        max_wait: float | None,
+        stopping: Callable[[], bool],
+        on_wait: Callable[[str], None],
+    ) -> None:
+        self._journal = journal
+        self._max_wait = max_wait
+        self._stopping = stopping
+        self._on_wait = on_wait
+        self._lock = threading.Lock()
+        self._away_since: float | None = None
+        self._gave_up = False
+        self._rng = random.Random()
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the database stayed away past ``max_wait`` (the run should stop: exit 75)."""
+        return self._gave_up
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._journal, name)
+        if not callable(value) or name.startswith("__"):
+            return value
+
+        def patiently(*args: Any, **kwargs: Any) -> Any:
+            attempt = 0
+            while True:
+                began = time.monotonic()
+                try:
+                    result = value(*args, **kwargs)
+                except JournalUnavailableError:
+                    attempt += 1
+                    if not self._may_wait(began):
+                        raise
+                    time.sleep(min(max(0.05, _POLICY.backoff(attempt, self._rng)), self._time_left()))
+                    continue
+                self._back()
+                return result
+
+        return patiently
+
+    def _may_wait(self, began: float) -> bool:
+        """Note the outage (it began when the failed call did); whether one more attempt is allowed."""
+        with self._lock:
+            now = time.monotonic()
+            if self._away_since is None:
+                self._away_since = began
+                if not self._gave_up:
+                    self._on_wait(database_wait_message(self._max_wait))
+            if self._gave_up or self._stopping():
+                self._gave_up = True
+                return False
+            if self._max_wait is not None and now - self._away_since > self._max_wait:
+                self._gave_up = True
+                return False
+            return True
+
+    def _time_left(self) -> float:
+        with self._lock:
+            if self._max_wait is None or self._away_since is None:
+                return _RETRY_CAP
+            return max(0.05, self._max_wait - (time.monotonic() - self._away_since) + 0.05)
+
+    def _back(self) -> None:
+        if self._away_since is not None:
+            with self._lock:
+                self._away_since = None
