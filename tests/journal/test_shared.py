@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,51 @@ def test_a_dead_process_s_lease_on_the_same_host_is_free_at_once(journal: Journa
     assert child.pid is not None
     journal.host, journal.pid = "host-a", child.pid
     journal.begin_transfer("sync", "s", "u", {}, "run-1")
-    with Journal.open(journal.location, host_id="host-a") as heir:
-        _record, lease, resumed = heir.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=3600)
-        assert resumed and heir.lease_holder(lease.key) is not None
     with Journal.open(journal.location, host_id="host-b") as stranger:
-        # Another host cannot see our pids: to it, the (live) lease is held until its TTL.
+        # Another host cannot see host-a's pids: to it, the lease is held until its TTL.
         with pytest.raises(LeaseHeld):
             stranger.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=3600)
+    with Journal.open(journal.location, host_id="host-a") as heir:
+        _record, lease, resumed = heir.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=3600)
+        assert resumed and heir.lease_holder(lease.key) == (heir.pid, "host-a", pytest.approx(time.time(), abs=30))
+
+
+def _at_once(journal: Journal, claim: Callable[[Journal, int], str], rounds: int = 1) -> list[list[str]]:
+    """``claim(host, round)`` run by six hosts at the same moment, ``rounds`` times; per round, what
+    each host got (``"held"``: LeaseHeld). Rounds widen the window a lost race needs to show."""
+    hosts = [Journal.open(journal.location, host_id=f"host-{i}") for i in range(6)]
+    barrier = threading.Barrier(len(hosts))
+    outcomes: list[list[str]] = [[] for _ in range(rounds)]
+
+    def start(host: Journal) -> None:
+        for number in range(rounds):
+            barrier.wait(30)
+            try:
+                outcomes[number].append(claim(host, number))
+            except LeaseHeld:
+                outcomes[number].append("held")
+
+    try:
+        threads = [threading.Thread(target=start, args=(host,)) for host in hosts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for host in hosts:
+            host.close()
+    return outcomes
+
+
+def test_hosts_starting_the_same_command_at_once_get_one_transfer(journal: Journal) -> None:
+    outcomes = _at_once(journal, lambda host, n: host.begin_transfer("sync", "s", "u", {}, f"run-{n}")[0].id, 5)
+    assert [claims.count("held") for claims in outcomes] == [5] * 5
+    assert len(journal.list_transfers(include_finished=True)) == 5
+
+
+def test_hosts_claiming_one_lease_at_once_one_gets_it(journal: Journal) -> None:
+    outcomes = _at_once(journal, lambda host, n: host.acquire_lease(f"bulk:job-{n}").token, 10)
+    assert [claims.count("held") for claims in outcomes] == [5] * 10
 
 
 # --- shared budgets ------------------------------------------------------------------
