@@ -9,9 +9,11 @@ lock too, so hosts starting at once on an empty database create the schema
 once; ``schema_migrations`` records each version applied.
 
 A server that is down or restarting raises :class:`JournalUnavailableError`
-from whichever call met it; the pool checks a connection before lending it
-and opens new ones as the server comes back, so the same journal object
-works again without being reopened.
+from whichever call met it, after at most ``connect_timeout``. The pool
+checks a connection before lending it, and after an outage the next call
+starts a fresh pool (a pool whose connections failed retries them with an
+exponential backoff: it would stay away for seconds after the server is
+back), so the same journal object works again as soon as the server does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -28,7 +31,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._backend import Params
-from ._errors import JournalCorruptError, JournalError, JournalUnavailableError, JournalVersionError
+from ._errors import (
+    JournalBusyError,
+    JournalCorruptError,
+    JournalError,
+    JournalUnavailableError,
+    JournalVersionError,
+)
 from ._location import JournalLocation
 from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
 
@@ -73,6 +82,15 @@ class _PostgresTransaction:
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowxfer:{name}",))
 
 
+def _lost_connection(exc: psycopg.Error) -> bool:
+    """The server went away (refused, cut, shutting down), as opposed to a deadlock or a lock timeout.
+
+    Client-side failures carry no SQLSTATE; class 08 is a connection exception, 57P an operator's
+    shutdown or a server still starting.
+    """
+    return isinstance(exc, psycopg.InterfaceError) or exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
+
+
 def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
     row = tx.execute(sql).fetchone()
     assert row is not None
@@ -82,32 +100,47 @@ def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
 class PostgresBackend:
     """A journal in a PostgreSQL database. :meth:`open` connects and migrates it."""
 
-    def __init__(self, location: JournalLocation, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> None:
         self.location = location
-        self._pool = pool
+        self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
+        self._pool_lock = threading.Lock()
+        self._pool = self._new_pool()
+        #: Set when a call found the server unreachable: the next call starts a fresh pool.
+        self._failed = False
+
+    def _new_pool(self) -> ConnectionPool[Any]:
+        assert self.location.url is not None
+        return ConnectionPool(
+            self.location.url,
+            min_size=1,
+            max_size=self._max_connections,
+            open=False,
+            timeout=self._connect_timeout,
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(self._connect_timeout))},
+            name="flowxfer-journal",
+        )
 
     @classmethod
     def open(cls, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> PostgresBackend:
-        assert location.url is not None
-        pool: ConnectionPool[Any] = ConnectionPool(
-            location.url,
-            min_size=1,
-            max_size=max_connections,
-            open=False,
-            timeout=connect_timeout,
-            check=ConnectionPool.check_connection,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
-            name="flowxfer-journal",
-        )
-        backend = cls(location, pool)
+        backend = cls(location, connect_timeout=connect_timeout, max_connections=max_connections)
         try:
             with backend._errors():
-                pool.open(wait=True, timeout=connect_timeout)
+                backend._pool.open(wait=True, timeout=connect_timeout)
             backend._prepare()
         except BaseException:
-            pool.close()
+            backend.close()
             raise
         return backend
+
+    def _current_pool(self) -> ConnectionPool[Any]:
+        with self._pool_lock:
+            if self._failed:
+                stale, self._pool, self._failed = self._pool, self._new_pool(), False
+                self._pool.open(wait=False)
+                stale.close(timeout=0)
+            return self._pool
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -115,8 +148,12 @@ class PostgresBackend:
         try:
             yield
         except PoolTimeout as exc:
+            self._failed = True
             raise JournalUnavailableError(f"journal {self.location.display} is unreachable: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if not _lost_connection(exc):
+                raise JournalBusyError(f"journal {self.location.display} is busy: {exc}") from exc
+            self._failed = True
             raise JournalUnavailableError(f"journal {self.location.display} is unavailable: {exc}") from exc
         except psycopg.Error as exc:
             raise JournalError(f"journal {self.location.display}: {exc}") from exc
@@ -149,15 +186,16 @@ class PostgresBackend:
                     tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", (target, time.time()))
 
     def close(self) -> None:
-        self._pool.close()
+        with self._pool_lock:
+            self._pool.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_PostgresTransaction]:
-        with self._errors(), self._pool.connection() as conn, conn.transaction():
+        with self._errors(), self._current_pool().connection() as conn, conn.transaction():
             yield _PostgresTransaction(conn)
 
     def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        with self._errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+        with self._errors(), self._current_pool().connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
             cursor.execute(to_pyformat(sql), params)
             return cursor.fetchall()
 
