@@ -19,6 +19,8 @@ from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+#: The README's shared journal; its blocks run against a fresh database of a throwaway cluster instead.
+README_JOURNAL_URL = "postgresql://flowxfer@db.lab/flowxfer"
 FENCE = re.compile(r"(?P<marker><!-- runnable -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)```", re.S)
 
 
@@ -48,8 +50,8 @@ def test_ci_runs_the_readme_s_checks_before_the_tests() -> None:
     assert found.start() < ci.index("python -m pytest"), "CI must check before it tests"
 
 
-def test_every_runnable_block_runs(tmp_path: Path) -> None:
-    runnable = [(lang, body) for marked, lang, body in blocks() if marked]
+def test_every_runnable_block_runs(tmp_path: Path, postgres_url: str) -> None:
+    runnable = [(lang, body.replace(README_JOURNAL_URL, postgres_url)) for marked, lang, body in blocks() if marked]
     assert len(runnable) >= 6, "the README lost its runnable examples"
     work = tmp_path / "lab"
     fastq = work / "run42" / "Fastq"

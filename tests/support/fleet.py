@@ -11,8 +11,8 @@ Stable API (the fleet test and ``benchmarks/bench_fleet.py`` use it)::
     python -m tests.support.fleet RUN... -- FLOWXFER-ARGS...
         One host: passes over the runs in order, as cron would (``for run in
         /seq/*/``), running ``flowxfer FLOWXFER-ARGS`` with ``{run}`` replaced
-        by the run, until a pass where every run exits 0 (a run another host
-        holds exits 75 and is tried again next pass). The CLI runs inside this
+        by the run, until every run has exited 0 (a run another host holds
+        exits 75 and is tried again on the next pass). The CLI runs inside this
         process, so a host pays Python's start-up once and not per run, which
         on two shared cores is the difference between seconds and a minute;
         its environment (``FLOWXFER_HOST_ID``, the journal, the server) is the
@@ -80,21 +80,28 @@ def _invoke(arguments: list[str]) -> int:
 
 
 def host(runs: list[str], template: list[str]) -> int:
-    """Pass over ``runs`` until every one exits 0 (see the module doc); 0, or 1 on a failure."""
+    """Pass over ``runs`` until none is held by another host (see the module doc); 0, or 1 on a failure.
+
+    A later pass goes over only the runs the last one found held: a run that
+    exited 0 is, as this host sees it, all on Flow (had another host held it,
+    it would have exited 75), so cron's next pass over it would send nothing.
+    """
+    pending = list(runs)
     for number in range(1, MAX_PASSES + 1):
-        held = False
-        for run in runs:
+        held = []
+        for run in pending:
             started = time.monotonic()
             code = _invoke([part.replace("{run}", run) for part in template])
             seconds = time.monotonic() - started
             print(json.dumps({"run": run, "pass": number, "code": code, "seconds": round(seconds, 3)}), flush=True)
             if code == HELD:
-                held = True
+                held.append(run)
             elif code != 0:
                 return 1
         if not held:
             return 0
-        time.sleep(0.2)
+        pending = held
+        time.sleep(0.5)
     return 1
 
 
