@@ -3,7 +3,8 @@
     python -m benchmarks [--quick]
 
 Each part writes its own section of ``benchmarks/RESULTS.md``; the size sweep
-also draws ``benchmarks/plot.png``; the load run (issue 6) and the WAN path (issue 20) come last.
+also draws ``benchmarks/plot.png``; the load run (issue 6), the WAN path (issue 20) and the fleet
+on PostgreSQL (issue 21) come last.
 Anchors that are missing (nginx, aria2c) are installed from Debian by the
 parts that need them, or skipped with a message — never faked. ``--quick``
 uses small sizes for a smoke run and leaves RESULTS.md alone.
@@ -36,6 +37,8 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
     ),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
     ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
+    # Starts its own throwaway PostgreSQL cluster (tests.support.postgres); about 10 minutes.
+    ("benchmarks.bench_fleet", [], ["--quick", "--no-record"]),
 ]
 
 

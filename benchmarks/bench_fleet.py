@@ -1,0 +1,279 @@
+"""Fleet benchmarks (issue 21): many hosts on one PostgreSQL journal.
+
+    python -m benchmarks.bench_fleet [--runs 30] [--fastq-size 6M] [--repeats 3] [--rtt-ms 50] [--link-mbit 300]
+    python -m benchmarks.bench_fleet --quick        # small sizes, one round, RESULTS.md left alone
+
+Three measurements, each against a throwaway PostgreSQL cluster
+(``tests.support.postgres``, on loopback) and the local server (a
+subprocess, rate limits off):
+
+1. **Fleet against one host**: ``--runs`` run folders (one sample each: two
+   FASTQs of about ``--fastq-size``, plus the run's small files packed), each
+   synced with ``flowxfer sync RUN --samples`` by hosts passing over all the
+   runs as cron would (``tests.support.fleet``); one host, or three with
+   distinct ``FLOWXFER_HOST_ID``. Every host reaches the server through its
+   own WAN path (``benchmarks.wanpath``: ``--link-mbit`` each, ``--rtt-ms``),
+   as ingest hosts each have their own uplink. Alternating rounds, each on a
+   fresh server and database; medians. Goal: the fleet >= 2.5x one host.
+2. **The journal's cost per chunk**: the engine's batched writes (a batch of
+   chunks acknowledged, their file's progress, one transaction) committed
+   to a SQLite file and to PostgreSQL, per chunk, at several batch sizes.
+   Goal: PostgreSQL within 2x SQLite.
+3. **Unchanged re-run**: ``sync`` of ``--rerun-files`` small files uploaded
+   one by one, run again with nothing changed, journal on PostgreSQL (and on
+   SQLite for comparison). Goal: <= 5 s.
+
+Figures go to stdout and to the "Fleet (issue 21)" section of
+benchmarks/RESULTS.md, with the machine's load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from flowxfer.journal import ChunkState, Journal, JournalBatch, NewFile
+from flowxfer.transfer._sizes import parse_size
+from tests.support.fleet import make_runs
+from tests.support.postgres import PostgresCluster
+
+from . import bench_sync
+from ._common import (
+    WORK,
+    MiB,
+    Run,
+    Server,
+    alternate,
+    compile_sources,
+    flowxfer_home,
+    machine_line,
+    record_section,
+)
+from .bench_wan import WanProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNC = ["sync", "{run}", "--samples", "--sample-type", "RNA-Seq", "--metadata", "strandedness=reverse"]
+SYNC += ["--pack-small", "1M"]
+#: Chunks per journal measurement, and the batch sizes: 1 (a slow link: a chunk per flush), up to
+#: the engine's ``journal_flush_events`` (512, a fast link's batch).
+CHUNKS = 4096
+BATCHES = (1, 16, 128, 512)
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} (1 min), {five:.1f} (5 min)"
+
+
+# --- 1. the fleet against one host ------------------------------------------------------
+
+
+@contextmanager
+def fleet(hosts: int, runs: list[Path], journal: str, wan: tuple[float, float]) -> Iterator[Callable[[], Run]]:
+    """A fresh server, one WAN path and one logged-in home per host; yields the timed sync of all runs."""
+    rtt_ms, link_mbit = wan
+    with ExitStack() as stack:
+        server = stack.enter_context(Server(WORK / "server-fleet", "--access-ttl", "7200"))
+        envs = []
+        for number in range(hosts):
+            path = stack.enter_context(WanProcess(server.url, rtt_ms, link_mbit, 0.0, 16.0))
+            home = stack.enter_context(flowxfer_home(f"fleet-host{number}", path))
+            envs.append(
+                {
+                    **os.environ,
+                    **home,
+                    "FLOWXFER_JOURNAL": journal,
+                    "FLOWXFER_HOST_ID": f"host{number}",
+                    "PYTHONPATH": str(ROOT),
+                }
+            )
+        command = [sys.executable, "-m", "tests.support.fleet", *map(str, runs), "--", "--no-progress", *SYNC]
+
+        def run() -> Run:
+            started = time.perf_counter()
+            procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=ROOT) for env in envs]
+            codes = [proc.wait() for proc in procs]
+            return Run(max(codes), time.perf_counter() - started, 0.0)
+
+        yield run
+
+
+def bench_fleet(
+    runs: list[Path], cluster: PostgresCluster, repeats: int, wan: tuple[float, float]
+) -> tuple[list[str], float]:
+    nbytes = sum(f.stat().st_size for run in runs for f in run.rglob("*") if f.is_file())
+
+    def rounds(hosts: int) -> Callable[[int], Run]:
+        def one(_round: int) -> Run:
+            with fleet(hosts, runs, cluster.new_database(), wan) as run:
+                return run()
+
+        return one
+
+    print(f"\n{len(runs)} runs, {nbytes / MiB:.0f} MiB: 1 host against 3 (median of {repeats}, alternating)")
+    series = alternate({"1 host": rounds(1), "3 hosts": rounds(3)}, repeats, before_each=lambda _n, _r: os.sync())
+    one, three = series["1 host"], series["3 hosts"]
+    speedup = one.median / three.median
+    rows = [
+        f"| {name} | {s.median:.2f} s | {nbytes / s.median / MiB:.1f} MiB/s | "
+        f"{', '.join(f'{r.seconds:.2f}' for r in s.runs)} |"
+        for name, s in series.items()
+    ]
+    lines = [
+        f"Fleet against one host: {len(runs)} runs of one sample each ({nbytes / MiB:.0f} MiB in all: two FASTQs "
+        f"and the run's small files packed), `sync RUN --samples` per run as cron would; each host through its "
+        f"own `benchmarks/wanpath.py` path ({wan[0]:g} ms RTT, {wan[1]:g} Mbit/s link); one PostgreSQL journal; "
+        f"a fresh server and database per round; medians of {repeats} alternating rounds.",
+        "",
+        "| hosts | median time | throughput | rounds |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"- the fleet: **{speedup:.2f}×** one host (goal ≥ 2.5×): {'met' if speedup >= 2.5 else 'missed'}.",
+    ]
+    return lines, speedup
+
+
+# --- 2. the journal's cost per chunk ----------------------------------------------------
+
+
+def chunk_cost(url: str, batch_size: int) -> float:
+    """Seconds per chunk to record :data:`CHUNKS` acknowledged chunks, ``batch_size`` to a commit."""
+    with Journal.open(url, host_id="bench") as journal:
+        record, lease, _ = journal.begin_transfer("upload", "http://bench", "bench", {}, f"bench-{batch_size}")
+        journal.add_files(record.id, [NewFile(local_path="/bench/file", remote_name="file", size=CHUNKS)])
+        (file,) = list(journal.iter_files(record.id))
+        plan = JournalBatch()
+        plan.plan_chunks(file.id, [(index, 1) for index in range(CHUNKS)])
+        journal.commit(plan)
+        started = time.perf_counter()
+        for first in range(0, CHUNKS, batch_size):
+            batch = JournalBatch()
+            for index in range(first, min(first + batch_size, CHUNKS)):
+                batch.chunk(file.id, index, ChunkState.ACKED, f"{index:032x}")
+            batch.update_file(file.id, bytes_done=min(first + batch_size, CHUNKS))
+            journal.commit(batch)
+        seconds = time.perf_counter() - started
+        lease.release()
+    return seconds / CHUNKS
+
+
+def bench_chunks(cluster: PostgresCluster) -> tuple[list[str], float]:
+    rows, ratios = [], {}
+    for size in BATCHES:
+        sqlite = statistics.median(
+            chunk_cost(f"sqlite:///{WORK / f'chunk-cost-{size}-{n}.db'}", size) for n in range(3)
+        )
+        postgres = statistics.median(chunk_cost(cluster.new_database(), size) for _ in range(3))
+        ratios[size] = postgres / sqlite
+        rows.append(
+            f"| {size} | {sqlite * 1e6:.0f} µs | {postgres * 1e6:.0f} µs | {ratios[size]:.2f}× |"
+        )
+    for stale in WORK.glob("chunk-cost-*"):
+        stale.unlink()
+    worst = max(ratios.values())
+    lines = [
+        f"The journal's cost per chunk: {CHUNKS} chunks acknowledged, a batch of N and its file's progress "
+        "per transaction (the engine commits every 0.1 s or 512 events); SQLite on this machine's disk, "
+        "PostgreSQL on loopback; medians of 3.",
+        "",
+        "| chunks per commit | SQLite | PostgreSQL | PostgreSQL / SQLite |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"- PostgreSQL within **{worst:.2f}×** SQLite's cost per chunk at every batch size (goal ≤ 2×): "
+        f"{'met' if worst <= 2 else 'missed'}.",
+    ]
+    return lines, worst
+
+
+# --- 3. the unchanged re-run --------------------------------------------------------------
+
+
+def bench_rerun(cluster: PostgresCluster, files: int, repeats: int) -> tuple[list[str], float]:
+    tree = bench_sync.make_scan_tree(bench_sync.WORK / f"scan-{files}", files)
+    rows, figures = [], {}
+    for label, journal in (("PostgreSQL", cluster.new_database()), ("SQLite", "")):
+        with bench_sync.server("server-fleet-rerun") as srv:
+            env = bench_sync.flowxfer_env(srv, WORK / "home-fleet-rerun")
+            if journal:
+                env["FLOWXFER_JOURNAL"] = journal
+            first = bench_sync.sync(env, tree, "--name-from-path", "--concurrency", "8")
+            reruns = [bench_sync.sync(env, tree, "--name-from-path") for _ in range(repeats)]
+        figures[label] = statistics.median(r.seconds for r in reruns)
+        rows.append(
+            f"| {label} | {figures[label]:.2f} s | {max(r.rss_mib for r in reruns):.0f} MiB | "
+            f"{', '.join(f'{r.seconds:.2f}' for r in reruns)} | {first.seconds:.1f} s |"
+        )
+    ours = figures["PostgreSQL"]
+    lines = [
+        f"Unchanged re-run: `sync --name-from-path` of {files:,} small files uploaded one by one, run again "
+        f"with nothing changed (median of {repeats}).",
+        "",
+        "| journal | re-run | peak RSS | runs | first sync |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- on PostgreSQL: **{ours:.2f} s** (goal ≤ 5 s): {'met' if ours <= 5 else 'missed'}.",
+    ]
+    return lines, ours
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=None, help="run folders (default 30; --quick 6)")
+    parser.add_argument("--fastq-size", default=None, help="about this much per FASTQ (default 6M; --quick 1M)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 3; --quick 1)")
+    parser.add_argument("--rtt-ms", type=float, default=50.0, help="each host's path round trip (default 50)")
+    parser.add_argument("--link-mbit", type=float, default=300.0, help="each host's own link (default 300)")
+    parser.add_argument("--rerun-files", type=int, default=None, help="files in the re-run (default 10000)")
+    parser.add_argument("--parts", default="fleet,chunks,rerun", help="which parts (default all three)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round, RESULTS.md left alone")
+    parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
+    quick = args.quick
+    count = args.runs or (6 if quick else 30)
+    fastq_size = parse_size(args.fastq_size or ("1M" if quick else "6M"))
+    repeats = args.repeats or (1 if quick else 3)
+    rerun_files = args.rerun_files or (500 if quick else 10_000)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"fleet", "chunks", "rerun"}
+    if unknown:
+        parser.error(f"unknown part(s) {sorted(unknown)}: choose from fleet, chunks, rerun")
+    compile_sources()
+    before = load()
+    runs = make_runs(WORK / "fleet-runs" / f"{count}x{fastq_size}", count, fastq_size=fastq_size, samples=1)
+    sections: list[str] = []
+    with PostgresCluster() as cluster:
+        if "fleet" in parts:
+            sections += bench_fleet(runs, cluster, repeats, (args.rtt_ms, args.link_mbit))[0] + [""]
+        if "chunks" in parts:
+            sections += bench_chunks(cluster)[0] + [""]
+        if "rerun" in parts:
+            sections += bench_rerun(cluster, rerun_files, repeats)[0] + [""]
+    body = "\n".join(
+        [
+            machine_line() + f" PostgreSQL {cluster.binaries.parent.name} on loopback (a throwaway cluster, "
+            f"fsync off as in the tests). Load average before: {before}; after: {load()} (other work shared "
+            "the two cores).",
+            "",
+            *sections,
+            f"Reproduce: `{' '.join(['python -m benchmarks.bench_fleet', *given])}` (`--quick` for a smoke run).",
+        ]
+    )
+    print("\n" + body)
+    if not (args.no_record or quick):
+        record_section("Fleet (issue 21)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
