@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from flowxfer.protocol import checksum_of
-from tests.server.conftest import Api
+from tests.server.conftest import Answer, Api
 from tests.support.server import RunningServer, running_server
 
 CHUNK = 64 * 1024
