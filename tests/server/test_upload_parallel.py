@@ -27,7 +27,7 @@ async def _open(api: Api, size: int, chunk_size: int = CHUNK, filename: str = "p
 
 async def _put(
     api: Api, data_id: str, data: bytes, offset: int, size: int = CHUNK, **kw: str
-) -> aiohttp.ClientResponse:
+) -> Answer:
     blob = data[offset : offset + size]
     extra = {"checksum": checksum_of(blob), **kw}
     return await api.chunk(
