@@ -10,7 +10,7 @@ import aiohttp
 
 from flowxfer.protocol import checksum_of
 from tests.server.conftest import Answer, Api
-from tests.support.server import RunningServer, running_server
+from tests.support.server import RunningServer, ServerProcess, running_server
 
 CHUNK = 64 * 1024
 
@@ -25,9 +25,7 @@ async def _open(api: Api, size: int, chunk_size: int = CHUNK, filename: str = "p
     return str(body["id"])
 
 
-async def _put(
-    api: Api, data_id: str, data: bytes, offset: int, size: int = CHUNK, **kw: str
-) -> Answer:
+async def _put(api: Api, data_id: str, data: bytes, offset: int, size: int = CHUNK, **kw: str) -> Answer:
     blob = data[offset : offset + size]
     extra = {"checksum": checksum_of(blob), **kw}
     return await api.chunk(
@@ -179,6 +177,69 @@ async def test_a_restart_keeps_every_acknowledged_chunk(server_root: Path, http:
         status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
         assert [c["offset"] for c in status["chunks"]] == [0, CHUNK, 4 * CHUNK]
         for offset in (2 * CHUNK, 3 * CHUNK):
+            assert (await _put(api, data_id, data, offset)).status == 200
+        code, body = await _finish(api, data_id, data)
+        assert code == 200 and body["checksum"] == checksum_of(data)
+        assert (await api.call("GET", f"/downloads/{data_id}/p.bin", "alice")).body == data
+
+
+async def _torn_chunk(base_url: str, token: str, data_id: str, blob: bytes, offset: int, sent: int) -> None:
+    """A chunk whose connection is cut after ``sent`` bytes of its blob: the client vanished mid-body."""
+    boundary = "torn"
+    fields = {"filename": "p.bin", "expected_file_size": str(offset), "data": data_id}
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+    )
+    head += f'--{boundary}\r\nContent-Disposition: form-data; name="blob"; filename="b"\r\n\r\n'
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(base_url.rsplit(":", 1)[1]))
+    writer.write(
+        (
+            f"POST /upload/parallel/{data_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(head) + len(blob) + 100}\r\n\r\n{head}"
+        ).encode()
+        + blob[:sent]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)  # let the server write what it got into the slot
+    writer.transport.abort()
+
+
+async def test_a_torn_chunk_is_never_acknowledged_nor_assembled(api: Api, server: RunningServer) -> None:
+    data = os.urandom(CHUNK * 3)
+    data_id = await _open(api, len(data))
+    for offset in (0, 2 * CHUNK):
+        assert (await _put(api, data_id, data, offset)).status == 200
+    forged = os.urandom(CHUNK)
+    await _torn_chunk(server.base_url, await api.token("alice"), data_id, forged, CHUNK, CHUNK - 1000)
+    status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+    assert [c["offset"] for c in status["chunks"]] == [0, 2 * CHUNK]
+    code, body = await _finish(api, data_id, data)
+    assert code == 400 and body["missing"] == [{"offset": CHUNK, "size": CHUNK}]
+    assert (await _put(api, data_id, data, CHUNK)).status == 200
+    assert (await _finish(api, data_id, data))[0] == 200
+    assert (await api.call("GET", f"/downloads/{data_id}/p.bin", "alice")).body == data
+
+
+async def test_server_killed_mid_chunk_keeps_what_it_acknowledged(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """kill -9 of the server while a chunk streams into its slot: the acknowledged chunks survive,
+    the torn slot stays open and is filled afterwards, and the file is exact."""
+    data = os.urandom(CHUNK * 4)
+    async with ServerProcess(tmp_path / "root") as proc:
+        api = Api(http, proc.base_url, proc.users)
+        data_id = await _open(api, len(data))
+        for offset in (3 * CHUNK, 0):
+            assert (await _put(api, data_id, data, offset)).status == 200
+        torn = asyncio.create_task(
+            _torn_chunk(proc.base_url, await api.token("alice"), data_id, os.urandom(CHUNK), CHUNK, CHUNK // 2)
+        )
+        await asyncio.sleep(0.2)
+        await proc.akill()
+        await torn
+        await proc.arestart()
+        status = (await api.call("GET", f"/upload/{data_id}", "alice")).json()
+        assert [c["offset"] for c in status["chunks"]] == [0, 3 * CHUNK] and status["size"] == 2 * CHUNK
+        for offset in (2 * CHUNK, CHUNK):
             assert (await _put(api, data_id, data, offset)).status == 200
         code, body = await _finish(api, data_id, data)
         assert code == 200 and body["checksum"] == checksum_of(data)
