@@ -321,6 +321,10 @@ class UploadManager:
                 return target
             if row.state != UPLOADING:
                 raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
+            if await self.store.run(self.store.parallel_plan, data_id) is not None:
+                # Its size is the sum of slots held, not a prefix: appending there (and truncating
+                # the file to it first) would destroy acknowledged chunks.
+                bad_request("a parallel-chunk upload: send its chunks to POST /upload/parallel/<id>")
             if meta.offset != row.size:
                 raise ApiError(
                     400,

@@ -132,6 +132,13 @@ async def test_only_the_starter_may_send_chunks_and_strict_uploads_stay_strict(a
     refused = await api.chunk("alice", data[10:20], offset=10, filename="s.bin", path=f"/upload/parallel/{strict}")
     assert refused.status == 400 and "parallel" in refused.json()["error"]
     assert (await api.call("POST", f"/upload/parallel/{strict}/finish", "alice", json={})).status == 400
+    two = os.urandom(2 * CHUNK)
+    both = await _open(api, len(two))
+    assert (await _put(api, both, two, CHUNK)).status == 200
+    appended = await api.chunk("alice", two[:CHUNK], offset=CHUNK, filename="p.bin", data_id=both, is_last=True)
+    assert appended.status == 400 and "parallel" in appended.json()["error"]
+    assert (await _put(api, both, two, 0)).status == 200
+    assert (await _finish(api, both, two))[1]["checksum"] == checksum_of(two)
     for body in (
         {"filename": "a b", "size": 1, "chunk_size": 1},
         {"filename": "a", "size": -1, "chunk_size": 1},
