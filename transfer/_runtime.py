@@ -157,6 +157,9 @@ class TransferContext:
     feed: Callable[[FileRecord], bool] | None = None
     #: Held while a directory archive's body is being sent: one at a time (see :class:`_ChunkPayload`).
     archive_gate: anyio.Lock = field(default_factory=anyio.Lock)
+    #: Files being uploaded now: a large file's parallel chunks take the connections that other
+    #: files leave (:func:`._upload_parallel.parallel_streams`).
+    uploads_active: int = 0
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

@@ -107,9 +107,11 @@ async def upload_source(
         source = await anyio.to_thread.run_sync(source.load)
     elif not isinstance(source, MemorySource):
         await anyio.to_thread.run_sync(source.open)
+    ctx.uploads_active += 1
     try:
         return await _upload_open_source(ctx, record, source, options)
     finally:
+        ctx.uploads_active -= 1
         source.close()
 
 

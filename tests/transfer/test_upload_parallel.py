@@ -114,3 +114,22 @@ async def test_hosted_flow_gets_the_strict_order(tmp_path: Path) -> None:
             assert not log.select(None, r"^/upload/parallel")
             posts = log.select("POST", r"^/upload$")
             assert len(posts) == 7 and len({e.connection for e in posts}) == 1
+
+
+async def test_many_files_at_once_leave_no_streams_to_share(tmp_path: Path) -> None:
+    """Files on the way at once take a connection each; a file's extra streams are what they leave."""
+    files = [write_random(tmp_path / "src" / f"f{i}.bin", 8 * CHUNK + 1 + i, i) for i in range(5)]
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            log = proxy.add(Record())
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home", upload_streams=2, concurrency=5, bwlimit="2M") as fx:
+                report = await fx.upload([tmp_path / "src"])
+            assert report.status == "completed"
+            opened = log.select("POST", r"^/upload/parallel$")
+            first_chunks = [e for e in log.select("POST", r"^/upload$") if e.status == 200]
+            assert len(opened) < 5 and len(opened) + len(first_chunks) // 9 == 5
+        ids = {f.filename: f.id or "" for f in report.files}
+        async with client(srv, tmp_path / "check") as fx:
+            await fx.download(list(ids.values()), output_dir=tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {f.name: f.read_bytes() for f in files}
