@@ -56,12 +56,22 @@ def fits_parallel(ctx: TransferContext, size: int, options: UploadOptions) -> bo
     """
     return (
         ctx.capabilities.parallel_chunks
-        and ctx.config.upload_streams > 1
+        and parallel_streams(ctx) > 1
         and options.endpoint == "/upload"
         and not options.fields
         and not options.is_directory
         and size > parallel_chunk_size(ctx, size)
     )
+
+
+def parallel_streams(ctx: TransferContext) -> int:
+    """Connections for this file's chunks: ``upload_streams``, less one for each other file on the way.
+
+    Many files at once fill the path already, one connection each (16 × 64 MiB
+    reached 91% of the lossy path's link in strict order); a file's extra
+    streams would only add requests. One large file alone gets them all.
+    """
+    return ctx.config.upload_streams - max(0, ctx.uploads_active - 1)
 
 
 def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
@@ -72,7 +82,7 @@ def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
     """
     if ctx.config.chunk_size is not None:
         return ctx.chunk_size()
-    share = -(-size // (ctx.config.upload_streams * ROUNDS))
+    share = -(-size // (max(1, parallel_streams(ctx)) * ROUNDS))
     return max(1, min(ctx.chunk_size(), max(MIN_PARALLEL_CHUNK, -(-share // MiB) * MiB)))
 
 
@@ -111,6 +121,7 @@ async def _run(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions, data_id: str | None
 ) -> UploadResult:
     size = source.size
+    streams = max(1, parallel_streams(ctx))
     chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size)
     chunks = plan_chunks(size, chunk_size)
     existing: list[ChunkRecord] = []
@@ -161,7 +172,7 @@ async def _run(
 
     async def send() -> None:
         async with task_group() as workers:
-            for _ in range(min(ctx.config.upload_streams, len(pending))):
+            for _ in range(min(streams, len(pending))):
                 workers.start_soon(worker)
         if pending:
             group.cancel_scope.cancel()  # stopping: our whole-file hash is not needed now
