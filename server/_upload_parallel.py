@@ -263,6 +263,8 @@ class ParallelUploads:
                 await self.state.run_io(move_into_place, self.state.layout, data_id, None)
                 await self.store.run(self.store.set_state, data_id, READY)
                 self._slot_locks.pop(data_id, None)
+            # Ready now: a finish that takes a new lock finds it so and changes nothing.
+            self._finish_locks.pop(data_id, None)
         if expected is not None and expected != checksum:
             raise ApiError(422, "file checksum mismatch", expected=expected, received=checksum)
         return json_response(
