@@ -43,7 +43,7 @@ from ._samples import PUBLIC_ROUTES, sample_routes
 from ._state import STATE, USER, Layout, State, apply_rate_headers, charge, state_of
 from ._store import Store
 from ._upload_recovery import recover_uploads
-from ._upload_routes import ROUTES
+from ._upload_routes import PARALLEL_ROUTE_NAMES, ROUTES
 from ._uploads import UPLOADS, UploadManager, upload_routes
 from ._users import user_routes
 
@@ -67,7 +67,7 @@ _ANONYMOUS_OK = {"data", "search", "download", "data_types", "data_contents", "m
 #: to browsers and curl, as hosted Flow's ``/downloads/<id>/<name>``).
 _QUERY_TOKEN = {"download", "job_archive"}
 _DOWNLOADS = {"download", "job_archive"}
-UPLOAD_ROUTE_NAMES = frozenset(route.name for route in ROUTES)
+UPLOAD_ROUTE_NAMES = frozenset(route.name for route in ROUTES) | PARALLEL_ROUTE_NAMES
 
 
 def _rate_class(route: str | None, method: str) -> str | None:
@@ -241,6 +241,7 @@ async def capabilities(request: web.Request) -> web.StreamResponse:
             "upload_status": True,
             "chunk_maps": True,
             "directory_listing": True,
+            "parallel_chunks": True,
             "max_chunk_size": config.max_chunk_size,
         }
     )
@@ -266,6 +267,7 @@ async def _cleanup(app: web.Application) -> None:
     state = app[STATE]
     await app[JOBS].stop()
     await app[REGEX].close()
+    await app[UPLOADS].parallel.close()
     await asyncio.to_thread(state.store.close)
     state.io.shutdown(wait=False)
 

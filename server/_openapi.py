@@ -13,6 +13,7 @@ from flowxfer import __version__
 
 from ._openapi_executions import execution_paths
 from ._openapi_hosted import OPTIONAL_AUTH, RECORD, SCHEMAS, hosted_paths, record_get
+from ._openapi_parallel import parallel_paths
 from ._openapi_parts import _BOOL_PATTERN, _ERROR, _MAX_INT, _err, _id_param, _json, _q
 from ._openapi_samples import sample_paths
 
@@ -210,6 +211,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                                 "upload_status": {"type": "boolean"},
                                 "chunk_maps": {"type": "boolean"},
                                 "directory_listing": {"type": "boolean"},
+                                "parallel_chunks": {"type": "boolean"},
                                 "max_chunk_size": {"type": "integer"},
                             },
                         }
@@ -481,10 +483,17 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
     paths.update(hosted_paths())
     paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
     paths.update(execution_paths())
+    paths.update(parallel_paths(upload_form, max_chunk_size))
     status = paths["/upload/{data_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     status["properties"].update(
         sample_id={"type": ["string", "null"], "description": "[ext] its sample, if any"},
         previous_data={"type": "array", "items": {"type": "string"}, "description": "[ext] the files linked before it"},
+        parallel={
+            "type": "object",
+            "required": ["total", "chunk_size"],
+            "properties": {"total": {"type": "integer"}, "chunk_size": {"type": "integer"}},
+            "description": "[ext] a parallel-chunk upload's size and chunk size",
+        },
     )
     for path, methods in paths.items():
         for method, operation in list(methods.items()):

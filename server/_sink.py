@@ -31,15 +31,21 @@ WRITE_BLOCK = 1024 * 1024
 def hash_file(path: Path, size: int) -> str:
     """The protocol checksum of the first ``size`` bytes of ``path`` (blocking)."""
     hasher = new_hasher()
+    feed_file(path, 0, size, hasher)
+    return format_checksum(hasher.hexdigest())
+
+
+def feed_file(path: Path, offset: int, size: int, hasher: Any) -> None:
+    """Feed ``size`` bytes of ``path`` from ``offset`` to ``hasher`` (blocking)."""
     remaining = size
     with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
         while remaining > 0:
             block = f.read(min(4 * 1024 * 1024, remaining))
             if not block:
-                raise OSError(f"{path} is shorter than {size} bytes")
+                raise OSError(f"{path} is shorter than {offset + size} bytes")
             hasher.update(block)
             remaining -= len(block)
-    return format_checksum(hasher.hexdigest())
 
 
 def pwrite_all(fd: int, pieces: Sequence[Buffer], offset: int, hashers: tuple[Any, ...]) -> int:

@@ -175,6 +175,16 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (execution_id, position)
     ) WITHOUT ROWID;
 """,
+    # Parallel-chunk uploads [ext] (docs/protocol.md, "Parallel chunks"): the file's size and the
+    # fixed chunk size its slots are cut by, declared when the upload is opened. A data row with no
+    # line here is a strict-order upload.
+    """
+    CREATE TABLE parallel_uploads (
+        data_id    TEXT PRIMARY KEY REFERENCES data (id) ON DELETE CASCADE,
+        total      INTEGER NOT NULL,
+        chunk_size INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -209,6 +209,49 @@ class DataStore(StoreBase):
                 if sample is not None:
                     link_sample(c, sample, data_id)
 
+    def open_parallel(self, row: DataRow, total: int, chunk_size: int) -> None:
+        """Record a new parallel-chunk upload [ext]: its data row (no bytes yet) and its slots' plan."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO data (id, owner, filename, data_type, is_directory, private, state, size, "
+                "checksum, created, updated, error) VALUES (?, ?, ?, ?, 0, ?, ?, 0, NULL, ?, ?, NULL)",
+                (row.id, row.owner, row.filename, row.data_type, int(row.private), UPLOADING, row.created, row.updated),
+            )
+            c.execute("INSERT INTO parallel_uploads VALUES (?, ?, ?)", (row.id, total, chunk_size))
+
+    def chunk_at(self, data_id: str, offset: int) -> ChunkRow | None:
+        rows = self._query(
+            "SELECT offset, size, checksum FROM chunks WHERE data_id = ? AND offset = ?", (data_id, offset)
+        )
+        return ChunkRow(*rows[0]) if rows else None
+
+    def parallel_plan(self, data_id: str) -> tuple[int, int] | None:
+        """``(total, chunk_size)`` of a parallel-chunk upload, None for a strict-order one."""
+        rows = self._query("SELECT total, chunk_size FROM parallel_uploads WHERE data_id = ?", (data_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def commit_parallel_chunk(self, data_id: str, chunk: ChunkRow) -> ChunkRow | None:
+        """Record a chunk of a parallel-chunk upload in its slot, unless the slot is taken.
+
+        :returns: None when recorded; else the chunk the slot already holds
+            (the caller compares: the same bytes again, or different ones).
+        :raises StoreError: the upload is not open any more.
+        """
+        with self._tx() as c:
+            held = c.execute(
+                "SELECT offset, size, checksum FROM chunks WHERE data_id = ? AND offset = ?", (data_id, chunk.offset)
+            ).fetchall()
+            if held:
+                return ChunkRow(*held[0])
+            changed = c.execute(
+                "UPDATE data SET size = size + ?, updated = ? WHERE id = ? AND state = 'uploading'",
+                (chunk.size, time.time(), data_id),
+            ).rowcount
+            if not changed:
+                raise StoreError(f"upload {data_id} is not open")
+            c.execute("INSERT INTO chunks VALUES (?, ?, ?, ?)", (data_id, chunk.offset, chunk.size, chunk.checksum))
+        return None
+
     def replace_tree(self, data_id: str, tree: Sequence[TreeFile]) -> None:
         with self._tx() as c:
             c.execute("DELETE FROM tree_files WHERE data_id = ?", (data_id,))

@@ -18,7 +18,7 @@ from flowxfer.protocol import filename_problem, format_checksum, parse_checksum
 
 from ._http import ApiError, bad_request
 from ._sink import Received, Sink
-from ._store import DataRow
+from ._store import ChunkRow, DataRow
 from ._upload_routes import FALSE_WORDS, TRUE_WORDS, Prepared, UploadRoute
 
 
@@ -58,6 +58,12 @@ class Target:
     #: A replay of a complete upload's last chunk (:attr:`UploadRoute.replayable`): its bytes are
     #: hashed to compare with the recorded chunk, and dropped.
     replay: bool = False
+    #: A chunk of a parallel-chunk upload (:mod:`._upload_parallel`): its slot holds exactly ``due``
+    #: bytes, other slots belong to other requests (so nothing is truncated), and ``held`` is
+    #: what the slot already held when this request came (a repeat, compared and dropped).
+    parallel: bool = False
+    due: int = 0
+    held: ChunkRow | None = None
 
 
 @dataclass
@@ -112,8 +118,8 @@ def parse_meta(fields: dict[str, str], extensions: bool) -> ChunkMeta:
         bad_request("data_type longer than 255 characters")
     checksum = file_checksum = None
     if extensions:
-        checksum = _checksum_field(fields, "checksum")
-        file_checksum = _checksum_field(fields, "file_checksum")
+        checksum = checksum_field(fields, "checksum")
+        file_checksum = checksum_field(fields, "file_checksum")
     return ChunkMeta(
         filename,
         int(offset_text),
@@ -126,7 +132,7 @@ def parse_meta(fields: dict[str, str], extensions: bool) -> ChunkMeta:
     )
 
 
-def _checksum_field(fields: dict[str, str], name: str) -> str | None:
+def checksum_field(fields: dict[str, str], name: str) -> str | None:
     value = fields.get(name, "")
     if not value:
         return None

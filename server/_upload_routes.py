@@ -76,6 +76,8 @@ class UploadRoute:
     before_blob: frozenset[str] = frozenset()
     #: A replay of a complete upload's last chunk answers what the lost answer said.
     replayable = False
+    #: A chunk of a parallel-chunk upload [ext] (:mod:`._upload_parallel` places and records it).
+    parallel = False
 
     def __init__(self, state: State) -> None:
         self.state = state
@@ -236,5 +238,16 @@ class AnnotationRoute(UploadRoute):
         if warnings and not form_bool(fields, "ignore_warnings"):
             raise ShapedError(400, {"warnings": warnings})
 
+
+class ParallelChunkRoute(UploadRoute):
+    """``POST /upload/parallel/<id>`` [ext]: one chunk of a parallel-chunk upload, at its slot."""
+
+    name = "upload_parallel_chunk"
+    path = "/upload/parallel/{data_id:[0-9]+}"
+    parallel = True
+
+
+#: The parallel-chunk endpoints' route names (served only with extensions).
+PARALLEL_ROUTE_NAMES = frozenset({"upload_parallel", ParallelChunkRoute.name, "upload_parallel_finish"})
 
 ROUTES: tuple[type[UploadRoute], ...] = (UploadRoute, SampleRoute, MultiplexedRoute, AnnotationRoute)

@@ -36,6 +36,9 @@ async def get_upload(request: web.Request) -> web.StreamResponse:
     }
     if row.state == READY:
         body["checksum"] = row.checksum
+    plan = await store.run(store.parallel_plan, data_id)
+    if plan is not None:
+        body["parallel"] = {"total": plan[0], "chunk_size": plan[1]}
     sample = await store.run(store.sample_of_data, data_id)
     body["sample_id"] = sample[0] if sample else None
     body["previous_data"] = await store.run(store.linked_before, data_id)

@@ -57,7 +57,8 @@ from ._store_samples import SampleRefused
 from ._unpack import UnpackError, unpack
 from ._upload_chunk import Chunk, ChunkMeta, Target, parse_meta
 from ._upload_disk import close_partial, move_into_place, open_existing, open_new, unlink, unpack_limits
-from ._upload_routes import ROUTES, UploadRoute
+from ._upload_parallel import ParallelUploads
+from ._upload_routes import ROUTES, ParallelChunkRoute, UploadRoute
 from ._upload_status import get_upload
 from ._upload_whole import WHOLE_IN_MEMORY, spill_whole, store_whole
 
@@ -85,6 +86,7 @@ class UploadManager:
         #: ``config.whole_uploads_in_memory``; only the event loop touches it).
         self.held_in_memory = 0
         self.routes = [route(state) for route in ROUTES]
+        self.parallel = ParallelUploads(self)
         self._io = state.run_io
 
     def _sink(self, fd: int, offset: int, hashers: tuple[Any, ...], *, fsync: bool, keep: bool = True) -> Sink:
@@ -221,6 +223,8 @@ class UploadManager:
         if chunk.blob_seen:
             bad_request("more than one blob")
         chunk.blob_seen = True
+        if chunk.route.parallel:
+            return None, await self.parallel.open_blob(request, user, chunk)
         if {"filename", "expected_file_size", "data"} | chunk.route.before_blob <= chunk.fields.keys():
             # Metadata came first (flowbio and our engine send it so): stream
             # straight into the partial file at the held offset, once the route has
@@ -317,6 +321,10 @@ class UploadManager:
                 return target
             if row.state != UPLOADING:
                 raise ApiError(400, f"upload is complete; it holds {row.size} bytes", expected_file_size=row.size)
+            if await self.store.run(self.store.parallel_plan, data_id) is not None:
+                # Its size is the sum of slots held, not a prefix: appending there (and truncating
+                # the file to it first) would destroy acknowledged chunks.
+                bad_request("a parallel-chunk upload: send its chunks to POST /upload/parallel/<id>")
             if meta.offset != row.size:
                 raise ApiError(
                     400,
@@ -338,6 +346,8 @@ class UploadManager:
     # --- after the body ---------------------------------------------------------
 
     async def _finish(self, request: web.Request, user: str, chunk: Chunk) -> web.StreamResponse:
+        if chunk.route.parallel:
+            return await self.parallel.finish_chunk(chunk)
         meta = parse_meta(chunk.fields, self.config.extensions)
         if not chunk.blob_seen or chunk.received is None:
             bad_request("blob is required")
@@ -495,7 +505,7 @@ class UploadManager:
                 await self._io(
                     close_partial,
                     target.fd,
-                    None if target.committed else target.offset,
+                    None if target.committed or target.parallel else target.offset,
                     target.path if target.is_new and not target.committed else None,
                 )
         finally:
@@ -513,4 +523,11 @@ def upload_routes(manager: UploadManager) -> list[web.RouteDef]:
     routes = [web.post(route.path, manager.handler(route), name=route.name) for route in manager.routes]
     if manager.config.extensions:
         routes.append(web.get("/upload/{data_id:[0-9]+}", get_upload, name="upload_status", allow_head=False))
+        parallel = manager.parallel
+        chunk_route = ParallelChunkRoute(manager.state)
+        routes += [
+            web.post("/upload/parallel", parallel.open, name="upload_parallel"),
+            web.post(chunk_route.path, manager.handler(chunk_route), name=chunk_route.name),
+            web.post("/upload/parallel/{data_id:[0-9]+}/finish", parallel.finish, name="upload_parallel_finish"),
+        ]
     return routes

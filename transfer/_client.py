@@ -61,6 +61,8 @@ class Capabilities:
     checksums: bool = False
     upload_status: bool = False
     chunk_maps: bool = False
+    #: [ext] one upload's chunks may go on several connections at once, in any order.
+    parallel_chunks: bool = False
     max_chunk_size: int | None = None
     server: str = "flow"
     version: str = ""
@@ -309,6 +311,7 @@ class FlowClient:
             checksums=ours and isinstance(checksums, list) and protocol.CHECKSUM_ALGORITHM in checksums,
             upload_status=ours and answer.get("upload_status") is True,
             chunk_maps=ours and answer.get("chunk_maps") is True,
+            parallel_chunks=ours and answer.get("parallel_chunks") is True,
             max_chunk_size=max_chunk if isinstance(max_chunk, int) and max_chunk > 0 else None,
             server=str(answer.get("server", "flow")) if ours else "flow",
             version=str(answer.get("version", "")) if ours else "",

@@ -180,6 +180,9 @@ class TransferContext:
     archive_gate: anyio.Lock = field(default_factory=anyio.Lock)
     #: ``--path-map``: workers get records with this host's paths; the journal keeps the journal form.
     paths: PathMap = field(default_factory=PathMap)
+    #: Files being uploaded now: a large file's parallel chunks take the connections that other
+    #: files leave (:func:`._upload_parallel.parallel_streams`).
+    uploads_active: int = 0
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

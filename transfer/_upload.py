@@ -1,6 +1,8 @@
 """Uploading one file with the Flow chunk protocol.
 
-Chunks go strictly in order (the protocol requires it); the next chunk is
+Chunks go strictly in order (the protocol requires it; a large file against
+our server's parallel-chunk extension goes on several connections instead,
+:mod:`._upload_parallel`); the next chunk is
 read and hashed in a worker thread while the current one is on the wire. A
 chunk is ``acked`` in the journal only after the server's 2xx answer. When an
 answer is lost, the server's own account of what it holds (``GET /upload/<id>``
@@ -105,9 +107,11 @@ async def upload_source(
         source = await anyio.to_thread.run_sync(source.load)
     elif not isinstance(source, MemorySource):
         await anyio.to_thread.run_sync(source.open)
+    ctx.uploads_active += 1
     try:
         return await _upload_open_source(ctx, record, source, options)
     finally:
+        ctx.uploads_active -= 1
         source.close()
 
 
@@ -124,6 +128,13 @@ async def _upload_open_source(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions
 ) -> UploadResult:
     size = source.size
+    # Imported here: the parallel path builds on this module's helpers.
+    from ._upload_parallel import fits_parallel, upload_parallel
+
+    if fits_parallel(ctx, size, options):
+        parallel = await upload_parallel(ctx, record, source, options)
+        if parallel is not None:
+            return parallel
     chunk_size = record.chunk_size if (record.data_id and record.chunk_size) else ctx.chunk_size()
     progress = _Progress(None, 0, protocol.new_hasher())
     existing: list[ChunkRecord] = []

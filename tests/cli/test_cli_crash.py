@@ -46,7 +46,7 @@ class Rig:
         The envelope (multipart boundaries and form fields) is taken as the largest seen
         around a full chunk, so the figure errs towards counting too much.
         """
-        posts = self.log.select("POST", r"^/upload$")
+        posts = self.log.select("POST", r"^/upload(/parallel/\d+)?$")
         envelope = max(e.request_bytes for e in posts if e.status == 200) - CHUNK
         assert 0 < envelope < 2 * KiB
         return sum(e.request_bytes for e in posts) - TOTAL - len(posts) * envelope

@@ -13,7 +13,8 @@ chunk is refused when its offset is not the bytes held, its ``data`` is not
 an upload of the caller's, or its checksum does not match:
 ``400``/``404``/``422``, as ``flow-api.md`` says; and a sample's type,
 metadata, project or earlier files, or an annotation sheet's rows, are
-checked against the catalog and the store, which no schema can say).
+checked against the catalog and the store, which no schema can say); and
+the [ext] parallel-chunk endpoints, for the same reasons.
 
 CI: ``FUZZ_EXAMPLES`` examples per operation (default 8). ``pytest -m long``:
 ``FLOWXFER_FUZZ_EXAMPLES`` (default 300) per operation.
@@ -46,6 +47,11 @@ DOCUMENTED_REFUSALS = {
     ("POST", "/upload/sample"),
     ("POST", "/upload/multiplexed"),
     ("POST", "/upload/annotation"),
+    # [ext] parallel chunks: the same refusals (a name of "." or "..", an id not the caller's upload,
+    # an offset that is not a slot of it).
+    ("POST", "/upload/parallel"),
+    ("POST", "/upload/parallel/{data_id}"),
+    ("POST", "/upload/parallel/{data_id}/finish"),
 }
 _TALLY = {"requests": 0, "server_errors": 0}
 
@@ -131,4 +137,9 @@ def test_the_schema_is_the_servers(fuzz_server: ServerProcess) -> None:
     assert {"GET /executions/search", "GET /executions/{execution_id}", "GET /samples/{sample_id}/executions"} <= set(
         OPERATIONS
     )
+    assert {
+        "POST /upload/parallel",
+        "POST /upload/parallel/{data_id}",
+        "POST /upload/parallel/{data_id}/finish",
+    } <= set(OPERATIONS)
     assert len(OPERATIONS) >= 30

@@ -44,6 +44,8 @@ CHUNK = 64 * KiB
 MiB = 1024 * KiB
 #: The multipart envelope and form fields around one chunk's blob (measured: ~600 bytes; generous).
 ENVELOPE = 2 * KiB
+#: A chunk request: strict (``/upload``) or, with extensions, a parallel chunk [ext].
+UPLOAD_PATH = r"^/upload(/parallel/\d+)?$"
 SIZE = 12 * CHUNK + 1234
 #: What aiohttp may hold unread when a response ends early: it raises at once and drops its read
 #: buffer (two 64 KiB reads), and an RST also drops what the kernel had not handed over yet. A cut
@@ -74,7 +76,7 @@ async def upload_through(r: Rig, tmp_path: Path, size: int = SIZE, **config: Any
         report = done(await fx.upload([src]))
     (item,) = report.files
     assert item.id
-    for exchange in r.log.select("POST", r"^/upload$"):
+    for exchange in r.log.select("POST", UPLOAD_PATH):
         # Like flowbio's: a Content-Length, never a chunked body (WSGI servers may refuse those).
         names = {name.lower() for name, _ in exchange.request_headers}
         assert "content-length" in names and "transfer-encoding" not in names, exchange.request_headers
@@ -130,11 +132,11 @@ async def test_flipped_upload_byte(tmp_path: Path, extensions: bool) -> None:
     server's copy with). That is the documented limit of the mode.
     """
     async with rig(tmp_path, extensions) as r:
-        flip = r.proxy.add(FlipBodyByte(Match("POST", r"^/upload$", nth=3), direction="up", at=4000))
+        flip = r.proxy.add(FlipBodyByte(Match("POST", UPLOAD_PATH, nth=3), direction="up", at=4000))
         source, data_id = await upload_through(r, tmp_path)
         assert flip.hits == 1
         server_copy = (await stored(r.server, {"reads.bin": data_id}))["reads.bin"]
-        requests = r.log.select("POST", r"^/upload$")
+        requests = r.log.select("POST", UPLOAD_PATH)
         if extensions:
             assert server_copy == source
             assert [e.status for e in requests].count(422) == 1
@@ -204,11 +206,11 @@ async def test_flipped_download_byte_of_a_one_chunk_file(tmp_path: Path, extensi
 
 async def test_upload_connection_cut_mid_chunk(tmp_path: Path, extensions: bool) -> None:
     async with rig(tmp_path, extensions) as r:
-        cut = r.proxy.add(ResetMidBody(Match("POST", r"^/upload$", nth=4), direction="up", at_fraction=0.5))
+        cut = r.proxy.add(ResetMidBody(Match("POST", UPLOAD_PATH, nth=4), direction="up", at_fraction=0.5))
         source, data_id = await upload_through(r, tmp_path)
         assert cut.hits == 1
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
-        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", UPLOAD_PATH)) * ENVELOPE
 
 
 async def test_download_connection_cut_mid_stream(tmp_path: Path, extensions: bool) -> None:
@@ -242,12 +244,12 @@ async def test_upload_answer_stalled_longer_than_read_timeout(tmp_path: Path, ex
     server's 400 (it already holds those bytes) tells it to go on: nothing stored twice."""
     async with rig(tmp_path, extensions) as r:
         stall = r.proxy.add(
-            StallMidBody(Match("POST", r"^/upload$", nth=5), direction="down", at_fraction=0.5, seconds=8.0)
+            StallMidBody(Match("POST", UPLOAD_PATH, nth=5), direction="down", at_fraction=0.5, seconds=8.0)
         )
         source, data_id = await upload_through(r, tmp_path, read_timeout=2.0)  # only the stall trips it
         assert stall.hits == 1
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
-        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", UPLOAD_PATH)) * ENVELOPE
 
 
 # --- lost and truncated answers ----------------------------------------------------------------
@@ -259,11 +261,11 @@ async def test_lost_upload_answer(tmp_path: Path, extensions: bool, nth: int) ->
     duplicate or skip a byte. (A lost answer to the *first* chunk cannot be recovered by any client:
     the data id was in it. The engine starts a new upload; the orphan stays partial on the server.)"""
     async with rig(tmp_path, extensions) as r:
-        lost = r.proxy.add(DropResponse(Match("POST", r"^/upload$", nth=nth)))
+        lost = r.proxy.add(DropResponse(Match("POST", UPLOAD_PATH, nth=nth)))
         source, data_id = await upload_through(r, tmp_path)
         assert lost.hits == 1
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
-        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        assert r.upload_bytes() <= SIZE + CHUNK + len(r.log.select("POST", UPLOAD_PATH)) * ENVELOPE
 
 
 @pytest.mark.parametrize("nth", [2, 3], ids=["middle", "last"])
@@ -272,12 +274,12 @@ async def test_lost_answer_to_a_large_chunk(tmp_path: Path, extensions: bool, nt
     holds those bytes already) before the engine has sent it all. Regression: for the last chunk
     the engine then realigned, resent it, was refused early again... for ever."""
     async with rig(tmp_path, extensions) as r:
-        lost = r.proxy.add(DropResponse(Match("POST", r"^/upload$", nth=nth)))
+        lost = r.proxy.add(DropResponse(Match("POST", UPLOAD_PATH, nth=nth)))
         size = 5 * MiB + 5
         source, data_id = await upload_through(r, tmp_path, size=size, chunk_size=2 * MiB)
         assert lost.hits == 1
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
-        assert r.upload_bytes() <= size + 2 * MiB + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        assert r.upload_bytes() <= size + 2 * MiB + len(r.log.select("POST", UPLOAD_PATH)) * ENVELOPE
 
 
 async def test_server_that_lost_the_partial_upload_asks_to_start_again(tmp_path: Path, extensions: bool) -> None:
@@ -288,7 +290,7 @@ async def test_server_that_lost_the_partial_upload_asks_to_start_again(tmp_path:
             RespondWith.json(
                 409,
                 {"error": "the server lost bytes of this upload; start it again"},
-                match=Match("POST", r"^/upload$", nth=4),
+                match=Match("POST", UPLOAD_PATH, nth=4),
             )
         )
         events: list[Any] = []
@@ -300,7 +302,7 @@ async def test_server_that_lost_the_partial_upload_asks_to_start_again(tmp_path:
 
 async def test_truncated_answers(tmp_path: Path, extensions: bool) -> None:
     async with rig(tmp_path, extensions) as r:
-        cut_up = r.proxy.add(TruncateResponse(Match("POST", r"^/upload$", nth=6), fraction=0.5))
+        cut_up = r.proxy.add(TruncateResponse(Match("POST", UPLOAD_PATH, nth=6), fraction=0.5))
         cut_info = r.proxy.add(TruncateResponse("GET ^/data/", fraction=0.5))
         source, data_id = await upload_through(r, tmp_path)
         assert cut_up.hits == 1
@@ -319,14 +321,14 @@ async def test_truncated_answers(tmp_path: Path, extensions: bool) -> None:
 
 async def test_bursts_of_html_502_and_503(tmp_path: Path, extensions: bool) -> None:
     async with rig(tmp_path, extensions) as r:
-        r.proxy.add(RespondWith.html_error(502, match=Match("POST", r"^/upload$", nth=2), times=3))
-        r.proxy.add(RespondWith.html_error(503, match=Match("POST", r"^/upload$", nth=9), times=2))
+        r.proxy.add(RespondWith.html_error(502, match=Match("POST", UPLOAD_PATH, nth=2), times=3))
+        r.proxy.add(RespondWith.html_error(503, match=Match("POST", UPLOAD_PATH, nth=9), times=2))
         events: list[Any] = []
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert sum(isinstance(e, Retrying) for e in events) >= 5
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
         # Each error page cost the one chunk it answered, no more.
-        assert r.upload_bytes() <= SIZE + 5 * CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        assert r.upload_bytes() <= SIZE + 5 * CHUNK + len(r.log.select("POST", UPLOAD_PATH)) * ENVELOPE
         r.log.clear()
         r.proxy.add(RespondWith.html_error(503, match=DOWNLOAD, times=3))
         r.proxy.add(RespondWith.html_error(502, match="GET ^/data/", times=2))
@@ -338,13 +340,13 @@ async def test_bursts_of_html_502_and_503(tmp_path: Path, extensions: bool) -> N
 
 async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> None:
     async with rig(tmp_path, extensions) as r:
-        storm = r.proxy.add(RespondWith.rate_limited(retry_after=1, match=Match("POST", r"^/upload$", nth=3), times=3))
+        storm = r.proxy.add(RespondWith.rate_limited(retry_after=1, match=Match("POST", UPLOAD_PATH, nth=3), times=3))
         events: list[Any] = []
         source, data_id = await upload_through(r, tmp_path, events=events)
         assert storm.hits == 3
         assert any(isinstance(e, Retrying | Waiting) for e in events)
         assert (await stored(r.server, {"reads.bin": data_id}))["reads.bin"] == source
-        assert r.upload_bytes() <= SIZE + 3 * CHUNK + len(r.log.select("POST", r"^/upload$")) * ENVELOPE
+        assert r.upload_bytes() <= SIZE + 3 * CHUNK + len(r.log.select("POST", UPLOAD_PATH)) * ENVELOPE
         r.log.clear()
         r.proxy.add(RespondWith.rate_limited(retry_after=1, match=DOWNLOAD, times=2))
         report, data = await download_through(r, tmp_path, data_id)

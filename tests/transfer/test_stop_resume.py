@@ -50,7 +50,9 @@ async def test_stop_is_honoured_between_upload_chunks(tmp_path: Path, extensions
         async with FaultProxy("127.0.0.1", port) as proxy:
             via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
             stopper = StopAfter(10 * CHUNK + 1, proxy)  # inside the eleventh chunk
-            async with client(via, tmp_path / "home", progress=stopper, grace_period=5) as fx:
+            # One stream: the strict chunk order (several streams: tests/transfer/test_upload_parallel.py).
+            # The resume below, with the default streams, continues that strict upload in order.
+            async with client(via, tmp_path / "home", progress=stopper, grace_period=5, upload_streams=1) as fx:
                 stopper.fx = fx
                 first = await fx.upload([src])
             assert first.status == "interrupted" and first.stop_reason == "stopped"

@@ -1,0 +1,343 @@
+"""Parallel-chunk uploads [ext]: one file's chunks at their offsets, in any order, on any connection.
+
+The strict chunk protocol (:mod:`._uploads`) puts one file on one connection,
+one chunk after another's answer; on a long path where one TCP connection is
+capped below the link, a single large file then uses a fraction of it. Here
+the upload is opened with its size and a fixed chunk size, which cut the file
+into slots (``offset = k × chunk_size``); each chunk is streamed into its slot
+of the partial file, ``fdatasync``ed, checked against its checksum and
+recorded before its 2xx, exactly as a strict chunk is. The durability
+contract is the strict one's, slot by slot:
+
+- only a request holding a slot's lock writes into that slot, and only while
+  the slot is unrecorded; a recorded slot is never written again (a chunk
+  sent twice is hashed and compared, not stored: the same bytes answer 200,
+  different bytes 409);
+- a torn or refused chunk leaves its slot unrecorded: its bytes may sit in
+  the file, but assembly needs every slot recorded, so they are never part of
+  a finished file;
+- ``finish`` verifies that every slot is recorded, hashes the whole file and
+  compares it with the client's ``file_checksum``, then commits
+  ``finalizing``, renames the file into ``data/`` and marks it ready (the
+  strict upload's last steps, so start-up recovery finishes it the same way).
+
+The whole-file hash is computed while the upload runs: each recorded chunk
+that extends the hashed prefix is read back (:class:`_Assembly`), so
+``finish`` has at most the last few chunks left to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from flowxfer.protocol import filename_problem, format_checksum, new_hasher
+
+from ._http import ApiError, bad_request, json_response, not_found, read_json
+from ._ids import is_id, new_id
+from ._sink import Sink, feed_file
+from ._state import RATE, charge, user_of
+from ._store import READY, UPLOADING, ChunkRow, DataRow, StoreError
+from ._upload_chunk import Chunk, Target, checksum_field, parse_meta
+from ._upload_disk import move_into_place, open_new
+
+if TYPE_CHECKING:
+    from ._uploads import UploadManager
+
+log = logging.getLogger("flowxfer.server.uploads")
+
+#: Missing slots listed in a refused ``finish`` (the count is always given).
+MAX_MISSING_LISTED = 1000
+
+
+@dataclass
+class _Assembly:
+    """The whole-file hash of one upload so far: its chunks from offset 0 up to ``upto``."""
+
+    hasher: Any = field(default_factory=new_hasher)
+    upto: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def slots(total: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``(offset, size)`` of every slot of a ``total``-byte file cut into ``chunk_size`` chunks."""
+    return [(offset, min(chunk_size, total - offset)) for offset in range(0, total, chunk_size)]
+
+
+class ParallelUploads:
+    """The three parallel-chunk endpoints; the chunk itself goes through the manager's multipart reader."""
+
+    def __init__(self, manager: UploadManager) -> None:
+        self.manager = manager
+        self.state = manager.state
+        self.store = manager.store
+        #: data id -> offset -> the lock of that slot (only its holder writes into the slot).
+        self._slot_locks: dict[str, dict[int, asyncio.Lock]] = {}
+        self._finish_locks: dict[str, asyncio.Lock] = {}
+        self._assemblies: dict[str, _Assembly] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- POST /upload/parallel ---------------------------------------------------
+
+    async def open(self, request: web.Request) -> web.StreamResponse:
+        """Open an upload of ``size`` bytes whose chunks of ``chunk_size`` bytes may come in any order."""
+        try:
+            user = user_of(request)
+            config = self.state.config
+            body = await read_json(request, config.max_json_bytes, config.max_json_depth)
+            filename = body.get("filename")
+            if not isinstance(filename, str):
+                bad_request("filename is required (a string)")
+            problem = filename_problem(filename)
+            if problem:
+                raise ApiError(400, problem, filename=[problem])
+            total = _count(body, "size", 2**62)
+            chunk_size = _count(body, "chunk_size", config.max_chunk_size)
+            if chunk_size == 0:
+                bad_request("chunk_size must be at least 1")
+            data_type = body.get("data_type")
+            if data_type is not None and (not isinstance(data_type, str) or len(data_type) > 255):
+                bad_request("data_type must be a string of at most 255 characters")
+            charge(request, "upload")
+        except ApiError:
+            if request.get(RATE) is None:
+                charge(request, "api")
+            raise
+        now = time.time()
+        row = DataRow(new_id(), user, filename, data_type or None, False, True, UPLOADING, 0, None, now, now, None)
+        path = self.state.layout.partial / row.id
+        # The file (and its folder entry) first: a crash before the record leaves a partial
+        # file no record names, which start-up recovery removes; nobody was told its id.
+        fd = await self.state.run_io(open_new, path, True)
+        await self.state.run_io(os.close, fd)
+        await self.store.run(self.store.open_parallel, row, total, chunk_size)
+        return json_response(
+            {
+                "id": row.id,
+                "data_id": row.id,
+                "filename": filename,
+                "size": 0,
+                "total": total,
+                "chunk_size": chunk_size,
+                "is_ready": False,
+            }
+        )
+
+    # --- POST /upload/parallel/<id>: one chunk (multipart, read by the manager) ---------------
+
+    async def open_blob(self, request: web.Request, user: str, chunk: Chunk) -> Sink:
+        """The blob of a chunk begins: where it goes (its slot), or only hashed when the slot is taken."""
+        fields = chunk.fields
+        if not {"filename", "expected_file_size"} <= fields.keys():
+            bad_request("filename and expected_file_size must come before the blob")
+        meta = parse_meta(fields, True)
+        data_id = request.match_info["data_id"]
+        if meta.data_id is not None and meta.data_id != data_id:
+            bad_request("data differs from the upload in the path")
+        row = await self.store.run(self.store.get_data, data_id) if is_id(data_id) else None
+        if row is None or row.owner != user:
+            charge(request, "upload")
+            not_found("no upload with that id is yours to continue")
+        charge(request, "upload", count=False)
+        plan = await self.store.run(self.store.parallel_plan, data_id)
+        if plan is None:
+            bad_request("not a parallel-chunk upload: continue it with POST /upload")
+        total, chunk_size = plan
+        if meta.filename != row.filename:
+            bad_request(f"filename differs from the upload's ({row.filename})")
+        offset = meta.offset
+        if offset % chunk_size or offset >= total:
+            bad_request(
+                f"{offset} is not where a chunk of this upload starts ({total} bytes, {chunk_size}-byte chunks)"
+            )
+        due = min(chunk_size, total - offset)
+        lock = self._slot_locks.setdefault(data_id, {}).setdefault(offset, asyncio.Lock())
+        await lock.acquire()
+        target = chunk.target = Target(data_id, self.state.layout.partial / data_id, offset, False, row, lock=lock)
+        target.parallel = True
+        target.due = due
+        held = await self.store.run(self.store.chunk_at, data_id, offset)
+        row = await self.store.run(self.store.get_data, data_id)
+        assert row is not None
+        if held is not None:
+            # Sent before: compare, never write into an acknowledged slot.
+            target.replay = True
+            target.held = held
+            return Sink(self.state.io, due, -1, offset, (new_hasher(),), fsync=False, keep=False)
+        if row.state != UPLOADING:
+            bad_request(f"upload is {row.state}: no more chunks are taken")
+        try:
+            target.fd = await self.state.run_io(os.open, target.path, os.O_WRONLY)
+        except FileNotFoundError:
+            raise ApiError(409, "the server lost bytes of this upload; start it again") from None
+        return Sink(self.state.io, due, target.fd, offset, (new_hasher(),), fsync=True)
+
+    async def finish_chunk(self, chunk: Chunk) -> web.StreamResponse:
+        """The blob is in its slot and flushed: check it and record it (or compare a repeat)."""
+        target, received = chunk.target, chunk.received
+        if target is None or received is None:
+            bad_request("blob is required")
+        meta = parse_meta(chunk.fields, True)
+        if received.size != target.due:
+            bad_request(f"the chunk at {target.offset} must be {target.due} bytes, not {received.size}")
+        if meta.checksum is not None and meta.checksum != received.checksum:
+            raise ApiError(422, "checksum mismatch", expected=meta.checksum, received=received.checksum)
+        mine = ChunkRow(target.offset, received.size, received.checksum)
+        held = target.held
+        if held is None:
+            try:
+                held = await self.store.run(self.store.commit_parallel_chunk, target.data_id, mine)
+            except StoreError:
+                bad_request("the upload is not open any more")
+            target.committed = True
+            if held is None:
+                self._kick(target.data_id)
+        if held is not None and (held.size, held.checksum) != (mine.size, mine.checksum):
+            raise ApiError(
+                409,
+                f"the server holds different bytes at offset {target.offset}",
+                offset=target.offset,
+                checksum=held.checksum,
+            )
+        return json_response(
+            {
+                "id": target.data_id,
+                "data_id": target.data_id,
+                "offset": target.offset,
+                "size": received.size,
+                "checksum": received.checksum,
+            }
+        )
+
+    # --- POST /upload/parallel/<id>/finish ---------------------------------------------------
+
+    async def finish(self, request: web.Request) -> web.StreamResponse:
+        """Assemble: every slot recorded, the whole file's checksum matched, then ready (idempotent)."""
+        user = user_of(request)
+        data_id = request.match_info["data_id"]
+        row = await self.store.run(self.store.get_data, data_id) if is_id(data_id) else None
+        if row is None or row.owner != user:
+            charge(request, "api")
+            not_found("no upload with that id is yours")
+        charge(request, "upload", count=False)
+        config = self.state.config
+        body = await read_json(request, config.max_json_bytes, config.max_json_depth)
+        value = body.get("file_checksum")
+        if value is not None and not isinstance(value, str):
+            bad_request("file_checksum must read xxh3-128:<32 hex digits>")
+        expected = checksum_field({"file_checksum": value or ""}, "file_checksum")
+        plan = await self.store.run(self.store.parallel_plan, data_id)
+        if plan is None:
+            bad_request("not a parallel-chunk upload: its last chunk finishes it")
+        total, chunk_size = plan
+        lock = self._finish_locks.setdefault(data_id, asyncio.Lock())
+        async with lock:
+            row = await self.store.run(self.store.get_data, data_id)
+            assert row is not None
+            if row.state == READY:
+                checksum = row.checksum
+            elif row.state != UPLOADING:
+                bad_request(f"upload {row.state}: {row.error or 'it cannot be finished'}")
+            else:
+                chunks = await self.store.run(self.store.chunks, data_id)
+                held = {c.offset for c in chunks}
+                missing = [(o, s) for o, s in slots(total, chunk_size) if o not in held]
+                if missing:
+                    raise ApiError(
+                        400,
+                        f"{len(missing)} chunk(s) missing",
+                        size=row.size,
+                        missing_count=len(missing),
+                        missing=[{"offset": o, "size": s} for o, s in missing[:MAX_MISSING_LISTED]],
+                    )
+                checksum = await self._digest(data_id, total)
+                if expected is not None and expected != checksum:
+                    raise ApiError(422, "file checksum mismatch", expected=expected, received=checksum)
+                await self.store.run(self.store.commit_chunk, data_id, total, None, final_checksum=checksum)
+                await self.state.run_io(move_into_place, self.state.layout, data_id, None)
+                await self.store.run(self.store.set_state, data_id, READY)
+                self._slot_locks.pop(data_id, None)
+            # Ready now: a finish that takes a new lock finds it so and changes nothing.
+            self._finish_locks.pop(data_id, None)
+        if expected is not None and expected != checksum:
+            raise ApiError(422, "file checksum mismatch", expected=expected, received=checksum)
+        return json_response(
+            {
+                "id": data_id,
+                "data_id": data_id,
+                "filename": row.filename,
+                "size": total,
+                "is_ready": True,
+                "checksum": checksum,
+            }
+        )
+
+    # --- the whole-file hash, kept up as chunks are recorded -----------------------------------
+
+    def _kick(self, data_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._advance(data_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Only a head start is lost: finish hashes what is left, and reports a real failure.
+            log.warning("hashing an upload ahead of its finish failed: %s", task.exception())
+
+    async def _advance(self, data_id: str) -> None:
+        assembly = self._assemblies.setdefault(data_id, _Assembly())
+        async with assembly.lock:
+            if self._assemblies.get(data_id) is not assembly:
+                return  # finished meanwhile
+            await self._feed(data_id, assembly)
+
+    async def _feed(self, data_id: str, assembly: _Assembly) -> None:
+        """Hash the recorded chunks that continue the hashed prefix (their bytes never change)."""
+        path = self.state.layout.partial / data_id
+        for chunk in await self.store.run(self.store.chunks, data_id):
+            if chunk.offset < assembly.upto:
+                continue
+            if chunk.offset != assembly.upto:
+                break
+            await self.state.run_io(feed_file, path, chunk.offset, chunk.size, assembly.hasher)
+            assembly.upto += chunk.size
+
+    async def _digest(self, data_id: str, total: int) -> str:
+        """The whole file's checksum (every slot is recorded): the running hash, completed."""
+        assembly = self._assemblies.setdefault(data_id, _Assembly())
+        async with assembly.lock:
+            try:
+                await self._feed(data_id, assembly)
+            except OSError as exc:
+                raise ApiError(409, f"the server lost bytes of this upload ({exc}); start it again") from None
+            finally:
+                self._assemblies.pop(data_id, None)
+        if assembly.upto != total:
+            raise AssertionError(f"upload {data_id}: hashed {assembly.upto} of {total} bytes")
+        return format_checksum(assembly.hasher.hexdigest())
+
+    async def close(self) -> None:
+        """Stop hashing ahead (server shutdown): nothing is lost, finish starts again from the file."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - shutting down; _done logged real failures
+                pass
+
+
+def _count(body: dict[str, Any], name: str, most: int) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        bad_request(f"{name} is required (a non-negative integer)")
+    if value > most:
+        bad_request(f"{name} is more than {most}")
+    return value
