@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
 
+#: The official client's (flowbio): a flowbio user's habits and scripts carry over.
+DEFAULT_BASE_URL = "https://app.flow.bio/api"
+
+#: Seconds between two polls of a running execution: hosted Flow asks for "≥ 60 seconds".
+DEFAULT_POLL_INTERVAL = 60.0
+
 
 @dataclass(frozen=True)
 class TransferConfig:
