@@ -23,6 +23,7 @@ import anyio
 
 from flowxfer.journal import Journal, TransferRecord
 
+from ._capcache import CapabilityCache
 from ._client import Capabilities, FlowClient, check_base_url
 from ._config import DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL, TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
@@ -148,6 +149,7 @@ class Flowxfer:
             ssl_context=ssl_context,
             allow_insecure_http=self._allow_insecure_http,
             pause=runner.pause,
+            capability_cache=CapabilityCache(self.store.config_dir),
         )
         await client.__aenter__()
         runner.attach(client)

@@ -27,6 +27,7 @@ import anyio
 
 from flowxfer import __version__, protocol
 
+from ._capcache import CapabilityCache
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, not_logged_in, token_expiry
 from ._errors import (
@@ -146,6 +147,7 @@ class FlowClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         pause: Callable[[float], Awaitable[None]] = anyio.sleep,
+        capability_cache: CapabilityCache | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self._origin = urlsplit(self.base_url)[:2]
@@ -166,6 +168,10 @@ class FlowClient:
         )
         self._refresh_lock = anyio.Lock()
         self._capabilities: Capabilities | None = None
+        #: Where ``/capabilities`` answers are remembered between commands (None: ask every time).
+        self.capability_cache = capability_cache
+        #: The capabilities in use came from :attr:`capability_cache`, not from this server just now.
+        self.capabilities_remembered = False
         self.retries = 0
 
     async def __aenter__(self) -> FlowClient:
@@ -293,14 +299,10 @@ class FlowClient:
     # -- capabilities --------------------------------------------------
 
     async def capabilities(self) -> Capabilities:
-        """Probe ``GET /capabilities`` once; hosted Flow has none (404) and gets plain behaviour."""
+        """Probe ``GET /capabilities`` once (or remember it, :mod:`._capcache`); hosted Flow has none (404)."""
         if self._capabilities is not None:
             return self._capabilities
-        try:
-            answer = await self.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
-        except (NotFoundError, RejectedError, ProtocolError, AuthError):
-            # Hosted Flow has no such endpoint (404, or 401 from its auth layer): plain behaviour.
-            answer = {}
+        answer = await self._capability_answer()
         checksums = answer.get("checksums") if isinstance(answer, dict) else None
         ours = isinstance(answer, dict) and answer.get("server") == "flowxfer"
         max_chunk = answer.get("max_chunk_size") if ours else None
@@ -314,6 +316,39 @@ class FlowClient:
             version=str(answer.get("version", "")) if ours else "",
         )
         return self._capabilities
+
+    async def _capability_answer(self) -> Any:
+        """The remembered answer when there is a fresh one, else the server's (then remembered)."""
+        cache = self.capability_cache
+        if cache is not None:
+            remembered = await anyio.to_thread.run_sync(cache.load, self.base_url)
+            if remembered is not None:
+                self.capabilities_remembered = True
+                return remembered
+        try:
+            answer = await self.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+        except (NotFoundError, RejectedError, ProtocolError, AuthError):
+            # Hosted Flow has no such endpoint (404, or 401 from its auth layer): plain behaviour.
+            answer = {}
+        self.capabilities_remembered = False
+        if cache is not None:
+            await anyio.to_thread.run_sync(cache.save, self.base_url, answer if isinstance(answer, dict) else {})
+        return answer
+
+    async def revalidate_capabilities(self) -> bool:
+        """Ask the server again when the capabilities came from the cache; True when they changed.
+
+        For a request that relied on an extension and was refused as if the
+        server had none (a 404): the server may have been restarted without
+        it since the answer was remembered.
+        """
+        if not self.capabilities_remembered or self._capabilities is None:
+            return False
+        before = self._capabilities
+        self._capabilities = None
+        if self.capability_cache is not None:
+            await anyio.to_thread.run_sync(self.capability_cache.forget, self.base_url)
+        return await self.capabilities() != before
 
     # -- requests ------------------------------------------------------
 

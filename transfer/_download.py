@@ -32,7 +32,7 @@ from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, Inv
 
 from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
-from ._errors import IntegrityError, ProtocolError, StopRequested, UnavailableError
+from ._errors import IntegrityError, NotFoundError, ProtocolError, StopRequested, UnavailableError
 from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_block, write_error
 from ._retry import RetryPolicy
 from ._runtime import TransferContext, task_group
@@ -106,7 +106,16 @@ async def fetch_remote(
     checksum = protocol.canonical_checksum(checksum)
     remote = RemoteFile(f"/downloads/{quote(data_id, safe='')}/{quote(filename, safe='')}", size, checksum)
     if want_map and ctx.capabilities.chunk_maps and size > 0:
-        answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
+        try:
+            answer = await ctx.client.json_request(
+                "GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api"
+            )
+        except NotFoundError:
+            # Remembered capabilities may be stale (the server restarted without extensions).
+            if not await ctx.client.revalidate_capabilities():
+                raise
+            ctx.capabilities = await ctx.client.capabilities()
+            return await fetch_remote(ctx, data_id, filename, size, checksum, want_map=want_map)
         entries = answer.get("chunks")
         if not isinstance(entries, list):
             raise ProtocolError(f"data {data_id}: malformed chunk map")
