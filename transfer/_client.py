@@ -172,12 +172,14 @@ class FlowClient:
         self.capability_cache = capability_cache
         #: The capabilities in use came from :attr:`capability_cache`, not from this server just now.
         self.capabilities_remembered = False
+        #: The quickest small GET answered so far, in seconds: an upper bound of the path's round trip.
+        self.round_trip: float | None = None
         self.retries = 0
 
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=max(8, self.config.concurrency * (self.config.segments + 1) + 4),
+                limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
                 ssl=self._ssl if self._ssl is not None else True,
                 enable_cleanup_closed=False,
             )
@@ -411,6 +413,7 @@ class FlowClient:
         :param any_json: take any JSON value, not only an object (Flow's catalog answers lists).
         """
         for attempt in range(1, self._policy.max_attempts + 1):
+            began = time.monotonic()
             async with self._send(
                 method,
                 path,
@@ -431,6 +434,9 @@ class FlowClient:
                         raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
                     await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt, None)
                     continue
+            if method == "GET" and response.status < 300:
+                took = time.monotonic() - began
+                self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
             if len(body) > _MAX_JSON_BODY:
                 raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
             try:

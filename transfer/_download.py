@@ -27,7 +27,6 @@ from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, Inv
 
 from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
-from ._config import TransferConfig
 from ._download_spans import Spans
 from ._download_streams import ContentChanged, FileStreams, Shared
 from ._errors import IntegrityError, NotFoundError, ProtocolError
@@ -218,10 +217,11 @@ async def _download_into(
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
     if todo:
         streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared)
-        spans = initial_spans(todo, ctx.config)
+        count = ctx.config.segments_for(ctx.client.round_trip)
+        spans = initial_spans(todo, count, ctx.config.min_segment_size)
         await streams.run(
             Spans(spans, ctx.config.block_size, max(ctx.config.block_size, ctx.config.min_segment_size // 4)),
-            min(ctx.config.segments, len(spans)),
+            min(count, len(spans)),
         )
         for _ in range(ctx.config.max_attempts):
             if not shared.bad:
@@ -290,11 +290,11 @@ async def _download_into(
     return DownloadResult(checksum, shared.etag, verified)
 
 
-def initial_spans(todo: list[Chunk], config: TransferConfig) -> list[tuple[int, int]]:
+def initial_spans(todo: list[Chunk], segments: int, min_segment_size: int) -> list[tuple[int, int]]:
     """The byte ranges the streams start with: a file still whole in a few balanced segments, else its gaps."""
     runs = contiguous_runs(todo)
     if len(runs) == 1:
-        return [(s.offset, s.offset + s.size) for s in plan_segments(runs[0], config.segments, config.min_segment_size)]
+        return [(s.offset, s.offset + s.size) for s in plan_segments(runs[0], segments, min_segment_size)]
     return [(run[0].offset, run[-1].end) for run in runs]
 
 
