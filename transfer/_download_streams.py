@@ -39,6 +39,8 @@ from .events import BytesMoved, Retrying
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 #: Tiny pieces (a slow proxy) flush a block early rather than keep thousands of views alive.
 _MAX_IOV = 512
+#: How often a stream without work looks for a span worth splitting (a fraction of WORTH_SPLITTING).
+_LOOK_AGAIN = 0.1
 _STREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 
@@ -117,7 +119,17 @@ class FileStreams:
         await self._fetch(Span(chunk.offset, chunk.end))
 
     async def _stream(self, spans: Spans) -> None:
-        while (span := spans.take()) is not None:
+        """Take spans until none is left; while others still run, look again now and then.
+
+        A span not worth splitting now may be later: its stream slows down or stalls.
+        """
+        while True:
+            span = spans.take()
+            if span is None:
+                if not spans.active:
+                    return
+                await anyio.sleep(_LOOK_AGAIN)
+                continue
             try:
                 await self._fetch(span)
             finally:
