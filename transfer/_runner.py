@@ -165,6 +165,10 @@ class Runner:
             ahead of their workers (:class:`ReadAhead`).
         """
         client = self.require_login()
+        # Counted from here, before the first await: a caller may have a request of this run's
+        # in flight already (a download asks what its ids are while the journal opens).
+        retries_before = client.retries
+        requests_before = client.limiter.requests_by_class()
         # The capabilities probe (a round trip when not remembered) runs while the journal opens.
         probed: list[Capabilities] = []
 
@@ -232,8 +236,6 @@ class Runner:
             feed=feed,
         )
         started = time.monotonic()
-        retries_before = client.retries
-        requests_before = client.limiter.requests_by_class()
         failure: BaseException | None = None
         try:
             await client.limiter.sync()  # adopt the budget other processes left us
