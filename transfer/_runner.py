@@ -35,7 +35,7 @@ from flowxfer.journal import (
     transfer_outcome,
 )
 
-from ._client import FlowClient
+from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
 from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
@@ -179,7 +179,20 @@ class Runner:
             ahead of their workers (:class:`ReadAhead`).
         """
         client = self.require_login()
-        raw_journal = await self.journal()
+        # Counted from here, before the first await: a caller may have a request of this run's
+        # in flight already (a download asks what its ids are while the journal opens).
+        retries_before = client.retries
+        requests_before = client.limiter.requests_by_class()
+        # The capabilities probe (a round trip when not remembered) runs while the journal opens.
+        probed: list[Capabilities] = []
+
+        async def probe() -> None:
+            probed.append(await client.capabilities())
+
+        async with task_group() as group:
+            group.start_soon(probe)
+            raw_journal = await self.journal()
+        capabilities = probed[0]
         patient = PatientJournal(
             raw_journal,
             max_wait=self.config.max_wait,
@@ -187,7 +200,6 @@ class Runner:
             on_wait=self._notice_from_any_thread,
         )
         journal = cast(Journal, patient)
-        capabilities = await client.capabilities()
         server, username = self.base_url, client.username
         what = f"flowxfer {kind}"
         held: list[Lease] = []
@@ -249,8 +261,6 @@ class Runner:
             paths=self.paths,
         )
         started = time.monotonic()
-        retries_before = client.retries
-        requests_before = client.limiter.requests_by_class()
         failure: BaseException | None = None
         try:
             await client.limiter.sync()  # adopt the budget other processes left us
