@@ -64,7 +64,8 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
         # ``download --execution --partial``: the outputs of a failed run arrived, the run still failed.
         statuses = [e.get("status") for e in report.extra.get("executions", {}).values()]
         return EXECUTION if any(s in ("ERROR", "CANCELED") for s in statuses) else OK
-    if report.stop_reason in ("budget", "max-wait", "database", "lease-lost"):
+    # timeout: an archive job outlasted --timeout; database, lease-lost: the fleet (journal unreachable, lease taken)
+    if report.stop_reason in ("budget", "max-wait", "timeout", "database", "lease-lost"):
         return TEMPFAIL
     if signum is not None and report.status == "interrupted":
         return signal_exit_code(signum)

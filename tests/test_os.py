@@ -7,6 +7,7 @@ import fcntl
 import gc
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -257,3 +258,11 @@ def test_a_block_kept_past_the_reading_stays_valid(tmp_path: Path) -> None:
     del blocks
     gc.collect()
     assert bytes(kept) == data[10:20]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_arenas_are_limited_in_a_fresh_process() -> None:
+    """The console script's one-arena setting takes (mallopt answers 1), in a process of its own."""
+    code = "from flowxfer._os import limit_malloc_arenas; print(limit_malloc_arenas())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
