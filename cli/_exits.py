@@ -64,11 +64,13 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
         # ``download --execution --partial``: the outputs of a failed run arrived, the run still failed.
         statuses = [e.get("status") for e in report.extra.get("executions", {}).values()]
         return EXECUTION if any(s in ("ERROR", "CANCELED") for s in statuses) else OK
-    # timeout: an archive job outlasted --timeout; database, lease-lost: the fleet (journal unreachable, lease taken)
-    if report.stop_reason in ("budget", "max-wait", "timeout", "database", "lease-lost"):
+    # database, lease-lost: the fleet (the journal unreachable past --max-wait, the lease taken over)
+    if report.stop_reason in ("budget", "max-wait", "database", "lease-lost"):
         return TEMPFAIL
     if signum is not None and report.status == "interrupted":
         return signal_exit_code(signum)
+    if report.stop_reason == "timeout":  # an archive job outlasted bulk --timeout: try again later
+        return TEMPFAIL
     failed = sum(report.error_kinds.values())
     for kind in ("not_found", "rejected"):
         if failed and report.error_kinds.get(kind, 0) == failed:

@@ -23,7 +23,10 @@ async def test_the_catalog_requests_go_at_once(tmp_path: Path) -> None:
     one kept-alive connection), then the closed attribute's options; the catalog is whole."""
     async with rig(tmp_path, True) as r, client(r.via_proxy, tmp_path / "home") as fx:
         r.log.clear()
+        before = fx.client.limiter.requests_by_class().get("api", 0)
         catalog = await fx.samples_catalog()
+        # Each request still took its token: the four, and the options (capabilities are not counted).
+        assert fx.client.limiter.requests_by_class().get("api", 0) - before == len(CATALOG_PATHS) + 1
     entries = [e for e in r.log.select("GET") if e.path.split("?", 1)[0] in CATALOG_PATHS]
     assert {e.path.split("?", 1)[0] for e in entries} == CATALOG_PATHS
     assert len({e.connection for e in entries}) == len(CATALOG_PATHS)
