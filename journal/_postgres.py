@@ -96,6 +96,11 @@ class _PostgresTransaction:
             cursor.executemany(_statement(sql)[0], rows)
             return cursor.rowcount
 
+    def now(self) -> float:
+        row = self.conn.execute("SELECT CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)").fetchone()
+        assert row is not None
+        return float(row[0])
+
     def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
         return self.execute(sql, params).fetchall  # in a pipeline, answered at its sync, in order
 

@@ -13,6 +13,7 @@ import contextlib
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ class _SqliteTransaction:
 
     def lock(self, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's one write lock."""
+
+    def now(self) -> float:
+        """This machine's clock: an SQLite journal is shared by the processes of one host only."""
+        return time.time()
 
     def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
         rows = self.conn.execute(sql, params).fetchall()  # now: a later write would change them
