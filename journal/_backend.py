@@ -90,7 +90,7 @@ class Backend(Protocol):
 
     def columns(self, table: str) -> list[str]: ...
 
-    def after_copy(self, table: str) -> None:
+    def after_copy(self, tx: Transaction, table: str) -> None:
         """Called after rows with explicit ids were copied into ``table`` (identity sequences move on)."""
         ...
 

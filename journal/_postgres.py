@@ -31,7 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ._backend import Params
+from ._backend import Params, Transaction
 from ._errors import (
     JournalBusyError,
     JournalCorruptError,
@@ -284,10 +284,9 @@ class PostgresBackend:
         )
         return [row["column_name"] for row in rows]
 
-    def after_copy(self, table: str) -> None:
+    def after_copy(self, tx: Transaction, table: str) -> None:
         """Move ``files``' identity past the ids copied in, so the next new file gets a fresh one."""
         if table == "files":
-            with self.transaction() as tx:
-                tx.execute(
-                    "SELECT setval(pg_get_serial_sequence('files', 'id'), coalesce(max(id), 0) + 1, false) FROM files"
-                )
+            tx.execute(
+                "SELECT setval(pg_get_serial_sequence('files', 'id'), coalesce(max(id), 0) + 1, false) FROM files"
+            )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._backend import Params
+from ._backend import Params, Transaction
 from ._errors import JournalBusyError, JournalCorruptError, JournalError, JournalVersionError
 from ._location import JournalLocation
 from ._schema import MIGRATIONS, SCHEMA_VERSION, split_sql
@@ -214,5 +214,5 @@ class SqliteBackend:
     def columns(self, table: str) -> list[str]:
         return [row["name"] for row in self.read(f"PRAGMA table_info({table})")]
 
-    def after_copy(self, table: str) -> None:
+    def after_copy(self, tx: Transaction, table: str) -> None:
         """Nothing to do: an ``INTEGER PRIMARY KEY`` continues after the largest id by itself."""
