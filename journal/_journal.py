@@ -17,16 +17,16 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._backend import Backend, Params, Transaction
 from ._batch import JournalBatch
-from ._errors import JournalError, LeaseHeld
+from ._errors import JournalError
 from ._inventory import InventoryTables
+from ._leases import Lease, LeaseTables
 from ._location import JournalLocation, parse_journal_location
 from ._records import (
     ChunkRecord,
@@ -47,40 +47,13 @@ from ._states import (
     check_file_transition,
 )
 
-# --- leases ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Lease:
-    """The right to run one piece of work; released on exit, taken over when stale."""
-
-    journal: Journal
-    key: str
-    token: str
-
-    def heartbeat(self) -> None:
-        self.journal._heartbeat(self)
-
-    def release(self) -> None:
-        self.journal._release(self)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def resolve_host_id(explicit: str | None = None) -> str:
     """This host's name in a shared journal: ``explicit``, else ``$FLOWXFER_HOST_ID``, else the hostname."""
     return explicit or os.environ.get("FLOWXFER_HOST_ID") or socket.gethostname()
 
 
-class Journal(InventoryTables, SampleTables):
+class Journal(InventoryTables, SampleTables, LeaseTables):
     """A flowxfer journal: an SQLite file or a PostgreSQL database. Open with :meth:`open`; close when done.
 
     :raises JournalCorruptError: (from :meth:`open`) the file is not a flowxfer journal.
@@ -111,17 +84,20 @@ class Journal(InventoryTables, SampleTables):
     ) -> Journal:
         """Open (creating or migrating) the journal at ``location``: a path, a URL, or None (the default path).
 
-        See :func:`parse_journal_location` for what a string may be. ``busy_timeout``: how long SQLite
-        waits for another process's write lock. ``connect_timeout``: how long a PostgreSQL call waits
-        for a connection before :class:`JournalUnavailableError`. ``host_id``: this host's name in a
-        shared journal (default ``$FLOWXFER_HOST_ID``, else the hostname).
+        See :func:`parse_journal_location` for what a string may be. ``busy_timeout``: how long a
+        call waits for a lock another process or host holds (then :class:`JournalBusyError`).
+        ``connect_timeout``: how long a PostgreSQL call waits for a connection before
+        :class:`JournalUnavailableError`. ``host_id``: this host's name in a shared journal
+        (default ``$FLOWXFER_HOST_ID``, else the hostname).
         """
         where = parse_journal_location(location)
         backend: Backend
         if where.backend == "postgresql":
             from ._postgres import PostgresBackend  # psycopg loads only for a PostgreSQL journal
 
-            backend = PostgresBackend.open(where, connect_timeout=connect_timeout, max_connections=max_connections)
+            backend = PostgresBackend.open(
+                where, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
+            )
         else:
             from ._sqlite import SqliteBackend
 
@@ -188,7 +164,7 @@ class Journal(InventoryTables, SampleTables):
                 ).fetchone()
             if row is not None:
                 transfer_id = row[0]
-                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
                 conn.execute(
                     "UPDATE transfers SET status = ?, updated = ?, finished = NULL, error = NULL, host = ? "
                     "WHERE id = ?",
@@ -197,7 +173,7 @@ class Journal(InventoryTables, SampleTables):
                 resumed = True
             else:
                 transfer_id = _new_id()
-                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
                 conn.execute(
                     "INSERT INTO transfers (id, kind, status, server, username, params, params_key, "
                     "created, updated, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -231,7 +207,7 @@ class Journal(InventoryTables, SampleTables):
         with self._immediate() as conn:
             if conn.execute("SELECT 1 FROM transfers WHERE id = ?", (transfer_id,)).fetchone() is None:
                 raise KeyError(transfer_id)
-            lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+            lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
             conn.execute(
                 "UPDATE transfers SET status = ?, updated = ?, finished = NULL, error = NULL, host = ? WHERE id = ?",
                 (TransferState.RUNNING.value, now, self.host, transfer_id),
@@ -424,205 +400,163 @@ class Journal(InventoryTables, SampleTables):
             return
         now = time.time()
         with self._immediate() as conn:
-            for file_id, plan in batch.chunk_plans.items():
-                conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
-                conn.executemany(
-                    "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
-                    [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
-                )
-            _check_transitions(conn, batch)
-            if batch.chunk_updates:
-                conn.executemany(
-                    "UPDATE chunks SET state = ?, checksum = coalesce(?, checksum) WHERE file_id = ? AND idx = ?",
-                    [
-                        (state.value, checksum, file_id, idx)
-                        for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
-                    ],
-                )
-            if batch.verified_files:
-                conn.executemany(
-                    "UPDATE chunks SET state = 'verified' WHERE file_id = ? AND state = 'acked'",
-                    [(file_id,) for file_id in batch.verified_files],
-                )
-            _update_files(conn, batch.file_updates, {"updated": now, "host": self.host})
-            if batch.inventory:
-                conn.executemany(
-                    "INSERT INTO inventory (server, username, direction, local_path, remote, size, mtime_ns, "
-                    "checksum, data_id, superseded, recorded, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (server, username, direction, local_path, remote) DO UPDATE SET "
-                    "size = excluded.size, mtime_ns = excluded.mtime_ns, checksum = excluded.checksum, "
-                    "data_id = excluded.data_id, superseded = excluded.superseded, recorded = excluded.recorded, "
-                    "host = excluded.host",
-                    [
-                        (
-                            r.server,
-                            r.username,
-                            r.direction,
-                            r.local_path,
-                            r.remote,
-                            r.size,
-                            r.mtime_ns,
-                            r.checksum,
-                            r.data_id,
-                            json.dumps(list(r.superseded)),
-                            now,
-                            self.host,
-                        )
-                        for r in batch.inventory.values()
-                    ],
-                )
+            # On a server, the whole batch goes in one round trip: the states it changes are read
+            # (before its writes, in order) and checked once the answers are back, before COMMIT.
+            with conn.pipeline():
+                for file_id, plan in batch.chunk_plans.items():
+                    conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+                    conn.executemany(
+                        "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
+                        [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
+                    )
+                check = _read_transitions(conn, batch)
+                self._write_batch(conn, batch, now)
+            check()
 
-    # -- rate-limit buckets ---------------------------------------------
-
-    def update_buckets(
-        self,
-        server: str,
-        username: str,
-        merge: Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]],
-    ) -> dict[str, dict[str, Any]]:
-        """Read the stored bucket states, let ``merge`` combine them with ours, store the result.
-
-        One write transaction, so processes sharing a budget never lose each
-        other's spending. ``merge`` receives ``{class: state}`` (possibly empty)
-        and returns the states to store.
-        """
-        with self._immediate() as conn:
-            # The budget's rows may not exist yet (row locks cannot cover them): a named lock does.
-            conn.lock(f"buckets:{server}\n{username}")
-            rows = conn.execute(
-                "SELECT class, state FROM buckets WHERE server = ? AND username = ?", (server, username)
-            ).fetchall()
-            stored = {name: json.loads(state) for name, state in rows}
-            result = merge(stored)
-            now = time.time()
+    def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float) -> None:
+        """The batch's writes, after its transitions were checked: nothing here reads a result."""
+        if batch.chunk_updates:
+            _bulk_update(
+                conn,
+                "chunks",
+                {"file_id": "BIGINT", "idx": "BIGINT"},
+                {"state": "TEXT", "checksum": "TEXT"},
+                [
+                    (file_id, idx, state.value, checksum)
+                    for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
+                ],
+                assign={"checksum": "coalesce(v.column4, chunks.checksum)"},
+            )
+        if batch.verified_files:
             conn.executemany(
-                "INSERT INTO buckets (server, username, class, state, updated, host) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT (server, username, class) DO UPDATE SET state = excluded.state, "
-                "updated = excluded.updated, host = excluded.host",
-                [(server, username, name, json.dumps(state), now, self.host) for name, state in result.items()],
+                "UPDATE chunks SET state = 'verified' WHERE file_id = ? AND state = 'acked'",
+                [(file_id,) for file_id in batch.verified_files],
             )
-        return result
-
-    # -- leases --------------------------------------------------------
-
-    def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
-        """Take the lease ``key``, or raise :class:`LeaseHeld` if a live process has it."""
-        with self._immediate() as conn:
-            return self._take_lease(conn, key, what, stale_after, time.time())
-
-    def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float, now: float) -> Lease:
-        """Claim ``key`` inside ``conn``: free, ours, a dead process's on this host, or stale (no heartbeat
-        for ``stale_after`` seconds: a dead or cut-off host's) -- else :class:`LeaseHeld`."""
-        conn.lock(f"lease:{key}")
-        row = conn.execute(
-            "SELECT pid, host, since, heartbeat, what FROM leases WHERE key = ?" + conn.for_update, (key,)
-        ).fetchone()
-        if row is not None:
-            pid, host, since, heartbeat, held_what = row
-            ours = pid == self.pid and host == self.host
-            dead = host == self.host and not _pid_alive(pid)
-            stale = now - heartbeat > stale_after
-            if not (ours or dead or stale):
-                raise LeaseHeld(key, pid, host, since, held_what)
-        token = secrets.token_hex(8)
-        conn.execute(
-            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT (key) DO UPDATE SET token = excluded.token, pid = excluded.pid, host = excluded.host, "
-            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what",
-            (key, token, self.pid, self.host, now, now, what),
-        )
-        return Lease(self, key, token)
-
-    def heartbeat_held(self, key: str) -> bool:
-        """Renew the lease ``key`` if this process holds it; whether it does.
-
-        For a long wait before a transfer's workers (and their heartbeat) start:
-        ``download --execution --wait`` polls for hours under its lease.
-        """
-        with self._immediate() as conn:
-            changed = conn.execute(
-                "UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
-                (time.time(), key, self.pid, self.host),
-            ).rowcount
-        return bool(changed)
-
-    def _heartbeat(self, lease: Lease) -> None:
-        with self._immediate() as conn:
-            conn.execute(
-                "UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?", (time.time(), lease.key, lease.token)
+        _update_files(conn, batch.file_updates, {"updated": now, "host": self.host})
+        if batch.inventory:
+            conn.executemany(
+                "INSERT INTO inventory (server, username, direction, local_path, remote, size, mtime_ns, "
+                "checksum, data_id, superseded, recorded, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (server, username, direction, local_path, remote) DO UPDATE SET "
+                "size = excluded.size, mtime_ns = excluded.mtime_ns, checksum = excluded.checksum, "
+                "data_id = excluded.data_id, superseded = excluded.superseded, recorded = excluded.recorded, "
+                "host = excluded.host",
+                [
+                    (
+                        r.server,
+                        r.username,
+                        r.direction,
+                        r.local_path,
+                        r.remote,
+                        r.size,
+                        r.mtime_ns,
+                        r.checksum,
+                        r.data_id,
+                        json.dumps(list(r.superseded)),
+                        now,
+                        self.host,
+                    )
+                    for r in batch.inventory.values()
+                ],
             )
-
-    def _release(self, lease: Lease) -> None:
-        with self._immediate() as conn:
-            conn.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
-
-    def lease_holder(self, key: str) -> tuple[int, str, float] | None:
-        rows = self._read("SELECT pid, host, since FROM leases WHERE key = ?", (key,))
-        return (rows[0]["pid"], rows[0]["host"], rows[0]["since"]) if rows else None
 
 
 # --- helpers -----------------------------------------------------------------
 
-_FILE_COLUMNS = frozenset(
-    {
-        "local_path",
-        "remote_name",
-        "data_id",
-        "size",
-        "mtime_ns",
-        "chunk_size",
-        "checksum",
-        "etag",
-        "status",
-        "bytes_done",
-        "attempts",
-        "error",
-        "extra",
-        "updated",
-    }
-)
+#: The columns an update may set, with their types (the casts a bulk update's VALUES need).
+_FILE_COLUMNS = {
+    "local_path": "TEXT",
+    "remote_name": "TEXT",
+    "data_id": "TEXT",
+    "size": "BIGINT",
+    "mtime_ns": "BIGINT",
+    "chunk_size": "BIGINT",
+    "checksum": "TEXT",
+    "etag": "TEXT",
+    "status": "TEXT",
+    "bytes_done": "BIGINT",
+    "attempts": "BIGINT",
+    "error": "TEXT",
+    "extra": "TEXT",
+    "updated": "DOUBLE PRECISION",
+    "host": "TEXT",
+}
 
 
-def _check_transitions(conn: Transaction, batch: JournalBatch) -> None:
-    """Each first state change of the batch against the row it changes (inside the commit's transaction).
+def _bulk_update(
+    conn: Transaction,
+    table: str,
+    keys: dict[str, str],
+    columns: dict[str, str],
+    rows: Sequence[Sequence[Any]],
+    assign: dict[str, str] | None = None,
+) -> None:
+    """Update many rows of ``table`` in one statement (``UPDATE ... FROM`` the rows' values).
 
-    :raises IllegalTransition: the change is not legal from the row's state; the transaction rolls back.
+    ``keys`` and ``columns`` name the row's key columns then the columns to set, with their SQL
+    types; each row gives their values in that order. ``assign`` overrides how a column is set
+    (``v.columnN`` is the row's N-th value). One statement instead of one per row: on a database
+    server each statement is a round of parsing, planning and protocol, the larger part of a
+    small update's cost; SQLite runs it as fast as the prepared per-row statement.
     """
+    names = [*keys, *columns]
+    value = {name: f"v.column{number}" for number, name in enumerate(names, 1)}
+    sets = ", ".join(f"{name} = {(assign or {}).get(name, value[name])}" for name in columns)
+    match = " AND ".join(f"{table}.{name} = {value[name]}" for name in keys)
+    for source, params in conn.row_source([*keys.values(), *columns.values()], rows):
+        conn.execute(f"UPDATE {table} SET {sets} FROM {source} WHERE {match}", params)
+
+
+def _read_transitions(conn: Transaction, batch: JournalBatch) -> Callable[[], None]:
+    """Read the rows the batch's first state changes start from; the returned check compares them.
+
+    Call the check inside the commit's transaction, after the batch's writes were sent.
+
+    :raises IllegalTransition: (from the check) a change is not legal from its row's state; the
+        transaction rolls back.
+    """
+    file_rows: list[Callable[[], list[Any]]] = []
+    chunk_rows: list[Callable[[], list[Any]]] = []
     files = list(batch.file_from)
     for start in range(0, len(files), 500):
         part = files[start : start + 500]
-        rows = conn.execute(f"SELECT id, status FROM files WHERE id IN ({','.join('?' * len(part))})", part)
-        for file_id, status in rows:
-            check_file_transition(FileState(status), batch.file_from[file_id])
-    by_file: dict[int, list[int]] = {}
-    for file_id, idx in batch.chunk_from:
-        by_file.setdefault(file_id, []).append(idx)
-    for file_id, indexes in by_file.items():
-        for start in range(0, len(indexes), 500):
-            part = indexes[start : start + 500]
-            rows = conn.execute(
-                f"SELECT idx, state FROM chunks WHERE file_id = ? AND idx IN ({','.join('?' * len(part))})",
-                [file_id, *part],
+        file_rows.append(
+            conn.rows_later(f"SELECT id, status FROM files WHERE id IN ({','.join('?' * len(part))})", part)
+        )
+    # One query for the chunks of many files (not one per file: each is a round trip to a server).
+    for source, params in conn.row_source(["BIGINT", "BIGINT"], list(batch.chunk_from)):
+        chunk_rows.append(
+            conn.rows_later(
+                "SELECT file_id, idx, state FROM chunks "
+                f"WHERE (file_id, idx) IN (SELECT column1, column2 FROM {source})",
+                params,
             )
-            for idx, state in rows:
+        )
+
+    def check() -> None:
+        for rows in file_rows:
+            for file_id, status in rows():
+                check_file_transition(FileState(status), batch.file_from[file_id])
+        for rows in chunk_rows:
+            for file_id, idx, state in rows():
                 check_chunk_transition(ChunkState(state), batch.chunk_from[(file_id, idx)])
+
+    return check
 
 
 def _update_files(conn: Transaction, updates: dict[int, dict[str, Any]], common: dict[str, Any]) -> None:
-    """Apply each file's column changes plus ``common``; files changing the same columns share one ``executemany``."""
+    """Apply each file's column changes plus ``common``; files changing the same columns share one statement."""
     groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     for file_id, fields in updates.items():
-        unknown = set(fields) - _FILE_COLUMNS
+        unknown = set(fields) - _FILE_COLUMNS.keys()
         if unknown:
             raise ValueError(f"unknown file columns: {sorted(unknown)}")
         values = {**fields, **common}
-        columns = tuple(values)
-        groups.setdefault(columns, []).append(
-            (*(json.dumps(v) if k == "extra" else v for k, v in values.items()), file_id)
+        groups.setdefault(tuple(values), []).append(
+            (file_id, *(json.dumps(v) if k == "extra" else v for k, v in values.items()))
         )
     for columns, rows in groups.items():
-        assignments = ", ".join(f"{column} = ?" for column in columns)
-        conn.executemany(f"UPDATE files SET {assignments} WHERE id = ?", rows)
+        _bulk_update(conn, "files", {"id": "BIGINT"}, {c: _FILE_COLUMNS[c] for c in columns}, rows)
 
 
 def _new_id() -> str:

@@ -321,3 +321,33 @@ def test_a_migrated_journal_reads_back_identically_and_resumes(tmp_path: Path, p
         destination.add_files(transfer_id, [NewFile("/run/c", "c", 1)])
         assert max(f.id for f in destination.iter_files(transfer_id)) > half_done
         lease.release()
+
+
+def test_a_lock_held_past_busy_timeout_is_busy_not_unavailable(postgres_url: str) -> None:
+    from flowxfer.journal import JournalBusyError
+
+    with Journal.open(postgres_url, busy_timeout=0.3) as journal, psycopg.connect(postgres_url) as stuck:
+        # Another host inside update_buckets for the same budget, and stuck there.
+        stuck.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("flowxfer:buckets:s\nu",))
+        started = time.monotonic()
+        with pytest.raises(JournalBusyError, match="busy"):
+            journal.update_buckets("s", "u", lambda stored: stored)
+        assert time.monotonic() - started < 5
+        stuck.rollback()
+        assert journal.update_buckets("s", "u", lambda stored: {"api": {"tokens": 1}}) == {"api": {"tokens": 1}}
+
+
+def test_a_newer_or_foreign_postgresql_schema_is_refused(postgres_cluster: PostgresCluster) -> None:
+    from flowxfer.journal import JournalCorruptError, JournalVersionError
+
+    newer = postgres_cluster.new_database()
+    Journal.open(newer).close()
+    with psycopg.connect(newer) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, applied) VALUES (%s, 0)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(JournalVersionError, match="newer"):
+        Journal.open(newer)
+    foreign = postgres_cluster.new_database()
+    with psycopg.connect(foreign) as conn:
+        conn.execute("CREATE TABLE transfers (what text)")
+    with pytest.raises(JournalCorruptError, match="not a flowxfer journal"):
+        Journal.open(foreign)
