@@ -44,8 +44,9 @@ class TransferConfig:
     :param backoff_cap: longest wait between two attempts (Retry-After may ask for more).
     :param connect_timeout: seconds to establish a connection.
     :param read_timeout: seconds without a byte from the server before a request is abandoned.
-    :param max_wait: longest single wait for rate-limit budget before stopping
-        cleanly (None: wait as long as needed).
+    :param max_wait: longest single wait for rate-limit budget, or for a journal database
+        that went away, before stopping cleanly (None: wait as long as needed; a database
+        outage longer than ``lease_stale_after`` still stops the run, see below).
     :param bwlimit: bandwidth timetable text (``10M``, ``"08:00,10M 19:00,off"``), None for no limit.
     :param journal_flush_interval: seconds between journal commits of progress.
     :param journal_flush_events: commit earlier when this many events are waiting.
