@@ -9,9 +9,11 @@ lock too, so hosts starting at once on an empty database create the schema
 once; ``schema_migrations`` records each version applied.
 
 A server that is down or restarting raises :class:`JournalUnavailableError`
-from whichever call met it; the pool checks a connection before lending it
-and opens new ones as the server comes back, so the same journal object
-works again without being reopened.
+from whichever call met it, after at most ``connect_timeout``. The pool
+checks a connection before lending it, and after an outage the next call
+starts a fresh pool (a pool whose connections failed retries them with an
+exponential backoff: it would stay away for seconds after the server is
+back), so the same journal object works again as soon as the server does.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -28,7 +32,13 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._backend import Params
-from ._errors import JournalCorruptError, JournalError, JournalUnavailableError, JournalVersionError
+from ._errors import (
+    JournalBusyError,
+    JournalCorruptError,
+    JournalError,
+    JournalUnavailableError,
+    JournalVersionError,
+)
 from ._location import JournalLocation
 from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
 
@@ -37,9 +47,23 @@ from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"[^"]*")|(\?)|(?<![:\w]):([A-Za-z_]\w*)|(%)""")
 
 
+#: Seconds a connection that just worked is lent without a check (see ``_check_connection``).
+_TRUSTED_FOR = 2.0
+
+#: Statements with more parameters than this are not prepared: they are the long ``IN (...)`` lists
+#: of bulk lookups, a new text per length, and PostgreSQL's generic plan for one (chosen after a few
+#: runs of a prepared statement) made a 10,000-file inventory lookup ten times slower.
+_PREPARE_AT_MOST = 32
+
+
 @functools.lru_cache(maxsize=2048)
+def _statement(sql: str) -> tuple[str, bool | None]:
+    """``sql`` as psycopg takes it, and whether it may be prepared (``None``: psycopg's default)."""
+    return to_pyformat(sql), (False if sql.count("?") > _PREPARE_AT_MOST else None)
+
+
 def to_pyformat(sql: str) -> str:
-    """``sql`` written for SQLite's placeholders, as psycopg takes it (once per distinct statement)."""
+    """``sql`` written for SQLite's placeholders (``?``, ``:name``), as psycopg takes it."""
 
     def replace(match: re.Match[str]) -> str:
         quoted, question, name, percent = match.groups()
@@ -61,16 +85,38 @@ class _PostgresTransaction:
         self.conn = conn
 
     def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
-        return self.conn.execute(to_pyformat(sql), params)
+        text, prepare = _statement(sql)
+        return self.conn.execute(text, params, prepare=prepare)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         with self.conn.cursor() as cursor:
-            cursor.executemany(to_pyformat(sql), rows)
+            cursor.executemany(_statement(sql)[0], rows)
             return cursor.rowcount
+
+    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
+        return self.execute(sql, params).fetchall  # in a pipeline, answered at its sync, in order
+
+    def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+        arrays = ", ".join(f"CAST(? AS {type_}[])" for type_ in types)
+        names = ", ".join(f"column{number}" for number in range(1, len(types) + 1))
+        if rows:
+            yield f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows, strict=True)]
+
+    def pipeline(self) -> contextlib.AbstractContextManager[psycopg.Pipeline]:
+        return self.conn.pipeline()
 
     def lock(self, name: str) -> None:
         """A transaction-scoped advisory lock on ``name``'s 64-bit hash: waits for whoever holds it."""
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowxfer:{name}",))
+
+
+def _lost_connection(exc: psycopg.Error) -> bool:
+    """The server went away (refused, cut, shutting down), as opposed to a deadlock or a lock timeout.
+
+    Client-side failures carry no SQLSTATE; class 08 is a connection exception, 57P an operator's
+    shutdown or a server still starting.
+    """
+    return isinstance(exc, psycopg.InterfaceError) or exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
 
 
 def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
@@ -82,32 +128,62 @@ def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
 class PostgresBackend:
     """A journal in a PostgreSQL database. :meth:`open` connects and migrates it."""
 
-    def __init__(self, location: JournalLocation, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> None:
         self.location = location
-        self._pool = pool
+        self._connect_timeout = connect_timeout
+        self._max_connections = max_connections
+        self._pool_lock = threading.Lock()
+        self._pool = self._new_pool()
+        #: Set when a call found the server unreachable: the next call starts a fresh pool.
+        self._failed = False
+        #: When each pooled connection last completed a call (see :meth:`_check_connection`).
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+
+    def _new_pool(self) -> ConnectionPool[Any]:
+        assert self.location.url is not None
+        return ConnectionPool(
+            self.location.url,
+            min_size=1,
+            max_size=self._max_connections,
+            open=False,
+            timeout=self._connect_timeout,
+            check=self._check_connection,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(self._connect_timeout)),
+            },
+            name="flowxfer-journal",
+        )
+
+    def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
+        """Check a connection before lending it, unless it answered a moment ago.
+
+        The check is a round trip; on the hot path (a commit every ~100 ms) the connection has just
+        worked. One idle for longer may have died with a server restart: it is checked, and a dead
+        one is replaced before anyone sees it.
+        """
+        if time.monotonic() - self._last_used.get(conn, -_TRUSTED_FOR) >= _TRUSTED_FOR:
+            ConnectionPool.check_connection(conn)
 
     @classmethod
     def open(cls, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> PostgresBackend:
-        assert location.url is not None
-        pool: ConnectionPool[Any] = ConnectionPool(
-            location.url,
-            min_size=1,
-            max_size=max_connections,
-            open=False,
-            timeout=connect_timeout,
-            check=ConnectionPool.check_connection,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
-            name="flowxfer-journal",
-        )
-        backend = cls(location, pool)
+        backend = cls(location, connect_timeout=connect_timeout, max_connections=max_connections)
         try:
             with backend._errors():
-                pool.open(wait=True, timeout=connect_timeout)
+                backend._pool.open(wait=True, timeout=connect_timeout)
             backend._prepare()
         except BaseException:
-            pool.close()
+            backend.close()
             raise
         return backend
+
+    def _current_pool(self) -> ConnectionPool[Any]:
+        with self._pool_lock:
+            if self._failed:
+                stale, self._pool, self._failed = self._pool, self._new_pool(), False
+                self._pool.open(wait=False)
+                stale.close(timeout=0)
+            return self._pool
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -115,8 +191,12 @@ class PostgresBackend:
         try:
             yield
         except PoolTimeout as exc:
+            self._failed = True
             raise JournalUnavailableError(f"journal {self.location.display} is unreachable: {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if not _lost_connection(exc):
+                raise JournalBusyError(f"journal {self.location.display} is busy: {exc}") from exc
+            self._failed = True
             raise JournalUnavailableError(f"journal {self.location.display} is unavailable: {exc}") from exc
         except psycopg.Error as exc:
             raise JournalError(f"journal {self.location.display}: {exc}") from exc
@@ -149,17 +229,23 @@ class PostgresBackend:
                     tx.execute("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", (target, time.time()))
 
     def close(self) -> None:
-        self._pool.close()
+        with self._pool_lock:
+            self._pool.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_PostgresTransaction]:
-        with self._errors(), self._pool.connection() as conn, conn.transaction():
-            yield _PostgresTransaction(conn)
+        with self._errors(), self._current_pool().connection() as conn:
+            with conn.transaction():
+                yield _PostgresTransaction(conn)
+            self._last_used[conn] = time.monotonic()
 
     def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        with self._errors(), self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-            cursor.execute(to_pyformat(sql), params)
-            return cursor.fetchall()
+        with self._errors(), self._current_pool().connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            text, prepare = _statement(sql)
+            cursor.execute(text, params, prepare=prepare)
+            rows = cursor.fetchall()
+            self._last_used[conn] = time.monotonic()
+            return rows
 
     def check_integrity(self) -> list[str]:
         """The server answers and the schema is the one this flowxfer writes."""

@@ -1,0 +1,323 @@
+"""A journal several hosts share: host ids, leases across hosts, shared budgets, schema races, outages.
+
+Most tests run on both backends (``journal``): SQLite must keep the same
+semantics between processes that PostgreSQL gives between hosts.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from flowxfer.journal import (
+    SCHEMA_VERSION,
+    ChunkState,
+    FileState,
+    InventoryRecord,
+    Journal,
+    JournalBatch,
+    JournalUnavailableError,
+    LeaseHeld,
+    NewFile,
+)
+from tests.support.postgres import PostgresCluster
+
+
+def _holder(journal: Journal, key: str) -> str:
+    held = journal.lease_holder(key)
+    assert held is not None
+    return held[1]
+
+
+# --- host ids ---------------------------------------------------------------------
+
+
+def test_every_record_says_which_host_wrote_it(journal: Journal) -> None:
+    journal.host = "ingest-1"
+    record, lease, _ = journal.begin_transfer("upload", "s", "u", {}, "k")
+    assert record.host == "ingest-1"
+    journal.add_files(record.id, [NewFile("/a", "a", 1)])
+    batch = JournalBatch()
+    batch.remember(InventoryRecord("s", "u", "up", "/a", "a", 1, 1, None, "d1"))
+    journal.commit(batch)
+    journal.host = "ingest-2"
+    (file,) = journal.iter_files(record.id)
+    journal.set_file(file.id, status=FileState.ACTIVE)
+    journal.update_buckets("s", "u", lambda stored: {"api": {"tokens": 1}})
+    hosts = {
+        table: {row["host"] for row in journal._read(f"SELECT host FROM {table}")}
+        for table in ("transfers", "files", "inventory", "buckets")
+    }
+    assert hosts == {
+        "transfers": {"ingest-1"},
+        "files": {"ingest-2"},
+        "inventory": {"ingest-1"},
+        "buckets": {"ingest-2"},
+    }
+    lease.release()
+
+
+def test_the_host_id_comes_from_the_argument_the_environment_or_the_hostname(
+    journal_location: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with Journal.open(journal_location) as journal:
+        assert journal.host == socket.gethostname()
+    monkeypatch.setenv("FLOWXFER_HOST_ID", "sequencer-7")
+    with Journal.open(journal_location) as journal:
+        assert journal.host == "sequencer-7"
+    with Journal.open(journal_location, host_id="explicit") as journal:
+        assert journal.host == "explicit"
+
+
+# --- leases across hosts ------------------------------------------------------------
+
+
+def test_another_host_s_lease_is_taken_over_only_after_its_ttl(journal: Journal) -> None:
+    journal.host = "host-a"
+    record, lease, _ = journal.begin_transfer("sync", "s", "u", {}, "run-1")
+    with Journal.open(journal.location, host_id="host-b") as other:
+        # Same pid as ours on another host: pid liveness says nothing across hosts, the heartbeat does.
+        with pytest.raises(LeaseHeld) as info:
+            other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+        assert info.value.host == "host-a"
+        lease.heartbeat()
+        time.sleep(0.2)
+        with pytest.raises(LeaseHeld):  # the heartbeat renewed it
+            other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+        time.sleep(0.6)
+        taken, heir, resumed = other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+        assert resumed and taken.id == record.id and taken.host == "host-b"
+        assert _holder(journal, heir.key) == "host-b"
+        # The old holder's token no longer counts: its release leaves the heir's lease alone.
+        lease.release()
+        assert _holder(journal, heir.key) == "host-b"
+        assert not journal.heartbeat_held(heir.key)
+
+
+def test_a_dead_process_s_lease_on_the_same_host_is_free_at_once(journal: Journal) -> None:
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    child.start()
+    child.join()
+    assert child.pid is not None
+    journal.host, journal.pid = "host-a", child.pid
+    journal.begin_transfer("sync", "s", "u", {}, "run-1")
+    with Journal.open(journal.location, host_id="host-b") as stranger:
+        # Another host cannot see host-a's pids: to it, the lease is held until its TTL.
+        with pytest.raises(LeaseHeld):
+            stranger.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=3600)
+    with Journal.open(journal.location, host_id="host-a") as heir:
+        _record, lease, resumed = heir.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=3600)
+        assert resumed and heir.lease_holder(lease.key) == (heir.pid, "host-a", pytest.approx(time.time(), abs=30))
+
+
+def _at_once(journal: Journal, claim: Callable[[Journal, int], str], rounds: int = 1) -> list[list[str]]:
+    """``claim(host, round)`` run by six hosts at the same moment, ``rounds`` times; per round, what
+    each host got (``"held"``: LeaseHeld). Rounds widen the window a lost race needs to show."""
+    hosts = [Journal.open(journal.location, host_id=f"host-{i}") for i in range(6)]
+    barrier = threading.Barrier(len(hosts))
+    outcomes: list[list[str]] = [[] for _ in range(rounds)]
+
+    def start(host: Journal) -> None:
+        for number in range(rounds):
+            barrier.wait(30)
+            try:
+                outcomes[number].append(claim(host, number))
+            except LeaseHeld:
+                outcomes[number].append("held")
+
+    try:
+        threads = [threading.Thread(target=start, args=(host,)) for host in hosts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for host in hosts:
+            host.close()
+    return outcomes
+
+
+def test_hosts_starting_the_same_command_at_once_get_one_transfer(journal: Journal) -> None:
+    outcomes = _at_once(journal, lambda host, n: host.begin_transfer("sync", "s", "u", {}, f"run-{n}")[0].id, 5)
+    assert [claims.count("held") for claims in outcomes] == [5] * 5
+    assert len(journal.list_transfers(include_finished=True)) == 5
+
+
+def test_hosts_claiming_one_lease_at_once_one_gets_it(journal: Journal) -> None:
+    outcomes = _at_once(journal, lambda host, n: host.acquire_lease(f"bulk:job-{n}").token, 10)
+    assert [claims.count("held") for claims in outcomes] == [5] * 10
+
+
+# --- shared budgets ------------------------------------------------------------------
+
+
+def test_buckets_are_one_budget_across_hosts(journal: Journal) -> None:
+    """Two hosts spending from one budget at once, many threads each: no spending is lost."""
+
+    def spend(stored: dict[str, Any]) -> dict[str, Any]:
+        tokens = stored.get("upload", {"tokens": 1000})["tokens"]
+        time.sleep(0.001)  # widen the read-to-write window a lost update would need
+        return {"upload": {"tokens": tokens - 1}}
+
+    others = [Journal.open(journal.location, host_id=f"host-{i}") for i in range(2)]
+    try:
+
+        def spend_ten(host: Journal) -> None:
+            for _ in range(10):
+                host.update_buckets("s", "u", spend)
+
+        threads = [threading.Thread(target=spend_ten, args=(host,)) for host in others for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for other in others:
+            other.close()
+    assert journal.update_buckets("s", "u", lambda stored: stored) == {"upload": {"tokens": 1000 - 80}}
+
+
+# --- PostgreSQL: schema, migrations, outages ------------------------------------------------
+
+
+def test_both_backends_reach_the_same_schema(tmp_path: Path, postgres_url: str) -> None:
+    with Journal.open(tmp_path / "j.db") as lite, Journal.open(postgres_url) as pg:
+        tables = [r["name"] for r in lite._read("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        assert {
+            r["table_name"]
+            for r in pg._read("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+        } == {*tables, "schema_migrations"}
+        for table in tables:
+            assert lite._backend.columns(table) == pg._backend.columns(table), table
+        assert pg._read("SELECT max(version) AS v FROM schema_migrations")[0]["v"] == SCHEMA_VERSION
+        assert lite.check_integrity() == pg.check_integrity() == []
+
+
+def _open_and_close(url: str, barrier: Any, errors: Any) -> None:
+    barrier.wait(30)
+    try:
+        Journal.open(url).close()
+    except Exception as exc:  # reported to the parent: a failed open is what this test looks for
+        errors.put(repr(exc))
+
+
+def test_hosts_starting_at_once_on_an_empty_database_create_the_schema_once(postgres_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, errors = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_open_and_close, args=(postgres_url, barrier, errors)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    assert errors.empty()
+    with psycopg.connect(postgres_url) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [3, 4]
+
+
+def test_a_postgresql_outage_is_unavailable_then_the_same_journal_works_again(
+    postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    journal = Journal.open(postgres_url, connect_timeout=1)
+    try:
+        record, lease, _ = journal.begin_transfer("upload", "s", "u", {}, "k")
+        journal.add_files(record.id, [NewFile("/a", "a", 10)])
+        postgres_cluster.stop()
+        try:
+            for call in (
+                lambda: journal.list_transfers(),
+                lambda: journal.add_files(record.id, [NewFile("/b", "b", 1)]),
+                lambda: lease.heartbeat(),
+                lambda: journal.update_buckets("s", "u", lambda stored: stored),
+            ):
+                started = time.monotonic()
+                with pytest.raises(JournalUnavailableError, match="unreachable|unavailable"):
+                    call()
+                assert time.monotonic() - started < 10
+        finally:
+            postgres_cluster.start()
+        # The pool finds its old connections dead and opens new ones: no reopening needed.
+        assert [f.local_path for f in journal.iter_files(record.id)] == ["/a"]
+        journal.add_files(record.id, [NewFile("/b", "b", 1)])
+        lease.heartbeat()
+        assert journal.summary(record.id).files_total == 2
+    finally:
+        journal.close()
+
+
+def test_an_unreachable_server_at_open_is_unavailable(postgres_cluster: PostgresCluster) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{postgres_cluster.port + 1 if postgres_cluster.port < 65535 else 1}/x"
+    with pytest.raises(JournalUnavailableError, match="unreachable"):
+        Journal.open(url, connect_timeout=1)
+
+
+# --- migrate_journal ----------------------------------------------------------------------
+
+
+def _unfinished_sqlite_journal(path: Path) -> tuple[str, int]:
+    """A journal with a transfer stopped half-way: one file done, one with half its chunks acked."""
+    from flowxfer.journal import NewSample, SampleInventoryRecord, TransferState
+
+    with Journal.open(path, host_id="old-host") as journal:
+        record, lease, _ = journal.begin_transfer("upload", "s", "alice", {"paths": ["/run"]}, "cmd")
+        journal.add_files(record.id, [NewFile("/run/a", "a", 100, 1), NewFile("/run/b", "b", 400, 2)])
+        a, b = journal.iter_files(record.id)
+        batch = JournalBatch()
+        batch.plan_chunks(b.id, [(0, 100), (100, 100), (200, 100), (300, 100)])
+        batch.file_state(b.id, FileState.ACTIVE, chunk_size=100, bytes_done=200, data_id="d-b")
+        batch.chunk(b.id, 0, ChunkState.ACKED, "c0")
+        batch.chunk(b.id, 1, ChunkState.ACKED, "c1")
+        batch.file_state(a.id, FileState.DONE, data_id="d-a")
+        batch.remember(InventoryRecord("s", "alice", "up", "/run/a", "a", 100, 1, "x", "d-a"))
+        journal.commit(batch)
+        journal.update_transfer_state(record.id, note="kept")
+        journal.update_buckets("s", "alice", lambda stored: {"upload": {"tokens": 42.5}})
+        journal.add_samples(record.id, [NewSample(1, "S1", {"sample_type": "RNA"})])
+        journal.remember_sample(SampleInventoryRecord("s", "alice", "S0", "99", {}, ("d0",)))
+        journal.finish_transfer(record.id, TransferState.INTERRUPTED)
+        lease.release()
+        return record.id, b.id
+
+
+def _everything(journal: Journal, transfer_id: str) -> dict[str, Any]:
+    files = list(journal.iter_files(transfer_id))
+    return {
+        "transfer": journal.get_transfer(transfer_id),
+        "files": files,
+        "chunks": {f.id: journal.chunks(f.id) for f in files},
+        "inventory": journal.lookup_inventory("s", "alice", "up", [("/run/a", "a")]),
+        "samples": journal.samples_of(transfer_id),
+        "sample_inventory": list(journal.iter_sample_inventory("s", "alice")),
+        "summary": journal.summary(transfer_id),
+    }
+
+
+def test_a_migrated_journal_reads_back_identically_and_resumes(tmp_path: Path, postgres_url: str) -> None:
+    from flowxfer.journal import JournalError, migrate_journal
+
+    transfer_id, half_done = _unfinished_sqlite_journal(tmp_path / "j.db")
+    with Journal.open(tmp_path / "j.db") as source, Journal.open(postgres_url, host_id="new-host") as destination:
+        counts = migrate_journal(source, destination, batch_size=1)  # batches of one: paging is exercised
+        assert counts["transfers"] == 1 and counts["files"] == 2 and counts["chunks"] == 4
+        assert _everything(destination, transfer_id) == _everything(source, transfer_id)
+        assert destination.update_buckets("s", "alice", lambda stored: stored) == {"upload": {"tokens": 42.5}}
+        with pytest.raises(JournalError, match="not empty"):
+            migrate_journal(source, destination)
+        # The same command on the new journal continues the old transfer where it stood.
+        record, lease, resumed = destination.begin_transfer("upload", "s", "alice", {"paths": ["/run"]}, "cmd")
+        assert resumed and record.id == transfer_id and record.host == "new-host"
+        assert [c.state for c in destination.chunks(half_done)][:2] == [ChunkState.ACKED] * 2
+        # New rows get ids after the copied ones.
+        destination.add_files(transfer_id, [NewFile("/run/c", "c", 1)])
+        assert max(f.id for f in destination.iter_files(transfer_id)) > half_done
+        lease.release()
