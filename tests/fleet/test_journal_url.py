@@ -87,7 +87,7 @@ async def test_every_command_works_on_postgresql(server: RunningServer, tmp_path
     assert "host ingest-1" in (await cli.run("show", upload_id)).stdout
 
     again = await cli.run("--json", "resume")
-    assert again.code == 0 and again.json() == {"transfers": []}
+    assert again.code == 0 and again.json() == {"transfers": [], "running_elsewhere": []}
     # The same upload again: everything is known to the shared journal, nothing is sent.
     repeat = await cli.run("--json", "upload", str(tmp_path / "run"))
     assert repeat.code == 0 and repeat.json()["bytes_transferred"] == 0

@@ -20,6 +20,7 @@ from flowxfer.journal import Journal
 from tests.cli.conftest import Cli, Result
 from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
 from tests.support.postgres import PostgresCluster
+from tests.support.rig import stored
 from tests.support.server import RunningServer
 
 KiB = 1024
@@ -146,3 +147,32 @@ async def test_a_host_that_cannot_renew_its_lease_for_the_ttl_stops_working(
         await anyio.to_thread.run_sync(postgres_cluster.start)
     assert code == 75, running.stderr[-3000:]
     assert "could not renew the lease for 3 s" in running.stderr
+
+
+async def test_resume_takes_over_the_dead_hosts_work_and_skips_the_live_ones(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """A cron'd ``resume`` on b: a is dead (its upload is b's now), c is alive (its upload stays c's)."""
+    expected = make_run(tmp_path / "run1")
+    make_run(tmp_path / "run2", seed=5)
+    ttl = {"FLOWXFER_LEASE_TTL": "3s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    c = await host(server, tmp_path / "c", "c", postgres_url, **ttl)
+    killed = await _kill_mid_upload(a, "upload", str(tmp_path / "run1"), *SLOW_UPLOAD)
+    dead_id, _ = await anyio.to_thread.run_sync(_remaining, postgres_url)
+    live = ["--log-format", "json", "upload", str(tmp_path / "run2"), "--chunk-size", "64k", "--bwlimit", "150k"]
+    async with c.start(*live) as alive:
+        await alive.until(lambda r: "transfer_started" in r.stderr)
+        await anyio.sleep(max(0.0, killed + 3.5 - time.monotonic()))
+        result = await b.run("--json", "resume")
+        assert alive.process.returncode is None, "c ended before b's resume: nothing live was skipped"
+        code_c = await alive.wait(60)
+    assert result.code == 75, result
+    document = result.json()
+    assert [(t["transfer_id"], t["status"]) for t in document["transfers"]] == [(dead_id, "completed")]
+    ((skipped),) = document["running_elsewhere"]
+    assert skipped.startswith(alive.transfer_id()) and " on c," in skipped
+    files = {Path(f["path"]).name: f["id"] for f in document["transfers"][0]["files"]}
+    assert await stored(server, files) == expected
+    assert code_c == 0, alive.stderr[-2000:]
