@@ -176,3 +176,25 @@ async def test_resume_takes_over_the_dead_hosts_work_and_skips_the_live_ones(
     files = {Path(f["path"]).name: f["id"] for f in document["transfers"][0]["files"]}
     assert await stored(server, files) == expected
     assert code_c == 0, alive.stderr[-2000:]
+
+
+async def test_a_dead_hosts_sync_is_taken_over_by_the_next_hosts_sync(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """The fleet's usual case: cron runs the same ``sync`` on every host; a's dies, b's finishes it."""
+    expected = make_run(tmp_path / "shared" / "run1")
+    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    command = ["sync", str(tmp_path / "shared" / "run1"), *SLOW_UPLOAD]
+
+    killed = await _kill_mid_upload(a, *command)
+    await _refused_while_live(b, killed, "--json", *command)
+    transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
+    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    finished = await b.run("--json", *command)
+    await assert_uploaded(server, finished, expected)
+    assert finished.json()["transfer_id"] == transfer_id
+    assert finished.json()["bytes_transferred"] <= remaining
+    again = await a.run("--json", *command)  # a back from the dead: nothing left to send
+    assert again.code == 0 and again.json()["bytes_transferred"] == 0, again
