@@ -111,17 +111,20 @@ class Journal(InventoryTables, SampleTables):
     ) -> Journal:
         """Open (creating or migrating) the journal at ``location``: a path, a URL, or None (the default path).
 
-        See :func:`parse_journal_location` for what a string may be. ``busy_timeout``: how long SQLite
-        waits for another process's write lock. ``connect_timeout``: how long a PostgreSQL call waits
-        for a connection before :class:`JournalUnavailableError`. ``host_id``: this host's name in a
-        shared journal (default ``$FLOWXFER_HOST_ID``, else the hostname).
+        See :func:`parse_journal_location` for what a string may be. ``busy_timeout``: how long a
+        call waits for a lock another process or host holds (then :class:`JournalBusyError`).
+        ``connect_timeout``: how long a PostgreSQL call waits for a connection before
+        :class:`JournalUnavailableError`. ``host_id``: this host's name in a shared journal
+        (default ``$FLOWXFER_HOST_ID``, else the hostname).
         """
         where = parse_journal_location(location)
         backend: Backend
         if where.backend == "postgresql":
             from ._postgres import PostgresBackend  # psycopg loads only for a PostgreSQL journal
 
-            backend = PostgresBackend.open(where, connect_timeout=connect_timeout, max_connections=max_connections)
+            backend = PostgresBackend.open(
+                where, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
+            )
         else:
             from ._sqlite import SqliteBackend
 

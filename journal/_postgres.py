@@ -47,6 +47,9 @@ from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"[^"]*")|(\?)|(?<![:\w]):([A-Za-z_]\w*)|(%)""")
 
 
+#: A session idle this long inside a transaction is ended by the server (its host is gone or stuck).
+_IDLE_IN_TRANSACTION_MS = 120_000
+
 #: Seconds a connection that just worked is lent without a check (see ``_check_connection``).
 _TRUSTED_FOR = 2.0
 
@@ -128,9 +131,12 @@ def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
 class PostgresBackend:
     """A journal in a PostgreSQL database. :meth:`open` connects and migrates it."""
 
-    def __init__(self, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self, location: JournalLocation, *, connect_timeout: float, busy_timeout: float, max_connections: int
+    ) -> None:
         self.location = location
         self._connect_timeout = connect_timeout
+        self._busy_timeout = busy_timeout
         self._max_connections = max_connections
         self._pool_lock = threading.Lock()
         self._pool = self._new_pool()
@@ -151,6 +157,13 @@ class PostgresBackend:
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, round(self._connect_timeout)),
+                # A lock another host holds too long is JournalBusyError, as on SQLite; a host cut
+                # off inside a transaction gives its locks back instead of holding the fleet up.
+                "options": f"-c lock_timeout={round(self._busy_timeout * 1000)} "
+                f"-c idle_in_transaction_session_timeout={_IDLE_IN_TRANSACTION_MS}",
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
             },
             name="flowxfer-journal",
         )
@@ -166,8 +179,12 @@ class PostgresBackend:
             ConnectionPool.check_connection(conn)
 
     @classmethod
-    def open(cls, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> PostgresBackend:
-        backend = cls(location, connect_timeout=connect_timeout, max_connections=max_connections)
+    def open(
+        cls, location: JournalLocation, *, connect_timeout: float, busy_timeout: float, max_connections: int
+    ) -> PostgresBackend:
+        backend = cls(
+            location, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
+        )
         try:
             with backend._errors():
                 backend._pool.open(wait=True, timeout=connect_timeout)
