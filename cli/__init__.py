@@ -64,8 +64,8 @@ from ._server_choice import choose_server
     "--lease-ttl",
     envvar="FLOWXFER_LEASE_TTL",
     type=DURATION,
-    help="How long a silent host keeps its transfers before another host takes them over "
-    "(env FLOWXFER_LEASE_TTL; default 60s).",
+    help="How long a silent host keeps its transfers before another host takes them over; give "
+    "every host of a fleet the same (env FLOWXFER_LEASE_TTL; default 60s).",
 )
 @click.option("--json", "json_output", is_flag=True, help="One JSON document on stdout at the end, nothing else.")
 @click.option("--no-progress", is_flag=True, help="No progress display.")

@@ -200,7 +200,10 @@ def transfer_options(func: click.decorators.FC) -> click.decorators.FC:
                 "--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'
             ),
             click.option(
-                "--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."
+                "--max-wait",
+                type=DURATION,
+                help="Longest wait for rate-limit budget or for an unreachable journal database "
+                "before stopping cleanly (exit 75).",
             ),
         ]
     ):

@@ -72,4 +72,4 @@ def migrate(ctx: click.Context, destination: str) -> None:
         return
     what = ", ".join(f"{count} {name}" for name, count in counts.items())
     print(f"copied {what} from {source.display} to {target.display}")
-    print(f"next: flowxfer --journal '{target.display}' resume (or set FLOWXFER_JOURNAL on every host)")
+    print("next: point every host at it (--journal or FLOWXFER_JOURNAL) and run 'flowxfer resume'")

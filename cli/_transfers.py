@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from flowxfer.transfer import Flowxfer, TransferReport
+from flowxfer.transfer import AlreadyRunning, Flowxfer, TransferReport
 
 from . import _exits
 from ._bulk_sync import download_with_advice
@@ -256,7 +256,9 @@ def resume(
 
     A host of a fleet resumes another host's transfer once that host's lease
     has gone stale (--lease-ttl); --path-map says where it sees the other
-    host's files.
+    host's files. Without an id, transfers a live process (here or on another
+    host) is running are skipped and the rest resumed; the exit code is then
+    75 unless something worse happened.
 
     Example: flowxfer resume 3fa9c1b2e0
     """
@@ -276,20 +278,30 @@ def resume(
             if fx.stopping:
                 break
             on_kind(record.kind)
-            reports.append(await fx.resume_record(record))
+            try:
+                reports.append(await fx.resume_record(record))
+            except AlreadyRunning as exc:
+                if transfer_id is not None:
+                    raise
+                # A fleet: another live host runs this one; the dead hosts' transfers still need us.
+                running_elsewhere.append(f"{record.id}: {exc}")
+                output.error(f"skipped {record.id}: {exc}")
         output.kind = original
         return reports
 
+    running_elsewhere: list[str] = []
     reports, signum = run_engine(options, output, call, config)
     reports = reports or []
     if options.json:
-        print(json.dumps({"transfers": [r.to_json() for r in reports]}))
+        print(json.dumps({"transfers": [r.to_json() for r in reports], "running_elsewhere": running_elsewhere}))
     else:
-        if not reports:
+        if not reports and not running_elsewhere:
             print("nothing to resume")
         for report in reports:
             print(output.summary_line(report))
     codes = [_exits.report_exit_code(r, signum) for r in reports]
+    if running_elsewhere:
+        codes.append(_exits.TEMPFAIL)  # some of the work is another host's for now: try again later
     if signum is not None and not codes:
         codes.append(_exits.signal_exit_code(signum))
     sys.exit(_exits.worst(codes) if codes else _exits.OK)

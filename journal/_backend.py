@@ -12,7 +12,7 @@ lock for read-then-insert decisions, which row locks cannot cover).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -47,6 +47,25 @@ class Transaction(Protocol):
 
     def lock(self, name: str) -> None:
         """Hold the lock ``name`` until the transaction ends (no-op where transactions are serial)."""
+        ...
+
+    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
+        """Run a query now; read its rows later, once :meth:`pipeline` has been left (writes sent
+        after it do not change what it read)."""
+        ...
+
+    def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+        """``rows`` as a table to select from or join, ``v`` with columns ``column1``... of ``types``.
+
+        Yields ``(sql, params)`` parts covering all rows, each ``sql`` usable after ``FROM``: SQLite
+        gets a ``VALUES`` list (a few hundred rows a part), PostgreSQL one ``unnest`` of one array
+        per column whatever the count (four parameters, not four per row: a statement psycopg
+        prepares once and PostgreSQL parses once).
+        """
+        ...
+
+    def pipeline(self) -> AbstractContextManager[object]:
+        """Statements inside are sent without waiting for each answer (writes whose results nobody reads)."""
         ...
 
 

@@ -23,7 +23,8 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -46,9 +47,26 @@ from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"[^"]*")|(\?)|(?<![:\w]):([A-Za-z_]\w*)|(%)""")
 
 
+#: A session idle this long inside a transaction is ended by the server (its host is gone or stuck).
+_IDLE_IN_TRANSACTION_MS = 120_000
+
+#: Seconds a connection that just worked is lent without a check (see ``_check_connection``).
+_TRUSTED_FOR = 2.0
+
+#: Statements with more parameters than this are not prepared: they are the long ``IN (...)`` lists
+#: of bulk lookups, a new text per length, and PostgreSQL's generic plan for one (chosen after a few
+#: runs of a prepared statement) made a 10,000-file inventory lookup ten times slower.
+_PREPARE_AT_MOST = 32
+
+
 @functools.lru_cache(maxsize=2048)
+def _statement(sql: str) -> tuple[str, bool | None]:
+    """``sql`` as psycopg takes it, and whether it may be prepared (``None``: psycopg's default)."""
+    return to_pyformat(sql), (False if sql.count("?") > _PREPARE_AT_MOST else None)
+
+
 def to_pyformat(sql: str) -> str:
-    """``sql`` written for SQLite's placeholders, as psycopg takes it (once per distinct statement)."""
+    """``sql`` written for SQLite's placeholders (``?``, ``:name``), as psycopg takes it."""
 
     def replace(match: re.Match[str]) -> str:
         quoted, question, name, percent = match.groups()
@@ -70,12 +88,25 @@ class _PostgresTransaction:
         self.conn = conn
 
     def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
-        return self.conn.execute(to_pyformat(sql), params)
+        text, prepare = _statement(sql)
+        return self.conn.execute(text, params, prepare=prepare)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         with self.conn.cursor() as cursor:
-            cursor.executemany(to_pyformat(sql), rows)
+            cursor.executemany(_statement(sql)[0], rows)
             return cursor.rowcount
+
+    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
+        return self.execute(sql, params).fetchall  # in a pipeline, answered at its sync, in order
+
+    def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+        arrays = ", ".join(f"CAST(? AS {type_}[])" for type_ in types)
+        names = ", ".join(f"column{number}" for number in range(1, len(types) + 1))
+        if rows:
+            yield f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows, strict=True)]
+
+    def pipeline(self) -> contextlib.AbstractContextManager[psycopg.Pipeline]:
+        return self.conn.pipeline()
 
     def lock(self, name: str) -> None:
         """A transaction-scoped advisory lock on ``name``'s 64-bit hash: waits for whoever holds it."""
@@ -100,14 +131,19 @@ def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
 class PostgresBackend:
     """A journal in a PostgreSQL database. :meth:`open` connects and migrates it."""
 
-    def __init__(self, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self, location: JournalLocation, *, connect_timeout: float, busy_timeout: float, max_connections: int
+    ) -> None:
         self.location = location
         self._connect_timeout = connect_timeout
+        self._busy_timeout = busy_timeout
         self._max_connections = max_connections
         self._pool_lock = threading.Lock()
         self._pool = self._new_pool()
         #: Set when a call found the server unreachable: the next call starts a fresh pool.
         self._failed = False
+        #: When each pooled connection last completed a call (see :meth:`_check_connection`).
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
 
     def _new_pool(self) -> ConnectionPool[Any]:
         assert self.location.url is not None
@@ -117,14 +153,38 @@ class PostgresBackend:
             max_size=self._max_connections,
             open=False,
             timeout=self._connect_timeout,
-            check=ConnectionPool.check_connection,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(self._connect_timeout))},
+            check=self._check_connection,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(self._connect_timeout)),
+                # A lock another host holds too long is JournalBusyError, as on SQLite; a host cut
+                # off inside a transaction gives its locks back instead of holding the fleet up.
+                "options": f"-c lock_timeout={round(self._busy_timeout * 1000)} "
+                f"-c idle_in_transaction_session_timeout={_IDLE_IN_TRANSACTION_MS}",
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
             name="flowxfer-journal",
         )
 
+    def _check_connection(self, conn: psycopg.Connection[Any]) -> None:
+        """Check a connection before lending it, unless it answered a moment ago.
+
+        The check is a round trip; on the hot path (a commit every ~100 ms) the connection has just
+        worked. One idle for longer may have died with a server restart: it is checked, and a dead
+        one is replaced before anyone sees it.
+        """
+        if time.monotonic() - self._last_used.get(conn, -_TRUSTED_FOR) >= _TRUSTED_FOR:
+            ConnectionPool.check_connection(conn)
+
     @classmethod
-    def open(cls, location: JournalLocation, *, connect_timeout: float, max_connections: int) -> PostgresBackend:
-        backend = cls(location, connect_timeout=connect_timeout, max_connections=max_connections)
+    def open(
+        cls, location: JournalLocation, *, connect_timeout: float, busy_timeout: float, max_connections: int
+    ) -> PostgresBackend:
+        backend = cls(
+            location, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
+        )
         try:
             with backend._errors():
                 backend._pool.open(wait=True, timeout=connect_timeout)
@@ -191,13 +251,18 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_PostgresTransaction]:
-        with self._errors(), self._current_pool().connection() as conn, conn.transaction():
-            yield _PostgresTransaction(conn)
+        with self._errors(), self._current_pool().connection() as conn:
+            with conn.transaction():
+                yield _PostgresTransaction(conn)
+            self._last_used[conn] = time.monotonic()
 
     def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         with self._errors(), self._current_pool().connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-            cursor.execute(to_pyformat(sql), params)
-            return cursor.fetchall()
+            text, prepare = _statement(sql)
+            cursor.execute(text, params, prepare=prepare)
+            rows = cursor.fetchall()
+            self._last_used[conn] = time.monotonic()
+            return rows
 
     def check_integrity(self) -> list[str]:
         """The server answers and the schema is the one this flowxfer writes."""

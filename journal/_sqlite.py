@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,20 @@ class _SqliteTransaction:
 
     def lock(self, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's one write lock."""
+
+    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
+        rows = self.conn.execute(sql, params).fetchall()  # now: a later write would change them
+        return lambda: rows
+
+    def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+        row = "(" + ", ".join("?" * len(types)) + ")"
+        for start in range(0, len(rows), 200):
+            part = rows[start : start + 200]
+            yield f"(VALUES {', '.join([row] * len(part))}) AS v", [value for r in part for value in r]
+
+    def pipeline(self) -> contextlib.nullcontext[None]:
+        """Nothing to do: statements run in this process, there is no round trip to save."""
+        return contextlib.nullcontext()
 
 
 class SqliteBackend:

@@ -202,8 +202,10 @@ class Flowxfer:
             arg = self._journal_arg
             # A string stays a string: Path() would fold "postgresql://h/db" into "postgresql:/h/db".
             location = arg if isinstance(arg, str | Path) else None
+            # --max-wait bounds a database wait too, even a single call's.
+            timeout = min(self.config.journal_timeout, max(1.0, self.config.max_wait or self.config.journal_timeout))
             self._journal = await anyio.to_thread.run_sync(
-                partial(Journal.open, location, host_id=self._host_id, connect_timeout=self.config.journal_timeout)
+                partial(Journal.open, location, host_id=self._host_id, connect_timeout=timeout)
             )
         return self._journal
 

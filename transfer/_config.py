@@ -44,8 +44,9 @@ class TransferConfig:
     :param backoff_cap: longest wait between two attempts (Retry-After may ask for more).
     :param connect_timeout: seconds to establish a connection.
     :param read_timeout: seconds without a byte from the server before a request is abandoned.
-    :param max_wait: longest single wait for rate-limit budget before stopping
-        cleanly (None: wait as long as needed).
+    :param max_wait: longest single wait for rate-limit budget, or for a journal database
+        that went away, before stopping cleanly (None: wait as long as needed; a database
+        outage longer than ``lease_stale_after`` still stops the run, see below).
     :param bwlimit: bandwidth timetable text (``10M``, ``"08:00,10M 19:00,off"``), None for no limit.
     :param journal_flush_interval: seconds between journal commits of progress.
     :param journal_flush_events: commit earlier when this many events are waiting.
@@ -57,7 +58,8 @@ class TransferConfig:
         hold it.
     :param journal_timeout: how long one journal call waits for a database server (PostgreSQL)
         that does not answer before the run's outage handling takes over: that says so once,
-        then retries with backoff for up to ``max_wait`` (see ``_journal_wait.py``).
+        then retries with backoff for up to ``max_wait`` (see ``_journal_wait.py``). Long enough
+        that a busy pool (every connection lent out) is not taken for an outage.
     :param heartbeat_interval: the longest time between two heartbeats; the runner beats
         at least four times per TTL (:attr:`heartbeat_period`), so a short TTL in tests, or
         one a database outage eats into, still leaves room for a few missed beats.
@@ -83,7 +85,7 @@ class TransferConfig:
     grace_period: float = 10.0
     lease_stale_after: float = 60.0
     heartbeat_interval: float = 15.0
-    journal_timeout: float = 2.0
+    journal_timeout: float = 5.0
     bucket_sync_interval: float = 2.0
     user_agent: str = field(default="flowxfer")
 

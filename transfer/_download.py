@@ -301,7 +301,7 @@ async def _download_into(
                 server=ctx.server,
                 username=ctx.username,
                 direction="down",
-                local_path=str(target),
+                local_path=ctx.paths.to_journal(str(target)),
                 remote=record.data_id,
                 size=remote.size,
                 mtime_ns=mtime_ns,

@@ -97,17 +97,16 @@ class PatientJournal:
         """Note the outage (it began when the failed call did); whether one more attempt is allowed."""
         with self._lock:
             now = time.monotonic()
+            first = self._away_since is None and not self._gave_up
             if self._away_since is None:
                 self._away_since = began
-                if not self._gave_up:
-                    self._on_wait(database_wait_message(self._max_wait))
-            if self._gave_up or self._stopping():
+            if self._stopping() or (self._max_wait is not None and now - self._away_since > self._max_wait):
                 self._gave_up = True
-                return False
-            if self._max_wait is not None and now - self._away_since > self._max_wait:
-                self._gave_up = True
-                return False
-            return True
+            may = not self._gave_up
+        if first and may:
+            # Outside the lock: the notice goes through the event loop, which may itself be waiting on it.
+            self._on_wait(database_wait_message(self._max_wait))
+        return may
 
     def _time_left(self) -> float:
         with self._lock:

@@ -116,5 +116,12 @@ async def resume_record(runner: Runner, record: TransferRecord) -> TransferRepor
             transfer_id=tid,
         )
     if record.kind == "sync":
+        if runner.paths.to_local(params["root"]) != params["root"]:
+            # A sync plans by walking its folder and keys what it finds by path; translating all of
+            # that is not done yet, and half of it would upload a finished file twice.
+            raise UsageError(
+                f"transfer {record.id} syncs {params['root']}, which --path-map moves: a sync resumes "
+                "only on a host that sees its folder at the same path"
+            )
         return await run_sync(runner, params["root"], SyncOptions.from_params(params), transfer_id=tid)
     raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

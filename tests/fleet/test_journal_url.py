@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import aiohttp
 import anyio
 
+from flowxfer.transfer import Flowxfer
 from tests.cli.conftest import FLOWXFER, Cli, Result, no_traceback
 from tests.fleet.conftest import assert_uploaded, host, make_run
 from tests.support.postgres import PostgresCluster
-from tests.support.server import RunningServer
+from tests.support.rig import stored
+from tests.support.server import RunningServer, login
 
 
 async def _run_in(cli: Cli, cwd: Path, *args: str) -> Result:
@@ -84,7 +87,7 @@ async def test_every_command_works_on_postgresql(server: RunningServer, tmp_path
     assert "host ingest-1" in (await cli.run("show", upload_id)).stdout
 
     again = await cli.run("--json", "resume")
-    assert again.code == 0 and again.json() == {"transfers": []}
+    assert again.code == 0 and again.json() == {"transfers": [], "running_elsewhere": []}
     # The same upload again: everything is known to the shared journal, nothing is sent.
     repeat = await cli.run("--json", "upload", str(tmp_path / "run"))
     assert repeat.code == 0 and repeat.json()["bytes_transferred"] == 0
@@ -111,3 +114,23 @@ async def test_doctor_checks_the_database_and_never_shows_its_password(
     line = next(line for line in down.stdout.splitlines() if "journal" in line)
     assert line.startswith("FAIL") and "unreachable" in line
     assert "s3cr3t-pw" not in down.stdout + down.stderr
+
+
+async def test_the_library_takes_a_journal_url_and_a_host_id(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    expected = make_run(tmp_path / "run")
+    async with Flowxfer(
+        server.base_url, config_dir=tmp_path / "c", journal=postgres_url, host_id="lib-host", token=await _token(server)
+    ) as fx:
+        report = await fx.upload([tmp_path / "run"])
+        journal = await fx.journal()
+        assert journal.location.backend == "postgresql"
+        (record,) = journal.list_transfers(include_finished=True)
+    assert report.status == "completed" and record.host == "lib-host"
+    assert await stored(server, {Path(f.path).name: str(f.id) for f in report.files}) == expected
+
+
+async def _token(srv: RunningServer) -> str:
+    async with aiohttp.ClientSession() as session:
+        return await login(session, srv.base_url, "alice", srv.users["alice"])

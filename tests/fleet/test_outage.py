@@ -35,7 +35,7 @@ async def test_a_restart_mid_run_is_waited_out_and_nothing_is_lost(
         await running.until_moved(300 * KiB)
         await anyio.to_thread.run_sync(postgres_cluster.stop)
         moved = running.moved
-        await anyio.sleep(3)
+        await anyio.sleep(7)  # longer than a journal call waits for its database (journal_timeout, 5 s)
         assert running.process.returncode is None, running.stderr[-2000:]
         assert running.moved > moved, "the transfer stopped moving while the database was away"
         await anyio.to_thread.run_sync(postgres_cluster.start)

@@ -10,14 +10,17 @@ resume would (what the journal had not yet seen acknowledged).
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 import anyio
 
 from flowxfer.journal import Journal
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, Result
 from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
+from tests.support.postgres import PostgresCluster
+from tests.support.rig import stored
 from tests.support.server import RunningServer
 
 KiB = 1024
@@ -102,3 +105,96 @@ async def test_a_path_map_makes_both_mounts_one_piece_of_work(
     # The journal keeps a's form of the paths: the same run for every host.
     shown = (await b.run("--json", "show", transfer_id)).json()
     assert {Path(f["path"]).parent for f in shown["files"]} == {mnt_a / "run1"}
+
+
+async def test_a_frozen_host_that_wakes_after_a_takeover_stops_and_leaves_the_work_to_the_new_one(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """SIGSTOP a past the TTL (a host cut off), b takes over; a wakes, finds its lease gone, exits 75."""
+    expected = make_run(tmp_path / "run")
+    ttl = {"FLOWXFER_LEASE_TTL": "3s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD]
+    async with a.start("--log-format", "json", *command) as frozen:
+        await frozen.until_moved(300 * KiB)
+        frozen.signal(signal.SIGSTOP)
+        await anyio.sleep(3.5)
+        async with b.start("--log-format", "json", *command) as taking_over:
+            await taking_over.until(lambda r: "transfer_started" in r.stderr)
+            frozen.signal(signal.SIGCONT)
+            code_a = await frozen.wait(60)
+            code_b = await taking_over.wait(120)
+    assert code_a == 75, frozen.stderr[-3000:]
+    assert "another host or process has taken over" in frozen.stderr
+    await assert_uploaded(server, Result(code_b, taking_over.stdout, taking_over.stderr), expected)
+    jobs = (await b.run("--json", "jobs", "--all")).json()["transfers"]
+    assert [(j["status"], j["host"]) for j in jobs] == [("completed", "b")]
+
+
+async def test_a_host_that_cannot_renew_its_lease_for_the_ttl_stops_working(
+    server: RunningServer, tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """The database away longer than the TTL (no --max-wait): the lease may be another host's, so a stops."""
+    make_run(tmp_path / "run")
+    a = await host(server, tmp_path / "a", "a", postgres_url, FLOWXFER_LEASE_TTL="3s")
+    try:
+        async with a.start("--log-format", "json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD) as running:
+            await running.until_moved(300 * KiB)
+            await anyio.to_thread.run_sync(postgres_cluster.stop)
+            code = await running.wait(60)
+    finally:
+        await anyio.to_thread.run_sync(postgres_cluster.start)
+    assert code == 75, running.stderr[-3000:]
+    assert "could not renew the lease for 3 s" in running.stderr
+
+
+async def test_resume_takes_over_the_dead_hosts_work_and_skips_the_live_ones(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """A cron'd ``resume`` on b: a is dead (its upload is b's now), c is alive (its upload stays c's)."""
+    expected = make_run(tmp_path / "run1")
+    make_run(tmp_path / "run2", seed=5)
+    ttl = {"FLOWXFER_LEASE_TTL": "3s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    c = await host(server, tmp_path / "c", "c", postgres_url, **ttl)
+    killed = await _kill_mid_upload(a, "upload", str(tmp_path / "run1"), *SLOW_UPLOAD)
+    dead_id, _ = await anyio.to_thread.run_sync(_remaining, postgres_url)
+    live = ["--log-format", "json", "upload", str(tmp_path / "run2"), "--chunk-size", "64k", "--bwlimit", "150k"]
+    async with c.start(*live) as alive:
+        await alive.until(lambda r: "transfer_started" in r.stderr)
+        await anyio.sleep(max(0.0, killed + 3.5 - time.monotonic()))
+        result = await b.run("--json", "resume")
+        assert alive.process.returncode is None, "c ended before b's resume: nothing live was skipped"
+        code_c = await alive.wait(60)
+    assert result.code == 75, result
+    document = result.json()
+    assert [(t["transfer_id"], t["status"]) for t in document["transfers"]] == [(dead_id, "completed")]
+    ((skipped),) = document["running_elsewhere"]
+    assert skipped.startswith(alive.transfer_id()) and " on c," in skipped
+    files = {Path(f["path"]).name: f["id"] for f in document["transfers"][0]["files"]}
+    assert await stored(server, files) == expected
+    assert code_c == 0, alive.stderr[-2000:]
+
+
+async def test_a_dead_hosts_sync_is_taken_over_by_the_next_hosts_sync(
+    server: RunningServer, tmp_path: Path, postgres_url: str
+) -> None:
+    """The fleet's usual case: cron runs the same ``sync`` on every host; a's dies, b's finishes it."""
+    expected = make_run(tmp_path / "shared" / "run1")
+    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
+    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
+    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    command = ["sync", str(tmp_path / "shared" / "run1"), *SLOW_UPLOAD]
+
+    killed = await _kill_mid_upload(a, *command)
+    await _refused_while_live(b, killed, "--json", *command)
+    transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
+    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    finished = await b.run("--json", *command)
+    await assert_uploaded(server, finished, expected)
+    assert finished.json()["transfer_id"] == transfer_id
+    assert finished.json()["bytes_transferred"] <= remaining
+    again = await a.run("--json", *command)  # a back from the dead: nothing left to send
+    assert again.code == 0 and again.json()["bytes_transferred"] == 0, again

@@ -321,3 +321,17 @@ def test_a_migrated_journal_reads_back_identically_and_resumes(tmp_path: Path, p
         destination.add_files(transfer_id, [NewFile("/run/c", "c", 1)])
         assert max(f.id for f in destination.iter_files(transfer_id)) > half_done
         lease.release()
+
+
+def test_a_lock_held_past_busy_timeout_is_busy_not_unavailable(postgres_url: str) -> None:
+    from flowxfer.journal import JournalBusyError
+
+    with Journal.open(postgres_url, busy_timeout=0.3) as journal, psycopg.connect(postgres_url) as stuck:
+        # Another host inside update_buckets for the same budget, and stuck there.
+        stuck.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("flowxfer:buckets:s\nu",))
+        started = time.monotonic()
+        with pytest.raises(JournalBusyError, match="busy"):
+            journal.update_buckets("s", "u", lambda stored: stored)
+        assert time.monotonic() - started < 5
+        stuck.rollback()
+        assert journal.update_buckets("s", "u", lambda stored: {"api": {"tokens": 1}}) == {"api": {"tokens": 1}}

@@ -120,7 +120,10 @@ class PostgresCluster:
         if self._as_root:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
         # cwd: the server's user may not be able to read the caller's working folder.
-        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=120)
+        try:
+            result = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=120)
+        except OSError as exc:
+            raise PostgresUnavailable(f"{' '.join(command)}: {exc}") from exc
         if result.returncode != 0:
             output = result.stdout + result.stderr
             raise PostgresUnavailable(f"{' '.join(command)} failed ({result.returncode}):\n{output}")
