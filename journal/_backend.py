@@ -49,6 +49,14 @@ class Transaction(Protocol):
         """Hold the lock ``name`` until the transaction ends (no-op where transactions are serial)."""
         ...
 
+    def now(self) -> float:
+        """The time, in seconds since the epoch, by the database's clock where it has one.
+
+        Lease heartbeats and their staleness are stamped with it: hosts whose clocks disagree
+        must still agree on when a lease went stale.
+        """
+        ...
+
     def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
         """Run a query now; read its rows later, once :meth:`pipeline` has been left (writes sent
         after it do not change what it read)."""
@@ -82,7 +90,7 @@ class Backend(Protocol):
 
     def columns(self, table: str) -> list[str]: ...
 
-    def after_copy(self, table: str) -> None:
+    def after_copy(self, tx: Transaction, table: str) -> None:
         """Called after rows with explicit ids were copied into ``table`` (identity sequences move on)."""
         ...
 

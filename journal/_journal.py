@@ -19,14 +19,14 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._backend import Backend, Params, Transaction
 from ._batch import JournalBatch
-from ._errors import JournalError, LeaseHeld
+from ._errors import JournalError
 from ._inventory import InventoryTables
+from ._leases import Lease, LeaseTables
 from ._location import JournalLocation, parse_journal_location
 from ._records import (
     ChunkRecord,
@@ -47,40 +47,13 @@ from ._states import (
     check_file_transition,
 )
 
-# --- leases ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Lease:
-    """The right to run one piece of work; released on exit, taken over when stale."""
-
-    journal: Journal
-    key: str
-    token: str
-
-    def heartbeat(self) -> None:
-        self.journal._heartbeat(self)
-
-    def release(self) -> None:
-        self.journal._release(self)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def resolve_host_id(explicit: str | None = None) -> str:
     """This host's name in a shared journal: ``explicit``, else ``$FLOWXFER_HOST_ID``, else the hostname."""
     return explicit or os.environ.get("FLOWXFER_HOST_ID") or socket.gethostname()
 
 
-class Journal(InventoryTables, SampleTables):
+class Journal(InventoryTables, SampleTables, LeaseTables):
     """A flowxfer journal: an SQLite file or a PostgreSQL database. Open with :meth:`open`; close when done.
 
     :raises JournalCorruptError: (from :meth:`open`) the file is not a flowxfer journal.
@@ -191,7 +164,7 @@ class Journal(InventoryTables, SampleTables):
                 ).fetchone()
             if row is not None:
                 transfer_id = row[0]
-                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
                 conn.execute(
                     "UPDATE transfers SET status = ?, updated = ?, finished = NULL, error = NULL, host = ? "
                     "WHERE id = ?",
@@ -200,7 +173,7 @@ class Journal(InventoryTables, SampleTables):
                 resumed = True
             else:
                 transfer_id = _new_id()
-                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+                lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
                 conn.execute(
                     "INSERT INTO transfers (id, kind, status, server, username, params, params_key, "
                     "created, updated, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -234,7 +207,7 @@ class Journal(InventoryTables, SampleTables):
         with self._immediate() as conn:
             if conn.execute("SELECT 1 FROM transfers WHERE id = ?", (transfer_id,)).fetchone() is None:
                 raise KeyError(transfer_id)
-            lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after, now)
+            lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
             conn.execute(
                 "UPDATE transfers SET status = ?, updated = ?, finished = NULL, error = NULL, host = ? WHERE id = ?",
                 (TransferState.RUNNING.value, now, self.host, transfer_id),
@@ -486,94 +459,6 @@ class Journal(InventoryTables, SampleTables):
                     for r in batch.inventory.values()
                 ],
             )
-
-    # -- rate-limit buckets ---------------------------------------------
-
-    def update_buckets(
-        self,
-        server: str,
-        username: str,
-        merge: Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]],
-    ) -> dict[str, dict[str, Any]]:
-        """Read the stored bucket states, let ``merge`` combine them with ours, store the result.
-
-        One write transaction, so processes sharing a budget never lose each
-        other's spending. ``merge`` receives ``{class: state}`` (possibly empty)
-        and returns the states to store.
-        """
-        with self._immediate() as conn:
-            # The budget's rows may not exist yet (row locks cannot cover them): a named lock does.
-            conn.lock(f"buckets:{server}\n{username}")
-            rows = conn.execute(
-                "SELECT class, state FROM buckets WHERE server = ? AND username = ?", (server, username)
-            ).fetchall()
-            stored = {name: json.loads(state) for name, state in rows}
-            result = merge(stored)
-            now = time.time()
-            conn.executemany(
-                "INSERT INTO buckets (server, username, class, state, updated, host) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT (server, username, class) DO UPDATE SET state = excluded.state, "
-                "updated = excluded.updated, host = excluded.host",
-                [(server, username, name, json.dumps(state), now, self.host) for name, state in result.items()],
-            )
-        return result
-
-    # -- leases --------------------------------------------------------
-
-    def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
-        """Take the lease ``key``, or raise :class:`LeaseHeld` if a live process has it."""
-        with self._immediate() as conn:
-            return self._take_lease(conn, key, what, stale_after, time.time())
-
-    def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float, now: float) -> Lease:
-        """Claim ``key`` inside ``conn``: free, ours, a dead process's on this host, or stale (no heartbeat
-        for ``stale_after`` seconds: a dead or cut-off host's) -- else :class:`LeaseHeld`."""
-        conn.lock(f"lease:{key}")
-        row = conn.execute(
-            "SELECT pid, host, since, heartbeat, what FROM leases WHERE key = ?" + conn.for_update, (key,)
-        ).fetchone()
-        if row is not None:
-            pid, host, since, heartbeat, held_what = row
-            ours = pid == self.pid and host == self.host
-            dead = host == self.host and not _pid_alive(pid)
-            stale = now - heartbeat > stale_after
-            if not (ours or dead or stale):
-                raise LeaseHeld(key, pid, host, since, held_what)
-        token = secrets.token_hex(8)
-        conn.execute(
-            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT (key) DO UPDATE SET token = excluded.token, pid = excluded.pid, host = excluded.host, "
-            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what",
-            (key, token, self.pid, self.host, now, now, what),
-        )
-        return Lease(self, key, token)
-
-    def heartbeat_held(self, key: str) -> bool:
-        """Renew the lease ``key`` if this process holds it; whether it does.
-
-        For a long wait before a transfer's workers (and their heartbeat) start:
-        ``download --execution --wait`` polls for hours under its lease.
-        """
-        with self._immediate() as conn:
-            changed = conn.execute(
-                "UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
-                (time.time(), key, self.pid, self.host),
-            ).rowcount
-        return bool(changed)
-
-    def _heartbeat(self, lease: Lease) -> None:
-        with self._immediate() as conn:
-            conn.execute(
-                "UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?", (time.time(), lease.key, lease.token)
-            )
-
-    def _release(self, lease: Lease) -> None:
-        with self._immediate() as conn:
-            conn.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
-
-    def lease_holder(self, key: str) -> tuple[int, str, float] | None:
-        rows = self._read("SELECT pid, host, since FROM leases WHERE key = ?", (key,))
-        return (rows[0]["pid"], rows[0]["host"], rows[0]["since"]) if rows else None
 
 
 # --- helpers -----------------------------------------------------------------

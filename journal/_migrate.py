@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 def migrate_journal(source: Journal, destination: Journal, *, batch_size: int = 5000) -> dict[str, int]:
     """Copy every row of ``source`` into the empty ``destination``; rows copied per table.
 
-    :raises JournalError: the destination already holds transfers, files or inventory.
+    One transaction on the destination: a copy that fails half-way leaves it empty, ready for
+    another try. The source is read a page at a time, in key order (flat memory, linear time).
+
+    :raises JournalError: the destination already holds rows.
     """
     src, dst = source._backend, destination._backend
     for table in TABLES:
@@ -30,19 +33,27 @@ def migrate_journal(source: Journal, destination: Journal, *, batch_size: int = 
                 "migrate into a new database"
             )
     counts: dict[str, int] = {}
-    for table in TABLES:
-        columns = [c for c in src.columns(table) if c in set(dst.columns(table))]
-        names = ", ".join(f'"{c}"' for c in columns)
-        insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
-        # Keyset pages would need each table's key; rowid-free OFFSET pages are fine on a source no one writes.
-        order = ", ".join(f'"{c}"' for c in _key(table))
-        copied = 0
-        while rows := src.read(f"SELECT {names} FROM {table} ORDER BY {order} LIMIT {batch_size} OFFSET {copied}"):
-            with dst.transaction() as tx:
+    with dst.transaction() as tx:
+        for table in TABLES:
+            wanted = set(dst.columns(table))
+            columns = [c for c in src.columns(table) if c in wanted]
+            names = ", ".join(f'"{c}"' for c in columns)
+            insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+            key = _key(table)
+            order = ", ".join(f'"{c}"' for c in key)
+            after = f"({order}) > ({', '.join('?' * len(key))})"
+            copied = 0
+            last: tuple[object, ...] | None = None
+            while True:
+                where = "" if last is None else f" WHERE {after}"
+                rows = src.read(f"SELECT {names} FROM {table}{where} ORDER BY {order} LIMIT {batch_size}", last or ())
+                if not rows:
+                    break
                 tx.executemany(insert, [tuple(row[c] for c in columns) for row in rows])
-            copied += len(rows)
-        dst.after_copy(table)
-        counts[table] = copied
+                copied += len(rows)
+                last = tuple(rows[-1][c] for c in key)
+            dst.after_copy(tx, table)
+            counts[table] = copied
     return counts
 
 

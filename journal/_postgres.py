@@ -31,7 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ._backend import Params
+from ._backend import Params, Transaction
 from ._errors import (
     JournalBusyError,
     JournalCorruptError,
@@ -95,6 +95,11 @@ class _PostgresTransaction:
         with self.conn.cursor() as cursor:
             cursor.executemany(_statement(sql)[0], rows)
             return cursor.rowcount
+
+    def now(self) -> float:
+        row = self.conn.execute("SELECT CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)").fetchone()
+        assert row is not None
+        return float(row[0])
 
     def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
         return self.execute(sql, params).fetchall  # in a pipeline, answered at its sync, in order
@@ -279,10 +284,9 @@ class PostgresBackend:
         )
         return [row["column_name"] for row in rows]
 
-    def after_copy(self, table: str) -> None:
+    def after_copy(self, tx: Transaction, table: str) -> None:
         """Move ``files``' identity past the ids copied in, so the next new file gets a fresh one."""
         if table == "files":
-            with self.transaction() as tx:
-                tx.execute(
-                    "SELECT setval(pg_get_serial_sequence('files', 'id'), coalesce(max(id), 0) + 1, false) FROM files"
-                )
+            tx.execute(
+                "SELECT setval(pg_get_serial_sequence('files', 'id'), coalesce(max(id), 0) + 1, false) FROM files"
+            )

@@ -13,11 +13,12 @@ import contextlib
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._backend import Params
+from ._backend import Params, Transaction
 from ._errors import JournalBusyError, JournalCorruptError, JournalError, JournalVersionError
 from ._location import JournalLocation
 from ._schema import MIGRATIONS, SCHEMA_VERSION, split_sql
@@ -94,6 +95,10 @@ class _SqliteTransaction:
 
     def lock(self, name: str) -> None:
         """Nothing to do: ``BEGIN IMMEDIATE`` already holds the database's one write lock."""
+
+    def now(self) -> float:
+        """This machine's clock: an SQLite journal is shared by the processes of one host only."""
+        return time.time()
 
     def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
         rows = self.conn.execute(sql, params).fetchall()  # now: a later write would change them
@@ -209,5 +214,5 @@ class SqliteBackend:
     def columns(self, table: str) -> list[str]:
         return [row["name"] for row in self.read(f"PRAGMA table_info({table})")]
 
-    def after_copy(self, table: str) -> None:
+    def after_copy(self, tx: Transaction, table: str) -> None:
         """Nothing to do: an ``INTEGER PRIMARY KEY`` continues after the largest id by itself."""

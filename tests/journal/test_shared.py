@@ -335,3 +335,19 @@ def test_a_lock_held_past_busy_timeout_is_busy_not_unavailable(postgres_url: str
         assert time.monotonic() - started < 5
         stuck.rollback()
         assert journal.update_buckets("s", "u", lambda stored: {"api": {"tokens": 1}}) == {"api": {"tokens": 1}}
+
+
+def test_a_newer_or_foreign_postgresql_schema_is_refused(postgres_cluster: PostgresCluster) -> None:
+    from flowxfer.journal import JournalCorruptError, JournalVersionError
+
+    newer = postgres_cluster.new_database()
+    Journal.open(newer).close()
+    with psycopg.connect(newer) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, applied) VALUES (%s, 0)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(JournalVersionError, match="newer"):
+        Journal.open(newer)
+    foreign = postgres_cluster.new_database()
+    with psycopg.connect(foreign) as conn:
+        conn.execute("CREATE TABLE transfers (what text)")
+    with pytest.raises(JournalCorruptError, match="not a flowxfer journal"):
+        Journal.open(foreign)

@@ -1,23 +1,13 @@
-"""The journal operations sync relies on: re-plannable rows, packs and their members."""
+"""The journal operations sync relies on: re-plannable rows, packs and their members (on both backends)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from flowxfer.journal import FileState, Journal, NewFile, PackMember, PackRecord
 
 SERVER, USER = "http://127.0.0.1:1", "alice"
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal.open(tmp_path / "journal.db")
-    yield j
-    j.close()
 
 
 def _transfer(journal: Journal) -> str:

@@ -1,0 +1,155 @@
+"""Leases and shared rate budgets: how processes, and hosts sharing a journal, stay out of each other's way.
+
+Mixed into :class:`~._journal.Journal`. A lease is a row claimed inside a
+transaction under a named lock (PostgreSQL: an advisory lock and ``FOR
+UPDATE``; SQLite: ``BEGIN IMMEDIATE``): free, ours, a dead process's on this
+host (free at once), or silent for longer than its TTL (``stale_after``: a
+dead or cut-off host's). A budget is merged and written back in one such
+transaction, so the fleet's spending adds up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from ._backend import Params, Transaction
+from ._errors import LeaseHeld
+
+
+@dataclass(slots=True)
+class Lease:
+    """The right to run one piece of work; released on exit, taken over when stale."""
+
+    journal: LeaseTables
+    key: str
+    token: str
+
+    def heartbeat(self) -> None:
+        self.journal._heartbeat(self)
+
+    def release(self) -> None:
+        self.journal._release(self)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LeaseTables:
+    """Leases and budgets (see the module's docstring)."""
+
+    host: str
+    pid: int
+
+    # Provided by Journal.
+    def _immediate(self) -> AbstractContextManager[Transaction]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    # -- rate-limit buckets ---------------------------------------------
+
+    def update_buckets(
+        self,
+        server: str,
+        username: str,
+        merge: Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]],
+    ) -> dict[str, dict[str, Any]]:
+        """Read the stored bucket states, let ``merge`` combine them with ours, store the result.
+
+        One write transaction, so processes sharing a budget never lose each
+        other's spending. ``merge`` receives ``{class: state}`` (possibly empty)
+        and returns the states to store.
+        """
+        with self._immediate() as conn:
+            # The budget's rows may not exist yet (row locks cannot cover them): a named lock does.
+            conn.lock(f"buckets:{server}\n{username}")
+            rows = conn.execute(
+                "SELECT class, state FROM buckets WHERE server = ? AND username = ?", (server, username)
+            ).fetchall()
+            stored = {name: json.loads(state) for name, state in rows}
+            result = merge(stored)
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO buckets (server, username, class, state, updated, host) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (server, username, class) DO UPDATE SET state = excluded.state, "
+                "updated = excluded.updated, host = excluded.host",
+                [(server, username, name, json.dumps(state), now, self.host) for name, state in result.items()],
+            )
+        return result
+
+    # -- leases --------------------------------------------------------
+
+    def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
+        """Take the lease ``key``, or raise :class:`LeaseHeld` if a live process has it."""
+        with self._immediate() as conn:
+            return self._take_lease(conn, key, what, stale_after)
+
+    def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float) -> Lease:
+        """Claim ``key`` inside ``conn``: free, ours, a dead process's on this host, or stale (no heartbeat
+        for ``stale_after`` seconds: a dead or cut-off host's) -- else :class:`LeaseHeld`.
+
+        Times are the database's clock where there is one (:meth:`Transaction.now`), so hosts whose
+        clocks disagree still agree on when a lease went stale.
+        """
+        conn.lock(f"lease:{key}")
+        now = conn.now()
+        row = conn.execute(
+            "SELECT pid, host, since, heartbeat, what FROM leases WHERE key = ?" + conn.for_update, (key,)
+        ).fetchone()
+        if row is not None:
+            pid, host, since, heartbeat, held_what = row
+            ours = pid == self.pid and host == self.host
+            dead = host == self.host and not _pid_alive(pid)
+            stale = now - heartbeat > stale_after
+            if not (ours or dead or stale):
+                raise LeaseHeld(key, pid, host, since, held_what)
+        token = secrets.token_hex(8)
+        conn.execute(
+            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT (key) DO UPDATE SET token = excluded.token, pid = excluded.pid, host = excluded.host, "
+            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what",
+            (key, token, self.pid, self.host, now, now, what),
+        )
+        return Lease(self, key, token)
+
+    def heartbeat_held(self, key: str) -> bool:
+        """Renew the lease ``key`` if this process holds it; whether it does.
+
+        For a long wait before a transfer's workers (and their heartbeat) start:
+        ``download --execution --wait`` polls for hours under its lease.
+        """
+        with self._immediate() as conn:
+            changed = conn.execute(
+                "UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
+                (conn.now(), key, self.pid, self.host),
+            ).rowcount
+        return bool(changed)
+
+    def _heartbeat(self, lease: Lease) -> None:
+        with self._immediate() as conn:
+            conn.execute(
+                "UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?", (conn.now(), lease.key, lease.token)
+            )
+
+    def _release(self, lease: Lease) -> None:
+        with self._immediate() as conn:
+            conn.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
+
+    def lease_holder(self, key: str) -> tuple[int, str, float] | None:
+        rows = self._read("SELECT pid, host, since FROM leases WHERE key = ?", (key,))
+        return (rows[0]["pid"], rows[0]["host"], rows[0]["since"]) if rows else None
