@@ -14,8 +14,9 @@ one rate-limited server process and one PostgreSQL journal. Then:
 - ``jobs --all --json`` from any host shows every run's transfers as done,
   with the host that did them, and more than one host did some.
 
-The upload limit (50 per 5 s against 90 uploads: 30 packs, 60 FASTQs) bites:
-the fleet must wait for a window to turn.
+The upload limit (20 per 4 s against 90 uploads: 30 packs, 60 FASTQs) bites:
+the fleet uploads faster than that and must wait for windows to turn (at 50
+per 5 s it never did, and the check below could not fail).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from tests.support.fleet import make_runs
 from tests.support.server import ServerProcess
 
 RUNS = 30
-#: The 429s one host alone meets on this work, by the limit arithmetic (measured too: 0 in every run
-#: while this test was written, against 0 to 2 for three hosts whose budgets were shared only now and
-#: then). A lone host spends no more than the server's ``X-RateLimit-Remaining`` once it has seen one
-#: answer; before that it has at most its first run's 3 uploads in flight, far below the 50 of a window.
+#: The 429s one host alone meets on this work, by the limit arithmetic: once it has seen one answer
+#: it spends no more than the server's ``X-RateLimit-Remaining``, and before that it has at most its
+#: first run's 3 uploads in flight, far below a window's 20. Measured too: 0 in each of two lone-host
+#: runs at these limits while this test was written (and in four at 50-60 uploads per 5 s). Three
+#: hosts met 1 with the budget shared through the journal as built (merged every 2 s, so hosts
+#: spending in between overshoot a window), 8 with no sharing at all.
 ALONE_429 = 0
-LIMITS = "upload=50/5s,api=5000/60s"
+LIMITS = "upload=20/4s,api=5000/60s"
 SYNC = ["sync", "{run}", "--samples", "--sample-type", "RNA-Seq", "--metadata", "strandedness=reverse"]
 SYNC += ["--pack-small", "1M"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,10 +175,6 @@ def test_three_hosts_send_thirty_runs_exactly_once(tmp_path: Path, postgres_url:
     fleet = _fleet(tmp_path / "fleet", runs, 3, postgres_url)
 
     _assert_each_run_once(fleet, runs)
-    assert fleet.rate_limited <= ALONE_429, (
-        f"the fleet met {fleet.rate_limited} 429s where one host alone meets {ALONE_429}: "
-        "the hosts did not spend one shared budget"
-    )
     transfers = _by_run(fleet.transfers)
     assert set(transfers) == {str(run) for run in runs}
     for root, made in transfers.items():
@@ -185,3 +184,7 @@ def test_three_hosts_send_thirty_runs_exactly_once(tmp_path: Path, postgres_url:
         assert len(sending) == 2, f"{root}: more than one sync or samples transfer sent bytes: {sending}"
     workers = {t["host"] for t in fleet.transfers if t["bytes_done"] > 0}
     assert len(workers) >= 2, f"one host did everything ({workers}): the fleet was not tested"
+    assert fleet.rate_limited <= ALONE_429, (
+        f"the fleet met {fleet.rate_limited} 429s where one host alone meets {ALONE_429}: "
+        "the hosts did not spend one shared budget"
+    )
