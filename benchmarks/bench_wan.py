@@ -180,70 +180,102 @@ def time_ratio(ours: Series, anchor: Series) -> str:
     return f"**{ours.median / anchor.median:.2f}×** {anchor.name.split()[0]}'s time"
 
 
+#: What a run can be limited to (``--tasks``): each a comparison through each path, or the fixed cost.
+TASKS = ("upload", "download", "many", "fixed", "ceiling")
+
+
 def bench_path(
-    label: str, spec_args: tuple[float, float, float, float], data: Data, repeats: int, aria2c: str | None
+    label: str,
+    spec_args: tuple[float, float, float, float],
+    data: Data,
+    repeats: int,
+    aria2c: str | None,
+    tasks: frozenset[str] = frozenset(TASKS),
 ) -> list[Row]:
-    """Large file up and down, many files up, through one path."""
+    """Large file up and down, many files up, through one path (those of ``tasks``)."""
     rows: list[Row] = []
-    size, many = data.large.stat().st_size, sum(f.stat().st_size for f in data.files)
     with served("wan-direct") as (server, direct), through(server, f"wan-{label}", spec_args) as (path, env):
         data_id = upload_id(data.large, direct)
         token = login_token(server)
-        link = path.spec.link_rate
         print(f"\n{label} path: {path.spec.describe()}", flush=True)
 
-        print(f"upload of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
-        up = alternate(upload_tools([data.large], path.url, env), repeats, before_each=_sync)
-        rows += [
-            Row(
-                label,
-                f"upload {size / MiB:.0f} MiB",
-                "flowxfer",
-                up["flowxfer upload"],
-                size,
-                link,
-                speedup(up["flowbio upload"], up["flowxfer upload"]),
-            ),
-            Row(label, f"upload {size / MiB:.0f} MiB", "flowbio v2", up["flowbio upload"], size, link),
-        ]
+        if "upload" in tasks:
+            rows += _upload_rows(label, data, repeats, path, env)
+        if "download" in tasks:
+            rows += _download_rows(label, data, repeats, path, env, data_id, token, aria2c)
+        if "many" in tasks:
+            rows += _many_rows(label, data, repeats, path, env)
+    return rows
 
-        out = WORK / "wan-out"
-        print(f"download of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
-        url = f"{path.url}/downloads/{data_id}/{data.large.name}"
-        down = alternate(download_tools(data_id, url, token, out, env, aria2c), repeats, before_each=emptied(out))
-        ours = down.pop("flowxfer download")
-        rows.append(
-            Row(
-                label,
-                f"download {size / MiB:.0f} MiB",
-                "flowxfer",
-                ours,
-                size,
-                link,
-                ", ".join(time_ratio(ours, anchor) for anchor in down.values()),
-            )
-        )
-        rows += [
+
+def _upload_rows(label: str, data: Data, repeats: int, path: WanProcess, env: dict[str, str]) -> list[Row]:
+    size, link = data.large.stat().st_size, path.spec.link_rate
+    print(f"upload of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
+    up = alternate(upload_tools([data.large], path.url, env), repeats, before_each=_sync)
+    return [
+        Row(
+            label,
+            f"upload {size / MiB:.0f} MiB",
+            "flowxfer",
+            up["flowxfer upload"],
+            size,
+            link,
+            speedup(up["flowbio upload"], up["flowxfer upload"]),
+        ),
+        Row(label, f"upload {size / MiB:.0f} MiB", "flowbio v2", up["flowbio upload"], size, link),
+    ]
+
+
+def _download_rows(
+    label: str,
+    data: Data,
+    repeats: int,
+    path: WanProcess,
+    env: dict[str, str],
+    data_id: str,
+    token: str,
+    aria2c: str | None,
+) -> list[Row]:
+    size, link = data.large.stat().st_size, path.spec.link_rate
+    out = WORK / "wan-out"
+    print(f"download of {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
+    url = f"{path.url}/downloads/{data_id}/{data.large.name}"
+    down = alternate(download_tools(data_id, url, token, out, env, aria2c), repeats, before_each=emptied(out))
+    ours = down.pop("flowxfer download")
+    return [
+        Row(
+            label,
+            f"download {size / MiB:.0f} MiB",
+            "flowxfer",
+            ours,
+            size,
+            link,
+            ", ".join(time_ratio(ours, anchor) for anchor in down.values()),
+        ),
+        *(
             Row(label, f"download {size / MiB:.0f} MiB", name.removesuffix(" download"), series, size, link)
             for name, series in down.items()
-        ]
+        ),
+    ]
 
-        task = f"upload {len(data.files)} × {data.files[0].stat().st_size / MiB:.0f} MiB"
-        print(f"{task} (median of {repeats}, alternating)", flush=True)
-        files = alternate(upload_tools(data.files, path.url, env), repeats, before_each=_sync)
-        rows += [
-            Row(
-                label,
-                task,
-                "flowxfer",
-                files["flowxfer upload"],
-                many,
-                link,
-                speedup(files["flowbio upload"], files["flowxfer upload"]),
-            ),
-            Row(label, task, "flowbio v2", files["flowbio upload"], many, link),
-        ]
-    return rows
+
+def _many_rows(label: str, data: Data, repeats: int, path: WanProcess, env: dict[str, str]) -> list[Row]:
+    many, link = sum(f.stat().st_size for f in data.files), path.spec.link_rate
+    task = f"upload {len(data.files)} × {data.files[0].stat().st_size / MiB:.0f} MiB"
+    print(f"{task} (median of {repeats}, alternating)", flush=True)
+    files = alternate(upload_tools(data.files, path.url, env), repeats, before_each=_sync)
+    return [
+        Row(
+            label,
+            task,
+            "flowxfer",
+            files["flowxfer upload"],
+            many,
+            link,
+            speedup(files["flowbio upload"], files["flowxfer upload"]),
+        ),
+        Row(label, task, "flowbio v2", files["flowbio upload"], many, link),
+    ]
 
 
 def bench_fixed_cost(spec_args: tuple[float, float, float, float], data: Data, repeats: int) -> list[str]:
@@ -368,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default="clean,lossy", help="which paths (default clean,lossy)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round, RESULTS.md left alone")
     parser.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument(
+        "--tasks",
+        default=",".join(TASKS),
+        help=f"which comparisons (default all: {','.join(TASKS)}); a subset is printed, not recorded",
+    )
     given = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(given)
     quick = args.quick
@@ -383,10 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(size, count, file_size)
     aria2c = ensure_aria2c()
     rows: list[Row] = []
-    ceiling_line = ceiling(data, args.window_mib, max(repeats, 7))
+    tasks = frozenset(t.strip() for t in args.tasks.split(",") if t.strip())
+    if tasks - set(TASKS):
+        parser.error(f"unknown task(s) {sorted(tasks - set(TASKS))}: choose from {', '.join(TASKS)}")
+    ceiling_line = ceiling(data, args.window_mib, max(repeats, 7)) if "ceiling" in tasks else ""
     for label in chosen:
-        rows += bench_path(label, (args.rtt_ms, args.link_mbit, paths[label], args.window_mib), data, repeats, aria2c)
-    fixed = bench_fixed_cost((args.rtt_ms, args.link_mbit, 0.0, args.window_mib), data, max(repeats, 7))
+        spec = (args.rtt_ms, args.link_mbit, paths[label], args.window_mib)
+        rows += bench_path(label, spec, data, repeats, aria2c, tasks)
+    fixed: list[str] = []
+    if "fixed" in tasks:
+        fixed = bench_fixed_cost((args.rtt_ms, args.link_mbit, 0.0, args.window_mib), data, max(repeats, 7))
     clean = PathSpec(rtt=args.rtt_ms / 1000, link_rate=args.link_mbit * 1e6 / 8, window=int(args.window_mib * MiB))
     body = "\n".join(
         [
@@ -415,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print("\n" + body)
-    if not (args.no_record or quick):
+    if not (args.no_record or quick or tasks != set(TASKS)):
         record_section(f"WAN path (issue 20), {args.rtt_ms:g} ms RTT", body)
     return 0
 

@@ -152,7 +152,11 @@ def upload(
     show_default=True,
     help="Folder to download into.",
 )
-@click.option("--segments", type=click.IntRange(1, 16), help="Ranged streams per large file (default 4).")
+@click.option(
+    "--segments",
+    type=click.IntRange(1, 16),
+    help="Ranged streams per large file (default 4; 8 on a path with a round trip of 30 ms or more).",
+)
 @click.option("--force", is_flag=True, help="Download even files already present and identical.")
 @click.option(
     "--auto-bulk",
@@ -207,7 +211,13 @@ def download(
             executions,
             output_dir,
             force,
-            transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait),
+            transfer_config(
+                segments=segments,
+                long_path_segments=segments,
+                concurrency=concurrency,
+                bwlimit=bwlimit,
+                max_wait=max_wait,
+            ),
             auto_bulk=auto_bulk,
             **results,
         )
@@ -216,7 +226,9 @@ def download(
             "name data ids, samples (--sample, --project), a search with --filename, "
             "--pattern or --owned, or --execution"
         )
-    config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
+    config = transfer_config(
+        segments=segments, long_path_segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait
+    )
     output = output_for(options, "download")
     ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)
     if auto_bulk or dry_run:

@@ -30,54 +30,58 @@ prints or exits.
 
 from __future__ import annotations
 
-from flowxfer.journal import JournalError
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from . import _blocking as blocking
-from . import events
-from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
-from ._api import DEFAULT_BASE_URL, Flowxfer
-from ._client import Capabilities
-from ._config import TransferConfig
-from ._credentials import (
-    CredentialStore,
-    NotLoggedIn,
-    Tokens,
-    default_config_dir,
-    read_token_file,
-    readable_by_others,
-)
-from ._doctor import Check, run_checks
-from ._errors import (
-    AlreadyRunning,
-    AuthError,
-    BudgetExhausted,
-    FlowxferError,
-    GoneError,
-    IntegrityError,
-    Interrupted,
-    LocalIOError,
-    NotFoundError,
-    ProtocolError,
-    RejectedError,
-    ServerError,
-    SourceChangedError,
-    UnavailableError,
-    UsageError,
-)
-from ._executions import ExecutionFailed, ExecutionOutput, ExecutionUnfinished
-from ._extract import UnsafeArchiveError
-from ._globs import PathFilter
-from ._illumina import RunScan, scan_run, sheet_rows
-from ._report import FileReport, TransferReport
-from ._runtime import task_group
-from ._samples import sample_reports
-from ._samples_remote import owned_projects
-from ._sheets import ANNOTATION_SUFFIX, RESERVED_COLUMNS, Problem, SheetError, format_sheet
-from ._sizes import format_duration, format_rate, format_size, parse_duration, parse_size
-from ._sync import SyncPreview
-from ._sync_samples import SampleSync
-from ._syncplan import ShareGrant, SyncOptions, parse_share
-from ._validate import SamplePlan
+if TYPE_CHECKING:
+    from flowxfer.journal import JournalError
+
+    from . import _blocking as blocking
+    from . import events
+    from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
+    from ._api import Flowxfer
+    from ._client import Capabilities
+    from ._config import DEFAULT_BASE_URL, TransferConfig
+    from ._credentials import (
+        CredentialStore,
+        NotLoggedIn,
+        Tokens,
+        default_config_dir,
+        read_token_file,
+        readable_by_others,
+    )
+    from ._doctor import Check, run_checks
+    from ._errors import (
+        AlreadyRunning,
+        AuthError,
+        BudgetExhausted,
+        FlowxferError,
+        GoneError,
+        IntegrityError,
+        Interrupted,
+        LocalIOError,
+        NotFoundError,
+        ProtocolError,
+        RejectedError,
+        ServerError,
+        SourceChangedError,
+        UnavailableError,
+        UsageError,
+    )
+    from ._executions import ExecutionFailed, ExecutionOutput, ExecutionUnfinished
+    from ._extract import UnsafeArchiveError
+    from ._globs import PathFilter
+    from ._illumina import RunScan, scan_run, sheet_rows
+    from ._report import FileReport, TransferReport
+    from ._runtime import task_group
+    from ._samples import sample_reports
+    from ._samples_remote import owned_projects
+    from ._sheets import ANNOTATION_SUFFIX, RESERVED_COLUMNS, Problem, SheetError, format_sheet
+    from ._sizes import format_duration, format_rate, format_size, parse_duration, parse_size
+    from ._sync import SyncPreview
+    from ._sync_samples import SampleSync
+    from ._syncplan import ShareGrant, SyncOptions, parse_share
+    from ._validate import SamplePlan
 
 __all__ = [
     "ANNOTATION_SUFFIX",
@@ -143,3 +147,87 @@ __all__ = [
     "sheet_rows",
     "task_group",
 ]
+
+
+#: Where each public name lives. The names load on first use (PEP 562), so that a
+#: command pays for the modules it needs only: ``flowxfer download`` never imports
+#: sync, samples or executions, and start-up is most of a small command's time.
+_WHERE: dict[str, tuple[str, str | None]] = {
+    "JournalError": ("flowxfer.journal", "JournalError"),
+    "blocking": ("._blocking", None),
+    "events": (".events", None),
+    "BULK_MIN_FILES": ("._advice", "BULK_MIN_FILES"),
+    "BULK_SMALL_FILE": ("._advice", "BULK_SMALL_FILE"),
+    "DownloadAdvice": ("._advice", "DownloadAdvice"),
+    "DEFAULT_BASE_URL": ("._config", "DEFAULT_BASE_URL"),
+    "Flowxfer": ("._api", "Flowxfer"),
+    "Capabilities": ("._client", "Capabilities"),
+    "TransferConfig": ("._config", "TransferConfig"),
+    "CredentialStore": ("._credentials", "CredentialStore"),
+    "NotLoggedIn": ("._credentials", "NotLoggedIn"),
+    "Tokens": ("._credentials", "Tokens"),
+    "default_config_dir": ("._credentials", "default_config_dir"),
+    "read_token_file": ("._credentials", "read_token_file"),
+    "readable_by_others": ("._credentials", "readable_by_others"),
+    "Check": ("._doctor", "Check"),
+    "run_checks": ("._doctor", "run_checks"),
+    "AlreadyRunning": ("._errors", "AlreadyRunning"),
+    "AuthError": ("._errors", "AuthError"),
+    "BudgetExhausted": ("._errors", "BudgetExhausted"),
+    "FlowxferError": ("._errors", "FlowxferError"),
+    "GoneError": ("._errors", "GoneError"),
+    "IntegrityError": ("._errors", "IntegrityError"),
+    "Interrupted": ("._errors", "Interrupted"),
+    "LocalIOError": ("._errors", "LocalIOError"),
+    "NotFoundError": ("._errors", "NotFoundError"),
+    "ProtocolError": ("._errors", "ProtocolError"),
+    "RejectedError": ("._errors", "RejectedError"),
+    "ServerError": ("._errors", "ServerError"),
+    "SourceChangedError": ("._errors", "SourceChangedError"),
+    "UnavailableError": ("._errors", "UnavailableError"),
+    "UsageError": ("._errors", "UsageError"),
+    "ExecutionFailed": ("._executions", "ExecutionFailed"),
+    "ExecutionOutput": ("._executions", "ExecutionOutput"),
+    "ExecutionUnfinished": ("._executions", "ExecutionUnfinished"),
+    "UnsafeArchiveError": ("._extract", "UnsafeArchiveError"),
+    "PathFilter": ("._globs", "PathFilter"),
+    "RunScan": ("._illumina", "RunScan"),
+    "scan_run": ("._illumina", "scan_run"),
+    "sheet_rows": ("._illumina", "sheet_rows"),
+    "FileReport": ("._report", "FileReport"),
+    "TransferReport": ("._report", "TransferReport"),
+    "task_group": ("._runtime", "task_group"),
+    "sample_reports": ("._samples", "sample_reports"),
+    "owned_projects": ("._samples_remote", "owned_projects"),
+    "ANNOTATION_SUFFIX": ("._sheets", "ANNOTATION_SUFFIX"),
+    "RESERVED_COLUMNS": ("._sheets", "RESERVED_COLUMNS"),
+    "Problem": ("._sheets", "Problem"),
+    "SheetError": ("._sheets", "SheetError"),
+    "format_sheet": ("._sheets", "format_sheet"),
+    "format_duration": ("._sizes", "format_duration"),
+    "format_rate": ("._sizes", "format_rate"),
+    "format_size": ("._sizes", "format_size"),
+    "parse_duration": ("._sizes", "parse_duration"),
+    "parse_size": ("._sizes", "parse_size"),
+    "SyncPreview": ("._sync", "SyncPreview"),
+    "SampleSync": ("._sync_samples", "SampleSync"),
+    "ShareGrant": ("._syncplan", "ShareGrant"),
+    "SyncOptions": ("._syncplan", "SyncOptions"),
+    "parse_share": ("._syncplan", "parse_share"),
+    "SamplePlan": ("._validate", "SamplePlan"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    loaded = importlib.import_module(module, __name__)
+    value = loaded if attribute is None else getattr(loaded, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -16,45 +16,35 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
 
 from flowxfer.journal import Journal, TransferRecord
 
-from ._advice import DownloadAdvice
-from ._auto_bulk import download_advice, download_auto_bulk
-from ._bulk import run_bulk
-from ._bwlimit import BandwidthSchedule
-from ._catalog import Catalog
+from ._capcache import CapabilityCache
 from ._client import Capabilities, FlowClient, check_base_url
-from ._config import TransferConfig
+from ._config import DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL, TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir
 from ._errors import UsageError
-from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
 from ._files import run_download, run_upload
 from ._limiter import RateLimiter
-from ._multiplexed import upload_multiplexed
-from ._plan import RemoteData
 from ._remote import describe, search
 from ._report import TransferReport
-from ._results_bulk import run_results_bulk
-from ._resume import resume_all, resume_plan, resume_record
 from ._runner import Runner
-from ._samples import upload_samples
-from ._samples_remote import data_of_samples, fetch_catalog
-from ._samples_rows import check_sheet
-from ._sync import SyncPreview, preview_sync, run_sync
-from ._sync_samples import SampleSync, sync_samples
-from ._syncplan import SyncOptions
-from ._validate import SamplePlan
 from .events import ProgressCallback, ignore_events
 
-__all__ = ["DEFAULT_BASE_URL", "Flowxfer"]
+if TYPE_CHECKING:
+    from ._advice import DownloadAdvice
+    from ._catalog import Catalog
+    from ._plan import RemoteData
+    from ._sync import SyncPreview
+    from ._sync_samples import SampleSync
+    from ._syncplan import SyncOptions
+    from ._validate import SamplePlan
 
-#: The official client's (flowbio): a flowbio user's habits and scripts carry over.
-DEFAULT_BASE_URL = "https://app.flow.bio/api"
+__all__ = ["DEFAULT_BASE_URL", "Flowxfer"]
 
 #: What an access token may be made of (a JWT is base64url with dots; anything printable is let through).
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
@@ -126,6 +116,7 @@ class Flowxfer:
     # -- lifecycle -----------------------------------------------------
 
     async def __aenter__(self) -> Flowxfer:
+        from ._bwlimit import BandwidthSchedule
         tokens: Tokens | None
         if self._token:
             tokens = Tokens(username=_username_from_token(self._token), access_token=self._token)
@@ -158,6 +149,7 @@ class Flowxfer:
             ssl_context=ssl_context,
             allow_insecure_http=self._allow_insecure_http,
             pause=runner.pause,
+            capability_cache=CapabilityCache(self.store.config_dir),
         )
         await client.__aenter__()
         runner.attach(client)
@@ -281,6 +273,7 @@ class Flowxfer:
 
         :raises NotFoundError: an id that does not exist or cannot be read.
         """
+        from ._auto_bulk import download_advice
         return await download_advice(self._runner, ids, filename=filename, pattern=pattern, owned=owned)
 
     async def download_auto_bulk(
@@ -303,6 +296,7 @@ class Flowxfer:
             or ``"download"``) and, for the archive, why it was chosen.
         :returns: one report per transfer run (one or two).
         """
+        from ._auto_bulk import download_auto_bulk
         return await download_auto_bulk(
             self._runner,
             ids,
@@ -345,6 +339,7 @@ class Flowxfer:
         :raises ExecutionUnfinished: an execution is still running and ``wait`` is off.
         :raises NotFoundError: an execution is unknown or not visible to this user.
         """
+        from ._executions import run_execution_download
         return await run_execution_download(
             self._runner,
             execution_ids,
@@ -389,6 +384,7 @@ class Flowxfer:
             for any output the archive did not hold under its expected name.
         :raises ExecutionFailed, ExecutionUnfinished, NotFoundError: as :meth:`download_executions`.
         """
+        from ._results_bulk import run_results_bulk
         return await run_results_bulk(
             self._runner,
             execution_ids,
@@ -438,6 +434,7 @@ class Flowxfer:
         :raises UsageError: no ids, or a bad archive name.
         :raises NotFoundError: an id that does not exist or cannot be read (no job is created).
         """
+        from ._bulk import run_bulk
         return await run_bulk(
             self._runner,
             ids,
@@ -468,6 +465,8 @@ class Flowxfer:
             refuses (all listed, nothing sent).
         :raises AlreadyRunning: another process is syncing this folder.
         """
+        from ._sync import run_sync
+        from ._syncplan import SyncOptions
         return await run_sync(self._runner, root, options or SyncOptions(), transfer_id=transfer_id)
 
     async def sync_samples(
@@ -480,10 +479,14 @@ class Flowxfer:
 
         :raises SheetError: the run's sample sheet or FASTQs, or the samples, have problems (nothing sent).
         """
+        from ._sync_samples import sync_samples
+        from ._syncplan import SyncOptions
         return await sync_samples(self._runner, root, options or SyncOptions(), samples)
 
     async def preview_sync(self, root: str | os.PathLike[str], options: SyncOptions | None = None) -> SyncPreview:
         """What :meth:`sync` would send and how long the rate limits make it (``sync --dry-run``); sends nothing."""
+        from ._sync import preview_sync
+        from ._syncplan import SyncOptions
         return await preview_sync(self._runner, root, options or SyncOptions())
 
     # -- samples (issue 19) ---------------------------------------------
@@ -514,6 +517,7 @@ class Flowxfer:
         :param stop_on_error: stop at the first sample that fails.
         :raises SheetError: problems with the sheet or its rows (every one; nothing sent).
         """
+        from ._samples import upload_samples
         return await upload_samples(
             self._runner,
             sheet=sheet,
@@ -533,6 +537,7 @@ class Flowxfer:
         sample: Mapping[str, Any] | None = None,
     ) -> SamplePlan:
         """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
+        from ._samples_rows import check_sheet
         return await check_sheet(self._runner, sheet, sample, sample_type)
 
     async def upload_multiplexed(
@@ -552,6 +557,7 @@ class Flowxfer:
         :param reject_warnings: refuse the upload when the sheet has warnings (accepted by default).
         :raises UsageError: a file is missing or unreadable (nothing sent).
         """
+        from ._multiplexed import upload_multiplexed
         return await upload_multiplexed(
             self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings, transfer_id=transfer_id
         )
@@ -566,10 +572,12 @@ class Flowxfer:
 
         :raises NotFoundError: a sample or project that is unknown or not the caller's.
         """
+        from ._samples_remote import data_of_samples
         return await data_of_samples(self._runner.require_login(), samples, projects, raw_only=raw_only)
 
     async def samples_catalog(self) -> Catalog:
         """The server's sample types, metadata attributes, organisms and the caller's projects."""
+        from ._samples_remote import fetch_catalog
         return await fetch_catalog(self._runner.require_login())
 
     async def describe(self, ids: Sequence[str]) -> list[RemoteData]:
@@ -592,14 +600,17 @@ class Flowxfer:
 
         :raises UsageError: the id is unknown, ambiguous, or belongs to another server.
         """
+        from ._resume import resume_all
         return await resume_all(self._runner, transfer_id)
 
     async def resume_plan(self, transfer_id: str | None = None) -> list[TransferRecord]:
         """The transfers :meth:`resume` would continue, oldest first (an id may be abbreviated)."""
+        from ._resume import resume_plan
         return await resume_plan(self._runner, transfer_id)
 
     async def resume_record(self, record: TransferRecord) -> TransferReport:
         """Re-run one journaled transfer with the parameters it was started with."""
+        from ._resume import resume_record
         return await resume_record(self._runner, record)
 
 

@@ -27,6 +27,7 @@ import anyio
 
 from flowxfer import __version__, protocol
 
+from ._capcache import CapabilityCache
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, not_logged_in, token_expiry
 from ._errors import (
@@ -148,6 +149,7 @@ class FlowClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         pause: Callable[[float], Awaitable[None]] = anyio.sleep,
+        capability_cache: CapabilityCache | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url, allow_insecure_http)
         self._origin = urlsplit(self.base_url)[:2]
@@ -168,12 +170,18 @@ class FlowClient:
         )
         self._refresh_lock = anyio.Lock()
         self._capabilities: Capabilities | None = None
+        #: Where ``/capabilities`` answers are remembered between commands (None: ask every time).
+        self.capability_cache = capability_cache
+        #: The capabilities in use came from :attr:`capability_cache`, not from this server just now.
+        self.capabilities_remembered = False
+        #: The quickest small GET answered so far, in seconds: an upper bound of the path's round trip.
+        self.round_trip: float | None = None
         self.retries = 0
 
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=max(8, self.config.concurrency * (self.config.segments + 1) + 4),
+                limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
                 ssl=self._ssl if self._ssl is not None else True,
                 enable_cleanup_closed=False,
             )
@@ -295,14 +303,10 @@ class FlowClient:
     # -- capabilities --------------------------------------------------
 
     async def capabilities(self) -> Capabilities:
-        """Probe ``GET /capabilities`` once; hosted Flow has none (404) and gets plain behaviour."""
+        """Probe ``GET /capabilities`` once (or remember it, :mod:`._capcache`); hosted Flow has none (404)."""
         if self._capabilities is not None:
             return self._capabilities
-        try:
-            answer = await self.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
-        except (NotFoundError, RejectedError, ProtocolError, AuthError):
-            # Hosted Flow has no such endpoint (404, or 401 from its auth layer): plain behaviour.
-            answer = {}
+        answer = await self._capability_answer()
         checksums = answer.get("checksums") if isinstance(answer, dict) else None
         ours = isinstance(answer, dict) and answer.get("server") == "flowxfer"
         max_chunk = answer.get("max_chunk_size") if ours else None
@@ -317,6 +321,39 @@ class FlowClient:
             version=str(answer.get("version", "")) if ours else "",
         )
         return self._capabilities
+
+    async def _capability_answer(self) -> Any:
+        """The remembered answer when there is a fresh one, else the server's (then remembered)."""
+        cache = self.capability_cache
+        if cache is not None:
+            remembered = await anyio.to_thread.run_sync(cache.load, self.base_url)
+            if remembered is not None:
+                self.capabilities_remembered = True
+                return remembered
+        try:
+            answer = await self.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+        except (NotFoundError, RejectedError, ProtocolError, AuthError):
+            # Hosted Flow has no such endpoint (404, or 401 from its auth layer): plain behaviour.
+            answer = {}
+        self.capabilities_remembered = False
+        if cache is not None:
+            await anyio.to_thread.run_sync(cache.save, self.base_url, answer if isinstance(answer, dict) else {})
+        return answer
+
+    async def revalidate_capabilities(self) -> bool:
+        """Ask the server again when the capabilities came from the cache; True when they changed.
+
+        For a request that relied on an extension and was refused as if the
+        server had none (a 404): the server may have been restarted without
+        it since the answer was remembered.
+        """
+        if not self.capabilities_remembered or self._capabilities is None:
+            return False
+        before = self._capabilities
+        self._capabilities = None
+        if self.capability_cache is not None:
+            await anyio.to_thread.run_sync(self.capability_cache.forget, self.base_url)
+        return await self.capabilities() != before
 
     # -- requests ------------------------------------------------------
 
@@ -379,6 +416,7 @@ class FlowClient:
         :param any_json: take any JSON value, not only an object (Flow's catalog answers lists).
         """
         for attempt in range(1, self._policy.max_attempts + 1):
+            began = time.monotonic()
             async with self._send(
                 method,
                 path,
@@ -399,6 +437,9 @@ class FlowClient:
                         raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
                     await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt, None)
                     continue
+            if method == "GET" and response.status < 300:
+                took = time.monotonic() - began
+                self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
             if len(body) > _MAX_JSON_BODY:
                 raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
             try:

@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
 
+#: The official client's (flowbio): a flowbio user's habits and scripts carry over.
+DEFAULT_BASE_URL = "https://app.flow.bio/api"
+
+#: A round trip from which a path counts as long (:attr:`TransferConfig.long_path_segments`): a
+#: lab's WAN to hosted Flow is 20-200 ms; a campus network or loopback a few.
+LONG_PATH = 0.03
+
+#: Seconds between two polls of a running execution: hosted Flow asks for "≥ 60 seconds".
+DEFAULT_POLL_INTERVAL = 60.0
+
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -34,6 +44,13 @@ class TransferConfig:
         by ``byte_budget`` either way.
     :param segments: ranged streams per large download file. Each costs one
         request against the download budget, hence few and long.
+    :param long_path_segments: the streams per large file on a long path (a
+        round trip of :data:`LONG_PATH` or more, as measured by the first API
+        answers), or None to keep ``segments`` whatever the path. Loss caps
+        each TCP connection at roughly MSS / (RTT × √loss), so the longer the
+        path the more connections one link needs; and with more streams, one
+        that finishes early or stalls costs the link less. An explicit
+        ``--segments`` sets both.
     :param min_segment_size: a file is split into segments only when each
         segment would get at least this many bytes.
     :param block_size: bytes a download stream gathers before one write+hash
@@ -63,6 +80,7 @@ class TransferConfig:
     download_chunk_size: int = 8 * MiB
     concurrency: int = 16
     segments: int = 4
+    long_path_segments: int | None = 8
     min_segment_size: int = 32 * MiB
     block_size: int = 4 * MiB
     byte_budget: int = 256 * MiB
@@ -83,6 +101,12 @@ class TransferConfig:
     bucket_sync_interval: float = 2.0
     user_agent: str = field(default="flowxfer")
 
+    def segments_for(self, round_trip: float | None) -> int:
+        """Ranged streams per large file on a path with this round trip (None: not measured yet)."""
+        if self.long_path_segments is None or round_trip is None or round_trip < LONG_PATH:
+            return self.segments
+        return self.long_path_segments
+
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
@@ -90,5 +114,7 @@ class TransferConfig:
             raise ValueError("download_chunk_size and block_size must be positive")
         if self.concurrency < 1 or self.segments < 1 or self.upload_streams < 1:
             raise ValueError("concurrency, segments and upload_streams must be at least 1")
+        if self.long_path_segments is not None and self.long_path_segments < 1:
+            raise ValueError("long_path_segments must be at least 1")
         if self.byte_budget < self.block_size:
             raise ValueError("byte_budget must hold at least one block")

@@ -114,7 +114,7 @@ async def _server(fx: Flowxfer) -> list[Check]:
 
 def _candidates(base_url: str) -> list[str]:
     """Base URLs a person may have meant: with or without ``/api``, and the official client's default."""
-    from ._api import DEFAULT_BASE_URL
+    from ._config import DEFAULT_BASE_URL
 
     base = base_url.rstrip("/")
     found = [base[: -len("/api")] if base.endswith("/api") else base + "/api", DEFAULT_BASE_URL]

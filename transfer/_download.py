@@ -15,33 +15,24 @@ local errors) is :mod:`._partfile`'s.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import aiohttp
 import anyio
-import xxhash
 
 from flowxfer import protocol
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
 from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
-from ._errors import IntegrityError, ProtocolError, StopRequested, UnavailableError
-from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_block, write_error
-from ._retry import RetryPolicy
-from ._runtime import TransferContext, task_group
-from .events import BytesMoved, FileVerifying, Notice, Retrying
-
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-#: Tiny pieces (a slow proxy) flush a block early rather than keep thousands of views alive.
-_MAX_IOV = 512
-_STREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
+from ._download_spans import Spans
+from ._download_streams import ContentChanged, FileStreams, Shared
+from ._errors import IntegrityError, NotFoundError, ProtocolError
+from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_error
+from ._runtime import TransferContext
+from .events import FileVerifying, Notice
 
 
 @dataclass
@@ -67,24 +58,6 @@ class DownloadResult:
     verified: str
 
 
-@dataclass
-class _Shared:
-    """What the streams of one file learn as they go."""
-
-    etag: str | None
-    x_checksum: str | None = None
-    bad: set[int] = field(default_factory=set)
-    acked: set[int] = field(default_factory=set)
-    bytes_done: int = 0
-    size: int = -1
-    whole_checksum: str | None = None
-    chunk_size: int = 0
-
-
-class _ContentChanged(Exception):
-    """The server's bytes changed under us (ETag differs, or a range was answered with the whole)."""
-
-
 class _WholeMismatch(Exception):
     """Every chunk arrived but the whole file does not match the server's checksum."""
 
@@ -106,7 +79,16 @@ async def fetch_remote(
     checksum = protocol.canonical_checksum(checksum)
     remote = RemoteFile(f"/downloads/{quote(data_id, safe='')}/{quote(filename, safe='')}", size, checksum)
     if want_map and ctx.capabilities.chunk_maps and size > 0:
-        answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
+        try:
+            answer = await ctx.client.json_request(
+                "GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api"
+            )
+        except NotFoundError:
+            # Remembered capabilities may be stale (the server restarted without extensions).
+            if not await ctx.client.revalidate_capabilities():
+                raise
+            ctx.capabilities = await ctx.client.capabilities()
+            return await fetch_remote(ctx, data_id, filename, size, checksum, want_map=want_map)
         entries = answer.get("chunks")
         if not isinstance(entries, list):
             raise ProtocolError(f"data {data_id}: malformed chunk map")
@@ -139,7 +121,7 @@ async def download_file(
     for restart in range(2):
         try:
             return await _download_once(ctx, record, remote, target, fresh=restart > 0, finish=finish)
-        except _ContentChanged:
+        except ContentChanged:
             if restart:
                 raise IntegrityError(f"{target.name}: the server's content keeps changing") from None
             ctx.events(Notice(f"{target.name}: the server's copy changed; downloading it again from the start"))
@@ -203,7 +185,7 @@ async def _download_into(
     finish: bool,
 ) -> DownloadResult:
     batch = ctx.writer.batch
-    shared = _Shared(
+    shared = Shared(
         etag=record.etag if resumable else None,
         size=remote.size,
         whole_checksum=remote.checksum,
@@ -234,18 +216,13 @@ async def _download_into(
 
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
     if todo:
-        runs = contiguous_runs(todo)
-        segments: list[list[Chunk]]
-        if len(runs) == 1:
-            segments = [
-                list(s.chunks) for s in plan_segments(runs[0], ctx.config.segments, ctx.config.min_segment_size)
-            ]
-        else:
-            segments = runs
-        limiter = anyio.CapacityLimiter(ctx.config.segments)
-        async with task_group() as tg:
-            for segment in segments:
-                tg.start_soon(_stream_segment, ctx, record, remote, fd, segment, sums, shared, limiter)
+        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared)
+        count = ctx.config.segments_for(ctx.client.round_trip)
+        spans = initial_spans(todo, count, ctx.config.min_segment_size)
+        await streams.run(
+            Spans(spans, ctx.config.block_size, max(ctx.config.block_size, ctx.config.min_segment_size // 4)),
+            min(count, len(spans)),
+        )
         for _ in range(ctx.config.max_attempts):
             if not shared.bad:
                 break
@@ -254,7 +231,7 @@ async def _download_into(
             ctx.counters.chunks_refetched += len(bad)
             ctx.events(Notice(f"{target.name}: {len(bad)} chunk(s) failed verification; fetching them again"))
             for idx in bad:
-                await _stream_segment(ctx, record, remote, fd, [chunks[idx]], sums, shared, None)
+                await streams.refetch(chunks[idx])
         if shared.bad:
             raise IntegrityError(
                 f"{target.name}: chunks {sorted(shared.bad)[:5]} never matched the server's "
@@ -313,7 +290,15 @@ async def _download_into(
     return DownloadResult(checksum, shared.etag, verified)
 
 
-def _final_check(remote: RemoteFile, shared: _Shared, name: str) -> str:
+def initial_spans(todo: list[Chunk], segments: int, min_segment_size: int) -> list[tuple[int, int]]:
+    """The byte ranges the streams start with: a file still whole in a few balanced segments, else its gaps."""
+    runs = contiguous_runs(todo)
+    if len(runs) == 1:
+        return [(s.offset, s.offset + s.size) for s in plan_segments(runs[0], segments, min_segment_size)]
+    return [(run[0].offset, run[-1].end) for run in runs]
+
+
+def _final_check(remote: RemoteFile, shared: Shared, name: str) -> str:
     """Say what was verified, or raise :class:`ProtocolError` if the server contradicts itself."""
     if remote.checksum and shared.x_checksum and remote.checksum != shared.x_checksum:
         raise ProtocolError(
@@ -325,200 +310,6 @@ def _final_check(remote: RemoteFile, shared: _Shared, name: str) -> str:
     if single_chunk and (shared.whole_checksum or shared.x_checksum):
         return _BY_WHOLE
     return _SIZE_ONLY
-
-
-async def _stream_segment(
-    ctx: TransferContext,
-    record: FileRecord,
-    remote: RemoteFile,
-    fd: int,
-    chunks: list[Chunk],
-    sums: list[str | None] | None,
-    shared: _Shared,
-    limiter: anyio.CapacityLimiter | None,
-) -> None:
-    """Fetch a run of contiguous chunks with one ranged GET, resuming it after cuts."""
-    if limiter is not None:
-        async with limiter:
-            await _stream_segment(ctx, record, remote, fd, chunks, sums, shared, None)
-        return
-    policy = RetryPolicy(max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base, cap=ctx.config.backoff_cap)
-    rng = random.Random()
-    # Index into chunks of the first chunk not yet complete. A list, so that _consume advances it
-    # in place: a stream cut mid-way must resume after the chunks it completed, not from the start.
-    position = [0]
-    failures = 0
-    while position[0] < len(chunks):
-        if ctx.stopping():
-            raise StopRequested()
-        first, last = chunks[position[0]], chunks[-1]
-        headers = {"Range": f"bytes={first.offset}-{last.end - 1}"}
-        if shared.etag:
-            headers["If-Range"] = shared.etag
-        before = position[0]
-        try:
-            async with ctx.client.stream("GET", remote.url, rate_class="download", headers=headers) as response:
-                _check_answer(response, first.offset, last.end, remote.size, shared)
-                await _consume(ctx, record, response, fd, chunks, position, sums, shared)
-        except _STREAM_ERRORS as exc:
-            progressed = position[0] > before
-            failures = 0 if progressed else failures + 1
-            if failures >= policy.max_attempts:
-                raise UnavailableError(
-                    f"{Path(record.local_path).name}: the download kept failing ({type(exc).__name__})"
-                ) from None
-            delay = policy.delay(failures or 1, rng, None)
-            ctx.client.retries += 1
-            ctx.events(
-                Retrying(
-                    f"GET {Path(record.local_path).name}",
-                    f"stream cut ({type(exc).__name__})",
-                    failures or 1,
-                    policy.max_attempts,
-                    delay,
-                )
-            )
-            await ctx.client.pause(delay)
-            continue
-        if position[0] < len(chunks):
-            # The server ended the body early without an error: treat like a cut.
-            failures = 0 if position[0] > before else failures + 1
-            if failures >= policy.max_attempts:
-                raise UnavailableError(f"{Path(record.local_path).name}: the server keeps ending the download early")
-
-
-def _check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: int, shared: _Shared) -> None:
-    etag = response.headers.get("ETag")
-    if response.status == 206:
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if not match or int(match.group(1)) != start or int(match.group(2)) != end - 1:
-            raise ProtocolError(f"asked for bytes {start}-{end - 1}, got {response.headers.get('Content-Range')!r}")
-        if match.group(3) != "*" and int(match.group(3)) != size:
-            raise _ContentChanged()
-    elif response.status == 200:
-        if shared.etag is not None and etag != shared.etag:
-            raise _ContentChanged()
-        if start != 0 or end != size:
-            if shared.etag is not None:
-                raise _ContentChanged()
-            raise ProtocolError("the server ignored a Range request (no byte-range support)")
-        length = response.content_length
-        if length is not None and length != size:
-            raise _ContentChanged()
-    else:
-        raise ProtocolError(f"unexpected answer {response.status} to a ranged download")
-    if etag:
-        if shared.etag is None:
-            shared.etag = etag
-        elif etag != shared.etag:
-            raise _ContentChanged()
-    header = response.headers.get(protocol.HEADER_CHECKSUM)
-    if header:
-        x_checksum = protocol.canonical_checksum(header)
-        if x_checksum is None:
-            raise ProtocolError(f"malformed {protocol.HEADER_CHECKSUM} header")
-        if shared.x_checksum is not None and shared.x_checksum != x_checksum:
-            raise _ContentChanged()
-        shared.x_checksum = x_checksum
-
-
-async def _consume(
-    ctx: TransferContext,
-    record: FileRecord,
-    response: aiohttp.ClientResponse,
-    fd: int,
-    chunks: list[Chunk],
-    cursor: list[int],
-    sums: list[str | None] | None,
-    shared: _Shared,
-) -> None:
-    """Stream the body into the ``.part`` file, advancing ``cursor[0]`` past every completed chunk.
-
-    The cursor moves in place (not as a return value) so that it is right even when the
-    stream is cut: the caller resumes at the first chunk not yet complete.
-    """
-    block_size = ctx.config.block_size
-    limiter = ctx.client.limiter
-    position = cursor[0]
-    chunk = chunks[position]
-    offset = chunk.offset
-    hasher = xxhash.xxh3_128()
-    block: list[memoryview] = []
-    block_bytes = 0
-    block_offset = offset
-    await ctx.budget.acquire(block_size)
-    try:
-        async for piece in response.content.iter_any():
-            await limiter.throttle_bytes(len(piece))
-            view = memoryview(piece)
-            while view:
-                # Blocks end at block_size boundaries counted from the chunk's start (also after a
-                # block flushed early): aligned on disk, so a block is written directly, not partly
-                # through the page cache.
-                take = min(len(view), chunk.end - offset, block_size - (offset - chunk.offset) % block_size)
-                if take <= 0:
-                    raise ProtocolError("the server sent more bytes than it announced")
-                block.append(view[:take])
-                block_bytes += take
-                view = view[take:]
-                offset += take
-                complete = offset == chunk.end
-                if complete or (offset - chunk.offset) % block_size == 0 or len(block) >= _MAX_IOV:
-                    try:
-                        await anyio.to_thread.run_sync(write_block, fd, block_offset, block, hasher)
-                    except OSError as exc:
-                        raise write_error(part_path(Path(record.local_path)), exc, None) from None
-                    ctx.counters.bytes_transferred += block_bytes
-                    ctx.events(BytesMoved(record.local_path, block_bytes))
-                    block_offset += block_bytes
-                    block = []
-                    block_bytes = 0
-                if complete:
-                    _chunk_done(ctx, record, fd, chunk, protocol.format_checksum(hasher.hexdigest()), sums, shared)
-                    position += 1
-                    cursor[0] = position
-                    if position == len(chunks):
-                        if view:
-                            raise ProtocolError("the server sent more bytes than it announced")
-                        return
-                    if ctx.stopping():
-                        # Stop at a chunk boundary: everything received is acknowledged, nothing torn.
-                        raise StopRequested()
-                    chunk = chunks[position]
-                    hasher = xxhash.xxh3_128()
-    finally:
-        ctx.budget.release(block_size)
-        if offset > chunks[min(position, len(chunks) - 1)].offset and position < len(chunks):
-            # The partial chunk is thrown away and fetched again: count it honestly.
-            ctx.counters.bytes_resent += offset - chunks[position].offset
-
-
-def _chunk_done(
-    ctx: TransferContext,
-    record: FileRecord,
-    fd: int,
-    chunk: Chunk,
-    digest: str,
-    sums: list[str | None] | None,
-    shared: _Shared,
-) -> None:
-    if sums is not None:
-        expected = sums[chunk.index]
-    elif chunk.offset == 0 and chunk.size == shared.size:
-        # A file of one chunk: its whole-file checksum is that chunk's.
-        expected = shared.whole_checksum or shared.x_checksum
-    else:
-        expected = None
-    if expected is not None and expected != digest:
-        shared.bad.add(chunk.index)
-        return
-    batch = ctx.writer.batch
-    batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
-    batch.sync_before_commit(fd)
-    shared.acked.add(chunk.index)
-    shared.bytes_done += chunk.size
-    batch.update_file(record.id, bytes_done=shared.bytes_done, etag=shared.etag)
-    ctx.writer.added()
 
 
 __all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "part_path"]

@@ -35,6 +35,7 @@ from flowxfer.journal import TransferRecord
 
 from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE
 from ._client import FlowClient
+from ._config import DEFAULT_POLL_INTERVAL
 from ._errors import FlowxferError, NotFoundError, ProtocolError, StopRequested, UsageError
 from ._names import safe_local_name
 from ._plan import RemoteData, already_there, plan_downloads, target_names
@@ -61,8 +62,6 @@ __all__ = [
 
 #: The statuses after which an execution never changes (hosted Flow's).
 TERMINAL = ("OK", "ERROR", "CANCELED")
-#: Seconds between two polls of a running execution: hosted Flow asks for "≥ 60 seconds".
-DEFAULT_POLL_INTERVAL = 60.0
 #: How outputs are laid out under the output folder.
 LAYOUTS = ("process", "flat")
 #: The fields a poll asks for (``include=``): the payload is otherwise large.

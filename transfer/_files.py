@@ -26,7 +26,7 @@ from ._plan import RemoteData, check_upload_paths, plan_downloads, plan_uploads,
 from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
-from ._runtime import TransferContext
+from ._runtime import TransferContext, task_group
 from ._upload import UploadOptions
 from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice
@@ -111,10 +111,26 @@ async def run_download(
         "output_dir": str(out),
     }
 
+    # What the ids are is asked while the journal opens (on a WAN path the request, with its
+    # connection's handshake, is a round trip or two); a resumed transfer planned already
+    # does not wait for the answer.
+    looked_up: list[list[RemoteData] | Exception] = []
+    answered = anyio.Event()
+
+    async def look_up() -> None:
+        try:
+            looked_up.append(await named_data(runner.client, ids, filename, pattern, owned))
+        except Exception as exc:  # raised where it is needed: in plan, inside the run
+            looked_up.append(exc)
+        answered.set()
+
     async def plan(ctx: TransferContext, record: TransferRecord, resumed: bool) -> None:
         if resumed and record.state.get("planned"):
             return
-        items = await named_data(runner.client, ids, filename, pattern, owned)
+        await answered.wait()
+        if isinstance(looked_up[0], Exception):
+            raise looked_up[0]
+        items = looked_up[0]
         try:
             await anyio.to_thread.run_sync(partial(os.makedirs, out, exist_ok=True))
         except OSError as exc:
@@ -130,4 +146,8 @@ async def run_download(
         for row in skipped:
             runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
 
-    return await runner.run("download", params, plan, download_one, transfer_id=transfer_id)
+    async with task_group() as group:
+        group.start_soon(look_up)
+        report = await runner.run("download", params, plan, download_one, transfer_id=transfer_id)
+        group.cancel_scope.cancel()
+    return report

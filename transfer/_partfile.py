@@ -20,10 +20,19 @@ import xxhash
 from flowxfer import protocol
 from flowxfer._os import write_direct
 
+from ._checksums import hash_range
 from ._chunks import Chunk
 from ._errors import LocalIOError
 
-__all__ = ["contiguous_runs", "part_path", "preallocate", "rehash_chunks", "write_block", "write_error"]
+__all__ = [
+    "chunk_digest",
+    "contiguous_runs",
+    "part_path",
+    "preallocate",
+    "rehash_chunks",
+    "write_block",
+    "write_error",
+]
 
 
 def part_path(target: Path) -> Path:
@@ -63,7 +72,7 @@ def preallocate(fd: int, size: int) -> None:
             raise
 
 
-def write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.xxh3_128) -> None:
+def write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.xxh3_128 | None) -> None:
     """Write and hash one block (worker thread): the same bytes feed the disk and the hash.
 
     The block is about to be ``fdatasync``ed (before the journal says its
@@ -71,9 +80,21 @@ def write_block(fd: int, offset: int, pieces: list[memoryview], hasher: xxhash.x
     filesystem allows (:func:`write_direct`): one copy into a reused aligned
     buffer instead of a copy into fresh page-cache pages and a writeback.
     """
-    for piece in pieces:
-        hasher.update(piece)
+    if hasher is not None:
+        for piece in pieces:
+            hasher.update(piece)
     write_direct(fd, pieces, offset)
+
+
+def chunk_digest(fd: int, chunk: Chunk) -> str:
+    """The checksum of one chunk as it is on disk (worker thread).
+
+    For a chunk two streams wrote (one took the other's tail): neither saw
+    all of its bytes in order, so it is read back and hashed once complete.
+    """
+    hasher = protocol.new_hasher()
+    hash_range(lambda offset, length: os.pread(fd, length, offset), chunk.offset, chunk.size, [hasher])
+    return protocol.format_checksum(hasher.hexdigest())
 
 
 def rehash_chunks(fd: int, chunks: Sequence[Chunk], sums: Sequence[str | None]) -> list[int]:

@@ -34,7 +34,7 @@ from flowxfer.journal import (
     transfer_outcome,
 )
 
-from ._client import FlowClient
+from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
 from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, StopRequested
@@ -165,8 +165,20 @@ class Runner:
             ahead of their workers (:class:`ReadAhead`).
         """
         client = self.require_login()
-        journal = await self.journal()
-        capabilities = await client.capabilities()
+        # Counted from here, before the first await: a caller may have a request of this run's
+        # in flight already (a download asks what its ids are while the journal opens).
+        retries_before = client.retries
+        requests_before = client.limiter.requests_by_class()
+        # The capabilities probe (a round trip when not remembered) runs while the journal opens.
+        probed: list[Capabilities] = []
+
+        async def probe() -> None:
+            probed.append(await client.capabilities())
+
+        async with task_group() as group:
+            group.start_soon(probe)
+            journal = await self.journal()
+        capabilities = probed[0]
         server, username = self.base_url, client.username
         what = f"flowxfer {kind}"
         held: list[Lease] = []
@@ -224,8 +236,6 @@ class Runner:
             feed=feed,
         )
         started = time.monotonic()
-        retries_before = client.retries
-        requests_before = client.limiter.requests_by_class()
         failure: BaseException | None = None
         try:
             await client.limiter.sync()  # adopt the budget other processes left us

@@ -1,0 +1,188 @@
+"""A download's streams share out the last part of a file: every byte fetched once, streams ending together.
+
+The plan is pure bookkeeping (``Spans``), tested directly: whatever order the
+streams receive bytes and go idle in, the bytes they receive cover the file
+exactly once. Then the engine through the fault proxy: one stream stalls,
+the others take over its tail, and the file arrives exact with every byte
+written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowxfer.transfer import TransferConfig
+from flowxfer.transfer._config import LONG_PATH
+from flowxfer.transfer._download_spans import Span, Spans, split_point
+from tests.support.faultproxy import Latency, Stall
+from tests.support.rig import rig
+from tests.transfer.conftest import client, write_random
+
+KiB = 1024
+
+
+@given(
+    start=st.integers(0, 1 << 40),
+    length=st.integers(0, 1 << 32),
+    granularity=st.integers(1, 1 << 22),
+    min_split=st.integers(1, 1 << 24),
+)
+def test_a_cut_is_aligned_inside_the_span_and_leaves_both_sides_worth_a_request(
+    start: int, length: int, granularity: int, min_split: int
+) -> None:
+    end = start + length
+    cut = split_point(start, end, granularity, min_split)
+    if cut is None:
+        # Refused only when the aligned middle would leave a side too small.
+        middle = start + length // 2
+        aligned = -(-middle // granularity) * granularity
+        assert aligned - start < min_split or end - aligned < min_split
+    else:
+        assert cut % granularity == 0
+        assert start + min_split <= cut <= end - min_split
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[list[tuple[int, int]], int, list[int]]:
+    """A file's missing ranges (gaps between them are bytes already on disk), a stream count, and moves."""
+    cuts = sorted(set(draw(st.lists(st.integers(1, 4000), max_size=6))))
+    bounds = [0, *cuts, 4001]
+    spans = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if draw(st.booleans()) or a == 0]
+    moves = draw(st.lists(st.integers(0, 1 << 16), min_size=1, max_size=400))
+    return spans, draw(st.integers(1, 6)), moves
+
+
+@given(runs(), st.integers(1, 64), st.integers(1, 256))
+def test_whatever_the_order_every_missing_byte_is_received_exactly_once(
+    case: tuple[list[tuple[int, int]], int, list[int]], granularity: int, min_split: int
+) -> None:
+    ranges, streams, moves = case
+    ticks = iter(range(1 << 30))
+    plan = Spans(ranges, granularity, min_split, worth=0.0, min_age=0.0, clock=lambda: float(next(ticks)))
+    holding: list[Span | None] = [None] * streams
+    received: list[tuple[int, int]] = []
+    step = 0
+    while True:
+        move = moves[step % len(moves)]
+        step += 1
+        who = move % streams
+        span = holding[who]
+        if span is None:
+            span = holding[who] = plan.take()
+            if span is None:
+                if all(h is None for h in holding):
+                    break
+                continue
+        amount = min(span.remaining, 1 + (move >> 3) % 97)
+        received.append((span.start, span.start + amount))
+        span.start += amount
+        if span.remaining == 0:
+            plan.done(span)
+            holding[who] = None
+    assert _merged(received) == _merged(ranges)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges joined where they touch; an overlap fails (a byte received twice)."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        assert not merged or a >= merged[-1][1], f"bytes {a}-{b} received twice"
+        if merged and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return merged
+
+
+@given(
+    segments=st.integers(1, 16),
+    long_path=st.one_of(st.none(), st.integers(1, 16)),
+    round_trip=st.one_of(st.none(), st.floats(0, 1)),
+)
+def test_streams_per_file_follow_the_measured_round_trip_unless_set(
+    segments: int, long_path: int | None, round_trip: float | None
+) -> None:
+    config = TransferConfig(segments=segments, long_path_segments=long_path)
+    chosen = config.segments_for(round_trip)
+    if long_path is None or round_trip is None or round_trip < LONG_PATH:
+        assert chosen == segments
+    else:
+        assert chosen == long_path
+
+
+def test_the_default_streams_double_on_a_long_path() -> None:
+    config = TransferConfig()
+    assert config.segments_for(None) == config.segments_for(0.001) == 4
+    assert config.segments_for(0.05) == config.segments_for(0.15) == 8
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_idle_stream_takes_the_back_half_of_the_slowest_span_when_worth_a_request() -> None:
+    clock = Clock()
+    plan = Spans([(0, 100), (100, 400), (400, 700)], granularity=10, min_split=20, worth=0.4, clock=clock)
+    first, second, third = plan.take(), plan.take(), plan.take()
+    assert first is not None and second is not None and third is not None
+    assert [(s.start, s.end) for s in (first, second, third)] == [(0, 100), (100, 400), (400, 700)]
+    clock.now += 1.0
+    first.start = 100  # 100 bytes a second
+    plan.done(first)
+    second.start = 110  # 10 bytes a second, 290 left: 29 s
+    third.start = 600  # 200 bytes a second, 100 left: 0.5 s
+    stolen = plan.take()
+    assert stolen is not None and (stolen.start, stolen.end) == (260, 400)
+    assert second.end == 260 and plan.splits == 1
+    assert stolen.began == clock.now and stolen.origin == 260
+    third.start = 650  # 50 left at 250 bytes a second: 0.2 s, not worth a request
+    second.start = 250  # 10 left: under min_split
+    assert plan.take() is None
+
+
+def test_a_stream_just_started_or_nearly_done_is_left_alone() -> None:
+    clock = Clock()
+    plan = Spans([(0, 1000)], granularity=1, min_split=1, worth=0.4, min_age=0.1, clock=clock)
+    only = plan.take()
+    assert only is not None
+    clock.now += 0.05
+    assert plan.take() is None, "too young to judge its rate"
+    clock.now += 0.06
+    assert plan.take() is not None, "nothing arrived in 0.1 s: split"
+
+
+async def test_a_stalled_stream_s_tail_is_taken_by_the_others_and_every_byte_arrives_once(tmp_path: Path) -> None:
+    """Four streams through a proxy with latency; one stalls for seconds. The rest fetch its tail."""
+    size = 2048 * KiB
+    source = write_random(tmp_path / "src" / "big.bin", size, 11)
+    async with rig(tmp_path, True) as r:
+        async with client(r.server, tmp_path / "direct") as fx:
+            data_id = (await fx.upload([source])).files[0].id
+        assert data_id
+        r.proxy.add(Latency(0.005))
+        stall = r.proxy.add(Stall(after_bytes=64 * KiB, direction="down", seconds=2.0, then="resume"))
+        async with client(r.via_proxy, tmp_path / "home", segments=4, long_path_segments=None) as fx:
+            report = await fx.download([data_id], output_dir=tmp_path / "out")
+            # The API answers measured the proxy's latency (5 ms each way per segment forwarded).
+            assert fx.client.round_trip is not None and fx.client.round_trip >= 0.01
+        assert report.status == "completed", report
+    assert (tmp_path / "out" / "big.bin").read_bytes() == source.read_bytes()
+    assert stall.hits == 1
+    starts = [_range_start(e.request_headers) for e in r.log.select("GET", r"^/downloads/")]
+    segments = {0, size // 4, size // 2, 3 * size // 4}
+    assert segments <= set(starts)
+    assert set(starts) - segments, "no stream took over the stalled stream's tail"
+    # Every byte was written once: what was written adds up to the file, nothing more.
+    assert report.bytes_transferred == size
+
+
+def _range_start(headers: tuple[tuple[str, str], ...]) -> int:
+    value = next(v for k, v in headers if k.lower() == "range")
+    return int(value.removeprefix("bytes=").split("-")[0])

@@ -1,0 +1,321 @@
+"""The ranged streams of one download: each fetches spans of the file, hashing chunks as they pass.
+
+A stream takes a span (:mod:`._download_spans`), fetches it with one ranged
+``GET`` (resumed after cuts from the last byte on disk), and when it is done
+takes another, or the back half of the largest span still in flight, so the
+file's streams finish close together. Bytes are written with ``pwrite`` into
+the ``.part`` file a block at a time; each block belongs to one chunk, and a
+chunk's hash is fed as its blocks are written in order. A chunk that two
+streams wrote (its tail taken by another stream) is hashed from disk once
+complete. A complete chunk is checked against the server's chunk map (or,
+for a file of one chunk, its checksum) and ``acked`` in the journal after an
+``fdatasync`` of the ``.part`` file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import anyio
+import xxhash
+
+from flowxfer import protocol
+from flowxfer.journal import ChunkState, FileRecord
+
+from ._chunks import Chunk
+from ._download_spans import Span, Spans
+from ._errors import ProtocolError, StopRequested, UnavailableError
+from ._partfile import chunk_digest, part_path, write_block, write_error
+from ._retry import RetryPolicy
+from ._runtime import TransferContext, task_group
+from .events import BytesMoved, Retrying
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+#: Tiny pieces (a slow proxy) flush a block early rather than keep thousands of views alive.
+_MAX_IOV = 512
+#: How often a stream without work looks for a span worth splitting (a fraction of WORTH_SPLITTING).
+_LOOK_AGAIN = 0.1
+_STREAM_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
+
+
+@dataclass
+class Shared:
+    """What the streams of one file learn as they go."""
+
+    etag: str | None
+    x_checksum: str | None = None
+    bad: set[int] = field(default_factory=set)
+    acked: set[int] = field(default_factory=set)
+    bytes_done: int = 0
+    size: int = -1
+    whole_checksum: str | None = None
+    chunk_size: int = 0
+
+
+class ContentChanged(Exception):
+    """The server's bytes changed under us (ETag differs, or a range was answered with the whole)."""
+
+
+@dataclass(eq=False)
+class _ChunkWork:
+    """What one chunk has received: bytes on disk, and its hash while they came in order."""
+
+    chunk: Chunk
+    written: int = 0
+    hashed_to: int = 0
+    hasher: xxhash.xxh3_128 | None = None
+
+    def restart(self) -> None:
+        self.written = 0
+        self.hashed_to = self.chunk.offset
+        self.hasher = xxhash.xxh3_128()
+
+
+class FileStreams:
+    """The streams of one file: where its bytes go and what each of its missing chunks has received."""
+
+    def __init__(
+        self,
+        ctx: TransferContext,
+        record: FileRecord,
+        url: str,
+        fd: int,
+        todo: list[Chunk],
+        sums: list[str | None] | None,
+        shared: Shared,
+    ) -> None:
+        self.ctx = ctx
+        self.record = record
+        self.url = url
+        self.fd = fd
+        self.sums = sums
+        self.shared = shared
+        self._chunks = sorted(todo, key=lambda c: c.offset)
+        self._offsets = [c.offset for c in self._chunks]
+        self._work: dict[int, _ChunkWork] = {}
+        for chunk in self._chunks:
+            self._work[chunk.index] = work = _ChunkWork(chunk)
+            work.restart()
+
+    @property
+    def name(self) -> str:
+        return Path(self.record.local_path).name
+
+    async def run(self, spans: Spans, streams: int) -> None:
+        """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
+        async with task_group() as group:
+            for _ in range(max(1, streams)):
+                group.start_soon(self._stream, spans)
+
+    async def refetch(self, chunk: Chunk) -> None:
+        """Fetch one chunk again (it failed verification)."""
+        self._work[chunk.index].restart()
+        await self._fetch(Span(chunk.offset, chunk.end))
+
+    async def _stream(self, spans: Spans) -> None:
+        """Take spans until none is left; while others still run, look again now and then.
+
+        A span not worth splitting now may be later: its stream slows down or stalls.
+        """
+        while True:
+            span = spans.take()
+            if span is None:
+                if not spans.active:
+                    return
+                await anyio.sleep(_LOOK_AGAIN)
+                continue
+            try:
+                await self._fetch(span)
+            finally:
+                spans.done(span)
+
+    def _chunk_at(self, offset: int) -> _ChunkWork:
+        chunk = self._chunks[bisect.bisect_right(self._offsets, offset) - 1]
+        if not chunk.offset <= offset < chunk.end:
+            raise AssertionError(f"byte {offset} is in no chunk still to fetch")  # pragma: no cover
+        return self._work[chunk.index]
+
+    async def _fetch(self, span: Span) -> None:
+        """Fetch ``span`` with one ranged GET, resuming it after cuts; its end may move back meanwhile."""
+        ctx = self.ctx
+        policy = RetryPolicy(
+            max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base, cap=ctx.config.backoff_cap
+        )
+        rng = random.Random()
+        failures = 0
+        while span.start < span.end:
+            if ctx.stopping():
+                raise StopRequested()
+            start, end = span.start, span.end
+            headers = {"Range": f"bytes={start}-{end - 1}"}
+            if self.shared.etag:
+                headers["If-Range"] = self.shared.etag
+            try:
+                async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
+                    check_answer(response, start, end, self.shared.size, self.shared)
+                    await self._consume(response, span, end)
+            except _STREAM_ERRORS as exc:
+                failures = 0 if span.start > start else failures + 1
+                if failures >= policy.max_attempts:
+                    raise UnavailableError(f"{self.name}: the download kept failing ({type(exc).__name__})") from None
+                delay = policy.delay(failures or 1, rng, None)
+                ctx.client.retries += 1
+                cause = f"stream cut ({type(exc).__name__})"
+                ctx.events(Retrying(f"GET {self.name}", cause, failures or 1, policy.max_attempts, delay))
+                await ctx.client.pause(delay)
+                continue
+            if span.start < span.end:
+                # The server ended the body early without an error: treat like a cut.
+                failures = 0 if span.start > start else failures + 1
+                if failures >= policy.max_attempts:
+                    raise UnavailableError(f"{self.name}: the server keeps ending the download early")
+
+    async def _consume(self, response: aiohttp.ClientResponse, span: Span, asked_end: int) -> None:
+        """Stream the body into the ``.part`` file up to ``span.end``, advancing ``span.start``.
+
+        Blocks end at ``block_size`` boundaries counted from their chunk's start
+        (aligned on disk, so a block is written directly, not partly through
+        the page cache), at a chunk's end and at the span's end. Bytes not yet
+        written when the stream is cut are fetched again: ``span.start`` goes
+        back to the last byte on disk.
+        """
+        ctx = self.ctx
+        block_size = ctx.config.block_size
+        limiter = ctx.client.limiter
+        offset = written = span.start
+        block: list[memoryview] = []
+        work: _ChunkWork | None = None
+        await ctx.budget.acquire(block_size)
+        try:
+            async for piece in response.content.iter_any():
+                await limiter.throttle_bytes(len(piece))
+                view = memoryview(piece)
+                while view:
+                    if offset >= span.end:
+                        if span.end < asked_end:
+                            return  # another stream took the rest of this span
+                        raise ProtocolError("the server sent more bytes than it announced")
+                    if work is None or offset >= work.chunk.end:
+                        work = self._chunk_at(offset)
+                    chunk = work.chunk
+                    take = min(
+                        len(view),
+                        chunk.end - offset,
+                        span.end - offset,
+                        block_size - (offset - chunk.offset) % block_size,
+                    )
+                    block.append(view[:take])
+                    view = view[take:]
+                    offset += take
+                    span.start = offset
+                    at_boundary = (offset - chunk.offset) % block_size == 0
+                    if offset == chunk.end or offset == span.end or at_boundary or len(block) >= _MAX_IOV:
+                        completed = await self._write(work, written, block, offset - written)
+                        written = offset
+                        block = []
+                        if completed and ctx.stopping() and offset < span.end:
+                            # Stop at a chunk boundary: everything received is acknowledged, nothing torn.
+                            raise StopRequested()
+                if offset >= span.end and span.end < asked_end:
+                    return  # another stream took the rest: do not wait for bytes that will be thrown away
+        finally:
+            ctx.budget.release(block_size)
+            if written < offset:
+                # The bytes not on disk are thrown away and fetched again: count them honestly.
+                ctx.counters.bytes_resent += offset - written
+                span.start = written
+
+    async def _write(self, work: _ChunkWork, offset: int, block: list[memoryview], nbytes: int) -> bool:
+        """Write (and, in order, hash) one block of ``work``'s chunk; True when that completed the chunk."""
+        ctx = self.ctx
+        in_order = work.hasher is not None and work.hashed_to == offset
+        hasher = work.hasher if in_order else None
+        if not in_order:
+            work.hasher = None  # a second stream writes this chunk: hash it from disk when complete
+        try:
+            await anyio.to_thread.run_sync(write_block, self.fd, offset, block, hasher)
+        except OSError as exc:
+            raise write_error(part_path(Path(self.record.local_path)), exc, None) from None
+        if hasher is not None and work.hasher is hasher:
+            work.hashed_to += nbytes
+        work.written += nbytes
+        ctx.counters.bytes_transferred += nbytes
+        ctx.events(BytesMoved(self.record.local_path, nbytes))
+        chunk = work.chunk
+        if work.written < chunk.size:
+            return False
+        if work.hasher is not None and work.hashed_to == chunk.end:
+            digest = protocol.format_checksum(work.hasher.hexdigest())
+        else:
+            digest = await anyio.to_thread.run_sync(chunk_digest, self.fd, chunk)
+        self._chunk_done(chunk, digest)
+        return True
+
+    def _chunk_done(self, chunk: Chunk, digest: str) -> None:
+        ctx, shared = self.ctx, self.shared
+        if self.sums is not None:
+            expected = self.sums[chunk.index]
+        elif chunk.offset == 0 and chunk.size == shared.size:
+            # A file of one chunk: its whole-file checksum is that chunk's.
+            expected = shared.whole_checksum or shared.x_checksum
+        else:
+            expected = None
+        if expected is not None and expected != digest:
+            shared.bad.add(chunk.index)
+            return
+        batch = ctx.writer.batch
+        batch.chunk(self.record.id, chunk.index, ChunkState.ACKED, digest)
+        batch.sync_before_commit(self.fd)
+        shared.acked.add(chunk.index)
+        shared.bytes_done += chunk.size
+        batch.update_file(self.record.id, bytes_done=shared.bytes_done, etag=shared.etag)
+        ctx.writer.added()
+
+
+def check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: int, shared: Shared) -> None:
+    """Is this the answer to ``Range: bytes=start-(end-1)`` of the bytes we have been fetching?
+
+    :raises ContentChanged: the server's copy changed since the first answer.
+    :raises ProtocolError: not an answer to the range asked.
+    """
+    etag = response.headers.get("ETag")
+    if response.status == 206:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if not match or int(match.group(1)) != start or int(match.group(2)) != end - 1:
+            raise ProtocolError(f"asked for bytes {start}-{end - 1}, got {response.headers.get('Content-Range')!r}")
+        if match.group(3) != "*" and int(match.group(3)) != size:
+            raise ContentChanged()
+    elif response.status == 200:
+        if shared.etag is not None and etag != shared.etag:
+            raise ContentChanged()
+        if start != 0 or end != size:
+            if shared.etag is not None:
+                raise ContentChanged()
+            raise ProtocolError("the server ignored a Range request (no byte-range support)")
+        length = response.content_length
+        if length is not None and length != size:
+            raise ContentChanged()
+    else:
+        raise ProtocolError(f"unexpected answer {response.status} to a ranged download")
+    if etag:
+        if shared.etag is None:
+            shared.etag = etag
+        elif etag != shared.etag:
+            raise ContentChanged()
+    header = response.headers.get(protocol.HEADER_CHECKSUM)
+    if header:
+        x_checksum = protocol.canonical_checksum(header)
+        if x_checksum is None:
+            raise ProtocolError(f"malformed {protocol.HEADER_CHECKSUM} header")
+        if shared.x_checksum is not None and shared.x_checksum != x_checksum:
+            raise ContentChanged()
+        shared.x_checksum = x_checksum
+
+
+__all__ = ["ContentChanged", "FileStreams", "Shared", "check_answer"]
