@@ -28,7 +28,15 @@ from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState
 
 from ._checksums import hash_range
 from ._chunks import Chunk, plan_chunks
-from ._errors import ChecksumMismatchError, IntegrityError, NotFoundError, ProtocolError, RejectedError, StopRequested
+from ._errors import (
+    ChecksumMismatchError,
+    FlowxferError,
+    IntegrityError,
+    NotFoundError,
+    ProtocolError,
+    RejectedError,
+    StopRequested,
+)
 from ._payloads import ChunkPayload, SourceErrorHolder, UploadOptions, chunk_form
 from ._runtime import TransferContext, task_group
 from ._sources import Source
@@ -71,7 +79,20 @@ def parallel_streams(ctx: TransferContext) -> int:
     reached 91% of the lossy path's link in strict order); a file's extra
     streams would only add requests. One large file alone gets them all.
     """
-    return ctx.config.upload_streams - max(0, ctx.uploads_active - 1)
+    return ctx.config.upload_streams_for(ctx.client.round_trip) - max(0, ctx.uploads_active - 1)
+
+
+async def measure_round_trip(ctx: TransferContext) -> None:
+    """Make sure the path's round trip is known before a large file picks its streams.
+
+    An upload may send no GET before its chunks (the capabilities remembered,
+    the token fresh): one small GET then, a round trip against a file's seconds.
+    """
+    if ctx.client.round_trip is None and ctx.config.long_path_upload_streams is not None:
+        try:
+            await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+        except FlowxferError:
+            pass  # no measure: the short path's streams
 
 
 def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
