@@ -146,7 +146,7 @@ async def _run(
     chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size)
     chunks = plan_chunks(size, chunk_size)
     existing: list[ChunkRecord] = []
-    held: set[int] = set()
+    held: dict[int, str | None] = {}
     if data_id:
         existing = await anyio.to_thread.run_sync(ctx.journal.chunks, record.id)
         known = await _server_holds(ctx, record, source, data_id, chunk_size, existing)
@@ -227,7 +227,7 @@ def _journal(
     record: FileRecord,
     chunks: list[Chunk],
     existing: list[ChunkRecord],
-    held: set[int],
+    held: dict[int, str | None],
     data_id: str,
     chunk_size: int,
 ) -> None:
@@ -240,7 +240,9 @@ def _journal(
     for chunk in chunks:
         state = states.get(chunk.index, ChunkState.PLANNED)
         if chunk.offset in held and state == ChunkState.PLANNED:
-            batch.chunk(record.id, chunk.index, ChunkState.ACKED)
+            # Acknowledged, but the journal never heard of it (killed before it flushed): the
+            # server's checksum, which _server_holds compared with ours or with the local bytes.
+            batch.chunk(record.id, chunk.index, ChunkState.ACKED, held[chunk.offset])
         elif chunk.offset not in held and state == ChunkState.ACKED:
             batch.chunk(record.id, chunk.index, ChunkState.PLANNED)  # the server holds less than we thought
     done = sum(c.size for c in chunks if c.offset in held)
@@ -257,8 +259,8 @@ async def _server_holds(
     data_id: str,
     chunk_size: int,
     ours: list[ChunkRecord],
-) -> set[int] | UploadResult:
-    """The offsets of the chunks the server holds of ``data_id``, each confirmed as ours.
+) -> dict[int, str | None] | UploadResult:
+    """The chunks the server holds of ``data_id`` (offset: checksum), each confirmed as ours.
 
     :raises _Strict: the upload is a strict-order one.
     :raises _UploadLost: the server does not know it, or holds bytes that are not ours.
@@ -296,7 +298,7 @@ async def _server_holds(
             raise _UploadLost()
     if unknown:
         await _confirm_by_reading(ctx, source, unknown, 0)
-    return {entry["offset"] for entry in server_chunks}
+    return {entry["offset"]: protocol.canonical_checksum(entry.get("checksum")) for entry in server_chunks}
 
 
 async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_id: str, chunk: Chunk) -> str:
