@@ -69,10 +69,15 @@ class TransferConfig:
     :param journal_flush_events: commit earlier when this many events are waiting.
     :param upload_streams: connections one large file's chunks share when the server
         offers parallel chunks [ext] (against hosted Flow a file's chunks go in order on
-        one). On a long path one connection carries less than the link (loss caps its
-        window): 1 GiB through a 50 ms path capped at 250 Mbit/s per connection moved
-        at 24% of a 1 Gbit/s link on one, see RESULTS.md for the figures with more.
-        Each request in flight holds a block of ``byte_budget``, which bounds them all.
+        one), on a short path. 1: on loopback or a LAN one connection fills the link, and
+        more only add the server's work (1 GiB on loopback took 10.2 s on six against
+        7.3 s on one, medians of five on a loaded machine).
+    :param long_path_upload_streams: the same on a path with a round trip of
+        :data:`LONG_PATH` or more, or None to keep ``upload_streams`` whatever the path.
+        There one connection carries less than the link (loss caps its window): 1 GiB
+        through a 50 ms path capped at 250 Mbit/s per connection moved at 24% of a
+        1 Gbit/s link on one, see RESULTS.md for six. Each request in flight holds a
+        block of ``byte_budget``, which bounds them all. An explicit ``--streams`` sets both.
     :param file_restarts: how often a file that changes under us is restarted before it fails.
     :param grace_period: after a stop request, how long in-flight requests may take to finish.
     :param lease_stale_after: the lease TTL: a lease whose heartbeat is older than this is
@@ -105,7 +110,8 @@ class TransferConfig:
     bwlimit: str | None = None
     journal_flush_interval: float = 0.1
     journal_flush_events: int = 512
-    upload_streams: int = 6
+    upload_streams: int = 1
+    long_path_upload_streams: int | None = 6
     file_restarts: int = 3
     grace_period: float = 10.0
     lease_stale_after: float = 60.0
@@ -120,6 +126,12 @@ class TransferConfig:
             return self.segments
         return self.long_path_segments
 
+    def upload_streams_for(self, round_trip: float | None) -> int:
+        """Connections for one large file's chunks on a path with this round trip (None: not measured)."""
+        if self.long_path_upload_streams is None or round_trip is None or round_trip < LONG_PATH:
+            return self.upload_streams
+        return self.long_path_upload_streams
+
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
@@ -129,6 +141,8 @@ class TransferConfig:
             raise ValueError("concurrency, segments and upload_streams must be at least 1")
         if self.long_path_segments is not None and self.long_path_segments < 1:
             raise ValueError("long_path_segments must be at least 1")
+        if self.long_path_upload_streams is not None and self.long_path_upload_streams < 1:
+            raise ValueError("long_path_upload_streams must be at least 1")
         if self.byte_budget < self.block_size:
             raise ValueError("byte_budget must hold at least one block")
         if self.lease_stale_after <= 0:

@@ -129,8 +129,10 @@ async def _upload_open_source(
 ) -> UploadResult:
     size = source.size
     # Imported here: the parallel path builds on this module's helpers.
-    from ._upload_parallel import fits_parallel, upload_parallel
+    from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, measure_round_trip, upload_parallel
 
+    if ctx.capabilities.parallel_chunks and size > MIN_PARALLEL_CHUNK:
+        await measure_round_trip(ctx)
     if fits_parallel(ctx, size, options):
         parallel = await upload_parallel(ctx, record, source, options)
         if parallel is not None:

@@ -28,7 +28,15 @@ from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState
 
 from ._checksums import hash_range
 from ._chunks import Chunk, plan_chunks
-from ._errors import ChecksumMismatchError, IntegrityError, NotFoundError, ProtocolError, RejectedError, StopRequested
+from ._errors import (
+    ChecksumMismatchError,
+    FlowxferError,
+    IntegrityError,
+    NotFoundError,
+    ProtocolError,
+    RejectedError,
+    StopRequested,
+)
 from ._payloads import ChunkPayload, SourceErrorHolder, UploadOptions, chunk_form
 from ._runtime import TransferContext, task_group
 from ._sources import Source
@@ -71,7 +79,20 @@ def parallel_streams(ctx: TransferContext) -> int:
     reached 91% of the lossy path's link in strict order); a file's extra
     streams would only add requests. One large file alone gets them all.
     """
-    return ctx.config.upload_streams - max(0, ctx.uploads_active - 1)
+    return ctx.config.upload_streams_for(ctx.client.round_trip) - max(0, ctx.uploads_active - 1)
+
+
+async def measure_round_trip(ctx: TransferContext) -> None:
+    """Make sure the path's round trip is known before a large file picks its streams.
+
+    An upload may send no GET before its chunks (the capabilities remembered,
+    the token fresh): one small GET then, a round trip against a file's seconds.
+    """
+    if ctx.client.round_trip is None and ctx.config.long_path_upload_streams is not None:
+        try:
+            await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+        except FlowxferError:
+            pass  # no measure: the short path's streams
 
 
 def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
@@ -125,7 +146,7 @@ async def _run(
     chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size)
     chunks = plan_chunks(size, chunk_size)
     existing: list[ChunkRecord] = []
-    held: set[int] = set()
+    held: dict[int, str | None] = {}
     if data_id:
         existing = await anyio.to_thread.run_sync(ctx.journal.chunks, record.id)
         known = await _server_holds(ctx, record, source, data_id, chunk_size, existing)
@@ -206,7 +227,7 @@ def _journal(
     record: FileRecord,
     chunks: list[Chunk],
     existing: list[ChunkRecord],
-    held: set[int],
+    held: dict[int, str | None],
     data_id: str,
     chunk_size: int,
 ) -> None:
@@ -219,7 +240,9 @@ def _journal(
     for chunk in chunks:
         state = states.get(chunk.index, ChunkState.PLANNED)
         if chunk.offset in held and state == ChunkState.PLANNED:
-            batch.chunk(record.id, chunk.index, ChunkState.ACKED)
+            # Acknowledged, but the journal never heard of it (killed before it flushed): the
+            # server's checksum, which _server_holds compared with ours or with the local bytes.
+            batch.chunk(record.id, chunk.index, ChunkState.ACKED, held[chunk.offset])
         elif chunk.offset not in held and state == ChunkState.ACKED:
             batch.chunk(record.id, chunk.index, ChunkState.PLANNED)  # the server holds less than we thought
     done = sum(c.size for c in chunks if c.offset in held)
@@ -236,8 +259,8 @@ async def _server_holds(
     data_id: str,
     chunk_size: int,
     ours: list[ChunkRecord],
-) -> set[int] | UploadResult:
-    """The offsets of the chunks the server holds of ``data_id``, each confirmed as ours.
+) -> dict[int, str | None] | UploadResult:
+    """The chunks the server holds of ``data_id`` (offset: checksum), each confirmed as ours.
 
     :raises _Strict: the upload is a strict-order one.
     :raises _UploadLost: the server does not know it, or holds bytes that are not ours.
@@ -275,7 +298,7 @@ async def _server_holds(
             raise _UploadLost()
     if unknown:
         await _confirm_by_reading(ctx, source, unknown, 0)
-    return {entry["offset"] for entry in server_chunks}
+    return {entry["offset"]: protocol.canonical_checksum(entry.get("checksum")) for entry in server_chunks}
 
 
 async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_id: str, chunk: Chunk) -> str:

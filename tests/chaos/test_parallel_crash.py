@@ -59,7 +59,17 @@ async def test_client_kill9_mid_parallel_upload(tmp_path: Path) -> None:
     tally = Tally()
     async with running_server(tmp_path / "root") as srv:
         cli = await _cli_rig(srv, tmp_path)
-        command = ["--json", "upload", str(tmp_path / "run"), "--chunk-size", "64k", "--bwlimit", "700k"]
+        command = [
+            "--json",
+            "upload",
+            str(tmp_path / "run"),
+            "--chunk-size",
+            "64k",
+            "--streams",
+            "4",
+            "--bwlimit",
+            "700k",
+        ]
 
         async def check() -> None:
             tally.checks += await check_parallel_uploads(cli.journal, srv.base_url)
@@ -91,6 +101,7 @@ async def test_server_kill9_mid_parallel_upload(tmp_path: Path) -> None:
             tmp_path / "home",
             progress=progress,
             bwlimit="1M",
+            upload_streams=4,
             max_attempts=40,
             connect_timeout=2.0,
         ) as fx:

@@ -51,7 +51,7 @@ async def test_stop_is_honoured_between_upload_chunks(tmp_path: Path, extensions
             via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
             stopper = StopAfter(10 * CHUNK + 1, proxy)  # inside the eleventh chunk
             # One stream: the strict chunk order (several streams: tests/transfer/test_upload_parallel.py).
-            # The resume below, with the default streams, continues that strict upload in order.
+            # The resume below, offered four, continues that strict upload in order.
             async with client(via, tmp_path / "home", progress=stopper, grace_period=5, upload_streams=1) as fx:
                 stopper.fx = fx
                 first = await fx.upload([src])
@@ -62,7 +62,7 @@ async def test_stop_is_honoured_between_upload_chunks(tmp_path: Path, extensions
             assert done == 11 * CHUNK and chunks == [(i * CHUNK, CHUNK) for i in range(11)]
             assert first.bytes_transferred == 11 * CHUNK
 
-            async with client(via, tmp_path / "home") as fx:
+            async with client(via, tmp_path / "home", upload_streams=4) as fx:
                 second = await fx.upload([src])
             assert second.status == "completed" and second.transfer_id == first.transfer_id
             # The journal was exact: not one byte is sent twice.
