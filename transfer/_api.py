@@ -31,7 +31,6 @@ from ._errors import UsageError
 from ._files import run_download, run_upload
 from ._limiter import RateLimiter
 from ._pathmap import PathMap
-
 from ._remote import describe, search
 from ._report import TransferReport
 from ._runner import Runner
