@@ -44,7 +44,9 @@ from ._payloads import (
 )
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource, Source
-from .events import FileVerifying, Notice
+from ._upload_finish import UploadResult, _confirm_by_reading, _finish, _is_count, _poll_ready, _UploadLost
+from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, measure_round_trip, upload_parallel
+from .events import Notice
 
 #: The smallest chunk the automatic size shrinks to after 413 answers.
 MIN_AUTO_CHUNK = 1024 * 1024
@@ -57,18 +59,6 @@ MIN_AUTO_CHUNK = 1024 * 1024
 INLINE_LIMIT = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class UploadResult:
-    """What the server said of a finished upload.
-
-    :ivar sample_id: the sample the final chunk made (``/upload/sample``), when its answer said so.
-    """
-
-    data_id: str
-    checksum: str | None
-    sample_id: str | None = None
-
-
 class _Realign(Exception):
     """The server holds a different number of bytes than we assumed; go on from ``held``."""
 
@@ -79,10 +69,6 @@ class _Realign(Exception):
 
 class _TooLarge(Exception):
     """The server refused a chunk as too large (413): try smaller chunks."""
-
-
-class _UploadLost(Exception):
-    """The server no longer knows the upload (restarted from scratch, expired, not ours)."""
 
 
 def plan_from(size: int, chunk_size: int, boundary: int) -> list[Chunk]:
@@ -128,9 +114,6 @@ async def _upload_open_source(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions
 ) -> UploadResult:
     size = source.size
-    # Imported here: the parallel path builds on this module's helpers.
-    from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, measure_round_trip, upload_parallel
-
     if ctx.capabilities.parallel_chunks and size > MIN_PARALLEL_CHUNK:
         await measure_round_trip(ctx)
     if fits_parallel(ctx, size, options):
@@ -263,33 +246,6 @@ async def _server_progress(
         if mine.checksum != protocol.canonical_checksum(entry.get("checksum")):
             raise _UploadLost()
     return held, None
-
-
-def _is_count(value: object) -> bool:
-    """An offset or a size as JSON should carry it: an integer (not a boolean), not negative."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-async def _confirm_by_reading(ctx: TransferContext, source: Source, server_chunks: list[Any], held: int) -> int:
-    """Hash the local bytes of each server chunk and compare; any mismatch restarts the upload.
-
-    Read through the source, not the path: a packed tar (``sync --pack-small``) has no file of its own.
-    """
-
-    def compare() -> bool:
-        for entry in server_chunks:
-            offset, size, checksum = entry["offset"], entry["size"], entry.get("checksum")
-            if offset + size > source.size:
-                return False
-            if checksum is None:
-                continue
-            if protocol.checksum_of(source.read(offset, size)) != protocol.canonical_checksum(checksum):
-                return False
-        return True
-
-    if not await anyio.to_thread.run_sync(compare):
-        raise _UploadLost()
-    return held
 
 
 async def _send_chunks(
@@ -476,54 +432,6 @@ async def _chunk_hashes(
         return protocol.format_checksum(hasher.hexdigest()), whole
 
     return await anyio.to_thread.run_sync(read)
-
-
-async def _poll_ready(ctx: TransferContext, record: FileRecord, data_id: str) -> dict[str, Any]:
-    """Wait (bounded) until the server shows the data as ready, e.g. after a lost final answer."""
-    delay = 0.5
-    for _ in range(12):
-        try:
-            info = await ctx.client.json_request("GET", f"/data/{data_id}", rate_class="api")
-        except NotFoundError:
-            info = None
-        if info is not None:
-            return {
-                "id": data_id,
-                "data_id": data_id,
-                "size": info.get("size"),
-                "is_ready": True,
-                "checksum": info.get("checksum"),
-            }
-        await anyio.sleep(delay)
-        delay = min(delay * 2, 10.0)
-    raise IntegrityError(
-        f"{record.local_path}: every chunk was accepted but the server never made data {data_id} ready"
-    )
-
-
-async def _finish(
-    ctx: TransferContext, record: FileRecord, answer: dict[str, Any], data_id: str, file_checksum: str | None
-) -> UploadResult:
-    if not answer.get("is_ready"):
-        ctx.events(FileVerifying(record.local_path))
-        answer = await _poll_ready(ctx, record, data_id)
-    size = answer.get("size")
-    if isinstance(size, int) and size != record.size:
-        raise IntegrityError(f"{record.local_path}: the server stored {size} bytes of {record.size}")
-    raw = answer.get("checksum")
-    server_checksum = protocol.canonical_checksum(raw)
-    if raw is not None and server_checksum is None:
-        raise ProtocolError(f"{record.local_path}: the server answered a malformed checksum {str(raw)[:80]!r}")
-    if file_checksum and server_checksum and server_checksum != file_checksum:
-        raise IntegrityError(
-            f"{record.local_path}: the server's checksum {server_checksum} differs from ours {file_checksum}"
-        )
-    sample_id = answer.get("sample_id")
-    return UploadResult(
-        data_id,
-        file_checksum or server_checksum,
-        str(sample_id) if isinstance(sample_id, str | int) and str(sample_id) else None,
-    )
 
 
 __all__ = ["UploadOptions", "UploadResult", "upload_source"]

@@ -40,7 +40,7 @@ from ._errors import (
 from ._payloads import ChunkPayload, SourceErrorHolder, UploadOptions, chunk_form
 from ._runtime import TransferContext, task_group
 from ._sources import Source
-from ._upload import UploadResult, _confirm_by_reading, _finish, _is_count, _UploadLost
+from ._upload_finish import UploadResult, _confirm_by_reading, _finish, _is_count, _UploadLost
 from .events import Notice
 
 MiB = 1024 * 1024
