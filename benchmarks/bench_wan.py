@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_wan [--rtt-ms 50] [--size 1G] [--files 16] [--file-size 64M] [--repeats 3]
     python -m benchmarks.bench_wan --quick          # small sizes, one round, RESULTS.md left alone
+    python -m benchmarks.bench_wan --tasks download,fixed   # some comparisons only (printed, not recorded)
 
 Every tool talks to the local server (a subprocess, rate limits off) through
 ``benchmarks.wanpath``, a userspace proxy on loopback playing the path

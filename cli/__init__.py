@@ -8,6 +8,7 @@ are registered on :data:`main` here.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 from pathlib import Path
 
@@ -21,8 +22,46 @@ from flowxfer.transfer import DEFAULT_BASE_URL
 from ._common import DURATION, JOURNAL, GlobalOptions
 from ._server_choice import choose_server
 
+#: Each command: its module, its name there, and the modules that add verbs to it. Loaded on first
+#: use: a command's start-up is most of a small transfer's time, and ``flowxfer download`` needs
+#: neither the samples, sync, serve nor demo code.
+_COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "demo": ("._demo", "demo", ()),
+    "login": ("._transfers", "login", ()),
+    "logout": ("._transfers", "logout", ()),
+    "upload": ("._transfers", "upload", ()),
+    "download": ("._transfers", "download", ()),
+    "resume": ("._transfers", "resume", ()),
+    "jobs": ("._journal_cmds", "jobs", ()),
+    "show": ("._journal_cmds", "show", ()),
+    "journal": ("._journal_migrate", "journal_group", ()),
+    "doctor": ("._doctor", "doctor", ()),
+    "serve": ("._serve", "serve", ()),
+    "admin": ("._serve", "admin", ("._admin_executions",)),
+    "bulk": ("._bulk_sync", "bulk", ()),
+    "sync": ("._bulk_sync", "sync", ()),
+    "samples": ("._samples", "samples", ("._samples_catalog", "._samples_upload")),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported when named (``--help`` imports them all)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS and cmd_name not in self.commands:
+            module, name, extras = _COMMANDS[cmd_name]
+            for extra in extras:
+                importlib.import_module(extra, __package__)
+            self.add_command(getattr(importlib.import_module(module, __package__), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(__version__, prog_name="flowxfer")
 @click.option(
     "--base-url",
@@ -141,41 +180,6 @@ def main(
         allow_insecure_http=allow_insecure_http,
         max_attempts=max_attempts,
     )
-
-
-# Commands register after main exists.
-from . import (  # noqa: E402,F401  (their verbs join the samples group)
-    _admin_executions,  # noqa: E402,F401  (admin execution ...)
-    _samples_catalog,
-    _samples_upload,
-)
-from ._bulk_sync import bulk, sync  # noqa: E402
-from ._demo import demo  # noqa: E402
-from ._doctor import doctor  # noqa: E402
-from ._journal_cmds import jobs, show  # noqa: E402
-from ._journal_migrate import journal_group  # noqa: E402
-from ._samples import samples  # noqa: E402
-from ._serve import admin, serve  # noqa: E402
-from ._transfers import download, login, logout, resume, upload  # noqa: E402
-
-for _command in (
-    demo,
-    login,
-    logout,
-    upload,
-    download,
-    resume,
-    jobs,
-    show,
-    journal_group,
-    doctor,
-    serve,
-    admin,
-    bulk,
-    sync,
-    samples,
-):
-    main.add_command(_command)
 
 
 def run() -> None:

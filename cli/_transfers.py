@@ -13,7 +13,6 @@ import click
 from flowxfer.transfer import AlreadyRunning, Flowxfer, TransferReport
 
 from . import _exits
-from ._bulk_sync import download_with_advice
 from ._common import (
     SIZE,
     GlobalOptions,
@@ -249,6 +248,8 @@ def download(
     output = output_for(options, "download")
     ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)
     if auto_bulk or dry_run:
+        from ._bulk_sync import download_with_advice  # the bulk code loads only when asked for
+
         download_with_advice(
             ctx, ids, filename, pattern, owned, output_dir, force, config, dry_run=dry_run, auto_bulk=auto_bulk
         )

@@ -302,11 +302,14 @@ class FlowClient:
 
     # -- capabilities --------------------------------------------------
 
-    async def capabilities(self) -> Capabilities:
-        """Probe ``GET /capabilities`` once (or remember it, :mod:`._capcache`); hosted Flow has none (404)."""
-        if self._capabilities is not None:
+    async def capabilities(self, *, fresh: bool = False) -> Capabilities:
+        """Probe ``GET /capabilities`` once (or remember it, :mod:`._capcache`); hosted Flow has none (404).
+
+        :param fresh: ask the server now, whatever was remembered (``doctor``).
+        """
+        if self._capabilities is not None and not fresh:
             return self._capabilities
-        answer = await self._capability_answer()
+        answer = await self._capability_answer(fresh)
         checksums = answer.get("checksums") if isinstance(answer, dict) else None
         ours = isinstance(answer, dict) and answer.get("server") == "flowxfer"
         max_chunk = answer.get("max_chunk_size") if ours else None
@@ -322,10 +325,10 @@ class FlowClient:
         )
         return self._capabilities
 
-    async def _capability_answer(self) -> Any:
+    async def _capability_answer(self, fresh: bool) -> Any:
         """The remembered answer when there is a fresh one, else the server's (then remembered)."""
         cache = self.capability_cache
-        if cache is not None:
+        if cache is not None and not fresh:
             remembered = await anyio.to_thread.run_sync(cache.load, self.base_url)
             if remembered is not None:
                 self.capabilities_remembered = True

@@ -86,7 +86,7 @@ async def _server(fx: Flowxfer) -> list[Check]:
         ]
     latency = time.monotonic() - started
     checks = [Check("server", "ok", f"{fx.base_url} answered in {latency * 1000:.0f} ms")]
-    capabilities = await client.capabilities()
+    capabilities = await client.capabilities(fresh=True)  # what the server says now, not what was remembered
     if capabilities.extensions:
         checks.append(
             Check(

@@ -2,8 +2,11 @@
 
 A large file is cut into a few contiguous segments fetched at once, each one
 ``GET`` with a ``Range`` (downloads are rate-limited per request, so few and
-long beats many and short). Bytes are written with ``pwrite`` into a
-preallocated ``.part`` file beside the target; each chunk's hash is checked
+long beats many and short): 4, or 8 on a long path (the round trip measured
+from the first API answers, :meth:`TransferConfig.segments_for`). A stream
+that runs out of work takes the tail of the slowest one
+(:mod:`._download_spans`, :mod:`._download_streams`). Bytes are written with
+``pwrite`` into a preallocated ``.part`` file beside the target; each chunk's hash is checked
 against the server's chunk map when there is one. A chunk is ``acked`` in the
 journal only after the ``.part`` file was ``fdatasync``ed (the journal batch
 does that before it commits). The ``.part`` file becomes the target, by an

@@ -36,8 +36,8 @@ class Span:
 
     ``start`` advances as bytes arrive (and moves back to the last byte on
     disk after a cut); ``end`` moves back when another stream takes the tail.
-    ``origin`` and ``began`` (the start and the clock when a stream took it)
-    give the stream's rate.
+    ``origin`` and ``began`` (the start and the clock when a stream took it,
+    then when each answer began) give the stream's rate.
     """
 
     start: int
@@ -48,6 +48,14 @@ class Span:
     @property
     def remaining(self) -> int:
         return max(0, self.end - self.start)
+
+    def answered(self, now: float) -> None:
+        """A response to this span's request has begun: its stream's rate counts from here.
+
+        Not from the request: a wait for the answer (a Retry-After, a slow
+        server) is not a slow stream.
+        """
+        self.origin, self.began = self.start, now
 
     def seconds_left(self, now: float) -> float:
         """How long its stream needs for the rest at the rate it has had (inf: nothing arrived yet)."""
@@ -107,8 +115,12 @@ class Spans:
         if self.pending:
             span = self.pending.popleft()
         else:
+            # A stream that has received nothing may be waiting out a Retry-After: its request asks
+            # for the whole span, so splitting it would bring the tail twice.
             left = {
-                id(s): s.seconds_left(now) for s in self.active if s.remaining > 0 and now - s.began >= self.min_age
+                id(s): s.seconds_left(now)
+                for s in self.active
+                if s.remaining > 0 and s.start > s.origin and now - s.began >= self.min_age
             }
             candidates = [s for s in self.active if left.get(id(s), 0.0) > self.worth]
             if not candidates:

@@ -18,6 +18,7 @@ import asyncio
 import bisect
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,6 +160,7 @@ class FileStreams:
             try:
                 async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
                     check_answer(response, start, end, self.shared.size, self.shared)
+                    span.answered(time.monotonic())
                     await self._consume(response, span, end)
             except _STREAM_ERRORS as exc:
                 failures = 0 if span.start > start else failures + 1

@@ -120,3 +120,14 @@ def _port(url: str) -> int:
 def _remembered(home: Path, url: str) -> dict[str, object]:
     answer: dict[str, object] = json.loads((home / "config" / CACHE_FILE).read_text())["servers"][url]["answer"]
     return answer
+
+
+async def test_a_fresh_probe_replaces_what_was_remembered(tmp_path: Path) -> None:
+    """``doctor`` reports what the server says now: a wrong remembered answer is neither used nor kept."""
+    async with running_server(tmp_path / "root", extensions=True) as srv:
+        async with client(srv, tmp_path / "home") as fx:
+            wrong = {"server": "flowxfer", "chunk_maps": False}
+            CapabilityCache(tmp_path / "home" / "config").save(srv.base_url, wrong)
+            assert (await fx.client.capabilities()).chunk_maps is False
+            assert (await fx.client.capabilities(fresh=True)).chunk_maps is True
+        assert _remembered(tmp_path / "home", srv.base_url)["chunk_maps"] is True

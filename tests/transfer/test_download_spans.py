@@ -75,7 +75,9 @@ def test_whatever_the_order_every_missing_byte_is_received_exactly_once(
             if span is None:
                 if all(h is None for h in holding):
                     break
-                continue
+                who = next(i for i, h in enumerate(holding) if h is not None)  # nothing to take: another moves
+                span = holding[who]
+                assert span is not None
         amount = min(span.remaining, 1 + (move >> 3) % 97)
         received.append((span.start, span.start + amount))
         span.start += amount
@@ -147,7 +149,7 @@ def test_an_idle_stream_takes_the_back_half_of_the_slowest_span_when_worth_a_req
     assert plan.take() is None
 
 
-def test_a_stream_just_started_or_nearly_done_is_left_alone() -> None:
+def test_a_stream_just_started_or_still_waiting_for_its_first_byte_is_left_alone() -> None:
     clock = Clock()
     plan = Spans([(0, 1000)], granularity=1, min_split=1, worth=0.4, min_age=0.1, clock=clock)
     only = plan.take()
@@ -155,7 +157,9 @@ def test_a_stream_just_started_or_nearly_done_is_left_alone() -> None:
     clock.now += 0.05
     assert plan.take() is None, "too young to judge its rate"
     clock.now += 0.06
-    assert plan.take() is not None, "nothing arrived in 0.1 s: split"
+    assert plan.take() is None, "nothing arrived yet: its request may be waiting out a Retry-After"
+    only.start = 10  # 10 bytes in 0.11 s: 99 s left
+    assert plan.take() is not None
 
 
 async def test_a_stalled_stream_s_tail_is_taken_by_the_others_and_every_byte_arrives_once(tmp_path: Path) -> None:
@@ -186,3 +190,16 @@ async def test_a_stalled_stream_s_tail_is_taken_by_the_others_and_every_byte_arr
 def _range_start(headers: tuple[tuple[str, str], ...]) -> int:
     value = next(v for k, v in headers if k.lower() == "range")
     return int(value.removeprefix("bytes=").split("-")[0])
+
+
+def test_a_stream_s_rate_counts_from_its_answer_not_from_a_wait_before_it() -> None:
+    """A stream that waited a second for its answer (a Retry-After) and then runs fast is not split."""
+    clock = Clock()
+    plan = Spans([(0, 1000)], granularity=1, min_split=1, worth=0.4, clock=clock)
+    only = plan.take()
+    assert only is not None
+    clock.now += 1.0
+    only.answered(clock.now)
+    clock.now += 0.2
+    only.start = 700  # 700 bytes in 0.2 s: 0.09 s left (0.51 s if the wait counted)
+    assert plan.take() is None
