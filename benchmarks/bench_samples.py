@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_samples [--size 128M] [--samples 8] [--repeats 3] [--rerun 200] [--no-record]
     python -m benchmarks.bench_samples --wan [--rtt-ms 50] [--link-mbit 1000] [--window-mib 16] [--repeats 1]
+    python -m benchmarks.bench_samples [--wan] --first-byte-only [--repeats 5]
 
 Against the local server (a subprocess, rate limits off), on loopback or,
 with ``--wan``, through the WAN issue's path (``benchmarks.wanpath``, started
@@ -14,7 +15,11 @@ connections, 16 MiB in flight per connection):
   rightly, make none) — goal: flowxfer at least 3x faster on loopback, 7x
   through the path; peak RSS ≤ 200 MiB;
 - a re-run of ``upload-batch`` over ``--rerun`` samples already made — goal
-  ≤ 2 s and no upload request.
+  ≤ 2 s and no upload request;
+- the time to first byte: ``upload-batch --dry-run`` of the same sheet, which
+  pays everything a batch does before its first byte (start-up, login,
+  the catalog's requests, every row checked against it and the disk) and
+  stops there; ``--first-byte-only`` measures just that (no flowbio rounds).
 
 Figures go to stdout and to the "Samples (issue 19)" section of
 benchmarks/RESULTS.md, or with ``--wan`` to "Samples (issue 19), WAN path,
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,7 +85,9 @@ def reached(
             yield path, path, env
 
 
-def bench_batch(size: int, samples: int, repeats: int, wan: WanArgs | None) -> tuple[list[Row], dict[str, float]]:
+def bench_batch(
+    size: int, samples: int, repeats: int, wan: WanArgs | None, first_only: bool = False
+) -> tuple[list[Row], dict[str, float]]:
     data = WORK / "samples-data"
     reads = [
         (
@@ -103,21 +111,12 @@ def bench_batch(size: int, samples: int, repeats: int, wan: WanArgs | None) -> t
             names = [f"{tool}_r{round_}_S{n}" for n in range(samples)]
             return str(write_sheet(WORK / f"sheet-{tool}-{round_}.csv", names, reads))
 
+        first_byte = bench_first_byte(sheet("fx", 0), env, max(repeats, 5))
+        if first_only:
+            return [], {"first_byte": first_byte}
         print(f"\n{samples} paired samples of 2 x {size / MiB:.0f} MiB (median of {repeats}, alternating)", flush=True)
         tools = {
-            "flowxfer samples upload-batch": lambda r: measure(
-                [
-                    *FLOWXFER,
-                    "--no-progress",
-                    "samples",
-                    "upload-batch",
-                    "--sheet",
-                    sheet("fx", r),
-                    "--sample-type",
-                    "RNA-Seq",
-                ],
-                env=env,
-            ),
+            "flowxfer samples upload-batch": lambda r: measure(flowxfer_batch(sheet("fx", r)), env=env),
             "flowbio samples upload-batch": lambda r: measure(
                 [
                     *FLOWBIO,
@@ -139,7 +138,21 @@ def bench_batch(size: int, samples: int, repeats: int, wan: WanArgs | None) -> t
         Row(label, task, "flowxfer", fx, total, link, speedup(fb, fx)),
         Row(label, task, "flowbio 0.14 CLI", fb, total, link),
     ]
-    return rows, {"speedup": fb.median / fx.median, "rss": fx.peak_rss}
+    return rows, {"speedup": fb.median / fx.median, "rss": fx.peak_rss, "first_byte": first_byte}
+
+
+def flowxfer_batch(sheet: str, *more: str) -> list[str]:
+    return [*FLOWXFER, "--no-progress", "samples", "upload-batch", "--sheet", sheet, "--sample-type", "RNA-Seq", *more]
+
+
+def bench_first_byte(sheet: str, env: dict[str, str], repeats: int) -> float:
+    """Median seconds of ``upload-batch --dry-run``: what a batch pays before its first byte moves."""
+    runs = [measure(flowxfer_batch(sheet, "--dry-run"), env=env) for _ in range(repeats)]
+    if any(run.code != 0 for run in runs):
+        raise RuntimeError(f"the dry run failed: exit {[run.code for run in runs]}")
+    seconds = sorted(run.seconds for run in runs)
+    print(f"time to first byte (--dry-run), {repeats} runs: " + ", ".join(f"{t:.2f}" for t in seconds), flush=True)
+    return statistics.median(seconds)
 
 
 def bench_rerun(count: int, wan: WanArgs | None) -> tuple[str, dict[str, float]]:
@@ -195,12 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-mbit", type=float, default=1000.0, help="its link, shared, each way (default 1000)")
     parser.add_argument("--window-mib", type=float, default=16.0, help="in flight per connection (default 16)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--first-byte-only", action="store_true", help="only the time to first byte (a --dry-run); print, no record"
+    )
     given = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(given)
     compile_sources()
     size = parse_size(args.size)
     wan: WanArgs | None = (args.rtt_ms, args.link_mbit, 0.0, args.window_mib) if args.wan else None
-    rows, figures = bench_batch(size, args.samples, args.repeats, wan)
+    rows, figures = bench_batch(size, args.samples, args.repeats, wan, args.first_byte_only)
+    if args.first_byte_only:
+        print(f"time to first byte: median {figures['first_byte']:.2f} s")
+        return 0
     rerun, more = bench_rerun(args.rerun, wan)
     figures.update(more)
     goal = 3 if wan is None else 7
@@ -210,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- flowxfer's peak RSS: {figures['rss']:.0f} MiB (goal ≤ 200 MiB): "
         f"{'met' if figures['rss'] <= 200 else 'missed'}.",
         rerun,
+        f"- time to first byte (`upload-batch --dry-run`: start-up, login, catalog, every row checked): "
+        f"median {figures['first_byte']:.2f} s.",
     ]
     where = "plain loopback"
     if wan is not None:

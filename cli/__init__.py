@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from flowxfer import __version__
+from flowxfer._os import limit_malloc_arenas
 from flowxfer.journal import import_sqlite_utils_without_array_libraries
 from flowxfer.transfer import DEFAULT_BASE_URL
 
@@ -144,8 +145,11 @@ def run() -> None:
     load sqlite-utils without numpy and pandas, and the objects loaded at
     start-up, which live as long as the process, are moved out of the
     collector's generations so the per-chunk allocations of a long transfer
-    do not make every full collection traverse them again.
+    do not make every full collection traverse them again. glibc's malloc
+    keeps to one arena (:func:`~flowxfer._os.limit_malloc_arenas`), so the
+    blocks worker threads read are reused instead of piling up per thread.
     """
+    limit_malloc_arenas()
     import_sqlite_utils_without_array_libraries()
     gc.freeze()
     main()

@@ -65,12 +65,6 @@ def _finish(
         if not options.json and not options.quiet:
             for line in lines:
                 print(line, flush=True)
-        if report.stop_reason == "timeout" and report.status != "completed":
-            if options.json:
-                print(json.dumps(report.to_json()))
-            else:
-                print(output.summary_line(report), flush=True)
-            sys.exit(_exits.TEMPFAIL)
     finish_transfer(options, output, report, signum)
 
 

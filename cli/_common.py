@@ -36,7 +36,7 @@ from flowxfer.transfer import (
 
 from . import _exits
 from ._render import Output
-from ._server_choice import OFFICIAL_TOKEN_FILE, choose_token
+from ._server_choice import choose_token, official_token_file
 
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ class GlobalOptions:
             self.token_file,
             self.base_url,
             self.config_dir,
-            OFFICIAL_TOKEN_FILE if self.official_token else None,
+            official_token_file() if self.official_token else None,
         )
         return Flowxfer(
             self.base_url,

@@ -65,6 +65,8 @@ def report_exit_code(report: TransferReport, signum: int | None) -> int:
         return TEMPFAIL
     if signum is not None and report.status == "interrupted":
         return signal_exit_code(signum)
+    if report.stop_reason == "timeout":  # an archive job outlasted bulk --timeout: try again later
+        return TEMPFAIL
     failed = sum(report.error_kinds.values())
     for kind in ("not_found", "rejected"):
         if failed and report.error_kinds.get(kind, 0) == failed:

@@ -28,6 +28,7 @@ from flowxfer.transfer.events import (
     Notice,
     Retrying,
     SampleFinished,
+    SampleStarted,
     Waiting,
 )
 
@@ -62,7 +63,9 @@ class Output:
 
     :param kind: ``upload``/``download``/``bulk``/``sync`` (how result lines read).
     :param progress: ``bars``, ``plain``, ``json`` or ``none``.
-    :param results: print one line per finished file on stdout.
+    :param results: print one line per finished file on stdout; a sample's files
+        only with ``verbose``: a samples batch says a line per sample (made,
+        already on Flow, failed), which names what its files' lines would.
     """
 
     def __init__(
@@ -87,6 +90,8 @@ class Output:
         self.started = time.monotonic()
         self._last_plain = time.monotonic()
         self.interval = _plain_interval()
+        #: The local paths of the samples' files seen so far (their lines wait for ``verbose``).
+        self._sample_files: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------
 
@@ -132,8 +137,10 @@ class Output:
             self._json_line(event)
         with self._lock:
             self.model.apply(event, time.monotonic())
-        if isinstance(event, FileFinished):
-            if self.results:
+        if isinstance(event, SampleStarted):
+            self._sample_files.update(f.path for f in event.reads)
+        elif isinstance(event, FileFinished):
+            if self.results and (self.verbose or event.path not in self._sample_files):
                 self._print_out(self.result_line(event))
         elif isinstance(event, Waiting):
             self._notice(

@@ -37,6 +37,28 @@ def samples() -> None:
     """
 
 
+def parse_metadata(pairs: tuple[str, ...], json_text: str | None) -> dict[str, str]:
+    """``--metadata K=V`` (split on the first ``=``) and ``--metadata-json``, as flowbio merges them."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise click.UsageError(f"invalid --metadata {pair!r}: expected KEY=VALUE")
+        values[key] = value
+    if json_text is None:
+        return values
+    try:
+        parsed = json.loads(json_text)
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"--metadata-json is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise click.UsageError("--metadata-json must be a JSON object of identifier to string value")
+    conflicts = sorted(values.keys() & parsed.keys())
+    if conflicts:
+        raise click.UsageError(f"metadata given by both --metadata and --metadata-json: {', '.join(conflicts)}")
+    return {**values, **parsed}
+
+
 @samples.command("sheet")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
@@ -62,6 +84,12 @@ def samples() -> None:
 )
 @click.option("--undetermined", is_flag=True, help="Also make a sample of the Undetermined_* FASTQs.")
 @click.option(
+    "--metadata",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A metadata attribute of every sample (KEY an attribute id, or <id>__annotation); repeatable.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -77,6 +105,7 @@ def sheet(
     organism: str | None,
     lanes: str,
     undetermined: bool,
+    metadata: tuple[str, ...],
     output: Path | None,
 ) -> None:
     """Write a flowbio-format sample sheet from an Illumina run folder.
@@ -89,10 +118,14 @@ def sheet(
     FASTQs, a FASTQ without a sample, R1 without R2) is reported at once,
     with exit 2 and no sheet written.
 
+    --metadata K=V gives every row the column K (an attribute id, or
+    <id>__annotation for its annotation), as sync --samples does.
+
     Example: flowxfer samples sheet runs/241129_A01234_0042_BHXXXXDSX5 --sample-type RNA-Seq
-    --organism Hs -o run42.csv
+    --organism Hs --metadata strandedness=reverse -o run42.csv
     """
     options = global_options(ctx)
+    values = parse_metadata(metadata, None)
     try:
         scan = scan_run(
             run_dir,
@@ -101,7 +134,7 @@ def sheet(
             undetermined=undetermined,
         )
         scan.check()
-        rows = sheet_rows(scan, project=project, organism=organism)
+        rows = sheet_rows(scan, project=project, organism=organism, metadata=values)
         text = format_sheet(rows, output.absolute().parent if output is not None else None)
     except SheetError as exc:
         fail(options, str(exc), _exits.USAGE, {"problems": [p.to_json() for p in exc.problems]})

@@ -21,7 +21,8 @@ from flowxfer.transfer import Flowxfer, SampleSync, SheetError, SyncOptions, Tra
 from . import _exits
 from ._common import GlobalOptions, fail, run_engine
 from ._render import Output
-from ._samples_upload import parse_metadata, print_samples
+from ._samples import parse_metadata
+from ._samples_upload import print_samples
 
 
 def sample_sync_options(func: click.decorators.FC) -> click.decorators.FC:

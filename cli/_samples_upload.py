@@ -31,7 +31,7 @@ from ._common import (
     transfer_config,
 )
 from ._render import Output
-from ._samples import samples
+from ._samples import parse_metadata, samples
 
 
 def sample_transfer_options(func: click.decorators.FC) -> click.decorators.FC:
@@ -54,28 +54,6 @@ def sample_transfer_options(func: click.decorators.FC) -> click.decorators.FC:
     ):
         func = option(func)
     return func
-
-
-def parse_metadata(pairs: tuple[str, ...], json_text: str | None) -> dict[str, str]:
-    """``--metadata K=V`` (split on the first ``=``) and ``--metadata-json``, as flowbio merges them."""
-    values: dict[str, str] = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator or not key:
-            raise click.UsageError(f"invalid --metadata {pair!r}: expected KEY=VALUE")
-        values[key] = value
-    if json_text is None:
-        return values
-    try:
-        parsed = json.loads(json_text)
-    except json.JSONDecodeError as exc:
-        raise click.UsageError(f"--metadata-json is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-        raise click.UsageError("--metadata-json must be a JSON object of identifier to string value")
-    conflicts = sorted(values.keys() & parsed.keys())
-    if conflicts:
-        raise click.UsageError(f"metadata given by both --metadata and --metadata-json: {', '.join(conflicts)}")
-    return {**values, **parsed}
 
 
 @samples.command("upload")

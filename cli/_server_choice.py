@@ -27,8 +27,14 @@ from flowxfer.transfer import (
     readable_by_others,
 )
 
-#: Where the official CLI (flowbio) keeps an API key; read when nothing closer gives a token.
-OFFICIAL_TOKEN_FILE = Path.home() / ".config" / "flow" / "api-token"
+
+def official_token_file() -> Path:
+    """Where the official CLI (flowbio) keeps an API key; read when nothing closer gives a token.
+
+    Asked when a command runs, not when the module loads: a program (or a
+    test) that changes ``HOME`` later must not get the first user's key.
+    """
+    return Path.home() / ".config" / "flow" / "api-token"
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,11 @@ def choose_token(
     token_file: Path | None,
     base_url: str,
     config_dir: Path | None,
-    official_file: Path | None = OFFICIAL_TOKEN_FILE,
+    official_file: Path | None,
 ) -> str | None:
     """The token to send instead of a saved login, or None to use the saved login (see the module doc).
+
+    :param official_file: the official CLI's token file (:func:`official_token_file`), or None to read none.
 
     :raises UsageError: a token file named by ``--token-file``/``FLOW_TOKEN_FILE`` is missing or empty.
     """

@@ -48,6 +48,33 @@ _syncfs = _load_syncfs()
 CAN_SYNC_FILESYSTEM = _syncfs is not None
 
 
+#: ``mallopt(3)``'s ``M_ARENA_MAX``.
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(count: int = 1) -> bool:
+    """Keep glibc's malloc to ``count`` arenas for the rest of the process; False where it cannot be asked.
+
+    A transfer reads its blocks (4 MiB) in worker threads, and glibc gives
+    each thread its own arena; after the first such block is freed its
+    dynamic mmap threshold rises above the block size, so later blocks come
+    from those arenas, which keep what is freed. With 8 uploads in flight a
+    ``samples upload-batch`` peaked at 157–204 MiB, with one arena at
+    122–129 MiB and fewer page faults (the blocks are reused, not mapped
+    afresh). The reads run under the GIL's allocator anyway, so more arenas
+    buy no parallelism. Call it before any thread starts.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl has no mallopt)
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, count))
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make the names created or renamed inside the folder ``path`` durable.
 

@@ -7,6 +7,7 @@ import fcntl
 import gc
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -257,3 +258,45 @@ def test_a_block_kept_past_the_reading_stays_valid(tmp_path: Path) -> None:
     del blocks
     gc.collect()
     assert bytes(kept) == data[10:20]
+
+
+#: Threads that allocate, then glibc's own account of its arenas (``malloc_info``): how many heaps it keeps.
+_COUNT_ARENAS = """
+import ctypes, os, sys, tempfile, threading
+from flowxfer._os import limit_malloc_arenas
+if sys.argv[1] == "limited":
+    assert limit_malloc_arenas()
+barrier = threading.Barrier(5)
+def work():
+    held = [os.urandom(256 * 1024) for _ in range(4)]  # a worker thread's blocks, as a transfer reads them
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for thread in threads:
+    thread.start()
+barrier.wait()
+for thread in threads:
+    thread.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+path = sys.argv[2]
+handle = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, handle)
+libc.fclose(handle)
+print(open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_malloc_keeps_to_one_arena_when_limited(tmp_path: Path) -> None:
+    """Worker threads' allocations share one arena once limited (four threads, four more without)."""
+
+    def heaps(mode: str) -> int:
+        command = [sys.executable, "-c", _COUNT_ARENAS, mode, str(tmp_path / f"{mode}.xml")]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        return int(done.stdout)
+
+    assert heaps("limited") == 1
+    assert heaps("free") > 1  # the test can tell: without the limit glibc gives threads arenas of their own

@@ -4,14 +4,14 @@ Async use::
 
     from flowxfer.transfer import Flowxfer
 
-    async with Flowxfer("https://api.flow.bio") as fx:
+    async with Flowxfer("https://app.flow.bio/api") as fx:
         report = await fx.upload(["run42/fastq"])
 
 Blocking use (scripts)::
 
     from flowxfer.transfer import blocking
 
-    report = blocking.upload(["run42/fastq"], base_url="https://api.flow.bio")
+    report = blocking.upload(["run42/fastq"], base_url="https://app.flow.bio/api")
 
 Run folders and archives::
 

@@ -65,7 +65,7 @@ class Flowxfer:
 
     Example::
 
-        async with Flowxfer("https://api.flow.bio") as fx:
+        async with Flowxfer("https://app.flow.bio/api") as fx:
             report = await fx.upload(["run42/"])
             print(report.status, [f.id for f in report.files])
 

@@ -335,6 +335,8 @@ async def run_bulk(
         return FileReport(record.local_path, job.id, archive_name, size, "done")
 
     report = await runner.run("bulk", params, plan, work, transfer_id=transfer_id)
+    if report.stop_reason == "timeout":
+        runner.clear_stop()  # the job's wait ended this transfer, not the client: its next call may go on
     report.extra.update(outcome)
     if report.status == "completed":
         report.verified = outcome.get("verified") or report.verified

@@ -39,13 +39,13 @@ import io
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ._globs import PathFilter
-from ._sheets import Problem, ReadsCell, SheetError, SheetRow
+from ._sheets import Problem, ReadsCell, SheetError, SheetRow, split_metadata
 from ._walk import walk
 
 __all__ = [
@@ -394,8 +394,19 @@ def _samples_of(
     return samples, problems
 
 
-def sheet_rows(scan: RunScan, *, project: str | None = None, organism: str | None = None) -> list[SheetRow]:
-    """The scan's samples as sample-sheet rows (absolute paths; :func:`~._sheets.format_sheet` makes them relative)."""
+def sheet_rows(
+    scan: RunScan,
+    *,
+    project: str | None = None,
+    organism: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> list[SheetRow]:
+    """The scan's samples as sample-sheet rows (absolute paths; :func:`~._sheets.format_sheet` makes them relative).
+
+    :param metadata: values every row gets, keyed as a sheet's columns are:
+        ``<id>`` for an attribute's value, ``<id>__annotation`` for its annotation.
+    """
+    plain, annotations = split_metadata(metadata or {})
     return [
         SheetRow(
             row=number,
@@ -404,6 +415,8 @@ def sheet_rows(scan: RunScan, *, project: str | None = None, organism: str | Non
             reads2=ReadsCell.of(sample.reads2, None) if sample.reads2 else None,
             project=project,
             organism=organism,
+            metadata=dict(plain),
+            annotations=dict(annotations),
         )
         for number, sample in enumerate(scan.samples, start=1)
     ]

@@ -146,6 +146,8 @@ class ChunkPayload(Payload):
                 raise
             await ctx.client.limiter.throttle_bytes(length)
             await writer.write(data)
+            # Let the block go before the next is read: otherwise two blocks per upload are alive.
+            del data
             position += length
             self.sent += length
             ctx.counters.bytes_transferred += length

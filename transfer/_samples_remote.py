@@ -23,6 +23,7 @@ from urllib.parse import quote
 from ._catalog import Catalog, attributes_with_options
 from ._client import FlowClient
 from ._errors import NotFoundError, ProtocolError, RejectedError
+from ._runtime import task_group
 
 __all__ = [
     "FoundSample",
@@ -44,15 +45,43 @@ async def owned_projects(client: FlowClient) -> list[dict[str, Any]]:
 
 
 async def fetch_catalog(client: FlowClient) -> Catalog:
-    """Sample types, attributes (with the options of closed ones), organisms and the caller's projects."""
-    types = await client.json_value("/samples/types")
-    metadata = await client.json_value("/samples/metadata")
-    options = {
-        identifier: await client.json_value(f"/samples/metadata/{quote(identifier, safe='')}/options")
-        for identifier in attributes_with_options(metadata)
-    }
-    organisms = await client.json_value("/organisms")
-    return Catalog.from_api(types, metadata, options, organisms, await owned_projects(client))
+    """Sample types, attributes (with the options of closed ones), organisms and the caller's projects.
+
+    The requests that do not wait for one another go at once: types,
+    metadata, organisms, projects and the server's capabilities (which the
+    transfer asks next, and the client keeps), then every closed attribute's
+    options as soon as the metadata names them. Each still takes its token
+    from the rate limiter. Through a 50 ms round trip the six in a row cost
+    ~0.33 s before any byte moved; at once, two round trips.
+    """
+    answers: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+    async def get(key: str, path: str) -> None:
+        answers[key] = await client.json_value(path)
+
+    async def option(identifier: str) -> None:
+        options[identifier] = await client.json_value(f"/samples/metadata/{quote(identifier, safe='')}/options")
+
+    async def metadata_and_options() -> None:
+        await get("metadata", "/samples/metadata")
+        async with task_group() as group:
+            for identifier in attributes_with_options(answers["metadata"]):
+                group.start_soon(option, identifier)
+
+    async def projects() -> None:
+        answers["projects"] = await owned_projects(client)
+
+    async def capabilities() -> None:
+        await client.capabilities()
+
+    async with task_group() as group:
+        group.start_soon(get, "types", "/samples/types")
+        group.start_soon(metadata_and_options)
+        group.start_soon(get, "organisms", "/organisms")
+        group.start_soon(projects)
+        group.start_soon(capabilities)
+    return Catalog.from_api(answers["types"], answers["metadata"], options, answers["organisms"], answers["projects"])
 
 
 @dataclass(frozen=True)

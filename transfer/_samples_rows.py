@@ -11,7 +11,6 @@ Sending them is :mod:`._samples`'.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from ._errors import UsageError
 from ._illumina import Lanes, RunScan, scan_run, sheet_rows
 from ._runner import Runner
 from ._samples_remote import fetch_catalog
-from ._sheets import ANNOTATION_SUFFIX, Problem, ReadsCell, SheetRow, parse_sheet
+from ._sheets import Problem, ReadsCell, SheetRow, parse_sheet, split_metadata
 from ._validate import SamplePlan, look_at_disk, paths_to_look_at, plan_samples
 
 __all__ = ["check_samples", "check_sheet", "one_sample_row", "run_input", "sheet_input"]
@@ -49,7 +48,7 @@ def one_sample_row(
     metadata: Mapping[str, str] | None = None,
 ) -> SheetRow:
     """``samples upload``'s one sample as a sheet row (``<id>__annotation`` keys are annotations)."""
-    plain, annotations = _split_metadata(metadata or {})
+    plain, annotations = split_metadata(metadata or {})
     cwd = Path.cwd()
     return SheetRow(
         1,
@@ -73,11 +72,7 @@ def run_input(run: Mapping[str, Any]) -> tuple[RunScan, list[SheetRow], dict[str
     scan = scan_run(root, sample_sheet=run.get("sample_sheet"), lanes=lanes)
     scan.check()
     metadata = dict(run.get("metadata") or {})
-    plain, annotations = _split_metadata(metadata)
-    rows = [
-        dataclasses.replace(row, metadata=plain, annotations=annotations)
-        for row in sheet_rows(scan, project=run.get("project"), organism=run.get("organism"))
-    ]
+    rows = sheet_rows(scan, project=run.get("project"), organism=run.get("organism"), metadata=metadata)
     params = {
         "run": {
             "root": root,
@@ -89,12 +84,6 @@ def run_input(run: Mapping[str, Any]) -> tuple[RunScan, list[SheetRow], dict[str
         }
     }
     return scan, rows, params
-
-
-def _split_metadata(values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """``<id>`` values and ``<id>__annotation`` texts apart, as a sheet's columns hold them."""
-    annotations = {k[: -len(ANNOTATION_SUFFIX)]: v for k, v in values.items() if k.endswith(ANNOTATION_SUFFIX)}
-    return {k: v for k, v in values.items() if not k.endswith(ANNOTATION_SUFFIX)}, annotations
 
 
 def sheet_input(

@@ -49,6 +49,7 @@ __all__ = [
     "format_sheet",
     "parse_sheet",
     "parse_sheet_text",
+    "split_metadata",
 ]
 
 RESERVED_COLUMNS = ("name", "reads1", "reads2", "project", "organism")
@@ -186,6 +187,16 @@ class SheetRow:
         fields = dict(self.metadata)
         fields.update({f"{key}{ANNOTATION_SUFFIX}": value for key, value in self.annotations.items()})
         return fields
+
+
+def split_metadata(values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``<id>`` values and ``<id>__annotation`` texts apart, as a sheet's columns hold them.
+
+    What ``--metadata K=V`` gives every sample of a run (``sync --samples``,
+    ``samples sheet``) means what the same column of a sheet means.
+    """
+    annotations = {k[: -len(ANNOTATION_SUFFIX)]: v for k, v in values.items() if k.endswith(ANNOTATION_SUFFIX)}
+    return {k: v for k, v in values.items() if not k.endswith(ANNOTATION_SUFFIX)}, annotations
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,20 @@ async def test_job_timeout_stops_and_a_rerun_reattaches(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "a.txt").read_bytes() == b"alpha"
 
 
+async def test_after_a_job_timeout_the_same_client_goes_on(tmp_path: Path) -> None:
+    """``job_timeout`` ends that transfer's wait, not the client: its next call re-attaches and completes."""
+    body = _zip([("a.txt", b"alpha")])
+    async with archive_server(lambda: body, completes=False) as stand:
+        url = f"http://127.0.0.1:{stand.port}"
+        async with Flowxfer(url, token="t", config_dir=tmp_path / "cfg", journal=tmp_path / "journal.db") as fx:
+            first = await fx.bulk(["1"], name="x.zip", output_dir=tmp_path / "out", poll_interval=0.1, job_timeout=0.5)
+            assert first.stop_reason == "timeout"
+            stand.completes = True
+            second = await fx.bulk(["1"], name="x.zip", output_dir=tmp_path / "out", poll_interval=0.1, job_timeout=5)
+    assert second.status == "completed" and second.stop_reason is None, second.to_json()
+    assert second.transfer_id == first.transfer_id and stand.seen["create"] == 1
+
+
 async def test_cli_timeout_is_exit_75_and_json_names_the_job(tmp_path: Path) -> None:
     body = _zip([("a.txt", b"alpha")])
     async with archive_server(lambda: body, completes=False) as stand:

@@ -19,7 +19,7 @@ import aiohttp
 
 from tests.server.conftest import Api
 from tests.server.test_samples import upload_file
-from tests.support.faultproxy import FaultProxy, Record
+from tests.support.faultproxy import FaultProxy, Match, Record, RespondWith
 from tests.support.server import RunningServer, running_server
 from tests.transfer.conftest import file_sizes, tree_bytes, write_random
 
@@ -31,6 +31,7 @@ class Lab:
     server: RunningServer
     cli: Cli
     log: Record
+    proxy: FaultProxy
 
     async def register(self, *args: str) -> tuple[str, str]:
         """``flowxfer admin execution add alice ...``: (id, identifier)."""
@@ -64,7 +65,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
             log = proxy.add(Record())
             cli = Cli(proxy.url, tmp_path / "home")
             await cli.login("alice", srv.users["alice"])
-            yield Lab(srv, cli, log)
+            yield Lab(srv, cli, log, proxy)
 
 
 def outputs(tmp_path: Path, sizes: dict[str, int]) -> tuple[list[str], dict[str, bytes]]:
@@ -290,6 +291,26 @@ async def test_bulk_execution_refuses_what_it_cannot_do(tmp_path: Path) -> None:
             assert result.code == 2 and "Traceback" not in result.stderr, result
         running = await r.cli.run("bulk", "--execution", execution_id, "-o", str(tmp_path / "out"))
         assert running.code == 75 and "still running" in running.stderr, running
+
+
+async def test_bulk_execution_whose_job_outlasts_timeout_is_75_then_a_rerun_finishes(tmp_path: Path) -> None:
+    """``--timeout`` ends the archive job's wait: try again later (75, as plain ``bulk``), not a failure;
+    the same command then re-attaches to the job and finishes."""
+    async with lab(tmp_path) as r:
+        made, expected = outputs(tmp_path, {f"salmon/s{i}.quant.sf": 1 * KiB + i for i in range(30)})
+        execution_id, _ = await r.register(*made)
+        out = tmp_path / "out"
+        command = ["--json", "bulk", "--execution", execution_id, "--poll-interval", "0.1", "-o", str(out)]
+        still = {"status": "running", "progress": 0.1}
+        running = r.proxy.add(RespondWith.json(200, still, match=Match("GET", "^/downloads/jobs/"), times=None))
+        first = await r.cli.run(*command, "--timeout", "0.5")
+        assert first.code == 75, first
+        assert first.json()["transfers"][-1]["stop_reason"] == "timeout"
+        r.proxy.remove(running)
+        second = await r.cli.run(*command)
+        assert second.code == 0, second.stderr
+        assert len(r.log.select("POST", "^/downloads$")) == 1  # the same job
+        assert sorted(tree_bytes(out).values()) == sorted(expected.values())
 
 
 async def test_kill9_while_the_archive_downloads_then_the_same_command_reattaches(tmp_path: Path) -> None:

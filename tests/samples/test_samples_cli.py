@@ -105,6 +105,46 @@ def test_stdout_sheet_has_absolute_paths_and_json_describes_the_samples(tmp_path
     assert document["csv"].splitlines()[3].startswith("Undetermined,")
 
 
+def test_metadata_goes_into_every_row_as_a_sheet_column_would(tmp_path: Path) -> None:
+    """``--metadata K=V`` (repeatable) gives every row the column K; ``<id>__annotation`` is the
+    attribute's annotation column, right after it; the sheet reads back (ours and flowbio's) with them."""
+    run = make_run_folder(tmp_path, lanes=1, samples=2, fastq_size=100, small_files=0, sample_sheet="v2")
+    out_path = tmp_path / "meta.csv"
+    code, _, err = run_cli(
+        "samples",
+        "sheet",
+        str(run),
+        "--sample-type",
+        "RNA-Seq",
+        "--metadata",
+        "strandedness=reverse",
+        "--metadata",
+        "condition__annotation=24 h",
+        "--metadata",
+        "condition=treated=yes",
+        "-o",
+        str(out_path),
+    )
+    assert code == 0, err
+    lines = out_path.read_text().splitlines()
+    assert lines[0] == "name,reads1,reads2,project,organism,strandedness,condition,condition__annotation"
+    assert all(line.endswith(",reverse,treated=yes,24 h") for line in lines[1:]) and len(lines) == 3
+    rows = parse_sheet(out_path).rows
+    assert [(dict(r.metadata), dict(r.annotations)) for r in rows] == [
+        ({"strandedness": "reverse", "condition": "treated=yes"}, {"condition": "24 h"})
+    ] * 2
+    theirs = flowbio_parse_sheet(out_path)
+    assert [r.metadata for r in theirs.rows] == [
+        {"strandedness": "reverse", "condition": "treated=yes", "condition__annotation": "24 h"}
+    ] * 2
+
+
+def test_metadata_without_an_equals_sign_is_exit_2(tmp_path: Path) -> None:
+    run = make_run_folder(tmp_path, lanes=1, samples=1, fastq_size=10, small_files=0, sample_sheet="v2")
+    code, _, err = run_cli("samples", "sheet", str(run), "--sample-type", "T", "--metadata", "strandedness")
+    assert code == 2 and "invalid --metadata 'strandedness': expected KEY=VALUE" in err
+
+
 def test_every_problem_of_a_run_is_reported_with_exit_2_and_no_sheet(tmp_path: Path) -> None:
     run = make_run_folder(tmp_path, lanes=2, samples=3, fastq_size=100, small_files=0, sample_sheet="v2")
     (run / "Fastq" / "L002" / "Sample2_S2_L002_R2_001.fastq.gz").unlink()

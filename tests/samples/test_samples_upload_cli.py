@@ -615,3 +615,32 @@ async def test_download_sample_takes_its_reads_and_the_outputs_of_its_runs(tmp_p
         }  # the archive names same-named files as download does
         alone = await cli.run("download", "--raw-only", "123")
         assert alone.code == 2 and "--raw-only goes with --sample" in alone.stderr
+
+
+async def test_a_batch_says_a_line_per_sample_and_its_files_only_with_verbose(tmp_path: Path) -> None:
+    """Plain output (not a terminal): a line per sample made or on Flow already, and no line per file
+    (``-v`` adds them)."""
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        sheet, _ = paired_sheet(tmp_path / "run", 2, 20 * KiB)
+        batch = ["samples", "upload-batch", "--sheet", str(sheet), "--sample-type", "RNA-Seq"]
+        first = await cli.run(*batch)
+        assert first.code == 0, first.stderr
+        lines = first.stdout.splitlines()
+        made = sorted(line.split(" -> ")[0] for line in lines if line.startswith("sample "))
+        assert made == ["sample P1 (row 1)", "sample P2 (row 2)"], first.stdout
+        assert not [line for line in lines if line.startswith("uploaded ")], first.stdout
+        again = await cli.run(*batch)
+        assert again.code == 0 and "sample P1 (row 1) already on Flow (" in again.stdout, again.stdout
+        assert "uploaded " not in again.stdout
+        other, _ = paired_sheet(tmp_path / "other", 1, 20 * KiB)
+        other.write_text(other.read_text().replace("P1,", "V1,"))
+        verbose = await cli.run("-v", "samples", "upload-batch", "--sheet", str(other), "--sample-type", "RNA-Seq")
+        assert verbose.code == 0, verbose.stderr
+        uploaded = [line for line in verbose.stdout.splitlines() if line.startswith("uploaded ")]
+        assert [line.split(" -> ")[0] for line in uploaded] == [
+            f"uploaded {tmp_path / 'other' / 'P1_R1.fastq.gz'}",
+            f"uploaded {tmp_path / 'other' / 'P1_R2.fastq.gz'}",
+        ], verbose.stdout
+        assert "sample V1 (row 1) -> " in verbose.stdout
