@@ -35,7 +35,7 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @admin.group("execution")
 def execution_group() -> None:
-    """Pipeline runs (the local server runs none: register what a run left): add, list."""
+    """Pipeline runs (the local server runs none: register what a run left): add, finish, list."""
 
 
 @execution_group.command("add")
@@ -106,6 +106,27 @@ def execution_add(
         except AdminError as exc:
             raise click.UsageError(str(exc)) from None
     click.echo(f"added execution {execution_id} {name}")
+
+
+@execution_group.command("finish")
+@click.argument("execution_id")
+@click.option(
+    "--status", type=click.Choice(["OK", "ERROR", "CANCELED"]), default="OK", show_default=True, help="How it ends."
+)
+@click.pass_context
+def execution_finish(ctx: click.Context, execution_id: str, status: str) -> None:
+    """End a running execution now, whatever its schedule said (a demo's or a test's cue).
+
+    Example: flowxfer admin --root R execution finish 1234 --status ERROR
+    """
+    from flowxfer.server import AdminError
+
+    with _admin(ctx.obj) as adm:
+        try:
+            adm.finish_execution(execution_id, status)
+        except AdminError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(f"execution {execution_id} ended {status}")
 
 
 @execution_group.command("list")

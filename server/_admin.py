@@ -16,6 +16,7 @@ from ._ids import new_id
 from ._keys import MAX_NAME, new_key
 from ._state import Layout
 from ._store import Store, StoreError
+from ._store_executions import TERMINAL
 
 
 class AdminError(ValueError):
@@ -141,6 +142,20 @@ class Admin:
             return register_execution(self._store, Layout(self.root).data, spec)
         except (ValueError, OSError) as exc:
             raise AdminError(str(exc)) from None
+
+    def finish_execution(self, execution_id: str, status: str = "OK") -> None:
+        """End a running execution now with ``status`` (a lab demo or a test ends a run by hand).
+
+        :raises AdminError: no such execution, a status that is not terminal, or a run that has ended.
+        """
+        if status not in TERMINAL:
+            raise AdminError(f"a run ends with one of: {', '.join(TERMINAL)}")
+        try:
+            found = self._store.finish_execution(execution_id, status, time.time())
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        if not found:
+            raise AdminError(f"no execution {execution_id}")
 
     def executions(self) -> list[tuple[str, str, str, str]]:
         """``(id, identifier, owner, pipeline version)`` of every execution."""

@@ -197,6 +197,24 @@ class ExecutionStoreMixin(StoreBase):
                     (execution.id, position, output.process_name, output.data_id),
                 )
 
+    def finish_execution(self, execution_id: str, status: str, now: float) -> bool:
+        """End a running execution with ``status`` at ``now`` (its later scheduled steps dropped).
+
+        False if there is no such execution.
+        :raises ValueError: it has ended already (a terminal status never changes).
+        """
+        with self._tx() as c:
+            row = c.execute("SELECT schedule FROM executions WHERE id = ?", (execution_id,)).fetchone()
+            if row is None:
+                return False
+            past = [(float(when), str(step)) for when, step in json.loads(row[0]) if float(when) <= now]
+            if past and past[-1][1] in TERMINAL:
+                raise ValueError(f"execution {execution_id} has ended already ({past[-1][1]})")
+            c.execute(
+                "UPDATE executions SET schedule = ? WHERE id = ?", (json.dumps([*past, (now, status)]), execution_id)
+            )
+        return True
+
     def get_execution(self, execution_id: str) -> ExecutionRow | None:
         rows = self._query(f"{_EXECUTION_SELECT} WHERE e.id = ?", (execution_id,))
         return _execution(rows[0]) if rows else None

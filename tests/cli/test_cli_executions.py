@@ -10,20 +10,23 @@ polls (each counted on the wire by a recording proxy).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import anyio
 
+from flowxfer.server import Admin
 from tests.server.conftest import Api
 from tests.server.test_samples import upload_file
 from tests.support.faultproxy import FaultProxy, Match, Record, RespondWith
 from tests.support.server import RunningServer, running_server
 from tests.transfer.conftest import file_sizes, tree_bytes, write_random
 
-from .conftest import Cli, KiB, MiB
+from .conftest import Cli, KiB, MiB, Result, Running
 
 
 @dataclass
@@ -56,6 +59,31 @@ class Lab:
         """Trimmed polls of the execution that reached the server (``include=finished``: not the listing)."""
         return sum(1 for e in self.log.select("GET", f"^/executions/{execution_id}$") if "include=finished" in e.path)
 
+    async def finish(self, execution_id: str, status: str = "OK") -> None:
+        """``admin execution finish``, in a thread (the server answers on this loop)."""
+
+        def end() -> None:
+            with Admin(self.server.root) as admin:
+                admin.finish_execution(execution_id, status)
+
+        await anyio.to_thread.run_sync(end)
+
+    async def finish_after_polls(self, execution_id: str, polls: int, status: str = "OK") -> None:
+        """End the run once ``polls`` polls of it were answered (the proxy records an exchange when
+        its answer is delivered): a wait counted in polls, not seconds, so however slowly a loaded
+        machine starts the command, it sees the run pending ``polls`` times, then the end."""
+        while self.polls(execution_id) < polls:  # noqa: ASYNC110 (a Record has no event to wait on)
+            await anyio.sleep(0.05)
+        await self.finish(execution_id, status)
+
+    async def run_finishing(self, execution_id: str, polls: int, status: str, *command: str) -> Result:
+        """Run ``command`` while the run ends after ``polls`` polls (never, if the command polls fewer)."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.finish_after_polls, execution_id, polls, status)
+            result = await self.cli.run(*command)
+            group.cancel_scope.cancel()
+        return result
+
 
 @asynccontextmanager
 async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
@@ -66,6 +94,11 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
             cli = Cli(proxy.url, tmp_path / "home")
             await cli.login("alice", srv.users["alice"])
             yield Lab(srv, cli, log, proxy)
+
+
+def waiting(run: Running) -> bool:
+    """The command said it waits for the run (``--log-format json``)."""
+    return any(e.get("event") == "execution_waiting" for e in run.events())
 
 
 def outputs(tmp_path: Path, sizes: dict[str, int]) -> tuple[list[str], dict[str, bytes]]:
@@ -87,7 +120,7 @@ async def test_the_lab_scenario_waits_downloads_verifies_and_a_rerun_moves_nothi
         made, expected = outputs(
             tmp_path, {"fastqc/report.html": 30 * KiB, "multiqc/report.html": 70 * KiB, "salmon/quant.sf": 5 * KiB}
         )
-        execution_id, identifier = await r.register("--sample", str(sample["sample_id"]), *made, "--finish-in", "4s")
+        execution_id, identifier = await r.register("--sample", str(sample["sample_id"]), *made, "--status", "-")
         out = tmp_path / "results"
         command = [
             "--json",
@@ -100,13 +133,13 @@ async def test_the_lab_scenario_waits_downloads_verifies_and_a_rerun_moves_nothi
             "-o",
             str(out),
         ]
-        first = await r.cli.run(*command)
+        first = await r.run_finishing(execution_id, 1, "OK", *command)
         assert first.code == 0, first.stderr
         document = first.json()
         assert document["status"] == "completed" and "checksum" in document["verified"]
         assert document["executions"] == {execution_id: {"identifier": identifier, "status": "OK"}}
         assert tree_bytes(out) == expected  # both report.html, each in its process's folder
-        assert r.polls(execution_id) >= 2  # it did wait: the run was pending for 4 s
+        assert r.polls(execution_id) >= 2  # it did wait: the run was pending at the first poll
         assert r.log.select("GET", "^/downloads/") and not r.log.select("POST", "^/downloads")
 
         again = await r.cli.run(*command)
@@ -117,9 +150,12 @@ async def test_the_lab_scenario_waits_downloads_verifies_and_a_rerun_moves_nothi
 async def test_an_error_after_a_wait_exits_6_naming_the_run(tmp_path: Path) -> None:
     async with lab(tmp_path) as r:
         made, _ = outputs(tmp_path, {"salmon/quant.sf": KiB})
-        execution_id, identifier = await r.register(*made, "--schedule", "0s=-,1500ms=ERROR")
-        result = await r.cli.run(
-            "download", "--execution", execution_id, "--wait", "--poll-interval", "0.3", "-o", str(tmp_path / "out")
+        execution_id, identifier = await r.register(*made, "--schedule", "0s=-,1h=ERROR")
+        result = await r.run_finishing(
+            execution_id,
+            1,
+            "ERROR",
+            *("download", "--execution", execution_id, "--wait", "--poll-interval", "0.3", "-o", str(tmp_path / "out")),
         )
         assert result.code == 6, result
         assert f"execution {execution_id} ({identifier}) ended ERROR" in result.stderr
@@ -153,14 +189,15 @@ async def test_a_run_that_never_finishes_stops_at_max_wait_with_75(tmp_path: Pat
 
 
 async def test_kill9_while_waiting_then_the_same_command_polls_on_schedule(tmp_path: Path) -> None:
-    """The kill lands right after the first poll; the run turns OK 2.5 s after it was registered.
+    """The kill lands right after the first poll; the run ends once the second run says it waits.
 
-    Polling every 3 s, the second run's first poll is due 3 s after the first run's (journaled):
-    it finds OK at once. Without that memory it would poll on start, find it running, and poll again.
+    Polling every 6 s, the second run's first poll is due 6 s after the first run's (journaled):
+    it says so, then finds OK at once. Without that memory it would poll on start, find it running,
+    and poll again. (6 s: the second command must start within it, even on a loaded machine.)
     """
     async with lab(tmp_path) as r:
         made, expected = outputs(tmp_path, {"multiqc/report.html": 20 * KiB})
-        execution_id, _ = await r.register(*made, "--finish-in", "2500ms")
+        execution_id, _ = await r.register(*made, "--status", "-")
         command = [
             "--log-format",
             "json",
@@ -170,18 +207,20 @@ async def test_kill9_while_waiting_then_the_same_command_polls_on_schedule(tmp_p
             execution_id,
             "--wait",
             "--poll-interval",
-            "3",
+            "6",
             "-o",
             str(tmp_path / "out"),
         ]
         async with r.cli.start(*command) as first:
-            await first.until(lambda run: any(e.get("event") == "execution_waiting" for e in run.events()))
+            await first.until(waiting)
             await first.kill9()
         assert r.polls(execution_id) == 1
         r.log.clear()
-        second = await r.cli.run(*command)
-        assert second.code == 0, second.stderr
-        assert second.json()["resumed"] is True  # the same transfer, whose state holds the first poll
+        async with r.cli.start(*command) as second:
+            await second.until(waiting)
+            await r.finish(execution_id)
+            assert await second.wait() == 0, second.stderr
+        assert json.loads(second.stdout)["resumed"] is True  # the same transfer, whose state holds the first poll
         assert r.polls(execution_id) == 1, [e.path for e in r.log.entries]
         waits = [e for e in second.events() if e.get("event") == "execution_waiting"]
         assert waits[0]["next_poll"] > 0 and waits[-1]["status"] == "OK"

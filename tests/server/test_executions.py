@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from flowxfer.protocol import HEADER_LIMIT
 from flowxfer.server import Admin, AdminError
 from flowxfer.server._admin_executions import ExecutionSpec, schedule_problem
+from flowxfer.server._store import Store
 from flowxfer.server._store_executions import TERMINAL, ExecutionRow
 from tests.server.conftest import Api
 from tests.server.test_samples import upload_file
@@ -228,3 +229,38 @@ def test_admin_execution_add_on_the_command_line(tmp_path: Path) -> None:
     assert listed.output.split()[1:] == ["small_meucci", "alice", "RNA-Seq", "3.4"]
     again = runner.invoke(main, [*base, "--identifier", "small_meucci"])
     assert again.exit_code == 2 and "already called" in again.output
+
+
+def test_admin_execution_finish_ends_a_running_run_once(tmp_path: Path) -> None:
+    """``admin execution finish``: the run ends now, whatever its schedule said; an ended run stays ended."""
+    from click.testing import CliRunner
+
+    from flowxfer.cli import main
+
+    runner = CliRunner()
+    root = tmp_path / "root"
+    with Admin(root) as admin:
+        admin.add_user("alice", "alice-pw-1")
+        running, _ = admin.add_execution(ExecutionSpec("alice", "RNA-Seq", "3.4", schedule=[(0, "-"), (3600, "OK")]))
+        done, _ = admin.add_execution(ExecutionSpec("alice", "RNA-Seq", "3.4"))
+    finish = ["admin", "--root", str(root), "execution", "finish"]
+    for args, why in (
+        (["nope"], "no execution nope"),
+        ([done], "ended already (OK)"),
+        ([running, "--status", "-"], "'-'"),
+    ):
+        result = runner.invoke(main, [*finish, *args])
+        assert result.exit_code == 2 and why in result.output, (args, result.output)
+    ended = runner.invoke(main, [*finish, running, "--status", "ERROR"])
+    assert ended.exit_code == 0 and ended.output == f"execution {running} ended ERROR\n", ended.output
+    store = Store(root)
+    row = store.get_execution(running)
+    store.close()
+    assert row is not None
+    status, finished = row.status_at(time.time() + 7200)  # the hour's OK is gone
+    assert status == "ERROR" and finished is not None and finished <= time.time()
+    with Admin(root) as admin:
+        with pytest.raises(AdminError, match="ended already"):
+            admin.finish_execution(running, "OK")
+        with pytest.raises(AdminError, match="one of"):
+            admin.finish_execution(running, "")
