@@ -490,7 +490,8 @@ class Runner:
         return TransferReport(
             transfer_id=record.id,
             kind=record.kind,
-            status=final.status if final else "failed",
+            # A lost lease: the journal's status is the new holder's ("running"); ours was cut short.
+            status="interrupted" if self.lease_lost else final.status if final else "failed",
             files=files,
             bytes_transferred=ctx.counters.bytes_transferred,
             bytes_skipped=summary.bytes_skipped,

@@ -127,6 +127,7 @@ async def test_a_frozen_host_that_wakes_after_a_takeover_stops_and_leaves_the_wo
             code_b = await taking_over.wait(120)
     assert code_a == 75, frozen.stderr[-3000:]
     assert "another host or process has taken over" in frozen.stderr
+    assert Result(code_a, frozen.stdout, "").json()["status"] == "interrupted"
     await assert_uploaded(server, Result(code_b, taking_over.stdout, taking_over.stderr), expected)
     jobs = (await b.run("--json", "jobs", "--all")).json()["transfers"]
     assert [(j["status"], j["host"]) for j in jobs] == [("completed", "b")]
