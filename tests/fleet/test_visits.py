@@ -9,7 +9,6 @@ the server's catalog. Requests are counted in the real server's access log.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flowxfer.journal import Journal
@@ -29,7 +28,7 @@ async def test_a_held_run_exits_75_without_a_request_and_a_done_one_asks_at_most
     tmp_path: Path, postgres_url: str
 ) -> None:
     (run,) = make_runs(tmp_path / "seq", 1, samples=1)
-    key = f"visit:{os.path.realpath(run)}"  # the run as sync names it
+    key = f"visit:{run.resolve()}"  # the run as sync names it (tmp_path may be under a symlink)
     with ServerProcess(tmp_path / "flow-root") as server:
         env = {"FLOWXFER_JOURNAL": postgres_url, "FLOWXFER_HOST_ID": "b"}
         b = Cli(server.base_url, tmp_path / "b", env)
