@@ -17,9 +17,11 @@ from typing import Any
 import anyio
 
 from flowxfer import protocol
+from flowxfer.journal import JournalUnavailableError
 
 from ._bwlimit import BandwidthSchedule
 from ._errors import BudgetExhausted
+from ._reservation import Grant, Prepaid, reserve_grant
 from ._tokenbucket import TokenBucket, default_buckets
 from .events import ProgressCallback, Waiting, ignore_events
 
@@ -47,6 +49,33 @@ class _ClassState:
     unlimited: bool = False
     #: What this process itself saw: True (answers without headers), False (headers), None (nothing yet).
     evidence: bool | None = None
+    #: Tokens reserved from the shared bucket and not used yet (``shared`` limiters only).
+    prepaid: Prepaid = field(default_factory=Prepaid)
+    #: One reservation at a time per class: concurrent requests use the batch it brings.
+    reserving: anyio.Lock = field(default_factory=anyio.Lock)
+
+
+StoredStates = dict[str, dict[str, Any]]
+Store = Callable[[Callable[[StoredStates], StoredStates]], StoredStates]
+
+
+def _shared_bucket(stored: StoredStates, name: str, local: dict[str, Any]) -> tuple[TokenBucket, bool]:
+    """The stored bucket of class ``name`` (or a copy of ``local`` when none is stored or it is unreadable);
+    and whether it was stored."""
+    try:
+        if name in stored:
+            return TokenBucket.from_state(stored[name]), True
+    except (KeyError, TypeError, ValueError):
+        pass
+    return TokenBucket.from_state(local), False
+
+
+def _fold_in(bucket: TokenBucket, observation: _Observation | None, retry_until: float | None, now: float) -> None:
+    """Teach a shared bucket what this process heard from the server (headers, a 429's Retry-After)."""
+    if observation is not None:
+        bucket.observe(observation.limit, observation.remaining, observation.reset_at, now)
+    if retry_until is not None and retry_until > now:
+        bucket.penalize(retry_until - now, now)
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -68,6 +97,11 @@ class RateLimiter:
     :param store: a callable that merges our bucket states into shared storage
         and returns the merged states (the journal's ``update_buckets``
         bound to a server and user), or None to keep them in memory only.
+    :param shared: take each request's token from the stored bucket, inside the
+        store's transaction (:mod:`._reservation`), rather than from our copy
+        merged every few seconds: hosts sharing a journal then never together
+        spend more than a window holds. Off for a SQLite journal (one host),
+        where a database round trip per request would only cost time.
     """
 
     max_wait: float | None = None
@@ -79,9 +113,8 @@ class RateLimiter:
     #: inside a request in flight, always uses ``sleep``.
     pause: Sleep | None = None
     events: ProgressCallback = ignore_events
-    store: (
-        Callable[[Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]], dict[str, dict[str, Any]]] | None
-    ) = None
+    store: Store | None = None
+    shared: bool = False
     _classes: dict[str, _ClassState] = field(default_factory=dict)
     _bw_bucket: TokenBucket | None = None
     _bw_rate: float | None = None
@@ -99,16 +132,71 @@ class RateLimiter:
         if state.unlimited:
             state.requests += 1
             return
+        if self.shared and self.store is not None:
+            try:
+                await self._acquire_shared(rate_class, state, self.store)
+            except JournalUnavailableError:
+                pass  # the database is away: our own copy of the budget will do, merged when it is back
+            else:
+                state.requests += 1
+                return
         now = self.clock()
         wait = state.bucket.reserve(1, now)
         if wait > 0:
             if self.max_wait is not None and wait > self.max_wait:
                 state.bucket.refund(1, now)
                 raise BudgetExhausted(rate_class, wait, self.max_wait)
-            self.events(Waiting(rate_class, wait, self.describe(rate_class)))
-            await (self.pause or self.sleep)(wait)
+            await self._wait(rate_class, wait)
         state.spent += 1
         state.requests += 1
+
+    async def _wait(self, rate_class: str, wait: float) -> None:
+        self.events(Waiting(rate_class, wait, self.describe(rate_class)))
+        await (self.pause or self.sleep)(wait)
+
+    async def _acquire_shared(self, rate_class: str, state: _ClassState, store: Store) -> None:
+        """Take a token of our prepaid stock, else reserve more from the shared bucket (see ``shared``).
+
+        The reserved tokens are debited in the store, so they are not counted
+        as ``spent`` again by :meth:`sync`.
+        """
+        async with state.reserving:
+            if state.prepaid.take(self.clock()):
+                return
+            grant = await self._reserve(rate_class, state, store)
+            state.prepaid.add(grant)
+        if grant.wait > 0:
+            if self.max_wait is not None and grant.wait > self.max_wait:
+                state.prepaid.tokens = 0
+                await self._exchange(rate_class, state, store, lambda bucket, now: bucket.refund(grant.tokens, now))
+                raise BudgetExhausted(rate_class, grant.wait, self.max_wait)
+            await self._wait(rate_class, grant.wait)
+
+    async def _reserve(self, rate_class: str, state: _ClassState, store: Store) -> Grant:
+        grants: list[Grant] = []
+        await self._exchange(rate_class, state, store, lambda bucket, now: grants.append(reserve_grant(bucket, now)))
+        return grants[0]
+
+    async def _exchange(
+        self, rate_class: str, state: _ClassState, store: Store, change: Callable[[TokenBucket, float], object]
+    ) -> None:
+        """Apply ``change`` to the shared bucket of ``rate_class`` in one store transaction, with what we
+        learned from the server folded in first, and adopt the result as our copy."""
+        observation, retry_until, evidence = state.observation, state.retry_until, state.evidence
+        local = state.bucket.to_state()
+
+        def merge(stored: StoredStates) -> StoredStates:
+            now = self.clock()
+            bucket, _ = _shared_bucket(stored, rate_class, local)
+            _fold_in(bucket, observation, retry_until, now)
+            change(bucket, now)
+            unlimited = evidence if evidence is not None else bool(stored.get(rate_class, {}).get("unlimited", False))
+            return {rate_class: {**bucket.to_state(), "unlimited": unlimited}}
+
+        merged = await anyio.to_thread.run_sync(store, merge)
+        if state.observation is observation:
+            state.observation = None
+        state.bucket = TokenBucket.from_state(merged[rate_class])
 
     def describe(self, rate_class: str) -> str:
         """``100/h``-style text of a class's limit, for messages."""
@@ -197,24 +285,20 @@ class RateLimiter:
             name: (state.bucket.to_state(), state.spent, state.observation, state.retry_until)
             for name, state in self._classes.items()
         }
+        # Reserved tokens not used yet go back, so hosts waiting for them need not wait for them to expire.
+        unused = {name: state.prepaid.surrender(now) for name, state in self._classes.items()}
         evidence = {name: state.evidence for name, state in self._classes.items()}
 
-        def merge(stored: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-            result: dict[str, dict[str, Any]] = {}
+        def merge(stored: StoredStates) -> StoredStates:
+            result: StoredStates = {}
             for name, (local, spent, observation, retry_until) in snapshot.items():
-                try:
-                    bucket = TokenBucket.from_state(stored[name]) if name in stored else None
-                except (KeyError, TypeError, ValueError):
-                    bucket = None
-                if bucket is None:
-                    # Nobody stored this class yet: ours already includes our spending.
-                    bucket = TokenBucket.from_state(local)
-                elif spent:
+                # Nobody stored this class yet: ours already includes our spending.
+                bucket, was_stored = _shared_bucket(stored, name, local)
+                if was_stored and spent:
                     bucket.spend(spent, now)
-                if observation is not None:
-                    bucket.observe(observation.limit, observation.remaining, observation.reset_at, now)
-                if retry_until is not None and retry_until > now:
-                    bucket.penalize(retry_until - now, now)
+                if unused[name]:
+                    bucket.refund(unused[name], now)
+                _fold_in(bucket, observation, retry_until, now)
                 # Whether the server limits this class at all is shared too, so that a new process
                 # does not wait on a budget the server never enforces before it can learn so.
                 unlimited = (

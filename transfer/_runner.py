@@ -40,6 +40,7 @@ from ._config import TransferConfig
 from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
+from ._limiter import RateLimiter
 from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
@@ -56,6 +57,18 @@ Worker = Callable[[TransferContext, FileRecord], Awaitable[FileReport]]
 
 #: The statuses of the files a run still has to work on.
 _TODO = (FileState.PLANNED, FileState.ACTIVE, FileState.FAILED)
+
+
+def share_budget(limiter: RateLimiter, journal: Journal, server: str, username: str) -> None:
+    """Spend the rate-limit budget of ``username`` on ``server`` with every process sharing ``journal``.
+
+    On PostgreSQL (a journal shared by hosts) each request's token is taken
+    from the stored bucket in a transaction, so the fleet together never
+    overspends a window; on SQLite (one host) the limiter merges its own
+    bucket every ``bucket_sync_interval``, at no cost per request.
+    """
+    limiter.store = partial(journal.update_buckets, server, username)
+    limiter.shared = journal.location.backend == "postgresql"
 
 
 class Runner:
@@ -120,9 +133,8 @@ class Runner:
 
     async def adopt_budget(self, journal: Journal) -> None:
         """Share rate-limit buckets through the journal and take what other runs left of them."""
-        limiter = self.client.limiter
-        limiter.store = partial(journal.update_buckets, self.base_url, self.client.username)
-        await limiter.sync()
+        share_budget(self.client.limiter, journal, self.base_url, self.client.username)
+        await self.client.limiter.sync()
 
     async def pause(self, seconds: float) -> None:
         """Wait for rate-limit budget or before a retry -- unless asked to stop.
@@ -240,7 +252,7 @@ class Runner:
                 state=await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state)),
             )
 
-        client.limiter.store = partial(journal.update_buckets, server, username)
+        share_budget(client.limiter, journal, server, username)
         writer = JournalWriter(
             journal, self.config.journal_flush_interval, self.config.journal_flush_events, self._database_gone
         )

@@ -23,18 +23,37 @@ from ._illumina import Lanes, RunScan, scan_run, sheet_rows
 from ._runner import Runner
 from ._samples_remote import fetch_catalog
 from ._sheets import Problem, ReadsCell, SheetRow, parse_sheet, split_metadata
-from ._validate import SamplePlan, look_at_disk, paths_to_look_at, plan_samples
+from ._validate import SamplePlan, look_at_disk, paths_to_look_at, plan_known_samples, plan_samples
 
 __all__ = ["check_samples", "check_sheet", "one_sample_row", "run_input", "sheet_input"]
 
 
 async def check_samples(
-    runner: Runner, rows: Sequence[SheetRow], sample_type: str, *, sheet_problems: Sequence[Problem] = ()
+    runner: Runner,
+    rows: Sequence[SheetRow],
+    sample_type: str,
+    *,
+    sheet_problems: Sequence[Problem] = (),
+    trust_journal: bool = False,
 ) -> SamplePlan:
-    """Every row against the server's catalog and the disk (metadata requests only, nothing sent)."""
+    """Every row against the server's catalog and the disk (metadata requests only, nothing sent).
+
+    :param trust_journal: when the journal's sample inventory says every row's sample was
+        made as the row stands (:func:`plan_known_samples`), skip the catalog: ``sync
+        --samples`` from cron re-visits done runs, on every host of a fleet.
+    """
     client = runner.require_login()
-    catalog = await fetch_catalog(client)
     disk = await anyio.to_thread.run_sync(look_at_disk, paths_to_look_at(rows))
+    if trust_journal and not sheet_problems:
+        journal = await runner.journal()
+        known = await anyio.to_thread.run_sync(
+            journal.lookup_samples, runner.base_url, client.username, [row.name for row in rows]
+        )
+        made = {name: (record.fields, len(record.data_ids)) for name, record in known.items()}
+        plan = plan_known_samples(rows, sample_type, made, disk)
+        if plan is not None:
+            return plan
+    catalog = await fetch_catalog(client)
     return plan_samples(rows, sample_type, catalog, disk, sheet_problems=sheet_problems)
 
 

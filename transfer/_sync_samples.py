@@ -11,17 +11,24 @@ which a re-run from cron skips once they are made.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from flowxfer.journal import JournalError, LeaseHeld
+
+from ._errors import AlreadyRunning
 from ._report import TransferReport
 from ._runner import Runner
+from ._runtime import task_group
 from ._samples import run_samples
 from ._samples_rows import check_samples, run_input
 from ._sync import SyncOptions, _not_ready, _resolve_root, run_sync
@@ -73,15 +80,55 @@ async def sync_samples(
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     if await anyio.to_thread.run_sync(_not_ready, path, options):
         return [await run_sync(runner, path, options)]  # the "waiting" report; nothing is read yet
-    scan, rows, params = await anyio.to_thread.run_sync(run_input, samples.run(path))
-    params.update(sample_type=samples.sample_type, skip_invalid=False, stop_on_error=False)
-    plan = await check_samples(runner, rows, samples.sample_type)
-    plan.check()
-    fastqs = [p for sample in scan.samples for p in (*sample.reads1, *sample.reads2)]
-    if not samples.undetermined:
-        fastqs += scan.undetermined
-    rules = options.rules + tuple(("exclude", literal_rule(rel)) for rel in _relative(fastqs, path))
-    loose = await run_sync(runner, path, dataclasses.replace(options, rules=rules))
-    if runner.stopping:
-        return [loose]
-    return [loose, await run_samples(runner, plan, rows, params)]
+    async with visiting(runner, path):
+        scan, rows, params = await anyio.to_thread.run_sync(run_input, samples.run(path))
+        params.update(sample_type=samples.sample_type, skip_invalid=False, stop_on_error=False)
+        plan = await check_samples(runner, rows, samples.sample_type, trust_journal=True)
+        plan.check()
+        fastqs = [p for sample in scan.samples for p in (*sample.reads1, *sample.reads2)]
+        if not samples.undetermined:
+            fastqs += scan.undetermined
+        rules = options.rules + tuple(("exclude", literal_rule(rel)) for rel in _relative(fastqs, path))
+        loose = await run_sync(runner, path, dataclasses.replace(options, rules=rules))
+        if runner.stopping:
+            return [loose]
+        return [loose, await run_samples(runner, plan, rows, params)]
+
+
+@asynccontextmanager
+async def visiting(runner: Runner, path: str) -> AsyncIterator[None]:
+    """Hold the run's visit lease (``visit:PATH``) from before the first request to the end of its samples.
+
+    A host that finds another live host visiting the run exits 75 at once,
+    before it reads the sample sheet or asks the server anything: with a fleet
+    cron-syncing the same run folders, most visits are to runs another host is
+    sending. The loose sync and the samples hold leases of their own as well;
+    this one spans both, and the catalog check before them.
+
+    :raises AlreadyRunning: another live process holds the run.
+    """
+    journal = await runner.journal()
+    stale_after = runner.config.lease_stale_after
+    try:
+        lease = await anyio.to_thread.run_sync(
+            partial(journal.acquire_lease, f"visit:{path}", what="flowxfer sync --samples", stale_after=stale_after)
+        )
+    except LeaseHeld as exc:
+        raise AlreadyRunning(str(exc)) from None
+
+    async def beat() -> None:
+        while True:
+            await anyio.sleep(runner.config.heartbeat_period)
+            with contextlib.suppress(JournalError):
+                await anyio.to_thread.run_sync(lease.heartbeat)
+
+    try:
+        async with task_group() as group:
+            group.start_soon(beat)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
+            await anyio.to_thread.run_sync(lease.release)

@@ -227,6 +227,33 @@ def plan_samples(
     return SamplePlan(samples, tuple(problems), invalid)
 
 
+def plan_known_samples(
+    rows: Sequence[SheetRow], sample_type: str, made: Mapping[str, tuple[Mapping[str, str], int]], disk: DiskView
+) -> SamplePlan | None:
+    """The plan of rows whose samples were all made already, as they stand: no catalog needed.
+
+    ``made`` maps a sample's name to the fields it was made with and its number of
+    files (the journal's sample inventory, shared by every host). When every row's
+    sample is there with the fields the row gives it now, and its files are on disk
+    as many as were linked, the catalog can teach nothing: each sample is skipped.
+    A re-run of a done run (cron, every host of a fleet) then asks the server
+    nothing. Otherwise None: check the rows against the catalog.
+    """
+    if not rows:
+        return None
+    samples = []
+    for row in rows:
+        fields = _fields(row, sample_type)
+        files, problems = _row_files(row, disk)
+        known = made.get(row.name)
+        if problems or known is None or dict(known[0]) != fields or known[1] != len(files):
+            return None
+        samples.append(PlannedSample(row.row, row.name, fields, tuple(files)))
+    if _duplicate_names(rows):
+        return None
+    return SamplePlan(tuple(samples), (), frozenset())
+
+
 _COLUMN_RANK = {column: rank for rank, column in enumerate(RESERVED_COLUMNS)}
 
 
