@@ -230,6 +230,7 @@ class JournalBatch:
         "chunk_from",
         "verified_files",
         "inventory",
+        "packs",
         "fds",
         "_events",
     )
@@ -244,6 +245,7 @@ class JournalBatch:
         self.chunk_from: dict[tuple[int, int], ChunkState] = {}
         self.verified_files: set[int] = set()
         self.inventory: dict[tuple[str, str, str, str, str], InventoryRecord] = {}
+        self.packs: dict[tuple[str, str, str], PackRecord] = {}
         self.fds: set[int] = set()
         self._events = 0
 
@@ -311,6 +313,16 @@ class JournalBatch:
         """Record that a local file is (now) the same as remote data."""
         key = (record.server, record.username, record.direction, record.local_path, record.remote)
         self.inventory[key] = record
+        self._events += 1
+
+    def remember_pack(self, record: PackRecord) -> None:
+        """Record that a packed tar is on the server (see :meth:`Journal.remember_pack`).
+
+        Queued with the tar's row going ``done``, both land in one commit: recorded
+        apart, a kill between the two left the tar in the inventory and its row
+        unfinished, and the next run, finding the tar unchanged, dropped the row.
+        """
+        self.packs[(record.server, record.username, record.local_path)] = record
         self._events += 1
 
     def sync_before_commit(self, fd: int) -> None:
@@ -781,7 +793,12 @@ class Journal(SampleTables):
             except OSError as exc:
                 raise JournalError(f"cannot sync downloaded data to disk: {exc.strerror}") from exc
         if not (
-            batch.chunk_plans or batch.file_updates or batch.chunk_updates or batch.verified_files or batch.inventory
+            batch.chunk_plans
+            or batch.file_updates
+            or batch.chunk_updates
+            or batch.verified_files
+            or batch.inventory
+            or batch.packs
         ):
             return
         now = time.time()
@@ -829,6 +846,8 @@ class Journal(SampleTables):
                         for r in batch.inventory.values()
                     ],
                 )
+            for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
+                _write_pack(conn, pack, now)
 
     # -- inventory -----------------------------------------------------
 
@@ -1036,39 +1055,9 @@ class Journal(SampleTables):
             last = rows[-1]["local_path"]
 
     def remember_pack(self, record: PackRecord) -> None:
-        """Record that a packed tar is on the server; forget the member list of the tar it replaces.
-
-        The old manifest's members are kept while an unfinished transfer may still need them.
-        """
+        """Record that a packed tar is on the server, alone (a sync queues it in its batch instead)."""
         with self._immediate() as conn:
-            old = conn.execute(
-                "SELECT manifest FROM packs WHERE server = ? AND username = ? AND local_path = ?",
-                (record.server, record.username, record.local_path),
-            ).fetchone()
-            conn.execute(
-                "INSERT OR REPLACE INTO packs (server, username, local_path, remote, manifest, data_id, size, "
-                "checksum, members, superseded, recorded) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.server,
-                    record.username,
-                    record.local_path,
-                    record.remote,
-                    record.manifest,
-                    record.data_id,
-                    record.size,
-                    record.checksum,
-                    record.members,
-                    json.dumps(list(record.superseded)),
-                    time.time(),
-                ),
-            )
-            if old is not None and old[0] != record.manifest:
-                conn.execute(
-                    "DELETE FROM pack_members WHERE manifest = ? "
-                    "AND NOT EXISTS (SELECT 1 FROM packs WHERE manifest = ?) "
-                    "AND NOT EXISTS (SELECT 1 FROM files WHERE plan_key = ? AND status != 'done')",
-                    (old[0], old[0], old[0]),
-                )
+            _write_pack(conn, record, time.time())
 
     # -- rate-limit buckets ---------------------------------------------
 
@@ -1248,6 +1237,41 @@ def _file(row: dict[str, Any]) -> FileRecord:
         error=row["error"],
         extra=json.loads(row["extra"]),
     )
+
+
+def _write_pack(conn: sqlite3.Connection, record: PackRecord, now: float) -> None:
+    """Record a packed tar as on the server; forget the member list of the tar it replaces.
+
+    The old manifest's members are kept while an unfinished transfer may still need them.
+    """
+    old = conn.execute(
+        "SELECT manifest FROM packs WHERE server = ? AND username = ? AND local_path = ?",
+        (record.server, record.username, record.local_path),
+    ).fetchone()
+    conn.execute(
+        "INSERT OR REPLACE INTO packs (server, username, local_path, remote, manifest, data_id, size, "
+        "checksum, members, superseded, recorded) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            record.server,
+            record.username,
+            record.local_path,
+            record.remote,
+            record.manifest,
+            record.data_id,
+            record.size,
+            record.checksum,
+            record.members,
+            json.dumps(list(record.superseded)),
+            now,
+        ),
+    )
+    if old is not None and old[0] != record.manifest:
+        conn.execute(
+            "DELETE FROM pack_members WHERE manifest = ? "
+            "AND NOT EXISTS (SELECT 1 FROM packs WHERE manifest = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM files WHERE plan_key = ? AND status != 'done')",
+            (old[0], old[0], old[0]),
+        )
 
 
 def _pack(row: dict[str, Any]) -> PackRecord:

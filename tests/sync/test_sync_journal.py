@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowxfer.journal import FileState, Journal, NewFile, PackMember, PackRecord
+from flowxfer.journal import FileState, IllegalTransition, Journal, JournalBatch, NewFile, PackMember, PackRecord
 
 SERVER, USER = "http://127.0.0.1:1", "alice"
 
@@ -96,3 +96,27 @@ def test_packs_and_members(journal: Journal) -> None:
     assert list(journal.iter_packs(SERVER, USER, "/r/")) == [second]
     assert list(journal.iter_packs(SERVER, USER, "/q/")) == []
     assert list(journal.iter_packs("other", USER, "/r/")) == []
+
+
+def test_a_tar_and_its_done_row_commit_together_or_not_at_all(journal: Journal) -> None:
+    """A batch records a tar and its row's ``done`` in one transaction: a row that may not go
+    ``done`` leaves no tar in the inventory either (recorded apart, a kill between the two let a
+    later sync trust the tar and drop its unfinished row)."""
+    tid = _transfer(journal)
+    paths = ["/r/InterOp/run__InterOp.tar", "/r/C1.1/run__C1.1.tar"]
+    journal.upsert_planned_files(
+        tid, [(NewFile(p, p.rsplit("/", 1)[1], 10240, None, extra={"pack": p}), p) for p in paths], 1
+    )
+    refused, accepted = journal.files_page(tid)
+    journal.set_file(refused.id, status="skipped")  # "done" may not follow
+    for row, tar_path in zip((refused, accepted), paths, strict=True):
+        batch = JournalBatch()
+        batch.file_state(row.id, FileState.DONE, data_id="11", bytes_done=10240)
+        batch.remember_pack(PackRecord(SERVER, USER, tar_path, row.remote_name, tar_path, "11", 10240, None, 7))
+        if row is refused:
+            with pytest.raises(IllegalTransition):
+                journal.commit(batch)
+        else:
+            journal.commit(batch)
+    assert list(journal.lookup_packs(SERVER, USER, paths)) == [paths[1]]
+    assert [f.status for f in journal.files_page(tid)] == [FileState.SKIPPED, FileState.DONE]
