@@ -981,9 +981,13 @@ class Journal(SampleTables):
     def drop_unplanned_files(self, transfer_id: str, generation: int) -> int:
         """Remove unfinished rows that planning ``generation`` did not ask for (gone, excluded, unstable).
 
-        Finished (``done``) rows stay: they are the record of what this transfer did.
+        Finished (``done``) rows stay: they are the record of what this transfer did. So does
+        the row of a tar the packs inventory holds, made ``done`` with the inventory's upload:
+        a journal written before a tar and its row's ``done`` were one commit may hold the tar
+        without the row (a kill between the two), and planning skips a tar it holds.
         """
         with self._immediate() as conn:
+            conn.execute(_ADOPT_SENT_TARS, (time.time(), transfer_id, generation))
             cursor = conn.execute(
                 "DELETE FROM files WHERE transfer_id = ? AND plan_gen != ? AND status != 'done'",
                 (transfer_id, generation),
@@ -1237,6 +1241,24 @@ def _file(row: dict[str, Any]) -> FileRecord:
         error=row["error"],
         extra=json.loads(row["extra"]),
     )
+
+
+#: ``drop_unplanned_files``: an unfinished tar row whose tar (same virtual path and manifest) the
+#: packs inventory holds is done, with the inventory's upload.
+_ADOPT_SENT_TARS = """
+UPDATE files SET
+    status = 'done', error = NULL, bytes_done = size, updated = ?,
+    data_id = (SELECT p.data_id FROM packs p JOIN transfers t ON t.id = files.transfer_id
+               WHERE p.server = t.server AND p.username = t.username
+               AND p.local_path = files.local_path AND p.manifest = files.plan_key),
+    checksum = (SELECT p.checksum FROM packs p JOIN transfers t ON t.id = files.transfer_id
+                WHERE p.server = t.server AND p.username = t.username
+                AND p.local_path = files.local_path AND p.manifest = files.plan_key)
+WHERE transfer_id = ? AND plan_gen != ? AND status != 'done' AND plan_key IS NOT NULL
+AND EXISTS (SELECT 1 FROM packs p JOIN transfers t ON t.id = files.transfer_id
+            WHERE p.server = t.server AND p.username = t.username
+            AND p.local_path = files.local_path AND p.manifest = files.plan_key)
+"""
 
 
 def _write_pack(conn: sqlite3.Connection, record: PackRecord, now: float) -> None:

@@ -120,3 +120,26 @@ def test_a_tar_and_its_done_row_commit_together_or_not_at_all(journal: Journal) 
             journal.commit(batch)
     assert list(journal.lookup_packs(SERVER, USER, paths)) == [paths[1]]
     assert [f.status for f in journal.files_page(tid)] == [FileState.SKIPPED, FileState.DONE]
+
+
+def test_replanning_adopts_a_tar_the_inventory_holds_whose_row_never_went_done(journal: Journal) -> None:
+    """A journal from before the one-commit fix may hold a sent tar whose row a kill left unfinished:
+    planning skips the tar (it is on the server), and the row is made done rather than dropped."""
+    tid = _transfer(journal)
+    sent, unsent, elsewhere = "/r/InterOp/run__InterOp.tar", "/r/C1.1/run__C1.1.tar", "/r/X/run__X.tar"
+    journal.upsert_planned_files(
+        tid, [(NewFile(p, p.rsplit("/", 1)[1], 10240, None, extra={"pack": "m"}), "m") for p in (sent, unsent)], 1
+    )
+    journal.set_file(journal.files_page(tid)[0].id, status="active", bytes_done=512)
+    journal.remember_pack(PackRecord(SERVER, USER, sent, "run__InterOp.tar", "m", "11", 10240, "xxh:1", 7))
+    journal.remember_pack(PackRecord("other", USER, unsent, "run__C1.1.tar", "m", "12", 10240, None, 7))
+    journal.remember_pack(PackRecord(SERVER, USER, elsewhere, "run__X.tar", "m", "13", 10240, None, 7))
+    assert journal.drop_unplanned_files(tid, 2) == 1  # the tar no inventory of this server holds
+    (row,) = journal.files_page(tid)
+    assert (row.local_path, row.status, row.data_id, row.checksum, row.bytes_done) == (
+        sent,
+        FileState.DONE,
+        "11",
+        "xxh:1",
+        10240,
+    )
