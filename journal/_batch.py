@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._records import InventoryRecord
+from ._records import InventoryRecord, PackRecord
 from ._states import ChunkState, FileState, check_chunk_transition, check_file_transition
 
 
@@ -30,6 +30,7 @@ class JournalBatch:
         "chunk_from",
         "verified_files",
         "inventory",
+        "packs",
         "fds",
         "_events",
     )
@@ -44,6 +45,7 @@ class JournalBatch:
         self.chunk_from: dict[tuple[int, int], ChunkState] = {}
         self.verified_files: set[int] = set()
         self.inventory: dict[tuple[str, str, str, str, str], InventoryRecord] = {}
+        self.packs: dict[tuple[str, str, str], PackRecord] = {}
         self.fds: set[int] = set()
         self._events = 0
 
@@ -111,6 +113,16 @@ class JournalBatch:
         """Record that a local file is (now) the same as remote data."""
         key = (record.server, record.username, record.direction, record.local_path, record.remote)
         self.inventory[key] = record
+        self._events += 1
+
+    def remember_pack(self, record: PackRecord) -> None:
+        """Record that a packed tar is on the server (see :meth:`Journal.remember_pack`).
+
+        Queued with the tar's row going ``done``, both land in one commit: recorded
+        apart, a kill between the two left the tar in the inventory and its row
+        unfinished, and the next run, finding the tar unchanged, dropped the row.
+        """
+        self.packs[(record.server, record.username, record.local_path)] = record
         self._events += 1
 
     def sync_before_commit(self, fd: int) -> None:

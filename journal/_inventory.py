@@ -170,9 +170,13 @@ class InventoryTables:
     def drop_unplanned_files(self, transfer_id: str, generation: int) -> int:
         """Remove unfinished rows that planning ``generation`` did not ask for (gone, excluded, unstable).
 
-        Finished (``done``) rows stay: they are the record of what this transfer did.
+        Finished (``done``) rows stay: they are the record of what this transfer did. So does
+        the row of a tar the packs inventory holds, made ``done`` with the inventory's upload:
+        a journal written before a tar and its row's ``done`` were one commit may hold the tar
+        without the row (a kill between the two), and planning skips a tar it holds.
         """
         with self._immediate() as conn:
+            conn.execute(_ADOPT_SENT_TARS, (time.time(), transfer_id, generation))
             cursor = conn.execute(
                 "DELETE FROM files WHERE transfer_id = ? AND plan_gen != ? AND status != 'done'",
                 (transfer_id, generation),
@@ -244,41 +248,63 @@ class InventoryTables:
             last = rows[-1]["local_path"]
 
     def remember_pack(self, record: PackRecord) -> None:
-        """Record that a packed tar is on the server; forget the member list of the tar it replaces.
+        """Record that a packed tar is on the server, alone (a sync queues it in its batch instead)."""
+        with self._immediate() as conn:
+            self._write_pack(conn, record, time.time())
+
+    def _write_pack(self, conn: Transaction, record: PackRecord, now: float) -> None:
+        """Record a packed tar as on the server; forget the member list of the tar it replaces.
 
         The old manifest's members are kept while an unfinished transfer may still need them.
         """
-        with self._immediate() as conn:
-            old = conn.execute(
-                "SELECT manifest FROM packs WHERE server = ? AND username = ? AND local_path = ?" + conn.for_update,
-                (record.server, record.username, record.local_path),
-            ).fetchone()
+        old = conn.execute(
+            "SELECT manifest FROM packs WHERE server = ? AND username = ? AND local_path = ?" + conn.for_update,
+            (record.server, record.username, record.local_path),
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO packs (server, username, local_path, remote, manifest, data_id, size, checksum, "
+            "members, superseded, recorded, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (server, username, local_path) DO UPDATE SET remote = excluded.remote, "
+            "manifest = excluded.manifest, data_id = excluded.data_id, size = excluded.size, "
+            "checksum = excluded.checksum, members = excluded.members, superseded = excluded.superseded, "
+            "recorded = excluded.recorded, host = excluded.host",
+            (
+                record.server,
+                record.username,
+                record.local_path,
+                record.remote,
+                record.manifest,
+                record.data_id,
+                record.size,
+                record.checksum,
+                record.members,
+                json.dumps(list(record.superseded)),
+                now,
+                self.host,
+            ),
+        )
+        if old is not None and old[0] != record.manifest:
             conn.execute(
-                "INSERT INTO packs (server, username, local_path, remote, manifest, data_id, size, checksum, "
-                "members, superseded, recorded, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (server, username, local_path) DO UPDATE SET remote = excluded.remote, "
-                "manifest = excluded.manifest, data_id = excluded.data_id, size = excluded.size, "
-                "checksum = excluded.checksum, members = excluded.members, superseded = excluded.superseded, "
-                "recorded = excluded.recorded, host = excluded.host",
-                (
-                    record.server,
-                    record.username,
-                    record.local_path,
-                    record.remote,
-                    record.manifest,
-                    record.data_id,
-                    record.size,
-                    record.checksum,
-                    record.members,
-                    json.dumps(list(record.superseded)),
-                    time.time(),
-                    self.host,
-                ),
+                "DELETE FROM pack_members WHERE manifest = ? "
+                "AND NOT EXISTS (SELECT 1 FROM packs WHERE manifest = ?) "
+                "AND NOT EXISTS (SELECT 1 FROM files WHERE plan_key = ? AND status != 'done')",
+                (old[0], old[0], old[0]),
             )
-            if old is not None and old[0] != record.manifest:
-                conn.execute(
-                    "DELETE FROM pack_members WHERE manifest = ? "
-                    "AND NOT EXISTS (SELECT 1 FROM packs WHERE manifest = ?) "
-                    "AND NOT EXISTS (SELECT 1 FROM files WHERE plan_key = ? AND status != 'done')",
-                    (old[0], old[0], old[0]),
-                )
+
+
+#: ``drop_unplanned_files``: an unfinished tar row whose tar (same virtual path and manifest) the
+#: packs inventory holds is done, with the inventory's upload.
+_ADOPT_SENT_TARS = """
+UPDATE files SET
+    status = 'done', error = NULL, bytes_done = size, updated = ?,
+    data_id = (SELECT p.data_id FROM packs p JOIN transfers t ON t.id = files.transfer_id
+               WHERE p.server = t.server AND p.username = t.username
+               AND p.local_path = files.local_path AND p.manifest = files.plan_key),
+    checksum = (SELECT p.checksum FROM packs p JOIN transfers t ON t.id = files.transfer_id
+                WHERE p.server = t.server AND p.username = t.username
+                AND p.local_path = files.local_path AND p.manifest = files.plan_key)
+WHERE transfer_id = ? AND plan_gen != ? AND status != 'done' AND plan_key IS NOT NULL
+AND EXISTS (SELECT 1 FROM packs p JOIN transfers t ON t.id = files.transfer_id
+            WHERE p.server = t.server AND p.username = t.username
+            AND p.local_path = files.local_path AND p.manifest = files.plan_key)
+"""

@@ -395,7 +395,12 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
             except OSError as exc:
                 raise JournalError(f"cannot sync downloaded data to disk: {exc.strerror}") from exc
         if not (
-            batch.chunk_plans or batch.file_updates or batch.chunk_updates or batch.verified_files or batch.inventory
+            batch.chunk_plans
+            or batch.file_updates
+            or batch.chunk_updates
+            or batch.verified_files
+            or batch.inventory
+            or batch.packs
         ):
             return
         now = time.time()
@@ -412,6 +417,8 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
                 check = _read_transitions(conn, batch)
                 self._write_batch(conn, batch, now)
             check()
+            for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
+                self._write_pack(conn, pack, now)
 
     def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float) -> None:
         """The batch's writes, after its transitions were checked: nothing here reads a result."""

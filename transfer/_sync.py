@@ -331,8 +331,19 @@ async def _sync_one(
             )
             record = await _grant(ctx, record, result.data_id, options.shares)
     if manifest:
-        await anyio.to_thread.run_sync(
-            ctx.journal.remember_pack,
+        # The tar's inventory entry and its row's "done" go in one batch, so one commit: a later
+        # sync trusts the inventory and drops unfinished rows, so neither may exist without the other.
+        batch = ctx.writer.batch
+        batch.file_state(
+            record.id,
+            FileState.DONE,
+            data_id=result.data_id,
+            bytes_done=record.size,
+            checksum=result.checksum,
+            error=None,
+        )
+        batch.verify_chunks(record.id)
+        batch.remember_pack(
             PackRecord(
                 ctx.server,
                 ctx.username,
@@ -344,18 +355,8 @@ async def _sync_one(
                 result.checksum,
                 int(record.extra.get("members", 0)),
                 tuple(record.extra.get("superseded", ())),
-            ),
+            )
         )
-        batch = ctx.writer.batch
-        batch.file_state(
-            record.id,
-            FileState.DONE,
-            data_id=result.data_id,
-            bytes_done=record.size,
-            checksum=result.checksum,
-            error=None,
-        )
-        batch.verify_chunks(record.id)
         ctx.writer.added()
     else:
         assert record.mtime_ns is not None

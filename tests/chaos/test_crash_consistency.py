@@ -375,22 +375,31 @@ async def crash_sync_packed(tmp_path: Path, extensions: bool, kills: int, seed: 
             await check_uploads(cli.journal, srv.base_url, srv.root, extensions, tally, kinds=("sync",))
 
         await kill_loop(cli, command, kills, seed, check, tally, (0.3, 3.0))
-        # Every file of the run is on the server exactly: the FASTQ as itself, the rest inside the tars.
-        rows = await anyio.to_thread.run_sync(_journal_rows, cli.journal, ("sync",))
-        done = [f for f, _ in rows if f.status is FileState.DONE]
-        got = await stored(srv, {f.remote_name: f.data_id or "" for f in done})
-        held: dict[str, bytes] = {}
-        for f in done:
-            if "pack" not in f.extra:
-                held[Path(f.local_path).relative_to(run).as_posix()] = got[f.remote_name]
-                continue
-            with tarfile.open(fileobj=io.BytesIO(got[f.remote_name])) as tf:
-                for member in tf.getmembers():
-                    data = tf.extractfile(member)
-                    assert data is not None and member.name not in held, member.name
-                    held[member.name] = data.read()
-        assert held == {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        await check_packed_run(cli.journal, srv, run)
     return tally
+
+
+async def check_packed_run(journal: Path, srv: RunningServer, run: Path) -> None:
+    """Every file of ``run`` is on the server exactly, as the sync's done rows say: single files
+    as themselves, the small ones inside the tars."""
+    rows = await anyio.to_thread.run_sync(_journal_rows, journal, ("sync",))
+    done = [f for f, _ in rows if f.status is FileState.DONE]
+    got = await stored(srv, {f.remote_name: f.data_id or "" for f in done})
+    held: dict[str, bytes] = {}
+    for f in done:
+        if "pack" not in f.extra:
+            held[Path(f.local_path).relative_to(run).as_posix()] = got[f.remote_name]
+            continue
+        with tarfile.open(fileobj=io.BytesIO(got[f.remote_name])) as tf:
+            for member in tf.getmembers():
+                data = tf.extractfile(member)
+                assert data is not None and member.name not in held, member.name
+                held[member.name] = data.read()
+
+    def local() -> dict[str, bytes]:
+        return {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    assert held == await anyio.to_thread.run_sync(local)
 
 
 modes = pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "hosted-flow"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from flowxfer.journal import FileState, Journal, NewFile, PackMember, PackRecord
+import pytest
+
+from flowxfer.journal import FileState, IllegalTransition, Journal, JournalBatch, NewFile, PackMember, PackRecord
 
 SERVER, USER = "http://127.0.0.1:1", "alice"
 
@@ -86,3 +88,50 @@ def test_packs_and_members(journal: Journal) -> None:
     assert list(journal.iter_packs(SERVER, USER, "/r/")) == [second]
     assert list(journal.iter_packs(SERVER, USER, "/q/")) == []
     assert list(journal.iter_packs("other", USER, "/r/")) == []
+
+
+def test_a_tar_and_its_done_row_commit_together_or_not_at_all(journal: Journal) -> None:
+    """A batch records a tar and its row's ``done`` in one transaction: a row that may not go
+    ``done`` leaves no tar in the inventory either (recorded apart, a kill between the two let a
+    later sync trust the tar and drop its unfinished row)."""
+    tid = _transfer(journal)
+    paths = ["/r/InterOp/run__InterOp.tar", "/r/C1.1/run__C1.1.tar"]
+    journal.upsert_planned_files(
+        tid, [(NewFile(p, p.rsplit("/", 1)[1], 10240, None, extra={"pack": p}), p) for p in paths], 1
+    )
+    refused, accepted = journal.files_page(tid)
+    journal.set_file(refused.id, status="skipped")  # "done" may not follow
+    for row, tar_path in zip((refused, accepted), paths, strict=True):
+        batch = JournalBatch()
+        batch.file_state(row.id, FileState.DONE, data_id="11", bytes_done=10240)
+        batch.remember_pack(PackRecord(SERVER, USER, tar_path, row.remote_name, tar_path, "11", 10240, None, 7))
+        if row is refused:
+            with pytest.raises(IllegalTransition):
+                journal.commit(batch)
+        else:
+            journal.commit(batch)
+    assert list(journal.lookup_packs(SERVER, USER, paths)) == [paths[1]]
+    assert [f.status for f in journal.files_page(tid)] == [FileState.SKIPPED, FileState.DONE]
+
+
+def test_replanning_adopts_a_tar_the_inventory_holds_whose_row_never_went_done(journal: Journal) -> None:
+    """A journal from before the one-commit fix may hold a sent tar whose row a kill left unfinished:
+    planning skips the tar (it is on the server), and the row is made done rather than dropped."""
+    tid = _transfer(journal)
+    sent, unsent, elsewhere = "/r/InterOp/run__InterOp.tar", "/r/C1.1/run__C1.1.tar", "/r/X/run__X.tar"
+    journal.upsert_planned_files(
+        tid, [(NewFile(p, p.rsplit("/", 1)[1], 10240, None, extra={"pack": "m"}), "m") for p in (sent, unsent)], 1
+    )
+    journal.set_file(journal.files_page(tid)[0].id, status="active", bytes_done=512)
+    journal.remember_pack(PackRecord(SERVER, USER, sent, "run__InterOp.tar", "m", "11", 10240, "xxh:1", 7))
+    journal.remember_pack(PackRecord("other", USER, unsent, "run__C1.1.tar", "m", "12", 10240, None, 7))
+    journal.remember_pack(PackRecord(SERVER, USER, elsewhere, "run__X.tar", "m", "13", 10240, None, 7))
+    assert journal.drop_unplanned_files(tid, 2) == 1  # the tar no inventory of this server holds
+    (row,) = journal.files_page(tid)
+    assert (row.local_path, row.status, row.data_id, row.checksum, row.bytes_done) == (
+        sent,
+        FileState.DONE,
+        "11",
+        "xxh:1",
+        10240,
+    )
