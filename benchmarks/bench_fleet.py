@@ -182,9 +182,7 @@ def bench_chunks(cluster: PostgresCluster) -> tuple[list[str], float]:
         )
         postgres = statistics.median(chunk_cost(cluster.new_database(), size) for _ in range(3))
         ratios[size] = postgres / sqlite
-        rows.append(
-            f"| {size} | {sqlite * 1e6:.0f} µs | {postgres * 1e6:.0f} µs | {ratios[size]:.2f}× |"
-        )
+        rows.append(f"| {size} | {sqlite * 1e6:.0f} µs | {postgres * 1e6:.0f} µs | {ratios[size]:.2f}× |")
     for stale in WORK.glob("chunk-cost-*"):
         stale.unlink()
     worst = max(ratios.values())

@@ -130,6 +130,7 @@ class Flowxfer:
 
     async def __aenter__(self) -> Flowxfer:
         from ._bwlimit import BandwidthSchedule
+
         tokens: Tokens | None
         if self._token:
             tokens = Tokens(username=_username_from_token(self._token), access_token=self._token)
@@ -292,6 +293,7 @@ class Flowxfer:
         :raises NotFoundError: an id that does not exist or cannot be read.
         """
         from ._auto_bulk import download_advice
+
         return await download_advice(self._runner, ids, filename=filename, pattern=pattern, owned=owned)
 
     async def download_auto_bulk(
@@ -315,6 +317,7 @@ class Flowxfer:
         :returns: one report per transfer run (one or two).
         """
         from ._auto_bulk import download_auto_bulk
+
         return await download_auto_bulk(
             self._runner,
             ids,
@@ -358,6 +361,7 @@ class Flowxfer:
         :raises NotFoundError: an execution is unknown or not visible to this user.
         """
         from ._executions import run_execution_download
+
         return await run_execution_download(
             self._runner,
             execution_ids,
@@ -403,6 +407,7 @@ class Flowxfer:
         :raises ExecutionFailed, ExecutionUnfinished, NotFoundError: as :meth:`download_executions`.
         """
         from ._results_bulk import run_results_bulk
+
         return await run_results_bulk(
             self._runner,
             execution_ids,
@@ -453,6 +458,7 @@ class Flowxfer:
         :raises NotFoundError: an id that does not exist or cannot be read (no job is created).
         """
         from ._bulk import run_bulk
+
         return await run_bulk(
             self._runner,
             ids,
@@ -485,6 +491,7 @@ class Flowxfer:
         """
         from ._sync import run_sync
         from ._syncplan import SyncOptions
+
         return await run_sync(self._runner, root, options or SyncOptions(), transfer_id=transfer_id)
 
     async def sync_samples(
@@ -499,12 +506,14 @@ class Flowxfer:
         """
         from ._sync_samples import sync_samples
         from ._syncplan import SyncOptions
+
         return await sync_samples(self._runner, root, options or SyncOptions(), samples)
 
     async def preview_sync(self, root: str | os.PathLike[str], options: SyncOptions | None = None) -> SyncPreview:
         """What :meth:`sync` would send and how long the rate limits make it (``sync --dry-run``); sends nothing."""
         from ._sync import preview_sync
         from ._syncplan import SyncOptions
+
         return await preview_sync(self._runner, root, options or SyncOptions())
 
     # -- samples (issue 19) ---------------------------------------------
@@ -536,6 +545,7 @@ class Flowxfer:
         :raises SheetError: problems with the sheet or its rows (every one; nothing sent).
         """
         from ._samples import upload_samples
+
         return await upload_samples(
             self._runner,
             sheet=sheet,
@@ -556,6 +566,7 @@ class Flowxfer:
     ) -> SamplePlan:
         """What :meth:`upload_samples` would send, checked against the server's catalog and the disk (sends nothing)."""
         from ._samples_rows import check_sheet
+
         return await check_sheet(self._runner, sheet, sample, sample_type)
 
     async def upload_multiplexed(
@@ -576,6 +587,7 @@ class Flowxfer:
         :raises UsageError: a file is missing or unreadable (nothing sent).
         """
         from ._multiplexed import upload_multiplexed
+
         return await upload_multiplexed(
             self._runner, reads1, reads2, annotation, reject_warnings=reject_warnings, transfer_id=transfer_id
         )
@@ -591,11 +603,13 @@ class Flowxfer:
         :raises NotFoundError: a sample or project that is unknown or not the caller's.
         """
         from ._samples_remote import data_of_samples
+
         return await data_of_samples(self._runner.require_login(), samples, projects, raw_only=raw_only)
 
     async def samples_catalog(self) -> Catalog:
         """The server's sample types, metadata attributes, organisms and the caller's projects."""
         from ._samples_remote import fetch_catalog
+
         return await fetch_catalog(self._runner.require_login())
 
     async def describe(self, ids: Sequence[str]) -> list[RemoteData]:
@@ -619,16 +633,19 @@ class Flowxfer:
         :raises UsageError: the id is unknown, ambiguous, or belongs to another server.
         """
         from ._resume import resume_all
+
         return await resume_all(self._runner, transfer_id)
 
     async def resume_plan(self, transfer_id: str | None = None) -> list[TransferRecord]:
         """The transfers :meth:`resume` would continue, oldest first (an id may be abbreviated)."""
         from ._resume import resume_plan
+
         return await resume_plan(self._runner, transfer_id)
 
     async def resume_record(self, record: TransferRecord) -> TransferReport:
         """Re-run one journaled transfer with the parameters it was started with."""
         from ._resume import resume_record
+
         return await resume_record(self._runner, record)
 
 

@@ -83,9 +83,7 @@ async def fetch_remote(
     remote = RemoteFile(f"/downloads/{quote(data_id, safe='')}/{quote(filename, safe='')}", size, checksum)
     if want_map and ctx.capabilities.chunk_maps and size > 0:
         try:
-            answer = await ctx.client.json_request(
-                "GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api"
-            )
+            answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions).
             if not await ctx.client.revalidate_capabilities():
