@@ -44,7 +44,15 @@ from ._payloads import (
 )
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource, Source
-from ._upload_finish import UploadResult, _confirm_by_reading, _finish, _is_count, _poll_ready, _UploadLost
+from ._upload_finish import (
+    UploadResult,
+    _confirm_by_reading,
+    _finish,
+    _is_count,
+    _poll_ready,
+    _UploadLost,
+    upload_status,
+)
 from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, measure_round_trip, upload_parallel
 from .events import Notice
 
@@ -218,14 +226,7 @@ async def _server_progress(
     """
     if not ctx.capabilities.upload_status:
         return record.bytes_done, None
-    try:
-        status = await ctx.client.json_request("GET", f"/upload/{data_id}", rate_class="api")
-    except NotFoundError:
-        raise _UploadLost() from None
-    except RejectedError as exc:
-        if exc.status in (400, 403):
-            raise _UploadLost() from None
-        raise
+    status = await upload_status(ctx, data_id)
     if status.get("is_ready"):
         if status.get("size") != record.size:
             raise _UploadLost()

@@ -16,7 +16,7 @@ import anyio
 from flowxfer import protocol
 from flowxfer.journal import FileRecord
 
-from ._errors import IntegrityError, NotFoundError, ProtocolError
+from ._errors import IntegrityError, NotFoundError, ProtocolError, RejectedError
 from ._runtime import TransferContext
 from ._sources import Source
 from .events import FileVerifying
@@ -36,6 +36,21 @@ class UploadResult:
 
 class _UploadLost(Exception):
     """The server no longer knows the upload (restarted from scratch, expired, not ours)."""
+
+
+async def upload_status(ctx: TransferContext, data_id: str) -> dict[str, Any]:
+    """``GET /upload/<id>`` [ext]: what the server holds of an upload.
+
+    :raises _UploadLost: the server does not know it (404), or refuses it as not ours (400, 403).
+    """
+    try:
+        return await ctx.client.json_request("GET", f"/upload/{data_id}", rate_class="api")
+    except NotFoundError:
+        raise _UploadLost() from None
+    except RejectedError as exc:
+        if exc.status in (400, 403):
+            raise _UploadLost() from None
+        raise
 
 
 def _is_count(value: object) -> bool:

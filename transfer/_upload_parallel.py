@@ -40,7 +40,7 @@ from ._errors import (
 from ._payloads import ChunkPayload, SourceErrorHolder, UploadOptions, chunk_form
 from ._runtime import TransferContext, task_group
 from ._sources import Source
-from ._upload_finish import UploadResult, _confirm_by_reading, _finish, _is_count, _UploadLost
+from ._upload_finish import UploadResult, _confirm_by_reading, _finish, _is_count, _UploadLost, upload_status
 from .events import Notice
 
 MiB = 1024 * 1024
@@ -265,14 +265,7 @@ async def _server_holds(
     :raises _Strict: the upload is a strict-order one.
     :raises _UploadLost: the server does not know it, or holds bytes that are not ours.
     """
-    try:
-        status = await ctx.client.json_request("GET", f"/upload/{data_id}", rate_class="api")
-    except NotFoundError:
-        raise _UploadLost() from None
-    except RejectedError as exc:
-        if exc.status in (400, 403):
-            raise _UploadLost() from None
-        raise
+    status = await upload_status(ctx, data_id)
     if status.get("is_ready"):
         if status.get("size") != record.size:
             raise _UploadLost()
