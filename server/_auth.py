@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import re
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -106,7 +107,9 @@ class Tokens:
             "sub": username,
             "type": kind,
             "iat": int(now),
-            "exp": now + ttl,
+            # A whole second, rounded up: JWT's NumericDate, and PyJWT judges int(exp) <= now expired,
+            # so a fractional exp (now + 1 = 100.9 + 1) lived as little as 0.1 s of a 1 s TTL.
+            "exp": math.ceil(now + ttl),
             "jti": secrets.token_hex(8),
         }
         return jwt.encode(payload, self.secret, algorithm=_ALGORITHM)
