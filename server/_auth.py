@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import re
-import math
 import secrets
 import time
 from dataclasses import dataclass, field

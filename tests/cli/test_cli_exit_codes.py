@@ -203,7 +203,7 @@ async def test_3_for_authentication_failures(tmp_path: Path) -> None:
         nobody = await cli.run("upload", str(src))
         assert nobody.code == 3 and "not logged in" in nobody.stderr
         await cli.login("alice", srv.users["alice"])
-        await anyio.sleep(2.5)  # the refresh token (2 s) has expired too
+        await anyio.sleep(3.1)  # the refresh token (2 s, exp rounded up: at most 3 s) has expired too
         expired = await cli.run("upload", str(src))
         assert expired.code == 3 and "login expired" in expired.stderr and "flowxfer login" in expired.stderr
         token = await cli.run("--token", "not.a.jwt", "upload", str(src))

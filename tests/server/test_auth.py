@@ -88,7 +88,7 @@ async def test_expired_access_token_then_refresh(server_root: Path, http: aiohtt
         login = (await api.call("POST", "/login", json={"username": "bob", "password": srv.users["bob"]})).json()
         import asyncio
 
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(2.1)  # exp is a whole second rounded up: a 1 s token lives 1-2 s
         stale = await api.call("GET", "/data/owned", headers={"Authorization": f"Bearer {login['token']}"})
         assert stale.status == 401 and "expired" in stale.json()["error"]
         fresh = await api.call("GET", "/token", headers={"Cookie": f"{REFRESH_COOKIE}={login['refresh_token']}"})

@@ -91,7 +91,7 @@ async def test_flowbio_refreshes_an_expired_token(server_root: Path, tmp_path: P
 
         def late_upload() -> str:
             with flowbio_client(srv, CHUNK) as client:
-                time.sleep(2.1)  # the access token is now expired; the refresh cookie is not
+                time.sleep(2.1)  # the access token (1 s, exp rounded up: at most 2 s) is now expired
                 return client.data.upload_data(path).id
 
         assert await anyio.to_thread.run_sync(late_upload)
