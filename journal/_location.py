@@ -101,6 +101,14 @@ def parse_journal_location(value: Path | str | JournalLocation | None) -> Journa
         masked = mask_password(value)
         if not urlsplit(value).netloc and "host=" not in value:
             raise JournalLocationError(f"journal URL {masked!r} names no server: postgresql://USER@HOST[:PORT]/DB")
+        parts = urlsplit(value)
+        if "," not in parts.netloc:  # libpq's several hosts (h1:5432,h2:5432) are its to check
+            try:
+                _ = parts.port  # urllib checks it: a number, 0-65535
+            except ValueError:
+                raise JournalLocationError(
+                    f"journal URL {masked!r}: the port must be a number from 1 to 65535"
+                ) from None
         return JournalLocation("postgresql", url=value, display=masked)
     raise JournalLocationError(
         f"journal URL {mask_password(value)!r}: unknown scheme {scheme!r} "

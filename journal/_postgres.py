@@ -39,7 +39,7 @@ from ._errors import (
     JournalUnavailableError,
     JournalVersionError,
 )
-from ._location import JournalLocation
+from ._location import JournalLocation, mask_password
 from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
 
 #: Strings and quoted names pass through; ``?`` and ``:name`` become psycopg's placeholders; a
@@ -127,6 +127,19 @@ def _lost_connection(exc: psycopg.Error) -> bool:
     return isinstance(exc, psycopg.InterfaceError) or exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
 
 
+#: A server that refuses a login for now, not for good: wait it out like an outage.
+_PASSING_REFUSALS = ("starting up", "shutting down", "in recovery", "too many clients", "not yet accepting")
+
+
+def _refused_at_login(message: str) -> bool:
+    """The server answered the login with a FATAL that will not pass: a password, a role, a database.
+
+    libpq gives no SQLSTATE for a refusal during connection, only the server's text.
+    """
+    fatal = message.partition("FATAL:")[2]
+    return bool(fatal) and not any(passing in fatal for passing in _PASSING_REFUSALS)
+
+
 def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
     row = tx.execute(sql).fetchone()
     assert row is not None
@@ -191,13 +204,34 @@ class PostgresBackend:
             location, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
         )
         try:
-            with backend._errors():
-                backend._pool.open(wait=True, timeout=connect_timeout)
+            try:
+                with backend._errors():
+                    backend._pool.open(wait=True, timeout=connect_timeout)
+            except JournalUnavailableError:
+                backend._why_unreachable()
+                raise
             backend._prepare()
         except BaseException:
             backend.close()
             raise
         return backend
+
+    def _why_unreachable(self) -> None:
+        """After the pool could not connect at open: connect once more, directly, to say why.
+
+        The pool only reports that it timed out. A refused password or a database that does not
+        exist is not an outage to wait out: it is a usage error (:class:`JournalError`, exit 2),
+        named with the server's own words; anything else stays unreachable, with its cause.
+        Returns when the direct attempt works (the pool's failure stands).
+        """
+        assert self.location.url is not None
+        try:
+            psycopg.connect(self.location.url, connect_timeout=max(1, round(self._connect_timeout))).close()
+        except psycopg.Error as exc:
+            reason = mask_password(" ".join(str(exc).split()))
+            if not _lost_connection(exc) or _refused_at_login(reason):
+                raise JournalError(f"journal {self.location.display} refused us: {reason}") from exc
+            raise JournalUnavailableError(f"journal {self.location.display} is unreachable: {reason}") from exc
 
     def _current_pool(self) -> ConnectionPool[Any]:
         with self._pool_lock:

@@ -64,6 +64,13 @@ def test_a_postgresql_url_without_a_server_is_refused() -> None:
         parse_journal_location("postgresql:db")
 
 
+@pytest.mark.parametrize("port", ["99999", "0x10", "-1"])
+def test_a_postgresql_port_that_is_no_port_is_refused(port: str) -> None:
+    with pytest.raises(JournalLocationError, match="port must be a number"):
+        parse_journal_location(f"postgresql://u@127.0.0.1:{port}/db")
+    parse_journal_location(f"postgresql://u@h1:5432,h2:{port}/db")  # several hosts: libpq judges them
+
+
 _secret = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789!$&'()*+,;=-._~", min_size=6, max_size=20).map(
     lambda s: "Zq" + s  # never a substring of the rest of the URL
 )

@@ -23,6 +23,7 @@ from flowxfer.journal import (
     InventoryRecord,
     Journal,
     JournalBatch,
+    JournalError,
     JournalUnavailableError,
     LeaseHeld,
     NewFile,
@@ -259,6 +260,14 @@ def test_an_unreachable_server_at_open_is_unavailable(postgres_cluster: Postgres
     url = f"postgresql://postgres@127.0.0.1:{postgres_cluster.port + 1 if postgres_cluster.port < 65535 else 1}/x"
     with pytest.raises(JournalUnavailableError, match="unreachable"):
         Journal.open(url, connect_timeout=1)
+
+
+def test_a_database_that_refuses_the_login_is_a_usage_error_not_an_outage(postgres_cluster: PostgresCluster) -> None:
+    """A missing database (or a refused password) will not pass by waiting: JournalError, in the server's words."""
+    missing = postgres_cluster.url.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(JournalError, match='refused us: .*database "no_such_database" does not exist') as caught:
+        Journal.open(missing, connect_timeout=1)
+    assert not isinstance(caught.value, JournalUnavailableError)
 
 
 # --- migrate_journal ----------------------------------------------------------------------
