@@ -3,7 +3,7 @@
     python -m benchmarks.bench_wan [--rtt-ms 50] [--size 1G] [--files 16] [--file-size 64M] [--repeats 3]
     python -m benchmarks.bench_wan --quick          # small sizes, one round, RESULTS.md left alone
     python -m benchmarks.bench_wan --tasks download,fixed   # some comparisons only (printed, not recorded)
-    python -m benchmarks.bench_wan --rtt-ms 150 --window-mib 32 --no-baseline   # shares only, against 50 ms
+    python -m benchmarks.bench_wan --rtt-ms 150 --window-mib 32 --repeats 2 --baseline-on small
     python -m benchmarks.bench_wan --readme         # the README's WAN table again, from RESULTS.md
 
 Every tool talks to the local server (a subprocess, rate limits off) through
@@ -21,9 +21,10 @@ and ``aria2c -x4``), several files up (flowxfer vs flowbio), 2,000 files of
 scaled: ``benchmarks.wan_small``), alternating rounds, medians; throughput as
 a share of the link. The official client's runs take 75-200 s each, so they
 run ``--baseline-repeats`` rounds (the first ones) while the others run
-``--repeats``; ``--no-baseline`` leaves it out (at 150 ms the goal is a share
-of the link within 10 points of the 50 ms figures, which needs no
-official client). Then the fixed cost of a command: a 4 KiB file down and up
+``--repeats``; ``--baseline-on small`` keeps it to the small files (at 150 ms
+the large transfers' goal is a share of the link within 10 points of the
+50 ms figures, which needs no official client), ``--no-baseline`` leaves it
+out. Then the fixed cost of a command: a 4 KiB file down and up
 through the clean path and on plain loopback, the difference counted in
 round trips. First of all, the proxy's own ceiling: curl through an
 unlimited path with no delay.
@@ -117,6 +118,8 @@ def _sync(_name: str, _round: int) -> None:
 
 #: What a run can be limited to (``--tasks``): each a comparison through each path, or the fixed cost.
 TASKS = ("upload", "download", "many", "small", "fixed", "ceiling")
+#: The tasks where the official client takes part.
+BASELINE_TASKS = ("upload", "many", "small", "fixed")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class Plan:
     """How much of everything a run does.
 
     :param baseline_repeats: the official client's rounds (0: left out).
+    :param baseline_tasks: the tasks it runs in (``--baseline-on``: at 150 ms only the small files,
+        whose goals are ratios to it, while the large transfers' goals are shares of the link).
     :param small_files: files in the small-file scenario, ``small_size`` bytes each.
     :param baseline_files: how many of them the official client uploads (scaled to all).
     """
@@ -134,10 +139,15 @@ class Plan:
     small_size: int
     baseline_files: int
     tasks: frozenset[str] = frozenset(TASKS)
+    baseline_tasks: frozenset[str] = frozenset(BASELINE_TASKS)
 
-    def uploads(self, files: list[Path], url: str, env: dict[str, str]) -> dict[str, Callable[[int], Run]]:
+    def baseline(self, task: str) -> int:
+        """The official client's rounds in ``task``."""
+        return self.baseline_repeats if task in self.baseline_tasks else 0
+
+    def uploads(self, files: list[Path], url: str, env: dict[str, str], task: str) -> dict[str, Callable[[int], Run]]:
         tools = upload_tools(files, url, env)
-        if not self.baseline_repeats:
+        if not self.baseline(task):
             del tools[FLOWBIO]
         return tools
 
@@ -158,12 +168,12 @@ def bench_path(
     with served("wan-direct") as (server, direct), through(server, f"wan-{label}", spec_args) as (path, env):
         print(f"\n{label} path: {path.spec.describe()}", flush=True)
         if "upload" in tasks:
-            result.rows += _upload_rows(label, [data.large], plan, path, env)
+            result.rows += _upload_rows(label, [data.large], plan, path, env, "upload")
         if "download" in tasks:
             data_id, token = upload_id(data.large, direct), login_token(server)
             result.rows += _download_rows(label, data, plan.repeats, path, env, data_id, token, aria2c)
         if "many" in tasks:
-            result.rows += _upload_rows(label, data.files, plan, path, env)
+            result.rows += _upload_rows(label, data.files, plan, path, env, "many")
         if "small" in tasks:
             small = bench_small(
                 label,
@@ -174,7 +184,7 @@ def bench_path(
                 size=plan.small_size,
                 sample=plan.baseline_files,
                 repeats=plan.repeats,
-                baseline_repeats=plan.baseline_repeats,
+                baseline_repeats=plan.baseline("small"),
             )
             result.rows += small.rows
             result.notes += [*where_the_time_goes(label, small), f"- {label}: {small.note}."]
@@ -183,14 +193,17 @@ def bench_path(
     return result
 
 
-def _upload_rows(label: str, files: list[Path], plan: Plan, path: WanProcess, env: dict[str, str]) -> list[Row]:
+def _upload_rows(
+    label: str, files: list[Path], plan: Plan, path: WanProcess, env: dict[str, str], kind: str
+) -> list[Row]:
     """``files`` up, flowxfer against the official client (which runs the plan's baseline rounds)."""
     size, link = sum(f.stat().st_size for f in files), path.spec.link_rate
     each = files[0].stat().st_size
     task = f"upload {size / MiB:.0f} MiB" if len(files) == 1 else f"upload {len(files)} × {each / MiB:.0f} MiB"
-    print(f"{task} (median of {plan.repeats}, the official client {plan.baseline_repeats}, alternating)", flush=True)
-    up = alternate(plan.uploads(files, path.url, env), plan.repeats, before_each=_sync,
-                   rounds={FLOWBIO: plan.baseline_repeats})
+    print(f"{task} (median of {plan.repeats}, the official client {plan.baseline(kind)}, alternating)", flush=True)
+    up = alternate(
+        plan.uploads(files, path.url, env, kind), plan.repeats, before_each=_sync, rounds={FLOWBIO: plan.baseline(kind)}
+    )
     ours = up["flowxfer upload"]
     if FLOWBIO not in up:
         return [Row(label, task, "flowxfer", ours, size, link)]
@@ -251,7 +264,7 @@ def bench_fixed_cost(
         for where, (url, home) in {"path": (path.url, env), "loopback": (server.url, direct)}.items():
             mine = {
                 **download_tools(data_id, f"{url}/downloads/{data_id}/{data.probe.name}", token, out, home, None),
-                **plan.uploads([data.probe], url, home),
+                **plan.uploads([data.probe], url, home, "fixed"),
             }
             tools.update({f"{where}: {name}": run for name, run in mine.items()})
         print(
@@ -307,13 +320,13 @@ def estimate_seconds(
 
     Fitted to the recorded runs: flowxfer fills ~90% of the link after ~1 s
     of start-up; the official client pays a round trip plus ~18 ms a 1 MB
-    chunk; curl alone is held to a lossy connection's cap; a small file
-    costs flowxfer ~3 round trips shared by 16 files in flight, the official
-    client ~3 round trips in series.
+    chunk; curl alone is held to a lossy connection's cap; a small file is
+    one request, ~12 at once for flowxfer, one after the other (plus ~12 ms)
+    for the official client; the packed files go on one capped connection.
     """
     rtt, link = rtt_ms / 1000, link_mbit * 1e6 / 8
     capped = min(link, lossy_mbit * 1e6 / 8) if lossy_mbit else link
-    tasks, repeats, base = plan.tasks, plan.repeats, plan.baseline_repeats
+    tasks, repeats, base = plan.tasks, plan.repeats, plan.baseline
 
     def ours(nbytes: float) -> float:
         return 1.0 + nbytes / (0.9 * link)
@@ -325,15 +338,15 @@ def estimate_seconds(
     for rate in [link, capped][:paths]:
         total += 4 + size / 400e6  # a server, a login, the file to download put in place
         if "upload" in tasks:
-            total += repeats * ours(size) + base * flowbio(size, rate)
+            total += repeats * ours(size) + base("upload") * flowbio(size, rate)
         if "download" in tasks:
             total += repeats * (2 * ours(size) + size / rate + 2 * rtt)
         if "many" in tasks:
-            total += repeats * ours(many) + base * flowbio(many, rate)
+            total += repeats * ours(many) + base("many") * flowbio(many, rate)
         if "small" in tasks:
-            one_by_one = 1.0 + plan.small_files * 3 * rtt / 16
-            packed = 3.0 + plan.small_files * plan.small_size / link
-            total += repeats * (one_by_one + packed + 2) + base * (3.0 + plan.baseline_files * (3 * rtt + 0.02))
+            one_by_one = 1.5 + plan.small_files * rtt / 12
+            packed = 1.5 + plan.small_files * plan.small_size / rate
+            total += repeats * (one_by_one + packed + 0.5) + base("small") * (1.5 + plan.baseline_files * (rtt + 0.012))
     if "fixed" in tasks:
         total += 5 + (max(repeats, 7) + 1) * 4 * (1.4 + 3 * rtt)
     if "ceiling" in tasks:
@@ -342,10 +355,9 @@ def estimate_seconds(
 
 
 def goals_of(rows: list[Row], rtt_ms: float, results: str) -> list[Goal]:
-    """The share and ratio goals of the large transfers, and the loopback figures as recorded."""
+    """The share and ratio goals of the large transfers."""
     recorded_50 = wan_goals.recorded_shares(wan_goals.section(results, wan_goals.HEADING.format(rtt=50)))
-    return [*wan_goals.share_goals(rows, rtt_ms, recorded_50), *wan_goals.ratio_goals(rows),
-            *wan_goals.loopback_goals(results)]
+    return [*wan_goals.share_goals(rows, rtt_ms, recorded_50), *wan_goals.ratio_goals(rows)]
 
 
 def write_readme() -> None:
@@ -373,7 +385,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 3; --quick 1)")
     p.add_argument("--baseline-repeats", type=int, default=1, help="the official client's rounds (default 1)")
-    p.add_argument("--no-baseline", action="store_true", help="leave the official client out")
+    p.add_argument(
+        "--baseline-on",
+        default=",".join(BASELINE_TASKS),
+        help=f"the tasks the official client takes part in (default all: {','.join(BASELINE_TASKS)})",
+    )
+    p.add_argument("--no-baseline", action="store_true", help="leave the official client out of every task")
     p.add_argument("--paths", default="clean,lossy", help="which paths (default clean,lossy)")
     p.add_argument("--quick", action="store_true", help="small sizes, one round, RESULTS.md left alone")
     p.add_argument("--no-record", action="store_true", help="do not write RESULTS.md (nor the README)")
@@ -406,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     tasks = frozenset(t.strip() for t in args.tasks.split(",") if t.strip())
     if tasks - set(TASKS):
         command.error(f"unknown task(s) {sorted(tasks - set(TASKS))}: choose from {', '.join(TASKS)}")
+    baseline_on = frozenset(t.strip() for t in args.baseline_on.split(",") if t.strip())
+    if baseline_on - set(BASELINE_TASKS):
+        command.error(f"--baseline-on {sorted(baseline_on - set(BASELINE_TASKS))}: choose from {BASELINE_TASKS}")
     if args.baseline_repeats < 1 and not args.no_baseline:
         command.error("--baseline-repeats must be at least 1 (--no-baseline leaves the official client out)")
     plan = Plan(
@@ -415,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         small_size=parse_size(args.small_size),
         baseline_files=args.baseline_files or (20 if quick else 200),
         tasks=tasks,
+        baseline_tasks=frozenset() if args.no_baseline else baseline_on,
     )
     estimate = estimate_seconds(
         plan, rtt_ms=args.rtt_ms, link_mbit=args.link_mbit, lossy_mbit=args.lossy_mbit, size=size,
@@ -439,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result.goals += fixed_goals
     results = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-    goals = [*goals_of(result.rows, args.rtt_ms, results), *result.goals]
+    goals = [*goals_of(result.rows, args.rtt_ms, results), *result.goals, *wan_goals.loopback_goals(results)]
     body = section_body(args, plan, result, fixed, goals, ceiling_line, given)
     print("\n" + body)
     print(f"\nthis run took {(time.monotonic() - started) / 60:.1f} min (estimated {estimate / 60:.0f})")
@@ -459,10 +480,12 @@ def section_body(
     given: list[str],
 ) -> str:
     clean = PathSpec(rtt=args.rtt_ms / 1000, link_rate=args.link_mbit * 1e6 / 8, window=int(args.window_mib * MiB))
+    where = [t for t in BASELINE_TASKS if plan.baseline(t)]
     baseline = (
-        "the official client left out (`--no-baseline`)"
-        if not plan.baseline_repeats
+        "the official client left out"
+        if not where
         else f"the official client's runs {plan.baseline_repeats} round(s), the first ones"
+        + ("" if len(where) == len(BASELINE_TASKS) else f", in {', '.join(where)} only")
     )
     return "\n".join(
         [

@@ -6,8 +6,9 @@ Three tools upload the same folder through the same path, alternating:
   small files without packing (a fresh journal each run, so every file goes);
 - ``flowxfer sync DIR --pack-small 1M``: the files packed into tars per folder;
 - the official client (flowbio 0.14, ``bench_sync``'s loop over the folder,
-  one ``upload_data`` per file), which needs several round trips a file in
-  series: at 50 ms about 6 minutes for 2,000 files, too long to repeat. It
+  one ``upload_data`` per file), which sends one request a file in series
+  on one kept-alive connection (measured): at 50 ms about 2 minutes for 2,000
+  files, 4 at 150 ms, too long to repeat next to flowxfer's seconds. It
   runs on the first ``sample`` files, and once with no file at all (start-up
   and login); its time for every file is then
   ``start-up + (sample run - start-up) × files / sample``. That linear
@@ -47,32 +48,40 @@ def scaled(sample_seconds: float, start_seconds: float, sample: int, files: int)
 class PerFile:
     """Where one tool's time went, a file at a time.
 
-    :param seconds: wall time a file (start-up left out where it was measured).
-    :param requests: requests a file, from the server's access log.
-    :param connections: new connections a file, from the path (each a handshake).
-    :param round_trips: ``seconds`` in round trips of the path.
+    :param files: how many files the figures are for.
+    :param seconds: wall time in all (start-up left out where it was measured).
+    :param requests: requests in all, from the server's access log.
+    :param connections: new connections in all, from the path (each a handshake).
+    :param rtt: the path's round trip.
     """
 
+    files: int
     seconds: float
-    requests: float
-    connections: float
-    round_trips: float
+    requests: int
+    connections: int
+    rtt: float
+
+    @property
+    def round_trips(self) -> float:
+        """A file's share of the time, in round trips of the path."""
+        return self.seconds / self.files / self.rtt if self.rtt else 0.0
 
     @property
     def in_flight(self) -> float:
-        """Files moving at once, on average: the round trips a file needs over those its time lasts."""
-        return (self.requests + self.connections) / self.round_trips if self.round_trips else 0.0
+        """Requests under way at once, on average: each costs a round trip (a new connection one more)."""
+        return (self.requests + self.connections) / self.files / self.round_trips if self.round_trips else 0.0
 
     def describe(self) -> str:
         return (
-            f"{self.requests:.2f} requests and {self.connections:.2f} new connections a file, "
-            f"{self.seconds * 1000:.1f} ms a file = {self.round_trips:.2f} round trips: "
-            f"{self.in_flight:.1f} files in flight"
+            f"{self.requests:,} requests and {self.connections:,} new connections for {self.files:,} files "
+            f"({self.requests / self.files:.2f} requests a file) in {self.seconds:.2f} s, "
+            f"{self.seconds / self.files * 1000:.1f} ms a file = {self.round_trips:.2f} round trips: "
+            f"{self.in_flight:.1f} requests in flight on average"
         )
 
 
 def per_file(seconds: float, files: int, requests: int, connections: int, rtt: float) -> PerFile:
-    return PerFile(seconds / files, requests / files, connections / files, seconds / files / rtt if rtt else 0.0)
+    return PerFile(files, seconds, requests, connections, rtt)
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_the_sample_scales_to_all_files_with_its_start_up_counted_once(
 
 def test_a_file_at_a_time_counts_round_trips_and_files_in_flight() -> None:
     cost = per_file(seconds=8.0, files=2000, requests=2000, connections=16, rtt=0.05)
-    assert cost.seconds == pytest.approx(0.004) and cost.round_trips == pytest.approx(0.08)
+    assert cost.seconds == 8.0 and cost.round_trips == pytest.approx(0.08)
     # each file needs a request's round trip; 0.08 round trips of time each: about 12.6 at once
     assert cost.in_flight == pytest.approx((1 + 16 / 2000) / 0.08)
 
@@ -94,8 +94,8 @@ def test_the_official_client_s_figures_are_scaled_and_its_start_up_left_out_of_i
     assert result.ratios == {ONE_BY_ONE: pytest.approx(whole / 8.0), PACKED: pytest.approx(whole / 2.0)}
     assert result.rows[-1].tool == "flowbio v2 (200 of 2,000 files, scaled)"
     assert result.rows[-1].series.median == pytest.approx(whole)
-    assert result.per_file[BASELINE].requests == 1.0 and result.per_file[BASELINE].connections == 0.0
-    assert result.per_file[BASELINE].seconds == pytest.approx(0.07)
+    assert result.per_file[BASELINE].requests == 200 and result.per_file[BASELINE].connections == 0
+    assert result.per_file[BASELINE].seconds == pytest.approx(14.0) and result.per_file[BASELINE].files == 200
     assert "200 of 2,000 files, scaled" in result.note
 
 
@@ -128,12 +128,15 @@ def test_at_50_ms_each_share_is_held_to_the_issue_s_figure() -> None:
 
 
 def test_at_another_round_trip_each_share_is_held_to_within_ten_points_of_the_recorded_50_ms() -> None:
-    rows = [row("clean", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.80),
-            row("lossy", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.70)]
-    recorded = {("clean", "upload 1024 MiB"): 0.90, ("lossy", "upload 1024 MiB"): 0.81}
+    rows = [row("clean", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.801),
+            row("lossy", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.709),
+            row("lossy", "download 1024 MiB", "flowxfer", GiB / LINK / 0.95)]
+    recorded = {("clean", "upload 1024 MiB"): 0.90, ("lossy", "upload 1024 MiB"): 0.81,
+                ("lossy", "download 1024 MiB"): 0.90}
     goals = share_goals(rows, 150, recorded)
-    assert [g.met for g in goals] == [True, False]
+    assert [g.met for g in goals] == [True, False, True]
     assert goals[0].figure == "80% of the link, 90% at 50 ms, 10 points lower"
+    assert goals[2].figure == "95% of the link, 90% at 50 ms, 5 points higher"
     assert share_goals(rows, 150, {}) == []  # nothing recorded at 50 ms: nothing to compare
 
 
@@ -240,3 +243,11 @@ def test_the_estimate_grows_with_the_official_client_s_rounds_and_the_round_trip
     assert estimate(plan(baseline_repeats=3)) > full + 4 * 80  # two more 1 GiB and 16 × 64 MiB, both paths
     assert estimate(plan(baseline_repeats=0), 150) < estimate(plan(), 150)
     assert estimate(plan(), 150) > full
+    small_only = estimate(plan(baseline_tasks=frozenset({"small"})), 150)
+    assert estimate(plan(baseline_repeats=0), 150) < small_only < estimate(plan(), 150) - 4 * 180
+
+
+def test_the_official_client_takes_part_only_in_its_tasks() -> None:
+    only_small = plan(baseline_tasks=frozenset({"small"}))
+    assert (only_small.baseline("small"), only_small.baseline("upload"), only_small.baseline("fixed")) == (1, 0, 0)
+    assert plan(baseline_repeats=0).baseline("small") == 0
