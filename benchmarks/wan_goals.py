@@ -83,7 +83,9 @@ def share_goals(rows: Iterable[Row], rtt_ms: float, recorded_50: dict[tuple[str,
             goals.append(Goal(row.path, row.task, f"{share:.0%} of the link", f"≥ {goal:.0%}", share >= goal))
             continue
         before = recorded_50.get((row.path, row.task))
-        if before is None:
+        if before is None:  # shown, not skipped: a goal without its figure is not met
+            goals.append(Goal(row.path, row.task, f"{share:.0%} of the link, no 50 ms figure recorded",
+                              f"within {POINTS} points of 50 ms", False, " (record the 50 ms section first)"))
             continue
         drop = (before - share) * 100
         figure = f"{share:.0%} of the link, {before:.0%} at 50 ms, {_points(drop)}"

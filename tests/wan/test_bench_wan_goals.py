@@ -137,7 +137,8 @@ def test_at_another_round_trip_each_share_is_held_to_within_ten_points_of_the_re
     assert [g.met for g in goals] == [True, False, True]
     assert goals[0].figure == "80% of the link, 90% at 50 ms, 10 points lower"
     assert goals[2].figure == "95% of the link, 90% at 50 ms, 5 points higher"
-    assert share_goals(rows, 150, {}) == []  # nothing recorded at 50 ms: nothing to compare
+    unmatched = share_goals(rows[:1], 150, {})  # nothing recorded at 50 ms: shown, and not met
+    assert [(g.figure, g.met) for g in unmatched] == [("80% of the link, no 50 ms figure recorded", False)]
 
 
 def test_the_fixed_cost_is_0_3_s_and_two_round_trips_of_the_path() -> None:
