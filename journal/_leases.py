@@ -3,8 +3,8 @@
 Mixed into :class:`~._journal.Journal`. A lease is a row claimed inside a
 transaction under a named lock (PostgreSQL: an advisory lock and ``FOR
 UPDATE``; SQLite: ``BEGIN IMMEDIATE``): free, ours, a dead process's on this
-host (free at once), or silent for longer than its TTL (``stale_after``: a
-dead or cut-off host's). A budget is merged and written back in one such
+host (free at once), or silent for longer than the TTL its holder stored
+with it (a dead or cut-off host's). A budget is merged and written back in one such
 transaction, so the fleet's spending adds up.
 """
 
@@ -95,35 +95,38 @@ class LeaseTables:
     # -- leases --------------------------------------------------------
 
     def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
-        """Take the lease ``key``, or raise :class:`LeaseHeld` if a live process has it."""
+        """Take the lease ``key`` (held with the TTL ``stale_after``), or raise :class:`LeaseHeld` if a
+        live process has it."""
         with self._immediate() as conn:
             return self._take_lease(conn, key, what, stale_after)
 
     def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float) -> Lease:
         """Claim ``key`` inside ``conn``: free, ours, a dead process's on this host, or stale (no heartbeat
-        for ``stale_after`` seconds: a dead or cut-off host's) -- else :class:`LeaseHeld`.
+        for the TTL its holder stored with it: a dead or cut-off host's) -- else :class:`LeaseHeld`.
 
+        ``stale_after`` is our TTL, stored with the lease for the hosts that will look at it: a
+        holder's heartbeat rhythm follows its own TTL, so only its own TTL says when it went silent.
         Times are the database's clock where there is one (:meth:`Transaction.now`), so hosts whose
         clocks disagree still agree on when a lease went stale.
         """
         conn.lock(f"lease:{key}")
         now = conn.now()
         row = conn.execute(
-            "SELECT pid, host, since, heartbeat, what FROM leases WHERE key = ?" + conn.for_update, (key,)
+            "SELECT pid, host, since, heartbeat, what, ttl FROM leases WHERE key = ?" + conn.for_update, (key,)
         ).fetchone()
         if row is not None:
-            pid, host, since, heartbeat, held_what = row
+            pid, host, since, heartbeat, held_what, ttl = row
             ours = pid == self.pid and host == self.host
             dead = host == self.host and not _pid_alive(pid)
-            stale = now - heartbeat > stale_after
+            stale = now - heartbeat > ttl
             if not (ours or dead or stale):
                 raise LeaseHeld(key, pid, host, since, held_what)
         token = secrets.token_hex(8)
         conn.execute(
-            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what) VALUES (?,?,?,?,?,?,?) "
+            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what, ttl) VALUES (?,?,?,?,?,?,?,?) "
             "ON CONFLICT (key) DO UPDATE SET token = excluded.token, pid = excluded.pid, host = excluded.host, "
-            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what",
-            (key, token, self.pid, self.host, now, now, what),
+            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what, ttl = excluded.ttl",
+            (key, token, self.pid, self.host, now, now, what, stale_after),
         )
         return Lease(self, key, token)
 

@@ -84,24 +84,41 @@ def test_the_host_id_comes_from_the_argument_the_environment_or_the_hostname(
 
 def test_another_host_s_lease_is_taken_over_only_after_its_ttl(journal: Journal) -> None:
     journal.host = "host-a"
-    record, lease, _ = journal.begin_transfer("sync", "s", "u", {}, "run-1")
+    record, lease, _ = journal.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
     with Journal.open(journal.location, host_id="host-b") as other:
         # Same pid as ours on another host: pid liveness says nothing across hosts, the heartbeat does.
         with pytest.raises(LeaseHeld) as info:
-            other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+            other.begin_transfer("sync", "s", "u", {}, "run-1")
         assert info.value.host == "host-a"
         lease.heartbeat()
         time.sleep(0.2)
         with pytest.raises(LeaseHeld):  # the heartbeat renewed it
-            other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+            other.begin_transfer("sync", "s", "u", {}, "run-1")
         time.sleep(0.6)
-        taken, heir, resumed = other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+        # a's TTL (0.5 s) has passed, though not b's own (60 s): the holder's TTL is the one that counts.
+        taken, heir, resumed = other.begin_transfer("sync", "s", "u", {}, "run-1")
         assert resumed and taken.id == record.id and taken.host == "host-b"
         assert _holder(journal, heir.key) == "host-b"
         # The old holder's token no longer counts: its release leaves the heir's lease alone.
         lease.release()
         assert _holder(journal, heir.key) == "host-b"
         assert not journal.heartbeat_held(heir.key)
+
+
+def test_a_lease_held_with_a_long_ttl_is_not_taken_by_a_host_with_a_short_one(journal: Journal) -> None:
+    """a runs with --lease-ttl 600 (heartbeats minutes apart); b, with 0.3 s, must wait a's 600 s."""
+    journal.host = "host-a"
+    journal.acquire_lease("sync:/runs/r1", stale_after=600)
+    with Journal.open(journal.location, host_id="host-b") as other:
+        time.sleep(0.5)
+        with pytest.raises(LeaseHeld) as info:
+            other.acquire_lease("sync:/runs/r1", stale_after=0.3)
+        assert info.value.host == "host-a"
+        # b's lease stores b's TTL in turn: once it is silent for 0.3 s, a takes it back.
+        other.acquire_lease("sync:/runs/r2", stale_after=0.3)
+        time.sleep(0.5)
+        journal.acquire_lease("sync:/runs/r2", stale_after=600)
+        assert _holder(other, "sync:/runs/r2") == "host-a"
 
 
 def test_a_dead_process_s_lease_on_the_same_host_is_free_at_once(journal: Journal) -> None:
@@ -223,7 +240,7 @@ def test_hosts_starting_at_once_on_an_empty_database_create_the_schema_once(post
     assert errors.empty()
     with psycopg.connect(postgres_url) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == [3, 4]
+    assert versions == [3, 4, 5]
 
 
 def test_a_postgresql_outage_is_unavailable_then_the_same_journal_works_again(
