@@ -21,6 +21,7 @@ from ._errors import (
     JournalUnavailableError,
     JournalVersionError,
     LeaseHeld,
+    LeaseLost,
 )
 from ._journal import Journal, Lease, resolve_host_id
 from ._location import JournalLocation, default_journal_path, mask_password, parse_journal_location
@@ -69,6 +70,7 @@ __all__ = [
     "JournalVersionError",
     "Lease",
     "LeaseHeld",
+    "LeaseLost",
     "NewFile",
     "NewSample",
     "PackMember",

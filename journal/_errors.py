@@ -39,3 +39,15 @@ class LeaseHeld(JournalError):
         self.key, self.pid, self.host, self.since, self.what = key, pid, host, since, what
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
         super().__init__(f"already running ({what or key}): pid {pid} on {host}, since {started}")
+
+
+class LeaseLost(JournalError):
+    """A write fenced by a lease found the lease another holder's: it wrote nothing.
+
+    The holder went silent for longer than its TTL (frozen, cut off) and another process or host
+    took the work over; what the old holder still had to record is the new holder's to redo.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"the lease {key} is no longer ours: another host or process has taken over this work")

@@ -383,11 +383,13 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
 
     # -- batches -------------------------------------------------------
 
-    def commit(self, batch: JournalBatch) -> None:
+    def commit(self, batch: JournalBatch, fence: Lease | None = None) -> None:
         """Apply a batch in one transaction, after syncing the files it vouches for.
 
         The order is the invariant: bytes reach the disk before the journal
         says they did, so a crash between the two costs a refetch, never a hole.
+        ``fence``: the transfer's lease; when it is no longer ours the batch writes
+        nothing and :class:`LeaseLost` is raised (see :meth:`_fence`).
         """
         for fd in batch.fds:
             try:
@@ -408,6 +410,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
             # On a server, the whole batch goes in one round trip: the states it changes are read
             # (before its writes, in order) and checked once the answers are back, before COMMIT.
             with conn.pipeline():
+                fenced = self._fence(conn, fence)
                 for file_id, plan in batch.chunk_plans.items():
                     conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
                     conn.executemany(
@@ -416,6 +419,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
                     )
                 check = _read_transitions(conn, batch)
                 self._write_batch(conn, batch, now)
+            fenced()
             check()
             for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
                 self._write_pack(conn, pack, now)

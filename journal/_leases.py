@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._backend import Params, Transaction
-from ._errors import LeaseHeld
+from ._errors import LeaseHeld, LeaseLost
 
 
 @dataclass(slots=True)
@@ -129,6 +129,27 @@ class LeaseTables:
             (key, token, self.pid, self.host, now, now, what, stale_after),
         )
         return Lease(self, key, token)
+
+    def _fence(self, conn: Transaction, lease: Lease | None) -> Callable[[], None]:
+        """Fence the writes of ``conn`` by ``lease``: call the result before committing.
+
+        A host that lost its lease (frozen or cut off for a whole TTL, another host took over) may
+        still hold progress it never recorded; written beside the new holder's, it would claim
+        rows the new holder is working on. The lease's row is read and locked inside ``conn``
+        (PostgreSQL: ``FOR UPDATE``, so a takeover waits for this commit or this commit sees
+        the takeover; SQLite: the write lock already serialises them), sent in the same pipeline
+        as the writes (no extra round trip); the returned check raises :class:`LeaseLost` when the
+        row's token is not ``lease``'s, which rolls the whole transaction back.
+        """
+        if lease is None:
+            return lambda: None
+        rows = conn.rows_later("SELECT token FROM leases WHERE key = ?" + conn.for_update, (lease.key,))
+
+        def check() -> None:
+            if [row[0] for row in rows()] != [lease.token]:
+                raise LeaseLost(lease.key)
+
+        return check
 
     def heartbeat_held(self, key: str) -> bool:
         """Renew the lease ``key`` if this process holds it; whether it does.
