@@ -32,6 +32,10 @@ class JournalLocationError(JournalError):
     """A ``--journal`` value that is neither a path nor a URL of a backend we know."""
 
 
+class HostIdError(JournalError):
+    """A host id (``--host-id``, ``FLOWXFER_HOST_ID``) that cannot name a host in a shared journal."""
+
+
 class LeaseHeld(JournalError):
     """Another live process is running this work."""
 

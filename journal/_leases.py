@@ -13,14 +13,51 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import time
+import unicodedata
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ._backend import Params, Transaction
-from ._errors import LeaseHeld, LeaseLost
+from ._errors import HostIdError, LeaseHeld, LeaseLost
+
+#: The longest host id: a fully qualified domain name's limit (a hostname fits).
+HOST_ID_MAX = 253
+
+
+def resolve_host_id(explicit: str | None = None) -> str:
+    """This host's name in a shared journal: ``explicit``, else ``$FLOWXFER_HOST_ID``, else the hostname.
+
+    An explicit or environment value is checked (:func:`check_host_id`), even an empty one: an
+    empty ``FLOWXFER_HOST_ID`` once fell back to the hostname unseen, and a fleet whose hosts
+    all ended up with one name would take each other's live leases for their own.
+    """
+    if explicit is None:
+        explicit = os.environ.get("FLOWXFER_HOST_ID")
+    return socket.gethostname() if explicit is None else check_host_id(explicit)
+
+
+def check_host_id(value: str) -> str:
+    """``value`` if it can name a host in a shared journal, else :class:`HostIdError` saying why.
+
+    It is shown in ``jobs``/``show`` columns and in "already running ... on HOST" messages, and
+    it is how a host recognises its own leases: no blank, padded, control-character or
+    unbounded names.
+    """
+    what = "the host id (--host-id or FLOWXFER_HOST_ID)"
+    if not value.strip():
+        raise HostIdError(f"{what} is empty: give each host of a fleet its own name, or unset it for the hostname")
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise HostIdError(f"{what} {value!r} has a control character ({control!r})")
+    if value != value.strip():
+        raise HostIdError(f"{what} {value!r} begins or ends with a space")
+    if len(value) > HOST_ID_MAX:
+        raise HostIdError(f"{what} is {len(value)} characters long; at most {HOST_ID_MAX}")
+    return value
 
 
 @dataclass(slots=True)
