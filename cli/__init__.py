@@ -16,7 +16,7 @@ import click
 
 from flowxfer import __version__
 from flowxfer._os import limit_malloc_arenas
-from flowxfer.journal import import_sqlite_utils_without_array_libraries
+from flowxfer.journal import HostIdError, import_sqlite_utils_without_array_libraries, resolve_host_id
 from flowxfer.transfer import DEFAULT_BASE_URL
 
 from ._common import DURATION, JOURNAL, GlobalOptions
@@ -159,6 +159,10 @@ def main(
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     if lease_ttl is not None and lease_ttl <= 0:
         raise click.BadParameter("must be more than 0 seconds", param_hint="'--lease-ttl'")
+    try:  # click passes an empty FLOWXFER_HOST_ID as unset: the journal's own check reads it
+        host_id = resolve_host_id(host_id)
+    except HostIdError as exc:
+        raise click.UsageError(str(exc)) from None
     server = choose_server(base_url, config_dir)
     ctx.obj = GlobalOptions(
         base_url=server.base_url,
@@ -167,7 +171,7 @@ def main(
         token_file=token_file,
         config_dir=config_dir,
         journal=journal,
-        host_id=host_id or None,
+        host_id=host_id,
         lease_ttl=lease_ttl,
         json=json_output,
         no_progress=no_progress,

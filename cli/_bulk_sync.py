@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from flowxfer.transfer import (
+    SYNC_NEEDS_ONE_PATH,
     DownloadAdvice,
     Flowxfer,
     PathFilter,
@@ -69,6 +70,12 @@ def _finish(
 
 
 # --- bulk ------------------------------------------------------------------------------
+
+
+def _refuse_path_map(value: tuple[str, ...]) -> None:
+    """``sync --path-map``: refused with why and what to do, not as an unknown option (see SYNC_NEEDS_ONE_PATH)."""
+    if value:
+        raise click.UsageError(SYNC_NEEDS_ONE_PATH)
 
 
 @click.command()
@@ -306,6 +313,13 @@ def _preview_lines(preview: SyncPreview) -> list[str]:
 @click.option("--data-type", help="Flow data-type identifier for every file.")
 @click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and what the rate limits make of it; send nothing.")
+@click.option(
+    "--path-map",
+    multiple=True,
+    hidden=True,
+    expose_value=False,
+    callback=lambda _ctx, _param, value: _refuse_path_map(value),
+)
 @sample_sync_options
 @transfer_options
 @click.pass_context

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._batch import JournalBatch
 from ._errors import (
+    HostIdError,
     JournalBusyError,
     JournalCorruptError,
     JournalError,
@@ -21,8 +22,10 @@ from ._errors import (
     JournalUnavailableError,
     JournalVersionError,
     LeaseHeld,
+    LeaseLost,
 )
 from ._journal import Journal, Lease, resolve_host_id
+from ._leases import HOST_ID_MAX, check_host_id
 from ._location import JournalLocation, default_journal_path, mask_password, parse_journal_location
 from ._migrate import migrate_journal
 from ._records import (
@@ -50,6 +53,9 @@ from ._states import (
 )
 
 __all__ = [
+    "HOST_ID_MAX",
+    "check_host_id",
+    "HostIdError",
     "FINISHED_FILE_STATES",
     "SCHEMA_VERSION",
     "ChunkRecord",
@@ -69,6 +75,7 @@ __all__ = [
     "JournalVersionError",
     "Lease",
     "LeaseHeld",
+    "LeaseLost",
     "NewFile",
     "NewSample",
     "PackMember",

@@ -32,6 +32,10 @@ class JournalLocationError(JournalError):
     """A ``--journal`` value that is neither a path nor a URL of a backend we know."""
 
 
+class HostIdError(JournalError):
+    """A host id (``--host-id``, ``FLOWXFER_HOST_ID``) that cannot name a host in a shared journal."""
+
+
 class LeaseHeld(JournalError):
     """Another live process is running this work."""
 
@@ -39,3 +43,15 @@ class LeaseHeld(JournalError):
         self.key, self.pid, self.host, self.since, self.what = key, pid, host, since, what
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
         super().__init__(f"already running ({what or key}): pid {pid} on {host}, since {started}")
+
+
+class LeaseLost(JournalError):
+    """A write fenced by a lease found the lease another holder's: it wrote nothing.
+
+    The holder went silent for longer than its TTL (frozen, cut off) and another process or host
+    took the work over; what the old holder still had to record is the new holder's to redo.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"the lease {key} is no longer ours: another host or process has taken over this work")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -26,7 +25,7 @@ from ._backend import Backend, Params, Transaction
 from ._batch import JournalBatch
 from ._errors import JournalError
 from ._inventory import InventoryTables
-from ._leases import Lease, LeaseTables
+from ._leases import Lease, LeaseTables, resolve_host_id
 from ._location import JournalLocation, parse_journal_location
 from ._records import (
     ChunkRecord,
@@ -46,11 +45,6 @@ from ._states import (
     check_chunk_transition,
     check_file_transition,
 )
-
-
-def resolve_host_id(explicit: str | None = None) -> str:
-    """This host's name in a shared journal: ``explicit``, else ``$FLOWXFER_HOST_ID``, else the hostname."""
-    return explicit or os.environ.get("FLOWXFER_HOST_ID") or socket.gethostname()
 
 
 class Journal(InventoryTables, SampleTables, LeaseTables):
@@ -88,8 +82,9 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         call waits for a lock another process or host holds (then :class:`JournalBusyError`).
         ``connect_timeout``: how long a PostgreSQL call waits for a connection before
         :class:`JournalUnavailableError`. ``host_id``: this host's name in a shared journal
-        (default ``$FLOWXFER_HOST_ID``, else the hostname).
+        (default ``$FLOWXFER_HOST_ID``, else the hostname; :class:`HostIdError` if it cannot name one).
         """
+        host = resolve_host_id(host_id)
         where = parse_journal_location(location)
         backend: Backend
         if where.backend == "postgresql":
@@ -102,7 +97,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
             from ._sqlite import SqliteBackend
 
             backend = SqliteBackend.open(where, busy_timeout=busy_timeout)
-        return cls(backend, resolve_host_id(host_id))
+        return cls(backend, host)
 
     def close(self) -> None:
         self._backend.close()
@@ -383,11 +378,13 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
 
     # -- batches -------------------------------------------------------
 
-    def commit(self, batch: JournalBatch) -> None:
+    def commit(self, batch: JournalBatch, fence: Lease | None = None) -> None:
         """Apply a batch in one transaction, after syncing the files it vouches for.
 
         The order is the invariant: bytes reach the disk before the journal
         says they did, so a crash between the two costs a refetch, never a hole.
+        ``fence``: the transfer's lease; when it is no longer ours the batch writes
+        nothing and :class:`LeaseLost` is raised (see :meth:`_fence`).
         """
         for fd in batch.fds:
             try:
@@ -408,6 +405,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
             # On a server, the whole batch goes in one round trip: the states it changes are read
             # (before its writes, in order) and checked once the answers are back, before COMMIT.
             with conn.pipeline():
+                fenced = self._fence(conn, fence)
                 for file_id, plan in batch.chunk_plans.items():
                     conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
                     conn.executemany(
@@ -416,6 +414,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
                     )
                 check = _read_transitions(conn, batch)
                 self._write_batch(conn, batch, now)
+            fenced()
             check()
             for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
                 self._write_pack(conn, pack, now)

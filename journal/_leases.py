@@ -3,8 +3,8 @@
 Mixed into :class:`~._journal.Journal`. A lease is a row claimed inside a
 transaction under a named lock (PostgreSQL: an advisory lock and ``FOR
 UPDATE``; SQLite: ``BEGIN IMMEDIATE``): free, ours, a dead process's on this
-host (free at once), or silent for longer than its TTL (``stale_after``: a
-dead or cut-off host's). A budget is merged and written back in one such
+host (free at once), or silent for longer than the TTL its holder stored
+with it (a dead or cut-off host's). A budget is merged and written back in one such
 transaction, so the fleet's spending adds up.
 """
 
@@ -13,14 +13,51 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import time
+import unicodedata
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ._backend import Params, Transaction
-from ._errors import LeaseHeld
+from ._errors import HostIdError, LeaseHeld, LeaseLost
+
+#: The longest host id: a fully qualified domain name's limit (a hostname fits).
+HOST_ID_MAX = 253
+
+
+def resolve_host_id(explicit: str | None = None) -> str:
+    """This host's name in a shared journal: ``explicit``, else ``$FLOWXFER_HOST_ID``, else the hostname.
+
+    An explicit or environment value is checked (:func:`check_host_id`), even an empty one: an
+    empty ``FLOWXFER_HOST_ID`` once fell back to the hostname unseen, and a fleet whose hosts
+    all ended up with one name would take each other's live leases for their own.
+    """
+    if explicit is None:
+        explicit = os.environ.get("FLOWXFER_HOST_ID")
+    return socket.gethostname() if explicit is None else check_host_id(explicit)
+
+
+def check_host_id(value: str) -> str:
+    """``value`` if it can name a host in a shared journal, else :class:`HostIdError` saying why.
+
+    It is shown in ``jobs``/``show`` columns and in "already running ... on HOST" messages, and
+    it is how a host recognises its own leases: no blank, padded, control-character or
+    unbounded names.
+    """
+    what = "the host id (--host-id or FLOWXFER_HOST_ID)"
+    if not value.strip():
+        raise HostIdError(f"{what} is empty: give each host of a fleet its own name, or unset it for the hostname")
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise HostIdError(f"{what} {value!r} has a control character ({control!r})")
+    if value != value.strip():
+        raise HostIdError(f"{what} {value!r} begins or ends with a space")
+    if len(value) > HOST_ID_MAX:
+        raise HostIdError(f"{what} is {len(value)} characters long; at most {HOST_ID_MAX}")
+    return value
 
 
 @dataclass(slots=True)
@@ -95,37 +132,61 @@ class LeaseTables:
     # -- leases --------------------------------------------------------
 
     def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
-        """Take the lease ``key``, or raise :class:`LeaseHeld` if a live process has it."""
+        """Take the lease ``key`` (held with the TTL ``stale_after``), or raise :class:`LeaseHeld` if a
+        live process has it."""
         with self._immediate() as conn:
             return self._take_lease(conn, key, what, stale_after)
 
     def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float) -> Lease:
         """Claim ``key`` inside ``conn``: free, ours, a dead process's on this host, or stale (no heartbeat
-        for ``stale_after`` seconds: a dead or cut-off host's) -- else :class:`LeaseHeld`.
+        for the TTL its holder stored with it: a dead or cut-off host's) -- else :class:`LeaseHeld`.
 
+        ``stale_after`` is our TTL, stored with the lease for the hosts that will look at it: a
+        holder's heartbeat rhythm follows its own TTL, so only its own TTL says when it went silent.
         Times are the database's clock where there is one (:meth:`Transaction.now`), so hosts whose
         clocks disagree still agree on when a lease went stale.
         """
         conn.lock(f"lease:{key}")
         now = conn.now()
         row = conn.execute(
-            "SELECT pid, host, since, heartbeat, what FROM leases WHERE key = ?" + conn.for_update, (key,)
+            "SELECT pid, host, since, heartbeat, what, ttl FROM leases WHERE key = ?" + conn.for_update, (key,)
         ).fetchone()
         if row is not None:
-            pid, host, since, heartbeat, held_what = row
+            pid, host, since, heartbeat, held_what, ttl = row
             ours = pid == self.pid and host == self.host
             dead = host == self.host and not _pid_alive(pid)
-            stale = now - heartbeat > stale_after
+            stale = now - heartbeat > ttl
             if not (ours or dead or stale):
                 raise LeaseHeld(key, pid, host, since, held_what)
         token = secrets.token_hex(8)
         conn.execute(
-            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what) VALUES (?,?,?,?,?,?,?) "
+            "INSERT INTO leases (key, token, pid, host, since, heartbeat, what, ttl) VALUES (?,?,?,?,?,?,?,?) "
             "ON CONFLICT (key) DO UPDATE SET token = excluded.token, pid = excluded.pid, host = excluded.host, "
-            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what",
-            (key, token, self.pid, self.host, now, now, what),
+            "since = excluded.since, heartbeat = excluded.heartbeat, what = excluded.what, ttl = excluded.ttl",
+            (key, token, self.pid, self.host, now, now, what, stale_after),
         )
         return Lease(self, key, token)
+
+    def _fence(self, conn: Transaction, lease: Lease | None) -> Callable[[], None]:
+        """Fence the writes of ``conn`` by ``lease``: call the result before committing.
+
+        A host that lost its lease (frozen or cut off for a whole TTL, another host took over) may
+        still hold progress it never recorded; written beside the new holder's, it would claim
+        rows the new holder is working on. The lease's row is read and locked inside ``conn``
+        (PostgreSQL: ``FOR UPDATE``, so a takeover waits for this commit or this commit sees
+        the takeover; SQLite: the write lock already serialises them), sent in the same pipeline
+        as the writes (no extra round trip); the returned check raises :class:`LeaseLost` when the
+        row's token is not ``lease``'s, which rolls the whole transaction back.
+        """
+        if lease is None:
+            return lambda: None
+        rows = conn.rows_later("SELECT token FROM leases WHERE key = ?" + conn.for_update, (lease.key,))
+
+        def check() -> None:
+            if [row[0] for row in rows()] != [lease.token]:
+                raise LeaseLost(lease.key)
+
+        return check
 
     def heartbeat_held(self, key: str) -> bool:
         """Renew the lease ``key`` if this process holds it; whether it does.

@@ -3,7 +3,7 @@
 SQLite: ``PRAGMA user_version`` holds the number of migrations applied.
 PostgreSQL: the table ``schema_migrations`` does; its list starts at the
 schema SQLite had reached at version 3 (PostgreSQL came then), so a fresh
-database runs :data:`POSTGRES_MIGRATIONS` ``3`` then ``4``. Both reach
+database runs :data:`POSTGRES_MIGRATIONS` ``3``, ``4``, then ``5``. Both reach
 :data:`SCHEMA_VERSION` with the same tables and columns (the tests compare
 them). A journal written by a newer flowxfer (a higher version than we
 know) is refused rather than guessed at; an older one is migrated forward
@@ -24,6 +24,12 @@ _HOSTS = """
     ALTER TABLE samples ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE sample_inventory ADD COLUMN host TEXT NOT NULL DEFAULT ''
 """
+
+#: 5: a lease carries its holder's TTL. A lease is stale when its heartbeat is older than the TTL its
+#:    holder runs with, not the one the host looking at it runs with: a host running with
+#:    ``--lease-ttl 600`` (heartbeats up to 150 s apart) must not lose its work to one running with
+#:    the default 60 s. Older rows get the default TTL, which is what every host used before.
+_LEASE_TTL = "ALTER TABLE leases ADD COLUMN ttl {real} NOT NULL DEFAULT 60"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: transfers, their files and chunks, the inventory of what is known to
@@ -182,6 +188,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
     _HOSTS,
+    _LEASE_TTL.format(real="REAL"),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -329,6 +336,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[int, str], ...] = (
     """,
     ),
     (4, _HOSTS),
+    (5, _LEASE_TTL.format(real="DOUBLE PRECISION")),
 )
 
 assert POSTGRES_MIGRATIONS[-1][0] == SCHEMA_VERSION, "both backends must reach the same schema version"

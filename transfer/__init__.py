@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from ._extract import UnsafeArchiveError
     from ._globs import PathFilter
     from ._illumina import RunScan, scan_run, sheet_rows
+    from ._pathmap import SYNC_NEEDS_ONE_PATH
     from ._report import FileReport, TransferReport
     from ._runtime import task_group
     from ._samples import sample_reports
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
     from ._validate import SamplePlan
 
 __all__ = [
+    "SYNC_NEEDS_ONE_PATH",
     "ANNOTATION_SUFFIX",
     "AlreadyRunning",
     "AuthError",
@@ -196,6 +198,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "sheet_rows": ("._illumina", "sheet_rows"),
     "FileReport": ("._report", "FileReport"),
     "TransferReport": ("._report", "TransferReport"),
+    "SYNC_NEEDS_ONE_PATH": ("._pathmap", "SYNC_NEEDS_ONE_PATH"),
     "task_group": ("._runtime", "task_group"),
     "sample_reports": ("._samples", "sample_reports"),
     "owned_projects": ("._samples_remote", "owned_projects"),

@@ -12,6 +12,10 @@ it can instead of waiting again.
 
 Journal calls are retried whole: each is one transaction, and a transaction
 cut by a lost connection was rolled back by the server.
+
+Once the run holds its transfer's lease, :meth:`PatientJournal.fence` makes
+every progress batch commit under it: a host that lost the lease (another
+host took the transfer over) writes nothing more, and is told to stop.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flowxfer.journal import Journal, JournalUnavailableError
+from flowxfer.journal import Journal, JournalBatch, JournalUnavailableError, Lease, LeaseLost
 
 from ._retry import RetryPolicy
 
@@ -65,23 +69,41 @@ class PatientJournal:
         self._away_since: float | None = None
         self._gave_up = False
         self._rng = random.Random()
+        self._fence: Lease | None = None
+        self._on_lost: Callable[[str], None] = lambda why: None
 
     @property
     def gave_up(self) -> bool:
         """Whether the database stayed away past ``max_wait`` (the run should stop: exit 75)."""
         return self._gave_up
 
+    def fence(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
+        """Commit every batch from now on under ``lease``; a batch that finds it another holder's
+        writes nothing, is dropped (the new holder redoes that work) and ``on_lost`` is told why
+        (from the thread the commit ran in)."""
+        self._fence, self._on_lost = lease, on_lost
+
+    def commit(self, batch: JournalBatch) -> None:
+        try:
+            self._patiently(self._journal.commit)(batch, fence=self._fence)
+        except LeaseLost as exc:
+            self._on_lost(str(exc))
+
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._journal, name)
         if not callable(value) or name.startswith("__"):
             return value
+        return self._patiently(value)
+
+    def _patiently(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call``, retried while the database is away (see the module's docstring)."""
 
         def patiently(*args: Any, **kwargs: Any) -> Any:
             attempt = 0
             while True:
                 began = time.monotonic()
                 try:
-                    result = value(*args, **kwargs)
+                    result = call(*args, **kwargs)
                 except JournalUnavailableError:
                     attempt += 1
                     if not self._may_wait(began):

@@ -11,6 +11,14 @@ host, and a host that takes over another's transfer finds its files.
 
 Prefixes match whole path components (``/mnt/a`` does not match
 ``/mnt/ab``); with several maps the longest matching prefix wins.
+
+``sync`` takes no map (:data:`SYNC_NEEDS_ONE_PATH`): it re-plans its folder
+on every run from a walk of the disk and knows what it uploaded, which tars
+it packed and whose lease it is by the paths it walked, so every step of a
+re-plan, not only the files of one transfer, would have to be translated;
+one step missed uploads a finished run again. A path every host sees alike
+(a symlink is enough: paths are kept as given, links are not resolved) gives
+the fleet one run folder without any translation.
 """
 
 from __future__ import annotations
@@ -19,7 +27,16 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["PathMap"]
+__all__ = ["SYNC_NEEDS_ONE_PATH", "PathMap"]
+
+#: Why ``sync`` (and ``resume`` of a sync) refuses ``--path-map``, and what to do instead.
+SYNC_NEEDS_ONE_PATH = (
+    "a sync takes no --path-map: every sync re-plans its folder from the disk and knows what it "
+    "uploaded (and which host runs it) by the folder's path, so a host seeing the run under another "
+    "path would upload it again. Give every host the run folders at the same path: mount the shared "
+    "storage there, or make that path a symlink to where this host sees it (flowxfer keeps a path as "
+    "given and does not resolve links), then run the same 'flowxfer sync PATH' on every host"
+)
 
 
 def _under(path: str, prefix: str) -> str | None:

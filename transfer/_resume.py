@@ -18,6 +18,7 @@ from ._errors import UsageError
 from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
 from ._files import run_download, run_upload
 from ._multiplexed import upload_multiplexed
+from ._pathmap import SYNC_NEEDS_ONE_PATH
 from ._report import TransferReport
 from ._runner import Runner
 from ._samples import upload_samples
@@ -117,11 +118,7 @@ async def resume_record(runner: Runner, record: TransferRecord) -> TransferRepor
         )
     if record.kind == "sync":
         if runner.paths.to_local(params["root"]) != params["root"]:
-            # A sync plans by walking its folder and keys what it finds by path; translating all of
-            # that is not done yet, and half of it would upload a finished file twice.
-            raise UsageError(
-                f"transfer {record.id} syncs {params['root']}, which --path-map moves: a sync resumes "
-                "only on a host that sees its folder at the same path"
-            )
+            moved = f"transfer {record.id} syncs {params['root']}, which --path-map moves"
+            raise UsageError(f"{moved}; {SYNC_NEEDS_ONE_PATH}")
         return await run_sync(runner, params["root"], SyncOptions.from_params(params), transfer_id=tid)
     raise UsageError(f"transfer {record.id} is a {record.kind!r} transfer, which this version cannot resume")

@@ -246,6 +246,7 @@ class Runner:
                 await anyio.to_thread.run_sync(other.release)
             raise AlreadyRunning(str(exc)) from None
         held.append(lease)
+        patient.fence(lease, self._lose_lease_from_any_thread)
         if extra_state:
             record = dataclasses.replace(
                 record,
@@ -466,6 +467,14 @@ class Runner:
                 self._lose_lease("another host or process has taken over this transfer (its lease was stale)")
                 return
             renewed = time.monotonic()
+
+    def _lose_lease_from_any_thread(self, why: str) -> None:
+        """A fenced commit found the lease another's (journal calls run in worker threads)."""
+        if not self.lease_lost:
+            try:
+                anyio.from_thread.run_sync(self._lose_lease, why)
+            except RuntimeError:  # already on the event loop's thread
+                self._lose_lease(why)
 
     def _lose_lease(self, why: str) -> None:
         self.lease_lost = True

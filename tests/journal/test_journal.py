@@ -147,12 +147,13 @@ def test_lease_of_a_dead_process_is_taken_over(journal: Journal) -> None:
 
 def test_stale_heartbeat_lease_is_taken_over(journal: Journal) -> None:
     journal.host = "another-host"  # pid liveness cannot be checked across hosts
-    _begin(journal, "key")
+    journal.begin_transfer("upload", "s", "u", {}, "key", stale_after=0.3)  # the holder's TTL is what counts
     heir = Journal.open(journal.location)
     try:
         with pytest.raises(LeaseHeld):
             heir.begin_transfer("upload", "s", "u", {}, "key", stale_after=60)
-        record, lease, resumed = heir.begin_transfer("upload", "s", "u", {}, "key", stale_after=0.0)
+        time.sleep(0.5)
+        record, lease, resumed = heir.begin_transfer("upload", "s", "u", {}, "key", stale_after=60)
         assert resumed
     finally:
         heir.close()

@@ -7,6 +7,7 @@ semantics between processes that PostgreSQL gives between hosts.
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,8 +27,10 @@ from flowxfer.journal import (
     JournalError,
     JournalUnavailableError,
     LeaseHeld,
+    LeaseLost,
     NewFile,
 )
+from flowxfer.journal._schema import MIGRATIONS, POSTGRES_MIGRATIONS, split_sql
 from tests.support.postgres import PostgresCluster
 
 
@@ -84,24 +87,88 @@ def test_the_host_id_comes_from_the_argument_the_environment_or_the_hostname(
 
 def test_another_host_s_lease_is_taken_over_only_after_its_ttl(journal: Journal) -> None:
     journal.host = "host-a"
-    record, lease, _ = journal.begin_transfer("sync", "s", "u", {}, "run-1")
+    record, lease, _ = journal.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
     with Journal.open(journal.location, host_id="host-b") as other:
         # Same pid as ours on another host: pid liveness says nothing across hosts, the heartbeat does.
         with pytest.raises(LeaseHeld) as info:
-            other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+            other.begin_transfer("sync", "s", "u", {}, "run-1")
         assert info.value.host == "host-a"
         lease.heartbeat()
         time.sleep(0.2)
         with pytest.raises(LeaseHeld):  # the heartbeat renewed it
-            other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+            other.begin_transfer("sync", "s", "u", {}, "run-1")
         time.sleep(0.6)
-        taken, heir, resumed = other.begin_transfer("sync", "s", "u", {}, "run-1", stale_after=0.5)
+        # a's TTL (0.5 s) has passed, though not b's own (60 s): the holder's TTL is the one that counts.
+        taken, heir, resumed = other.begin_transfer("sync", "s", "u", {}, "run-1")
         assert resumed and taken.id == record.id and taken.host == "host-b"
         assert _holder(journal, heir.key) == "host-b"
         # The old holder's token no longer counts: its release leaves the heir's lease alone.
         lease.release()
         assert _holder(journal, heir.key) == "host-b"
         assert not journal.heartbeat_held(heir.key)
+
+
+def test_a_lease_held_with_a_long_ttl_is_not_taken_by_a_host_with_a_short_one(journal: Journal) -> None:
+    """a runs with --lease-ttl 600 (heartbeats minutes apart); b, with 0.3 s, must wait a's 600 s."""
+    journal.host = "host-a"
+    journal.acquire_lease("sync:/runs/r1", stale_after=600)
+    with Journal.open(journal.location, host_id="host-b") as other:
+        time.sleep(0.5)
+        with pytest.raises(LeaseHeld) as info:
+            other.acquire_lease("sync:/runs/r1", stale_after=0.3)
+        assert info.value.host == "host-a"
+        # b's lease stores b's TTL in turn: once it is silent for 0.3 s, a takes it back.
+        other.acquire_lease("sync:/runs/r2", stale_after=0.3)
+        time.sleep(0.5)
+        journal.acquire_lease("sync:/runs/r2", stale_after=600)
+        assert _holder(other, "sync:/runs/r2") == "host-a"
+
+
+def _progress(file_id: int) -> JournalBatch:
+    """A file's first chunk acknowledged and its bytes counted: what a host records as it uploads."""
+    batch = JournalBatch()
+    batch.file_state(file_id, FileState.ACTIVE)
+    batch.chunk(file_id, 0, ChunkState.ACKED, "c0")
+    batch.update_file(file_id, bytes_done=4)
+    return batch
+
+
+def test_a_host_that_lost_its_lease_commits_nothing_beside_the_new_holder(journal: Journal) -> None:
+    """a was frozen past its TTL with progress unrecorded; b took over; a's fenced commit writes nothing."""
+    journal.host = "host-a"
+    record, lease, _ = journal.begin_transfer("upload", "s", "u", {}, "run-1", stale_after=0.3)
+    journal.add_files(record.id, [NewFile("/run/a", "a", 8), NewFile("/run/b", "b", 8)])
+    first, second = journal.iter_files(record.id)
+    plan = JournalBatch()
+    for file in (first, second):
+        plan.plan_chunks(file.id, [(0, 4), (4, 4)])
+    journal.commit(plan, fence=lease)
+    pending = _progress(first.id)
+    pending.chunk(second.id, 1, ChunkState.ACKED, "c1")  # rows b never touches: only a fence keeps them b's
+    time.sleep(0.5)
+    with Journal.open(journal.location, host_id="host-b") as other:
+        _taken, heir, resumed = other.begin_transfer("upload", "s", "u", {}, "run-1")
+        assert resumed
+        other.commit(_progress(first.id), fence=heir)
+        with pytest.raises(LeaseLost):
+            journal.commit(pending, fence=lease)
+        files = other._read("SELECT host, status, bytes_done FROM files ORDER BY id")
+        assert [(f["host"], f["status"], f["bytes_done"]) for f in files] == [
+            ("host-b", "active", 4),
+            ("host-a", "planned", 0),  # added by a before the takeover, untouched since
+        ]
+        chunks = other._read("SELECT file_id, idx, state, checksum FROM chunks ORDER BY file_id, idx")
+        assert [(c["file_id"], c["idx"], c["state"], c["checksum"]) for c in chunks] == [
+            (first.id, 0, "acked", "c0"),
+            (first.id, 1, "planned", None),
+            (second.id, 0, "planned", None),
+            (second.id, 1, "planned", None),
+        ]
+        # The heir's fence holds: its own commits go on.
+        more = JournalBatch()
+        more.chunk(first.id, 1, ChunkState.ACKED, "c1")
+        other.commit(more, fence=heir)
+        assert other.chunks(first.id)[1].state is ChunkState.ACKED
 
 
 def test_a_dead_process_s_lease_on_the_same_host_is_free_at_once(journal: Journal) -> None:
@@ -203,6 +270,31 @@ def test_both_backends_reach_the_same_schema(tmp_path: Path, postgres_url: str) 
         assert lite.check_integrity() == pg.check_integrity() == []
 
 
+def test_a_schema_4_journal_s_leases_keep_the_ttl_every_host_used_then(tmp_path: Path, postgres_url: str) -> None:
+    """Migration 5 on both backends: a lease written before TTLs were stored is judged by 60 s."""
+    lease = "INSERT INTO leases (key, token, pid, host, since, heartbeat) VALUES ('sync:/r', 't', 1, 'old', ?, ?)"
+    lite = sqlite3.connect(tmp_path / "old.db")
+    for script in MIGRATIONS[:4]:
+        lite.executescript(script)
+    lite.execute(lease, (time.time() - 30, time.time() - 30))
+    lite.execute("PRAGMA user_version=4")
+    lite.commit()
+    lite.close()
+    with psycopg.connect(postgres_url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)")
+        for version, script in POSTGRES_MIGRATIONS[:2]:
+            for statement in split_sql(script):
+                pg.execute(statement)
+            pg.execute("INSERT INTO schema_migrations VALUES (%s, 0)", (version,))
+        pg.execute(lease.replace("?", "%s"), (time.time() - 30, time.time() - 30))
+    for location in (tmp_path / "old.db", postgres_url):
+        with Journal.open(location, host_id="new") as journal:
+            assert journal._read("SELECT ttl FROM leases") == [{"ttl": 60}]
+            with pytest.raises(LeaseHeld):  # silent for 30 s: stale by a 10 s TTL, not by the stored 60 s
+                journal.acquire_lease("sync:/r", stale_after=10)
+            assert journal.check_integrity() == []
+
+
 def _open_and_close(url: str, barrier: Any, errors: Any) -> None:
     barrier.wait(30)
     try:
@@ -223,7 +315,7 @@ def test_hosts_starting_at_once_on_an_empty_database_create_the_schema_once(post
     assert errors.empty()
     with psycopg.connect(postgres_url) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == [3, 4]
+    assert versions == [3, 4, 5]
 
 
 def test_a_postgresql_outage_is_unavailable_then_the_same_journal_works_again(
