@@ -16,7 +16,6 @@ import click
 
 from flowxfer import __version__
 from flowxfer._os import limit_malloc_arenas
-from flowxfer.journal import import_sqlite_utils_without_array_libraries
 from flowxfer.transfer import DEFAULT_BASE_URL
 
 from ._common import DURATION, JOURNAL, GlobalOptions
@@ -184,8 +183,7 @@ def run() -> None:
     """The ``flowxfer`` console script: :data:`main`, in a process that is flowxfer's alone.
 
     Only here, not in :data:`main` (which tests and other programs call in
-    their own process), are the process-wide choices made: the journal may
-    load sqlite-utils without numpy and pandas, and the objects loaded at
+    their own process), are the process-wide choices made: the objects loaded at
     start-up, which live as long as the process, are moved out of the
     collector's generations so the per-chunk allocations of a long transfer
     do not make every full collection traverse them again. glibc's malloc
@@ -193,6 +191,5 @@ def run() -> None:
     blocks worker threads read are reused instead of piling up per thread.
     """
     limit_malloc_arenas()
-    import_sqlite_utils_without_array_libraries()
     gc.freeze()
     main()
