@@ -343,20 +343,22 @@ class FlowClient:
             await anyio.to_thread.run_sync(cache.save, self.base_url, answer if isinstance(answer, dict) else {})
         return answer
 
-    async def revalidate_capabilities(self) -> bool:
-        """Ask the server again when the capabilities came from the cache; True when they changed.
+    async def revalidate_capabilities(self) -> Capabilities | None:
+        """Ask the server again when the capabilities came from the cache; the new ones when they changed.
 
         For a request that relied on an extension and was refused as if the
         server had none (a 404): the server may have been restarted without
-        it since the answer was remembered.
+        it since the answer was remembered. None: they did not come from the
+        cache, or the server says the same now, so the 404 stands.
         """
         if not self.capabilities_remembered or self._capabilities is None:
-            return False
+            return None
         before = self._capabilities
         self._capabilities = None
         if self.capability_cache is not None:
             await anyio.to_thread.run_sync(self.capability_cache.forget, self.base_url)
-        return await self.capabilities() != before
+        now = await self.capabilities()
+        return now if now != before else None
 
     # -- requests ------------------------------------------------------
 
