@@ -16,9 +16,9 @@ import click
 
 from flowxfer import __version__
 from flowxfer._os import limit_malloc_arenas
-from flowxfer.transfer import DEFAULT_BASE_URL
+from flowxfer.transfer import DEFAULT_BASE_URL, import_aiohttp_without_default_trust
 
-from ._common import DURATION, JOURNAL, GlobalOptions
+from ._options import DURATION, JOURNAL, GlobalOptions
 from ._server_choice import choose_server
 
 #: Each command: its module, its name there, and the modules that add verbs to it. Loaded on first
@@ -189,7 +189,11 @@ def run() -> None:
     do not make every full collection traverse them again. glibc's malloc
     keeps to one arena (:func:`~flowxfer._os.limit_malloc_arenas`), so the
     blocks worker threads read are reused instead of piling up per thread.
+    aiohttp is imported without loading the CA store twice (60-120 ms of
+    every command's start-up; the engine verifies https with a context of
+    its own): :func:`~flowxfer.transfer.import_aiohttp_without_default_trust`.
     """
     limit_malloc_arenas()
+    import_aiohttp_without_default_trust()
     gc.freeze()
     main()

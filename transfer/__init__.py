@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from ._sync import SyncPreview
     from ._sync_samples import SampleSync
     from ._syncplan import ShareGrant, SyncOptions, parse_share
+    from ._tls import import_aiohttp_without_default_trust
     from ._validate import SamplePlan
 
 __all__ = [
@@ -135,6 +136,7 @@ __all__ = [
     "format_rate",
     "format_sheet",
     "format_size",
+    "import_aiohttp_without_default_trust",
     "owned_projects",
     "parse_duration",
     "parse_share",
@@ -215,6 +217,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "SyncOptions": ("._syncplan", "SyncOptions"),
     "parse_share": ("._syncplan", "parse_share"),
     "SamplePlan": ("._validate", "SamplePlan"),
+    "import_aiohttp_without_default_trust": ("._tls", "import_aiohttp_without_default_trust"),
 }
 
 

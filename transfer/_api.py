@@ -34,6 +34,7 @@ from ._pathmap import PathMap
 from ._remote import describe, search
 from ._report import TransferReport
 from ._runner import Runner
+from ._tls import verified_context
 from .events import ProgressCallback, ignore_events
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Flowxfer:
         ssl_context = None
         if self._ca_bundle is not None:
             try:
-                ssl_context = ssl.create_default_context(cafile=str(self._ca_bundle))
+                ssl_context = verified_context(self._ca_bundle)
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot use CA bundle {self._ca_bundle}: {exc}") from None
         bandwidth = None

@@ -44,6 +44,7 @@ from ._errors import (
 )
 from ._limiter import RateLimiter
 from ._retry import Retryability, RetryPolicy, classify_status, parse_retry_after
+from ._tls import verified_context
 from .events import ProgressCallback, Retrying, ignore_events
 
 #: Answers larger than this are not read into memory as error text.
@@ -180,6 +181,9 @@ class FlowClient:
 
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
+            if self._ssl is None and self._origin[0] == "https":
+                # Our own, never aiohttp's default: the CLI imports aiohttp without loading that one's CAs (._tls).
+                self._ssl = verified_context()
             connector = aiohttp.TCPConnector(
                 limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
                 ssl=self._ssl if self._ssl is not None else True,
