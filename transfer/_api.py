@@ -26,7 +26,7 @@ from flowxfer.journal import Journal, TransferRecord
 from ._capcache import CapabilityCache
 from ._client import Capabilities, FlowClient, check_base_url
 from ._config import DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL, TransferConfig
-from ._credentials import CredentialStore, Tokens, default_config_dir
+from ._credentials import CredentialStore, Tokens, default_config_dir, unverified_claims
 from ._errors import UsageError
 from ._files import run_download, run_upload
 from ._limiter import RateLimiter
@@ -652,12 +652,7 @@ class Flowxfer:
 
 def _username_from_token(token: str) -> str:
     """The username in a JWT's claims (for journal bookkeeping only; never trusted for access)."""
-    import jwt
-
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return ""
+    claims = unverified_claims(token) or {}
     for key in ("username", "user", "sub", "name"):
         value = claims.get(key)
         if isinstance(value, str):
