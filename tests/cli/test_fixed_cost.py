@@ -70,6 +70,7 @@ _NOT_FOR_A_TRANSFER = {
     "numpy",
     "pandas",
     "psycopg",  # only for a postgresql:// journal
+    "jwt",  # a token's claims are read with the standard library
     "rich",
     "openpyxl",  # the server's annotation templates
     "tarfile",
