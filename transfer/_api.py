@@ -140,7 +140,7 @@ class Flowxfer:
         ssl_context = None
         if self._ca_bundle is not None:
             try:
-                ssl_context = verified_context(self._ca_bundle)
+                ssl_context = await anyio.to_thread.run_sync(verified_context, self._ca_bundle)
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot use CA bundle {self._ca_bundle}: {exc}") from None
         bandwidth = None

@@ -183,7 +183,8 @@ class FlowClient:
         if self._session is None:
             if self._ssl is None and self._origin[0] == "https":
                 # Our own, never aiohttp's default: the CLI imports aiohttp without loading that one's CAs (._tls).
-                self._ssl = verified_context()
+                # Reading the CA store is file I/O: not on the event loop.
+                self._ssl = await anyio.to_thread.run_sync(verified_context)
             connector = aiohttp.TCPConnector(
                 limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
                 ssl=self._ssl if self._ssl is not None else True,
