@@ -21,7 +21,8 @@ Run folders and archives::
 Also here, for front ends such as the CLI: the size and duration formats
 (``parse_size``, ``format_size``, ...), sync's ``--include``/``--exclude``
 rules (:class:`PathFilter`) and ``--share`` grants (:func:`parse_share`),
-the ``doctor`` checks, and :func:`task_group`.
+the ``doctor`` checks, :func:`task_group`, and
+:func:`import_aiohttp_without_default_trust` for a console script's start-up.
 
 Progress arrives as event objects (:mod:`flowxfer.transfer.events`) passed
 to the ``progress`` callback. Errors are the exceptions below; nothing here
