@@ -16,10 +16,9 @@ import click
 
 from flowxfer import __version__
 from flowxfer._os import limit_malloc_arenas
-from flowxfer.journal import HostIdError, import_sqlite_utils_without_array_libraries, resolve_host_id
-from flowxfer.transfer import DEFAULT_BASE_URL
+from flowxfer.transfer import DEFAULT_BASE_URL, import_aiohttp_without_default_trust
 
-from ._common import DURATION, JOURNAL, GlobalOptions
+from ._options import DURATION, JOURNAL, GlobalOptions
 from ._server_choice import choose_server
 
 #: Each command: its module, its name there, and the modules that add verbs to it. Loaded on first
@@ -159,6 +158,8 @@ def main(
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     if lease_ttl is not None and lease_ttl <= 0:
         raise click.BadParameter("must be more than 0 seconds", param_hint="'--lease-ttl'")
+    from flowxfer.journal import HostIdError, resolve_host_id  # the journal's module, loaded for a command
+
     try:  # click passes an empty FLOWXFER_HOST_ID as unset: the journal's own check reads it
         host_id = resolve_host_id(host_id)
     except HostIdError as exc:
@@ -188,15 +189,17 @@ def run() -> None:
     """The ``flowxfer`` console script: :data:`main`, in a process that is flowxfer's alone.
 
     Only here, not in :data:`main` (which tests and other programs call in
-    their own process), are the process-wide choices made: the journal may
-    load sqlite-utils without numpy and pandas, and the objects loaded at
+    their own process), are the process-wide choices made: the objects loaded at
     start-up, which live as long as the process, are moved out of the
     collector's generations so the per-chunk allocations of a long transfer
     do not make every full collection traverse them again. glibc's malloc
     keeps to one arena (:func:`~flowxfer._os.limit_malloc_arenas`), so the
     blocks worker threads read are reused instead of piling up per thread.
+    aiohttp is imported without loading the CA store twice (60-120 ms of
+    every command's start-up; the engine verifies https with a context of
+    its own): :func:`~flowxfer.transfer.import_aiohttp_without_default_trust`.
     """
     limit_malloc_arenas()
-    import_sqlite_utils_without_array_libraries()
+    import_aiohttp_without_default_trust()
     gc.freeze()
     main()

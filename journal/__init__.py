@@ -40,7 +40,6 @@ from ._records import (
 )
 from ._samples import NewSample, SampleInventoryRecord, SampleRecord, SampleState
 from ._schema import SCHEMA_VERSION
-from ._sqlite import import_sqlite_utils_without_array_libraries
 from ._states import (
     FINISHED_FILE_STATES,
     ChunkState,
@@ -89,7 +88,6 @@ __all__ = [
     "check_chunk_transition",
     "check_file_transition",
     "default_journal_path",
-    "import_sqlite_utils_without_array_libraries",
     "mask_password",
     "migrate_journal",
     "parse_journal_location",

@@ -4,14 +4,15 @@
 starts with ``BEGIN IMMEDIATE`` (see :meth:`SqliteBackend.transaction`), so
 read-then-write decisions are atomic across processes and
 :attr:`Transaction.for_update` / :meth:`Transaction.lock` have nothing to add.
-Reads go through sqlite-utils.
+Reads are plain ``sqlite3`` cursors turned into dicts (:func:`_rows`): the
+journal opens on every command's critical path, and importing sqlite-utils
+cost more start-up (0.25-0.37 s) than the whole command may take (issue 20).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,46 +40,10 @@ def _translated(path: Path) -> Iterator[None]:
         raise JournalCorruptError(f"journal {path} is not a usable flowxfer journal: {exc}") from exc
 
 
-def _sqlite_utils_database(conn: sqlite3.Connection) -> Any:
-    """A sqlite-utils ``Database`` on ``conn``; imported here, so commands that never open the journal
-    (login, serve) do not pay for sqlite-utils at all."""
-    if _lean_import and "sqlite_utils" not in sys.modules:
-        hidden = [name for name in _ARRAY_LIBRARIES if name not in sys.modules]
-        for name in hidden:
-            sys.modules[name] = None  # type: ignore[assignment]
-        try:
-            import sqlite_utils  # noqa: F401
-        finally:
-            for name in hidden:
-                if sys.modules.get(name, ...) is None:
-                    del sys.modules[name]
-    from sqlite_utils import Database
-
-    return Database(conn)
-
-
-def import_sqlite_utils_without_array_libraries() -> None:
-    """Have the journal load sqlite-utils without numpy and pandas. For a process flowxfer owns (the CLI).
-
-    sqlite-utils imports numpy and pandas at import time, when they are
-    installed, only to map their scalar types to column types; the journal
-    never stores such values. In a lab's Python environment both are usually
-    there, and loading them costs 0.1–0.6 s of start-up on every command,
-    and numpy's BLAS starts threads that spin on the two cores the transfer
-    needs. With this set, they are hidden while sqlite-utils loads (``None``
-    in ``sys.modules`` makes an import fail at once) and put back after, so
-    a later ``import numpy`` works. Not the default, because the hiding is
-    not undone inside sqlite-utils: a program that uses flowxfer as a library
-    and sqlite-utils with numpy values itself would find them unsupported,
-    and another thread importing numpy during those milliseconds would fail.
-    """
-    global _lean_import
-    _lean_import = True
-
-
-#: Imported by sqlite-utils when present, never needed by the journal (see above).
-_ARRAY_LIBRARIES = ("numpy", "pandas")
-_lean_import = False
+def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A query's rows as dicts by column name (what every journal read returns)."""
+    keys = [column[0] for column in cursor.description or ()]
+    return [dict(zip(keys, row, strict=True)) for row in cursor]
 
 
 class _SqliteTransaction:
@@ -123,7 +88,6 @@ class SqliteBackend:
         self.location = location
         self.path = location.path
         self._conn = conn
-        self._db = _sqlite_utils_database(conn)
         self._lock = threading.RLock()
         self._tx = _SqliteTransaction(conn)
 
@@ -185,7 +149,7 @@ class SqliteBackend:
     def transaction(self) -> Iterator[_SqliteTransaction]:
         """A write transaction that takes the write lock at BEGIN.
 
-        sqlite-utils' ``atomic()`` issues a deferred ``BEGIN``: a transaction
+        A deferred ``BEGIN`` (sqlite-utils' ``atomic()``, sqlite3's default): a transaction
         that reads then writes can then fail with "database is locked" without
         waiting, when another process wrote in between (WAL cannot upgrade a
         stale read snapshot). ``BEGIN IMMEDIATE`` waits for the lock up front,
@@ -203,7 +167,7 @@ class SqliteBackend:
 
     def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         with self._lock, _translated(self.path):
-            return list(self._db.query(sql, params))
+            return _rows(self._conn.execute(sql, params))
 
     def check_integrity(self) -> list[str]:
         """``PRAGMA quick_check``: an empty list when the file is healthy."""

@@ -21,7 +21,8 @@ Run folders and archives::
 Also here, for front ends such as the CLI: the size and duration formats
 (``parse_size``, ``format_size``, ...), sync's ``--include``/``--exclude``
 rules (:class:`PathFilter`) and ``--share`` grants (:func:`parse_share`),
-the ``doctor`` checks, and :func:`task_group`.
+the ``doctor`` checks, :func:`task_group`, and
+:func:`import_aiohttp_without_default_trust` for a console script's start-up.
 
 Progress arrives as event objects (:mod:`flowxfer.transfer.events`) passed
 to the ``progress`` callback. Errors are the exceptions below; nothing here
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
     from ._sync import SyncPreview
     from ._sync_samples import SampleSync
     from ._syncplan import ShareGrant, SyncOptions, parse_share
+    from ._tls import import_aiohttp_without_default_trust
     from ._validate import SamplePlan
 
 __all__ = [
@@ -137,6 +139,7 @@ __all__ = [
     "format_rate",
     "format_sheet",
     "format_size",
+    "import_aiohttp_without_default_trust",
     "owned_projects",
     "parse_duration",
     "parse_share",
@@ -218,6 +221,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "SyncOptions": ("._syncplan", "SyncOptions"),
     "parse_share": ("._syncplan", "parse_share"),
     "SamplePlan": ("._validate", "SamplePlan"),
+    "import_aiohttp_without_default_trust": ("._tls", "import_aiohttp_without_default_trust"),
 }
 
 

@@ -26,7 +26,7 @@ from flowxfer.journal import Journal, TransferRecord
 from ._capcache import CapabilityCache
 from ._client import Capabilities, FlowClient, check_base_url
 from ._config import DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL, TransferConfig
-from ._credentials import CredentialStore, Tokens, default_config_dir
+from ._credentials import CredentialStore, Tokens, default_config_dir, unverified_claims
 from ._errors import UsageError
 from ._files import run_download, run_upload
 from ._limiter import RateLimiter
@@ -34,6 +34,7 @@ from ._pathmap import PathMap
 from ._remote import describe, search
 from ._report import TransferReport
 from ._runner import Runner
+from ._tls import verified_context
 from .events import ProgressCallback, ignore_events
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Flowxfer:
         ssl_context = None
         if self._ca_bundle is not None:
             try:
-                ssl_context = ssl.create_default_context(cafile=str(self._ca_bundle))
+                ssl_context = await anyio.to_thread.run_sync(verified_context, self._ca_bundle)
             except (OSError, ssl.SSLError) as exc:
                 raise UsageError(f"cannot use CA bundle {self._ca_bundle}: {exc}") from None
         bandwidth = None
@@ -651,12 +652,7 @@ class Flowxfer:
 
 def _username_from_token(token: str) -> str:
     """The username in a JWT's claims (for journal bookkeeping only; never trusted for access)."""
-    import jwt
-
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return ""
+    claims = unverified_claims(token) or {}
     for key in ("username", "user", "sub", "name"):
         value = claims.get(key)
         if isinstance(value, str):

@@ -44,6 +44,7 @@ from ._errors import (
 )
 from ._limiter import RateLimiter
 from ._retry import Retryability, RetryPolicy, classify_status, parse_retry_after
+from ._tls import verified_context
 from .events import ProgressCallback, Retrying, ignore_events
 
 #: Answers larger than this are not read into memory as error text.
@@ -180,6 +181,10 @@ class FlowClient:
 
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
+            if self._ssl is None and self._origin[0] == "https":
+                # Our own, never aiohttp's default: the CLI imports aiohttp without loading that one's CAs (._tls).
+                # Reading the CA store is file I/O: not on the event loop.
+                self._ssl = await anyio.to_thread.run_sync(verified_context)
             connector = aiohttp.TCPConnector(
                 limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
                 ssl=self._ssl if self._ssl is not None else True,
@@ -343,20 +348,22 @@ class FlowClient:
             await anyio.to_thread.run_sync(cache.save, self.base_url, answer if isinstance(answer, dict) else {})
         return answer
 
-    async def revalidate_capabilities(self) -> bool:
-        """Ask the server again when the capabilities came from the cache; True when they changed.
+    async def revalidate_capabilities(self) -> Capabilities | None:
+        """Ask the server again when the capabilities came from the cache; the new ones when they changed.
 
         For a request that relied on an extension and was refused as if the
         server had none (a 404): the server may have been restarted without
-        it since the answer was remembered.
+        it since the answer was remembered. None: they did not come from the
+        cache, or the server says the same now, so the 404 stands.
         """
         if not self.capabilities_remembered or self._capabilities is None:
-            return False
+            return None
         before = self._capabilities
         self._capabilities = None
         if self.capability_cache is not None:
             await anyio.to_thread.run_sync(self.capability_cache.forget, self.base_url)
-        return await self.capabilities() != before
+        now = await self.capabilities()
+        return now if now != before else None
 
     # -- requests ------------------------------------------------------
 

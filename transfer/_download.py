@@ -86,9 +86,10 @@ async def fetch_remote(
             answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions).
-            if not await ctx.client.revalidate_capabilities():
+            fresh = await ctx.client.revalidate_capabilities()
+            if fresh is None:
                 raise
-            ctx.capabilities = await ctx.client.capabilities()
+            ctx.capabilities = fresh
             return await fetch_remote(ctx, data_id, filename, size, checksum, want_map=want_map)
         entries = answer.get("chunks")
         if not isinstance(entries, list):

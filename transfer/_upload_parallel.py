@@ -154,13 +154,22 @@ async def _run(
             return known
         held = known
     else:
-        answer = await ctx.client.json_request(
-            "POST",
-            "/upload/parallel",
-            rate_class="upload",
-            json_body={"filename": record.remote_name, "size": size, "chunk_size": chunk_size}
-            | ({"data_type": options.data_type} if options.data_type else {}),
-        )
+        try:
+            answer = await ctx.client.json_request(
+                "POST",
+                "/upload/parallel",
+                rate_class="upload",
+                json_body={"filename": record.remote_name, "size": size, "chunk_size": chunk_size}
+                | ({"data_type": options.data_type} if options.data_type else {}),
+            )
+        except NotFoundError:
+            # Remembered capabilities may be stale (the server restarted without extensions):
+            # asked again, the file goes in strict order, which every server takes.
+            fresh = await ctx.client.revalidate_capabilities()
+            if fresh is None:
+                raise
+            ctx.capabilities = fresh
+            raise _Strict() from None
         new_id = answer.get("data_id") or answer.get("id")
         if not isinstance(new_id, str | int) or str(new_id) == "":
             raise ProtocolError("the upload answer carries no data id")

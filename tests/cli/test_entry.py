@@ -21,15 +21,17 @@ if sys.argv[1] == "script":
         pass
 else:
     main(["jobs"], standalone_mode=False)
-print(json.dumps({"numpy": "numpy" in sys.modules, "frozen": gc.get_freeze_count() > 0}))
+import aiohttp.connector  # its import-time default context: the system's CAs, unless the script imported it
+trusted = aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"] > 0
+print(json.dumps({"aiohttp_default_trust": trusted, "frozen": gc.get_freeze_count() > 0}))
 """
 
 
 @pytest.mark.parametrize("how", ["script", "embedded"])
 def test_process_wide_choices_only_in_the_console_script(tmp_path: Path, how: str) -> None:
-    # The script opens the journal without numpy (sqlite-utils would load it) and freezes start-up
-    # objects; a program calling main() in its own process keeps both as they were.
+    # The script imports aiohttp without its import-time CA loads (transfer/_tls.py) and freezes
+    # start-up objects; a program calling main() in its own process keeps both as they were.
     env = {**os.environ, "FLOWXFER_JOURNAL": str(tmp_path / "j.db"), "FLOWXFER_CONFIG_DIR": str(tmp_path / "c")}
     done = subprocess.run([sys.executable, "-c", _PROBE, how], env=env, capture_output=True, text=True, check=True)
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"numpy": how == "embedded", "frozen": how == "script"}
+    assert seen == {"aiohttp_default_trust": how == "embedded", "frozen": how == "script"}

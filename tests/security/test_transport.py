@@ -8,10 +8,13 @@ as a subprocess, and the real CLI talks to it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import anyio
 import psutil
 import pytest
 
@@ -160,6 +163,38 @@ async def test_tls_verified_by_default_and_ca_bundle_accepted(tmp_path: Path, ce
         # The same trust through the environment variable.
         env = Cli(server.base_url, tmp_path / "home", env_extra={"FLOWXFER_CA_BUNDLE": str(certs / "ca.pem")})
         assert (await env.run("jobs")).code == 0
+
+
+async def test_the_system_trust_store_is_read_when_the_client_opens_not_at_import(
+    tmp_path: Path, certs: Path
+) -> None:
+    """The console script imports aiohttp with the CA locations pointed at nothing (start-up, issue 20).
+
+    The engine's own context must still load the system's trust store, here
+    named by ``SSL_CERT_FILE`` as OpenSSL reads it: a CA trusted that way is
+    trusted, without ``--ca-bundle``.
+    """
+    args = ("--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"))
+    with ServerProcess(tmp_path / "root", *args) as server:
+        trusting = Cli(server.base_url, tmp_path / "home", env_extra={"SSL_CERT_FILE": str(certs / "ca.pem")})
+        # The console script's entry (Cli runs main(), which leaves aiohttp's import alone).
+        script = [sys.executable, "-c", "from flowxfer.cli import run; run()"]
+        login_args = ["login", "-u", "alice", "--password-stdin"]
+        login = await anyio.run_process([*script, *login_args], input=b"alice-pw-1\n", env=trusting.env(), check=False)
+        assert login.returncode == 0, login.stderr.decode()
+        jobs = await anyio.run_process([*script, "jobs"], env=trusting.env(), check=False)
+        assert jobs.returncode == 0, jobs.stderr.decode()
+        assert "POST /login" in server.log_path.read_text()
+
+
+def test_the_ca_variables_are_the_caller_s_again_after_the_lean_import() -> None:
+    probe = (
+        "import os, sys; from flowxfer.transfer import import_aiohttp_without_default_trust as lean; lean(); "
+        "print(os.environ.get('SSL_CERT_FILE'), os.environ.get('SSL_CERT_DIR', 'unset'), 'aiohttp' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_DIR"} | {"SSL_CERT_FILE": "/somewhere/ca.pem"}
+    seen = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert seen.stdout.split() == ["/somewhere/ca.pem", "unset", "True"]
 
 
 async def test_self_signed_server_refused(tmp_path: Path, certs: Path) -> None:

@@ -113,6 +113,41 @@ async def test_a_second_command_does_not_ask_and_a_stale_answer_is_replaced(tmp_
     assert (tmp_path / "out2" / "reads.bin").read_bytes() == source.read_bytes()
 
 
+async def test_an_upload_told_parallel_chunks_by_a_stale_answer_goes_in_order(tmp_path: Path) -> None:
+    """The server comes back without extensions while the cache says ``parallel_chunks``: the upload still lands.
+
+    The remembered answer sends the upload to ``POST /upload/parallel``, which
+    now answers 404: the engine asks ``/capabilities`` again, remembers the new
+    answer and sends the file in strict order.
+    """
+    first_file = write_random(tmp_path / "src" / "one.bin", 300 * KiB, 4)
+    second_file = write_random(tmp_path / "src" / "two.bin", 300 * KiB, 5)
+    home = tmp_path / "home"
+    root = tmp_path / "root"
+    async with FaultProxy("127.0.0.1", None) as proxy:
+        log = proxy.add(Record())
+        async with running_server(root, extensions=True) as first:
+            proxy.upstream_port = _port(first.base_url)
+            async with client(dataclasses.replace(first, base_url=proxy.url), home, upload_streams=4) as fx:
+                assert (await fx.upload([first_file])).status == "completed"
+            assert [e.status for e in log.select("POST", r"^/upload/parallel$")] == [200]
+            assert _remembered(home, proxy.url)["parallel_chunks"] is True
+        asked = len(log.select("GET", r"^/capabilities$"))
+
+        async with running_server(root, extensions=False) as second:
+            proxy.upstream_port = _port(second.base_url)
+            async with client(dataclasses.replace(second, base_url=proxy.url), home, upload_streams=4) as fx:
+                report = await fx.upload([second_file])
+                assert report.status == "completed", [f.error for f in report.files]
+                data_id = report.files[0].id or ""
+                await fx.download([data_id], output_dir=tmp_path / "out")
+        assert [e.status for e in log.select("POST", r"^/upload/parallel$")] == [200, 404]
+        assert len(log.select("GET", r"^/capabilities$")) == asked + 1
+        assert {e.status for e in log.select("POST", r"^/upload$")} == {200}
+        assert _remembered(home, proxy.url).get("parallel_chunks") is not True
+    assert (tmp_path / "out" / "two.bin").read_bytes() == second_file.read_bytes()
+
+
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 

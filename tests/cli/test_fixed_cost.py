@@ -1,0 +1,108 @@
+"""A small command's fixed cost (issue 20): the requests before its first byte, the modules it loads.
+
+Through a WAN path every request before the first byte is a round trip and
+every module loaded at start-up is CPU time before the first request. The
+requests are read from a recording proxy in front of the real server; the
+modules from the real console script in a subprocess. No wall-clock
+assertion: ``benchmarks/bench_wan.py --tasks fixed`` measures the time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import anyio
+
+from tests.cli.conftest import Cli
+from tests.support.faultproxy import FaultProxy, Record
+from tests.support.server import running_server
+from tests.transfer.conftest import write_random
+
+KiB = 1024
+
+
+def _exchanges(log: Record) -> list[str]:
+    return [f"{e.method} {e.path.split('?', 1)[0]}" for e in log.entries]
+
+
+async def test_a_small_upload_and_download_send_only_the_requests_they_need(tmp_path: Path) -> None:
+    """Upload: the chunk's POST alone. Download: the description, then the bytes. One connection each.
+
+    The capabilities come from the previous command's answer, the token is
+    fresh (no refresh), a one-chunk file needs no chunk map.
+    """
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 1)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            log = proxy.add(Record())
+            cli = Cli(proxy.url, tmp_path / "home")
+            await cli.login("alice", srv.users["alice"])
+            first = await cli.run("--json", "upload", str(probe))
+            assert first.code == 0, first.stderr
+            data_id = first.json()["files"][0]["id"]
+
+            log.clear()
+            again = await cli.run("--json", "upload", "--force", str(probe))
+            assert again.code == 0, again.stderr
+            assert _exchanges(log) == ["POST /upload"]
+
+            log.clear()
+            down = await cli.run("download", data_id, "-o", str(tmp_path / "out"))
+            assert down.code == 0, down.stderr
+            assert _exchanges(log) == [f"GET /data/{data_id}", f"GET /downloads/{data_id}/probe.bin"]
+            assert len({e.connection for e in log.entries}) == 1, "a second connection: a second handshake"
+    assert (tmp_path / "out" / "probe.bin").read_bytes() == probe.read_bytes()
+
+
+_LOADED = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))
+sys.argv[0] = "flowxfer"
+from flowxfer.cli import run
+run()
+"""
+
+#: What a plain download or upload has no use for, and once paid for at start-up.
+_NOT_FOR_A_TRANSFER = {
+    "sqlite_utils",  # the journal reads through sqlite3 (0.25-0.37 s)
+    "numpy",
+    "pandas",
+    "psycopg",  # only for a postgresql:// journal
+    "jwt",  # a token's claims are read with the standard library
+    "rich",
+    "openpyxl",  # the server's annotation templates
+    "tarfile",
+    "zipfile",
+    "flowxfer.server",
+    "flowxfer.transfer._sync",
+    "flowxfer.transfer._bulk",
+    "flowxfer.transfer._samples",
+    "flowxfer.transfer._archives",
+    "flowxfer.transfer._extract",
+    "flowxfer.transfer._tarpack",
+    "flowxfer.cli._samples",
+    "flowxfer.cli._bulk_sync",
+    "flowxfer.cli._serve",
+}
+
+
+async def _loaded_by(cli: Cli, *args: str) -> set[str]:
+    """The modules the console script had loaded when ``flowxfer ARGS`` ended (the server answers meanwhile)."""
+    done = await anyio.run_process([sys.executable, "-c", _LOADED, "--no-progress", *args], env=cli.env(), check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return set(json.loads(done.stderr.decode().strip().splitlines()[-1]))
+
+
+async def test_a_download_and_an_upload_load_nothing_they_do_not_need(tmp_path: Path) -> None:
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 2)
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        up = await cli.run("--json", "upload", str(probe))
+        data_id = up.json()["files"][0]["id"]
+        for args in (("upload", "--force", str(probe)), ("download", "--force", data_id, "-o", str(tmp_path / "o"))):
+            loaded = await _loaded_by(cli, *args)
+            assert "aiohttp" in loaded and "flowxfer.journal._sqlite" in loaded  # it did run
+            assert not loaded & _NOT_FOR_A_TRANSFER, (args[0], sorted(loaded & _NOT_FOR_A_TRANSFER))
