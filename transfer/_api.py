@@ -116,7 +116,7 @@ class Flowxfer:
             raise UsageError("the access token (--token, FLOW_API_TOKEN) contains spaces or control characters")
         self._token = token
         self._journal_arg = journal
-        self._host_id = host_id or env.get("FLOWXFER_HOST_ID") or None
+        self._host_id = host_id if host_id is not None else env.get("FLOWXFER_HOST_ID")
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
         self._ca_bundle = Path(ca_bundle) if ca_bundle else None
         self._allow_insecure_http = allow_insecure_http
