@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,7 @@ from ._states import (
     ChunkState,
     FileState,
     TransferState,
-    check_chunk_transition,
-    check_file_transition,
+    legal_changes,
 )
 
 
@@ -404,9 +403,10 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         ):
             return
         now = time.time()
-        with self._immediate() as conn:
-            # On a server, the whole batch goes in one round trip: the states it changes are read
-            # (before its writes, in order) and checked once the answers are back, before COMMIT.
+        # On a server the whole batch is one round trip, one implicit transaction (a blind one): its
+        # state changes are checked in the database before its writes, and an illegal one rolls all
+        # of it back. A pack's row is written after reading the one it replaces: not blind.
+        with self._backend.transaction(blind=not batch.packs) as conn:
             with conn.pipeline():
                 for file_id, plan in batch.chunk_plans.items():
                     conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
@@ -414,9 +414,8 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
                         "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
                         [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
                     )
-                check = _read_transitions(conn, batch)
+                _refuse_illegal_changes(conn, batch)
                 self._write_batch(conn, batch, now)
-            check()
             for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
                 self._write_pack(conn, pack, now)
 
@@ -514,41 +513,34 @@ def _bulk_update(
         conn.execute(f"UPDATE {table} SET {sets} FROM {source} WHERE {match}", params)
 
 
-def _read_transitions(conn: Transaction, batch: JournalBatch) -> Callable[[], None]:
-    """Read the rows the batch's first state changes start from; the returned check compares them.
+def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch) -> None:
+    """Check the batch's first state changes against their rows, in the database, before its writes.
 
-    Call the check inside the commit's transaction, after the batch's writes were sent.
-
-    :raises IllegalTransition: (from the check) a change is not legal from its row's state; the
-        transaction rolls back.
+    :raises IllegalTransition: (when the transaction ends, or at once) a change is not legal from
+        its row's state; nothing of the batch is written.
     """
-    file_rows: list[Callable[[], list[Any]]] = []
-    chunk_rows: list[Callable[[], list[Any]]] = []
-    files = list(batch.file_from)
-    for start in range(0, len(files), 500):
-        part = files[start : start + 500]
-        file_rows.append(
-            conn.rows_later(f"SELECT id, status FROM files WHERE id IN ({','.join('?' * len(part))})", part)
+    files = [(file_id, new.value) for file_id, new in batch.file_from.items()]
+    for source, params in conn.row_source(["BIGINT", "TEXT"], files):
+        conn.refuse_if(
+            "SELECT 'file cannot go from ' || files.status || ' to ' || v.column2 "
+            f"FROM files JOIN {source} ON files.id = v.column1 "
+            f"WHERE files.status <> v.column2 AND {_illegal('files.status', 'v.column2', FileState)}",
+            params,
         )
-    # One query for the chunks of many files (not one per file: each is a round trip to a server).
-    for source, params in conn.row_source(["BIGINT", "BIGINT"], list(batch.chunk_from)):
-        chunk_rows.append(
-            conn.rows_later(
-                "SELECT file_id, idx, state FROM chunks "
-                f"WHERE (file_id, idx) IN (SELECT column1, column2 FROM {source})",
-                params,
-            )
+    chunks = [(file_id, idx, new.value) for (file_id, idx), new in batch.chunk_from.items()]
+    for source, params in conn.row_source(["BIGINT", "BIGINT", "TEXT"], chunks):
+        conn.refuse_if(
+            "SELECT 'chunk cannot go from ' || chunks.state || ' to ' || v.column3 "
+            f"FROM chunks JOIN {source} ON chunks.file_id = v.column1 AND chunks.idx = v.column2 "
+            f"WHERE chunks.state <> v.column3 AND {_illegal('chunks.state', 'v.column3', ChunkState)}",
+            params,
         )
 
-    def check() -> None:
-        for rows in file_rows:
-            for file_id, status in rows():
-                check_file_transition(FileState(status), batch.file_from[file_id])
-        for rows in chunk_rows:
-            for file_id, idx, state in rows():
-                check_chunk_transition(ChunkState(state), batch.chunk_from[(file_id, idx)])
 
-    return check
+def _illegal(current: str, new: str, machine: type[FileState] | type[ChunkState]) -> str:
+    """SQL true when ``current -> new`` is not among the machine's legal changes (:mod:`._states`)."""
+    legal = ", ".join(f"'{a}>{b}'" for a, b in legal_changes(machine))
+    return f"{current} || '>' || {new} NOT IN ({legal})"
 
 
 def _update_files(conn: Transaction, updates: dict[int, dict[str, Any]], common: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from ._errors import (
 )
 from ._location import JournalLocation, mask_password
 from ._schema import POSTGRES_MIGRATIONS, SCHEMA_VERSION, split_sql
+from ._states import IllegalTransition
 
 #: Strings and quoted names pass through; ``?`` and ``:name`` become psycopg's placeholders; a
 #: literal ``%`` is doubled (psycopg reads ``%`` as a placeholder's start).
@@ -57,6 +58,12 @@ _TRUSTED_FOR = 2.0
 #: of bulk lookups, a new text per length, and PostgreSQL's generic plan for one (chosen after a few
 #: runs of a prepared statement) made a 10,000-file inventory lookup ten times slower.
 _PREPARE_AT_MOST = 32
+
+#: Starts the message of a refusal (:meth:`_PostgresTransaction.refuse_if`) inside a server's error.
+_REFUSED = "flowxfer refused: "
+
+#: A blind transaction's first statement: its commit returns before its WAL is flushed.
+_RELAXED_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
 
 
 @functools.lru_cache(maxsize=2048)
@@ -81,17 +88,42 @@ def to_pyformat(sql: str) -> str:
     return _TOKENS.sub(replace, sql)
 
 
+class _Unanswered:
+    """What a statement of a blind transaction returns: it has not even been sent yet."""
+
+    rowcount = -1
+
+    def fetchone(self) -> Any:
+        raise TypeError("a blind transaction reads no answers")
+
+    fetchall = fetchone
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("a blind transaction reads no answers")
+
+
 class _PostgresTransaction:
     for_update = " FOR UPDATE"
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, blind: bool = False) -> None:
         self.conn = conn
+        #: A blind transaction's statements, sent together when its block ends (see ``_send``).
+        self.queued: list[Callable[[], object]] | None = [] if blind else None
 
-    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[Any] | _Unanswered:
         text, prepare = _statement(sql)
+        if self.queued is not None:
+            self.queued.append(functools.partial(self.conn.execute, text, params, prepare=prepare))
+            return _Unanswered()
         return self.conn.execute(text, params, prepare=prepare)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        if self.queued is not None:
+            self.queued.append(functools.partial(self._executemany, sql, list(rows)))
+            return -1
+        return self._executemany(sql, rows)
+
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         with self.conn.cursor() as cursor:
             cursor.executemany(_statement(sql)[0], rows)
             return cursor.rowcount
@@ -101,21 +133,40 @@ class _PostgresTransaction:
         assert row is not None
         return float(row[0])
 
-    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
-        return self.execute(sql, params).fetchall  # in a pipeline, answered at its sync, in order
-
     def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
         arrays = ", ".join(f"CAST(? AS {type_}[])" for type_ in types)
         names = ", ".join(f"column{number}" for number in range(1, len(types) + 1))
         if rows:
             yield f"unnest({arrays}) AS v({names})", [list(column) for column in zip(*rows, strict=True)]
 
-    def pipeline(self) -> contextlib.AbstractContextManager[psycopg.Pipeline]:
+    def pipeline(self) -> contextlib.AbstractContextManager[object]:
+        if self.queued is not None:
+            return contextlib.nullcontext()  # a blind transaction is one pipeline already
         return self.conn.pipeline()
+
+    def refuse_if(self, sql: str, params: Params = ()) -> None:
+        """Fail the transaction in the server: the message cast to a number is an error that carries it.
+
+        Plain SQL has no ``RAISE``; casting ``'<marker><message>'`` to ``BIGINT`` fails with the
+        text in the error, which :meth:`PostgresBackend._errors` turns into :class:`IllegalTransition`.
+        """
+        self.execute(f"SELECT CAST(? || refused.m AS BIGINT) FROM ({sql}) AS refused(m) LIMIT 1", [_REFUSED, *params])
 
     def lock(self, name: str) -> None:
         """A transaction-scoped advisory lock on ``name``'s 64-bit hash: waits for whoever holds it."""
-        self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"flowxfer:{name}",))
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"flowxfer:{name}",))
+
+    def _send(self) -> None:
+        """A blind transaction's statements in one pipeline, one sync: one implicit transaction.
+
+        First of all, this transaction's commit does not wait for its WAL to reach the disk, as
+        SQLite's ``synchronous=NORMAL`` does not (see the module's doc).
+        """
+        assert self.queued is not None
+        with self.conn.pipeline():
+            self.conn.execute(_RELAXED_COMMIT, prepare=True)
+            for statement in self.queued:
+                statement()
 
 
 def _lost_connection(exc: psycopg.Error) -> bool:
@@ -254,6 +305,11 @@ class PostgresBackend:
                 raise JournalBusyError(f"journal {self.location.display} is busy: {exc}") from exc
             self._failed = True
             raise JournalUnavailableError(f"journal {self.location.display} is unavailable: {exc}") from exc
+        except psycopg.errors.InvalidTextRepresentation as exc:
+            message = exc.diag.message_primary or ""
+            if _REFUSED not in message:
+                raise JournalError(f"journal {self.location.display}: {exc}") from exc
+            raise IllegalTransition(message.partition(_REFUSED)[2].removesuffix('"')) from None
         except psycopg.Error as exc:
             raise JournalError(f"journal {self.location.display}: {exc}") from exc
 
@@ -289,10 +345,16 @@ class PostgresBackend:
             self._pool.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_PostgresTransaction]:
+    def transaction(self, *, blind: bool = False) -> Iterator[_PostgresTransaction]:
+        """A transaction on a pooled connection; ``blind``: sent whole when the block ends, one round trip."""
         with self._errors(), self._current_pool().connection() as conn:
-            with conn.transaction():
-                yield _PostgresTransaction(conn)
+            if blind:
+                tx = _PostgresTransaction(conn, blind=True)
+                yield tx  # an exception here sends nothing: the block's statements are only queued
+                tx._send()
+            else:
+                with conn.transaction():
+                    yield _PostgresTransaction(conn)
             self._last_used[conn] = time.monotonic()
 
     def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
