@@ -8,6 +8,17 @@ lock cannot lock a row that is not there. Migrations run under an advisory
 lock too, so hosts starting at once on an empty database create the schema
 once; ``schema_migrations`` records each version applied.
 
+A batch of progress (:meth:`Journal.commit`) is a *blind* transaction: its
+statements are queued and sent when its block ends, as one statement where
+they can be (data-modifying CTEs), else one pipeline with one sync, with no
+``BEGIN``/``COMMIT``: one round trip, one implicit transaction. Its state
+checks run in the server (:meth:`_PostgresTransaction.refuse_if`), and its
+commit does not wait for the WAL flush (``synchronous_commit`` off for that
+transaction alone): SQLite's WAL with ``synchronous=NORMAL`` does not either,
+and a batch lost to a power cut costs a refetch, never a hole, since the data
+it vouches for was synced first. Leases and every other transaction stay
+synchronous.
+
 A server that is down or restarting raises :class:`JournalUnavailableError`
 from whichever call met it, after at most ``connect_timeout``. The pool
 checks a connection before lending it, and after an outage the next call

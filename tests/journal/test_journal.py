@@ -306,6 +306,34 @@ def test_a_batch_that_fails_halfway_writes_nothing(journal: Journal) -> None:
     assert journal.chunks(a.id)[0].state is ChunkState.ACKED
 
 
+def test_a_batch_of_every_kind_of_write_commits_all_of_it(journal: Journal) -> None:
+    """Files changing different columns, chunks of two files, a replan and a verify: one commit."""
+    tid = _begin(journal)
+    journal.add_files(tid, [NewFile("/a", "a", size=8), NewFile("/b", "b", size=8)])
+    a, b = journal.files_page(tid)
+    plan = JournalBatch()
+    plan.plan_chunks(a.id, [(0, 8)])
+    plan.plan_chunks(b.id, [(0, 8)])
+    journal.commit(plan)
+    batch = JournalBatch()
+    batch.chunk(a.id, 0, ChunkState.ACKED, "ca")
+    batch.file_state(a.id, FileState.DONE, bytes_done=8)
+    batch.verify_chunks(a.id)
+    batch.chunk(b.id, 0, ChunkState.ACKED, "cb")
+    batch.update_file(b.id, bytes_done=8, etag='x"y\\z')
+    journal.commit(batch)
+    assert [(c.state, c.checksum) for c in journal.chunks(a.id)] == [(ChunkState.VERIFIED, "ca")]
+    assert [(c.state, c.checksum) for c in journal.chunks(b.id)] == [(ChunkState.ACKED, "cb")]
+    a, b = journal.get_file(a.id), journal.get_file(b.id)
+    assert (a.status, a.bytes_done, b.status, b.bytes_done, b.etag) == (
+        FileState.DONE,
+        8,
+        FileState.PLANNED,
+        8,
+        'x"y\\z',
+    )
+
+
 def test_verify_chunks_and_summary(journal: Journal) -> None:
     tid = _begin(journal)
     journal.add_files(tid, [NewFile("/a", "a", size=8), NewFile("/b", "b", size=5, status=FileState.SKIPPED)])

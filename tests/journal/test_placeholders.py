@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowxfer.journal._postgres import _array_literal, to_pyformat
+from flowxfer.journal._postgres import _array_literal, _one_statement, _Queued, to_pyformat
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,20 @@ def test_array_literals_read_back_as_the_values_they_were_made_of(postgres_url: 
             assert row == (texts, numbers, floats)
 
         round_trip()
+
+
+def test_a_blind_batch_is_one_statement_only_where_its_parts_cannot_see_each_other() -> None:
+    """Parts of one statement all see the rows from before it: refusals first, each table written once."""
+
+    def write(table: str) -> _Queued:
+        return _Queued(f"UPDATE {table} SET x = %s WHERE id = %s", [table, 1], None)
+
+    refusal = _Queued("SELECT CAST(%s || m AS BIGINT) FROM r", ["refused: "], None, refusal=True)
+    one = _one_statement([refusal, write("chunks"), write("files")])
+    assert one is not None
+    assert one.text.startswith("WITH w0 AS (UPDATE chunks SET x = %s WHERE id = %s), w1 AS (UPDATE files ")
+    assert one.text.endswith(", (SELECT CAST(%s || m AS BIGINT) FROM r)")
+    assert one.params == ["chunks", 1, "files", 1, "refused: "]  # in the order of their placeholders
+    assert _one_statement([write("files"), write("files")]) is None
+    assert _one_statement([write("chunks"), refusal]) is None
+    assert _one_statement([_Queued("INSERT INTO t (x) VALUES (?)", [[1], [2]], None, many=True)]) is None
