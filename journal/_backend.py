@@ -71,6 +71,16 @@ class Transaction(Protocol):
         """Statements inside are sent without waiting for each answer (writes whose results nobody reads)."""
         ...
 
+    def refusal(self, message: str) -> str | None:
+        """An SQL expression that fails its statement with :class:`IllegalTransition`, or None.
+
+        ``message``: SQL for the refusal's text. Used as ``... WHERE legal OR <refusal>``, the
+        statement that would have changed a row illegally fails instead, checking each row as it
+        changes it. None where a database cannot fail from an expression (SQLite): then
+        :meth:`refuse_if`.
+        """
+        ...
+
     def refuse_if(self, sql: str, params: Params = ()) -> None:
         """The transaction fails with :class:`IllegalTransition` if ``sql`` returns a row.
 

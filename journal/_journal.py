@@ -414,24 +414,37 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
                         "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
                         [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
                     )
-                _refuse_illegal_changes(conn, batch)
-                self._write_batch(conn, batch, now)
+                # Where the database can fail a statement from an expression, each chunk's change is
+                # checked by the update that makes it: no second lookup of the batch's chunks.
+                inline = conn.refusal("'chunk cannot go from ' || chunks.state || ' to ' || v.column5")
+                _refuse_illegal_changes(conn, batch, chunks=inline is None)
+                self._write_batch(conn, batch, now, inline)
             for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
                 self._write_pack(conn, pack, now)
 
-    def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float) -> None:
-        """The batch's writes, after its transitions were checked: nothing here reads a result."""
+    def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float, chunk_refusal: str | None) -> None:
+        """The batch's writes, after its transitions were checked: nothing here reads a result.
+
+        ``chunk_refusal``: :meth:`Transaction.refusal`'s expression, when the chunks' first changes
+        are to be checked by their update (each row carries it, ``v.column5``), else None.
+        """
         if batch.chunk_updates:
+            rows: list[tuple[Any, ...]] = [
+                (file_id, idx, state.value, checksum)
+                for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
+            ]
+            check = None
+            if chunk_refusal is not None:
+                rows = [(*row, batch.chunk_from[row[0], row[1]].value) for row in rows]
+                check = ("TEXT", f"{_legal('chunks.state', 'v.column5', ChunkState)} OR {chunk_refusal}")
             _bulk_update(
                 conn,
                 "chunks",
                 {"file_id": "BIGINT", "idx": "BIGINT"},
                 {"state": "TEXT", "checksum": "TEXT"},
-                [
-                    (file_id, idx, state.value, checksum)
-                    for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
-                ],
+                rows,
                 assign={"checksum": "coalesce(v.column4, chunks.checksum)"},
+                check=check,
             )
         if batch.verified_files:
             conn.executemany(
@@ -496,6 +509,7 @@ def _bulk_update(
     columns: dict[str, str],
     rows: Sequence[Sequence[Any]],
     assign: dict[str, str] | None = None,
+    check: tuple[str, str] | None = None,
 ) -> None:
     """Update many rows of ``table`` in one statement (``UPDATE ... FROM`` the rows' values).
 
@@ -503,18 +517,25 @@ def _bulk_update(
     types; each row gives their values in that order. ``assign`` overrides how a column is set
     (``v.columnN`` is the row's N-th value). One statement instead of one per row: on a database
     server each statement is a round of parsing, planning and protocol, the larger part of a
-    small update's cost; SQLite runs it as fast as the prepared per-row statement.
+    small update's cost; SQLite runs it as fast as the prepared per-row statement. ``check``: the
+    SQL type of one more value each row ends with, and a condition every matched row must meet.
     """
     names = [*keys, *columns]
     value = {name: f"v.column{number}" for number, name in enumerate(names, 1)}
     sets = ", ".join(f"{name} = {(assign or {}).get(name, value[name])}" for name in columns)
     match = " AND ".join(f"{table}.{name} = {value[name]}" for name in keys)
-    for source, params in conn.row_source([*keys.values(), *columns.values()], rows):
+    types = [*keys.values(), *columns.values()]
+    if check is not None:
+        types.append(check[0])
+        match += f" AND ({check[1]})"
+    for source, params in conn.row_source(types, rows):
         conn.execute(f"UPDATE {table} SET {sets} FROM {source} WHERE {match}", params)
 
 
-def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch) -> None:
+def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch, *, chunks: bool) -> None:
     """Check the batch's first state changes against their rows, in the database, before its writes.
+
+    ``chunks``: the chunks' too (not when their update checks them, see :meth:`Journal.commit`).
 
     :raises IllegalTransition: (when the transaction ends, or at once) a change is not legal from
         its row's state; nothing of the batch is written.
@@ -524,23 +545,23 @@ def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch) -> None:
         conn.refuse_if(
             "SELECT 'file cannot go from ' || files.status || ' to ' || v.column2 "
             f"FROM files JOIN {source} ON files.id = v.column1 "
-            f"WHERE files.status <> v.column2 AND {_illegal('files.status', 'v.column2', FileState)}",
+            f"WHERE NOT ({_legal('files.status', 'v.column2', FileState)})",
             params,
         )
-    chunks = [(file_id, idx, new.value) for (file_id, idx), new in batch.chunk_from.items()]
-    for source, params in conn.row_source(["BIGINT", "BIGINT", "TEXT"], chunks):
+    changes = [(file_id, idx, new.value) for (file_id, idx), new in batch.chunk_from.items()] if chunks else []
+    for source, params in conn.row_source(["BIGINT", "BIGINT", "TEXT"], changes):
         conn.refuse_if(
             "SELECT 'chunk cannot go from ' || chunks.state || ' to ' || v.column3 "
             f"FROM chunks JOIN {source} ON chunks.file_id = v.column1 AND chunks.idx = v.column2 "
-            f"WHERE chunks.state <> v.column3 AND {_illegal('chunks.state', 'v.column3', ChunkState)}",
+            f"WHERE NOT ({_legal('chunks.state', 'v.column3', ChunkState)})",
             params,
         )
 
 
-def _illegal(current: str, new: str, machine: type[FileState] | type[ChunkState]) -> str:
-    """SQL true when ``current -> new`` is not among the machine's legal changes (:mod:`._states`)."""
+def _legal(current: str, new: str, machine: type[FileState] | type[ChunkState]) -> str:
+    """SQL true when ``current -> new`` stays put or is one of the machine's legal changes (:mod:`._states`)."""
     legal = ", ".join(f"'{a}>{b}'" for a, b in legal_changes(machine))
-    return f"{current} || '>' || {new} NOT IN ({legal})"
+    return f"{current} = {new} OR {current} || '>' || {new} IN ({legal})"
 
 
 def _update_files(conn: Transaction, updates: dict[int, dict[str, Any]], common: dict[str, Any]) -> None:

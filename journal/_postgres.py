@@ -156,6 +156,10 @@ class _PostgresTransaction:
             return contextlib.nullcontext()  # a blind transaction is one pipeline already
         return self.conn.pipeline()
 
+    def refusal(self, message: str) -> str:
+        """The cast of :meth:`refuse_if`, as an expression: false, or an error carrying ``message``."""
+        return f"CAST('{_REFUSED}' || ({message}) AS BIGINT) IS NULL"
+
     def refuse_if(self, sql: str, params: Params = ()) -> None:
         """Fail the transaction in the server: the message cast to a number is an error that carries it.
 

@@ -111,6 +111,9 @@ class _SqliteTransaction:
         """Nothing to do: statements run in this process, there is no round trip to save."""
         return contextlib.nullcontext()
 
+    def refusal(self, message: str) -> None:
+        """None: SQLite's ``RAISE`` works only in triggers."""
+
     def refuse_if(self, sql: str, params: Params = ()) -> None:
         refused = self.conn.execute(sql, params).fetchone()
         if refused is not None:
