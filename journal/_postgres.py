@@ -255,10 +255,15 @@ def _array_literal(values: Sequence[Any]) -> str:
     a batch's dozen one-element arrays, 10 µs a chunk for a 512-chunk batch, more than all the
     rest of a commit. The literal is one string parameter, which the statement's ``CAST(? AS
     type[])`` parses in the server. Numbers go as they print; anything else quoted, with
-    backslashes and double quotes escaped; None is ``NULL``.
+    backslashes and double quotes escaped (strings with neither, as checksums and states are, in
+    one join); None is ``NULL``.
     """
     if all(type(value) is int for value in values):
         return "{" + ",".join(map(str, values)) + "}"
+    if values and all(type(value) is str for value in values):
+        plain = "".join(values)
+        if '"' not in plain and "\\" not in plain:  # checksums, states: nothing to escape
+            return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join(_array_element(value) for value in values) + "}"
 
 
