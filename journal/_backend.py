@@ -12,7 +12,7 @@ lock for read-then-insert decisions, which row locks cannot cover).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -57,11 +57,6 @@ class Transaction(Protocol):
         """
         ...
 
-    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
-        """Run a query now; read its rows later, once :meth:`pipeline` has been left (writes sent
-        after it do not change what it read)."""
-        ...
-
     def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
         """``rows`` as a table to select from or join, ``v`` with columns ``column1``... of ``types``.
 
@@ -76,11 +71,38 @@ class Transaction(Protocol):
         """Statements inside are sent without waiting for each answer (writes whose results nobody reads)."""
         ...
 
+    def refusal(self, message: str) -> str | None:
+        """An SQL expression that fails its statement with :class:`IllegalTransition`, or None.
+
+        ``message``: SQL for the refusal's text. Used as ``... WHERE legal OR <refusal>``, the
+        statement that would have changed a row illegally fails instead, checking each row as it
+        changes it. None where a database cannot fail from an expression (SQLite): then
+        :meth:`refuse_if`.
+        """
+        ...
+
+    def refuse_if(self, sql: str, params: Params = ()) -> None:
+        """The transaction fails with :class:`IllegalTransition` if ``sql`` returns a row.
+
+        ``sql`` selects one text column, the refusal's message (the first row's is raised). The
+        check runs in the database, in order: statements sent after it see nothing of a refused
+        transaction, and no answer needs reading before the transaction ends (so a ``blind``
+        transaction may carry it). Where the error surfaces: SQLite at once, PostgreSQL when the
+        pipeline or the transaction it is in ends.
+        """
+        ...
+
 
 class Backend(Protocol):
     location: JournalLocation
 
-    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    def transaction(self, *, blind: bool = False) -> AbstractContextManager[Transaction]:
+        """A write transaction. ``blind``: nothing inside reads an answer (writes, :meth:`Transaction.refuse_if`).
+
+        A database server then gets it all in one round trip: PostgreSQL's statements of one
+        pipeline sync with no ``BEGIN``/``COMMIT`` are one implicit transaction, all or nothing.
+        """
+        ...
 
     def read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         """Rows as dicts, outside any write transaction."""

@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,9 @@ from ._samples import SampleTables
 from ._states import (
     ChunkState,
     FileState,
+    IllegalTransition,
     TransferState,
-    check_chunk_transition,
-    check_file_transition,
+    legal_changes,
 )
 
 
@@ -401,37 +401,55 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         ):
             return
         now = time.time()
-        with self._immediate() as conn:
-            # On a server, the whole batch goes in one round trip: the states it changes are read
-            # (before its writes, in order) and checked once the answers are back, before COMMIT.
-            with conn.pipeline():
-                fenced = self._fence(conn, fence)
-                for file_id, plan in batch.chunk_plans.items():
-                    conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
-                    conn.executemany(
-                        "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
-                        [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
-                    )
-                check = _read_transitions(conn, batch)
-                self._write_batch(conn, batch, now)
-            fenced()
-            check()
-            for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
-                self._write_pack(conn, pack, now)
+        # On a server the whole batch is one round trip, one implicit transaction (a blind one): its
+        # state changes are checked in the database before its writes, and an illegal one rolls all
+        # of it back. A pack's row is written after reading the one it replaces: not blind.
+        try:
+            with self._backend.transaction(blind=not batch.packs) as conn:
+                with conn.pipeline():
+                    self._fence(conn, fence)
+                    for file_id, plan in batch.chunk_plans.items():
+                        conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+                        conn.executemany(
+                            "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
+                            [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
+                        )
+                    # Where the database can fail a statement from an expression, each chunk's change is
+                    # checked by the update that makes it: no second lookup of the batch's chunks.
+                    inline = conn.refusal("'chunk cannot go from ' || chunks.state || ' to ' || v.column5")
+                    _refuse_illegal_changes(conn, batch, chunks=inline is None)
+                    self._write_batch(conn, batch, now, inline)
+                for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
+                    self._write_pack(conn, pack, now)
+        except IllegalTransition as exc:
+            lost = self.lease_lost(exc, fence)
+            if lost is None:
+                raise
+            raise lost from None
 
-    def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float) -> None:
-        """The batch's writes, after its transitions were checked: nothing here reads a result."""
+    def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float, chunk_refusal: str | None) -> None:
+        """The batch's writes, after its transitions were checked: nothing here reads a result.
+
+        ``chunk_refusal``: :meth:`Transaction.refusal`'s expression, when the chunks' first changes
+        are to be checked by their update (each row carries it, ``v.column5``), else None.
+        """
         if batch.chunk_updates:
+            rows: list[tuple[Any, ...]] = [
+                (file_id, idx, state.value, checksum)
+                for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
+            ]
+            check = None
+            if chunk_refusal is not None:
+                rows = [(*row, batch.chunk_from[row[0], row[1]].value) for row in rows]
+                check = ("TEXT", f"{_legal('chunks.state', 'v.column5', ChunkState)} OR {chunk_refusal}")
             _bulk_update(
                 conn,
                 "chunks",
                 {"file_id": "BIGINT", "idx": "BIGINT"},
                 {"state": "TEXT", "checksum": "TEXT"},
-                [
-                    (file_id, idx, state.value, checksum)
-                    for (file_id, idx), (state, checksum) in batch.chunk_updates.items()
-                ],
+                rows,
                 assign={"checksum": "coalesce(v.column4, chunks.checksum)"},
+                check=check,
             )
         if batch.verified_files:
             conn.executemany(
@@ -496,6 +514,7 @@ def _bulk_update(
     columns: dict[str, str],
     rows: Sequence[Sequence[Any]],
     assign: dict[str, str] | None = None,
+    check: tuple[str, str] | None = None,
 ) -> None:
     """Update many rows of ``table`` in one statement (``UPDATE ... FROM`` the rows' values).
 
@@ -503,51 +522,51 @@ def _bulk_update(
     types; each row gives their values in that order. ``assign`` overrides how a column is set
     (``v.columnN`` is the row's N-th value). One statement instead of one per row: on a database
     server each statement is a round of parsing, planning and protocol, the larger part of a
-    small update's cost; SQLite runs it as fast as the prepared per-row statement.
+    small update's cost; SQLite runs it as fast as the prepared per-row statement. ``check``: the
+    SQL type of one more value each row ends with, and a condition every matched row must meet.
     """
     names = [*keys, *columns]
     value = {name: f"v.column{number}" for number, name in enumerate(names, 1)}
     sets = ", ".join(f"{name} = {(assign or {}).get(name, value[name])}" for name in columns)
     match = " AND ".join(f"{table}.{name} = {value[name]}" for name in keys)
-    for source, params in conn.row_source([*keys.values(), *columns.values()], rows):
+    types = [*keys.values(), *columns.values()]
+    if check is not None:
+        types.append(check[0])
+        match += f" AND ({check[1]})"
+    for source, params in conn.row_source(types, rows):
         conn.execute(f"UPDATE {table} SET {sets} FROM {source} WHERE {match}", params)
 
 
-def _read_transitions(conn: Transaction, batch: JournalBatch) -> Callable[[], None]:
-    """Read the rows the batch's first state changes start from; the returned check compares them.
+def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch, *, chunks: bool) -> None:
+    """Check the batch's first state changes against their rows, in the database, before its writes.
 
-    Call the check inside the commit's transaction, after the batch's writes were sent.
+    ``chunks``: the chunks' too (not when their update checks them, see :meth:`Journal.commit`).
 
-    :raises IllegalTransition: (from the check) a change is not legal from its row's state; the
-        transaction rolls back.
+    :raises IllegalTransition: (when the transaction ends, or at once) a change is not legal from
+        its row's state; nothing of the batch is written.
     """
-    file_rows: list[Callable[[], list[Any]]] = []
-    chunk_rows: list[Callable[[], list[Any]]] = []
-    files = list(batch.file_from)
-    for start in range(0, len(files), 500):
-        part = files[start : start + 500]
-        file_rows.append(
-            conn.rows_later(f"SELECT id, status FROM files WHERE id IN ({','.join('?' * len(part))})", part)
+    files = [(file_id, new.value) for file_id, new in batch.file_from.items()]
+    for source, params in conn.row_source(["BIGINT", "TEXT"], files):
+        conn.refuse_if(
+            "SELECT 'file cannot go from ' || files.status || ' to ' || v.column2 "
+            f"FROM files JOIN {source} ON files.id = v.column1 "
+            f"WHERE NOT ({_legal('files.status', 'v.column2', FileState)})",
+            params,
         )
-    # One query for the chunks of many files (not one per file: each is a round trip to a server).
-    for source, params in conn.row_source(["BIGINT", "BIGINT"], list(batch.chunk_from)):
-        chunk_rows.append(
-            conn.rows_later(
-                "SELECT file_id, idx, state FROM chunks "
-                f"WHERE (file_id, idx) IN (SELECT column1, column2 FROM {source})",
-                params,
-            )
+    changes = [(file_id, idx, new.value) for (file_id, idx), new in batch.chunk_from.items()] if chunks else []
+    for source, params in conn.row_source(["BIGINT", "BIGINT", "TEXT"], changes):
+        conn.refuse_if(
+            "SELECT 'chunk cannot go from ' || chunks.state || ' to ' || v.column3 "
+            f"FROM chunks JOIN {source} ON chunks.file_id = v.column1 AND chunks.idx = v.column2 "
+            f"WHERE NOT ({_legal('chunks.state', 'v.column3', ChunkState)})",
+            params,
         )
 
-    def check() -> None:
-        for rows in file_rows:
-            for file_id, status in rows():
-                check_file_transition(FileState(status), batch.file_from[file_id])
-        for rows in chunk_rows:
-            for file_id, idx, state in rows():
-                check_chunk_transition(ChunkState(state), batch.chunk_from[(file_id, idx)])
 
-    return check
+def _legal(current: str, new: str, machine: type[FileState] | type[ChunkState]) -> str:
+    """SQL true when ``current -> new`` stays put or is one of the machine's legal changes (:mod:`._states`)."""
+    legal = ", ".join(f"'{a}>{b}'" for a, b in legal_changes(machine))
+    return f"{current} = {new} OR {current} || '>' || {new} IN ({legal})"
 
 
 def _update_files(conn: Transaction, updates: dict[int, dict[str, Any]], common: dict[str, Any]) -> None:

@@ -167,26 +167,34 @@ class LeaseTables:
         )
         return Lease(self, key, token)
 
-    def _fence(self, conn: Transaction, lease: Lease | None) -> Callable[[], None]:
-        """Fence the writes of ``conn`` by ``lease``: call the result before committing.
+    def _fence(self, conn: Transaction, lease: Lease | None) -> None:
+        """Fence the writes of ``conn`` by ``lease``: they fail whole unless the lease is still ours.
 
         A host that lost its lease (frozen or cut off for a whole TTL, another host took over) may
         still hold progress it never recorded; written beside the new holder's, it would claim
         rows the new holder is working on. The lease's row is read and locked inside ``conn``
         (PostgreSQL: ``FOR UPDATE``, so a takeover waits for this commit or this commit sees
-        the takeover; SQLite: the write lock already serialises them), sent in the same pipeline
-        as the writes (no extra round trip); the returned check raises :class:`LeaseLost` when the
-        row's token is not ``lease``'s, which rolls the whole transaction back.
+        the takeover; SQLite: the write lock already serialises them) by a refusal sent with the
+        writes (no extra round trip): when the row's token is not ``lease``'s, the database fails
+        the transaction and :meth:`lease_lost` names the error :class:`LeaseLost`.
         """
         if lease is None:
-            return lambda: None
-        rows = conn.rows_later("SELECT token FROM leases WHERE key = ?" + conn.for_update, (lease.key,))
+            return
+        # The message is joined to a value read from the table: a refusal made of constants alone
+        # would be folded, and fail, when the statement is planned, whatever the row holds.
+        conn.refuse_if(
+            "SELECT ? || substr(held.token, 1, 0) FROM (SELECT coalesce((SELECT token FROM leases WHERE key = ?"
+            + conn.for_update
+            + "), '') AS token) AS held WHERE held.token <> ?",
+            (_lease_lost_message(lease), lease.key, lease.token),
+        )
 
-        def check() -> None:
-            if [row[0] for row in rows()] != [lease.token]:
-                raise LeaseLost(lease.key)
-
-        return check
+    @staticmethod
+    def lease_lost(refusal: Exception, lease: Lease | None) -> LeaseLost | None:
+        """:class:`LeaseLost` when ``refusal`` is :meth:`_fence`'s for ``lease``, else None."""
+        if lease is not None and str(refusal) == _lease_lost_message(lease):
+            return LeaseLost(lease.key)
+        return None
 
     def heartbeat_held(self, key: str) -> bool:
         """Renew the lease ``key`` if this process holds it; whether it does.
@@ -214,3 +222,7 @@ class LeaseTables:
     def lease_holder(self, key: str) -> tuple[int, str, float] | None:
         rows = self._read("SELECT pid, host, since FROM leases WHERE key = ?", (key,))
         return (rows[0]["pid"], rows[0]["host"], rows[0]["since"]) if rows else None
+
+
+def _lease_lost_message(lease: Lease) -> str:
+    return f"lease {lease.key} is no longer this process's"

@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ._backend import Params, Transaction
 from ._errors import JournalBusyError, JournalCorruptError, JournalError, JournalVersionError
 from ._location import JournalLocation
 from ._schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+from ._states import IllegalTransition
 
 
 @contextlib.contextmanager
@@ -65,10 +66,6 @@ class _SqliteTransaction:
         """This machine's clock: an SQLite journal is shared by the processes of one host only."""
         return time.time()
 
-    def rows_later(self, sql: str, params: Params = ()) -> Callable[[], list[Any]]:
-        rows = self.conn.execute(sql, params).fetchall()  # now: a later write would change them
-        return lambda: rows
-
     def row_source(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
         row = "(" + ", ".join("?" * len(types)) + ")"
         for start in range(0, len(rows), 200):
@@ -78,6 +75,14 @@ class _SqliteTransaction:
     def pipeline(self) -> contextlib.nullcontext[None]:
         """Nothing to do: statements run in this process, there is no round trip to save."""
         return contextlib.nullcontext()
+
+    def refusal(self, message: str) -> None:
+        """None: SQLite's ``RAISE`` works only in triggers."""
+
+    def refuse_if(self, sql: str, params: Params = ()) -> None:
+        refused = self.conn.execute(sql, params).fetchone()
+        if refused is not None:
+            raise IllegalTransition(refused[0])
 
 
 class SqliteBackend:
@@ -146,8 +151,8 @@ class SqliteBackend:
             self._conn.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_SqliteTransaction]:
-        """A write transaction that takes the write lock at BEGIN.
+    def transaction(self, *, blind: bool = False) -> Iterator[_SqliteTransaction]:
+        """A write transaction that takes the write lock at BEGIN (``blind`` changes nothing here).
 
         A deferred ``BEGIN`` (sqlite-utils' ``atomic()``, sqlite3's default): a transaction
         that reads then writes can then fail with "database is locked" without

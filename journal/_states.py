@@ -30,6 +30,7 @@ per chunk that nothing reads.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class FileState(StrEnum):
@@ -71,6 +72,12 @@ _CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.ACKED: frozenset({ChunkState.VERIFIED, ChunkState.PLANNED}),
     ChunkState.VERIFIED: frozenset(),
 }
+
+
+def legal_changes(machine: type[FileState] | type[ChunkState]) -> list[tuple[str, str]]:
+    """Every legal ``(current, new)`` change of a machine (staying put aside): for checks run in SQL."""
+    table: dict[Any, frozenset[Any]] = _FILE_TRANSITIONS if machine is FileState else _CHUNK_TRANSITIONS
+    return sorted((current.value, new.value) for current, targets in table.items() for new in targets)
 
 
 class IllegalTransition(ValueError):

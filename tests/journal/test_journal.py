@@ -272,17 +272,67 @@ def test_illegal_transitions_against_the_row_are_refused_at_commit(journal: Jour
     done.file_state(a.id, FileState.DONE)
     done.verify_chunks(a.id)
     journal.commit(done)
-    for illegal in (
-        lambda batch: batch.file_state(a.id, FileState.ACTIVE),
-        lambda batch: batch.chunk(a.id, 0, ChunkState.ACKED),
+    for illegal, message in (
+        (lambda batch: batch.file_state(a.id, FileState.ACTIVE), "file cannot go from done to active"),
+        (lambda batch: batch.chunk(a.id, 0, ChunkState.ACKED), "chunk cannot go from verified to acked"),
     ):
         batch = JournalBatch()
         batch.file_state(b.id, FileState.ACTIVE)
         illegal(batch)
-        with pytest.raises(IllegalTransition):
+        with pytest.raises(IllegalTransition, match=f"^{message}$"):
             journal.commit(batch)
         assert journal.get_file(b.id).status is FileState.PLANNED  # rolled back with the rest
     assert journal.get_file(a.id).status is FileState.DONE
+
+
+def test_a_batch_that_fails_halfway_writes_nothing(journal: Journal) -> None:
+    """A commit that raises after some of its statements were issued leaves every row as it was."""
+    tid = _begin(journal)
+    journal.add_files(tid, [NewFile("/a", "a", size=8)])
+    (a,) = journal.files_page(tid)
+    plan = JournalBatch()
+    plan.plan_chunks(a.id, [(0, 4), (4, 4)])
+    journal.commit(plan)
+    batch = JournalBatch()
+    batch.chunk(a.id, 0, ChunkState.ACKED, "c0")
+    batch.file_state(a.id, FileState.ACTIVE, bytes_done=4)
+    batch.update_file(a.id, no_such_column=1)  # refused while the batch's writes are being issued
+    with pytest.raises(ValueError, match="no_such_column"):
+        journal.commit(batch)
+    assert [(c.state, c.checksum) for c in journal.chunks(a.id)] == [(ChunkState.PLANNED, None)] * 2
+    assert (journal.get_file(a.id).status, journal.get_file(a.id).bytes_done) == (FileState.PLANNED, 0)
+    ok = JournalBatch()
+    ok.chunk(a.id, 0, ChunkState.ACKED, "c0")
+    journal.commit(ok)  # the journal (and its connection) still works
+    assert journal.chunks(a.id)[0].state is ChunkState.ACKED
+
+
+def test_a_batch_of_every_kind_of_write_commits_all_of_it(journal: Journal) -> None:
+    """Files changing different columns, chunks of two files, a replan and a verify: one commit."""
+    tid = _begin(journal)
+    journal.add_files(tid, [NewFile("/a", "a", size=8), NewFile("/b", "b", size=8)])
+    a, b = journal.files_page(tid)
+    plan = JournalBatch()
+    plan.plan_chunks(a.id, [(0, 8)])
+    plan.plan_chunks(b.id, [(0, 8)])
+    journal.commit(plan)
+    batch = JournalBatch()
+    batch.chunk(a.id, 0, ChunkState.ACKED, "ca")
+    batch.file_state(a.id, FileState.DONE, bytes_done=8)
+    batch.verify_chunks(a.id)
+    batch.chunk(b.id, 0, ChunkState.ACKED, "cb")
+    batch.update_file(b.id, bytes_done=8, etag='x"y\\z')
+    journal.commit(batch)
+    assert [(c.state, c.checksum) for c in journal.chunks(a.id)] == [(ChunkState.VERIFIED, "ca")]
+    assert [(c.state, c.checksum) for c in journal.chunks(b.id)] == [(ChunkState.ACKED, "cb")]
+    a, b = journal.get_file(a.id), journal.get_file(b.id)
+    assert (a.status, a.bytes_done, b.status, b.bytes_done, b.etag) == (
+        FileState.DONE,
+        8,
+        FileState.PLANNED,
+        8,
+        'x"y\\z',
+    )
 
 
 def test_verify_chunks_and_summary(journal: Journal) -> None:

@@ -1,12 +1,14 @@
-"""The journal's SQL is written once with SQLite's placeholders; PostgreSQL's backend translates them."""
+"""The journal's SQL is written once with SQLite's placeholders; PostgreSQL's backend translates them,
+and passes a batch's columns as array literals."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowxfer.journal._postgres import to_pyformat
+from flowxfer.journal._postgres import _array_literal, _one_statement, _Queued, to_pyformat
 
 
 @pytest.mark.parametrize(
@@ -29,3 +31,41 @@ def test_placeholders_are_translated_outside_strings_and_names(sqlite: str, psyc
 @given(st.text(alphabet="abc ?,()=", max_size=60))
 def test_every_question_mark_outside_quotes_becomes_one_placeholder(sql: str) -> None:
     assert to_pyformat(sql).count("%s") == sql.count("?")
+
+
+_TEXTS = st.lists(st.none() | st.text(st.characters(exclude_characters="\x00"), max_size=12), max_size=8)
+_NUMBERS = st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), max_size=8)
+_FLOATS = st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=8)
+
+
+def test_array_literals_read_back_as_the_values_they_were_made_of(postgres_url: str) -> None:
+    """The text form the backend passes arrays in (quotes, backslashes, braces, NULL, empty strings)."""
+    with psycopg.connect(postgres_url) as conn:
+
+        @given(_TEXTS, _NUMBERS, _FLOATS)
+        @settings(max_examples=150, deadline=None)
+        def round_trip(texts: list[str | None], numbers: list[int | None], floats: list[float]) -> None:
+            row = conn.execute(
+                "SELECT CAST(%s AS TEXT[]), CAST(%s AS BIGINT[]), CAST(%s AS DOUBLE PRECISION[])",
+                [_array_literal(texts), _array_literal(numbers), _array_literal(floats)],
+            ).fetchone()
+            assert row == (texts, numbers, floats)
+
+        round_trip()
+
+
+def test_a_blind_batch_is_one_statement_only_where_its_parts_cannot_see_each_other() -> None:
+    """Parts of one statement all see the rows from before it: refusals first, each table written once."""
+
+    def write(table: str) -> _Queued:
+        return _Queued(f"UPDATE {table} SET x = %s WHERE id = %s", [table, 1], None)
+
+    refusal = _Queued("SELECT CAST(%s || m AS BIGINT) FROM r", ["refused: "], None, refusal=True)
+    one = _one_statement([refusal, write("chunks"), write("files")])
+    assert one is not None
+    assert one.text.startswith("WITH w0 AS (UPDATE chunks SET x = %s WHERE id = %s), w1 AS (UPDATE files ")
+    assert one.text.endswith(", (SELECT CAST(%s || m AS BIGINT) FROM r)")
+    assert one.params == ["chunks", 1, "files", 1, "refused: "]  # in the order of their placeholders
+    assert _one_statement([write("files"), write("files")]) is None
+    assert _one_statement([write("chunks"), refusal]) is None
+    assert _one_statement([_Queued("INSERT INTO t (x) VALUES (?)", [[1], [2]], None, many=True)]) is None

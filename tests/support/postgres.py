@@ -31,7 +31,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psycopg
@@ -39,6 +39,10 @@ import pytest
 
 #: The server's user when we run as root (Debian's package creates it).
 SERVER_USER = "postgres"
+
+#: A server as a lab runs one: PostgreSQL's defaults, every commit durable unless its session says
+#: otherwise (benchmarks compare the journal's backends with the settings each has in production).
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "128MB"}
 
 #: Settings for speed: a test cluster never needs to survive a crash of the machine.
 _SETTINGS = {
@@ -89,8 +93,10 @@ class PostgresCluster:
     times in between; the port and the databases are kept.
     """
 
-    def __init__(self, binaries: Path | None = None) -> None:
+    def __init__(self, binaries: Path | None = None, settings: Mapping[str, str] | None = None) -> None:
+        """``settings`` override the server's (``_SETTINGS``: fast, not crash-safe), e.g. :data:`DURABLE`."""
         self.binaries = binaries if binaries is not None else find_binaries()
+        self.settings = {**_SETTINGS, **(settings or {})}
         self._as_root = os.geteuid() == 0
         self.root = Path(tempfile.mkdtemp(prefix="flowxfer-pg-"))
         if self._as_root:
@@ -150,7 +156,7 @@ class PostgresCluster:
         if not self._initialised:
             self._initdb()
         options = " ".join(
-            [f"-p {self.port}", f"-k {self.root}", *(f"-c {name}={value}" for name, value in _SETTINGS.items())]
+            [f"-p {self.port}", f"-k {self.root}", *(f"-c {name}={value}" for name, value in self.settings.items())]
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
         self._running = True
