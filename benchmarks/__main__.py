@@ -37,6 +37,12 @@ PARTS: list[tuple[str, list[str], list[str]]] = [
     ),
     ("benchmarks.bench_load", [], ["--clients", "4", "--files", "5", "--no-record"]),
     ("benchmarks.bench_wan", [], ["--quick", "--no-record"]),
+    # After the 50 ms section, which its shares are compared with; the official client on the small files only.
+    (
+        "benchmarks.bench_wan",
+        ["--rtt-ms", "150", "--window-mib", "32", "--repeats", "2", "--baseline-on", "small"],
+        ["--quick", "--rtt-ms", "150", "--window-mib", "32", "--baseline-on", "small", "--no-record"],
+    ),
     # Starts its own throwaway PostgreSQL cluster (tests.support.postgres); about 10 minutes.
     ("benchmarks.bench_fleet", [], ["--quick", "--no-record"]),
 ]

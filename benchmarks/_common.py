@@ -13,6 +13,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -110,16 +111,29 @@ class Series:
         return nbytes / self.median / MiB
 
 
+def round_plan(names: Sequence[str], repeats: int, rounds: dict[str, int] | None = None) -> list[list[str]]:
+    """Which tools run in each round, in order: every tool, except that one named in ``rounds`` runs
+    only in the first ``rounds[name]`` rounds (the official client's runs of 75-200 s each, where
+    one round of it next to three of the others fits a run in the time a recording has).
+    """
+    limit = rounds or {}
+    return [[name for name in names if round_ < limit.get(name, repeats)] for round_ in range(repeats)]
+
+
 def alternate(
-    tools: dict[str, Callable[[int], Run]], repeats: int, *, before_each: Callable[[str, int], None] | None = None
+    tools: dict[str, Callable[[int], Run]],
+    repeats: int,
+    *,
+    before_each: Callable[[str, int], None] | None = None,
+    rounds: dict[str, int] | None = None,
 ) -> dict[str, Series]:
-    """Run each tool ``repeats`` times, alternating between tools; failures raise."""
+    """Run each tool ``repeats`` times (or ``rounds[name]``), alternating between tools; failures raise."""
     series = {name: Series(name) for name in tools}
-    for round_ in range(repeats):
-        for name, run in tools.items():
+    for round_, names in enumerate(round_plan(list(tools), repeats, rounds)):
+        for name in names:
             if before_each is not None:
                 before_each(name, round_)
-            result = run(round_)
+            result = tools[name](round_)
             if result.code != 0:
                 raise RuntimeError(f"{name} failed (exit {result.code}) in round {round_}")
             series[name].runs.append(result)
@@ -158,6 +172,10 @@ def drop_file_from_cache(path: Path) -> None:
         pass
 
 
+#: A line of the server's access log: ``127.0.0.1 "POST /upload" 200 ...``.
+ACCESS_LINE = re.compile(r'"[A-Z]+ /\S*" \d{3} ')
+
+
 class Server:
     """``flowxfer serve`` as a subprocess with one user and rate limits off."""
 
@@ -192,6 +210,11 @@ class Server:
         if self.proc is not None:
             stop(self.proc)
         self.log.close()
+
+    def requests(self) -> int:
+        """How many requests the server has answered so far (its access log's lines)."""
+        with open(self.log.name, encoding="utf-8", errors="replace") as handle:
+            return sum(1 for line in handle if ACCESS_LINE.search(line))
 
 
 def start_listening(command: Sequence[str], stderr: IO[str] | int) -> tuple[subprocess.Popen[str], str]:

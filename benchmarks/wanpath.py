@@ -50,8 +50,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
@@ -327,6 +329,7 @@ class WanPath:
     :param spec: the path's delay, rates and window.
     :param upstream_host: where every connection is relayed to.
     :param upstream_port: the upstream's port.
+    :param on_accept: called with the stats after each connection is accepted (``--stats-file``).
     """
 
     def __init__(
@@ -337,8 +340,10 @@ class WanPath:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        on_accept: Callable[[PathStats], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.on_accept = on_accept
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.host = host
@@ -392,6 +397,8 @@ class WanPath:
     def _accept(self) -> _Side:
         """A client connected: its side reads nothing until the upstream connection is open."""
         self.stats.connections += 1
+        if self.on_accept is not None:
+            self.on_accept(self.stats)
         up = _Pipe(self, "up", first_departure(self.loop.time(), self.spec))
         down = _Pipe(self, "down", 0.0)
         client = _Side(up, down)
@@ -440,8 +447,22 @@ def spec_from_args(rtt_ms: float, link_mbit: float, connection_mbit: float, wind
     )
 
 
-async def _serve(spec: PathSpec, host: str, port: int) -> None:
-    async with WanPath(spec, port, host) as path:
+def stats_writer(where: str) -> Callable[[PathStats], None]:
+    """Keep ``where`` holding the connections accepted so far, as JSON: how a benchmark in another
+    process counts the connections (each a handshake's round trip) a client opened through the path.
+    """
+
+    def write(stats: PathStats) -> None:
+        with open(where, "w", encoding="utf-8") as handle:
+            json.dump({"connections": stats.connections}, handle)
+
+    write(PathStats())
+    return write
+
+
+async def _serve(spec: PathSpec, host: str, port: int, stats_file: str | None = None) -> None:
+    on_accept = stats_writer(stats_file) if stats_file else None
+    async with WanPath(spec, port, host, on_accept=on_accept) as path:
         print(f"listening on {path.url}", flush=True)
         print(f"path: {spec.describe()}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
@@ -461,11 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         "--connection-mbit", type=float, default=0.0, help="each connection's own cap each way; 0: none (default)"
     )
     parser.add_argument("--window-mib", type=float, default=16.0, help="bytes in flight per connection (default 16)")
+    parser.add_argument("--stats-file", help="keep this file holding the connections accepted so far (JSON)")
     args = parser.parse_args(argv)
     host, port = args.upstream
     spec = spec_from_args(args.rtt_ms, args.link_mbit, args.connection_mbit, int(args.window_mib * MiB))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(spec, host, port))
+        asyncio.run(_serve(spec, host, port, args.stats_file))
     return 0
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.wanpath import MiB, PathSpec, WanPath, first_departure, schedule, spec_from_args
+from benchmarks.wanpath import MiB, PathSpec, WanPath, first_departure, schedule, spec_from_args, stats_writer
 
 #: How early asyncio may run a timer, plus the path's own allowance (TIMER_SLACK): lower bounds give this much.
 EARLY = 0.01
@@ -280,3 +282,15 @@ async def test_a_client_of_a_dead_upstream_is_cut_off() -> None:
                 data = b""
         assert data == b""
         writer.close()
+
+
+async def test_the_stats_file_counts_each_connection_as_it_is_accepted(upstream: int, tmp_path: Path) -> None:
+    """What bench_wan reads to count a tool's handshakes: one more per connection, none per request."""
+    where = tmp_path / "stats.json"
+    write = stats_writer(str(where))
+    assert json.loads(where.read_text()) == {"connections": 0}
+    async with WanPath(PathSpec(rtt=0.01, link_rate=None), upstream, on_accept=write) as path:
+        await get(path.port, 10)
+        assert json.loads(where.read_text()) == {"connections": 1}
+        await asyncio.gather(get(path.port, 10), put(path.port, b"x" * 10))
+    assert json.loads(where.read_text()) == {"connections": 3}
