@@ -12,11 +12,16 @@ import asyncio
 import os
 from pathlib import Path
 
+import aiohttp
+import anyio
+
 from flowxfer.protocol import checksum_of
+from flowxfer.server import ServerConfig
+from flowxfer.server._app import _open_state
 from tests.server.conftest import Api
 from tests.server.test_upload import _tar_bytes
 from tests.server.test_upload_parallel import CHUNK, _finish, _open, _put
-from tests.support.server import RunningServer
+from tests.support.server import DEFAULT_USERS, RunningServer, ServerProcess
 
 FILES = {
     "run/a.txt": b"alpha",
@@ -96,3 +101,27 @@ async def test_is_directory_must_be_a_json_boolean(api: Api) -> None:
             json={"filename": "p.tar", "size": 10, "chunk_size": CHUNK, "is_directory": value},
         )
         assert answer.status == 400 and "is_directory" in answer.json()["error"], (value, answer.body)
+
+
+async def test_a_restart_in_its_finalize_unpacks_the_tree_again(tmp_path: Path) -> None:
+    """A crash between the ``finalizing`` commit and the move: start-up recovery rebuilds the tree,
+    as for a strict directory upload (the record says it is a directory)."""
+    root = tmp_path / "root"
+    archive = _tar_bytes(FILES, "w")
+    async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
+        api = Api(session, proc.base_url, DEFAULT_USERS)
+        data_id = await _parallel(api, archive)
+
+    def crash_in_finalize() -> None:
+        # What finish leaves when killed right after its commit: finalizing, the file still partial.
+        state = _open_state(ServerConfig(root=root, users=DEFAULT_USERS, scrypt_n=2**10))
+        state.store.commit_chunk(data_id, len(archive), None, final_checksum=checksum_of(archive))
+        state.store.close()
+        state.io.shutdown()
+
+    await anyio.to_thread.run_sync(crash_in_finalize)
+    async with ServerProcess(root) as proc, aiohttp.ClientSession() as session:
+        api = Api(session, proc.base_url, DEFAULT_USERS)
+        assert await _listing(api, data_id) == {p: (len(c), checksum_of(c)) for p, c in FILES.items()}
+        assert (await api.call("GET", f"/downloads/{data_id}/p.bin", "alice")).body == archive
+    assert _tree(root / "trees" / data_id) == FILES
