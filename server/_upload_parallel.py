@@ -17,7 +17,8 @@ contract is the strict one's, slot by slot:
   the file, but assembly needs every slot recorded, so they are never part of
   a finished file;
 - ``finish`` verifies that every slot is recorded, hashes the whole file and
-  compares it with the client's ``file_checksum``, then commits
+  compares it with the client's ``file_checksum``, unpacks a directory
+  upload's archive (the strict last chunk's own code), then commits
   ``finalizing``, renames the file into ``data/`` and marks it ready (the
   strict upload's last steps, so start-up recovery finishes it the same way).
 
