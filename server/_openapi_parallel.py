@@ -14,7 +14,7 @@ def parallel_paths(upload_form: dict[str, Any], max_chunk_size: int) -> dict[str
     """``POST /upload/parallel``, a chunk at its slot, and ``finish``; built on ``POST /upload``'s form."""
     opened = {
         "type": "object",
-        "required": ["id", "data_id", "filename", "size", "total", "chunk_size", "is_ready"],
+        "required": ["id", "data_id", "filename", "size", "total", "chunk_size", "is_directory", "is_ready"],
         "properties": {
             "id": {"type": "string"},
             "data_id": {"type": "string"},
@@ -22,6 +22,7 @@ def parallel_paths(upload_form: dict[str, Any], max_chunk_size: int) -> dict[str
             "size": {"type": "integer"},
             "total": {"type": "integer"},
             "chunk_size": {"type": "integer"},
+            "is_directory": {"type": "boolean"},
             "is_ready": {"type": "boolean"},
         },
     }
@@ -70,6 +71,10 @@ def parallel_paths(upload_form: dict[str, Any], max_chunk_size: int) -> dict[str
                                     "size": {"type": "integer", "minimum": 0, "maximum": _MAX_INT},
                                     "chunk_size": {"type": "integer", "minimum": 1, "maximum": max_chunk_size},
                                     "data_type": {"type": "string", "maxLength": 255},
+                                    "is_directory": {
+                                        "type": "boolean",
+                                        "description": "the file is an archive, unpacked at finish as POST /upload's",
+                                    },
                                 },
                             }
                         }
@@ -121,7 +126,10 @@ def parallel_paths(upload_form: dict[str, Any], max_chunk_size: int) -> dict[str
                 },
                 "responses": {
                     "200": _json(finished),
-                    "400": _err("chunks missing (listed), bad field, or not a parallel upload"),
+                    "400": _err(
+                        "chunks missing (listed), bad field, not a parallel upload, or a directory's archive "
+                        "that cannot be unpacked safely"
+                    ),
                     "401": _err("no, invalid or expired token"),
                     "404": _err("unknown upload id, or not the caller's"),
                     "409": _err("the server lost bytes of this upload"),

@@ -214,8 +214,18 @@ class DataStore(StoreBase):
         with self._tx() as c:
             c.execute(
                 "INSERT INTO data (id, owner, filename, data_type, is_directory, private, state, size, "
-                "checksum, created, updated, error) VALUES (?, ?, ?, ?, 0, ?, ?, 0, NULL, ?, ?, NULL)",
-                (row.id, row.owner, row.filename, row.data_type, int(row.private), UPLOADING, row.created, row.updated),
+                "checksum, created, updated, error) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?, NULL)",
+                (
+                    row.id,
+                    row.owner,
+                    row.filename,
+                    row.data_type,
+                    int(row.is_directory),
+                    int(row.private),
+                    UPLOADING,
+                    row.created,
+                    row.updated,
+                ),
             )
             c.execute("INSERT INTO parallel_uploads VALUES (?, ?, ?)", (row.id, total, chunk_size))
 

@@ -17,7 +17,8 @@ contract is the strict one's, slot by slot:
   the file, but assembly needs every slot recorded, so they are never part of
   a finished file;
 - ``finish`` verifies that every slot is recorded, hashes the whole file and
-  compares it with the client's ``file_checksum``, then commits
+  compares it with the client's ``file_checksum``, unpacks a directory
+  upload's archive (the strict last chunk's own code), then commits
   ``finalizing``, renames the file into ``data/`` and marks it ready (the
   strict upload's last steps, so start-up recovery finishes it the same way).
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -104,13 +106,18 @@ class ParallelUploads:
             data_type = body.get("data_type")
             if data_type is not None and (not isinstance(data_type, str) or len(data_type) > 255):
                 bad_request("data_type must be a string of at most 255 characters")
+            is_directory = body.get("is_directory", False)
+            if not isinstance(is_directory, bool):
+                bad_request("is_directory must be true or false")
             charge(request, "upload")
         except ApiError:
             if request.get(RATE) is None:
                 charge(request, "api")
             raise
         now = time.time()
-        row = DataRow(new_id(), user, filename, data_type or None, False, True, UPLOADING, 0, None, now, now, None)
+        row = DataRow(
+            new_id(), user, filename, data_type or None, is_directory, True, UPLOADING, 0, None, now, now, None
+        )
         path = self.state.layout.partial / row.id
         # The file (and its folder entry) first: a crash before the record leaves a partial
         # file no record names, which start-up recovery removes; nobody was told its id.
@@ -125,6 +132,7 @@ class ParallelUploads:
                 "size": 0,
                 "total": total,
                 "chunk_size": chunk_size,
+                "is_directory": is_directory,
                 "is_ready": False,
             }
         )
@@ -259,10 +267,7 @@ class ParallelUploads:
                 checksum = await self._digest(data_id, total)
                 if expected is not None and expected != checksum:
                     raise ApiError(422, "file checksum mismatch", expected=expected, received=checksum)
-                await self.store.run(self.store.commit_chunk, data_id, total, None, final_checksum=checksum)
-                await self.state.run_io(move_into_place, self.state.layout, data_id, None)
-                await self.store.run(self.store.set_state, data_id, READY)
-                self._slot_locks.pop(data_id, None)
+                await self._complete(row, total, checksum)
             # Ready now: a finish that takes a new lock finds it so and changes nothing.
             self._finish_locks.pop(data_id, None)
         if expected is not None and expected != checksum:
@@ -277,6 +282,28 @@ class ParallelUploads:
                 "checksum": checksum,
             }
         )
+
+    async def _complete(self, row: DataRow, total: int, checksum: str) -> None:
+        """The strict last chunk's steps: a directory's archive unpacked, ``finalizing``, the move, ready.
+
+        A directory upload's archive is unpacked by the strict path's own
+        :meth:`UploadManager.unpack` (the same bounds and safety checks; an
+        archive it refuses is a 400 and the upload stays open, nothing
+        recorded), its tree recorded in the same commit as ``finalizing``, so
+        start-up recovery rebuilds it as it does a strict one's.
+        """
+        layout = self.state.layout
+        tree_tmp = layout.trees / f"{row.id}.tmp" if row.is_directory else None
+        try:
+            tree = await self.manager.unpack(layout.partial / row.id, tree_tmp) if tree_tmp is not None else []
+            await self.store.run(self.store.commit_chunk, row.id, total, None, final_checksum=checksum, tree=tree)
+        except BaseException:
+            if tree_tmp is not None:
+                await self.state.run_io(shutil.rmtree, tree_tmp, True)
+            raise
+        await self.state.run_io(move_into_place, layout, row.id, tree_tmp)
+        await self.store.run(self.store.set_state, row.id, READY)
+        self._slot_locks.pop(row.id, None)
 
     # --- the whole-file hash, kept up as chunks are recorded -----------------------------------
 

@@ -392,7 +392,7 @@ class UploadManager:
                 raise ApiError(422, "file checksum mismatch", expected=meta.file_checksum, received=final_checksum)
             if is_directory:
                 chunk.tree_tmp = self.layout.trees / f"{target.data_id}.tmp"
-                tree = await self._unpack(target.path, chunk.tree_tmp)
+                tree = await self.unpack(target.path, chunk.tree_tmp)
             await chunk.route.check_file(target.path, meta.filename, chunk.fields)
         row = None
         if target.is_new:
@@ -478,7 +478,11 @@ class UploadManager:
             body["checksum"] = row.checksum
         return json_response(body)
 
-    async def _unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
+    async def unpack(self, archive: Path, dest: Path) -> list[TreeFile]:
+        """Unpack a directory upload's archive into ``dest`` within the configured bounds (400 if unsafe).
+
+        The strict last chunk and a parallel upload's finish [ext] both end here.
+        """
         limits = unpack_limits(self.config)
         await self._io(shutil.rmtree, dest, True)
         try:

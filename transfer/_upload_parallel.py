@@ -59,15 +59,15 @@ _CHUNK_OPTIONS = UploadOptions()
 def fits_parallel(ctx: TransferContext, size: int, options: UploadOptions) -> bool:
     """Whether this upload goes on several connections: the server offers it and the file is large.
 
-    Sample, multiplexed and directory uploads keep the strict protocol (their
-    endpoints and final steps are the strict chunk protocol's).
+    Sample and multiplexed uploads keep the strict protocol (their endpoints
+    and final steps are the strict chunk protocol's); a directory's archive
+    (a ``sync --pack-small`` tar) goes too: the server unpacks it at finish.
     """
     return (
         ctx.capabilities.parallel_chunks
         and parallel_streams(ctx) > 1
         and options.endpoint == "/upload"
         and not options.fields
-        and not options.is_directory
         and size > parallel_chunk_size(ctx, size)
     )
 
@@ -160,7 +160,8 @@ async def _run(
                 "/upload/parallel",
                 rate_class="upload",
                 json_body={"filename": record.remote_name, "size": size, "chunk_size": chunk_size}
-                | ({"data_type": options.data_type} if options.data_type else {}),
+                | ({"data_type": options.data_type} if options.data_type else {})
+                | ({"is_directory": True} if options.is_directory else {}),
             )
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions):
@@ -170,6 +171,8 @@ async def _run(
                 raise
             ctx.capabilities = fresh
             raise _Strict() from None
+        if options.is_directory and answer.get("is_directory") is not True:
+            raise _Strict()  # a server that would not unpack it: the opened upload is left unused
         new_id = answer.get("data_id") or answer.get("id")
         if not isinstance(new_id, str | int) or str(new_id) == "":
             raise ProtocolError("the upload answer carries no data id")

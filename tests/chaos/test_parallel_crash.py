@@ -30,9 +30,9 @@ MiB = 1024 * KiB
 SIZES = {"big_R1.fastq.gz": 2 * MiB + 123, "big_R2.fastq.gz": MiB + 7}
 
 
-async def check_parallel_uploads(journal: Path, srv_url: str) -> int:
+async def check_parallel_uploads(journal: Path, srv_url: str, kinds: tuple[str, ...] = ("upload",)) -> int:
     """Every journaled acked chunk is on the server with its checksum; a finished file is ready and whole."""
-    rows = await anyio.to_thread.run_sync(_journal_rows, journal, ("upload",))
+    rows = await anyio.to_thread.run_sync(_journal_rows, journal, kinds)
     checked = 0
     async with aiohttp.ClientSession() as session:
         token = await login(session, srv_url, "alice", "alice-pw-1")

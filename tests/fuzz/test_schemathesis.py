@@ -142,4 +142,8 @@ def test_the_schema_is_the_servers(fuzz_server: ServerProcess) -> None:
         "POST /upload/parallel/{data_id}",
         "POST /upload/parallel/{data_id}/finish",
     } <= set(OPERATIONS)
+    # Every field the server reads is in the schema, so the fuzzer sends it (a packed tar's flag too).
+    opened = openapi_document(MAX_CHUNK)["paths"]["/upload/parallel"]["post"]["requestBody"]
+    fields = opened["content"]["application/json"]["schema"]["properties"]
+    assert set(fields) == {"filename", "size", "chunk_size", "data_type", "is_directory"}
     assert len(OPERATIONS) >= 30

@@ -15,9 +15,12 @@ from tests.support.server import RunningServer, ServerProcess, running_server
 CHUNK = 64 * 1024
 
 
-async def _open(api: Api, size: int, chunk_size: int = CHUNK, filename: str = "p.bin") -> str:
+async def _open(api: Api, size: int, chunk_size: int = CHUNK, filename: str = "p.bin", **extra: object) -> str:
     answer = await api.call(
-        "POST", "/upload/parallel", "alice", json={"filename": filename, "size": size, "chunk_size": chunk_size}
+        "POST",
+        "/upload/parallel",
+        "alice",
+        json={"filename": filename, "size": size, "chunk_size": chunk_size, **extra},
     )
     assert answer.status == 200, answer.body
     body = answer.json()
