@@ -181,7 +181,7 @@ class FlowClient:
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
+                limit=self.config.connection_limit,
                 ssl=self._ssl if self._ssl is not None else True,
                 enable_cleanup_closed=False,
             )

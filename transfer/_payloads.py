@@ -135,7 +135,7 @@ class ChunkPayload(Payload):
         ctx, chunk = self._ctx, self._chunk
         hasher = xxhash.xxh3_128()
         whole = self._whole_before.copy() if self._whole_before is not None else None
-        block = ctx.config.block_size
+        block = ctx.config.upload_block_size
         position = chunk.offset
         while position < chunk.end:
             length = min(block, chunk.end - position)
