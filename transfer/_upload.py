@@ -311,6 +311,7 @@ async def _post_chunk(
         if isinstance(source, MemorySource)
         else None
     )
+    block = ctx.config.upload_block_for(ctx.uploads_active)
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload | InlineChunk] = []
@@ -340,6 +341,7 @@ async def _post_chunk(
                 progress.whole,
                 holder,
                 gate=ctx.archive_gate if options.is_directory else None,
+                block=block,
             )
             sent.append(payload)
             return chunk_form(
@@ -357,7 +359,7 @@ async def _post_chunk(
             # Before the request, not while writing its body: the token goes on the request
             # when it is built, and a long wait for the bandwidth limit could outlive it.
             await ctx.client.limiter.throttle_bytes(chunk.size)
-        await ctx.budget.acquire(ctx.config.upload_request_bytes)
+        await ctx.budget.acquire(2 * block)
         try:
             answer = await ctx.client.json_request(
                 "POST",
@@ -402,7 +404,7 @@ async def _post_chunk(
                 raise _UploadLost() from None
             raise
         finally:
-            ctx.budget.release(ctx.config.upload_request_bytes)
+            ctx.budget.release(2 * block)
         payload = sent[-1]
         stored = answer.get("size")
         if isinstance(stored, int) and stored != chunk.end:

@@ -286,6 +286,7 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
 
     :returns: the chunk's checksum, as the server confirmed it.
     """
+    block = ctx.config.upload_block_for(ctx.uploads_active)
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload] = []
@@ -297,13 +298,13 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
                 ctx.counters.bytes_resent += sent[-1].sent
             elif ctx.stopping():
                 raise _NotStarted()  # the last moment before the request goes out
-            payload = ChunkPayload(ctx, record, source, chunk, None, holder)
+            payload = ChunkPayload(ctx, record, source, chunk, None, holder, block=block)
             sent.append(payload)
             return chunk_form(
                 record.remote_name, chunk.offset, False, data_id, _CHUNK_OPTIONS, payload, True, file_checksum=False
             )
 
-        await ctx.budget.acquire(ctx.config.upload_request_bytes)
+        await ctx.budget.acquire(2 * block)
         try:
             answer = await ctx.client.json_request("POST", f"/upload/parallel/{data_id}", rate_class=None, form=build)
         except ChecksumMismatchError:
@@ -323,7 +324,7 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
                 raise _UploadLost() from None
             raise
         finally:
-            ctx.budget.release(ctx.config.upload_request_bytes)
+            ctx.budget.release(2 * block)
         digest = sent[-1].digest
         if answer.get("offset") != chunk.offset or protocol.canonical_checksum(answer.get("checksum")) != digest:
             raise ProtocolError(f"{record.local_path}: the server's answer for the chunk at {chunk.offset} is not it")

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from flowxfer.journal import Journal
 from flowxfer.transfer import TransferConfig
 from flowxfer.transfer import _pathmodel as model
-from flowxfer.transfer._config import SHORT_PATH_CONCURRENCY, SHORT_PATH_SEGMENTS, SHORT_PATH_UPLOAD_STREAMS
+from flowxfer.transfer._config import (
+    SHORT_PATH_CONCURRENCY,
+    SHORT_PATH_SEGMENTS,
+    SHORT_PATH_UPLOAD_STREAMS,
+    UPLOAD_BUFFERS,
+)
 from tests.support.faultproxy import Latency, Record
 from tests.support.rig import rig
 from tests.transfer.conftest import KiB, client, write_random
@@ -131,3 +136,15 @@ async def test_a_concurrency_given_is_kept_on_a_long_path(tmp_path: Path) -> Non
             report = await fx.upload(files)
         assert report.status == "completed", [f.error for f in report.files]
     assert len({e.connection for e in log.select("POST", r"^/upload$")}) <= 4
+
+
+@given(few=st.integers(0, 100), many=st.integers(0, 100))
+def test_upload_blocks_shrink_as_more_files_go_at_once_and_keep_their_memory_bounded(few: int, many: int) -> None:
+    few, many = sorted((few, many))
+    config = TransferConfig()
+    assert config.upload_block_for(few) >= config.upload_block_for(many)
+    block = config.upload_block_for(many)
+    assert config.upload_block_size <= block <= config.block_size
+    if block > config.upload_block_size:
+        assert 2 * max(1, many) * block <= UPLOAD_BUFFERS
+    assert config.upload_block_for(1) == config.block_size and config.upload_block_for(16) == config.upload_block_size
