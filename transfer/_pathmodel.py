@@ -18,10 +18,8 @@ bytes that must be in flight for the link to stay busy::
 - **Files in flight** (``concurrency``) for many small files: each file one
   by one costs at least one round trip, during which a slot moves nothing;
   the floor already keeps the client busy on a short path (16 was where more
-  gained nothing on loopback, where a file costs the client about
-  :data:`FILE_COST` of its own time), so a path adds ``⌈round_trip /
-  FILE_COST⌉`` slots, enough that the round trips overlap as the client's
-  own work did.
+  gained nothing on loopback), so a path adds ``⌊round_trip / FILE_COST⌋``
+  slots, enough that the round trips overlap as the client's own work did.
 - **Chunk size** (uploads, when none is asked for): in strict order each
   chunk ends with one round trip with its connection idle, so a chunk that
   takes :data:`CHUNK_ROUND_TRIPS` round trips to send loses at most
@@ -43,9 +41,11 @@ ASSUMED_RATE = 125_000_000.0
 #: Bytes one connection keeps in flight on a long path with a little loss. The WAN
 #: benchmark's lossy path (250 Mbit/s per connection at 50 ms) is 1.5 MiB; a clean one more.
 CONNECTION_WINDOW = 1 * MiB
-#: The client's own time per small file when nothing waits on the network (loopback:
-#: 10,000 files of 16 KiB in ~20 s on two shared cores, 16 at once).
-FILE_COST = 0.002
+#: The client's own time per small file when nothing waits on the network: a path adds one
+#: file at once per this much round trip. 2,000 files of 64 KiB through a 50 ms path took
+#: 3.9-4.3 s with 64 at once and 4.3-4.9 s with 41-42 (2 ms here), one to three rounds each
+#: on a loaded machine; on loopback 16 at once are what the client's own work allows.
+FILE_COST = 0.001
 #: Round trips one upload chunk should last: the idle round trip after it costs at most 1/8.
 CHUNK_ROUND_TRIPS = 8
 #: The most seconds of sending one chunk holds on a link of known rate: what a resume repeats.

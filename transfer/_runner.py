@@ -375,7 +375,7 @@ class Runner:
         """
         floor = ctx.config.concurrency_for(None)
         if waiting > floor:
-            await measure_round_trip(ctx)
+            await measure_round_trip(ctx, again=True)
         chosen = fitted(ctx, waiting)
         hire(chosen["concurrency"] - floor)
         if chosen["round_trip_ms"] is not None and not self._stopping:

@@ -80,7 +80,7 @@ def test_the_defaults_at_the_usual_round_trips() -> None:
         ms: (config.segments_for(ms / 1000), config.upload_streams_for(ms / 1000), config.concurrency_for(ms / 1000))
         for ms in (0.1, 20, 50, 150)
     }
-    assert chosen == {0.1: (4, 1, 16), 20: (4, 3, 26), 50: (6, 6, 41), 150: (8, 8, 64)}
+    assert chosen == {0.1: (4, 1, 16), 20: (4, 3, 36), 50: (6, 6, 64), 150: (8, 8, 64)}
     assert (config.segments_for(None), config.upload_streams_for(None), config.concurrency_for(None)) == (4, 1, 16)
     hosted = [model.chunk_size(ms / 1000, None, 16 * MiB, model.HOSTED_CHUNK_CEILING) // MiB for ms in (0.1, 20, 50)]
     assert hosted == [16, 20, 48]
