@@ -97,7 +97,7 @@ def logout(ctx: click.Context) -> None:
     "--streams",
     type=click.IntRange(1, 16),
     help="Connections one large file's chunks share, where the server offers it (flowxfer's own; "
-    "default 1, and 6 on a path with a round trip of 30 ms or more; hosted Flow: always 1).",
+    "default: from the path's round trip, 1 on a LAN up to 8; hosted Flow: always 1).",
 )
 @transfer_options
 @path_map_option
@@ -126,7 +126,6 @@ def upload(
     config = transfer_config(
         chunk_size=chunk_size,
         upload_streams=streams,
-        long_path_upload_streams=streams,
         concurrency=concurrency,
         bwlimit=bwlimit,
         max_wait=max_wait,
@@ -171,7 +170,7 @@ def upload(
 @click.option(
     "--segments",
     type=click.IntRange(1, 16),
-    help="Ranged streams per large file (default 4; 8 on a path with a round trip of 30 ms or more).",
+    help="Ranged streams per large file (default: from the path's round trip, 4 on a LAN up to 8).",
 )
 @click.option("--force", is_flag=True, help="Download even files already present and identical.")
 @click.option(
@@ -229,7 +228,6 @@ def download(
             force,
             transfer_config(
                 segments=segments,
-                long_path_segments=segments,
                 concurrency=concurrency,
                 bwlimit=bwlimit,
                 max_wait=max_wait,
@@ -243,7 +241,7 @@ def download(
             "--pattern or --owned, or --execution"
         )
     config = transfer_config(
-        segments=segments, long_path_segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait
+        segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait
     )
     output = output_for(options, "download")
     ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)

@@ -40,7 +40,8 @@ _TYPICAL_POLLS = 8
 def download_requests(size: int, config: TransferConfig, capabilities: Capabilities) -> dict[str, int]:
     """Requests one single download of ``size`` bytes costs, by rate-limit class (pure)."""
     chunk = config.download_chunk_size
-    segments = len(plan_segments(plan_chunks(size, chunk), config.segments, config.min_segment_size)) if size > 0 else 0
+    streams = config.segments_for(None)
+    segments = len(plan_segments(plan_chunks(size, chunk), streams, config.min_segment_size)) if size > 0 else 0
     api = 1 if capabilities.chunk_maps and size > chunk else 0
     return {"download": segments, "api": api}
 

@@ -186,7 +186,7 @@ class FlowClient:
                 # Reading the CA store is file I/O: not on the event loop.
                 self._ssl = await anyio.to_thread.run_sync(verified_context)
             connector = aiohttp.TCPConnector(
-                limit=max(8, self.config.concurrency * (self.config.segments_for(1.0) + 1) + 4),
+                limit=self.config.connection_limit,
                 ssl=self._ssl if self._ssl is not None else True,
                 enable_cleanup_closed=False,
             )

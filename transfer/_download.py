@@ -2,8 +2,9 @@
 
 A large file is cut into a few contiguous segments fetched at once, each one
 ``GET`` with a ``Range`` (downloads are rate-limited per request, so few and
-long beats many and short): 4, or 8 on a long path (the round trip measured
-from the first API answers, :meth:`TransferConfig.segments_for`). A stream
+long beats many and short): 4 on a short path, up to 8 on a long one (from
+the round trip measured by the first API answers and the bandwidth-delay
+product, :meth:`TransferConfig.segments_for`). A stream
 that runs out of work takes the tail of the slowest one
 (:mod:`._download_spans`, :mod:`._download_streams`). Bytes are written with
 ``pwrite`` into a preallocated ``.part`` file beside the target; each chunk's hash is checked
@@ -34,6 +35,7 @@ from ._download_spans import Spans
 from ._download_streams import ContentChanged, FileStreams, Shared
 from ._errors import IntegrityError, NotFoundError, ProtocolError
 from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_error
+from ._pathfit import path_rate
 from ._runtime import TransferContext
 from .events import FileVerifying, Notice
 
@@ -219,7 +221,7 @@ async def _download_into(
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
     if todo:
         streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared)
-        count = ctx.config.segments_for(ctx.client.round_trip)
+        count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
         spans = initial_spans(todo, count, ctx.config.min_segment_size)
         await streams.run(
             Spans(spans, ctx.config.block_size, max(ctx.config.block_size, ctx.config.min_segment_size // 4)),

@@ -85,7 +85,7 @@ def read_block(
 class ChunkPayload(Payload):
     """A chunk's bytes streamed from the source a block at a time, hashed as they go.
 
-    Memory per upload in flight is one block, whatever the chunk size, so
+    Memory per upload in flight is ``block`` (and the socket's copy of it), whatever the chunk size, so
     chunks can be large (few requests, few server fsyncs) without large RSS.
     Each attempt is a new payload that starts from a copy of the whole-file
     hash as it stood before this chunk, so a retried attempt never feeds the
@@ -110,6 +110,8 @@ class ChunkPayload(Payload):
         whole_before: xxhash.xxh3_128 | None,
         holder: SourceErrorHolder,
         gate: anyio.Lock | None = None,
+        *,
+        block: int,
     ) -> None:
         super().__init__(None, content_type="application/octet-stream")
         # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
@@ -120,6 +122,7 @@ class ChunkPayload(Payload):
         self._whole_before = whole_before
         self._holder = holder
         self._gate = gate
+        self._block = block
         self.digest: str | None = None
         self.whole: xxhash.xxh3_128 | None = None
         self.sent = 0
@@ -135,7 +138,7 @@ class ChunkPayload(Payload):
         ctx, chunk = self._ctx, self._chunk
         hasher = xxhash.xxh3_128()
         whole = self._whole_before.copy() if self._whole_before is not None else None
-        block = ctx.config.block_size
+        block = self._block
         position = chunk.offset
         while position < chunk.end:
             length = min(block, chunk.end - position)

@@ -41,6 +41,7 @@ from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
 from ._limiter import RateLimiter
+from ._pathfit import fitted, measure_round_trip
 from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
@@ -355,17 +356,52 @@ class Runner:
             with anyio.CancelScope() as scope:
                 background.start_soon(self._grace_watchdog, scope)
                 async with task_group() as workers:
-                    send, receive = anyio.create_memory_object_stream[FileRecord](ctx.config.concurrency)
-                    workers.start_soon(self._produce, ctx, send)
-                    async with receive:
-                        for _ in range(ctx.config.concurrency):
+                    send, receive = anyio.create_memory_object_stream[FileRecord](ctx.config.concurrency_for(None))
+
+                    def hire(count: int) -> None:
+                        """Start ``count`` workers; once the producer closes ``receive``, none more."""
+                        for _ in range(count):
                             workers.start_soon(self._worker, ctx, receive.clone(), work)
+
+                    hire(ctx.config.concurrency_for(None))
+                    workers.start_soon(self._produce, ctx, send, receive, hire)
             background.cancel_scope.cancel()
 
-    async def _produce(self, ctx: TransferContext, send: ObjectSendStream[FileRecord]) -> None:
-        """Feed workers from the journal a page at a time: memory stays flat for a million files."""
-        async with send:
+    async def _fit_path(self, ctx: TransferContext, waiting: int, hire: Callable[[int], None]) -> int:
+        """Choose the counts the path needs (journaled as ``path``); hire workers past the floor.
+
+        With more files waiting than ``concurrency`` on a long path, each
+        file's round trip would leave its worker idle: more files go at once
+        (:meth:`TransferConfig.concurrency_for`). Fewer files need no measure.
+        """
+        floor = ctx.config.concurrency_for(None)
+        if waiting > floor:
+            await measure_round_trip(ctx, again=True)
+        chosen = fitted(ctx, waiting)
+        hire(chosen["concurrency"] - floor)
+        if chosen["round_trip_ms"] is not None and not self._stopping:
+            try:
+                await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, ctx.transfer_id, path=chosen))
+            except JournalUnavailableError:
+                pass  # only a record of the choice: the page's own read will meet the outage
+        return int(chosen["concurrency"])
+
+    async def _produce(
+        self,
+        ctx: TransferContext,
+        send: ObjectSendStream[FileRecord],
+        receive: ObjectReceiveStream[FileRecord],
+        hire: Callable[[int], None],
+    ) -> None:
+        """Feed workers from the journal a page at a time: memory stays flat for a million files.
+
+        ``receive`` is the workers' stream, kept open until the first page has
+        said how many workers the path needs (:meth:`_fit_path`): then closed,
+        so that once every worker has returned a send fails instead of waiting.
+        """
+        async with send, receive:
             after = 0
+            group = 0
             while not self._stopping:
                 try:
                     page = await anyio.to_thread.run_sync(
@@ -381,7 +417,9 @@ class Runner:
                     page = [record for record in page if ctx.feed(record)]
                 if ctx.paths:
                     page = [dataclasses.replace(r, local_path=ctx.paths.to_local(r.local_path)) for r in page]
-                group = ctx.config.concurrency
+                if not group:
+                    group = await self._fit_path(ctx, len(page), hire)
+                    await receive.aclose()
                 for start in range(0, len(page), group):
                     records = page[start : start + group]
                     if ctx.read_ahead is not None and not self._stopping:

@@ -34,6 +34,7 @@ from ._errors import (
     RejectedError,
     StopRequested,
 )
+from ._pathfit import measure_round_trip, path_chunk_size
 from ._payloads import (
     ChunkPayload,
     InlineChunk,
@@ -53,7 +54,7 @@ from ._upload_finish import (
     _UploadLost,
     upload_status,
 )
-from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, measure_round_trip, upload_parallel
+from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, upload_parallel
 from .events import Notice
 
 #: The smallest chunk the automatic size shrinks to after 413 answers.
@@ -128,7 +129,7 @@ async def _upload_open_source(
         parallel = await upload_parallel(ctx, record, source, options)
         if parallel is not None:
             return parallel
-    chunk_size = record.chunk_size if (record.data_id and record.chunk_size) else ctx.chunk_size()
+    chunk_size = record.chunk_size if (record.data_id and record.chunk_size) else path_chunk_size(ctx)
     progress = _Progress(None, 0, protocol.new_hasher())
     existing: list[ChunkRecord] = []
     if record.data_id:
@@ -310,6 +311,7 @@ async def _post_chunk(
         if isinstance(source, MemorySource)
         else None
     )
+    block = ctx.config.upload_block_for(ctx.uploads_active)
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload | InlineChunk] = []
@@ -339,6 +341,7 @@ async def _post_chunk(
                 progress.whole,
                 holder,
                 gate=ctx.archive_gate if options.is_directory else None,
+                block=block,
             )
             sent.append(payload)
             return chunk_form(
@@ -356,7 +359,7 @@ async def _post_chunk(
             # Before the request, not while writing its body: the token goes on the request
             # when it is built, and a long wait for the bandwidth limit could outlive it.
             await ctx.client.limiter.throttle_bytes(chunk.size)
-        await ctx.budget.acquire(ctx.config.block_size)
+        await ctx.budget.acquire(2 * block)
         try:
             answer = await ctx.client.json_request(
                 "POST",
@@ -401,7 +404,7 @@ async def _post_chunk(
                 raise _UploadLost() from None
             raise
         finally:
-            ctx.budget.release(ctx.config.block_size)
+            ctx.budget.release(2 * block)
         payload = sent[-1]
         stored = answer.get("size")
         if isinstance(stored, int) and stored != chunk.end:

@@ -30,13 +30,13 @@ from ._checksums import hash_range
 from ._chunks import Chunk, plan_chunks
 from ._errors import (
     ChecksumMismatchError,
-    FlowxferError,
     IntegrityError,
     NotFoundError,
     ProtocolError,
     RejectedError,
     StopRequested,
 )
+from ._pathfit import path_chunk_size, path_rate
 from ._payloads import ChunkPayload, SourceErrorHolder, UploadOptions, chunk_form
 from ._runtime import TransferContext, task_group
 from ._sources import Source
@@ -79,20 +79,7 @@ def parallel_streams(ctx: TransferContext) -> int:
     reached 91% of the lossy path's link in strict order); a file's extra
     streams would only add requests. One large file alone gets them all.
     """
-    return ctx.config.upload_streams_for(ctx.client.round_trip) - max(0, ctx.uploads_active - 1)
-
-
-async def measure_round_trip(ctx: TransferContext) -> None:
-    """Make sure the path's round trip is known before a large file picks its streams.
-
-    An upload may send no GET before its chunks (the capabilities remembered,
-    the token fresh): one small GET then, a round trip against a file's seconds.
-    """
-    if ctx.client.round_trip is None and ctx.config.long_path_upload_streams is not None:
-        try:
-            await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
-        except FlowxferError:
-            pass  # no measure: the short path's streams
+    return ctx.config.upload_streams_for(ctx.client.round_trip, path_rate(ctx)) - max(0, ctx.uploads_active - 1)
 
 
 def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
@@ -104,7 +91,7 @@ def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
     if ctx.config.chunk_size is not None:
         return ctx.chunk_size()
     share = -(-size // (max(1, parallel_streams(ctx)) * ROUNDS))
-    return max(1, min(ctx.chunk_size(), max(MIN_PARALLEL_CHUNK, -(-share // MiB) * MiB)))
+    return max(1, min(path_chunk_size(ctx), max(MIN_PARALLEL_CHUNK, -(-share // MiB) * MiB)))
 
 
 async def upload_parallel(
@@ -311,6 +298,7 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
 
     :returns: the chunk's checksum, as the server confirmed it.
     """
+    block = ctx.config.upload_block_for(ctx.uploads_active)
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload] = []
@@ -322,13 +310,13 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
                 ctx.counters.bytes_resent += sent[-1].sent
             elif ctx.stopping():
                 raise _NotStarted()  # the last moment before the request goes out
-            payload = ChunkPayload(ctx, record, source, chunk, None, holder)
+            payload = ChunkPayload(ctx, record, source, chunk, None, holder, block=block)
             sent.append(payload)
             return chunk_form(
                 record.remote_name, chunk.offset, False, data_id, _CHUNK_OPTIONS, payload, True, file_checksum=False
             )
 
-        await ctx.budget.acquire(ctx.config.block_size)
+        await ctx.budget.acquire(2 * block)
         try:
             answer = await ctx.client.json_request("POST", f"/upload/parallel/{data_id}", rate_class=None, form=build)
         except ChecksumMismatchError:
@@ -348,7 +336,7 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
                 raise _UploadLost() from None
             raise
         finally:
-            ctx.budget.release(ctx.config.block_size)
+            ctx.budget.release(2 * block)
         digest = sent[-1].digest
         if answer.get("offset") != chunk.offset or protocol.canonical_checksum(answer.get("checksum")) != digest:
             raise ProtocolError(f"{record.local_path}: the server's answer for the chunk at {chunk.offset} is not it")

@@ -48,10 +48,14 @@ async def client(
         "chunk_size": 64 * KiB,
         "download_chunk_size": 64 * KiB,
         "block_size": 16 * KiB,
+        "upload_block_size": 16 * KiB,
         "min_segment_size": 64 * KiB,
-        # Streams per file fixed at `segments`: on a loaded machine a loopback answer can take
-        # 30 ms, and the long-path rule would change how many ranged requests a test sees.
-        "long_path_segments": None,
+        # Counts fixed at the short path's: on a loaded machine a loopback answer can take
+        # 30 ms, and the path model would change how many requests a test sees. Tests of the
+        # model pass None.
+        "segments": 4,
+        "upload_streams": 1,
+        "concurrency": 16,
         "backoff_base": 0.05,
         "backoff_cap": 0.5,
         "journal_flush_interval": 0.05,

@@ -14,8 +14,6 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowxfer.transfer import TransferConfig
-from flowxfer.transfer._config import LONG_PATH
 from flowxfer.transfer._download_spans import Span, Spans, split_point
 from tests.support.faultproxy import Latency, Stall
 from tests.support.rig import rig
@@ -99,28 +97,6 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-@given(
-    segments=st.integers(1, 16),
-    long_path=st.one_of(st.none(), st.integers(1, 16)),
-    round_trip=st.one_of(st.none(), st.floats(0, 1)),
-)
-def test_streams_per_file_follow_the_measured_round_trip_unless_set(
-    segments: int, long_path: int | None, round_trip: float | None
-) -> None:
-    config = TransferConfig(segments=segments, long_path_segments=long_path)
-    chosen = config.segments_for(round_trip)
-    if long_path is None or round_trip is None or round_trip < LONG_PATH:
-        assert chosen == segments
-    else:
-        assert chosen == long_path
-
-
-def test_the_default_streams_double_on_a_long_path() -> None:
-    config = TransferConfig()
-    assert config.segments_for(None) == config.segments_for(0.001) == 4
-    assert config.segments_for(0.05) == config.segments_for(0.15) == 8
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -172,7 +148,7 @@ async def test_a_stalled_stream_s_tail_is_taken_by_the_others_and_every_byte_arr
         assert data_id
         r.proxy.add(Latency(0.005))
         stall = r.proxy.add(Stall(after_bytes=64 * KiB, direction="down", seconds=2.0, then="resume"))
-        async with client(r.via_proxy, tmp_path / "home", segments=4, long_path_segments=None) as fx:
+        async with client(r.via_proxy, tmp_path / "home", segments=4) as fx:
             report = await fx.download([data_id], output_dir=tmp_path / "out")
             # The API answers measured the proxy's latency (5 ms each way per segment forwarded).
             assert fx.client.round_trip is not None and fx.client.round_trip >= 0.01

@@ -1,0 +1,98 @@
+"""Defaults that fit the path: streams, files in flight and chunk size from its round trip and rate.
+
+Pure arithmetic, no I/O: :class:`~._config.TransferConfig` turns a measured
+round trip (``FlowClient.round_trip``) and a rate (``--bwlimit`` where one is
+set, else :data:`ASSUMED_RATE`) into counts between its floors (``concurrency``,
+``segments``, ``upload_streams``: what a short path gets) and its ceilings
+(``max_*``: a flag sets both, so a flag always wins).
+
+The one quantity behind all of them is the bandwidth-delay product, the
+bytes that must be in flight for the link to stay busy::
+
+    bdp = rate × round_trip
+
+- **Connections per large file** (upload streams, download segments): one
+  TCP connection on a long path keeps about :data:`CONNECTION_WINDOW` in
+  flight (loss caps its window: roughly MSS / √loss), so a file needs
+  ``⌈bdp / CONNECTION_WINDOW⌉`` connections.
+- **Files in flight** (``concurrency``) for many small files: each file one
+  by one costs at least one round trip, during which a slot moves nothing;
+  the floor already keeps the client busy on a short path (16 was where more
+  gained nothing on loopback), so a path adds ``⌊round_trip / FILE_COST⌋``
+  slots, enough that the round trips overlap as the client's own work did.
+- **Chunk size** (uploads, when none is asked for): in strict order each
+  chunk ends with one round trip with its connection idle, so a chunk that
+  takes :data:`CHUNK_ROUND_TRIPS` round trips to send loses at most
+  1/:data:`CHUNK_ROUND_TRIPS` to it: ``chunk ≥ CHUNK_ROUND_TRIPS × bdp``. On a
+  slow link (a known low rate) a chunk is at most :data:`RESUME_SECONDS` of
+  sending, so a resume repeats little.
+"""
+
+from __future__ import annotations
+
+import math
+
+MiB = 1024 * 1024
+
+#: The link assumed where no rate is known: the top of a lab's usual 100 Mbit/s - 1 Gbit/s,
+#: so a long path gets enough streams for a fast link (more than a slow link needs only
+#: share it; too few leave a fast one idle).
+ASSUMED_RATE = 125_000_000.0
+#: Bytes one connection keeps in flight on a long path with a little loss. The WAN
+#: benchmark's lossy path (250 Mbit/s per connection at 50 ms) is 1.5 MiB; a clean one more.
+CONNECTION_WINDOW = 1 * MiB
+#: The client's own time per small file when nothing waits on the network: a path adds one
+#: file at once per this much round trip. 2,000 files of 64 KiB through a 50 ms path took
+#: 3.9-4.3 s with 64 at once and 4.3-4.9 s with 41-42 (2 ms here), one to three rounds each
+#: on a loaded machine; on loopback 16 at once are what the client's own work allows.
+FILE_COST = 0.001
+#: Round trips one upload chunk should last: the idle round trip after it costs at most 1/8.
+CHUNK_ROUND_TRIPS = 8
+#: The most seconds of sending one chunk holds on a link of known rate: what a resume repeats.
+RESUME_SECONDS = 30.0
+#: The largest automatic chunk against hosted Flow, which states no limit: our server's
+#: default limit, under the 100 MB many proxies in front of web apps take; a 413 halves it.
+HOSTED_CHUNK_CEILING = 64 * MiB
+#: The smallest chunk the model picks (a chunk's request and the server's fsync weigh below it).
+MIN_MODEL_CHUNK = 1 * MiB
+
+
+def in_flight(round_trip: float | None, rate: float | None = None) -> float:
+    """The bandwidth-delay product in bytes: 0 when the round trip is not measured."""
+    if round_trip is None or round_trip <= 0:
+        return 0.0
+    return (rate if rate and rate > 0 else ASSUMED_RATE) * round_trip
+
+
+def connections(round_trip: float | None, rate: float | None, floor: int, ceiling: int) -> int:
+    """Connections one large file needs on this path, between ``floor`` and ``ceiling``."""
+    wanted = math.ceil(in_flight(round_trip, rate) / CONNECTION_WINDOW)
+    return _between(wanted, floor, ceiling)
+
+
+def files_in_flight(round_trip: float | None, floor: int, ceiling: int) -> int:
+    """Small files at once on this path: ``floor`` plus one per :data:`FILE_COST` of round trip."""
+    extra = math.floor(round_trip / FILE_COST) if round_trip is not None and round_trip > 0 else 0
+    return _between(floor + extra, floor, ceiling)
+
+
+def chunk_size(round_trip: float | None, rate: float | None, base: int, ceiling: int) -> int:
+    """Bytes per upload chunk: ``base`` stretched to :data:`CHUNK_ROUND_TRIPS` × bdp, capped at ``ceiling``.
+
+    :param base: the size for a short path (today's constant: the server's limit or 16 MiB).
+    :param ceiling: the largest chunk the server takes (its advertised limit, or hosted
+        Flow's practical one); never exceeded.
+    """
+    wanted = max(base, _whole_mib(CHUNK_ROUND_TRIPS * in_flight(round_trip, rate)))
+    if rate and rate > 0:
+        wanted = min(wanted, max(MIN_MODEL_CHUNK, _whole_mib(rate * RESUME_SECONDS)))
+    return max(1, min(ceiling, wanted))
+
+
+def _between(wanted: int, floor: int, ceiling: int) -> int:
+    """``wanted`` within ``floor`` .. ``ceiling`` (a ceiling below the floor: the floor)."""
+    return max(floor, min(ceiling, wanted))
+
+
+def _whole_mib(nbytes: float) -> int:
+    return int(math.ceil(nbytes / MiB)) * MiB
