@@ -125,7 +125,7 @@ async def _upload_open_source(
     size = source.size
     if ctx.capabilities.parallel_chunks and size > MIN_PARALLEL_CHUNK:
         await measure_round_trip(ctx)
-    if fits_parallel(ctx, size, options):
+    if fits_parallel(ctx, size, options, resuming=bool(record.data_id)):
         parallel = await upload_parallel(ctx, record, source, options)
         if parallel is not None:
             return parallel

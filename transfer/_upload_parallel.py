@@ -56,19 +56,22 @@ ROUNDS = 4
 _CHUNK_OPTIONS = UploadOptions()
 
 
-def fits_parallel(ctx: TransferContext, size: int, options: UploadOptions) -> bool:
+def fits_parallel(ctx: TransferContext, size: int, options: UploadOptions, *, resuming: bool = False) -> bool:
     """Whether this upload goes on several connections: the server offers it and the file is large.
 
     Sample and multiplexed uploads keep the strict protocol (their endpoints
     and final steps are the strict chunk protocol's); a directory's archive
     (a ``sync --pack-small`` tar) goes too: the server unpacks it at finish.
+    ``resuming``: the journal holds an upload of this file, which may be a
+    parallel one whatever this run's streams: :func:`upload_parallel` asks
+    the server, continues it (on one stream if need be) or hands a strict
+    one back, rather than the strict path sending every chunk again.
     """
     return (
         ctx.capabilities.parallel_chunks
-        and parallel_streams(ctx) > 1
         and options.endpoint == "/upload"
         and not options.fields
-        and size > parallel_chunk_size(ctx, size)
+        and (resuming or (parallel_streams(ctx) > 1 and size > parallel_chunk_size(ctx, size)))
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from flowxfer.journal import ChunkState, Journal
 from flowxfer.transfer import TransferConfig
@@ -70,7 +71,11 @@ async def test_one_file_goes_on_several_connections_and_arrives_exact(tmp_path: 
     assert (tmp_path / "out" / "big.bin").read_bytes() == src.read_bytes()
 
 
-async def test_a_stop_leaves_holes_the_resume_fills_and_nothing_acked_is_sent_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("resume_streams", [5, 1], ids=["same-streams", "one-stream"])
+async def test_a_stop_leaves_holes_the_resume_fills_and_nothing_acked_is_sent_again(
+    tmp_path: Path, resume_streams: int
+) -> None:
+    """Also when the resuming run gets one stream (another path, ``--streams 1``): its upload stays parallel."""
     src = write_random(tmp_path / "big.bin", SIZE, 6)
     async with running_server(tmp_path / "root") as srv:
         async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
@@ -91,7 +96,7 @@ async def test_a_stop_leaves_holes_the_resume_fills_and_nothing_acked_is_sent_ag
             assert sorted(acked) == held and done == sum(size for _, size in held)
             assert first.bytes_transferred == done
             log.clear()
-            async with client(via, tmp_path / "home", upload_streams=5) as fx:
+            async with client(via, tmp_path / "home", upload_streams=resume_streams) as fx:
                 second = await fx.upload([src])
             assert second.status == "completed" and second.transfer_id == first.transfer_id
             assert second.bytes_transferred == SIZE - done  # not one acknowledged byte again
