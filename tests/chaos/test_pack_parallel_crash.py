@@ -31,7 +31,7 @@ from flowxfer.transfer import Flowxfer, SyncOptions, TransferConfig
 
 async def main() -> None:
     config = TransferConfig(
-        upload_streams=4, long_path_upload_streams=None, chunk_size=64 * 1024, bwlimit="400k",
+        upload_streams=4, chunk_size=64 * 1024, bwlimit="400k",
         journal_flush_interval=0.2,
     )
     async with Flowxfer(config=config) as fx:

@@ -18,7 +18,7 @@ from tests.transfer.conftest import KiB, client, write_random
 
 PACK = 64 * KiB
 #: One tar of ~1.2 MiB in 64 KiB chunks, on four connections where the server offers them.
-STREAMS = {"upload_streams": 4, "long_path_upload_streams": None, "chunk_size": 64 * KiB}
+STREAMS = {"upload_streams": 4, "chunk_size": 64 * KiB}
 OPTIONS = SyncOptions(pack_small=PACK)
 
 
