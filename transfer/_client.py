@@ -65,6 +65,8 @@ class Capabilities:
     chunk_maps: bool = False
     #: [ext] one upload's chunks may go on several connections at once, in any order.
     parallel_chunks: bool = False
+    #: [ext] ``GET /downloads/<id>`` serves the bytes by id alone, naming them in its headers.
+    download_by_id: bool = False
     max_chunk_size: int | None = None
     server: str = "flow"
     version: str = ""
@@ -324,6 +326,7 @@ class FlowClient:
             upload_status=ours and answer.get("upload_status") is True,
             chunk_maps=ours and answer.get("chunk_maps") is True,
             parallel_chunks=ours and answer.get("parallel_chunks") is True,
+            download_by_id=ours and answer.get("download_by_id") is True,
             max_chunk_size=max_chunk if isinstance(max_chunk, int) and max_chunk > 0 else None,
             server=str(answer.get("server", "flow")) if ours else "flow",
             version=str(answer.get("version", "")) if ours else "",

@@ -21,6 +21,7 @@ import anyio
 from flowxfer.journal import FileRecord, TransferRecord
 
 from ._advice import bulk_hint
+from ._by_id import Prefetched, describe_by_id
 from ._client import FlowClient
 from ._errors import UsageError
 from ._plan import LocalFile, RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
@@ -81,10 +82,25 @@ def check_named(ids: Sequence[str], filename: str | None, pattern: str | None, o
 
 
 async def named_data(
-    client: FlowClient, ids: list[str], filename: str | None, pattern: str | None, owned: bool
+    client: FlowClient,
+    ids: list[str],
+    filename: str | None,
+    pattern: str | None,
+    owned: bool,
+    prefetched: dict[str, Prefetched] | None = None,
 ) -> list[RemoteData]:
-    """The data named by ids, then by a search (each item once)."""
-    items = await describe(client, ids) if ids else []
+    """The data named by ids, then by a search (each item once).
+
+    :param prefetched: where to keep small files' bytes when the ids are described by
+        ``GET /downloads/<id>`` ([ext] ``download_by_id``: the bytes come with the description);
+        None: by ``GET /data/<id>``, bytes later.
+    """
+    items: list[RemoteData] = []
+    if ids and prefetched is not None and (await client.capabilities()).download_by_id:
+        items, bodies = await describe_by_id(client, ids)
+        prefetched.update(bodies)
+    elif ids:
+        items = await describe(client, ids)
     if filename or pattern or owned:
         seen = {item.id for item in items}
         items += [
@@ -122,10 +138,11 @@ async def run_download(
     # does not wait for the answer.
     looked_up: list[list[RemoteData] | Exception] = []
     answered = anyio.Event()
+    prefetched: dict[str, Prefetched] = {}
 
     async def look_up() -> None:
         try:
-            looked_up.append(await named_data(runner.client, ids, filename, pattern, owned))
+            looked_up.append(await named_data(runner.client, ids, filename, pattern, owned, prefetched))
         except Exception as exc:  # raised where it is needed: in plan, inside the run
             looked_up.append(exc)
         answered.set()
@@ -152,8 +169,11 @@ async def run_download(
         for row in skipped:
             runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
 
+    async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
+        return await download_one(ctx, record, prefetched.pop(record.data_id or "", None))
+
     async with task_group() as group:
         group.start_soon(look_up)
-        report = await runner.run("download", params, plan, download_one, transfer_id=transfer_id)
+        report = await runner.run("download", params, plan, work, transfer_id=transfer_id)
         group.cancel_scope.cancel()
     return report

@@ -16,6 +16,7 @@ import anyio
 
 from flowxfer.journal import FileRecord, FileState, InventoryRecord
 
+from ._by_id import Prefetched
 from ._client import Capabilities
 from ._download import download_file, fetch_remote
 from ._errors import LocalIOError, SourceChangedError
@@ -160,8 +161,11 @@ def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResu
     ctx.writer.added()
 
 
-async def download_one(ctx: TransferContext, record: FileRecord) -> FileReport:
-    """``download``'s worker: fetch, verify and rename the file into place."""
+async def download_one(ctx: TransferContext, record: FileRecord, prefetched: Prefetched | None = None) -> FileReport:
+    """``download``'s worker: fetch, verify and rename the file into place.
+
+    :param prefetched: the file's bytes as its description brought them ([ext] ``download_by_id``).
+    """
     assert record.data_id is not None
     ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
     remote = await fetch_remote(
@@ -172,6 +176,7 @@ async def download_one(ctx: TransferContext, record: FileRecord) -> FileReport:
         record.checksum,
         want_map=record.size > ctx.config.download_chunk_size,
     )
+    remote.prefetched = prefetched
     result = await download_file(ctx, record, remote)
     ctx.counters.verified.add(result.verified)
     return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")
