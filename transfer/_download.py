@@ -46,8 +46,8 @@ class RemoteFile:
     :ivar url: API path (or absolute URL) of the bytes.
     :ivar checksum: whole-file ``xxh3-128:`` checksum, when the server gives one.
     :ivar chunk_checksums: the server's chunk map checksums, aligned with :attr:`chunks`.
-    :ivar prefetched: the whole file as its description brought it ([ext] ``download_by_id``),
-        written and verified as a stream's bytes instead of asked for; used once.
+    :ivar prefetched: the file's first bytes (a small file's all) as its description brought them
+        ([ext] ``download_by_id``), written and verified as a stream's bytes instead of asked for; used once.
     """
 
     url: str
@@ -301,7 +301,7 @@ async def _download_into(
 def _usable_head(remote: RemoteFile, shared: Shared) -> bytes | None:
     """The prefetched bytes if they are of the file being fetched; the answer's headers taken as a stream's."""
     head = remote.prefetched
-    if head is None or len(head.body) != remote.size:
+    if head is None or len(head.body) > remote.size:
         return None
     if shared.etag is not None and head.etag != shared.etag:
         return None  # a resumed download of another version: its streams will say so

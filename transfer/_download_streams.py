@@ -93,7 +93,7 @@ class FileStreams:
         shared: Shared,
         head: bytes | None = None,
     ) -> None:
-        """:param head: the file's first bytes, already received: the span they cover is not asked for."""
+        """:param head: the file's first bytes, already received: what of a span they cover is not asked for."""
         self.ctx = ctx
         self._head = head
         self.record = record
@@ -119,7 +119,8 @@ class FileStreams:
                 group.start_soon(self._stream, spans)
 
     async def refetch(self, chunk: Chunk) -> None:
-        """Fetch one chunk again (it failed verification)."""
+        """Fetch one chunk again (it failed verification): from the server, not the head."""
+        self._head = None
         self._work[chunk.index].restart()
         await self._fetch(Span(chunk.offset, chunk.end))
 
@@ -149,9 +150,9 @@ class FileStreams:
     async def _fetch(self, span: Span) -> None:
         """Fetch ``span`` with one ranged GET, resuming it after cuts; its end may move back meanwhile."""
         ctx = self.ctx
-        head, self._head = self._head, None
-        if head is not None and span.end <= len(head):
-            await self._consume(_pieces(head[span.start : span.end]), span, span.end)
+        head = self._head
+        if head is not None and span.start < len(head):
+            await self._consume(_pieces(head[span.start : span.end]), span, min(span.end, len(head)))
         policy = RetryPolicy(
             max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base, cap=ctx.config.backoff_cap
         )

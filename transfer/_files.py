@@ -21,7 +21,7 @@ import anyio
 from flowxfer.journal import FileRecord, TransferRecord
 
 from ._advice import bulk_hint
-from ._by_id import Prefetched, describe_by_id
+from ._by_id import PREFETCH_LIMIT, Prefetched, describe_by_id
 from ._client import FlowClient
 from ._errors import UsageError
 from ._plan import LocalFile, RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
@@ -88,16 +88,19 @@ async def named_data(
     pattern: str | None,
     owned: bool,
     prefetched: dict[str, Prefetched] | None = None,
+    chunk_size: int = PREFETCH_LIMIT,
 ) -> list[RemoteData]:
     """The data named by ids, then by a search (each item once).
 
     :param prefetched: where to keep small files' bytes when the ids are described by
         ``GET /downloads/<id>`` ([ext] ``download_by_id``: the bytes come with the description);
         None: by ``GET /data/<id>``, bytes later.
+    :param chunk_size: the download's chunk size: at most one chunk comes with a description
+        (verified as one, a small file whole).
     """
     items: list[RemoteData] = []
     if ids and prefetched is not None and (await client.capabilities()).download_by_id:
-        items, bodies = await describe_by_id(client, ids)
+        items, bodies = await describe_by_id(client, ids, limit=min(chunk_size, PREFETCH_LIMIT))
         prefetched.update(bodies)
     elif ids:
         items = await describe(client, ids)
@@ -142,7 +145,9 @@ async def run_download(
 
     async def look_up() -> None:
         try:
-            looked_up.append(await named_data(runner.client, ids, filename, pattern, owned, prefetched))
+            looked_up.append(await named_data(
+                runner.client, ids, filename, pattern, owned, prefetched, runner.config.download_chunk_size
+            ))
         except Exception as exc:  # raised where it is needed: in plan, inside the run
             looked_up.append(exc)
         answered.set()
