@@ -85,3 +85,24 @@ async def test_an_unsafe_name_in_the_header_is_made_safe_as_one_from_data(tmp_pa
         assert "/" not in safe and [p.name for p in out.iterdir()] == [safe]
         assert (out / safe).read_bytes() == body
         assert not (tmp_path / "evil.bin").exists() and not (tmp_path.parent / "evil.bin").exists()
+
+
+async def test_a_remembered_capability_the_server_lost_falls_back_to_data(tmp_path: Path) -> None:
+    """Capabilities remembered from a run before; the server now answers as without extensions
+    (the by-id route and ``/capabilities`` are 404s): asked again, the ids are described by ``/data``."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        async with engine(r, tmp_path / "home") as fx:  # remembers the capabilities
+            done(await fx.download([data_id], output_dir=tmp_path / "first"))
+        r.log.clear()
+        for path in (DESCRIBE, "^/capabilities$"):
+            r.proxy.add(RespondWith(404, b'{"error": "Not Found"}', match=Match("GET", path), times=None))
+        report, data = await download_through(r, tmp_path, data_id)
+        done(report)
+        assert data == source
+        assert [e.path for e in r.log.entries if e.path != "/login"] == [
+            f"/downloads/{data_id}",
+            "/capabilities",
+            f"/data/{data_id}",
+            f"/downloads/{data_id}/reads.bin",
+        ]
