@@ -351,14 +351,19 @@ class FlowClient:
             await anyio.to_thread.run_sync(cache.save, self.base_url, answer if isinstance(answer, dict) else {})
         return answer
 
-    async def revalidate_capabilities(self) -> Capabilities | None:
+    async def revalidate_capabilities(self, relied_on: Capabilities | None = None) -> Capabilities | None:
         """Ask the server again when the capabilities came from the cache; the new ones when they changed.
 
         For a request that relied on an extension and was refused as if the
         server had none (a 404): the server may have been restarted without
         it since the answer was remembered. None: they did not come from the
         cache, or the server says the same now, so the 404 stands.
+
+        :param relied_on: the capabilities the refused request was sent under: when another
+            request has asked again meanwhile (the client holds others), those, without asking.
         """
+        if relied_on is not None and self._capabilities is not None and self._capabilities != relied_on:
+            return self._capabilities
         if not self.capabilities_remembered or self._capabilities is None:
             return None
         before = self._capabilities

@@ -90,7 +90,7 @@ async def fetch_remote(
             answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions).
-            fresh = await ctx.client.revalidate_capabilities()
+            fresh = await ctx.client.revalidate_capabilities(ctx.capabilities)
             if fresh is None:
                 raise
             ctx.capabilities = fresh
