@@ -29,7 +29,6 @@ from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext, task_group
-from ._upload import UploadOptions
 from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice
 
@@ -45,6 +44,8 @@ async def run_upload(
     transfer_id: str | None = None,
 ) -> TransferReport:
     """See :meth:`Flowxfer.upload`."""
+    from ._upload import UploadOptions  # here: a download does not load the upload modules
+
     resolved = await anyio.to_thread.run_sync(check_upload_paths, list(paths))
     # Named in the journal's form (``--path-map``): the same upload on every host of a fleet.
     params: dict[str, Any] = {"paths": [runner.paths.to_journal(p) for p in resolved], "data_type": data_type}

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import stat
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -23,8 +24,10 @@ from ._errors import LocalIOError, SourceChangedError
 from ._report import FileReport
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource, describe_mode
-from ._upload import UploadOptions, UploadResult, upload_source
 from .events import FileStarted, Notice
+
+if TYPE_CHECKING:  # a download does not load the upload modules (issue 20: start-up cost)
+    from ._upload import UploadOptions, UploadResult
 
 __all__ = [
     "download_one",
@@ -70,6 +73,8 @@ async def upload_file(
     :param settled: judges a file found changed since it was planned (see :data:`SettledCheck`).
     :returns: the record as uploaded (its size and mtime may be new) and the server's answer.
     """
+    from ._upload import upload_source
+
     restarts = 0
     read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
     while True:

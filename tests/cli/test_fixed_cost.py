@@ -102,6 +102,8 @@ _NOT_FOR_A_TRANSFER = {
     "flowxfer.cli._bulk_sync",
     "flowxfer.cli._serve",
 }
+#: What a download alone has no use for: the upload modules, exact arithmetic for sizes it does not parse.
+_NOT_FOR_A_DOWNLOAD = {"flowxfer.transfer._upload", "flowxfer.transfer._payloads", "fractions", "decimal"}
 
 
 async def _loaded_by(cli: Cli, *args: str) -> set[str]:
@@ -122,3 +124,5 @@ async def test_a_download_and_an_upload_load_nothing_they_do_not_need(tmp_path: 
             loaded = await _loaded_by(cli, *args)
             assert "aiohttp" in loaded and "flowxfer.journal._sqlite" in loaded  # it did run
             assert not loaded & _NOT_FOR_A_TRANSFER, (args[0], sorted(loaded & _NOT_FOR_A_TRANSFER))
+            if args[0] == "download":
+                assert not loaded & _NOT_FOR_A_DOWNLOAD, sorted(loaded & _NOT_FOR_A_DOWNLOAD)
