@@ -62,11 +62,11 @@ _PUBLIC = {
 }
 #: Routes that serve public data (or, ``/me``, a record of nulls) to a caller with no
 #: token, as hosted Flow's do. A token that is sent must still be good: a bad one is a 401.
-_ANONYMOUS_OK = {"data", "search", "download", "data_types", "data_contents", "me"}
+_ANONYMOUS_OK = {"data", "search", "download", "download_by_id", "data_types", "data_contents", "me"}
 #: Routes where the token may also come as ``?token=`` or the refresh cookie (links handed
 #: to browsers and curl, as hosted Flow's ``/downloads/<id>/<name>``).
-_QUERY_TOKEN = {"download", "job_archive"}
-_DOWNLOADS = {"download", "job_archive"}
+_QUERY_TOKEN = {"download", "download_by_id", "job_archive"}
+_DOWNLOADS = {"download", "download_by_id", "job_archive"}
 UPLOAD_ROUTE_NAMES = frozenset(route.name for route in ROUTES) | PARALLEL_ROUTE_NAMES
 
 
@@ -242,6 +242,7 @@ async def capabilities(request: web.Request) -> web.StreamResponse:
             "chunk_maps": True,
             "directory_listing": True,
             "parallel_chunks": True,
+            "download_by_id": True,
             "max_chunk_size": config.max_chunk_size,
         }
     )

@@ -1,4 +1,10 @@
-"""``GET``/``HEAD /downloads/<id>/<filename>``: single files, ranges, sendfile.
+"""``GET``/``HEAD /downloads/<id>/<filename>`` and [ext] ``/downloads/<id>``: single files, ranges, sendfile.
+
+The [ext] route without the filename exists so a client holding only an id
+starts the bytes in its first request (hosted Flow needs ``GET /data/<id>``
+first, a round trip, to learn the name the bytes' URL holds): it answers as
+the named route and names the file in ``Content-Disposition`` on every
+answer, ranged or not (docs/protocol.md, "Downloading by id").
 
 Range and conditional logic is the pure function :func:`plan_response`; the
 handler only opens the file (in a thread) and hands it to the kernel with
@@ -132,8 +138,13 @@ async def serve_file(
     last_modified: float,
     extensions: bool,
     disposition: bool,
+    always_named: bool = False,
 ) -> web.StreamResponse:
-    """Answer GET/HEAD for one immutable file with ranges, ETag and sendfile."""
+    """Answer GET/HEAD for one immutable file with ranges, ETag and sendfile.
+
+    :param always_named: ``Content-Disposition`` on every answer, 304 and 416 too, even with
+        ``?direct=``: the by-id route's caller learns the name from it alone.
+    """
     state = state_of(request)
     loop = asyncio.get_running_loop()
     fobj = await loop.run_in_executor(state.io, _open_checked, path, size)
@@ -156,6 +167,8 @@ async def serve_file(
         }
         if checksum and extensions:
             headers[HEADER_CHECKSUM] = checksum
+        if always_named:
+            headers["Content-Disposition"] = content_disposition(filename)
         if plan.status == 416:
             error = ApiError(416, plan.error or "range not satisfiable")
             error.headers.update(headers)
@@ -167,7 +180,7 @@ async def serve_file(
             await response.prepare(request)
             return response
         response.content_type = "application/octet-stream"
-        if disposition:
+        if disposition and not always_named:
             response.headers["Content-Disposition"] = content_disposition(filename)
         if plan.status == 206:
             response.headers["Content-Range"] = f"bytes {plan.start}-{plan.start + plan.count - 1}/{size}"
@@ -189,12 +202,21 @@ async def serve_file(
 
 
 async def get_download(request: web.Request) -> web.StreamResponse:
+    return await _serve_data(request, request.match_info["filename"])
+
+
+async def get_download_by_id(request: web.Request) -> web.StreamResponse:
+    """[ext] The named route's answer without knowing the name: it comes in ``Content-Disposition``."""
+    return await _serve_data(request, None)
+
+
+async def _serve_data(request: web.Request, filename: str | None) -> web.StreamResponse:
+    """One ready data item's bytes; the same bare 404 for unknown, unready, misnamed and unreadable."""
     state = state_of(request)
     user = caller_of(request)
     data_id = request.match_info["data_id"]
-    filename = request.match_info["filename"]
     row = await state.store.run(state.store.get_data, data_id) if is_id(data_id) else None
-    if row is None or row.state != READY or row.filename != filename:
+    if row is None or row.state != READY or (filename is not None and row.filename != filename):
         raise Bare404
     if await state.store.run(state.store.level_of, data_id, user) < 1:
         raise Bare404
@@ -207,8 +229,12 @@ async def get_download(request: web.Request) -> web.StreamResponse:
         last_modified=row.updated,
         extensions=state.config.extensions,
         disposition=not wants_direct(request),
+        always_named=filename is None,
     )
 
 
 def download_routes(state: State) -> list[web.RouteDef]:
-    return [web.get("/downloads/{data_id}/{filename}", get_download, name="download")]
+    routes = [web.get("/downloads/{data_id}/{filename}", get_download, name="download")]
+    if state.config.extensions:
+        routes.append(web.get("/downloads/{data_id}", get_download_by_id, name="download_by_id"))
+    return routes

@@ -212,6 +212,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
                                 "chunk_maps": {"type": "boolean"},
                                 "directory_listing": {"type": "boolean"},
                                 "parallel_chunks": {"type": "boolean"},
+                                "download_by_id": {"type": "boolean"},
                                 "max_chunk_size": {"type": "integer"},
                             },
                         }
@@ -477,9 +478,17 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
         },
     }
     paths["/downloads/jobs/{job_id}/{name}"]["get"]["responses"]["410"] = _err("the archive expired")
-    single = paths["/downloads/{data_id}/{filename}"]["get"]
-    single["security"] = OPTIONAL_AUTH
-    single["responses"]["401"] = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
+    paths["/downloads/{data_id}"] = {
+        "get": _file_get(
+            "[ext] one ready data's bytes by id alone, named in Content-Disposition on every answer",
+            [_id_param("data_id", None)],
+        )
+    }
+    bad_token = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
+    for route in ("/downloads/{data_id}/{filename}", "/downloads/{data_id}"):
+        single = paths[route]["get"]
+        single["security"] = OPTIONAL_AUTH
+        single["responses"]["401"] = bad_token
     paths.update(hosted_paths())
     paths.update(sample_paths(upload_form, upload_answer, paths["/upload"]["post"]["responses"]))
     paths.update(execution_paths())

@@ -65,6 +65,8 @@ class Capabilities:
     chunk_maps: bool = False
     #: [ext] one upload's chunks may go on several connections at once, in any order.
     parallel_chunks: bool = False
+    #: [ext] ``GET /downloads/<id>`` serves the bytes by id alone, naming them in its headers.
+    download_by_id: bool = False
     max_chunk_size: int | None = None
     server: str = "flow"
     version: str = ""
@@ -324,6 +326,7 @@ class FlowClient:
             upload_status=ours and answer.get("upload_status") is True,
             chunk_maps=ours and answer.get("chunk_maps") is True,
             parallel_chunks=ours and answer.get("parallel_chunks") is True,
+            download_by_id=ours and answer.get("download_by_id") is True,
             max_chunk_size=max_chunk if isinstance(max_chunk, int) and max_chunk > 0 else None,
             server=str(answer.get("server", "flow")) if ours else "flow",
             version=str(answer.get("version", "")) if ours else "",
@@ -348,14 +351,19 @@ class FlowClient:
             await anyio.to_thread.run_sync(cache.save, self.base_url, answer if isinstance(answer, dict) else {})
         return answer
 
-    async def revalidate_capabilities(self) -> Capabilities | None:
+    async def revalidate_capabilities(self, relied_on: Capabilities | None = None) -> Capabilities | None:
         """Ask the server again when the capabilities came from the cache; the new ones when they changed.
 
         For a request that relied on an extension and was refused as if the
         server had none (a 404): the server may have been restarted without
         it since the answer was remembered. None: they did not come from the
         cache, or the server says the same now, so the 404 stands.
+
+        :param relied_on: the capabilities the refused request was sent under: when another
+            request has asked again meanwhile (the client holds others), those, without asking.
         """
+        if relied_on is not None and self._capabilities is not None and self._capabilities != relied_on:
+            return self._capabilities
         if not self.capabilities_remembered or self._capabilities is None:
             return None
         before = self._capabilities

@@ -29,6 +29,7 @@ import anyio
 from flowxfer import protocol
 from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, InventoryRecord
 
+from ._by_id import Prefetched
 from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
 from ._download_spans import Spans
@@ -47,6 +48,8 @@ class RemoteFile:
     :ivar url: API path (or absolute URL) of the bytes.
     :ivar checksum: whole-file ``xxh3-128:`` checksum, when the server gives one.
     :ivar chunk_checksums: the server's chunk map checksums, aligned with :attr:`chunks`.
+    :ivar prefetched: the file's first bytes (a small file's all) as its description brought them
+        ([ext] ``download_by_id``), written and verified as a stream's bytes instead of asked for; used once.
     """
 
     url: str
@@ -54,6 +57,7 @@ class RemoteFile:
     checksum: str | None = None
     chunks: list[Chunk] | None = None
     chunk_checksums: list[str | None] | None = None
+    prefetched: Prefetched | None = None
 
 
 @dataclass
@@ -88,7 +92,7 @@ async def fetch_remote(
             answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions).
-            fresh = await ctx.client.revalidate_capabilities()
+            fresh = await ctx.client.revalidate_capabilities(ctx.capabilities)
             if fresh is None:
                 raise
             ctx.capabilities = fresh
@@ -195,6 +199,8 @@ async def _download_into(
         whole_checksum=remote.checksum,
         chunk_size=ctx.config.download_chunk_size,
     )
+    head = _usable_head(remote, shared)
+    remote.prefetched = None  # once: a second attempt (the bytes did not verify) asks the server
     if resumable:
         shared.acked = {c.idx for c in existing if c.state in (ChunkState.ACKED, ChunkState.VERIFIED)}
         if sums is not None:
@@ -220,7 +226,7 @@ async def _download_into(
 
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
     if todo:
-        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared)
+        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head)
         count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
         spans = initial_spans(todo, count, ctx.config.min_segment_size)
         await streams.run(
@@ -292,6 +298,20 @@ async def _download_into(
         )
     ctx.writer.added()
     return DownloadResult(checksum, shared.etag, verified)
+
+
+def _usable_head(remote: RemoteFile, shared: Shared) -> bytes | None:
+    """The prefetched bytes if they are of the file being fetched; the answer's headers taken as a stream's."""
+    head = remote.prefetched
+    if head is None or len(head.body) > remote.size:
+        return None
+    if shared.etag is not None and head.etag != shared.etag:
+        return None  # a resumed download of another version: its streams will say so
+    if head.checksum is not None and remote.checksum is not None and head.checksum != remote.checksum:
+        return None
+    shared.etag = shared.etag or head.etag
+    shared.x_checksum = head.checksum
+    return head.body
 
 
 def initial_spans(todo: list[Chunk], segments: int, min_segment_size: int) -> list[tuple[int, int]]:

@@ -19,6 +19,7 @@ import bisect
 import random
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,8 +91,11 @@ class FileStreams:
         todo: list[Chunk],
         sums: list[str | None] | None,
         shared: Shared,
+        head: bytes | None = None,
     ) -> None:
+        """:param head: the file's first bytes, already received: what of a span they cover is not asked for."""
         self.ctx = ctx
+        self._head = head
         self.record = record
         self.url = url
         self.fd = fd
@@ -115,7 +119,8 @@ class FileStreams:
                 group.start_soon(self._stream, spans)
 
     async def refetch(self, chunk: Chunk) -> None:
-        """Fetch one chunk again (it failed verification)."""
+        """Fetch one chunk again (it failed verification): from the server, not the head."""
+        self._head = None
         self._work[chunk.index].restart()
         await self._fetch(Span(chunk.offset, chunk.end))
 
@@ -145,6 +150,9 @@ class FileStreams:
     async def _fetch(self, span: Span) -> None:
         """Fetch ``span`` with one ranged GET, resuming it after cuts; its end may move back meanwhile."""
         ctx = self.ctx
+        head = self._head
+        if head is not None and span.start < len(head):
+            await self._consume(_pieces(head[span.start : span.end]), span, min(span.end, len(head)))
         policy = RetryPolicy(
             max_attempts=ctx.config.max_attempts, base=ctx.config.backoff_base, cap=ctx.config.backoff_cap
         )
@@ -161,7 +169,7 @@ class FileStreams:
                 async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
                     check_answer(response, start, end, self.shared.size, self.shared)
                     span.answered(time.monotonic())
-                    await self._consume(response, span, end)
+                    await self._consume(response.content.iter_any(), span, end)
             except _STREAM_ERRORS as exc:
                 failures = 0 if span.start > start else failures + 1
                 if failures >= policy.max_attempts:
@@ -178,8 +186,8 @@ class FileStreams:
                 if failures >= policy.max_attempts:
                     raise UnavailableError(f"{self.name}: the server keeps ending the download early")
 
-    async def _consume(self, response: aiohttp.ClientResponse, span: Span, asked_end: int) -> None:
-        """Stream the body into the ``.part`` file up to ``span.end``, advancing ``span.start``.
+    async def _consume(self, pieces: AsyncIterator[bytes], span: Span, asked_end: int) -> None:
+        """Stream a body's ``pieces`` into the ``.part`` file up to ``span.end``, advancing ``span.start``.
 
         Blocks end at ``block_size`` boundaries counted from their chunk's start
         (aligned on disk, so a block is written directly, not partly through
@@ -195,7 +203,7 @@ class FileStreams:
         work: _ChunkWork | None = None
         await ctx.budget.acquire(block_size)
         try:
-            async for piece in response.content.iter_any():
+            async for piece in pieces:
                 await limiter.throttle_bytes(len(piece))
                 view = memoryview(piece)
                 while view:
@@ -278,6 +286,11 @@ class FileStreams:
         shared.bytes_done += chunk.size
         batch.update_file(self.record.id, bytes_done=shared.bytes_done, etag=shared.etag)
         ctx.writer.added()
+
+
+async def _pieces(body: bytes) -> AsyncIterator[bytes]:
+    """Bytes already received, as a body's pieces."""
+    yield body
 
 
 def check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: int, shared: Shared) -> None:

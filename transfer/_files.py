@@ -21,6 +21,7 @@ import anyio
 from flowxfer.journal import FileRecord, TransferRecord
 
 from ._advice import bulk_hint
+from ._by_id import PREFETCH_LIMIT, Prefetched, describe_by_id
 from ._client import FlowClient
 from ._errors import UsageError
 from ._plan import LocalFile, RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
@@ -28,7 +29,6 @@ from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext, task_group
-from ._upload import UploadOptions
 from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice
 
@@ -44,6 +44,8 @@ async def run_upload(
     transfer_id: str | None = None,
 ) -> TransferReport:
     """See :meth:`Flowxfer.upload`."""
+    from ._upload import UploadOptions  # here: a download does not load the upload modules
+
     resolved = await anyio.to_thread.run_sync(check_upload_paths, list(paths))
     # Named in the journal's form (``--path-map``): the same upload on every host of a fleet.
     params: dict[str, Any] = {"paths": [runner.paths.to_journal(p) for p in resolved], "data_type": data_type}
@@ -81,10 +83,28 @@ def check_named(ids: Sequence[str], filename: str | None, pattern: str | None, o
 
 
 async def named_data(
-    client: FlowClient, ids: list[str], filename: str | None, pattern: str | None, owned: bool
+    client: FlowClient,
+    ids: list[str],
+    filename: str | None,
+    pattern: str | None,
+    owned: bool,
+    prefetched: dict[str, Prefetched] | None = None,
+    chunk_size: int = PREFETCH_LIMIT,
 ) -> list[RemoteData]:
-    """The data named by ids, then by a search (each item once)."""
-    items = await describe(client, ids) if ids else []
+    """The data named by ids, then by a search (each item once).
+
+    :param prefetched: where to keep small files' bytes when the ids are described by
+        ``GET /downloads/<id>`` ([ext] ``download_by_id``: the bytes come with the description);
+        None: by ``GET /data/<id>``, bytes later.
+    :param chunk_size: the download's chunk size: at most one chunk comes with a description
+        (verified as one, a small file whole).
+    """
+    items: list[RemoteData] = []
+    if ids and prefetched is not None and (await client.capabilities()).download_by_id:
+        items, bodies = await describe_by_id(client, ids, limit=min(chunk_size, PREFETCH_LIMIT))
+        prefetched.update(bodies)
+    elif ids:
+        items = await describe(client, ids)
     if filename or pattern or owned:
         seen = {item.id for item in items}
         items += [
@@ -122,10 +142,13 @@ async def run_download(
     # does not wait for the answer.
     looked_up: list[list[RemoteData] | Exception] = []
     answered = anyio.Event()
+    prefetched: dict[str, Prefetched] = {}
 
     async def look_up() -> None:
         try:
-            looked_up.append(await named_data(runner.client, ids, filename, pattern, owned))
+            looked_up.append(await named_data(
+                runner.client, ids, filename, pattern, owned, prefetched, runner.config.download_chunk_size
+            ))
         except Exception as exc:  # raised where it is needed: in plan, inside the run
             looked_up.append(exc)
         answered.set()
@@ -152,8 +175,11 @@ async def run_download(
         for row in skipped:
             runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
 
+    async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
+        return await download_one(ctx, record, prefetched.pop(record.data_id or "", None))
+
     async with task_group() as group:
         group.start_soon(look_up)
-        report = await runner.run("download", params, plan, download_one, transfer_id=transfer_id)
+        report = await runner.run("download", params, plan, work, transfer_id=transfer_id)
         group.cancel_scope.cancel()
     return report

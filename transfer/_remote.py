@@ -12,7 +12,7 @@ from ._client import FlowClient
 from ._errors import NotFoundError, ProtocolError
 from ._plan import RemoteData
 
-__all__ = ["describe", "remote_data", "search"]
+__all__ = ["describe", "missing_error", "remote_data", "search"]
 
 
 async def describe(client: FlowClient, ids: Sequence[str]) -> list[RemoteData]:
@@ -30,8 +30,13 @@ async def describe(client: FlowClient, ids: Sequence[str]) -> list[RemoteData]:
             continue
         items.append(remote_data(info, data_id))
     if missing:
-        raise NotFoundError(f"no readable data with id {', '.join(missing)} (unknown, or not shared with you)", 404)
+        raise missing_error(missing)
     return items
+
+
+def missing_error(missing: Sequence[str]) -> NotFoundError:
+    """What to say of ids that are unknown or not readable by this user."""
+    return NotFoundError(f"no readable data with id {', '.join(missing)} (unknown, or not shared with you)", 404)
 
 
 async def search(

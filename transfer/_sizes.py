@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import math
 import re
-from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a size or duration is parsed: fractions loads decimal (start-up cost)
+    from fractions import Fraction
 
 __all__ = [
     "format_duration",
@@ -57,6 +60,8 @@ def _parse_quantity(text: str, what: str) -> tuple[Fraction, str]:
             f"bad {what} {text!r}: use a number with an optional binary unit, e.g. 100, 512k, 8M, 8MiB, 1.5G"
         )
     unit = (match.group("unit") or match.group("unit_i") or "").lower()
+    from fractions import Fraction
+
     return Fraction(match.group("number")) * (1024 ** _UNIT_POWERS[unit]), unit
 
 
@@ -120,6 +125,8 @@ def parse_duration(text: str) -> float:
         raise ValueError("empty duration: use e.g. 90s, 15m, 2h, 1h30m")
     if stripped.startswith("-"):
         raise ValueError(f"duration must not be negative: {text!r}")
+    from fractions import Fraction
+
     if _BARE_NUMBER_RE.match(stripped):
         return float(Fraction(stripped))
     position = 0

@@ -156,7 +156,7 @@ async def _run(
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions):
             # asked again, the file goes in strict order, which every server takes.
-            fresh = await ctx.client.revalidate_capabilities()
+            fresh = await ctx.client.revalidate_capabilities(ctx.capabilities)
             if fresh is None:
                 raise
             ctx.capabilities = fresh

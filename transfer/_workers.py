@@ -11,19 +11,23 @@ import dataclasses
 import os
 import stat
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
 from flowxfer.journal import FileRecord, FileState, InventoryRecord
 
+from ._by_id import Prefetched
 from ._client import Capabilities
 from ._download import download_file, fetch_remote
 from ._errors import LocalIOError, SourceChangedError
 from ._report import FileReport
 from ._runtime import TransferContext
 from ._sources import FileSource, MemorySource, describe_mode
-from ._upload import UploadOptions, UploadResult, upload_source
 from .events import FileStarted, Notice
+
+if TYPE_CHECKING:  # a download does not load the upload modules (issue 20: start-up cost)
+    from ._upload import UploadOptions, UploadResult
 
 __all__ = [
     "download_one",
@@ -69,6 +73,8 @@ async def upload_file(
     :param settled: judges a file found changed since it was planned (see :data:`SettledCheck`).
     :returns: the record as uploaded (its size and mtime may be new) and the server's answer.
     """
+    from ._upload import upload_source
+
     restarts = 0
     read_ahead = ctx.read_ahead.take(record) if ctx.read_ahead else None
     while True:
@@ -160,8 +166,11 @@ def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResu
     ctx.writer.added()
 
 
-async def download_one(ctx: TransferContext, record: FileRecord) -> FileReport:
-    """``download``'s worker: fetch, verify and rename the file into place."""
+async def download_one(ctx: TransferContext, record: FileRecord, prefetched: Prefetched | None = None) -> FileReport:
+    """``download``'s worker: fetch, verify and rename the file into place.
+
+    :param prefetched: the file's bytes as its description brought them ([ext] ``download_by_id``).
+    """
     assert record.data_id is not None
     ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
     remote = await fetch_remote(
@@ -172,6 +181,7 @@ async def download_one(ctx: TransferContext, record: FileRecord) -> FileReport:
         record.checksum,
         want_map=record.size > ctx.config.download_chunk_size,
     )
+    remote.prefetched = prefetched
     result = await download_file(ctx, record, remote)
     ctx.counters.verified.add(result.verified)
     return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")

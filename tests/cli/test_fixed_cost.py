@@ -27,14 +27,15 @@ def _exchanges(log: Record) -> list[str]:
     return [f"{e.method} {e.path.split('?', 1)[0]}" for e in log.entries]
 
 
-async def test_a_small_upload_and_download_send_only_the_requests_they_need(tmp_path: Path) -> None:
-    """Upload: the chunk's POST alone. Download: the description, then the bytes. One connection each.
+async def _small_command_requests(tmp_path: Path, extensions: bool) -> tuple[list[str], list[str], str]:
+    """The requests a second upload and then a download of a 4 KiB file send, and the file's id.
 
     The capabilities come from the previous command's answer, the token is
-    fresh (no refresh), a one-chunk file needs no chunk map.
+    fresh (no refresh), a one-chunk file needs no chunk map; each command
+    uses one connection.
     """
     probe = write_random(tmp_path / "probe.bin", 4 * KiB, 1)
-    async with running_server(tmp_path / "root") as srv:
+    async with running_server(tmp_path / "root", extensions=extensions) as srv:
         async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
             log = proxy.add(Record())
             cli = Cli(proxy.url, tmp_path / "home")
@@ -46,14 +47,29 @@ async def test_a_small_upload_and_download_send_only_the_requests_they_need(tmp_
             log.clear()
             again = await cli.run("--json", "upload", "--force", str(probe))
             assert again.code == 0, again.stderr
-            assert _exchanges(log) == ["POST /upload"]
+            upload = _exchanges(log)
 
             log.clear()
             down = await cli.run("download", data_id, "-o", str(tmp_path / "out"))
             assert down.code == 0, down.stderr
-            assert _exchanges(log) == [f"GET /data/{data_id}", f"GET /downloads/{data_id}/probe.bin"]
+            download = _exchanges(log)
             assert len({e.connection for e in log.entries}) == 1, "a second connection: a second handshake"
     assert (tmp_path / "out" / "probe.bin").read_bytes() == probe.read_bytes()
+    return upload, download, data_id
+
+
+async def test_a_small_upload_and_download_send_one_request_each(tmp_path: Path) -> None:
+    """Our server: the chunk's POST alone; the bytes by id alone ([ext] ``download_by_id``)."""
+    upload, download, data_id = await _small_command_requests(tmp_path, extensions=True)
+    assert upload == ["POST /upload"]
+    assert download == [f"GET /downloads/{data_id}"]
+
+
+async def test_against_hosted_flow_a_small_download_asks_the_description_then_the_bytes(tmp_path: Path) -> None:
+    """Without extensions (hosted Flow's protocol) the bytes' URL needs the name ``/data`` gives."""
+    upload, download, data_id = await _small_command_requests(tmp_path, extensions=False)
+    assert upload == ["POST /upload"]
+    assert download == [f"GET /data/{data_id}", f"GET /downloads/{data_id}/probe.bin"]
 
 
 _LOADED = """
@@ -86,6 +102,8 @@ _NOT_FOR_A_TRANSFER = {
     "flowxfer.cli._bulk_sync",
     "flowxfer.cli._serve",
 }
+#: What a download alone has no use for: the upload modules, exact arithmetic for sizes it does not parse.
+_NOT_FOR_A_DOWNLOAD = {"flowxfer.transfer._upload", "flowxfer.transfer._payloads", "fractions", "decimal"}
 
 
 async def _loaded_by(cli: Cli, *args: str) -> set[str]:
@@ -106,3 +124,5 @@ async def test_a_download_and_an_upload_load_nothing_they_do_not_need(tmp_path: 
             loaded = await _loaded_by(cli, *args)
             assert "aiohttp" in loaded and "flowxfer.journal._sqlite" in loaded  # it did run
             assert not loaded & _NOT_FOR_A_TRANSFER, (args[0], sorted(loaded & _NOT_FOR_A_TRANSFER))
+            if args[0] == "download":
+                assert not loaded & _NOT_FOR_A_DOWNLOAD, sorted(loaded & _NOT_FOR_A_DOWNLOAD)

@@ -1,0 +1,108 @@
+"""[ext] ``download_by_id``: the describing ``GET /downloads/<id>`` brings the first chunk, checked as any.
+
+Through the recording fault proxy in front of the real server: what the
+describing answer carries is written and verified as a stream's bytes, so a
+server that lies about them is caught, a cut answer leaves the bytes to a
+stream, and a name from its header is made safe as one from ``/data``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowxfer.protocol import checksum_of
+from flowxfer.transfer._plan import RemoteData, target_names
+from tests.support.faultproxy import FlipBodyByte, Match, ResetMidBody, RespondWith
+from tests.support.rig import rig
+
+from .conftest import KiB
+from .test_faults import CHUNK, SIZE, STREAM, done, download_through, engine, upload_direct
+
+#: The describing request: the bytes' URL without the filename.
+DESCRIBE = r"^/downloads/[^/]+$"
+
+
+async def test_the_first_chunk_comes_with_the_description_and_is_not_asked_again(tmp_path: Path) -> None:
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        report, data = await download_through(r, tmp_path, data_id, segments=3)
+        done(report)
+        assert data == source
+        assert [e.path for e in r.log.select("GET", DESCRIBE)] == [f"/downloads/{data_id}"]
+        assert r.log.select("GET", r"^/data/[^/]+$") == []
+        assert r.download_bytes() == SIZE  # the head was used, not fetched again
+        assert all(not dict(e.request_headers)["Range"].startswith("bytes=0-") for e in r.log.select("GET", STREAM))
+
+
+async def test_bytes_that_never_match_the_checksum_are_refused(tmp_path: Path) -> None:
+    """A server whose bytes differ from its checksum, in the describing answer and every later one."""
+    async with rig(tmp_path, True) as r:
+        _, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        flip = r.proxy.add(FlipBodyByte("GET ^/downloads/", direction="down", at=1000, times=None))
+        report, data = await download_through(r, tmp_path, data_id)
+        assert report.status != "completed" and data == b""
+        assert "checksum" in (report.files[0].error or "") or "match" in (report.files[0].error or "")
+        assert flip.hits >= 2 and len(r.log.select("GET", DESCRIBE)) == 1
+
+
+async def test_a_flipped_byte_in_the_description_is_fetched_again(tmp_path: Path) -> None:
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        flip = r.proxy.add(FlipBodyByte(Match("GET", DESCRIBE), direction="down", at=1000))
+        report, data = await download_through(r, tmp_path, data_id)
+        done(report)
+        assert flip.hits == 1 and data == source
+        assert len(r.log.select("GET", STREAM)) == 1
+
+
+async def test_a_description_cut_mid_body_leaves_the_bytes_to_a_stream(tmp_path: Path) -> None:
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        cut = r.proxy.add(ResetMidBody(Match("GET", DESCRIBE), direction="down", at_bytes=20 * KiB))
+        report, data = await download_through(r, tmp_path, data_id)
+        done(report)
+        assert cut.hits == 1 and data == source
+        assert len(r.log.select("GET", STREAM)) == 1
+
+
+async def test_an_unsafe_name_in_the_header_is_made_safe_as_one_from_data(tmp_path: Path) -> None:
+    """The name only the header gives goes through the same checks and the same safe local name."""
+    body = b"not where you think\n"
+    async with rig(tmp_path, True) as r:
+        _, data_id = await upload_direct(r.server, tmp_path, size=10)
+        name = "../../evil.bin"
+        headers = {
+            "Content-Disposition": "attachment; filename=\"evil.bin\"; filename*=UTF-8''..%2F..%2Fevil.bin",
+            "Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}",
+            "ETag": '"lie"',
+            "X-Checksum": checksum_of(body),
+        }
+        r.proxy.add(RespondWith(206, body, headers, match=Match("GET", DESCRIBE)))
+        out = tmp_path / "out"
+        async with engine(r, tmp_path / "home") as fx:
+            done(await fx.download([data_id], output_dir=out))
+        (safe,) = target_names([RemoteData(data_id, name, len(body), None)])
+        assert "/" not in safe and [p.name for p in out.iterdir()] == [safe]
+        assert (out / safe).read_bytes() == body
+        assert not (tmp_path / "evil.bin").exists() and not (tmp_path.parent / "evil.bin").exists()
+
+
+async def test_a_remembered_capability_the_server_lost_falls_back_to_data(tmp_path: Path) -> None:
+    """Capabilities remembered from a run before; the server now answers as without extensions
+    (the by-id route and ``/capabilities`` are 404s): asked again, the ids are described by ``/data``."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        async with engine(r, tmp_path / "home") as fx:  # remembers the capabilities
+            done(await fx.download([data_id], output_dir=tmp_path / "first"))
+        r.log.clear()
+        for path in (DESCRIBE, "^/capabilities$"):
+            r.proxy.add(RespondWith(404, b'{"error": "Not Found"}', match=Match("GET", path), times=None))
+        report, data = await download_through(r, tmp_path, data_id)
+        done(report)
+        assert data == source
+        assert [e.path for e in r.log.entries if e.path != "/login"] == [
+            f"/downloads/{data_id}",
+            "/capabilities",
+            f"/data/{data_id}",
+            f"/downloads/{data_id}/reads.bin",
+        ]

@@ -1,0 +1,122 @@
+"""[ext] Downloads that start with the id alone: ``GET /downloads/<id>`` describes and carries the bytes.
+
+Why: against hosted Flow a download asks ``GET /data/<id>`` first (the
+bytes' URL holds the filename), a round trip before the first byte (issue 20).
+Our server, when ``/capabilities`` says ``download_by_id``, answers
+``GET /downloads/<id>`` with the bytes and, in its headers, what ``/data``
+would have said: the name (``Content-Disposition``), the size
+(``Content-Length``) and the checksum (``X-Checksum``). The description goes
+through :func:`~._remote.remote_data`, so a name is checked and later made
+safe exactly as one from ``/data``.
+
+The request asks for the first ``limit`` bytes (``Range``; at most
+:data:`PREFETCH_LIMIT`, one download chunk): a small file comes whole, a
+large one's head. Either is kept and handed to the file's worker, whose
+first stream writes, hashes and verifies it as its own bytes and asks only
+for the rest (:class:`~._download_streams.FileStreams`): a small file costs
+one request in all, a large one the same ranged requests as before, and the
+connection stays usable (nothing unread is left on it). An empty file has no
+range to give (416): it alone is described by ``/data``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+
+from flowxfer import protocol
+
+from ._client import FlowClient
+from ._errors import NotFoundError, RejectedError
+from ._plan import RemoteData
+from ._remote import describe, missing_error, remote_data
+
+__all__ = ["PREFETCH_LIMIT", "PREFETCH_TOTAL", "Prefetched", "describe_by_id"]
+
+#: The most bytes asked for with one description: a small file's whole download, little memory.
+PREFETCH_LIMIT = 1024 * 1024
+#: The most kept for all the ids of one command (they wait in memory for their workers): the ids
+#: after that are described by ``/data``, as without the extension.
+PREFETCH_TOTAL = 64 * PREFETCH_LIMIT
+
+_CONTENT_RANGE = re.compile(r"^bytes 0-\d+/(\d+)$")
+_BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """A file's first bytes (a small one's all) as the describing answer carried them, not yet verified."""
+
+    body: bytes
+    etag: str | None
+    checksum: str | None
+
+
+async def describe_by_id(
+    client: FlowClient, ids: Sequence[str], *, limit: int = PREFETCH_LIMIT, total: int = PREFETCH_TOTAL
+) -> tuple[list[RemoteData], dict[str, Prefetched]]:
+    """Each id's description and its first ``limit`` bytes (a small file's all).
+
+    Remembered capabilities may be stale (the server restarted with
+    ``--no-extensions``, where the route is Flow's bare 404): then they are
+    asked again, and without the extension the ids are described by ``/data``.
+
+    :raises NotFoundError: some ids are unknown or not readable by this user.
+    """
+    items: list[RemoteData] = []
+    bodies: dict[str, Prefetched] = {}
+    missing: list[str] = []
+    head = {"Range": f"bytes=0-{limit - 1}"}
+    for n, data_id in enumerate(ids):
+        if n * limit >= total:
+            items += await describe(client, ids[n:])
+            break
+        url = f"/downloads/{quote(data_id, safe='')}"
+        try:
+            async with client.stream("GET", url, rate_class="download", headers=head) as answer:
+                item, prefetched = await _read(answer, data_id, limit)
+        except RejectedError as exc:
+            if exc.status != 416:
+                raise
+            items += await describe(client, [data_id])  # empty: no first byte to ask for
+            continue
+        except NotFoundError:
+            fresh = await client.revalidate_capabilities()
+            if fresh is not None and not fresh.download_by_id:
+                return await describe(client, ids), {}
+            missing.append(data_id)
+            continue
+        items.append(item)
+        if prefetched is not None:
+            bodies[data_id] = prefetched
+    if missing:
+        raise missing_error(missing)
+    return items, bodies
+
+
+async def _read(answer: aiohttp.ClientResponse, data_id: str, limit: int) -> tuple[RemoteData, Prefetched | None]:
+    """The description in the answer's headers, and its body (a cut body is left to the streams)."""
+    size: int | None = answer.content_length if answer.status == 200 else None
+    if answer.status == 206:
+        match = _CONTENT_RANGE.match(answer.headers.get("Content-Range", ""))
+        size = int(match.group(1)) if match else None
+    info = {
+        "id": data_id,
+        "filename": answer.content_disposition.filename if answer.content_disposition else None,
+        "size": size,
+        "checksum": answer.headers.get(protocol.HEADER_CHECKSUM),
+    }
+    item = remote_data(info, data_id)
+    if answer.content_length is None or answer.content_length > limit:
+        return item, None  # not what was asked: leave it (the streams ask for ranges)
+    try:
+        body = await answer.read()
+    except _BODY_ERRORS:
+        return item, None
+    if len(body) != min(limit, item.size):
+        return item, None
+    return item, Prefetched(body, answer.headers.get("ETag"), item.checksum)
