@@ -65,6 +65,24 @@ class InventoryTables:
                     found[(record.local_path, record.remote)] = record
         return found
 
+    def downloaded_ids(self, server: str, username: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` this journal has downloaded before (to any path): their files may be there.
+
+        A download by id ([ext]) fetches a file's first bytes with its description, from the
+        hourly download budget; for an id downloaded before, the plan may find it identical and
+        skip it, so it is described by ``/data`` instead (an API call, no bytes).
+        """
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            part = list(dict.fromkeys(ids[start : start + 500]))
+            rows = self._read(
+                "SELECT DISTINCT data_id FROM inventory WHERE server = ? AND username = ? AND direction = 'down' "
+                f"AND data_id IN ({','.join('?' * len(part))})",
+                [server, username, *part],
+            )
+            found.update(row["data_id"] for row in rows)
+        return found
+
     def inventory_for_path(self, server: str, username: str, direction: str, local_path: str) -> list[InventoryRecord]:
         """Every record of one local path (any remote name): sync's change detection."""
         rows = self._read(

@@ -118,6 +118,7 @@ class Flowxfer:
         self._journal_arg = journal
         self._host_id = host_id if host_id is not None else env.get("FLOWXFER_HOST_ID")
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
+        self._journal_opening = anyio.Lock()
         self._ca_bundle = Path(ca_bundle) if ca_bundle else None
         self._allow_insecure_http = allow_insecure_http
         self._session = session
@@ -192,16 +193,21 @@ class Flowxfer:
 
     async def journal(self) -> Journal:
         """The journal, opened on first use (``login`` never needs it)."""
-        if self._journal is None:
-            arg = self._journal_arg
-            # A string stays a string: Path() would fold "postgresql://h/db" into "postgresql:/h/db".
-            location = arg if isinstance(arg, str | Path) else None
-            # --max-wait bounds a database wait too, even a single call's.
-            timeout = min(self.config.journal_timeout, max(1.0, self.config.max_wait or self.config.journal_timeout))
-            self._journal = await anyio.to_thread.run_sync(
-                partial(Journal.open, location, host_id=self._host_id, connect_timeout=timeout)
-            )
+        async with self._journal_opening:  # a download's look-up may ask while the run opens it
+            if self._journal is None:
+                self._journal = await self._open_journal()
         return self._journal
+
+    async def _open_journal(self) -> Journal:
+        """Open the journal the caller named (or the default), in a worker thread."""
+        arg = self._journal_arg
+        # A string stays a string: Path() would fold "postgresql://h/db" into "postgresql:/h/db".
+        location = arg if isinstance(arg, str | Path) else None
+        # --max-wait bounds a database wait too, even a single call's.
+        timeout = min(self.config.journal_timeout, max(1.0, self.config.max_wait or self.config.journal_timeout))
+        return await anyio.to_thread.run_sync(
+            partial(Journal.open, location, host_id=self._host_id, connect_timeout=timeout)
+        )
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop taking new work; in-flight requests get ``grace_period`` to finish.

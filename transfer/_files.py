@@ -115,6 +115,24 @@ async def named_data(
     return items
 
 
+async def _downloaded_before(runner: Runner, ids: Sequence[str]) -> bool:
+    """Whether any of ``ids`` was downloaded with this journal before, when it matters.
+
+    Described by id ([ext] ``download_by_id``), a file's first bytes come with its
+    description, a request from the hourly download budget; a file downloaded
+    before may be found identical and skipped, which must cost no download
+    request: those ids are described by ``/data``. Only asked when the server
+    offers the extension (the journal is opened for it, not beside it).
+    """
+    if not ids or not (await runner.client.capabilities()).download_by_id:
+        return False
+    journal = await runner.journal()
+    known = await anyio.to_thread.run_sync(
+        partial(journal.downloaded_ids, runner.base_url, runner.client.username or "", list(ids))
+    )
+    return bool(known)
+
+
 async def run_download(
     runner: Runner,
     ids: Sequence[str] = (),
@@ -146,9 +164,18 @@ async def run_download(
 
     async def look_up() -> None:
         try:
-            looked_up.append(await named_data(
-                runner.client, ids, filename, pattern, owned, prefetched, runner.config.download_chunk_size
-            ))
+            by_id = force or not await _downloaded_before(runner, ids)
+            looked_up.append(
+                await named_data(
+                    runner.client,
+                    ids,
+                    filename,
+                    pattern,
+                    owned,
+                    prefetched if by_id else None,
+                    runner.config.download_chunk_size,
+                )
+            )
         except Exception as exc:  # raised where it is needed: in plan, inside the run
             looked_up.append(exc)
         answered.set()

@@ -194,7 +194,7 @@ async def run_workload(tmp_path: Path, extensions: bool, scenario: str, seed: in
         resent_up = wire_up - work.payload
         assert resent_up <= len(posts) * ENVELOPE + faults * 2 * CHUNK, (resent_up, len(posts), faults)
         payload_down = work.payload + archive.stat().st_size
-        wire_down = r.wire("GET", BYTES_PATH, "response_bytes")
+        wire_down = r.wire("GET", BYTES_PATH, "response_bytes", statuses=(200, 206))
         resent_down = wire_down - payload_down
         assert 0 <= resent_down <= faults * (CHUNK + HTTP_BUFFER), (resent_down, faults)
         if scenario not in ("latency+jitter", "bandwidth cap"):

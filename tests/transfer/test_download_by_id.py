@@ -34,6 +34,24 @@ async def test_the_first_chunk_comes_with_the_description_and_is_not_asked_again
         assert all(not dict(e.request_headers)["Range"].startswith("bytes=0-") for e in r.log.select("GET", STREAM))
 
 
+async def test_an_id_downloaded_before_costs_no_download_request_unless_forced(tmp_path: Path) -> None:
+    """Downloaded again into the same folder it is skipped: described by ``/data`` (an API call), no bytes
+    fetched with its description from the hourly download budget; with ``force`` it goes by id again."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
+        done((await download_through(r, tmp_path, data_id))[0])
+        r.log.clear()
+        report, data = await download_through(r, tmp_path, data_id)
+        assert [f.status for f in report.files] == ["skipped"] and data == source
+        assert report.requests.get("download", 0) == 0
+        assert [e.path for e in r.log.entries if e.path != "/login"] == [f"/data/{data_id}"]
+        r.log.clear()
+        async with engine(r, tmp_path / "home") as fx:
+            forced = await fx.download([data_id], output_dir=tmp_path / "out", force=True)
+        assert [f.status for f in forced.files] == ["done"]
+        assert [e.path for e in r.log.entries if e.path != "/login"] == [f"/downloads/{data_id}"]
+
+
 async def test_bytes_that_never_match_the_checksum_are_refused(tmp_path: Path) -> None:
     """A server whose bytes differ from its checksum, in the describing answer and every later one."""
     async with rig(tmp_path, True) as r:
@@ -92,8 +110,13 @@ async def test_a_remembered_capability_the_server_lost_falls_back_to_data(tmp_pa
     (the by-id route and ``/capabilities`` are 404s): asked again, the ids are described by ``/data``."""
     async with rig(tmp_path, True) as r:
         source, data_id = await upload_direct(r.server, tmp_path, size=CHUNK - 100)
-        async with engine(r, tmp_path / "home") as fx:  # remembers the capabilities
-            done(await fx.download([data_id], output_dir=tmp_path / "first"))
+        # Remembers the capabilities; not by downloading this id, which would then be described by
+        # /data anyway (downloaded before: it may be skipped, and a skip costs no download request).
+        other = tmp_path / "other" / "other.bin"
+        other.parent.mkdir()
+        other.write_bytes(b"x" * 1000)
+        async with engine(r, tmp_path / "home") as fx:
+            done(await fx.upload([other]))
         r.log.clear()
         for path in (DESCRIBE, "^/capabilities$"):
             r.proxy.add(RespondWith(404, b'{"error": "Not Found"}', match=Match("GET", path), times=None))
