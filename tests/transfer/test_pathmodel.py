@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from flowxfer.journal import Journal
 from flowxfer.transfer import TransferConfig
 from flowxfer.transfer import _pathmodel as model
+from flowxfer.transfer._capcache import CapabilityCache
 from flowxfer.transfer._config import (
     SHORT_PATH_CONCURRENCY,
     SHORT_PATH_SEGMENTS,
@@ -234,3 +235,15 @@ async def test_a_second_upload_is_fitted_to_the_rate_the_first_carried(tmp_path:
     assert second["chunk_size"] == model.chunk_size(round_trip, model.ASSUMED_RATE, 64 * MiB, 64 * MiB, measured)
     assert second["chunk_size"] <= 8 * MiB
     assert second["upload_streams"] == TransferConfig().upload_streams_for(round_trip)
+
+
+async def test_a_run_under_bwlimit_measures_its_limit_and_records_nothing(tmp_path: Path) -> None:
+    big = write_random(tmp_path / "src" / "big.bin", 1 * MiB, 1)
+    async with rig(tmp_path, True) as r:
+        async with client(r.via_proxy, tmp_path / "home", bwlimit="256k") as fx:
+            report = await fx.upload([big])
+        assert report.status == "completed", [f.error for f in report.files]
+        assert report.seconds >= model.MEASURE_SECONDS + 0.5, "long enough to be measured, were it not limited"
+        cache = CapabilityCache(tmp_path / "home" / "config")
+        assert cache.load(r.via_proxy.base_url) is not None, "the cache is there"
+        assert cache.rate(r.via_proxy.base_url, "upload") is None
