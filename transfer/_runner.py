@@ -375,11 +375,13 @@ class Runner:
 
         With more files waiting than ``concurrency`` on a long path, each
         file's round trip would leave its worker idle: more files go at once
-        (:meth:`TransferConfig.concurrency_for`).
+        (:meth:`TransferConfig.concurrency_for`). Fewer files need no measure
+        here (two GETs more before a download's first byte): each file's
+        streams are counted when it starts.
         """
         floor = ctx.config.concurrency_for(None)
-        # Fewer files: measured only when not yet (an upload would before its first file anyway).
-        await measure_round_trip(ctx, again=waiting > floor)
+        if waiting > floor:
+            await measure_round_trip(ctx, again=True)
         chosen = fitted(ctx, waiting)
         hire(chosen["concurrency"] - floor)
         if (chosen["round_trip_ms"] is not None or chosen["measured_rate"] is not None) and not self._stopping:
