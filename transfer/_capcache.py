@@ -8,6 +8,12 @@ per server URL for :data:`TTL` seconds. A remembered answer that turns out
 wrong (an extension the server no longer has answers 404) is forgotten and
 the server asked again (:meth:`FlowClient.revalidate_capabilities`).
 
+Beside a server's answer, the rate the last long enough transfer with it
+carried in each direction (``upload``, ``download``), with its own age
+(:data:`RATE_TTL`): :mod:`._pathfit` fits the next transfer's counts to it.
+Nothing secret is kept here; the file is written with mode 0600 like the rest
+of the config folder all the same.
+
 The raw answer is kept, not our reading of it, so a field a newer flowxfer
 reads is there for it; a file that cannot be read or written only costs the
 round trip again, never the command.
@@ -27,14 +33,25 @@ CACHE_FILE = "capabilities.json"
 
 #: How long a remembered answer is used without asking again: an upgrade is seen within the hour.
 TTL = 3600.0
+#: How long a measured rate is used: a lab's link changes seldom, and a stale measure can
+#: only raise the counts (see :mod:`._pathmodel`), never starve a transfer.
+RATE_TTL = 86400.0
 
 
 class CapabilityCache:
     """``/capabilities`` answers by server URL, each with the time it was asked."""
 
-    def __init__(self, config_dir: Path, *, ttl: float = TTL, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        *,
+        ttl: float = TTL,
+        rate_ttl: float = RATE_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = config_dir / CACHE_FILE
         self.ttl = ttl
+        self.rate_ttl = rate_ttl
         self._clock = clock
 
     def load(self, base_url: str) -> dict[str, Any] | None:
@@ -42,21 +59,54 @@ class CapabilityCache:
         entry = self._servers().get(base_url)
         if not isinstance(entry, dict) or not isinstance(entry.get("answer"), dict):
             return None
-        asked = entry.get("asked")
-        if not isinstance(asked, (int, float)) or not 0 <= self._clock() - asked < self.ttl:
+        if not self._fresh(entry.get("asked"), self.ttl):
             return None
         answer: dict[str, Any] = entry["answer"]
         return answer
 
     def save(self, base_url: str, answer: dict[str, Any]) -> None:
         servers = self._servers()
-        servers[base_url] = {"answer": answer, "asked": self._clock()}
+        entry = servers.get(base_url)
+        rates = entry.get("rates") if isinstance(entry, dict) else None
+        servers[base_url] = {"answer": answer, "asked": self._clock(), **({"rates": rates} if rates else {})}
         self._write(servers)
 
     def forget(self, base_url: str) -> None:
+        """Forget the answer (it proved wrong); the measured rates stay: the path did not change."""
         servers = self._servers()
-        if servers.pop(base_url, None) is not None:
-            self._write(servers)
+        entry = servers.get(base_url)
+        if not isinstance(entry, dict) or "answer" not in entry:
+            return
+        rates = entry.get("rates")
+        if rates:
+            servers[base_url] = {"rates": rates}
+        else:
+            del servers[base_url]
+        self._write(servers)
+
+    def rate(self, base_url: str, direction: str) -> float | None:
+        """The rate (bytes/s) measured with ``base_url`` in ``direction``, or None when none is recent."""
+        entry = self._servers().get(base_url)
+        rates = entry.get("rates") if isinstance(entry, dict) else None
+        measure = rates.get(direction) if isinstance(rates, dict) else None
+        if not isinstance(measure, dict) or not self._fresh(measure.get("measured"), self.rate_ttl):
+            return None
+        rate = measure.get("rate")
+        return float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
+
+    def save_rate(self, base_url: str, direction: str, rate: float) -> None:
+        servers = self._servers()
+        entry = servers.get(base_url)
+        entry = entry if isinstance(entry, dict) else {}
+        rates = entry.get("rates")
+        rates = rates if isinstance(rates, dict) else {}
+        rates[direction] = {"rate": rate, "measured": self._clock()}
+        servers[base_url] = {**entry, "rates": rates}
+        self._write(servers)
+
+    def _fresh(self, when: Any, ttl: float) -> bool:
+        """Younger than ``ttl`` (a time in the future, a clock set back: not fresh)."""
+        return isinstance(when, (int, float)) and 0 <= self._clock() - when < ttl
 
     def _servers(self) -> dict[str, Any]:
         try:
@@ -73,11 +123,13 @@ class CapabilityCache:
         """
         temporary = self.path.with_name(f".{CACHE_FILE}.{os.getpid()}")
         try:
-            temporary.write_text(json.dumps({"servers": servers}), encoding="utf-8")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(descriptor, "w", encoding="utf-8") as stream:
+                stream.write(json.dumps({"servers": servers}))
             os.replace(temporary, self.path)
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
 
 
-__all__ = ["CACHE_FILE", "TTL", "CapabilityCache"]
+__all__ = ["CACHE_FILE", "RATE_TTL", "TTL", "CapabilityCache"]

@@ -1,8 +1,10 @@
 """A transfer's counts fitted to its path: :mod:`._pathmodel` fed from the running client.
 
 The model is pure; this is where its inputs come from (the client's measured
-round trip, ``--bwlimit``'s rate, the server's chunk limit) and where the
-choice is written down: the transfer's journal state gets ``path``, so a run
+round trip, ``--bwlimit``'s rate, the rate an earlier transfer with the same
+server carried, the server's chunk limit), where a transfer's own rate is
+remembered for the next (:func:`remember_rate`), and where the choice is
+written down: the transfer's journal state gets ``path``, so a run
 says what it chose (``journal show``, ``--json`` readers of the journal).
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import anyio
+
 from . import _pathmodel
 from ._errors import FlowxferError
 from ._runtime import TransferContext
@@ -18,11 +22,40 @@ from ._runtime import TransferContext
 #: Small GETs that measure the round trip: the first pays a new connection's handshake.
 MEASURES = 2
 
+#: The direction each kind of transfer moves its bytes in: the rate is remembered per direction
+#: (a lab's uplink and downlink differ). Kinds not here move too little, or both ways.
+DIRECTIONS = {"upload": "upload", "sync": "upload", "samples": "upload", "download": "download", "results": "download"}
 
-def path_rate(ctx: TransferContext) -> float | None:
-    """The rate the path is known to carry at most, bytes/s: ``--bwlimit``'s now, else None (not known)."""
+
+def bwlimit(ctx: TransferContext) -> float | None:
+    """``--bwlimit``'s rate now, bytes/s, or None."""
     bandwidth = ctx.client.limiter.bandwidth
     return bandwidth.rate_at(datetime.now()) if bandwidth is not None else None
+
+
+def path_rate(ctx: TransferContext) -> float | None:
+    """The rate connections are counted from, bytes/s (:func:`._pathmodel.path_rates`); None: assumed."""
+    return _pathmodel.path_rates(bwlimit(ctx), ctx.measured_rate)[0]
+
+
+async def recall_rate(ctx: TransferContext, kind: str) -> None:
+    """Set ``ctx.measured_rate`` from what an earlier ``kind`` transfer with this server carried."""
+    cache, direction = ctx.client.capability_cache, DIRECTIONS.get(kind)
+    if cache is not None and direction is not None:
+        ctx.measured_rate = await anyio.to_thread.run_sync(cache.rate, ctx.client.base_url, direction)
+
+
+async def remember_rate(ctx: TransferContext, kind: str, seconds: float) -> None:
+    """Remember the rate this transfer carried, when it was long enough to measure the path.
+
+    Not under ``--bwlimit``: that measures the limit, not the path.
+    """
+    cache, direction = ctx.client.capability_cache, DIRECTIONS.get(kind)
+    if cache is None or direction is None or ctx.client.limiter.bandwidth is not None:
+        return
+    rate = _pathmodel.measured_rate(ctx.counters.bytes_transferred, seconds, ctx.client.round_trip)
+    if rate is not None:
+        await anyio.to_thread.run_sync(cache.save_rate, ctx.client.base_url, direction, rate)
 
 
 def path_chunk_size(ctx: TransferContext) -> int:
@@ -37,7 +70,8 @@ def path_chunk_size(ctx: TransferContext) -> int:
     if ctx.config.chunk_size is not None:
         return base
     ceiling = ctx.capabilities.max_chunk_size or _pathmodel.HOSTED_CHUNK_CEILING
-    return _pathmodel.chunk_size(ctx.client.round_trip, path_rate(ctx), base, ceiling)
+    rate, sending = _pathmodel.path_rates(bwlimit(ctx), ctx.measured_rate)
+    return _pathmodel.chunk_size(ctx.client.round_trip, rate, base, ceiling, sending)
 
 
 async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> None:
@@ -74,6 +108,7 @@ def fitted(ctx: TransferContext, files: int) -> dict[str, Any]:
     return {
         "round_trip_ms": None if round_trip is None else round(round_trip * 1000, 1),
         "rate": rate,
+        "measured_rate": None if ctx.measured_rate is None else round(ctx.measured_rate),
         "concurrency": config.concurrency_for(round_trip) if files > floor else floor,
         "segments": config.segments_for(round_trip, rate),
         "upload_streams": config.upload_streams_for(round_trip, rate),

@@ -26,6 +26,18 @@ bytes that must be in flight for the link to stay busy::
   1/:data:`CHUNK_ROUND_TRIPS` to it: ``chunk ≥ CHUNK_ROUND_TRIPS × bdp``. On a
   slow link (a known low rate) a chunk is at most :data:`RESUME_SECONDS` of
   sending, so a resume repeats little.
+
+The rate comes from ``--bwlimit`` when one is set (a flag wins), else from
+what an earlier transfer with the same server in the same direction carried
+(:func:`measured_rate`, remembered by :mod:`._capcache`), else the assumption.
+A measure only ever *raises* the rate the connections are counted from
+(:func:`path_rates`): a transfer's rate is a lower bound on what the path
+carries, and a low one cannot tell a slow link (where more connections only
+share it) from a lossy one (where each connection is capped and fewer of them
+would carry less, measure less next time, and spiral down: the 23% of the
+issue). A low measure still shortens the chunk to :data:`RESUME_SECONDS` of
+sending at it: at any faster real rate a chunk only takes less time, still
+many round trips (it holds ≥ 1 MiB and ≥ 30 s × rate ≫ rate × round trip).
 """
 
 from __future__ import annotations
@@ -57,6 +69,43 @@ HOSTED_CHUNK_CEILING = 64 * MiB
 MIN_MODEL_CHUNK = 1 * MiB
 
 
+#: Shortest transfer whose rate is trusted: below, slow start and the first round trips weigh.
+MEASURE_SECONDS = 3.0
+#: A trusted measure moved at least this many bandwidth-delay products: bytes sitting in
+#: socket buffers, and a transfer made of round trips, weigh little against it.
+MEASURE_BDPS = 32
+
+
+def measured_rate(nbytes: int, seconds: float, round_trip: float | None) -> float | None:
+    """The rate a transfer carried, bytes/s, when it is long enough to say something; else None.
+
+    Shorter than :data:`MEASURE_SECONDS`, or fewer than :data:`MEASURE_BDPS`
+    bandwidth-delay products at its own rate (``seconds < MEASURE_BDPS ×
+    round_trip``): it is bounded by its round trips, not by the link.
+    """
+    if nbytes <= 0 or not seconds >= MEASURE_SECONDS:
+        return None
+    rate = nbytes / seconds
+    if nbytes < MEASURE_BDPS * in_flight(round_trip, rate):
+        return None
+    return rate
+
+
+def path_rates(limit: float | None, measured: float | None) -> tuple[float | None, float | None]:
+    """``(rate, sending)``: the rate connections are counted from, and the one a chunk is sent at.
+
+    ``--bwlimit`` (``limit``) is both, whatever was measured. Else a measure
+    raises the rate above :data:`ASSUMED_RATE`, never lowers it (see the
+    module's docstring), while a chunk is sized for the measured rate itself.
+    None: nothing known, the model assumes.
+    """
+    if limit is not None and limit > 0:
+        return limit, limit
+    if measured is not None and measured > 0:
+        return max(measured, ASSUMED_RATE), measured
+    return None, None
+
+
 def in_flight(round_trip: float | None, rate: float | None = None) -> float:
     """The bandwidth-delay product in bytes: 0 when the round trip is not measured."""
     if round_trip is None or round_trip <= 0:
@@ -76,16 +125,21 @@ def files_in_flight(round_trip: float | None, floor: int, ceiling: int) -> int:
     return _between(floor + extra, floor, ceiling)
 
 
-def chunk_size(round_trip: float | None, rate: float | None, base: int, ceiling: int) -> int:
+def chunk_size(
+    round_trip: float | None, rate: float | None, base: int, ceiling: int, sending: float | None = None
+) -> int:
     """Bytes per upload chunk: ``base`` stretched to :data:`CHUNK_ROUND_TRIPS` × bdp, capped at ``ceiling``.
 
     :param base: the size for a short path (today's constant: the server's limit or 16 MiB).
     :param ceiling: the largest chunk the server takes (its advertised limit, or hosted
         Flow's practical one); never exceeded.
+    :param sending: the rate a chunk is sent at, when known (default ``rate``): a chunk
+        holds at most :data:`RESUME_SECONDS` of it.
     """
     wanted = max(base, _whole_mib(CHUNK_ROUND_TRIPS * in_flight(round_trip, rate)))
-    if rate and rate > 0:
-        wanted = min(wanted, max(MIN_MODEL_CHUNK, _whole_mib(rate * RESUME_SECONDS)))
+    sending = rate if sending is None else sending
+    if sending and sending > 0:
+        wanted = min(wanted, max(MIN_MODEL_CHUNK, _whole_mib(sending * RESUME_SECONDS)))
     return max(1, min(ceiling, wanted))
 
 

@@ -41,7 +41,7 @@ from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
 from ._limiter import RateLimiter
-from ._pathfit import fitted, measure_round_trip
+from ._pathfit import fitted, measure_round_trip, recall_rate, remember_rate
 from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
@@ -293,7 +293,10 @@ class Runner:
                     summary.bytes_done + summary.bytes_skipped,
                 )
             )
+            await recall_rate(ctx, kind)
+            working = time.monotonic()
             await self._work(ctx, work, held, raw_journal)
+            await remember_rate(ctx, kind, time.monotonic() - working)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other
         except BaseException as exc:
@@ -372,14 +375,16 @@ class Runner:
 
         With more files waiting than ``concurrency`` on a long path, each
         file's round trip would leave its worker idle: more files go at once
-        (:meth:`TransferConfig.concurrency_for`). Fewer files need no measure.
+        (:meth:`TransferConfig.concurrency_for`). Fewer files need no measure
+        here (two GETs more before a download's first byte): each file's
+        streams are counted when it starts.
         """
         floor = ctx.config.concurrency_for(None)
         if waiting > floor:
             await measure_round_trip(ctx, again=True)
         chosen = fitted(ctx, waiting)
         hire(chosen["concurrency"] - floor)
-        if chosen["round_trip_ms"] is not None and not self._stopping:
+        if (chosen["round_trip_ms"] is not None or chosen["measured_rate"] is not None) and not self._stopping:
             try:
                 await anyio.to_thread.run_sync(partial(ctx.journal.update_transfer_state, ctx.transfer_id, path=chosen))
             except JournalUnavailableError:

@@ -183,6 +183,9 @@ class TransferContext:
     #: Files being uploaded now: a large file's parallel chunks take the connections that other
     #: files leave (:func:`._upload_parallel.parallel_streams`).
     uploads_active: int = 0
+    #: The rate (bytes/s) an earlier transfer with this server carried in this one's direction,
+    #: when recent (:mod:`._capcache`): the path's counts are fitted to it (:mod:`._pathfit`).
+    measured_rate: float | None = None
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

@@ -46,6 +46,30 @@ def test_an_answer_is_used_until_its_ttl_then_asked_again(tmp_path: Path) -> Non
     assert cache.load("http://a") is None
 
 
+def test_a_measured_rate_lives_beside_the_answer_with_its_own_age(tmp_path: Path) -> None:
+    """Per server and direction; kept when the answer is replaced or forgotten; a file only its owner reads."""
+    clock = Clock()
+    cache = CapabilityCache(tmp_path, ttl=60, rate_ttl=600, clock=clock)
+    assert cache.rate("http://a", "upload") is None
+    cache.save_rate("http://a", "upload", 5e6)
+    cache.save("http://a", OURS)
+    cache.save_rate("http://a", "download", 7e6)
+    assert (tmp_path / CACHE_FILE).stat().st_mode & 0o777 == 0o600
+    assert cache.load("http://a") == OURS
+    assert (cache.rate("http://a", "upload"), cache.rate("http://a", "download"), cache.rate("http://b", "upload")) == (
+        5e6,
+        7e6,
+        None,
+    )
+    clock.now += 120  # the answer is stale, the rates are not
+    assert cache.load("http://a") is None
+    cache.save("http://a", {})
+    cache.forget("http://a")
+    assert cache.load("http://a") is None and cache.rate("http://a", "upload") == 5e6
+    clock.now += 600
+    assert cache.rate("http://a", "upload") is None
+
+
 def test_forget_drops_one_server_only(tmp_path: Path) -> None:
     cache = CapabilityCache(tmp_path)
     cache.save("http://a", OURS)
@@ -62,9 +86,10 @@ def test_an_unreadable_file_only_costs_the_question(garbage: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / CACHE_FILE).write_bytes(garbage)
         cache = CapabilityCache(Path(folder))
-        assert cache.load("http://a") is None
+        assert cache.load("http://a") is None and cache.rate("http://a", "upload") is None
         cache.save("http://a", OURS)
-        assert cache.load("http://a") == OURS
+        cache.save_rate("http://a", "upload", 1e6)
+        assert cache.load("http://a") == OURS and cache.rate("http://a", "upload") == 1e6
 
 
 def test_no_config_dir_no_file_and_no_error(tmp_path: Path) -> None:
