@@ -380,8 +380,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--small-files", type=int, default=None, help="small files (default 2000; --quick 200)")
     p.add_argument("--small-size", default="64K", help="their size (default 64K)")
     p.add_argument(
-        "--baseline-files", type=int, default=None, help="of the small files, how many the official client "
-        "uploads, its time scaled to all (default 200; --quick 20)"
+        "--baseline-files",
+        type=int,
+        default=None,
+        help="of the small files, how many the official client "
+        "uploads, its time scaled to all (default 200; --quick 20)",
     )
     p.add_argument("--repeats", type=int, default=None, help="rounds per comparison (default 3; --quick 1)")
     p.add_argument("--baseline-repeats", type=int, default=1, help="the official client's rounds (default 1)")
@@ -438,8 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         baseline_tasks=frozenset() if args.no_baseline else baseline_on,
     )
     estimate = estimate_seconds(
-        plan, rtt_ms=args.rtt_ms, link_mbit=args.link_mbit, lossy_mbit=args.lossy_mbit, size=size,
-        many=count * file_size, paths=len(chosen),
+        plan,
+        rtt_ms=args.rtt_ms,
+        link_mbit=args.link_mbit,
+        lossy_mbit=args.lossy_mbit,
+        size=size,
+        many=count * file_size,
+        paths=len(chosen),
     )
     print(f"estimated duration of this run: about {estimate / 60:.0f} min", flush=True)
     started = time.monotonic()

@@ -61,9 +61,7 @@ def parse_goals(text: str) -> list[Goal]:
     """The goal lines of a recorded section (its figures, before the notes)."""
     figures = text.split(NOTES_MARKER, 1)[0]
     found = (GOAL_LINE.match(line.strip()) for line in figures.splitlines())
-    return [
-        Goal(m["path"], m["what"], m["figure"], m["goal"], m["verdict"] == "met", m["note"]) for m in found if m
-    ]
+    return [Goal(m["path"], m["what"], m["figure"], m["goal"], m["verdict"] == "met", m["note"]) for m in found if m]
 
 
 def kind(task: str) -> str:
@@ -84,8 +82,16 @@ def share_goals(rows: Iterable[Row], rtt_ms: float, recorded_50: dict[tuple[str,
             continue
         before = recorded_50.get((row.path, row.task))
         if before is None:  # shown, not skipped: a goal without its figure is not met
-            goals.append(Goal(row.path, row.task, f"{share:.0%} of the link, no 50 ms figure recorded",
-                              f"within {POINTS} points of 50 ms", False, " (record the 50 ms section first)"))
+            goals.append(
+                Goal(
+                    row.path,
+                    row.task,
+                    f"{share:.0%} of the link, no 50 ms figure recorded",
+                    f"within {POINTS} points of 50 ms",
+                    False,
+                    " (record the 50 ms section first)",
+                )
+            )
             continue
         drop = (before - share) * 100
         figure = f"{share:.0%} of the link, {before:.0%} at 50 ms, {_points(drop)}"
@@ -103,14 +109,14 @@ def ratio_goals(rows: Sequence[Row]) -> list[Goal]:
     goals = []
     curl, ours = median.get(("clean", "download", "curl")), median.get(("clean", "download", "flowxfer"))
     if curl and ours:
-        goals.append(Goal("clean", "download against curl", f"{ours / curl:.2f}× curl's time", "≤ 1.05×",
-                          ours / curl <= 1.05))
+        goals.append(
+            Goal("clean", "download against curl", f"{ours / curl:.2f}× curl's time", "≤ 1.05×", ours / curl <= 1.05)
+        )
     for row in rows:
         official = median.get((row.path, "upload many", "flowbio v2"))
         if row.path == "clean" and kind(row.task) == "upload many" and row.tool == "flowxfer" and official:
             ratio = official / row.series.median
-            goals.append(Goal("clean", f"{row.task} against the official client", f"{ratio:.1f}×", "≥ 7×",
-                              ratio >= 7))
+            goals.append(Goal("clean", f"{row.task} against the official client", f"{ratio:.1f}×", "≥ 7×", ratio >= 7))
     return goals
 
 
@@ -118,8 +124,13 @@ def fixed_goals(on_path: dict[str, float], rtt: float) -> list[Goal]:
     """A 4 KiB command through the clean path, start to last byte: at most 0.3 s + 2 round trips."""
     goal = 0.3 + 2 * rtt
     return [
-        Goal("clean", f"fixed cost, {direction} 4 KiB", f"{seconds:.2f} s", f"≤ 0.3 s + 2 round trips = {goal:.2f} s",
-             seconds <= goal)
+        Goal(
+            "clean",
+            f"fixed cost, {direction} 4 KiB",
+            f"{seconds:.2f} s",
+            f"≤ 0.3 s + 2 round trips = {goal:.2f} s",
+            seconds <= goal,
+        )
         for direction, seconds in on_path.items()
     ]
 
@@ -127,8 +138,14 @@ def fixed_goals(on_path: dict[str, float], rtt: float) -> list[Goal]:
 def small_goals(path: str, task: str, ratios: dict[str, float], note: str) -> list[Goal]:
     """2,000 small files: one by one ≥ 20× the official client, packed ≥ 50×."""
     return [
-        Goal(path, f"{task}, {tool}", f"{ratios[tool]:.1f}× the official client", f"≥ {goal:g}×",
-             ratios[tool] >= goal, f" ({note})")
+        Goal(
+            path,
+            f"{task}, {tool}",
+            f"{ratios[tool]:.1f}× the official client",
+            f"≥ {goal:g}×",
+            ratios[tool] >= goal,
+            f" ({note})",
+        )
         for tool, goal in SMALL.items()
         if tool in ratios
     ]
@@ -192,8 +209,11 @@ def readme_table(results: str, rtts: Sequence[float] = (50, 150)) -> list[str]:
         when = re.search(r"\d{4}-\d{2}-\d{2}", text)
         rounds = re.search(r"Medians of [^.]*\.", text)
         lines.append(f"- {rtt:g} ms: recorded {when[0] if when else '(undated)'}. {rounds[0] if rounds else ''}")
-    lines += ["", "| path | what | goal | " + " | ".join(f"{rtt:g} ms" for rtt in recorded) + " |",
-              "|---|---|---|" + "---|" * len(recorded)]
+    lines += [
+        "",
+        "| path | what | goal | " + " | ".join(f"{rtt:g} ms" for rtt in recorded) + " |",
+        "|---|---|---|" + "---|" * len(recorded),
+    ]
     for path, what in keys:
         first = next(found[(path, what)] for found in goals.values() if (path, what) in found)
         cells = []

@@ -114,9 +114,7 @@ def folders(count: int, size: int, sample: int) -> tuple[Path, Path, Path]:
     return folder, part, empty
 
 
-def _counted(
-    run: Callable[[int], Run], server: Server, path: WanProcess, traffic: Traffic
-) -> Callable[[int], Run]:
+def _counted(run: Callable[[int], Run], server: Server, path: WanProcess, traffic: Traffic) -> Callable[[int], Run]:
     def counting(round_: int) -> Run:
         requests, connections = server.requests(), path.connections()
         result = run(round_)
@@ -184,8 +182,11 @@ def summarise(
     ours, packed = series[ONE_BY_ONE], series[PACKED]
     files = {name: count for name in (ONE_BY_ONE, PACKED)}
     rows = [Row(label, task, ONE_BY_ONE, ours, nbytes, None), Row(label, task, PACKED, packed, nbytes, None)]
-    costs = {name: per_file(series[name].median, count, _median(t.requests), _median(t.connections), rtt)
-             for name, t in traffic.items() if name in files}
+    costs = {
+        name: per_file(series[name].median, count, _median(t.requests), _median(t.connections), rtt)
+        for name, t in traffic.items()
+        if name in files
+    }
     ratios: dict[str, float] = {}
     note = "no official client in this run"
     if BASELINE in series:
@@ -222,4 +223,3 @@ def _median(values: list[int]) -> int:
 def where_the_time_goes(label: str, result: SmallResult) -> list[str]:
     """A line a tool: requests, connections and round trips a file, and how many files moved at once."""
     return [f"- {label}, {name}: {cost.describe()}." for name, cost in result.per_file.items()]
-

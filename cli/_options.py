@@ -170,5 +170,3 @@ _SAID: set[str] = set()
 def global_options(ctx: click.Context) -> GlobalOptions:
     options = ctx.find_object(GlobalOptions)
     return options if options is not None else GlobalOptions()
-
-

@@ -240,9 +240,7 @@ def download(
             "name data ids, samples (--sample, --project), a search with --filename, "
             "--pattern or --owned, or --execution"
         )
-    config = transfer_config(
-        segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait
-    )
+    config = transfer_config(segments=segments, concurrency=concurrency, bwlimit=bwlimit, max_wait=max_wait)
     output = output_for(options, "download")
     ids = with_sample_data(options, output, config, ids, samples, projects, raw_only=raw_only)
     if auto_bulk or dry_run:

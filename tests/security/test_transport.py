@@ -165,9 +165,7 @@ async def test_tls_verified_by_default_and_ca_bundle_accepted(tmp_path: Path, ce
         assert (await env.run("jobs")).code == 0
 
 
-async def test_the_system_trust_store_is_read_when_the_client_opens_not_at_import(
-    tmp_path: Path, certs: Path
-) -> None:
+async def test_the_system_trust_store_is_read_when_the_client_opens_not_at_import(tmp_path: Path, certs: Path) -> None:
     """The console script imports aiohttp with the CA locations pointed at nothing (start-up, issue 20).
 
     The engine's own context must still load the system's trust store, here

@@ -67,9 +67,7 @@ async def test_a_parallel_directory_upload_lands_the_strict_ones_tree(api: Api, 
     assert await _finish(api, data_id, archive) == (code, body)
 
 
-async def test_an_unsafe_archive_is_refused_at_finish_and_nothing_is_recorded(
-    api: Api, server: RunningServer
-) -> None:
+async def test_an_unsafe_archive_is_refused_at_finish_and_nothing_is_recorded(api: Api, server: RunningServer) -> None:
     archive = _tar_bytes({"../escape.txt": b"x" * CHUNK, "ok.txt": b"y"}, "w")
     data_id = await _parallel(api, archive)
     code, body = await _finish(api, data_id, archive)

@@ -151,9 +151,7 @@ def test_upload_blocks_shrink_as_more_files_go_at_once_and_keep_their_memory_bou
     assert config.upload_block_for(1) == config.block_size and config.upload_block_for(16) == config.upload_block_size
 
 
-@given(
-    nbytes=st.integers(0, 1 << 40), seconds=st.floats(0, 1e4, allow_nan=False), round_trip=round_trips
-)
+@given(nbytes=st.integers(0, 1 << 40), seconds=st.floats(0, 1e4, allow_nan=False), round_trip=round_trips)
 def test_a_rate_is_trusted_only_from_a_transfer_long_against_its_round_trips(
     nbytes: int, seconds: float, round_trip: float | None
 ) -> None:

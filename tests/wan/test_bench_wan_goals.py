@@ -59,9 +59,7 @@ def test_every_tool_runs_its_own_count_of_rounds(repeats: int, limit: int) -> No
 # --- small files -------------------------------------------------------------
 
 
-@given(
-    start=st.floats(0, 5), per_file_s=st.floats(0.001, 1), sample=st.integers(1, 500), factor=st.integers(1, 20)
-)
+@given(start=st.floats(0, 5), per_file_s=st.floats(0.001, 1), sample=st.integers(1, 500), factor=st.integers(1, 20))
 def test_the_sample_scales_to_all_files_with_its_start_up_counted_once(
     start: float, per_file_s: float, sample: int, factor: int
 ) -> None:
@@ -118,8 +116,11 @@ def test_the_small_files_goals_are_twenty_and_fifty_times() -> None:
 
 
 def test_at_50_ms_each_share_is_held_to_the_issue_s_figure() -> None:
-    rows = [row("clean", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.91), row("lossy", "download 1024 MiB",
-            "flowxfer", GiB / LINK / 0.89), row("clean", "upload 1024 MiB", "flowbio v2", 80.0)]
+    rows = [
+        row("clean", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.91),
+        row("lossy", "download 1024 MiB", "flowxfer", GiB / LINK / 0.89),
+        row("clean", "upload 1024 MiB", "flowbio v2", 80.0),
+    ]
     goals = share_goals(rows, 50, {})
     assert [(g.path, g.what, g.goal, g.met) for g in goals] == [
         ("clean", "upload 1024 MiB", "≥ 90%", True),
@@ -128,11 +129,16 @@ def test_at_50_ms_each_share_is_held_to_the_issue_s_figure() -> None:
 
 
 def test_at_another_round_trip_each_share_is_held_to_within_ten_points_of_the_recorded_50_ms() -> None:
-    rows = [row("clean", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.801),
-            row("lossy", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.709),
-            row("lossy", "download 1024 MiB", "flowxfer", GiB / LINK / 0.95)]
-    recorded = {("clean", "upload 1024 MiB"): 0.90, ("lossy", "upload 1024 MiB"): 0.81,
-                ("lossy", "download 1024 MiB"): 0.90}
+    rows = [
+        row("clean", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.801),
+        row("lossy", "upload 1024 MiB", "flowxfer", GiB / LINK / 0.709),
+        row("lossy", "download 1024 MiB", "flowxfer", GiB / LINK / 0.95),
+    ]
+    recorded = {
+        ("clean", "upload 1024 MiB"): 0.90,
+        ("lossy", "upload 1024 MiB"): 0.81,
+        ("lossy", "download 1024 MiB"): 0.90,
+    }
     goals = share_goals(rows, 150, recorded)
     assert [g.met for g in goals] == [True, False, True]
     assert goals[0].figure == "80% of the link, 90% at 50 ms, 10 points lower"
@@ -185,22 +191,46 @@ def test_the_loopback_goals_are_read_from_the_recorded_engine_section() -> None:
 
 def section(rtt: int, date: str, lines: list[str]) -> str:
     return "\n".join(
-        [f"## WAN path (issue 20), {rtt} ms RTT", "", f"Machine: 2 cores, loopback, {date}. Medians of 3 "
-         "alternating rounds; the official client's runs 1 round(s), the first ones. Every tool.", "",
-         "| clean | upload 1024 MiB | flowxfer | 10.05 s | 102 MiB/s | 85% | 153 MiB | x |",
-         "| clean | upload 1024 MiB | flowbio v2 | 77.84 s | 13 MiB/s | 11% | 64 MiB |  |", "", *lines, "",
-         NOTES_MARKER, "| clean | upload 1024 MiB | flowxfer | 1 s | 1 | 99% | 1 |", ""]
+        [
+            f"## WAN path (issue 20), {rtt} ms RTT",
+            "",
+            f"Machine: 2 cores, loopback, {date}. Medians of 3 "
+            "alternating rounds; the official client's runs 1 round(s), the first ones. Every tool.",
+            "",
+            "| clean | upload 1024 MiB | flowxfer | 10.05 s | 102 MiB/s | 85% | 153 MiB | x |",
+            "| clean | upload 1024 MiB | flowbio v2 | 77.84 s | 13 MiB/s | 11% | 64 MiB |  |",
+            "",
+            *lines,
+            "",
+            NOTES_MARKER,
+            "| clean | upload 1024 MiB | flowxfer | 1 s | 1 | 99% | 1 |",
+            "",
+        ]
     )
 
 
-RESULTS = "\n".join([
-    "# Benchmark results", "",
-    section(50, "2026-12-07", ["- clean, upload 1024 MiB: 85% of the link (goal ≥ 90%): missed.",
-                               "- clean, fixed cost, download 4 KiB: 0.40 s (goal ≤ 0.3 s + 2 round trips = 0.40 s): "
-                               "met."]),
-    section(150, "2026-12-08", ["- clean, upload 1024 MiB: 80% of the link, 85% at 50 ms, 5 points lower (goal "
-                                "within 10 points of 50 ms): met."]),
-])
+RESULTS = "\n".join(
+    [
+        "# Benchmark results",
+        "",
+        section(
+            50,
+            "2026-12-07",
+            [
+                "- clean, upload 1024 MiB: 85% of the link (goal ≥ 90%): missed.",
+                "- clean, fixed cost, download 4 KiB: 0.40 s (goal ≤ 0.3 s + 2 round trips = 0.40 s): met.",
+            ],
+        ),
+        section(
+            150,
+            "2026-12-08",
+            [
+                "- clean, upload 1024 MiB: 80% of the link, 85% at 50 ms, 5 points lower (goal "
+                "within 10 points of 50 ms): met."
+            ],
+        ),
+    ]
+)
 
 
 def test_the_recorded_50_ms_shares_are_the_table_s_not_the_notes() -> None:
@@ -209,13 +239,19 @@ def test_the_recorded_50_ms_shares_are_the_table_s_not_the_notes() -> None:
 
 def test_the_readme_table_shows_each_goal_in_each_recorded_section() -> None:
     table = readme_table(RESULTS)
-    assert table[0] == "- 50 ms: recorded 2026-12-07. Medians of 3 alternating rounds; the official client's runs " \
+    assert (
+        table[0] == "- 50 ms: recorded 2026-12-07. Medians of 3 alternating rounds; the official client's runs "
         "1 round(s), the first ones."
+    )
     assert "| path | what | goal | 50 ms | 150 ms |" in table
-    assert "| clean | upload 1024 MiB | ≥ 90% | 85% of the link: **missed** | 80% of the link, 85% at 50 ms, " \
+    assert (
+        "| clean | upload 1024 MiB | ≥ 90% | 85% of the link: **missed** | 80% of the link, 85% at 50 ms, "
         "5 points lower (goal within 10 points of 50 ms): **met** |" in table
-    assert "| clean | fixed cost, download 4 KiB | ≤ 0.3 s + 2 round trips = 0.40 s | 0.40 s: **met** | not " \
+    )
+    assert (
+        "| clean | fixed cost, download 4 KiB | ≤ 0.3 s + 2 round trips = 0.40 s | 0.40 s: **met** | not "
         "recorded |" in table
+    )
 
 
 def test_the_readme_s_table_is_replaced_between_its_markers_only() -> None:
@@ -229,8 +265,14 @@ def test_the_readme_s_table_is_replaced_between_its_markers_only() -> None:
 
 
 def plan(**changes: object) -> Plan:
-    figures: dict[str, object] = {"repeats": 3, "baseline_repeats": 1, "small_files": 2000,
-                                  "small_size": 65536, "baseline_files": 200, "tasks": frozenset(TASKS)}
+    figures: dict[str, object] = {
+        "repeats": 3,
+        "baseline_repeats": 1,
+        "small_files": 2000,
+        "small_size": 65536,
+        "baseline_files": 200,
+        "tasks": frozenset(TASKS),
+    }
     return Plan(**{**figures, **changes})  # type: ignore[arg-type]
 
 
