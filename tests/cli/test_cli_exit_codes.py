@@ -344,7 +344,18 @@ async def test_a_second_sigint_stops_at_once_and_still_saves_the_journal(tmp_pat
             stall = proxy.add(StallMidBody(Match("POST", r"^/upload$", nth=2), direction="down", seconds=60))
             cli = Cli(proxy.url, tmp_path / "home")
             await cli.login("alice", srv.users["alice"])
-            command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "256k"]
+            # One stream: the stall is on the strict order's second chunk (on a loaded machine the
+            # loopback's measured round trip could otherwise ask for parallel chunks).
+            command = [
+                "--log-format",
+                "json",
+                "upload",
+                str(tmp_path / "run"),
+                "--chunk-size",
+                "256k",
+                "--streams",
+                "1",
+            ]
             async with cli.start(*command) as first:
                 await first.until_moved(512 * KiB)  # the second chunk sent, its answer stalled
                 first.signal(signal.SIGINT)
