@@ -144,7 +144,9 @@ class TransferConfig:
         """Ranged streams per large download on a path with this round trip (None: not measured yet)."""
         if self.segments is not None:
             return self.segments
-        return _pathmodel.connections(round_trip, rate, SHORT_PATH_SEGMENTS, self.max_segments)
+        return _pathmodel.connections(
+            round_trip, rate, SHORT_PATH_SEGMENTS, self.max_segments, _pathmodel.DOWNLOAD_MARGIN
+        )
 
     def upload_streams_for(self, round_trip: float | None, rate: float | None = None) -> int:
         """Connections for one large file's parallel chunks on a path with this round trip."""

@@ -81,7 +81,7 @@ def test_the_defaults_at_the_usual_round_trips() -> None:
         ms: (config.segments_for(ms / 1000), config.upload_streams_for(ms / 1000), config.concurrency_for(ms / 1000))
         for ms in (0.1, 20, 50, 150)
     }
-    assert chosen == {0.1: (4, 1, 16), 20: (4, 3, 36), 50: (6, 6, 64), 150: (8, 8, 64)}
+    assert chosen == {0.1: (4, 1, 16), 20: (4, 3, 36), 50: (8, 6, 64), 150: (8, 8, 64)}
     assert (config.segments_for(None), config.upload_streams_for(None), config.concurrency_for(None)) == (4, 1, 16)
     hosted = [model.chunk_size(ms / 1000, None, 16 * MiB, model.HOSTED_CHUNK_CEILING) // MiB for ms in (0.1, 20, 50)]
     assert hosted == [16, 20, 48]
@@ -196,7 +196,7 @@ def test_a_fast_measure_raises_the_counts_on_a_short_path() -> None:
     slow, sending = model.path_rates(None, 1.25e6)
     assert (config.segments_for(0.01), config.upload_streams_for(0.01)) == (4, 2)
     assert (config.segments_for(0.01, ten_gbit), config.upload_streams_for(0.01, ten_gbit)) == (8, 8)
-    assert (config.segments_for(0.05, slow), config.upload_streams_for(0.05, slow)) == (6, 6)
+    assert (config.segments_for(0.05, slow), config.upload_streams_for(0.05, slow)) == (8, 6)
     assert model.chunk_size(0.05, slow, 64 * MiB, 64 * MiB, sending) == 36 * MiB
 
 
