@@ -104,6 +104,11 @@ class JournalBatch:
         self.chunk_updates[key] = (new, checksum)
         self._events += 1
 
+    def upload_done(self, file_id: int, data_id: str | None, size: int, checksum: str | None) -> None:
+        """A file the server took whole: ``done`` with its data id, and its chunks verified."""
+        self.file_state(file_id, FileState.DONE, data_id=data_id, bytes_done=size, checksum=checksum, error=None)
+        self.verify_chunks(file_id)
+
     def verify_chunks(self, file_id: int) -> None:
         """Every ``acked`` chunk of the file is now ``verified`` (its whole file passed its check)."""
         self.verified_files.add(file_id)

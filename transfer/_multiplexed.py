@@ -160,10 +160,7 @@ async def _send(
             "the annotation sheet was refused: " + "; ".join(problems or warnings), 400, exc.body
         ) from None
     ctx.counters.verified.add(upload_verification(ctx.capabilities))
-    ctx.writer.batch.file_state(
-        record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size, checksum=result.checksum, error=None
-    )
-    ctx.writer.batch.verify_chunks(record.id)
+    ctx.writer.batch.upload_done(record.id, result.data_id, record.size, result.checksum)
     ctx.writer.added()
     await ctx.writer.flush()
     return FileReport(record.local_path, result.data_id, record.remote_name, record.size, "done")

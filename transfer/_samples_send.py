@@ -253,15 +253,7 @@ class SampleSender:
     def _finished_file(self, record: FileRecord, result: UploadResult) -> None:
         ctx = self.ctx
         ctx.counters.verified.add(upload_verification(ctx.capabilities))
-        ctx.writer.batch.file_state(
-            record.id,
-            FileState.DONE,
-            data_id=result.data_id,
-            bytes_done=record.size,
-            checksum=result.checksum,
-            error=None,
-        )
-        ctx.writer.batch.verify_chunks(record.id)
+        ctx.writer.batch.upload_done(record.id, result.data_id, record.size, result.checksum)
         ctx.writer.added()
 
     async def _guarded(self, record: FileRecord, lookup: Awaitable[FoundSample | None]) -> FoundSample | None:

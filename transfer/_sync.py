@@ -26,7 +26,6 @@ import anyio
 
 from flowxfer.journal import (
     FileRecord,
-    FileState,
     Journal,
     NewFile,
     PackRecord,
@@ -334,15 +333,7 @@ async def _sync_one(
         # The tar's inventory entry and its row's "done" go in one batch, so one commit: a later
         # sync trusts the inventory and drops unfinished rows, so neither may exist without the other.
         batch = ctx.writer.batch
-        batch.file_state(
-            record.id,
-            FileState.DONE,
-            data_id=result.data_id,
-            bytes_done=record.size,
-            checksum=result.checksum,
-            error=None,
-        )
-        batch.verify_chunks(record.id)
+        batch.upload_done(record.id, result.data_id, record.size, result.checksum)
         batch.remember_pack(
             PackRecord(
                 ctx.server,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from flowxfer.journal import FileRecord, FileState, InventoryRecord
+from flowxfer.journal import FileRecord, InventoryRecord
 
 from ._by_id import Prefetched
 from ._client import Capabilities
@@ -145,10 +145,7 @@ def upload_verification(capabilities: Capabilities) -> str:
 def remember_upload(ctx: TransferContext, record: FileRecord, result: UploadResult, mtime_ns: int) -> None:
     """Journal a finished upload: the file is done, its chunks verified, the inventory updated."""
     batch = ctx.writer.batch
-    batch.file_state(
-        record.id, FileState.DONE, data_id=result.data_id, bytes_done=record.size, checksum=result.checksum, error=None
-    )
-    batch.verify_chunks(record.id)
+    batch.upload_done(record.id, result.data_id, record.size, result.checksum)
     batch.remember(
         InventoryRecord(
             server=ctx.server,
