@@ -1,0 +1,131 @@
+"""``--journal`` values a user gets wrong: one clear line and the documented exit code, never a traceback.
+
+``tests/journal/test_location.py`` and ``tests/fleet/test_journal_url.py``
+cover unknown schemes, bad ports, missing servers and a missing database.
+Not covered were a malformed host part (urllib raises its own ValueError), an
+upper-case scheme (accepted by the parser, then handed to libpq as written), a
+wrong or missing password, and other mistakes libpq finds before it sends a
+byte: none of them passes by waiting, so each is a usage error (exit 2), not
+"the journal is unreachable, try again later" (exit 75), which a cron job
+would retry for ever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowxfer.journal import JournalLocationError, parse_journal_location
+from tests.cli.conftest import Cli
+from tests.support.postgres import PostgresCluster
+from tests.support.server import RunningServer
+
+PASSWORD = "Zs3cr3t-review"
+
+#: Defects found by this review, for the owners of the files named (strict: a fix turns these red
+#: until the mark goes, so the tests cannot silently stay marked).
+LOCATION_RAISES = pytest.mark.xfail(
+    strict=True,
+    reason="journal/_location.py:102-107 lets urlsplit()'s ValueError (Invalid IPv6 URL, bad host) escape",
+)
+CLIENT_SIDE_IS_NOT_AN_OUTAGE = pytest.mark.xfail(
+    strict=True,
+    reason="journal/_postgres.py _why_unreachable(): a libpq error before any connection (no password, "
+    "bad option) carries no SQLSTATE and no FATAL, so it is taken for an outage (exit 75)",
+)
+UPPER_CASE_SCHEME = pytest.mark.xfail(
+    strict=True,
+    reason="journal/_location.py returns url=value as written; libpq only knows lower-case schemes",
+)
+#: A port nothing listens on: a TCP port of our own, bound and closed, is unlikely to be reused at once.
+CLOSED = "postgresql://u@127.0.0.1:1/db"
+
+
+@LOCATION_RAISES
+@given(rest=st.text(alphabet="[]:@/?=&%.,0123456789abcdefuvxyz-", max_size=30))
+def test_any_postgresql_url_parses_or_is_a_journal_error(rest: str) -> None:
+    """Whatever follows the scheme, the parser answers or raises its own error (the CLI's exit 2)."""
+    for scheme in ("postgresql://", "postgres://"):
+        try:
+            parse_journal_location(scheme + rest)
+        except JournalLocationError:
+            pass
+
+
+@LOCATION_RAISES
+@pytest.mark.parametrize("url", ["postgresql://[::1", "postgres://u@[zz]/db"])
+async def test_a_malformed_host_is_a_usage_error(server: RunningServer, tmp_path: Path, url: str) -> None:
+    result = await Cli(server.base_url, tmp_path / "home").run("--journal", url, "jobs")
+    assert result.code == 2, result
+    assert "journal" in result.stderr and len(result.stderr.strip().splitlines()) <= 3, result.stderr
+
+
+@UPPER_CASE_SCHEME
+async def test_an_upper_case_scheme_means_the_same_server(server: RunningServer, tmp_path: Path) -> None:
+    """``SQLITE:///`` works (test_location); ``POSTGRESQL://`` must reach the same server as the lower case."""
+    cli = Cli(server.base_url, tmp_path / "home")
+    lower = await cli.run("--journal", CLOSED, "jobs")
+    upper = await cli.run("--journal", CLOSED.replace("postgresql", "POSTGRESQL"), "jobs")
+    assert lower.code == 75 and "refused" in lower.stderr.lower(), lower
+    assert (upper.code, "refused" in upper.stderr.lower()) == (75, True), upper
+
+
+@CLIENT_SIDE_IS_NOT_AN_OUTAGE
+async def test_a_setting_libpq_refuses_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
+    """``sslmode=bogus`` fails before any connection: waiting cannot help, so exit 2, not 75."""
+    result = await Cli(server.base_url, tmp_path / "home").run("--journal", CLOSED + "?sslmode=bogus", "jobs")
+    assert result.code == 2, result
+    assert "sslmode" in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def password_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of our own whose role ``pw`` must give a password (the session's trusts everyone)."""
+    with PostgresCluster() as cluster:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE pw LOGIN PASSWORD '{PASSWORD}'")
+            conn.execute("CREATE DATABASE pwdb OWNER pw")
+        hba = cluster.data / "pg_hba.conf"
+        hba.write_text("host all pw 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        cluster._run("pg_ctl", "-D", str(cluster.data), "reload")
+        yield cluster
+
+
+def _url(cluster: PostgresCluster, password: str | None) -> str:
+    who = "pw" if password is None else f"pw:{password}"
+    return f"postgresql://{who}@127.0.0.1:{cluster.port}/pwdb"
+
+
+async def test_the_right_password_opens_the_journal(
+    server: RunningServer, tmp_path: Path, password_cluster: PostgresCluster
+) -> None:
+    result = await Cli(server.base_url, tmp_path / "home").run("--journal", _url(password_cluster, PASSWORD), "jobs")
+    assert result.code == 0, result
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+async def test_a_wrong_password_is_a_usage_error_that_never_shows_it(
+    server: RunningServer, tmp_path: Path, password_cluster: PostgresCluster
+) -> None:
+    cli = Cli(server.base_url, tmp_path / "home")
+    await cli.login("alice", server.users["alice"])  # doctor's other checks pass: only the journal fails
+    for args in (["jobs"], ["--json", "doctor", "-o", str(tmp_path)]):
+        result = await cli.run("--journal", _url(password_cluster, "Zwrong-pw"), *args)
+        assert result.code == 2, (args, result)
+        assert "password authentication failed" in result.stdout + result.stderr, result
+        assert "Zwrong-pw" not in result.stdout + result.stderr and "***" in result.stdout + result.stderr
+
+
+@CLIENT_SIDE_IS_NOT_AN_OUTAGE
+async def test_a_missing_password_is_a_usage_error(
+    server: RunningServer, tmp_path: Path, password_cluster: PostgresCluster
+) -> None:
+    """libpq says "no password supplied" without a FATAL from the server: still not an outage."""
+    result = await Cli(server.base_url, tmp_path / "home").run("--journal", _url(password_cluster, None), "jobs")
+    assert result.code == 2, result
+    assert "password" in result.stderr, result.stderr
