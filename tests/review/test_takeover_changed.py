@@ -9,8 +9,8 @@ in one clean line and nothing half is recorded as done.
 
 What guards this is the size-and-mtime check before a file's upload
 (``transfer/_workers.py``) and in :class:`FileSource`: with both reduced to the
-size, b stored two files of a's first chunks and its own rest, as done (the
-whole-file checksum is built from the chunks' checksums, so it agrees). A
+size, b stored two files of a's first chunks and its own rest, as done: no
+later check caught the mix. A
 copy with the same size and mtime but other bytes would get through: the
 documented limit of trusting stat, as for a single host.
 """
