@@ -1,0 +1,41 @@
+"""Odd input on the CLI found by this review that no test covered: an empty transfer id, a root that cannot be.
+
+- ``show ""`` and ``resume ""``: the empty string is taken as a prefix of
+  every id; with one transfer in the journal ``show ""`` shows it (exit 0),
+  with two it reports ": ambiguous". An empty id is a usage error (exit 2).
+- ``serve --root`` under a folder that cannot be made: "cannot serve" with
+  exit 1, where the contract says a local input error is exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Cli
+from tests.support.server import RunningServer
+from tests.transfer.conftest import write_random
+
+
+@pytest.mark.xfail(
+    strict=True, reason="cli (show/resume): an empty TRANSFER_ID is matched as a prefix of every id"
+)
+async def test_an_empty_transfer_id_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
+    cli = Cli(server.base_url, tmp_path / "home")
+    await cli.login("alice", server.users["alice"])
+    src = write_random(tmp_path / "a.bin", 1000, 1)
+    assert (await cli.run("upload", str(src))).code == 0
+    for command in ("show", "resume"):
+        result = await cli.run(command, "")
+        assert result.code == 2, (command, result)
+
+
+@pytest.mark.xfail(strict=True, reason="cli/_serve.py: an OSError on --root exits 1, not 2 (local input error)")
+async def test_a_root_that_cannot_be_made_is_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a folder")
+    cli = Cli("http://127.0.0.1:9", tmp_path / "home")
+    result = await cli.run("serve", "--root", str(blocker / "root"), "--port", "0")
+    assert result.code == 2, result
+    assert "root" in result.stderr, result.stderr
