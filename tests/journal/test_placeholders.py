@@ -22,6 +22,7 @@ from flowxfer.journal._postgres import _array_literal, _one_statement, _Queued, 
             "SELECT 5 % 2, x::bigint FROM t WHERE id LIKE ? ESCAPE '\\'",
             "SELECT 5 %% 2, x::bigint FROM t WHERE id LIKE %s ESCAPE '\\'",
         ),
+        ("SELECT a FROM t WHERE b LIKE 'x%' AND c = ?", "SELECT a FROM t WHERE b LIKE 'x%%' AND c = %s"),
     ],
 )
 def test_placeholders_are_translated_outside_strings_and_names(sqlite: str, psycopg: str) -> None:
