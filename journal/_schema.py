@@ -3,7 +3,7 @@
 SQLite: ``PRAGMA user_version`` holds the number of migrations applied.
 PostgreSQL: the table ``schema_migrations`` does; its list starts at the
 schema SQLite had reached at version 3 (PostgreSQL came then), so a fresh
-database runs :data:`POSTGRES_MIGRATIONS` ``3``, ``4``, then ``5``. Both reach
+database runs :data:`POSTGRES_MIGRATIONS` ``3``, ``4``, ``5``, then ``6``. Both reach
 :data:`SCHEMA_VERSION` with the same tables and columns (the tests compare
 them). A journal written by a newer flowxfer (a higher version than we
 know) is refused rather than guessed at; an older one is migrated forward
@@ -30,6 +30,18 @@ _HOSTS = """
 #:    ``--lease-ttl 600`` (heartbeats up to 150 s apart) must not lose its work to one running with
 #:    the default 60 s. Older rows get the default TTL, which is what every host used before.
 _LEASE_TTL = "ALTER TABLE leases ADD COLUMN ttl {real} NOT NULL DEFAULT 60"
+
+#: 6: room in ``chunks``' pages for their rows' next versions (PostgreSQL only; SQLite updates a row
+#:    in place). A chunk's row is written once by its plan and updated once or twice after
+#:    (``acked`` with its checksum, then ``verified``); in pages filled to 100% each update put the
+#:    row's new version on another page and a new entry in the primary key's index. With 60% of
+#:    each new page kept free the update stays on the page (a HOT update: no index entry), which
+#:    halved the WAL and took about 60% off the server's time per updated chunk (EXPLAIN ANALYZE,
+#:    128 chunks: 0.63 to 0.24 ms). 60%, not 50%: a batch acknowledging every chunk of a page
+#:    in one transaction needs room for all their new versions at once, each about 45% longer
+#:    than the planned row (the checksum). Pages already written keep their layout; new plans get
+#:    the room.
+_CHUNKS_FILLFACTOR = "ALTER TABLE chunks SET (fillfactor = 40)"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: transfers, their files and chunks, the inventory of what is known to
@@ -189,6 +201,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     _HOSTS,
     _LEASE_TTL.format(real="REAL"),
+    # 6: nothing to do on SQLite (see ``_CHUNKS_FILLFACTOR``); the version moves on with PostgreSQL's.
+    "",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -337,6 +351,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
     (4, _HOSTS),
     (5, _LEASE_TTL.format(real="DOUBLE PRECISION")),
+    (6, _CHUNKS_FILLFACTOR),
 )
 
 assert POSTGRES_MIGRATIONS[-1][0] == SCHEMA_VERSION, "both backends must reach the same schema version"

@@ -36,7 +36,7 @@ def test_a_journal_of_schema_2_is_migrated_keeping_its_transfers(tmp_path: Path)
         journal.add_samples("t1", [NewSample(1, "S1", {"sample_type": "RNA-Seq"})])
         assert [s.name for s in journal.samples_of("t1")] == ["S1"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     conn.close()
 
 

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowxfer.journal._postgres import _array_literal, _one_statement, _Queued, to_pyformat
+from flowxfer.journal._postgres import (
+    _array_literal,
+    _insert_from_arrays,
+    _one_statement,
+    _PostgresTransaction,
+    _Queued,
+    to_pyformat,
+)
 
 
 @pytest.mark.parametrize(
@@ -22,6 +29,7 @@ from flowxfer.journal._postgres import _array_literal, _one_statement, _Queued, 
             "SELECT 5 % 2, x::bigint FROM t WHERE id LIKE ? ESCAPE '\\'",
             "SELECT 5 %% 2, x::bigint FROM t WHERE id LIKE %s ESCAPE '\\'",
         ),
+        ("SELECT a FROM t WHERE b LIKE 'x%' AND c = ?", "SELECT a FROM t WHERE b LIKE 'x%%' AND c = %s"),
     ],
 )
 def test_placeholders_are_translated_outside_strings_and_names(sqlite: str, psycopg: str) -> None:
@@ -69,3 +77,47 @@ def test_a_blind_batch_is_one_statement_only_where_its_parts_cannot_see_each_oth
     assert _one_statement([write("files"), write("files")]) is None
     assert _one_statement([write("chunks"), refusal]) is None
     assert _one_statement([_Queued("INSERT INTO t (x) VALUES (?)", [[1], [2]], None, many=True)]) is None
+
+
+def test_a_plain_insert_of_many_rows_is_one_statement_of_arrays() -> None:
+    """executemany of ``INSERT ... VALUES`` (a chunk plan): one array per ``?`` column, constants kept."""
+    sql, params = _insert_from_arrays(
+        "INSERT INTO chunks (file_id, idx, state) VALUES (?, ?, 'planned')", [(7, 0), (7, 1), (7, 2)]
+    ) or ("", [])
+    assert sql == (
+        "INSERT INTO chunks (file_id, idx, state) SELECT v.column1, v.column2, 'planned' FROM "
+        "unnest((SELECT CAST(? AS BIGINT[])), (SELECT CAST(? AS BIGINT[]))) AS v(column1, column2)"
+    )
+    assert params == ["{7,7,7}", "{0,1,2}"]
+    _, mixed = _insert_from_arrays("INSERT INTO t (a, b) VALUES (?, ?)", [(1, None), (2.5, "x")]) or ("", [])
+    assert mixed == ['{"1","2.5"}', '{NULL,"x"}']
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows"),
+    [
+        ("INSERT INTO t (a) VALUES (?) ON CONFLICT (a) DO NOTHING", [(1,), (1,)]),  # rows may meet each other
+        ("INSERT INTO t (a) VALUES (?)", [(True,)]),  # no array type said for a bool
+        ("INSERT INTO t (a, b) VALUES (?, ?)", [(1, None), (2, None)]),  # a column of None: type unknown
+        ("INSERT INTO t (a) VALUES (?)", [(1,), ("x",)]),  # a column of two types
+        ("INSERT INTO t (a, b) VALUES (?, 'x,y')", [(1,)]),  # a constant this split cannot read
+        ("INSERT INTO t (a) VALUES ((SELECT 1))", [()]),
+        ("INSERT INTO t (a, b) VALUES (?, ?)", [(1,)]),
+        ("INSERT INTO t (a) VALUES (?)", []),
+        ("UPDATE t SET a = ? WHERE b = ?", [(1, 2)]),
+    ],
+)
+def test_an_insert_that_could_differ_row_by_row_goes_row_by_row(sql: str, rows: list[tuple[object, ...]]) -> None:
+    assert _insert_from_arrays(sql, rows) is None
+
+
+def test_an_insert_of_arrays_writes_the_rows_executemany_would(postgres_url: str) -> None:
+    """The same rows either way: None, quotes, backslashes, floats; the row count for a transaction that reads it."""
+    rows = [(1, "a", 1.5), (2, None, None), (3, 'q"uo\\te, {x}', -0.25), (2**62, "", 2.0)]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE arrays (n BIGINT, s TEXT, f DOUBLE PRECISION, c TEXT)")
+        with conn.transaction():
+            insert = "INSERT INTO arrays (n, s, f, c) VALUES (?, ?, ?, 'k')"
+            count = _PostgresTransaction(conn).executemany(insert, rows)
+        assert count == len(rows)
+        assert conn.execute("SELECT n, s, f, c FROM arrays ORDER BY n").fetchall() == [(*row, "k") for row in rows]

@@ -31,6 +31,7 @@ from flowxfer.journal import (
     NewFile,
 )
 from flowxfer.journal._schema import MIGRATIONS, POSTGRES_MIGRATIONS, split_sql
+from tests.journal.test_postgres_batch import chunks_fillfactor
 from tests.support.postgres import PostgresCluster
 
 
@@ -315,7 +316,30 @@ def test_hosts_starting_at_once_on_an_empty_database_create_the_schema_once(post
     assert errors.empty()
     with psycopg.connect(postgres_url) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == [3, 4, 5]
+    assert versions == [version for version, _ in POSTGRES_MIGRATIONS]
+
+
+def test_hosts_upgrading_a_schema_5_journal_at_once_run_migration_6_once(postgres_url: str) -> None:
+    """Migration 6 (chunks' fillfactor) under the same race as the first start: applied once, by one host."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)")
+        for version, script in POSTGRES_MIGRATIONS[:-1]:
+            for statement in split_sql(script):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, 0)", (version,))
+    ctx = multiprocessing.get_context("spawn")
+    barrier, errors = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_open_and_close, args=(postgres_url, barrier, errors)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0] * 4
+    assert errors.empty()
+    with psycopg.connect(postgres_url) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [version for version, _ in POSTGRES_MIGRATIONS]
+    assert chunks_fillfactor(postgres_url) == ["fillfactor=40"]
 
 
 def test_a_postgresql_outage_is_unavailable_then_the_same_journal_works_again(
