@@ -16,13 +16,14 @@ import secrets
 import socket
 import time
 import unicodedata
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ._backend import Params, Transaction
 from ._errors import HostIdError, LeaseHeld, LeaseLost
+from ._states import IllegalTransition
 
 #: The longest host id: a fully qualified domain name's limit (a hostname fits).
 HOST_ID_MAX = 253
@@ -92,7 +93,7 @@ class LeaseTables:
     pid: int
 
     # Provided by Journal.
-    def _immediate(self) -> AbstractContextManager[Transaction]:
+    def _unfenced(self) -> AbstractContextManager[Transaction]:
         raise NotImplementedError
 
     def _read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -112,7 +113,7 @@ class LeaseTables:
         other's spending. ``merge`` receives ``{class: state}`` (possibly empty)
         and returns the states to store.
         """
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             # The budget's rows may not exist yet (row locks cannot cover them): a named lock does.
             conn.lock(f"buckets:{server}\n{username}")
             rows = conn.execute(
@@ -134,7 +135,7 @@ class LeaseTables:
     def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
         """Take the lease ``key`` (held with the TTL ``stale_after``), or raise :class:`LeaseHeld` if a
         live process has it."""
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             return self._take_lease(conn, key, what, stale_after)
 
     def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float) -> Lease:
@@ -196,13 +197,24 @@ class LeaseTables:
             return LeaseLost(lease.key)
         return None
 
+    @contextmanager
+    def _losing(self, lease: Lease | None) -> Iterator[None]:
+        """Around a transaction :meth:`_fence` fenced by ``lease``: its refusal raised as :class:`LeaseLost`."""
+        try:
+            yield
+        except IllegalTransition as exc:
+            lost = self.lease_lost(exc, lease)
+            if lost is None:
+                raise
+            raise lost from None
+
     def heartbeat_held(self, key: str) -> bool:
         """Renew the lease ``key`` if this process holds it; whether it does.
 
         For a long wait before a transfer's workers (and their heartbeat) start:
         ``download --execution --wait`` polls for hours under its lease.
         """
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             changed = conn.execute(
                 "UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
                 (conn.now(), key, self.pid, self.host),
@@ -210,13 +222,13 @@ class LeaseTables:
         return bool(changed)
 
     def _heartbeat(self, lease: Lease) -> None:
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             conn.execute(
                 "UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?", (conn.now(), lease.key, lease.token)
             )
 
     def _release(self, lease: Lease) -> None:
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             conn.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
 
     def lease_holder(self, key: str) -> tuple[int, str, float] | None:

@@ -30,6 +30,7 @@ from flowxfer.journal import (
     JournalUnavailableError,
     Lease,
     LeaseHeld,
+    LeaseLost,
     TransferRecord,
     TransferState,
     transfer_outcome,
@@ -97,6 +98,8 @@ class Runner:
         self._stop_event = anyio.Event()
         #: Set when this run's lease may be another host's now: the run must not write its end.
         self.lease_lost = False
+        #: The scope of the running transfer's workers: cancelled at once when its lease is lost.
+        self._workers: anyio.CancelScope | None = None
 
     @property
     def client(self) -> FlowClient:
@@ -249,10 +252,12 @@ class Runner:
         held.append(lease)
         patient.fence(lease, self._lose_lease_from_any_thread)
         if extra_state:
-            record = dataclasses.replace(
-                record,
-                state=await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state)),
-            )
+            try:
+                state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state))
+            except LeaseLost as exc:
+                # Frozen between taking the lease and its first write: the work is another host's now.
+                raise AlreadyRunning(str(exc)) from None
+            record = dataclasses.replace(record, state=state)
 
         share_budget(client.limiter, journal, server, username)
         writer = JournalWriter(
@@ -299,6 +304,8 @@ class Runner:
             await remember_rate(ctx, kind, time.monotonic() - working)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other
+        except LeaseLost:
+            pass  # a write found the lease another host's: the run stopped (lease-lost), ends interrupted
         except BaseException as exc:
             failure = exc
             raise
@@ -306,6 +313,8 @@ class Runner:
             with anyio.CancelScope(shield=True):
                 try:
                     await self._finish(ctx, record, held, failure)
+                except LeaseLost:
+                    pass  # its end is the new holder's to write (the run stopped: lease-lost)
                 except JournalUnavailableError as exc:
                     if failure is None:
                         raise JournalUnreachable(
@@ -357,17 +366,25 @@ class Runner:
             background.start_soon(self._heartbeat, raw_journal, leases)
             background.start_soon(self._share_budget, ctx)
             with anyio.CancelScope() as scope:
+                self._workers = scope
+                if self.lease_lost:
+                    scope.cancel()
                 background.start_soon(self._grace_watchdog, scope)
-                async with task_group() as workers:
-                    send, receive = anyio.create_memory_object_stream[FileRecord](ctx.config.concurrency_for(None))
+                try:
+                    async with task_group() as workers:
+                        send, receive = anyio.create_memory_object_stream[FileRecord](
+                            ctx.config.concurrency_for(None)
+                        )
 
-                    def hire(count: int) -> None:
-                        """Start ``count`` workers; once the producer closes ``receive``, none more."""
-                        for _ in range(count):
-                            workers.start_soon(self._worker, ctx, receive.clone(), work)
+                        def hire(count: int) -> None:
+                            """Start ``count`` workers; once the producer closes ``receive``, none more."""
+                            for _ in range(count):
+                                workers.start_soon(self._worker, ctx, receive.clone(), work)
 
-                    hire(ctx.config.concurrency_for(None))
-                    workers.start_soon(self._produce, ctx, send, receive, hire)
+                        hire(ctx.config.concurrency_for(None))
+                        workers.start_soon(self._produce, ctx, send, receive, hire)
+                finally:
+                    self._workers = None
             background.cancel_scope.cancel()
 
     async def _fit_path(self, ctx: TransferContext, waiting: int, hire: Callable[[int], None]) -> int:
@@ -520,9 +537,18 @@ class Runner:
                 self._lose_lease(why)
 
     def _lose_lease(self, why: str) -> None:
+        """Stop the transfer at once: its workers are cancelled, not given the grace period.
+
+        Another host may be working the same files now; nothing an in-flight request of ours
+        brings back can be recorded (every write is fenced), so finishing it only costs requests.
+        """
+        if self.lease_lost:
+            return
         self.lease_lost = True
         self.emit(Notice(f"{why}; stopping work on it"))
         self.stop("lease-lost")
+        if self._workers is not None:
+            self._workers.cancel()
 
     async def _share_budget(self, ctx: TransferContext) -> None:
         while True:
