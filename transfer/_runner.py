@@ -41,7 +41,7 @@ from ._config import TransferConfig
 from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
-from ._limiter import RateLimiter
+from ._limiter import RateLimiter, budget_server
 from ._pathfit import fitted, measure_round_trip, recall_rate, remember_rate
 from ._pathmap import PathMap
 from ._plan import params_key
@@ -69,7 +69,7 @@ def share_budget(limiter: RateLimiter, journal: Journal, server: str, username: 
     overspends a window; on SQLite (one host) the limiter merges its own
     bucket every ``bucket_sync_interval``, at no cost per request.
     """
-    limiter.store = partial(journal.update_buckets, server, username)
+    limiter.store = partial(journal.update_buckets, budget_server(server), username)
     limiter.shared = journal.location.backend == "postgresql"
 
 
