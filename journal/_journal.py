@@ -63,8 +63,8 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         #: Who writes here: recorded on every row this journal writes and on its leases.
         self.host = host
         self.pid = os.getpid()
-        #: The lease every write of this journal is fenced by (:meth:`fenced`); None: unfenced.
-        self.fence: Lease | None = None
+        #: The leases every write of this journal is fenced by (:meth:`fenced`); none: unfenced.
+        self.fences: tuple[Lease, ...] = ()
 
     # -- opening -------------------------------------------------------
 
@@ -113,35 +113,36 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
     def __repr__(self) -> str:
         return f"<Journal {self.location.display} host={self.host!r}>"
 
-    def fenced(self, lease: Lease) -> Journal:
-        """This journal with every write fenced by ``lease``: it writes nothing once the lease is another's.
+    def fenced(self, *leases: Lease) -> Journal:
+        """This journal with every write fenced by ``leases``: it writes nothing once one is another's.
 
         For the work a lease holds (a transfer): a holder frozen or cut off for longer than its TTL
         (SIGSTOP, a VM pause, a long GC) whose work another host took over must not write beside
         the new holder when it wakes -- mark the transfer done, reset a file, record a sample
         twice. Every write transaction of the returned journal (files, samples, transfer state and
-        end, inventory, packs, progress batches) checks the lease inside itself (:meth:`_fence`),
+        end, inventory, packs, progress batches) checks the leases inside itself (:meth:`_fence`),
         so either it commits before a takeover or it writes nothing and raises :class:`LeaseLost`.
+        Several leases: a transfer's own and one that spans it (``sync --samples``' visit of a run).
         Leases and rate-limit budgets are not fenced: a lease checks its own token, and requests
         spent are spent whoever holds the work. The view shares this journal's connections:
         close this journal, not the view.
         """
         view = copy.copy(self)
-        view.fence = lease
+        view.fences = (*self.fences, *leases)
         return view
 
     @contextmanager
     def _immediate(self) -> Iterator[Transaction]:
-        """A write transaction, atomic across processes and hosts, fenced by :attr:`fence` when set.
+        """A write transaction, atomic across processes and hosts, fenced by :attr:`fences`.
 
-        :raises LeaseLost: the fence's lease is another holder's now; nothing was written.
+        :raises LeaseLost: a fence's lease is another holder's now; nothing was written.
         """
-        with self._losing(self.fence), self._backend.transaction() as conn:
-            self._fence(conn, self.fence)
+        with self._losing(self.fences), self._backend.transaction() as conn:
+            self._fence(conn, self.fences)
             yield conn
 
     def _unfenced(self) -> AbstractContextManager[Transaction]:
-        """A write transaction whatever :attr:`fence` holds (leases, budgets: see :meth:`fenced`)."""
+        """A write transaction whatever :attr:`fences` hold (leases, budgets: see :meth:`fenced`)."""
         return self._backend.transaction()
 
     def _read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -412,11 +413,10 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
 
         The order is the invariant: bytes reach the disk before the journal
         says they did, so a crash between the two costs a refetch, never a hole.
-        ``fence``: the transfer's lease (default :attr:`fence`); when it is no longer ours the
+        ``fence``: the transfer's lease (default: :attr:`fences`); when it is no longer ours the
         batch writes nothing and :class:`LeaseLost` is raised (see :meth:`_fence`).
         """
-        if fence is None:
-            fence = self.fence
+        fences = self.fences if fence is None else (fence,)
         for fd in batch.fds:
             try:
                 os.fdatasync(fd)
@@ -435,9 +435,9 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         # On a server the whole batch is one round trip, one implicit transaction (a blind one): its
         # state changes are checked in the database before its writes, and an illegal one rolls all
         # of it back. A pack's row is written after reading the one it replaces: not blind.
-        with self._losing(fence), self._backend.transaction(blind=not batch.packs) as conn:
+        with self._losing(fences), self._backend.transaction(blind=not batch.packs) as conn:
             with conn.pipeline():
-                self._fence(conn, fence)
+                self._fence(conn, fences)
                 for file_id, plan in batch.chunk_plans.items():
                     conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
                     conn.executemany(

@@ -16,7 +16,7 @@ import secrets
 import socket
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -168,8 +168,8 @@ class LeaseTables:
         )
         return Lease(self, key, token)
 
-    def _fence(self, conn: Transaction, lease: Lease | None) -> None:
-        """Fence the writes of ``conn`` by ``lease``: they fail whole unless the lease is still ours.
+    def _fence(self, conn: Transaction, leases: Iterable[Lease]) -> None:
+        """Fence the writes of ``conn`` by ``leases``: they fail whole unless each lease is still ours.
 
         A host that lost its lease (frozen or cut off for a whole TTL, another host took over) may
         still hold progress it never recorded; written beside the new holder's, it would claim
@@ -179,31 +179,31 @@ class LeaseTables:
         writes (no extra round trip): when the row's token is not ``lease``'s, the database fails
         the transaction and :meth:`lease_lost` names the error :class:`LeaseLost`.
         """
-        if lease is None:
-            return
-        # The message is joined to a value read from the table: a refusal made of constants alone
-        # would be folded, and fail, when the statement is planned, whatever the row holds.
-        conn.refuse_if(
-            "SELECT ? || substr(held.token, 1, 0) FROM (SELECT coalesce((SELECT token FROM leases WHERE key = ?"
-            + conn.for_update
-            + "), '') AS token) AS held WHERE held.token <> ?",
-            (_lease_lost_message(lease), lease.key, lease.token),
-        )
+        for lease in leases:
+            # The message is joined to a value read from the table: a refusal made of constants alone
+            # would be folded, and fail, when the statement is planned, whatever the row holds.
+            conn.refuse_if(
+                "SELECT ? || substr(held.token, 1, 0) FROM (SELECT coalesce((SELECT token FROM leases WHERE key = ?"
+                + conn.for_update
+                + "), '') AS token) AS held WHERE held.token <> ?",
+                (_lease_lost_message(lease), lease.key, lease.token),
+            )
 
     @staticmethod
-    def lease_lost(refusal: Exception, lease: Lease | None) -> LeaseLost | None:
-        """:class:`LeaseLost` when ``refusal`` is :meth:`_fence`'s for ``lease``, else None."""
-        if lease is not None and str(refusal) == _lease_lost_message(lease):
-            return LeaseLost(lease.key)
+    def lease_lost(refusal: Exception, leases: Iterable[Lease]) -> LeaseLost | None:
+        """:class:`LeaseLost` when ``refusal`` is :meth:`_fence`'s for one of ``leases``, else None."""
+        for lease in leases:
+            if str(refusal) == _lease_lost_message(lease):
+                return LeaseLost(lease.key)
         return None
 
     @contextmanager
-    def _losing(self, lease: Lease | None) -> Iterator[None]:
-        """Around a transaction :meth:`_fence` fenced by ``lease``: its refusal raised as :class:`LeaseLost`."""
+    def _losing(self, leases: Sequence[Lease]) -> Iterator[None]:
+        """Around a transaction :meth:`_fence` fenced by ``leases``: its refusal raised as :class:`LeaseLost`."""
         try:
             yield
         except IllegalTransition as exc:
-            lost = self.lease_lost(exc, lease)
+            lost = self.lease_lost(exc, leases)
             if lost is None:
                 raise
             raise lost from None

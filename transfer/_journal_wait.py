@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowxfer.journal import Journal, JournalBatch, JournalUnavailableError, Lease, LeaseLost
@@ -79,14 +79,14 @@ class PatientJournal:
         """Whether the database stayed away past ``max_wait`` (the run should stop: exit 75)."""
         return self._gave_up
 
-    def fence(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
-        """Write only under ``lease`` from now on; ``on_lost`` is told why once a write finds it another's.
+    def fence(self, leases: Sequence[Lease], on_lost: Callable[[str], None]) -> None:
+        """Write only under ``leases`` from now on; ``on_lost`` is told why once a write finds one another's.
 
-        A batch that finds the lease another holder's writes nothing and is dropped (the new
+        A batch that finds a lease another holder's writes nothing and is dropped (the new
         holder redoes that work); any other write raises :class:`LeaseLost` after ``on_lost``
         (called from the thread the write ran in) has stopped the run.
         """
-        self._journal, self._on_lost = self._journal.fenced(lease), on_lost
+        self._journal, self._on_lost = self._journal.fenced(*leases), on_lost
 
     def commit(self, batch: JournalBatch) -> None:
         try:

@@ -100,6 +100,9 @@ class Runner:
         self.lease_lost = False
         #: The scope of the running transfer's workers: cancelled at once when its lease is lost.
         self._workers: anyio.CancelScope | None = None
+        #: Leases held around this runner's transfers (``sync --samples``' visit of a run): each
+        #: transfer's writes are fenced by them as well as by its own lease.
+        self.spanning: list[Lease] = []
 
     @property
     def client(self) -> FlowClient:
@@ -250,7 +253,7 @@ class Runner:
                 await anyio.to_thread.run_sync(other.release)
             raise AlreadyRunning(str(exc)) from None
         held.append(lease)
-        patient.fence(lease, self._lose_lease_from_any_thread)
+        patient.fence([*self.spanning, lease], self._lose_lease_from_any_thread)
         if extra_state:
             try:
                 state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state))
@@ -517,14 +520,14 @@ class Runner:
                 held = [await anyio.to_thread.run_sync(journal.heartbeat_held, lease.key) for lease in leases]
             except JournalUnavailableError:
                 if time.monotonic() - renewed > self.config.lease_stale_after:
-                    self._lose_lease(
+                    self.lose_lease(
                         f"could not renew the lease for {self.config.lease_stale_after:g} s (the lease TTL) "
                         "while the journal database was unreachable: another host may have taken over"
                     )
                     return
                 continue
             if not all(held):
-                self._lose_lease("another host or process has taken over this transfer (its lease was stale)")
+                self.lose_lease("another host or process has taken over this transfer (its lease was stale)")
                 return
             renewed = time.monotonic()
 
@@ -532,11 +535,11 @@ class Runner:
         """A fenced commit found the lease another's (journal calls run in worker threads)."""
         if not self.lease_lost:
             try:
-                anyio.from_thread.run_sync(self._lose_lease, why)
+                anyio.from_thread.run_sync(self.lose_lease, why)
             except RuntimeError:  # already on the event loop's thread
-                self._lose_lease(why)
+                self.lose_lease(why)
 
-    def _lose_lease(self, why: str) -> None:
+    def lose_lease(self, why: str) -> None:
         """Stop the transfer at once: its workers are cancelled, not given the grace period.
 
         Another host may be working the same files now; nothing an in-flight request of ours
