@@ -89,10 +89,14 @@ def _pack(name: str) -> PackRecord:
     return PackRecord(SERVER, "alice", f"run/{name}.tar", f"{name}.tar", f"m-{name}", f"d-{name}", 10, None, 2)
 
 
-def _chunk_acked(fleet: Fleet) -> None:
+def _acked(fleet: Fleet) -> JournalBatch:
     batch = JournalBatch()
     batch.chunk(fleet.files["run/x"], 0, ChunkState.ACKED, "c0")
-    fleet.fenced.commit(batch)
+    return batch
+
+
+def _chunk_acked(fleet: Fleet) -> None:
+    fleet.fenced.commit(_acked(fleet))
 
 
 #: Each write a run makes for its transfer, through the fenced journal (``fleet.fenced``).
@@ -164,3 +168,21 @@ def test_the_new_holder_writes_on_and_the_old_one_stays_out(fleet: Fleet) -> Non
     record = fleet.b.get_transfer(fleet.transfer_id)
     assert record is not None and (record.status, record.host) == ("interrupted", "b")
 
+
+
+def test_a_lease_spanning_the_transfer_fences_it_too(fleet: Fleet) -> None:
+    """``sync --samples``: the run's visit lease spans its transfers; b taking the visit stops a's writes."""
+    visit = fleet.a.acquire_lease("visit:run", stale_after=TTL)
+    both = fleet.a.fenced(visit, fleet.lease)
+    both.set_file(fleet.files["run/y"], data_id="d-y")
+    time.sleep(TTL + 0.2)
+    fleet.a.heartbeat_held(fleet.lease.key)  # a's transfer lease is live; its visit is not
+    fleet.b.acquire_lease("visit:run", stale_after=60.0)
+    before = fleet.rows()
+    with pytest.raises(LeaseLost) as lost:
+        both.set_file(fleet.files["run/y"], status=FileState.FAILED.value, error="a woke up")
+    assert lost.value.key == "visit:run"
+    with pytest.raises(LeaseLost):
+        both.commit(_acked(fleet))
+    assert fleet.rows() == before
+    fleet.fenced.commit(_acked(fleet))  # fenced by the transfer's lease alone, a may still write
