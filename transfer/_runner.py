@@ -57,6 +57,9 @@ Planner = Callable[[TransferContext, TransferRecord, bool], Awaitable[None]]
 #: Works one file to its end and says how it ended.
 Worker = Callable[[TransferContext, FileRecord], Awaitable[FileReport]]
 
+#: Why a run stops when its heartbeat finds its lease another's.
+TAKEN_OVER = "another host or process has taken over this transfer (its lease was stale)"
+
 #: The statuses of the files a run still has to work on.
 _TODO = (FileState.PLANNED, FileState.ACTIVE, FileState.FAILED)
 
@@ -527,7 +530,7 @@ class Runner:
                     return
                 continue
             if not all(held):
-                self.lose_lease("another host or process has taken over this transfer (its lease was stale)")
+                self.lose_lease(TAKEN_OVER)
                 return
             renewed = time.monotonic()
 

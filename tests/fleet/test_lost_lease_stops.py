@@ -7,6 +7,8 @@ cancels the workers at once and the command exits 75. Here the upload sends
 1 MiB chunks at 100 KiB/s, so a chunk in flight has seconds to go when the
 lease is taken (by a row update that is what a takeover writes): the host
 must be gone long before that chunk, or the 10 s grace period, could end.
+A ``download --execution --wait`` waiting for its run (no workers yet, its
+lease renewed by the wait) stops as soon as its renewal finds the lease gone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 from flowxfer.journal import Journal
 from tests.cli.conftest import no_traceback
+from tests.cli.test_cli_executions import lab, waiting
 from tests.fleet.conftest import host
 from tests.support.server import RunningServer
 from tests.transfer.conftest import write_random
@@ -55,3 +58,20 @@ async def test_a_lost_lease_cancels_the_requests_in_flight_at_the_next_heartbeat
     no_traceback(losing.stderr)
     assert "another host or process has taken over this transfer" in losing.stderr, losing.stderr[-3000:]
     assert stopped_after < 4.0, f"a took {stopped_after:.1f} s to stop after its lease was taken"
+
+
+async def test_a_wait_for_an_execution_stops_once_its_lease_is_taken(tmp_path: Path) -> None:
+    async with lab(tmp_path) as r:
+        execution_id, _ = await r.register("--status", "-")  # pending until finished: never, here
+        r.cli.env_extra.update({"FLOWXFER_HOST_ID": "a", "FLOWXFER_LEASE_TTL": f"{TTL:g}s"})
+        command = ["--log-format", "json", "download", "--execution", execution_id, "--wait", "-o", str(tmp_path / "o")]
+        async with r.cli.start(*command) as losing:
+            await losing.until(waiting)
+            await anyio.to_thread.run_sync(_take_over, str(r.cli.journal))
+            taken = time.monotonic()
+            code = await losing.wait(30)
+            stopped_after = time.monotonic() - taken
+    assert code == 75, losing.stderr[-3000:]
+    no_traceback(losing.stderr)
+    assert "another host or process has taken over this transfer" in losing.stderr, losing.stderr[-3000:]
+    assert stopped_after < 3.0, f"the wait went on {stopped_after:.1f} s after its lease was taken"
