@@ -19,7 +19,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flowxfer.journal import Journal
+from flowxfer.cli._exits import TEMPFAIL, exception_exit_code
+from flowxfer.journal import Journal, JournalError, LeaseLost
 from tests.cli.conftest import no_traceback
 from tests.cli.test_cli_executions import lab, waiting
 from tests.fleet.conftest import host
@@ -75,3 +76,9 @@ async def test_a_wait_for_an_execution_stops_once_its_lease_is_taken(tmp_path: P
     no_traceback(losing.stderr)
     assert "another host or process has taken over this transfer" in losing.stderr, losing.stderr[-3000:]
     assert stopped_after < 3.0, f"the wait went on {stopped_after:.1f} s after its lease was taken"
+
+
+def test_a_lost_lease_that_ends_a_command_is_try_again_later() -> None:
+    """A :class:`LeaseLost` no run caught (a journal error, otherwise a usage error: 2) exits 75."""
+    assert exception_exit_code(LeaseLost("transfer:abc")) == TEMPFAIL == 75
+    assert exception_exit_code(JournalError("bad journal")) == 2
