@@ -5,7 +5,9 @@ transaction under a named lock (PostgreSQL: an advisory lock and ``FOR
 UPDATE``; SQLite: ``BEGIN IMMEDIATE``): free, ours, a dead process's on this
 host (free at once), or silent for longer than the TTL its holder stored
 with it (a dead or cut-off host's). A budget is merged and written back in one such
-transaction, so the fleet's spending adds up.
+transaction, so the fleet's spending adds up. A holder's writes for its work are fenced by
+its lease (:meth:`LeaseTables._fence`, through :meth:`~._journal.Journal.fenced`): once the
+lease is another's they write nothing. Leases and budgets themselves are never fenced.
 """
 
 from __future__ import annotations
