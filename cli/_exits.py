@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import signal
 
-from flowxfer.journal import JournalError, JournalUnavailableError
+from flowxfer.journal import JournalError, JournalUnavailableError, LeaseLost
 from flowxfer.transfer import FlowxferError, TransferReport
 
 OK = 0
@@ -49,8 +49,9 @@ def signal_exit_code(signum: int) -> int:
 
 def exception_exit_code(exc: BaseException) -> int:
     """The exit code of an error that ended a command: by the error's kind (a bad journal is a usage error)."""
-    if isinstance(exc, JournalUnavailableError):
-        return TEMPFAIL  # the shared journal's database is away: try again later, like a spent budget
+    if isinstance(exc, JournalUnavailableError | LeaseLost):
+        # The shared journal's database is away, or another host took the work over: try again later.
+        return TEMPFAIL
     if isinstance(exc, JournalError):
         return USAGE
     if isinstance(exc, FlowxferError):

@@ -12,12 +12,13 @@ marks written.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,6 @@ from ._samples import SampleTables
 from ._states import (
     ChunkState,
     FileState,
-    IllegalTransition,
     TransferState,
     legal_changes,
 )
@@ -63,6 +63,8 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         #: Who writes here: recorded on every row this journal writes and on its leases.
         self.host = host
         self.pid = os.getpid()
+        #: The leases every write of this journal is fenced by (:meth:`fenced`); none: unfenced.
+        self.fences: tuple[Lease, ...] = ()
 
     # -- opening -------------------------------------------------------
 
@@ -111,8 +113,36 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
     def __repr__(self) -> str:
         return f"<Journal {self.location.display} host={self.host!r}>"
 
-    def _immediate(self) -> AbstractContextManager[Transaction]:
-        """A write transaction, atomic across processes and hosts (see the backends' ``transaction``)."""
+    def fenced(self, *leases: Lease) -> Journal:
+        """This journal with every write fenced by ``leases``: it writes nothing once one is another's.
+
+        For the work a lease holds (a transfer): a holder frozen or cut off for longer than its TTL
+        (SIGSTOP, a VM pause, a long GC) whose work another host took over must not write beside
+        the new holder when it wakes -- mark the transfer done, reset a file, record a sample
+        twice. Every write transaction of the returned journal (files, samples, transfer state and
+        end, inventory, packs, progress batches) checks the leases inside itself (:meth:`_fence`),
+        so either it commits before a takeover or it writes nothing and raises :class:`LeaseLost`.
+        Several leases: a transfer's own and one that spans it (``sync --samples``' visit of a run).
+        Leases and rate-limit budgets are not fenced: a lease checks its own token, and requests
+        spent are spent whoever holds the work. The view shares this journal's connections:
+        close this journal, not the view.
+        """
+        view = copy.copy(self)
+        view.fences = (*self.fences, *leases)
+        return view
+
+    @contextmanager
+    def _immediate(self) -> Iterator[Transaction]:
+        """A write transaction, atomic across processes and hosts, fenced by :attr:`fences`.
+
+        :raises LeaseLost: a fence's lease is another holder's now; nothing was written.
+        """
+        with self._losing(self.fences), self._backend.transaction() as conn:
+            self._fence(conn, self.fences)
+            yield conn
+
+    def _unfenced(self) -> AbstractContextManager[Transaction]:
+        """A write transaction whatever :attr:`fences` hold (leases, budgets: see :meth:`fenced`)."""
         return self._backend.transaction()
 
     def _read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -148,7 +178,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         :raises LeaseHeld: another live process runs it.
         """
         now = time.time()
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             # Hosts running the same command at once: the second waits here and finds the first's transfer.
             conn.lock(f"command:{params_key}")
             row = None
@@ -199,7 +229,7 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         :raises LeaseHeld: another live process runs it.
         """
         now = time.time()
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             if conn.execute("SELECT 1 FROM transfers WHERE id = ?", (transfer_id,)).fetchone() is None:
                 raise KeyError(transfer_id)
             lease = self._take_lease(conn, f"transfer:{transfer_id}", what, stale_after)
@@ -383,9 +413,10 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
 
         The order is the invariant: bytes reach the disk before the journal
         says they did, so a crash between the two costs a refetch, never a hole.
-        ``fence``: the transfer's lease; when it is no longer ours the batch writes
-        nothing and :class:`LeaseLost` is raised (see :meth:`_fence`).
+        ``fence``: the transfer's lease (default: :attr:`fences`); when it is no longer ours the
+        batch writes nothing and :class:`LeaseLost` is raised (see :meth:`_fence`).
         """
+        fences = self.fences if fence is None else (fence,)
         for fd in batch.fds:
             try:
                 os.fdatasync(fd)
@@ -404,28 +435,22 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
         # On a server the whole batch is one round trip, one implicit transaction (a blind one): its
         # state changes are checked in the database before its writes, and an illegal one rolls all
         # of it back. A pack's row is written after reading the one it replaces: not blind.
-        try:
-            with self._backend.transaction(blind=not batch.packs) as conn:
-                with conn.pipeline():
-                    self._fence(conn, fence)
-                    for file_id, plan in batch.chunk_plans.items():
-                        conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
-                        conn.executemany(
-                            "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
-                            [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
-                        )
-                    # Where the database can fail a statement from an expression, each chunk's change is
-                    # checked by the update that makes it: no second lookup of the batch's chunks.
-                    inline = conn.refusal("'chunk cannot go from ' || chunks.state || ' to ' || v.column5")
-                    _refuse_illegal_changes(conn, batch, chunks=inline is None)
-                    self._write_batch(conn, batch, now, inline)
-                for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
-                    self._write_pack(conn, pack, now)
-        except IllegalTransition as exc:
-            lost = self.lease_lost(exc, fence)
-            if lost is None:
-                raise
-            raise lost from None
+        with self._losing(fences), self._backend.transaction(blind=not batch.packs) as conn:
+            with conn.pipeline():
+                self._fence(conn, fences)
+                for file_id, plan in batch.chunk_plans.items():
+                    conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+                    conn.executemany(
+                        "INSERT INTO chunks (file_id, idx, \"offset\", size, state) VALUES (?, ?, ?, ?, 'planned')",
+                        [(file_id, idx, offset, size) for idx, (offset, size) in enumerate(plan)],
+                    )
+                # Where the database can fail a statement from an expression, each chunk's change is
+                # checked by the update that makes it: no second lookup of the batch's chunks.
+                inline = conn.refusal("'chunk cannot go from ' || chunks.state || ' to ' || v.column5")
+                _refuse_illegal_changes(conn, batch, chunks=inline is None)
+                self._write_batch(conn, batch, now, inline)
+            for pack in batch.packs.values():  # after the file rows: a pack's cleanup looks at their status
+                self._write_pack(conn, pack, now)
 
     def _write_batch(self, conn: Transaction, batch: JournalBatch, now: float, chunk_refusal: str | None) -> None:
         """The batch's writes, after its transitions were checked: nothing here reads a result.

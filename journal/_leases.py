@@ -5,7 +5,9 @@ transaction under a named lock (PostgreSQL: an advisory lock and ``FOR
 UPDATE``; SQLite: ``BEGIN IMMEDIATE``): free, ours, a dead process's on this
 host (free at once), or silent for longer than the TTL its holder stored
 with it (a dead or cut-off host's). A budget is merged and written back in one such
-transaction, so the fleet's spending adds up.
+transaction, so the fleet's spending adds up. A holder's writes for its work are fenced by
+its lease (:meth:`LeaseTables._fence`, through :meth:`~._journal.Journal.fenced`): once the
+lease is another's they write nothing. Leases and budgets themselves are never fenced.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import secrets
 import socket
 import time
 import unicodedata
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ._backend import Params, Transaction
 from ._errors import HostIdError, LeaseHeld, LeaseLost
+from ._states import IllegalTransition
 
 #: The longest host id: a fully qualified domain name's limit (a hostname fits).
 HOST_ID_MAX = 253
@@ -92,7 +95,7 @@ class LeaseTables:
     pid: int
 
     # Provided by Journal.
-    def _immediate(self) -> AbstractContextManager[Transaction]:
+    def _unfenced(self) -> AbstractContextManager[Transaction]:
         raise NotImplementedError
 
     def _read(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -112,7 +115,7 @@ class LeaseTables:
         other's spending. ``merge`` receives ``{class: state}`` (possibly empty)
         and returns the states to store.
         """
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             # The budget's rows may not exist yet (row locks cannot cover them): a named lock does.
             conn.lock(f"buckets:{server}\n{username}")
             rows = conn.execute(
@@ -134,7 +137,7 @@ class LeaseTables:
     def acquire_lease(self, key: str, *, what: str = "", stale_after: float = 60.0) -> Lease:
         """Take the lease ``key`` (held with the TTL ``stale_after``), or raise :class:`LeaseHeld` if a
         live process has it."""
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             return self._take_lease(conn, key, what, stale_after)
 
     def _take_lease(self, conn: Transaction, key: str, what: str, stale_after: float) -> Lease:
@@ -167,8 +170,8 @@ class LeaseTables:
         )
         return Lease(self, key, token)
 
-    def _fence(self, conn: Transaction, lease: Lease | None) -> None:
-        """Fence the writes of ``conn`` by ``lease``: they fail whole unless the lease is still ours.
+    def _fence(self, conn: Transaction, leases: Iterable[Lease]) -> None:
+        """Fence the writes of ``conn`` by ``leases``: they fail whole unless each lease is still ours.
 
         A host that lost its lease (frozen or cut off for a whole TTL, another host took over) may
         still hold progress it never recorded; written beside the new holder's, it would claim
@@ -178,23 +181,34 @@ class LeaseTables:
         writes (no extra round trip): when the row's token is not ``lease``'s, the database fails
         the transaction and :meth:`lease_lost` names the error :class:`LeaseLost`.
         """
-        if lease is None:
-            return
-        # The message is joined to a value read from the table: a refusal made of constants alone
-        # would be folded, and fail, when the statement is planned, whatever the row holds.
-        conn.refuse_if(
-            "SELECT ? || substr(held.token, 1, 0) FROM (SELECT coalesce((SELECT token FROM leases WHERE key = ?"
-            + conn.for_update
-            + "), '') AS token) AS held WHERE held.token <> ?",
-            (_lease_lost_message(lease), lease.key, lease.token),
-        )
+        for lease in leases:
+            # The message is joined to a value read from the table: a refusal made of constants alone
+            # would be folded, and fail, when the statement is planned, whatever the row holds.
+            conn.refuse_if(
+                "SELECT ? || substr(held.token, 1, 0) FROM (SELECT coalesce((SELECT token FROM leases WHERE key = ?"
+                + conn.for_update
+                + "), '') AS token) AS held WHERE held.token <> ?",
+                (_lease_lost_message(lease), lease.key, lease.token),
+            )
 
     @staticmethod
-    def lease_lost(refusal: Exception, lease: Lease | None) -> LeaseLost | None:
-        """:class:`LeaseLost` when ``refusal`` is :meth:`_fence`'s for ``lease``, else None."""
-        if lease is not None and str(refusal) == _lease_lost_message(lease):
-            return LeaseLost(lease.key)
+    def lease_lost(refusal: Exception, leases: Iterable[Lease]) -> LeaseLost | None:
+        """:class:`LeaseLost` when ``refusal`` is :meth:`_fence`'s for one of ``leases``, else None."""
+        for lease in leases:
+            if str(refusal) == _lease_lost_message(lease):
+                return LeaseLost(lease.key)
         return None
+
+    @contextmanager
+    def _losing(self, leases: Sequence[Lease]) -> Iterator[None]:
+        """Around a transaction :meth:`_fence` fenced by ``leases``: its refusal raised as :class:`LeaseLost`."""
+        try:
+            yield
+        except IllegalTransition as exc:
+            lost = self.lease_lost(exc, leases)
+            if lost is None:
+                raise
+            raise lost from None
 
     def heartbeat_held(self, key: str) -> bool:
         """Renew the lease ``key`` if this process holds it; whether it does.
@@ -202,7 +216,7 @@ class LeaseTables:
         For a long wait before a transfer's workers (and their heartbeat) start:
         ``download --execution --wait`` polls for hours under its lease.
         """
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             changed = conn.execute(
                 "UPDATE leases SET heartbeat = ? WHERE key = ? AND pid = ? AND host = ?",
                 (conn.now(), key, self.pid, self.host),
@@ -210,13 +224,13 @@ class LeaseTables:
         return bool(changed)
 
     def _heartbeat(self, lease: Lease) -> None:
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             conn.execute(
                 "UPDATE leases SET heartbeat = ? WHERE key = ? AND token = ?", (conn.now(), lease.key, lease.token)
             )
 
     def _release(self, lease: Lease) -> None:
-        with self._immediate() as conn:
+        with self._unfenced() as conn:
             conn.execute("DELETE FROM leases WHERE key = ? AND token = ?", (lease.key, lease.token))
 
     def lease_holder(self, key: str) -> tuple[int, str, float] | None:

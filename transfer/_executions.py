@@ -41,7 +41,7 @@ from ._names import safe_local_name
 from ._plan import RemoteData, already_there, plan_downloads, target_names
 from ._remote import describe
 from ._report import TransferReport
-from ._runner import Runner
+from ._runner import TAKEN_OVER, Runner
 from ._runtime import TransferContext
 from ._workers import download_one
 from .events import ExecutionWaiting, FileFinished, FilesPlanned, Notice
@@ -234,7 +234,9 @@ class _Waiter:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             await self.runner.pause(min(left, self.ctx.config.heartbeat_period))
-            await anyio.to_thread.run_sync(self.ctx.journal.heartbeat_held, f"transfer:{self.transfer_id}")
+            if not await anyio.to_thread.run_sync(self.ctx.journal.heartbeat_held, f"transfer:{self.transfer_id}"):
+                # Another host took the download over while this one waited (frozen past the TTL).
+                self.runner.lose_lease(TAKEN_OVER)
 
     async def terminal(self, execution_id: str, started: float) -> dict[str, Any]:
         """The execution's last journaled or polled state: terminal, or (no ``wait``) as it is now."""

@@ -14,8 +14,11 @@ Journal calls are retried whole: each is one transaction, and a transaction
 cut by a lost connection was rolled back by the server.
 
 Once the run holds its transfer's lease, :meth:`PatientJournal.fence` makes
-every progress batch commit under it: a host that lost the lease (another
-host took the transfer over) writes nothing more, and is told to stop.
+every write commit under it (:meth:`Journal.fenced`): progress batches, file
+and sample rows, the transfer's state and its end. A host that lost the
+lease (another host took the transfer over) writes nothing more, and is told
+to stop: a progress batch is dropped (the new holder redoes that work), any
+other write raises :class:`LeaseLost` to the work that made it, which ends.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowxfer.journal import Journal, JournalBatch, JournalUnavailableError, Lease, LeaseLost
@@ -69,7 +72,6 @@ class PatientJournal:
         self._away_since: float | None = None
         self._gave_up = False
         self._rng = random.Random()
-        self._fence: Lease | None = None
         self._on_lost: Callable[[str], None] = lambda why: None
 
     @property
@@ -77,17 +79,20 @@ class PatientJournal:
         """Whether the database stayed away past ``max_wait`` (the run should stop: exit 75)."""
         return self._gave_up
 
-    def fence(self, lease: Lease, on_lost: Callable[[str], None]) -> None:
-        """Commit every batch from now on under ``lease``; a batch that finds it another holder's
-        writes nothing, is dropped (the new holder redoes that work) and ``on_lost`` is told why
-        (from the thread the commit ran in)."""
-        self._fence, self._on_lost = lease, on_lost
+    def fence(self, leases: Sequence[Lease], on_lost: Callable[[str], None]) -> None:
+        """Write only under ``leases`` from now on; ``on_lost`` is told why once a write finds one another's.
+
+        A batch that finds a lease another holder's writes nothing and is dropped (the new
+        holder redoes that work); any other write raises :class:`LeaseLost` after ``on_lost``
+        (called from the thread the write ran in) has stopped the run.
+        """
+        self._journal, self._on_lost = self._journal.fenced(*leases), on_lost
 
     def commit(self, batch: JournalBatch) -> None:
         try:
-            self._patiently(self._journal.commit)(batch, fence=self._fence)
-        except LeaseLost as exc:
-            self._on_lost(str(exc))
+            self._patiently(self._journal.commit)(batch)
+        except LeaseLost:
+            pass  # told by _patiently
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._journal, name)
@@ -104,6 +109,9 @@ class PatientJournal:
                 began = time.monotonic()
                 try:
                     result = call(*args, **kwargs)
+                except LeaseLost as exc:
+                    self._on_lost(str(exc))
+                    raise
                 except JournalUnavailableError:
                     attempt += 1
                     if not self._may_wait(began):

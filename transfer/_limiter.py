@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -27,6 +28,33 @@ from .events import ProgressCallback, Waiting, ignore_events
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+#: The port a scheme implies: named or not, the same server.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def budget_server(base_url: str) -> str:
+    """The server part of a shared budget's key: one spelling for every spelling of one server URL.
+
+    Budgets are shared per Flow user and server across a fleet, keyed by the server's URL. Hosts
+    configured with ``HTTP://Flow.example:443/``-like variants of one URL (the scheme's and host's
+    case, the default port, a trailing slash or dot, credentials in the URL) would each own a
+    whole budget and together overspend it: scheme and host are lower-cased (a non-ASCII host
+    in its IDNA form), the default port, user info, query and fragment dropped, the path kept
+    (it may tell two servers behind one host apart) without its trailing slashes.
+    """
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # not a name IDNA can spell: keep it as written (lower-cased)
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    port = parts.port
+    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 @dataclass

@@ -30,6 +30,7 @@ from flowxfer.journal import (
     JournalUnavailableError,
     Lease,
     LeaseHeld,
+    LeaseLost,
     TransferRecord,
     TransferState,
     transfer_outcome,
@@ -40,7 +41,7 @@ from ._config import TransferConfig
 from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
-from ._limiter import RateLimiter
+from ._limiter import RateLimiter, budget_server
 from ._pathfit import fitted, measure_round_trip, recall_rate, remember_rate
 from ._pathmap import PathMap
 from ._plan import params_key
@@ -56,6 +57,9 @@ Planner = Callable[[TransferContext, TransferRecord, bool], Awaitable[None]]
 #: Works one file to its end and says how it ended.
 Worker = Callable[[TransferContext, FileRecord], Awaitable[FileReport]]
 
+#: Why a run stops when its heartbeat finds its lease another's.
+TAKEN_OVER = "another host or process has taken over this transfer (its lease was stale)"
+
 #: The statuses of the files a run still has to work on.
 _TODO = (FileState.PLANNED, FileState.ACTIVE, FileState.FAILED)
 
@@ -68,7 +72,7 @@ def share_budget(limiter: RateLimiter, journal: Journal, server: str, username: 
     overspends a window; on SQLite (one host) the limiter merges its own
     bucket every ``bucket_sync_interval``, at no cost per request.
     """
-    limiter.store = partial(journal.update_buckets, server, username)
+    limiter.store = partial(journal.update_buckets, budget_server(server), username)
     limiter.shared = journal.location.backend == "postgresql"
 
 
@@ -97,6 +101,11 @@ class Runner:
         self._stop_event = anyio.Event()
         #: Set when this run's lease may be another host's now: the run must not write its end.
         self.lease_lost = False
+        #: The scope of the running transfer's workers: cancelled at once when its lease is lost.
+        self._workers: anyio.CancelScope | None = None
+        #: Leases held around this runner's transfers (``sync --samples``' visit of a run): each
+        #: transfer's writes are fenced by them as well as by its own lease.
+        self.spanning: list[Lease] = []
 
     @property
     def client(self) -> FlowClient:
@@ -247,12 +256,14 @@ class Runner:
                 await anyio.to_thread.run_sync(other.release)
             raise AlreadyRunning(str(exc)) from None
         held.append(lease)
-        patient.fence(lease, self._lose_lease_from_any_thread)
+        patient.fence([*self.spanning, lease], self._lose_lease_from_any_thread)
         if extra_state:
-            record = dataclasses.replace(
-                record,
-                state=await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state)),
-            )
+            try:
+                state = await anyio.to_thread.run_sync(partial(journal.update_transfer_state, record.id, **extra_state))
+            except LeaseLost as exc:
+                # Frozen between taking the lease and its first write: the work is another host's now.
+                raise AlreadyRunning(str(exc)) from None
+            record = dataclasses.replace(record, state=state)
 
         share_budget(client.limiter, journal, server, username)
         writer = JournalWriter(
@@ -299,6 +310,8 @@ class Runner:
             await remember_rate(ctx, kind, time.monotonic() - working)
         except StopRequested:
             pass  # a wait cut short while planning: an interrupted run like any other
+        except LeaseLost:
+            pass  # a write found the lease another host's: the run stopped (lease-lost), ends interrupted
         except BaseException as exc:
             failure = exc
             raise
@@ -306,6 +319,8 @@ class Runner:
             with anyio.CancelScope(shield=True):
                 try:
                     await self._finish(ctx, record, held, failure)
+                except LeaseLost:
+                    pass  # its end is the new holder's to write (the run stopped: lease-lost)
                 except JournalUnavailableError as exc:
                     if failure is None:
                         raise JournalUnreachable(
@@ -357,17 +372,25 @@ class Runner:
             background.start_soon(self._heartbeat, raw_journal, leases)
             background.start_soon(self._share_budget, ctx)
             with anyio.CancelScope() as scope:
+                self._workers = scope
+                if self.lease_lost:
+                    scope.cancel()
                 background.start_soon(self._grace_watchdog, scope)
-                async with task_group() as workers:
-                    send, receive = anyio.create_memory_object_stream[FileRecord](ctx.config.concurrency_for(None))
+                try:
+                    async with task_group() as workers:
+                        send, receive = anyio.create_memory_object_stream[FileRecord](
+                            ctx.config.concurrency_for(None)
+                        )
 
-                    def hire(count: int) -> None:
-                        """Start ``count`` workers; once the producer closes ``receive``, none more."""
-                        for _ in range(count):
-                            workers.start_soon(self._worker, ctx, receive.clone(), work)
+                        def hire(count: int) -> None:
+                            """Start ``count`` workers; once the producer closes ``receive``, none more."""
+                            for _ in range(count):
+                                workers.start_soon(self._worker, ctx, receive.clone(), work)
 
-                    hire(ctx.config.concurrency_for(None))
-                    workers.start_soon(self._produce, ctx, send, receive, hire)
+                        hire(ctx.config.concurrency_for(None))
+                        workers.start_soon(self._produce, ctx, send, receive, hire)
+                finally:
+                    self._workers = None
             background.cancel_scope.cancel()
 
     async def _fit_path(self, ctx: TransferContext, waiting: int, hire: Callable[[int], None]) -> int:
@@ -500,14 +523,14 @@ class Runner:
                 held = [await anyio.to_thread.run_sync(journal.heartbeat_held, lease.key) for lease in leases]
             except JournalUnavailableError:
                 if time.monotonic() - renewed > self.config.lease_stale_after:
-                    self._lose_lease(
+                    self.lose_lease(
                         f"could not renew the lease for {self.config.lease_stale_after:g} s (the lease TTL) "
                         "while the journal database was unreachable: another host may have taken over"
                     )
                     return
                 continue
             if not all(held):
-                self._lose_lease("another host or process has taken over this transfer (its lease was stale)")
+                self.lose_lease(TAKEN_OVER)
                 return
             renewed = time.monotonic()
 
@@ -515,14 +538,23 @@ class Runner:
         """A fenced commit found the lease another's (journal calls run in worker threads)."""
         if not self.lease_lost:
             try:
-                anyio.from_thread.run_sync(self._lose_lease, why)
+                anyio.from_thread.run_sync(self.lose_lease, why)
             except RuntimeError:  # already on the event loop's thread
-                self._lose_lease(why)
+                self.lose_lease(why)
 
-    def _lose_lease(self, why: str) -> None:
+    def lose_lease(self, why: str) -> None:
+        """Stop the transfer at once: its workers are cancelled, not given the grace period.
+
+        Another host may be working the same files now; nothing an in-flight request of ours
+        brings back can be recorded (every write is fenced), so finishing it only costs requests.
+        """
+        if self.lease_lost:
+            return
         self.lease_lost = True
         self.emit(Notice(f"{why}; stopping work on it"))
         self.stop("lease-lost")
+        if self._workers is not None:
+            self._workers.cancel()
 
     async def _share_budget(self, ctx: TransferContext) -> None:
         while True:

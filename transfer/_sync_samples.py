@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -80,7 +80,7 @@ async def sync_samples(
     path = await anyio.to_thread.run_sync(_resolve_root, root)
     if await anyio.to_thread.run_sync(_not_ready, path, options):
         return [await run_sync(runner, path, options)]  # the "waiting" report; nothing is read yet
-    async with visiting(runner, path):
+    async with visiting(runner, path) as still_ours:
         scan, rows, params = await anyio.to_thread.run_sync(run_input, samples.run(path))
         params.update(sample_type=samples.sample_type, skip_invalid=False, stop_on_error=False)
         plan = await check_samples(runner, rows, samples.sample_type, trust_journal=True)
@@ -89,14 +89,16 @@ async def sync_samples(
         if not samples.undetermined:
             fastqs += scan.undetermined
         rules = options.rules + tuple(("exclude", literal_rule(rel)) for rel in _relative(fastqs, path))
+        await still_ours()
         loose = await run_sync(runner, path, dataclasses.replace(options, rules=rules))
         if runner.stopping:
             return [loose]
+        await still_ours()
         return [loose, await run_samples(runner, plan, rows, params)]
 
 
 @asynccontextmanager
-async def visiting(runner: Runner, path: str) -> AsyncIterator[None]:
+async def visiting(runner: Runner, path: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """Hold the run's visit lease (``visit:PATH``) from before the first request to the end of its samples.
 
     A host that finds another live host visiting the run exits 75 at once,
@@ -105,7 +107,11 @@ async def visiting(runner: Runner, path: str) -> AsyncIterator[None]:
     sending. The loose sync and the samples hold leases of their own as well;
     this one spans both, and the catalog check before them.
 
-    :raises AlreadyRunning: another live process holds the run.
+    Yields ``still_ours()``, to call before each transfer: a host frozen past the TTL (a paused VM)
+    whose run another host took over and finished would otherwise wake into a new transfer of
+    the run, beside the new holder's.
+
+    :raises AlreadyRunning: another live process holds the run (or, from ``still_ours``, took it over).
     """
     journal = await runner.journal()
     stale_after = runner.config.lease_stale_after
@@ -116,19 +122,27 @@ async def visiting(runner: Runner, path: str) -> AsyncIterator[None]:
     except LeaseHeld as exc:
         raise AlreadyRunning(str(exc)) from None
 
+    async def still_ours() -> None:
+        if not await anyio.to_thread.run_sync(journal.heartbeat_held, lease.key):
+            raise AlreadyRunning(f"another host has taken over {path}: this host's visit lease went stale")
+
     async def beat() -> None:
         while True:
             await anyio.sleep(runner.config.heartbeat_period)
             with contextlib.suppress(JournalError):
-                await anyio.to_thread.run_sync(lease.heartbeat)
+                if not await anyio.to_thread.run_sync(journal.heartbeat_held, lease.key):
+                    runner.lose_lease(f"another host has taken over {path} (this host's visit lease was stale)")
+                    return
 
+    runner.spanning.append(lease)
     try:
         async with task_group() as group:
             group.start_soon(beat)
             try:
-                yield
+                yield still_ours
             finally:
                 group.cancel_scope.cancel()
     finally:
+        runner.spanning.remove(lease)
         with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
             await anyio.to_thread.run_sync(lease.release)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
+
 from tests.cli.conftest import Cli, Result
 from tests.support.rig import stored
 from tests.support.server import RunningServer
@@ -48,3 +50,9 @@ async def assert_uploaded(srv: RunningServer, result: Result, expected: dict[str
     assert all(report["status"] == "completed" for report in reports), reports
     ids = {Path(f["path"]).name: f["id"] for f in files}
     assert await stored(srv, ids) == expected
+
+
+def age_leases(url: str, seconds: float) -> None:
+    """Make every lease's last heartbeat ``seconds`` older: what a host frozen or cut off that long leaves."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE leases SET heartbeat = heartbeat - %s", (seconds,))

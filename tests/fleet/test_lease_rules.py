@@ -14,11 +14,10 @@ import signal
 from pathlib import Path
 
 import anyio
-import psycopg
 
 from flowxfer.journal import Journal
 from tests.cli.conftest import Result, no_traceback
-from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
+from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, make_run
 from tests.support.server import RunningServer
 
 KiB = 1024
@@ -59,12 +58,6 @@ def _written_by_a_since(url: str, since: float) -> list[str]:
     return [row["local_path"] for row in rows]
 
 
-def _age_lease(url: str, seconds: float) -> None:
-    """Make every lease's last heartbeat ``seconds`` older: what a host frozen or cut off that long leaves."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("UPDATE leases SET heartbeat = heartbeat - %s", (seconds,))
-
-
 async def test_a_host_that_lost_its_lease_writes_nothing_beside_the_new_holder(
     server: RunningServer, tmp_path: Path, postgres_url: str
 ) -> None:
@@ -79,7 +72,7 @@ async def test_a_host_that_lost_its_lease_writes_nothing_beside_the_new_holder(
     command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD]
     async with a.start("--log-format", "json", *command) as losing:
         await losing.until_moved(200 * KiB)
-        await anyio.to_thread.run_sync(_age_lease, postgres_url, 120.0)
+        await anyio.to_thread.run_sync(age_leases, postgres_url, 120.0)
         async with b.start("--log-format", "json", *command) as taking_over:
             await taking_over.until(lambda r: "transfer_started" in r.stderr)
             (started,) = [e["ts"] for e in taking_over.events() if e["event"] == "transfer_started"]
