@@ -7,8 +7,17 @@ are registered on :data:`main` here.
 
 from __future__ import annotations
 
-import atexit
+# ruff: noqa: E402 - every import below runs after the collector's pause, which comes first
 import gc
+
+# Start-up allocates tens of thousands of objects that live as long as the process, and each
+# collection their allocation triggers traverses them all to find nothing: 10-15 ms of every
+# command's start-up (issue 20). Collections wait while this package loads (resumed at its end);
+# the console script (:func:`run`) keeps them waiting until its command is loaded (:func:`_started`).
+_COLLECTING = gc.isenabled()
+gc.disable()
+
+import atexit
 import importlib
 import logging
 import os
@@ -17,24 +26,14 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
-# Start-up allocates tens of thousands of objects that live as long as the process, and each
-# collection their allocation triggers traverses them all to find nothing: 10-15 ms of every
-# command's start-up (issue 20). Collections wait while this package's imports run; the console
-# script (:func:`run`) keeps them waiting until its command is loaded (:func:`_started`).
-_COLLECTING = gc.isenabled()
-gc.disable()
+import click
 
-import click  # noqa: E402 - after the pause above, as every import of this package
+from flowxfer import __version__
+from flowxfer._os import limit_malloc_arenas
+from flowxfer.transfer import DEFAULT_BASE_URL, import_aiohttp_without_default_trust
 
-from flowxfer import __version__  # noqa: E402
-from flowxfer._os import limit_malloc_arenas  # noqa: E402
-from flowxfer.transfer import DEFAULT_BASE_URL, import_aiohttp_without_default_trust  # noqa: E402
-
-from ._options import DURATION, JOURNAL, GlobalOptions  # noqa: E402
-from ._server_choice import choose_server  # noqa: E402
-
-if _COLLECTING:
-    gc.enable()
+from ._options import DURATION, JOURNAL, GlobalOptions
+from ._server_choice import choose_server
 
 #: Each command: its module, its name there, and the modules that add verbs to it. Loaded on first
 #: use: a command's start-up is most of a small transfer's time, and ``flowxfer download`` needs
@@ -272,3 +271,7 @@ def _leave(code: object) -> NoReturn:
     except OSError:
         raise SystemExit(status) from None
     os._exit(status)
+
+
+if _COLLECTING:  # the package is loaded: collections resume (run() pauses them again at once)
+    gc.enable()
