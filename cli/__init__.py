@@ -7,10 +7,24 @@ are registered on :data:`main` here.
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - every import below runs after the collector's pause, which comes first
 import gc
+
+# Start-up allocates tens of thousands of objects that live as long as the process, and each
+# collection their allocation triggers traverses them all to find nothing: 10-15 ms of every
+# command's start-up (issue 20). Collections wait while this package loads (resumed at its end);
+# the console script (:func:`run`) keeps them waiting until its command is loaded (:func:`_started`).
+_COLLECTING = gc.isenabled()
+gc.disable()
+
+import atexit
 import importlib
 import logging
+import os
+import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -46,16 +60,34 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 class _LazyGroup(click.Group):
     """A group whose commands are imported when named (``--help`` imports them all)."""
 
+    #: Set by :func:`run`: the process is flowxfer's alone, and its start-up ends with loading a command.
+    owns_process = False
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(_COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _COMMANDS and cmd_name not in self.commands:
             module, name, extras = _COMMANDS[cmd_name]
+            if self.owns_process:
+                import_aiohttp_without_default_trust()
             for extra in extras:
                 importlib.import_module(extra, __package__)
             self.add_command(getattr(importlib.import_module(module, __package__), name), cmd_name)
+            if self.owns_process:
+                _started()
         return super().get_command(ctx, cmd_name)
+
+
+def _started() -> None:
+    """End the console script's start-up: what is loaded now lives as long as the process.
+
+    Those objects are moved out of the collector's generations, so the
+    per-chunk allocations of a long transfer do not make every full
+    collection traverse them again, and collections resume.
+    """
+    gc.freeze()
+    gc.enable()
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -185,21 +217,61 @@ def main(
     )
 
 
-def run() -> None:
+def run() -> NoReturn:
     """The ``flowxfer`` console script: :data:`main`, in a process that is flowxfer's alone.
 
     Only here, not in :data:`main` (which tests and other programs call in
-    their own process), are the process-wide choices made: the objects loaded at
-    start-up, which live as long as the process, are moved out of the
-    collector's generations so the per-chunk allocations of a long transfer
-    do not make every full collection traverse them again. glibc's malloc
-    keeps to one arena (:func:`~flowxfer._os.limit_malloc_arenas`), so the
-    blocks worker threads read are reused instead of piling up per thread.
-    aiohttp is imported without loading the CA store twice (60-120 ms of
-    every command's start-up; the engine verifies https with a context of
-    its own): :func:`~flowxfer.transfer.import_aiohttp_without_default_trust`.
+    their own process), are the process-wide choices made. Collections wait
+    until the command is loaded (:func:`_started` then freezes what start-up
+    loaded). glibc's malloc keeps to one arena
+    (:func:`~flowxfer._os.limit_malloc_arenas`), so the blocks worker threads
+    read are reused instead of piling up per thread. aiohttp is imported,
+    just before a command's module, without loading the CA store twice
+    (60-120 ms of every command's start-up; the engine verifies https with a
+    context of its own): :func:`~flowxfer.transfer.import_aiohttp_without_default_trust`;
+    ``--version`` and ``--help`` load no aiohttp at all. The process ends
+    without the interpreter's teardown: :func:`_leave`.
     """
     limit_malloc_arenas()
-    import_aiohttp_without_default_trust()
-    gc.freeze()
-    main()
+    gc.disable()
+    _LazyGroup.owns_process = True
+    try:
+        main()
+    except SystemExit as exc:
+        _leave(exc.code)
+    raise AssertionError("click's standalone main() always exits")  # pragma: no cover
+
+
+def _leave(code: object) -> NoReturn:
+    """End the process with ``code`` as :class:`SystemExit` would, minus the interpreter's teardown.
+
+    The teardown (every module's and object's release, 10-15 ms at the end of
+    every command, issue 20) does nothing a finished command needs: the
+    journal is closed and its last commit synced, a downloaded file is synced
+    before it is reported. What shutdown does that matters is done here:
+    atexit functions run (logging's flush), stdout and stderr are flushed.
+    The interpreter's own exit is kept where it does more: another
+    non-daemon thread still running (it waits for it), or a flush that fails
+    (a closed pipe: it reports that as it always did).
+    """
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if any(thread.is_alive() and not thread.daemon for thread in others):
+        raise SystemExit(code)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # as the interpreter does with a message: it goes to stderr, the status is 1
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        raise SystemExit(status) from None
+    os._exit(status)
+
+
+if _COLLECTING:  # the package is loaded: collections resume (run() pauses them again at once)
+    gc.enable()

@@ -173,6 +173,9 @@ class FlowClient:
         )
         self._refresh_lock = anyio.Lock()
         self._capabilities: Capabilities | None = None
+        #: One look-up at a time: the requests a command starts at once (its journal's and its
+        #: first byte's) share one answer instead of each reading the cache in a thread of its own.
+        self._capabilities_asking = anyio.Lock()
         #: Where ``/capabilities`` answers are remembered between commands (None: ask every time).
         self.capability_cache = capability_cache
         #: The capabilities in use came from :attr:`capability_cache`, not from this server just now.
@@ -316,6 +319,13 @@ class FlowClient:
         """
         if self._capabilities is not None and not fresh:
             return self._capabilities
+        async with self._capabilities_asking:
+            if self._capabilities is not None and not fresh:  # another task asked meanwhile
+                return self._capabilities
+            return await self._read_capabilities(fresh)
+
+    async def _read_capabilities(self, fresh: bool) -> Capabilities:
+        """:meth:`capabilities`' look-up itself (under its lock): the answer read as capabilities."""
         answer = await self._capability_answer(fresh)
         checksums = answer.get("checksums") if isinstance(answer, dict) else None
         ours = isinstance(answer, dict) and answer.get("server") == "flowxfer"

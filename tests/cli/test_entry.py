@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 
 _PROBE = """
-import gc, json, sys
+import atexit, gc, json, sys
 from flowxfer.cli import main, run
+
+def report():  # at exit: the console script ends the process itself (without the interpreter's teardown)
+    import aiohttp.connector  # its import-time default context: the system's CAs, unless the script imported it
+    trusted = aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"] > 0
+    print(json.dumps({"aiohttp_default_trust": trusted, "frozen": gc.get_freeze_count() > 0}), flush=True)
+
+atexit.register(report)
 if sys.argv[1] == "script":
     sys.argv[1:] = ["jobs"]
-    try:
-        run()
-    except SystemExit:
-        pass
+    run()
 else:
     main(["jobs"], standalone_mode=False)
-import aiohttp.connector  # its import-time default context: the system's CAs, unless the script imported it
-trusted = aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"] > 0
-print(json.dumps({"aiohttp_default_trust": trusted, "frozen": gc.get_freeze_count() > 0}))
 """
-
 
 @pytest.mark.parametrize("how", ["script", "embedded"])
 def test_process_wide_choices_only_in_the_console_script(tmp_path: Path, how: str) -> None:

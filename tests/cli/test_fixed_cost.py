@@ -10,11 +10,16 @@ assertion: ``benchmarks/bench_wan.py --tasks fixed`` measures the time.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
+import pytest
 
+from flowxfer.cli import _exits
+from flowxfer.journal import Journal
 from tests.cli.conftest import Cli
 from tests.support.faultproxy import FaultProxy, Record
 from tests.support.server import running_server
@@ -126,3 +131,97 @@ async def test_a_download_and_an_upload_load_nothing_they_do_not_need(tmp_path: 
             assert not loaded & _NOT_FOR_A_TRANSFER, (args[0], sorted(loaded & _NOT_FOR_A_TRANSFER))
             if args[0] == "download":
                 assert not loaded & _NOT_FOR_A_DOWNLOAD, sorted(loaded & _NOT_FOR_A_DOWNLOAD)
+
+
+#: The console script's own way out (``flowxfer.cli.run``), with what a test needs to see of its process.
+_CONSOLE = """
+import atexit, gc, json, sys
+collections = []
+atexit.register(lambda: print(json.dumps({"collections": collections, "collecting": gc.isenabled(),
+                                           "frozen": gc.get_freeze_count()}), file=sys.stderr))
+sys.argv[0] = "flowxfer"
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info["generation"]))
+from flowxfer.cli import run
+run()
+"""
+
+
+async def _console(env: dict[str, str], *args: str) -> tuple[int, str, dict[str, Any], str]:
+    """``flowxfer ARGS`` through the console script: exit code, stdout, what :data:`_CONSOLE` saw, stderr."""
+    done = await anyio.run_process([sys.executable, "-c", _CONSOLE, *args], env=env, check=False)
+    err = done.stderr.decode().strip().splitlines()
+    return done.returncode, done.stdout.decode(), json.loads(err[-1]), "\n".join(err[:-1])
+
+
+async def test_version_loads_no_aiohttp_and_collects_nothing(tmp_path: Path) -> None:
+    """``--version`` never reaches a command: no aiohttp, no engine, and no collection from the package's import on."""
+    cli = Cli("http://127.0.0.1:9", tmp_path / "home")
+    loaded = await _loaded_by(cli, "--version")
+    assert not {"aiohttp", "flowxfer.transfer._client", "flowxfer.journal._sqlite"} & loaded
+    code, out, seen, _ = await _console(cli.env(), "--version")
+    assert code == 0 and out.startswith("flowxfer, version ")
+    # Only young ones, while the package's module is made, before its first line can pause them
+    # (unpaused, ~60 young and several older collections).
+    assert max(seen["collections"], default=0) == 0 and len(seen["collections"]) < 10, seen["collections"]
+
+
+async def test_the_console_script_exits_as_the_command_says(tmp_path: Path) -> None:
+    """It ends without the interpreter's teardown: codes, stdout and stderr as ``main`` gives them.
+
+    Once its command is loaded, collections are back on and what start-up
+    loaded is out of their way (frozen).
+    """
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 3)
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        code, out, seen, _ = await _console(cli.env(), "--json", "upload", str(probe))
+        assert code == _exits.OK and json.loads(out)["status"] == "completed"
+        assert seen["collecting"] and seen["frozen"] > 10_000
+        code, out, seen, err = await _console(cli.env(), "download", "123456789", "-o", str(tmp_path / "o"))
+        assert code == _exits.NOT_FOUND and "no readable data with id 123456789" in err
+        code, out, seen, err = await _console(cli.env(), "download", "--no-such-flag")
+        assert code == _exits.USAGE and "No such option" in err
+
+
+_LEAVE = """
+import sys, threading, time
+from flowxfer.cli import _leave
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("the thread ended", flush=True))).start()
+sys.stdout.write("buffered")
+_leave(None if sys.argv[2] == "None" else int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize(
+    ("thread", "code", "status", "out", "err"),
+    [
+        ("none", "None", 0, "buffered", ""),
+        ("none", "3", 3, "buffered", ""),
+        ("none", "a message", 1, "buffered", "a message"),
+        ("thread", "5", 5, "bufferedthe thread ended", ""),
+    ],
+)
+async def test_leaving_flushes_and_waits_for_a_thread_as_interpreter_shutdown_does(
+    thread: str, code: str, status: int, out: str, err: str
+) -> None:
+    """:func:`flowxfer.cli._leave`: what shutdown does that a caller can see, minus the teardown."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout stays buffered
+    done = await anyio.run_process([sys.executable, "-c", _LEAVE, thread, code], env=env, check=False)
+    assert (done.returncode, done.stdout.decode().replace("\n", ""), done.stderr.decode().strip()) == (
+        status,
+        out,
+        err,
+    )
+
+
+def test_opening_an_up_to_date_journal_writes_nothing(tmp_path: Path) -> None:
+    """Every command opens the journal: once it is current, opening it only reads (no migration, no commit)."""
+    path = tmp_path / "journal.db"
+    Journal.open(path).close()
+    before = path.read_bytes()
+    with Journal.open(path):
+        pass
+    assert path.read_bytes() == before
+    assert not path.with_name("journal.db-wal").exists()
