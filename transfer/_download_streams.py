@@ -243,6 +243,11 @@ class FileStreams:
                             raise StopRequested()
                 if offset >= span.end and span.end < asked_end:
                     return  # another stream took the rest: do not wait for bytes that will be thrown away
+            if block:
+                # The body ended inside a block (the head, or a body ended early): keep what came.
+                assert work is not None
+                await self._write(work, written, block, offset - written)
+                written = offset
         finally:
             ctx.budget.release(block_size)
             if written < offset:
