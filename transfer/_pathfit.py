@@ -19,7 +19,7 @@ from . import _pathmodel
 from ._errors import FlowxferError
 from ._runtime import TransferContext
 
-#: Small GETs that measure the round trip: the first pays a new connection's handshake.
+#: Small GETs that measure the round trip: the first pays a new connection's handshake (counted half).
 MEASURES = 2
 
 #: The direction each kind of transfer moves its bytes in: the rate is remembered per direction
@@ -81,9 +81,10 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
     remembered, the token fresh): two small GETs then, two round trips against
     a transfer's seconds. Two, because the first on a new connection also
     waits for its handshake (TCP, and TLS against hosted Flow): through a
-    50 ms path it took 112 ms, and the counts chosen from it were those of a
-    100 ms path. The client keeps the quicker. Nothing to measure when every
-    count is pinned.
+    50 ms path it took 112 ms. The client counts such an answer half (56 ms;
+    whole, the counts chosen were those of a 100 ms path) and keeps the
+    quicker, so the second, on the open connection, says what TLS added.
+    Nothing to measure when every count is pinned.
 
     :param again: one GET more even when the round trip is known: the answer
         that measured it may have been a new connection's first (once per

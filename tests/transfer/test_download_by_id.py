@@ -13,10 +13,10 @@ from pathlib import Path
 from flowxfer.protocol import checksum_of
 from flowxfer.transfer._plan import RemoteData, target_names
 from tests.support.faultproxy import FlipBodyByte, Match, ResetMidBody, RespondWith
-from tests.support.rig import rig
+from tests.support.rig import Rig, rig
 
-from .conftest import KiB
-from .test_faults import CHUNK, SIZE, STREAM, done, download_through, engine, upload_direct
+from .conftest import KiB, client, write_random
+from .test_faults import CHUNK, SIZE, STREAM, MiB, done, download_through, engine, upload_direct
 
 #: The describing request: the bytes' URL without the filename.
 DESCRIBE = r"^/downloads/[^/]+$"
@@ -129,3 +129,28 @@ async def test_a_remembered_capability_the_server_lost_falls_back_to_data(tmp_pa
             f"/data/{data_id}",
             f"/downloads/{data_id}/reads.bin",
         ]
+
+
+def _starts(r: Rig) -> list[int]:
+    """Where each stream's ranged request began."""
+    ranges = (dict(e.request_headers)["Range"] for e in r.log.select("GET", STREAM))
+    return sorted(int(value.split("=")[1].split("-")[0]) for value in ranges)
+
+
+async def test_a_head_that_ends_inside_a_block_is_written_not_asked_again(tmp_path: Path) -> None:
+    """The describing answer's 1 MiB ends inside a 768 KiB write block: kept, not fetched twice.
+
+    (The engine's defaults: 1 MiB described, 4 MiB blocks; every large download refetched its head.)
+    """
+    async with rig(tmp_path, True) as r:
+        src = write_random(tmp_path / "src" / "reads.bin", 3 * MiB, 5)
+        async with client(r.server, tmp_path / "uploader", chunk_size=3 * MiB) as fx:
+            (item,) = done(await fx.upload([src])).files
+        assert item.id
+        report, data = await download_through(
+            r, tmp_path, item.id, segments=2, block_size=768 * KiB, download_chunk_size=4 * MiB
+        )
+        done(report)
+        assert data == src.read_bytes()
+        assert r.download_bytes() == 3 * MiB and 0 not in _starts(r)
+

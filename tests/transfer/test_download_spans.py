@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flowxfer.transfer import _download_streams
 from flowxfer.transfer._download_spans import Span, Spans, split_point
-from tests.support.faultproxy import Latency, Stall
+from tests.support.faultproxy import Latency, Match, Stall, StallMidBody
 from tests.support.rig import rig
 from tests.transfer.conftest import client, write_random
 
@@ -179,3 +182,26 @@ def test_a_stream_s_rate_counts_from_its_answer_not_from_a_wait_before_it() -> N
     clock.now += 0.2
     only.start = 700  # 700 bytes in 0.2 s: 0.09 s left (0.51 s if the wait counted)
     assert plan.take() is None
+
+
+async def test_a_file_ends_when_its_last_span_does_not_when_idle_streams_look_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One stream stalls while the others run out of work and wait: they leave as the stalled one ends.
+
+    Idle streams look for a span worth splitting every ``LOOK_AGAIN`` seconds, made two minutes
+    here: a file that waited for that look would take minutes, not the stall's second.
+    """
+    monkeypatch.setattr(_download_streams, "LOOK_AGAIN", 120.0)
+    size = 1024 * KiB
+    source = write_random(tmp_path / "src" / "big.bin", size, 12)
+    async with rig(tmp_path, True) as r:
+        async with client(r.server, tmp_path / "direct") as fx:
+            data_id = (await fx.upload([source])).files[0].id
+        assert data_id
+        r.proxy.add(StallMidBody(Match("GET", r"^/downloads/.+/"), at_bytes=16 * KiB, seconds=1.0, then="resume"))
+        async with client(r.via_proxy, tmp_path / "home", segments=4) as fx:
+            with anyio.fail_after(60):
+                report = await fx.download([data_id], output_dir=tmp_path / "out")
+        assert report.status == "completed", report
+    assert (tmp_path / "out" / "big.bin").read_bytes() == source.read_bytes()

@@ -1,0 +1,37 @@
+"""The client's round trip, which the path model counts streams from: a new connection's handshake left out.
+
+Through the WAN path emulator (``benchmarks/wanpath.py``) in front of the
+real server, where a new connection's first byte leaves a round trip late
+(its handshake). An answer on a new connection once counted whole, and the
+counts chosen from it were those of a path twice as long (issue 20); it now
+counts half (an upper bound still: the handshake took a round trip at
+least), and an answer on a reused connection counts whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.wanpath import PathSpec, WanPath
+from flowxfer.transfer._client import FlowClient
+from tests.support.server import running_server
+
+#: Long, so that the bound below leaves a loaded machine a quarter of a second.
+RTT = 0.5
+#: How early asyncio may run the path's timers (as in tests/wan/test_wanpath.py).
+EARLY = 0.01
+
+
+async def _capabilities(client: FlowClient) -> None:
+    await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+
+
+async def test_a_new_connection_s_handshake_is_not_taken_for_the_path(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "root") as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with WanPath(PathSpec(rtt=RTT, link_rate=None), port) as path, FlowClient(path.url) as client:
+            await _capabilities(client)  # a new connection: its handshake, then the request
+            first = client.round_trip
+            assert first is not None and RTT - EARLY <= first < 1.5 * RTT, "the handshake counted as path"
+            await _capabilities(client)  # the same connection: the request alone
+            assert client.round_trip is not None and RTT - EARLY <= client.round_trip <= first
