@@ -99,9 +99,12 @@ def parse_journal_location(value: Path | str | JournalLocation | None) -> Journa
         return JournalLocation("sqlite", path=path, display=str(path))
     if scheme in _POSTGRES_SCHEMES:
         masked = mask_password(value)
-        if not urlsplit(value).netloc and "host=" not in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:  # urllib's own checks of the host part ("Invalid IPv6 URL", ...)
+            raise JournalLocationError(f"journal URL {masked!r}: {exc}") from None
+        if not parts.netloc and "host=" not in value:
             raise JournalLocationError(f"journal URL {masked!r} names no server: postgresql://USER@HOST[:PORT]/DB")
-        parts = urlsplit(value)
         if "," not in parts.netloc:  # libpq's several hosts (h1:5432,h2:5432) are its to check
             try:
                 _ = parts.port  # urllib checks it: a number, 0-65535
