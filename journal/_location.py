@@ -98,6 +98,7 @@ def parse_journal_location(value: Path | str | JournalLocation | None) -> Journa
         path = Path(rest[3:])
         return JournalLocation("sqlite", path=path, display=str(path))
     if scheme in _POSTGRES_SCHEMES:
+        value = scheme + value[match.end(1) :]  # libpq knows only the lower-case schemes
         masked = mask_password(value)
         try:
             parts = urlsplit(value)

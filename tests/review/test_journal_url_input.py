@@ -29,18 +29,10 @@ PASSWORD = "Zs3cr3t-review"
 
 #: Defects found by this review, for the owners of the files named (strict: a fix turns these red
 #: until the mark goes, so the tests cannot silently stay marked).
-LOCATION_RAISES = pytest.mark.xfail(
-    strict=True,
-    reason="journal/_location.py:102-107 lets urlsplit()'s ValueError (Invalid IPv6 URL, bad host) escape",
-)
 CLIENT_SIDE_IS_NOT_AN_OUTAGE = pytest.mark.xfail(
     strict=True,
     reason="journal/_postgres.py _why_unreachable(): a libpq error before any connection (no password, "
     "bad option) carries no SQLSTATE and no FATAL, so it is taken for an outage (exit 75)",
-)
-UPPER_CASE_SCHEME = pytest.mark.xfail(
-    strict=True,
-    reason="journal/_location.py returns url=value as written; libpq only knows lower-case schemes",
 )
 #: A port nothing listens on: a TCP port of our own, bound and closed, is unlikely to be reused at once.
 CLOSED = "postgresql://u@127.0.0.1:1/db"
@@ -65,7 +57,6 @@ async def test_a_malformed_host_is_a_usage_error(server: RunningServer, tmp_path
     assert "Traceback" not in result.stderr and last.startswith("Error:") and "journal" in last, result.stderr
 
 
-@UPPER_CASE_SCHEME
 async def test_an_upper_case_scheme_means_the_same_server(server: RunningServer, tmp_path: Path) -> None:
     """``SQLITE:///`` works (test_location); ``POSTGRESQL://`` must reach the same server as the lower case."""
     cli = Cli(server.base_url, tmp_path / "home")
