@@ -27,13 +27,6 @@ from tests.support.server import RunningServer
 
 PASSWORD = "Zs3cr3t-review"
 
-#: Defects found by this review, for the owners of the files named (strict: a fix turns these red
-#: until the mark goes, so the tests cannot silently stay marked).
-CLIENT_SIDE_IS_NOT_AN_OUTAGE = pytest.mark.xfail(
-    strict=True,
-    reason="journal/_postgres.py _why_unreachable(): a libpq error before any connection (no password, "
-    "bad option) carries no SQLSTATE and no FATAL, so it is taken for an outage (exit 75)",
-)
 #: A port nothing listens on: a TCP port of our own, bound and closed, is unlikely to be reused at once.
 CLOSED = "postgresql://u@127.0.0.1:1/db"
 
@@ -66,7 +59,6 @@ async def test_an_upper_case_scheme_means_the_same_server(server: RunningServer,
     assert (upper.code, "refused" in upper.stderr.lower()) == (75, True), upper
 
 
-@CLIENT_SIDE_IS_NOT_AN_OUTAGE
 async def test_a_setting_libpq_refuses_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
     """``sslmode=bogus`` fails before any connection: waiting cannot help, so exit 2, not 75."""
     result = await Cli(server.base_url, tmp_path / "home").run("--journal", CLOSED + "?sslmode=bogus", "jobs")
@@ -112,7 +104,6 @@ async def test_a_wrong_password_is_a_usage_error_that_never_shows_it(
         assert "Zwrong-pw" not in result.stdout + result.stderr and "***" in result.stdout + result.stderr
 
 
-@CLIENT_SIDE_IS_NOT_AN_OUTAGE
 async def test_a_missing_password_is_a_usage_error(
     server: RunningServer, tmp_path: Path, password_cluster: PostgresCluster
 ) -> None:
