@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.cli.conftest import Cli
 from tests.support.server import RunningServer
 from tests.transfer.conftest import write_random
@@ -43,7 +41,6 @@ async def test_show_of_an_empty_transfer_id_is_a_usage_error(server: RunningServ
         assert "empty transfer id" in result.stderr, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="cli/_serve.py: an OSError on --root exits 1, not 2 (local input error)")
 async def test_a_root_that_cannot_be_made_is_exit_2(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"not a folder")
