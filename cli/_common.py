@@ -108,7 +108,8 @@ def _exit_with_error_document(
     that answers HTML) still gives one, so ``| jq`` never reads nothing.
     """
     if options.json:
-        print(json.dumps({"status": "failed", "error": message, "exit_code": code, **(extra or {})}), flush=True)
+        status = "interrupted" if code == _exits.TEMPFAIL else "failed"  # 75: nothing lost, try again later
+        print(json.dumps({"status": status, "error": message, "exit_code": code, **(extra or {})}), flush=True)
     sys.exit(code)
 
 
