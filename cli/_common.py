@@ -33,6 +33,7 @@ from flowxfer.transfer import (
 from . import _exits
 
 # The commands take the options' names from here too, with the runner's.
+from ._options import CHUNK_SIZE as CHUNK_SIZE
 from ._options import DURATION as DURATION
 from ._options import JOURNAL as JOURNAL
 from ._options import SIZE as SIZE

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from flowxfer.transfer import TransferConfig
 from tests.cli.conftest import Cli
 from tests.support.server import RunningServer
 from tests.transfer.conftest import write_random
@@ -48,3 +51,16 @@ async def test_a_root_that_cannot_be_made_is_exit_2(tmp_path: Path) -> None:
     result = await cli.run("serve", "--root", str(blocker / "root"), "--port", "0")
     assert result.code == 2, result
     assert "root" in result.stderr, result.stderr
+
+
+async def test_a_tiny_chunk_size_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
+    """``--chunk-size 1`` made one request and one journal write per byte (270 B/s): refused, exit 2."""
+    cli = await _one_transfer(server, tmp_path)
+    src = write_random(tmp_path / "b.bin", 1000, 2)
+    for command in (["upload", str(src)], ["sync", str(src)]):
+        result = await cli.run(*command, "--chunk-size", "1")
+        assert result.code == 2, (command, result)
+        assert "--chunk-size" in result.stderr and "at least 64 KiB" in result.stderr, result.stderr
+    with pytest.raises(ValueError, match="at least"):
+        TransferConfig(chunk_size=TransferConfig.MIN_CHUNK_SIZE - 1)
+    assert (await cli.run("upload", str(src), "--chunk-size", "64k")).code == 0
