@@ -64,3 +64,19 @@ async def test_a_tiny_chunk_size_is_a_usage_error(server: RunningServer, tmp_pat
     with pytest.raises(ValueError, match="at least"):
         TransferConfig(chunk_size=TransferConfig.MIN_CHUNK_SIZE - 1)
     assert (await cli.run("upload", str(src), "--chunk-size", "64k")).code == 0
+
+
+async def test_resume_of_a_completed_transfer_says_per_file_what_its_summary_counts(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """It printed "skipped a.bin (unchanged, ...)" above "1 uploaded, 0 skipped": the journal (and the
+    JSON) hold the file as done by this transfer, so the file's line must say so too."""
+    cli = await _one_transfer(server, tmp_path)
+    (transfer,) = (await cli.run("--json", "jobs", "--all")).json()["transfers"]
+    result = await cli.run("resume", transfer["transfer_id"])
+    assert result.code == 0, result
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == ["uploaded"], lines
+    assert "1 uploaded, 0 skipped, 0 failed; 0 B" in lines[-1], lines
+    again = await cli.run("--json", "resume", transfer["transfer_id"])
+    assert [f["status"] for f in again.json()["transfers"][0]["files"]] == ["done"], again.stdout
