@@ -33,6 +33,7 @@ from flowxfer.transfer import (
 from . import _exits
 
 # The commands take the options' names from here too, with the runner's.
+from ._options import CHUNK_SIZE as CHUNK_SIZE
 from ._options import DURATION as DURATION
 from ._options import JOURNAL as JOURNAL
 from ._options import SIZE as SIZE
@@ -108,7 +109,8 @@ def _exit_with_error_document(
     that answers HTML) still gives one, so ``| jq`` never reads nothing.
     """
     if options.json:
-        print(json.dumps({"status": "failed", "error": message, "exit_code": code, **(extra or {})}), flush=True)
+        status = "interrupted" if code == _exits.TEMPFAIL else "failed"  # 75: nothing lost, try again later
+        print(json.dumps({"status": status, "error": message, "exit_code": code, **(extra or {})}), flush=True)
     sys.exit(code)
 
 

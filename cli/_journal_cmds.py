@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from flowxfer.journal import Journal, JournalError, TransferRecord, default_journal_path
-from flowxfer.transfer import format_size, sample_reports
+from flowxfer.transfer import UsageError, format_size, require_transfer_id, sample_reports
 
 from . import _exits
 from ._common import fail, global_options
@@ -98,7 +98,10 @@ def show(ctx: click.Context, transfer_id: str) -> None:
     """
     options = global_options(ctx)
     with open_journal(ctx) as journal:
-        matches = journal.find_transfers(transfer_id)
+        try:
+            matches = journal.find_transfers(require_transfer_id(transfer_id))
+        except UsageError as exc:
+            fail(options, str(exc), _exits.USAGE)
         if len(matches) != 1:
             reason = "no such transfer" if not matches else "ambiguous: " + ", ".join(m.id for m in matches)
             fail(options, f"{transfer_id}: {reason}", _exits.USAGE)

@@ -33,6 +33,9 @@ class SizeType(click.ParamType):
 
     name = "size"
 
+    def __init__(self, minimum: int = 1) -> None:
+        self.minimum = minimum
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
@@ -42,6 +45,8 @@ class SizeType(click.ParamType):
             self.fail(str(exc), param, ctx)
         if size <= 0:
             self.fail("must be more than 0 bytes", param, ctx)
+        if size < self.minimum:
+            self.fail(f"must be at least {self.minimum // 1024} KiB", param, ctx)
         return size
 
 
@@ -79,6 +84,8 @@ class JournalType(click.ParamType):
 
 
 SIZE = SizeType()
+#: ``--chunk-size``: one request (and journal write) per chunk, so not tiny.
+CHUNK_SIZE = SizeType(minimum=TransferConfig.MIN_CHUNK_SIZE)
 DURATION = DurationType()
 JOURNAL = JournalType()
 

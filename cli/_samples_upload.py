@@ -20,8 +20,8 @@ from flowxfer.transfer import Flowxfer, SamplePlan, SheetError, TransferReport, 
 
 from . import _exits
 from ._common import (
+    CHUNK_SIZE,
     DURATION,
-    SIZE,
     GlobalOptions,
     fail,
     finish_transfer,
@@ -43,7 +43,9 @@ def sample_transfer_options(func: click.decorators.FC) -> click.decorators.FC:
                 type=click.IntRange(1, 64),
                 help="Samples at once (default 16); each sample's files go one after the other.",
             ),
-            click.option("--chunk-size", type=SIZE, help="Bytes per upload request (default: automatic, as upload)."),
+            click.option(
+                "--chunk-size", type=CHUNK_SIZE, help="Bytes per upload request (default: automatic, as upload)."
+            ),
             click.option(
                 "--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'
             ),

@@ -262,8 +262,12 @@ def serve(
 
     try:
         run(config, on_listening=announce)
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot serve: {exc}") from None
+    except (OSError, ValueError) as exc:  # a root, port or TLS file that cannot be used
+        raise _CannotServe(f"cannot serve: {exc}") from None
+
+
+class _CannotServe(click.ClickException):
+    exit_code = 2  # cli.md: a configuration or local input error (_exits.USAGE: not imported by serve)
 
 
 @click.group("admin")

@@ -14,7 +14,7 @@ from flowxfer.transfer import AlreadyRunning, Flowxfer, TransferReport
 
 from . import _exits
 from ._common import (
-    SIZE,
+    CHUNK_SIZE,
     GlobalOptions,
     finish_transfer,
     global_options,
@@ -88,7 +88,7 @@ def logout(ctx: click.Context) -> None:
 @click.option("--data-type", help="Flow data-type identifier for every file.")
 @click.option(
     "--chunk-size",
-    type=SIZE,
+    type=CHUNK_SIZE,
     help="Bytes per upload request (default: automatic, 64 MiB against a "
     "flowxfer server, 16 MiB against hosted Flow, halved on 413).",
 )

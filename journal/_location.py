@@ -98,10 +98,14 @@ def parse_journal_location(value: Path | str | JournalLocation | None) -> Journa
         path = Path(rest[3:])
         return JournalLocation("sqlite", path=path, display=str(path))
     if scheme in _POSTGRES_SCHEMES:
+        value = scheme + value[match.end(1) :]  # libpq knows only the lower-case schemes
         masked = mask_password(value)
-        if not urlsplit(value).netloc and "host=" not in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError as exc:  # urllib's own checks of the host part ("Invalid IPv6 URL", ...)
+            raise JournalLocationError(f"journal URL {masked!r}: {exc}") from None
+        if not parts.netloc and "host=" not in value:
             raise JournalLocationError(f"journal URL {masked!r} names no server: postgresql://USER@HOST[:PORT]/DB")
-        parts = urlsplit(value)
         if "," not in parts.netloc:  # libpq's several hosts (h1:5432,h2:5432) are its to check
             try:
                 _ = parts.port  # urllib checks it: a number, 0-65535

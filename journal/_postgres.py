@@ -345,9 +345,21 @@ def _lost_connection(exc: psycopg.Error) -> bool:
     """The server went away (refused, cut, shutting down), as opposed to a deadlock or a lock timeout.
 
     Client-side failures carry no SQLSTATE; class 08 is a connection exception, 57P an operator's
-    shutdown or a server still starting.
+    shutdown or a server still starting. A URL libpq cannot use (a bad option, no password) carries
+    none either, but no wait mends it: :func:`_misconfigured`.
     """
+    if _misconfigured(exc):
+        return False
     return isinstance(exc, psycopg.InterfaceError) or exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
+
+
+#: libpq's words for a connection it will not even try, or cannot finish, with the settings given.
+_CLIENT_SIDE = re.compile(r'fe_sendauth:|invalid [\w ]*(?:value|option|number)|invalid URI|missing "="')
+
+
+def _misconfigured(exc: psycopg.Error) -> bool:
+    """libpq refused the URL itself (psycopg's ProgrammingError) or a setting or password it lacks."""
+    return isinstance(exc, psycopg.ProgrammingError) or _CLIENT_SIDE.search(str(exc)) is not None
 
 
 #: A server that refuses a login for now, not for good: wait it out like an outage.

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         SourceChangedError,
         UnavailableError,
         UsageError,
+        require_transfer_id,
     )
     from ._executions import ExecutionFailed, ExecutionOutput, ExecutionUnfinished
     from ._extract import UnsafeArchiveError
@@ -146,6 +147,7 @@ __all__ = [
     "parse_size",
     "read_token_file",
     "readable_by_others",
+    "require_transfer_id",
     "run_checks",
     "sample_reports",
     "scan_run",
@@ -191,6 +193,7 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "SourceChangedError": ("._errors", "SourceChangedError"),
     "UnavailableError": ("._errors", "UnavailableError"),
     "UsageError": ("._errors", "UsageError"),
+    "require_transfer_id": ("._errors", "require_transfer_id"),
     "ExecutionFailed": ("._executions", "ExecutionFailed"),
     "ExecutionOutput": ("._executions", "ExecutionOutput"),
     "ExecutionUnfinished": ("._executions", "ExecutionUnfinished"),

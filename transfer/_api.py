@@ -29,6 +29,7 @@ from ._config import DEFAULT_BASE_URL, DEFAULT_POLL_INTERVAL, TransferConfig
 from ._credentials import CredentialStore, Tokens, default_config_dir, unverified_claims
 from ._errors import UsageError
 from ._files import run_download, run_upload
+from ._journal_wait import PatientJournal
 from ._limiter import RateLimiter
 from ._pathmap import PathMap
 from ._remote import describe, search
@@ -205,8 +206,17 @@ class Flowxfer:
         location = arg if isinstance(arg, str | Path) else None
         # --max-wait bounds a database wait too, even a single call's.
         timeout = min(self.config.journal_timeout, max(1.0, self.config.max_wait or self.config.journal_timeout))
-        return await anyio.to_thread.run_sync(
-            partial(Journal.open, location, host_id=self._host_id, connect_timeout=timeout)
+        opening = partial(Journal.open, location, host_id=self._host_id, connect_timeout=timeout)
+        if self.config.max_wait is None:  # no bound given (doctor, a plain run): one attempt, 75 at once
+            return await anyio.to_thread.run_sync(opening)
+        return await anyio.to_thread.run_sync(  # a database away at start is waited out like one mid-run
+            partial(
+                PatientJournal.open,
+                opening,
+                max_wait=self.config.max_wait,
+                stopping=lambda: self.stopping,
+                on_wait=self._runner._notice_from_any_thread,
+            )
         )
 
     def stop(self, reason: str = "stopped") -> None:

@@ -88,7 +88,10 @@ async def describe_by_id(
             fresh = await client.revalidate_capabilities()
             if fresh is not None and not fresh.download_by_id:
                 return await describe(client, ids), {}
-            missing.append(data_id)
+            try:  # still claimed (a proxy may answer /capabilities itself): /data has the last word
+                items += await describe(client, [data_id])
+            except NotFoundError:
+                missing.append(data_id)
             continue
         items.append(item)
         if prefetched is not None:

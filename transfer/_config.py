@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from . import _pathmodel
 
@@ -111,6 +112,10 @@ class TransferConfig:
         one a database outage eats into, still leaves room for a few missed beats.
     """
 
+    #: The smallest ``chunk_size``: each chunk is a request and a journal write, so 1-byte chunks
+    #: crawl (270 B/s); 64 KiB is the least the tests' slow uploads use (the official client: 1 MB).
+    MIN_CHUNK_SIZE: ClassVar[int] = 64 * 1024
+
     chunk_size: int | None = None
     download_chunk_size: int = 8 * MiB
     concurrency: int | None = None
@@ -186,8 +191,8 @@ class TransferConfig:
         return max(self.upload_block_size, min(self.block_size, share // MiB * MiB))
 
     def __post_init__(self) -> None:
-        if self.chunk_size is not None and self.chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+        if self.chunk_size is not None and self.chunk_size < self.MIN_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be at least {self.MIN_CHUNK_SIZE} bytes")
         if self.download_chunk_size <= 0 or self.block_size <= 0:
             raise ValueError("download_chunk_size and block_size must be positive")
         if any(count is not None and count < 1 for count in (self.concurrency, self.segments, self.upload_streams)):

@@ -93,8 +93,8 @@ async def fetch_remote(
         except NotFoundError:
             # Remembered capabilities may be stale (the server restarted without extensions).
             fresh = await ctx.client.revalidate_capabilities(ctx.capabilities)
-            if fresh is None:
-                raise
+            if fresh is None:  # still claimed, yet the id is known (described): verify the whole file
+                return remote  # a data id gone since is the download's own 404
             ctx.capabilities = fresh
             return await fetch_remote(ctx, data_id, filename, size, checksum, want_map=want_map)
         entries = answer.get("chunks")

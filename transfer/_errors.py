@@ -27,6 +27,14 @@ class UsageError(FlowxferError):
     kind: ClassVar[str] = "usage"
 
 
+def require_transfer_id(transfer_id: str) -> str:
+    """``transfer_id`` to look up by prefix, unless empty: that prefixes every id, so it would pick
+    the only transfer or call them all ambiguous."""
+    if not transfer_id.strip():
+        raise UsageError("an empty transfer id: give one from 'flowxfer jobs'")
+    return transfer_id
+
+
 class AuthError(FlowxferError):
     """Authentication failed: bad credentials, no credentials, or a refresh token that expired."""
 

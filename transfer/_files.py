@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from flowxfer.journal import FileRecord, TransferRecord
+from flowxfer.journal import FileRecord, Journal, TransferRecord
 
 from ._advice import bulk_hint
 from ._by_id import PREFETCH_LIMIT, Prefetched, describe_by_id
@@ -33,6 +33,10 @@ from ._workers import download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice
 
 __all__ = ["check_named", "named_data", "run_download", "run_upload"]
+
+
+def _statuses(journal: Journal, transfer_id: str) -> dict[str, str]:
+    return {row.local_path: row.status.value for row in journal.iter_files(transfer_id)}
 
 
 async def run_upload(
@@ -60,8 +64,13 @@ async def run_upload(
             partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan(), force=force)
         )
         runner.emit(FilesPlanned(count, total))
+        # A resume keeps the rows its transfer holds: a file it uploaded before stays done (so the
+        # summary counts it), one still to do is its worker's to report; neither was skipped now.
+        held = await anyio.to_thread.run_sync(_statuses, ctx.journal, record.id) if resumed and skipped else {}
         for row in skipped:
-            runner.emit(FileFinished(row.local_path, row.remote_name, "skipped", row.size, row.data_id, None))
+            status = held.get(row.local_path, "skipped")
+            if status in ("done", "skipped"):
+                runner.emit(FileFinished(row.local_path, row.remote_name, status, row.size, row.data_id, None))
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         return await upload_one(ctx, record, options)

@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from flowxfer.journal import Journal, JournalBatch, JournalUnavailableError, Lease, LeaseLost
 
@@ -73,6 +73,13 @@ class PatientJournal:
         self._gave_up = False
         self._rng = random.Random()
         self._on_lost: Callable[[str], None] = lambda why: None
+
+    @classmethod
+    def open(cls, open_journal: Callable[[], Journal], **waiting: Any) -> Journal:
+        """``open_journal()``, waiting for an unreachable database as any later call would: a host
+        started during the database's restart waits up to ``max_wait`` too (``waiting``: as for
+        the constructor)."""
+        return cast(Journal, cls(cast(Journal, None), **waiting)._patiently(open_journal)())
 
     @property
     def gave_up(self) -> bool:

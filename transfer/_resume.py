@@ -14,7 +14,7 @@ import anyio
 from flowxfer.journal import TransferRecord
 
 from ._bulk import run_bulk
-from ._errors import UsageError
+from ._errors import UsageError, require_transfer_id
 from ._executions import DEFAULT_POLL_INTERVAL, run_execution_download
 from ._files import run_download, run_upload
 from ._multiplexed import upload_multiplexed
@@ -43,10 +43,7 @@ async def resume_plan(runner: Runner, transfer_id: str | None = None) -> list[Tr
     journal = await runner.journal()
     if transfer_id is None:
         return [r for r in await anyio.to_thread.run_sync(journal.unfinished_transfers) if r.server == runner.base_url]
-    if not transfer_id.strip():
-        # An empty id is a prefix of every id: it would resume the only transfer, or call all ambiguous.
-        raise UsageError("an empty transfer id: give one from 'flowxfer jobs', or none to resume all")
-    matches = await anyio.to_thread.run_sync(journal.find_transfers, transfer_id)
+    matches = await anyio.to_thread.run_sync(journal.find_transfers, require_transfer_id(transfer_id))
     if not matches:
         raise UsageError(f"no transfer {transfer_id!r} in the journal {journal.location}")
     if len(matches) > 1:

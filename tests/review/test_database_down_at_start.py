@@ -11,10 +11,10 @@ finishing, while the same outage a second later would have been waited out.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
-import pytest
 
 from tests.fleet.conftest import assert_uploaded, host, make_run
 from tests.support.postgres import PostgresCluster
@@ -24,11 +24,6 @@ from tests.support.server import RunningServer
 OUTAGE = 8.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the journal is opened (cli, Journal.open) outside PatientJournal (transfer/_journal_wait.py): "
-    "an unreachable database at start ends the command after journal_timeout, not --max-wait",
-)
 async def test_a_database_away_at_start_is_waited_for_up_to_max_wait(
     server: RunningServer, tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
 ) -> None:
@@ -47,3 +42,24 @@ async def test_a_database_away_at_start_is_waited_for_up_to_max_wait(
     finally:
         await anyio.to_thread.run_sync(postgres_cluster.start)
     await assert_uploaded(server, result, expected)
+
+
+async def test_a_database_away_past_max_wait_at_start_exits_75_as_interrupted(
+    server: RunningServer, tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """Past ``--max-wait`` the command ends with 75, and its JSON says so as a mid-run outage does:
+    ``interrupted`` (nothing lost, try again later), not ``failed``."""
+    make_run(tmp_path / "run")
+    a = await host(server, tmp_path / "a", "a", postgres_url)
+    await anyio.to_thread.run_sync(postgres_cluster.stop)
+    try:
+        began = time.monotonic()
+        result = await a.run("--json", "upload", str(tmp_path / "run"), "--max-wait", "3s", within=60)
+        took = time.monotonic() - began
+    finally:
+        await anyio.to_thread.run_sync(postgres_cluster.start)
+    assert result.code == 75, result
+    assert 3 < took < 30, took
+    document = result.json()
+    assert document["status"] == "interrupted" and document["exit_code"] == 75, document
+    assert "unreachable" in result.stderr and "Traceback" not in result.stderr, result.stderr

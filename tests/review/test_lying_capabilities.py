@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.support.faultproxy import Match, RespondWith
 from tests.support.rig import rig, stored
 from tests.transfer.conftest import KiB, client, write_random
@@ -73,11 +71,6 @@ async def test_capabilities_that_keep_lying_fail_an_upload_cleanly_without_a_loo
         assert len(r.log.select("POST", r"^/upload/parallel")) <= 3 and caps.hits <= 3, (caps.hits, len(r.log.entries))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transfer/_by_id.py:87-92: a 404 from the by-id route while /capabilities still claims it is "
-    "taken as 'no readable data' (NotFoundError, exit 4) without asking /data, which knows the id",
-)
 async def test_capabilities_that_keep_lying_still_download_a_readable_id(tmp_path: Path) -> None:
     """Every ask claims ``download_by_id``; the server behind has no such route (its bare 404). The id is
     readable through ``/data``: the download must land exact bytes, not call the id unknown."""
