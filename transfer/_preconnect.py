@@ -1,0 +1,129 @@
+"""The server's TCP handshake, started while the console script is still loading its modules (issue 20).
+
+Why: a small command's fixed cost is its start-up (mostly imports, ~0.2 s)
+plus two round trips (the TCP handshake, then the request). Through a
+150 ms path that is too close to the goal of 0.3 s + 2 round trips. The
+handshake needs nothing the imports bring, so the console script starts it
+first (:func:`start`, a non-blocking ``connect``: no thread) and the
+client's first connection to that address takes the socket over
+(:func:`socket_factory`, aiohttp's ``TCPConnector(socket_factory=...)``):
+the handshake's round trip overlaps the start-up.
+
+It is an optimisation, never a change of behaviour:
+
+- only an IP-literal host (no name to resolve: a resolver thread would
+  race the environment that :func:`._tls.import_aiohttp_without_default_trust`
+  changes for the length of the import, and a second lookup could double a
+  slow resolver's wait);
+- aiohttp still resolves, connects (happy eyeballs), times out, wraps TLS
+  with the engine's verified context and reports errors as before: the early
+  socket is handed over only for the address aiohttp tries, only once, and
+  only while it is connecting or connected with nothing to read. A
+  handshake that failed already (a server that is down) is closed and
+  aiohttp connects a fresh socket, so the user sees today's error;
+- a socket nobody took is closed at exit (:func:`discard`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import ipaddress
+import os
+import select
+import socket
+from typing import Any
+
+__all__ = ["discard", "pending", "socket_factory", "start"]
+
+#: What a non-blocking connect on a socket whose handshake is under way answers.
+_UNDER_WAY = (errno.EINPROGRESS, errno.EALREADY)
+
+
+class EarlySocket(socket.socket):
+    """A socket whose handshake began early: its first ``connect`` to that address carries on with it."""
+
+    target: tuple[Any, ...] = ()
+
+    def connect(self, address: Any) -> None:  # noqa: D102 - socket.socket's, see the class
+        if not self.target or tuple(address) != self.target:
+            super().connect(address)
+            return
+        self.target = ()
+        # The kernel knows where the handshake is: 0 once it completed (then EISCONN),
+        # EALREADY while under way: then the event loop waits for it as for any connect.
+        code = self.connect_ex(address)
+        if code in (0, errno.EISCONN):
+            return
+        if code in _UNDER_WAY:
+            raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
+        raise OSError(code, os.strerror(code))
+
+
+#: The one early socket of this process, until a connection takes it or it is discarded.
+_early: EarlySocket | None = None
+
+
+def start(host: str, port: int) -> bool:
+    """Start the TCP handshake with ``host`` (an IP literal), ``port``; False when it was not started.
+
+    For a process flowxfer owns (the console script), once, before the imports.
+    """
+    global _early
+    if _early is not None:
+        return False
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return False  # a name: see the module's doc
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_NUMERICHOST)
+        sock = EarlySocket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    sock.target = tuple(infos[0][4])
+    sock.setblocking(False)
+    if sock.connect_ex(sock.target) not in (0, *_UNDER_WAY):
+        sock.close()  # failed at once: aiohttp meets (and reports) the same failure itself
+        return False
+    _early = sock
+    atexit.register(discard)
+    return True
+
+
+def pending() -> bool:
+    """Whether an early socket waits for its connection (the client then passes :func:`socket_factory`)."""
+    return _early is not None
+
+
+def socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
+    """aiohttp's socket for ``addr_info``: the early one when it is for that address and usable, else a new one."""
+    global _early
+    family, type_, proto, _, address = addr_info
+    early, _early = _early, None
+    if early is not None:
+        if early.family == family and tuple(address) == early.target and _usable(early):
+            return early
+        early.close()
+    return socket.socket(family, type_, proto)
+
+
+def _usable(sock: EarlySocket) -> bool:
+    """Connecting, or connected with nothing to read (no data, no FIN, no error): the first request may go on it."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLOUT | select.POLLERR | select.POLLHUP)
+    events = poller.poll(0)
+    if not events:
+        return True  # the handshake is under way
+    mask = events[0][1]
+    if mask != select.POLLOUT:
+        return False
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+
+def discard() -> None:
+    """Close the early socket if no connection took it."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early.close()
