@@ -13,6 +13,8 @@ server that is down gets the very message and exit code it gets without it.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import anyio
 import pytest
 
 from flowxfer.cli import _exits
+from flowxfer.transfer import _preconnect as preconnect
 from tests.cli.conftest import Cli, no_traceback
 from tests.security.test_transport import certs  # noqa: F401 - the test certificates (a fixture)
 from tests.support.faultproxy import FaultProxy
@@ -146,3 +149,53 @@ async def test_https_through_the_early_connection_is_still_verified(
         assert trusted[0] == 0, trusted
         assert trusted[2]["at_aiohttp"]
     assert (tmp_path / "out" / "reads.bin").read_bytes() == src.read_bytes()
+
+
+# -- the mechanism, on real loopback sockets -------------------------------------------------
+
+
+def _addr_info(port: int) -> tuple[Any, ...]:
+    """What aiohttp hands its socket factory for ``127.0.0.1:port``."""
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
+
+
+def _closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as gone:
+        return int(gone.getsockname()[1])
+
+
+def test_the_early_socket_serves_the_first_connection_to_its_address_only() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert preconnect.start("127.0.0.1", port)
+        assert not preconnect.start("127.0.0.1", port), "one early socket a process"
+        taken = preconnect.socket_factory(_addr_info(port))
+        assert isinstance(taken, preconnect.EarlySocket)
+        with taken:
+            select.select([], [taken], [], 5)  # as the event loop waits for a connect under way
+            taken.connect(("127.0.0.1", port))  # completed: success, not EISCONN
+            accepted, peer = listener.accept()
+            accepted.close()
+            assert peer == taken.getsockname()
+        second = preconnect.socket_factory(_addr_info(port))
+        with second:
+            assert type(second) is socket.socket and second.getsockname()[1] == 0
+        assert not preconnect.pending()
+
+
+def test_a_handshake_that_failed_or_another_address_gets_a_new_socket() -> None:
+    for port, asked in ((_closed_port(), None), (1, 2)):
+        asked = asked or port
+        assert preconnect.start("127.0.0.1", port)
+        early = preconnect._early
+        assert early is not None
+        select.select([], [early], [], 5)  # refused (or still under way, for port 1 with nothing there)
+        fresh = preconnect.socket_factory(_addr_info(asked))
+        with fresh:
+            assert type(fresh) is socket.socket
+        assert early.fileno() == -1, "the early socket is closed, not leaked"
+
+
+def test_a_name_is_not_resolved_early() -> None:
+    assert not preconnect.start("localhost", 80)
+    assert not preconnect.pending()
