@@ -50,8 +50,9 @@ class EarlySocket(socket.socket):
             super().connect(address)
             return
         self.target = ()
-        # The kernel knows where the handshake is: 0 once it completed (then EISCONN),
-        # EALREADY while under way: then the event loop waits for it as for any connect.
+        # The kernel knows where the handshake is: completed (Linux answers 0 once, then EISCONN;
+        # BSDs EISCONN at once), or EALREADY while under way: the event loop then waits for it
+        # as for any connect, and reads its outcome (SO_ERROR) as for any connect.
         code = self.connect_ex(address)
         if code in (0, errno.EISCONN):
             return
