@@ -2,7 +2,7 @@
 
 The mechanism is the engine's (:mod:`flowxfer.transfer._preconnect`); this
 decides when it is certain to help and cannot change what the command does:
-a command that always sends a request to the chosen server, not asked for
+a command that sends a request to the chosen server (below), not asked for
 its help or a dry run, no proxy named in the environment (the client sets
 no ``trust_env`` today, so a proxy there is not used; the check keeps the
 handshake on the path the requests take should that change), and a URL the
@@ -22,8 +22,11 @@ from flowxfer.transfer._preconnect import start
 
 from ._server_choice import CHOSEN_SERVER, choose_server
 
-#: Commands that send a request to the chosen server once their arguments parse.
-REQUESTING = frozenset({"upload", "download", "sync"})
+#: Commands that send a request to the chosen server once their arguments parse. Not ``sync``
+#: (a cron job's folder not ready yet sends nothing), ``login`` (a password prompt can outlast a
+#: server's idle timeout) or ``resume`` (with nothing unfinished it sends nothing). An upload whose
+#: files the journal knows unchanged sends nothing either: its early connection is closed unused.
+REQUESTING = frozenset({"upload", "download"})
 #: Arguments after which a command sends nothing (or nothing certain).
 _SENDS_NOTHING = frozenset({"-h", "--help", "--dry-run"})
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
