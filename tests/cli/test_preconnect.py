@@ -33,7 +33,8 @@ from tests.transfer.conftest import write_random
 
 KiB = 1024
 
-#: The console script, with a probe: the TCP connections to PROBE_PORT when aiohttp's import begins.
+#: The console script, with probes: the TCP connections to PROBE_PORT when aiohttp's import begins,
+#: and the sockets that called connect() to that port (the audit event).
 _PROBED = """
 import atexit, json, os, sys
 import psutil
@@ -46,6 +47,10 @@ class Probe:
                                   if c.raddr and c.raddr.port == port]
         return None
 sys.meta_path.insert(0, Probe())
+def audit(event, args):
+    if event == "socket.connect" and args[1][1] == port:  # which socket objects connected to the server
+        seen.setdefault("connects", []).append([type(args[0]).__name__, id(args[0])])
+sys.addaudithook(audit)
 atexit.register(lambda: print(json.dumps(seen), file=sys.stderr))
 sys.argv[0] = "flowxfer"
 from flowxfer.cli import run
@@ -73,6 +78,22 @@ async def _settled(proxy: FaultProxy) -> int:
     return proxy.stats.connections
 
 
+async def test_a_named_server_s_first_request_goes_on_the_early_connection(tmp_path: Path) -> None:
+    """``localhost``: resolved once aiohttp is loaded, still the one connection of the command."""
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 5)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            cli = Cli(proxy.url.replace("127.0.0.1", "localhost"), tmp_path / "home")
+            await cli.login("alice", srv.users["alice"])
+            data_id = (await cli.run("--json", "upload", str(probe))).json()["files"][0]["id"]
+            before = await _settled(proxy)
+            code, stderr, seen = await _console(cli, proxy.port, "download", data_id, "-o", str(tmp_path / "out"))
+            assert code == 0, stderr
+            assert await _settled(proxy) - before == 1
+            assert {tuple(c) for c in seen["connects"]} == {("EarlySocket", seen["connects"][0][1])}, seen
+    assert (tmp_path / "out" / "probe.bin").read_bytes() == probe.read_bytes()
+
+
 async def test_a_download_s_request_goes_on_the_connection_opened_before_the_imports(tmp_path: Path) -> None:
     probe = write_random(tmp_path / "probe.bin", 4 * KiB, 3)
     async with running_server(tmp_path / "root") as srv:
@@ -86,6 +107,7 @@ async def test_a_download_s_request_goes_on_the_connection_opened_before_the_imp
             assert code == 0, stderr
             assert seen["at_aiohttp"], "no connection to the server before aiohttp's import"
             assert await _settled(proxy) - before == 1, "the request did not go on the early connection"
+            assert {tuple(c) for c in seen["connects"]} == {("EarlySocket", seen["connects"][0][1])}, seen
     assert (tmp_path / "out" / "probe.bin").read_bytes() == probe.read_bytes()
 
 
@@ -201,6 +223,28 @@ def test_a_handshake_that_failed_or_another_address_gets_a_new_socket() -> None:
             assert early.fileno() == -1, "the early socket is closed, not leaked"
 
 
-def test_a_name_is_not_resolved_early() -> None:
-    assert not preconnect.start("localhost", 80)
-    assert not preconnect.pending()
+def test_a_name_is_resolved_and_connected_only_when_asked_and_never_late() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        assert preconnect.start("localhost", port)
+        assert preconnect.pending() and preconnect._early is None, "a name waits for resolve_names()"
+        resolver = preconnect.resolve_names()
+        assert resolver is not None
+        resolver.join(5)
+        taken = preconnect.socket_factory(_addr_info(port))  # localhost is 127.0.0.1 (AI_ADDRCONFIG) here
+        with taken:
+            assert isinstance(taken, preconnect.EarlySocket)
+            select.select([], [taken], [], 5)
+            taken.connect(("127.0.0.1", port))
+            accepted, peer = listener.accept()
+            accepted.close()
+            assert peer == taken.getsockname()
+
+        # A connection made before the lookup ends: the late socket is closed, not kept.
+        assert preconnect.start("localhost", port)
+        with preconnect.socket_factory(_addr_info(port)) as fresh:
+            assert type(fresh) is socket.socket
+        resolver = preconnect.resolve_names()
+        assert resolver is not None
+        resolver.join(5)
+        assert preconnect._early is None and not preconnect.pending()
