@@ -33,7 +33,7 @@ from flowxfer._os import limit_malloc_arenas
 from flowxfer.transfer import DEFAULT_BASE_URL, import_aiohttp_without_default_trust
 
 from ._options import DURATION, JOURNAL, GlobalOptions
-from ._server_choice import choose_server
+from ._server_choice import CHOSEN_SERVER, choose_server
 
 #: Each command: its module, its name there, and the modules that add verbs to it. Loaded on first
 #: use: a command's start-up is most of a small transfer's time, and ``flowxfer download`` needs
@@ -66,11 +66,23 @@ class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(_COMMANDS) | set(self.commands))
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if self.owns_process:  # before the command's imports, which its handshake overlaps
+            from ._preconnect import connect_early
+
+            connect_early(ctx, args)
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _COMMANDS and cmd_name not in self.commands:
             module, name, extras = _COMMANDS[cmd_name]
             if self.owns_process:
                 import_aiohttp_without_default_trust()
+                from flowxfer.transfer._preconnect import resolve_names
+
+                resolve_names()  # the environment is steady again: a named server's early handshake may start
             for extra in extras:
                 importlib.import_module(extra, __package__)
             self.add_command(getattr(importlib.import_module(module, __package__), name), cmd_name)
@@ -196,7 +208,7 @@ def main(
         host_id = resolve_host_id(host_id)
     except HostIdError as exc:
         raise click.UsageError(str(exc)) from None
-    server = choose_server(base_url, config_dir)
+    server = ctx.meta.pop(CHOSEN_SERVER, None) or choose_server(base_url, config_dir)
     ctx.obj = GlobalOptions(
         base_url=server.base_url,
         server_note=server.note,

@@ -37,6 +37,11 @@ def official_token_file() -> Path:
     return Path.home() / ".config" / "flow" / "api-token"
 
 
+#: ``ctx.meta``'s key for a server chosen before the group's callback ran (the console script's early
+#: handshake, :mod:`._preconnect`): the callback uses that choice rather than choosing again.
+CHOSEN_SERVER = "flowxfer.server"
+
+
 @dataclass(frozen=True)
 class ServerChoice:
     base_url: str

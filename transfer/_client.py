@@ -10,7 +10,6 @@ learns from the rate-limit headers of every answer.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import random
 import re
@@ -29,6 +28,8 @@ import anyio
 
 from flowxfer import __version__, protocol
 
+from . import _preconnect
+from ._baseurl import check_base_url
 from ._capcache import CapabilityCache
 from ._config import TransferConfig
 from ._credentials import CredentialStore, Tokens, not_logged_in, token_expiry
@@ -72,35 +73,6 @@ class Capabilities:
     max_chunk_size: int | None = None
     server: str = "flow"
     version: str = ""
-
-
-def check_base_url(base_url: str, allow_insecure_http: bool) -> str:
-    """Validate and normalise a server URL; plain http only to loopback unless allowed.
-
-    :raises UsageError: not http(s), no host, or plain http to a remote host.
-    """
-    try:
-        parts = urlsplit(base_url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as exc:  # "http://[::1", "http://host:99999"
-        raise UsageError(f"bad server URL {base_url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"bad server URL {base_url!r}: expected https://host[/path]")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise UsageError(
-            f"refusing plain http:// to {parts.hostname}: tokens would cross the network unencrypted; "
-            "use https:// or pass --allow-insecure-http"
-        )
-    return base_url.strip().rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _error_text(body: bytes, content_type: str, status: int, reason: str) -> dict[str, Any]:
@@ -200,6 +172,8 @@ class FlowClient:
                 limit=self.config.connection_limit,
                 ssl=self._ssl if self._ssl is not None else True,
                 enable_cleanup_closed=False,
+                # The console script's early handshake, taken over by the first connection (._preconnect).
+                socket_factory=_preconnect.socket_factory if _preconnect.pending() else None,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
