@@ -153,8 +153,10 @@ async def test_a_stalled_stream_s_tail_is_taken_by_the_others_and_every_byte_arr
         stall = r.proxy.add(Stall(after_bytes=64 * KiB, direction="down", seconds=2.0, then="resume"))
         async with client(r.via_proxy, tmp_path / "home", segments=4) as fx:
             report = await fx.download([data_id], output_dir=tmp_path / "out")
-            # The API answers measured the proxy's latency (5 ms each way per segment forwarded).
-            assert fx.client.round_trip is not None and fx.client.round_trip >= 0.01
+            # The API answers measured the proxy's latency (5 ms each way per segment forwarded). An
+            # answer on a new connection counts half (its handshake is taken as a round trip), and
+            # the proxy does not delay handshakes: half the latency is all that is certain.
+            assert fx.client.round_trip is not None and fx.client.round_trip >= 0.005
         assert report.status == "completed", report
     assert (tmp_path / "out" / "big.bin").read_bytes() == source.read_bytes()
     assert stall.hits == 1
