@@ -45,4 +45,3 @@ def connect_early(ctx: click.Context, args: list[str]) -> bool:
     except (UsageError, ValueError):
         return False
     return parts.hostname is not None and start(parts.hostname, port)
-

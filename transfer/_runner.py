@@ -378,9 +378,7 @@ class Runner:
                 background.start_soon(self._grace_watchdog, scope)
                 try:
                     async with task_group() as workers:
-                        send, receive = anyio.create_memory_object_stream[FileRecord](
-                            ctx.config.concurrency_for(None)
-                        )
+                        send, receive = anyio.create_memory_object_stream[FileRecord](ctx.config.concurrency_for(None))
 
                         def hire(count: int) -> None:
                             """Start ``count`` workers; once the producer closes ``receive``, none more."""

@@ -27,6 +27,7 @@ else:
     main(["jobs"], standalone_mode=False)
 """
 
+
 @pytest.mark.parametrize("how", ["script", "embedded"])
 def test_process_wide_choices_only_in_the_console_script(tmp_path: Path, how: str) -> None:
     # The script imports aiohttp without its import-time CA loads (transfer/_tls.py) and freezes

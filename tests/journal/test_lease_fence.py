@@ -169,7 +169,6 @@ def test_the_new_holder_writes_on_and_the_old_one_stays_out(fleet: Fleet) -> Non
     assert record is not None and (record.status, record.host) == ("interrupted", "b")
 
 
-
 def test_a_lease_spanning_the_transfer_fences_it_too(fleet: Fleet) -> None:
     """``sync --samples``: the run's visit lease spans its transfers; b taking the visit stops a's writes."""
     visit = fleet.a.acquire_lease("visit:run", stale_after=TTL)

@@ -153,4 +153,3 @@ async def test_a_head_that_ends_inside_a_block_is_written_not_asked_again(tmp_pa
         done(report)
         assert data == src.read_bytes()
         assert r.download_bytes() == 3 * MiB and 0 not in _starts(r)
-
