@@ -80,9 +80,10 @@ class _LazyGroup(click.Group):
             module, name, extras = _COMMANDS[cmd_name]
             if self.owns_process:
                 import_aiohttp_without_default_trust()
-                from flowxfer.transfer._preconnect import resolve_names
+                from flowxfer.transfer import resolve_early_connection
 
-                resolve_names()  # the environment is steady again: a named server's early handshake may start
+                # the environment is steady again: a named server's early handshake may start
+                resolve_early_connection()
             for extra in extras:
                 importlib.import_module(extra, __package__)
             self.add_command(getattr(importlib.import_module(module, __package__), name), cmd_name)

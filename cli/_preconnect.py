@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from flowxfer.transfer import UsageError
-from flowxfer.transfer._baseurl import check_base_url
-from flowxfer.transfer._preconnect import start
+from flowxfer.transfer import UsageError, check_base_url
+from flowxfer.transfer import start_early_connection as start
 
 from ._server_choice import CHOSEN_SERVER, choose_server
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from . import events
     from ._advice import BULK_MIN_FILES, BULK_SMALL_FILE, DownloadAdvice
     from ._api import Flowxfer
+    from ._baseurl import check_base_url
     from ._client import Capabilities
     from ._config import DEFAULT_BASE_URL, TransferConfig
     from ._credentials import (
@@ -75,6 +76,8 @@ if TYPE_CHECKING:
     from ._globs import PathFilter
     from ._illumina import RunScan, scan_run, sheet_rows
     from ._pathmap import SYNC_NEEDS_ONE_PATH
+    from ._preconnect import resolve_names as resolve_early_connection
+    from ._preconnect import start as start_early_connection
     from ._report import FileReport, TransferReport
     from ._runtime import task_group
     from ._samples import sample_reports
@@ -134,6 +137,7 @@ __all__ = [
     "UnsafeArchiveError",
     "UsageError",
     "blocking",
+    "check_base_url",
     "default_config_dir",
     "events",
     "format_duration",
@@ -148,10 +152,12 @@ __all__ = [
     "read_token_file",
     "readable_by_others",
     "require_transfer_id",
+    "resolve_early_connection",
     "run_checks",
     "sample_reports",
     "scan_run",
     "sheet_rows",
+    "start_early_connection",
     "task_group",
 ]
 
@@ -168,6 +174,9 @@ _WHERE: dict[str, tuple[str, str | None]] = {
     "DownloadAdvice": ("._advice", "DownloadAdvice"),
     "DEFAULT_BASE_URL": ("._config", "DEFAULT_BASE_URL"),
     "Flowxfer": ("._api", "Flowxfer"),
+    "check_base_url": ("._baseurl", "check_base_url"),
+    "start_early_connection": ("._preconnect", "start"),
+    "resolve_early_connection": ("._preconnect", "resolve_names"),
     "Capabilities": ("._client", "Capabilities"),
     "TransferConfig": ("._config", "TransferConfig"),
     "CredentialStore": ("._credentials", "CredentialStore"),

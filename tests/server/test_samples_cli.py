@@ -71,7 +71,7 @@ async def test_serve_with_a_catalog_and_projects(tmp_path: Path) -> None:
         ('{"sample_types": [{"identifier": "a b", "name": "x"}]}', [], 2),
         ('{"attributes": [{"identifier": "x", "name": "x", "required_for": ["nope"]}]}', [], 2),
         ("not json", [], 2),
-        (None, ["--project", "nobody:lab"], 1),
+        (None, ["--project", "nobody:lab"], 2),
         (None, ["--project", "alice"], 2),
     ],
 )
