@@ -203,7 +203,8 @@ def readme_table(results: str, rtts: Sequence[float] = (50, 150)) -> list[str]:
     recorded = {rtt: section(results, HEADING.format(rtt=rtt)) for rtt in rtts}
     recorded = {rtt: text for rtt, text in recorded.items() if text}
     goals = {rtt: {(g.path, g.what): g for g in parse_goals(text)} for rtt, text in recorded.items()}
-    keys = list(dict.fromkeys(key for found in goals.values() for key in found))
+    # The loopback rows come from the Engine section as it stands, not as a WAN section copied it.
+    keys = list(dict.fromkeys(key for found in goals.values() for key in found if key[0] != "loopback"))
     lines = []
     for rtt, text in recorded.items():
         when = re.search(r"\d{4}-\d{2}-\d{2}", text)
@@ -225,6 +226,9 @@ def readme_table(results: str, rtts: Sequence[float] = (50, 150)) -> list[str]:
             own = "" if goal.goal == first.goal else f" (goal {goal.goal})"
             cells.append(f"{goal.figure}{own}: **{goal.verdict}**")
         lines.append(f"| {path} | {what} | {first.goal} | " + " | ".join(cells) + " |")
+    for goal in loopback_goals(results) if recorded else []:
+        cell = f"{goal.figure}: **{goal.verdict}**{goal.note}"
+        lines.append(f"| {goal.path} | {goal.what} | {goal.goal} | " + " | ".join([cell] * len(recorded)) + " |")
     return lines
 
 
