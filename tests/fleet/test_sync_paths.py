@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 
 from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
-from tests.fleet.test_takeover import TTL, _kill_mid_upload, _refused_while_live, _remaining
+from tests.fleet.test_takeover import TTL, _kill_mid_upload, _refused_while_live, _remaining, two_short_ttl_hosts
 from tests.support.server import RunningServer
 
 
@@ -41,9 +41,7 @@ async def test_resuming_a_sync_whose_folder_a_path_map_moves_is_refused_the_same
 ) -> None:
     mnt_a, data = tmp_path / "mnt_a", tmp_path / "data"
     make_run(mnt_a / "run1")
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     killed = await _kill_mid_upload(a, "sync", str(mnt_a / "run1"), *SLOW_UPLOAD)
     mnt_a.rename(data)
     await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
@@ -58,9 +56,7 @@ async def test_a_symlink_gives_another_host_the_same_path_and_it_takes_the_sync_
     """a syncs mnt_a/run1 and dies; b sees the storage at data/ and links mnt_a to it: one sync."""
     mnt_a, data = tmp_path / "mnt_a", tmp_path / "data"
     expected = make_run(mnt_a / "run1")
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     command = ["sync", str(mnt_a / "run1"), *SLOW_UPLOAD]
 
     killed = await _kill_mid_upload(a, *command)

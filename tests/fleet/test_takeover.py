@@ -28,6 +28,15 @@ KiB = 1024
 TTL = 8.0
 
 
+async def two_short_ttl_hosts(server: RunningServer, tmp_path: Path, postgres_url: str) -> tuple[Cli, Cli]:
+    """Hosts a and b of the fleet on one journal, each holding its leases for :data:`TTL` only."""
+    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
+    return (
+        await host(server, tmp_path / "a", "a", postgres_url, **ttl),
+        await host(server, tmp_path / "b", "b", postgres_url, **ttl),
+    )
+
+
 def _remaining(journal_url: str) -> tuple[str, int]:
     """The one unfinished transfer and the bytes the journal has not seen acknowledged."""
     with Journal.open(journal_url, host_id="observer") as journal:
@@ -55,9 +64,7 @@ async def test_a_dead_hosts_upload_is_finished_by_another_after_the_ttl(
     server: RunningServer, tmp_path: Path, postgres_url: str
 ) -> None:
     expected = make_run(tmp_path / "shared" / "run1")
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     command = ["upload", str(tmp_path / "shared" / "run1"), *SLOW_UPLOAD]
 
     killed = await _kill_mid_upload(a, *command)
@@ -83,9 +90,7 @@ async def test_a_path_map_makes_both_mounts_one_piece_of_work(
     """a sees the run at mnt_a/run1, b at data/run1: one transfer, one lease, b finishes a's."""
     mnt_a, data = tmp_path / "mnt_a", tmp_path / "data"
     expected = make_run(mnt_a / "run1")
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     mapping = ("--path-map", f"{mnt_a}={data}")
 
     killed = await _kill_mid_upload(a, "upload", str(mnt_a / "run1"), *SLOW_UPLOAD)
@@ -184,9 +189,7 @@ async def test_a_dead_hosts_sync_is_taken_over_by_the_next_hosts_sync(
 ) -> None:
     """The fleet's usual case: cron runs the same ``sync`` on every host; a's dies, b's finishes it."""
     expected = make_run(tmp_path / "shared" / "run1")
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     command = ["sync", str(tmp_path / "shared" / "run1"), *SLOW_UPLOAD]
 
     killed = await _kill_mid_upload(a, *command)

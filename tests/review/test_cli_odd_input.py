@@ -28,18 +28,11 @@ async def _one_transfer(server: RunningServer, tmp_path: Path) -> Cli:
     return cli
 
 
-async def test_resume_of_an_empty_transfer_id_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["resume", "show"])
+async def test_an_empty_transfer_id_is_a_usage_error(server: RunningServer, tmp_path: Path, command: str) -> None:
     cli = await _one_transfer(server, tmp_path)
     for given in ("", " "):
-        result = await cli.run("resume", given)
-        assert result.code == 2, (given, result)
-        assert "empty transfer id" in result.stderr, result.stderr
-
-
-async def test_show_of_an_empty_transfer_id_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
-    cli = await _one_transfer(server, tmp_path)
-    for given in ("", " "):
-        result = await cli.run("show", given)
+        result = await cli.run(command, given)
         assert result.code == 2, (given, result)
         assert "empty transfer id" in result.stderr, result.stderr
 

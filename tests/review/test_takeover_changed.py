@@ -23,8 +23,8 @@ from pathlib import Path
 
 import anyio
 
-from tests.fleet.conftest import SLOW_UPLOAD, host, make_run
-from tests.fleet.test_takeover import TTL, _kill_mid_upload, _refused_while_live, _remaining
+from tests.fleet.conftest import SLOW_UPLOAD, make_run
+from tests.fleet.test_takeover import TTL, _kill_mid_upload, _refused_while_live, _remaining, two_short_ttl_hosts
 from tests.support.rig import stored
 from tests.support.server import RunningServer
 
@@ -34,9 +34,7 @@ async def test_a_file_rewritten_before_the_takeover_is_never_half_a_s_half_b_s(
 ) -> None:
     mnt_a, data = tmp_path / "mnt_a", tmp_path / "data"
     make_run(mnt_a / "run1")
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     mapping = ("--path-map", f"{mnt_a}={data}")
 
     killed = await _kill_mid_upload(a, "upload", str(mnt_a / "run1"), *SLOW_UPLOAD)
