@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import gc
+import mmap
 import os
 import random
 import subprocess
@@ -16,7 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowxfer._os import DIRECT_ALIGN, _open_direct, _pwrite_aligned, read_direct, spread_subfolders, write_direct
+from flowxfer import _os
+from flowxfer._os import (
+    DIRECT_ALIGN,
+    _open_direct,
+    _pwrite_aligned,
+    in_place_alignment,
+    read_direct,
+    spread_subfolders,
+    write_direct,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -56,6 +66,47 @@ def _write_and_check(path: Path, offset: int, pieces: list[bytes], views: bool) 
 )
 def test_any_run_lands_exactly(tmp_path: Path, offset: int, sizes: list[int], seed: int, views: bool) -> None:
     _write_and_check(tmp_path / "f", offset, _pieces(sizes, seed), views)
+
+
+def test_a_buffer_s_place_in_its_alignment_unit_is_known_only_where_it_can_be_written_in_place() -> None:
+    buffer = mmap.mmap(-1, 2 * DIRECT_ALIGN)  # anonymous mappings start on a page
+    view = memoryview(buffer)
+    assert in_place_alignment(view) == 0
+    assert in_place_alignment(view[5:]) == 5
+    assert in_place_alignment(view[DIRECT_ALIGN + 7 :]) == 7
+    assert in_place_alignment(b"read-only bytes") is None
+    assert in_place_alignment(view[3:3]) is None
+    del view
+    buffer.close()  # no export of the buffer outlives the question
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    offset=st.integers(0, 3 * DIRECT_ALIGN + 5),
+    size=st.integers(256 * KiB, 4 * MiB + 2 * DIRECT_ALIGN),
+    seed=st.integers(0, 2**16),
+)
+def test_a_run_received_in_place_lands_exactly(tmp_path: Path, offset: int, size: int, seed: int) -> None:
+    """One writable buffer placed as its file offset is (a download received in place) is written from where it is."""
+    data = random.Random(seed).randbytes(size)
+    at = offset % DIRECT_ALIGN
+    buffer = mmap.mmap(-1, size + DIRECT_ALIGN)
+    region = memoryview(buffer)[at : at + size]
+    region[:] = data
+    assert in_place_alignment(region) == offset % DIRECT_ALIGN
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * ((offset + size + 2 * DIRECT_ALIGN) // 256 + 1))
+    before = path.read_bytes()
+    while not _os._bounce_buffers.empty():
+        _os._bounce_buffers.get_nowait()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert write_direct(fd, [region], offset) == size
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == before[:offset] + data + before[offset + size :]
+    assert _os._bounce_buffers.empty(), "the bytes were copied into a bounce buffer, not written from where they were"
 
 
 @pytest.mark.parametrize("offset", [0, 1, DIRECT_ALIGN - 1, DIRECT_ALIGN, 5 * MiB + 123])
