@@ -28,12 +28,14 @@ import anyio
 import xxhash
 
 from flowxfer import protocol
+from flowxfer._os import DIRECT_ALIGN
 from flowxfer.journal import ChunkState, FileRecord
 
 from ._chunks import Chunk
 from ._download_spans import Span, Spans
 from ._errors import ProtocolError, StopRequested, UnavailableError
 from ._partfile import chunk_digest, part_path, write_block, write_error
+from ._recv_into import BodyInto, aligned_buffer, takeover_worth_it
 from ._retry import RetryPolicy
 from ._runtime import TransferContext, task_group
 from .events import BytesMoved, Retrying
@@ -178,7 +180,14 @@ class FileStreams:
                 async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
                     check_answer(response, start, end, self.shared.size, self.shared)
                     span.answered(time.monotonic())
-                    await self._consume(response.content.iter_any(), span, end)
+                    reader = self._take_over(response, start, end)
+                    if reader is None:
+                        await self._consume(response.content.iter_any(), span, end)
+                    else:
+                        try:
+                            await self._consume_into(reader, span)
+                        finally:
+                            reader.close()
             except _STREAM_ERRORS as exc:
                 failures = 0 if span.start > start else failures + 1
                 if failures >= policy.max_attempts:
@@ -255,6 +264,69 @@ class FileStreams:
                 ctx.counters.bytes_resent += offset - written
                 span.start = written
 
+    def _take_over(self, response: aiohttp.ClientResponse, start: int, end: int) -> BodyInto | None:
+        """The body received in place (:mod:`._recv_into`) where that pays, else None (through aiohttp)."""
+        ctx = self.ctx
+        if ctx.client.limiter.bandwidth is not None or response.content_length != end - start:
+            return None  # a --bwlimit paces pieces as they come; a length we did not ask for is checked by aiohttp
+        if not takeover_worth_it(ctx.client.round_trip, end - start):
+            return None
+        return BodyInto.take_over(response)
+
+    async def _consume_into(self, reader: BodyInto, span: Span) -> None:
+        """Receive a body in place, a block at a time, writing each block while the next one arrives.
+
+        Blocks are those of :meth:`_consume` (aligned from their chunk's
+        start, ending at a chunk's end and at the span's). Two buffers take
+        turns: while one block is written and hashed in a worker thread, the
+        next is received into the other; a block is written only after the
+        one before it (a chunk is hashed in order). A stream cut or stopped
+        ends with no write in flight, and ``span.start`` at the last byte on
+        disk, as in :meth:`_consume`.
+        """
+        ctx = self.ctx
+        block_size = ctx.config.block_size
+        buffers = [memoryview(aligned_buffer(block_size)) for _ in range(2)]
+        offset = span.start
+        state = _InFlight(written=offset)
+        await ctx.budget.acquire(2 * block_size)
+        try:
+            async with task_group() as group:
+                try:
+                    turn = 0
+                    while offset < span.end:
+                        if ctx.stopping():
+                            await state.settled()
+                            if state.written == offset and self._chunk_at(offset).chunk.offset == offset:
+                                # Stop at a chunk boundary: everything received is acknowledged, nothing torn.
+                                raise StopRequested()
+                        work = self._chunk_at(offset)
+                        chunk = work.chunk
+                        limit = min(chunk.end, span.end, offset + block_size - (offset - chunk.offset) % block_size)
+                        at = offset % DIRECT_ALIGN  # memory aligned as the file offset: written with no copy
+                        region = buffers[turn][at : at + limit - offset]
+                        await reader.fill(region, ctx.config.read_timeout)
+                        await state.settled()  # the block before this one is written (and its buffer free)
+                        state.begin()
+                        group.start_soon(self._write_in_flight, state, work, offset, region)
+                        offset = span.start = limit
+                        turn ^= 1
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await state.settled()
+        finally:
+            ctx.budget.release(2 * block_size)
+            if state.written < offset:
+                ctx.counters.bytes_resent += offset - state.written
+            span.start = state.written
+
+    async def _write_in_flight(self, state: _InFlight, work: _ChunkWork, offset: int, region: memoryview) -> None:
+        try:
+            await self._write(work, offset, [region], len(region))
+            state.written = offset + len(region)
+        finally:
+            state.done.set()
+
     async def _write(self, work: _ChunkWork, offset: int, block: list[memoryview], nbytes: int) -> bool:
         """Write (and, in order, hash) one block of ``work``'s chunk; True when that completed the chunk."""
         ctx = self.ctx
@@ -300,6 +372,22 @@ class FileStreams:
         shared.bytes_done += chunk.size
         batch.update_file(self.record.id, bytes_done=shared.bytes_done, etag=shared.etag)
         ctx.writer.added()
+
+
+class _InFlight:
+    """The one block write a stream receiving in place may have in flight, and how far its writes got."""
+
+    def __init__(self, written: int) -> None:
+        #: The end of the last block written: where the stream resumes after a cut.
+        self.written = written
+        self.done = anyio.Event()
+        self.done.set()
+
+    def begin(self) -> None:
+        self.done = anyio.Event()
+
+    async def settled(self) -> None:
+        await self.done.wait()
 
 
 async def _pieces(body: bytes) -> AsyncIterator[bytes]:
