@@ -112,6 +112,8 @@ class FileStreams:
             work.restart()
         #: Set (and replaced) each time a stream finishes a span: idle streams look again at once.
         self._span_done = anyio.Event()
+        #: Aligned buffers of streams that received in place and finished a span (see :meth:`_consume_into`).
+        self._spare_buffers: list[memoryview] = []
 
     @property
     def name(self) -> str:
@@ -286,7 +288,8 @@ class FileStreams:
         """
         ctx = self.ctx
         block_size = ctx.config.block_size
-        buffers = [memoryview(aligned_buffer(block_size)) for _ in range(2)]
+        spare = self._spare_buffers
+        buffers = [spare.pop() if spare else memoryview(aligned_buffer(block_size)) for _ in range(2)]
         offset = span.start
         state = _InFlight(written=offset)
         await ctx.budget.acquire(2 * block_size)
@@ -316,6 +319,7 @@ class FileStreams:
                         await state.settled()
         finally:
             ctx.budget.release(2 * block_size)
+            spare.extend(buffers)  # no write is in flight: the next span's stream reuses them, pages and all
             if state.written < offset:
                 ctx.counters.bytes_resent += offset - state.written
             span.start = state.written
