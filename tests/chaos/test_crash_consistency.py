@@ -284,6 +284,27 @@ async def crash_download(tmp_path: Path, extensions: bool, kills: int, seed: int
     return tally
 
 
+async def crash_download_in_place(tmp_path: Path, kills: int, seed: int) -> Tally:
+    """A large file as fast as loopback goes: its bodies are received in place (no ``--bwlimit``, which
+    keeps a download on aiohttp's path; see ``flowxfer.transfer._recv_into``), killed while blocks arrive."""
+    src = {"large.bin": write_random(tmp_path / "results" / "large.bin", 160 * MiB, seed)}
+    by_name = {n: p.read_bytes() for n, p in src.items()}
+    tally = Tally()
+    async with running_server(tmp_path / "root") as srv:
+        async with client(srv, tmp_path / "uploader", chunk_size=4 * MiB) as fx:
+            ids = [f.id or "" for f in (await fx.upload(list(src.values()))).files]
+        cli = await _cli_rig(srv, tmp_path)
+        out = tmp_path / "out"
+        command = ["download", *ids, "-o", str(out), "--segments", "4"]
+
+        async def check() -> None:
+            await check_downloads(cli.journal, by_name, tally)
+
+        await kill_loop(cli, command, kills, seed, check, tally, (0.6, 2.0))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == by_name
+    return tally
+
+
 async def crash_bulk(tmp_path: Path, kills: int, seed: int) -> Tally:
     src = sources(tmp_path / "results", seed)
     # An archive has no chunk map: it is journaled in 8 MiB units (download_chunk_size). A 20 MiB
@@ -415,6 +436,8 @@ async def _client_cycle(tmp_path: Path, kind: str, extensions: bool, kills: int,
         return await crash_sync(tmp_path, extensions, kills, seed)
     if kind == "sync-packed":
         return await crash_sync_packed(tmp_path, extensions, kills, seed)
+    if kind == "download-in-place":
+        return await crash_download_in_place(tmp_path, kills, seed)
     return await crash_bulk(tmp_path, kills, seed)
 
 
@@ -448,6 +471,10 @@ async def _client_case(tmp_path: Path, kind: str, extensions: bool, kills: int, 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_client_kill9(tmp_path: Path, kind: str, extensions: bool) -> None:
     await _client_case(tmp_path, kind, extensions, kills=2, seed=11)
+
+
+async def test_client_kill9_download_received_in_place(tmp_path: Path) -> None:
+    await _client_case(tmp_path, "download-in-place", True, kills=3, seed=13)
 
 
 async def test_client_kill9_bulk(tmp_path: Path) -> None:
