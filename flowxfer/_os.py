@@ -294,23 +294,10 @@ def _write_in_place(direct_fd: int, fd: int, view: memoryview, offset: int, head
     """Write ``view`` at ``offset``: its unaligned head and tail through ``fd``, its aligned middle directly."""
     if head:
         pwrite_pieces(fd, (view[:head],), offset)
-    position = offset + head
-    done = head
-    while done < head + middle:
-        size = min(_BOUNCE_SIZE, head + middle - done)
-        if not _pwrite_aligned(direct_fd, fd, view[done : done + size], position):
-            # Refused (an alignment the disk does not take): the rest through the page cache.
-            rest = view[done + size : head + middle]
-            if rest:
-                pwrite_pieces(fd, (rest,), position + size)
-                start_writeback(fd, position + size, len(rest))
-            position += head + middle - done
-            done = head + middle
-            break
-        position += size
-        done += size
-    if done < len(view):
-        pwrite_pieces(fd, (view[done:],), position)
+    # Refused or short (an alignment the disk does not take), the rest goes through fd all the same.
+    _pwrite_aligned(direct_fd, fd, view[head : head + middle], offset + head)
+    if head + middle < len(view):
+        pwrite_pieces(fd, (view[head + middle :],), offset + head + middle)
 
 
 #: Bytes asked of each read by :func:`read_direct`.
