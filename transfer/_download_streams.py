@@ -9,7 +9,9 @@ chunk's hash is fed as its blocks are written in order. A chunk that two
 streams wrote (its tail taken by another stream) is hashed from disk once
 complete. A complete chunk is checked against the server's chunk map (or,
 for a file of one chunk, its checksum) and ``acked`` in the journal after an
-``fdatasync`` of the ``.part`` file.
+``fdatasync`` of the ``.part`` file. On a short path a body is received in
+place (:mod:`._recv_into`): straight into aligned buffers that are written
+from where they are, a block written while the next one arrives.
 """
 
 from __future__ import annotations

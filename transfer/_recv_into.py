@@ -151,8 +151,14 @@ class BodyInto(asyncio.BufferedProtocol):
 
 
 def aligned_buffer(size: int) -> mmap.mmap:
-    """A page-aligned buffer of ``size`` bytes plus one alignment unit (a region starts where its offset does)."""
-    return mmap.mmap(-1, size + DIRECT_ALIGN)
+    """A page-aligned buffer of ``size`` bytes plus one alignment unit (a region starts where its offset does).
+
+    Its pages are mapped at once (``MAP_POPULATE``, where there is one):
+    every byte of it is received into anyway, and one call costs less than
+    a page fault for each 4 KiB on the first pass.
+    """
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(-1, size + DIRECT_ALIGN, flags=flags)
 
 
 __all__ = ["MIN_BODY", "SHORT_PATH", "BodyInto", "aligned_buffer", "takeover_worth_it"]
