@@ -19,7 +19,7 @@ import bisect
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,9 +93,14 @@ class FileStreams:
         sums: list[str | None] | None,
         shared: Shared,
         head: bytes | None = None,
+        sums_later: Callable[[], Awaitable[list[str | None] | None]] | None = None,
     ) -> None:
-        """:param head: the file's first bytes, already received: what of a span they cover is not asked for."""
+        """:param head: the file's first bytes, already received: what of a span they cover is not asked for.
+        :param sums_later: the chunk map's checksums, still on their way (``sums`` is None till then):
+            a completed chunk waits for them before it is checked and recorded.
+        """
         self.ctx = ctx
+        self._sums_later = sums_later
         self._head = head
         self.record = record
         self.url = url
@@ -278,6 +283,9 @@ class FileStreams:
             digest = protocol.format_checksum(work.hasher.hexdigest())
         else:
             digest = await anyio.to_thread.run_sync(chunk_digest, self.fd, chunk)
+        if self._sums_later is not None:
+            self.sums = await self._sums_later()  # no chunk is checked, nor recorded, before the map came
+            self._sums_later = None
         self._chunk_done(chunk, digest)
         return True
 

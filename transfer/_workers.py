@@ -177,6 +177,7 @@ async def download_one(ctx: TransferContext, record: FileRecord, prefetched: Pre
         record.size,
         record.checksum,
         want_map=record.size > ctx.config.download_chunk_size,
+        chunk_size_hint=prefetched.chunk_size if prefetched else None,
     )
     remote.prefetched = prefetched
     result = await download_file(ctx, record, remote)
