@@ -154,16 +154,26 @@ async def _chunk_map(
 
 
 class _MapBeside:
-    """The chunk map fetched while the streams run: a completed chunk waits here for its checksum."""
+    """The chunk map fetched while the streams run: a completed chunk waits here for its checksum.
+
+    The map is asked for once a stream is asking for its range, not before: the connection the
+    describing answer left idle is then that stream's, whose bytes would otherwise wait a
+    handshake's round trip, the map's (which no chunk needs yet) the new connection's.
+    """
 
     def __init__(self, ctx: TransferContext, remote: RemoteFile, data_id: str, planned: list[Chunk]) -> None:
         self._ctx, self._remote, self._data_id, self._planned = ctx, remote, data_id, planned
+        self._go = anyio.Event()
         self._ready = anyio.Event()
         self._sums: list[str | None] | None = None
+
+    def asking(self) -> None:
+        self._go.set()
 
     async def fetch(self, shared: Shared) -> None:
         """Fetch the map; what it says is what the streams check against, or :class:`_LayoutWrong`."""
         remote = self._remote
+        await self._go.wait()
         found = await _chunk_map(self._ctx, self._data_id, remote.size, remote.checksum)
         remote.map_later = None
         if found is not None:
@@ -179,6 +189,7 @@ class _MapBeside:
 
     async def sums(self) -> list[str | None] | None:
         """The map's checksums (None: the server has no map after all), once it has come."""
+        self._go.set()  # a chunk done before any stream asked (its head): the map is wanted now
         await self._ready.wait()
         return self._sums
 
@@ -307,7 +318,7 @@ async def _download_into(
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
     beside = None if remote.map_later is None else _MapBeside(ctx, remote, remote.map_later, chunks)
     if todo:
-        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head, beside.sums if beside else None)
+        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head, beside)
         count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
         spans = initial_spans(todo, count, ctx.config.min_segment_size)
         async with task_group() as group:

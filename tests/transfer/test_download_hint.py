@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -52,6 +53,20 @@ async def test_the_streams_carry_the_file_while_the_map_is_on_its_way(tmp_path: 
         # A stream's answer came whole before the map's (each waits for the map to record a chunk).
         assert streams and min(streams) < map_at, order
         assert "chunk map" in (report.verified or "")
+
+
+async def test_a_stream_not_the_map_takes_the_connection_the_description_left(tmp_path: Path) -> None:
+    """The one idle connection goes to bytes: the map (needed only when a chunk completes) opens its own."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        report, data = await download_through(r, tmp_path, data_id, segments=3)
+        done(report)
+        assert data == source
+        (describe,) = r.log.select("GET", DESCRIBE)
+        (chunk_map,) = r.log.select("GET", MAP)
+        streams = r.log.select("GET", STREAM)
+        assert chunk_map.connection != describe.connection
+        assert describe.connection in {e.connection for e in streams}
 
 
 async def test_without_the_layout_the_map_comes_first(tmp_path: Path) -> None:
@@ -183,3 +198,14 @@ async def test_a_byte_damaged_before_the_map_came_is_caught_by_the_map(tmp_path:
         done(report)
         assert flip.hits == 1 and data == source
         assert any("1 chunk(s) failed verification" in str(getattr(e, "message", "")) for e in events), events
+
+
+async def test_one_stream_whose_head_completes_a_chunk_still_gets_the_map(tmp_path: Path) -> None:
+    """One stream, and the describing answer's bytes are a whole chunk: that chunk waits for the map
+    before the stream asks for anything, so waiting must itself send for the map."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        with anyio.fail_after(30):
+            report, data = await download_through(r, tmp_path, data_id, segments=1)
+        done(report)
+        assert data == source and len(r.log.select("GET", MAP)) == 1
