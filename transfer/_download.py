@@ -101,6 +101,7 @@ async def fetch_remote(
     *,
     want_map: bool = True,
     chunk_size_hint: int | None = None,
+    bytes_left: int | None = None,
 ) -> RemoteFile:
     """The download URL and, where the server offers it and it helps, the chunk map of one data item.
 
@@ -108,6 +109,8 @@ async def fetch_remote(
         file of one chunk: its whole-file checksum verifies it just as well.
     :param chunk_size_hint: the map's unit as the describing answer stated it ([ext]): the chunks
         are planned from it and the map is fetched later, beside the streams (:attr:`RemoteFile.map_later`).
+    :param bytes_left: what is still to fetch (a resumed download's rest; None: all): the streams'
+        connections are opened while the map is on its way, as many as that will use.
     """
     checksum = protocol.canonical_checksum(checksum)
     remote = RemoteFile(f"/downloads/{quote(data_id, safe='')}/{quote(filename, safe='')}", size, checksum)
@@ -116,11 +119,23 @@ async def fetch_remote(
             remote.chunks = plan_chunks(size, chunk_size_hint)
             remote.map_later = data_id
             return remote
+        warm_streams(ctx, size if bytes_left is None else bytes_left)
         found = await _chunk_map(ctx, data_id, size, checksum)
         if found is not None:
             remote.chunks, remote.chunk_checksums, map_checksum = found
             remote.checksum = map_checksum or checksum
     return remote
+
+
+def warm_streams(ctx: TransferContext, left: int) -> None:
+    """Open the connections a file's streams will need but one, while the map they wait for is on its way.
+
+    The one is the map's own, idle again when it has come. As many as
+    :func:`initial_spans` can give streams for ``left`` bytes at most, so a
+    small rest opens none (a resumed file's gaps may give fewer: a bound).
+    """
+    count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
+    ctx.client.warm(min(count, -(-left // max(1, ctx.config.min_segment_size))) - 1)
 
 
 async def _chunk_map(
@@ -235,6 +250,7 @@ async def _download_once(
         existing = await anyio.to_thread.run_sync(ctx.journal.chunks, record.id)
     if existing and remote.map_later is not None:
         # Resuming: the map comes first, as without the stated layout (it tells which chunks on disk are good).
+        warm_streams(ctx, sum(c.size for c in existing if c.state not in (ChunkState.ACKED, ChunkState.VERIFIED)))
         found = await _chunk_map(ctx, remote.map_later, remote.size, remote.checksum)
         remote.map_later = None
         if found is not None:

@@ -30,7 +30,8 @@ from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidB
 from tests.support.rig import rig
 from tests.support.server import login
 
-from .test_faults import CHUNK, SIZE, STREAM, done, download_through, upload_direct
+from .conftest import StopAfter
+from .test_faults import CHUNK, SIZE, STREAM, done, download_through, engine, upload_direct
 
 DESCRIBE = r"^/downloads/[^/]+$"
 MAP = r"^/data/[^/]+/chunks$"
@@ -209,3 +210,60 @@ async def test_one_stream_whose_head_completes_a_chunk_still_gets_the_map(tmp_pa
             report, data = await download_through(r, tmp_path, data_id, segments=1)
         done(report)
         assert data == source and len(r.log.select("GET", MAP)) == 1
+
+
+async def test_the_streams_connections_open_while_the_map_they_wait_for_is_held(tmp_path: Path) -> None:
+    """Without a layout the map comes first: the streams' connections (all but the map's) are open
+    before it has come, so the streams after it start without a handshake each."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(RespondWith(206, source[:CHUNK], _describing_headers(source, CHUNK), match=Match("GET", DESCRIBE)))
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        opened: list[int] = []
+        result: list[tuple[object, bytes]] = []
+
+        async def download() -> None:
+            result.append(await download_through(r, tmp_path, data_id, segments=3))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(download)
+            while not r.log.select("GET", MAP):
+                opened.append(r.proxy.stats.connections)
+                await anyio.sleep(0.01)
+            before_map = opened[-1]
+        ((report, data),) = result
+        done(report)  # type: ignore[arg-type]
+        assert data == source
+        # Streams 2 and 3's connections were there while the map was held; none opened after it.
+        assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
+
+
+async def test_a_resumed_download_opens_its_streams_connections_while_the_map_comes_first(tmp_path: Path) -> None:
+    """Stopped mid-file, then resumed: the map comes first (it says which bytes on disk are good),
+    and the connections for the rest's streams open meanwhile; the file ends exact."""
+    size = 40 * CHUNK + 99
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=size)
+        stopper = StopAfter(8 * CHUNK)
+        async with engine(r, tmp_path / "home", progress=stopper, segments=3, grace_period=5) as fx:
+            stopper.fx = fx
+            first = await fx.download([data_id], output_dir=tmp_path / "out")
+        assert first.status == "interrupted"
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        r.log.clear()
+        opened: list[int] = []
+        result: list[tuple[object, bytes]] = []
+
+        async def resume() -> None:
+            result.append(await download_through(r, tmp_path, data_id, segments=3))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(resume)
+            while not r.log.select("GET", MAP):
+                opened.append(r.proxy.stats.connections)
+                await anyio.sleep(0.01)
+            before_map = opened[-1]
+        ((report, data),) = result
+        done(report)  # type: ignore[arg-type]
+        assert data == source and report.resumed  # type: ignore[attr-defined]
+        assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
