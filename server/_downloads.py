@@ -129,6 +129,15 @@ def uniform_chunk_size(size: int, chunks: Sequence[tuple[int, int]]) -> int | No
     return unit
 
 
+def _whole_asked(range_header: str | None, size: int) -> bool:
+    """Whether the answer brings the whole file (no Range, or one from 0 to the end): no streams follow it,
+    so the layout is not worth the chunk map's query (a small file's describing answer)."""
+    if range_header is None:
+        return True
+    match = _RANGE_RE.match(range_header.strip().replace(" ", ""))
+    return bool(match and match.group(1) == "0" and (not match.group(2) or int(match.group(2)) >= size - 1))
+
+
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266)."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename)
@@ -247,7 +256,7 @@ async def _serve_data(request: web.Request, filename: str | None) -> web.StreamR
     if await state.store.run(state.store.level_of, data_id, user) < 1:
         raise Bare404
     extra: dict[str, str] = {}
-    if filename is None and state.config.extensions:
+    if filename is None and state.config.extensions and not _whole_asked(request.headers.get("Range"), row.size):
         chunks = await state.store.run(state.store.chunks, data_id)
         unit = uniform_chunk_size(row.size, [(c.offset, c.size) for c in chunks])
         if unit is not None:

@@ -494,8 +494,7 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             "description": "[ext] the chunk map's number of chunks, with X-Chunk-Size",
         },
     }
-    for status in ("200", "206"):
-        paths["/downloads/{data_id}"]["get"]["responses"][status]["headers"] = dict(layout)
+    paths["/downloads/{data_id}"]["get"]["responses"]["206"]["headers"] = layout
     bad_token = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
     for route in ("/downloads/{data_id}/{filename}", "/downloads/{data_id}"):
         single = paths[route]["get"]

@@ -147,9 +147,15 @@ async def test_only_the_by_id_route_states_the_layout_and_only_with_extensions(
             for path in (f"/downloads/{data_id}", f"/downloads/{data_id}/reads.bin"):
                 async with session.get(r.server.base_url + path, headers=auth) as answer:
                     seen[path] = (answer.status, answer.headers.get(HEADER_CHUNK_SIZE))
+            whole = {}  # an answer that brings the whole file has no streams after it: no layout
+            for asked in (None, f"bytes=0-{SIZE - 1}", f"bytes=0-{SIZE + 5}", "bytes=0-", f"bytes=0-{SIZE - 2}"):
+                headers = {"Authorization": f"Bearer {token}", **({"Range": asked} if asked else {})}
+                async with session.get(f"{r.server.base_url}/downloads/{data_id}", headers=headers) as answer:
+                    whole[asked] = answer.headers.get(HEADER_CHUNK_SIZE)
     named = f"/downloads/{data_id}/reads.bin"
     if extensions:
         assert seen == {f"/downloads/{data_id}": (206, str(CHUNK)), named: (206, None)}
+        assert list(whole.values()) == [None, None, None, None, str(CHUNK)], whole
     else:
         assert seen[f"/downloads/{data_id}"][0] == 404 and seen[named] == (206, None)
 
