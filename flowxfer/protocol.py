@@ -147,6 +147,10 @@ HEADER_LIMIT = "X-RateLimit-Limit"
 HEADER_REMAINING = "X-RateLimit-Remaining"
 HEADER_RESET = "X-RateLimit-Reset"
 HEADER_CHECKSUM = "X-Checksum"
+#: [ext] On ``GET /downloads/<id>``: the chunk map's unit and its number of chunks, when every chunk
+#: but the last is that size (docs/protocol.md, "Downloading by id"): the streams start before the map.
+HEADER_CHUNK_SIZE = "X-Chunk-Size"
+HEADER_CHUNK_COUNT = "X-Chunk-Count"
 
 
 @dataclass(frozen=True)

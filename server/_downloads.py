@@ -4,7 +4,12 @@ The [ext] route without the filename exists so a client holding only an id
 starts the bytes in its first request (hosted Flow needs ``GET /data/<id>``
 first, a round trip, to learn the name the bytes' URL holds): it answers as
 the named route and names the file in ``Content-Disposition`` on every
-answer, ranged or not (docs/protocol.md, "Downloading by id").
+answer, ranged or not (docs/protocol.md, "Downloading by id"). When every
+chunk of the item's chunk map but the last has one size, the by-id answer
+also says that size and the number of chunks (``X-Chunk-Size``,
+``X-Chunk-Count``): the client plans its chunks and starts its streams at
+once, and fetches the map's checksums beside them instead of before them
+(a round trip less before a large file's bytes, issue 20).
 
 Range and conditional logic is the pure function :func:`plan_response`; the
 handler only opens the file (in a thread) and hands it to the kernel with
@@ -20,6 +25,7 @@ import asyncio
 import email.utils
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,7 +33,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from flowxfer.protocol import HEADER_CHECKSUM
+from flowxfer.protocol import HEADER_CHECKSUM, HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE
 
 from ._http import ApiError, Bare404
 from ._ids import is_id
@@ -106,6 +112,32 @@ def plan_response(
     return Plan(206, start, end - start + 1)
 
 
+def uniform_chunk_size(size: int, chunks: Sequence[tuple[int, int]]) -> int | None:
+    """The size of every chunk but the last (which is no larger) when the map is that regular, else None.
+
+    Only such a map can be told in two numbers; any other (a registered output's, an empty
+    file's) is fetched whole before the streams start, as without the hint.
+    """
+    if size <= 0 or not chunks:
+        return None
+    unit = chunks[0][1]
+    if unit <= 0 or len(chunks) != -(-size // unit):
+        return None
+    for n, (offset, length) in enumerate(chunks):
+        if offset != n * unit or length != min(unit, size - offset):
+            return None
+    return unit
+
+
+def _whole_asked(range_header: str | None, size: int) -> bool:
+    """Whether the answer brings the whole file (no Range, or one from 0 to the end): no streams follow it,
+    so the layout is not worth the chunk map's query (a small file's describing answer)."""
+    if range_header is None:
+        return True
+    match = _RANGE_RE.match(range_header.strip().replace(" ", ""))
+    return bool(match and match.group(1) == "0" and (not match.group(2) or int(match.group(2)) >= size - 1))
+
+
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266)."""
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename)
@@ -139,11 +171,13 @@ async def serve_file(
     extensions: bool,
     disposition: bool,
     always_named: bool = False,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer GET/HEAD for one immutable file with ranges, ETag and sendfile.
 
     :param always_named: ``Content-Disposition`` on every answer, 304 and 416 too, even with
         ``?direct=``: the by-id route's caller learns the name from it alone.
+    :param extra_headers: more headers on every answer (the by-id route's chunk layout).
     """
     state = state_of(request)
     loop = asyncio.get_running_loop()
@@ -169,6 +203,7 @@ async def serve_file(
             headers[HEADER_CHECKSUM] = checksum
         if always_named:
             headers["Content-Disposition"] = content_disposition(filename)
+        headers.update(extra_headers or {})
         if plan.status == 416:
             error = ApiError(416, plan.error or "range not satisfiable")
             error.headers.update(headers)
@@ -220,6 +255,12 @@ async def _serve_data(request: web.Request, filename: str | None) -> web.StreamR
         raise Bare404
     if await state.store.run(state.store.level_of, data_id, user) < 1:
         raise Bare404
+    extra: dict[str, str] = {}
+    if filename is None and state.config.extensions and not _whole_asked(request.headers.get("Range"), row.size):
+        chunks = await state.store.run(state.store.chunks, data_id)
+        unit = uniform_chunk_size(row.size, [(c.offset, c.size) for c in chunks])
+        if unit is not None:
+            extra = {HEADER_CHUNK_SIZE: str(unit), HEADER_CHUNK_COUNT: str(len(chunks))}
     return await serve_file(
         request,
         state.layout.data / data_id,
@@ -230,6 +271,7 @@ async def _serve_data(request: web.Request, filename: str | None) -> web.StreamR
         extensions=state.config.extensions,
         disposition=not wants_direct(request),
         always_named=filename is None,
+        extra_headers=extra,
     )
 
 

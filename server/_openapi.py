@@ -484,6 +484,17 @@ def openapi_document(max_chunk_size: int) -> dict[str, Any]:
             [_id_param("data_id", None)],
         )
     }
+    layout = {
+        "X-Chunk-Size": {
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "[ext] every chunk of the chunk map but the last is this size (absent otherwise)",
+        },
+        "X-Chunk-Count": {
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "[ext] the chunk map's number of chunks, with X-Chunk-Size",
+        },
+    }
+    paths["/downloads/{data_id}"]["get"]["responses"]["206"]["headers"] = layout
     bad_token = _err("a token (header, ?token= or the flow_refresh_token cookie) was sent and is bad")
     for route in ("/downloads/{data_id}/{filename}", "/downloads/{data_id}"):
         single = paths[route]["get"]

@@ -17,12 +17,19 @@ for the rest (:class:`~._download_streams.FileStreams`): a small file costs
 one request in all, a large one the same ranged requests as before, and the
 connection stays usable (nothing unread is left on it). An empty file has no
 range to give (416): it alone is described by ``/data``.
+
+The answer may also say the chunk map's layout (``X-Chunk-Size`` and
+``X-Chunk-Count``, when every chunk but the last is one size): kept as
+:attr:`Prefetched.chunk_size`, it lets a large file's streams start at once,
+the map's checksums fetched beside them (:mod:`._download`). A layout that
+does not add up to the size is ignored; one that differs from the map is
+found out before any chunk is recorded.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -35,7 +42,7 @@ from ._errors import NotFoundError, RejectedError
 from ._plan import RemoteData
 from ._remote import describe, missing_error, remote_data
 
-__all__ = ["PREFETCH_LIMIT", "PREFETCH_TOTAL", "Prefetched", "describe_by_id"]
+__all__ = ["PREFETCH_LIMIT", "PREFETCH_TOTAL", "Prefetched", "chunk_layout", "describe_by_id"]
 
 #: The most bytes asked for with one description: a small file's whole download, little memory.
 PREFETCH_LIMIT = 1024 * 1024
@@ -54,6 +61,8 @@ class Prefetched:
     body: bytes
     etag: str | None
     checksum: str | None
+    #: The chunk map's unit as the answer stated it ([ext] ``X-Chunk-Size``), a hint until the map agrees.
+    chunk_size: int | None = None
 
 
 async def describe_by_id(
@@ -122,4 +131,15 @@ async def _read(answer: aiohttp.ClientResponse, data_id: str, limit: int) -> tup
         return item, None
     if len(body) != min(limit, item.size):
         return item, None
-    return item, Prefetched(body, answer.headers.get("ETag"), item.checksum)
+    return item, Prefetched(body, answer.headers.get("ETag"), item.checksum, chunk_layout(answer.headers, item.size))
+
+
+def chunk_layout(headers: Mapping[str, str], size: int) -> int | None:
+    """The chunk size the headers state, if it and the chunk count add up to ``size``; else None (no hint)."""
+    unit, count = headers.get(protocol.HEADER_CHUNK_SIZE, ""), headers.get(protocol.HEADER_CHUNK_COUNT, "")
+    if not (unit.isascii() and unit.isdigit() and count.isascii() and count.isdigit()) or len(unit + count) > 38:
+        return None
+    chunk_size, chunks = int(unit), int(count)
+    if size <= 0 or chunk_size <= 0 or chunks != -(-size // chunk_size):
+        return None
+    return chunk_size

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
+import yarl
 
 from flowxfer import __version__, protocol
 
@@ -158,6 +159,8 @@ class FlowClient:
         #: An answer on a connection its request opened counts half: it also waited for the handshake
         #: (one round trip or more), which once made a 50 ms path look like a 100 ms one (issue 20).
         self.round_trip: float | None = None
+        #: Connections being opened ahead of the requests that will use them (:meth:`warm`).
+        self._warming: set[asyncio.Task[None]] = set()
         self.retries = 0
         #: Answers that came on a connection their request opened (see :attr:`round_trip`).
         self._first_answers: weakref.WeakSet[aiohttp.ClientResponse] = weakref.WeakSet()
@@ -191,9 +194,44 @@ class FlowClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+    def warm(self, count: int) -> None:
+        """Open ``count`` connections to the server in the background, left idle in the pool.
+
+        Why: on a long path a request on a new connection waits a round trip
+        for the handshake first. When the engine knows that several requests
+        will go at once after an answer it is waiting for (a large file's
+        streams after its chunk map), their handshakes can overlap that wait.
+        Idle connections already in the pool count (they are taken and put
+        back, not doubled); nothing is opened beyond the pool's limit. A
+        connection that fails to open is simply not there: the request that
+        would have used it opens its own, and meets the error itself.
+        """
+        if count <= 0 or self._session is None or self._session.connector is None:
+            return
+        session = self._session
+        connector = session.connector
+        assert connector is not None
+        # The key the session's own requests have (same URL origin, default ssl): aiohttp
+        # pools by it, so the connections opened here are the ones those requests take.
+        request = aiohttp.ClientRequest("GET", yarl.URL(self.base_url), loop=asyncio.get_running_loop(), ssl=True)
+
+        async def one() -> None:
+            try:
+                connection = await connector.connect(request, [], session.timeout)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return
+            connection.release()
+
+        for _ in range(count):
+            task = asyncio.get_running_loop().create_task(one())
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -15,6 +15,14 @@ atomic rename, only when every chunk checks and the whole file agrees with
 the server's checksum (or, without extensions, its size and ETag). The
 ``.part`` file's own disk work (preallocation, writing, crash recovery,
 local errors) is :mod:`._partfile`'s.
+
+When the describing answer stated the map's layout ([ext] ``X-Chunk-Size``,
+:mod:`._by_id`), a fresh download plans its chunks from it and starts its
+streams at once; the map is fetched beside them, a round trip less before
+the bytes (issue 20). Verification is as strict as with the map first: a
+stream that completes a chunk waits for the map's checksum before the
+chunk is checked and recorded, and a map that differs from the stated
+layout starts the download again from the map, nothing of it recorded.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from ._download_streams import ContentChanged, FileStreams, Shared
 from ._errors import IntegrityError, NotFoundError, ProtocolError
 from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_error
 from ._pathfit import path_rate
-from ._runtime import TransferContext
+from ._runtime import TransferContext, task_group
 from .events import FileVerifying, Notice
 
 
@@ -50,6 +58,8 @@ class RemoteFile:
     :ivar chunk_checksums: the server's chunk map checksums, aligned with :attr:`chunks`.
     :ivar prefetched: the file's first bytes (a small file's all) as its description brought them
         ([ext] ``download_by_id``), written and verified as a stream's bytes instead of asked for; used once.
+    :ivar map_later: the data id whose chunk map is still to fetch, beside the streams: :attr:`chunks`
+        are planned from the layout the describing answer stated, :attr:`chunk_checksums` not known yet.
     """
 
     url: str
@@ -58,6 +68,7 @@ class RemoteFile:
     chunks: list[Chunk] | None = None
     chunk_checksums: list[str | None] | None = None
     prefetched: Prefetched | None = None
+    map_later: str | None = None
 
 
 @dataclass
@@ -71,6 +82,10 @@ class _WholeMismatch(Exception):
     """Every chunk arrived but the whole file does not match the server's checksum."""
 
 
+class _LayoutWrong(Exception):
+    """The chunk map differs from the layout the describing answer stated: plan again from the map."""
+
+
 #: What a download's report says was verified.
 _BY_MAP = "xxh3-128 of every chunk against the server's chunk map"
 _BY_WHOLE = "xxh3-128 of the whole file against the server's checksum"
@@ -78,39 +93,120 @@ _SIZE_ONLY = "size and ETag only (the server offers no checksums)"
 
 
 async def fetch_remote(
-    ctx: TransferContext, data_id: str, filename: str, size: int, checksum: str | None, *, want_map: bool = True
+    ctx: TransferContext,
+    data_id: str,
+    filename: str,
+    size: int,
+    checksum: str | None,
+    *,
+    want_map: bool = True,
+    chunk_size_hint: int | None = None,
+    bytes_left: int | None = None,
 ) -> RemoteFile:
     """The download URL and, where the server offers it and it helps, the chunk map of one data item.
 
     :param want_map: fetch the chunk map (one API request). Not worth it for a
         file of one chunk: its whole-file checksum verifies it just as well.
+    :param chunk_size_hint: the map's unit as the describing answer stated it ([ext]): the chunks
+        are planned from it and the map is fetched later, beside the streams (:attr:`RemoteFile.map_later`).
+    :param bytes_left: what is still to fetch (a resumed download's rest; None: all): the streams'
+        connections are opened while the map is on its way, as many as that will use.
     """
     checksum = protocol.canonical_checksum(checksum)
     remote = RemoteFile(f"/downloads/{quote(data_id, safe='')}/{quote(filename, safe='')}", size, checksum)
     if want_map and ctx.capabilities.chunk_maps and size > 0:
-        try:
-            answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
-        except NotFoundError:
-            # Remembered capabilities may be stale (the server restarted without extensions).
-            fresh = await ctx.client.revalidate_capabilities(ctx.capabilities)
-            if fresh is None:  # still claimed, yet the id is known (described): verify the whole file
-                return remote  # a data id gone since is the download's own 404
-            ctx.capabilities = fresh
-            return await fetch_remote(ctx, data_id, filename, size, checksum, want_map=want_map)
-        entries = answer.get("chunks")
-        if not isinstance(entries, list):
-            raise ProtocolError(f"data {data_id}: malformed chunk map")
-        try:
-            remote.chunks = chunks_from_map(entries, size)
-            remote.chunk_checksums = chunk_checksums(entries)
-        except ValueError as exc:
-            raise ProtocolError(f"data {data_id}: the chunk map does not describe the file ({exc})") from None
-        map_checksum = protocol.canonical_checksum(answer.get("checksum"))
-        if map_checksum is not None:
-            if checksum is not None and map_checksum != checksum:
-                raise ProtocolError(f"data {data_id}: the chunk map's checksum differs from the data's")
-            remote.checksum = map_checksum
+        if chunk_size_hint is not None:
+            remote.chunks = plan_chunks(size, chunk_size_hint)
+            remote.map_later = data_id
+            return remote
+        warm_streams(ctx, size if bytes_left is None else bytes_left)
+        found = await _chunk_map(ctx, data_id, size, checksum)
+        if found is not None:
+            remote.chunks, remote.chunk_checksums, map_checksum = found
+            remote.checksum = map_checksum or checksum
     return remote
+
+
+def warm_streams(ctx: TransferContext, left: int) -> None:
+    """Open the connections a file's streams will need but one, while the map they wait for is on its way.
+
+    The one is the map's own, idle again when it has come. As many as
+    :func:`initial_spans` can give streams for ``left`` bytes at most, so a
+    small rest opens none (a resumed file's gaps may give fewer: a bound).
+    """
+    count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
+    ctx.client.warm(min(count, -(-left // max(1, ctx.config.min_segment_size))) - 1)
+
+
+async def _chunk_map(
+    ctx: TransferContext, data_id: str, size: int, checksum: str | None
+) -> tuple[list[Chunk], list[str | None], str | None] | None:
+    """The server's chunk map of ``data_id``: chunks, their checksums, the whole file's; None: no map after all.
+
+    :raises ProtocolError: a map that does not describe the file, or contradicts ``checksum``.
+    """
+    try:
+        answer = await ctx.client.json_request("GET", f"/data/{quote(data_id, safe='')}/chunks", rate_class="api")
+    except NotFoundError:
+        # Remembered capabilities may be stale (the server restarted without extensions).
+        fresh = await ctx.client.revalidate_capabilities(ctx.capabilities)
+        if fresh is None:  # still claimed, yet the id is known (described): verify the whole file
+            return None  # a data id gone since is the download's own 404
+        ctx.capabilities = fresh
+        return await _chunk_map(ctx, data_id, size, checksum) if fresh.chunk_maps else None
+    entries = answer.get("chunks")
+    if not isinstance(entries, list):
+        raise ProtocolError(f"data {data_id}: malformed chunk map")
+    try:
+        chunks = chunks_from_map(entries, size)
+        sums = chunk_checksums(entries)
+    except ValueError as exc:
+        raise ProtocolError(f"data {data_id}: the chunk map does not describe the file ({exc})") from None
+    map_checksum = protocol.canonical_checksum(answer.get("checksum"))
+    if map_checksum is not None and checksum is not None and map_checksum != checksum:
+        raise ProtocolError(f"data {data_id}: the chunk map's checksum differs from the data's")
+    return chunks, sums, map_checksum
+
+
+class _MapBeside:
+    """The chunk map fetched while the streams run: a completed chunk waits here for its checksum.
+
+    The map is asked for once a stream is asking for its range, not before: the connection the
+    describing answer left idle is then that stream's, whose bytes would otherwise wait a
+    handshake's round trip, the map's (which no chunk needs yet) the new connection's.
+    """
+
+    def __init__(self, ctx: TransferContext, remote: RemoteFile, data_id: str, planned: list[Chunk]) -> None:
+        self._ctx, self._remote, self._data_id, self._planned = ctx, remote, data_id, planned
+        self._go = anyio.Event()
+        self._ready = anyio.Event()
+        self._sums: list[str | None] | None = None
+
+    def asking(self) -> None:
+        self._go.set()
+
+    async def fetch(self, shared: Shared) -> None:
+        """Fetch the map; what it says is what the streams check against, or :class:`_LayoutWrong`."""
+        remote = self._remote
+        await self._go.wait()
+        found = await _chunk_map(self._ctx, self._data_id, remote.size, remote.checksum)
+        remote.map_later = None
+        if found is not None:
+            chunks, sums, map_checksum = found
+            if [(c.offset, c.size) for c in chunks] != [(c.offset, c.size) for c in self._planned]:
+                remote.chunks, remote.chunk_checksums = chunks, sums
+                remote.checksum = map_checksum or remote.checksum
+                raise _LayoutWrong(f"data {self._data_id}: the chunk map differs from the layout its answer stated")
+            remote.chunk_checksums = self._sums = sums
+            remote.checksum = map_checksum or remote.checksum
+            shared.whole_checksum = shared.whole_checksum or map_checksum
+        self._ready.set()
+
+    async def sums(self) -> list[str | None] | None:
+        """The map's checksums (None: the server has no map after all), once it has come."""
+        self._go.set()  # a chunk done before any stream asked (its head): the map is wanted now
+        await self._ready.wait()
+        return self._sums
 
 
 async def download_file(
@@ -134,6 +230,9 @@ async def download_file(
                 raise IntegrityError(f"{target.name}: the server's content keeps changing") from None
             ctx.events(Notice(f"{target.name}: the server's copy changed; downloading it again from the start"))
             ctx.counters.files_restarted += 1
+        except _LayoutWrong as exc:
+            ctx.events(Notice(f"{exc}; downloading it again from the start, planned from the map"))
+            ctx.counters.files_restarted += 1
         except _WholeMismatch as exc:
             if restart:
                 raise IntegrityError(f"{exc} (twice); the server's data or checksum is damaged") from None
@@ -146,11 +245,19 @@ async def _download_once(
     ctx: TransferContext, record: FileRecord, remote: RemoteFile, target: Path, fresh: bool, finish: bool
 ) -> DownloadResult:
     part = part_path(target)
-    chunks = remote.chunks or plan_chunks(remote.size, ctx.config.download_chunk_size)
-    sums = remote.chunk_checksums
     existing: list[ChunkRecord] = []
     if not fresh and record.chunk_size:
         existing = await anyio.to_thread.run_sync(ctx.journal.chunks, record.id)
+    if existing and remote.map_later is not None:
+        # Resuming: the map comes first, as without the stated layout (it tells which chunks on disk are good).
+        warm_streams(ctx, sum(c.size for c in existing if c.state not in (ChunkState.ACKED, ChunkState.VERIFIED)))
+        found = await _chunk_map(ctx, remote.map_later, remote.size, remote.checksum)
+        remote.map_later = None
+        if found is not None:
+            remote.chunks, remote.chunk_checksums, map_checksum = found
+            remote.checksum = map_checksum or remote.checksum
+    chunks = remote.chunks or plan_chunks(remote.size, ctx.config.download_chunk_size)
+    sums = remote.chunk_checksums
     same_plan = bool(existing) and [(c.offset, c.size) for c in existing] == [(c.offset, c.size) for c in chunks]
 
     def open_part() -> tuple[int, bool]:
@@ -225,14 +332,18 @@ async def _download_into(
     ctx.writer.added()
 
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
+    beside = None if remote.map_later is None else _MapBeside(ctx, remote, remote.map_later, chunks)
     if todo:
-        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head)
+        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head, beside)
         count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
         spans = initial_spans(todo, count, ctx.config.min_segment_size)
-        await streams.run(
-            Spans(spans, ctx.config.block_size, max(ctx.config.block_size, ctx.config.min_segment_size // 4)),
-            min(count, len(spans)),
-        )
+        async with task_group() as group:
+            if beside is not None:
+                group.start_soon(beside.fetch, shared)
+            await streams.run(
+                Spans(spans, ctx.config.block_size, max(ctx.config.block_size, ctx.config.min_segment_size // 4)),
+                min(count, len(spans)),
+            )
         for _ in range(ctx.config.max_attempts):
             if not shared.bad:
                 break

@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import anyio
@@ -65,6 +66,16 @@ class Shared:
     chunk_size: int = 0
 
 
+class LaterSums(Protocol):
+    """The chunk map's checksums, fetched beside the streams ([ext] layout stated, :mod:`._download`)."""
+
+    def asking(self) -> None:
+        """A stream is about to ask for a range: the map may go now (after it, not on its connection)."""
+
+    async def sums(self) -> list[str | None] | None:
+        """The map's checksums once it has come (None: the server has no map after all)."""
+
+
 class ContentChanged(Exception):
     """The server's bytes changed under us (ETag differs, or a range was answered with the whole)."""
 
@@ -97,9 +108,14 @@ class FileStreams:
         sums: list[str | None] | None,
         shared: Shared,
         head: bytes | None = None,
+        later: LaterSums | None = None,
     ) -> None:
-        """:param head: the file's first bytes, already received: what of a span they cover is not asked for."""
+        """:param head: the file's first bytes, already received: what of a span they cover is not asked for.
+        :param later: the chunk map's checksums, still to come (``sums`` is None till then):
+            a completed chunk waits for them before it is checked and recorded.
+        """
         self.ctx = ctx
+        self._later = later
         self._head = head
         self.record = record
         self.url = url
@@ -180,6 +196,8 @@ class FileStreams:
             headers = {"Range": f"bytes={start}-{end - 1}"}
             if self.shared.etag:
                 headers["If-Range"] = self.shared.etag
+            if self._later is not None:
+                self._later.asking()
             try:
                 async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
                     check_answer(response, start, end, self.shared.size, self.shared)
@@ -356,6 +374,9 @@ class FileStreams:
             digest = protocol.format_checksum(work.hasher.hexdigest())
         else:
             digest = await anyio.to_thread.run_sync(chunk_digest, self.fd, chunk)
+        if self._later is not None:
+            self.sums = await self._later.sums()  # no chunk is checked, nor recorded, before the map came
+            self._later = None
         self._chunk_done(chunk, digest)
         return True
 

@@ -177,6 +177,8 @@ async def download_one(ctx: TransferContext, record: FileRecord, prefetched: Pre
         record.size,
         record.checksum,
         want_map=record.size > ctx.config.download_chunk_size,
+        chunk_size_hint=prefetched.chunk_size if prefetched else None,
+        bytes_left=record.size - record.bytes_done,
     )
     remote.prefetched = prefetched
     result = await download_file(ctx, record, remote)

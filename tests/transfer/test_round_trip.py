@@ -35,3 +35,31 @@ async def test_a_new_connection_s_handshake_is_not_taken_for_the_path(tmp_path: 
             assert first is not None and RTT - EARLY <= first < 1.5 * RTT, "the handshake counted as path"
             await _capabilities(client)  # the same connection: the request alone
             assert client.round_trip is not None and RTT - EARLY <= client.round_trip <= first
+
+
+async def test_warmed_connections_carry_the_requests_that_follow_without_a_handshake(tmp_path: Path) -> None:
+    """``warm(3)`` while an answer is awaited (here: a round trip's sleep): three requests at once
+    after it each take one round trip, not two (handshake, then request), and open nothing more."""
+    import time
+
+    import anyio
+
+    async with running_server(tmp_path / "root") as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with WanPath(PathSpec(rtt=RTT, link_rate=None), port) as path, FlowClient(path.url) as client:
+            client.warm(3)
+            await anyio.sleep(RTT)
+            took: list[float] = []
+
+            async def timed() -> None:
+                start = time.monotonic()
+                await _capabilities(client)
+                took.append(time.monotonic() - start)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(3):
+                    group.start_soon(timed)
+            assert len(took) == 3 and max(took) < 1.5 * RTT, took
+            connector = client.session.connector
+            assert connector is not None and len(connector._conns) == 1  # one origin's pool
+            assert sum(len(v) for v in connector._conns.values()) == 3  # nothing opened beside the warmed

@@ -1,0 +1,275 @@
+"""[ext] The chunk layout on ``GET /downloads/<id>``: a large file's streams start before its chunk map.
+
+Through the recording fault proxy in front of the real server: the map is
+held back and the streams are seen to carry the file meanwhile; a describing
+answer that lies about the layout cannot get a chunk recorded against the
+wrong checksum (the download starts again from the map and ends exact); the
+layout is not on the named route nor without extensions. The pure parts
+(the server's layout of a map, the client's reading of the headers) are
+tested directly. Resuming after ``kill -9`` with the layout stated:
+tests/cli/test_cli_crash.py (``test_kill9_mid_download_then_the_same_command``,
+extensions: by id, 1 MiB chunks stated, the map fetched first when resuming).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowxfer.protocol import HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE, checksum_of
+from flowxfer.server._downloads import uniform_chunk_size
+from flowxfer.transfer._by_id import chunk_layout
+from flowxfer.transfer._chunks import plan_chunks
+from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidBody
+from tests.support.rig import rig
+from tests.support.server import login
+
+from .conftest import StopAfter
+from .test_faults import CHUNK, SIZE, STREAM, done, download_through, engine, upload_direct
+
+DESCRIBE = r"^/downloads/[^/]+$"
+MAP = r"^/data/[^/]+/chunks$"
+
+
+async def test_the_streams_carry_the_file_while_the_map_is_on_its_way(tmp_path: Path) -> None:
+    """The map's answer is held for a second: streams' answers arrive meanwhile."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        report, data = await download_through(r, tmp_path, data_id, segments=3)
+        done(report)
+        assert data == source
+        (describe,) = r.log.select("GET", DESCRIBE)
+        headers = dict(describe.response_headers)
+        assert (headers[HEADER_CHUNK_SIZE], headers[HEADER_CHUNK_COUNT]) == (str(CHUNK), str(-(-SIZE // CHUNK)))
+        order = [e.path for e in r.log.entries if e.path != "/login"]
+        streams = [i for i, e in enumerate(r.log.entries) if e.method == "GET" and re.match(STREAM, e.path)]
+        (map_at,) = [i for i, e in enumerate(r.log.entries) if e.path.endswith("/chunks")]
+        # A stream's answer came whole before the map's (each waits for the map to record a chunk).
+        assert streams and min(streams) < map_at, order
+        assert "chunk map" in (report.verified or "")
+
+
+async def test_a_stream_not_the_map_takes_the_connection_the_description_left(tmp_path: Path) -> None:
+    """The one idle connection goes to bytes: the map (needed only when a chunk completes) opens its own."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        report, data = await download_through(r, tmp_path, data_id, segments=3)
+        done(report)
+        assert data == source
+        (describe,) = r.log.select("GET", DESCRIBE)
+        (chunk_map,) = r.log.select("GET", MAP)
+        streams = r.log.select("GET", STREAM)
+        assert chunk_map.connection != describe.connection
+        assert describe.connection in {e.connection for e in streams}
+
+
+async def test_without_the_layout_the_map_comes_first(tmp_path: Path) -> None:
+    """The describing answer without the layout (a server before it): the map before any stream."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        head = source[:CHUNK]
+        r.proxy.add(RespondWith(206, head, _describing_headers(source, CHUNK), match=Match("GET", DESCRIBE)))
+        report, data = await download_through(r, tmp_path, data_id, segments=3)
+        done(report)
+        assert data == source
+        (map_at,) = [i for i, e in enumerate(r.log.entries) if e.path.endswith("/chunks")]
+        streams = [i for i, e in enumerate(r.log.entries) if e.method == "GET" and re.match(STREAM, e.path)]
+        assert streams and min(streams) > map_at
+
+
+def _describing_headers(source: bytes, limit: int, layout: tuple[int, int] | None = None) -> dict[str, str]:
+    """What the server's describing answer says of ``source``, ``layout`` (chunk size, count) as given."""
+    checksum = checksum_of(source)
+    headers = {
+        "Content-Disposition": "attachment; filename=\"reads.bin\"; filename*=UTF-8''reads.bin",
+        "Content-Range": f"bytes 0-{limit - 1}/{len(source)}",
+        "ETag": f'"{checksum.rpartition(":")[2]}"',
+        "X-Checksum": checksum,
+    }
+    if layout is not None:
+        headers.update({HEADER_CHUNK_SIZE: str(layout[0]), HEADER_CHUNK_COUNT: str(layout[1])})
+    return headers
+
+
+@pytest.mark.parametrize("unit", [CHUNK // 2, 2 * CHUNK, 3 * CHUNK + 7], ids=["half", "double", "odd"])
+async def test_a_layout_that_lies_is_found_out_before_any_chunk_is_recorded(tmp_path: Path, unit: int) -> None:
+    """A stated chunk size other than the map's (its count consistent, so it is believed): the map
+    disagrees, the download starts again planned from the map, and ends with exactly the bytes."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        layout = (unit, -(-len(source) // unit))
+        lie = RespondWith(206, source[:CHUNK], _describing_headers(source, CHUNK, layout), match=Match("GET", DESCRIBE))
+        r.proxy.add(lie)
+        events: list[object] = []
+        report, data = await download_through(r, tmp_path, data_id, segments=3, events=events)
+        done(report)
+        assert lie.hits == 1 and data == source
+        assert "chunk map" in (report.verified or "")
+        assert any("differs from the layout" in str(getattr(e, "message", "")) for e in events), events
+        assert len(r.log.select("GET", MAP)) == 1
+
+
+async def test_a_layout_that_does_not_add_up_is_ignored(tmp_path: Path) -> None:
+    """A chunk count that does not fit the size and chunk size: no layout, the map first, as before."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        layout = (CHUNK // 2, 3)
+        r.proxy.add(
+            RespondWith(206, source[:CHUNK], _describing_headers(source, CHUNK, layout), match=Match("GET", DESCRIBE))
+        )
+        events: list[object] = []
+        report, data = await download_through(r, tmp_path, data_id, segments=3, events=events)
+        done(report)
+        assert data == source
+        assert not [e for e in events if "layout" in str(getattr(e, "message", ""))]
+        (map_at,) = [i for i, e in enumerate(r.log.entries) if e.path.endswith("/chunks")]
+        streams = [i for i, e in enumerate(r.log.entries) if e.method == "GET" and re.match(STREAM, e.path)]
+        assert streams and min(streams) > map_at
+
+
+@pytest.mark.parametrize("extensions", [True, False], ids=["extensions", "no-extensions"])
+async def test_only_the_by_id_route_states_the_layout_and_only_with_extensions(
+    tmp_path: Path, extensions: bool
+) -> None:
+    async with rig(tmp_path, extensions) as r:
+        _, data_id = await upload_direct(r.server, tmp_path)
+        async with aiohttp.ClientSession() as session:
+            token = await login(session, r.server.base_url, "alice", r.server.users["alice"])
+            auth = {"Authorization": f"Bearer {token}", "Range": "bytes=0-99"}
+            seen = {}
+            for path in (f"/downloads/{data_id}", f"/downloads/{data_id}/reads.bin"):
+                async with session.get(r.server.base_url + path, headers=auth) as answer:
+                    seen[path] = (answer.status, answer.headers.get(HEADER_CHUNK_SIZE))
+            whole = {}  # an answer that brings the whole file has no streams after it: no layout
+            for asked in (None, f"bytes=0-{SIZE - 1}", f"bytes=0-{SIZE + 5}", "bytes=0-", f"bytes=0-{SIZE - 2}"):
+                headers = {"Authorization": f"Bearer {token}", **({"Range": asked} if asked else {})}
+                async with session.get(f"{r.server.base_url}/downloads/{data_id}", headers=headers) as answer:
+                    whole[asked] = answer.headers.get(HEADER_CHUNK_SIZE)
+    named = f"/downloads/{data_id}/reads.bin"
+    if extensions:
+        assert seen == {f"/downloads/{data_id}": (206, str(CHUNK)), named: (206, None)}
+        assert list(whole.values()) == [None, None, None, None, str(CHUNK)], whole
+    else:
+        assert seen[f"/downloads/{data_id}"][0] == 404 and seen[named] == (206, None)
+
+
+@given(size=st.integers(1, 10**6), unit=st.integers(1000, 2 * 10**6))
+def test_a_planned_map_is_told_in_two_numbers_and_read_back(size: int, unit: int) -> None:
+    chunks = [(c.offset, c.size) for c in plan_chunks(size, unit)]
+    stated = uniform_chunk_size(size, chunks)
+    assert stated == (unit if len(chunks) > 1 else size)
+    headers = {HEADER_CHUNK_SIZE: str(stated), HEADER_CHUNK_COUNT: str(len(chunks))}
+    assert chunk_layout(headers, size) == stated
+    assert [(c.offset, c.size) for c in plan_chunks(size, stated)] == chunks
+
+
+@pytest.mark.parametrize(
+    ("size", "chunks"),
+    [
+        (10, [(0, 4), (4, 3), (7, 3)]),  # a short chunk before the last
+        (10, [(0, 4), (4, 4)]),  # does not cover the file
+        (10, [(0, 4), (4, 4), (8, 4)]),  # past the end
+        (10, [(0, 4), (5, 4), (9, 1)]),  # a gap
+        (0, [(0, 0)]),  # empty
+        (10, []),
+    ],
+)
+def test_an_irregular_map_is_not_told(size: int, chunks: list[tuple[int, int]]) -> None:
+    assert uniform_chunk_size(size, chunks) is None
+
+
+@pytest.mark.parametrize(
+    ("size", "unit", "count"),
+    [(10, "4", "2"), (10, "0", "1"), (10, "-4", "3"), (10, "4", ""), (10, "x", "3"), (0, "4", "0"), (10, "٤", "3")],
+)
+def test_headers_that_do_not_add_up_state_no_layout(size: int, unit: str, count: str) -> None:
+    assert chunk_layout({HEADER_CHUNK_SIZE: unit, HEADER_CHUNK_COUNT: count}, size) is None
+
+
+async def test_a_byte_damaged_before_the_map_came_is_caught_by_the_map(tmp_path: Path) -> None:
+    """A stream's byte flipped while the map is held back: its chunk waits for the map's checksum,
+    fails it, and is fetched again; nothing is recorded unchecked."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        flip = r.proxy.add(FlipBodyByte(Match("GET", STREAM), direction="down", at=1000))
+        events: list[object] = []
+        report, data = await download_through(r, tmp_path, data_id, segments=3, events=events)
+        done(report)
+        assert flip.hits == 1 and data == source
+        assert any("1 chunk(s) failed verification" in str(getattr(e, "message", "")) for e in events), events
+
+
+async def test_one_stream_whose_head_completes_a_chunk_still_gets_the_map(tmp_path: Path) -> None:
+    """One stream, and the describing answer's bytes are a whole chunk: that chunk waits for the map
+    before the stream asks for anything, so waiting must itself send for the map."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        with anyio.fail_after(30):
+            report, data = await download_through(r, tmp_path, data_id, segments=1)
+        done(report)
+        assert data == source and len(r.log.select("GET", MAP)) == 1
+
+
+async def test_the_streams_connections_open_while_the_map_they_wait_for_is_held(tmp_path: Path) -> None:
+    """Without a layout the map comes first: the streams' connections (all but the map's) are open
+    before it has come, so the streams after it start without a handshake each."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(RespondWith(206, source[:CHUNK], _describing_headers(source, CHUNK), match=Match("GET", DESCRIBE)))
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        opened: list[int] = []
+        result: list[tuple[object, bytes]] = []
+
+        async def download() -> None:
+            result.append(await download_through(r, tmp_path, data_id, segments=3))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(download)
+            while not r.log.select("GET", MAP):
+                opened.append(r.proxy.stats.connections)
+                await anyio.sleep(0.01)
+            before_map = opened[-1]
+        ((report, data),) = result
+        done(report)  # type: ignore[arg-type]
+        assert data == source
+        # Streams 2 and 3's connections were there while the map was held; none opened after it.
+        assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
+
+
+async def test_a_resumed_download_opens_its_streams_connections_while_the_map_comes_first(tmp_path: Path) -> None:
+    """Stopped mid-file, then resumed: the map comes first (it says which bytes on disk are good),
+    and the connections for the rest's streams open meanwhile; the file ends exact."""
+    size = 40 * CHUNK + 99
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=size)
+        stopper = StopAfter(8 * CHUNK)
+        async with engine(r, tmp_path / "home", progress=stopper, segments=3, grace_period=5) as fx:
+            stopper.fx = fx
+            first = await fx.download([data_id], output_dir=tmp_path / "out")
+        assert first.status == "interrupted"
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        r.log.clear()
+        opened: list[int] = []
+        result: list[tuple[object, bytes]] = []
+
+        async def resume() -> None:
+            result.append(await download_through(r, tmp_path, data_id, segments=3))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(resume)
+            while not r.log.select("GET", MAP):
+                opened.append(r.proxy.stats.connections)
+                await anyio.sleep(0.01)
+            before_map = opened[-1]
+        ((report, data),) = result
+        done(report)  # type: ignore[arg-type]
+        assert data == source and report.resumed  # type: ignore[attr-defined]
+        assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
