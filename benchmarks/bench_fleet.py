@@ -269,10 +269,11 @@ def bench_engine_batches(
     )
     row = (
         f"| engine: `upload` of {len(files)} × {size // len(files) // MiB} MiB over a {wan[1]:g} Mbit/s, "
-        f"{wan[0]:g} ms path ({every[0].chunks} chunks; {statistics.median(with_chunks):g} chunks per commit "
-        f"(median; mean {statistics.mean(with_chunks):.1f}, max {max(with_chunks)}), "
-        f"{len(commits) - len(with_chunks)} of {len(commits)} commits without a chunk; journal "
-        f"{share['SQLite']:.2%} / {share['PostgreSQL']:.2%} of the upload's time) "
+        f"{wan[0]:g} ms path: {min(r.chunks for r in every)}-{max(r.chunks for r in every)} chunks in "
+        f"{min(len(r.commits) for r in every)}-{max(len(r.commits) for r in every)} commits an upload; "
+        f"chunks per commit median {statistics.median(with_chunks):g}, mean {statistics.mean(with_chunks):.1f}, "
+        f"max {max(with_chunks)}; {1 - len(with_chunks) / len(commits):.0%} of commits without a chunk; "
+        f"journal {share['SQLite']:.2%} (SQLite) and {share['PostgreSQL']:.2%} (PostgreSQL) of the upload's time "
         f"| {sqlite * 1e6:.1f} µs | {postgres * 1e6:.1f} µs | {postgres / sqlite:.2f}× | {spread} |"
     )
     print(row, flush=True)
