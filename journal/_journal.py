@@ -13,6 +13,7 @@ marks written.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import secrets
@@ -550,16 +551,34 @@ def _bulk_update(
     small update's cost; SQLite runs it as fast as the prepared per-row statement. ``check``: the
     SQL type of one more value each row ends with, and a condition every matched row must meet.
     """
-    names = [*keys, *columns]
-    value = {name: f"v.column{number}" for number, name in enumerate(names, 1)}
-    sets = ", ".join(f"{name} = {(assign or {}).get(name, value[name])}" for name in columns)
-    match = " AND ".join(f"{table}.{name} = {value[name]}" for name in keys)
-    types = [*keys.values(), *columns.values()]
-    if check is not None:
-        types.append(check[0])
-        match += f" AND ({check[1]})"
+    head, tail, types = _bulk_update_sql(
+        table, tuple(keys.items()), tuple(columns.items()), tuple((assign or {}).items()), check
+    )
     for source, params in conn.row_source(types, rows):
-        conn.execute(f"UPDATE {table} SET {sets} FROM {source} WHERE {match}", params)
+        conn.execute(head + source + tail, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _bulk_update_sql(
+    table: str,
+    keys: tuple[tuple[str, str], ...],
+    columns: tuple[tuple[str, str], ...],
+    assign: tuple[tuple[str, str], ...],
+    check: tuple[str, str] | None,
+) -> tuple[str, str, tuple[str, ...]]:
+    """:func:`_bulk_update`'s statement, before and after its rows' table, and the rows' SQL types.
+
+    Made once per shape: a batch's updates are the same few on every commit.
+    """
+    names = [name for name, _ in (*keys, *columns)]
+    value = {name: f"v.column{number}" for number, name in enumerate(names, 1)}
+    sets = ", ".join(f"{name} = {dict(assign).get(name, value[name])}" for name, _ in columns)
+    match = " AND ".join(f"{table}.{name} = {value[name]}" for name, _ in keys)
+    types = tuple(kind for _, kind in (*keys, *columns))
+    if check is not None:
+        types += (check[0],)
+        match += f" AND ({check[1]})"
+    return f"UPDATE {table} SET {sets} FROM ", f" WHERE {match}", types
 
 
 def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch, *, chunks: bool) -> None:
@@ -588,6 +607,7 @@ def _refuse_illegal_changes(conn: Transaction, batch: JournalBatch, *, chunks: b
         )
 
 
+@functools.lru_cache(maxsize=16)
 def _legal(current: str, new: str, machine: type[FileState] | type[ChunkState]) -> str:
     """SQL true when ``current -> new`` stays put or is one of the machine's legal changes (:mod:`._states`)."""
     legal = ", ".join(f"'{a}>{b}'" for a, b in legal_changes(machine))

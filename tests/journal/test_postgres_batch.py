@@ -10,9 +10,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from flowxfer.journal import ChunkState, Journal, JournalBatch, NewFile
+from flowxfer.journal import ChunkState, Journal, JournalBatch, JournalUnavailableError, NewFile
 from flowxfer.journal._schema import POSTGRES_MIGRATIONS, split_sql
 from flowxfer.journal._states import IllegalTransition
+from tests.support.postgres import PostgresCluster
 
 CHUNKS = 400
 
@@ -129,3 +130,50 @@ def test_a_schema_5_journal_gets_room_for_its_new_chunks(postgres_url: str) -> N
             {"version": version} for version in (3, 4, 5, 6)
         ]
     assert chunks_fillfactor(postgres_url) == ["fillfactor=40"]
+
+
+def test_a_batch_s_shape_is_prepared_from_its_second_commit_on(postgres_url: str) -> None:
+    """A shape that comes once (a file's plan, its end) costs no round trip to prepare it; one that recurs is.
+
+    Sent through libpq by the journal itself: an unnamed statement the first time, in the round
+    trip that runs it; then prepared under a name of its own, its plan cached by the server.
+    """
+    with Journal.open(postgres_url, max_connections=1) as journal:
+        file_id = _planned_file(journal)
+
+        def prepared() -> list[dict[str, object]]:
+            return journal._read(
+                "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH w0 AS (UPDATE chunks%'"
+            )
+
+        _ack(journal, file_id, range(0, 1))
+        assert prepared() == []
+        _ack(journal, file_id, range(1, 2))
+        assert prepared() == [{"name": "flowxfer_0"}]
+        _ack(journal, file_id, range(2, 3))
+        assert prepared() == [{"name": "flowxfer_0"}]
+        assert journal._read("SELECT idx FROM chunks WHERE state = 'acked' ORDER BY idx") == [
+            {"idx": 0},
+            {"idx": 1},
+            {"idx": 2},
+        ]
+
+
+def test_batches_ride_out_a_restart_on_the_connection_kept_for_them(
+    postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """The connection kept for batches dies with the server: the batch the outage met is unavailable, the next lands."""
+    with Journal.open(postgres_url, connect_timeout=1) as journal:
+        file_id = _planned_file(journal)
+        _ack(journal, file_id, range(0, 2))
+        _ack(journal, file_id, range(2, 4))  # the kept connection has its statement prepared
+        postgres_cluster.stop()
+        try:
+            with pytest.raises(JournalUnavailableError):
+                _ack(journal, file_id, range(4, 6))
+        finally:
+            postgres_cluster.start()
+        _ack(journal, file_id, range(4, 6))
+        _ack(journal, file_id, range(6, 8))
+        assert journal._read("SELECT count(*) AS n FROM chunks WHERE state = 'acked'") == [{"n": 8}]
+        assert journal._read("SELECT bytes_done FROM files WHERE id = ?", (file_id,)) == [{"bytes_done": 8}]
