@@ -312,7 +312,7 @@ def _preview_lines(preview: SyncPreview) -> list[str]:
     help="Grant each uploaded item: group:NAME=read|edit|share or user:NAME=... (repeatable).",
 )
 @click.option("--data-type", help="Flow data-type identifier for every file.")
-@click.option("--chunk-size", type=CHUNK_SIZE, help="Bytes per upload request (default: automatic).")
+@click.option("--chunk-size", type=CHUNK_SIZE, help="Bytes per upload request, at least 64 KiB (default: automatic).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and what the rate limits make of it; send nothing.")
 @click.option(
     "--path-map",

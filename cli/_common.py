@@ -62,8 +62,9 @@ def transfer_options(func: click.decorators.FC) -> click.decorators.FC:
             click.option(
                 "--max-wait",
                 type=DURATION,
-                help="Longest wait for rate-limit budget or for an unreachable journal database "
-                "before stopping cleanly (exit 75).",
+                help="Longest any wait lasts before the command stops cleanly (exit 75): for rate-limit "
+                "budget, for an execution to finish (--wait), for an unreachable journal database, "
+                "at start too (without --max-wait: one attempt at start).",
             ),
         ]
     ):

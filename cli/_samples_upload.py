@@ -44,13 +44,19 @@ def sample_transfer_options(func: click.decorators.FC) -> click.decorators.FC:
                 help="Samples at once (default 16); each sample's files go one after the other.",
             ),
             click.option(
-                "--chunk-size", type=CHUNK_SIZE, help="Bytes per upload request (default: automatic, as upload)."
+                "--chunk-size",
+                type=CHUNK_SIZE,
+                help="Bytes per upload request, at least 64 KiB (default: automatic, as upload).",
             ),
             click.option(
                 "--bwlimit", metavar="RATE", help='Bandwidth cap: "10M", or a timetable "08:00,10M 19:00,off".'
             ),
             click.option(
-                "--max-wait", type=DURATION, help="Longest wait for rate-limit budget before stopping (exit 75)."
+                "--max-wait",
+                type=DURATION,
+                help="Longest any wait lasts before the command stops cleanly (exit 75): for rate-limit "
+                "budget, for an unreachable journal database, at start too (without --max-wait: one "
+                "attempt at start).",
             ),
         ]
     ):

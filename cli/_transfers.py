@@ -89,7 +89,7 @@ def logout(ctx: click.Context) -> None:
 @click.option(
     "--chunk-size",
     type=CHUNK_SIZE,
-    help="Bytes per upload request (default: automatic, 64 MiB against a "
+    help="Bytes per upload request, at least 64 KiB (default: automatic, 64 MiB against a "
     "flowxfer server, 16 MiB against hosted Flow, halved on 413).",
 )
 @click.option("--force", is_flag=True, help="Upload even files already uploaded unchanged.")

@@ -538,25 +538,26 @@ class PostgresBackend:
             location, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
         )
         try:
-            try:
-                with backend._errors():
-                    backend._pool.open(wait=True, timeout=connect_timeout)
-            except JournalUnavailableError:
-                backend._why_unreachable()
-                raise
+            backend._pool.open(wait=False)  # the pool starts connecting while _first_connect asks
+            backend._first_connect()
+            with backend._errors():
+                backend._pool.wait(timeout=connect_timeout)
             backend._prepare()
         except BaseException:
             backend.close()
             raise
         return backend
 
-    def _why_unreachable(self) -> None:
-        """After the pool could not connect at open: connect once more, directly, to say why.
+    def _first_connect(self) -> None:
+        """Connect once, directly, beside the pool's first connection: to hear at once why not.
 
-        The pool only reports that it timed out. A refused password or a database that does not
-        exist is not an outage to wait out: it is a usage error (:class:`JournalError`, exit 2),
-        named with the server's own words; anything else stays unreachable, with its cause.
-        Returns when the direct attempt works (the pool's failure stands).
+        A pool retries a connection that fails until its timeout, then says only that it timed
+        out: a refused password cost ``connect_timeout`` before its exit 2. One direct attempt
+        fails in one round trip with libpq's and the server's own words. A refused password, a
+        role or database that does not exist or a setting libpq rejects will not pass by waiting:
+        a usage error (:class:`JournalError`, exit 2). A server that refuses the connection or does
+        not answer (within ``connect_timeout``) is unreachable (:class:`JournalUnavailableError`,
+        which a run waits out up to ``--max-wait``). The URL's password is never in the message.
         """
         assert self.location.url is not None
         try:

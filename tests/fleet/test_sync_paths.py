@@ -11,13 +11,18 @@ is what the last test runs: b takes over a's sync through a symlink.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import anyio
 
 from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
-from tests.fleet.test_takeover import TTL, _kill_mid_upload, _refused_while_live, _remaining, two_short_ttl_hosts
+from tests.fleet.test_takeover import (
+    _kill_mid_upload,
+    _refused_while_live,
+    _remaining,
+    past_the_ttl,
+    two_short_ttl_hosts,
+)
 from tests.support.server import RunningServer
 
 
@@ -44,7 +49,7 @@ async def test_resuming_a_sync_whose_folder_a_path_map_moves_is_refused_the_same
     a, b = await two_short_ttl_hosts(server, tmp_path, postgres_url)
     killed = await _kill_mid_upload(a, "sync", str(mnt_a / "run1"), *SLOW_UPLOAD)
     mnt_a.rename(data)
-    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    await past_the_ttl(postgres_url, killed)
     refused = await b.run("--json", "resume", "--path-map", f"{mnt_a}={data}")
     assert refused.code == 2, refused
     _says_why_and_what_to_do(refused.stderr)
@@ -64,7 +69,7 @@ async def test_a_symlink_gives_another_host_the_same_path_and_it_takes_the_sync_
     mnt_a.symlink_to(data)  # ... and the path the fleet names them by, a link
     await _refused_while_live(b, killed, "--json", *command)
     transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
-    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    await past_the_ttl(postgres_url, killed)
     finished = await b.run("--json", *command)
     await assert_uploaded(server, finished, expected)
     assert finished.json()["transfer_id"] == transfer_id

@@ -386,6 +386,21 @@ def test_a_database_that_refuses_the_login_is_a_usage_error_not_an_outage(postgr
     assert not isinstance(caught.value, JournalUnavailableError)
 
 
+def test_a_refused_password_is_a_usage_error_at_once_and_never_shown(postgres_cluster: PostgresCluster) -> None:
+    """One round trip, not the pool's timeout (which the old open waited out before asking why)."""
+    postgres_cluster.start()
+    role = postgres_cluster.add_password_role("pw_journal", "Zright-pw")
+    wrong = f"postgresql://{role}:Zwrong-pw@127.0.0.1:{postgres_cluster.port}/{role}"
+    began = time.monotonic()
+    with pytest.raises(JournalError, match="refused us: .*password authentication failed") as caught:
+        Journal.open(wrong, connect_timeout=30)
+    assert time.monotonic() - began < 5
+    assert not isinstance(caught.value, JournalUnavailableError)
+    assert "Zwrong-pw" not in str(caught.value) and "***" in str(caught.value)
+    right = wrong.replace("Zwrong-pw", "Zright-pw")
+    Journal.open(right, connect_timeout=30).close()
+
+
 # --- migrate_journal ----------------------------------------------------------------------
 
 

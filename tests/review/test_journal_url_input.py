@@ -12,10 +12,9 @@ would retry for ever.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,6 +28,10 @@ PASSWORD = "Zs3cr3t-review"
 
 #: A port nothing listens on: a TCP port of our own, bound and closed, is unlikely to be reused at once.
 CLOSED = "postgresql://u@127.0.0.1:1/db"
+
+#: Seconds a usage error may take: the old open waited for its pool's timeout (10 s for ``jobs``)
+#: before it asked the server why; a refusal is one round trip (the rest is the CLI starting).
+AT_ONCE = 8.0
 
 
 @given(rest=st.text(alphabet="[]:@/?=&%.,0123456789abcdefuvxyz-", max_size=30))
@@ -61,27 +64,24 @@ async def test_an_upper_case_scheme_means_the_same_server(server: RunningServer,
 
 async def test_a_setting_libpq_refuses_is_a_usage_error(server: RunningServer, tmp_path: Path) -> None:
     """``sslmode=bogus`` fails before any connection: waiting cannot help, so exit 2, not 75."""
+    began = time.monotonic()
     result = await Cli(server.base_url, tmp_path / "home").run("--journal", CLOSED + "?sslmode=bogus", "jobs")
     assert result.code == 2, result
+    assert time.monotonic() - began < AT_ONCE
     assert "sslmode" in result.stderr, result.stderr
 
 
-@pytest.fixture(scope="module")
-def password_cluster() -> Iterator[PostgresCluster]:
-    """A cluster of our own whose role ``pw`` must give a password (the session's trusts everyone)."""
-    with PostgresCluster() as cluster:
-        with psycopg.connect(cluster.url, autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE pw LOGIN PASSWORD '{PASSWORD}'")
-            conn.execute("CREATE DATABASE pwdb OWNER pw")
-        hba = cluster.data / "pg_hba.conf"
-        hba.write_text("host all pw 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-        cluster._run("pg_ctl", "-D", str(cluster.data), "reload")
-        yield cluster
+@pytest.fixture
+def password_cluster(postgres_cluster: PostgresCluster) -> PostgresCluster:
+    """The session's cluster (which trusts everyone else) with a role ``pw`` that must give a password."""
+    postgres_cluster.start()
+    postgres_cluster.add_password_role("pw", PASSWORD)
+    return postgres_cluster
 
 
 def _url(cluster: PostgresCluster, password: str | None) -> str:
     who = "pw" if password is None else f"pw:{password}"
-    return f"postgresql://{who}@127.0.0.1:{cluster.port}/pwdb"
+    return f"postgresql://{who}@127.0.0.1:{cluster.port}/pw"
 
 
 async def test_the_right_password_opens_the_journal(
@@ -98,8 +98,11 @@ async def test_a_wrong_password_is_a_usage_error_that_never_shows_it(
     cli = Cli(server.base_url, tmp_path / "home")
     await cli.login("alice", server.users["alice"])  # doctor's other checks pass: only the journal fails
     for args in (["jobs"], ["--json", "doctor", "-o", str(tmp_path)]):
+        began = time.monotonic()
         result = await cli.run("--journal", _url(password_cluster, "Zwrong-pw"), *args)
+        took = time.monotonic() - began
         assert result.code == 2, (args, result)
+        assert took < AT_ONCE, (args, took)  # a usage error, not a connection waited for
         assert "password authentication failed" in result.stdout + result.stderr, result
         assert "Zwrong-pw" not in result.stdout + result.stderr and "***" in result.stdout + result.stderr
 
@@ -108,6 +111,8 @@ async def test_a_missing_password_is_a_usage_error(
     server: RunningServer, tmp_path: Path, password_cluster: PostgresCluster
 ) -> None:
     """libpq says "no password supplied" without a FATAL from the server: still not an outage."""
+    began = time.monotonic()
     result = await Cli(server.base_url, tmp_path / "home").run("--journal", _url(password_cluster, None), "jobs")
     assert result.code == 2, result
+    assert time.monotonic() - began < AT_ONCE
     assert "password" in result.stderr, result.stderr

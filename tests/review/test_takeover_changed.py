@@ -24,7 +24,13 @@ from pathlib import Path
 import anyio
 
 from tests.fleet.conftest import SLOW_UPLOAD, make_run
-from tests.fleet.test_takeover import TTL, _kill_mid_upload, _refused_while_live, _remaining, two_short_ttl_hosts
+from tests.fleet.test_takeover import (
+    _kill_mid_upload,
+    _refused_while_live,
+    _remaining,
+    past_the_ttl,
+    two_short_ttl_hosts,
+)
 from tests.support.rig import stored
 from tests.support.server import RunningServer
 
@@ -49,7 +55,7 @@ async def test_a_file_rewritten_before_the_takeover_is_never_half_a_s_half_b_s(
         now[path.name] = path.read_bytes()
     await _refused_while_live(b, killed, "--json", "upload", str(data / "run1"), *SLOW_UPLOAD, *mapping)
     await anyio.to_thread.run_sync(_remaining, postgres_url)
-    await anyio.sleep(max(0.0, killed + TTL + 0.5 - time.monotonic()))
+    await past_the_ttl(postgres_url, killed)
 
     finished = await b.run("--json", "upload", str(data / "run1"), *SLOW_UPLOAD, *mapping)
     files = finished.json()["files"]

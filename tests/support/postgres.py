@@ -31,11 +31,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 #: The server's user when we run as root (Debian's package creates it).
 SERVER_USER = "postgres"
@@ -108,6 +110,7 @@ class PostgresCluster:
         self._initialised = False
         self._running = False
         self._names = itertools.count(1)
+        self._password_roles: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -175,6 +178,42 @@ class PostgresCluster:
             # FILE_COPY: for a near-empty template, copying the folder beats WAL-logging every page.
             connection.execute(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
         return self.url_for(name)
+
+    def add_password_role(self, role: str, password: str) -> str:
+        """A role that must log in with ``password`` over TCP, owning a database of its name; that name.
+
+        Every other role stays trusted (``initdb --auth=trust``), so the session's cluster serves
+        both. Idempotent for the same password. ``pg_ctl reload`` only signals the server: the
+        rule is known to be in force once a login without the password is refused.
+        """
+        known = self._password_roles.get(role)
+        if known is not None:
+            if known != password:
+                raise ValueError(f"role {role!r} already has another password")
+            return role
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+            )
+            connection.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(role), sql.Identifier(role))
+            )
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self._run("pg_ctl", "-D", str(self.data), "reload")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(f"postgresql://{role}@127.0.0.1:{self.port}/{role}", connect_timeout=5).close()
+            except psycopg.OperationalError as exc:
+                if "password" not in str(exc):
+                    raise
+                break  # no password, refused: the rule is in force
+            if time.monotonic() > deadline:
+                raise PostgresUnavailable(f"the server never read its pg_hba.conf's rule for {role!r}")
+            time.sleep(0.05)
+        self._password_roles[role] = password
+        return role
 
     def close(self) -> None:
         """Stop the server and remove every file of the cluster."""
