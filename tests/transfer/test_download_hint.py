@@ -273,3 +273,21 @@ async def test_a_resumed_download_opens_its_streams_connections_while_the_map_co
         done(report)  # type: ignore[arg-type]
         assert data == source and report.resumed  # type: ignore[attr-defined]
         assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
+
+
+async def test_a_copy_changed_before_the_map_came_then_a_lying_layout_still_ends_exact(tmp_path: Path) -> None:
+    """The streams find the copy changed (another ETag) while the map is held back, so the first try
+    ends with the layout still unchecked; the second try finds it out: one more start, no traceback."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        layout = (2 * CHUNK, -(-len(source) // (2 * CHUNK)))
+        headers = _describing_headers(source, CHUNK, layout)
+        headers["ETag"] = '"an-older-copy"'
+        lie = r.proxy.add(RespondWith(206, source[:CHUNK], headers, match=Match("GET", DESCRIBE)))
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        events: list[object] = []
+        report, data = await download_through(r, tmp_path, data_id, segments=3, events=events)
+        done(report)
+        assert lie.hits == 1 and data == source
+        messages = [str(getattr(e, "message", "")) for e in events]
+        assert any("copy changed" in m for m in messages) and any("differs from the layout" in m for m in messages)
