@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from flowxfer.protocol import HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE, checksum_of
 from flowxfer.server._downloads import uniform_chunk_size
-from flowxfer.transfer._by_id import chunk_layout
+from flowxfer.transfer._by_id import MAX_STATED_CHUNKS, chunk_layout
 from flowxfer.transfer._chunks import plan_chunks
 from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidBody
 from tests.support.rig import rig
@@ -191,6 +191,14 @@ def test_an_irregular_map_is_not_told(size: int, chunks: list[tuple[int, int]]) 
 )
 def test_headers_that_do_not_add_up_state_no_layout(size: int, unit: str, count: str) -> None:
     assert chunk_layout({HEADER_CHUNK_SIZE: unit, HEADER_CHUNK_COUNT: count}, size) is None
+
+
+def test_a_layout_of_more_chunks_than_a_plan_may_have_is_ignored() -> None:
+    """A chunk per byte of a 10 GiB file adds up, but planning it would exhaust memory: no layout."""
+    size = 10 * 1024**3
+    assert chunk_layout({HEADER_CHUNK_SIZE: "1", HEADER_CHUNK_COUNT: str(size)}, size) is None
+    most = -(-size // MAX_STATED_CHUNKS)
+    assert chunk_layout({HEADER_CHUNK_SIZE: str(most), HEADER_CHUNK_COUNT: str(-(-size // most))}, size) == most
 
 
 async def test_a_byte_damaged_before_the_map_came_is_caught_by_the_map(tmp_path: Path) -> None:
