@@ -42,13 +42,17 @@ from ._errors import NotFoundError, RejectedError
 from ._plan import RemoteData
 from ._remote import describe, missing_error, remote_data
 
-__all__ = ["PREFETCH_LIMIT", "PREFETCH_TOTAL", "Prefetched", "chunk_layout", "describe_by_id"]
+__all__ = ["MAX_STATED_CHUNKS", "PREFETCH_LIMIT", "PREFETCH_TOTAL", "Prefetched", "chunk_layout", "describe_by_id"]
 
 #: The most bytes asked for with one description: a small file's whole download, little memory.
 PREFETCH_LIMIT = 1024 * 1024
 #: The most kept for all the ids of one command (they wait in memory for their workers): the ids
 #: after that are described by ``/data``, as without the extension.
 PREFETCH_TOTAL = 64 * PREFETCH_LIMIT
+
+#: The most chunks a stated layout may plan: a layout of more (two headers could ask for a chunk per
+#: byte, billions of them planned and journaled before the map disagrees) is ignored, the map first.
+MAX_STATED_CHUNKS = 1 << 20
 
 _CONTENT_RANGE = re.compile(r"^bytes 0-\d+/(\d+)$")
 _BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
@@ -140,6 +144,6 @@ def chunk_layout(headers: Mapping[str, str], size: int) -> int | None:
     if not (unit.isascii() and unit.isdigit() and count.isascii() and count.isdigit()) or len(unit + count) > 38:
         return None
     chunk_size, chunks = int(unit), int(count)
-    if size <= 0 or chunk_size <= 0 or chunks != -(-size // chunk_size):
+    if size <= 0 or chunk_size <= 0 or chunks != -(-size // chunk_size) or chunks > MAX_STATED_CHUNKS:
         return None
     return chunk_size

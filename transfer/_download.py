@@ -222,23 +222,26 @@ async def download_file(
     :raises LocalIOError: the disk refused (full, no permission).
     """
     target = Path(record.local_path)
-    for restart in range(2):
+    restart = fresh = False
+    while True:
         try:
-            return await _download_once(ctx, record, remote, target, fresh=restart > 0, finish=finish)
+            return await _download_once(ctx, record, remote, target, fresh=fresh, finish=finish)
         except ContentChanged:
             if restart:
                 raise IntegrityError(f"{target.name}: the server's content keeps changing") from None
             ctx.events(Notice(f"{target.name}: the server's copy changed; downloading it again from the start"))
-            ctx.counters.files_restarted += 1
+            restart = True
         except _LayoutWrong as exc:
+            # Not counted as a restart: it can happen once only (the map is known after it), and
+            # may follow one (the copy changed before the map came, its layout still unchecked).
             ctx.events(Notice(f"{exc}; downloading it again from the start, planned from the map"))
-            ctx.counters.files_restarted += 1
         except _WholeMismatch as exc:
             if restart:
                 raise IntegrityError(f"{exc} (twice); the server's data or checksum is damaged") from None
             ctx.events(Notice(f"{exc}; downloading it again from the start"))
-            ctx.counters.files_restarted += 1
-    raise AssertionError("unreachable")  # pragma: no cover
+            restart = True
+        ctx.counters.files_restarted += 1
+        fresh = True
 
 
 async def _download_once(

@@ -309,11 +309,12 @@ class FileStreams:
         ctx = self.ctx
         block_size = ctx.config.block_size
         spare = self._spare_buffers
-        buffers = [spare.pop() if spare else memoryview(aligned_buffer(block_size)) for _ in range(2)]
         offset = span.start
         state = _InFlight(written=offset)
-        await ctx.budget.acquire(2 * block_size)
+        await ctx.budget.acquire(2 * block_size)  # before the buffers are mapped: a stream waiting holds none
+        buffers: list[memoryview] = []
         try:
+            buffers = [spare.pop() if spare else memoryview(aligned_buffer(block_size)) for _ in range(2)]
             async with task_group() as group:
                 try:
                     turn = 0

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from flowxfer.protocol import HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE, checksum_of
 from flowxfer.server._downloads import uniform_chunk_size
-from flowxfer.transfer._by_id import chunk_layout
+from flowxfer.transfer._by_id import MAX_STATED_CHUNKS, chunk_layout
 from flowxfer.transfer._chunks import plan_chunks
 from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidBody
 from tests.support.rig import rig
@@ -193,6 +193,14 @@ def test_headers_that_do_not_add_up_state_no_layout(size: int, unit: str, count:
     assert chunk_layout({HEADER_CHUNK_SIZE: unit, HEADER_CHUNK_COUNT: count}, size) is None
 
 
+def test_a_layout_of_more_chunks_than_a_plan_may_have_is_ignored() -> None:
+    """A chunk per byte of a 10 GiB file adds up, but planning it would exhaust memory: no layout."""
+    size = 10 * 1024**3
+    assert chunk_layout({HEADER_CHUNK_SIZE: "1", HEADER_CHUNK_COUNT: str(size)}, size) is None
+    most = -(-size // MAX_STATED_CHUNKS)
+    assert chunk_layout({HEADER_CHUNK_SIZE: str(most), HEADER_CHUNK_COUNT: str(-(-size // most))}, size) == most
+
+
 async def test_a_byte_damaged_before_the_map_came_is_caught_by_the_map(tmp_path: Path) -> None:
     """A stream's byte flipped while the map is held back: its chunk waits for the map's checksum,
     fails it, and is fetched again; nothing is recorded unchecked."""
@@ -273,3 +281,21 @@ async def test_a_resumed_download_opens_its_streams_connections_while_the_map_co
         done(report)  # type: ignore[arg-type]
         assert data == source and report.resumed  # type: ignore[attr-defined]
         assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
+
+
+async def test_a_copy_changed_before_the_map_came_then_a_lying_layout_still_ends_exact(tmp_path: Path) -> None:
+    """The streams find the copy changed (another ETag) while the map is held back, so the first try
+    ends with the layout still unchecked; the second try finds it out: one more start, no traceback."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        layout = (2 * CHUNK, -(-len(source) // (2 * CHUNK)))
+        headers = _describing_headers(source, CHUNK, layout)
+        headers["ETag"] = '"an-older-copy"'
+        lie = r.proxy.add(RespondWith(206, source[:CHUNK], headers, match=Match("GET", DESCRIBE)))
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+        events: list[object] = []
+        report, data = await download_through(r, tmp_path, data_id, segments=3, events=events)
+        done(report)
+        assert lie.hits == 1 and data == source
+        messages = [str(getattr(e, "message", "")) for e in events]
+        assert any("copy changed" in m for m in messages) and any("differs from the layout" in m for m in messages)
