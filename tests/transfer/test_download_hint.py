@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 
 from flowxfer.protocol import HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE, checksum_of
 from flowxfer.server._downloads import uniform_chunk_size
+from flowxfer.transfer import TransferReport
 from flowxfer.transfer._by_id import MAX_STATED_CHUNKS, chunk_layout
 from flowxfer.transfer._chunks import plan_chunks
 from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidBody
-from tests.support.rig import rig
+from tests.support.rig import Rig, rig
 from tests.support.server import login
 
 from .conftest import StopAfter
@@ -226,30 +227,39 @@ async def test_one_stream_whose_head_completes_a_chunk_still_gets_the_map(tmp_pa
         assert data == source and len(r.log.select("GET", MAP)) == 1
 
 
+async def _download_with_the_map_held(r: Rig, tmp_path: Path, data_id: str) -> tuple[TransferReport, bytes, int]:
+    """Download on 3 streams with the chunk map's answer held for a second mid-body.
+
+    Returns the report, the bytes, and how many connections the proxy had seen when the map was
+    asked for: a test compares it with the count at the end (none opened after the map).
+    """
+    r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
+    opened: list[int] = []
+    result: list[tuple[TransferReport, bytes]] = []
+
+    async def download() -> None:
+        result.append(await download_through(r, tmp_path, data_id, segments=3))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(download)
+        while not r.log.select("GET", MAP):
+            opened.append(r.proxy.stats.connections)
+            await anyio.sleep(0.01)
+    ((report, data),) = result
+    return report, data, opened[-1]
+
+
 async def test_the_streams_connections_open_while_the_map_they_wait_for_is_held(tmp_path: Path) -> None:
     """Without a layout the map comes first: the streams' connections (all but the map's) are open
     before it has come, so the streams after it start without a handshake each."""
     async with rig(tmp_path, True) as r:
         source, data_id = await upload_direct(r.server, tmp_path)
         r.proxy.add(RespondWith(206, source[:CHUNK], _describing_headers(source, CHUNK), match=Match("GET", DESCRIBE)))
-        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
-        opened: list[int] = []
-        result: list[tuple[object, bytes]] = []
-
-        async def download() -> None:
-            result.append(await download_through(r, tmp_path, data_id, segments=3))
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(download)
-            while not r.log.select("GET", MAP):
-                opened.append(r.proxy.stats.connections)
-                await anyio.sleep(0.01)
-            before_map = opened[-1]
-        ((report, data),) = result
-        done(report)  # type: ignore[arg-type]
+        report, data, before_map = await _download_with_the_map_held(r, tmp_path, data_id)
+        done(report)
         assert data == source
         # Streams 2 and 3's connections were there while the map was held; none opened after it.
-        assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
+        assert r.proxy.stats.connections == before_map, (before_map, r.proxy.stats.connections)
 
 
 async def test_a_resumed_download_opens_its_streams_connections_while_the_map_comes_first(tmp_path: Path) -> None:
@@ -263,24 +273,11 @@ async def test_a_resumed_download_opens_its_streams_connections_while_the_map_co
             stopper.fx = fx
             first = await fx.download([data_id], output_dir=tmp_path / "out")
         assert first.status == "interrupted"
-        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.0, then="resume"))
         r.log.clear()
-        opened: list[int] = []
-        result: list[tuple[object, bytes]] = []
-
-        async def resume() -> None:
-            result.append(await download_through(r, tmp_path, data_id, segments=3))
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(resume)
-            while not r.log.select("GET", MAP):
-                opened.append(r.proxy.stats.connections)
-                await anyio.sleep(0.01)
-            before_map = opened[-1]
-        ((report, data),) = result
-        done(report)  # type: ignore[arg-type]
-        assert data == source and report.resumed  # type: ignore[attr-defined]
-        assert r.proxy.stats.connections == before_map, (opened[:1], before_map, r.proxy.stats.connections)
+        report, data, before_map = await _download_with_the_map_held(r, tmp_path, data_id)
+        done(report)
+        assert data == source and report.resumed
+        assert r.proxy.stats.connections == before_map, (before_map, r.proxy.stats.connections)
 
 
 async def test_a_copy_changed_before_the_map_came_then_a_lying_layout_still_ends_exact(tmp_path: Path) -> None:
