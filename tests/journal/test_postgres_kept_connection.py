@@ -1,0 +1,102 @@
+"""The connection a PostgreSQL journal keeps for its batches: faults on it, and threads sharing it.
+
+A batch goes on a connection the backend keeps out of its pool, its statement sent through libpq
+directly (journal/_postgres.py). Each test here is a fault that connection must survive without a
+batch lost, written twice or sent on a connection another thread is using.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from flowxfer.journal import Journal, JournalUnavailableError
+from tests.journal.test_postgres_batch import _ack, _planned_file
+
+
+def _terminate_writer(url: str) -> int:
+    """Cut every session of ``url``'s database but this admin one (the journal's kept one among them)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+def _acked(journal: Journal) -> int:
+    return int(journal._read("SELECT count(*) AS n FROM chunks WHERE state = 'acked'")[0]["n"])
+
+
+def test_a_kept_connection_cut_while_idle_costs_no_batch(postgres_url: str) -> None:
+    """Idle past ``_TRUSTED_FOR``, the kept connection is checked before a batch, as a pooled one is."""
+    with Journal.open(postgres_url, connect_timeout=2) as journal:
+        file_id = _planned_file(journal)
+        _ack(journal, file_id, range(0, 2))
+        _ack(journal, file_id, range(2, 4))
+        assert _terminate_writer(postgres_url) >= 1
+        time.sleep(2.2)  # idle past _TRUSTED_FOR: checked before it is used again
+        _ack(journal, file_id, range(4, 6))
+        assert _acked(journal) == 6
+
+
+def test_a_batch_cut_while_it_waits_writes_nothing(postgres_url: str) -> None:
+    """Its session cut mid-statement, a batch is unavailable (waited out and retried whole), not half-written."""
+    with Journal.open(postgres_url, connect_timeout=2) as journal:
+        file_id = _planned_file(journal)
+        _ack(journal, file_id, range(0, 2))
+        _ack(journal, file_id, range(2, 4))
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT * FROM chunks WHERE idx = 4 FOR UPDATE")
+            failed: list[BaseException] = []
+
+            def commit() -> None:
+                try:
+                    _ack(journal, file_id, range(4, 6))
+                except BaseException as exc:
+                    failed.append(exc)
+
+            thread = threading.Thread(target=commit)
+            thread.start()
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                deadline = time.monotonic() + 10
+                while True:
+                    rows = admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    ).fetchall()
+                    if rows or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
+                assert rows
+                admin.execute("SELECT pg_terminate_backend(%s)", (rows[0][0],))
+            thread.join(10)
+            holder.rollback()
+        assert len(failed) == 1 and isinstance(failed[0], JournalUnavailableError), failed
+        assert _acked(journal) == 4
+        _ack(journal, file_id, range(4, 6))
+        assert _acked(journal) == 6
+
+
+def test_threads_committing_at_once_each_land(postgres_url: str) -> None:
+    """Worker threads commit at once: one has the kept connection, the others go through the pool."""
+    with Journal.open(postgres_url, connect_timeout=5, max_connections=3) as journal:
+        file_id = _planned_file(journal, 800)
+        errors: list[BaseException] = []
+
+        def work(first: int) -> None:
+            try:
+                for start in range(first, first + 200, 2):
+                    _ack(journal, file_id, range(start, start + 2))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(first,)) for first in range(0, 800, 200)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert _acked(journal) == 800
