@@ -240,13 +240,18 @@ _PREPARED_PER_CONNECTION = 128
 
 
 class _Prepared:
-    """What one connection has prepared for :func:`_send_prepared`: names by text; texts sent once."""
+    """What one connection has prepared for :func:`_send_prepared`: names by text; texts sent once.
 
-    __slots__ = ("names", "seen")
+    ``asked``: names asked for so far. A name is never asked for twice: a PREPARE interrupted
+    (Ctrl-C) after the server made it is not in ``names``, but its name is taken on the server.
+    """
+
+    __slots__ = ("asked", "names", "seen")
 
     def __init__(self) -> None:
         self.names: dict[str, bytes] = {}
         self.seen: set[str] = set()
+        self.asked = 0
 
 
 def _send_prepared(conn: psycopg.Connection[Any], prepared: _Prepared, one: _Queued) -> bool:
@@ -269,7 +274,8 @@ def _send_prepared(conn: psycopg.Connection[Any], prepared: _Prepared, one: _Que
     values = [None if value is None else value.encode(encoding) for value in params]
     name = prepared.names.get(one.text)
     if name is None and one.text in prepared.seen and len(prepared.names) < _PREPARED_PER_CONNECTION:
-        name = f"flowxfer_{len(prepared.names)}".encode()
+        name = f"flowxfer_{prepared.asked}".encode()
+        prepared.asked += 1
         pgconn.send_prepare(name, _numbered(one.text))
         _raise_failed(conn.wait(generators.execute(pgconn)), encoding)
         prepared.names[one.text] = name

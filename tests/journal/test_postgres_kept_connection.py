@@ -7,10 +7,12 @@ batch lost, written twice or sent on a connection another thread is using.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
 import psycopg
+import pytest
 
 from flowxfer.journal import Journal, JournalUnavailableError
 from tests.journal.test_postgres_batch import _ack, _planned_file
@@ -100,3 +102,37 @@ def test_threads_committing_at_once_each_land(postgres_url: str) -> None:
             thread.join(60)
         assert errors == []
         assert _acked(journal) == 800
+
+
+def test_a_prepare_interrupted_after_the_server_made_it_does_not_spoil_its_name(postgres_url: str) -> None:
+    """Ctrl-C while the journal prepares a batch's statement, after the server made it: the next batch lands.
+
+    psycopg's own wait, interrupted, cancels the statement and reads its answer before it raises;
+    a statement already made stays made under its name. A name the connection already used must
+    not be asked for again (the server would refuse it: it exists), or every batch of that shape on
+    that connection would fail from then on.
+    """
+    with Journal.open(postgres_url, connect_timeout=5) as journal:
+        file_id = _planned_file(journal)
+        _ack(journal, file_id, range(0, 2))  # seen once: the next one of this shape is prepared
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")  # the PREPARE waits for it
+
+            def interrupt(signum: int, frame: object) -> None:
+                holder.commit()  # the PREPARE goes through...
+                time.sleep(0.5)  # ...and is made before the interrupt
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGALRM, interrupt)
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                with pytest.raises(KeyboardInterrupt):
+                    _ack(journal, file_id, range(2, 4))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        _ack(journal, file_id, range(4, 6))
+        _ack(journal, file_id, range(6, 8))
+        assert journal._read("SELECT idx FROM chunks WHERE state = 'acked' AND idx >= 4 ORDER BY idx") == [
+            {"idx": index} for index in range(4, 8)
+        ]
