@@ -656,8 +656,12 @@ class PostgresBackend:
                         tx._send(prepared)
                     except BaseException:
                         if conn.closed or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-                            self._writer = None  # lost, or left mid-statement: a fresh one next time
+                            # Lost, or left mid-statement: a fresh one next time. Closed, and given
+                            # back so that its pool counts it gone (else it would lend one fewer).
+                            writer, self._writer = self._writer, None
                             conn.close()
+                            if writer is not None:
+                                writer[1].putconn(conn)
                         raise
                     self._last_used[conn] = time.monotonic()
             finally:

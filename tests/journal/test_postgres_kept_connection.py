@@ -28,6 +28,31 @@ def _terminate_writer(url: str) -> int:
     return len(rows)
 
 
+def _alarm_once_waiting(url: str) -> threading.Thread:
+    """A thread that sends this process SIGALRM once a session of ``url``'s database waits on a lock.
+
+    The main thread is then inside the journal's wait for that statement's answer: where its
+    signal handler runs.
+    """
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def watch() -> None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).fetchall():
+                    break
+                time.sleep(0.02)
+        signal.pthread_kill(main, signal.SIGALRM)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
 def _acked(journal: Journal) -> int:
     return int(journal._read("SELECT count(*) AS n FROM chunks WHERE state = 'acked'")[0]["n"])
 
@@ -125,14 +150,53 @@ def test_a_prepare_interrupted_after_the_server_made_it_does_not_spoil_its_name(
 
             previous = signal.signal(signal.SIGALRM, interrupt)
             try:
-                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                watcher = _alarm_once_waiting(postgres_url)
                 with pytest.raises(KeyboardInterrupt):
                     _ack(journal, file_id, range(2, 4))
+                watcher.join(10)
             finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
         _ack(journal, file_id, range(4, 6))
         _ack(journal, file_id, range(6, 8))
         assert journal._read("SELECT idx FROM chunks WHERE state = 'acked' AND idx >= 4 ORDER BY idx") == [
             {"idx": index} for index in range(4, 8)
         ]
+
+
+class _Raised(Exception):
+    """Raised by a signal handler while a batch waits for its answer (psycopg only cancels on Ctrl-C)."""
+
+
+def test_a_kept_connection_left_mid_statement_is_given_back_to_its_pool(postgres_url: str) -> None:
+    """Left waiting for its answer, the kept connection is closed, and its pool told so: no slot is lost.
+
+    A pool of two connections that still counted the closed one would have one for the next kept
+    connection and none for anything else: the next read would wait out the pool's timeout and
+    find the journal "unreachable".
+    """
+    with Journal.open(postgres_url, connect_timeout=2, max_connections=2) as journal:
+        file_id = _planned_file(journal)
+        _ack(journal, file_id, range(0, 2))
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT * FROM chunks WHERE idx = 2 FOR UPDATE")  # the next batch waits for it
+
+            def interrupt(signum: int, frame: object) -> None:
+                raise _Raised
+
+            previous = signal.signal(signal.SIGALRM, interrupt)
+            try:
+                watcher = _alarm_once_waiting(postgres_url)
+                with pytest.raises(_Raised):
+                    _ack(journal, file_id, range(2, 4))
+                watcher.join(10)
+            finally:
+                signal.signal(signal.SIGALRM, previous)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:  # the abandoned statement's session
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            holder.rollback()
+        _ack(journal, file_id, range(4, 6))
+        rows = journal._read("SELECT idx FROM chunks WHERE state = 'acked' ORDER BY idx")
+        assert [row["idx"] for row in rows] == [0, 1, 4, 5]
