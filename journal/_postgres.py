@@ -240,13 +240,18 @@ _PREPARED_PER_CONNECTION = 128
 
 
 class _Prepared:
-    """What one connection has prepared for :func:`_send_prepared`: names by text; texts sent once."""
+    """What one connection has prepared for :func:`_send_prepared`: names by text; texts sent once.
 
-    __slots__ = ("names", "seen")
+    ``asked``: names asked for so far. A name is never asked for twice: a PREPARE interrupted
+    (Ctrl-C) after the server made it is not in ``names``, but its name is taken on the server.
+    """
+
+    __slots__ = ("asked", "names", "seen")
 
     def __init__(self) -> None:
         self.names: dict[str, bytes] = {}
         self.seen: set[str] = set()
+        self.asked = 0
 
 
 def _send_prepared(conn: psycopg.Connection[Any], prepared: _Prepared, one: _Queued) -> bool:
@@ -269,7 +274,8 @@ def _send_prepared(conn: psycopg.Connection[Any], prepared: _Prepared, one: _Que
     values = [None if value is None else value.encode(encoding) for value in params]
     name = prepared.names.get(one.text)
     if name is None and one.text in prepared.seen and len(prepared.names) < _PREPARED_PER_CONNECTION:
-        name = f"flowxfer_{len(prepared.names)}".encode()
+        name = f"flowxfer_{prepared.asked}".encode()
+        prepared.asked += 1
         pgconn.send_prepare(name, _numbered(one.text))
         _raise_failed(conn.wait(generators.execute(pgconn)), encoding)
         prepared.names[one.text] = name
@@ -650,8 +656,12 @@ class PostgresBackend:
                         tx._send(prepared)
                     except BaseException:
                         if conn.closed or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-                            self._writer = None  # lost, or left mid-statement: a fresh one next time
+                            # Lost, or left mid-statement: a fresh one next time. Closed, and given
+                            # back so that its pool counts it gone (else it would lend one fewer).
+                            writer, self._writer = self._writer, None
                             conn.close()
+                            if writer is not None:
+                                writer[1].putconn(conn)
                         raise
                     self._last_used[conn] = time.monotonic()
             finally:
