@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -51,6 +53,25 @@ def _alarm_once_waiting(url: str) -> threading.Thread:
     thread = threading.Thread(target=watch)
     thread.start()
     return thread
+
+
+def _ack_interrupted(
+    postgres_url: str,
+    journal: Journal,
+    file_id: int,
+    chunks: range,
+    interrupt: Callable[[int, Any], None],
+    raised: type[BaseException],
+) -> None:
+    """Acknowledge ``chunks``; ``interrupt`` runs (SIGALRM) once the batch waits on a lock and raises ``raised``."""
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        watcher = _alarm_once_waiting(postgres_url)
+        with pytest.raises(raised):
+            _ack(journal, file_id, chunks)
+        watcher.join(10)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _acked(journal: Journal) -> int:
@@ -148,14 +169,7 @@ def test_a_prepare_interrupted_after_the_server_made_it_does_not_spoil_its_name(
                 time.sleep(0.5)  # ...and is made before the interrupt
                 raise KeyboardInterrupt
 
-            previous = signal.signal(signal.SIGALRM, interrupt)
-            try:
-                watcher = _alarm_once_waiting(postgres_url)
-                with pytest.raises(KeyboardInterrupt):
-                    _ack(journal, file_id, range(2, 4))
-                watcher.join(10)
-            finally:
-                signal.signal(signal.SIGALRM, previous)
+            _ack_interrupted(postgres_url, journal, file_id, range(2, 4), interrupt, KeyboardInterrupt)
         _ack(journal, file_id, range(4, 6))
         _ack(journal, file_id, range(6, 8))
         assert journal._read("SELECT idx FROM chunks WHERE state = 'acked' AND idx >= 4 ORDER BY idx") == [
@@ -183,14 +197,7 @@ def test_a_kept_connection_left_mid_statement_is_given_back_to_its_pool(postgres
             def interrupt(signum: int, frame: object) -> None:
                 raise _Raised
 
-            previous = signal.signal(signal.SIGALRM, interrupt)
-            try:
-                watcher = _alarm_once_waiting(postgres_url)
-                with pytest.raises(_Raised):
-                    _ack(journal, file_id, range(2, 4))
-                watcher.join(10)
-            finally:
-                signal.signal(signal.SIGALRM, previous)
+            _ack_interrupted(postgres_url, journal, file_id, range(2, 4), interrupt, _Raised)
             with psycopg.connect(postgres_url, autocommit=True) as admin:  # the abandoned statement's session
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
