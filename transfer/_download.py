@@ -70,6 +70,13 @@ class RemoteFile:
     prefetched: Prefetched | None = None
     map_later: str | None = None
 
+    def take_map(self, found: tuple[list[Chunk], list[str | None], str | None] | None) -> None:
+        """Plan by the server's chunk map (:func:`_chunk_map`'s answer; None: it has none): no map is still to come."""
+        self.map_later = None
+        if found is not None:
+            self.chunks, self.chunk_checksums, map_checksum = found
+            self.checksum = map_checksum or self.checksum
+
 
 @dataclass
 class DownloadResult:
@@ -120,10 +127,7 @@ async def fetch_remote(
             remote.map_later = data_id
             return remote
         warm_streams(ctx, size if bytes_left is None else bytes_left)
-        found = await _chunk_map(ctx, data_id, size, checksum)
-        if found is not None:
-            remote.chunks, remote.chunk_checksums, map_checksum = found
-            remote.checksum = map_checksum or checksum
+        remote.take_map(await _chunk_map(ctx, data_id, size, checksum))
     return remote
 
 
@@ -190,15 +194,11 @@ class _MapBeside:
         remote = self._remote
         await self._go.wait()
         found = await _chunk_map(self._ctx, self._data_id, remote.size, remote.checksum)
-        remote.map_later = None
+        remote.take_map(found)
         if found is not None:
-            chunks, sums, map_checksum = found
+            chunks, self._sums, map_checksum = found
             if [(c.offset, c.size) for c in chunks] != [(c.offset, c.size) for c in self._planned]:
-                remote.chunks, remote.chunk_checksums = chunks, sums
-                remote.checksum = map_checksum or remote.checksum
                 raise _LayoutWrong(f"data {self._data_id}: the chunk map differs from the layout its answer stated")
-            remote.chunk_checksums = self._sums = sums
-            remote.checksum = map_checksum or remote.checksum
             shared.whole_checksum = shared.whole_checksum or map_checksum
         self._ready.set()
 
@@ -254,11 +254,7 @@ async def _download_once(
     if existing and remote.map_later is not None:
         # Resuming: the map comes first, as without the stated layout (it tells which chunks on disk are good).
         warm_streams(ctx, sum(c.size for c in existing if c.state not in (ChunkState.ACKED, ChunkState.VERIFIED)))
-        found = await _chunk_map(ctx, remote.map_later, remote.size, remote.checksum)
-        remote.map_later = None
-        if found is not None:
-            remote.chunks, remote.chunk_checksums, map_checksum = found
-            remote.checksum = map_checksum or remote.checksum
+        remote.take_map(await _chunk_map(ctx, remote.map_later, remote.size, remote.checksum))
     chunks = remote.chunks or plan_chunks(remote.size, ctx.config.download_chunk_size)
     sums = remote.chunk_checksums
     same_plan = bool(existing) and [(c.offset, c.size) for c in existing] == [(c.offset, c.size) for c in chunks]
