@@ -24,26 +24,24 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from flowxfer.transfer import format_duration, format_rate, format_size
 from flowxfer.transfer.events import (
+    TRANSFER_EVENTS,
     BytesMoved,
     Event,
-    ExecutionWaiting,
     FileFinished,
     FilesPlanned,
     FileStarted,
     FileVerifying,
-    JobProgress,
     Retrying,
-    SampleAsking,
-    SampleFinished,
-    SamplesPlanned,
-    SampleStarted,
     TransferStarted,
     Waiting,
 )
+
+if TYPE_CHECKING:
+    from flowxfer.transfer.events import ExecutionWaiting, SampleFinished, SampleStarted
 
 PHASES = ("scan", "upload", "samples", "archive job", "download", "extract", "verify")
 #: The phase a transfer of each kind works in once its plan is made.
@@ -171,7 +169,9 @@ class DisplayModel:
     # -- events in -----------------------------------------------------
 
     def apply(self, event: Event, now: float) -> None:
-        if isinstance(event, FilesPlanned):
+        if isinstance(event, BytesMoved):
+            self._moved(event.path, event.nbytes)
+        elif isinstance(event, FilesPlanned):
             phase = self._phase("scan", now, fresh=self._transfer_open)
             self._transfer_open = False
             phase.files_total = max(phase.files_total, event.files)
@@ -186,25 +186,8 @@ class DisplayModel:
                 phase.files_total = phase.bytes_total = phase.files_done = phase.bytes_done = 0
             elif event.kind == "samples":
                 self._plan_samples(phase)
-        elif isinstance(event, SamplesPlanned):
-            self._samples_plan = (max(0, event.samples), max(0, event.done))
-            if self.phase is not None and self.phase.name == "samples":
-                self._plan_samples(self.phase)
-        elif isinstance(event, SampleStarted):
-            self._sample_started(event, now)
-        elif isinstance(event, SampleAsking):
-            if self.phase is not None and event.row in self.phase.samples:
-                self.phase.samples[event.row].state = "asking the server"
-        elif isinstance(event, SampleFinished):
-            self._sample_finished(event)
-        elif isinstance(event, JobProgress):
-            phase = self._phase("archive job", now)
-            phase.detail = f"{event.job_id}: {event.status}"
-            phase.fraction = max(0.0, min(1.0, event.progress))
         elif isinstance(event, FileStarted):
             self._started(event, now)
-        elif isinstance(event, BytesMoved):
-            self._moved(event.path, event.nbytes)
         elif isinstance(event, FileVerifying):
             if self.kind == "bulk":
                 archive = self.phase.detail if self.phase is not None and self.phase.name == "download" else ""
@@ -220,13 +203,42 @@ class DisplayModel:
                 f"waiting for {event.rate_class} budget ({event.limit}) — resumes in {format_duration(event.seconds)}",
                 now + event.seconds + 1.0,
             )
-        elif isinstance(event, ExecutionWaiting):
-            self._say(execution_text(event), now + event.next_poll + 1.0 if event.next_poll is not None else now)
         elif isinstance(event, Retrying):
             self._say(
                 f"retrying {event.what} after {event.reason} (attempt {event.attempt}/{event.max_attempts})",
                 now + event.delay + 2.0,
             )
+        elif not isinstance(event, TRANSFER_EVENTS):
+            self._apply_job_event(event, now)
+
+    def _apply_job_event(self, event: Event, now: float) -> None:
+        """A job's, an execution's or a sample's event: their classes are loaded, since one was sent."""
+        from flowxfer.transfer.events import (
+            ExecutionWaiting,
+            JobProgress,
+            SampleAsking,
+            SampleFinished,
+            SamplesPlanned,
+            SampleStarted,
+        )
+
+        if isinstance(event, SamplesPlanned):
+            self._samples_plan = (max(0, event.samples), max(0, event.done))
+            if self.phase is not None and self.phase.name == "samples":
+                self._plan_samples(self.phase)
+        elif isinstance(event, SampleStarted):
+            self._sample_started(event, now)
+        elif isinstance(event, SampleAsking):
+            if self.phase is not None and event.row in self.phase.samples:
+                self.phase.samples[event.row].state = "asking the server"
+        elif isinstance(event, SampleFinished):
+            self._sample_finished(event)
+        elif isinstance(event, JobProgress):
+            phase = self._phase("archive job", now)
+            phase.detail = f"{event.job_id}: {event.status}"
+            phase.fraction = max(0.0, min(1.0, event.progress))
+        elif isinstance(event, ExecutionWaiting):
+            self._say(execution_text(event), now + event.next_poll + 1.0 if event.next_poll is not None else now)
 
     def _say(self, status: str, until: float) -> None:
         self._status, self._status_until = status, until

@@ -20,21 +20,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from flowxfer.transfer import TransferReport, format_duration, format_rate, format_size
-from flowxfer.transfer.events import (
-    Event,
-    ExecutionWaiting,
-    FileFinished,
-    JobProgress,
-    Notice,
-    Retrying,
-    SampleFinished,
-    SampleStarted,
-    Waiting,
-)
+from flowxfer.transfer.events import TRANSFER_EVENTS, Event, FileFinished, Notice, Retrying, Waiting
 
 from ._display import DisplayModel, execution_text, visible
 
 if TYPE_CHECKING:
+    from flowxfer.transfer.events import ExecutionWaiting, SampleFinished
+
     from ._live import LiveRegion
 
 #: Seconds between two plain progress lines; FLOWXFER_PROGRESS_INTERVAL changes it (cron mail, tests).
@@ -137,9 +129,7 @@ class Output:
             self._json_line(event)
         with self._lock:
             self.model.apply(event, time.monotonic())
-        if isinstance(event, SampleStarted):
-            self._sample_files.update(f.path for f in event.reads)
-        elif isinstance(event, FileFinished):
+        if isinstance(event, FileFinished):
             if self.results and (self.verbose or event.path not in self._sample_files):
                 self._print_out(self.result_line(event))
         elif isinstance(event, Waiting):
@@ -153,14 +143,23 @@ class Output:
             )
         elif isinstance(event, Notice):
             self._notice(event.message)
+        elif not isinstance(event, TRANSFER_EVENTS):
+            self._job_event(event)
+        if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
+            self._plain_progress()
+
+    def _job_event(self, event: Event) -> None:
+        """A job's, an execution's or a sample's event: their classes are loaded, since one was sent."""
+        from flowxfer.transfer.events import ExecutionWaiting, JobProgress, SampleFinished, SampleStarted
+
+        if isinstance(event, SampleStarted):
+            self._sample_files.update(f.path for f in event.reads)
         elif isinstance(event, ExecutionWaiting):
             self._execution(event)
         elif isinstance(event, JobProgress):
             self._notice(f"archive job {event.job_id}: {event.status} {event.progress * 100:.0f}%", verbose_only=True)
         elif isinstance(event, SampleFinished) and self.results:
             self._print_out(sample_line(event))
-        if self.mode == "plain" and time.monotonic() - self._last_plain >= self.interval:
-            self._plain_progress()
 
     def _execution(self, event: ExecutionWaiting) -> None:
         """A poll of a pipeline execution: always said (a wait may last hours); the live region shows it too."""

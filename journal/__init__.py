@@ -12,6 +12,8 @@ another.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._batch import JournalBatch
 from ._errors import (
     HostIdError,
@@ -38,7 +40,6 @@ from ._records import (
     TransferRecord,
     TransferSummary,
 )
-from ._samples import NewSample, SampleInventoryRecord, SampleRecord, SampleState
 from ._schema import SCHEMA_VERSION
 from ._states import (
     FINISHED_FILE_STATES,
@@ -50,6 +51,9 @@ from ._states import (
     check_file_transition,
     transfer_outcome,
 )
+
+if TYPE_CHECKING:
+    from ._sample_records import NewSample, SampleInventoryRecord, SampleRecord, SampleState
 
 __all__ = [
     "HOST_ID_MAX",
@@ -94,3 +98,17 @@ __all__ = [
     "resolve_host_id",
     "transfer_outcome",
 ]
+
+
+#: The sample records load on first use: every command opens the journal, only samples commands use these.
+_SAMPLE_RECORDS = frozenset({"NewSample", "SampleInventoryRecord", "SampleRecord", "SampleState"})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SAMPLE_RECORDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import _sample_records
+
+    value = getattr(_sample_records, name)
+    globals()[name] = value
+    return value

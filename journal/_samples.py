@@ -16,59 +16,15 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._backend import Params, Transaction
 
-__all__ = ["NewSample", "SampleInventoryRecord", "SampleRecord", "SampleState", "SampleTables"]
+if TYPE_CHECKING:
+    from ._sample_records import NewSample, SampleInventoryRecord, SampleRecord
 
-
-class SampleState(StrEnum):
-    """A sample's state in one transfer (``samples.md``: its status in the report)."""
-
-    PLANNED = "planned"
-    ACTIVE = "active"  # its first byte may have left: a lost answer is looked for on the server
-    DONE = "done"
-    SKIPPED = "skipped"  # already on the server (an earlier run made it)
-    FAILED = "failed"
-    INVALID = "invalid"  # refused by validation: never sent
-
-
-@dataclass(frozen=True, slots=True)
-class NewSample:
-    row: int
-    name: str
-    fields: dict[str, str]
-    status: SampleState = SampleState.PLANNED
-    sample_id: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SampleRecord:
-    transfer_id: str
-    row: int
-    name: str
-    fields: dict[str, str]
-    status: SampleState
-    previous_data: tuple[str, ...]
-    sample_id: str | None
-    started: float | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SampleInventoryRecord:
-    """A sample known to be on a server: its name (unique per user for us), id, fields and files."""
-
-    server: str
-    username: str
-    name: str
-    sample_id: str
-    fields: dict[str, str] = field(default_factory=dict)
-    data_ids: tuple[str, ...] = ()
+__all__ = ["SampleTables"]
 
 
 _SAMPLE_COLUMNS = frozenset({"status", "previous_data", "sample_id", "started", "error", "fields"})
@@ -111,12 +67,16 @@ class SampleTables:
 
     def samples_of(self, transfer_id: str) -> list[SampleRecord]:
         """The transfer's samples, in sheet order."""
+        from ._sample_records import sample_record
+
         rows = self._read('SELECT * FROM samples WHERE transfer_id = ? ORDER BY "row"', (transfer_id,))
-        return [_sample(row) for row in rows]
+        return [sample_record(row) for row in rows]
 
     def get_sample(self, transfer_id: str, row: int) -> SampleRecord | None:
+        from ._sample_records import sample_record
+
         rows = self._read('SELECT * FROM samples WHERE transfer_id = ? AND "row" = ?', (transfer_id, row))
-        return _sample(rows[0]) if rows else None
+        return sample_record(rows[0]) if rows else None
 
     def update_sample(self, transfer_id: str, row: int, **changes: Any) -> None:
         """Change a sample's row now, durably (``previous_data`` as a list, ``status`` a :class:`SampleState`)."""
@@ -141,6 +101,8 @@ class SampleTables:
 
     def sample_finished(self, transfer_id: str, row: int, record: SampleInventoryRecord) -> None:
         """The server made the sample: its id in the transfer and in the inventory, in one transaction."""
+        from ._sample_records import SampleState
+
         now = time.time()
         with self._immediate() as conn:
             conn.execute(
@@ -157,6 +119,8 @@ class SampleTables:
 
     def lookup_samples(self, server: str, username: str, names: Sequence[str]) -> dict[str, SampleInventoryRecord]:
         """The known samples of these names on this server (one query per 500 names)."""
+        from ._sample_records import inventory_record
+
         found: dict[str, SampleInventoryRecord] = {}
         wanted = list(dict.fromkeys(names))
         for start in range(0, len(wanted), 500):
@@ -167,14 +131,16 @@ class SampleTables:
                 [server, username, *page],
             )
             for row in rows:
-                found[row["name"]] = _inventory(row)
+                found[row["name"]] = inventory_record(row)
         return found
 
     def iter_sample_inventory(self, server: str, username: str) -> Iterator[SampleInventoryRecord]:
+        from ._sample_records import inventory_record
+
         for row in self._read(
             "SELECT * FROM sample_inventory WHERE server = ? AND username = ? ORDER BY name", (server, username)
         ):
-            yield _inventory(row)
+            yield inventory_record(row)
 
 
 def _remember(conn: Transaction, record: SampleInventoryRecord, now: float, host: str) -> None:
@@ -193,29 +159,4 @@ def _remember(conn: Transaction, record: SampleInventoryRecord, now: float, host
             now,
             host,
         ),
-    )
-
-
-def _sample(row: dict[str, Any]) -> SampleRecord:
-    return SampleRecord(
-        transfer_id=row["transfer_id"],
-        row=row["row"],
-        name=row["name"],
-        fields=json.loads(row["fields"]),
-        status=SampleState(row["status"]),
-        previous_data=tuple(json.loads(row["previous_data"])),
-        sample_id=row["sample_id"],
-        started=row["started"],
-        error=row["error"],
-    )
-
-
-def _inventory(row: dict[str, Any]) -> SampleInventoryRecord:
-    return SampleInventoryRecord(
-        server=row["server"],
-        username=row["username"],
-        name=row["name"],
-        sample_id=row["sample_id"],
-        fields=json.loads(row["fields"]),
-        data_ids=tuple(json.loads(row["data_ids"])),
     )

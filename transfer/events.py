@@ -3,12 +3,51 @@
 The engine calls one synchronous callback with these objects; it must be
 cheap (the CLI only updates counters and redraws on its own clock). Events
 carry no secrets.
+
+The events of jobs, executions and samples live in :mod:`._job_events` and
+load on first use (``events.SampleStarted`` works as before): a plain
+upload or download never sends them, and each class costs its start-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from ._job_events import (
+        ExecutionWaiting,
+        JobProgress,
+        SampleAsking,
+        SampleFile,
+        SampleFinished,
+        SamplesPlanned,
+        SampleStarted,
+    )
+
+__all__ = [
+    "TRANSFER_EVENTS",
+    "BytesMoved",
+    "Event",
+    "ExecutionWaiting",
+    "FileFinished",
+    "FileStarted",
+    "FileVerifying",
+    "FilesPlanned",
+    "JobProgress",
+    "Notice",
+    "ProgressCallback",
+    "Retrying",
+    "SampleAsking",
+    "SampleFile",
+    "SampleFinished",
+    "SampleStarted",
+    "SamplesPlanned",
+    "TransferStarted",
+    "Waiting",
+    "ignore_events",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,102 +123,50 @@ class Notice:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class JobProgress:
-    """A server-side archive job's state while we poll it."""
-
-    job_id: str
-    status: str
-    progress: float
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionWaiting:
-    """A pipeline execution polled while we wait for it (``download --execution --wait``).
-
-    ``status`` is the execution's (``""`` or ``"-"`` while it runs; ``OK``,
-    ``ERROR``, ``CANCELED`` at the end); ``next_poll`` the seconds to the next
-    poll, None once it is terminal or we stop waiting.
-    """
-
-    execution_id: str
-    identifier: str
-    status: str
-    waited: float
-    next_poll: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SamplesPlanned:
-    """A samples transfer's plan: ``samples`` to make in all, ``done`` of them made already (earlier runs)."""
-
-    samples: int
-    done: int
-
-
-@dataclass(frozen=True, slots=True)
-class SampleFile:
-    """One file of a sample as it stands when the sample starts: ``finished`` when an earlier run sent it."""
-
-    path: str
-    label: str
-    size: int
-    bytes_done: int
-    finished: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SampleStarted:
-    """A sample's files begin to go up (``samples upload-batch``): its row, name and file count.
-
-    ``reads`` are its files in the order they are sent (``path`` as in
-    ``FileStarted``), so a watcher can tell which sample a file's bytes belong
-    to and how far the whole sample is.
-    """
-
-    row: int
-    name: str
-    files: int
-    reads: tuple[SampleFile, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SampleAsking:
-    """The server is asked whether it made the sample (its final answer may be lost): nothing is sent meanwhile."""
-
-    row: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class SampleFinished:
-    """A sample ended: ``done`` (made now), ``skipped`` (made by an earlier run) or ``failed``."""
-
-    row: int
-    name: str
-    status: str
-    sample_id: str | None
-    error: str | None
-
-
-Event = (
-    TransferStarted
-    | FilesPlanned
-    | FileStarted
-    | BytesMoved
-    | FileVerifying
-    | FileFinished
-    | Waiting
-    | Retrying
-    | Notice
-    | JobProgress
-    | ExecutionWaiting
-    | SamplesPlanned
-    | SampleStarted
-    | SampleAsking
-    | SampleFinished
+#: Every event the engine sends (a type for annotations: some of its classes load on first use).
+Event: TypeAlias = (
+    "TransferStarted | FilesPlanned | FileStarted | BytesMoved | FileVerifying | FileFinished | Waiting | Retrying"
+    " | Notice | JobProgress | ExecutionWaiting | SamplesPlanned | SampleStarted | SampleAsking | SampleFinished"
 )
-ProgressCallback = Callable[[Event], None]
+ProgressCallback: TypeAlias = Callable[[Event], None]
+
+#: The events of every upload and download, defined here. A watcher that has handled these can
+#: leave the rest (:mod:`._job_events`) to code that imports them: an object of one of those
+#: classes exists only once its module is loaded.
+TRANSFER_EVENTS = (
+    TransferStarted,
+    FilesPlanned,
+    FileStarted,
+    BytesMoved,
+    FileVerifying,
+    FileFinished,
+    Waiting,
+    Retrying,
+    Notice,
+)
+
+#: The events of jobs, executions and samples: loaded on first use from :mod:`._job_events`.
+_LATER = frozenset(
+    {
+        "JobProgress",
+        "ExecutionWaiting",
+        "SamplesPlanned",
+        "SampleFile",
+        "SampleStarted",
+        "SampleAsking",
+        "SampleFinished",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LATER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import _job_events
+
+    value = getattr(_job_events, name)
+    globals()[name] = value
+    return value
 
 
 def ignore_events(event: Event) -> None:
