@@ -20,9 +20,10 @@ When the describing answer stated the map's layout ([ext] ``X-Chunk-Size``,
 :mod:`._by_id`), a fresh download plans its chunks from it and starts its
 streams at once; the map is fetched beside them, a round trip less before
 the bytes (issue 20). Verification is as strict as with the map first: a
-stream that completes a chunk waits for the map's checksum before the
-chunk is checked and recorded, and a map that differs from the stated
-layout starts the download again from the map, nothing of it recorded.
+chunk that completes waits for the map's checksum before it is checked and
+recorded (its stream goes on receiving meanwhile), and a map that differs
+from the stated layout starts the download again from the map, nothing of
+it recorded.
 """
 
 from __future__ import annotations
@@ -203,8 +204,10 @@ class _MapBeside:
         self._ready.set()
 
     async def sums(self) -> list[str | None] | None:
-        """The map's checksums (None: the server has no map after all), once it has come."""
-        self._go.set()  # a chunk done before any stream asked (its head): the map is wanted now
+        """The map's checksums (None: the server has no map after all), once it has come.
+
+        Waiting does not send for it: :meth:`asking` does (a stream about to ask, a chunk done).
+        """
         await self._ready.wait()
         return self._sums
 

@@ -70,10 +70,10 @@ class LaterSums(Protocol):
     """The chunk map's checksums, fetched beside the streams ([ext] layout stated, :mod:`._download`)."""
 
     def asking(self) -> None:
-        """A stream is about to ask for a range: the map may go now (after it, not on its connection)."""
+        """A stream is about to ask for a range, or a chunk waits for the map: the map may go now."""
 
     async def sums(self) -> list[str | None] | None:
-        """The map's checksums once it has come (None: the server has no map after all)."""
+        """The map's checksums once it has come (None: the server has no map after all); waiting does not send."""
 
 
 class ContentChanged(Exception):
@@ -132,6 +132,8 @@ class FileStreams:
         self._span_done = anyio.Event()
         #: Aligned buffers of streams that received in place and finished a span (see :meth:`_consume_into`).
         self._spare_buffers: list[memoryview] = []
+        #: Chunks complete on disk, hashed, waiting for the map's checksums (:meth:`_when_the_map_comes`).
+        self._waiting: list[tuple[Chunk, str]] = []
 
     @property
     def name(self) -> str:
@@ -140,8 +142,27 @@ class FileStreams:
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
         async with task_group() as group:
+            if self._later is not None:
+                group.start_soon(self._when_the_map_comes)
             for _ in range(max(1, streams)):
                 group.start_soon(self._stream, spans)
+
+    async def _when_the_map_comes(self) -> None:
+        """Check and record the chunks that completed before the map did, then stop waiting for it.
+
+        A stream does not wait for the map itself: it parks a completed chunk
+        (its digest) and goes on receiving, so the link is not left idle while
+        the map's answer is on its way (issue 20: at 150 ms it came a third of
+        a second after the first stream's bytes, and every stream that
+        completed a chunk stopped reading till then). Nothing is recorded
+        before it is checked: the chunks wait here, not in the journal.
+        """
+        assert self._later is not None
+        sums = await self._later.sums()
+        self.sums, self._later = sums, None
+        waiting, self._waiting = self._waiting, []
+        for chunk, digest in waiting:
+            self._chunk_done(chunk, digest)
 
     async def refetch(self, chunk: Chunk) -> None:
         """Fetch one chunk again (it failed verification): from the server, not the head."""
@@ -376,8 +397,10 @@ class FileStreams:
         else:
             digest = await anyio.to_thread.run_sync(chunk_digest, self.fd, chunk)
         if self._later is not None:
-            self.sums = await self._later.sums()  # no chunk is checked, nor recorded, before the map came
-            self._later = None
+            # No chunk is checked, nor recorded, before the map came: this one waits for it, the stream goes on.
+            self._waiting.append((chunk, digest))
+            self._later.asking()  # the map is wanted now (one stream whose head completed a chunk)
+            return True
         self._chunk_done(chunk, digest)
         return True
 

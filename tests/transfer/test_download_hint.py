@@ -27,6 +27,7 @@ from flowxfer.server._downloads import uniform_chunk_size
 from flowxfer.transfer import TransferReport
 from flowxfer.transfer._by_id import MAX_STATED_CHUNKS, chunk_layout
 from flowxfer.transfer._chunks import plan_chunks
+from flowxfer.transfer.events import BytesMoved
 from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidBody
 from tests.support.rig import Rig, rig
 from tests.support.server import login
@@ -214,6 +215,36 @@ async def test_a_byte_damaged_before_the_map_came_is_caught_by_the_map(tmp_path:
         done(report)
         assert flip.hits == 1 and data == source
         assert any("1 chunk(s) failed verification" in str(getattr(e, "message", "")) for e in events), events
+
+
+async def test_a_stream_goes_on_receiving_while_its_chunks_wait_for_the_map(tmp_path: Path) -> None:
+    """One stream, the map's answer held for a second and a half: the stream does not stop at its
+    first complete chunk, every byte is on disk before the map has come, and only then are the
+    chunks checked and recorded (the file ends verified by the map)."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.5, then="resume"))
+        moved: list[int] = []
+        result: list[tuple[TransferReport, bytes]] = []
+
+        async def download() -> None:
+            result.append(await download_through(r, tmp_path, data_id, segments=1, progress=moved_bytes))
+
+        def moved_bytes(event: object) -> None:
+            if isinstance(event, BytesMoved):
+                moved.append(event.nbytes)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(download)
+            for _ in range(3000):  # the map is logged once its answer has gone whole
+                if r.log.select("GET", MAP):
+                    break
+                await anyio.sleep(0.01)
+            at_map = sum(moved)
+        ((report, data),) = result
+        done(report)
+        assert data == source and "chunk map" in (report.verified or "")
+        assert at_map == len(source), (at_map, len(source))
 
 
 async def test_one_stream_whose_head_completes_a_chunk_still_gets_the_map(tmp_path: Path) -> None:
