@@ -22,6 +22,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,7 @@ from flowxfer import protocol
 from flowxfer._os import DIRECT_ALIGN
 from flowxfer.journal import ChunkState, FileRecord
 
+from ._by_id import HeldAnswer
 from ._chunks import Chunk
 from ._download_spans import Span, Spans
 from ._errors import ProtocolError, StopRequested, UnavailableError
@@ -109,14 +111,18 @@ class FileStreams:
         shared: Shared,
         head: bytes | None = None,
         later: LaterSums | None = None,
+        held: HeldAnswer | None = None,
     ) -> None:
         """:param head: the file's first bytes, already received: what of a span they cover is not asked for.
         :param later: the chunk map's checksums, still to come (``sums`` is None till then):
             a completed chunk waits for them before it is checked and recorded.
+        :param held: the describing answer's bytes after ``head``, still arriving: the stream whose
+            span goes on where the head ends reads them instead of asking (closed by the caller).
         """
         self.ctx = ctx
         self._later = later
         self._head = head
+        self._held = held
         self.record = record
         self.url = url
         self.fd = fd
@@ -166,7 +172,7 @@ class FileStreams:
 
     async def refetch(self, chunk: Chunk) -> None:
         """Fetch one chunk again (it failed verification): from the server, not the head."""
-        self._head = None
+        self._head = self._held = None
         self._work[chunk.index].restart()
         await self._fetch(Span(chunk.offset, chunk.end))
 
@@ -210,18 +216,16 @@ class FileStreams:
         )
         rng = random.Random()
         failures = 0
+        held, self._held = (self._held, None) if self._held and self._held.start == span.start else (None, self._held)
         while span.start < span.end:
             if ctx.stopping():
                 raise StopRequested()
-            start, end = span.start, span.end
-            headers = {"Range": f"bytes={start}-{end - 1}"}
-            if self.shared.etag:
-                headers["If-Range"] = self.shared.etag
+            start = span.start
             if self._later is not None:
                 self._later.asking()
             try:
-                async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
-                    check_answer(response, start, end, self.shared.size, self.shared)
+                async with self._answer(span, held) as (response, end):
+                    held = None
                     span.answered(time.monotonic())
                     reader = self._take_over(response, start, end)
                     if reader is None:
@@ -246,6 +250,30 @@ class FileStreams:
                 failures = 0 if span.start > start else failures + 1
                 if failures >= policy.max_attempts:
                     raise UnavailableError(f"{self.name}: the server keeps ending the download early")
+
+    @asynccontextmanager
+    async def _answer(self, span: Span, held: HeldAnswer | None) -> AsyncIterator[tuple[aiohttp.ClientResponse, int]]:
+        """An answer bringing ``span``'s bytes from its start, and where its bytes end.
+
+        ``held``, the describing answer's rest (its bytes from ``span.start``), is
+        taken as it is, no request sent: it may end before the span (a first
+        stream asks for the rest then) or after it (left unread when the span
+        ends, its connection dropped). Else one ranged GET for the span.
+        """
+        if held is not None:
+            try:
+                check_answer(held.response, 0, held.end, self.shared.size, self.shared)
+                yield held.response, held.end
+            finally:
+                await held.aclose()
+            return
+        start, end = span.start, span.end
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        if self.shared.etag:
+            headers["If-Range"] = self.shared.etag
+        async with self.ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
+            check_answer(response, start, end, self.shared.size, self.shared)
+            yield response, end
 
     async def _consume(self, pieces: AsyncIterator[bytes], span: Span, asked_end: int) -> None:
         """Stream a body's ``pieces`` into the ``.part`` file up to ``span.end``, advancing ``span.start``.
