@@ -140,6 +140,8 @@ class FileStreams:
         self._spare_buffers: list[memoryview] = []
         #: Chunks complete on disk, hashed, waiting for the map's checksums (:meth:`_when_the_map_comes`).
         self._waiting: list[tuple[Chunk, str]] = []
+        #: The spans :meth:`run` shares out, told how long each request waited for its answer.
+        self._spans: Spans | None = None
 
     @property
     def name(self) -> str:
@@ -147,6 +149,7 @@ class FileStreams:
 
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
+        self._spans = spans
         async with task_group() as group:
             if self._later is not None:
                 group.start_soon(self._when_the_map_comes)
@@ -223,10 +226,13 @@ class FileStreams:
             start = span.start
             if self._later is not None:
                 self._later.asking()
+            asked = None if held is not None else time.monotonic()
             try:
                 async with self._answer(span, held) as (response, end):
                     held = None
-                    span.answered(time.monotonic())
+                    span.answered(now := time.monotonic())
+                    if asked is not None and self._spans is not None:
+                        self._spans.answer_took(now - asked)
                     reader = self._take_over(response, start, end)
                     if reader is None:
                         await self._consume(response.content.iter_any(), span, end)
