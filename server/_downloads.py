@@ -9,7 +9,8 @@ chunk of the item's chunk map but the last has one size, the by-id answer
 also says that size and the number of chunks (``X-Chunk-Size``,
 ``X-Chunk-Count``): the client plans its chunks and starts its streams at
 once, and fetches the map's checksums beside them instead of before them
-(a round trip less before a large file's bytes, issue 20).
+(a round trip less before a large file's bytes, issue 20). Not on an
+answer with the whole of a small file (:data:`LAYOUT_FROM`).
 
 Range and conditional logic is the pure function :func:`plan_response`; the
 handler only opens the file (in a thread) and hands it to the kernel with
@@ -129,9 +130,14 @@ def uniform_chunk_size(size: int, chunks: Sequence[tuple[int, int]]) -> int | No
     return unit
 
 
+#: A file this small answered whole has no streams after it and no engine maps it (its describing answer is
+#: its whole download): its layout is not worth the chunk map's query. A larger one answered whole is a first
+#: stream's (the engine's first id asks its smallest segment): the layout lets the map come beside it.
+LAYOUT_FROM = 1024 * 1024
+
+
 def _whole_asked(range_header: str | None, size: int) -> bool:
-    """Whether the answer brings the whole file (no Range, or one from 0 to the end): no streams follow it,
-    so the layout is not worth the chunk map's query (a small file's describing answer)."""
+    """Whether the answer brings the whole file (no Range, or one from 0 to the end)."""
     if range_header is None:
         return True
     match = _RANGE_RE.match(range_header.strip().replace(" ", ""))
@@ -256,7 +262,8 @@ async def _serve_data(request: web.Request, filename: str | None) -> web.StreamR
     if await state.store.run(state.store.level_of, data_id, user) < 1:
         raise Bare404
     extra: dict[str, str] = {}
-    if filename is None and state.config.extensions and not _whole_asked(request.headers.get("Range"), row.size):
+    small_whole = row.size <= LAYOUT_FROM and _whole_asked(request.headers.get("Range"), row.size)
+    if filename is None and state.config.extensions and not small_whole:
         chunks = await state.store.run(state.store.chunks, data_id)
         unit = uniform_chunk_size(row.size, [(c.offset, c.size) for c in chunks])
         if unit is not None:

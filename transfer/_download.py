@@ -20,9 +20,10 @@ When the describing answer stated the map's layout ([ext] ``X-Chunk-Size``,
 :mod:`._by_id`), a fresh download plans its chunks from it and starts its
 streams at once; the map is fetched beside them, a round trip less before
 the bytes (issue 20). Verification is as strict as with the map first: a
-stream that completes a chunk waits for the map's checksum before the
-chunk is checked and recorded, and a map that differs from the stated
-layout starts the download again from the map, nothing of it recorded.
+chunk that completes waits for the map's checksum before it is checked and
+recorded (its stream goes on receiving meanwhile), and a map that differs
+from the stated layout starts the download again from the map, nothing of
+it recorded.
 """
 
 from __future__ import annotations
@@ -203,8 +204,10 @@ class _MapBeside:
         self._ready.set()
 
     async def sums(self) -> list[str | None] | None:
-        """The map's checksums (None: the server has no map after all), once it has come."""
-        self._go.set()  # a chunk done before any stream asked (its head): the map is wanted now
+        """The map's checksums (None: the server has no map after all), once it has come.
+
+        Waiting does not send for it: :meth:`asking` does (a stream about to ask, a chunk done).
+        """
         await self._ready.wait()
         return self._sums
 
@@ -221,6 +224,17 @@ async def download_file(
     :raises IntegrityError: bytes kept failing verification.
     :raises LocalIOError: the disk refused (full, no permission).
     """
+    held = remote.prefetched.rest if remote.prefetched is not None else None
+    try:
+        return await _download_tries(ctx, record, remote, finish)
+    finally:
+        if held is not None:  # taken by a stream or not (a resume past it, a failure before): closing again is free
+            with anyio.CancelScope(shield=True):
+                await held.aclose()
+
+
+async def _download_tries(ctx: TransferContext, record: FileRecord, remote: RemoteFile, finish: bool) -> DownloadResult:
+    """:func:`download_file`'s tries: again from the start when the copy changed or the layout was wrong."""
     target = Path(record.local_path)
     restart = fresh = False
     while True:
@@ -306,6 +320,8 @@ async def _download_into(
         chunk_size=ctx.config.download_chunk_size,
     )
     head = _usable_head(remote, shared)
+    # The describing answer's unread rest goes on with its head or not at all (download_file closes it).
+    held = remote.prefetched.rest if remote.prefetched is not None and head is not None else None
     remote.prefetched = None  # once: a second attempt (the bytes did not verify) asks the server
     if resumable:
         shared.acked = {c.idx for c in existing if c.state in (ChunkState.ACKED, ChunkState.VERIFIED)}
@@ -331,9 +347,12 @@ async def _download_into(
     ctx.writer.added()
 
     todo = [c for c in chunks if c.index not in shared.acked and c.size > 0]
+    if held is not None and not (todo and todo[0].offset == 0):
+        await held.aclose()  # no stream starts where its head is: its connection goes now, not at the end
+        held = None
     beside = None if remote.map_later is None else _MapBeside(ctx, remote, remote.map_later, chunks)
     if todo:
-        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head, beside)
+        streams = FileStreams(ctx, record, remote.url, fd, todo, sums, shared, head, beside, held)
         count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
         spans = initial_spans(todo, count, ctx.config.min_segment_size)
         async with task_group() as group:

@@ -22,6 +22,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +35,7 @@ from flowxfer import protocol
 from flowxfer._os import DIRECT_ALIGN
 from flowxfer.journal import ChunkState, FileRecord
 
+from ._by_id import HeldAnswer
 from ._chunks import Chunk
 from ._download_spans import Span, Spans
 from ._errors import ProtocolError, StopRequested, UnavailableError
@@ -70,10 +72,10 @@ class LaterSums(Protocol):
     """The chunk map's checksums, fetched beside the streams ([ext] layout stated, :mod:`._download`)."""
 
     def asking(self) -> None:
-        """A stream is about to ask for a range: the map may go now (after it, not on its connection)."""
+        """A stream is about to ask for a range, or a chunk waits for the map: the map may go now."""
 
     async def sums(self) -> list[str | None] | None:
-        """The map's checksums once it has come (None: the server has no map after all)."""
+        """The map's checksums once it has come (None: the server has no map after all); waiting does not send."""
 
 
 class ContentChanged(Exception):
@@ -109,14 +111,18 @@ class FileStreams:
         shared: Shared,
         head: bytes | None = None,
         later: LaterSums | None = None,
+        held: HeldAnswer | None = None,
     ) -> None:
         """:param head: the file's first bytes, already received: what of a span they cover is not asked for.
         :param later: the chunk map's checksums, still to come (``sums`` is None till then):
             a completed chunk waits for them before it is checked and recorded.
+        :param held: the describing answer's bytes after ``head``, still arriving: the stream whose
+            span goes on where the head ends reads them instead of asking (closed by the caller).
         """
         self.ctx = ctx
         self._later = later
         self._head = head
+        self._held = held
         self.record = record
         self.url = url
         self.fd = fd
@@ -132,6 +138,10 @@ class FileStreams:
         self._span_done = anyio.Event()
         #: Aligned buffers of streams that received in place and finished a span (see :meth:`_consume_into`).
         self._spare_buffers: list[memoryview] = []
+        #: Chunks complete on disk, hashed, waiting for the map's checksums (:meth:`_when_the_map_comes`).
+        self._waiting: list[tuple[Chunk, str]] = []
+        #: The spans :meth:`run` shares out, told how long each request waited for its answer.
+        self._spans: Spans | None = None
 
     @property
     def name(self) -> str:
@@ -139,13 +149,33 @@ class FileStreams:
 
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
+        self._spans = spans
         async with task_group() as group:
+            if self._later is not None:
+                group.start_soon(self._when_the_map_comes)
             for _ in range(max(1, streams)):
                 group.start_soon(self._stream, spans)
 
+    async def _when_the_map_comes(self) -> None:
+        """Check and record the chunks that completed before the map did, then stop waiting for it.
+
+        A stream does not wait for the map itself: it parks a completed chunk
+        (its digest) and goes on receiving, so the link is not left idle while
+        the map's answer is on its way (issue 20: at 150 ms it came a third of
+        a second after the first stream's bytes, and every stream that
+        completed a chunk stopped reading till then). Nothing is recorded
+        before it is checked: the chunks wait here, not in the journal.
+        """
+        assert self._later is not None
+        sums = await self._later.sums()
+        self.sums, self._later = sums, None
+        waiting, self._waiting = self._waiting, []
+        for chunk, digest in waiting:
+            self._chunk_done(chunk, digest)
+
     async def refetch(self, chunk: Chunk) -> None:
         """Fetch one chunk again (it failed verification): from the server, not the head."""
-        self._head = None
+        self._head = self._held = None
         self._work[chunk.index].restart()
         await self._fetch(Span(chunk.offset, chunk.end))
 
@@ -189,19 +219,20 @@ class FileStreams:
         )
         rng = random.Random()
         failures = 0
+        held, self._held = (self._held, None) if self._held and self._held.start == span.start else (None, self._held)
         while span.start < span.end:
             if ctx.stopping():
                 raise StopRequested()
-            start, end = span.start, span.end
-            headers = {"Range": f"bytes={start}-{end - 1}"}
-            if self.shared.etag:
-                headers["If-Range"] = self.shared.etag
+            start = span.start
             if self._later is not None:
                 self._later.asking()
+            asked = None if held is not None else time.monotonic()
             try:
-                async with ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
-                    check_answer(response, start, end, self.shared.size, self.shared)
-                    span.answered(time.monotonic())
+                async with self._answer(span, held) as (response, end):
+                    held = None
+                    span.answered(now := time.monotonic())
+                    if asked is not None and self._spans is not None:
+                        self._spans.answer_took(now - asked)
                     reader = self._take_over(response, start, end)
                     if reader is None:
                         await self._consume(response.content.iter_any(), span, end)
@@ -225,6 +256,30 @@ class FileStreams:
                 failures = 0 if span.start > start else failures + 1
                 if failures >= policy.max_attempts:
                     raise UnavailableError(f"{self.name}: the server keeps ending the download early")
+
+    @asynccontextmanager
+    async def _answer(self, span: Span, held: HeldAnswer | None) -> AsyncIterator[tuple[aiohttp.ClientResponse, int]]:
+        """An answer bringing ``span``'s bytes from its start, and where its bytes end.
+
+        ``held``, the describing answer's rest (its bytes from ``span.start``), is
+        taken as it is, no request sent: it may end before the span (a first
+        stream asks for the rest then) or after it (left unread when the span
+        ends, its connection dropped). Else one ranged GET for the span.
+        """
+        if held is not None:
+            try:
+                check_answer(held.response, 0, held.end, self.shared.size, self.shared)
+                yield held.response, held.end
+            finally:
+                await held.aclose()
+            return
+        start, end = span.start, span.end
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        if self.shared.etag:
+            headers["If-Range"] = self.shared.etag
+        async with self.ctx.client.stream("GET", self.url, rate_class="download", headers=headers) as response:
+            check_answer(response, start, end, self.shared.size, self.shared)
+            yield response, end
 
     async def _consume(self, pieces: AsyncIterator[bytes], span: Span, asked_end: int) -> None:
         """Stream a body's ``pieces`` into the ``.part`` file up to ``span.end``, advancing ``span.start``.
@@ -376,8 +431,10 @@ class FileStreams:
         else:
             digest = await anyio.to_thread.run_sync(chunk_digest, self.fd, chunk)
         if self._later is not None:
-            self.sums = await self._later.sums()  # no chunk is checked, nor recorded, before the map came
-            self._later = None
+            # No chunk is checked, nor recorded, before the map came: this one waits for it, the stream goes on.
+            self._waiting.append((chunk, digest))
+            self._later.asking()  # the map is wanted now (one stream whose head completed a chunk)
+            return True
         self._chunk_done(chunk, digest)
         return True
 

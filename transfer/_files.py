@@ -99,6 +99,7 @@ async def named_data(
     owned: bool,
     prefetched: dict[str, Prefetched] | None = None,
     chunk_size: int = PREFETCH_LIMIT,
+    first: int = 0,
 ) -> list[RemoteData]:
     """The data named by ids, then by a search (each item once).
 
@@ -107,10 +108,12 @@ async def named_data(
         None: by ``GET /data/<id>``, bytes later.
     :param chunk_size: the download's chunk size: at most one chunk comes with a description
         (verified as one, a small file whole).
+    :param first: the bytes the first id's answer may bring, its head read, the rest held for
+        the file's first stream (:func:`describe_by_id`); the caller closes what is left in ``prefetched``.
     """
     items: list[RemoteData] = []
     if ids and prefetched is not None and (await client.capabilities()).download_by_id:
-        items, bodies = await describe_by_id(client, ids, limit=min(chunk_size, PREFETCH_LIMIT))
+        items, bodies = await describe_by_id(client, ids, limit=min(chunk_size, PREFETCH_LIMIT), first=first)
         prefetched.update(bodies)
     elif ids:
         items = await describe(client, ids)
@@ -183,6 +186,8 @@ async def run_download(
                     owned,
                     prefetched if by_id else None,
                     runner.config.download_chunk_size,
+                    # The smallest segment a plan makes: the first stream's range covers at least that.
+                    runner.config.min_segment_size,
                 )
             )
         except Exception as exc:  # raised where it is needed: in plan, inside the run
@@ -214,8 +219,13 @@ async def run_download(
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
         return await download_one(ctx, record, prefetched.pop(record.data_id or "", None))
 
-    async with task_group() as group:
-        group.start_soon(look_up)
-        report = await runner.run("download", params, plan, work, transfer_id=transfer_id)
-        group.cancel_scope.cancel()
+    try:
+        async with task_group() as group:
+            group.start_soon(look_up)
+            report = await runner.run("download", params, plan, work, transfer_id=transfer_id)
+            group.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            for left in prefetched.values():  # a file no worker took: its held answer goes
+                await left.aclose()
     return report

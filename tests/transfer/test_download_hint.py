@@ -23,16 +23,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowxfer.protocol import HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE, checksum_of
-from flowxfer.server._downloads import uniform_chunk_size
+from flowxfer.server._downloads import LAYOUT_FROM, uniform_chunk_size
 from flowxfer.transfer import TransferReport
 from flowxfer.transfer._by_id import MAX_STATED_CHUNKS, chunk_layout
 from flowxfer.transfer._chunks import plan_chunks
+from flowxfer.transfer.events import BytesMoved
 from tests.support.faultproxy import FlipBodyByte, Match, RespondWith, StallMidBody
 from tests.support.rig import Rig, rig
 from tests.support.server import login
 
 from .conftest import StopAfter
-from .test_faults import CHUNK, SIZE, STREAM, done, download_through, engine, upload_direct
+from .test_faults import BLOCK, CHUNK, SIZE, STREAM, done, download_through, engine, upload_direct
+
+KiB = 1024
 
 DESCRIBE = r"^/downloads/[^/]+$"
 MAP = r"^/data/[^/]+/chunks$"
@@ -216,6 +219,36 @@ async def test_a_byte_damaged_before_the_map_came_is_caught_by_the_map(tmp_path:
         assert any("1 chunk(s) failed verification" in str(getattr(e, "message", "")) for e in events), events
 
 
+async def test_a_stream_goes_on_receiving_while_its_chunks_wait_for_the_map(tmp_path: Path) -> None:
+    """One stream, the map's answer held for a second and a half: the stream does not stop at its
+    first complete chunk, every byte is on disk before the map has come, and only then are the
+    chunks checked and recorded (the file ends verified by the map)."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.5, then="resume"))
+        moved: list[int] = []
+        result: list[tuple[TransferReport, bytes]] = []
+
+        async def download() -> None:
+            result.append(await download_through(r, tmp_path, data_id, segments=1, progress=moved_bytes))
+
+        def moved_bytes(event: object) -> None:
+            if isinstance(event, BytesMoved):
+                moved.append(event.nbytes)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(download)
+            for _ in range(3000):  # the map is logged once its answer has gone whole
+                if r.log.select("GET", MAP):
+                    break
+                await anyio.sleep(0.01)
+            at_map = sum(moved)
+        ((report, data),) = result
+        done(report)
+        assert data == source and "chunk map" in (report.verified or "")
+        assert at_map == len(source), (at_map, len(source))
+
+
 async def test_one_stream_whose_head_completes_a_chunk_still_gets_the_map(tmp_path: Path) -> None:
     """One stream, and the describing answer's bytes are a whole chunk: that chunk waits for the map
     before the stream asks for anything, so waiting must itself send for the map."""
@@ -296,3 +329,116 @@ async def test_a_copy_changed_before_the_map_came_then_a_lying_layout_still_ends
         assert lie.hits == 1 and data == source
         messages = [str(getattr(e, "message", "")) for e in events]
         assert any("copy changed" in m for m in messages) and any("differs from the layout" in m for m in messages)
+
+
+# --- the describing answer goes on as the first stream --------------------------------------
+
+#: A first segment four chunks long: the first id's describing answer asks for that much, reads its
+#: head (one chunk) and leaves the rest to the file's first stream.
+FIRST = 4 * CHUNK
+
+
+def _starts(r: Rig) -> list[int]:
+    """Where each ranged stream request began (the describing answers not counted)."""
+    return sorted(
+        int(dict(e.request_headers)["Range"].split("=")[1].split("-")[0]) for e in r.log.select("GET", STREAM)
+    )
+
+
+async def test_the_describing_answer_goes_on_as_the_first_stream(tmp_path: Path) -> None:
+    """The first stream reads on past the head where the describing answer goes, asking only
+    from the first segment's end: no request for the bytes right after the head."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        report, data = await download_through(r, tmp_path, data_id, segments=2, min_segment_size=FIRST)
+        done(report)
+        assert data == source and "chunk map" in (report.verified or "")
+        (describe,) = r.log.select("GET", DESCRIBE)
+        assert dict(describe.request_headers)["Range"] == f"bytes=0-{FIRST - 1}"
+        assert describe.response_bytes == FIRST
+        starts = _starts(r)
+        assert CHUNK not in starts, starts  # the head's end: those bytes came in the describing answer
+        assert FIRST in starts and len(starts) == 2, starts  # the first segment's rest (it is longer), the second
+
+
+async def test_a_file_no_longer_than_the_first_segment_comes_whole_in_its_describing_answer(tmp_path: Path) -> None:
+    """One request brings the file (the map beside it checks its chunks): no stream asks for anything."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=3 * CHUNK + 17)
+        report, data = await download_through(r, tmp_path, data_id, segments=3, min_segment_size=FIRST)
+        done(report)
+        assert data == source and "chunk map" in (report.verified or "")
+        assert _starts(r) == [] and len(r.log.select("GET", DESCRIBE)) == 1
+
+
+async def test_a_describing_answer_cut_after_its_head_is_resumed_by_a_ranged_stream(tmp_path: Path) -> None:
+    """The held rest cut mid-body: the first stream asks again from the last block on disk, the
+    bytes end exact and every chunk checks."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        cut = r.proxy.add(StallMidBody(Match("GET", DESCRIBE), at_bytes=CHUNK + 40 * KiB, seconds=0.1, then="reset"))
+        report, data = await download_through(r, tmp_path, data_id, segments=3, min_segment_size=FIRST)
+        done(report)
+        assert cut.hits == 1 and data == source and "chunk map" in (report.verified or "")
+        # Resumed at a block boundary of what was on disk (an idle stream may split the rest later).
+        resumed = [s for s in _starts(r) if CHUNK < s < FIRST]
+        assert resumed and resumed[0] % BLOCK == 0 and resumed[0] <= CHUNK + 40 * KiB, _starts(r)
+
+
+async def test_a_byte_damaged_in_the_held_rest_is_caught_by_the_map(tmp_path: Path) -> None:
+    """A byte flipped after the head, in what the first stream reads on: its chunk fails the map's
+    checksum and is fetched again from the named route; nothing recorded unchecked."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        flip = r.proxy.add(FlipBodyByte(Match("GET", DESCRIBE), direction="down", at=2 * CHUNK + 5))
+        events: list[object] = []
+        report, data = await download_through(r, tmp_path, data_id, segments=3, min_segment_size=FIRST, events=events)
+        done(report)
+        assert flip.hits == 1 and data == source
+        assert any("1 chunk(s) failed verification" in str(getattr(e, "message", "")) for e in events), events
+
+
+async def test_stopped_while_the_first_stream_reads_the_held_rest_then_resumed(tmp_path: Path) -> None:
+    """Stopped mid-file with the describing answer's rest being read, then the same download again:
+    it resumes (the map first), a new describing answer's rest is let go where no stream needs it,
+    and the file ends exact."""
+    size = 40 * CHUNK + 99
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=size)
+        stopper = StopAfter(2 * CHUNK)
+        config = {"segments": 3, "min_segment_size": FIRST, "grace_period": 5}
+        async with engine(r, tmp_path / "home", progress=stopper, **config) as fx:
+            stopper.fx = fx
+            first = await fx.download([data_id], output_dir=tmp_path / "out")
+        assert first.status == "interrupted"
+        assert dict(r.log.select("GET", DESCRIBE)[0].request_headers)["Range"] == f"bytes=0-{FIRST - 1}"
+        with anyio.fail_after(60):
+            report, data = await download_through(r, tmp_path, data_id, **config)
+        done(report)
+        assert data == source and report.resumed
+
+
+async def test_a_whole_answer_states_the_layout_when_the_file_is_larger_than_a_describing_head(
+    tmp_path: Path,
+) -> None:
+    """Above 1 MiB an answer with the whole file is a first stream's (a map to check it comes beside
+    it): it states the layout; at 1 MiB or less (a small file's whole download) it does not."""
+    async with rig(tmp_path, True) as r:
+        seen = {}
+        for size in (LAYOUT_FROM, LAYOUT_FROM + 5):
+            _, data_id = await upload_direct(r.server, tmp_path / str(size), size=size)
+            async with aiohttp.ClientSession() as session:
+                token = await login(session, r.server.base_url, "alice", r.server.users["alice"])
+                for asked in (None, f"bytes=0-{2 * size}", "bytes=0-99"):
+                    headers = {"Authorization": f"Bearer {token}", **({"Range": asked} if asked else {})}
+                    async with session.get(f"{r.server.base_url}/downloads/{data_id}", headers=headers) as answer:
+                        seen[size, asked is None, asked == "bytes=0-99"] = answer.headers.get(HEADER_CHUNK_SIZE)
+    small, large = LAYOUT_FROM, LAYOUT_FROM + 5
+    assert seen == {
+        (small, True, False): None,
+        (small, False, False): None,
+        (small, False, True): str(CHUNK),
+        (large, True, False): str(CHUNK),
+        (large, False, False): str(CHUNK),
+        (large, False, True): str(CHUNK),
+    }, seen

@@ -128,6 +128,25 @@ def test_an_idle_stream_takes_the_back_half_of_the_slowest_span_when_worth_a_req
     assert plan.take() is None
 
 
+def test_a_span_is_cut_only_when_its_stream_needs_more_than_twice_what_a_request_waits() -> None:
+    """A new request's first byte is as far away as the answers were (the longest), and the owner's
+    bytes that far ahead are in flight: 1.5 s left is worth a cut when answers took 0.2 s, not 1 s."""
+    clock = Clock()
+    plan = Spans([(0, 100), (100, 400)], granularity=10, min_split=20, worth=0.4, clock=clock)
+    first, second = plan.take(), plan.take()
+    assert first is not None and second is not None
+    clock.now += 1.0
+    first.start = 100
+    plan.done(first)
+    second.start = 220  # 120 bytes a second, 180 left: 1.5 s
+    plan.answer_took(1.0)
+    plan.answer_took(0.2)  # the longest counts
+    assert plan.take() is None and plan.splits == 0
+    plan.answer_delay = 0.2
+    stolen = plan.take()
+    assert stolen is not None and (stolen.start, stolen.end) == (310, 400) and second.end == 310
+
+
 def test_a_stream_just_started_or_still_waiting_for_its_first_byte_is_left_alone() -> None:
     clock = Clock()
     plan = Spans([(0, 1000)], granularity=1, min_split=1, worth=0.4, min_age=0.1, clock=clock)
