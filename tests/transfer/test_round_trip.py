@@ -63,3 +63,29 @@ async def test_warmed_connections_carry_the_requests_that_follow_without_a_hands
             connector = client.session.connector
             assert connector is not None and len(connector._conns) == 1  # one origin's pool
             assert sum(len(v) for v in connector._conns.values()) == 3  # nothing opened beside the warmed
+
+
+async def test_an_answer_on_an_open_connection_outweighs_half_of_an_early_handshake_s(tmp_path: Path) -> None:
+    """The console script's early socket (``._preconnect``) finished its handshake before the first
+    request: half that request's answer is too short. An answer on the open connection then measures
+    the path, even when it is longer than that guess (4 upload streams at 50 ms instead of 6)."""
+    import anyio
+
+    from flowxfer.transfer import _preconnect
+
+    async with running_server(tmp_path / "root") as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with WanPath(PathSpec(rtt=RTT, link_rate=None), port) as path:
+            host, path_port = path.url.split("//", 1)[1].rsplit(":", 1)
+            assert _preconnect.start(host, int(path_port))
+            try:
+                await anyio.sleep(1.5 * RTT)  # the handshake is over, as during the imports
+                async with FlowClient(path.url) as client:
+                    await _capabilities(client)  # on the early socket: opened for it, yet one round trip
+                    guess = client.round_trip
+                    assert guess is not None and guess < RTT / 2 + EARLY and not client.round_trip_settled
+                    await _capabilities(client)
+                    assert client.round_trip_settled
+                    assert client.round_trip is not None and RTT - EARLY <= client.round_trip < 1.5 * RTT
+            finally:
+                _preconnect.discard()
