@@ -590,7 +590,7 @@ class FlowClient:
                     raise UnavailableError(f"{what}: no answer after {attempt} attempts ({_describe(exc)})") from None
                 await self._backoff(what, _describe(exc), attempt, None)
                 continue
-            if opened.connection:
+            if opened.connection and not (opened.early and self._origin[0] == "http"):
                 self._first_answers.add(response)
             try:
                 self.limiter.observe(rate_class, response.headers, response.status)
@@ -629,12 +629,18 @@ class FlowClient:
 
 
 class _Opened:
-    """One request's trace context: whether it opened a connection of its own."""
+    """One request's trace context: whether it opened a connection of its own.
 
-    __slots__ = ("connection",)
+    ``early``: that connection is the console script's early socket, its TCP
+    handshake over before the request (:func:`._preconnect.handshake_was_early`):
+    over plain HTTP its answer took one round trip, and counts whole.
+    """
+
+    __slots__ = ("connection", "early")
 
     def __init__(self) -> None:
         self.connection = False
+        self.early = False
 
 
 async def _on_connection_opened(
@@ -642,6 +648,7 @@ async def _on_connection_opened(
 ) -> None:
     if isinstance(context.trace_request_ctx, _Opened):
         context.trace_request_ctx.connection = True
+        context.trace_request_ctx.early = _preconnect.handshake_was_early()
 
 
 def _connections_opened() -> aiohttp.TraceConfig:
