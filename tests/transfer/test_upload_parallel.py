@@ -193,3 +193,30 @@ async def test_a_round_trip_guessed_from_a_new_connection_is_measured_again(tmp_
             assert round_trip is not None and round_trip >= 0.09 and len(log.select("GET", r"^/capabilities$")) >= 2
             posts = log.select("POST", PARALLEL)
             assert len({e.connection for e in posts}) == default.upload_streams_for(round_trip) >= 7
+
+
+async def test_the_streams_connections_are_opened_while_the_upload_is(tmp_path: Path) -> None:
+    """Through a path whose new connections wait a round trip for their handshake: the connections a
+    large file's chunks go on are opened while ``POST /upload/parallel`` is answered, so its first
+    chunks take one round trip, not two (the uploads after them: one more each)."""
+    import time
+
+    from benchmarks.wanpath import PathSpec, WanPath
+
+    rtt = 1.0
+    src = write_random(tmp_path / "big.bin", 4 * CHUNK, 12)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            async with WanPath(PathSpec(rtt=rtt, link_rate=None), int(proxy.url.rsplit(":", 1)[1])) as path:
+                via = RunningServer(path.url, srv.root, srv.users, srv.config)
+                async with client(via, tmp_path / "home", upload_streams=4) as fx:
+                    await fx.capabilities()
+                    log = proxy.add(Record())
+                    began = time.monotonic()
+                    assert (await fx.upload([src])).status == "completed"
+                    took = time.monotonic() - began
+        chunks = log.select("POST", PARALLEL)
+        assert len(chunks) == 4 and len({e.connection for e in chunks}) == 4
+        # One round trip for each request in turn, one for the four chunks at once.
+        in_turn = len(log.entries) - len(chunks)
+        assert took < (in_turn + 1.6) * rtt, (took, [(e.method, e.path) for e in log.entries])
