@@ -101,7 +101,9 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
         return
     if ctx.client.round_trip is not None and ctx.client.round_trip_settled and not again:
         return
-    for _ in range(MEASURES if ctx.client.round_trip is None else 1):
+    for sent in range(MEASURES if ctx.client.round_trip is None else 1):
+        if sent and ctx.client.round_trip_settled:
+            return  # the first answer was the round trip itself (the console script's early socket)
         try:
             await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
         except FlowxferError:
