@@ -272,3 +272,37 @@ async def test_a_stream_s_next_chunk_leaves_while_the_last_one_s_answer_comes(tm
         async with client(srv, tmp_path / "check") as fx:
             await fx.download([item.id or ""], output_dir=tmp_path / "out")
     assert (tmp_path / "out" / "big.bin").read_bytes() == src.read_bytes()
+
+
+async def test_the_early_socket_s_answer_is_measure_enough(tmp_path: Path) -> None:
+    """The capabilities remembered, a large upload's first request is the round trip's measure; on
+    the console script's early socket (its handshake over) that one answer is the round trip
+    itself: no second GET before the first chunk."""
+    import anyio
+
+    from flowxfer.transfer import Flowxfer, _preconnect
+
+    src = write_random(tmp_path / "big.bin", 9 * 1024 * KiB + 5, 14)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home") as fx:
+                await fx.capabilities()  # remembered for the command below
+            proxy.add(Latency(0.05))  # each way: a 100 ms round trip
+            log = proxy.add(Record())
+            assert _preconnect.start("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]))
+            try:
+                await anyio.sleep(0.1)  # the handshake is over, as during the console script's imports
+                config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
+                async with Flowxfer(
+                    via.base_url,
+                    config_dir=tmp_path / "home" / "config",
+                    journal=tmp_path / "home" / "journal.db",
+                    config=config,
+                ) as fx:
+                    assert (await fx.upload([src])).status == "completed"
+                    round_trip = fx.client.round_trip
+            finally:
+                _preconnect.discard()
+            assert round_trip is not None and round_trip >= 0.09
+            assert len(log.select("GET", r"^/capabilities$")) == 1, [(e.method, e.path) for e in log.entries]
