@@ -112,7 +112,6 @@ class ChunkPayload(Payload):
         gate: anyio.Lock | None = None,
         *,
         block: int,
-        on_sent: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(None, content_type="application/octet-stream")
         # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
@@ -124,8 +123,6 @@ class ChunkPayload(Payload):
         self._holder = holder
         self._gate = gate
         self._block = block
-        #: Called once the last byte is handed to the connection (the answer still to come).
-        self._on_sent = on_sent
         self.digest: str | None = None
         self.whole: xxhash.xxh3_128 | None = None
         self.sent = 0
@@ -160,8 +157,6 @@ class ChunkPayload(Payload):
             ctx.events(BytesMoved(self._record.local_path, length))
         self.digest = protocol.format_checksum(hasher.hexdigest())
         self.whole = whole
-        if self._on_sent is not None:
-            self._on_sent()
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a streamed chunk cannot be decoded")

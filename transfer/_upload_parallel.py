@@ -19,7 +19,6 @@ others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -52,9 +51,6 @@ MIN_PARALLEL_CHUNK = 8 * MiB
 #: and the chunks that finish last run alone on their (capped) connections, so a whole number
 #: of rounds per stream, each a quarter of its share, keeps that uneven tail short.
 ROUNDS = 4
-
-#: Chunk requests at once per stream: one sending its body, one awaiting its answer.
-HAND_OFF = 2
 
 #: The plain form a chunk goes in (the upload's data type was given when it was opened).
 _CHUNK_OPTIONS = UploadOptions()
@@ -132,18 +128,6 @@ class _NotStarted(Exception):
     """A stop came while a chunk waited for its turn: it was not sent."""
 
 
-class _Turn:
-    """One chunk's place among the bodies on the wire, given back once (body sent, or the request over)."""
-
-    def __init__(self, sending: anyio.Semaphore) -> None:
-        self._sending: anyio.Semaphore | None = sending
-
-    def over(self) -> None:
-        sending, self._sending = self._sending, None
-        if sending is not None:
-            sending.release()
-
-
 async def _run(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions, data_id: str | None
 ) -> UploadResult:
@@ -151,9 +135,9 @@ async def _run(
     streams = max(1, parallel_streams(ctx))
     chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size)
     chunks = plan_chunks(size, chunk_size)
-    # The connections' handshakes while the upload is opened (or asked about): on a long path a
+    # The streams' handshakes while the upload is opened (or asked about): on a long path a
     # request on a new connection waits a round trip for its handshake first.
-    ctx.client.warm(min(HAND_OFF * streams, len(chunks)) - 1)
+    ctx.client.warm(min(streams, len(chunks)) - 1)
     existing: list[ChunkRecord] = []
     held: dict[int, str | None] = {}
     if data_id:
@@ -197,28 +181,16 @@ async def _run(
         # Our own whole-file checksum, read in order while the chunks travel out of order.
         await anyio.to_thread.run_sync(hash_range, source.read, 0, size, [whole], ctx.config.block_size)
 
-    # Bodies on the wire at once: ``streams``. A chunk's answer comes a round trip (and the
-    # server's fdatasync) after its last byte; the next chunk leaves, on another connection,
-    # as soon as that byte is handed over, so the link is not left idle while it comes.
-    sending = anyio.Semaphore(streams)
-
     async def worker() -> None:
         nonlocal done
         # A stop lets the chunks on the wire finish (and be acknowledged), as between strict chunks.
         while pending and not ctx.stopping():
-            await sending.acquire()
-            turn = _Turn(sending)
-            if not pending or ctx.stopping():
-                turn.over()
-                return
             chunk = pending.pop(0)
             try:
-                digest = await _post(ctx, record, source, data_id, chunk, turn.over)
+                digest = await _post(ctx, record, source, data_id, chunk)
             except _NotStarted:
                 pending.insert(0, chunk)
                 return
-            finally:
-                turn.over()
             done += chunk.size
             ctx.writer.batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
             ctx.writer.batch.update_file(record.id, bytes_done=done)
@@ -226,7 +198,7 @@ async def _run(
 
     async def send() -> None:
         async with task_group() as workers:
-            for _ in range(min(HAND_OFF * streams, len(pending))):
+            for _ in range(min(streams, len(pending))):
                 workers.start_soon(worker)
         if pending:
             group.cancel_scope.cancel()  # stopping: our whole-file hash is not needed now
@@ -327,17 +299,9 @@ async def _server_holds(
     return {entry["offset"]: protocol.canonical_checksum(entry.get("checksum")) for entry in server_chunks}
 
 
-async def _post(
-    ctx: TransferContext,
-    record: FileRecord,
-    source: Source,
-    data_id: str,
-    chunk: Chunk,
-    on_sent: Callable[[], None] | None = None,
-) -> str:
+async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_id: str, chunk: Chunk) -> str:
     """POST one chunk at its offset, streamed and hashed as it goes; a damaged arrival is sent again (bounded).
 
-    :param on_sent: called when the body's last byte is handed to the connection (the answer to come).
     :returns: the chunk's checksum, as the server confirmed it.
     """
     block = ctx.config.upload_block_for(ctx.uploads_active)
@@ -352,7 +316,7 @@ async def _post(
                 ctx.counters.bytes_resent += sent[-1].sent
             elif ctx.stopping():
                 raise _NotStarted()  # the last moment before the request goes out
-            payload = ChunkPayload(ctx, record, source, chunk, None, holder, block=block, on_sent=on_sent)
+            payload = ChunkPayload(ctx, record, source, chunk, None, holder, block=block)
             sent.append(payload)
             return chunk_form(
                 record.remote_name, chunk.offset, False, data_id, _CHUNK_OPTIONS, payload, True, file_checksum=False
