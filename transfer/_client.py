@@ -158,7 +158,10 @@ class FlowClient:
         #: The quickest small GET answered so far, in seconds: an upper bound of the path's round trip.
         #: An answer on a connection its request opened counts half: it also waited for the handshake
         #: (one round trip or more), which once made a 50 ms path look like a 100 ms one (issue 20).
+        #: Once an answer came on an open connection, only such answers count (:attr:`round_trip_settled`).
         self.round_trip: float | None = None
+        #: The quickest small GET on a connection opened before it: the round trip itself, no guess.
+        self._round_trip_open: float | None = None
         #: Connections being opened ahead of the requests that will use them (:meth:`warm`).
         self._warming: set[asyncio.Task[None]] = set()
         self.retries = 0
@@ -199,6 +202,11 @@ class FlowClient:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+    @property
+    def round_trip_settled(self) -> bool:
+        """:attr:`round_trip` was measured on an open connection, not guessed from a new one's first answer."""
+        return self._round_trip_open is not None
 
     def warm(self, count: int) -> None:
         """Open ``count`` connections to the server in the background, left idle in the pool.
@@ -486,9 +494,14 @@ class FlowClient:
                     continue
             if method == "GET" and response.status < 300:
                 took = time.monotonic() - began
-                if response in self._first_answers:
-                    took /= 2  # the handshake took one round trip at least, the answer another
-                self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
+                if response not in self._first_answers:
+                    self._round_trip_open = took if self._round_trip_open is None else min(self._round_trip_open, took)
+                    self.round_trip = self._round_trip_open
+                elif self._round_trip_open is None:
+                    # The handshake took one round trip at least, the answer another: half is a guess,
+                    # too low when the handshake was over before the request (._preconnect's socket).
+                    took /= 2
+                    self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
             if len(body) > _MAX_JSON_BODY:
                 raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
             try:
@@ -577,7 +590,7 @@ class FlowClient:
                     raise UnavailableError(f"{what}: no answer after {attempt} attempts ({_describe(exc)})") from None
                 await self._backoff(what, _describe(exc), attempt, None)
                 continue
-            if opened.connection:
+            if opened.connection and not (opened.early and self._origin[0] == "http"):
                 self._first_answers.add(response)
             try:
                 self.limiter.observe(rate_class, response.headers, response.status)
@@ -616,12 +629,18 @@ class FlowClient:
 
 
 class _Opened:
-    """One request's trace context: whether it opened a connection of its own."""
+    """One request's trace context: whether it opened a connection of its own.
 
-    __slots__ = ("connection",)
+    ``early``: that connection is the console script's early socket, its TCP
+    handshake over before the request (:func:`._preconnect.handshake_was_early`):
+    over plain HTTP its answer took one round trip, and counts whole.
+    """
+
+    __slots__ = ("connection", "early")
 
     def __init__(self) -> None:
         self.connection = False
+        self.early = False
 
 
 async def _on_connection_opened(
@@ -629,6 +648,7 @@ async def _on_connection_opened(
 ) -> None:
     if isinstance(context.trace_request_ctx, _Opened):
         context.trace_request_ctx.connection = True
+        context.trace_request_ctx.early = _preconnect.handshake_was_early()
 
 
 def _connections_opened() -> aiohttp.TraceConfig:

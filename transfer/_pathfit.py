@@ -82,9 +82,16 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
     a transfer's seconds. Two, because the first on a new connection also
     waits for its handshake (TCP, and TLS against hosted Flow): through a
     50 ms path it took 112 ms. The client counts such an answer half (56 ms;
-    whole, the counts chosen were those of a 100 ms path) and keeps the
-    quicker, so the second, on the open connection, says what TLS added.
+    whole, the counts chosen were those of a 100 ms path) until the second,
+    on the open connection, measures the round trip itself.
     Nothing to measure when every count is pinned.
+
+    A round trip known only from a new connection's first answer (half of
+    it, a guess) gets one GET more, on the open connection: the console
+    script's early handshake (:mod:`._preconnect`) is over before the first
+    request, so half its answer made a 50 ms path look like a 28 ms one and
+    one large file got 4 upload streams instead of 6 (on the lossy path,
+    4 × 250 Mbit/s is the link itself: every chunk's answer idled it).
 
     :param again: one GET more even when the round trip is known: the answer
         that measured it may have been a new connection's first (once per
@@ -92,9 +99,11 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
     """
     if not (ctx.config.path_fitted or ctx.config.chunk_size is None):
         return
-    if ctx.client.round_trip is not None and not again:
+    if ctx.client.round_trip is not None and ctx.client.round_trip_settled and not again:
         return
-    for _ in range(MEASURES if ctx.client.round_trip is None else 1):
+    for sent in range(MEASURES if ctx.client.round_trip is None else 1):
+        if sent and ctx.client.round_trip_settled:
+            return  # the first answer was the round trip itself (the console script's early socket)
         try:
             await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
         except FlowxferError:

@@ -30,6 +30,7 @@ It is an optimisation, never a change of behaviour:
 from __future__ import annotations
 
 import atexit
+import contextvars
 import errno
 import ipaddress
 import os
@@ -38,7 +39,7 @@ import socket
 import threading
 from typing import Any
 
-__all__ = ["discard", "pending", "resolve_names", "socket_factory", "start"]
+__all__ = ["discard", "handshake_was_early", "pending", "resolve_names", "socket_factory", "start"]
 
 #: What a non-blocking connect on a socket whose handshake is under way answers.
 _UNDER_WAY = (errno.EINPROGRESS, errno.EALREADY)
@@ -75,6 +76,9 @@ _served = False
 _started = False
 #: Between a resolving thread publishing its socket and a connection taking it.
 _lock = threading.Lock()
+#: Set in the task whose connection took the early socket with its handshake over
+#: (:func:`handshake_was_early`): the task of the request that connection was made for.
+_taken_connected: contextvars.ContextVar[bool] = contextvars.ContextVar("flowxfer_early_taken", default=False)
 
 
 def start(host: str, port: int) -> bool:
@@ -169,9 +173,32 @@ def socket_factory(addr_info: tuple[Any, ...]) -> socket.socket:
         early, _early, _served = _early, None, True
     if early is not None:
         if early.family == family and tuple(address) == early.target and _usable(early):
+            if _connected(early):
+                _taken_connected.set(True)
             return early
         early.close()
     return socket.socket(family, type_, proto)
+
+
+def handshake_was_early() -> bool:
+    """Whether the connection this task just made took the early socket with its TCP handshake over (once).
+
+    For the client's trace of a new connection, in the task of the request
+    it was made for (:func:`socket_factory` ran in it): that request waited
+    for no TCP handshake, so its answer took one round trip, not two.
+    """
+    if not _taken_connected.get():
+        return False
+    _taken_connected.set(False)
+    return True
+
+
+def _connected(sock: EarlySocket) -> bool:
+    """The handshake is over: writable, nothing to read, no error."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLOUT | select.POLLERR | select.POLLHUP)
+    events = poller.poll(0)
+    return bool(events) and events[0][1] == select.POLLOUT
 
 
 def _usable(sock: EarlySocket) -> bool:

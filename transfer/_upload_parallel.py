@@ -135,6 +135,9 @@ async def _run(
     streams = max(1, parallel_streams(ctx))
     chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size)
     chunks = plan_chunks(size, chunk_size)
+    # The streams' handshakes while the upload is opened (or asked about): on a long path a
+    # request on a new connection waits a round trip for its handshake first.
+    ctx.client.warm(min(streams, len(chunks)) - 1)
     existing: list[ChunkRecord] = []
     held: dict[int, str | None] = {}
     if data_id:

@@ -26,6 +26,30 @@ SIZE = 40 * CHUNK + 321
 PARALLEL = r"^/upload/parallel/\d+$"
 
 
+class _Stamps:
+    """A progress callback noting when the first chunk's bytes went out and when the file finished:
+    the chunks' time and the finish's round trip, without the journal's work before them."""
+
+    def __init__(self) -> None:
+        self.first_bytes: float | None = None
+        self.finished: float | None = None
+
+    def __call__(self, event: object) -> None:
+        import time
+
+        from flowxfer.transfer.events import BytesMoved, FileFinished
+
+        if isinstance(event, BytesMoved) and self.first_bytes is None:
+            self.first_bytes = time.monotonic()
+        elif isinstance(event, FileFinished):
+            self.finished = time.monotonic()
+
+    @property
+    def took(self) -> float:
+        assert self.first_bytes is not None and self.finished is not None
+        return self.finished - self.first_bytes
+
+
 async def _server_chunks(srv: RunningServer, data_id: str) -> list[tuple[int, int]]:
     async with aiohttp.ClientSession() as http:
         async with http.post(
@@ -162,3 +186,90 @@ async def test_the_path_decides_the_streams_by_default(tmp_path: Path) -> None:
             posts = log.select("POST", PARALLEL)
             assert far >= 5 and len(posts) == 13 and len({e.connection for e in posts}) == far
             assert not log.select("POST", r"^/upload$")
+
+
+async def test_a_round_trip_guessed_from_a_new_connection_is_measured_again(tmp_path: Path) -> None:
+    """The first answer of a command comes on a new connection and counts half (a guess: here, with
+    a handshake that cost nothing, half the path): a large file's streams are counted from one answer
+    more, on the open connection, not from that guess (4 streams at 50 ms instead of 6)."""
+    from flowxfer.transfer import Flowxfer
+
+    src = write_random(tmp_path / "big.bin", 9 * 1024 * KiB + 5, 11)
+    default = TransferConfig()
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home"):
+                pass  # logged in: the command below sends no POST /login first
+            for remembered in (tmp_path / "home" / "config").glob("capabilities*"):
+                remembered.unlink()  # so its first request is the GET /capabilities
+            proxy.add(Latency(0.05))  # each way: a 100 ms round trip
+            log = proxy.add(Record())
+            config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
+            async with Flowxfer(
+                via.base_url,
+                config_dir=tmp_path / "home" / "config",
+                journal=tmp_path / "home" / "journal.db",
+                config=config,
+            ) as fx:
+                assert (await fx.upload([src])).status == "completed"
+                round_trip = fx.client.round_trip
+            assert round_trip is not None and round_trip >= 0.09 and len(log.select("GET", r"^/capabilities$")) >= 2
+            posts = log.select("POST", PARALLEL)
+            assert len({e.connection for e in posts}) == default.upload_streams_for(round_trip) >= 7
+
+
+async def test_the_streams_connections_are_opened_while_the_upload_is(tmp_path: Path) -> None:
+    """Through a path whose new connections wait a round trip for their handshake: the connections a
+    large file's chunks go on are opened while ``POST /upload/parallel`` is answered, so its four
+    chunks take one round trip, not two, and the finish one more."""
+    from benchmarks.wanpath import PathSpec, WanPath
+
+    rtt = 1.0
+    src = write_random(tmp_path / "big.bin", 4 * CHUNK, 12)
+    stamps = _Stamps()
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            async with WanPath(PathSpec(rtt=rtt, link_rate=None), int(proxy.url.rsplit(":", 1)[1])) as path:
+                via = RunningServer(path.url, srv.root, srv.users, srv.config)
+                async with client(via, tmp_path / "home", upload_streams=4, progress=stamps) as fx:
+                    await fx.capabilities()
+                    log = proxy.add(Record())
+                    assert (await fx.upload([src])).status == "completed"
+        chunks = log.select("POST", PARALLEL)
+        assert len(chunks) == 4 and len({e.connection for e in chunks}) == 4
+        assert stamps.took < 2.6 * rtt, stamps.took
+
+
+async def test_the_early_socket_s_answer_is_measure_enough(tmp_path: Path) -> None:
+    """The capabilities remembered, a large upload's first request is the round trip's measure; on
+    the console script's early socket (its handshake over) that one answer is the round trip
+    itself: no second GET before the first chunk."""
+    import anyio
+
+    from flowxfer.transfer import Flowxfer, _preconnect
+
+    src = write_random(tmp_path / "big.bin", 9 * 1024 * KiB + 5, 14)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home") as fx:
+                await fx.capabilities()  # remembered for the command below
+            proxy.add(Latency(0.05))  # each way: a 100 ms round trip
+            log = proxy.add(Record())
+            assert _preconnect.start("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]))
+            try:
+                await anyio.sleep(0.1)  # the handshake is over, as during the console script's imports
+                config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
+                async with Flowxfer(
+                    via.base_url,
+                    config_dir=tmp_path / "home" / "config",
+                    journal=tmp_path / "home" / "journal.db",
+                    config=config,
+                ) as fx:
+                    assert (await fx.upload([src])).status == "completed"
+                    round_trip = fx.client.round_trip
+            finally:
+                _preconnect.discard()
+            assert round_trip is not None and round_trip >= 0.09
+            assert len(log.select("GET", r"^/capabilities$")) == 1, [(e.method, e.path) for e in log.entries]
