@@ -15,7 +15,6 @@ import random
 import re
 import ssl
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -155,7 +154,7 @@ class FlowClient:
         self.capability_cache = capability_cache
         #: The capabilities in use came from :attr:`capability_cache`, not from this server just now.
         self.capabilities_remembered = False
-        #: The quickest small GET answered so far, in seconds: an upper bound of the path's round trip.
+        #: The quickest GET's headers so far, in seconds: an upper bound of the path's round trip.
         #: An answer on a connection its request opened counts half: it also waited for the handshake
         #: (one round trip or more), which once made a 50 ms path look like a 100 ms one (issue 20).
         #: Once an answer came on an open connection, only such answers count (:attr:`round_trip_settled`).
@@ -165,8 +164,6 @@ class FlowClient:
         #: Connections being opened ahead of the requests that will use them (:meth:`warm`).
         self._warming: set[asyncio.Task[None]] = set()
         self.retries = 0
-        #: Answers that came on a connection their request opened (see :attr:`round_trip`).
-        self._first_answers: weakref.WeakSet[aiohttp.ClientResponse] = weakref.WeakSet()
 
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
@@ -202,6 +199,17 @@ class FlowClient:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _observe_round_trip(self, took: float, new_connection: bool) -> None:
+        """Keep the quickest GET's time to its headers as :attr:`round_trip` (the rules there)."""
+        if not new_connection:
+            self._round_trip_open = took if self._round_trip_open is None else min(self._round_trip_open, took)
+            self.round_trip = self._round_trip_open
+        elif self._round_trip_open is None:
+            # The handshake took one round trip at least, the answer another: half is a guess,
+            # too low when the handshake was over before the request (._preconnect's socket).
+            took /= 2
+            self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
 
     @property
     def round_trip_settled(self) -> bool:
@@ -471,7 +479,6 @@ class FlowClient:
         :param any_json: take any JSON value, not only an object (Flow's catalog answers lists).
         """
         for attempt in range(1, self._policy.max_attempts + 1):
-            began = time.monotonic()
             async with self._send(
                 method,
                 path,
@@ -492,16 +499,6 @@ class FlowClient:
                         raise UnavailableError(f"{method} {path}: the answer was cut off ({exc!r})") from None
                     await self._backoff(f"{method} {path}", f"answer cut off ({type(exc).__name__})", attempt, None)
                     continue
-            if method == "GET" and response.status < 300:
-                took = time.monotonic() - began
-                if response not in self._first_answers:
-                    self._round_trip_open = took if self._round_trip_open is None else min(self._round_trip_open, took)
-                    self.round_trip = self._round_trip_open
-                elif self._round_trip_open is None:
-                    # The handshake took one round trip at least, the answer another: half is a guess,
-                    # too low when the handshake was over before the request (._preconnect's socket).
-                    took /= 2
-                    self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
             if len(body) > _MAX_JSON_BODY:
                 raise ProtocolError(f"{method} {path}: the answer is larger than {_MAX_JSON_BODY} bytes")
             try:
@@ -568,6 +565,7 @@ class FlowClient:
                 sent_token = self.tokens.access_token
                 request_headers["Authorization"] = f"Bearer {sent_token}"
             opened = _Opened()
+            began = time.monotonic()
             try:
                 response = await self.session.request(
                     method,
@@ -590,8 +588,11 @@ class FlowClient:
                     raise UnavailableError(f"{what}: no answer after {attempt} attempts ({_describe(exc)})") from None
                 await self._backoff(what, _describe(exc), attempt, None)
                 continue
-            if opened.connection and not (opened.early and self._origin[0] == "http"):
-                self._first_answers.add(response)
+            if method == "GET" and 200 <= response.status < 300:
+                # Headers in: a round trip plus the server's turn-around, whatever the body. So a ranged
+                # GET measures too, not only a JSON one (a download by id may send no other).
+                new_connection = opened.connection and not (opened.early and self._origin[0] == "http")
+                self._observe_round_trip(time.monotonic() - began, new_connection)
             try:
                 self.limiter.observe(rate_class, response.headers, response.status)
                 status = response.status

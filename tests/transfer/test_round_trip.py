@@ -105,3 +105,18 @@ async def test_an_answer_on_an_open_connection_outweighs_half_a_new_one_s(tmp_pa
                 await _capabilities(client)  # as long, on the open connection: the whole of it
                 assert client.round_trip_settled
                 assert client.round_trip is not None and client.round_trip >= 1.5 * guess
+
+
+async def test_a_streamed_get_measures_the_round_trip_at_its_headers(tmp_path: Path) -> None:
+    """A download by id with the capabilities remembered sends no JSON GET before its streams: its
+    describing answer is a streamed (ranged) GET. Its headers measure the path like any GET's, or
+    the streams would be counted for a path of no length (4 at 50 ms where the model gives 8)."""
+    async with running_server(tmp_path / "root") as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        async with WanPath(PathSpec(rtt=RTT, link_rate=None), port) as path, FlowClient(path.url) as client:
+            await client.login("alice", "alice-pw-1")  # a POST: measures nothing
+            assert client.round_trip is None
+            async with client.stream("GET", "/capabilities", rate_class=None) as response:
+                assert response.status == 200  # measured at the headers, before the body is read
+                assert client.round_trip_settled
+                assert client.round_trip is not None and RTT - EARLY <= client.round_trip < 1.5 * RTT
