@@ -150,11 +150,18 @@ class FileStreams:
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
         self._spans = spans
-        async with task_group() as group:
-            if self._later is not None:
-                group.start_soon(self._when_the_map_comes)
-            for _ in range(max(1, streams)):
-                group.start_soon(self._stream, spans)
+        try:
+            async with task_group() as group:
+                if self._later is not None:
+                    group.start_soon(self._when_the_map_comes)
+                for _ in range(max(1, streams)):
+                    group.start_soon(self._stream, spans)
+        except StopRequested:
+            if self._later is not None and self._waiting:
+                # A stop acknowledges what was received: the chunks on disk still wait for the map,
+                # which is on its way (fetched beside this, bounded by the grace period).
+                await self._when_the_map_comes()
+            raise
 
     async def _when_the_map_comes(self) -> None:
         """Check and record the chunks that completed before the map did, then stop waiting for it.
