@@ -233,13 +233,16 @@ class FileStreams:
             start = span.start
             if self._later is not None:
                 self._later.asking()
-            asked = None if held is not None else time.monotonic()
+            took = held is None
             try:
                 async with self._answer(span, held) as (response, end):
                     held = None
-                    span.answered(now := time.monotonic())
-                    if asked is not None and self._spans is not None:
-                        self._spans.answer_took(now - asked)
+                    span.answered(time.monotonic())
+                    # The request's own wait (a held answer's was the description's): not the
+                    # limiter's, nor a Retry-After sat out before it, which a new request need not wait.
+                    waited = ctx.client.answered_in(response) if took else None
+                    if waited is not None and self._spans is not None:
+                        self._spans.answer_took(waited)
                     reader = self._take_over(response, start, end)
                     if reader is None:
                         await self._consume(response.content.iter_any(), span, end)
