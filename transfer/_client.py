@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -49,7 +49,10 @@ from ._errors import (
 from ._limiter import RateLimiter
 from ._retry import Retryability, RetryPolicy, classify_status, parse_retry_after
 from ._tls import verified_context
-from .events import ProgressCallback, Retrying, ignore_events
+from .events import Retrying, ignore_events
+
+if TYPE_CHECKING:
+    from .events import ProgressCallback
 
 #: Answers larger than this are not read into memory as error text.
 _MAX_ERROR_BODY = 64 * 1024
