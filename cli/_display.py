@@ -30,7 +30,6 @@ from flowxfer.transfer import format_duration, format_rate, format_size
 from flowxfer.transfer.events import (
     TRANSFER_EVENTS,
     BytesMoved,
-    Event,
     FileFinished,
     FilesPlanned,
     FileStarted,
@@ -41,7 +40,7 @@ from flowxfer.transfer.events import (
 )
 
 if TYPE_CHECKING:
-    from flowxfer.transfer.events import ExecutionWaiting, SampleFinished, SampleStarted
+    from flowxfer.transfer.events import Event, ExecutionWaiting, SampleFinished, SampleStarted
 
 PHASES = ("scan", "upload", "samples", "archive job", "download", "extract", "verify")
 #: The phase a transfer of each kind works in once its plan is made.

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from flowxfer.transfer import TransferReport, format_duration, format_rate, format_size
-from flowxfer.transfer.events import TRANSFER_EVENTS, Event, FileFinished, Notice, Retrying, Waiting
+from flowxfer.transfer.events import TRANSFER_EVENTS, FileFinished, Notice, Retrying, Waiting
 
 from ._display import DisplayModel, execution_text, visible
 
 if TYPE_CHECKING:
-    from flowxfer.transfer.events import ExecutionWaiting, SampleFinished
+    from flowxfer.transfer.events import Event, ExecutionWaiting, SampleFinished
 
     from ._live import LiveRegion
 

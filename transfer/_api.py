@@ -36,7 +36,7 @@ from ._remote import describe, search
 from ._report import TransferReport
 from ._runner import Runner
 from ._tls import verified_context
-from .events import ProgressCallback, ignore_events
+from .events import ignore_events
 
 if TYPE_CHECKING:
     from ._advice import DownloadAdvice
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from ._sync_samples import SampleSync
     from ._syncplan import SyncOptions
     from ._validate import SamplePlan
+    from .events import ProgressCallback
 
 __all__ = ["DEFAULT_BASE_URL", "Flowxfer"]
 

@@ -15,11 +15,12 @@ import random
 import re
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -48,7 +49,10 @@ from ._errors import (
 from ._limiter import RateLimiter
 from ._retry import Retryability, RetryPolicy, classify_status, parse_retry_after
 from ._tls import verified_context
-from .events import ProgressCallback, Retrying, ignore_events
+from .events import Retrying, ignore_events
+
+if TYPE_CHECKING:
+    from .events import ProgressCallback
 
 #: Answers larger than this are not read into memory as error text.
 _MAX_ERROR_BODY = 64 * 1024
@@ -164,6 +168,8 @@ class FlowClient:
         #: Connections being opened ahead of the requests that will use them (:meth:`warm`).
         self._warming: set[asyncio.Task[None]] = set()
         self.retries = 0
+        #: Each streamed answer's time from its own request to its headers (:meth:`answered_in`).
+        self._answered_in: weakref.WeakKeyDictionary[aiohttp.ClientResponse, float] = weakref.WeakKeyDictionary()
 
     async def __aenter__(self) -> FlowClient:
         if self._session is None:
@@ -210,6 +216,14 @@ class FlowClient:
             # too low when the handshake was over before the request (._preconnect's socket).
             took /= 2
             self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
+
+    def answered_in(self, response: aiohttp.ClientResponse) -> float | None:
+        """Seconds from the request that got ``response`` to its headers (None: not one of :meth:`stream`'s).
+
+        That request's own: not a wait in the rate limiter, nor the attempts and backoffs before it
+        (a Retry-After sat out says nothing of how far a new request's first byte is).
+        """
+        return self._answered_in.get(response)
 
     @property
     def round_trip_settled(self) -> bool:
@@ -588,15 +602,17 @@ class FlowClient:
                     raise UnavailableError(f"{what}: no answer after {attempt} attempts ({_describe(exc)})") from None
                 await self._backoff(what, _describe(exc), attempt, None)
                 continue
+            took = time.monotonic() - began
             if method == "GET" and 200 <= response.status < 300:
                 # Headers in: a round trip plus the server's turn-around, whatever the body. So a ranged
                 # GET measures too, not only a JSON one (a download by id may send no other).
                 new_connection = opened.connection and not (opened.early and self._origin[0] == "http")
-                self._observe_round_trip(time.monotonic() - began, new_connection)
+                self._observe_round_trip(took, new_connection)
             try:
                 self.limiter.observe(rate_class, response.headers, response.status)
                 status = response.status
                 if 200 <= status < 300:
+                    self._answered_in[response] = took
                     yield response
                     return
                 body = _error_text(await _read_capped(response), response.content_type, status, response.reason or "")

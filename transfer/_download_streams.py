@@ -150,11 +150,18 @@ class FileStreams:
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
         self._spans = spans
-        async with task_group() as group:
-            if self._later is not None:
-                group.start_soon(self._when_the_map_comes)
-            for _ in range(max(1, streams)):
-                group.start_soon(self._stream, spans)
+        try:
+            async with task_group() as group:
+                if self._later is not None:
+                    group.start_soon(self._when_the_map_comes)
+                for _ in range(max(1, streams)):
+                    group.start_soon(self._stream, spans)
+        except StopRequested:
+            if self._later is not None and self._waiting:
+                # A stop acknowledges what was received: the chunks on disk still wait for the map,
+                # which is on its way (fetched beside this, bounded by the grace period).
+                await self._when_the_map_comes()
+            raise
 
     async def _when_the_map_comes(self) -> None:
         """Check and record the chunks that completed before the map did, then stop waiting for it.
@@ -226,13 +233,16 @@ class FileStreams:
             start = span.start
             if self._later is not None:
                 self._later.asking()
-            asked = None if held is not None else time.monotonic()
+            took = held is None
             try:
                 async with self._answer(span, held) as (response, end):
                     held = None
-                    span.answered(now := time.monotonic())
-                    if asked is not None and self._spans is not None:
-                        self._spans.answer_took(now - asked)
+                    span.answered(time.monotonic())
+                    # The request's own wait (a held answer's was the description's): not the
+                    # limiter's, nor a Retry-After sat out before it, which a new request need not wait.
+                    waited = ctx.client.answered_in(response) if took else None
+                    if waited is not None and self._spans is not None:
+                        self._spans.answer_took(waited)
                     reader = self._take_over(response, start, end)
                     if reader is None:
                         await self._consume(response.content.iter_any(), span, end)

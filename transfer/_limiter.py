@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,7 +24,10 @@ from ._bwlimit import BandwidthSchedule
 from ._errors import BudgetExhausted
 from ._reservation import Grant, Prepaid, reserve_grant
 from ._tokenbucket import TokenBucket, default_buckets
-from .events import ProgressCallback, Waiting, ignore_events
+from .events import Waiting, ignore_events
+
+if TYPE_CHECKING:
+    from .events import ProgressCallback
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

@@ -16,7 +16,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -48,7 +48,10 @@ from ._plan import params_key
 from ._report import FileReport, TransferReport
 from ._runtime import ByteBudget, JournalWriter, TransferContext, task_group
 from ._sources import ReadAhead
-from .events import FileFinished, Notice, ProgressCallback, TransferStarted
+from .events import FileFinished, Notice, TransferStarted
+
+if TYPE_CHECKING:
+    from .events import ProgressCallback
 
 __all__ = ["Planner", "Runner", "Worker"]
 

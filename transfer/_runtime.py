@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -19,7 +20,9 @@ from ._client import Capabilities, FlowClient
 from ._config import TransferConfig
 from ._pathmap import PathMap
 from ._sources import ReadAhead
-from .events import ProgressCallback
+
+if TYPE_CHECKING:
+    from .events import ProgressCallback
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -11,6 +11,8 @@ upload or download never sends them, and each class costs its start-up.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -123,12 +125,27 @@ class Notice:
     message: str
 
 
-#: Every event the engine sends (a type for annotations: some of its classes load on first use).
-Event: TypeAlias = (
-    "TransferStarted | FilesPlanned | FileStarted | BytesMoved | FileVerifying | FileFinished | Waiting | Retrying"
-    " | Notice | JobProgress | ExecutionWaiting | SamplesPlanned | SampleStarted | SampleAsking | SampleFinished"
-)
-ProgressCallback: TypeAlias = Callable[[Event], None]
+if TYPE_CHECKING:
+    #: Every event the engine sends. At run time the union is built on first use (:func:`__getattr__`):
+    #: some of its classes load on first use, and our own modules name it in annotations only.
+    Event: TypeAlias = (
+        TransferStarted
+        | FilesPlanned
+        | FileStarted
+        | BytesMoved
+        | FileVerifying
+        | FileFinished
+        | Waiting
+        | Retrying
+        | Notice
+        | JobProgress
+        | ExecutionWaiting
+        | SamplesPlanned
+        | SampleStarted
+        | SampleAsking
+        | SampleFinished
+    )
+    ProgressCallback: TypeAlias = Callable[[Event], None]
 
 #: The events of every upload and download, defined here. A watcher that has handled these can
 #: leave the rest (:mod:`._job_events`) to code that imports them: an object of one of those
@@ -160,6 +177,14 @@ _LATER = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("Event", "ProgressCallback"):
+        # The public union as it always was, usable at run time (isinstance, typing.get_args).
+        from . import _job_events as j
+
+        union = TRANSFER_EVENTS + (j.JobProgress, j.ExecutionWaiting, j.SamplesPlanned, j.SampleStarted)
+        event = functools.reduce(operator.or_, union + (j.SampleAsking, j.SampleFinished))
+        globals().update(Event=event, ProgressCallback=Callable[[event], None])
+        return globals()[name]
     if name not in _LATER:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from . import _job_events

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flowxfer.journal import ChunkState, Journal
 from flowxfer.protocol import HEADER_CHUNK_COUNT, HEADER_CHUNK_SIZE, checksum_of
 from flowxfer.server._downloads import LAYOUT_FROM, uniform_chunk_size
 from flowxfer.transfer import TransferReport
@@ -442,3 +443,29 @@ async def test_a_whole_answer_states_the_layout_when_the_file_is_larger_than_a_d
         (large, False, False): str(CHUNK),
         (large, False, True): str(CHUNK),
     }, seen
+
+
+async def test_a_stop_while_the_map_is_on_its_way_records_the_chunks_received(tmp_path: Path) -> None:
+    """Stopped at a chunk boundary while the map's answer is held: the chunks complete on disk wait
+    for the map (within the grace period) and are checked and recorded, as a stop promises
+    (everything received acknowledged), not left for the next run to read and hash again."""
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(StallMidBody(Match("GET", MAP), at_bytes=10, seconds=1.5, then="resume"))
+        stopper = StopAfter(4 * CHUNK)
+        config = {"segments": 1, "bwlimit": "1M", "grace_period": 5}
+        async with engine(r, tmp_path / "home", progress=stopper, **config) as fx:
+            stopper.fx = fx
+            first = await fx.download([data_id], output_dir=tmp_path / "out")
+        assert first.status == "interrupted"
+        assert len(r.log.select("GET", MAP)) == 1  # the map came (after the stop)
+        journal = Journal.open(tmp_path / "home" / "journal.db")
+        try:
+            (row,) = journal.iter_files(first.transfer_id)
+            acked = sorted(c.offset for c in journal.chunks(row.id) if c.state is ChunkState.ACKED)
+        finally:
+            journal.close()
+        part = (tmp_path / "out" / "reads.bin.part").read_bytes()
+        assert acked == [i * CHUNK for i in range(len(acked))] and len(acked) >= 4, acked
+        assert row.bytes_done == len(acked) * CHUNK
+        assert part[: row.bytes_done] == source[: row.bytes_done]

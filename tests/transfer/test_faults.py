@@ -27,6 +27,7 @@ import pytest
 from flowxfer.transfer import Flowxfer, TransferReport
 from flowxfer.transfer.events import Retrying, Waiting
 from tests.support.faultproxy import (
+    Bandwidth,
     DropResponse,
     FlipBodyByte,
     Match,
@@ -356,3 +357,22 @@ async def test_429_storm_with_retry_after(tmp_path: Path, extensions: bool) -> N
         done(report)
         assert data == source
         assert r.download_bytes() == SIZE  # a 429 carries no file bytes: nothing fetched twice
+
+
+async def test_a_retried_stream_request_does_not_stop_a_slow_span_being_cut(tmp_path: Path, extensions: bool) -> None:
+    """A span is cut past twice what a request waits for its answer (a round trip and the queue):
+    a Retry-After sat out before one stream's answer is not that wait. One stream's first request
+    is answered 503 (Retry-After: 1); when the other is done, the late stream's span still needs
+    about a second at 1 MiB/s a connection: worth cutting (the back half on a connection of its own)."""
+    half = 1024 * KiB
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=2 * half)
+        r.proxy.add(Bandwidth(half, "down", per_connection=True))
+        busy = RespondWith(503, "busy", [("Retry-After", "1")], match=Match("GET", STREAM))
+        r.proxy.add(busy)
+        report, data = await download_through(r, tmp_path, data_id, segments=2, min_segment_size=half)
+        done(report)
+        assert data == source and busy.hits == 1
+        ranges = [dict(e.request_headers)["Range"] for e in r.log.select("GET", STREAM)]
+        starts = [int(asked.split("=")[1].split("-")[0]) for asked in ranges]
+        assert set(starts) - {0, half}, starts  # a request from a cut: the late span's back half
