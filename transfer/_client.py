@@ -603,9 +603,10 @@ class FlowClient:
                 await self._backoff(what, _describe(exc), attempt, None)
                 continue
             took = time.monotonic() - began
-            if method == "GET" and 200 <= response.status < 300:
+            if method == "GET" and 200 <= response.status < 300 and self._same_origin(url):
                 # Headers in: a round trip plus the server's turn-around, whatever the body. So a ranged
-                # GET measures too, not only a JSON one (a download by id may send no other).
+                # GET measures too, not only a JSON one (a download by id may send no other). Only this
+                # server's: an archive's download_url may name another host, on another path.
                 new_connection = opened.connection and not (opened.early and self._origin[0] == "http")
                 self._observe_round_trip(took, new_connection)
             try:
