@@ -192,8 +192,6 @@ async def test_a_round_trip_guessed_from_a_new_connection_is_measured_again(tmp_
     """The first answer of a command comes on a new connection and counts half (a guess: here, with
     a handshake that cost nothing, half the path): a large file's streams are counted from one answer
     more, on the open connection, not from that guess (4 streams at 50 ms instead of 6)."""
-    from flowxfer.transfer import Flowxfer
-
     src = write_random(tmp_path / "big.bin", 9 * 1024 * KiB + 5, 11)
     default = TransferConfig()
     async with running_server(tmp_path / "root") as srv:
@@ -205,15 +203,7 @@ async def test_a_round_trip_guessed_from_a_new_connection_is_measured_again(tmp_
                 remembered.unlink()  # so its first request is the GET /capabilities
             proxy.add(Latency(0.05))  # each way: a 100 ms round trip
             log = proxy.add(Record())
-            config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
-            async with Flowxfer(
-                via.base_url,
-                config_dir=tmp_path / "home" / "config",
-                journal=tmp_path / "home" / "journal.db",
-                config=config,
-            ) as fx:
-                assert (await fx.upload([src])).status == "completed"
-                round_trip = fx.client.round_trip
+            round_trip = await _upload_path_fitted(via.base_url, tmp_path / "home", src)
             assert round_trip is not None and round_trip >= 0.09 and len(log.select("GET", r"^/capabilities$")) >= 2
             posts = log.select("POST", PARALLEL)
             assert len({e.connection for e in posts}) == default.upload_streams_for(round_trip) >= 7
@@ -247,7 +237,7 @@ async def test_the_early_socket_s_answer_is_measure_enough(tmp_path: Path) -> No
     itself: no second GET before the first chunk."""
     import anyio
 
-    from flowxfer.transfer import Flowxfer, _preconnect
+    from flowxfer.transfer import _preconnect
 
     src = write_random(tmp_path / "big.bin", 9 * 1024 * KiB + 5, 14)
     async with running_server(tmp_path / "root") as srv:
@@ -260,16 +250,18 @@ async def test_the_early_socket_s_answer_is_measure_enough(tmp_path: Path) -> No
             assert _preconnect.start("127.0.0.1", int(proxy.url.rsplit(":", 1)[1]))
             try:
                 await anyio.sleep(0.1)  # the handshake is over, as during the console script's imports
-                config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
-                async with Flowxfer(
-                    via.base_url,
-                    config_dir=tmp_path / "home" / "config",
-                    journal=tmp_path / "home" / "journal.db",
-                    config=config,
-                ) as fx:
-                    assert (await fx.upload([src])).status == "completed"
-                    round_trip = fx.client.round_trip
+                round_trip = await _upload_path_fitted(via.base_url, tmp_path / "home", src)
             finally:
                 _preconnect.discard()
             assert round_trip is not None and round_trip >= 0.09
             assert len(log.select("GET", r"^/capabilities$")) == 1, [(e.method, e.path) for e in log.entries]
+
+
+async def _upload_path_fitted(base_url: str, home: Path, src: Path) -> float | None:
+    """Upload ``src`` with the streams left to the path model (1 MiB chunks); the round trip it measured."""
+    from flowxfer.transfer import Flowxfer
+
+    config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
+    async with Flowxfer(base_url, config_dir=home / "config", journal=home / "journal.db", config=config) as fx:
+        assert (await fx.upload([src])).status == "completed"
+        return fx.client.round_trip
