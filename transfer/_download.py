@@ -224,13 +224,7 @@ async def download_file(
     :raises IntegrityError: bytes kept failing verification.
     :raises LocalIOError: the disk refused (full, no permission).
     """
-    held = remote.prefetched.rest if remote.prefetched is not None else None
-    try:
-        return await _download_tries(ctx, record, remote, finish)
-    finally:
-        if held is not None:  # taken by a stream or not (a resume past it, a failure before): closing again is free
-            with anyio.CancelScope(shield=True):
-                await held.aclose()
+    return await _download_tries(ctx, record, remote, finish)
 
 
 async def _download_tries(ctx: TransferContext, record: FileRecord, remote: RemoteFile, finish: bool) -> DownloadResult:

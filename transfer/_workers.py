@@ -170,17 +170,24 @@ async def download_one(ctx: TransferContext, record: FileRecord, prefetched: Pre
     """
     assert record.data_id is not None
     ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
-    remote = await fetch_remote(
-        ctx,
-        record.data_id,
-        record.remote_name,
-        record.size,
-        record.checksum,
-        want_map=record.size > ctx.config.download_chunk_size,
-        chunk_size_hint=prefetched.chunk_size if prefetched else None,
-        bytes_left=record.size - record.bytes_done,
-    )
-    remote.prefetched = prefetched
-    result = await download_file(ctx, record, remote)
+    try:
+        remote = await fetch_remote(
+            ctx,
+            record.data_id,
+            record.remote_name,
+            record.size,
+            record.checksum,
+            want_map=record.size > ctx.config.download_chunk_size,
+            chunk_size_hint=prefetched.chunk_size if prefetched else None,
+            bytes_left=record.size - record.bytes_done,
+        )
+        remote.prefetched = prefetched
+        result = await download_file(ctx, record, remote)
+    finally:
+        if prefetched is not None:
+            # Its held answer, taken by a stream or not (a resume past it, a failure before the
+            # streams, in fetch_remote too): its connection goes now, not when it is collected.
+            with anyio.CancelScope(shield=True):
+                await prefetched.aclose()
     ctx.counters.verified.add(result.verified)
     return FileReport(record.local_path, record.data_id, record.remote_name, record.size, "done")
