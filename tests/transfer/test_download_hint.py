@@ -359,7 +359,9 @@ async def test_the_describing_answer_goes_on_as_the_first_stream(tmp_path: Path)
         assert describe.response_bytes == FIRST
         starts = _starts(r)
         assert CHUNK not in starts, starts  # the head's end: those bytes came in the describing answer
-        assert FIRST in starts and len(starts) == 2, starts  # the first segment's rest (it is longer), the second
+        # Nothing asked for below what the describing answer brought; past it, the first segment's rest
+        # and the second (an idle stream may later split a busy one's range: a start further on).
+        assert min(starts) == FIRST and len(starts) >= 2, starts
 
 
 async def test_a_file_no_longer_than_the_first_segment_comes_whole_in_its_describing_answer(tmp_path: Path) -> None:
