@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from flowxfer._os import CAN_SYNC_FILESYSTEM, Buffer, read_direct, start_writeback, sync_filesystem
 from flowxfer.protocol import checksum_of, format_checksum, new_hasher
@@ -104,6 +104,8 @@ class _Writer:
         self.files: list[TreeFile] = []
         self._dest_name = str(dest)
         self._folders: set[str] = {""}  # relative folders known to exist
+        #: Members at least this large have their writeback started as soon as they are written.
+        self.writeback_min = _WRITEBACK_MIN
 
     def claim(self, name: str) -> str:
         if _SIMPLE_NAME.fullmatch(name) and len(name) <= MAX_PATH_BYTES and name.count("/") < MAX_DEPTH:
@@ -137,7 +139,7 @@ class _Writer:
                 self._count(len(block))
                 hasher.update(block)
                 _write_all(fd, block)
-            _written(fd, size)
+            _written(fd, size, self.writeback_min)
         finally:
             os.close(fd)
         self.files.append(TreeFile(rel, size, format_checksum(hasher.hexdigest())))
@@ -148,7 +150,7 @@ class _Writer:
         fd = self._create(rel)
         try:
             _write_all(fd, data)
-            _written(fd, len(data))
+            _written(fd, len(data), self.writeback_min)
         finally:
             os.close(fd)
         self.files.append(TreeFile(rel, len(data), checksum_of(data)))
@@ -171,10 +173,10 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _written(fd: int, size: int) -> None:
+def _written(fd: int, size: int, writeback_min: int) -> None:
     """A member is written: on its way to disk for the one ``syncfs`` at the end, or flushed now."""
     if CAN_SYNC_FILESYSTEM:
-        if size >= _WRITEBACK_MIN:
+        if size >= writeback_min:
             start_writeback(fd, 0, size)  # the syncfs at the end then finds it written
     else:
         os.fsync(fd)
@@ -457,3 +459,89 @@ def _made_durable(dest: Path, writer: _Writer) -> list[TreeFile]:
             finally:
                 os.close(fd)
     return sorted(writer.files, key=lambda f: f.path)
+
+
+#: How much of the archive :meth:`StagedUnpack.feed_range` reads at a time (into one reused buffer).
+_STAGE_READ = 4 * 1024 * 1024
+
+
+class StagedUnpack:
+    """A plain tar unpacked from its in-order prefix while the rest of it still arrives [ext].
+
+    A parallel-chunk upload of a directory archive (``sync --pack-small``
+    against our server) used to be unpacked whole at its ``finish``: for
+    2,000 files of 64 KiB through a 50 ms path, about a second in which no
+    byte moved. The server already reads each recorded chunk that extends
+    the in-order prefix back to hash the whole file ahead of ``finish``;
+    here the same bytes also feed a :class:`PlainTarStream` into the upload's
+    staging folder (``trees/<id>.tmp``), which nothing serves. ``finish``
+    still compares the whole-file checksum first and publishes the folder
+    only then, after one flush (:meth:`result`).
+
+    A head start only, never a second verdict: anything the stream does not
+    take (not a plain tar, a refused path or size, too many members, a write
+    that failed) drops it, and ``finish`` unpacks the archive from its file
+    as before (:func:`unpack`), whose verdict stands. Blocking: call from a
+    worker thread, one call at a time.
+    """
+
+    def __init__(self, dest: Path, limits: UnpackLimits, archive_size: int) -> None:
+        self.dest = dest
+        self.limits = limits
+        self.archive_size = archive_size
+        self.failed = False
+        self._stream: PlainTarStream | None = None
+
+    def feed_range(self, archive: Path, offset: int, size: int, hasher: Any) -> None:
+        """Hash ``size`` bytes of ``archive`` from ``offset`` into ``hasher`` and unpack them.
+
+        :raises OSError: the archive could not be read (the hash is then incomplete: the caller's to handle).
+        """
+        remaining = size
+        view = memoryview(bytearray(min(_STAGE_READ, size)))
+        with open(archive, "rb", buffering=0) as f:
+            f.seek(offset)
+            while remaining > 0:
+                got = f.readinto(view[: min(len(view), remaining)])
+                if not got:
+                    raise OSError(f"{archive} is shorter than {offset + size} bytes")
+                hasher.update(view[:got])
+                self._feed(view[:got])
+                remaining -= got
+
+    def _feed(self, data: memoryview) -> None:
+        if self.failed:
+            return
+        try:
+            if self._stream is None:
+                shutil.rmtree(self.dest, ignore_errors=True)  # a head start from before a failed finish
+                self.dest.mkdir(parents=True)
+                writer = _Writer(self.dest, self.limits, self.archive_size)
+                # Every member's writeback starts at once: the disk writes overlap the rest of the
+                # upload, and the one flush at finish finds them done (0.25-0.3 s -> ~0.02 s for
+                # 128 MiB in 2,000 members); unpacked at finish, small members skip the call.
+                writer.writeback_min = 0
+                self._stream = PlainTarStream(writer, self.limits)
+            self._stream.feed(data)
+        except Exception:  # noqa: BLE001 - any refusal or failure: finish takes the archive road
+            self.failed = True
+            self._stream = None
+
+    def result(self, archive: Path) -> list[TreeFile] | None:
+        """Every byte was fed and the whole file matched: the flushed listing, or None to unpack ``archive``.
+
+        None also when :func:`unpack` would not read ``archive`` as a tar (a
+        zip's directory at its end wins there), so both roads give one verdict.
+        """
+        stream = self._stream
+        if self.failed or stream is None or not stream.done:
+            return None
+        try:
+            if zipfile.is_zipfile(archive) or not tarfile.is_tarfile(archive):
+                return None
+        except OSError:
+            return None
+        try:
+            return _made_durable(self.dest, stream.writer)
+        except UnpackError:
+            return None  # the flush failed: the archive road flushes again and reports it

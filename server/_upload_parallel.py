@@ -46,8 +46,9 @@ from ._ids import is_id, new_id
 from ._sink import Sink, feed_file
 from ._state import RATE, charge, user_of
 from ._store import READY, UPLOADING, ChunkRow, DataRow, StoreError
+from ._unpack import StagedUnpack
 from ._upload_chunk import Chunk, Target, checksum_field, parse_meta
-from ._upload_disk import move_into_place, open_new
+from ._upload_disk import move_into_place, open_new, unpack_limits
 
 if TYPE_CHECKING:
     from ._uploads import UploadManager
@@ -65,6 +66,8 @@ class _Assembly:
     hasher: Any = field(default_factory=new_hasher)
     upto: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: A directory archive's head start (:class:`StagedUnpack`); None until known, False for a plain file.
+    staged: StagedUnpack | None | bool = None
 
 
 def slots(total: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -264,10 +267,10 @@ class ParallelUploads:
                         missing_count=len(missing),
                         missing=[{"offset": o, "size": s} for o, s in missing[:MAX_MISSING_LISTED]],
                     )
-                checksum = await self._digest(data_id, total)
+                checksum, staged = await self._digest(data_id, total)
                 if expected is not None and expected != checksum:
                     raise ApiError(422, "file checksum mismatch", expected=expected, received=checksum)
-                await self._complete(row, total, checksum)
+                await self._complete(row, total, checksum, staged)
             # Ready now: a finish that takes a new lock finds it so and changes nothing.
             self._finish_locks.pop(data_id, None)
         if expected is not None and expected != checksum:
@@ -283,19 +286,25 @@ class ParallelUploads:
             }
         )
 
-    async def _complete(self, row: DataRow, total: int, checksum: str) -> None:
+    async def _complete(self, row: DataRow, total: int, checksum: str, staged: StagedUnpack | None) -> None:
         """The strict last chunk's steps: a directory's archive unpacked, ``finalizing``, the move, ready.
 
         A directory upload's archive is unpacked by the strict path's own
         :meth:`UploadManager.unpack` (the same bounds and safety checks; an
         archive it refuses is a 400 and the upload stays open, nothing
         recorded), its tree recorded in the same commit as ``finalizing``, so
-        start-up recovery rebuilds it as it does a strict one's.
+        start-up recovery rebuilds it as it does a strict one's. The archive's
+        members are mostly unpacked already, into that same staging folder,
+        while its chunks arrived (:class:`StagedUnpack`); only what that
+        head start did not take is unpacked here.
         """
         layout = self.state.layout
+        archive = layout.partial / row.id
         tree_tmp = layout.trees / f"{row.id}.tmp" if row.is_directory else None
         try:
-            tree = await self.manager.unpack(layout.partial / row.id, tree_tmp) if tree_tmp is not None else []
+            tree = await self.state.run_io(staged.result, archive) if staged is not None else None
+            if tree is None:
+                tree = await self.manager.unpack(archive, tree_tmp) if tree_tmp is not None else []
             await self.store.run(self.store.commit_chunk, row.id, total, None, final_checksum=checksum, tree=tree)
         except BaseException:
             if tree_tmp is not None:
@@ -328,16 +337,32 @@ class ParallelUploads:
     async def _feed(self, data_id: str, assembly: _Assembly) -> None:
         """Hash the recorded chunks that continue the hashed prefix (their bytes never change)."""
         path = self.state.layout.partial / data_id
+        if assembly.staged is None:
+            assembly.staged = await self._staging(data_id)
+        staged = assembly.staged
         for chunk in await self.store.run(self.store.chunks, data_id):
             if chunk.offset < assembly.upto:
                 continue
             if chunk.offset != assembly.upto:
                 break
-            await self.state.run_io(feed_file, path, chunk.offset, chunk.size, assembly.hasher)
+            if isinstance(staged, StagedUnpack):
+                await self.state.run_io(staged.feed_range, path, chunk.offset, chunk.size, assembly.hasher)
+            else:
+                await self.state.run_io(feed_file, path, chunk.offset, chunk.size, assembly.hasher)
             assembly.upto += chunk.size
 
-    async def _digest(self, data_id: str, total: int) -> str:
-        """The whole file's checksum (every slot is recorded): the running hash, completed."""
+    async def _staging(self, data_id: str) -> StagedUnpack | bool:
+        """A directory upload's head start into its staging folder; False for a plain file."""
+        row = await self.store.run(self.store.get_data, data_id)
+        plan = await self.store.run(self.store.parallel_plan, data_id)
+        if row is None or not row.is_directory or plan is None:
+            return False
+        dest = self.state.layout.trees / f"{data_id}.tmp"
+        return StagedUnpack(dest, unpack_limits(self.state.config), plan[0])
+
+    async def _digest(self, data_id: str, total: int) -> tuple[str, StagedUnpack | None]:
+        """The whole file's checksum (every slot is recorded): the running hash, completed, and the
+        directory archive's head start."""
         assembly = self._assemblies.setdefault(data_id, _Assembly())
         async with assembly.lock:
             try:
@@ -348,7 +373,8 @@ class ParallelUploads:
                 self._assemblies.pop(data_id, None)
         if assembly.upto != total:
             raise AssertionError(f"upload {data_id}: hashed {assembly.upto} of {total} bytes")
-        return format_checksum(assembly.hasher.hexdigest())
+        staged = assembly.staged if isinstance(assembly.staged, StagedUnpack) else None
+        return format_checksum(assembly.hasher.hexdigest()), staged
 
     async def close(self) -> None:
         """Stop hashing ahead (server shutdown): nothing is lost, finish starts again from the file."""
