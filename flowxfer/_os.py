@@ -304,8 +304,22 @@ def _write_in_place(direct_fd: int, fd: int, view: memoryview, offset: int, head
 _READ_SIZE = 4 * 1024 * 1024
 
 
-def read_direct(path: str | os.PathLike[str]) -> Generator[memoryview, None, None]:
+def read_direct(
+    path: str | os.PathLike[str],
+    offset: int = 0,
+    size: int | None = None,
+    read_size: int = _READ_SIZE,
+    buffer: mmap.mmap | None = None,
+) -> Generator[memoryview, None, None]:
     """The bytes of the file ``path`` front to back, in views of one buffer, past the page cache where possible.
+
+    ``offset`` and ``size`` (None: to the end) choose a range; it ends early
+    where the file does (the caller counts). An ``offset`` that is not a
+    multiple of :data:`DIRECT_ALIGN` is read through the page cache.
+    ``read_size``: bytes asked of each read (rounded up to the alignment).
+    ``buffer``: read into this (page-aligned) mapping instead of a new one, up
+    to its length: a caller that reads many ranges keeps one, as a fresh
+    mapping's every page is faulted in by the first read into it.
 
     For a file that was just written past the page cache (an upload's
     partial file, :func:`write_direct`) and is read once (a directory
@@ -327,20 +341,29 @@ def read_direct(path: str | os.PathLike[str]) -> Generator[memoryview, None, Non
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     direct_fd = -1
     try:
-        size = os.fstat(fd).st_size
-        if _O_DIRECT and size >= _DIRECT_MIN:  # (a small file: a second open costs more than it saves)
+        remaining = max(0, os.fstat(fd).st_size - offset)
+        if size is not None:
+            remaining = min(remaining, size)
+        # (a small range: a second open costs more than it saves)
+        if _O_DIRECT and remaining >= _DIRECT_MIN and offset % DIRECT_ALIGN == 0:
             try:
                 direct_fd = os.open(path, os.O_RDONLY | _O_DIRECT | getattr(os, "O_CLOEXEC", 0))
             except OSError:
                 direct_fd = -1  # a filesystem without direct I/O
-        length = min(_READ_SIZE, max(DIRECT_ALIGN, -(-size // DIRECT_ALIGN) * DIRECT_ALIGN))
-        view = memoryview(mmap.mmap(-1, length))  # anonymous mappings are page-aligned, as direct I/O needs
-        position = 0
-        while True:
+        if buffer is not None:
+            read_size = len(buffer) // DIRECT_ALIGN * DIRECT_ALIGN
+        read_size = max(DIRECT_ALIGN, -(-read_size // DIRECT_ALIGN) * DIRECT_ALIGN)
+        length = min(read_size, max(DIRECT_ALIGN, -(-remaining // DIRECT_ALIGN) * DIRECT_ALIGN))
+        # Anonymous mappings are page-aligned, as direct I/O needs.
+        view = memoryview(buffer if buffer is not None else mmap.mmap(-1, length))[:length]
+        position = offset
+        while remaining > 0:
+            # A direct read asks for whole alignment units (past the range's end: only counted, not given).
+            want = view[: min(length, -(-remaining // DIRECT_ALIGN) * DIRECT_ALIGN)]
             count = -1
             if direct_fd >= 0:
                 try:
-                    count = os.preadv(direct_fd, [view], position)
+                    count = os.preadv(direct_fd, [want], position)
                 except OSError as exc:
                     if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                         raise
@@ -349,11 +372,13 @@ def read_direct(path: str | os.PathLike[str]) -> Generator[memoryview, None, Non
                     refused, direct_fd = direct_fd, -1
                     os.close(refused)
             if count < 0:
-                count = os.preadv(fd, [view], position)
+                count = os.preadv(fd, [want[: min(len(want), remaining)]], position)
+            count = min(count, remaining)
             if count == 0:
                 return
             yield view[:count]
             position += count
+            remaining -= count
     finally:
         if direct_fd >= 0:
             os.close(direct_fd)

@@ -1,0 +1,109 @@
+"""Where a WAN upload's time goes: one command's phases from the server's access log, and each process's CPU.
+
+For issue 20's uploads through ``benchmarks.wanpath`` (50 ms by default): the
+1 GiB file and the 16 x 64 MiB files, each ``flowxfer upload --force`` run
+with ``--log-format json``. Printed per run: start to the first request the
+server saw, from there to the first chunk, the chunks (first chunk's start to
+the last chunk's answer, against the link alone), the finish and the exit;
+the CPU seconds of the client (``wait4``), the server and the path (``/proc``).
+Nothing is recorded. Run it under the benchmark lock, e.g.
+``flock /work/wt/bench.lock python -m benchmarks.trace_upload --rounds 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._common import FLOWXFER, GiB, MiB, Server
+from ._wan import WanProcess, served, through
+from .bench_wan import prepare
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+#: ``2026-12-07 18:47:52,652 aiohttp.access 127.0.0.1 "POST /upload/parallel/1" 200 307 2.302``
+_ACCESS = re.compile(r'^(\S+ \S+) aiohttp\.access \S+ "(\w+) (\S+)" (\d+) \S+ ([\d.]+)')
+
+
+@dataclass(frozen=True)
+class Request:
+    start: float
+    end: float
+    method: str
+    path: str
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def requests_since(log: Path, since: float) -> list[Request]:
+    """The access log's requests that ended after ``since`` (wall clock), each with its start."""
+    found = []
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            match = _ACCESS.match(line)
+            if match is None:
+                continue
+            end = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if end >= since:
+                found.append(Request(end - float(match.group(5)), end, match.group(2), match.group(3)))
+    return found
+
+
+def trace(label: str, files: list[Path], env: dict[str, str], server: Server, path: WanProcess) -> str:
+    """One upload of ``files``: its phases and the CPU of each process, as one line."""
+    assert server.proc is not None and path.proc is not None
+    command = [*FLOWXFER, "--no-progress", "--log-format", "json", "upload", "--force", *map(str, files)]
+    server_cpu, path_cpu = cpu_seconds(server.proc.pid), cpu_seconds(path.proc.pid)
+    started = time.time()
+    child = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    ended = time.time() - started
+    server_cpu, path_cpu = cpu_seconds(server.proc.pid) - server_cpu, cpu_seconds(path.proc.pid) - path_cpu
+    time.sleep(0.2)  # the access log's last line
+    seen = requests_since(Path(server.log.name), started)
+    chunks = [r for r in seen if r.method == "POST" and re.fullmatch(r"/upload(/parallel/\d+)?", r.path)]
+    if status or not chunks:
+        return f"{label}: exit status {status}, {len(chunks)} chunk requests seen"
+    first = min(r.start for r in seen) - started
+    first_chunk = min(r.start for r in chunks) - started
+    last_chunk = max(r.end for r in chunks) - started
+    last = max(r.end for r in seen) - started
+    size = sum(f.stat().st_size for f in files)
+    link = size / (path.spec.link_rate or 1)
+    return (
+        f"{label}: {ended:.2f} s = start {first:.2f} + to the first chunk {first_chunk - first:.2f}"
+        f" + chunks {last_chunk - first_chunk:.2f} (link alone {link:.2f}) + finish {last - last_chunk:.2f}"
+        f" + exit {ended - last:.2f}; CPU client {usage.ru_utime + usage.ru_stime:.2f} s, server"
+        f" {server_cpu:.2f} s, path {path_cpu:.2f} s; {len(chunks)} chunk requests"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rtt-ms", type=float, default=50.0)
+    p.add_argument("--connection-mbit", type=float, default=0.0, help="per-connection cap (250: the lossy path)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--tasks", default="upload,many", help="upload (1 GiB), many (16 x 64 MiB)")
+    args = p.parse_args(argv)
+    data = prepare(GiB, 16, 64 * MiB)
+    spec = (args.rtt_ms, 1000.0, args.connection_mbit, 16.0)
+    with served("trace-direct") as (server, _direct), through(server, "trace-path", spec) as (path, env):
+        for round_ in range(1, args.rounds + 1):
+            for task in args.tasks.split(","):
+                files = [data.large] if task == "upload" else data.files
+                print(trace(f"{task} round {round_}", files, env, server, path), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
