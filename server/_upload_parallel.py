@@ -277,6 +277,9 @@ class ParallelUploads:
                     )
                 checksum, staged = await self._digest(data_id, total)
                 if expected is not None and expected != checksum:
+                    if staged is not None:
+                        # Not published: a later finish stages again from the archive.
+                        await self.state.run_io(shutil.rmtree, staged.dest, True)
                     raise ApiError(422, "file checksum mismatch", expected=expected, received=checksum)
                 await self._complete(row, total, checksum, staged)
             # Ready now: a finish that takes a new lock finds it so and changes nothing.
