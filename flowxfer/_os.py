@@ -87,24 +87,30 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def sync_filesystem(path: str | os.PathLike[str]) -> None:
-    """Flush every written byte and name of the filesystem holding ``path`` (one barrier for many files).
+def sync_filesystem(target: str | os.PathLike[str] | int) -> None:
+    """Flush every written byte and name of the filesystem holding ``target`` (one barrier for many files).
 
     Writing thousands of small files with an ``fsync`` each costs a disk
     flush per file; writing them all and flushing once costs one. Only call
     it where :data:`CAN_SYNC_FILESYSTEM` is true.
 
+    ``target`` is a path, or a descriptor on that filesystem (left open).
+    Linux reports a writeback error to ``syncfs`` only through descriptors
+    opened before the error happened: to vouch for writes spread over a long
+    time, pass one opened before the first of them.
+
     :raises OSError: the flush failed (the data may not be on disk).
     """
     if _syncfs is None:
         raise OSError(errno.ENOSYS, "syncfs is not available here")
-    fd = os.open(path, os.O_RDONLY)
+    fd = target if isinstance(target, int) else os.open(target, os.O_RDONLY)
     try:
         if _syncfs(fd) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
     finally:
-        os.close(fd)
+        if fd is not target:
+            os.close(fd)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

@@ -19,9 +19,10 @@ import re
 import shutil
 import stat
 import tarfile
+import weakref
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,6 +407,16 @@ def unpack(archive: Path, dest: Path, limits: UnpackLimits) -> list[TreeFile]:
     archive_size = archive.stat().st_size
     dest.mkdir(parents=True)
     writer = _Writer(dest, limits, archive_size)
+    watch = os.open(dest, os.O_RDONLY)  # before any write: the flush sees their errors (sync_filesystem)
+    try:
+        return _unpacked(archive, dest, limits, writer, archive_size, watch)
+    finally:
+        os.close(watch)
+
+
+def _unpacked(
+    archive: Path, dest: Path, limits: UnpackLimits, writer: _Writer, archive_size: int, watch: int
+) -> list[TreeFile]:
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -437,15 +448,20 @@ def unpack(archive: Path, dest: Path, limits: UnpackLimits) -> list[TreeFile]:
     ) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise UnpackError(f"corrupt or unsupported archive: {type(exc).__name__}: {exc}") from None
-    return _made_durable(dest, writer)
+    return _made_durable(dest, writer, watch)
 
 
-def _made_durable(dest: Path, writer: _Writer) -> list[TreeFile]:
-    """Flush what was unpacked under ``dest``; the listing, sorted by path."""
+def _made_durable(dest: Path, writer: _Writer, watch: int) -> list[TreeFile]:
+    """Flush what was unpacked under ``dest``; the listing, sorted by path.
+
+    ``watch`` is a descriptor on ``dest``'s filesystem opened before the
+    first member was written: only through it does the flush report a
+    write that failed in between (:func:`~flowxfer._os.sync_filesystem`).
+    """
     if CAN_SYNC_FILESYSTEM:
         # One flush for every file and folder written: a 2,500-file tar costs one disk flush, not 2,500.
         try:
-            sync_filesystem(dest)
+            sync_filesystem(watch)
         except OSError as exc:
             shutil.rmtree(dest, ignore_errors=True)
             raise UnpackError(f"cannot flush the unpacked files to disk: {exc}") from None
@@ -489,6 +505,10 @@ class StagedUnpack:
         self.archive_size = archive_size
         self.failed = False
         self._stream: PlainTarStream | None = None
+        #: The descriptor the flush goes through, opened before the first member was written
+        #: (:func:`_made_durable`), and what closes it: at :meth:`result`, or when this is dropped unused.
+        self._watch = -1
+        self._close_watch: Callable[[], object] = lambda: None
 
     def feed_range(self, archive: Path, offset: int, size: int, hasher: Any) -> None:
         """Hash ``size`` bytes of ``archive`` from ``offset`` into ``hasher`` and unpack them.
@@ -514,11 +534,14 @@ class StagedUnpack:
             if self._stream is None:
                 shutil.rmtree(self.dest, ignore_errors=True)  # a head start from before a failed finish
                 self.dest.mkdir(parents=True)
+                self._watch = os.open(self.dest, os.O_RDONLY)
+                self._close_watch = weakref.finalize(self, os.close, self._watch)
                 self._stream = PlainTarStream(_Writer(self.dest, self.limits, self.archive_size), self.limits)
             self._stream.feed(data)
         except Exception:  # noqa: BLE001 - any refusal or failure: finish takes the archive road
             self.failed = True
             self._stream = None
+            self._close_watch()
 
     def result(self, archive: Path) -> list[TreeFile] | None:
         """Every byte was fed and the whole file matched: the flushed listing, or None to unpack ``archive``.
@@ -532,9 +555,8 @@ class StagedUnpack:
         try:
             if zipfile.is_zipfile(archive) or not tarfile.is_tarfile(archive):
                 return None
-        except OSError:
-            return None
-        try:
-            return _made_durable(self.dest, stream.writer)
-        except UnpackError:
+            return _made_durable(self.dest, stream.writer, self._watch)
+        except (OSError, UnpackError):
             return None  # the flush failed: the archive road flushes again and reports it
+        finally:
+            self._close_watch()

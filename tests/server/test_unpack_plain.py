@@ -349,3 +349,26 @@ def test_the_simple_name_shortcut_is_taken_for_pack_names() -> None:
     assert _unpack._SIMPLE_NAME.fullmatch("run_01/Sample-1.R1.fastq.gz")
     for name in (".hidden", "a/./b", "a//b", "a/../b", "/abs", "C:x", "a\\b", "é", "a" * 256):
         assert not _unpack._SIMPLE_NAME.fullmatch(name)
+
+
+def _descriptors_on(path: Path) -> int:
+    """How many of this process's open descriptors name ``path``."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+def test_a_staged_unpack_flushes_through_a_descriptor_opened_before_its_first_member(tmp_path: Path) -> None:
+    """Linux tells ``syncfs`` of a write that failed only through descriptors opened before it: the
+    staging folder's is opened with the folder, held while members arrive over the upload, and closed
+    by the flush; the listing is the archive's."""
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(_tar([(f"m{i}", os.urandom(3000)) for i in range(40)]))
+    dest = tmp_path / "staged"
+    staged = _unpack.StagedUnpack(dest, LIMITS, archive.stat().st_size)
+    size = archive.stat().st_size
+    staged.feed_range(archive, 0, size // 2, _unpack.new_hasher())
+    assert _descriptors_on(dest) == 1  # held while the rest of the archive is still to come
+    staged.feed_range(archive, size // 2, size - size // 2, _unpack.new_hasher())
+    listing = staged.result(archive)
+    assert listing is not None and [f.path for f in listing] == [f"m{i}" for i in sorted(range(40), key=str)]
+    assert _descriptors_on(dest) == 0
