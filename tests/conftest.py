@@ -25,10 +25,11 @@ import pytest
 from tests.support.server import RunningServer, running_server
 
 #: The files whose tests take longest (CI's ``--durations``: fleet takeovers and TTLs, kill -9 loops,
-#: the README's runs, many-process CLI runs), longest first. They run before the rest: ``--dist
-#: worksteal`` hands each worker half of the collection in order and lets an idle worker take the
-#: tail of the other's queue, so the run should end on short tests, not on one worker's 30 s test
-#: while the other idles. tests/support_tests/test_suite_order.py keeps every entry a real file.
+#: the README's runs, many-process CLI runs), longest first; the last four only when the machine is
+#: loaded. They run before the rest: ``--dist worksteal`` hands each worker half of the collection
+#: in order and lets an idle worker take the tail of the other's queue, so the run should end on
+#: short tests, not on one worker's 30 s test while the other idles.
+#: tests/support_tests/test_suite_order.py keeps every entry a real file.
 SLOW_FIRST = (
     "tests/fleet/test_takeover.py",
     "tests/chaos/test_crash_consistency.py",
@@ -48,6 +49,10 @@ SLOW_FIRST = (
     "tests/review/test_database_down_at_start.py",
     "tests/review/test_takeover_changed.py",
     "tests/fleet/test_lease_rules.py",
+    "tests/fleet/test_journal_url.py",
+    "tests/fleet/test_migrate.py",
+    "tests/cli/test_server_choice.py",
+    "tests/security/test_auth.py",
 )
 
 
