@@ -24,6 +24,44 @@ import pytest
 
 from tests.support.server import RunningServer, running_server
 
+#: The files whose tests take longest (CI's ``--durations``: fleet takeovers and TTLs, kill -9 loops,
+#: the README's runs, many-process CLI runs), longest first; the last four only when the machine is
+#: loaded. They run before the rest: ``--dist worksteal`` hands each worker half of the collection
+#: in order and lets an idle worker take the tail of the other's queue, so the run should end on
+#: short tests, not on one worker's 30 s test while the other idles.
+#: tests/support_tests/test_suite_order.py keeps every entry a real file.
+SLOW_FIRST = (
+    "tests/fleet/test_takeover.py",
+    "tests/chaos/test_crash_consistency.py",
+    "tests/fleet/test_frozen_host.py",
+    "tests/fleet/test_fleet_runs.py",
+    "tests/test_readme.py",
+    "tests/fleet/test_outage.py",
+    "tests/fleet/test_lost_lease_stops.py",
+    "tests/cli/test_cli_executions.py",
+    "tests/load/test_load.py",
+    "tests/security/test_secrets.py",
+    "tests/cli/test_cli_exit_codes.py",
+    "tests/samples/test_samples_upload_cli.py",
+    "tests/fleet/test_sync_paths.py",
+    "tests/transfer/test_engine.py",
+    "tests/server/test_crash_samples.py",
+    "tests/review/test_database_down_at_start.py",
+    "tests/review/test_takeover_changed.py",
+    "tests/fleet/test_lease_rules.py",
+    "tests/fleet/test_journal_url.py",
+    "tests/fleet/test_migrate.py",
+    "tests/cli/test_server_choice.py",
+    "tests/security/test_auth.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """:data:`SLOW_FIRST`'s files first, in its order; every file keeps its own tests' order (a stable sort)."""
+    rank = {path: index for index, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(SLOW_FIRST)))
+
+
 #: ``postgres_cluster`` / ``postgres_url``: a throwaway PostgreSQL cluster (tests/support/postgres.py).
 pytest_plugins = ["tests.support.postgres"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import psycopg
 
 from tests.cli.conftest import Cli, Result
@@ -25,6 +26,9 @@ SIZES = {"a_R1.fastq.gz": 700 * KiB + 3, "a_R2.fastq.gz": 600 * KiB, "b_R1.fastq
 
 #: Slow enough (~5 s) that a kill or an outage lands mid-upload; chunks small enough that each file has many.
 SLOW_UPLOAD = ("--chunk-size", "64k", "--concurrency", "2", "--bwlimit", "400k")
+#: The same work (a bandwidth limit is no part of a transfer: the journal keeps none) at full speed,
+#: for the run that finishes what a killed or frozen host left: nothing has to land mid-way in it.
+FULL_SPEED = SLOW_UPLOAD[:4]
 
 
 def make_run(folder: Path, seed: int = 1) -> dict[str, bytes]:
@@ -39,6 +43,19 @@ async def host(srv: RunningServer, home: Path, name: str, journal: str, **env: s
     cli = Cli(srv.base_url, home, {"FLOWXFER_JOURNAL": journal, "FLOWXFER_HOST_ID": name, **env})
     await cli.login("alice", srv.users["alice"])
     return cli
+
+
+async def hosts(srv: RunningServer, root: Path, journal: str, *names: str, **env: str) -> list[Cli]:
+    """:func:`host` for each of ``names`` (home ``root / name``), logged in all at once: each start costs seconds."""
+    made: dict[str, Cli] = {}
+
+    async def one(name: str) -> None:
+        made[name] = await host(srv, root / name, name, journal, **env)
+
+    async with anyio.create_task_group() as group:
+        for name in names:
+            group.start_soon(one, name)
+    return [made[name] for name in names]
 
 
 async def assert_uploaded(srv: RunningServer, result: Result, expected: dict[str, bytes]) -> None:

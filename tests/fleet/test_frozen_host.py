@@ -29,7 +29,7 @@ import pytest
 from flowxfer.journal import Journal
 from flowxfer.journal._backend import TABLES
 from tests.cli.conftest import Running, no_traceback
-from tests.fleet.conftest import age_leases, host
+from tests.fleet.conftest import age_leases, hosts
 from tests.support.fleet import make_runs
 from tests.support.samples import server_samples
 from tests.support.server import RunningServer
@@ -85,8 +85,7 @@ async def test_a_host_frozen_past_its_ttl_writes_nothing_after_another_finished_
     (run,) = make_runs(tmp_path / "seq", 1, samples=2, fastq_size=600 * KiB)
     journal = request.getfixturevalue("postgres_url") if backend == "postgresql" else str(tmp_path / "journal.db")
     env = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"} if way == "ttl" else {}
-    a = await host(server, tmp_path / "a", "a", journal, **env)
-    b = await host(server, tmp_path / "b", "b", journal, **env)
+    a, b = await hosts(server, tmp_path, journal, "a", "b", **env)
     command = ["--json", SYNC[0], str(run), *SYNC[1:]]
 
     async with a.start("--log-format", "json", *command, *CHUNKS, "--bwlimit", BWLIMIT[way]) as frozen:

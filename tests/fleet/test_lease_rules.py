@@ -17,7 +17,7 @@ import anyio
 
 from flowxfer.journal import Journal
 from tests.cli.conftest import Result, no_traceback
-from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, make_run
+from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, hosts, make_run
 from tests.support.server import RunningServer
 
 KiB = 1024
@@ -67,10 +67,11 @@ async def test_a_host_that_lost_its_lease_writes_nothing_beside_the_new_holder(
     at once: the rows of the transfer are b's alone, and b finishes it.
     """
     expected = make_run(tmp_path / "run")
-    a = await host(server, tmp_path / "a", "a", postgres_url)  # the default TTL, 60 s: a heartbeat every 15 s
-    b = await host(server, tmp_path / "b", "b", postgres_url)
+    a, b = await hosts(server, tmp_path, postgres_url, "a", "b")  # the default TTL, 60 s: a heartbeat every 15 s
     command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD]
-    async with a.start("--log-format", "json", *command) as losing:
+    # a at a quarter of b's pace: its first file ends ~12 s in, long after b's start-up (seconds on a
+    # loaded machine) has taken the lease; at 400k a finished a file while b started, now and then.
+    async with a.start("--log-format", "json", *command[:-1], "100k") as losing:
         await losing.until_moved(200 * KiB)
         await anyio.to_thread.run_sync(age_leases, postgres_url, 120.0)
         async with b.start("--log-format", "json", *command) as taking_over:

@@ -52,17 +52,25 @@ async def _stopped_after_takeover(losing: Running, location: str) -> float:
     return stopped_after
 
 
+def _files(running: Running, event: str = "file_started") -> set[str]:
+    """The names of the files ``event`` was said of."""
+    return {e["name"] for e in running.events() if e.get("event") == event}
+
+
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 async def test_a_lost_lease_cancels_the_requests_in_flight_at_the_next_heartbeat(
     server: RunningServer, tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
     write_random(tmp_path / "run" / "big.bin", 4 * MiB, 3)
+    write_random(tmp_path / "run" / "small.bin", 1000, 4)
     location = request.getfixturevalue("postgres_url") if backend == "postgresql" else str(tmp_path / "journal.db")
     a = await host(server, tmp_path / "a", "a", location, FLOWXFER_LEASE_TTL=f"{TTL:g}s")
     command = ["--log-format", "json", "upload", str(tmp_path / "run"), "--chunk-size", "1M", "--bwlimit", "100k"]
     async with a.start(*command) as losing:
-        await losing.until(lambda r: r.moved > 0)  # the first chunk is acknowledged: the next has ~10 s to go
-        await anyio.sleep(0.5)  # its commit (every 0.1 s) is made: the heartbeat is the next to ask
+        # small.bin is acknowledged within a second; big.bin's first chunk, sent beside it, has ~10 s to go.
+        await losing.until(lambda r: _files(r, "file_finished") == {"small.bin"} and "big.bin" in _files(r))
+        await anyio.sleep(0.5)  # small.bin's commit (every 0.1 s) is made: the heartbeat is the next to ask
+        assert "big.bin" not in _files(losing, "file_finished"), "no request was in flight to cancel"
         stopped_after = await _stopped_after_takeover(losing, location)
     assert stopped_after < 4.0, f"a took {stopped_after:.1f} s to stop after its lease was taken"
 

@@ -14,7 +14,7 @@ import anyio
 
 from flowxfer.journal import Journal
 from tests.cli.conftest import Result
-from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
+from tests.fleet.conftest import FULL_SPEED, SLOW_UPLOAD, assert_uploaded, host, make_run
 from tests.support.postgres import PostgresCluster
 from tests.support.server import RunningServer
 
@@ -68,6 +68,6 @@ async def test_an_outage_longer_than_max_wait_exits_75_and_a_rerun_finishes(
     document = running.stdout and Result(code, running.stdout, "").json()
     assert document["exit_code"] == 75, document
 
-    again = await a.run(*command)
+    again = await a.run("--json", "upload", str(tmp_path / "run"), *FULL_SPEED, "--max-wait", "3s")
     await assert_uploaded(server, again, expected)
     assert await anyio.to_thread.run_sync(_statuses, postgres_url) == ["completed"]

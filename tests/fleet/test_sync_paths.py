@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from tests.fleet.conftest import SLOW_UPLOAD, assert_uploaded, host, make_run
+from tests.fleet.conftest import FULL_SPEED, SLOW_UPLOAD, assert_uploaded, host, make_run
 from tests.fleet.test_takeover import (
     _kill_mid_upload,
     _refused_while_live,
@@ -70,7 +70,7 @@ async def test_a_symlink_gives_another_host_the_same_path_and_it_takes_the_sync_
     await _refused_while_live(b, killed, "--json", *command)
     transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
     await past_the_ttl(postgres_url, killed)
-    finished = await b.run("--json", *command)
+    finished = await b.run("--json", *command[:2], *FULL_SPEED)
     await assert_uploaded(server, finished, expected)
     assert finished.json()["transfer_id"] == transfer_id
     assert finished.json()["bytes_transferred"] <= remaining, (finished.json()["bytes_transferred"], remaining)

@@ -18,7 +18,7 @@ import anyio
 
 from flowxfer.journal import Journal
 from tests.cli.conftest import Cli, Result
-from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, make_run
+from tests.fleet.conftest import FULL_SPEED, SLOW_UPLOAD, age_leases, assert_uploaded, host, hosts, make_run
 from tests.support.postgres import PostgresCluster
 from tests.support.rig import stored
 from tests.support.server import RunningServer
@@ -30,11 +30,8 @@ TTL = 8.0
 
 async def two_short_ttl_hosts(server: RunningServer, tmp_path: Path, postgres_url: str) -> tuple[Cli, Cli]:
     """Hosts a and b of the fleet on one journal, each holding its leases for :data:`TTL` only."""
-    ttl = {"FLOWXFER_LEASE_TTL": f"{TTL:g}s"}
-    return (
-        await host(server, tmp_path / "a", "a", postgres_url, **ttl),
-        await host(server, tmp_path / "b", "b", postgres_url, **ttl),
-    )
+    a, b = await hosts(server, tmp_path, postgres_url, "a", "b", FLOWXFER_LEASE_TTL=f"{TTL:g}s")
+    return a, b
 
 
 def _remaining(journal_url: str) -> tuple[str, int]:
@@ -113,7 +110,7 @@ async def test_a_path_map_makes_both_mounts_one_piece_of_work(
     await past_the_ttl(postgres_url, killed)
     without = await b.run("--json", "resume")
     assert without.code != 0, "b resumed a's files without knowing where they are"
-    finished = await b.run("--json", "upload", str(data / "run1"), *SLOW_UPLOAD, *mapping)
+    finished = await b.run("--json", "upload", str(data / "run1"), *FULL_SPEED, *mapping)
     await assert_uploaded(server, finished, expected)
     report = finished.json()
     assert report["transfer_id"] == transfer_id
@@ -128,9 +125,7 @@ async def test_a_frozen_host_that_wakes_after_a_takeover_stops_and_leaves_the_wo
 ) -> None:
     """SIGSTOP a past the TTL (a host cut off), b takes over; a wakes, finds its lease gone, exits 75."""
     expected = make_run(tmp_path / "run")
-    ttl = {"FLOWXFER_LEASE_TTL": "3s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
+    a, b = await hosts(server, tmp_path, postgres_url, "a", "b", FLOWXFER_LEASE_TTL="3s")
     command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD]
     async with a.start("--log-format", "json", *command) as frozen:
         await frozen.until_moved(300 * KiB)
@@ -172,10 +167,7 @@ async def test_resume_takes_over_the_dead_hosts_work_and_skips_the_live_ones(
     """A cron'd ``resume`` on b: a is dead (its upload is b's now), c is alive (its upload stays c's)."""
     expected = make_run(tmp_path / "run1")
     make_run(tmp_path / "run2", seed=5)
-    ttl = {"FLOWXFER_LEASE_TTL": "3s"}
-    a = await host(server, tmp_path / "a", "a", postgres_url, **ttl)
-    b = await host(server, tmp_path / "b", "b", postgres_url, **ttl)
-    c = await host(server, tmp_path / "c", "c", postgres_url, **ttl)
+    a, b, c = await hosts(server, tmp_path, postgres_url, "a", "b", "c", FLOWXFER_LEASE_TTL="3s")
     killed = await _kill_mid_upload(a, "upload", str(tmp_path / "run1"), *SLOW_UPLOAD)
     dead_id, _ = await anyio.to_thread.run_sync(_remaining, postgres_url)
     live = ["--log-format", "json", "upload", str(tmp_path / "run2"), "--chunk-size", "64k", "--bwlimit", "150k"]
@@ -207,7 +199,7 @@ async def test_a_dead_hosts_sync_is_taken_over_by_the_next_hosts_sync(
     await _refused_while_live(b, killed, "--json", *command)
     transfer_id, remaining = await anyio.to_thread.run_sync(_remaining, postgres_url)
     await past_the_ttl(postgres_url, killed)
-    finished = await b.run("--json", *command)
+    finished = await b.run("--json", *command[:2], *FULL_SPEED)
     await assert_uploaded(server, finished, expected)
     assert finished.json()["transfer_id"] == transfer_id
     assert finished.json()["bytes_transferred"] <= remaining

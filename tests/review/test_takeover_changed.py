@@ -23,7 +23,7 @@ from pathlib import Path
 
 import anyio
 
-from tests.fleet.conftest import SLOW_UPLOAD, make_run
+from tests.fleet.conftest import FULL_SPEED, SLOW_UPLOAD, make_run
 from tests.fleet.test_takeover import (
     _kill_mid_upload,
     _refused_while_live,
@@ -57,7 +57,7 @@ async def test_a_file_rewritten_before_the_takeover_is_never_half_a_s_half_b_s(
     await anyio.to_thread.run_sync(_remaining, postgres_url)
     await past_the_ttl(postgres_url, killed)
 
-    finished = await b.run("--json", "upload", str(data / "run1"), *SLOW_UPLOAD, *mapping)
+    finished = await b.run("--json", "upload", str(data / "run1"), *FULL_SPEED, *mapping)
     files = finished.json()["files"]
     done = {Path(f["path"]).name: f["id"] for f in files if f["status"] in ("done", "skipped") and f["id"]}
     held = await stored(server, done)

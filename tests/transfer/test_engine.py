@@ -192,14 +192,17 @@ async def test_stopped_download_resumes_from_the_part_file(tmp_path: Path, exten
 async def test_tokens_expiring_every_two_seconds(tmp_path: Path) -> None:
     files = [write_random(tmp_path / "src" / f"f{i}.bin", 6 * CHUNK, i) for i in range(3)]
     async with running_server(tmp_path / "root", access_ttl=2) as srv:
-        # 1.2 MiB at 200 KiB/s: about six seconds, three access-token lifetimes.
-        async with client(srv, tmp_path / "home", bwlimit="200k", concurrency=3) as fx:
+        # 1.1 MiB at 400 KiB/s: about three seconds each way, longer than an access token lives (it is
+        # refreshed half a second before its end): the upload and then the download each need a new one.
+        async with client(srv, tmp_path / "home", bwlimit="400k", concurrency=3) as fx:
             first_token = fx.client.tokens.access_token
             report = await fx.upload([tmp_path / "src"])
             assert report.status == "completed", report
             assert fx.client.tokens.access_token != first_token
+            after_upload = fx.client.tokens.access_token
             down = await fx.download([f.id for f in report.files], output_dir=tmp_path / "out")
             assert down.status == "completed"
+            assert fx.client.tokens.access_token != after_upload
     for f in files:
         assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
 
