@@ -19,6 +19,7 @@ import re
 import shutil
 import stat
 import tarfile
+import threading
 import weakref
 import zipfile
 import zlib
@@ -478,6 +479,20 @@ def _made_durable(dest: Path, writer: _Writer, watch: int) -> list[TreeFile]:
 #: How much of the archive :meth:`StagedUnpack.feed_range` reads at a time (into one reused buffer).
 _STAGE_READ = 4 * 1024 * 1024
 
+#: Staging folders held open at once for their flush (:class:`StagedUnpack`). Each unfinished
+#: directory upload holds one until its finish, an abandoned one until the server stops (nothing
+#: expires an upload): past this many, an upload gets no head start and its finish unpacks the
+#: archive through a descriptor of its own, so abandoned uploads cannot use up the server's.
+STAGED_WATCHES_MAX = 64
+_staged_watches = threading.BoundedSemaphore(STAGED_WATCHES_MAX)
+
+
+def _release_watch(fd: int) -> None:
+    try:
+        os.close(fd)
+    finally:
+        _staged_watches.release()
+
 
 class StagedUnpack:
     """A plain tar unpacked from its in-order prefix while the rest of it still arrives [ext].
@@ -532,10 +547,16 @@ class StagedUnpack:
             return
         try:
             if self._stream is None:
-                shutil.rmtree(self.dest, ignore_errors=True)  # a head start from before a failed finish
-                self.dest.mkdir(parents=True)
-                self._watch = os.open(self.dest, os.O_RDONLY)
-                self._close_watch = weakref.finalize(self, os.close, self._watch)
+                if not _staged_watches.acquire(blocking=False):
+                    raise OSError(f"{STAGED_WATCHES_MAX} staged unpacks are open already")
+                try:
+                    shutil.rmtree(self.dest, ignore_errors=True)  # a head start from before a failed finish
+                    self.dest.mkdir(parents=True)
+                    self._watch = os.open(self.dest, os.O_RDONLY)
+                except BaseException:
+                    _staged_watches.release()
+                    raise
+                self._close_watch = weakref.finalize(self, _release_watch, self._watch)
                 self._stream = PlainTarStream(_Writer(self.dest, self.limits, self.archive_size), self.limits)
             self._stream.feed(data)
         except Exception:  # noqa: BLE001 - any refusal or failure: finish takes the archive road
