@@ -16,6 +16,8 @@ from typing import Any
 import anyio
 
 from . import _pathmodel
+from ._client import FlowClient
+from ._config import TransferConfig
 from ._errors import FlowxferError
 from ._runtime import TransferContext
 
@@ -97,15 +99,25 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
         that measured it may have been a new connection's first (once per
         transfer, where many files make the count matter).
     """
-    if not (ctx.config.path_fitted or ctx.config.chunk_size is None):
+    await measure_path(ctx.config, ctx.client, again=again)
+
+
+def needs_measure(config: TransferConfig) -> bool:
+    """Some count is chosen from the round trip (not every one pinned by a flag)."""
+    return config.path_fitted or config.chunk_size is None
+
+
+async def measure_path(config: TransferConfig, client: FlowClient, *, again: bool = False) -> None:
+    """:func:`measure_round_trip` before a context exists: a sync measures while it scans."""
+    if not needs_measure(config):
         return
-    if ctx.client.round_trip is not None and ctx.client.round_trip_settled and not again:
+    if client.round_trip is not None and client.round_trip_settled and not again:
         return
-    for sent in range(MEASURES if ctx.client.round_trip is None else 1):
-        if sent and ctx.client.round_trip_settled:
+    for sent in range(MEASURES if client.round_trip is None else 1):
+        if sent and client.round_trip_settled:
             return  # the first answer was the round trip itself (the console script's early socket)
         try:
-            await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+            await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
         except FlowxferError:
             return  # no measure: the short path's counts
 

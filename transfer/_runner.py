@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from flowxfer.journal import (
     FileRecord,
@@ -42,7 +42,7 @@ from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
 from ._limiter import RateLimiter, budget_server
-from ._pathfit import fitted, measure_round_trip, recall_rate, remember_rate
+from ._pathfit import fitted, measure_path, measure_round_trip, needs_measure, recall_rate, remember_rate
 from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
@@ -106,6 +106,8 @@ class Runner:
         self.lease_lost = False
         #: The scope of the running transfer's workers: cancelled at once when its lease is lost.
         self._workers: anyio.CancelScope | None = None
+        #: Set once the round trip measured beside the plan is known (``run(measure_early=True)``).
+        self._measured: anyio.Event | None = None
         #: Leases held around this runner's transfers (``sync --samples``' visit of a run): each
         #: transfer's writes are fenced by them as well as by its own lease.
         self.spanning: list[Lease] = []
@@ -197,12 +199,48 @@ class Runner:
         leases: Sequence[str] = (),
         read_ahead: Callable[[FileRecord], bool] | None = None,
         feed: Callable[[FileRecord], bool] | None = None,
+        measure_early: bool = False,
     ) -> TransferReport:
         """Plan, then work every file not yet finished, under a lease; always leave the journal consistent.
 
         :param read_ahead: which records are plain local files to upload: small ones are read
             ahead of their workers (:class:`ReadAhead`).
+        :param measure_early: measure the path's round trip while the journal opens and the
+            plan runs, not after it: a plan that scans a folder lasts long enough to hide the
+            GETs (:meth:`_fit_path` waits for them instead of sending them then).
         """
+        async with task_group() as early:
+            try:
+                return await self._run(
+                    kind,
+                    params,
+                    plan,
+                    work,
+                    transfer_id=transfer_id,
+                    extra_state=extra_state,
+                    leases=leases,
+                    read_ahead=read_ahead,
+                    feed=feed,
+                    early=early if measure_early else None,
+                )
+            finally:
+                early.cancel_scope.cancel()  # a measure still waiting has nobody left to serve
+
+    async def _run(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        plan: Planner,
+        work: Worker,
+        *,
+        transfer_id: str | None,
+        extra_state: dict[str, Any] | None,
+        leases: Sequence[str],
+        read_ahead: Callable[[FileRecord], bool] | None,
+        feed: Callable[[FileRecord], bool] | None,
+        early: TaskGroup | None,
+    ) -> TransferReport:
+        """:meth:`run` itself; ``early`` holds the round trip's measure when it goes beside the plan."""
         client = self.require_login()
         # Counted from here, before the first await: a caller may have a request of this run's
         # in flight already (a download asks what its ids are while the journal opens).
@@ -211,8 +249,20 @@ class Runner:
         # The capabilities probe (a round trip when not remembered) runs while the journal opens.
         probed: list[Capabilities] = []
 
+        self._measured = None
+        if early is not None and needs_measure(self.config):
+            measured = self._measured = anyio.Event()
+
+            async def measure() -> None:
+                try:
+                    await measure_path(self.config, client, again=True)
+                finally:
+                    measured.set()
+
         async def probe() -> None:
             probed.append(await client.capabilities())
+            if early is not None and self._measured is not None:
+                early.start_soon(measure)  # after the probe: its answer (when not remembered) counts too
 
         async with task_group() as group:
             group.start_soon(probe)
@@ -405,7 +455,10 @@ class Runner:
         """
         floor = ctx.config.concurrency_for(None)
         if waiting > floor:
-            await measure_round_trip(ctx, again=True)
+            if self._measured is not None:
+                await self._measured.wait()  # measured beside the plan (run's measure_early)
+            else:
+                await measure_round_trip(ctx, again=True)
         chosen = fitted(ctx, waiting)
         hire(chosen["concurrency"] - floor)
         if (chosen["round_trip_ms"] is not None or chosen["measured_rate"] is not None) and not self._stopping:
