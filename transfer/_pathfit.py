@@ -99,6 +99,11 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
         that measured it may have been a new connection's first (once per
         transfer, where many files make the count matter).
     """
+    if ctx.early_measure is not None:
+        # Started beside the plan (a sync): its answers, not a second measure racing it.
+        await ctx.early_measure.wait()
+        if ctx.client.round_trip_settled:
+            return
     await measure_path(ctx.config, ctx.client, again=again)
 
 

@@ -106,8 +106,6 @@ class Runner:
         self.lease_lost = False
         #: The scope of the running transfer's workers: cancelled at once when its lease is lost.
         self._workers: anyio.CancelScope | None = None
-        #: Set once the round trip measured beside the plan is known (``run(measure_early=True)``).
-        self._measured: anyio.Event | None = None
         #: Leases held around this runner's transfers (``sync --samples``' visit of a run): each
         #: transfer's writes are fenced by them as well as by its own lease.
         self.spanning: list[Lease] = []
@@ -249,11 +247,12 @@ class Runner:
         # The capabilities probe (a round trip when not remembered) runs while the journal opens.
         probed: list[Capabilities] = []
 
-        self._measured = None
+        measured: anyio.Event | None = None
         if early is not None and needs_measure(self.config):
-            measured = self._measured = anyio.Event()
+            measured = anyio.Event()
 
             async def measure() -> None:
+                assert measured is not None
                 try:
                     await measure_path(self.config, client, again=True)
                 finally:
@@ -261,7 +260,7 @@ class Runner:
 
         async def probe() -> None:
             probed.append(await client.capabilities())
-            if early is not None and self._measured is not None:
+            if early is not None and measured is not None:
                 early.start_soon(measure)  # after the probe: its answer (when not remembered) counts too
 
         async with task_group() as group:
@@ -337,6 +336,7 @@ class Runner:
             read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
             feed=feed,
             paths=self.paths,
+            early_measure=measured,
         )
         started = time.monotonic()
         failure: BaseException | None = None
@@ -455,10 +455,7 @@ class Runner:
         """
         floor = ctx.config.concurrency_for(None)
         if waiting > floor:
-            if self._measured is not None:
-                await self._measured.wait()  # measured beside the plan (run's measure_early)
-            else:
-                await measure_round_trip(ctx, again=True)
+            await measure_round_trip(ctx, again=True)
         chosen = fitted(ctx, waiting)
         hire(chosen["concurrency"] - floor)
         if (chosen["round_trip_ms"] is not None or chosen["measured_rate"] is not None) and not self._stopping:
