@@ -99,11 +99,14 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
         that measured it may have been a new connection's first (once per
         transfer, where many files make the count matter).
     """
-    if ctx.early_measure is not None:
-        # Started beside the plan (a sync): its answers, not a second measure racing it.
-        await ctx.early_measure.wait()
-        if ctx.client.round_trip_settled:
-            return
+    early = ctx.early_measure
+    if early is not None:
+        # A GET sent beside the plan (a sync, :func:`warm_path`): wait for it rather than race it,
+        # then one GET on the connection it opened, now that the plan no longer holds the CPU.
+        await early.wait()
+        if ctx.early_measure is early:
+            ctx.early_measure = None
+            again = True
     await measure_path(ctx.config, ctx.client, again=again)
 
 
@@ -112,8 +115,26 @@ def needs_measure(config: TransferConfig) -> bool:
     return config.path_fitted or config.chunk_size is None
 
 
+async def warm_path(config: TransferConfig, client: FlowClient) -> None:
+    """Open the connection a later measure will use, beside local work (a sync's scan and plan).
+
+    One GET when nothing has been sent yet (the capabilities remembered): the
+    new connection's handshake and its half-counted answer leave the path
+    before the plan ends. The measure itself stays after the plan
+    (:func:`measure_round_trip`, one GET on the open connection): answers
+    read while the plan's thread holds the CPU came 5-30 ms late through a
+    50 ms path, and on a short path that would choose the counts of a long one.
+    """
+    if not needs_measure(config) or client.round_trip is not None:
+        return
+    try:
+        await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+    except FlowxferError:
+        return  # the measure after the plan meets the same failure and says so
+
+
 async def measure_path(config: TransferConfig, client: FlowClient, *, again: bool = False) -> None:
-    """:func:`measure_round_trip` before a context exists: a sync measures while it scans."""
+    """:func:`measure_round_trip` before a context exists."""
     if not needs_measure(config):
         return
     if client.round_trip is not None and client.round_trip_settled and not again:

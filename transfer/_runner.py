@@ -42,7 +42,7 @@ from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
 from ._limiter import RateLimiter, budget_server
-from ._pathfit import fitted, measure_path, measure_round_trip, needs_measure, recall_rate, remember_rate
+from ._pathfit import fitted, measure_round_trip, needs_measure, recall_rate, remember_rate, warm_path
 from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
@@ -203,9 +203,10 @@ class Runner:
 
         :param read_ahead: which records are plain local files to upload: small ones are read
             ahead of their workers (:class:`ReadAhead`).
-        :param measure_early: measure the path's round trip while the journal opens and the
-            plan runs, not after it: a plan that scans a folder lasts long enough to hide the
-            GETs (:meth:`_fit_path` waits for them instead of sending them then).
+        :param measure_early: open the connection the path's measure uses while the journal
+            opens and the plan runs (:func:`._pathfit.warm_path`): a plan that scans a folder
+            lasts long enough to hide a new connection's handshake and first GET, so one
+            round trip is left after the plan instead of a handshake and two.
         """
         async with task_group() as early:
             try:
@@ -222,7 +223,7 @@ class Runner:
                     early=early if measure_early else None,
                 )
             finally:
-                early.cancel_scope.cancel()  # a measure still waiting has nobody left to serve
+                early.cancel_scope.cancel()  # a GET still waiting has nobody left to serve
 
     async def _run(
         self,
@@ -238,7 +239,7 @@ class Runner:
         feed: Callable[[FileRecord], bool] | None,
         early: TaskGroup | None,
     ) -> TransferReport:
-        """:meth:`run` itself; ``early`` holds the round trip's measure when it goes beside the plan."""
+        """:meth:`run` itself; ``early`` holds the connection's opening GET when it goes beside the plan."""
         client = self.require_login()
         # Counted from here, before the first await: a caller may have a request of this run's
         # in flight already (a download asks what its ids are while the journal opens).
@@ -254,14 +255,14 @@ class Runner:
             async def measure() -> None:
                 assert measured is not None
                 try:
-                    await measure_path(self.config, client, again=True)
+                    await warm_path(self.config, client)
                 finally:
                     measured.set()
 
         async def probe() -> None:
             probed.append(await client.capabilities())
             if early is not None and measured is not None:
-                early.start_soon(measure)  # after the probe: its answer (when not remembered) counts too
+                early.start_soon(measure)  # after the probe: none needed when it asked the server
 
         async with task_group() as group:
             group.start_soon(probe)

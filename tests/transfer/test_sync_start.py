@@ -1,11 +1,12 @@
-"""A sync's start: the round trip its counts are chosen from is measured while it plans, not after.
+"""A sync's start: the connection that measures the round trip is opened while it plans, not after.
 
 A sync of many files measures the path's round trip (two small GETs, the
 first on a new connection) before it chooses how many files go at once.
 Those GETs once went after the folder's scan and plan, two round trips and a
 handshake between the plan and the first upload (issue 20: 2,000 small files
-through a 50 ms path). They now leave as the sync starts, beside the journal's
-opening and the scan: the request is on the wire before the plan ends.
+through a 50 ms path). The first now leaves as the sync starts, beside the
+journal's opening and the scan (on the wire before the plan ends); the second,
+on the open connection, after the plan: one round trip left there.
 
 Through the WAN path emulator (``benchmarks/wanpath.py``) and the recording
 fault proxy in front of the real server.
@@ -44,7 +45,9 @@ def _port(url: str) -> int:
     ],
     ids=["one-by-one", "packed"],
 )
-async def test_a_sync_measures_the_round_trip_while_it_plans(tmp_path: Path, size: int, options: SyncOptions) -> None:
+async def test_a_sync_opens_the_measuring_connection_while_it_plans(
+    tmp_path: Path, size: int, options: SyncOptions
+) -> None:
     folder = tmp_path / "run"
     for index in range(FILES):
         write_random(folder / f"f{index:03}.bin", size, index)
@@ -79,8 +82,8 @@ async def test_a_sync_measures_the_round_trip_while_it_plans(tmp_path: Path, siz
         assert sent_before_plan_ended and sent_before_plan_ended[0] > sent, (
             "nothing was sent while the sync planned: the round trip was measured after the plan"
         )
-        # The same measure as before, only earlier: a new connection's GET, then one on it
-        # (the capabilities remembered); none more, from an upload that did not wait for them.
+        # The same two GETs as before (the capabilities remembered): a new connection's, then
+        # one on it; none more, from a measure that did not wait for the first.
         measured = len(log.select("GET", r"^/capabilities$")) - asked
         assert measured == 2, measured
         assert round_trip is not None and RTT * 0.9 <= round_trip < 2 * RTT, round_trip
