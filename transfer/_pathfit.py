@@ -16,6 +16,8 @@ from typing import Any
 import anyio
 
 from . import _pathmodel
+from ._client import FlowClient
+from ._config import TransferConfig
 from ._errors import FlowxferError
 from ._runtime import TransferContext
 
@@ -97,15 +99,51 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
         that measured it may have been a new connection's first (once per
         transfer, where many files make the count matter).
     """
-    if not (ctx.config.path_fitted or ctx.config.chunk_size is None):
+    early = ctx.early_measure
+    if early is not None:
+        # A GET sent beside the plan (a sync, :func:`warm_path`): wait for it rather than race it,
+        # then one GET on the connection it opened, now that the plan no longer holds the CPU.
+        await early.wait()
+        if ctx.early_measure is early:
+            ctx.early_measure = None
+            again = True
+    await measure_path(ctx.config, ctx.client, again=again)
+
+
+def needs_measure(config: TransferConfig) -> bool:
+    """Some count is chosen from the round trip (not every one pinned by a flag)."""
+    return config.path_fitted or config.chunk_size is None
+
+
+async def warm_path(config: TransferConfig, client: FlowClient) -> None:
+    """Open the connection a later measure will use, beside local work (a sync's scan and plan).
+
+    One GET when nothing has been sent yet (the capabilities remembered): the
+    new connection's handshake and its half-counted answer leave the path
+    before the plan ends. The measure itself stays after the plan
+    (:func:`measure_round_trip`, one GET on the open connection): answers
+    read while the plan's thread holds the CPU came 5-30 ms late through a
+    50 ms path, and on a short path that would choose the counts of a long one.
+    """
+    if not needs_measure(config) or client.round_trip is not None:
         return
-    if ctx.client.round_trip is not None and ctx.client.round_trip_settled and not again:
+    try:
+        await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+    except FlowxferError:
+        return  # the measure after the plan meets the same failure and says so
+
+
+async def measure_path(config: TransferConfig, client: FlowClient, *, again: bool = False) -> None:
+    """:func:`measure_round_trip` before a context exists."""
+    if not needs_measure(config):
         return
-    for sent in range(MEASURES if ctx.client.round_trip is None else 1):
-        if sent and ctx.client.round_trip_settled:
+    if client.round_trip is not None and client.round_trip_settled and not again:
+        return
+    for sent in range(MEASURES if client.round_trip is None else 1):
+        if sent and client.round_trip_settled:
             return  # the first answer was the round trip itself (the console script's early socket)
         try:
-            await ctx.client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
+            await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
         except FlowxferError:
             return  # no measure: the short path's counts
 

@@ -19,7 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from flowxfer.journal import (
     FileRecord,
@@ -42,7 +42,7 @@ from ._credentials import not_logged_in
 from ._errors import AlreadyRunning, AuthError, BudgetExhausted, FlowxferError, JournalUnreachable, StopRequested
 from ._journal_wait import PatientJournal
 from ._limiter import RateLimiter, budget_server
-from ._pathfit import fitted, measure_round_trip, recall_rate, remember_rate
+from ._pathfit import fitted, measure_round_trip, needs_measure, recall_rate, remember_rate, warm_path
 from ._pathmap import PathMap
 from ._plan import params_key
 from ._report import FileReport, TransferReport
@@ -197,12 +197,49 @@ class Runner:
         leases: Sequence[str] = (),
         read_ahead: Callable[[FileRecord], bool] | None = None,
         feed: Callable[[FileRecord], bool] | None = None,
+        measure_early: bool = False,
     ) -> TransferReport:
         """Plan, then work every file not yet finished, under a lease; always leave the journal consistent.
 
         :param read_ahead: which records are plain local files to upload: small ones are read
             ahead of their workers (:class:`ReadAhead`).
+        :param measure_early: open the connection the path's measure uses while the journal
+            opens and the plan runs (:func:`._pathfit.warm_path`): a plan that scans a folder
+            lasts long enough to hide a new connection's handshake and first GET, so one
+            round trip is left after the plan instead of a handshake and two.
         """
+        async with task_group() as early:
+            try:
+                return await self._run(
+                    kind,
+                    params,
+                    plan,
+                    work,
+                    transfer_id=transfer_id,
+                    extra_state=extra_state,
+                    leases=leases,
+                    read_ahead=read_ahead,
+                    feed=feed,
+                    early=early if measure_early else None,
+                )
+            finally:
+                early.cancel_scope.cancel()  # a GET still waiting has nobody left to serve
+
+    async def _run(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        plan: Planner,
+        work: Worker,
+        *,
+        transfer_id: str | None,
+        extra_state: dict[str, Any] | None,
+        leases: Sequence[str],
+        read_ahead: Callable[[FileRecord], bool] | None,
+        feed: Callable[[FileRecord], bool] | None,
+        early: TaskGroup | None,
+    ) -> TransferReport:
+        """:meth:`run` itself; ``early`` holds the connection's opening GET when it goes beside the plan."""
         client = self.require_login()
         # Counted from here, before the first await: a caller may have a request of this run's
         # in flight already (a download asks what its ids are while the journal opens).
@@ -211,8 +248,21 @@ class Runner:
         # The capabilities probe (a round trip when not remembered) runs while the journal opens.
         probed: list[Capabilities] = []
 
+        measured: anyio.Event | None = None
+        if early is not None and needs_measure(self.config):
+            measured = anyio.Event()
+
+            async def measure() -> None:
+                assert measured is not None
+                try:
+                    await warm_path(self.config, client)
+                finally:
+                    measured.set()
+
         async def probe() -> None:
             probed.append(await client.capabilities())
+            if early is not None and measured is not None:
+                early.start_soon(measure)  # after the probe: none needed when it asked the server
 
         async with task_group() as group:
             group.start_soon(probe)
@@ -287,6 +337,7 @@ class Runner:
             read_ahead=ReadAhead(read_ahead) if read_ahead is not None else None,
             feed=feed,
             paths=self.paths,
+            early_measure=measured,
         )
         started = time.monotonic()
         failure: BaseException | None = None

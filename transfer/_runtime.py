@@ -189,6 +189,9 @@ class TransferContext:
     #: The rate (bytes/s) an earlier transfer with this server carried in this one's direction,
     #: when recent (:mod:`._capcache`): the path's counts are fitted to it (:mod:`._pathfit`).
     measured_rate: float | None = None
+    #: Set once the round trip measured beside the plan is known (``Runner.run(measure_early=True)``);
+    #: None when no such measure was started (:func:`._pathfit.measure_round_trip` waits for it).
+    early_measure: anyio.Event | None = None
 
     def chunk_size(self) -> int:
         """The upload chunk size: the one asked for, or the largest sensible one the server accepts."""

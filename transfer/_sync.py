@@ -270,6 +270,7 @@ async def run_sync(
         transfer_id=transfer_id,
         leases=[f"sync:{path}"],
         read_ahead=plain_and_unsent,
+        measure_early=True,  # the folder's scan and plan hide the round trip's GETs
     )
     report.bytes_skipped += found.unchanged_bytes
     report.extra.update(
