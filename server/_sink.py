@@ -50,11 +50,14 @@ def hash_file(path: Path, size: int) -> str:
     return format_checksum(hasher.hexdigest())
 
 
-def feed_file(path: Path, offset: int, size: int, hasher: Any) -> None:
-    """Feed ``size`` bytes of ``path`` from ``offset`` to ``hasher`` (blocking).
+def feed_file(
+    path: Path, offset: int, size: int, hasher: Any, also: Callable[[memoryview], None] | None = None
+) -> None:
+    """Feed ``size`` bytes of ``path`` from ``offset`` to ``hasher`` (blocking), and to ``also`` if given.
 
     Read into one buffer, reused: a fresh block per read is fresh memory for
     the kernel to fault in each time, on a virtual machine as slow as the read.
+    ``also`` gets each block (valid only during the call) after the hasher.
     """
     remaining = size
     view = memoryview(bytearray(min(READ_BLOCK, size)))
@@ -65,6 +68,8 @@ def feed_file(path: Path, offset: int, size: int, hasher: Any) -> None:
             if not got:
                 raise OSError(f"{path} is shorter than {offset + size} bytes")
             hasher.update(view[:got])
+            if also is not None:
+                also(view[:got])
             remaining -= got
 
 

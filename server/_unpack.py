@@ -32,6 +32,7 @@ from typing import IO, Any
 from flowxfer._os import CAN_SYNC_FILESYSTEM, Buffer, read_direct, start_writeback, sync_filesystem
 from flowxfer.protocol import checksum_of, format_checksum, new_hasher
 
+from ._sink import feed_file
 from ._store import TreeFile
 
 _BLOCK = 1024 * 1024
@@ -476,9 +477,6 @@ def _made_durable(dest: Path, writer: _Writer, watch: int) -> list[TreeFile]:
     return sorted(writer.files, key=lambda f: f.path)
 
 
-#: How much of the archive :meth:`StagedUnpack.feed_range` reads at a time (into one reused buffer).
-_STAGE_READ = 4 * 1024 * 1024
-
 #: Staging folders held open at once for their flush (:class:`StagedUnpack`). Each unfinished
 #: directory upload holds one until its finish, an abandoned one until the server stops (nothing
 #: expires an upload): past this many, an upload gets no head start and its finish unpacks the
@@ -530,17 +528,7 @@ class StagedUnpack:
 
         :raises OSError: the archive could not be read (the hash is then incomplete: the caller's to handle).
         """
-        remaining = size
-        view = memoryview(bytearray(min(_STAGE_READ, size)))
-        with open(archive, "rb", buffering=0) as f:
-            f.seek(offset)
-            while remaining > 0:
-                got = f.readinto(view[: min(len(view), remaining)])
-                if not got:
-                    raise OSError(f"{archive} is shorter than {offset + size} bytes")
-                hasher.update(view[:got])
-                self._feed(view[:got])
-                remaining -= got
+        feed_file(archive, offset, size, hasher, also=self._feed)
 
     def _feed(self, data: memoryview) -> None:
         if self.failed:

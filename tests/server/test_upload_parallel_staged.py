@@ -49,14 +49,20 @@ async def _send(api: Api, data_id: str, archive: bytes, offsets: list[int]) -> N
         assert answer.status == 200, answer.body
 
 
-async def test_members_are_unpacked_before_finish_and_shown_only_after_it(api: Api, server: RunningServer) -> None:
+async def _staged_whole(api: Api, server: RunningServer) -> tuple[bytes, str, Path]:
+    """A directory upload with every chunk sent and every member staged, not finished: archive, id, staging."""
     archive = _tar_bytes(FILES, "w")
     data_id = await _open(api, len(archive), is_directory=True)
     await _send(api, data_id, archive, list(range(0, len(archive), CHUNK)))
-    trees = server.root / "trees"
-    staging = trees / f"{data_id}.tmp"
+    staging = server.root / "trees" / f"{data_id}.tmp"
     # The head start runs after each chunk's answer: every member lands in staging without a finish.
     await _until(lambda: _held(staging) == FILES, "the members in the staging folder")
+    return archive, data_id, staging
+
+
+async def test_members_are_unpacked_before_finish_and_shown_only_after_it(api: Api, server: RunningServer) -> None:
+    archive, data_id, staging = await _staged_whole(api, server)
+    trees = staging.parent
     assert not (trees / data_id).exists()
     assert (await api.call("GET", f"/data/{data_id}/files", "alice")).status == 404
     code, body = await _finish(api, data_id, archive)
@@ -138,3 +144,19 @@ async def test_kill_9_with_members_staged_then_the_upload_resumes_and_finishes(t
         assert _tree(root / "trees" / data_id) == FILES and not staging.exists()
     finally:
         await anyio.to_thread.run_sync(proc.kill)
+
+
+async def test_a_finish_refused_for_its_checksum_leaves_no_staged_tree(api: Api, server: RunningServer) -> None:
+    """A ``finish`` that does not publish the head start leaves no copy of the tree on disk: the next
+    ``finish`` stages again from the archive, and an upload given up after a refusal is never finished."""
+    archive, data_id, staging = await _staged_whole(api, server)
+    trees = staging.parent
+    code, body = await _finish(api, data_id, archive + b"other bytes")
+    assert code == 422, body
+    # Nothing writes the staging folder any more (every slot is recorded, the head start was dropped).
+    assert not staging.exists(), sorted(p.name for p in trees.iterdir())
+    assert not list(trees.iterdir())
+    # The upload stays open and the right checksum still finishes it, staged again from the archive.
+    code, body = await _finish(api, data_id, archive)
+    assert code == 200, body
+    assert _tree(trees / data_id) == FILES and not staging.exists()
