@@ -25,6 +25,7 @@ from flowxfer.protocol import checksum_of, format_checksum, new_hasher
 from flowxfer.server import _sink
 from flowxfer.server._sink import feed_file, feed_file_direct
 from tests.server.conftest import Api
+from tests.server.test_upload_parallel import _put
 from tests.support.server import RunningServer
 
 KiB = 1024
@@ -180,16 +181,7 @@ async def test_a_parallel_upload_is_hashed_past_the_page_cache_but_for_its_last_
     partial = server.root / "partial" / data_id
 
     async def send(index: int) -> None:
-        blob = data[index * chunk : (index + 1) * chunk]
-        answer = await api.chunk(
-            "alice",
-            blob,
-            filename="p.bin",
-            offset=index * chunk,
-            data_id=data_id,
-            extra={"checksum": checksum_of(blob)},
-            path=f"/upload/parallel/{data_id}",
-        )
+        answer = await _put(api, data_id, data, index * chunk, chunk)
         assert answer.status == 200, answer.body
         await _hashing_ahead_done()  # each chunk read back before the next is recorded
 

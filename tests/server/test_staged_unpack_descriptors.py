@@ -20,10 +20,12 @@ from flowxfer.protocol import checksum_of
 from flowxfer.server._unpack import STAGED_WATCHES_MAX
 from tests.server.conftest import Api
 from tests.server.test_readback_direct import _hashing_ahead_done
+from tests.server.test_upload_parallel import CHUNK as PARALLEL_CHUNK
+from tests.server.test_upload_parallel import _put
 from tests.support.server import RunningServer
 
 KiB = 1024
-CHUNK = 64 * KiB
+CHUNK = PARALLEL_CHUNK
 
 
 def _tar() -> bytes:
@@ -51,22 +53,13 @@ async def test_abandoned_directory_uploads_hold_a_bounded_number_of_descriptors(
     trees = server.root / "trees"
 
     async def send(data_id: str, index: int) -> None:
-        blob = data[index * CHUNK : (index + 1) * CHUNK]
-        answer = await api.chunk(
-            "alice",
-            blob,
-            filename="d.tar",
-            offset=index * CHUNK,
-            data_id=data_id,
-            extra={"checksum": checksum_of(blob)},
-            path=f"/upload/parallel/{data_id}",
-        )
+        answer = await _put(api, data_id, data, index * CHUNK)
         assert answer.status == 200, answer.body
         await _hashing_ahead_done()
 
     ids = []
     for _ in range(STAGED_WATCHES_MAX + 4):  # each started (its first members staged), none finished
-        body = {"filename": "d.tar", "size": len(data), "chunk_size": CHUNK, "is_directory": True}
+        body = {"filename": "p.bin", "size": len(data), "chunk_size": CHUNK, "is_directory": True}
         opened = await api.call("POST", "/upload/parallel", "alice", json=body)
         assert opened.status == 200, opened.body
         ids.append(str(opened.json()["id"]))
