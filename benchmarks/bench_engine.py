@@ -88,7 +88,8 @@ def bench_large(size: int, repeats: int) -> tuple[list[str], dict[str, float]]:
                 f"| upload {size / MiB:.0f} MiB | {label} | {series.median:.2f} s | "
                 f"{series.rate(size):.0f} MiB/s | {series.peak_rss:.0f} MiB |"
             )
-        lines.append(f"| | **flowxfer / flowbio speed-up** | **{ratio:.1f}×** (goal ≥ 3×) | | |")
+        # Two decimals: one showed 2.96 as "3.0×", which the WAN goals then read as met.
+        lines.append(f"| | **flowxfer / flowbio speed-up** | **{ratio:.2f}×** (goal ≥ 3×) | | |")
 
         answer = subprocess.run(
             [*FLOWXFER, "--json", "--no-progress", "upload", str(data)],

@@ -184,7 +184,7 @@ def loopback_goals(results: str) -> list[Goal]:
     goals = []
     if found["upload"]:
         up = float(found["upload"][1])
-        goals.append(Goal("loopback", "upload 1 GiB", f"{up:.1f}× flowbio", "≥ 3×", up >= 3, note))
+        goals.append(Goal("loopback", "upload 1 GiB", f"{up:.2f}× flowbio", "≥ 3×", up >= 3, note))
     if found["download"]:
         down = float(found["download"][1])
         goals.append(Goal("loopback", "download 1 GiB", f"{down:.2f}× curl's time", "≤ 1.2×", down <= 1.2, note))

@@ -171,7 +171,7 @@ ENGINE = """## Engine (issue 3)
 
 Machine: 2 cores, Python 3.11.7, loopback, 2026-11-30. Medians of 5 alternating runs.
 
-| | **flowxfer / flowbio speed-up** | **3.9×** (goal ≥ 3×) | | |
+| | **flowxfer / flowbio speed-up** | **2.96×** (goal ≥ 3×) | | |
 | | **flowxfer / curl time** | **1.25×** (goal ≤ 1.2×) | | |
 
 Peak RSS of the flowxfer CLI across these runs: 86 MiB (goal ≤ 200 MiB).
@@ -181,7 +181,7 @@ Peak RSS of the flowxfer CLI across these runs: 86 MiB (goal ≤ 200 MiB).
 def test_the_loopback_goals_are_read_from_the_recorded_engine_section() -> None:
     goals = loopback_goals(ENGINE + "\n## Other\n")
     assert [(g.what, g.figure, g.met) for g in goals] == [
-        ("upload 1 GiB", "3.9× flowbio", True),
+        ("upload 1 GiB", "2.96× flowbio", False),  # shown as recorded: 3.0× read as met
         ("download 1 GiB", "1.25× curl's time", False),
         ("peak RSS of the CLI", "86 MiB", True),
     ]
