@@ -223,12 +223,9 @@ async def download_file(
     :raises StopRequested: the transfer is stopping; acked chunks are durable.
     :raises IntegrityError: bytes kept failing verification.
     :raises LocalIOError: the disk refused (full, no permission).
+
+    Tried again from the start when the server's copy changed or its stated layout was wrong.
     """
-    return await _download_tries(ctx, record, remote, finish)
-
-
-async def _download_tries(ctx: TransferContext, record: FileRecord, remote: RemoteFile, finish: bool) -> DownloadResult:
-    """:func:`download_file`'s tries: again from the start when the copy changed or the layout was wrong."""
     target = Path(record.local_path)
     restart = fresh = False
     while True:
@@ -314,7 +311,7 @@ async def _download_into(
         chunk_size=ctx.config.download_chunk_size,
     )
     head = _usable_head(remote, shared)
-    # The describing answer's unread rest goes on with its head or not at all (download_file closes it).
+    # The describing answer's unread rest goes on with its head or not at all (download_one closes it).
     held = remote.prefetched.rest if remote.prefetched is not None and head is not None else None
     remote.prefetched = None  # once: a second attempt (the bytes did not verify) asks the server
     if resumable:

@@ -107,7 +107,16 @@ async def measure_round_trip(ctx: TransferContext, *, again: bool = False) -> No
         if ctx.early_measure is early:
             ctx.early_measure = None
             again = True
-    await measure_path(ctx.config, ctx.client, again=again)
+    client = ctx.client
+    if not needs_measure(ctx.config):
+        return
+    if client.round_trip is not None and client.round_trip_settled and not again:
+        return
+    for sent in range(MEASURES if client.round_trip is None else 1):
+        if sent and client.round_trip_settled:
+            return  # the first answer was the round trip itself (the console script's early socket)
+        if not await _measuring_get(client):
+            return  # no measure: the short path's counts
 
 
 def needs_measure(config: TransferConfig) -> bool:
@@ -124,28 +133,19 @@ async def warm_path(config: TransferConfig, client: FlowClient) -> None:
     (:func:`measure_round_trip`, one GET on the open connection): answers
     read while the plan's thread holds the CPU came 5-30 ms late through a
     50 ms path, and on a short path that would choose the counts of a long one.
+    A failure is left to that measure, which meets it again.
     """
-    if not needs_measure(config) or client.round_trip is not None:
-        return
+    if needs_measure(config) and client.round_trip is None:
+        await _measuring_get(client)
+
+
+async def _measuring_get(client: FlowClient) -> bool:
+    """One small unauthenticated GET, whose answer the client times (:attr:`FlowClient.round_trip`); whether it came."""
     try:
         await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
     except FlowxferError:
-        return  # the measure after the plan meets the same failure and says so
-
-
-async def measure_path(config: TransferConfig, client: FlowClient, *, again: bool = False) -> None:
-    """:func:`measure_round_trip` before a context exists."""
-    if not needs_measure(config):
-        return
-    if client.round_trip is not None and client.round_trip_settled and not again:
-        return
-    for sent in range(MEASURES if client.round_trip is None else 1):
-        if sent and client.round_trip_settled:
-            return  # the first answer was the round trip itself (the console script's early socket)
-        try:
-            await client.json_request("GET", "/capabilities", rate_class=None, authenticated=False)
-        except FlowxferError:
-            return  # no measure: the short path's counts
+        return False
+    return True
 
 
 def fitted(ctx: TransferContext, files: int) -> dict[str, Any]:
