@@ -143,4 +143,7 @@ async def test_kill9_mid_download_then_the_same_command(tmp_path: Path, extensio
         # One stream: at most the unit the kill cut is fetched again. Without a chunk map the
         # engine hashes and journals downloads in its own 8 MiB units (download_chunk_size).
         unit = MiB if extensions else 8 * MiB
-        assert 0 <= refetched <= unit, (moved_before, document["bytes_transferred"])
+        # With a map, the resume keeps a chunk whose bytes are on disk though not journaled; the
+        # kill can land after its last block was written and before that block's bytes_moved line.
+        unreported = MiB if extensions else 0
+        assert -unreported <= refetched <= unit, (moved_before, document["bytes_transferred"])

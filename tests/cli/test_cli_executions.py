@@ -263,7 +263,9 @@ async def test_kill9_while_downloading_then_the_same_command_delivers_each_outpu
         assert not r.log.select("GET", "^/executions/")  # the journal knew the run and its outputs
         total = sum(file_sizes(out).values())
         refetched = moved_before + document["bytes_transferred"] - total
-        assert 0 <= refetched <= MiB, (moved_before, document["bytes_transferred"])
+        # Below zero by a block at most: one on disk (and kept by the resume's check against the
+        # chunk map) whose bytes_moved line the kill cut off.
+        assert -MiB <= refetched <= MiB, (moved_before, document["bytes_transferred"])
 
 
 def many_outputs(count: int) -> dict[str, int]:
