@@ -24,7 +24,9 @@ statement goes through libpq directly (:func:`_send_prepared`), not through
 psycopg's cursor: the same statement, parameters and plan, ~100 µs less a commit.
 
 A server that is down or restarting raises :class:`JournalUnavailableError`
-from whichever call met it, after at most ``connect_timeout``. The pool
+from whichever call met it, after at most ``connect_timeout``; while it stays
+away, each later call tries one direct connection first, so a server whose
+port refuses connections fails it at once (see :meth:`PostgresBackend._current_pool`). The pool
 checks a connection before lending it (the batches' kept one too, when it has
 been idle: :meth:`PostgresBackend._writer_connection`), and after an outage the next call
 starts a fresh pool (a pool whose connections failed retries them with an
@@ -544,8 +546,8 @@ class PostgresBackend:
             location, connect_timeout=connect_timeout, busy_timeout=busy_timeout, max_connections=max_connections
         )
         try:
-            backend._pool.open(wait=False)  # the pool starts connecting while _first_connect asks
-            backend._first_connect()
+            backend._pool.open(wait=False)  # the pool starts connecting while _connect_once asks
+            backend._connect_once()
             with backend._errors():
                 backend._pool.wait(timeout=connect_timeout)
             backend._prepare()
@@ -554,11 +556,13 @@ class PostgresBackend:
             raise
         return backend
 
-    def _first_connect(self) -> None:
-        """Connect once, directly, beside the pool's first connection: to hear at once why not.
+    def _connect_once(self) -> None:
+        """Connect once, directly (beside the pool's first connection, or before a fresh pool): to hear at once why not.
 
         A pool retries a connection that fails until its timeout, then says only that it timed
-        out: a refused password cost ``connect_timeout`` before its exit 2. One direct attempt
+        out: a refused password cost ``connect_timeout`` before its exit 2, and each call of a run
+        whose database had gone (its port refusing connections) waited ``connect_timeout`` in turn,
+        after ``--max-wait`` was over too: three calls, 15 s before its exit 75. One direct attempt
         fails in one round trip with libpq's and the server's own words. A refused password, a
         role or database that does not exist or a setting libpq rejects will not pass by waiting:
         a usage error (:class:`JournalError`, exit 2). A server that refuses the connection or does
@@ -575,6 +579,15 @@ class PostgresBackend:
             raise JournalUnavailableError(f"journal {self.location.display} is unreachable: {reason}") from exc
 
     def _current_pool(self) -> ConnectionPool[Any]:
+        """The pool to take a connection from; after an outage, a fresh one once the server answers again.
+
+        While a call has found the server unreachable, every call first tries one direct connection
+        (:meth:`_connect_once`): a server that refuses it fails the call at once, not after a pool's
+        ``connect_timeout`` of retries; one that answers gets a fresh pool. Outside the lock, so that
+        threads trying at once (a server that does not answer at all) do not wait in turn.
+        """
+        if self._failed:
+            self._connect_once()
         with self._pool_lock:
             if self._failed:
                 stale, self._pool, self._failed = self._pool, self._new_pool(), False

@@ -106,6 +106,8 @@ async def test_a_host_frozen_past_its_ttl_writes_nothing_after_another_finished_
     assert code_a == 75, frozen.stderr[-3000:]
     no_traceback(frozen.stderr)
     assert "taken over" in frozen.stderr, frozen.stderr[-3000:]
+    if way == "fence":  # the fence's words (LeaseLost), not the heartbeat's: its refused write stopped a
+        assert "is no longer ours" in frozen.stderr, frozen.stderr[-3000:]
     assert await anyio.to_thread.run_sync(_rows, journal) == left_by_b
     made = await server_samples(server)
     assert {name: len(samples) for name, samples in made.items()} == {"R00Sample1": 1, "R00Sample2": 1}

@@ -11,11 +11,14 @@ write nothing, and stop it, so the journal keeps only the new holder's records.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from flowxfer.journal import Journal
+from flowxfer.journal._backend import TABLES
 from tests.cli.conftest import Result, no_traceback
 from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, hosts, make_run
 from tests.support.server import RunningServer
@@ -42,7 +45,17 @@ async def test_a_host_with_a_short_ttl_waits_out_the_holder_s_long_one(
     assert code_a == 0, running.stderr[-3000:]
 
 
-def _journal_rows(url: str) -> tuple[set[tuple[str, str]], set[str], list[tuple[str, str]]]:
+def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table a lease holder writes for its work, sorted (budgets aside: requests spent are spent)."""
+    with Journal.open(url, host_id="observer") as journal:
+        return {
+            table: sorted((tuple(row.values()) for row in journal._read(f"SELECT * FROM {table}")), key=repr)
+            for table in (*TABLES, "leases")
+            if table != "buckets"
+        }
+
+
+def _outcome(url: str) -> tuple[set[tuple[str, str]], set[str], list[tuple[str, str]]]:
     """The files' (host, status), the chunks' states, and every transfer's (status, host)."""
     with Journal.open(url, host_id="observer") as journal:
         files = {(r["host"], r["status"]) for r in journal._read("SELECT host, status FROM files")}
@@ -51,42 +64,48 @@ def _journal_rows(url: str) -> tuple[set[tuple[str, str]], set[str], list[tuple[
     return files, chunks, transfers
 
 
-def _written_by_a_since(url: str, since: float) -> list[str]:
-    """Files rows host a wrote after ``since`` (epoch seconds)."""
-    with Journal.open(url, host_id="observer") as journal:
-        rows = journal._read("SELECT local_path FROM files WHERE host = 'a' AND updated > ?", (since,))
-    return [row["local_path"] for row in rows]
-
-
 async def test_a_host_that_lost_its_lease_writes_nothing_beside_the_new_holder(
     server: RunningServer, tmp_path: Path, postgres_url: str
 ) -> None:
-    """a's lease goes stale while a still works (its next heartbeat is 15 s away); b takes over.
+    """a is frozen with chunks in flight, its lease aged past the TTL; b takes over, and is frozen in turn.
 
-    a's next progress commit, fenced by the lease it no longer holds, writes nothing and stops a
-    at once: the rows of the transfer are b's alone, and b finishes it.
+    Then a wakes with its heartbeat ~10 s away and its chunks' answers coming in: only the fence on its
+    first progress commit can stop it. That commit writes nothing (the journal is exactly as b left
+    it, b being frozen: every change would be a's), and a exits 75 saying its lease is no longer its
+    own. b, woken, finishes the transfer; its rows are b's alone. Without the fence a's commits are
+    legal to the state machine (b has only reset a's files to planned), so they would be written.
     """
     expected = make_run(tmp_path / "run")
     a, b = await hosts(server, tmp_path, postgres_url, "a", "b")  # the default TTL, 60 s: a heartbeat every 15 s
     command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD]
-    # a at a quarter of b's pace: its first file ends ~12 s in, long after b's start-up (seconds on a
-    # loaded machine) has taken the lease; at 400k a finished a file while b started, now and then.
+    # a at a quarter of b's pace: a 64 KiB chunk every ~1.3 s on each of its two streams.
     async with a.start("--log-format", "json", *command[:-1], "100k") as losing:
-        await losing.until_moved(200 * KiB)
+        # ~1.5 s into its work: a's first heartbeat is 15 s after the work began, so after its
+        # freeze (b's start-up, a few seconds) a still has several seconds before it.
+        await losing.until_moved(128 * KiB)
+        losing.signal(signal.SIGSTOP)
         await anyio.to_thread.run_sync(age_leases, postgres_url, 120.0)
         async with b.start("--log-format", "json", *command) as taking_over:
-            await taking_over.until(lambda r: "transfer_started" in r.stderr)
-            (started,) = [e["ts"] for e in taking_over.events() if e["event"] == "transfer_started"]
-            code_a = await losing.wait(10)  # well before a's next heartbeat would have told it
-            assert taking_over.process.returncode is None, taking_over.stderr[-3000:]  # b still at work
-            assert await anyio.to_thread.run_sync(_written_by_a_since, postgres_url, started) == []
+            await taking_over.until(lambda r: "transfer_started" in r.stderr)  # b holds the lease now
+            taking_over.signal(signal.SIGSTOP)
+            await anyio.sleep(0.5)  # a commit b sent before it stopped has landed
+            left_by_b = await anyio.to_thread.run_sync(_rows, postgres_url)
+            losing.signal(signal.SIGCONT)
+            woke = time.monotonic()
+            code_a = await losing.wait(30)
+            stopped_after = time.monotonic() - woke
+            # Checked before b wakes: b would trip over what a wrote (a file a finished), and say so first.
+            assert await anyio.to_thread.run_sync(_rows, postgres_url) == left_by_b, "a wrote after b took over"
+            # The fence's words (LeaseLost), not the heartbeat's: what stopped a was its own refused commit.
+            assert "is no longer ours: another host or process has taken over" in losing.stderr, losing.stderr[-3000:]
+            taking_over.signal(signal.SIGCONT)
             code_b = await taking_over.wait(120)
     assert code_a == 75, losing.stderr[-3000:]
     no_traceback(losing.stderr)
-    assert "another host or process has taken over" in losing.stderr, losing.stderr[-3000:]
+    assert stopped_after < 10, f"a took {stopped_after:.1f} s to stop after it woke"
     assert Result(code_a, losing.stdout, "").json()["status"] == "interrupted"
     await assert_uploaded(server, Result(code_b, taking_over.stdout, taking_over.stderr), expected)
-    files, chunks, transfers = await anyio.to_thread.run_sync(_journal_rows, postgres_url)
+    files, chunks, transfers = await anyio.to_thread.run_sync(_outcome, postgres_url)
     assert files == {("b", "done")}
     assert chunks <= {"verified"}
     assert transfers == [("completed", "b")]

@@ -71,3 +71,37 @@ async def test_an_outage_longer_than_max_wait_exits_75_and_a_rerun_finishes(
     again = await a.run("--json", "upload", str(tmp_path / "run"), *FULL_SPEED, "--max-wait", "3s")
     await assert_uploaded(server, again, expected)
     assert await anyio.to_thread.run_sync(_statuses, postgres_url) == ["completed"]
+
+
+#: The run's --max-wait in the test below, and how long past it a run may take to end: its last
+#: flush and its transfer's end each tried once, no journal call waiting out a timeout of its own.
+MAX_WAIT = 3.0
+PROMPT = 5.0
+
+
+async def test_a_database_gone_mid_run_ends_the_run_promptly_after_max_wait(
+    server: RunningServer, tmp_path: Path, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """Once ``--max-wait`` is over, the calls left (the last flush, the transfer's end) fail at once.
+
+    The database is gone, not slow: the server's port refuses connections. Each of those calls
+    once waited a whole ``journal_timeout`` for a pool that could not connect, so the run ended
+    ~15 s after its database went away, whatever ``--max-wait`` said.
+    """
+    make_run(tmp_path / "run")
+    a = await host(server, tmp_path / "a", "a", postgres_url)
+    command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD, "--max-wait", f"{MAX_WAIT:g}s"]
+    try:
+        async with a.start("--log-format", "json", *command) as running:
+            await running.until_moved(300 * KiB)
+            await anyio.to_thread.run_sync(postgres_cluster.stop)
+            stopped = time.monotonic()
+            code = await running.wait(60)
+        took = time.monotonic() - stopped
+    finally:
+        await anyio.to_thread.run_sync(postgres_cluster.start)
+    said = "\n".join(line for line in running.stderr.splitlines() if "bytes_moved" not in line)
+    assert code == 75, said
+    assert took < MAX_WAIT + PROMPT, f"the run ended {took:.1f} s after its database went away:\n{said}"
+    assert "journal database is unreachable" in said and "flowxfer resume" in said, said
+    assert Result(code, running.stdout, "").json()["exit_code"] == 75
