@@ -482,6 +482,11 @@ def _scalar(tx: _PostgresTransaction, sql: str) -> Any:
     return row[0]
 
 
+def _one_line(message: str) -> str:
+    """libpq's message on one line: its lines (a finding, then a hint) become clauses, not run-ons."""
+    return "; ".join(" ".join(line.split()) for line in message.splitlines() if line.strip())
+
+
 class PostgresBackend:
     """A journal in a PostgreSQL database. :meth:`open` connects and migrates it."""
 
@@ -573,7 +578,7 @@ class PostgresBackend:
         try:
             psycopg.connect(self.location.url, connect_timeout=max(1, round(self._connect_timeout))).close()
         except psycopg.Error as exc:
-            reason = mask_password(" ".join(str(exc).split()))
+            reason = mask_password(_one_line(str(exc)))
             if not _lost_connection(exc) or _refused_at_login(reason):
                 raise JournalError(f"journal {self.location.display} refused us: {reason}") from exc
             raise JournalUnavailableError(f"journal {self.location.display} is unreachable: {reason}") from exc
