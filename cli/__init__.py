@@ -30,6 +30,7 @@ import click
 
 from flowxfer import __version__
 from flowxfer._os import limit_malloc_arenas
+from flowxfer.journal import Journal
 from flowxfer.transfer import DEFAULT_BASE_URL, import_aiohttp_without_default_trust
 
 from ._options import DURATION, JOURNAL, GlobalOptions
@@ -243,11 +244,14 @@ def run() -> NoReturn:
     (60-120 ms of every command's start-up; the engine verifies https with a
     context of its own): :func:`~flowxfer.transfer.import_aiohttp_without_default_trust`;
     ``--version`` and ``--help`` load no aiohttp at all. The process ends
-    without the interpreter's teardown: :func:`_leave`.
+    without the interpreter's teardown: :func:`_leave`; so an SQLite journal
+    is left with its WAL synced rather than checkpointed and deleted at every
+    command's end (:attr:`~flowxfer.journal.Journal.process_ends_at_close`).
     """
     limit_malloc_arenas()
     gc.disable()
     _LazyGroup.owns_process = True
+    Journal.process_ends_at_close = True
     try:
         main()
     except SystemExit as exc:

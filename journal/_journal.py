@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ._backend import Backend, Params, Transaction
 from ._batch import JournalBatch
@@ -102,8 +102,20 @@ class Journal(InventoryTables, SampleTables, LeaseTables):
             backend = SqliteBackend.open(where, busy_timeout=busy_timeout)
         return cls(backend, host)
 
+    #: The process ends right after it closes its journals, without the interpreter's teardown
+    #: (the console script, :func:`flowxfer.cli.run`): an SQLite journal's WAL is then synced and
+    #: kept instead of checkpointed and deleted (:meth:`SqliteBackend.leave <._sqlite.SqliteBackend.leave>`).
+    #: A library caller's process goes on: its :meth:`close` closes.
+    process_ends_at_close: ClassVar[bool] = False
+
     def close(self) -> None:
-        self._backend.close()
+        if self.process_ends_at_close and self.location.backend == "sqlite":
+            from ._sqlite import SqliteBackend
+
+            assert isinstance(self._backend, SqliteBackend)
+            self._backend.leave()
+        else:
+            self._backend.close()
 
     def __enter__(self) -> Journal:
         return self

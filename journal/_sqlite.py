@@ -12,6 +12,7 @@ cost more start-up (0.25-0.37 s) than the whole command may take (issue 20).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -85,6 +86,10 @@ class _SqliteTransaction:
             raise IllegalTransition(refused[0])
 
 
+#: The connections :meth:`SqliteBackend.leave` kept open, one per journal file at most.
+_LEFT_OPEN: dict[str, sqlite3.Connection] = {}
+
+
 class SqliteBackend:
     """A journal file. :meth:`open` creates or migrates it."""
 
@@ -149,6 +154,47 @@ class SqliteBackend:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def leave(self) -> None:
+        """End this journal's use in a process that ends next, without a teardown: its WAL synced, kept.
+
+        :meth:`close` of the file's last connection checkpoints the WAL into
+        the database and deletes it (a sync of each, an unlink), and the next
+        process's first commit creates it again (its header synced, then the
+        folder): 5 syncs a command, 15-35 ms of every command's end and start
+        on this disk (issue 20), for a state that syncing the WAL alone makes
+        as durable. The commits of a run are in the WAL, unsynced
+        (``synchronous=NORMAL``); one ``fdatasync`` makes them durable, as the
+        checkpoint did, and the next process opens the file, recovers the
+        WAL from disk and appends to it (a crashed process leaves the same
+        files, which every open already handles). SQLite checkpoints the WAL
+        itself once it passes 1,000 pages. The connection is left open for the
+        process's exit to drop (closing it would checkpoint); a later
+        :meth:`leave` of the same file in this process closes the one left
+        before, which, with this one open, is not the last and does not
+        checkpoint.
+
+        :raises JournalError: the WAL cannot be synced.
+        """
+        with self._lock:
+            try:
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None  # nothing was written through a WAL: nothing to make durable
+            except OSError as exc:
+                raise JournalError(f"cannot sync journal {self.path}: {exc.strerror}") from exc
+            if fd is not None:
+                try:
+                    os.fdatasync(fd)  # Linux syncs the file's pages, whichever descriptor wrote them
+                except OSError as exc:
+                    raise JournalError(f"cannot sync journal {self.path}: {exc.strerror}") from exc
+                finally:
+                    os.close(fd)
+            key = os.path.abspath(self.path)
+            earlier = _LEFT_OPEN.pop(key, None)
+            _LEFT_OPEN[key] = self._conn
+            if earlier is not None:
+                earlier.close()
 
     @contextlib.contextmanager
     def transaction(self, *, blind: bool = False) -> Iterator[_SqliteTransaction]:

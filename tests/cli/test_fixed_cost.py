@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,70 @@ def test_opening_an_up_to_date_journal_writes_nothing(tmp_path: Path) -> None:
         pass
     assert path.read_bytes() == before
     assert not path.with_name("journal.db-wal").exists()
+
+
+async def test_the_console_script_keeps_the_journal_wal_between_commands(tmp_path: Path) -> None:
+    """Its journal's WAL is synced and kept at the end, not checkpointed and deleted (issue 20).
+
+    Deleting it cost a checkpoint (two syncs, two unlinks) at every
+    command's end and its re-creation two more syncs at the next one's
+    start. The same WAL file serves the next command, and what each command
+    recorded is there for a process that opens the journal afterwards.
+    """
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 4)
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        wal = cli.journal.with_name(cli.journal.name + "-wal")
+        code, out, _, err = await _console(cli.env(), "--json", "upload", str(probe))
+        assert code == _exits.OK, err
+        first = json.loads(out)["transfer_id"]
+        assert wal.exists()
+        inode = wal.stat().st_ino
+        code, out, _, err = await _console(cli.env(), "--json", "upload", "--force", str(probe))
+        assert code == _exits.OK, err
+        second = json.loads(out)["transfer_id"]
+        assert wal.stat().st_ino == inode, "the WAL was deleted and made again"
+    with Journal.open(cli.journal) as journal:
+        for transfer_id in (first, second):
+            record = journal.get_transfer(transfer_id)
+            assert record is not None and record.status == "completed", record
+
+
+def test_a_journal_left_at_the_process_end_is_whole_for_the_next_process(tmp_path: Path) -> None:
+    """:attr:`Journal.process_ends_at_close`: closing leaves the connection and the WAL; another process reads all.
+
+    A second journal of the same file left in the same process replaces the
+    first one left (one connection kept per file, however many commands a
+    process runs).
+    """
+    path = tmp_path / "journal.db"
+    script = f"""
+import sqlite3
+from flowxfer.journal import Journal, NewFile
+from flowxfer.journal import _sqlite
+Journal.process_ends_at_close = True
+left = []
+for name in ("a", "b"):
+    journal = Journal.open({str(path)!r})
+    record, _, _ = journal.begin_transfer("upload", "http://x", "alice", {{}}, name)
+    journal.add_files(record.id, [NewFile("/" + name, size=1)])
+    journal.close()
+    left += _sqlite._LEFT_OPEN.values()
+assert len(_sqlite._LEFT_OPEN) == 1 and left[1] in _sqlite._LEFT_OPEN.values(), (_sqlite._LEFT_OPEN, left)
+left[1].execute("SELECT 1")  # the one left last is open
+try:
+    left[0].execute("SELECT 1")
+except sqlite3.ProgrammingError:
+    pass  # the one left before is closed
+else:
+    raise AssertionError("the first connection left is still open")
+import os
+os._exit(0)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert path.with_name("journal.db-wal").stat().st_size > 0
+    with Journal.open(path) as journal:
+        transfers = journal.list_transfers(include_finished=True)
+        assert len(transfers) == 2
+        assert sorted(f.local_path for t in transfers for f in journal.iter_files(t.id)) == ["/a", "/b"]
