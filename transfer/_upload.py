@@ -54,7 +54,7 @@ from ._upload_finish import (
     _UploadLost,
     upload_status,
 )
-from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, most_streams, upload_parallel
+from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, most_streams, on_the_way, upload_parallel
 from .events import Notice
 
 #: The smallest chunk the automatic size shrinks to after 413 answers.
@@ -321,7 +321,7 @@ async def _post_chunk(
         if isinstance(source, MemorySource)
         else None
     )
-    block = ctx.config.upload_block_for(ctx.uploads_active)
+    block = ctx.config.upload_block_for(on_the_way(ctx, options))
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload | InlineChunk] = []

@@ -76,15 +76,20 @@ def fits_parallel(ctx: TransferContext, size: int, options: UploadOptions, *, re
     )
 
 
-def _others(ctx: TransferContext, options: UploadOptions) -> int:
-    """The other files on the way: those being uploaded, or those this one started with, the more.
+def on_the_way(ctx: TransferContext, options: UploadOptions) -> int:
+    """The files on the way, this one included: those being uploaded, or those it started with, the more.
 
     The files a transfer starts at once open their sources one after another
     (a worker thread each): the first of 16 found none other under way and
     took 7 streams (a 64 MiB file in 8 MiB chunks, a finish request more),
-    which is why ``options.together`` counts them from the start.
+    and its blocks were sized for one upload (4 MiB, not 1 MiB), which is
+    why ``options.together`` counts them from the start.
     """
-    return max(ctx.uploads_active, options.together) - 1
+    return max(ctx.uploads_active, options.together)
+
+
+def _others(ctx: TransferContext, options: UploadOptions) -> int:
+    return on_the_way(ctx, options) - 1
 
 
 def parallel_streams(ctx: TransferContext, options: UploadOptions) -> int:
@@ -377,4 +382,4 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["fits_parallel", "most_streams", "upload_parallel"]
+__all__ = ["fits_parallel", "most_streams", "on_the_way", "upload_parallel"]

@@ -181,6 +181,28 @@ async def test_files_started_together_count_each_other_from_the_first(tmp_path: 
             assert len([e for e in log.select("POST", r"^/upload$") if e.status == 200]) == 5 * 9
 
 
+async def test_files_started_together_size_their_blocks_for_all_of_them(tmp_path: Path) -> None:
+    """Sixteen files at once: each reads and sends in the block sized for sixteen uploads (1 MiB),
+    the first ones too, although the others' sources were not open yet (memory stays flat)."""
+    from flowxfer.transfer.events import BytesMoved
+
+    for i in range(16):
+        write_random(tmp_path / "src" / f"f{i:02}.bin", 2 * 1024 * KiB + 1 + i, 50 + i)
+    config = TransferConfig(block_size=4 * 1024 * KiB, upload_block_size=1024 * KiB)
+    expected = config.upload_block_for(16)
+    moved: list[int] = []
+    settings = {"block_size": config.block_size, "upload_block_size": config.upload_block_size}
+
+    def watch(event: object) -> None:
+        if isinstance(event, BytesMoved):
+            moved.append(event.nbytes)
+
+    async with running_server(tmp_path / "root") as srv:
+        async with client(srv, tmp_path / "home", progress=watch, chunk_size=4 * 1024 * KiB, **settings) as fx:
+            assert (await fx.upload([tmp_path / "src"])).status == "completed"
+    assert expected == 1024 * KiB and moved and max(moved) <= expected, sorted(set(moved))
+
+
 async def test_files_started_together_share_one_measure_of_the_path(tmp_path: Path) -> None:
     """Four large files at once through a 100 ms path, their streams left to it: the round trip is
     measured once for all of them (at most two GETs), not by each file while the others wait."""
