@@ -6,6 +6,8 @@ with ``--log-format json``. Printed per run: start to the first request the
 server saw, from there to the first chunk, the chunks (first chunk's start to
 the last chunk's answer, against the link alone), the finish and the exit;
 the CPU seconds of the client (``wait4``), the server and the path (``/proc``).
+``--timeline`` adds every request the server saw and every event the client
+logged, in order; ``tiny`` (a 4 KiB file) is the upload to compare against.
 Nothing is recorded. Run it under the benchmark lock, e.g.
 ``flock /work/wt/bench.lock python -m benchmarks.trace_upload --rounds 2``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -59,13 +62,56 @@ def requests_since(log: Path, since: float) -> list[Request]:
     return found
 
 
-def trace(label: str, files: list[Path], env: dict[str, str], server: Server, path: WanProcess) -> str:
-    """One upload of ``files``: its phases and the CPU of each process, as one line."""
+def timeline(seen: list[Request], events: list[str], started: float) -> list[str]:
+    """Every request the server saw and every event the client logged (but progress), in order, seconds from the start.
+
+    Requests of one kind that start within 10 ms of each other are folded into one line (16 files'
+    chunks, or their first requests), with their count and the span of their ends.
+    """
+    rows: list[tuple[float, str]] = []
+    for line in events:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("ts"), int | float) and event.get("event") != "bytes_moved":
+            rows.append((event["ts"] - started, f"client {event.get('event')}"))
+    group: list[Request] = []
+
+    def fold() -> None:
+        if group:
+            ends = sorted(r.end - started for r in group)
+            where = f"ends {ends[0]:.3f}" + (f"-{ends[-1]:.3f}" if len(group) > 1 else "")
+            first = group[0]
+            rows.append((first.start - started, f"server {len(group)} x {first.method} {first.path} ({where})"))
+            group.clear()
+
+    def kind(request: Request) -> tuple[str, str]:
+        return request.method, re.sub(r"\d+", "N", request.path)
+
+    for request in sorted(seen, key=lambda r: r.start):
+        if group and (kind(group[0]) != kind(request) or request.start - group[0].start > 0.01):
+            fold()
+        group.append(request)
+    fold()
+    return [f"  {at:7.3f} {what}" for at, what in sorted(rows)]
+
+
+def trace(
+    label: str, files: list[Path], env: dict[str, str], server: Server, path: WanProcess, *, show: bool = False
+) -> str:
+    """One upload of ``files``: its phases and the CPU of each process, as one line (``show``: and its timeline)."""
     assert server.proc is not None and path.proc is not None
     command = [*FLOWXFER, "--no-progress", "--log-format", "json", "upload", "--force", *map(str, files)]
     server_cpu, path_cpu = cpu_seconds(server.proc.pid), cpu_seconds(path.proc.pid)
     started = time.time()
-    child = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if show else subprocess.DEVNULL,
+    )
+    logged = child.stderr.read().decode(errors="replace").splitlines() if child.stderr is not None else []
     _, status, usage = os.wait4(child.pid, 0)
     ended = time.time() - started
     server_cpu, path_cpu = cpu_seconds(server.proc.pid) - server_cpu, cpu_seconds(path.proc.pid) - path_cpu
@@ -80,11 +126,12 @@ def trace(label: str, files: list[Path], env: dict[str, str], server: Server, pa
     last = max(r.end for r in seen) - started
     size = sum(f.stat().st_size for f in files)
     link = size / (path.spec.link_rate or 1)
+    lines = "".join(f"\n{row}" for row in timeline(seen, logged, started)) if show else ""
     return (
         f"{label}: {ended:.2f} s = start {first:.2f} + to the first chunk {first_chunk - first:.2f}"
         f" + chunks {last_chunk - first_chunk:.2f} (link alone {link:.2f}) + finish {last - last_chunk:.2f}"
         f" + exit {ended - last:.2f}; CPU client {usage.ru_utime + usage.ru_stime:.2f} s, server"
-        f" {server_cpu:.2f} s, path {path_cpu:.2f} s; {len(chunks)} chunk requests"
+        f" {server_cpu:.2f} s, path {path_cpu:.2f} s; {len(chunks)} chunk requests{lines}"
     )
 
 
@@ -93,15 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtt-ms", type=float, default=50.0)
     p.add_argument("--connection-mbit", type=float, default=0.0, help="per-connection cap (250: the lossy path)")
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--tasks", default="upload,many", help="upload (1 GiB), many (16 x 64 MiB)")
+    p.add_argument("--tasks", default="upload,many", help="upload (1 GiB), many (16 x 64 MiB), tiny (4 KiB)")
+    p.add_argument("--timeline", action="store_true", help="also every request and client event, in order")
     args = p.parse_args(argv)
     data = prepare(GiB, 16, 64 * MiB)
     spec = (args.rtt_ms, 1000.0, args.connection_mbit, 16.0)
     with served("trace-direct") as (server, _direct), through(server, "trace-path", spec) as (path, env):
         for round_ in range(1, args.rounds + 1):
             for task in args.tasks.split(","):
-                files = [data.large] if task == "upload" else data.files
-                print(trace(f"{task} round {round_}", files, env, server, path), flush=True)
+                files = {"upload": [data.large], "tiny": [data.probe]}.get(task, data.files)
+                label = f"{task} round {round_}"
+                print(trace(label, files, env, server, path, show=args.timeline), flush=True)
     return 0
 
 

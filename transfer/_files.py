@@ -29,7 +29,7 @@ from ._remote import describe, search
 from ._report import FileReport, TransferReport
 from ._runner import Runner
 from ._runtime import TransferContext, task_group
-from ._workers import download_one, unsent, upload_one
+from ._workers import UploadWave, download_one, unsent, upload_one
 from .events import FileFinished, FilesPlanned, Notice
 
 __all__ = ["check_named", "named_data", "run_download", "run_upload"]
@@ -54,6 +54,7 @@ async def run_upload(
     # Named in the journal's form (``--path-map``): the same upload on every host of a fleet.
     params: dict[str, Any] = {"paths": [runner.paths.to_journal(p) for p in resolved], "data_type": data_type}
     options = UploadOptions(data_type=data_type)
+    wave = UploadWave()
 
     def scan() -> Iterator[LocalFile]:
         for found in scan_local(resolved):
@@ -64,6 +65,8 @@ async def run_upload(
             partial(plan_uploads, ctx.journal, record.id, ctx.server, ctx.username, scan(), force=force)
         )
         runner.emit(FilesPlanned(count, total))
+        summary = await anyio.to_thread.run_sync(ctx.journal.summary, record.id)
+        wave.todo = summary.files_total - summary.files_finished
         # A resume keeps the rows its transfer holds: a file it uploaded before stays done (so the
         # summary counts it), one still to do is its worker's to report; neither was skipped now.
         held = await anyio.to_thread.run_sync(_statuses, ctx.journal, record.id) if resumed and skipped else {}
@@ -73,7 +76,7 @@ async def run_upload(
                 runner.emit(FileFinished(row.local_path, row.remote_name, status, row.size, row.data_id, None))
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
-        return await upload_one(ctx, record, options)
+        return await upload_one(ctx, record, dataclasses.replace(options, together=wave.take(ctx)))
 
     return await runner.run(
         "upload", params, plan, work, transfer_id=transfer_id, extra_state={"force": force}, read_ahead=unsent

@@ -59,6 +59,10 @@ class UploadOptions:
     #: False: a lost answer to the file's final chunk raises :class:`AnswerLost` instead of
     #: sending it again (a sample's last file: the server may have made the sample).
     replay_final: bool = True
+    #: The files that start with this one, itself included (``upload``'s first files: all of them
+    #: at once): counted as on the way before their uploads are, when a large file's parallel
+    #: streams are chosen (:func:`._upload_parallel.parallel_streams`).
+    together: int = 1
 
 
 class SourceErrorHolder:

@@ -34,7 +34,7 @@ from ._errors import (
     RejectedError,
     StopRequested,
 )
-from ._pathfit import measure_round_trip, path_chunk_size
+from ._pathfit import chunk_size_follows_path, measure_round_trip, path_chunk_size
 from ._payloads import (
     ChunkPayload,
     InlineChunk,
@@ -54,7 +54,7 @@ from ._upload_finish import (
     _UploadLost,
     upload_status,
 )
-from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, upload_parallel
+from ._upload_parallel import MIN_PARALLEL_CHUNK, fits_parallel, most_streams, on_the_way, upload_parallel
 from .events import Notice
 
 #: The smallest chunk the automatic size shrinks to after 413 answers.
@@ -87,6 +87,16 @@ def plan_from(size: int, chunk_size: int, boundary: int) -> list[Chunk]:
     head = plan_chunks(boundary, chunk_size)
     tail = plan_chunks(size - boundary, chunk_size)
     return head + [Chunk(len(head) + c.index, boundary + c.offset, c.size) for c in tail]
+
+
+def path_matters(ctx: TransferContext, options: UploadOptions) -> bool:
+    """Whether this file's counts depend on the round trip: its streams, or its chunk size.
+
+    With many files on the way (at most one stream each) and the chunk size at
+    the server's limit, nothing is chosen from the path: the first chunk goes
+    at once instead of after a measuring GET.
+    """
+    return most_streams(ctx, options) > 1 or chunk_size_follows_path(ctx)
 
 
 async def upload_source(
@@ -123,7 +133,7 @@ async def _upload_open_source(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions
 ) -> UploadResult:
     size = source.size
-    if ctx.capabilities.parallel_chunks and size > MIN_PARALLEL_CHUNK:
+    if ctx.capabilities.parallel_chunks and size > MIN_PARALLEL_CHUNK and path_matters(ctx, options):
         await measure_round_trip(ctx)
     if fits_parallel(ctx, size, options, resuming=bool(record.data_id)):
         parallel = await upload_parallel(ctx, record, source, options)
@@ -311,7 +321,7 @@ async def _post_chunk(
         if isinstance(source, MemorySource)
         else None
     )
-    block = ctx.config.upload_block_for(ctx.uploads_active)
+    block = ctx.config.upload_block_for(on_the_way(ctx, options))
     for attempt in range(1, ctx.config.max_attempts + 1):
         holder = SourceErrorHolder()
         sent: list[ChunkPayload | InlineChunk] = []

@@ -28,6 +28,7 @@ from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState
 
 from ._checksums import hash_range
 from ._chunks import Chunk, plan_chunks
+from ._config import SHORT_PATH_UPLOAD_STREAMS
 from ._errors import (
     ChecksumMismatchError,
     IntegrityError,
@@ -71,21 +72,51 @@ def fits_parallel(ctx: TransferContext, size: int, options: UploadOptions, *, re
         ctx.capabilities.parallel_chunks
         and options.endpoint == "/upload"
         and not options.fields
-        and (resuming or (parallel_streams(ctx) > 1 and size > parallel_chunk_size(ctx, size)))
+        and (resuming or (parallel_streams(ctx, options) > 1 and size > parallel_chunk_size(ctx, size, options)))
     )
 
 
-def parallel_streams(ctx: TransferContext) -> int:
+def on_the_way(ctx: TransferContext, options: UploadOptions) -> int:
+    """The files on the way, this one included: those being uploaded, or those it started with, the more.
+
+    The files a transfer starts at once open their sources one after another
+    (a worker thread each): the first of 16 found none other under way and
+    took 7 streams (a 64 MiB file in 8 MiB chunks, a finish request more),
+    and its blocks were sized for one upload (4 MiB, not 1 MiB), which is
+    why ``options.together`` counts them from the start.
+    """
+    return max(ctx.uploads_active, options.together)
+
+
+def _others(ctx: TransferContext, options: UploadOptions) -> int:
+    return on_the_way(ctx, options) - 1
+
+
+def parallel_streams(ctx: TransferContext, options: UploadOptions) -> int:
     """Connections for this file's chunks: ``upload_streams``, less one for each other file on the way.
 
     Many files at once fill the path already, one connection each (16 × 64 MiB
     reached 91% of the lossy path's link in strict order); a file's extra
     streams would only add requests. One large file alone gets them all.
     """
-    return ctx.config.upload_streams_for(ctx.client.round_trip, path_rate(ctx)) - max(0, ctx.uploads_active - 1)
+    return ctx.config.upload_streams_for(ctx.client.round_trip, path_rate(ctx)) - _others(ctx, options)
 
 
-def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
+def most_streams(ctx: TransferContext, options: UploadOptions) -> int:
+    """The most :func:`parallel_streams` could be now, whatever the round trip and the rate.
+
+    At most one: the file goes in strict order on any path, so there is no
+    count to measure the path for (16 files of 64 MiB at once).
+    """
+    config = ctx.config
+    if config.upload_streams is not None:
+        most = config.upload_streams
+    else:  # the model's ceiling (a ceiling below the floor gives the floor)
+        most = max(SHORT_PATH_UPLOAD_STREAMS, config.max_upload_streams)
+    return most - _others(ctx, options)
+
+
+def parallel_chunk_size(ctx: TransferContext, size: int, options: UploadOptions) -> int:
     """The chunk size asked for; else one that gives every stream :data:`ROUNDS` chunks (whole MiB).
 
     1 GiB on 6 streams: 43 MiB chunks, 24 of them, four rounds of six. Bounded
@@ -93,7 +124,7 @@ def parallel_chunk_size(ctx: TransferContext, size: int) -> int:
     """
     if ctx.config.chunk_size is not None:
         return ctx.chunk_size()
-    share = -(-size // (max(1, parallel_streams(ctx)) * ROUNDS))
+    share = -(-size // (max(1, parallel_streams(ctx, options)) * ROUNDS))
     return max(1, min(path_chunk_size(ctx), max(MIN_PARALLEL_CHUNK, -(-share // MiB) * MiB)))
 
 
@@ -132,8 +163,8 @@ async def _run(
     ctx: TransferContext, record: FileRecord, source: Source, options: UploadOptions, data_id: str | None
 ) -> UploadResult:
     size = source.size
-    streams = max(1, parallel_streams(ctx))
-    chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size)
+    streams = max(1, parallel_streams(ctx, options))
+    chunk_size = record.chunk_size if (data_id and record.chunk_size) else parallel_chunk_size(ctx, size, options)
     chunks = plan_chunks(size, chunk_size)
     # The streams' handshakes while the upload is opened (or asked about): on a long path a
     # request on a new connection waits a round trip for its handshake first.
@@ -351,4 +382,4 @@ async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_i
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["fits_parallel", "upload_parallel"]
+__all__ = ["fits_parallel", "most_streams", "on_the_way", "upload_parallel"]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # a download does not load the upload modules (issue 20: star
     from ._upload import UploadOptions, UploadResult
 
 __all__ = [
+    "UploadWave",
     "download_one",
     "remember_upload",
     "start_over",
@@ -42,6 +43,37 @@ __all__ = [
 #: Called when a file changed since it was planned, with its new stat: raises to give the file up
 #: for this run (``sync --min-age``: a file still being written is taken by a later run).
 SettledCheck = Callable[[FileRecord, os.stat_result], None]
+
+
+class UploadWave:
+    """How many of a transfer's files start together with each one, in the order their workers take them.
+
+    Files are handed to the workers one after another and each opens its
+    source in a worker thread, so ``ctx.uploads_active`` counts the first
+    files' companions late: the first of 16 files of 64 MiB found one
+    upload under way (itself), chose 7 parallel streams and 8 MiB chunks, and
+    the 16 connections carried 58 requests instead of 16. Counted here
+    instead, when the worker takes the file (before any wait).
+
+    :ivar todo: the files the transfer has to work (set once it is planned).
+    """
+
+    def __init__(self) -> None:
+        self.todo = 0
+        self._taken = 0
+
+    def take(self, ctx: TransferContext) -> int:
+        """The files on the way with the one taken now (itself included), at least 1.
+
+        The first ``concurrency`` files all start at once: each counts all of them. A file
+        taken later (one finished before it) counts those still to start, up to as many:
+        the ones under way count themselves (``ctx.uploads_active``).
+        """
+        at_once = ctx.config.concurrency_for(None)
+        first = self._taken < at_once
+        together = self.todo if first else self.todo - self._taken
+        self._taken += 1
+        return max(1, min(at_once, together))
 
 
 def unsent(record: FileRecord) -> bool:

@@ -165,6 +165,91 @@ async def test_many_files_at_once_leave_no_streams_to_share(tmp_path: Path) -> N
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {f.name: f.read_bytes() for f in files}
 
 
+async def test_files_started_together_count_each_other_from_the_first(tmp_path: Path) -> None:
+    """Five files handed out at once, four streams to share: the first file counts the four others
+    as on the way although their sources are not open yet, so none goes on parallel streams."""
+    for i in range(5):
+        write_random(tmp_path / "src" / f"f{i}.bin", 8 * CHUNK + 1 + i, 20 + i)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            log = proxy.add(Record())
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home", upload_streams=4, concurrency=5) as fx:
+                report = await fx.upload([tmp_path / "src"])
+            assert report.status == "completed"
+            assert not log.select("POST", r"^/upload/parallel"), [e.path for e in log.entries]
+            assert len([e for e in log.select("POST", r"^/upload$") if e.status == 200]) == 5 * 9
+
+
+async def test_files_started_together_size_their_blocks_for_all_of_them(tmp_path: Path) -> None:
+    """Sixteen files at once: each reads and sends in the block sized for sixteen uploads (1 MiB),
+    the first ones too, although the others' sources were not open yet (memory stays flat)."""
+    from flowxfer.transfer.events import BytesMoved
+
+    for i in range(16):
+        write_random(tmp_path / "src" / f"f{i:02}.bin", 2 * 1024 * KiB + 1 + i, 50 + i)
+    config = TransferConfig(block_size=4 * 1024 * KiB, upload_block_size=1024 * KiB)
+    expected = config.upload_block_for(16)
+    moved: list[int] = []
+    settings = {"block_size": config.block_size, "upload_block_size": config.upload_block_size}
+
+    def watch(event: object) -> None:
+        if isinstance(event, BytesMoved):
+            moved.append(event.nbytes)
+
+    async with running_server(tmp_path / "root") as srv:
+        async with client(srv, tmp_path / "home", progress=watch, chunk_size=4 * 1024 * KiB, **settings) as fx:
+            assert (await fx.upload([tmp_path / "src"])).status == "completed"
+    assert expected == 1024 * KiB and moved and max(moved) <= expected, sorted(set(moved))
+
+
+async def test_files_started_together_share_one_measure_of_the_path(tmp_path: Path) -> None:
+    """Four large files at once through a 100 ms path, their streams left to it: the round trip is
+    measured once for all of them (at most two GETs), not by each file while the others wait."""
+    files = [write_random(tmp_path / "src" / f"f{i}.bin", 8 * 1024 * KiB + 1 + i, 30 + i) for i in range(4)]
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home") as fx:
+                await fx.capabilities()  # remembered: the command below sends no GET for them
+            proxy.add(Latency(0.05))
+            log = proxy.add(Record())
+            config = TransferConfig(chunk_size=1024 * KiB, upload_streams=None, journal_flush_interval=0.05)
+            from flowxfer.transfer import Flowxfer
+
+            home = tmp_path / "home"
+            async with Flowxfer(
+                via.base_url, config_dir=home / "config", journal=home / "journal.db", config=config
+            ) as fx:
+                assert (await fx.upload([tmp_path / "src"])).status == "completed"
+            measures = log.select("GET", r"^/capabilities$")
+            assert 1 <= len(measures) <= 2, [(e.method, e.path) for e in log.entries]
+    assert len(files) == 4
+
+
+async def test_files_too_many_for_streams_send_no_measure(tmp_path: Path) -> None:
+    """Nine large files at once, eight streams at most: each goes in strict order on any path, and
+    its chunk is the server's limit whatever the round trip, so no GET measures the path first."""
+    from flowxfer.transfer import Flowxfer
+
+    for i in range(9):
+        write_random(tmp_path / "src" / f"f{i}.bin", 8 * 1024 * KiB + 1 + i, 40 + i)
+    async with running_server(tmp_path / "root") as srv:
+        async with FaultProxy("127.0.0.1", int(srv.base_url.rsplit(":", 1)[1])) as proxy:
+            via = RunningServer(proxy.url, srv.root, srv.users, srv.config)
+            async with client(via, tmp_path / "home") as fx:
+                await fx.capabilities()  # remembered: the command below sends no GET for them
+            log = proxy.add(Record())
+            config = TransferConfig(concurrency=9, upload_streams=None, journal_flush_interval=0.05)
+            home = tmp_path / "home"
+            async with Flowxfer(
+                via.base_url, config_dir=home / "config", journal=home / "journal.db", config=config
+            ) as fx:
+                assert (await fx.upload([tmp_path / "src"])).status == "completed"
+            assert not log.select("GET", r"^/capabilities$"), [(e.method, e.path) for e in log.entries]
+            assert not log.select("POST", r"^/upload/parallel") and len(log.select("POST", r"^/upload$")) == 9
+
+
 async def test_the_path_decides_the_streams_by_default(tmp_path: Path) -> None:
     """Streams left to the path: one on loopback (more would only add work), several from a 40 ms round trip."""
     src = write_random(tmp_path / "big.bin", 12 * CHUNK + 3, 8)
