@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -259,6 +260,30 @@ def run() -> NoReturn:
     raise AssertionError("click's standalone main() always exits")  # pragma: no cover
 
 
+#: How long the end waits for other non-daemon threads to end by themselves.
+_THREADS_GRACE = 1.0
+
+
+def _threads_ended() -> bool:
+    """Whether every other non-daemon thread ended, waiting up to :data:`_THREADS_GRACE` for them.
+
+    anyio's worker threads are not daemons, and the event loop's end only
+    tells them to stop: under load one is often still on its way out when
+    the command ends. Waited for here, as the interpreter's exit would, they
+    no longer cost the teardown (a journal closed by it is checkpointed and
+    its WAL deleted: :meth:`flowxfer.journal.Journal.process_ends_at_close`).
+    A thread still at work after the grace is the interpreter's to wait for.
+    """
+    deadline = time.monotonic() + _THREADS_GRACE
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return False
+    return True
+
+
 def _leave(code: object) -> NoReturn:
     """End the process with ``code`` as :class:`SystemExit` would, minus the interpreter's teardown.
 
@@ -268,11 +293,10 @@ def _leave(code: object) -> NoReturn:
     before it is reported. What shutdown does that matters is done here:
     atexit functions run (logging's flush), stdout and stderr are flushed.
     The interpreter's own exit is kept where it does more: another
-    non-daemon thread still running (it waits for it), or a flush that fails
-    (a closed pipe: it reports that as it always did).
+    non-daemon thread still running after :func:`_threads_ended` (it waits for
+    it), or a flush that fails (a closed pipe: it reports that as it always did).
     """
-    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
-    if any(thread.is_alive() and not thread.daemon for thread in others):
+    if not _threads_ended():
         raise SystemExit(code)
     if code is None:
         status = 0

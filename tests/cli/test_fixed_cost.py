@@ -190,8 +190,15 @@ async def test_the_console_script_exits_as_the_command_says(tmp_path: Path) -> N
 _LEAVE = """
 import sys, threading, time
 from flowxfer.cli import _leave
-if sys.argv[1] == "thread":
-    threading.Thread(target=lambda: (time.sleep(0.3), print("the thread ended", flush=True))).start()
+
+class Teardown:
+    def __del__(self):
+        print(" teardown", flush=True)  # only the interpreter's own exit releases module globals
+
+witness = Teardown()
+if sys.argv[1] != "none":
+    seconds = float(sys.argv[1])
+    threading.Thread(target=lambda: (time.sleep(seconds), print("the thread ended", flush=True))).start()
 sys.stdout.write("buffered")
 _leave(None if sys.argv[2] == "None" else int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2])
 """
@@ -203,7 +210,11 @@ _leave(None if sys.argv[2] == "None" else int(sys.argv[2]) if sys.argv[2].isdigi
         ("none", "None", 0, "buffered", ""),
         ("none", "3", 3, "buffered", ""),
         ("none", "a message", 1, "buffered", "a message"),
-        ("thread", "5", 5, "bufferedthe thread ended", ""),
+        # A thread that ends within the grace is waited for, and the teardown still skipped
+        # (anyio's worker threads, told to stop as the event loop ended).
+        ("0.3", "5", 5, "bufferedthe thread ended", ""),
+        # One that outlasts the grace is the interpreter's to wait for: it tears down too.
+        ("1.6", "5", 5, "bufferedthe thread ended teardown", ""),
     ],
 )
 async def test_leaving_flushes_and_waits_for_a_thread_as_interpreter_shutdown_does(
