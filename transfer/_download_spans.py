@@ -32,6 +32,10 @@ cut a 24 MiB rest whose bytes were all in flight already: 12 MiB of link
 (0.1 s) in every run, nothing gained. So a cut also needs the file's rate
 over the last :data:`RECENT` seconds to have fallen under :data:`LINK_FULL`
 of its rate so far: streams capped each (the lossy path) or one stalled.
+That says something only when fewer streams carry the file now than
+before a stream finished: with as many (one stream ran alone while the
+other sat out a Retry-After), a rate that holds is no sign of a full link,
+and the rules above decide alone.
 
 Pure bookkeeping, no I/O: the streams (:mod:`._download_streams`) move
 ``Span.start`` as bytes arrive and read ``Span.end`` as their limit.
@@ -151,6 +155,8 @@ class Spans:
         self._received_done = 0
         #: (clock, bytes received) when idle streams looked: the file's recent rate.
         self._samples: deque[tuple[float, int]] = deque()
+        #: How many streams were receiving when a span was last done (itself included).
+        self._streams_before = 0
         #: How many spans were made by cutting another in two (each one more request).
         self.splits = 0
         #: The longest any request of these spans waited for its answer (:meth:`answer_took`).
@@ -199,8 +205,13 @@ class Spans:
 
     def done(self, span: Span) -> None:
         """The stream of ``span`` has received all of it (or gave up): it can no longer be split."""
+        self._streams_before = self._receiving(self._clock())
         self.active.remove(span)
         self._received_done += max(0, span.start - span.taken)
+
+    def _receiving(self, now: float) -> int:
+        """Streams whose answers have been arriving for :attr:`min_age` at least."""
+        return sum(1 for s in self.active if s.start > s.origin and now - s.began >= self.min_age)
 
     def received(self) -> int:
         """Bytes the streams have received so far (of every span taken)."""
@@ -211,8 +222,8 @@ class Spans:
 
         Not known yet (no look that long ago): False, the streams look again.
         """
-        if self.full is None:
-            return True
+        if self.full is None or self._receiving(now) >= self._streams_before:
+            return True  # as many streams as before: the rate says nothing of the link
         received, samples = self.received(), self._samples
         samples.append((now, received))
         while len(samples) > 1 and now - samples[1][0] >= self.recent:

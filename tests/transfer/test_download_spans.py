@@ -189,6 +189,23 @@ def test_no_span_is_cut_while_the_streams_left_carry_what_all_of_them_did() -> N
     assert stolen is not None and plan.splits == 1 and second.end == stolen.start
 
 
+def test_a_rate_that_holds_with_as_many_streams_as_before_says_nothing_of_the_link() -> None:
+    """One stream ran alone while the other sat out a Retry-After; then the late one runs alone at the
+    same rate. No fewer streams carry the file than before: the usual rules cut the late one's span."""
+    clock = Clock()
+    plan = Spans([(0, 1000), (1000, 2000)], granularity=10, min_split=20, worth=0.4, clock=clock)
+    first, second = plan.take(), plan.take()
+    assert first is not None and second is not None
+    clock.now += 10.0
+    first.start = 1000  # 100 bytes a second, alone: the second's request waited
+    plan.done(first)
+    second.answered(clock.now)
+    clock.now += 1.0
+    second.start = 1100  # 100 bytes a second: the file's rate holds, 9 s left
+    stolen = plan.take()
+    assert stolen is not None and (stolen.start, stolen.end) == (1550, 2000) and second.end == 1550
+
+
 def test_the_rate_is_not_judged_before_idle_streams_have_looked_for_a_while() -> None:
     clock = Clock()
     plan = Spans([(0, 1000), (1000, 2000)], granularity=1, min_split=1, worth=0.4, recent=0.25, clock=clock)
