@@ -26,8 +26,12 @@ from ._wan import WanProcess, served, through
 from .bench_wan import upload_id
 from .trace_upload import cpu_seconds, requests_since
 
-#: What ``--strace`` shows of the client: its disk syncs, renames and end (``-ttt``: wall-clock seconds).
-STRACE = ["strace", "-f", "-ttt", "--seccomp-bpf", "-e", "trace=fsync,fdatasync,fallocate,rename,renameat2,exit_group"]
+#: What ``--strace`` shows of the client: its disk syncs, renames and end (``-ttt``: wall-clock seconds;
+#: ``-T``: how long each call took).
+STRACE = [
+    *("strace", "-f", "-ttt", "-T", "--seccomp-bpf"),
+    *("-e", "trace=fsync,fdatasync,fallocate,rename,renameat2,exit_group"),
+]
 
 
 def trace(
