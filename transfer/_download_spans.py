@@ -56,13 +56,14 @@ WORTH_SPLITTING = 0.4
 #: A stream's rate is judged only once it has run this long (its first byte takes a round trip).
 MIN_AGE = 0.1
 
-#: The file's recent rate is taken over at least this long (idle streams look every tenth of a second).
-RECENT = 0.25
+#: The file's recent rate is taken over at least this long (idle streams look every tenth of a second): long
+#: enough that a client that stalls for a moment (a loaded machine) is not taken for a fall.
+RECENT = 0.5
 
 #: A span is cut only when the file's recent rate fell under this share of its rate so far: above it,
 #: the streams left still carry what all of them did (one connection can fill the path), a cut only
 #: throws away the owner's bytes in flight.
-LINK_FULL = 0.9
+LINK_FULL = 0.8
 
 
 @dataclass(eq=False)

@@ -180,7 +180,7 @@ def test_no_span_is_cut_while_the_streams_left_carry_what_all_of_them_did() -> N
     # By their rate since they began (~106 a second) each has ~3.3 s left: the old rule cut here.
     assert plan.splits == 0 and second.end == 2000 and third.end == 3500
     stolen = None
-    for _ in range(4):  # the second stalls: the file's rate halves, seen within a few looks
+    for _ in range(8):  # the second stalls: the file's rate halves, seen within a few looks
         clock.now += 0.1
         third.start += 15
         stolen = plan.take()
