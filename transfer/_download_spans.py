@@ -206,13 +206,14 @@ class Spans:
 
     def done(self, span: Span) -> None:
         """The stream of ``span`` has received all of it (or gave up): it can no longer be split."""
-        self._streams_before = self._receiving(self._clock())
+        # Counted only if receiving for a while: one that began a moment ago carried none of the rate so far.
+        self._streams_before = self._receiving(self._clock(), max(self.min_age, self.recent))
         self.active.remove(span)
         self._received_done += max(0, span.start - span.taken)
 
-    def _receiving(self, now: float) -> int:
-        """Streams whose answers have been arriving for :attr:`min_age` at least."""
-        return sum(1 for s in self.active if s.start > s.origin and now - s.began >= self.min_age)
+    def _receiving(self, now: float, age: float) -> int:
+        """Streams whose answers have been arriving for ``age`` seconds at least."""
+        return sum(1 for s in self.active if s.start > s.origin and now - s.began >= age)
 
     def received(self) -> int:
         """Bytes the streams have received so far (of every span taken)."""
@@ -223,7 +224,7 @@ class Spans:
 
         Not known yet (no look that long ago): False, the streams look again.
         """
-        if self.full is None or self._receiving(now) >= self._streams_before:
+        if self.full is None or self._receiving(now, self.min_age) >= self._streams_before:
             return True  # as many streams as before: the rate says nothing of the link
         received, samples = self.received(), self._samples
         samples.append((now, received))

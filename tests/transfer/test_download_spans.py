@@ -196,11 +196,12 @@ def test_a_rate_that_holds_with_as_many_streams_as_before_says_nothing_of_the_li
     plan = Spans([(0, 1000), (1000, 2000)], granularity=10, min_split=20, worth=0.4, clock=clock)
     first, second = plan.take(), plan.take()
     assert first is not None and second is not None
-    clock.now += 10.0
-    first.start = 1000  # 100 bytes a second, alone: the second's request waited
+    clock.now += 9.8
+    second.answered(clock.now)  # its answer begins a moment before the first is done: it carried none
+    clock.now += 0.2
+    first.start, second.start = 1000, 1020  # the first alone, 100 bytes a second
     plan.done(first)
-    second.answered(clock.now)
-    clock.now += 1.0
+    clock.now += 0.8
     second.start = 1100  # 100 bytes a second: the file's rate holds, 9 s left
     stolen = plan.take()
     assert stolen is not None and (stolen.start, stolen.end) == (1550, 2000) and second.end == 1550
