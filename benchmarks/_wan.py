@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._common import WORK, MiB, Series, Server, flowxfer_home, start_listening, stop
 from .wanpath import spec_from_args
@@ -22,9 +23,17 @@ class WanProcess:
     """``python -m benchmarks.wanpath`` in front of ``upstream``, as a subprocess (its own core, not ours)."""
 
     def __init__(
-        self, upstream: str, rtt_ms: float, link_mbit: float, connection_mbit: float, window_mib: float
+        self,
+        upstream: str,
+        rtt_ms: float,
+        link_mbit: float,
+        connection_mbit: float,
+        window_mib: float,
+        trace_file: Path | None = None,
     ) -> None:
+        """:param trace_file: where the path keeps its downward link's trace (``--trace-file``; None: none)."""
         self.stats_file = WORK / f"wanpath-{id(self)}.json"
+        self.trace_file = trace_file
         self.arguments = [
             "--upstream",
             upstream,
@@ -38,6 +47,7 @@ class WanProcess:
             str(window_mib),
             "--stats-file",
             str(self.stats_file),
+            *(["--trace-file", str(trace_file)] if trace_file is not None else []),
         ]
         self.spec = spec_from_args(rtt_ms, link_mbit, connection_mbit, int(window_mib * MiB))
         self.proc: subprocess.Popen[str] | None = None
@@ -54,6 +64,8 @@ class WanProcess:
         if self.proc is not None:
             stop(self.proc)
         self.stats_file.unlink(missing_ok=True)
+        if self.trace_file is not None:
+            self.trace_file.unlink(missing_ok=True)
 
     def connections(self) -> int:
         """Connections the path has accepted so far (each one a handshake's round trip)."""
@@ -100,8 +112,8 @@ def served(name: str) -> Iterator[tuple[Server, dict[str, str]]]:
 
 @contextmanager
 def through(
-    server: Server, name: str, spec_args: tuple[float, float, float, float]
+    server: Server, name: str, spec_args: tuple[float, float, float, float], trace_file: Path | None = None
 ) -> Iterator[tuple[WanProcess, dict[str, str]]]:
     """A path in front of ``server`` and a flowxfer home logged in through it."""
-    with WanProcess(server.url, *spec_args) as path, flowxfer_home(name, path) as env:
+    with WanProcess(server.url, *spec_args, trace_file) as path, flowxfer_home(name, path) as env:
         yield path, env

@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,13 +159,74 @@ class PathStats:
     delivered: dict[Direction, int] = field(default_factory=lambda: {"up": 0, "down": 0})
 
 
+#: Idle spells of a link shorter than this are not listed one by one in a trace (only summed).
+TRACE_MIN_GAP = 0.002
+
+
+@dataclass
+class LinkTrace:
+    """Where a link (one direction) was busy and idle, and each connection's first and last byte on it.
+
+    Kept when the path is asked to (``--trace-file``): a benchmark reads it to
+    see where a transfer left the link idle (issue 20: the share of the link
+    a download misses is exactly these idle spells between its first and last
+    byte). Times are the link's own clock: when a block's serialisation
+    began and ended, on ``loop.time()`` (``clock_offset`` turns them into
+    wall-clock seconds).
+    """
+
+    clock_offset: float = 0.0
+    first: float | None = None
+    #: When the link's last block so far has been serialised.
+    last: float = 0.0
+    busy: float = 0.0
+    idle: float = 0.0
+    #: Idle spells of at least :data:`TRACE_MIN_GAP`: (start, end) on the link's clock.
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+    #: Per connection (numbered by acceptance): [accepted, first byte's start, last byte's end, bytes].
+    connections: dict[int, list[float]] = field(default_factory=dict)
+
+    def block(self, connection: int, began: float, ended: float, size: int) -> None:
+        """A block of ``connection`` occupied the link from ``began`` to ``ended``."""
+        if self.first is None:
+            self.first = began
+        elif began > self.last:
+            self.idle += began - self.last
+            if began - self.last >= TRACE_MIN_GAP:
+                self.gaps.append((self.last, began))
+        self.busy += ended - began
+        self.last = max(self.last, ended)
+        entry = self.connections.get(connection)
+        if entry is not None:
+            if entry[1] < 0:
+                entry[1] = began
+            entry[2] = ended
+            entry[3] += size
+
+    def as_json(self) -> dict[str, object]:
+        """Wall-clock seconds throughout."""
+        offset = self.clock_offset
+        return {
+            "first": None if self.first is None else self.first + offset,
+            "last": self.last + offset,
+            "busy": self.busy,
+            "idle": self.idle,
+            "gaps": [(a + offset, b + offset) for a, b in self.gaps],
+            "connections": {
+                str(n): [accepted + offset, first + offset if first >= 0 else None, last + offset, size]
+                for n, (accepted, first, last, size) in self.connections.items()
+            },
+        }
+
+
 class _Pipe:
     """One direction of one connection: blocks read from ``source``, queued until due, written to ``sink``."""
 
-    def __init__(self, path: WanPath, direction: Direction, free_at: float) -> None:
+    def __init__(self, path: WanPath, direction: Direction, free_at: float, number: int = 0) -> None:
         self.path = path
         self.direction = direction
         self.free_at = free_at
+        self.number = number
         self.queue: deque[tuple[float, float, bytes]] = deque()
         self.in_flight = 0
         self.source: _Side | None = None
@@ -178,7 +240,11 @@ class _Pipe:
     def feed(self, data: bytes) -> None:
         path = self.path
         loop = path.loop
-        slot = schedule(loop.time(), len(data), path.link_free_at[self.direction], self.free_at, path.spec)
+        now = loop.time()
+        slot = schedule(now, len(data), path.link_free_at[self.direction], self.free_at, path.spec)
+        if path.trace is not None and self.direction == "down" and path.spec.link_rate:
+            began = max(now, path.link_free_at["down"])  # the link's clock: this block's serialisation starts
+            path.trace.block(self.number, began, slot.link_free_at, len(data))
         path.link_free_at[self.direction] = slot.link_free_at
         self.free_at = slot.connection_free_at
         self.queue.append((slot.arrives_at, slot.acked_at, data))
@@ -341,9 +407,16 @@ class WanPath:
         host: str = "127.0.0.1",
         port: int = 0,
         on_accept: Callable[[PathStats], None] | None = None,
+        trace: LinkTrace | None = None,
+        on_close: Callable[[LinkTrace], None] | None = None,
     ) -> None:
+        """:param trace: keep the downward link's busy and idle spells here (None: not traced).
+        :param on_close: called with ``trace`` each time a client's connection is gone (``--trace-file``).
+        """
         self.spec = spec
         self.on_accept = on_accept
+        self.trace = trace
+        self.on_close = on_close
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.host = host
@@ -372,6 +445,8 @@ class WanPath:
 
     async def start(self) -> WanPath:
         self._loop = asyncio.get_running_loop()
+        if self.trace is not None:
+            self.trace.clock_offset = time.time() - self._loop.time()
         self._server = await self._loop.create_server(self._accept, self.host, self._requested_port)
         return self
 
@@ -393,14 +468,19 @@ class WanPath:
 
     def forget(self, side: _Side) -> None:
         self._sides.discard(side)
+        if self.trace is not None and self.on_close is not None and side.inbound.direction == "down":
+            self.on_close(self.trace)  # a client's side: its connection is over
 
     def _accept(self) -> _Side:
         """A client connected: its side reads nothing until the upstream connection is open."""
         self.stats.connections += 1
         if self.on_accept is not None:
             self.on_accept(self.stats)
-        up = _Pipe(self, "up", first_departure(self.loop.time(), self.spec))
-        down = _Pipe(self, "down", 0.0)
+        now = self.loop.time()
+        up = _Pipe(self, "up", first_departure(now, self.spec))
+        down = _Pipe(self, "down", 0.0, self.stats.connections)
+        if self.trace is not None:
+            self.trace.connections[self.stats.connections] = [now, -1.0, 0.0, 0]
         client = _Side(up, down)
         client.want_paused = True
         up.source = client
@@ -447,6 +527,16 @@ def spec_from_args(rtt_ms: float, link_mbit: float, connection_mbit: float, wind
     )
 
 
+def trace_writer(where: str) -> Callable[[LinkTrace], None]:
+    """Keep ``where`` holding the downward link's trace (:class:`LinkTrace`) as JSON, rewritten as connections end."""
+
+    def write(trace: LinkTrace) -> None:
+        with open(where, "w", encoding="utf-8") as handle:
+            json.dump(trace.as_json(), handle)
+
+    return write
+
+
 def stats_writer(where: str) -> Callable[[PathStats], None]:
     """Keep ``where`` holding the connections accepted so far, as JSON: how a benchmark in another
     process counts the connections (each a handshake's round trip) a client opened through the path.
@@ -460,9 +550,12 @@ def stats_writer(where: str) -> Callable[[PathStats], None]:
     return write
 
 
-async def _serve(spec: PathSpec, host: str, port: int, stats_file: str | None = None) -> None:
+async def _serve(
+    spec: PathSpec, host: str, port: int, stats_file: str | None = None, trace_file: str | None = None
+) -> None:
     on_accept = stats_writer(stats_file) if stats_file else None
-    async with WanPath(spec, port, host, on_accept=on_accept) as path:
+    trace, on_close = (LinkTrace(), trace_writer(trace_file)) if trace_file else (None, None)
+    async with WanPath(spec, port, host, on_accept=on_accept, trace=trace, on_close=on_close) as path:
         print(f"listening on {path.url}", flush=True)
         print(f"path: {spec.describe()}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
@@ -483,11 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--window-mib", type=float, default=16.0, help="bytes in flight per connection (default 16)")
     parser.add_argument("--stats-file", help="keep this file holding the connections accepted so far (JSON)")
+    parser.add_argument("--trace-file", help="keep this file holding the downward link's busy and idle spells (JSON)")
     args = parser.parse_args(argv)
     host, port = args.upstream
     spec = spec_from_args(args.rtt_ms, args.link_mbit, args.connection_mbit, int(args.window_mib * MiB))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(spec, host, port, args.stats_file))
+        asyncio.run(_serve(spec, host, port, args.stats_file, args.trace_file))
     return 0
 
 

@@ -19,7 +19,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.wanpath import MiB, PathSpec, WanPath, first_departure, schedule, spec_from_args, stats_writer
+from benchmarks.wanpath import (
+    LinkTrace,
+    MiB,
+    PathSpec,
+    WanPath,
+    first_departure,
+    schedule,
+    spec_from_args,
+    stats_writer,
+    trace_writer,
+)
 
 #: How early asyncio may run a timer, plus the path's own allowance (TIMER_SLACK): lower bounds give this much.
 EARLY = 0.01
@@ -294,3 +304,35 @@ async def test_the_stats_file_counts_each_connection_as_it_is_accepted(upstream:
         assert json.loads(where.read_text()) == {"connections": 1}
         await asyncio.gather(get(path.port, 10), put(path.port, b"x" * 10))
     assert json.loads(where.read_text()) == {"connections": 3}
+
+
+def test_a_link_trace_sums_its_idle_spells_and_each_connection_s_bytes() -> None:
+    trace = LinkTrace()
+    trace.connections[1] = [0.0, -1.0, 0.0, 0]
+    trace.connections[2] = [0.0, -1.0, 0.0, 0]
+    trace.block(1, 1.0, 2.0, 100)
+    trace.block(2, 2.0, 2.5, 50)  # back to back: no idle spell
+    trace.block(1, 2.501, 2.6, 10)  # 1 ms idle: summed, not listed
+    trace.block(2, 3.6, 4.0, 40)  # 1 s idle
+    assert trace.busy == pytest.approx(1.0 + 0.5 + 0.099 + 0.4)
+    assert trace.idle == pytest.approx(0.001 + 1.0)
+    assert trace.gaps == [(2.6, 3.6)]
+    assert trace.connections == {1: [0.0, 1.0, 2.6, 110], 2: [0.0, 2.0, 4.0, 90]}
+
+
+async def test_a_traced_path_writes_each_connection_s_bytes_and_the_link_s_idle_time(
+    upstream: int, tmp_path: Path
+) -> None:
+    where = tmp_path / "trace.json"
+    spec = PathSpec(rtt=0.02, link_rate=50e6)
+    async with WanPath(spec, upstream, trace=LinkTrace(), on_close=trace_writer(str(where))) as path:
+        assert await get(path.port, MiB) == pattern(MiB)
+        await asyncio.sleep(0.1)  # idle between the two
+        assert await get(path.port, 2 * MiB) == pattern(2 * MiB)
+        await asyncio.sleep(0.05)
+    written = json.loads(where.read_text())
+    assert [c[3] for c in written["connections"].values()] == [MiB, 2 * MiB]
+    assert written["busy"] == pytest.approx(3 * MiB / 50e6)
+    # Between the two: the second's handshake and request, and the sleep: at least 0.1 + 2 round trips.
+    assert written["idle"] >= 0.1 + 2 * spec.rtt - EARLY
+    assert written["last"] - written["first"] == pytest.approx(written["busy"] + written["idle"])
