@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,29 @@ def test_a_wal_that_cannot_be_synced_is_a_journal_error(
         journal.close()
     monkeypatch.undo()
     journal._backend.close()  # type: ignore[attr-defined]
+
+
+_FAILING_SYNC = """
+import errno, os, sys
+def failing(fd):
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+os.fdatasync = failing
+from flowxfer.cli import run
+sys.argv = ["flowxfer", "--journal", sys.argv[1], *sys.argv[2:]]
+run()
+"""
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["show", "3fa9"]])
+def test_a_journal_command_whose_journal_cannot_be_synced_says_so_without_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``jobs`` and ``show`` close their journal as the process ends: a failed sync is a journal error (exit 2)."""
+    path = tmp_path / "journal.db"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    done = subprocess.run(
+        [sys.executable, "-c", _FAILING_SYNC, str(path), *command], capture_output=True, text=True, env=env
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"cannot sync journal {path}: Input/output error" in done.stderr, done.stderr
+    assert done.returncode == 2, (done.returncode, done.stderr)
