@@ -105,3 +105,25 @@ def test_a_journal_command_whose_journal_cannot_be_synced_says_so_without_a_trac
     assert "Traceback" not in done.stderr, done.stderr
     assert f"cannot sync journal {path}: Input/output error" in done.stderr, done.stderr
     assert done.returncode == 2, (done.returncode, done.stderr)
+
+
+def test_a_journal_named_through_a_symlink_has_the_wal_sqlite_writes_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_open: dict[str, sqlite3.Connection]
+) -> None:
+    """SQLite resolves a symlinked database's path: its WAL is beside the target, not beside the link."""
+    (tmp_path / "disk").mkdir()
+    link = tmp_path / "journal.db"
+    link.symlink_to(tmp_path / "disk" / "journal.db")
+    wal = tmp_path / "disk" / "journal.db-wal"
+    synced: list[tuple[int, int]] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_size))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    _record(link, "a")
+    assert wal.exists() and not link.with_name("journal.db-wal").exists()
+    assert (wal.stat().st_ino, wal.stat().st_size) in synced, synced
