@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -16,15 +18,19 @@ from . import _exits
 from ._common import fail, global_options
 
 
-def open_journal(ctx: click.Context) -> Journal:
-    """The journal ``--journal`` names (a path or a URL); a journal that cannot be opened ends the command.
+@contextlib.contextmanager
+def open_journal(ctx: click.Context) -> Iterator[Journal]:
+    """The journal ``--journal`` names (a path or a URL); a journal error, opening it or after, ends the command.
 
     A database that is unreachable is a "try again later" (75), any other
-    journal problem a configuration error (2).
+    journal problem a configuration error (2). Its close too: the console
+    script's syncs an SQLite journal's WAL there (:attr:`Journal.process_ends_at_close`),
+    and a sync that fails must be said, not a traceback.
     """
     options = global_options(ctx)
     try:
-        return Journal.open(options.journal or default_journal_path(), host_id=options.host_id)
+        with Journal.open(options.journal or default_journal_path(), host_id=options.host_id) as journal:
+            yield journal
     except JournalError as exc:
         fail(options, str(exc), _exits.exception_exit_code(exc))
 

@@ -464,7 +464,15 @@ def _misconfigured(exc: psycopg.Error) -> bool:
 
 
 #: A server that refuses a login for now, not for good: wait it out like an outage.
-_PASSING_REFUSALS = ("starting up", "shutting down", "in recovery", "too many clients", "not yet accepting")
+_PASSING_REFUSALS = (
+    "starting up",
+    "shutting down",
+    "in recovery",
+    "not yet accepting",
+    # SQLSTATE 53300, the server full: every slot taken, or all but those kept for superusers.
+    "too many clients",
+    "connection slots are reserved",
+)
 
 
 def _refused_at_login(message: str) -> bool:

@@ -177,8 +177,11 @@ class SqliteBackend:
         :raises JournalError: the WAL cannot be synced.
         """
         with self._lock:
+            # The file SQLite opened, not the name given: it resolves a symlinked path, and keeps
+            # the WAL beside the target (a WAL looked for beside the link is never synced).
+            main = next((row[2] for row in self._conn.execute("PRAGMA database_list") if row[1] == "main"), "")
             try:
-                fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(f"{main or self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 fd = None  # nothing was written through a WAL: nothing to make durable
             except OSError as exc:
@@ -190,10 +193,10 @@ class SqliteBackend:
                     raise JournalError(f"cannot sync journal {self.path}: {exc.strerror}") from exc
                 finally:
                     os.close(fd)
-            key = os.path.abspath(self.path)
+            key = main or os.path.abspath(self.path)
             earlier = _LEFT_OPEN.pop(key, None)
             _LEFT_OPEN[key] = self._conn
-            if earlier is not None:
+            if earlier is not None and earlier is not self._conn:  # left twice: still the one kept
                 earlier.close()
 
     @contextlib.contextmanager

@@ -10,12 +10,16 @@ Flow (``--no-extensions``) every chunk goes to ``POST /upload`` in order.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import aiohttp
 import pytest
 
 from flowxfer.journal import ChunkState, Journal
 from flowxfer.transfer import TransferConfig
+from flowxfer.transfer._runtime import TransferContext
+from flowxfer.transfer._workers import UploadWave
 from tests.support.faultproxy import FaultProxy, Latency, Record
 from tests.support.server import RunningServer, running_server
 
@@ -350,3 +354,22 @@ async def _upload_path_fitted(base_url: str, home: Path, src: Path) -> float | N
     async with Flowxfer(base_url, config_dir=home / "config", journal=home / "journal.db", config=config) as fx:
         assert (await fx.upload([src])).status == "completed"
         return fx.client.round_trip
+
+
+def test_a_wave_counts_the_first_files_together_and_a_later_one_with_those_left_to_start() -> None:
+    """:class:`UploadWave`: 16 files, 4 at a time, then a 17th taken alone at the end of a resume's wave.
+
+    The first ``concurrency`` files each count all the files that start with them; a file taken after
+    one finished counts those still to start, itself included (the ones under way count themselves
+    through ``ctx.uploads_active``): the last of many counts itself only, and may take every stream.
+    """
+    ctx = cast(TransferContext, SimpleNamespace(config=TransferConfig(concurrency=4)))
+    wave = UploadWave()
+    wave.todo = 16
+    assert [wave.take(ctx) for _ in range(16)] == [4] * 4 + [4] * 9 + [3, 2, 1]
+    single = UploadWave()
+    single.todo = 1
+    assert single.take(ctx) == 1, "a file alone counts itself only"
+    resumed = UploadWave()
+    resumed.todo = 2  # a resume: 14 of the 16 done before
+    assert [resumed.take(ctx), resumed.take(ctx)] == [2, 2]
