@@ -198,6 +198,10 @@ class SqliteBackend:
             _LEFT_OPEN[key] = self._conn
             if earlier is not None and earlier is not self._conn:  # left twice: still the one kept
                 earlier.close()
+            # Used after this, the journal fails as a closed one does, instead of committing unsynced.
+            closed = sqlite3.connect(":memory:")
+            closed.close()
+            self._conn = closed
 
     @contextlib.contextmanager
     def transaction(self, *, blind: bool = False) -> Iterator[_SqliteTransaction]:

@@ -127,3 +127,14 @@ def test_a_journal_named_through_a_symlink_has_the_wal_sqlite_writes_synced(
     _record(link, "a")
     assert wal.exists() and not link.with_name("journal.db-wal").exists()
     assert (wal.stat().st_ino, wal.stat().st_size) in synced, synced
+
+
+def test_a_journal_left_refuses_use_as_a_closed_one_does(
+    tmp_path: Path, left_open: dict[str, sqlite3.Connection]
+) -> None:
+    """A commit after :meth:`Journal.close` fails, as it did when close closed: never one left unsynced."""
+    journal = Journal.open(tmp_path / "journal.db")
+    journal.close()
+    with pytest.raises(JournalError, match="closed database"):
+        journal.begin_transfer("upload", "http://x", "alice", {}, "late")
+    assert len(left_open) == 1  # the connection itself is kept, for the process's end
