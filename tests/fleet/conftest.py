@@ -10,10 +10,13 @@ with its own home (credentials), ``FLOWXFER_HOST_ID`` and the shared
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
 
+from flowxfer.journal import Journal
+from flowxfer.journal._backend import TABLES
 from tests.cli.conftest import Cli, Result
 from tests.support.rig import stored
 from tests.support.server import RunningServer
@@ -73,3 +76,13 @@ def age_leases(url: str, seconds: float) -> None:
     """Make every lease's last heartbeat ``seconds`` older: what a host frozen or cut off that long leaves."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE leases SET heartbeat = heartbeat - %s", (seconds,))
+
+
+def journal_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table a lease holder writes for its work, sorted (budgets aside: requests spent are spent)."""
+    with Journal.open(url, host_id="observer") as journal:
+        return {
+            table: sorted((tuple(row.values()) for row in journal._read(f"SELECT * FROM {table}")), key=repr)
+            for table in (*TABLES, "leases")
+            if table != "buckets"
+        }

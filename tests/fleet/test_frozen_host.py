@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from flowxfer.journal import Journal
-from flowxfer.journal._backend import TABLES
 from tests.cli.conftest import Running, no_traceback
-from tests.fleet.conftest import age_leases, hosts
+from tests.fleet.conftest import age_leases, hosts, journal_rows
 from tests.support.fleet import make_runs
 from tests.support.samples import server_samples
 from tests.support.server import RunningServer
@@ -42,16 +40,6 @@ SYNC = ["sync", "--samples", "--sample-type", "RNA-Seq", "--metadata", "stranded
 #: 400 KiB/s, ~24 s at 100 KiB/s (past the first heartbeat, 15 s into the transfer with the default TTL).
 CHUNKS = ["--chunk-size", "64k", "--concurrency", "2"]
 BWLIMIT = {"ttl": "400k", "fence": "100k"}
-
-
-def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table a lease holder writes for its work, sorted (budgets aside: requests spent are spent)."""
-    with Journal.open(url, host_id="observer") as journal:
-        return {
-            table: sorted((tuple(row.values()) for row in journal._read(f"SELECT * FROM {table}")), key=repr)
-            for table in (*TABLES, "leases")
-            if table != "buckets"
-        }
 
 
 def _heartbeat(url: str) -> float:
@@ -99,7 +87,7 @@ async def test_a_host_frozen_past_its_ttl_writes_nothing_after_another_finished_
             await anyio.to_thread.run_sync(age_leases, journal, 120.0)
         finished = await b.run(*command, *CHUNKS, within=120)
         assert finished.code == 0, finished.stderr[-3000:]
-        left_by_b = await anyio.to_thread.run_sync(_rows, journal)
+        left_by_b = await anyio.to_thread.run_sync(journal_rows, journal)
         frozen.signal(signal.SIGCONT)
         code_a = await frozen.wait(60)
 
@@ -108,7 +96,7 @@ async def test_a_host_frozen_past_its_ttl_writes_nothing_after_another_finished_
     assert "taken over" in frozen.stderr, frozen.stderr[-3000:]
     if way == "fence":  # the fence's words (LeaseLost), not the heartbeat's: its refused write stopped a
         assert "is no longer ours" in frozen.stderr, frozen.stderr[-3000:]
-    assert await anyio.to_thread.run_sync(_rows, journal) == left_by_b
+    assert await anyio.to_thread.run_sync(journal_rows, journal) == left_by_b
     made = await server_samples(server)
     assert {name: len(samples) for name, samples in made.items()} == {"R00Sample1": 1, "R00Sample2": 1}
     assert all(len(sample["data"]) == 2 for samples in made.values() for sample in samples), made

@@ -13,14 +13,12 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 from flowxfer.journal import Journal
-from flowxfer.journal._backend import TABLES
 from tests.cli.conftest import Result, no_traceback
-from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, hosts, make_run
+from tests.fleet.conftest import SLOW_UPLOAD, age_leases, assert_uploaded, host, hosts, journal_rows, make_run
 from tests.support.server import RunningServer
 
 KiB = 1024
@@ -43,16 +41,6 @@ async def test_a_host_with_a_short_ttl_waits_out_the_holder_s_long_one(
     assert refused.code == 75, refused
     assert "already running" in refused.stderr and " on a," in refused.stderr, refused.stderr
     assert code_a == 0, running.stderr[-3000:]
-
-
-def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table a lease holder writes for its work, sorted (budgets aside: requests spent are spent)."""
-    with Journal.open(url, host_id="observer") as journal:
-        return {
-            table: sorted((tuple(row.values()) for row in journal._read(f"SELECT * FROM {table}")), key=repr)
-            for table in (*TABLES, "leases")
-            if table != "buckets"
-        }
 
 
 def _outcome(url: str) -> tuple[set[tuple[str, str]], set[str], list[tuple[str, str]]]:
@@ -89,13 +77,13 @@ async def test_a_host_that_lost_its_lease_writes_nothing_beside_the_new_holder(
             await taking_over.until(lambda r: "transfer_started" in r.stderr)  # b holds the lease now
             taking_over.signal(signal.SIGSTOP)
             await anyio.sleep(0.5)  # a commit b sent before it stopped has landed
-            left_by_b = await anyio.to_thread.run_sync(_rows, postgres_url)
+            left_by_b = await anyio.to_thread.run_sync(journal_rows, postgres_url)
             losing.signal(signal.SIGCONT)
             woke = time.monotonic()
             code_a = await losing.wait(30)
             stopped_after = time.monotonic() - woke
             # Checked before b wakes: b would trip over what a wrote (a file a finished), and say so first.
-            assert await anyio.to_thread.run_sync(_rows, postgres_url) == left_by_b, "a wrote after b took over"
+            assert await anyio.to_thread.run_sync(journal_rows, postgres_url) == left_by_b, "a wrote after b took over"
             # The fence's words (LeaseLost), not the heartbeat's: what stopped a was its own refused commit.
             assert "is no longer ours: another host or process has taken over" in losing.stderr, losing.stderr[-3000:]
             taking_over.signal(signal.SIGCONT)

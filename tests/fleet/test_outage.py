@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 
 from flowxfer.journal import Journal
-from tests.cli.conftest import Result
+from tests.cli.conftest import Cli, Result, Running
 from tests.fleet.conftest import FULL_SPEED, SLOW_UPLOAD, assert_uploaded, host, make_run
 from tests.support.postgres import PostgresCluster
 from tests.support.server import RunningServer
@@ -24,6 +24,22 @@ KiB = 1024
 def _statuses(journal_url: str) -> list[str]:
     with Journal.open(journal_url, host_id="observer") as journal:
         return [t.status for t in journal.list_transfers(include_finished=True)]
+
+
+async def _upload_through_an_outage(
+    a: Cli, run: Path, cluster: PostgresCluster, max_wait: float
+) -> tuple[int, float, Running]:
+    """``a`` uploads ``run`` slowly; its database stops for good mid-run: the exit code, and how long after the stop."""
+    command = ["--json", "upload", str(run), *SLOW_UPLOAD, "--max-wait", f"{max_wait:g}s"]
+    try:
+        async with a.start("--log-format", "json", *command) as running:
+            await running.until_moved(300 * KiB)
+            await anyio.to_thread.run_sync(cluster.stop)
+            stopped = time.monotonic()
+            code = await running.wait(60)
+        return code, time.monotonic() - stopped, running
+    finally:
+        await anyio.to_thread.run_sync(cluster.start)
 
 
 async def test_a_restart_mid_run_is_waited_out_and_nothing_is_lost(
@@ -52,16 +68,7 @@ async def test_an_outage_longer_than_max_wait_exits_75_and_a_rerun_finishes(
 ) -> None:
     expected = make_run(tmp_path / "run")
     a = await host(server, tmp_path / "a", "a", postgres_url)
-    command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD, "--max-wait", "3s"]
-    try:
-        async with a.start("--log-format", "json", *command) as running:
-            await running.until_moved(300 * KiB)
-            await anyio.to_thread.run_sync(postgres_cluster.stop)
-            stopped = time.monotonic()
-            code = await running.wait(60)
-        took = time.monotonic() - stopped
-    finally:
-        await anyio.to_thread.run_sync(postgres_cluster.start)
+    code, took, running = await _upload_through_an_outage(a, tmp_path / "run", postgres_cluster, 3.0)
     assert code == 75, running.stderr[-3000:]
     assert took < 30, took
     assert "journal database" in running.stderr and "flowxfer resume" in running.stderr
@@ -90,16 +97,7 @@ async def test_a_database_gone_mid_run_ends_the_run_promptly_after_max_wait(
     """
     make_run(tmp_path / "run")
     a = await host(server, tmp_path / "a", "a", postgres_url)
-    command = ["--json", "upload", str(tmp_path / "run"), *SLOW_UPLOAD, "--max-wait", f"{MAX_WAIT:g}s"]
-    try:
-        async with a.start("--log-format", "json", *command) as running:
-            await running.until_moved(300 * KiB)
-            await anyio.to_thread.run_sync(postgres_cluster.stop)
-            stopped = time.monotonic()
-            code = await running.wait(60)
-        took = time.monotonic() - stopped
-    finally:
-        await anyio.to_thread.run_sync(postgres_cluster.start)
+    code, took, running = await _upload_through_an_outage(a, tmp_path / "run", postgres_cluster, MAX_WAIT)
     said = "\n".join(line for line in running.stderr.splitlines() if "bytes_moved" not in line)
     assert code == 75, said
     assert took < MAX_WAIT + PROMPT, f"the run ended {took:.1f} s after its database went away:\n{said}"

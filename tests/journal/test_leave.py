@@ -33,6 +33,21 @@ def left_open(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, sqlite3.Con
         conn.close()
 
 
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(inode, size) of each file the process asks the kernel to ``fdatasync``, as it asks."""
+    seen: list[tuple[int, int]] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        st = os.fstat(fd)
+        seen.append((st.st_ino, st.st_size))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    return seen
+
+
 def _record(path: Path, name: str) -> None:
     journal = Journal.open(path)
     record, _, _ = journal.begin_transfer("upload", "http://x", "alice", {}, name)
@@ -41,19 +56,10 @@ def _record(path: Path, name: str) -> None:
 
 
 def test_leaving_syncs_the_wal_after_the_last_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_open: dict[str, sqlite3.Connection]
+    tmp_path: Path, synced: list[tuple[int, int]], left_open: dict[str, sqlite3.Connection]
 ) -> None:
     path = tmp_path / "journal.db"
     wal = path.with_name("journal.db-wal")
-    synced: list[tuple[int, int]] = []
-    real = os.fdatasync
-
-    def recording(fd: int) -> None:
-        st = os.fstat(fd)
-        synced.append((st.st_ino, st.st_size))
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", recording)
     _record(path, "a")
     assert wal.exists() and len(left_open) == 1
     # The WAL as it was once the journal was left, every commit of the run in it.
@@ -108,22 +114,13 @@ def test_a_journal_command_whose_journal_cannot_be_synced_says_so_without_a_trac
 
 
 def test_a_journal_named_through_a_symlink_has_the_wal_sqlite_writes_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_open: dict[str, sqlite3.Connection]
+    tmp_path: Path, synced: list[tuple[int, int]], left_open: dict[str, sqlite3.Connection]
 ) -> None:
     """SQLite resolves a symlinked database's path: its WAL is beside the target, not beside the link."""
     (tmp_path / "disk").mkdir()
     link = tmp_path / "journal.db"
     link.symlink_to(tmp_path / "disk" / "journal.db")
     wal = tmp_path / "disk" / "journal.db-wal"
-    synced: list[tuple[int, int]] = []
-    real = os.fdatasync
-
-    def recording(fd: int) -> None:
-        st = os.fstat(fd)
-        synced.append((st.st_ino, st.st_size))
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", recording)
     _record(link, "a")
     assert wal.exists() and not link.with_name("journal.db-wal").exists()
     assert (wal.stat().st_ino, wal.stat().st_size) in synced, synced
