@@ -76,7 +76,9 @@ async def run_upload(
                 runner.emit(FileFinished(row.local_path, row.remote_name, status, row.size, row.data_id, None))
 
     async def work(ctx: TransferContext, record: FileRecord) -> FileReport:
-        return await upload_one(ctx, record, dataclasses.replace(options, together=wave.take(ctx)))
+        return await upload_one(
+            ctx, record, dataclasses.replace(options, together=wave.take(ctx.config.concurrency_for(None)))
+        )
 
     return await runner.run(
         "upload", params, plan, work, transfer_id=transfer_id, extra_state={"force": force}, read_ahead=unsent

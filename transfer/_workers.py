@@ -62,14 +62,13 @@ class UploadWave:
         self.todo = 0
         self._taken = 0
 
-    def take(self, ctx: TransferContext) -> int:
+    def take(self, at_once: int) -> int:
         """The files on the way with the one taken now (itself included), at least 1.
 
-        The first ``concurrency`` files all start at once: each counts all of them. A file
-        taken later (one finished before it) counts those still to start, up to as many:
-        the ones under way count themselves (``ctx.uploads_active``).
+        The first ``at_once`` files (the transfer's concurrency) all start at once: each counts
+        all of them. A file taken later (one finished before it) counts those still to start,
+        up to as many: the ones under way count themselves (``ctx.uploads_active``).
         """
-        at_once = ctx.config.concurrency_for(None)
         first = self._taken < at_once
         together = self.todo if first else self.todo - self._taken
         self._taken += 1

@@ -10,15 +10,12 @@ Flow (``--no-extensions``) every chunk goes to ``POST /upload`` in order.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import aiohttp
 import pytest
 
 from flowxfer.journal import ChunkState, Journal
 from flowxfer.transfer import TransferConfig
-from flowxfer.transfer._runtime import TransferContext
 from flowxfer.transfer._workers import UploadWave
 from tests.support.faultproxy import FaultProxy, Latency, Record
 from tests.support.server import RunningServer, running_server
@@ -363,13 +360,12 @@ def test_a_wave_counts_the_first_files_together_and_a_later_one_with_those_left_
     one finished counts those still to start, itself included (the ones under way count themselves
     through ``ctx.uploads_active``): the last of many counts itself only, and may take every stream.
     """
-    ctx = cast(TransferContext, SimpleNamespace(config=TransferConfig(concurrency=4)))
     wave = UploadWave()
     wave.todo = 16
-    assert [wave.take(ctx) for _ in range(16)] == [4] * 4 + [4] * 9 + [3, 2, 1]
+    assert [wave.take(4) for _ in range(16)] == [4] * 4 + [4] * 9 + [3, 2, 1]
     single = UploadWave()
     single.todo = 1
-    assert single.take(ctx) == 1, "a file alone counts itself only"
+    assert single.take(4) == 1, "a file alone counts itself only"
     resumed = UploadWave()
     resumed.todo = 2  # a resume: 14 of the 16 done before
-    assert [resumed.take(ctx), resumed.take(ctx)] == [2, 2]
+    assert [resumed.take(4), resumed.take(4)] == [2, 2]
