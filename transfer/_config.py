@@ -90,11 +90,9 @@ class TransferConfig:
     :param journal_flush_events: commit earlier when this many events are waiting.
     :param upload_streams: connections one large file's chunks share when the server
         offers parallel chunks [ext] (against hosted Flow a file's chunks go in order on
-        one), or None to fit the path: that many chunk bodies are sent at once, and a
-        chunk whose body is written waits for its answer on its own connection while the
-        next one's goes (so up to twice as many connections). 1 on a short path: on
-        loopback or a LAN one connection fills the link, and more only add the server's work
-        (1 GiB on loopback took 10.2 s on six against 7.3 s on one, medians of five on a loaded machine).
+        one), or None to fit the path. 1 on a short path: on loopback or a LAN one connection fills the link, and
+        more only add the server's work (1 GiB on loopback took 10.2 s on six against
+        7.3 s on one, medians of five on a loaded machine).
     :param max_upload_streams: the most connections a long path may give one large
         file's parallel chunks. There one connection carries less than the link (loss
         caps its window): 1 GiB through a 50 ms path capped at 250 Mbit/s per connection

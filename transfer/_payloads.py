@@ -116,9 +116,7 @@ class ChunkPayload(Payload):
         gate: anyio.Lock | None = None,
         *,
         block: int,
-        written: Callable[[], None] | None = None,
     ) -> None:
-        """:param written: called once the chunk's bytes are all handed to the connection (not answered yet)."""
         super().__init__(None, content_type="application/octet-stream")
         # Payload.__init__ swallows a ``size`` keyword: without _size the request went out with
         # ``Transfer-Encoding: chunked`` instead of a Content-Length (flowbio sends one; servers
@@ -129,7 +127,6 @@ class ChunkPayload(Payload):
         self._holder = holder
         self._gate = gate
         self._block = block
-        self._written = written
         self.digest: str | None = None
         self.whole: xxhash.xxh3_128 | None = None
         self.sent = 0
@@ -164,8 +161,6 @@ class ChunkPayload(Payload):
             ctx.events(BytesMoved(self._record.local_path, length))
         self.digest = protocol.format_checksum(hasher.hexdigest())
         self.whole = whole
-        if self._written is not None:
-            self._written()
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a streamed chunk cannot be decoded")

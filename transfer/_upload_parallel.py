@@ -151,45 +151,6 @@ async def upload_parallel(
             data_id = None
 
 
-class _Turn:
-    """One stream's turn to send a chunk's body: given back once the body is written (or the attempt ended)."""
-
-    def __init__(self, turns: anyio.Semaphore) -> None:
-        self._turns = turns
-        self._held = True
-
-    async def take(self) -> None:
-        """Take a turn again (a retried attempt), if this one was given back."""
-        if not self._held:
-            await self._turns.acquire()
-            self._held = True
-
-    def give_back(self) -> None:
-        """Idempotent: called when the body is written and again when the attempt ends."""
-        if self._held:
-            self._held = False
-            self._turns.release()
-
-
-class _Turns:
-    """``streams`` chunk bodies written at once; a chunk waiting for its answer has given its turn back.
-
-    Why: with every stream's chunk the same size and the link shared evenly,
-    the streams finished their chunks together, and each sent its next chunk
-    only after the answer: every round of chunks left the link idle for a
-    round trip and the server's flush and commit (traced through the 50 ms
-    path, 50-470 ms at each round's end). The next body now starts as soon as
-    the previous one is written, while the bytes still in flight drain.
-    """
-
-    def __init__(self, streams: int) -> None:
-        self._turns = anyio.Semaphore(streams)
-
-    async def take(self) -> _Turn:
-        await self._turns.acquire()
-        return _Turn(self._turns)
-
-
 class _Strict(Exception):
     """The upload being resumed is a strict-order one."""
 
@@ -251,37 +212,25 @@ async def _run(
         # Our own whole-file checksum, read in order while the chunks travel out of order.
         await anyio.to_thread.run_sync(hash_range, source.read, 0, size, [whole], ctx.config.block_size)
 
-    turns = _Turns(streams)
-    # Requests on the way, written or waiting for their answers: a chunk whose body is written
-    # waits for its answer while the next one's body goes; at most one waiting per stream.
-    on_the_way = anyio.Semaphore(2 * streams)
-
-    async def post(chunk: Chunk, turn: _Turn) -> None:
+    async def worker() -> None:
         nonlocal done
-        try:
-            digest = await _post(ctx, record, source, data_id, chunk, turn)
-        except _NotStarted:
-            pending.insert(0, chunk)
-            return
-        finally:
-            turn.give_back()
-            on_the_way.release()
-        done += chunk.size
-        ctx.writer.batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
-        ctx.writer.batch.update_file(record.id, bytes_done=done)
-        ctx.writer.added()
+        # A stop lets the chunks on the wire finish (and be acknowledged), as between strict chunks.
+        while pending and not ctx.stopping():
+            chunk = pending.pop(0)
+            try:
+                digest = await _post(ctx, record, source, data_id, chunk)
+            except _NotStarted:
+                pending.insert(0, chunk)
+                return
+            done += chunk.size
+            ctx.writer.batch.chunk(record.id, chunk.index, ChunkState.ACKED, digest)
+            ctx.writer.batch.update_file(record.id, bytes_done=done)
+            ctx.writer.added()
 
     async def send() -> None:
-        async with task_group() as posts:
-            # A stop lets the chunks on the wire finish (and be acknowledged), as between strict chunks.
-            while pending and not ctx.stopping():
-                await on_the_way.acquire()
-                turn = await turns.take()
-                if not pending or ctx.stopping():
-                    turn.give_back()
-                    on_the_way.release()
-                    break
-                posts.start_soon(post, pending.pop(0), turn)
+        async with task_group() as workers:
+            for _ in range(min(streams, len(pending))):
+                workers.start_soon(worker)
         if pending:
             group.cancel_scope.cancel()  # stopping: our whole-file hash is not needed now
 
@@ -381,18 +330,13 @@ async def _server_holds(
     return {entry["offset"]: protocol.canonical_checksum(entry.get("checksum")) for entry in server_chunks}
 
 
-async def _post(
-    ctx: TransferContext, record: FileRecord, source: Source, data_id: str, chunk: Chunk, turn: _Turn
-) -> str:
+async def _post(ctx: TransferContext, record: FileRecord, source: Source, data_id: str, chunk: Chunk) -> str:
     """POST one chunk at its offset, streamed and hashed as it goes; a damaged arrival is sent again (bounded).
-
-    ``turn`` (held on entry) is given back once the body is written, and taken again for a retry.
 
     :returns: the chunk's checksum, as the server confirmed it.
     """
     block = ctx.config.upload_block_for(ctx.uploads_active)
     for attempt in range(1, ctx.config.max_attempts + 1):
-        await turn.take()
         holder = SourceErrorHolder()
         sent: list[ChunkPayload] = []
 
@@ -403,7 +347,7 @@ async def _post(
                 ctx.counters.bytes_resent += sent[-1].sent
             elif ctx.stopping():
                 raise _NotStarted()  # the last moment before the request goes out
-            payload = ChunkPayload(ctx, record, source, chunk, None, holder, block=block, written=turn.give_back)
+            payload = ChunkPayload(ctx, record, source, chunk, None, holder, block=block)
             sent.append(payload)
             return chunk_form(
                 record.remote_name, chunk.offset, False, data_id, _CHUNK_OPTIONS, payload, True, file_checksum=False
@@ -430,7 +374,6 @@ async def _post(
             raise
         finally:
             ctx.budget.release(2 * block)
-            turn.give_back()
         digest = sent[-1].digest
         if answer.get("offset") != chunk.offset or protocol.canonical_checksum(answer.get("checksum")) != digest:
             raise ProtocolError(f"{record.local_path}: the server's answer for the chunk at {chunk.offset} is not it")
