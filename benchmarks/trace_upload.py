@@ -8,7 +8,10 @@ the last chunk's answer, against the link alone), the finish and the exit;
 the CPU seconds of the client (``wait4``), the server and the path (``/proc``).
 ``--timeline`` adds every request the server saw and every event the client
 logged, in order; ``tiny`` (a 4 KiB file) is the upload to compare against.
-Nothing is recorded. Run it under the benchmark lock, e.g.
+``--link`` adds the upward link's own account (the path's link trace): its
+first and last byte and every idle spell between them, which is exactly the
+share of the link a run misses inside its data phase; with ``--timeline``,
+each connection's first and last byte too. Nothing is recorded. Run it under the benchmark lock, e.g.
 ``flock /work/wt/bench.lock python -m benchmarks.trace_upload --rounds 2``.
 """
 
@@ -97,8 +100,46 @@ def timeline(seen: list[Request], events: list[str], started: float) -> list[str
     return [f"  {at:7.3f} {what}" for at, what in sorted(rows)]
 
 
+def link_spells(trace_file: Path, started: float, ended: float, show: bool = False) -> str:
+    """The upward link in one run: its first and last byte, and where it idled between them (seconds from start).
+
+    Read from the path's link trace (``wanpath --trace-file``, the upward direction):
+    what the share of the link misses inside the data phase is exactly these idle spells.
+    """
+    try:
+        data = json.loads(trace_file.read_text())
+    except (OSError, ValueError):
+        return "; no link trace"
+    spans = [(c[1], c[2]) for c in data["connections"].values() if c[1] is not None and started <= c[1] <= ended]
+    if not spans:
+        return "; no link bytes"
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    gaps = [(a, b) for a, b in data["gaps"] if first <= a and b <= last]
+    idle = sum(b - a for a, b in gaps)
+    listed = ", ".join(f"{a - started:.3f}+{(b - a) * 1000:.0f}ms" for a, b in gaps if b - a >= 0.005)
+    listed = f" ({listed})" if listed else ""
+    per = sorted(
+        (c[1] - started, c[2] - started, int(c[3]))
+        for c in data["connections"].values()
+        if c[1] is not None and started <= c[1] <= ended
+    )
+    if show:
+        listed += "".join(f"\n    connection: first byte {a:.3f}, last {b:.3f}, {n} bytes" for a, b, n in per)
+    return (
+        f"; link: first byte {first - started:.3f}, last {last - started:.3f} ({last - first:.3f} s),"
+        f" idle between {idle:.3f} s in {len(gaps)} gaps{listed}"
+    )
+
+
 def trace(
-    label: str, files: list[Path], env: dict[str, str], server: Server, path: WanProcess, *, show: bool = False
+    label: str,
+    files: list[Path],
+    env: dict[str, str],
+    server: Server,
+    path: WanProcess,
+    *,
+    show: bool = False,
+    trace_file: Path | None = None,
 ) -> str:
     """One upload of ``files``: its phases and the CPU of each process, as one line (``show``: and its timeline)."""
     assert server.proc is not None and path.proc is not None
@@ -125,13 +166,14 @@ def trace(
     last_chunk = max(r.end for r in chunks) - started
     last = max(r.end for r in seen) - started
     size = sum(f.stat().st_size for f in files)
-    link = size / (path.spec.link_rate or 1)
+    alone = size / (path.spec.link_rate or 1)
     lines = "".join(f"\n{row}" for row in timeline(seen, logged, started)) if show else ""
+    link = "" if trace_file is None else link_spells(trace_file, started, started + ended, show)
     return (
         f"{label}: {ended:.2f} s = start {first:.2f} + to the first chunk {first_chunk - first:.2f}"
-        f" + chunks {last_chunk - first_chunk:.2f} (link alone {link:.2f}) + finish {last - last_chunk:.2f}"
+        f" + chunks {last_chunk - first_chunk:.2f} (link alone {alone:.2f}) + finish {last - last_chunk:.2f}"
         f" + exit {ended - last:.2f}; CPU client {usage.ru_utime + usage.ru_stime:.2f} s, server"
-        f" {server_cpu:.2f} s, path {path_cpu:.2f} s; {len(chunks)} chunk requests{lines}"
+        f" {server_cpu:.2f} s, path {path_cpu:.2f} s; {len(chunks)} chunk requests{link}{lines}"
     )
 
 
@@ -142,15 +184,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--tasks", default="upload,many", help="upload (1 GiB), many (16 x 64 MiB), tiny (4 KiB)")
     p.add_argument("--timeline", action="store_true", help="also every request and client event, in order")
+    p.add_argument("--link", action="store_true", help="also the upward link's first and last byte and idle spells")
     args = p.parse_args(argv)
     data = prepare(GiB, 16, 64 * MiB)
     spec = (args.rtt_ms, 1000.0, args.connection_mbit, 16.0)
-    with served("trace-direct") as (server, _direct), through(server, "trace-path", spec) as (path, env):
+    trace_file = Path(f"/tmp/trace-upload-link-{os.getpid()}.json") if args.link else None
+    if args.link:
+        os.environ["WANPATH_TRACE_DIRECTION"] = "up"
+    with (
+        served("trace-direct") as (server, _direct),
+        through(server, "trace-path", spec, trace_file) as (path, env),
+    ):
         for round_ in range(1, args.rounds + 1):
             for task in args.tasks.split(","):
                 files = {"upload": [data.large], "tiny": [data.probe]}.get(task, data.files)
                 label = f"{task} round {round_}"
-                print(trace(label, files, env, server, path, show=args.timeline), flush=True)
+                print(trace(label, files, env, server, path, show=args.timeline, trace_file=trace_file), flush=True)
     return 0
 
 

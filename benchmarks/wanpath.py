@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -161,6 +162,9 @@ class PathStats:
 
 #: Idle spells of a link shorter than this are not listed one by one in a trace (only summed).
 TRACE_MIN_GAP = 0.002
+#: The direction a trace follows: downloads' (the default) or, with ``WANPATH_TRACE_DIRECTION=up``,
+#: uploads' (``benchmarks.trace_upload --link``).
+_TRACED: Direction = "up" if os.environ.get("WANPATH_TRACE_DIRECTION") == "up" else "down"
 
 
 @dataclass
@@ -242,8 +246,8 @@ class _Pipe:
         loop = path.loop
         now = loop.time()
         slot = schedule(now, len(data), path.link_free_at[self.direction], self.free_at, path.spec)
-        if path.trace is not None and self.direction == "down" and path.spec.link_rate:
-            began = max(now, path.link_free_at["down"])  # the link's clock: this block's serialisation starts
+        if path.trace is not None and self.direction == _TRACED and path.spec.link_rate:
+            began = max(now, path.link_free_at[_TRACED])  # the link's clock: this block's serialisation starts
             path.trace.block(self.number, began, slot.link_free_at, len(data))
         path.link_free_at[self.direction] = slot.link_free_at
         self.free_at = slot.connection_free_at
@@ -477,7 +481,7 @@ class WanPath:
         if self.on_accept is not None:
             self.on_accept(self.stats)
         now = self.loop.time()
-        up = _Pipe(self, "up", first_departure(now, self.spec))
+        up = _Pipe(self, "up", first_departure(now, self.spec), self.stats.connections)
         down = _Pipe(self, "down", 0.0, self.stats.connections)
         if self.trace is not None:
             self.trace.connections[self.stats.connections] = [now, -1.0, 0.0, 0]

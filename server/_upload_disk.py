@@ -101,11 +101,18 @@ def write_whole(path: Path, pieces: Sequence[Buffer], expected: tuple[str | None
     return checksum
 
 
-def move_into_place(layout: Layout, data_id: str, tree_tmp: Path | None, fd: int = -1) -> None:
+def move_into_place(
+    layout: Layout, data_id: str, tree_tmp: Path | None, fd: int = -1, *, flush_data: bool = True
+) -> None:
     """Close the partial file, move it (and its unpacked tree) into place, durably (blocking).
 
     One worker-thread call for all of it: a small upload's finish is one
     hop, not two.
+
+    :param flush_data: False when the caller flushes the data folder itself before it
+        records the upload ready (:meth:`Store.run_after_flushing`: one flush for every
+        upload finishing at once); until then the row says ``finalizing``, which
+        start-up recovery completes whichever name the file has.
     """
     if fd >= 0:
         os.close(fd)
@@ -116,7 +123,8 @@ def move_into_place(layout: Layout, data_id: str, tree_tmp: Path | None, fd: int
         # The data folder's flush makes the rename durable (one journaled metadata
         # operation); should a crash resurrect the partial name anyway, start-up
         # recovery unlinks it (a second name for the same inode, nothing lost).
-        fsync_dir(layout.data)
+        if flush_data:
+            fsync_dir(layout.data)
     if tree_tmp is not None:
         tree_final = layout.trees / data_id
         shutil.rmtree(tree_final, ignore_errors=True)

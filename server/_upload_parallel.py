@@ -34,6 +34,7 @@ read-ahead had the finish answered sooner.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -321,8 +322,8 @@ class ParallelUploads:
             if tree_tmp is not None:
                 await self.state.run_io(shutil.rmtree, tree_tmp, True)
             raise
-        await self.state.run_io(move_into_place, layout, row.id, tree_tmp)
-        await self.store.run(self.store.set_state, row.id, READY)
+        await self.state.run_io(functools.partial(move_into_place, flush_data=False), layout, row.id, tree_tmp)
+        await self.store.run_after_flushing(layout.data, self.store.set_state, row.id, READY)
         self._slot_locks.pop(row.id, None)
 
     # --- the whole-file hash, kept up as chunks are recorded -----------------------------------

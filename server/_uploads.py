@@ -430,11 +430,13 @@ class UploadManager:
         if meta.is_last:
             self._hashers.pop(target.data_id, None)
             fd, target.fd = target.fd, -1
-            await self._io(move_into_place, self.layout, target.data_id, chunk.tree_tmp, fd)
+            move = functools.partial(move_into_place, flush_data=False)
+            await self._io(move, self.layout, target.data_id, chunk.tree_tmp, fd)
             chunk.tree_tmp = None
-            # Grouped with other requests' commits (one flush for all): the upload is durable
-            # already; this only says so.
-            await self.store.run(self.store.set_state, target.data_id, READY)
+            # Grouped with other requests' commits, after one flush of the data folder for all
+            # of them (16 files finishing together flushed it 16 times): the rename durable,
+            # then ready.
+            await self.store.run_after_flushing(self.layout.data, self.store.set_state, target.data_id, READY)
             self._locks.pop(target.data_id, None)
         elif target.file_hasher is not None:
             self._hashers[target.data_id] = (new_size, target.file_hasher)

@@ -126,6 +126,53 @@ async def test_a_whole_upload_is_recorded_only_after_its_name_is_flushed(
         assert any(data_id in files and data_id not in rows for files, rows in flushes), data_id
 
 
+async def test_uploads_finishing_together_share_the_data_folder_s_flush(
+    api: Api, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight last chunks at once: each file's rename is durable before its row says ready, and a flush
+    of the data folder serves every upload finishing meanwhile (each flushed it on its own: 16 files
+    ending together queued 16 flushes on the server's I/O threads)."""
+    import time
+
+    data_folder = server.root / "data"
+    heads = [os.urandom(4000) for _ in range(8)]
+    tails = [os.urandom(3000) for _ in range(8)]
+    ids = []
+    for i, head in enumerate(heads):
+        first = await api.chunk("alice", head, filename=f"s{i}.fq", extra={"checksum": checksum_of(head)})
+        assert first.status == 200
+        ids.append(first.json()["id"])
+    flushes: list[tuple[set[str], set[str]]] = []  # (files in the folder, rows ready) at each flush
+
+    def seen() -> None:
+        if not flushes:
+            time.sleep(0.5)  # a slow first flush: the other uploads' calls queue behind it meanwhile
+        with sqlite3.connect(server.root / DB_NAME) as db:
+            ready = {data_id for (data_id,) in db.execute("SELECT id FROM data WHERE state = 'ready'")}
+        flushes.append((set(os.listdir(data_folder)), ready))
+
+    on_folder_fsync(monkeypatch, data_folder, seen)
+    answers = await asyncio.gather(
+        *(
+            api.chunk(
+                "alice",
+                tail,
+                filename=f"s{i}.fq",
+                offset=len(heads[i]),
+                data_id=ids[i],
+                is_last=True,
+                extra={"checksum": checksum_of(tail), "file_checksum": checksum_of(heads[i] + tail)},
+            )
+            for i, tail in enumerate(tails)
+        )
+    )
+    assert [answer.json()["is_ready"] for answer in answers] == [True] * 8
+    for i, data_id in enumerate(ids):
+        assert (data_folder / data_id).read_bytes() == heads[i] + tails[i]
+        assert any(data_id in files and data_id not in ready for files, ready in flushes), data_id
+    assert len(flushes) < len(ids), len(flushes)  # one each: 8
+
+
 async def test_a_whole_upload_whose_folder_cannot_be_flushed_leaves_nothing(
     api: Api, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
