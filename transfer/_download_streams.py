@@ -53,6 +53,10 @@ _MAX_IOV = 512
 #: 4 MiB blocks, streams that end together queued 4 MiB each on the disk at the very end: 70-90 ms
 #: from the last byte to the streams' end at 50 ms (issue 20); with 1 MiB, a few ms each.
 TAIL_BLOCK = 1024 * 1024
+#: A file's last seconds' worth of chunks are acknowledged with its final flush, not one by one: a
+#: periodic flush's ``fdatasync`` near the end (30-260 ms on this disk) held up the last writes and
+#: then the final flush behind it, 110-240 ms from the last byte to the streams' end (issue 20).
+ACK_HOLD = 0.5
 #: How often a stream without work looks for a span worth splitting (a fraction of WORTH_SPLITTING);
 #: it also looks, and returns once none is left, as soon as another stream finishes a span.
 LOOK_AGAIN = 0.1
@@ -147,6 +151,11 @@ class FileStreams:
         self._waiting: list[tuple[Chunk, str]] = []
         #: The spans :meth:`run` shares out, told how long each request waited for its answer.
         self._spans: Spans | None = None
+        #: Chunks verified and on disk whose ``acked`` waits for the file's end (:meth:`_hold`).
+        self._acks_held: list[tuple[Chunk, str]] = []
+        self._holding = False
+        self._since = time.monotonic()
+        self._acked_here = 0
 
     @property
     def name(self) -> str:
@@ -155,6 +164,7 @@ class FileStreams:
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
         self._spans = spans
+        self._since = time.monotonic()
         try:
             async with task_group() as group:
                 if self._later is not None:
@@ -167,6 +177,8 @@ class FileStreams:
                 # which is on its way (fetched beside this, bounded by the grace period).
                 await self._when_the_map_comes()
             raise
+        finally:
+            self._release()
 
     async def _when_the_map_comes(self) -> None:
         """Check and record the chunks that completed before the map did, then stop waiting for it.
@@ -189,7 +201,10 @@ class FileStreams:
         """Fetch one chunk again (it failed verification): from the server, not the head."""
         self._head = self._held = None
         self._work[chunk.index].restart()
-        await self._fetch(Span(chunk.offset, chunk.end))
+        try:
+            await self._fetch(Span(chunk.offset, chunk.end))
+        finally:
+            self._release()
 
     async def _stream(self, spans: Spans) -> None:
         """Take spans until none is left; while others still run, look again now and then.
@@ -445,7 +460,7 @@ class FileStreams:
         return True
 
     def _chunk_done(self, chunk: Chunk, digest: str) -> None:
-        ctx, shared = self.ctx, self.shared
+        shared = self.shared
         if self.sums is not None:
             expected = self.sums[chunk.index]
         elif chunk.offset == 0 and chunk.size == shared.size:
@@ -456,11 +471,37 @@ class FileStreams:
         if expected is not None and expected != digest:
             shared.bad.add(chunk.index)
             return
-        batch = ctx.writer.batch
-        batch.chunk(self.record.id, chunk.index, ChunkState.ACKED, digest)
-        batch.sync_before_commit(self.fd)
+        left = shared.size - shared.bytes_done
         shared.acked.add(chunk.index)
         shared.bytes_done += chunk.size
+        self._acked_here += chunk.size
+        self._acks_held.append((chunk, digest))
+        if not self._hold(left):
+            self._release()
+
+    def _hold(self, left: int) -> bool:
+        """Whether the file's end is under :data:`ACK_HOLD` away (``left`` bytes at the rate so far): from
+        then on its chunks wait, verified and written, for the flush that ends the file.
+
+        Nothing is recorded before it is on disk either way (the flush ``fdatasync``s first); what
+        waits is only the record, and a run killed meanwhile finds those chunks on disk and checks
+        them against the map when it resumes (:func:`._partfile.rehash_chunks`).
+        """
+        if not self._holding:
+            elapsed = time.monotonic() - self._since
+            self._holding = left <= ACK_HOLD * self._acked_here / max(elapsed, 1e-3)
+        return self._holding
+
+    def _release(self) -> None:
+        """Hand the held chunks to the journal's batch (committed after an ``fdatasync`` of the file)."""
+        if not self._acks_held:
+            return
+        held, self._acks_held = self._acks_held, []
+        ctx, shared = self.ctx, self.shared
+        batch = ctx.writer.batch
+        for chunk, digest in held:
+            batch.chunk(self.record.id, chunk.index, ChunkState.ACKED, digest)
+        batch.sync_before_commit(self.fd)
         batch.update_file(self.record.id, bytes_done=shared.bytes_done, etag=shared.etag)
         ctx.writer.added()
 

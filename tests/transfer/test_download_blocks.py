@@ -9,18 +9,23 @@ aligned from its chunk's start (written past the page cache).
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flowxfer.transfer import _download_streams
 from flowxfer.transfer._chunks import Chunk
 from flowxfer.transfer._download_streams import TAIL_BLOCK, block_end
 from flowxfer.transfer.events import BytesMoved
+from tests.support.faultproxy import Bandwidth
 from tests.support.rig import rig
 
 from .conftest import client, write_random
-from .test_faults import MiB, done
+from .test_faults import CHUNK, SIZE, MiB, done, download_through, engine, upload_direct
 
 BLOCK = 4 * TAIL_BLOCK
 
@@ -83,3 +88,76 @@ async def test_a_download_writes_its_last_bytes_in_small_blocks(tmp_path: Path) 
         assert (tmp_path / "out" / "reads.bin").read_bytes() == src.read_bytes()
     written = [e.nbytes for e in events if isinstance(e, BytesMoved)]
     assert written == [MiB, 3 * MiB, MiB, MiB], written
+
+
+def _part_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every ``fdatasync`` of a ``.part`` file from now on (the call itself still made)."""
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
+            synced.append(str(fd))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return synced
+
+
+@pytest.mark.parametrize("hold", [0.0, 1e9], ids=["none", "all"])
+async def test_a_file_s_last_chunks_are_acknowledged_with_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: float
+) -> None:
+    """Chunks within ACK_HOLD of the file's end wait for its final flush, not a flush each: here a hold
+    covering the whole download syncs the ``.part`` file once, at the end; none syncs it as chunks
+    come (the journal flushes every 50 ms, the download takes ~1 s). Stopped or not, every chunk
+    received is recorded (tests/transfer/test_stop_resume.py)."""
+    monkeypatch.setattr(_download_streams, "ACK_HOLD", hold)
+    synced = _part_syncs(monkeypatch)
+    async with rig(tmp_path, True) as r:
+        source, data_id = await upload_direct(r.server, tmp_path)
+        r.proxy.add(Bandwidth(SIZE, direction="down"))
+        report, data = await download_through(r, tmp_path, data_id, segments=1)
+        done(report)
+        assert data == source
+    if hold:
+        assert len(synced) == 1, synced
+    else:
+        assert len(synced) > 3, synced
+
+
+@pytest.mark.parametrize("extensions", [False], ids=["hosted-flow"])
+async def test_held_chunks_are_recorded_when_the_download_stops(tmp_path: Path, extensions: bool) -> None:
+    """Stopped halfway with every chunk held (no chunk map: nothing to check a chunk on disk against
+    when resuming), the chunks received are recorded all the same: the resume fetches only the rest."""
+    import anyio
+
+    size = 4 * MiB
+    moved: list[int] = []
+    halfway = anyio.Event()
+
+    def progress(event: object) -> None:
+        if isinstance(event, BytesMoved):
+            moved.append(event.nbytes)
+            if sum(moved) >= size // 2:
+                halfway.set()
+
+    async with rig(tmp_path, extensions) as r:
+        source, data_id = await upload_direct(r.server, tmp_path, size=size)
+        r.proxy.add(Bandwidth(size, direction="down"))  # a second
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_download_streams, "ACK_HOLD", 1e9)
+            async with engine(r, tmp_path / "home", segments=1, progress=progress) as fx:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(partial(fx.download, [data_id], output_dir=tmp_path / "out"))
+                    await halfway.wait()
+                    fx.stop("test")
+        received = sum(moved)
+        assert received < size
+        before = r.download_bytes()
+        report, data = await download_through(r, tmp_path, data_id, segments=1)
+        done(report)
+        assert data == source
+        # Only what was not received, from the last chunk boundary: a chunk more at most, and the
+        # bytes in the proxy's and the socket's buffers when it stopped (none of them written).
+        assert r.download_bytes() - before <= size - received + CHUNK + 512 * 1024
