@@ -155,7 +155,9 @@ class FileStreams:
         self._acks_held: list[tuple[Chunk, str]] = []
         self._holding = False
         self._since = time.monotonic()
-        self._acked_here = 0
+        #: Bytes to fetch, and written so far (a block written again after a cut counts twice: a bound).
+        self._todo_bytes = sum(c.size for c in self._chunks)
+        self._received = 0
 
     @property
     def name(self) -> str:
@@ -442,6 +444,7 @@ class FileStreams:
         if hasher is not None and work.hasher is hasher:
             work.hashed_to += nbytes
         work.written += nbytes
+        self._received += nbytes
         ctx.counters.bytes_transferred += nbytes
         ctx.events(BytesMoved(self.record.local_path, nbytes))
         chunk = work.chunk
@@ -471,17 +474,15 @@ class FileStreams:
         if expected is not None and expected != digest:
             shared.bad.add(chunk.index)
             return
-        left = shared.size - shared.bytes_done
         shared.acked.add(chunk.index)
         shared.bytes_done += chunk.size
-        self._acked_here += chunk.size
         self._acks_held.append((chunk, digest))
-        if not self._hold(left):
+        if not self._hold():
             self._release()
 
-    def _hold(self, left: int) -> bool:
-        """Whether the file's end is under :data:`ACK_HOLD` away (``left`` bytes at the rate so far): from
-        then on its chunks wait, verified and written, for the flush that ends the file.
+    def _hold(self) -> bool:
+        """Whether the file's end is under :data:`ACK_HOLD` away (the bytes still to write at the rate
+        written so far): from then on its chunks wait, verified and written, for the flush that ends it.
 
         Nothing is recorded before it is on disk either way (the flush ``fdatasync``s first); what
         waits is only the record, and a run killed meanwhile finds those chunks on disk and checks
@@ -489,7 +490,8 @@ class FileStreams:
         """
         if not self._holding:
             elapsed = time.monotonic() - self._since
-            self._holding = left <= ACK_HOLD * self._acked_here / max(elapsed, 1e-3)
+            left = self._todo_bytes - self._received
+            self._holding = left <= ACK_HOLD * self._received / max(elapsed, 1e-3)
         return self._holding
 
     def _release(self) -> None:
