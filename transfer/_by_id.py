@@ -23,7 +23,11 @@ The first id's answer may carry more than its head: asked with ``first``
 left on the connection (:class:`HeldAnswer`), and the file's first stream
 goes on reading them instead of asking for its range: the link carries the
 file from the describing answer on, not from a round trip after it (issue
-20). A file no longer than ``first`` comes whole in that answer.
+20). A file no longer than ``first`` comes whole in that answer. A first file
+longer than its answer will have streams asking for the rest: their connections
+are opened (``on_streams``) as soon as the answer's headers say its size,
+while its body and the plan run, not when the streams start (on a long
+path each stream's handshake then idled the link a round trip, issue 20).
 
 The answer may also say the chunk map's layout (``X-Chunk-Size`` and
 ``X-Chunk-Count``, when every chunk but the last is one size): kept as
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -121,12 +125,15 @@ async def describe_by_id(
     limit: int = PREFETCH_LIMIT,
     total: int = PREFETCH_TOTAL,
     first: int = 0,
+    on_streams: Callable[[int], None] | None = None,
 ) -> tuple[list[RemoteData], dict[str, Prefetched]]:
     """Each id's description and its first ``limit`` bytes (a small file's all).
 
     :param first: the first id's answer is asked for this many bytes (when more than
         ``limit``): what it brings after its head is held for the file's first stream
         (:attr:`Prefetched.rest`); the caller closes what no stream took.
+    :param on_streams: told the first id's size when its answer's headers say it is
+        longer than the answer brings (its streams will ask for the rest): opens their connections.
 
     Remembered capabilities may be stale (the server restarted with
     ``--no-extensions``, where the route is Flow's bare 404): then they are
@@ -136,7 +143,7 @@ async def describe_by_id(
     """
     bodies: dict[str, Prefetched] = {}
     try:
-        return await _describe_each(client, ids, bodies, limit, total, first)
+        return await _describe_each(client, ids, bodies, limit, total, first, on_streams)
     except BaseException:
         for body in bodies.values():  # a held answer is the caller's only once this returns
             with anyio.CancelScope(shield=True):
@@ -145,7 +152,13 @@ async def describe_by_id(
 
 
 async def _describe_each(
-    client: FlowClient, ids: Sequence[str], bodies: dict[str, Prefetched], limit: int, total: int, first: int
+    client: FlowClient,
+    ids: Sequence[str],
+    bodies: dict[str, Prefetched],
+    limit: int,
+    total: int,
+    first: int,
+    on_streams: Callable[[int], None] | None,
 ) -> tuple[list[RemoteData], dict[str, Prefetched]]:
     """:func:`describe_by_id`'s loop; ``bodies`` fills as the answers come (closed by the caller on failure)."""
     items: list[RemoteData] = []
@@ -163,7 +176,8 @@ async def _describe_each(
             answer = await exit_stack.enter_async_context(
                 client.stream("GET", url, rate_class="download", headers=headers)
             )
-            item, prefetched = await _read(answer, data_id, limit, asked, exit_stack)
+            streams = on_streams if n == 0 else None
+            item, prefetched = await _read(answer, data_id, limit, asked, exit_stack, streams)
             held = prefetched is not None and prefetched.rest is not None
         except RejectedError as exc:
             if exc.status != 416:
@@ -195,12 +209,18 @@ async def _describe_each(
 
 
 async def _read(
-    answer: aiohttp.ClientResponse, data_id: str, limit: int, asked: int, exit_stack: AsyncExitStack
+    answer: aiohttp.ClientResponse,
+    data_id: str,
+    limit: int,
+    asked: int,
+    exit_stack: AsyncExitStack,
+    on_streams: Callable[[int], None] | None = None,
 ) -> tuple[RemoteData, Prefetched | None]:
     """The description in the answer's headers, and its body (a cut body is left to the streams).
 
     An answer longer than ``limit`` (``asked`` was more) is read to ``limit`` only, the rest
-    held on its connection (:class:`HeldAnswer`, released by ``exit_stack``).
+    held on its connection (:class:`HeldAnswer`, released by ``exit_stack``). ``on_streams``
+    is told the size, before the body is read, of a file that is longer than ``asked``.
     """
     size: int | None = answer.content_length if answer.status == 200 else None
     if answer.status == 206:
@@ -213,6 +233,8 @@ async def _read(
         "checksum": answer.headers.get(protocol.HEADER_CHECKSUM),
     }
     item = remote_data(info, data_id)
+    if on_streams is not None and item.size > asked:
+        on_streams(item.size)
     length = answer.content_length
     if length is None or length != min(asked, item.size):
         return item, None  # not what was asked: leave it (the streams ask for ranges)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,11 +42,14 @@ from flowxfer.journal import ChunkRecord, ChunkState, FileRecord, FileState, Inv
 from ._by_id import Prefetched
 from ._checksums import fd_checksum
 from ._chunks import Chunk, chunk_checksums, chunks_from_map, plan_chunks, plan_segments
+from ._client import FlowClient
+from ._config import TransferConfig
 from ._download_spans import Spans
 from ._download_streams import ContentChanged, FileStreams, Shared
 from ._errors import IntegrityError, NotFoundError, ProtocolError
 from ._partfile import contiguous_runs, part_path, preallocate, rehash_chunks, write_error
 from ._pathfit import path_rate
+from ._pathmodel import path_rates
 from ._runtime import TransferContext, task_group
 from .events import FileVerifying, Notice
 
@@ -139,8 +143,26 @@ def warm_streams(ctx: TransferContext, left: int) -> None:
     :func:`initial_spans` can give streams for ``left`` bytes at most, so a
     small rest opens none (a resumed file's gaps may give fewer: a bound).
     """
-    count = ctx.config.segments_for(ctx.client.round_trip, path_rate(ctx))
-    ctx.client.warm(min(count, -(-left // max(1, ctx.config.min_segment_size))) - 1)
+    _warm(ctx.client, ctx.config, left, path_rate(ctx))
+
+
+def warm_described(client: FlowClient, config: TransferConfig, size: int) -> None:
+    """:func:`warm_streams` for a file whose describing answer its first stream reads on ([ext], :mod:`._by_id`).
+
+    Called when that answer's headers say the size, before there is a
+    transfer: the one connection not opened is the answer's own. The rate is
+    ``--bwlimit``'s or assumed (no earlier transfer's is recalled yet), so a
+    path measured faster than assumed may give a stream or two more, which
+    open their own connections as before.
+    """
+    bandwidth = client.limiter.bandwidth
+    limit = bandwidth.rate_at(datetime.now()) if bandwidth is not None else None
+    _warm(client, config, size, path_rates(limit, None)[0])
+
+
+def _warm(client: FlowClient, config: TransferConfig, left: int, rate: float | None) -> None:
+    count = config.segments_for(client.round_trip, rate)
+    client.warm(min(count, -(-left // max(1, config.min_segment_size))) - 1)
 
 
 async def _chunk_map(
@@ -456,4 +478,4 @@ def _final_check(remote: RemoteFile, shared: Shared, name: str) -> str:
     return _SIZE_ONLY
 
 
-__all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "part_path"]
+__all__ = ["DownloadResult", "RemoteFile", "download_file", "fetch_remote", "part_path", "warm_described"]

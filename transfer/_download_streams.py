@@ -48,6 +48,15 @@ from .events import BytesMoved, Retrying
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 #: Tiny pieces (a slow proxy) flush a block early rather than keep thousands of views alive.
 _MAX_IOV = 512
+#: The block size in a span's last ``block_size`` bytes (the configured one, if smaller): a block is
+#: written only once all its bytes came, so a span's last block is written after its last byte. With
+#: 4 MiB blocks, streams that end together queued 4 MiB each on the disk at the very end: 70-90 ms
+#: from the last byte to the streams' end at 50 ms (issue 20); with 1 MiB, a few ms each.
+TAIL_BLOCK = 1024 * 1024
+#: A file's last seconds' worth of chunks are acknowledged with its final flush, not one by one: a
+#: periodic flush's ``fdatasync`` near the end (30-260 ms on this disk) held up the last writes and
+#: then the final flush behind it, 110-240 ms from the last byte to the streams' end (issue 20).
+ACK_HOLD = 0.5
 #: How often a stream without work looks for a span worth splitting (a fraction of WORTH_SPLITTING);
 #: it also looks, and returns once none is left, as soon as another stream finishes a span.
 LOOK_AGAIN = 0.1
@@ -142,6 +151,13 @@ class FileStreams:
         self._waiting: list[tuple[Chunk, str]] = []
         #: The spans :meth:`run` shares out, told how long each request waited for its answer.
         self._spans: Spans | None = None
+        #: Chunks verified and on disk whose ``acked`` waits for the file's end (:meth:`_hold`).
+        self._acks_held: list[tuple[Chunk, str]] = []
+        self._holding = False
+        self._since = time.monotonic()
+        #: Bytes to fetch, and written so far (a block written again after a cut counts twice: a bound).
+        self._todo_bytes = sum(c.size for c in self._chunks)
+        self._received = 0
 
     @property
     def name(self) -> str:
@@ -150,6 +166,7 @@ class FileStreams:
     async def run(self, spans: Spans, streams: int) -> None:
         """Fetch every span with ``streams`` streams at once, idle streams splitting the largest span left."""
         self._spans = spans
+        self._since = time.monotonic()
         try:
             async with task_group() as group:
                 if self._later is not None:
@@ -162,6 +179,8 @@ class FileStreams:
                 # which is on its way (fetched beside this, bounded by the grace period).
                 await self._when_the_map_comes()
             raise
+        finally:
+            self._release()
 
     async def _when_the_map_comes(self) -> None:
         """Check and record the chunks that completed before the map did, then stop waiting for it.
@@ -184,7 +203,10 @@ class FileStreams:
         """Fetch one chunk again (it failed verification): from the server, not the head."""
         self._head = self._held = None
         self._work[chunk.index].restart()
-        await self._fetch(Span(chunk.offset, chunk.end))
+        try:
+            await self._fetch(Span(chunk.offset, chunk.end))
+        finally:
+            self._release()
 
     async def _stream(self, spans: Spans) -> None:
         """Take spans until none is left; while others still run, look again now and then.
@@ -294,9 +316,8 @@ class FileStreams:
     async def _consume(self, pieces: AsyncIterator[bytes], span: Span, asked_end: int) -> None:
         """Stream a body's ``pieces`` into the ``.part`` file up to ``span.end``, advancing ``span.start``.
 
-        Blocks end at ``block_size`` boundaries counted from their chunk's start
-        (aligned on disk, so a block is written directly, not partly through
-        the page cache), at a chunk's end and at the span's end. Bytes not yet
+        Blocks end where :func:`block_end` says (aligned on disk, so a block is
+        written directly, not partly through the page cache). Bytes not yet
         written when the stream is cut are fetched again: ``span.start`` goes
         back to the last byte on disk.
         """
@@ -318,19 +339,13 @@ class FileStreams:
                         raise ProtocolError("the server sent more bytes than it announced")
                     if work is None or offset >= work.chunk.end:
                         work = self._chunk_at(offset)
-                    chunk = work.chunk
-                    take = min(
-                        len(view),
-                        chunk.end - offset,
-                        span.end - offset,
-                        block_size - (offset - chunk.offset) % block_size,
-                    )
+                    end = block_end(work.chunk, offset, span.end, block_size)
+                    take = min(len(view), end - offset)
                     block.append(view[:take])
                     view = view[take:]
                     offset += take
                     span.start = offset
-                    at_boundary = (offset - chunk.offset) % block_size == 0
-                    if offset == chunk.end or offset == span.end or at_boundary or len(block) >= _MAX_IOV:
+                    if offset == end or len(block) >= _MAX_IOV:
                         completed = await self._write(work, written, block, offset - written)
                         written = offset
                         block = []
@@ -363,8 +378,7 @@ class FileStreams:
     async def _consume_into(self, reader: BodyInto, span: Span) -> None:
         """Receive a body in place, a block at a time, writing each block while the next one arrives.
 
-        Blocks are those of :meth:`_consume` (aligned from their chunk's
-        start, ending at a chunk's end and at the span's). Two buffers take
+        Blocks are those of :meth:`_consume` (:func:`block_end`). Two buffers take
         turns: while one block is written and hashed in a worker thread, the
         next is received into the other; a block is written only after the
         one before it (a chunk is hashed in order). A stream cut or stopped
@@ -390,8 +404,7 @@ class FileStreams:
                                 # Stop at a chunk boundary: everything received is acknowledged, nothing torn.
                                 raise StopRequested()
                         work = self._chunk_at(offset)
-                        chunk = work.chunk
-                        limit = min(chunk.end, span.end, offset + block_size - (offset - chunk.offset) % block_size)
+                        limit = block_end(work.chunk, offset, span.end, block_size)
                         at = offset % DIRECT_ALIGN  # memory aligned as the file offset: written with no copy
                         region = buffers[turn][at : at + limit - offset]
                         await reader.fill(region, ctx.config.read_timeout)
@@ -431,6 +444,7 @@ class FileStreams:
         if hasher is not None and work.hasher is hasher:
             work.hashed_to += nbytes
         work.written += nbytes
+        self._received += nbytes
         ctx.counters.bytes_transferred += nbytes
         ctx.events(BytesMoved(self.record.local_path, nbytes))
         chunk = work.chunk
@@ -449,7 +463,7 @@ class FileStreams:
         return True
 
     def _chunk_done(self, chunk: Chunk, digest: str) -> None:
-        ctx, shared = self.ctx, self.shared
+        shared = self.shared
         if self.sums is not None:
             expected = self.sums[chunk.index]
         elif chunk.offset == 0 and chunk.size == shared.size:
@@ -460,11 +474,36 @@ class FileStreams:
         if expected is not None and expected != digest:
             shared.bad.add(chunk.index)
             return
-        batch = ctx.writer.batch
-        batch.chunk(self.record.id, chunk.index, ChunkState.ACKED, digest)
-        batch.sync_before_commit(self.fd)
         shared.acked.add(chunk.index)
         shared.bytes_done += chunk.size
+        self._acks_held.append((chunk, digest))
+        if not self._hold():
+            self._release()
+
+    def _hold(self) -> bool:
+        """Whether the file's end is under :data:`ACK_HOLD` away (the bytes still to write at the rate
+        written so far): from then on its chunks wait, verified and written, for the flush that ends it.
+
+        Nothing is recorded before it is on disk either way (the flush ``fdatasync``s first); what
+        waits is only the record, and a run killed meanwhile finds those chunks on disk and checks
+        them against the map when it resumes (:func:`._partfile.rehash_chunks`).
+        """
+        if not self._holding:
+            elapsed = time.monotonic() - self._since
+            left = self._todo_bytes - self._received
+            self._holding = left <= ACK_HOLD * self._received / max(elapsed, 1e-3)
+        return self._holding
+
+    def _release(self) -> None:
+        """Hand the held chunks to the journal's batch (committed after an ``fdatasync`` of the file)."""
+        if not self._acks_held:
+            return
+        held, self._acks_held = self._acks_held, []
+        ctx, shared = self.ctx, self.shared
+        batch = ctx.writer.batch
+        for chunk, digest in held:
+            batch.chunk(self.record.id, chunk.index, ChunkState.ACKED, digest)
+        batch.sync_before_commit(self.fd)
         batch.update_file(self.record.id, bytes_done=shared.bytes_done, etag=shared.etag)
         ctx.writer.added()
 
@@ -483,6 +522,18 @@ class _InFlight:
 
     async def settled(self) -> None:
         await self.done.wait()
+
+
+def block_end(chunk: Chunk, offset: int, span_end: int, block_size: int) -> int:
+    """Where the block holding byte ``offset`` ends: never past its chunk or its span.
+
+    At ``block_size`` boundaries counted from the chunk's start, and in the
+    span's last ``block_size`` bytes at :data:`TAIL_BLOCK` boundaries (when
+    smaller): what is left to write once the span's last byte came is one
+    small block, not a large one. Either way a block starts aligned on disk.
+    """
+    step = block_size if span_end - offset > block_size else min(block_size, TAIL_BLOCK)
+    return min(chunk.end, span_end, offset + step - (offset - chunk.offset) % step)
 
 
 async def _pieces(body: bytes) -> AsyncIterator[bytes]:
@@ -530,4 +581,4 @@ def check_answer(response: aiohttp.ClientResponse, start: int, end: int, size: i
         shared.x_checksum = x_checksum
 
 
-__all__ = ["ContentChanged", "FileStreams", "Shared", "check_answer"]
+__all__ = ["TAIL_BLOCK", "ContentChanged", "FileStreams", "Shared", "block_end", "check_answer"]

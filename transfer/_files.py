@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from flowxfer.journal import FileRecord, Journal, TransferRecord
 from ._advice import bulk_hint
 from ._by_id import PREFETCH_LIMIT, Prefetched, describe_by_id
 from ._client import FlowClient
+from ._download import warm_described
 from ._errors import UsageError
 from ._plan import LocalFile, RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
@@ -105,6 +106,7 @@ async def named_data(
     prefetched: dict[str, Prefetched] | None = None,
     chunk_size: int = PREFETCH_LIMIT,
     first: int = 0,
+    on_streams: Callable[[int], None] | None = None,
 ) -> list[RemoteData]:
     """The data named by ids, then by a search (each item once).
 
@@ -115,10 +117,13 @@ async def named_data(
         (verified as one, a small file whole).
     :param first: the bytes the first id's answer may bring, its head read, the rest held for
         the file's first stream (:func:`describe_by_id`); the caller closes what is left in ``prefetched``.
+    :param on_streams: told the first id's size when its streams will ask for more than its answer brings.
     """
     items: list[RemoteData] = []
     if ids and prefetched is not None and (await client.capabilities()).download_by_id:
-        items, bodies = await describe_by_id(client, ids, limit=min(chunk_size, PREFETCH_LIMIT), first=first)
+        items, bodies = await describe_by_id(
+            client, ids, limit=min(chunk_size, PREFETCH_LIMIT), first=first, on_streams=on_streams
+        )
         prefetched.update(bodies)
     elif ids:
         items = await describe(client, ids)
@@ -193,6 +198,8 @@ async def run_download(
                     runner.config.download_chunk_size,
                     # The smallest segment a plan makes: the first stream's range covers at least that.
                     runner.config.min_segment_size,
+                    # Its streams' connections open while the answer and the plan go on.
+                    partial(warm_described, runner.client, runner.config),
                 )
             )
         except Exception as exc:  # raised where it is needed: in plan, inside the run

@@ -8,11 +8,14 @@ stream, and a name from its header is made safe as one from ``/data``.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+
+import anyio
 
 from flowxfer.protocol import checksum_of
 from flowxfer.transfer._plan import RemoteData, target_names
-from tests.support.faultproxy import FlipBodyByte, Match, ResetMidBody, RespondWith
+from tests.support.faultproxy import FlipBodyByte, Match, ResetMidBody, RespondWith, StallMidBody
 from tests.support.rig import Rig, rig
 
 from .conftest import KiB, client, write_random
@@ -20,6 +23,8 @@ from .test_faults import CHUNK, SIZE, STREAM, MiB, done, download_through, engin
 
 #: The describing request: the bytes' URL without the filename.
 DESCRIBE = r"^/downloads/[^/]+$"
+#: How long the describing answer's body stalls in the test of the streams' early connections.
+STALL = 1.5
 
 
 async def test_the_first_chunk_comes_with_the_description_and_is_not_asked_again(tmp_path: Path) -> None:
@@ -153,3 +158,21 @@ async def test_a_head_that_ends_inside_a_block_is_written_not_asked_again(tmp_pa
         done(report)
         assert data == src.read_bytes()
         assert r.download_bytes() == 3 * MiB and 0 not in _starts(r)
+
+
+async def test_the_streams_connections_open_while_the_describing_answer_arrives(tmp_path: Path) -> None:
+    """A large file's streams need connections: they open when the describing answer's headers say its
+    size, while its body still comes, not after (on a long path each handshake idled the link a round
+    trip, issue 20). Here the answer's body stalls for a second: the connections open meanwhile."""
+    async with rig(tmp_path, True) as r:
+        _, data_id = await upload_direct(r.server, tmp_path)  # 12 chunks: 4 segments
+        r.proxy.add(StallMidBody(f"GET {DESCRIBE}", at_bytes=1000, seconds=STALL, then="resume"))
+        async with engine(r, tmp_path / "home") as fx:
+            opened_before = r.proxy.stats.connections
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(fx.download, [data_id], output_dir=tmp_path / "out"))
+                await anyio.sleep(STALL / 2)  # the answer's headers came, its body is stalled
+                opened_during = r.proxy.stats.connections - opened_before
+        assert (tmp_path / "out" / "reads.bin").read_bytes() == (tmp_path / "src" / "reads.bin").read_bytes()
+        # The describing answer's own (or a pooled one), and one for each of the 3 other streams.
+        assert opened_during >= 3, opened_during
