@@ -34,7 +34,9 @@ async def test_a_host_with_a_short_ttl_waits_out_the_holder_s_long_one(
     async with a.start("--log-format", "json", *command) as running:
         await running.until_moved(300 * KiB)
         running.signal(signal.SIGSTOP)  # a's heartbeats stop; by b's TTL a would be stale in 2 s
-        await anyio.sleep(3)
+        # Stale by b's TTL, live by a's: the state 3 s of waiting leaves (a, at 600 s, heartbeats
+        # every 150 s, so none is in flight), made on the database's clock without the wait.
+        await anyio.to_thread.run_sync(age_leases, postgres_url, 3.0)
         refused = await b.run(*command)
         running.signal(signal.SIGCONT)
         code_a = await running.wait(60)
