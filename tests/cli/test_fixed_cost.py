@@ -113,6 +113,12 @@ _NOT_FOR_A_TRANSFER = {
 }
 #: What a download alone has no use for: the upload modules, exact arithmetic for sizes it does not parse.
 _NOT_FOR_A_DOWNLOAD = {"flowxfer.transfer._upload", "flowxfer.transfer._payloads", "fractions", "decimal"}
+#: What an upload alone has no use for: the download modules (their streams, spans, the part file).
+_NOT_FOR_AN_UPLOAD = {
+    "flowxfer.transfer._download",
+    "flowxfer.transfer._download_streams",
+    "flowxfer.transfer._partfile",
+}
 
 
 async def _loaded_by(cli: Cli, *args: str) -> set[str]:
@@ -135,6 +141,8 @@ async def test_a_download_and_an_upload_load_nothing_they_do_not_need(tmp_path: 
             assert not loaded & _NOT_FOR_A_TRANSFER, (args[0], sorted(loaded & _NOT_FOR_A_TRANSFER))
             if args[0] == "download":
                 assert not loaded & _NOT_FOR_A_DOWNLOAD, sorted(loaded & _NOT_FOR_A_DOWNLOAD)
+            else:
+                assert not loaded & _NOT_FOR_AN_UPLOAD, sorted(loaded & _NOT_FOR_AN_UPLOAD)
 
 
 #: The console script's own way out (``flowxfer.cli.run``), with what a test needs to see of its process.
