@@ -196,6 +196,43 @@ async def test_the_console_script_exits_as_the_command_says(tmp_path: Path) -> N
         assert code == _exits.USAGE and "No such option" in err
 
 
+#: The console script, counting the collections that start while the engine runs (``run_engine`` on the stack).
+_DURING_TRANSFER = """
+import atexit, gc, json, sys
+during = []
+
+def started(phase, info):
+    if phase != "start":
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "run_engine" and frame.f_code.co_filename.endswith("_common.py"):
+            during.append(info["generation"])
+            return
+        frame = frame.f_back
+
+atexit.register(lambda: print(json.dumps({"during": during}), file=sys.stderr))
+sys.argv[0] = "flowxfer"
+gc.callbacks.append(started)
+from flowxfer.cli import run
+run()
+"""
+
+
+async def test_collections_resume_before_the_transfer_runs(tmp_path: Path) -> None:
+    """Start-up pauses the collector; the transfer itself runs with it on (memory stays flat)."""
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 5)
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        done = await anyio.run_process(
+            [sys.executable, "-c", _DURING_TRANSFER, "--no-progress", "upload", str(probe)], env=cli.env(), check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    during = json.loads(done.stderr.decode().strip().splitlines()[-1])["during"]
+    assert during, "no collection while the engine ran: the collector was still paused"
+
+
 _LEAVE = """
 import sys, threading, time
 from flowxfer.cli import _leave
