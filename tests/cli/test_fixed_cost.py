@@ -109,6 +109,7 @@ _NOT_FOR_A_TRANSFER = {
     "flowxfer.cli._serve",
     "flowxfer.transfer._job_events",  # the events of jobs, executions and samples (~1 ms a class)
     "flowxfer.journal._sample_records",  # the journal's sample rows
+    "flowxfer.journal._pack_records",  # sync --pack-small's tars
     "flowxfer.cli._display",  # the display model: --no-progress draws none
 }
 #: What a download alone has no use for: the upload modules, exact arithmetic for sizes it does not parse.
