@@ -53,12 +53,13 @@ for name in sys.argv[4:]:
 _MEASURE = r"""
 import json, os, resource, subprocess, sys, time
 quiet = os.environ.pop("BENCH_QUIET", "") == "1"
+started = time.time()
 start = time.perf_counter()
 out = subprocess.DEVNULL if quiet else None
 code = subprocess.call(sys.argv[1:], stdout=out, stderr=out)
 seconds = time.perf_counter() - start
 rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"code": code, "seconds": seconds, "rss_mib": rss_kib / 1024}), file=sys.stderr)
+print(json.dumps({"code": code, "seconds": seconds, "rss_mib": rss_kib / 1024, "started": started}), file=sys.stderr)
 """
 
 
@@ -67,6 +68,8 @@ class Run:
     code: int
     seconds: float
     rss_mib: float
+    #: When the command started, wall-clock (``time.time()``; 0.0: not known).
+    started: float = 0.0
 
 
 def measure(
@@ -89,7 +92,7 @@ def measure(
         figures = json.loads(last)
     except ValueError:
         raise RuntimeError(f"measuring {command[:3]} failed: {done.stderr[-2000:]}") from None
-    return Run(figures["code"], figures["seconds"], figures["rss_mib"])
+    return Run(figures["code"], figures["seconds"], figures["rss_mib"], figures.get("started", 0.0))
 
 
 @dataclass

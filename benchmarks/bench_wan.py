@@ -40,12 +40,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flowxfer.transfer._sizes import parse_size
 
@@ -257,7 +259,12 @@ def bench_fixed_cost(
     """
     out = WORK / "wan-probe-out"
     rtt = spec_args[0] / 1000
-    with served("wan-direct") as (server, direct), through(server, "wan-probe", spec_args) as (path, env):
+    trace_file = WORK / "wan-probe-trace.json"
+    trace_file.unlink(missing_ok=True)
+    with (
+        served("wan-direct") as (server, direct),
+        through(server, "wan-probe", spec_args, trace_file) as (path, env),
+    ):
         data_id = upload_id(data.probe, direct)
         token = login_token(server)
         tools = {}
@@ -274,6 +281,8 @@ def bench_fixed_cost(
         )
         alternate(tools, 1, before_each=emptied(out))
         results = alternate(tools, repeats, before_each=emptied(out))
+        time.sleep(0.5)  # the path rewrites its trace as each connection ends: the last one's too
+        trace = json.loads(trace_file.read_text(encoding="utf-8")) if trace_file.exists() else {}
     lines = []
     for name, on_path in results.items():
         if not name.startswith("path: "):
@@ -281,11 +290,35 @@ def bench_fixed_cost(
         tool = name.removeprefix("path: ")
         local = results[f"loopback: {tool}"]
         extra = on_path.median - local.median
+        firsts = [t for t in (first_answer_byte(trace, run, rtt) for run in on_path.runs) if t is not None]
+        first = f"{statistics.median(firsts):.2f} s" if firsts else "-"
         lines.append(
-            f"| {tool} {PROBE_SIZE // 1024} KiB | {on_path.median:.2f} s | {local.median:.2f} s | {extra / rtt:.1f} |"
+            f"| {tool} {PROBE_SIZE // 1024} KiB | {on_path.median:.2f} s | {local.median:.2f} s | {extra / rtt:.1f} "
+            f"| {first} |"
         )
     ours = {direction: results[f"path: flowxfer {direction}"].median for direction in ("download", "upload")}
     return lines, wan_goals.fixed_goals(ours, rtt)
+
+
+def first_answer_byte(trace: dict[str, Any], run: Run, rtt: float) -> float | None:
+    """Seconds from a command's start to the first byte the server sent it reaching it, read from the path's trace.
+
+    The issue's own measure of the fixed cost is start to first byte; the
+    goal is still judged on start to exit. The first downward block of any
+    connection the path accepted while the command ran began at ``first`` on
+    the link and reached the client half a round trip later. For a download
+    that is its first data byte (the answer carries them); for an upload,
+    the server's answer to its request, after the file went up.
+    """
+    if not run.started:
+        return None
+    ended = run.started + run.seconds
+    firsts = [
+        first
+        for accepted, first, _last, _size in trace.get("connections", {}).values()
+        if first is not None and run.started <= accepted <= ended
+    ]
+    return min(firsts) + rtt / 2 - run.started if firsts else None
 
 
 def ceiling(data: Data, window_mib: float, repeats: int) -> str:
@@ -522,10 +555,12 @@ def section_body(
                 [
                     "Fixed cost of a command (start to last byte of a 4 KiB file, clean path against plain "
                     f"loopback, medians of {max(plan.repeats, 7)} alternating rounds after one to warm up; the "
-                    "difference counted in round trips):",
+                    "difference counted in round trips; and through the path, start to the first byte of the "
+                    "server's answer reaching the command, from the path's trace: a download's first data "
+                    "byte, an upload's answer after its file went up):",
                     "",
-                    "| command | through the path | loopback | extra round trips |",
-                    "|---|---|---|---|",
+                    "| command | through the path | loopback | extra round trips | to the first answer byte |",
+                    "|---|---|---|---|---|",
                     *fixed,
                     "",
                 ]

@@ -22,7 +22,6 @@ rich), so it is tested directly. The rules it keeps:
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -39,8 +38,10 @@ from flowxfer.transfer.events import (
     Waiting,
 )
 
+from ._text import execution_text
+
 if TYPE_CHECKING:
-    from flowxfer.transfer.events import Event, ExecutionWaiting, SampleFinished, SampleStarted
+    from flowxfer.transfer.events import Event, SampleFinished, SampleStarted
 
 PHASES = ("scan", "upload", "samples", "archive job", "download", "extract", "verify")
 #: The phase a transfer of each kind works in once its plan is made.
@@ -494,29 +495,3 @@ def row_bar(row: Row, now: float) -> Bar:
     if row.verifying:
         text += "  verifying"
     return Bar(f"  {row.name}", min(row.done, row.size), row.size or None, text)
-
-
-# --- text shown to a person -------------------------------------------------------
-
-_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def visible(text: str) -> str:
-    """``text`` safe to print for a person: names from disk or a server shown, never obeyed."""
-    return _UNSHOWABLE.sub(_escape, text)
-
-
-def execution_text(event: ExecutionWaiting) -> str:
-    """One poll of a pipeline execution, as said to a person."""
-    status = event.status if event.status not in ("", "-") else "running"
-    text = f"execution {event.execution_id} ({event.identifier}): {status}"
-    if event.next_poll is not None:
-        text += f", waited {format_duration(event.waited)}, next poll in {format_duration(event.next_poll)}"
-    return text

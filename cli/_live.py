@@ -20,7 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ._display import Bar, DisplayModel, Phase, visible
+from ._display import Bar, DisplayModel, Phase
+from ._text import visible
 
 #: Redraws per second.
 _FPS = 8

@@ -22,19 +22,22 @@ import anyio
 from flowxfer.transfer import TransferReport, format_duration, format_rate, format_size
 from flowxfer.transfer.events import TRANSFER_EVENTS, FileFinished, Notice, Retrying, Waiting
 
-from ._display import DisplayModel, execution_text, visible
+from ._text import execution_text, visible
 
 if TYPE_CHECKING:
     from flowxfer.transfer.events import Event, ExecutionWaiting, SampleFinished
 
+    from ._display import DisplayModel
     from ._live import LiveRegion
 
 #: Seconds between two plain progress lines; FLOWXFER_PROGRESS_INTERVAL changes it (cron mail, tests).
 _PLAIN_INTERVAL = 5.0
 
 
-#: What a terminal would act on rather than show: C0/C1 controls (ESC sequences can rewrite
-#: the screen) and lone surrogates (bytes of a file name that were not UTF-8; printing them fails).
+#: The progress modes that draw the display model; the others (``none``, ``json``) never load it.
+_DRAWN = frozenset({"bars", "plain"})
+
+
 def _plain_interval() -> float:
     try:
         return max(0.1, float(os.environ.get("FLOWXFER_PROGRESS_INTERVAL", _PLAIN_INTERVAL)))
@@ -51,7 +54,9 @@ class Output:
 
     The live display's state is a :class:`~._display.DisplayModel` (the
     truth of what to show); in ``bars`` mode a :class:`~._live.LiveRegion`
-    draws it, and every line printed meanwhile goes above the region.
+    draws it, and every line printed meanwhile goes above the region; in
+    ``plain`` mode its counters make the periodic line. The ``none`` and
+    ``json`` modes draw nothing and keep no model.
 
     :param kind: ``upload``/``download``/``bulk``/``sync`` (how result lines read).
     :param progress: ``bars``, ``plain``, ``json`` or ``none``.
@@ -76,7 +81,12 @@ class Output:
         self.verbose = verbose
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
-        self.model = DisplayModel(kind)
+        #: What the display shows; only when one is drawn (its module and work are not every command's).
+        self.model: DisplayModel | None = None
+        if progress in _DRAWN:
+            from ._display import DisplayModel
+
+            self.model = DisplayModel(kind)
         self._lock = threading.RLock()
         self._live: LiveRegion | None = None
         self.started = time.monotonic()
@@ -88,7 +98,7 @@ class Output:
     # -- lifecycle -----------------------------------------------------
 
     def __enter__(self) -> Output:
-        if self.mode == "bars":
+        if self.mode == "bars" and self.model is not None:
             # rich is imported only when bars are drawn: plain and JSON runs (cron) start faster.
             from ._live import LiveRegion
 
@@ -112,7 +122,8 @@ class Output:
     def say(self, text: str, stream: TextIO | None = None) -> None:
         """A line of a story (``demo``'s steps): it ends the phase before it and stays above the display."""
         with self._lock:
-            self.model.end(time.monotonic())
+            if self.model is not None:
+                self.model.end(time.monotonic())
             self._print(text, stream or self.stdout)
 
     # -- events --------------------------------------------------------
@@ -127,8 +138,9 @@ class Output:
     def _event(self, event: Event) -> None:
         if self.mode == "json":
             self._json_line(event)
-        with self._lock:
-            self.model.apply(event, time.monotonic())
+        if self.model is not None:
+            with self._lock:
+                self.model.apply(event, time.monotonic())
         if isinstance(event, FileFinished):
             if self.results and (self.verbose or event.path not in self._sample_files):
                 self._print_out(self.result_line(event))
@@ -192,6 +204,8 @@ class Output:
 
     def _plain_progress(self) -> None:
         self._last_plain = time.monotonic()
+        if self.model is None:
+            return
         with self._lock:
             counted = self.model.plain_counters(time.monotonic())
         rate = counted.moved / max(counted.seconds, 1e-6)

@@ -12,6 +12,7 @@ another.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._batch import JournalBatch
@@ -35,8 +36,6 @@ from ._records import (
     FileRecord,
     InventoryRecord,
     NewFile,
-    PackMember,
-    PackRecord,
     TransferRecord,
     TransferSummary,
 )
@@ -53,6 +52,7 @@ from ._states import (
 )
 
 if TYPE_CHECKING:
+    from ._pack_records import PackMember, PackRecord
     from ._sample_records import NewSample, SampleInventoryRecord, SampleRecord, SampleState
 
 __all__ = [
@@ -100,15 +100,21 @@ __all__ = [
 ]
 
 
-#: The sample records load on first use: every command opens the journal, only samples commands use these.
-_SAMPLE_RECORDS = frozenset({"NewSample", "SampleInventoryRecord", "SampleRecord", "SampleState"})
+#: Records that load on first use: every command opens the journal, only samples commands use
+#: the sample records and only a packing sync the pack records.
+_LATER = {
+    "NewSample": "._sample_records",
+    "SampleInventoryRecord": "._sample_records",
+    "SampleRecord": "._sample_records",
+    "SampleState": "._sample_records",
+    "PackMember": "._pack_records",
+    "PackRecord": "._pack_records",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _SAMPLE_RECORDS:
+    if name not in _LATER:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import _sample_records
-
-    value = getattr(_sample_records, name)
+    value = getattr(importlib.import_module(_LATER[name], __name__), name)
     globals()[name] = value
     return value

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._records import InventoryRecord, PackRecord
+from ._records import InventoryRecord
 from ._states import ChunkState, FileState, check_chunk_transition, check_file_transition
+
+if TYPE_CHECKING:
+    from ._pack_records import PackRecord
 
 
 class JournalBatch:

@@ -11,18 +11,13 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._backend import Params, Transaction
-from ._records import (
-    InventoryRecord,
-    NewFile,
-    PackMember,
-    PackRecord,
-    file_row,
-    inventory_record,
-    pack_record,
-)
+from ._records import InventoryRecord, NewFile, file_row, inventory_record
+
+if TYPE_CHECKING:
+    from ._pack_records import PackMember, PackRecord
 
 
 class InventoryTables:
@@ -229,10 +224,14 @@ class InventoryTables:
             "SELECT arcname, local_path, size, mtime_ns FROM pack_members WHERE manifest = ? ORDER BY arcname",
             (manifest,),
         )
+        from ._pack_records import PackMember
+
         return [PackMember(r["arcname"], r["local_path"], r["size"], r["mtime_ns"]) for r in rows]
 
     def lookup_packs(self, server: str, username: str, local_paths: Sequence[str]) -> dict[str, PackRecord]:
         """Known packs for many virtual tar paths at once."""
+        from ._pack_records import pack_record
+
         found: dict[str, PackRecord] = {}
         for start in range(0, len(local_paths), 500):
             part = list(local_paths[start : start + 500])
@@ -247,6 +246,8 @@ class InventoryTables:
 
     def iter_packs(self, server: str, username: str, prefix: str = "") -> Iterator[PackRecord]:
         """Packs under a folder prefix, in path order, a page at a time."""
+        from ._pack_records import pack_record
+
         last = prefix
         first = True
         while True:

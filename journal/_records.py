@@ -93,37 +93,6 @@ class InventoryRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class PackRecord:
-    """A packed tar known to be on a server (``sync --pack-small``).
-
-    ``local_path`` is the tar's virtual path (its folder joined with its
-    remote name); ``manifest`` the digest of its member list, which says
-    whether the folder's small files are still exactly what was packed.
-    """
-
-    server: str
-    username: str
-    local_path: str
-    remote: str
-    manifest: str
-    data_id: str
-    size: int
-    checksum: str | None
-    members: int
-    superseded: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class PackMember:
-    """One file inside a packed tar: its name in the tar and the local file it came from."""
-
-    arcname: str
-    local_path: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
 class TransferSummary:
     """Counts and bytes of one transfer, computed from its file rows."""
 
@@ -191,21 +160,6 @@ def file_record(row: dict[str, Any]) -> FileRecord:
         attempts=row["attempts"],
         error=row["error"],
         extra=json.loads(row["extra"]),
-    )
-
-
-def pack_record(row: dict[str, Any]) -> PackRecord:
-    return PackRecord(
-        server=row["server"],
-        username=row["username"],
-        local_path=row["local_path"],
-        remote=row["remote"],
-        manifest=row["manifest"],
-        data_id=row["data_id"],
-        size=row["size"],
-        checksum=row["checksum"],
-        members=row["members"],
-        superseded=tuple(json.loads(row["superseded"])),
     )
 
 

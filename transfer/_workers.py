@@ -19,7 +19,6 @@ from flowxfer.journal import FileRecord, InventoryRecord
 
 from ._by_id import Prefetched
 from ._client import Capabilities
-from ._download import download_file, fetch_remote
 from ._errors import LocalIOError, SourceChangedError
 from ._report import FileReport
 from ._runtime import TransferContext
@@ -199,6 +198,8 @@ async def download_one(ctx: TransferContext, record: FileRecord, prefetched: Pre
 
     :param prefetched: the file's bytes as its description brought them ([ext] ``download_by_id``).
     """
+    from ._download import download_file, fetch_remote  # here: an upload does not load the download modules
+
     assert record.data_id is not None
     ctx.events(FileStarted(record.local_path, record.remote_name, record.size, record.bytes_done))
     try:

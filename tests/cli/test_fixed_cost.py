@@ -109,9 +109,17 @@ _NOT_FOR_A_TRANSFER = {
     "flowxfer.cli._serve",
     "flowxfer.transfer._job_events",  # the events of jobs, executions and samples (~1 ms a class)
     "flowxfer.journal._sample_records",  # the journal's sample rows
+    "flowxfer.journal._pack_records",  # sync --pack-small's tars
+    "flowxfer.cli._display",  # the display model: --no-progress draws none
 }
 #: What a download alone has no use for: the upload modules, exact arithmetic for sizes it does not parse.
 _NOT_FOR_A_DOWNLOAD = {"flowxfer.transfer._upload", "flowxfer.transfer._payloads", "fractions", "decimal"}
+#: What an upload alone has no use for: the download modules (their streams, spans, the part file).
+_NOT_FOR_AN_UPLOAD = {
+    "flowxfer.transfer._download",
+    "flowxfer.transfer._download_streams",
+    "flowxfer.transfer._partfile",
+}
 
 
 async def _loaded_by(cli: Cli, *args: str) -> set[str]:
@@ -134,6 +142,8 @@ async def test_a_download_and_an_upload_load_nothing_they_do_not_need(tmp_path: 
             assert not loaded & _NOT_FOR_A_TRANSFER, (args[0], sorted(loaded & _NOT_FOR_A_TRANSFER))
             if args[0] == "download":
                 assert not loaded & _NOT_FOR_A_DOWNLOAD, sorted(loaded & _NOT_FOR_A_DOWNLOAD)
+            else:
+                assert not loaded & _NOT_FOR_AN_UPLOAD, sorted(loaded & _NOT_FOR_AN_UPLOAD)
 
 
 #: The console script's own way out (``flowxfer.cli.run``), with what a test needs to see of its process.
@@ -185,6 +195,43 @@ async def test_the_console_script_exits_as_the_command_says(tmp_path: Path) -> N
         assert code == _exits.NOT_FOUND and "no readable data with id 123456789" in err
         code, out, seen, err = await _console(cli.env(), "download", "--no-such-flag")
         assert code == _exits.USAGE and "No such option" in err
+
+
+#: The console script, counting the collections that start while the engine runs (``run_engine`` on the stack).
+_DURING_TRANSFER = """
+import atexit, gc, json, sys
+during = []
+
+def started(phase, info):
+    if phase != "start":
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "run_engine" and frame.f_code.co_filename.endswith("_common.py"):
+            during.append(info["generation"])
+            return
+        frame = frame.f_back
+
+atexit.register(lambda: print(json.dumps({"during": during}), file=sys.stderr))
+sys.argv[0] = "flowxfer"
+gc.callbacks.append(started)
+from flowxfer.cli import run
+run()
+"""
+
+
+async def test_collections_resume_before_the_transfer_runs(tmp_path: Path) -> None:
+    """Start-up pauses the collector; the transfer itself runs with it on (memory stays flat)."""
+    probe = write_random(tmp_path / "probe.bin", 4 * KiB, 5)
+    async with running_server(tmp_path / "root") as srv:
+        cli = Cli(srv.base_url, tmp_path / "home")
+        await cli.login("alice", srv.users["alice"])
+        done = await anyio.run_process(
+            [sys.executable, "-c", _DURING_TRANSFER, "--no-progress", "upload", str(probe)], env=cli.env(), check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    during = json.loads(done.stderr.decode().strip().splitlines()[-1])["during"]
+    assert during, "no collection while the engine ran: the collector was still paused"
 
 
 _LEAVE = """
