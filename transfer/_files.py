@@ -23,7 +23,6 @@ from flowxfer.journal import FileRecord, Journal, TransferRecord
 from ._advice import bulk_hint
 from ._by_id import PREFETCH_LIMIT, Prefetched, describe_by_id
 from ._client import FlowClient
-from ._download import warm_described
 from ._errors import UsageError
 from ._plan import LocalFile, RemoteData, check_upload_paths, plan_downloads, plan_uploads, scan_local
 from ._remote import describe, search
@@ -185,6 +184,8 @@ async def run_download(
     prefetched: dict[str, Prefetched] = {}
 
     async def look_up() -> None:
+        from ._download import warm_described  # here: an upload does not load the download modules
+
         try:
             by_id = force or not await _downloaded_before(runner, ids)
             looked_up.append(
