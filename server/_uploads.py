@@ -52,7 +52,7 @@ from ._sink import (
     hash_file,
 )
 from ._state import RATE, State, charge, user_of
-from ._store import FAILED, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
+from ._store import FAILED, FINALIZING, READY, UPLOADING, ChunkRow, DataRow, Store, TreeFile
 from ._store_samples import SampleRefused
 from ._unpack import UnpackError, unpack
 from ._upload_chunk import Chunk, ChunkMeta, Target, parse_meta
@@ -305,6 +305,8 @@ class UploadManager:
             target.row = row
             if row.state == FAILED:
                 bad_request(f"upload failed: {row.error}")
+            if row.state == FINALIZING and meta.is_last and not row.is_directory:
+                target.row = row = await self._ready_if_moved(row)
             if (
                 route is not None
                 and route.replayable
@@ -342,6 +344,22 @@ class UploadManager:
             lock.release()
             raise
         return target
+
+    async def _ready_if_moved(self, row: DataRow) -> DataRow:
+        """Complete a finish that stopped after its rename (the data folder's flush failed): ready now.
+
+        Its row says ``finalizing`` and the file has its final name; without this, the
+        client's repeat of the last chunk got "upload is complete" and the upload stayed
+        unready until the server restarted (start-up recovery). Called under the upload's lock.
+        """
+        moved = await self._io(os.path.exists, self.layout.data / row.id)
+        partial = await self._io(os.path.exists, self.layout.partial / row.id)
+        if not moved or partial:
+            return row  # not that case: start-up recovery completes it, as before
+        await self.store.run_after_flushing(self.layout.data, self.store.set_state, row.id, READY)
+        again = await self.store.run(self.store.get_data, row.id)
+        assert again is not None
+        return again
 
     # --- after the body ---------------------------------------------------------
 
